@@ -1,0 +1,178 @@
+//! `Action`: one unit of work in a schedule — `(stage, op, micro-batch)`.
+//!
+//! The text form is PyTorch pipelining's action string: `[stage][op][micro-batch]`, e.g. `2F0`,
+//! `1I3`, `0W5`, `3B1`. `R` (recompute) is pipesched's own. `Display` and `FromStr` round-trip.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What an action does to its (stage, micro-batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Op {
+    /// Forward through one stage.
+    F,
+    /// Full backward: input gradient and weight gradient (`B = I + W`).
+    B,
+    /// Backward for the input gradient only.
+    I,
+    /// Backward for the weight gradient only.
+    W,
+    /// Recompute: re-run the forward of a checkpointed micro-batch before its backward.
+    R,
+}
+
+impl Op {
+    /// All ops, in a fixed order (used for legends).
+    pub const ALL: [Op; 5] = [Op::F, Op::B, Op::I, Op::W, Op::R];
+
+    /// The op's letter.
+    pub fn letter(self) -> char {
+        match self {
+            Op::F => 'F',
+            Op::B => 'B',
+            Op::I => 'I',
+            Op::W => 'W',
+            Op::R => 'R',
+        }
+    }
+
+    /// The op for a letter, if it is one of `F B I W R`.
+    pub fn from_letter(c: char) -> Option<Op> {
+        Some(match c {
+            'F' => Op::F,
+            'B' => Op::B,
+            'I' => Op::I,
+            'W' => Op::W,
+            'R' => Op::R,
+            _ => return None,
+        })
+    }
+
+    /// Whether this op produces the input gradient of its stage (`B` or `I`).
+    pub fn is_input_backward(self) -> bool {
+        matches!(self, Op::B | Op::I)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.letter())
+    }
+}
+
+/// One unit of work: `op` on model stage `stage` for micro-batch `microbatch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Action {
+    /// Model stage (0 … S−1, S = p·v).
+    pub stage: u32,
+    /// What is done.
+    pub op: Op,
+    /// Micro-batch (0 … m−1).
+    pub microbatch: u32,
+}
+
+impl Action {
+    /// `op` on `stage` for `microbatch`.
+    pub fn new(stage: usize, op: Op, microbatch: usize) -> Action {
+        Action { stage: stage as u32, op, microbatch: microbatch as u32 }
+    }
+
+    /// The stage as an index.
+    pub fn stage(&self) -> usize {
+        self.stage as usize
+    }
+
+    /// The micro-batch as an index.
+    pub fn mb(&self) -> usize {
+        self.microbatch as usize
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Padding (`{:<4}`) applies to the whole string, as grids need.
+        f.pad(&format!("{}{}{}", self.stage, self.op, self.microbatch))
+    }
+}
+
+impl FromStr for Action {
+    type Err = Error;
+
+    /// Parses `[stage][op][micro-batch]`, surrounding whitespace allowed.
+    fn from_str(s: &str) -> Result<Action> {
+        let text = s.trim();
+        let bad = |reason: &str| Error::ParseAction { text: s.to_string(), reason: reason.to_string() };
+        let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad("it must start with the stage number"));
+        }
+        let stage: u32 = text[..digits].parse().map_err(|_| bad("the stage number is too large"))?;
+        let rest = &text[digits..];
+        let mut chars = rest.chars();
+        let letter = chars.next().ok_or_else(|| bad("the op letter is missing"))?;
+        let op = Op::from_letter(letter).ok_or_else(|| {
+            if rest.starts_with("SEND") || rest.starts_with("RECV") || rest.starts_with("UNSHARD") || rest.starts_with("RESHARD") {
+                bad("communication and sharding actions are not compute actions; pipesched derives transfers from the compute actions, export the compute-only format")
+            } else {
+                bad("the op must be one of F, B, I, W, R")
+            }
+        })?;
+        let mb_text = chars.as_str();
+        if mb_text.is_empty() {
+            return Err(bad("the micro-batch number is missing"));
+        }
+        if !mb_text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("the micro-batch must be a number"));
+        }
+        let microbatch: u32 = mb_text.parse().map_err(|_| bad("the micro-batch number is too large"))?;
+        Ok(Action { stage, op, microbatch })
+    }
+}
+
+impl Serialize for Action {
+    /// Serialises as the action string (`"2F0"`), so JSON schedules and traces read like the CSV.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Action, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_pytorch_strings() {
+        for s in ["2F0", "1I3", "0W5", "3B1", "12R104"] {
+            let a: Action = s.parse().unwrap();
+            assert_eq!(a.to_string(), s);
+        }
+        assert_eq!("2F0".parse::<Action>().unwrap(), Action::new(2, Op::F, 0));
+        assert_eq!(" 1I3 ".parse::<Action>().unwrap(), Action::new(1, Op::I, 3));
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for s in ["", "F0", "2X0", "2F", "2Fa", "2F0x", "1SEND_F0", "-1F0", "99999999999F0"] {
+            let e = s.parse::<Action>().unwrap_err();
+            assert!(matches!(e, Error::ParseAction { .. }), "{s}: {e}");
+        }
+        let e = "1SEND_F0".parse::<Action>().unwrap_err().to_string();
+        assert!(e.contains("compute-only"), "{e}");
+    }
+
+    #[test]
+    fn pads_as_a_whole() {
+        assert_eq!(format!("[{:<5}]", Action::new(1, Op::F, 2)), "[1F2  ]");
+    }
+}

@@ -1,0 +1,216 @@
+//! `CostModel`: how long each op takes and how many bytes it keeps, per model stage.
+//!
+//! Costs are given either per model stage, or "per rank" — the work of 1/p of the model, which a
+//! schedule with `v` chunks per rank splits evenly (each chunk costs `t/v`, and gets `bytes/v`,
+//! the remainder going to the first chunks so totals stay exact). See DESIGN.md.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::schedule::Schedule;
+
+/// Costs of one model stage (or, in the per-rank shorthand, of one rank's share of the model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageCost {
+    /// Forward time `t_F`.
+    pub f: f64,
+    /// Input-gradient backward time `t_I`.
+    pub i: f64,
+    /// Weight-gradient backward time `t_W`. A full backward takes `t_I + t_W`.
+    pub w: f64,
+    /// Recompute time `t_R`; `t_F` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r: Option<f64>,
+    /// Bytes `F` keeps for the backward of one micro-batch (`M_act`, under the stage's recompute policy).
+    #[serde(default)]
+    pub act_bytes: u64,
+    /// Bytes `R` re-creates for one micro-batch (what the recompute policy dropped).
+    #[serde(default)]
+    pub recompute_bytes: u64,
+    /// Bytes kept from `I` until `W` for one micro-batch (`M_w`).
+    #[serde(default)]
+    pub w_bytes: u64,
+}
+
+impl StageCost {
+    /// Times only, no bytes.
+    pub fn times(f: f64, i: f64, w: f64) -> StageCost {
+        StageCost { f, i, w, r: None, act_bytes: 0, recompute_bytes: 0, w_bytes: 0 }
+    }
+
+    /// `t_R`: the recompute time, `t_F` unless given.
+    pub fn t_r(&self) -> f64 {
+        self.r.unwrap_or(self.f)
+    }
+
+    /// Split one rank's costs into chunk `chunk` of `v` (times `t/v`, bytes `bytes/v` with the
+    /// remainder on the first chunks).
+    fn chunk(&self, chunk: usize, v: usize) -> StageCost {
+        let vf = v as f64;
+        let share = |b: u64| b / v as u64 + u64::from((chunk as u64) < b % v as u64);
+        StageCost {
+            f: self.f / vf,
+            i: self.i / vf,
+            w: self.w / vf,
+            r: self.r.map(|r| r / vf),
+            act_bytes: share(self.act_bytes),
+            recompute_bytes: share(self.recompute_bytes),
+            w_bytes: share(self.w_bytes),
+        }
+    }
+}
+
+/// Per-stage costs, or the per-rank shorthand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageCosts {
+    /// One rank's share of the model (1/p of it), split evenly over the `v` chunks of a rank.
+    PerRank(StageCost),
+    /// One entry per model stage, `S = p·v` of them.
+    Stages(Vec<StageCost>),
+}
+
+/// Time and memory costs of a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostModel {
+    /// The op costs.
+    #[serde(flatten)]
+    pub costs: StageCosts,
+    /// Cross-rank latency `c`: delays the consumer, occupies neither device.
+    #[serde(default)]
+    pub latency: f64,
+    /// Static bytes (parameters, gradients, optimizer state): none, one value for every rank, or one per rank.
+    #[serde(default)]
+    pub static_bytes: Vec<u64>,
+    /// Unit of every time in the model (`ms` for profiled costs); shown on charts.
+    #[serde(default = "default_unit")]
+    pub time_unit: String,
+}
+
+fn default_unit() -> String {
+    "units".into()
+}
+
+impl CostModel {
+    /// Uniform per-rank costs, no latency, no bytes.
+    pub fn per_rank(f: f64, i: f64, w: f64) -> CostModel {
+        CostModel {
+            costs: StageCosts::PerRank(StageCost::times(f, i, w)),
+            latency: 0.0,
+            static_bytes: vec![],
+            time_unit: default_unit(),
+        }
+    }
+
+    /// The same with cross-rank latency `c`.
+    pub fn with_latency(mut self, c: f64) -> CostModel {
+        self.latency = c;
+        self
+    }
+
+    /// Parses a cost model from JSON (`{"per_rank": {...}}` or `{"stages": [...]}`, plus
+    /// optional `latency`, `static_bytes`, `time_unit`).
+    pub fn from_json(text: &str) -> Result<CostModel> {
+        let model: CostModel = serde_json::from_str(text).map_err(|e| {
+            Error::Cost(format!(
+                "{e}. Expected {{\"per_rank\": {{\"f\": .., \"i\": .., \"w\": ..}}}} or {{\"stages\": [{{\"f\": .., \"i\": .., \"w\": ..}}, ...]}}, optionally with \"latency\", \"static_bytes\", \"time_unit\""
+            ))
+        })?;
+        model.check_values()?;
+        Ok(model)
+    }
+
+    /// The cost model as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a cost model always serialises")
+    }
+
+    fn check_values(&self) -> Result<()> {
+        let ok = |x: f64| x.is_finite() && x >= 0.0;
+        if !ok(self.latency) {
+            return Err(Error::Cost(format!("latency must be a finite number ≥ 0, got {}", self.latency)));
+        }
+        let all: Vec<&StageCost> = match &self.costs {
+            StageCosts::PerRank(c) => vec![c],
+            StageCosts::Stages(v) => v.iter().collect(),
+        };
+        for (k, c) in all.iter().enumerate() {
+            for (name, x) in [("f", c.f), ("i", c.i), ("w", c.w), ("r", c.t_r())] {
+                if !ok(x) {
+                    return Err(Error::Cost(format!("stage entry {k}: {name} must be a finite time ≥ 0, got {x}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The costs of every model stage of `schedule` (splitting the per-rank shorthand over its
+    /// chunks), and the static bytes of every rank.
+    pub fn resolve(&self, schedule: &Schedule) -> Result<(Vec<StageCost>, Vec<u64>)> {
+        self.check_values()?;
+        let (p, v) = (schedule.p, schedule.v);
+        let stages = match &self.costs {
+            StageCosts::PerRank(c) => (0..schedule.stages())
+                .map(|s| {
+                    let chunk = schedule.stages_of(schedule.rank_of(s)).iter().position(|&t| t == s).unwrap_or(0);
+                    c.chunk(chunk, v)
+                })
+                .collect(),
+            StageCosts::Stages(list) => {
+                if list.len() != schedule.stages() {
+                    return Err(Error::Cost(format!(
+                        "the cost model lists {} stages but the schedule has {} (p={p}, v={v}); profile the same partition, or give per-rank costs",
+                        list.len(),
+                        schedule.stages()
+                    )));
+                }
+                list.clone()
+            }
+        };
+        let statics = match self.static_bytes.len() {
+            0 => vec![0; p],
+            1 => vec![self.static_bytes[0]; p],
+            n if n == p => self.static_bytes.clone(),
+            n => {
+                return Err(Error::Cost(format!(
+                    "static_bytes has {n} entries but the schedule has p={p} ranks; give one value, or one per rank"
+                )))
+            }
+        };
+        Ok((stages, statics))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_rank_splits_over_chunks_exactly() {
+        let c = StageCost { f: 1.0, i: 2.0, w: 0.5, r: None, act_bytes: 7, recompute_bytes: 0, w_bytes: 3 };
+        let parts: Vec<_> = (0..2).map(|k| c.chunk(k, 2)).collect();
+        assert_eq!(parts[0].act_bytes + parts[1].act_bytes, 7);
+        assert_eq!(parts[0].act_bytes, 4);
+        assert_eq!(parts[1].w_bytes, 1);
+        assert_eq!(parts[0].f, 0.5);
+        assert_eq!(parts[1].t_r(), 0.5);
+    }
+
+    #[test]
+    fn json_round_trip_both_forms() {
+        let a = CostModel::per_rank(1.0, 1.0, 0.5).with_latency(0.1);
+        assert_eq!(CostModel::from_json(&a.to_json()).unwrap(), a);
+        let text =
+            r#"{"stages": [{"f": 1, "i": 2, "w": 1, "act_bytes": 100}], "static_bytes": [5], "time_unit": "ms"}"#;
+        let b = CostModel::from_json(text).unwrap();
+        assert!(matches!(&b.costs, StageCosts::Stages(v) if v[0].act_bytes == 100));
+        assert_eq!(b.time_unit, "ms");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(CostModel::from_json(r#"{"per_rank": {"f": -1, "i": 1, "w": 1}}"#).is_err());
+        assert!(CostModel::from_json(r#"{"per_rank": {"f": 1}}"#).unwrap_err().to_string().contains("missing field"));
+        assert!(CostModel::from_json("{}").is_err());
+    }
+}

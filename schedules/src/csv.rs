@@ -1,0 +1,127 @@
+//! PyTorch-compatible CSV schedules, compute-only format: one row per rank, comma-separated
+//! action strings (`0F0,0F1,,0B0`), an empty cell is an idle slot.
+//!
+//! Export places each action on the unit clock of [`Schedule::grid`], so idle slots show as
+//! empty cells; import ignores empty cells (a lane runs in order whatever the gaps) and sends
+//! the result through [`validate`].
+
+use crate::action::Action;
+use crate::error::{Error, Result};
+use crate::schedule::{Placement, Schedule};
+use crate::validate::{unit_clock, validate};
+
+/// Writes `s` as CSV, one line per rank, idle ticks as empty cells.
+pub fn to_csv(s: &Schedule) -> Result<String> {
+    let ticks = unit_clock(s)?;
+    let mut out = String::new();
+    for (lane, t) in s.lanes.iter().zip(&ticks) {
+        let width = t.last().map_or(0, |&x| x + 1);
+        let mut cells = vec![String::new(); width];
+        for (a, &col) in lane.iter().zip(t) {
+            cells[col] = a.to_string();
+        }
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Reads a CSV schedule. The number of ranks is the number of lines, the number of stages and
+/// micro-batches the largest ones named plus one; the placement is `loop` unless the stages fit
+/// only the `V` placement. The schedule is validated.
+pub fn from_csv(text: &str, name: &str) -> Result<Schedule> {
+    let mut lines: Vec<&str> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
+    if lines.is_empty() {
+        return Err(Error::Csv {
+            line: 1,
+            cell: 1,
+            reason: "the file is empty; expected one line of comma-separated actions per rank".into(),
+        });
+    }
+    let mut lanes = Vec::with_capacity(lines.len());
+    for (r, line) in lines.iter().enumerate() {
+        let mut lane = Vec::new();
+        for (c, cell) in line.split(',').enumerate() {
+            let cell = cell.trim().trim_matches('"').trim();
+            if cell.is_empty() {
+                continue;
+            }
+            let a: Action =
+                cell.parse().map_err(|e: Error| Error::Csv { line: r + 1, cell: c + 1, reason: e.to_string() })?;
+            lane.push(a);
+        }
+        lanes.push(lane);
+    }
+    let p = lanes.len();
+    let all = lanes.iter().flatten();
+    let stages = all.clone().map(|a| a.stage() + 1).max().unwrap_or(0);
+    let m = all.map(|a| a.mb() + 1).max().unwrap_or(0);
+    if stages == 0 {
+        return Err(Error::Csv { line: 1, cell: 1, reason: "the file holds no actions".into() });
+    }
+    if stages % p != 0 {
+        return Err(Error::Csv {
+            line: 1,
+            cell: 1,
+            reason: format!("the actions name {stages} stages (0..={}), not a multiple of the {p} ranks (lines); every rank must hold the same number of stages", stages - 1),
+        });
+    }
+    let v = stages / p;
+    let fits = |placement: Placement| {
+        lanes.iter().enumerate().all(|(r, lane)| lane.iter().all(|a| placement.rank_of(a.stage(), p) == r))
+    };
+    let placement = if v == 2 && !fits(Placement::Loop) && fits(Placement::V) { Placement::V } else { Placement::Loop };
+    let s = Schedule { name: name.to_string(), p, v, m, placement, lanes };
+    validate(&s)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::Kind;
+
+    #[test]
+    fn round_trips_every_generator() {
+        for kind in Kind::ALL {
+            for (p, m) in [(1, 2), (2, 4), (4, 8), (3, 6)] {
+                let s = kind.generate(p, kind.default_chunks(), m).unwrap();
+                let back = from_csv(&to_csv(&s).unwrap(), kind.name()).unwrap();
+                assert_eq!(back, s, "{kind} p={p} m={m}");
+            }
+        }
+    }
+
+    #[test]
+    fn reads_a_hand_written_pytorch_csv() {
+        // 1F1B on 2 ranks, 3 micro-batches, as PyTorch's `_dump_csv` writes it.
+        let text = "0F0,0F1,,0B0,0F2,0B1,,0B2\r\n,1F0,1B0,1F1,1B1,1F2,1B2\r\n";
+        let s = from_csv(text, "hand").unwrap();
+        assert_eq!((s.p, s.v, s.m), (2, 1, 3));
+        assert_eq!(
+            s.lanes[1].iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            ["1F0", "1B0", "1F1", "1B1", "1F2", "1B2"]
+        );
+    }
+
+    #[test]
+    fn detects_v_placement() {
+        // Rank 0 holds stages 0 and 3, rank 1 holds 1 and 2.
+        let text = "0F0,,,,3F0,3B0,,,,0B0\n,1F0,2F0,2B0,1B0\n";
+        let text = text.replace(",,,,3F0", ",,,3F0");
+        let s = from_csv(&text, "v").unwrap();
+        assert_eq!(s.placement, Placement::V);
+    }
+
+    #[test]
+    fn bad_cells_name_line_and_cell() {
+        let e = from_csv("0F0,0X1\n", "bad").unwrap_err().to_string();
+        assert!(e.contains("line 1, cell 2"), "{e}");
+        assert!(from_csv("\n\n", "empty").unwrap_err().to_string().contains("empty"));
+        let e = from_csv("0F0,0B0\n1F0\n", "no-backward").unwrap_err().to_string();
+        assert!(e.contains("missing backward: 1F0 (rank 1, step 0)"), "{e}");
+    }
+}

@@ -1,0 +1,136 @@
+//! Schedule generators: pure functions from (p, m[, v]) to a validated [`Schedule`].
+//!
+//! Each generator's doc comment draws its output for a small case on a unit clock (one action
+//! per tick, `.` = idle); a test in each file checks that the picture is what the code produces.
+
+mod gpipe;
+mod interleaved;
+mod one_f_one_b;
+mod zero_bubble;
+
+pub use gpipe::gpipe;
+pub use interleaved::interleaved;
+pub use one_f_one_b::one_f_one_b;
+pub use zero_bubble::{zb_h1, zb_h2};
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::schedule::{Placement, Schedule};
+use crate::validate::validate;
+use crate::Action;
+
+/// The schedules pipesched can generate, by their CLI names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// `gpipe`: all forwards, then all backwards.
+    #[serde(rename = "gpipe")]
+    GPipe,
+    /// `1f1b`: PipeDream-Flush.
+    #[serde(rename = "1f1b")]
+    OneFOneB,
+    /// `interleaved`: Megatron's interleaved 1F1B with v chunks per rank.
+    #[serde(rename = "interleaved")]
+    Interleaved,
+    /// `zb-h1`: zero bubble, 1F1B's memory.
+    #[serde(rename = "zb-h1")]
+    ZbH1,
+    /// `zb-h2`: zero bubble, up to 2p−1 micro-batches in flight.
+    #[serde(rename = "zb-h2")]
+    ZbH2,
+}
+
+impl Kind {
+    /// Every kind, in the order tables list them.
+    pub const ALL: [Kind; 5] = [Kind::GPipe, Kind::OneFOneB, Kind::Interleaved, Kind::ZbH1, Kind::ZbH2];
+
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::GPipe => "gpipe",
+            Kind::OneFOneB => "1f1b",
+            Kind::Interleaved => "interleaved",
+            Kind::ZbH1 => "zb-h1",
+            Kind::ZbH2 => "zb-h2",
+        }
+    }
+
+    /// The chunk count used when none is given: 2 for interleaved, 1 otherwise.
+    pub fn default_chunks(self) -> usize {
+        if self == Kind::Interleaved {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Generates this kind of schedule. `v` must be 1 except for interleaved.
+    pub fn generate(self, p: usize, v: usize, m: usize) -> Result<Schedule> {
+        if self != Kind::Interleaved && v != 1 {
+            return Err(Error::BadArgs {
+                schedule: self.name().into(),
+                reason: format!("this schedule places one stage per rank, so it takes no chunks (got v={v}); only interleaved takes --chunks"),
+            });
+        }
+        match self {
+            Kind::GPipe => gpipe(p, m),
+            Kind::OneFOneB => one_f_one_b(p, m),
+            Kind::Interleaved => interleaved(p, v, m),
+            Kind::ZbH1 => zb_h1(p, m),
+            Kind::ZbH2 => zb_h2(p, m),
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Kind> {
+        let key = s.trim().to_ascii_lowercase();
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == key || (key == "pipedream-flush" && *k == Kind::OneFOneB))
+            .ok_or_else(|| Error::BadArgs {
+                schedule: s.to_string(),
+                reason: format!("unknown schedule name; choose one of {}", Kind::ALL.map(Kind::name).join(", ")),
+            })
+    }
+}
+
+/// Rejects p = 0 or m = 0 with a message naming the generator.
+fn check_pm(name: &str, p: usize, m: usize) -> Result<()> {
+    if p == 0 || m == 0 {
+        return Err(Error::BadArgs {
+            schedule: name.into(),
+            reason: format!("p (ranks) and m (micro-batches) must be at least 1; got p={p}, m={m}"),
+        });
+    }
+    Ok(())
+}
+
+/// Assembles and validates a loop-placed schedule.
+fn finish(name: &str, p: usize, v: usize, m: usize, lanes: Vec<Vec<Action>>) -> Result<Schedule> {
+    let s = Schedule { name: name.into(), p, v, m, placement: Placement::Loop, lanes };
+    validate(&s)?;
+    Ok(s)
+}
+
+/// Extracts the first ```text picture from a generator's source, for the doc-picture tests.
+#[cfg(test)]
+pub(crate) fn doc_picture(source: &str, nth: usize) -> String {
+    let start = source.match_indices("/// ```text\n").nth(nth).expect("doc picture").0 + "/// ```text\n".len();
+    let end = start + source[start..].find("/// ```\n").expect("end of picture");
+    source[start..end]
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start_matches("///").strip_prefix(' ').unwrap_or("")))
+        .collect()
+}

@@ -1,0 +1,38 @@
+//! Pipeline schedules as data: generate, validate, simulate, measure.
+//!
+//! Everything here is a pure function of its inputs: no threads, no devices.
+//!
+//! ```
+//! use pipesched_schedules::{one_f_one_b, simulate, CostModel, Stats};
+//!
+//! let schedule = one_f_one_b(4, 8)?;                         // validated on creation
+//! let trace = simulate(&schedule, &CostModel::per_rank(1.0, 1.0, 1.0))?;
+//! let stats = Stats::of(&trace);
+//! assert_eq!(stats.makespan, 33.0);                           // m(F+I+W) + (p−1)(F+I+W)
+//! println!("{}", schedule.grid());
+//! # Ok::<(), pipesched_schedules::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+mod action;
+mod cost;
+mod csv;
+mod error;
+mod generate;
+pub mod grid;
+mod schedule;
+mod simulate;
+mod stats;
+mod trace;
+mod validate;
+
+pub use action::{Action, Op};
+pub use cost::{CostModel, StageCost, StageCosts};
+pub use csv::{from_csv, to_csv};
+pub use error::{Error, Result};
+pub use generate::{gpipe, interleaved, one_f_one_b, zb_h1, zb_h2, Kind};
+pub use schedule::{Placement, Schedule};
+pub use simulate::simulate;
+pub use stats::Stats;
+pub use trace::{MemSample, RankTrace, Source, Span, Trace, Transfer};
+pub use validate::{unit_clock, validate};

@@ -1,0 +1,91 @@
+//! `Schedule`: one ordered lane of actions per rank, plus where the model stages sit.
+//!
+//! A `Schedule` is plain data. Generators and the CSV reader return only schedules that passed
+//! [`validate`](crate::validate); a hand-built one can be anything until it is validated (the
+//! executor's hang diagnostics need to run schedules that deadlock).
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::Action;
+use crate::grid;
+use crate::validate;
+
+/// How model stages are assigned to ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Stage `s` on rank `s mod p` (GPipe, 1F1B, interleaved 1F1B).
+    Loop,
+    /// Two chunks per rank: rank `r` holds stages `r` and `2p−1−r` (ZB-V, DualPipeV).
+    V,
+}
+
+impl Placement {
+    /// The rank that holds `stage` among `p` ranks.
+    pub fn rank_of(self, stage: usize, p: usize) -> usize {
+        match self {
+            Placement::Loop => stage % p,
+            Placement::V => {
+                if stage < p {
+                    stage
+                } else {
+                    2 * p - 1 - stage
+                }
+            }
+        }
+    }
+}
+
+/// A pipeline schedule: for each rank, the order in which it runs its actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Short name of what produced it (`1f1b`, `zb-h1`, `csv`, ...).
+    pub name: String,
+    /// Number of ranks (devices).
+    pub p: usize,
+    /// Model chunks per rank; the model has `S = p·v` stages.
+    pub v: usize,
+    /// Number of micro-batches.
+    pub m: usize,
+    /// Where stages sit.
+    pub placement: Placement,
+    /// One lane per rank, in execution order.
+    pub lanes: Vec<Vec<Action>>,
+}
+
+impl Schedule {
+    /// Number of model stages, `p·v`.
+    pub fn stages(&self) -> usize {
+        self.p * self.v
+    }
+
+    /// The rank holding `stage`.
+    pub fn rank_of(&self, stage: usize) -> usize {
+        self.placement.rank_of(stage, self.p)
+    }
+
+    /// The stages held by `rank`, in increasing order.
+    pub fn stages_of(&self, rank: usize) -> Vec<usize> {
+        (0..self.stages()).filter(|&s| self.rank_of(s) == rank).collect()
+    }
+
+    /// Total number of actions over all lanes.
+    pub fn num_actions(&self) -> usize {
+        self.lanes.iter().map(Vec::len).sum()
+    }
+
+    /// Whether any lane splits the backward into `I` and `W`.
+    pub fn splits_backward(&self) -> bool {
+        self.lanes.iter().flatten().any(|a| a.op == crate::Op::I)
+    }
+
+    /// The schedule as a grid: one row per rank, one column per tick of a unit clock (every
+    /// action takes one tick, transfers are free), so idle slots show as gaps — the picture in
+    /// each generator's doc comment. A schedule that deadlocks is drawn with its lanes packed.
+    pub fn grid(&self) -> String {
+        match validate::unit_clock(self) {
+            Ok(ticks) => grid::render(&grid::aligned_rows(self, &ticks), &[]),
+            Err(_) => grid::render(&grid::packed_rows(self), &[]),
+        }
+    }
+}

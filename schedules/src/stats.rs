@@ -1,0 +1,61 @@
+//! `Stats` of a trace: makespan, ideal time, bubble rates, steady period, per-rank busy, idle,
+//! recompute time and peak bytes — DESIGN.md's definitions, for simulated and measured traces alike.
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::Op;
+use crate::trace::Trace;
+
+/// Summary numbers of one trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Latest end time over all ranks (time starts at 0).
+    pub makespan: f64,
+    /// Σ busy / p: the makespan if the work were perfectly spread with no idle time.
+    pub ideal: f64,
+    /// Idle device-time / (p · makespan).
+    pub bubble_rate: f64,
+    /// Max over ranks of (end of its last action − start of its first): the step period when
+    /// consecutive steps overlap with no barrier between them.
+    pub steady_period: f64,
+    /// 1 − Σ busy / (p · steady_period).
+    pub steady_bubble_rate: f64,
+    /// Time each rank spent running actions.
+    pub busy: Vec<f64>,
+    /// makespan − busy, per rank.
+    pub idle: Vec<f64>,
+    /// Time each rank spent in `R` actions.
+    pub recompute: Vec<f64>,
+    /// Peak live bytes per rank.
+    pub peak_bytes: Vec<u64>,
+}
+
+impl Stats {
+    /// Computes the stats of `trace`.
+    pub fn of(trace: &Trace) -> Stats {
+        let p = trace.ranks.len();
+        let makespan = trace.ranks.iter().flat_map(|r| r.spans.iter().map(|s| s.end)).fold(0.0, f64::max);
+        let busy: Vec<f64> = trace.ranks.iter().map(|r| r.spans.iter().map(|s| s.duration()).sum()).collect();
+        let recompute = trace
+            .ranks
+            .iter()
+            .map(|r| r.spans.iter().filter(|s| s.action.op == Op::R).map(|s| s.duration()).sum())
+            .collect();
+        let idle: Vec<f64> = busy.iter().map(|b| makespan - b).collect();
+        let total: f64 = busy.iter().sum();
+        let steady_period =
+            trace.ranks.iter().filter_map(|r| Some(r.spans.last()?.end - r.spans.first()?.start)).fold(0.0, f64::max);
+        let rate = |period: f64| if period > 0.0 && p > 0 { 1.0 - total / (p as f64 * period) } else { 0.0 };
+        Stats {
+            makespan,
+            ideal: if p > 0 { total / p as f64 } else { 0.0 },
+            bubble_rate: rate(makespan),
+            steady_period,
+            steady_bubble_rate: rate(steady_period),
+            busy,
+            idle,
+            recompute,
+            peak_bytes: trace.ranks.iter().map(|r| r.peak_bytes()).collect(),
+        }
+    }
+}
