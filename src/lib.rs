@@ -2,7 +2,9 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod flags;
 pub mod output;
+pub mod units;
 
 pub use error::{Error, Result};
 pub use pipesched_schedules as schedules;

@@ -14,7 +14,11 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|source| Error::Io { action: "cannot write", path: path.to_path_buf(), source })?;
+    std::fs::write(&tmp, bytes).map_err(|source| Error::Io {
+        action: "cannot write",
+        path: path.to_path_buf(),
+        source,
+    })?;
     finish_atomic(&tmp, path)
 }
 

@@ -6,7 +6,8 @@
 use crate::action::Action;
 use crate::schedule::Schedule;
 
-/// Widest grid drawn in full; wider ones show a window around the marked steps.
+/// Widest grid drawn in full when cells are marked; wider ones show a window around the marks.
+/// Grids without marks are always drawn in full.
 const MAX_COLUMNS: usize = 40;
 
 /// Lanes as rows, one action per column (column = index in the lane, the validator's "step").
@@ -31,7 +32,7 @@ pub fn aligned_rows(s: &Schedule, ticks: &[Vec<usize>]) -> Vec<Vec<Option<Action
 }
 
 /// Renders rows as a grid. `marks` are `(rank, column)` cells drawn in brackets, with a caret
-/// line under each marked row.
+/// line under each marked row; a wide grid with marks is cut to a window around them.
 pub fn render(rows: &[Vec<Option<Action>>], marks: &[(usize, usize)]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let cell = rows
@@ -90,7 +91,7 @@ fn trim_line(out: &mut String) {
 
 /// The column range drawn: everything if it fits, else a window around the marks.
 fn window(columns: usize, marks: &[(usize, usize)]) -> (usize, usize) {
-    if columns <= MAX_COLUMNS {
+    if columns <= MAX_COLUMNS || marks.is_empty() {
         return (0, columns);
     }
     let first = marks.iter().map(|m| m.1).min().unwrap_or(0);

@@ -20,6 +20,15 @@ pub enum Placement {
     V,
 }
 
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Placement::Loop => "loop",
+            Placement::V => "V",
+        })
+    }
+}
+
 impl Placement {
     /// The rank that holds `stage` among `p` ranks.
     pub fn rank_of(self, stage: usize, p: usize) -> usize {

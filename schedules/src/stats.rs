@@ -35,14 +35,16 @@ impl Stats {
     pub fn of(trace: &Trace) -> Stats {
         let p = trace.ranks.len();
         let makespan = trace.ranks.iter().flat_map(|r| r.spans.iter().map(|s| s.end)).fold(0.0, f64::max);
-        let busy: Vec<f64> = trace.ranks.iter().map(|r| r.spans.iter().map(|s| s.duration()).sum()).collect();
+        let busy: Vec<f64> =
+            trace.ranks.iter().map(|r| r.spans.iter().map(|s| s.duration()).fold(0.0, |a, d| a + d)).collect();
         let recompute = trace
             .ranks
             .iter()
-            .map(|r| r.spans.iter().filter(|s| s.action.op == Op::R).map(|s| s.duration()).sum())
+            .map(|r| r.spans.iter().filter(|s| s.action.op == Op::R).map(|s| s.duration()).fold(0.0, |a, d| a + d))
             .collect();
         let idle: Vec<f64> = busy.iter().map(|b| makespan - b).collect();
-        let total: f64 = busy.iter().sum();
+        // Folded from +0.0: an empty float `sum()` is −0.0.
+        let total: f64 = busy.iter().fold(0.0, |a, b| a + b);
         let steady_period =
             trace.ranks.iter().filter_map(|r| Some(r.spans.last()?.end - r.spans.first()?.start)).fold(0.0, f64::max);
         let rate = |period: f64| if period > 0.0 && p > 0 { 1.0 - total / (p as f64 * period) } else { 0.0 };

@@ -105,7 +105,7 @@ impl Occurrences {
                 let owner = s.rank_of(a.stage());
                 if owner != rank {
                     return Err(invalid(s, &here, format!(
-                        "rank {rank}, step {step}: {a} runs stage {} on rank {rank}, but {:?} placement puts stage {} on rank {owner}",
+                        "rank {rank}, step {step}: {a} runs stage {} on rank {rank}, but {} placement puts stage {} on rank {owner}",
                         a.stage, s.placement, a.stage
                     )));
                 }
@@ -294,14 +294,20 @@ fn run_to_completion(s: &Schedule) -> Result<Vec<Vec<usize>>> {
     }
     let mut lines = Vec::new();
     let mut marks = Vec::new();
-    for r in 0..p {
-        let Some(&a) = s.lanes[r].get(next[r]) else { continue };
-        marks.push((r, next[r]));
+    for (r, &step) in next.iter().enumerate() {
+        let Some(&a) = s.lanes[r].get(step) else { continue };
+        marks.push((r, step));
         let missing: Vec<String> = inputs(a, stages, m, &splits)
             .filter(|(k, _)| done[*k].is_none())
-            .map(|(_, need)| format!("{need} from rank {}", s.rank_of(need.stage())))
+            .map(|(_, need)| {
+                let owner = s.rank_of(need.stage());
+                match s.lanes[owner].iter().position(|&x| x == need) {
+                    Some(step) => format!("{need} (rank {owner}, step {step})"),
+                    None => format!("{need}, which is not in rank {owner}'s lane"),
+                }
+            })
             .collect();
-        lines.push(format!("rank {r} is stuck at step {} on {a}, waiting for {}", next[r], missing.join(" and ")));
+        lines.push(format!("rank {r} is stuck at step {step} on {a}, waiting for {}", missing.join(" and ")));
     }
     Err(Error::Deadlock { reason: lines.join("; "), grid: grid::render(&grid::packed_rows(s), &marks) })
 }

@@ -1,0 +1,93 @@
+//! The closed forms of DESIGN.md hold exactly in the simulator (uniform per-rank costs, c = 0,
+//! W ≤ min(F, I)), and every generator validates and finishes for all small p, m.
+//!
+//! Costs are small integers (halves after splitting over v = 2 chunks), so every sum is exact in
+//! f64 and the comparisons are `==`.
+
+use pipesched_schedules::{simulate, CostModel, Kind, Stats};
+use proptest::prelude::*;
+
+/// The m values the closed forms are checked at: p, 2p, 4p, and one that is not a multiple of p.
+fn microbatches(p: usize) -> Vec<usize> {
+    let mut ms = vec![p, 2 * p, 4 * p];
+    if p > 1 {
+        ms.push(2 * p + 1);
+    }
+    ms
+}
+
+/// Integer costs with W ≤ min(F, I): the regime the Zero Bubble paper's derivation assumes.
+fn costs() -> impl Strategy<Value = (f64, f64, f64)> {
+    (1u32..=8, 1u32..=8)
+        .prop_flat_map(|(f, i)| (Just(f), Just(i), 0..=f.min(i)))
+        .prop_map(|(f, i, w)| (f as f64, i as f64, w as f64))
+}
+
+fn run(kind: Kind, p: usize, m: usize, (f, i, w): (f64, f64, f64)) -> Stats {
+    let s = kind.generate(p, kind.default_chunks(), m).unwrap();
+    Stats::of(&simulate(&s, &CostModel::per_rank(f, i, w)).unwrap())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn one_f_one_b_and_gpipe_bubble_is_p_minus_1_full_steps(p in 1usize..=16, c in costs()) {
+        let (f, i, w) = c;
+        for m in microbatches(p) {
+            for kind in [Kind::OneFOneB, Kind::GPipe] {
+                let st = run(kind, p, m, c);
+                let work = m as f64 * (f + i + w);
+                prop_assert_eq!(st.makespan - work, (p - 1) as f64 * (f + i + w), "{} p={} m={}", kind, p, m);
+                if st.makespan > 0.0 {
+                    prop_assert!((st.bubble_rate - (st.makespan - work) / st.makespan).abs() < 1e-12);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zb_h1_bubble_is_p_minus_1_times_f_plus_i_minus_w(p in 1usize..=16, c in costs()) {
+        let (f, i, w) = c;
+        for m in microbatches(p) {
+            let st = run(Kind::ZbH1, p, m, c);
+            prop_assert_eq!(st.makespan - m as f64 * (f + i + w), (p - 1) as f64 * (f + i - w), "p={} m={}", p, m);
+        }
+    }
+
+    #[test]
+    fn interleaved_bubble_shrinks_by_v(p in 1usize..=16, c in costs()) {
+        let (f, i, w) = c;
+        for m in [p, 2 * p, 4 * p] {
+            let st = run(Kind::Interleaved, p, m, c);
+            prop_assert_eq!(st.makespan - m as f64 * (f + i + w), (p - 1) as f64 * (f + i + w) / 2.0, "p={} m={}", p, m);
+        }
+    }
+
+    #[test]
+    fn zb_h2_steady_period_has_bubble_p_minus_1_times_f_plus_i_minus_2w(p in 1usize..=16, c in costs()) {
+        let (f, i, w) = c;
+        for m in [2 * p, 4 * p, 2 * p + 1, 3 * p + 1] {
+            let st = run(Kind::ZbH2, p, m, c);
+            let work = m as f64 * (f + i + w);
+            prop_assert_eq!(st.steady_period - work, (p - 1) as f64 * (f + i - 2.0 * w), "p={} m={}", p, m);
+            prop_assert!(st.makespan >= st.steady_period);
+        }
+    }
+
+    #[test]
+    fn every_generator_validates_and_finishes(p in 1usize..=12, m in 1usize..=40, f in 1u32..4, i in 1u32..4, w in 0u32..4) {
+        for kind in Kind::ALL {
+            let Ok(s) = kind.generate(p, kind.default_chunks(), m) else {
+                // Only the documented refusals: interleaved needs p | m, ZB-H2 needs m ≥ 2p.
+                prop_assert!((kind == Kind::Interleaved && m % p != 0) || (kind == Kind::ZbH2 && m < 2 * p));
+                continue;
+            };
+            let trace = simulate(&s, &CostModel::per_rank(f as f64, i as f64, w as f64)).unwrap();
+            let spans: usize = trace.ranks.iter().map(|r| r.spans.len()).sum();
+            prop_assert_eq!(spans, s.num_actions());
+            let per_mb = if s.splits_backward() { 3 } else { 2 };
+            prop_assert_eq!(s.num_actions(), per_mb * s.stages() * m);
+        }
+    }
+}

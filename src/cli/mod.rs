@@ -1,0 +1,35 @@
+//! The `pipesched` command line: argument definitions and dispatch.
+
+mod pick;
+mod schedule_cmd;
+mod simulate_cmd;
+
+use clap::{Parser, Subcommand};
+
+use pipesched::Result;
+
+/// Pipeline-parallel training schedules: generate, validate, simulate, chart.
+#[derive(Debug, Parser)]
+#[command(name = "pipesched", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a schedule as a grid, PyTorch-compatible CSV, or JSON.
+    Schedule(schedule_cmd::ScheduleArgs),
+    /// Simulate one step of a schedule under a cost model: makespan, bubble, peak memory, charts.
+    Simulate(simulate_cmd::SimulateArgs),
+}
+
+impl Cli {
+    /// Runs the chosen command.
+    pub fn run(self) -> Result<()> {
+        match self.command {
+            Command::Schedule(a) => schedule_cmd::run(a),
+            Command::Simulate(a) => simulate_cmd::run(a),
+        }
+    }
+}

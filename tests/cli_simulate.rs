@@ -1,0 +1,77 @@
+//! `pipesched schedule` and `pipesched simulate` end to end: the JSON keys scripts rely on, the
+//! golden numbers through the CLI, and the CSV round trip through files.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipesched")).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn json_has_the_stable_keys_and_golden_values() {
+    let text = run(&["simulate", "-s", "zb-h2", "-p", "8", "-m", "24", "--costs", "F=5,I=6,W=4,C=1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for key in [
+        "schedule",
+        "p",
+        "m",
+        "v",
+        "makespan",
+        "ideal",
+        "bubble_rate",
+        "steady_period",
+        "steady_bubble_rate",
+        "peak_memory_bytes",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {text}");
+    }
+    assert_eq!(v["schedule"], "zb-h2");
+    assert_eq!(v["makespan"], 402.0);
+    assert_eq!(v["steady_period"], 395.0);
+    assert_eq!(v["peak_memory_bytes"].as_array().unwrap().len(), 8);
+}
+
+#[test]
+fn interleaved_defaults_to_two_chunks() {
+    let text = run(&["simulate", "-s", "interleaved", "-p", "4", "-m", "8", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["v"], 2);
+    assert_eq!(v["makespan"], 28.5);
+}
+
+#[test]
+fn memory_flags_reach_the_simulator() {
+    let text = run(&["simulate", "-s", "1f1b", "-p", "4", "-m", "8", "--mem", "A=1MiB,S=1KiB", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let peaks: Vec<u64> = v["peak_memory_bytes"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert_eq!(peaks, (0..4u64).map(|r| (4 - r) * (1 << 20) + 1024).collect::<Vec<_>>());
+}
+
+#[test]
+fn csv_out_and_back_in_gives_the_same_simulation() {
+    let dir = std::env::temp_dir().join(format!("pipesched-csv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2"] {
+        let csv = run(&["schedule", "-s", name, "-p", "4", "-m", "8", "--format", "csv"]);
+        let path = dir.join(format!("{name}.csv"));
+        std::fs::write(&path, &csv).unwrap();
+        let from_csv = run(&["simulate", "--from-csv", path.to_str().unwrap(), "--costs", "F=1,I=2,W=1", "--json"]);
+        let direct = run(&["simulate", "-s", name, "-p", "4", "-m", "8", "--costs", "F=1,I=2,W=1", "--json"]);
+        let a: serde_json::Value = serde_json::from_str(&from_csv).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&direct).unwrap();
+        assert_eq!(a["makespan"], b["makespan"], "{name}");
+        assert_eq!(a["v"], b["v"], "{name}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn grid_and_json_formats() {
+    let grid = run(&["schedule", "-s", "1f1b", "-p", "2", "-m", "2"]);
+    assert_eq!(grid, "  step    0    1    2    3    4    5\nrank 0  0F0  0F1    .  0B0    .  0B1\nrank 1    .  1F0  1B0  1F1  1B1    .\n");
+    let json = run(&["schedule", "-s", "1f1b", "-p", "2", "-m", "2", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["lanes"][1], serde_json::json!(["1F0", "1B0", "1F1", "1B1"]));
+}
