@@ -2,8 +2,10 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod exec;
 pub mod flags;
 pub mod output;
+pub mod synthetic;
 pub mod units;
 
 pub use error::{Error, Result};

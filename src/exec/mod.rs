@@ -1,0 +1,202 @@
+//! The executor: runs one step of a schedule on real threads — one worker per rank, bounded
+//! crossbeam links between neighbouring stages on different ranks — and returns the measured
+//! [`Trace`], the same type the simulator produces.
+//!
+//! ## Shutdown protocol
+//! 1. `execute` checks the schedule's structure (stages on their ranks, indices in range) so a
+//!    worker can never index out of bounds; it does *not* require the schedule to be
+//!    deadlock-free — a hang is diagnosed at run time (step 4).
+//! 2. It creates every link (capacity m: a send never blocks) and the status board, then runs
+//!    one worker per rank inside `std::thread::scope`: no worker can outlive the step.
+//! 3. Each worker runs its lane in order. A stage op that fails or panics records the first
+//!    error (later ones are dropped), sets the shared abort flag and returns.
+//! 4. Every wait for an input is bounded by the timeout and polls the abort flag every 20 ms.
+//!    A wait that times out builds the hang report (every rank's step, what it waits for and
+//!    from which rank, on the schedule grid) from the board, records it and sets the flag; a
+//!    wait that sees the flag stops.
+//! 5. The scope joins every worker. If any error was recorded, the first one is returned;
+//!    otherwise the ranks' records are assembled into the trace.
+//!
+//! Why it terminates: every worker either finishes its lane, fails, or waits; waits end at the
+//! timeout at the latest, and after the first failure every other wait ends within one poll.
+
+mod board;
+mod link;
+mod work;
+mod worker;
+
+pub use board::{Board, Phase, Position};
+pub use work::StageWork;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pipesched_schedules::{RankTrace, Schedule, Source, Trace};
+
+use crate::error::{Error, Result};
+use link::Links;
+use worker::{RankRecord, Shared, Worker};
+
+/// How the executor runs a step.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// The longest any single wait for an input may last before the step fails as a hang.
+    pub timeout: Duration,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions { timeout: Duration::from_secs(30) }
+    }
+}
+
+/// Checks what the workers index by: one lane per rank, stages and micro-batches in range,
+/// every action on the rank that holds its stage.
+fn check_structure<S>(schedule: &Schedule, stages: &[S]) -> Result<()> {
+    let n = schedule.stages();
+    if stages.len() != n {
+        return Err(Error::Usage(format!(
+            "the schedule has {n} stages (p={}, v={}) but {} stages were built; partition the model into p·v stages",
+            schedule.p,
+            schedule.v,
+            stages.len()
+        )));
+    }
+    if schedule.lanes.len() != schedule.p {
+        return Err(Error::Usage(format!("the schedule has p={} but {} lanes", schedule.p, schedule.lanes.len())));
+    }
+    for (r, lane) in schedule.lanes.iter().enumerate() {
+        for (k, a) in lane.iter().enumerate() {
+            if a.stage() >= n || a.mb() >= schedule.m || schedule.rank_of(a.stage()) != r {
+                return Err(Error::Usage(format!(
+                    "rank {r}, step {k}: {a} is out of range or on the wrong rank (stages 0..{n}, m={}, {} placement); validate the schedule",
+                    schedule.m, schedule.placement
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs one step of `schedule` over `stages` (indexed by model stage) and returns the measured
+/// trace, times in milliseconds from the first action's start.
+pub fn execute<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &ExecOptions) -> Result<Trace> {
+    check_structure(schedule, stages)?;
+    let p = schedule.p;
+    let links: Links<S::Payload> = Links::new(schedule.stages(), schedule.m, |s| schedule.rank_of(s));
+    let board = Board::new(p);
+    let abort = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let mut per_rank: Vec<Vec<(usize, &mut S)>> = (0..p).map(|_| Vec::new()).collect();
+    for (s, stage) in stages.iter_mut().enumerate() {
+        per_rank[schedule.rank_of(s)].push((s, stage));
+    }
+    let shared =
+        Shared { schedule, links: &links, board: &board, abort: &abort, t0: Instant::now(), timeout: opts.timeout };
+    let fail = |e: Error| {
+        if !matches!(e, Error::Aborted) {
+            let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(e);
+        }
+        abort.store(true, Ordering::Relaxed);
+    };
+    let records: Vec<Option<RankRecord>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = per_rank
+            .into_iter()
+            .enumerate()
+            .map(|(r, mine)| {
+                let (shared, fail) = (&shared, &fail);
+                std::thread::Builder::new().name(format!("pipesched-rank-{r}")).spawn_scoped(scope, move || {
+                    let result = catch_unwind(AssertUnwindSafe(|| Worker::new(r, shared, mine).run()));
+                    match result {
+                        Ok(Ok(record)) => Some(record),
+                        Ok(Err(e)) => {
+                            fail(e);
+                            None
+                        }
+                        Err(panic) => {
+                            let message = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_else(|| "unknown panic".into());
+                            shared.board.set(r, 0, Phase::Stopped);
+                            fail(Error::WorkerPanic { rank: r, message });
+                            None
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(handle) => handle.join().unwrap_or(None),
+                Err(e) => {
+                    fail(Error::Io {
+                        action: "cannot start a worker thread",
+                        path: "pipesched-rank".into(),
+                        source: e,
+                    });
+                    None
+                }
+            })
+            .collect()
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let records: Vec<RankRecord> = records.into_iter().map(|r| r.ok_or(Error::Aborted)).collect::<Result<_>>()?;
+    Ok(assemble(schedule, records))
+}
+
+/// Builds the trace, shifting time so the first action starts at 0.
+fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
+    let origin = records.iter().filter_map(|r| r.spans.first().map(|s| s.start)).fold(f64::INFINITY, f64::min);
+    let origin = if origin.is_finite() { origin } else { 0.0 };
+    let shift = |t: f64| (t - origin).max(0.0);
+    let mut transfers = Vec::new();
+    let ranks = records
+        .into_iter()
+        .map(|rec| {
+            transfers.extend(rec.received.into_iter().map(|mut t| {
+                t.sent = shift(t.sent);
+                t.received = shift(t.received);
+                t
+            }));
+            RankTrace {
+                spans: rec
+                    .spans
+                    .into_iter()
+                    .map(|mut s| {
+                        s.start = shift(s.start);
+                        s.end = shift(s.end);
+                        s
+                    })
+                    .collect(),
+                memory: rec
+                    .memory
+                    .into_iter()
+                    .map(|mut m| {
+                        m.time = shift(m.time);
+                        m
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    transfers.sort_by(|a, b| a.sent.total_cmp(&b.sent));
+    Trace {
+        source: Source::Measured,
+        schedule: schedule.name.clone(),
+        p: schedule.p,
+        v: schedule.v,
+        m: schedule.m,
+        placement: schedule.placement,
+        time_unit: "ms".into(),
+        ranks,
+        transfers,
+    }
+}

@@ -1,0 +1,43 @@
+//! `StageWork`: what the executor needs from a model stage — the five ops and an honest count
+//! of the bytes the stage holds.
+//!
+//! ## Design
+//! The executor is generic over this trait so that real stages (tensors and layers) and
+//! synthetic stages (sleeping for given times, holding given byte counts) run through the same
+//! workers, links, ledger and hang diagnostics: whatever the executor measures on synthetic
+//! stages is what it costs real ones.
+
+use std::fmt::Display;
+
+/// One model stage as the executor drives it. Micro-batch indices are `0 … m−1`.
+pub trait StageWork: Send {
+    /// What flows between stages: activations forward, gradients back.
+    type Payload: Send + 'static;
+    /// The stage's own error type.
+    type Error: Display;
+
+    /// Forward of micro-batch `mb`. `input` is the previous stage's output, `None` on the first
+    /// stage (which reads its own data). Returns the output for the next stage (`None` on the
+    /// last stage, which ends in the loss).
+    fn forward(&mut self, mb: usize, input: Option<Self::Payload>) -> Result<Option<Self::Payload>, Self::Error>;
+
+    /// Re-creates what the recompute policy dropped for `mb`.
+    fn recompute(&mut self, mb: usize) -> Result<(), Self::Error>;
+
+    /// Input-gradient backward of `mb`. `grad` is the next stage's input gradient, `None` on
+    /// the last stage (which starts from the loss). Returns the gradient for the previous stage
+    /// (`None` on the first stage).
+    fn backward_input(&mut self, mb: usize, grad: Option<Self::Payload>) -> Result<Option<Self::Payload>, Self::Error>;
+
+    /// Weight-gradient backward of `mb`, after its `backward_input`.
+    fn backward_weight(&mut self, mb: usize) -> Result<(), Self::Error>;
+
+    /// Full backward of `mb`: input gradient and weight gradient.
+    fn backward(&mut self, mb: usize, grad: Option<Self::Payload>) -> Result<Option<Self::Payload>, Self::Error>;
+
+    /// Bytes the stage holds right now for micro-batches in flight (not counting static bytes).
+    fn held_bytes(&self) -> u64;
+
+    /// Static bytes: parameters, gradients, optimizer state.
+    fn static_bytes(&self) -> u64;
+}

@@ -1,0 +1,250 @@
+//! One rank's worker: walks its lane in order, waits for inputs on its links, runs each action
+//! on the stage it names, hands outputs on, and records spans, transfers and live bytes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pipesched_schedules::{Action, MemSample, Op, Schedule, Span, Transfer};
+
+use super::board::{Board, Phase};
+use super::link::{Direction, Links, Message, RecvError, Stash, Wait};
+use super::work::StageWork;
+use crate::error::Error;
+
+/// What a rank recorded during the step. Times are milliseconds since the step's start.
+pub struct RankRecord {
+    /// Actions as they ran.
+    pub spans: Vec<Span>,
+    /// Live bytes (static + held by its stages) as a step function.
+    pub memory: Vec<MemSample>,
+    /// Messages this rank received.
+    pub received: Vec<Transfer>,
+}
+
+/// Everything a worker shares with the others.
+pub struct Shared<'a, P> {
+    /// The schedule being run.
+    pub schedule: &'a Schedule,
+    /// Cross-rank links.
+    pub links: &'a Links<P>,
+    /// Where every rank is.
+    pub board: &'a Board,
+    /// Set by the first rank that fails; the others stop.
+    pub abort: &'a AtomicBool,
+    /// Time zero of the step.
+    pub t0: Instant,
+    /// How long one wait may last.
+    pub timeout: Duration,
+}
+
+/// How often a waiting worker checks whether another rank failed.
+const ABORT_POLL: Duration = Duration::from_millis(20);
+
+impl<P> Shared<'_, P> {
+    fn ms(&self, t: Instant) -> f64 {
+        t.duration_since(self.t0).as_secs_f64() * 1e3
+    }
+}
+
+/// One rank's state while it runs.
+pub struct Worker<'a, 's, S: StageWork> {
+    rank: usize,
+    shared: &'a Shared<'a, S::Payload>,
+    /// The stages this rank holds, by model stage index.
+    stages: HashMap<usize, &'s mut S>,
+    /// Outputs handed to a stage on this same rank, not yet consumed.
+    local: HashMap<(Direction, usize, usize), S::Payload>,
+    stash: Stash<S::Payload>,
+    record: RankRecord,
+    live: u64,
+}
+
+impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
+    /// A worker for `rank` owning `stages`.
+    pub fn new(rank: usize, shared: &'a Shared<'a, S::Payload>, stages: Vec<(usize, &'s mut S)>) -> Self {
+        let stages: HashMap<usize, &'s mut S> = stages.into_iter().collect();
+        let live = stages.values().map(|s| s.static_bytes() + s.held_bytes()).sum();
+        Worker {
+            rank,
+            shared,
+            stages,
+            local: HashMap::new(),
+            stash: Stash::default(),
+            record: RankRecord {
+                spans: Vec::new(),
+                memory: vec![MemSample { time: 0.0, bytes: live }],
+                received: Vec::new(),
+            },
+            live,
+        }
+    }
+
+    /// Runs the lane to its end, or to the first error.
+    pub fn run(mut self) -> Result<RankRecord, Error> {
+        let lane = &self.shared.schedule.lanes[self.rank];
+        for (step, &a) in lane.iter().enumerate() {
+            if self.shared.abort.load(Ordering::Relaxed) {
+                self.shared.board.set(self.rank, step, Phase::Stopped);
+                return Err(Error::Aborted);
+            }
+            self.shared.board.set(self.rank, step, Phase::Running);
+            self.run_action(step, a)?;
+        }
+        self.shared.board.set(self.rank, lane.len(), Phase::Done);
+        Ok(self.record)
+    }
+
+    fn run_action(&mut self, step: usize, a: Action) -> Result<(), Error> {
+        let (s, mb) = (a.stage(), a.mb());
+        let last = self.shared.schedule.stages() - 1;
+        let input = match a.op {
+            Op::F if s > 0 => Some(self.take(step, a, Direction::Forward, s, mb)?),
+            Op::B | Op::I if s < last => Some(self.take(step, a, Direction::Backward, s, mb)?),
+            _ => None,
+        };
+        let rank = self.rank;
+        let Some(stage) = self.stages.get_mut(&s) else {
+            return Err(Error::Schedule(pipesched_schedules::Error::Invalid {
+                reason: format!("rank {rank}, step {step}: {a} names stage {s}, which this rank does not hold"),
+                grid: String::new(),
+            }));
+        };
+        let start = Instant::now();
+        let out = match a.op {
+            Op::F => stage.forward(mb, input),
+            Op::R => stage.recompute(mb).map(|()| None),
+            Op::I => stage.backward_input(mb, input),
+            Op::W => stage.backward_weight(mb).map(|()| None),
+            Op::B => stage.backward(mb, input),
+        };
+        let end = Instant::now();
+        let out = out.map_err(|e| Error::Stage { rank, step, action: a.to_string(), message: e.to_string() })?;
+        let held: u64 = self.stages.values().map(|s| s.static_bytes() + s.held_bytes()).sum();
+        let (t_start, t_end) = (self.shared.ms(start), self.shared.ms(end));
+        if held != self.live {
+            // Bytes an action keeps count from its start; bytes it frees, from its end.
+            let at = if held > self.live { t_start } else { t_end };
+            self.live = held;
+            self.record.memory.push(MemSample { time: at, bytes: held });
+        }
+        self.record.spans.push(Span { action: a, start: t_start, end: t_end });
+        let target = match a.op {
+            Op::F if s < last => Some((Direction::Forward, s + 1)),
+            Op::B | Op::I if s > 0 => Some((Direction::Backward, s - 1)),
+            _ => None,
+        };
+        match (target, out) {
+            (Some((dir, to)), Some(payload)) => self.deliver(step, a, dir, to, payload, t_end),
+            (None, _) => Ok(()),
+            (Some(_), None) => Err(Error::Stage {
+                rank,
+                step,
+                action: a.to_string(),
+                message: "the stage returned no output for the next stage".into(),
+            }),
+        }
+    }
+
+    /// The input of `a`: from this rank's own hand-over, or from the link.
+    fn take(&mut self, step: usize, a: Action, dir: Direction, s: usize, mb: usize) -> Result<S::Payload, Error> {
+        let sched = self.shared.schedule;
+        let from_stage = if dir == Direction::Forward { s - 1 } else { s + 1 };
+        let from_rank = sched.rank_of(from_stage);
+        let need_op = match dir {
+            Direction::Forward => Op::F,
+            Direction::Backward => {
+                let splits = sched.lanes[from_rank].iter().any(|x| x.stage() == from_stage && x.op == Op::I);
+                if splits {
+                    Op::I
+                } else {
+                    Op::B
+                }
+            }
+        };
+        let need = Action::new(from_stage, need_op, mb);
+        if from_rank == self.rank {
+            return self.local.remove(&(dir, s, mb)).ok_or_else(|| Error::Stage {
+                rank: self.rank,
+                step,
+                action: a.to_string(),
+                message: format!(
+                    "needs the output of {need}, which runs on this same rank but has not run before step {step}; \
+                     move {need} earlier in rank {}'s lane",
+                    self.rank
+                ),
+            });
+        }
+        let link = self.shared.links.get(dir, s).expect("a link exists for every cross-rank edge");
+        self.shared.board.set(self.rank, step, Phase::Waiting { need, from_rank });
+        let abort = self.shared.abort;
+        let wait = Wait {
+            deadline: Instant::now() + self.shared.timeout,
+            poll: ABORT_POLL,
+            aborted: || abort.load(Ordering::Relaxed),
+        };
+        let got = self.stash.recv(link, (dir, s, mb), wait);
+        let msg = match got {
+            Ok(msg) => msg,
+            Err(RecvError::Timeout) => {
+                return Err(Error::Hang {
+                    rank: self.rank,
+                    timeout: self.shared.timeout,
+                    report: self.shared.board.report(sched),
+                })
+            }
+            Err(RecvError::Aborted) => {
+                self.shared.board.set(self.rank, step, Phase::Stopped);
+                return Err(Error::Aborted);
+            }
+            Err(RecvError::Disconnected) => {
+                return Err(Error::Stage {
+                    rank: self.rank,
+                    step,
+                    action: a.to_string(),
+                    message: format!("the link from rank {from_rank} closed before {need}'s output came"),
+                })
+            }
+            Err(RecvError::Mismatch(why)) => {
+                return Err(Error::Stage { rank: self.rank, step, action: a.to_string(), message: why })
+            }
+        };
+        self.shared.board.set(self.rank, step, Phase::Running);
+        let received = self.shared.ms(Instant::now());
+        self.record.received.push(Transfer {
+            from: need,
+            to: a,
+            from_rank,
+            to_rank: self.rank,
+            sent: msg.sent,
+            received,
+        });
+        Ok(msg.payload)
+    }
+
+    /// Hands `payload` to stage `to`: directly if it is on this rank, else over the link.
+    fn deliver(
+        &mut self,
+        step: usize,
+        a: Action,
+        dir: Direction,
+        to: usize,
+        payload: S::Payload,
+        sent: f64,
+    ) -> Result<(), Error> {
+        let mb = a.mb();
+        if self.shared.schedule.rank_of(to) == self.rank {
+            self.local.insert((dir, to, mb), payload);
+            return Ok(());
+        }
+        let link = self.shared.links.get(dir, to).expect("a link exists for every cross-rank edge");
+        let msg = Message { from_stage: a.stage(), to_stage: to, mb, sent, payload };
+        // Capacity is m per step: a full link means an action ran twice, which validation forbids.
+        link.tx.try_send(msg).map_err(|_| Error::Stage {
+            rank: self.rank,
+            step,
+            action: a.to_string(),
+            message: format!("the link to stage {to} is full or closed (more than m messages in one step)"),
+        })
+    }
+}

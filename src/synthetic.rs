@@ -1,0 +1,255 @@
+//! Synthetic stages: `F`, `R`, `I`, `W` wait for given durations and keep given byte counts in
+//! real buffers. They measure the scheduler itself — workers, links, ledger — at any p, even
+//! beyond the core count, since a waiting stage uses no CPU.
+//!
+//! Spec syntax: `synthetic:F=2ms,I=2ms,W=1ms,R=2ms,mem=1MiB,wmem=256KiB,msg=64KiB` (times in
+//! `us`, `ms` or `s`; `R` defaults to `F`; `mem` is kept by `F` per micro-batch, `wmem` kept from
+//! `I` until `W`, `msg` the size of each activation or gradient sent).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use pipesched_schedules::{CostModel, StageCost, StageCosts};
+
+use crate::exec::StageWork;
+use crate::flags;
+use crate::{Error, Result};
+
+/// Durations and byte counts of every synthetic stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticSpec {
+    /// Forward time.
+    pub f: Duration,
+    /// Input-gradient time.
+    pub i: Duration,
+    /// Weight-gradient time.
+    pub w: Duration,
+    /// Recompute time.
+    pub r: Duration,
+    /// Bytes `F` keeps per micro-batch.
+    pub act_bytes: u64,
+    /// Bytes kept from `I` until `W`.
+    pub w_bytes: u64,
+    /// Bytes of each message between stages.
+    pub msg_bytes: u64,
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let (num, scale) = if let Some(x) = t.strip_suffix("us") {
+        (x, 1e-6)
+    } else if let Some(x) = t.strip_suffix("ms") {
+        (x, 1e-3)
+    } else if let Some(x) = t.strip_suffix('s') {
+        (x, 1.0)
+    } else {
+        return Err(Error::Usage(format!("synthetic {key}={text}: give a unit, e.g. {key}=2ms, 500us or 0.1s")));
+    };
+    match num.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(Duration::from_secs_f64(x * scale)),
+        _ => Err(Error::Usage(format!("synthetic {key}={text}: not a duration ≥ 0"))),
+    }
+}
+
+impl SyntheticSpec {
+    /// Parses `synthetic:F=..,I=..,W=..[,R=..][,mem=..][,wmem=..][,msg=..]`.
+    pub fn parse(text: &str) -> Result<SyntheticSpec> {
+        let body = text.strip_prefix("synthetic:").unwrap_or(text);
+        let mut spec = SyntheticSpec {
+            f: Duration::from_millis(1),
+            i: Duration::from_millis(1),
+            w: Duration::from_millis(1),
+            r: Duration::ZERO,
+            act_bytes: 0,
+            w_bytes: 0,
+            msg_bytes: 0,
+        };
+        let mut r = None;
+        for item in body.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (k, v) = item.split_once('=').ok_or_else(|| {
+                Error::Usage(format!("synthetic: `{item}` is not KEY=VALUE; e.g. synthetic:F=2ms,I=2ms,W=1ms,mem=1MiB"))
+            })?;
+            let bytes = |v: &str| flags::bytes(v).map_err(|e| Error::Usage(format!("synthetic {k}: {e}")));
+            match k.trim() {
+                "F" => spec.f = duration("F", v)?,
+                "I" => spec.i = duration("I", v)?,
+                "W" => spec.w = duration("W", v)?,
+                "R" => r = Some(duration("R", v)?),
+                "mem" => spec.act_bytes = bytes(v)?,
+                "wmem" => spec.w_bytes = bytes(v)?,
+                "msg" => spec.msg_bytes = bytes(v)?,
+                other => {
+                    return Err(Error::Usage(format!(
+                        "synthetic: unknown key `{other}`; the keys are F, I, W, R (times), mem, wmem, msg (bytes)"
+                    )))
+                }
+            }
+        }
+        spec.r = r.unwrap_or(spec.f);
+        if spec.w_bytes > spec.act_bytes {
+            return Err(Error::Usage(format!(
+                "synthetic: wmem ({}) cannot exceed mem ({}): W keeps part of what F kept",
+                spec.w_bytes, spec.act_bytes
+            )));
+        }
+        Ok(spec)
+    }
+
+    /// The cost model these stages follow, per model stage, in milliseconds.
+    pub fn cost_model(&self, stages: usize) -> CostModel {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let cost = StageCost {
+            f: ms(self.f),
+            i: ms(self.i),
+            w: ms(self.w),
+            r: Some(ms(self.r)),
+            act_bytes: self.act_bytes,
+            recompute_bytes: 0,
+            w_bytes: self.w_bytes,
+        };
+        CostModel {
+            costs: StageCosts::Stages(vec![cost; stages]),
+            latency: 0.0,
+            static_bytes: vec![],
+            time_unit: "ms".into(),
+        }
+    }
+}
+
+/// Waits until `deadline`: sleeps for most of it, then yields for the last stretch, so the
+/// timer's wake-up slack does not lengthen every action.
+fn wait_until(deadline: Instant) {
+    const SPIN: Duration = Duration::from_micros(200);
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let left = deadline - now;
+        if left > SPIN {
+            std::thread::sleep(left - SPIN);
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Where a micro-batch is between its forward and its last backward.
+enum Held {
+    /// After `F` (and maybe `R`): everything the backward needs.
+    Activations(Vec<u8>),
+    /// After `I`: what `W` needs.
+    ForW(Vec<u8>),
+}
+
+impl Held {
+    fn len(&self) -> u64 {
+        match self {
+            Held::Activations(b) | Held::ForW(b) => b.len() as u64,
+        }
+    }
+}
+
+/// One synthetic stage: holds a real buffer per micro-batch in flight.
+pub struct SyntheticStage {
+    spec: SyntheticSpec,
+    held: HashMap<usize, Held>,
+}
+
+impl SyntheticStage {
+    /// A stage following `spec`.
+    pub fn new(spec: SyntheticSpec) -> SyntheticStage {
+        SyntheticStage { spec, held: HashMap::new() }
+    }
+
+    fn work(&self, d: Duration) {
+        wait_until(Instant::now() + d);
+    }
+
+    fn message(&self) -> Vec<u8> {
+        vec![0u8; self.spec.msg_bytes as usize]
+    }
+
+    fn missing(&self, mb: usize, op: &str) -> String {
+        format!("{op} of micro-batch {mb} without its forward (or after its backward)")
+    }
+}
+
+impl StageWork for SyntheticStage {
+    type Payload = Vec<u8>;
+    type Error = String;
+
+    fn forward(&mut self, mb: usize, _input: Option<Vec<u8>>) -> std::result::Result<Option<Vec<u8>>, String> {
+        if self.held.insert(mb, Held::Activations(vec![0u8; self.spec.act_bytes as usize])).is_some() {
+            return Err(format!("forward of micro-batch {mb} twice"));
+        }
+        self.work(self.spec.f);
+        Ok(Some(self.message()))
+    }
+
+    fn recompute(&mut self, mb: usize) -> std::result::Result<(), String> {
+        if !matches!(self.held.get(&mb), Some(Held::Activations(_))) {
+            return Err(self.missing(mb, "recompute"));
+        }
+        self.work(self.spec.r);
+        Ok(())
+    }
+
+    fn backward_input(&mut self, mb: usize, _grad: Option<Vec<u8>>) -> std::result::Result<Option<Vec<u8>>, String> {
+        if !matches!(self.held.get(&mb), Some(Held::Activations(_))) {
+            return Err(self.missing(mb, "input-gradient backward"));
+        }
+        self.work(self.spec.i);
+        // What W still needs: a buffer of exactly w_bytes (a fresh one, so the count is its length).
+        self.held.insert(mb, Held::ForW(vec![0u8; self.spec.w_bytes as usize]));
+        Ok(Some(self.message()))
+    }
+
+    fn backward_weight(&mut self, mb: usize) -> std::result::Result<(), String> {
+        if !matches!(self.held.get(&mb), Some(Held::ForW(_))) {
+            return Err(format!("weight-gradient backward of micro-batch {mb} without its input-gradient backward"));
+        }
+        self.held.remove(&mb);
+        self.work(self.spec.w);
+        Ok(())
+    }
+
+    fn backward(&mut self, mb: usize, _grad: Option<Vec<u8>>) -> std::result::Result<Option<Vec<u8>>, String> {
+        if !matches!(self.held.remove(&mb), Some(Held::Activations(_))) {
+            return Err(self.missing(mb, "backward"));
+        }
+        self.work(self.spec.i + self.spec.w);
+        Ok(Some(self.message()))
+    }
+
+    fn held_bytes(&self) -> u64 {
+        self.held.values().map(Held::len).sum()
+    }
+
+    fn static_bytes(&self) -> u64 {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        let s = SyntheticSpec::parse("synthetic:F=2ms,I=1.5ms,W=500us,mem=1MiB,wmem=1KiB").unwrap();
+        assert_eq!(s.f, Duration::from_millis(2));
+        assert_eq!(s.r, s.f);
+        assert_eq!(s.w, Duration::from_micros(500));
+        assert_eq!((s.act_bytes, s.w_bytes), (1 << 20, 1024));
+        for (bad, needle) in [
+            ("F=2", "give a unit"),
+            ("X=1ms", "unknown key"),
+            ("F", "KEY=VALUE"),
+            ("mem=1KiB,wmem=2KiB", "cannot exceed"),
+        ] {
+            let e = SyntheticSpec::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+}
