@@ -151,23 +151,47 @@ impl Held {
 }
 
 /// One synthetic stage: holds a real buffer per micro-batch in flight.
+///
+/// Buffers are recycled through a pool (as a caching allocator would), so after the first step
+/// no action allocates, faults pages in or returns memory to the system: what the executor
+/// measures is scheduling, not `mmap`. The ledger counts held buffers, not the pool.
 pub struct SyntheticStage {
     spec: SyntheticSpec,
     held: HashMap<usize, Held>,
+    /// Free buffers by length.
+    pool: HashMap<usize, Vec<Vec<u8>>>,
 }
 
 impl SyntheticStage {
     /// A stage following `spec`.
     pub fn new(spec: SyntheticSpec) -> SyntheticStage {
-        SyntheticStage { spec, held: HashMap::new() }
+        SyntheticStage { spec, held: HashMap::new(), pool: HashMap::new() }
+    }
+
+    /// A buffer of exactly `len` bytes, from the pool or freshly allocated with every page touched.
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        self.pool.get_mut(&len).and_then(Vec::pop).unwrap_or_else(|| vec![1u8; len])
+    }
+
+    /// Returns a buffer to the pool.
+    fn give(&mut self, buf: Vec<u8>) {
+        if !buf.is_empty() {
+            self.pool.entry(buf.len()).or_default().push(buf);
+        }
+    }
+
+    fn give_held(&mut self, held: Option<Held>) {
+        if let Some(Held::Activations(b) | Held::ForW(b)) = held {
+            self.give(b);
+        }
     }
 
     fn work(&self, d: Duration) {
         wait_until(Instant::now() + d);
     }
 
-    fn message(&self) -> Vec<u8> {
-        vec![0u8; self.spec.msg_bytes as usize]
+    fn message(&mut self) -> Vec<u8> {
+        self.take(self.spec.msg_bytes as usize)
     }
 
     fn missing(&self, mb: usize, op: &str) -> String {
@@ -179,10 +203,15 @@ impl StageWork for SyntheticStage {
     type Payload = Vec<u8>;
     type Error = String;
 
-    fn forward(&mut self, mb: usize, _input: Option<Vec<u8>>) -> std::result::Result<Option<Vec<u8>>, String> {
-        if self.held.insert(mb, Held::Activations(vec![0u8; self.spec.act_bytes as usize])).is_some() {
+    fn forward(&mut self, mb: usize, input: Option<Vec<u8>>) -> std::result::Result<Option<Vec<u8>>, String> {
+        if self.held.contains_key(&mb) {
             return Err(format!("forward of micro-batch {mb} twice"));
         }
+        if let Some(buf) = input {
+            self.give(buf);
+        }
+        let kept = self.take(self.spec.act_bytes as usize);
+        self.held.insert(mb, Held::Activations(kept));
         self.work(self.spec.f);
         Ok(Some(self.message()))
     }
@@ -195,13 +224,18 @@ impl StageWork for SyntheticStage {
         Ok(())
     }
 
-    fn backward_input(&mut self, mb: usize, _grad: Option<Vec<u8>>) -> std::result::Result<Option<Vec<u8>>, String> {
+    fn backward_input(&mut self, mb: usize, grad: Option<Vec<u8>>) -> std::result::Result<Option<Vec<u8>>, String> {
         if !matches!(self.held.get(&mb), Some(Held::Activations(_))) {
             return Err(self.missing(mb, "input-gradient backward"));
         }
+        if let Some(buf) = grad {
+            self.give(buf);
+        }
         self.work(self.spec.i);
-        // What W still needs: a buffer of exactly w_bytes (a fresh one, so the count is its length).
-        self.held.insert(mb, Held::ForW(vec![0u8; self.spec.w_bytes as usize]));
+        // What W still needs: a buffer of exactly w_bytes, so the count is its length.
+        let for_w = self.take(self.spec.w_bytes as usize);
+        let old = self.held.insert(mb, Held::ForW(for_w));
+        self.give_held(old);
         Ok(Some(self.message()))
     }
 
@@ -209,15 +243,21 @@ impl StageWork for SyntheticStage {
         if !matches!(self.held.get(&mb), Some(Held::ForW(_))) {
             return Err(format!("weight-gradient backward of micro-batch {mb} without its input-gradient backward"));
         }
-        self.held.remove(&mb);
+        let old = self.held.remove(&mb);
+        self.give_held(old);
         self.work(self.spec.w);
         Ok(())
     }
 
-    fn backward(&mut self, mb: usize, _grad: Option<Vec<u8>>) -> std::result::Result<Option<Vec<u8>>, String> {
-        if !matches!(self.held.remove(&mb), Some(Held::Activations(_))) {
+    fn backward(&mut self, mb: usize, grad: Option<Vec<u8>>) -> std::result::Result<Option<Vec<u8>>, String> {
+        if !matches!(self.held.get(&mb), Some(Held::Activations(_))) {
             return Err(self.missing(mb, "backward"));
         }
+        if let Some(buf) = grad {
+            self.give(buf);
+        }
+        let old = self.held.remove(&mb);
+        self.give_held(old);
         self.work(self.spec.i + self.spec.w);
         Ok(Some(self.message()))
     }

@@ -1,6 +1,7 @@
 //! The `pipesched` command line: argument definitions and dispatch.
 
 mod pick;
+mod run_cmd;
 mod schedule_cmd;
 mod simulate_cmd;
 
@@ -22,6 +23,8 @@ enum Command {
     Schedule(schedule_cmd::ScheduleArgs),
     /// Simulate one step of a schedule under a cost model: makespan, bubble, peak memory, charts.
     Simulate(simulate_cmd::SimulateArgs),
+    /// Execute a schedule on real threads and compare the measured step with the simulated one.
+    Run(run_cmd::RunArgs),
 }
 
 impl Cli {
@@ -30,6 +33,7 @@ impl Cli {
         match self.command {
             Command::Schedule(a) => schedule_cmd::run(a),
             Command::Simulate(a) => simulate_cmd::run(a),
+            Command::Run(a) => run_cmd::run(a),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
+use pipesched::chrome::write_chrome_trace;
 use pipesched::{Error, Result};
 use pipesched_schedules::{simulate, CostModel, Schedule, Stats, Trace};
 
@@ -31,6 +32,9 @@ pub struct SimulateArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also write the simulated trace as a Chrome trace (Perfetto, chrome://tracing).
+    #[arg(long, value_name = "FILE.json")]
+    trace: Option<PathBuf>,
 }
 
 /// Runs the simulation and prints the result.
@@ -49,6 +53,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     };
     let trace = simulate(&schedule, &costs)?;
     let stats = Stats::of(&trace);
+    if let Some(path) = &args.trace {
+        write_chrome_trace(&trace, path)?;
+    }
     if args.json {
         println!("{}", summary_json(&schedule, &trace, &stats));
     } else {
