@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod output;
+pub mod plot;
 
 pub use error::{Error, Result};
 pub use pipesched_schedules as schedules;
