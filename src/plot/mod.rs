@@ -35,6 +35,11 @@ use figure::{caption, Figure, Panel};
 /// Draws `trace` to `path`: its title (schedule, p, m, v, makespan, bubble rate, source), the
 /// timeline, and the memory panel below on the same time axis. The format follows the extension:
 /// `.svg` or `.png`.
+///
+/// # Errors
+///
+/// [`Error::Usage`] for any other extension, [`Error::Io`] when the file cannot be written,
+/// [`Error::Plot`] when drawing fails.
 pub fn render(trace: &Trace, path: &Path) -> Result<()> {
     let stats = Stats::of(trace);
     let title = units::summary(trace, &stats);
@@ -45,9 +50,21 @@ pub fn render(trace: &Trace, path: &Path) -> Result<()> {
 /// Draws several traces to `path` on one shared time axis (0 to the largest makespan): their
 /// timelines stacked in the order given, each under its label and summary, then their memory
 /// panels in the same order on one shared byte scale. Made for "simulated above measured".
+///
+/// # Errors
+///
+/// As [`render`]; also [`Error::Usage`] when `panels` is empty or the traces' time units differ.
 pub fn render_stack(panels: &[(&str, &Trace)], path: &Path) -> Result<()> {
-    if panels.is_empty() {
+    let Some(&(_, first)) = panels.first() else {
         return Err(Error::Usage(format!("chart {}: no traces to draw; give at least one", path.display())));
+    };
+    if let Some(&(label, other)) = panels.iter().find(|(_, t)| t.time_unit != first.time_unit) {
+        return Err(Error::Usage(format!(
+            "chart {}: the traces share one time axis but \"{label}\" is in {} and the first in {}; convert them to one unit",
+            path.display(),
+            other.time_unit,
+            first.time_unit
+        )));
     }
     let panels = panels
         .iter()
@@ -207,6 +224,10 @@ mod tests {
         assert!(text.contains("simulated: 1f1b") && text.contains("measured: zb-h1"));
         assert!(text.matches("<rect").count() >= actions(&a) + actions(&b));
         assert!(matches!(render_stack(&[], &dir.join("none.svg")), Err(Error::Usage(_))));
+        let mut seconds = b.clone();
+        seconds.time_unit = "s".into();
+        let e = render_stack(&[("a", &a), ("b", &seconds)], &dir.join("units.svg")).unwrap_err();
+        assert!(matches!(e, Error::Usage(_)) && e.to_string().contains("\"b\" is in s"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
