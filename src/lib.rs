@@ -6,6 +6,7 @@ pub mod error;
 pub mod exec;
 pub mod flags;
 pub mod output;
+pub mod plot;
 pub mod report;
 pub mod synthetic;
 pub mod units;
