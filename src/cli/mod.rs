@@ -1,5 +1,6 @@
 //! The `pipesched` command line: argument definitions and dispatch.
 
+mod gallery_cmd;
 mod pick;
 mod run_cmd;
 mod schedule_cmd;
@@ -23,6 +24,8 @@ enum Command {
     Schedule(schedule_cmd::ScheduleArgs),
     /// Simulate one step of a schedule under a cost model: makespan, bubble, peak memory, charts.
     Simulate(simulate_cmd::SimulateArgs),
+    /// Regenerate the chart gallery in plots/ (timeline + memory for every schedule).
+    Gallery(gallery_cmd::GalleryArgs),
     /// Execute a schedule on real threads and compare the measured step with the simulated one.
     Run(run_cmd::RunArgs),
 }
@@ -34,6 +37,7 @@ impl Cli {
             Command::Schedule(a) => schedule_cmd::run(a),
             Command::Simulate(a) => simulate_cmd::run(a),
             Command::Run(a) => run_cmd::run(a),
+            Command::Gallery(a) => gallery_cmd::run(a),
         }
     }
 }

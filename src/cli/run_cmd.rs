@@ -10,6 +10,7 @@ use serde_json::json;
 
 use pipesched::chrome::write_chrome_trace;
 use pipesched::exec::{execute, ExecOptions};
+use pipesched::plot::{render, render_stack};
 use pipesched::report::compare;
 use pipesched::synthetic::{SyntheticSpec, SyntheticStage};
 use pipesched::{Error, Result};
@@ -40,6 +41,10 @@ pub struct RunArgs {
     /// Write the median step's measured trace as a Chrome trace (Perfetto, chrome://tracing).
     #[arg(long, value_name = "FILE.json")]
     trace: Option<PathBuf>,
+    /// Write charts of the median step into this folder: `<schedule>-measured` (timeline and
+    /// memory) and `<schedule>-compare` (simulated above measured), each as SVG and PNG.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
 }
 
 /// Runs the steps and prints the report.
@@ -78,6 +83,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(path) = &args.trace {
         write_chrome_trace(measured, path)?;
     }
+    if let Some(dir) = &args.plot {
+        write_charts(dir, &schedule.name, measured, &simulated)?;
+    }
     let report = compare(measured, &simulated);
     let (m_stats, s_stats) = (Stats::of(measured), Stats::of(&simulated));
     if args.json {
@@ -96,6 +104,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         for r in 0..schedule.p {
             println!("rank {r} peak bytes: measured {} predicted {}", m_stats.peak_bytes[r], s_stats.peak_bytes[r]);
         }
+    }
+    Ok(())
+}
+
+/// Writes the measured chart and the simulated-above-measured comparison into `dir`.
+fn write_charts(dir: &std::path::Path, name: &str, measured: &Trace, simulated: &Trace) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "cannot create the chart folder",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for ext in ["svg", "png"] {
+        render(measured, &dir.join(format!("{name}-measured.{ext}")))?;
+        render_stack(&[("simulated", simulated), ("measured", measured)], &dir.join(format!("{name}-compare.{ext}")))?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use pipesched::chrome::write_chrome_trace;
+use pipesched::plot::render;
 use pipesched::{Error, Result};
 use pipesched_schedules::{simulate, CostModel, Schedule, Stats, Trace};
 
@@ -35,6 +36,9 @@ pub struct SimulateArgs {
     /// Also write the simulated trace as a Chrome trace (Perfetto, chrome://tracing).
     #[arg(long, value_name = "FILE.json")]
     trace: Option<PathBuf>,
+    /// Also draw the timeline and memory chart (.svg or .png).
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
+    plot: Option<PathBuf>,
 }
 
 /// Runs the simulation and prints the result.
@@ -55,6 +59,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     let stats = Stats::of(&trace);
     if let Some(path) = &args.trace {
         write_chrome_trace(&trace, path)?;
+    }
+    if let Some(path) = &args.plot {
+        render(&trace, path)?;
     }
     if args.json {
         println!("{}", summary_json(&schedule, &trace, &stats));

@@ -33,14 +33,15 @@ pub(crate) fn height(trace: &Trace) -> u32 {
 
 /// The step line of one rank, in (time, bytes in `unit`), extended to `end`.
 ///
-/// Samples sharing a time (to within a billionth of `end`, which absorbs the rounding of sums of
-/// durations) are one vertical move from the value before them to the last of them,
+/// Samples sharing a time (to within 1/1000 of `end`: about a pixel and a half at the widest
+/// chart, which absorbs both the rounding of sums of durations and the microsecond gaps between
+/// one action's end and the next one's start in measured traces) are one vertical move from the value before them to the last of them,
 /// reaching up to the highest of them on the way if that is higher still (a transient peak is
 /// memory really held); a transient dip below both ends is not drawn, as it holds nothing.
 fn steps(samples: &[MemSample], end: f64, unit: ByteUnit) -> Vec<(f64, f64)> {
     let samples: Vec<&MemSample> = samples.iter().filter(|s| s.time.is_finite()).collect();
     let mut points: Vec<(f64, f64)> = Vec::with_capacity(2 * samples.len() + 1);
-    let eps = end.abs() * 1e-9;
+    let eps = end.abs() * 1e-3;
     for group in samples.chunk_by(|a, b| (b.time - a.time).abs() <= eps) {
         let time = group[0].time;
         let last = group[group.len() - 1].bytes;
