@@ -7,6 +7,7 @@ pub mod exec;
 pub mod flags;
 pub mod output;
 pub mod plot;
+pub mod profile;
 pub mod report;
 pub mod synthetic;
 pub mod units;

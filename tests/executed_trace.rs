@@ -53,3 +53,18 @@ fn split_backward_schedules_hold_w_bytes_between_i_and_w() {
     // ZB-H1: (p − r)·M_act + r·M_w.
     assert_eq!(Stats::of(&measured).peak_bytes, vec![2 * 65536, 65536 + 16384]);
 }
+
+#[test]
+fn the_profiled_cost_model_predicts_the_measured_peak_bytes() {
+    use pipesched::profile::{profile, ProfileOptions};
+    for kind in Kind::ALL {
+        let s = kind.generate(2, kind.default_chunks(), 4).unwrap();
+        let spec = SyntheticSpec::parse("F=100us,I=100us,W=50us,mem=48KiB,wmem=8KiB").unwrap();
+        let mut stages: Vec<SyntheticStage> = (0..s.stages()).map(|_| SyntheticStage::new(spec.clone())).collect();
+        let opts = ProfileOptions { warmup: 1, reps: 3, recompute: vec![false; s.stages()] };
+        let costs = profile(&s, &mut stages, &opts).unwrap();
+        let measured = execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(60) }).unwrap();
+        let predicted = simulate(&s, &costs).unwrap();
+        assert_eq!(Stats::of(&measured).peak_bytes, Stats::of(&predicted).peak_bytes, "{kind}");
+    }
+}
