@@ -1,5 +1,7 @@
 //! Charts of traces: a timeline (one row per rank, one box per action, coloured by op) above a
-//! memory panel (live bytes per rank over the same time axis), as SVG or PNG.
+//! memory panel (live bytes per rank over the same time axis), as SVG or PNG. And charts of a
+//! benchmark's configurations ([`ConfigPoint`]): throughput bars ([`render_throughput`]) and
+//! peak memory against throughput with the Pareto front ([`render_tradeoff`]).
 //!
 //! ```no_run
 //! use pipesched::schedules::{simulate, CostModel, Kind};
@@ -11,26 +13,36 @@
 //! ```
 //!
 //! Invariant: a chart file appears under its final name complete or not at all (it is drawn into a
-//! temporary file or buffer and renamed), and no trace — empty, degenerate or huge — makes drawing
-//! panic: every failure comes back as [`Error::Plot`] or [`Error::Io`].
+//! temporary file or buffer and renamed), and no input — empty, degenerate or huge — makes drawing
+//! panic: every failure comes back as [`Error::Plot`], [`Error::Io`] or [`Error::Usage`].
 
+mod bench;
 mod figure;
 mod font;
+mod labels;
+mod marks;
 mod memory;
 mod palette;
 mod peaks;
+mod throughput;
 mod timeline;
+mod tradeoff;
 mod units;
+
+pub use bench::ConfigPoint;
+pub use throughput::render_throughput;
+pub use tradeoff::render_tradeoff;
 
 use std::path::{Path, PathBuf};
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use pipesched_schedules::{Stats, Trace};
 
 use crate::error::{Error, Result};
 use crate::output::{finish_atomic, temp_path, write_atomic};
-use figure::{caption, Figure, Panel};
+use figure::{caption, DrawResult, Figure, Panel};
 
 /// Draws `trace` to `path`: its title (schedule, p, m, v, makespan, bubble rate, source), the
 /// timeline, and the memory panel below on the same time axis. The format follows the extension:
@@ -97,8 +109,31 @@ impl Format {
     }
 }
 
+/// A page [`write`] can put in a file: its size, and its drawing on any backend.
+pub(crate) trait Sheet {
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32);
+    /// Draws the page on `root`.
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB>;
+}
+
+impl Sheet for Figure<'_> {
+    fn size(&self) -> (u32, u32) {
+        Figure::size(self)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
+        Figure::draw(self, root)
+    }
+}
+
+/// The error for a benchmark chart given no configurations.
+pub(crate) fn no_points(path: &Path) -> Error {
+    Error::Usage(format!("chart {}: no configurations to draw; give at least one", path.display()))
+}
+
 /// Draws `figure` into `path`, atomically.
-fn write(figure: &Figure, path: &Path) -> Result<()> {
+fn write(figure: &impl Sheet, path: &Path) -> Result<()> {
     let format = Format::of(path)?;
     let failed = |reason: String| Error::Plot { path: path.to_path_buf(), reason };
     font::ensure().map_err(failed)?;
