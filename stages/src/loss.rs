@@ -39,12 +39,17 @@ pub enum LossSaved {
 }
 
 impl LossSaved {
+    /// The tensors held.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        match self {
+            LossSaved::CrossEntropy { probs, target } => vec![probs, target],
+            LossSaved::Mse { diff } => vec![diff],
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
-        match self {
-            LossSaved::CrossEntropy { probs, target } => probs.bytes() + target.bytes(),
-            LossSaved::Mse { diff } => diff.bytes(),
-        }
+        self.tensors().iter().map(|t| t.bytes()).sum()
     }
 }
 

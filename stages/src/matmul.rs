@@ -29,7 +29,8 @@ fn view(t: &Tensor, trans: Trans) -> (usize, usize, isize, isize) {
     }
 }
 
-/// `out = op(a) · op(b)`, overwriting `out`, which must already have the product's shape.
+/// `out = op(a) · op(b)`, overwriting `out` (never reading it: it may hold anything), which must
+/// already have the product's shape.
 #[allow(unsafe_code)]
 pub(crate) fn matmul_into(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, tb: Trans) -> Result<()> {
     let (m, k, a_rs, a_cs) = view(a, ta);

@@ -213,3 +213,237 @@ impl Stage {
         Err(self.order(op, mb, &format!("micro-batch is {phase:?} ({rule}); {next}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{reference_step, LossKind, ModelSpec, Partition, Policies, RecomputePolicy, StageBytes, Task};
+
+    const POLICIES: [&str; 5] = ["none", "full", "every:1", "every:2", "sqrt"];
+
+    fn stages(model: &ModelSpec, n: usize, policy: &str) -> Vec<Stage> {
+        let specs = model.stage_specs(n, &Partition::Even, &policy.parse::<Policies>().unwrap()).unwrap();
+        Stage::build_all(model, &specs).unwrap()
+    }
+
+    fn begin(stages: &mut [Stage], m: usize) {
+        for s in stages.iter_mut() {
+            s.begin_step(4, m).unwrap();
+        }
+    }
+
+    fn mse_model() -> ModelSpec {
+        ModelSpec { loss: LossKind::Mse, output: 3, ..ModelSpec::tiny() }
+    }
+
+    /// Forward of `mb` through all stages; returns each stage's output (the loss last).
+    fn forward_all(stages: &mut [Stage], task: &Task, mb: usize, rows: usize) -> Vec<Tensor> {
+        let (mut x, t) = task.batch(4, mb, rows);
+        let last = stages.len() - 1;
+        let mut outs = vec![];
+        for (k, s) in stages.iter_mut().enumerate() {
+            x = s.forward(mb, x, (k == last).then_some(&t)).unwrap();
+            outs.push(x.clone());
+        }
+        outs
+    }
+
+    #[test]
+    fn held_bytes_match_predictions_after_every_op() {
+        for model in [ModelSpec::tiny(), mse_model()] {
+            let task = Task::new(&model, 1);
+            for n in [1, 3] {
+                for policy in POLICIES {
+                    let mut st = stages(&model, n, policy);
+                    let rows = 5;
+                    let p: Vec<StageBytes> = st.iter().map(|s| s.predicted_bytes(rows)).collect();
+                    let ctx = format!("{:?} in {n} stages, {policy}", model.loss);
+                    begin(&mut st, 2);
+                    for mb in 0..2 {
+                        forward_all(&mut st, &task, mb, rows);
+                        for (s, b) in st.iter().zip(&p) {
+                            assert_eq!(s.held_bytes_of(mb), b.act_bytes, "after F, {ctx}");
+                        }
+                    }
+                    for (s, b) in st.iter().zip(&p) {
+                        assert_eq!(s.held_bytes(), 2 * b.act_bytes, "two micro-batches in flight, {ctx}");
+                    }
+                    for mb in 0..2 {
+                        let mut g = None;
+                        for k in (0..n).rev() {
+                            st[k].recompute(mb).unwrap();
+                            assert_eq!(
+                                st[k].held_bytes_of(mb),
+                                p[k].act_bytes + p[k].recompute_bytes,
+                                "after R, {ctx}"
+                            );
+                            g = Some(st[k].backward_input(mb, g).unwrap());
+                            assert_eq!(st[k].held_bytes_of(mb), p[k].w_bytes, "after I, {ctx}");
+                        }
+                    }
+                    for mb in 0..2 {
+                        for (s, b) in st.iter_mut().zip(&p) {
+                            s.backward_weight(mb).unwrap();
+                            assert_eq!(s.held_bytes_of(mb), 0, "after W, {ctx}");
+                            assert_eq!(s.held_bytes(), if mb == 0 { b.w_bytes } else { 0 });
+                        }
+                    }
+                    assert!(st.iter().all(Stage::grads_complete));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn recompute_reproduces_the_forward_bits() {
+        for model in [ModelSpec::tiny(), mse_model()] {
+            let task = Task::new(&model, 2);
+            let mut plain = stages(&model, 2, "none");
+            begin(&mut plain, 2);
+            let want: Vec<Vec<Tensor>> = (0..2).map(|mb| forward_all(&mut plain, &task, mb, 6)).collect();
+            for policy in POLICIES {
+                let mut st = stages(&model, 2, policy);
+                begin(&mut st, 2);
+                for (mb, want) in want.iter().enumerate() {
+                    let outs = forward_all(&mut st, &task, mb, 6);
+                    assert!(outs.iter().zip(want).all(|(a, b)| a.bit_eq(b)), "outputs, {policy}");
+                    for (s, p) in st.iter_mut().zip(&plain) {
+                        s.recompute(mb).unwrap();
+                        s.recompute(mb).unwrap(); // a second R is a no-op
+                        let (got, exp) = (s.slots[mb].tensors(), p.slots[mb].tensors());
+                        assert_eq!(got.len(), exp.len());
+                        assert!(got.iter().zip(&exp).all(|(a, b)| a.bit_eq(b)), "recomputed state, {policy}, mb {mb}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_are_bitwise_equal_under_every_policy_and_order() {
+        let model = ModelSpec::tiny();
+        let task = Task::new(&model, 3);
+        let m = 3;
+        let specs = model.stage_specs(3, &Partition::Even, &Policies::all(RecomputePolicy::None)).unwrap();
+        let (want_out, want) = reference_step(&model, &specs, &task, 4, m, 7).unwrap();
+        for policy in POLICIES.iter().chain(&["full,none,sqrt", "none,every:2,full"]) {
+            let specs = model.stage_specs(3, &Partition::Even, &policy.parse().unwrap()).unwrap();
+            let (out, got) = reference_step(&model, &specs, &task, 4, m, 7).unwrap();
+            assert_eq!(out, want_out);
+            for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+                assert!(g.bit_eq(w), "{policy}");
+            }
+            // A pipelined order: all forwards, then I in reverse micro-batch order, W last, in a
+            // scrambled order; R skipped on purpose (I recomputes inline).
+            let mut st = Stage::build_all(&model, &specs).unwrap();
+            begin(&mut st, m);
+            let mut losses = vec![];
+            for mb in 0..m {
+                losses.push(forward_all(&mut st, &task, mb, 7)[2].data()[0]);
+            }
+            assert_eq!(losses, want_out.losses);
+            for mb in (0..m).rev() {
+                let mut g = None;
+                for k in (0..3).rev() {
+                    g = Some(st[k].backward_input(mb, g).unwrap());
+                }
+            }
+            for (k, mb) in [(2, 2), (0, 1), (2, 0), (1, 2), (0, 0), (1, 0), (2, 1), (0, 2), (1, 1)] {
+                st[k].backward_weight(mb).unwrap();
+            }
+            for (s, w) in st.iter().zip(&want) {
+                assert!(s.grads().iter().zip(w).all(|(g, w)| g.bit_eq(w)), "pipelined order, {policy}");
+                assert_eq!(s.held_bytes(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn i_then_w_equals_b_bitwise() {
+        let model = ModelSpec::tiny();
+        let task = Task::new(&model, 4);
+        let (mut a, mut b) = (stages(&model, 2, "sqrt"), stages(&model, 2, "sqrt"));
+        begin(&mut a, 2);
+        begin(&mut b, 2);
+        for mb in 0..2 {
+            forward_all(&mut a, &task, mb, 4);
+            forward_all(&mut b, &task, mb, 4);
+            let ga = a[1].backward(mb, None).unwrap();
+            let gb = b[1].backward_input(mb, None).unwrap();
+            assert!(ga.bit_eq(&gb));
+            let da = a[0].backward(mb, Some(ga)).unwrap();
+            let db = b[0].backward_input(mb, Some(gb)).unwrap();
+            assert!(da.bit_eq(&db));
+        }
+        for mb in 0..2 {
+            b[0].backward_weight(mb).unwrap();
+            b[1].backward_weight(mb).unwrap();
+        }
+        for (x, y) in a.iter().zip(&b) {
+            assert!(x.grads().iter().zip(y.grads()).all(|(g, h)| g.bit_eq(h)));
+        }
+    }
+
+    #[test]
+    fn weight_gradients_out_of_order_are_parked_and_give_in_order_bits() {
+        let model = ModelSpec::tiny();
+        let task = Task::new(&model, 5);
+        let run = |order: &[usize]| {
+            let mut st = stages(&model, 1, "none");
+            begin(&mut st, 3);
+            for mb in 0..3 {
+                forward_all(&mut st, &task, mb, 8);
+                st[0].backward_input(mb, None).unwrap();
+            }
+            let grad_bytes = st[0].grad_bytes();
+            for (k, &mb) in order.iter().enumerate() {
+                st[0].backward_weight(mb).unwrap();
+                let parked = order[..=k].iter().filter(|&&j| j >= st[0].accum.next).count() as u64;
+                assert_eq!(st[0].held_bytes_of(mb), if mb >= st[0].accum.next { grad_bytes } else { 0 });
+                let waiting: u64 = order[k + 1..].iter().map(|&j| st[0].held_bytes_of(j)).sum();
+                assert_eq!(st[0].held_bytes(), parked * grad_bytes + waiting);
+            }
+            assert!(st[0].grads_complete() && st[0].held_bytes() == 0);
+            st.remove(0).grads.into_iter().collect::<Vec<_>>()
+        };
+        let want = run(&[0, 1, 2]);
+        for order in [[1, 0, 2], [2, 1, 0], [2, 0, 1], [1, 2, 0]] {
+            assert!(run(&order).iter().zip(&want).all(|(g, w)| g.bit_eq(w)), "{order:?}");
+        }
+    }
+
+    #[test]
+    fn misuse_is_an_error_not_a_panic() {
+        let model = ModelSpec::tiny();
+        let task = Task::new(&model, 6);
+        let mut st = stages(&model, 2, "full");
+        let (x, t) = task.batch(0, 0, 4);
+        let err = |r: Result<Tensor>| r.unwrap_err().to_string();
+        assert!(err(st[0].forward(0, x.clone(), None)).contains("call begin_step"));
+        begin(&mut st, 2);
+        assert!(err(st[0].forward(2, x.clone(), None)).contains("micro-batch 2 is not part of this step (m = 2)"));
+        assert!(err(st[0].forward(0, Tensor::zeros(4, 3), None)).contains("takes [rows ≥ 1, 16]"));
+        assert!(err(st[0].forward(0, x.clone(), Some(&t))).contains("only the last stage takes a target"));
+        assert!(err(st[0].backward_input(0, Some(Tensor::zeros(4, 24)))).contains("Idle"));
+        assert!(st[0].backward_weight(0).unwrap_err().to_string().contains("run forward first"));
+        assert!(st[0].recompute(1).unwrap_err().to_string().contains("R goes between F and I"));
+        let a = st[0].forward(0, x.clone(), None).unwrap();
+        assert!(err(st[0].forward(0, x.clone(), None)).contains("once per step"));
+        assert!(st[0].backward_weight(0).unwrap_err().to_string().contains("W comes after I"));
+        assert!(err(st[1].forward(0, a.clone(), None)).contains("needs the micro-batch's target"));
+        assert!(err(st[1].forward(0, a.clone(), Some(&Tensor::zeros(4, 2)))).contains("must be [4, 1]"));
+        st[1].forward(0, a, Some(&t)).unwrap();
+        assert!(err(st[1].backward_input(0, Some(Tensor::zeros(4, 5)))).contains("starts from its loss"));
+        assert!(err(st[0].backward_input(0, None)).contains("needs grad_out, the gradient from stage 1"));
+        assert!(err(st[0].backward_input(0, Some(Tensor::zeros(3, 24)))).contains("the forward output was [4, 24]"));
+        assert_eq!(st[0].phase(0), Phase::Checkpointed, "a rejected op changes nothing");
+        let g = st[1].backward(0, None).unwrap();
+        assert!(err(st[1].backward(0, None)).contains("Done"));
+        assert!(st[1].begin_step(1, 2).is_ok(), "nothing in flight on stage 1");
+        assert!(st[0].begin_step(1, 2).unwrap_err().to_string().contains("still in flight"));
+        st[0].backward(0, Some(g)).unwrap();
+        assert!(st[0].begin_step(1, 0).is_err());
+        fn send<T: Send>(_: &T) {}
+        send(&st[0]);
+    }
+}

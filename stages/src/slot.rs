@@ -80,18 +80,21 @@ impl Slot {
         }
     }
 
+    /// Every tensor the slot owns, in a fixed order.
+    pub(crate) fn tensors(&self) -> Vec<&Tensor> {
+        match self {
+            Slot::Idle | Slot::Done => vec![],
+            Slot::Checkpointed { inputs, target, .. } => inputs.iter().chain(target).collect(),
+            Slot::Saved { layers, loss, .. } => {
+                layers.iter().flat_map(Saved::tensors).chain(loss.iter().flat_map(LossSaved::tensors)).collect()
+            }
+            Slot::AwaitingW { needs } => needs.iter().flat_map(WNeeds::tensors).collect(),
+        }
+    }
+
     /// Bytes of every tensor the slot owns.
     pub(crate) fn bytes(&self) -> u64 {
-        match self {
-            Slot::Idle | Slot::Done => 0,
-            Slot::Checkpointed { inputs, target, .. } => {
-                inputs.iter().map(Tensor::bytes).sum::<u64>() + target.as_ref().map_or(0, Tensor::bytes)
-            }
-            Slot::Saved { layers, loss, .. } => {
-                layers.iter().map(Saved::bytes).sum::<u64>() + loss.as_ref().map_or(0, LossSaved::bytes)
-            }
-            Slot::AwaitingW { needs } => needs.iter().map(WNeeds::bytes).sum(),
-        }
+        self.tensors().iter().map(|t| t.bytes()).sum()
     }
 }
 

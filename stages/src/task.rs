@@ -32,7 +32,7 @@ impl Task {
         let (input, output) = (spec.input.max(1), spec.output.max(1));
         let sa = Stream::new(&[tag::TEACHER, seed, 0]);
         let sb = Stream::new(&[tag::TEACHER, seed, 1]);
-        let ga = 2.0 / (input as f32).sqrt();
+        let ga = 1.0 / (input as f32).sqrt();
         let gb = 3.0 / (TEACHER_WIDTH as f32).sqrt();
         Task {
             seed,

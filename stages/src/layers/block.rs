@@ -46,16 +46,26 @@ pub struct BlockWNeeds {
 }
 
 impl BlockSaved {
+    /// The tensors held.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        vec![&self.norm.xhat, &self.norm.rstd, &self.y, &self.h, &self.a]
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
-        [&self.norm.xhat, &self.norm.rstd, &self.y, &self.h, &self.a].iter().map(|t| t.bytes()).sum()
+        self.tensors().iter().map(|t| t.bytes()).sum()
     }
 }
 
 impl BlockWNeeds {
+    /// The tensors held.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        vec![&self.xhat, &self.dy, &self.y, &self.dh, &self.a, &self.dz]
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
-        [&self.xhat, &self.dy, &self.y, &self.dh, &self.a, &self.dz].iter().map(|t| t.bytes()).sum()
+        self.tensors().iter().map(|t| t.bytes()).sum()
     }
 }
 

@@ -79,24 +79,34 @@ pub enum WNeeds {
 }
 
 impl Saved {
+    /// The tensors held.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        match self {
+            Saved::Linear(x) => vec![x],
+            Saved::Norm(s) => vec![&s.xhat, &s.rstd],
+            Saved::Block(b) => b.tensors(),
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
-        match self {
-            Saved::Linear(x) => x.bytes(),
-            Saved::Norm(s) => s.xhat.bytes() + s.rstd.bytes(),
-            Saved::Block(b) => b.bytes(),
-        }
+        self.tensors().iter().map(|t| t.bytes()).sum()
     }
 }
 
 impl WNeeds {
+    /// The tensors held.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        match self {
+            WNeeds::Linear { x, dy } => vec![x, dy],
+            WNeeds::Norm { xhat, dy } => vec![xhat, dy],
+            WNeeds::Block(b) => b.tensors(),
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
-        match self {
-            WNeeds::Linear { x, dy } => x.bytes() + dy.bytes(),
-            WNeeds::Norm { xhat, dy } => xhat.bytes() + dy.bytes(),
-            WNeeds::Block(b) => b.bytes(),
-        }
+        self.tensors().iter().map(|t| t.bytes()).sum()
     }
 }
 
