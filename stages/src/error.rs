@@ -68,5 +68,5 @@ pub enum Error {
     Optimizer(String),
 }
 
-/// `Result` with this crate's [`Error`].
+/// `Result` with this crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
