@@ -33,6 +33,22 @@
 //! }
 //! # Ok::<(), pipesched_stages::Error>(())
 //! ```
+//!
+//! # For an executor
+//!
+//! - Call `begin_step(step, m)` on every stage with the same `step` and `m`. Any order of ops that
+//!   respects the dependencies (F before R before I before W for a micro-batch; F(s) needs
+//!   F(s−1)'s output, I(s) needs I(s+1)'s) gives the reference's bits: an op's result depends only
+//!   on the parameters, its input, the step and the micro-batch.
+//! - `W` (or `B`) calls may come in any micro-batch order; gradients that arrive before an earlier
+//!   micro-batch's are parked, counted in `held_bytes_of(mb)` (not in `predicted_bytes`, which
+//!   assumes in-order `W`s, as every generated schedule has), and added in order later.
+//! - A stage counts what it keeps, not what it sends: activations and gradients in flight between
+//!   ranks belong to the executor's ledger.
+//! - The first stage computes its input gradient too; drop it. Combine the losses the last stage
+//!   returns with [`mean_loss`], in micro-batch order.
+//! - Bits are reproducible on one machine: `gemm` picks its kernels and blocking from the CPU, so
+//!   another CPU model may round differently.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
