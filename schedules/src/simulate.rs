@@ -6,8 +6,10 @@
 //! Events ("the action running on rank r ends") are ordered by (time, sequence number), so a run
 //! is a pure function of its inputs.
 //!
-//! Memory: `F` adds the bytes it keeps at its start, `R` adds what it re-creates at its start;
-//! at its end `I` shrinks its micro-batch to what `W` needs, and `W` or `B` frees it. Static
+//! Memory, following the executor's ledger (bytes an action adds count from its start, bytes it
+//! frees from its end): `F` adds the bytes it keeps, `R` what it re-creates; `I` sets its
+//! micro-batch to what `W` needs — growing at its start when that is more (the output gradients a
+//! weight gradient needs are new), shrinking at its end when less — and `W` or `B` frees it. Static
 //! bytes are live from time 0.
 
 use std::cmp::{Ordering, Reverse};
@@ -175,6 +177,7 @@ impl Sim<'_> {
         let grow = match a.op {
             Op::F => cost.act_bytes,
             Op::R => cost.recompute_bytes,
+            Op::I => cost.w_bytes.saturating_sub(self.held[slot]),
             _ => 0,
         };
         if grow > 0 {
@@ -198,13 +201,14 @@ impl Sim<'_> {
         self.free_at[r] = time;
         let slot = a.stage() * m + a.mb();
         let keep = match a.op {
-            Op::I => Some(self.costs[a.stage()].w_bytes.min(self.held[slot])),
+            // What W needs can exceed what F kept (a Linear keeps its output gradient for W).
+            Op::I => Some(self.costs[a.stage()].w_bytes),
             Op::W | Op::B => Some(0),
             Op::F | Op::R => None,
         };
         if let Some(keep) = keep {
             if keep != self.held[slot] {
-                self.live[r] -= self.held[slot] - keep;
+                self.live[r] = self.live[r] - self.held[slot] + keep;
                 self.held[slot] = keep;
                 self.record(r, time);
             }

@@ -1,0 +1,72 @@
+//! The one error type of `pipesched-stages`.
+//!
+//! Misuse of a stage (an op out of order, a wrong shape, an unknown micro-batch) is an error
+//! value, never a panic. Every message says what was wrong, where (stage, layers, micro-batch),
+//! and what to do about it.
+
+use thiserror::Error;
+
+/// Errors of the stages crate.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum Error {
+    /// A tensor has the wrong shape for where it was passed (a stage input, a gradient, a target,
+    /// a matrix product).
+    #[error("shape mismatch in {place}: {reason}")]
+    Shape {
+        /// Where: the stage and op, or the tensor operation.
+        place: String,
+        /// The shapes seen and expected.
+        reason: String,
+    },
+
+    /// An op was called on a micro-batch in a state that does not allow it (backward before
+    /// forward, `W` before `I`, a second forward of a micro-batch still in flight, ...).
+    #[error("{place}: {reason}")]
+    Order {
+        /// The stage, op and micro-batch.
+        place: String,
+        /// What state the micro-batch is in and which op has to come first.
+        reason: String,
+    },
+
+    /// A micro-batch index outside `0..m` of the current step, or an op before `begin_step`.
+    #[error("{place}: micro-batch {mb} is not part of this step (m = {m}); {hint}")]
+    UnknownMicrobatch {
+        /// The stage and op.
+        place: String,
+        /// The index passed.
+        mb: usize,
+        /// Micro-batches in the current step (0 before `begin_step`).
+        m: usize,
+        /// What to do.
+        hint: String,
+    },
+
+    /// A model spec that cannot be built, or could not be read from TOML or JSON.
+    #[error("model spec: {0}")]
+    Spec(String),
+
+    /// A recompute policy string that could not be parsed, or a list of the wrong length.
+    #[error("recompute policy: {0}")]
+    Policy(String),
+
+    /// A partition of the model's layers into stages that does not fit the model.
+    #[error("partition: {0}")]
+    Partition(String),
+
+    /// A device that cannot be used (CUDA is not built yet).
+    #[error("device {device}: {reason}")]
+    Device {
+        /// The device as written (`cuda:0`).
+        device: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+
+    /// An optimizer asked to step on gradients that are not complete, or with bad settings.
+    #[error("optimizer: {0}")]
+    Optimizer(String),
+}
+
+/// `Result` with this crate's [`enum@Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,181 @@
+//! `Block`: the residual MLP block `x + Dropout(Linear₂(GELU(Linear₁(LayerNorm(x)))))`.
+//!
+//! ```text
+//!  x ─┬─ LayerNorm ─ y ─ Linear₁ ─ h ─ GELU ─ a ─ Linear₂ ─ z ─ Dropout ─(+)─ out
+//!     └──────────────────────────── skip ───────────────────────────────┘
+//! ```
+//!
+//! Invariant: the forward keeps exactly [`BlockSaved`] (`x̂`, `rstd`, `y`, `h`, `a`; the dropout
+//! mask is regenerated, never stored), and `I` keeps exactly [`BlockWNeeds`] (each parameterised
+//! sub-layer's input and output gradient). The byte predictions in `spec.rs` count these same
+//! tensors.
+
+use crate::error::Result;
+use crate::layers::gelu::{gelu, gelu_backward};
+use crate::layers::{Ctx, Dropout, LayerNorm, Linear, NormStats};
+use crate::rng::Stream;
+use crate::tensor::Tensor;
+
+/// A pre-norm residual MLP block of width `width` with inner width `ffn`.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub(crate) norm: LayerNorm,
+    pub(crate) fc1: Linear,
+    pub(crate) fc2: Linear,
+    pub(crate) dropout: Dropout,
+}
+
+/// What the block's backward needs from its forward.
+#[derive(Debug)]
+pub struct BlockSaved {
+    norm: NormStats,
+    y: Tensor,
+    h: Tensor,
+    a: Tensor,
+}
+
+/// What the block's `W` needs after its `I`.
+#[derive(Debug)]
+pub struct BlockWNeeds {
+    xhat: Tensor,
+    dy: Tensor,
+    y: Tensor,
+    dh: Tensor,
+    a: Tensor,
+    dz: Tensor,
+}
+
+impl BlockSaved {
+    /// The tensors held.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        vec![&self.norm.xhat, &self.norm.rstd, &self.y, &self.h, &self.a]
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.tensors().iter().map(|t| t.bytes()).sum()
+    }
+}
+
+impl BlockWNeeds {
+    /// The tensors held.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        vec![&self.xhat, &self.dy, &self.y, &self.dh, &self.a, &self.dz]
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.tensors().iter().map(|t| t.bytes()).sum()
+    }
+}
+
+impl Block {
+    /// A block drawing its weights from `stream`; the second linear's weights are scaled by
+    /// `residual_gain` so a deep stack of blocks starts near the identity.
+    pub fn new(width: usize, ffn: usize, dropout: Dropout, stream: Stream, residual_gain: f32) -> Block {
+        let s1 = Stream::new(&[stream.bits(0), 1]);
+        let s2 = Stream::new(&[stream.bits(0), 2]);
+        Block {
+            norm: LayerNorm::new(width),
+            fc1: Linear::new(width, ffn, s1, 1.0),
+            fc2: Linear::new(ffn, width, s2, residual_gain),
+            dropout,
+        }
+    }
+
+    /// The residual width.
+    pub fn width(&self) -> usize {
+        self.norm.width()
+    }
+
+    /// The parameters in gradient order: `γ, β, W₁, b₁, W₂, b₂`.
+    pub fn params(&self) -> Vec<&Tensor> {
+        let mut v: Vec<&Tensor> = self.norm.params().into();
+        v.extend(self.fc1.params());
+        v.extend(self.fc2.params());
+        v
+    }
+
+    /// The parameters, mutable, in gradient order.
+    pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
+        let mut v: Vec<&mut Tensor> = self.norm.params_mut().into();
+        v.extend(self.fc1.params_mut());
+        v.extend(self.fc2.params_mut());
+        v
+    }
+
+    /// The output. Consumes `x`: the skip adds it into the branch's buffer.
+    pub fn forward(&self, x: Tensor, ctx: &Ctx) -> Result<Tensor> {
+        Ok(self.forward_saving(x, ctx)?.0)
+    }
+
+    /// The output and what the backward needs.
+    pub fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, BlockSaved)> {
+        let (y, norm) = self.norm.forward(&x)?;
+        let h = self.fc1.forward(&y)?;
+        let a = gelu(&h);
+        let mut out = self.fc2.forward(&a)?;
+        self.dropout.apply(&mut out, ctx.seed, ctx.step, ctx.mb);
+        out.add_assign(&x)?;
+        Ok((out, BlockSaved { norm, y, h, a }))
+    }
+
+    /// `I`: the input gradient, and what `W` needs.
+    pub fn backward_input(&self, saved: BlockSaved, dout: Tensor, ctx: &Ctx) -> Result<(Tensor, BlockWNeeds)> {
+        let BlockSaved { norm, y, h, a } = saved;
+        let mut dz = dout.clone();
+        self.dropout.apply(&mut dz, ctx.seed, ctx.step, ctx.mb);
+        let da = self.fc2.backward_input(&dz)?;
+        let dh = gelu_backward(&h, da)?;
+        let dy = self.fc1.backward_input(&dh)?;
+        let mut dx = self.norm.backward_input(&norm, &dy)?;
+        dx.add_assign(&dout)?;
+        Ok((dx, BlockWNeeds { xhat: norm.xhat, dy, y, dh, a, dz }))
+    }
+
+    /// `W`: this micro-batch's parameter gradients, in gradient order.
+    pub fn weight_grads(&self, n: &BlockWNeeds) -> Result<Vec<Tensor>> {
+        let mut g: Vec<Tensor> = self.norm.weight_grads(&n.xhat, &n.dy)?.into();
+        g.extend(self.fc1.weight_grads(&n.y, &n.dh)?);
+        g.extend(self.fc2.weight_grads(&n.a, &n.dz)?);
+        Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::check::{assert_close, dot, numeric_grad, probe};
+
+    fn block(rate: f32) -> Block {
+        let mut b = Block::new(6, 10, Dropout { rate, layer: 4 }, Stream::new(&[5]), 0.7);
+        b.norm.gamma = probe(1, 6, 30);
+        b.norm.beta = probe(1, 6, 31);
+        b.fc1.bias = probe(1, 10, 32);
+        b
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_with_dropout() {
+        let b = block(0.3);
+        let ctx = Ctx { seed: 9, step: 2, mb: 1 };
+        let x = probe(3, 6, 33);
+        let r = probe(3, 6, 34);
+        let (_, saved) = b.forward_saving(x.clone(), &ctx).unwrap();
+        let saved_bytes = saved.bytes();
+        assert_eq!(saved_bytes, 4 * (3 * 6 + 3 + 3 * 6 + 3 * 10 + 3 * 10));
+        let (dx, needs) = b.backward_input(saved, r.clone(), &ctx).unwrap();
+        assert_eq!(needs.bytes(), 4 * (3 * 6 * 2 + 3 * 6 + 3 * 10 + 3 * 10 + 3 * 6));
+        let grads = b.weight_grads(&needs).unwrap();
+        let loss = |b: &Block, x: &Tensor| dot(&b.forward(x.clone(), &ctx).unwrap(), &r);
+        assert_close(&dx, &numeric_grad(&x, |x| loss(&b, x)));
+        for (k, g) in grads.iter().enumerate() {
+            let numeric = numeric_grad(b.params()[k], |p| {
+                let mut b2 = b.clone();
+                *b2.params_mut()[k] = p.clone();
+                loss(&b2, &x)
+            });
+            assert_close(g, &numeric);
+        }
+    }
+}

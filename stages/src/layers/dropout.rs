@@ -1,0 +1,73 @@
+//! Inverted dropout with a counter-based mask.
+//!
+//! Element `k` of the micro-batch's tensor is kept iff draw `k` of the stream keyed by
+//! `(seed, step, global layer index, micro-batch)` is at least `rate`; kept elements are scaled
+//! by `1/(1 − rate)`. Invariant: the mask is a pure function of that key and `k`, so it is never
+//! stored: the forward, a recomputed forward, and the backward (which applies the same mask to
+//! the gradient) all regenerate it bit for bit. With `rate = 0` dropout is the identity.
+
+use crate::rng::{tag, Stream};
+use crate::tensor::Tensor;
+
+/// Dropout at a fixed place in the model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropout {
+    /// Probability of zeroing an element, in `[0, 1)`.
+    pub rate: f32,
+    /// Global index of the layer it belongs to (the same whatever the partition).
+    pub layer: usize,
+}
+
+impl Dropout {
+    /// The mask stream of `(seed, step, mb)` at this layer.
+    fn stream(&self, seed: u64, step: u64, mb: usize) -> Stream {
+        Stream::new(&[tag::DROPOUT, seed, step, self.layer as u64, mb as u64])
+    }
+
+    /// Multiplies `t` by the mask (and the `1/(1 − rate)` scale) in place. The forward applies it
+    /// to the activation; the backward applies the same call to the gradient.
+    pub fn apply(&self, t: &mut Tensor, seed: u64, step: u64, mb: usize) {
+        if self.rate <= 0.0 {
+            return;
+        }
+        let s = self.stream(seed, step, mb);
+        let scale = 1.0 / (1.0 - self.rate);
+        for (k, v) in t.data_mut().iter_mut().enumerate() {
+            *v = if s.uniform(k as u64) >= self.rate { *v * scale } else { 0.0 };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::check::probe;
+
+    #[test]
+    fn mask_is_a_pure_function_of_the_key() {
+        let d = Dropout { rate: 0.25, layer: 3 };
+        let x = probe(16, 32, 1);
+        let apply = |seed, step, mb, layer| {
+            let mut t = x.clone();
+            Dropout { layer, ..d }.apply(&mut t, seed, step, mb);
+            t
+        };
+        let a = apply(7, 1, 2, 3);
+        assert!(a.bit_eq(&apply(7, 1, 2, 3)));
+        for other in [apply(8, 1, 2, 3), apply(7, 2, 2, 3), apply(7, 1, 3, 3), apply(7, 1, 2, 4)] {
+            assert!(!a.bit_eq(&other), "each key part changes the mask");
+        }
+        let dropped = a.data().iter().filter(|v| **v == 0.0).count() as f32 / a.len() as f32;
+        assert!((dropped - 0.25).abs() < 0.06, "{dropped}");
+        let kept = a.data().iter().zip(x.data()).find(|(y, _)| **y != 0.0).unwrap();
+        assert_eq!(*kept.0, kept.1 * (1.0 / 0.75));
+    }
+
+    #[test]
+    fn zero_rate_is_identity() {
+        let x = probe(3, 3, 2);
+        let mut y = x.clone();
+        Dropout { rate: 0.0, layer: 0 }.apply(&mut y, 1, 1, 1);
+        assert!(x.bit_eq(&y));
+    }
+}

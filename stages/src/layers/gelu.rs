@@ -1,0 +1,105 @@
+//! GELU, tanh approximation: `gelu(x) = ½·x·(1 + tanh(z))`, `z = √(2/π)·(x + 0.044715·x³)`.
+//!
+//! The tanh form (Hendrycks & Gimpel's approximation, used by GPT-2) differs from the exact erf
+//! form by under 1e-3. We evaluate it through the identity `½(1 + tanh z) = σ(2z) =
+//! 1/(1 + e^(−2z))`, so `gelu(x) = x·σ(2z)` and `gelu'(x) = σ + 2x·σ(1 − σ)·z'(x)`, with an `exp`
+//! of our own ([`exp_approx`], pure `f32` arithmetic, relative error ≈ 1e-7) instead of libm's
+//! `tanhf`, which took a third of a training step. Invariants: the derivative is the exact
+//! derivative of the function computed here (finite differences agree with it), and every
+//! element is computed by the same operations in the same order, so results are deterministic
+//! whether or not the compiler vectorises the loop. GELU has no parameters, so it has no `W`;
+//! its backward needs its input.
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const CUBIC: f32 = 0.044_715;
+
+/// `e^x` by range reduction `x = n·ln 2 + r`, `|r| ≤ ½ ln 2`, and the degree-7 Taylor polynomial
+/// of `e^r`; relative error about 1e-7 on `[−87, 88]`, inputs clamped to that range. No libm
+/// call and no branch, so loops over it vectorise.
+pub fn exp_approx(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n·LN2_HI is exact for |n| < 2^11.
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding 1.5·2^23 rounds an f32 of magnitude < 2^22 to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2_E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = p * r + c;
+    }
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `σ(2z(x))`, i.e. `½(1 + tanh z)`.
+fn gate(x: f32) -> f32 {
+    let z = SQRT_2_OVER_PI * (x + CUBIC * x * x * x);
+    1.0 / (1.0 + exp_approx(-2.0 * z))
+}
+
+/// `gelu` of every element.
+pub fn gelu(x: &Tensor) -> Tensor {
+    let mut y = Tensor::scratch(x.rows(), x.cols());
+    for (o, &v) in y.data_mut().iter_mut().zip(x.data()) {
+        *o = v * gate(v);
+    }
+    y
+}
+
+/// The input gradient `dx = gelu'(x) ⊙ dy`, written over `dy`'s buffer.
+pub fn gelu_backward(x: &Tensor, mut dy: Tensor) -> Result<Tensor> {
+    x.check_same(&dy, "GELU backward (x vs dy)")?;
+    for (g, &v) in dy.data_mut().iter_mut().zip(x.data()) {
+        let s = gate(v);
+        let dz = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * v * v);
+        *g *= s + 2.0 * v * s * (1.0 - s) * dz;
+    }
+    Ok(dy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::check::{assert_close, dot, numeric_grad, probe};
+
+    #[test]
+    fn exp_is_accurate() {
+        let mut worst = 0.0f64;
+        for k in -8700..=8800 {
+            let x = k as f32 / 100.0;
+            let want = (x as f64).exp();
+            worst = worst.max(((exp_approx(x) as f64) - want).abs() / want);
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        assert_eq!(exp_approx(0.0), 1.0);
+        assert!(exp_approx(-1000.0) > 0.0 && exp_approx(1000.0).is_finite());
+    }
+
+    #[test]
+    fn matches_the_tanh_formula() {
+        for k in -800..=800 {
+            let x = k as f64 / 100.0;
+            let z = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+            let want = 0.5 * x * (1.0 + z.tanh());
+            let got = gelu(&Tensor::scalar(x as f32)).data()[0] as f64;
+            assert!((got - want).abs() < 1e-6 * (1.0 + want.abs()), "gelu({x}) = {got}, want {want}");
+        }
+        assert_eq!(gelu(&Tensor::scalar(0.0)).data()[0], 0.0);
+        assert!(gelu(&Tensor::scalar(-30.0)).data()[0].abs() < 1e-20);
+        assert_eq!(gelu(&Tensor::scalar(30.0)).data()[0], 30.0);
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let x = probe(4, 5, 21);
+        let x = Tensor::from_fn(4, 5, |r, c| 3.0 * x.get(r, c).unwrap());
+        let r = probe(4, 5, 22);
+        let dx = gelu_backward(&x, r.clone()).unwrap();
+        assert_close(&dx, &numeric_grad(&x, |x| dot(&gelu(x), &r)));
+    }
+}

@@ -1,0 +1,137 @@
+//! `Linear`: `y = x·W + b`, with its backward split into the input gradient (`I`) and the weight
+//! gradient (`W`).
+//!
+//! Invariant: `weight` is `[in, out]` and `bias` is `[1, out]`; every method checks the shapes it
+//! is given against them. `I` needs only `W` and `dy`; `W` needs only the layer input `x` and
+//! `dy`, which is exactly what a stage keeps for it between the two ops.
+
+use crate::error::{Error, Result};
+use crate::matmul::{matmul_into, Trans};
+use crate::rng::Stream;
+use crate::tensor::Tensor;
+
+/// A fully connected layer.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `[in, out]`.
+    pub(crate) weight: Tensor,
+    /// `[1, out]`.
+    pub(crate) bias: Tensor,
+}
+
+impl Linear {
+    /// A layer with weights drawn from `N(0, gain²/in)` by `stream` (element `k` of the weight
+    /// is draw `k`) and zero bias.
+    pub fn new(input: usize, output: usize, stream: Stream, gain: f32) -> Linear {
+        let std = gain / (input.max(1) as f32).sqrt();
+        let weight = Tensor::from_fn(input, output, |r, c| std * stream.normal((r * output + c) as u64));
+        Linear { weight, bias: Tensor::zeros(1, output) }
+    }
+
+    /// A layer from given weight `[in, out]` and bias `[1, out]`.
+    pub fn from_parts(weight: Tensor, bias: Tensor) -> Result<Linear> {
+        if bias.shape() != [1, weight.cols()] {
+            return Err(shape(
+                "Linear::from_parts",
+                format!("bias {:?} for weight {:?}", bias.shape(), weight.shape()),
+            ));
+        }
+        Ok(Linear { weight, bias })
+    }
+
+    /// Input width.
+    pub fn input_width(&self) -> usize {
+        self.weight.rows()
+    }
+
+    /// Output width.
+    pub fn output_width(&self) -> usize {
+        self.weight.cols()
+    }
+
+    /// The parameters, in gradient order: weight, bias.
+    pub fn params(&self) -> [&Tensor; 2] {
+        [&self.weight, &self.bias]
+    }
+
+    /// The parameters, mutable, in gradient order.
+    pub fn params_mut(&mut self) -> [&mut Tensor; 2] {
+        [&mut self.weight, &mut self.bias]
+    }
+
+    /// `y = x·W + b` for `x` of shape `[batch, in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.cols() != self.input_width() {
+            return Err(shape("Linear forward", format!("input {:?}, layer is {:?}", x.shape(), self.weight.shape())));
+        }
+        let mut y = Tensor::scratch(x.rows(), self.output_width());
+        matmul_into(&mut y, x, Trans::No, &self.weight, Trans::No)?;
+        let b = self.bias.data();
+        for row in y.data_mut().chunks_exact_mut(b.len()) {
+            for (v, bias) in row.iter_mut().zip(b) {
+                *v += bias;
+            }
+        }
+        Ok(y)
+    }
+
+    /// `I`: the input gradient `dx = dy·Wᵀ`.
+    pub fn backward_input(&self, dy: &Tensor) -> Result<Tensor> {
+        if dy.cols() != self.output_width() {
+            return Err(shape(
+                "Linear backward_input",
+                format!("dy {:?}, layer is {:?}", dy.shape(), self.weight.shape()),
+            ));
+        }
+        let mut dx = Tensor::scratch(dy.rows(), self.input_width());
+        matmul_into(&mut dx, dy, Trans::No, &self.weight, Trans::Yes)?;
+        Ok(dx)
+    }
+
+    /// `W`: this micro-batch's parameter gradients `[xᵀ·dy, column sums of dy]`, in gradient
+    /// order, for the caller to accumulate.
+    pub fn weight_grads(&self, x: &Tensor, dy: &Tensor) -> Result<[Tensor; 2]> {
+        if x.rows() != dy.rows() || x.cols() != self.input_width() || dy.cols() != self.output_width() {
+            return Err(shape(
+                "Linear weight_grads",
+                format!("x {:?}, dy {:?}, layer is {:?}", x.shape(), dy.shape(), self.weight.shape()),
+            ));
+        }
+        let mut dw = Tensor::scratch(self.input_width(), self.output_width());
+        matmul_into(&mut dw, x, Trans::Yes, dy, Trans::No)?;
+        Ok([dw, dy.column_sums()])
+    }
+}
+
+fn shape(place: &str, reason: String) -> Error {
+    Error::Shape { place: place.into(), reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::check::{assert_close, numeric_grad, probe};
+
+    #[test]
+    fn forward_is_x_w_plus_b() {
+        let w = Tensor::new(2, 3, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let l = Linear::from_parts(w, Tensor::new(1, 3, vec![0.5, 0.0, -1.0]).unwrap()).unwrap();
+        let y = l.forward(&Tensor::new(1, 2, vec![1.0, -1.0]).unwrap()).unwrap();
+        assert_eq!(y.data(), &[-2.5, -3.0, -4.0]);
+        assert!(l.forward(&Tensor::zeros(1, 3)).unwrap_err().to_string().contains("Linear forward"));
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut l = Linear::new(5, 4, Stream::new(&[1]), 1.0);
+        l.bias = probe(1, 4, 7);
+        let x = probe(3, 5, 2);
+        let r = probe(3, 4, 3);
+        let dx = l.backward_input(&r).unwrap();
+        let [dw, db] = l.weight_grads(&x, &r).unwrap();
+        let loss = |l: &Linear, x: &Tensor| crate::layers::check::dot(&l.forward(x).unwrap(), &r);
+        assert_close(&dx, &numeric_grad(&x, |x| loss(&l, x)));
+        assert_close(&dw, &numeric_grad(&l.weight, |w| loss(&Linear { weight: w.clone(), bias: l.bias.clone() }, &x)));
+        assert_close(&db, &numeric_grad(&l.bias, |b| loss(&Linear { weight: l.weight.clone(), bias: b.clone() }, &x)));
+    }
+}

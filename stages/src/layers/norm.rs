@@ -1,0 +1,153 @@
+//! `LayerNorm` with affine parameters: `y = γ ⊙ x̂ + β`, `x̂ = (x − mean) · rstd` per row.
+//!
+//! Invariant: `gamma` and `beta` are `[1, width]`. Row statistics are summed left to right in a
+//! fixed order (two passes: mean, then variance), so the same row always normalises to the same
+//! bits. The backward needs `x̂` and `rstd` (not `x`); `W` needs `x̂` and `dy`.
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Added to the variance before the square root.
+pub const NORM_EPS: f32 = 1e-5;
+
+/// Layer normalisation over the columns of each row, with learnt scale and shift.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    /// Scale `γ`, `[1, width]`, initialised to ones.
+    pub(crate) gamma: Tensor,
+    /// Shift `β`, `[1, width]`, initialised to zeros.
+    pub(crate) beta: Tensor,
+}
+
+/// What the backward of a [`LayerNorm`] needs from its forward.
+#[derive(Debug)]
+pub struct NormStats {
+    /// The normalised input `x̂`, `[batch, width]`.
+    pub xhat: Tensor,
+    /// `1/√(var + ε)` of each row, `[batch, 1]`.
+    pub rstd: Tensor,
+}
+
+impl LayerNorm {
+    /// `γ = 1`, `β = 0`.
+    pub fn new(width: usize) -> LayerNorm {
+        LayerNorm { gamma: Tensor::full(1, width, 1.0), beta: Tensor::zeros(1, width) }
+    }
+
+    /// Width normalised over.
+    pub fn width(&self) -> usize {
+        self.gamma.cols()
+    }
+
+    /// The parameters, in gradient order: `γ`, `β`.
+    pub fn params(&self) -> [&Tensor; 2] {
+        [&self.gamma, &self.beta]
+    }
+
+    /// The parameters, mutable, in gradient order.
+    pub fn params_mut(&mut self) -> [&mut Tensor; 2] {
+        [&mut self.gamma, &mut self.beta]
+    }
+
+    fn check(&self, t: &Tensor, what: &str) -> Result<()> {
+        if t.cols() == self.width() {
+            return Ok(());
+        }
+        Err(Error::Shape {
+            place: format!("LayerNorm {what}"),
+            reason: format!("{:?}, width {}", t.shape(), self.width()),
+        })
+    }
+
+    /// The output `y` and the statistics its backward needs.
+    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, NormStats)> {
+        self.check(x, "forward")?;
+        let w = self.width();
+        let mut xhat = Tensor::scratch(x.rows(), w);
+        let mut rstd = Tensor::scratch(x.rows(), 1);
+        let mut y = Tensor::scratch(x.rows(), w);
+        let (g, b) = (self.gamma.data(), self.beta.data());
+        for r in 0..x.rows() {
+            let row = x.row(r);
+            let mean = row.iter().sum::<f32>() / w as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / w as f32;
+            let s = 1.0 / (var + NORM_EPS).sqrt();
+            rstd.data_mut()[r] = s;
+            let xh = &mut xhat.data_mut()[r * w..(r + 1) * w];
+            for (o, v) in xh.iter_mut().zip(row) {
+                *o = (v - mean) * s;
+            }
+            for (((o, xv), gv), bv) in y.data_mut()[r * w..(r + 1) * w].iter_mut().zip(xh.iter()).zip(g).zip(b) {
+                *o = xv * gv + bv;
+            }
+        }
+        Ok((y, NormStats { xhat, rstd }))
+    }
+
+    /// `I`: `dx = rstd · (d − mean(d) − x̂ · mean(d ⊙ x̂))` with `d = dy ⊙ γ`.
+    pub fn backward_input(&self, stats: &NormStats, dy: &Tensor) -> Result<Tensor> {
+        self.check(dy, "backward_input")?;
+        stats.xhat.check_same(dy, "LayerNorm backward_input (x̂ vs dy)")?;
+        let w = self.width();
+        let mut dx = Tensor::scratch(dy.rows(), w);
+        let mut d = vec![0.0f32; w];
+        for r in 0..dy.rows() {
+            let xh = stats.xhat.row(r);
+            for ((o, g), gamma) in d.iter_mut().zip(dy.row(r)).zip(self.gamma.data()) {
+                *o = g * gamma;
+            }
+            let mean_d = d.iter().sum::<f32>() / w as f32;
+            let mean_dx = d.iter().zip(xh).map(|(a, b)| a * b).sum::<f32>() / w as f32;
+            let s = stats.rstd.data()[r];
+            for ((o, dv), xv) in dx.data_mut()[r * w..(r + 1) * w].iter_mut().zip(&d).zip(xh) {
+                *o = s * (dv - mean_d - xv * mean_dx);
+            }
+        }
+        Ok(dx)
+    }
+
+    /// `W`: this micro-batch's `[dγ, dβ] = [Σ_rows dy ⊙ x̂, Σ_rows dy]`, in gradient order.
+    pub fn weight_grads(&self, xhat: &Tensor, dy: &Tensor) -> Result<[Tensor; 2]> {
+        self.check(dy, "weight_grads")?;
+        xhat.check_same(dy, "LayerNorm weight_grads (x̂ vs dy)")?;
+        let mut dg = Tensor::zeros(1, self.width());
+        for r in 0..dy.rows() {
+            for ((o, g), xv) in dg.data_mut().iter_mut().zip(dy.row(r)).zip(xhat.row(r)) {
+                *o += g * xv;
+            }
+        }
+        Ok([dg, dy.column_sums()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::check::{assert_close, dot, numeric_grad, probe};
+
+    #[test]
+    fn normalises_rows() {
+        let n = LayerNorm::new(4);
+        let (y, stats) = n.forward(&Tensor::new(1, 4, vec![1.0, 2.0, 3.0, 4.0]).unwrap()).unwrap();
+        assert!(y.data().iter().sum::<f32>().abs() < 1e-6);
+        let var = y.data().iter().map(|v| v * v).sum::<f32>() / 4.0;
+        assert!((var - 1.0).abs() < 1e-4, "{var}");
+        assert_eq!(stats.rstd.shape(), [1, 1]);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut n = LayerNorm::new(6);
+        n.gamma = probe(1, 6, 11);
+        n.beta = probe(1, 6, 12);
+        let x = probe(3, 6, 13);
+        let r = probe(3, 6, 14);
+        let (_, stats) = n.forward(&x).unwrap();
+        let dx = n.backward_input(&stats, &r).unwrap();
+        let [dg, db] = n.weight_grads(&stats.xhat, &r).unwrap();
+        let loss = |n: &LayerNorm, x: &Tensor| dot(&n.forward(x).unwrap().0, &r);
+        assert_close(&dx, &numeric_grad(&x, |x| loss(&n, x)));
+        assert_close(&dg, &numeric_grad(&n.gamma, |g| loss(&LayerNorm { gamma: g.clone(), beta: n.beta.clone() }, &x)));
+        assert_close(&db, &numeric_grad(&n.beta, |b| loss(&LayerNorm { gamma: n.gamma.clone(), beta: b.clone() }, &x)));
+    }
+}

@@ -1,0 +1,199 @@
+//! Losses at the end of the last stage: softmax cross-entropy over class indices, and mean
+//! squared error.
+//!
+//! Invariant: a forward returns the micro-batch's mean loss (unscaled), and the backward returns
+//! the gradient of `loss / m`, so gradients accumulated over the `m` micro-batches of a step are
+//! the gradient of the step's mean loss. What the backward needs ([`LossSaved`]) is counted like
+//! any layer's saved state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Which loss a model is trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// Softmax cross-entropy; the target is `[batch, 1]` holding class indices as `f32`.
+    CrossEntropy,
+    /// Mean over all elements of `(prediction − target)²`; the target has the prediction's shape.
+    Mse,
+}
+
+/// What a loss's backward needs from its forward.
+#[derive(Debug)]
+pub enum LossSaved {
+    /// Softmax probabilities `[batch, classes]` and the class indices `[batch, 1]`.
+    CrossEntropy {
+        /// Softmax of the logits.
+        probs: Tensor,
+        /// Class indices.
+        target: Tensor,
+    },
+    /// `prediction − target`.
+    Mse {
+        /// The difference.
+        diff: Tensor,
+    },
+}
+
+impl LossSaved {
+    /// The tensors held.
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        match self {
+            LossSaved::CrossEntropy { probs, target } => vec![probs, target],
+            LossSaved::Mse { diff } => vec![diff],
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.tensors().iter().map(|t| t.bytes()).sum()
+    }
+}
+
+impl LossKind {
+    /// Columns of the target for a prediction of `output` columns.
+    pub fn target_width(self, output: usize) -> usize {
+        match self {
+            LossKind::CrossEntropy => 1,
+            LossKind::Mse => output,
+        }
+    }
+
+    /// Floats the backward keeps for a batch of `batch` rows and `output` columns.
+    pub fn saved_floats(self, batch: usize, output: usize) -> usize {
+        match self {
+            LossKind::CrossEntropy => batch * output + batch,
+            LossKind::Mse => batch * output,
+        }
+    }
+
+    /// An error unless `target` fits a prediction of `rows` rows and `output` columns (and holds
+    /// valid class indices).
+    pub fn check_target(self, rows: usize, output: usize, target: &Tensor) -> Result<()> {
+        let want = [rows, self.target_width(output)];
+        if target.shape() != want {
+            return Err(Error::Shape {
+                place: format!("{self:?} loss"),
+                reason: format!(
+                    "target is {:?}, prediction [{rows}, {output}], so the target must be {want:?}",
+                    target.shape()
+                ),
+            });
+        }
+        if self == LossKind::CrossEntropy {
+            if let Some((r, t)) = target
+                .data()
+                .iter()
+                .enumerate()
+                .find(|(_, t)| !(t.fract() == 0.0 && **t >= 0.0 && (**t as usize) < output))
+            {
+                return Err(Error::Shape {
+                    place: "CrossEntropy loss".into(),
+                    reason: format!("target row {r} is {t}, not a class index in 0..{output}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The mean loss of the micro-batch, and what the backward needs.
+    pub fn forward(self, pred: &Tensor, target: &Tensor) -> Result<(f32, LossSaved)> {
+        self.check_target(pred.rows(), pred.cols(), target)?;
+        let rows = pred.rows();
+        match self {
+            LossKind::CrossEntropy => {
+                let mut probs = Tensor::scratch(rows, pred.cols());
+                let mut total = 0.0f32;
+                for r in 0..rows {
+                    let x = pred.row(r);
+                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let p = &mut probs.data_mut()[r * x.len()..(r + 1) * x.len()];
+                    for (o, v) in p.iter_mut().zip(x) {
+                        *o = (v - max).exp();
+                    }
+                    let sum: f32 = p.iter().sum();
+                    for o in p.iter_mut() {
+                        *o /= sum;
+                    }
+                    total += max + sum.ln() - x[target.data()[r] as usize];
+                }
+                Ok((total / rows as f32, LossSaved::CrossEntropy { probs, target: target.clone() }))
+            }
+            LossKind::Mse => {
+                let mut diff = pred.clone();
+                for (d, t) in diff.data_mut().iter_mut().zip(target.data()) {
+                    *d -= t;
+                }
+                let total: f32 = diff.data().iter().map(|d| d * d).sum();
+                let loss = total / diff.len() as f32;
+                Ok((loss, LossSaved::Mse { diff }))
+            }
+        }
+    }
+
+    /// The gradient of `loss / m` with respect to the prediction.
+    pub fn backward(saved: LossSaved, m: usize) -> Tensor {
+        match saved {
+            LossSaved::CrossEntropy { mut probs, target } => {
+                let factor = 1.0 / (probs.rows() * m) as f32;
+                let cols = probs.cols();
+                for (r, row) in probs.data_mut().chunks_exact_mut(cols).enumerate() {
+                    row[target.data()[r] as usize] -= 1.0;
+                    for g in row.iter_mut() {
+                        *g *= factor;
+                    }
+                }
+                probs
+            }
+            LossSaved::Mse { mut diff } => {
+                let factor = 2.0 / (diff.len() * m) as f32;
+                for d in diff.data_mut() {
+                    *d *= factor;
+                }
+                diff
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::check::{assert_close, numeric_grad, probe};
+
+    fn check(kind: LossKind, target: Tensor) {
+        let x = probe(4, 5, 40);
+        let x = Tensor::from_fn(4, 5, |r, c| 2.0 * x.get(r, c).unwrap());
+        let m = 3;
+        let (_, saved) = kind.forward(&x, &target).unwrap();
+        let g = LossKind::backward(saved, m);
+        let numeric = numeric_grad(&x, |x| kind.forward(x, &target).unwrap().0 as f64 / m as f64);
+        assert_close(&g, &numeric);
+    }
+
+    #[test]
+    fn cross_entropy_gradient_and_value() {
+        check(LossKind::CrossEntropy, Tensor::new(4, 1, vec![0.0, 4.0, 2.0, 2.0]).unwrap());
+        let (loss, _) =
+            LossKind::CrossEntropy.forward(&Tensor::zeros(2, 4), &Tensor::new(2, 1, vec![1.0, 3.0]).unwrap()).unwrap();
+        assert!((loss - 4f32.ln()).abs() < 1e-6, "uniform logits give ln(classes): {loss}");
+    }
+
+    #[test]
+    fn mse_gradient_and_value() {
+        check(LossKind::Mse, probe(4, 5, 41));
+        let (loss, _) = LossKind::Mse.forward(&Tensor::full(1, 2, 3.0), &Tensor::full(1, 2, 1.0)).unwrap();
+        assert_eq!(loss, 4.0);
+    }
+
+    #[test]
+    fn bad_targets_are_errors() {
+        let e = LossKind::CrossEntropy.check_target(2, 3, &Tensor::new(2, 1, vec![0.0, 3.0]).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("not a class index in 0..3"), "{e}");
+        let e = LossKind::Mse.check_target(2, 3, &Tensor::zeros(2, 1)).unwrap_err();
+        assert!(e.to_string().contains("must be [2, 3]"), "{e}");
+    }
+}

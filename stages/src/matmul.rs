@@ -1,0 +1,144 @@
+//! Matrix products through `gemm`, single-threaded: the only `unsafe` in the crate.
+//!
+//! Invariant: the same shapes and transpositions always take the same path through `gemm`
+//! (`Parallelism::None`, destination never read, strides fixed by the shapes), so a product is a
+//! pure function of its inputs' bits. Callers add a product into an accumulator themselves, in
+//! their own fixed order, rather than letting `gemm` accumulate: that keeps the summation order
+//! of a gradient independent of which op produced it.
+
+use gemm::Parallelism;
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Whether an operand enters a product as stored or transposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trans {
+    /// As stored.
+    No,
+    /// Transposed (read through swapped strides, never copied).
+    Yes,
+}
+
+/// Shape and strides `(rows, cols, row_stride, col_stride)` of `t` as it enters a product.
+fn view(t: &Tensor, trans: Trans) -> (usize, usize, isize, isize) {
+    let (r, c) = (t.rows(), t.cols());
+    match trans {
+        Trans::No => (r, c, c as isize, 1),
+        Trans::Yes => (c, r, 1, c as isize),
+    }
+}
+
+/// `out = op(a) · op(b)`, overwriting `out` (never reading it: it may hold anything), which must
+/// already have the product's shape.
+#[allow(unsafe_code)]
+pub(crate) fn matmul_into(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, tb: Trans) -> Result<()> {
+    let (m, k, a_rs, a_cs) = view(a, ta);
+    let (k2, n, b_rs, b_cs) = view(b, tb);
+    if k != k2 || out.shape() != [m, n] {
+        return Err(Error::Shape {
+            place: "matrix product".into(),
+            reason: format!(
+                "op(a) is [{m}, {k}], op(b) is [{k2}, {n}], out is {:?}; need op(a) [m, k], op(b) [k, n], out [m, n]",
+                out.shape()
+            ),
+        });
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        out.data_mut().fill(0.0);
+        return Ok(());
+    }
+    let dst = out.data_mut().as_mut_ptr();
+    let (lhs, rhs) = (a.data().as_ptr(), b.data().as_ptr());
+    // SAFETY: `dst` points to m·n writable floats (out's shape was checked above) laid out with
+    // row stride n and column stride 1; `lhs` and `rhs` point to k·m and k·n readable floats
+    // whose strides come from their own shapes via `view`, so every index gemm forms
+    // (row·rs + col·cs for row < rows, col < cols of each operand) is in bounds. `out` is
+    // borrowed mutably while `a` and `b` are borrowed shared, so the destination aliases neither
+    // input. `read_dst = false` means gemm never reads the destination.
+    unsafe {
+        gemm::gemm::<f32>(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            false,
+            lhs,
+            a_cs,
+            a_rs,
+            rhs,
+            b_cs,
+            b_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &Tensor, ta: Trans, b: &Tensor, tb: Trans) -> Vec<f64> {
+        let at = |i: usize, j: usize| if ta == Trans::No { a.get(i, j) } else { a.get(j, i) }.unwrap() as f64;
+        let bt = |i: usize, j: usize| if tb == Trans::No { b.get(i, j) } else { b.get(j, i) }.unwrap() as f64;
+        let (m, k, _, _) = view(a, ta);
+        let n = view(b, tb).1;
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+            }
+        }
+        out
+    }
+
+    fn filled(r: usize, c: usize, salt: usize) -> Tensor {
+        Tensor::from_fn(r, c, |i, j| (((i * 31 + j * 17 + salt) % 23) as f32 - 11.0) / 7.0)
+    }
+
+    #[test]
+    fn products_match_a_naive_sum_in_every_transposition() {
+        let (m, k, n) = (37, 53, 29);
+        for (ta, tb) in [(Trans::No, Trans::No), (Trans::Yes, Trans::No), (Trans::No, Trans::Yes)] {
+            let a = if ta == Trans::No { filled(m, k, 1) } else { filled(k, m, 1) };
+            let b = if tb == Trans::No { filled(k, n, 2) } else { filled(n, k, 2) };
+            let mut out = Tensor::full(m, n, f32::NAN);
+            matmul_into(&mut out, &a, ta, &b, tb).unwrap();
+            for (x, y) in out.data().iter().zip(naive(&a, ta, &b, tb)) {
+                assert!((*x as f64 - y).abs() < 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn same_shapes_give_the_same_bits() {
+        let (a, b) = (filled(64, 300, 3), filled(300, 96, 4));
+        let first = a.matmul(&b).unwrap();
+        for _ in 0..3 {
+            let mut out = Tensor::full(64, 96, 123.0);
+            matmul_into(&mut out, &a.clone(), Trans::No, &b.clone(), Trans::No).unwrap();
+            assert!(out.bit_eq(&first));
+        }
+    }
+
+    #[test]
+    fn rejects_mismatched_shapes() {
+        let mut out = Tensor::zeros(2, 2);
+        let e = matmul_into(&mut out, &filled(2, 3, 0), Trans::No, &filled(4, 2, 0), Trans::No).unwrap_err();
+        assert!(e.to_string().contains("op(a) is [2, 3]"), "{e}");
+        let mut empty = Tensor::full(2, 2, 5.0);
+        matmul_into(&mut empty, &Tensor::zeros(2, 0), Trans::No, &Tensor::zeros(0, 2), Trans::No).unwrap();
+        assert_eq!(empty.data(), &[0.0; 4]);
+    }
+}

@@ -1,0 +1,449 @@
+//! The ops of a [`Stage`] on one micro-batch: `F` ([`forward`](Stage::forward)), `R`
+//! ([`recompute`](Stage::recompute)), `I` ([`backward_input`](Stage::backward_input)), `W`
+//! ([`backward_weight`](Stage::backward_weight)) and `B = I + W` ([`backward`](Stage::backward)).
+//!
+//! Invariants: each op checks the micro-batch's phase and the shapes it is given before it
+//! changes anything, so a misuse is an error and leaves the stage as it was; an op runs the same
+//! arithmetic whatever the policy and whatever other micro-batches are in flight, so the bits of
+//! every output and gradient depend only on (parameters, input, step, micro-batch).
+
+use crate::error::{Error, Result};
+use crate::layers::Ctx;
+use crate::loss::LossKind;
+use crate::slot::{Phase, Slot};
+use crate::stage::Stage;
+use crate::tensor::Tensor;
+
+impl Stage {
+    /// `F`: runs micro-batch `mb` through the stage, keeping what the recompute policy says.
+    ///
+    /// On the last stage `target` is required (`[rows, 1]` class indices for cross-entropy,
+    /// `[rows, output]` for MSE) and the result is the micro-batch's mean loss as a `[1, 1]`
+    /// tensor; elsewhere `target` must be `None` and the result is the activation for the next
+    /// stage.
+    pub fn forward(&mut self, mb: usize, input: Tensor, target: Option<&Tensor>) -> Result<Tensor> {
+        let ctx = self.ctx("forward", mb)?;
+        self.expect_phase("forward", mb, &[Phase::Idle], "each micro-batch runs forward once per step")?;
+        if input.cols() != self.input_width() || input.rows() == 0 {
+            return Err(Error::Shape {
+                place: self.place("forward", Some(mb)),
+                reason: format!("input is {:?}; this stage takes [rows ≥ 1, {}]", input.shape(), self.input_width()),
+            });
+        }
+        let rows = input.rows();
+        match (self.loss, target) {
+            (Some(kind), Some(t)) => kind.check_target(rows, self.output_width(), t)?,
+            (Some(_), None) => {
+                return Err(self.order(
+                    "forward",
+                    mb,
+                    "the last stage needs the micro-batch's target to compute the loss",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.order("forward", mb, "only the last stage takes a target; pass None"));
+            }
+            (None, None) => {}
+        }
+        let checkpoints = self.spec.policy.checkpoints(self.layers.len());
+        let keep_all = !self.spec.policy.drops();
+        let (mut inputs, mut saved) = (Vec::with_capacity(checkpoints.len()), Vec::new());
+        let mut x = input;
+        for (i, layer) in self.layers.iter().enumerate() {
+            if keep_all {
+                let (y, s) = layer.forward_saving(x, &ctx)?;
+                saved.push(s);
+                x = y;
+            } else {
+                if checkpoints.contains(&i) {
+                    inputs.push(x.clone());
+                }
+                x = layer.forward(x, &ctx)?;
+            }
+        }
+        let (out, loss) = match (self.loss, target) {
+            (Some(kind), Some(t)) => {
+                let (value, s) = kind.forward(&x, t)?;
+                (Tensor::scalar(value), Some(s))
+            }
+            _ => (x, None),
+        };
+        self.slots[mb] = if keep_all {
+            Slot::Saved { rows, layers: saved, loss }
+        } else {
+            Slot::Checkpointed { rows, inputs, target: target.cloned() }
+        };
+        Ok(out)
+    }
+
+    /// `R`: re-creates what the policy dropped for `mb`, from its checkpoints, so the micro-batch
+    /// holds what policy `none` would. Does nothing if nothing was dropped (policy `none`, or `R`
+    /// already ran). Optional: [`backward_input`](Stage::backward_input) recomputes inline when
+    /// it was skipped.
+    pub fn recompute(&mut self, mb: usize) -> Result<()> {
+        let ctx = self.ctx("recompute", mb)?;
+        match self.slots[mb].phase() {
+            Phase::Checkpointed => self.rebuild(mb, &ctx),
+            Phase::Saved => Ok(()),
+            _ => self.expect_phase("recompute", mb, &[Phase::Checkpointed, Phase::Saved], "R goes between F and I"),
+        }
+    }
+
+    fn rebuild(&mut self, mb: usize, ctx: &Ctx) -> Result<()> {
+        let Slot::Checkpointed { rows, inputs, target } = std::mem::take(&mut self.slots[mb]) else {
+            return Err(self.order("recompute", mb, "internal: no checkpoints held"));
+        };
+        let starts = self.spec.policy.checkpoints(self.layers.len());
+        let mut saved = Vec::with_capacity(self.layers.len());
+        let mut out = None;
+        for (s, x0) in inputs.into_iter().enumerate() {
+            let end = starts.get(s + 1).copied().unwrap_or(self.layers.len());
+            let mut x = x0;
+            for layer in &self.layers[starts[s]..end] {
+                let (y, kept) = layer.forward_saving(x, ctx)?;
+                saved.push(kept);
+                x = y;
+            }
+            out = Some(x);
+        }
+        let loss = match (self.loss, target, out) {
+            (Some(kind), Some(t), Some(x)) => Some(kind.forward(&x, &t)?.1),
+            _ => None,
+        };
+        self.slots[mb] = Slot::Saved { rows, layers: saved, loss };
+        Ok(())
+    }
+
+    /// `I`: the gradient with respect to the stage input, from `grad_out`, the gradient with
+    /// respect to the stage output (`None` on the last stage, which starts from its loss, scaled
+    /// by `1/m`). Runs `R` inline if it was skipped. Keeps only what `W` needs.
+    pub fn backward_input(&mut self, mb: usize, grad_out: Option<Tensor>) -> Result<Tensor> {
+        let ctx = self.ctx("backward_input", mb)?;
+        self.expect_phase("backward_input", mb, &[Phase::Checkpointed, Phase::Saved], "I comes after F, once")?;
+        let rows = self.slots[mb].rows().unwrap_or(0);
+        let grad_out = match (self.loss, grad_out) {
+            (Some(_), Some(_)) => {
+                return Err(self.order(
+                    "backward_input",
+                    mb,
+                    "the last stage starts from its loss; pass None as grad_out",
+                ))
+            }
+            (None, None) => {
+                return Err(self.order(
+                    "backward_input",
+                    mb,
+                    &format!("needs grad_out, the gradient from stage {}", self.spec.index + 1),
+                ))
+            }
+            (None, Some(g)) if g.shape() != [rows, self.output_width()] => {
+                return Err(Error::Shape {
+                    place: self.place("backward_input", Some(mb)),
+                    reason: format!(
+                        "grad_out is {:?}; the forward output was [{rows}, {}]",
+                        g.shape(),
+                        self.output_width()
+                    ),
+                })
+            }
+            (_, g) => g,
+        };
+        if self.slots[mb].phase() == Phase::Checkpointed {
+            self.rebuild(mb, &ctx)?;
+        }
+        let Slot::Saved { layers: saved, loss, .. } = std::mem::take(&mut self.slots[mb]) else {
+            return Err(self.order("backward_input", mb, "internal: forward state missing"));
+        };
+        let mut g = match (loss, grad_out) {
+            (Some(l), _) => LossKind::backward(l, self.slots.len()),
+            (None, Some(g)) => g,
+            (None, None) => return Err(self.order("backward_input", mb, "internal: no gradient to start from")),
+        };
+        let mut needs = Vec::with_capacity(saved.len());
+        for (layer, s) in self.layers.iter().zip(saved).rev() {
+            let (dx, n) = layer.backward_input(s, g, &ctx)?;
+            needs.push(n);
+            g = dx;
+        }
+        needs.reverse();
+        self.slots[mb] = Slot::AwaitingW { needs };
+        Ok(g)
+    }
+
+    /// `W`: computes `mb`'s parameter gradients from what `I` kept, frees it, and accumulates the
+    /// gradients in increasing micro-batch order: if an earlier micro-batch's `W` has not run,
+    /// these gradients are parked (and counted in `held_bytes_of(mb)`) until it has.
+    pub fn backward_weight(&mut self, mb: usize) -> Result<()> {
+        self.ctx("backward_weight", mb)?;
+        self.expect_phase("backward_weight", mb, &[Phase::AwaitingW], "W comes after I, once")?;
+        let Slot::AwaitingW { needs } = std::mem::replace(&mut self.slots[mb], Slot::Done) else {
+            return Err(self.order("backward_weight", mb, "internal: weight-gradient inputs missing"));
+        };
+        let mut grads = Vec::with_capacity(self.grads.len());
+        for (layer, n) in self.layers.iter().zip(&needs) {
+            grads.extend(layer.weight_grads(n)?);
+        }
+        drop(needs);
+        self.accum.offer(mb, grads, &mut self.grads)
+    }
+
+    /// `B`: [`backward_input`](Stage::backward_input) then
+    /// [`backward_weight`](Stage::backward_weight); returns the input gradient.
+    pub fn backward(&mut self, mb: usize, grad_out: Option<Tensor>) -> Result<Tensor> {
+        let dx = self.backward_input(mb, grad_out)?;
+        self.backward_weight(mb)?;
+        Ok(dx)
+    }
+
+    fn order(&self, op: &str, mb: usize, reason: &str) -> Error {
+        Error::Order { place: self.place(op, Some(mb)), reason: reason.into() }
+    }
+
+    fn expect_phase(&self, op: &str, mb: usize, allowed: &[Phase], rule: &str) -> Result<()> {
+        let phase = self.slots[mb].phase();
+        if allowed.contains(&phase) {
+            return Ok(());
+        }
+        let next = match phase {
+            Phase::Idle => "run forward first",
+            Phase::Checkpointed | Phase::Saved => "run backward_input (or backward) next",
+            Phase::AwaitingW => "run backward_weight next",
+            Phase::Done => "it is finished for this step; begin_step starts the next",
+        };
+        Err(self.order(op, mb, &format!("micro-batch is {phase:?} ({rule}); {next}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{reference_step, LossKind, ModelSpec, Partition, Policies, RecomputePolicy, StageBytes, Task};
+
+    const POLICIES: [&str; 5] = ["none", "full", "every:1", "every:2", "sqrt"];
+
+    fn stages(model: &ModelSpec, n: usize, policy: &str) -> Vec<Stage> {
+        let specs = model.stage_specs(n, &Partition::Even, &policy.parse::<Policies>().unwrap()).unwrap();
+        Stage::build_all(model, &specs).unwrap()
+    }
+
+    fn begin(stages: &mut [Stage], m: usize) {
+        for s in stages.iter_mut() {
+            s.begin_step(4, m).unwrap();
+        }
+    }
+
+    fn mse_model() -> ModelSpec {
+        ModelSpec { loss: LossKind::Mse, output: 3, ..ModelSpec::tiny() }
+    }
+
+    /// Forward of `mb` through all stages; returns each stage's output (the loss last).
+    fn forward_all(stages: &mut [Stage], task: &Task, mb: usize, rows: usize) -> Vec<Tensor> {
+        let (mut x, t) = task.batch(4, mb, rows);
+        let last = stages.len() - 1;
+        let mut outs = vec![];
+        for (k, s) in stages.iter_mut().enumerate() {
+            x = s.forward(mb, x, (k == last).then_some(&t)).unwrap();
+            outs.push(x.clone());
+        }
+        outs
+    }
+
+    #[test]
+    fn held_bytes_match_predictions_after_every_op() {
+        for model in [ModelSpec::tiny(), mse_model()] {
+            let task = Task::new(&model, 1);
+            for n in [1, 3] {
+                for policy in POLICIES {
+                    let mut st = stages(&model, n, policy);
+                    let rows = 5;
+                    let p: Vec<StageBytes> = st.iter().map(|s| s.predicted_bytes(rows)).collect();
+                    let ctx = format!("{:?} in {n} stages, {policy}", model.loss);
+                    begin(&mut st, 2);
+                    for mb in 0..2 {
+                        forward_all(&mut st, &task, mb, rows);
+                        for (s, b) in st.iter().zip(&p) {
+                            assert_eq!(s.held_bytes_of(mb), b.act_bytes, "after F, {ctx}");
+                        }
+                    }
+                    for (s, b) in st.iter().zip(&p) {
+                        assert_eq!(s.held_bytes(), 2 * b.act_bytes, "two micro-batches in flight, {ctx}");
+                    }
+                    for mb in 0..2 {
+                        let mut g = None;
+                        for k in (0..n).rev() {
+                            st[k].recompute(mb).unwrap();
+                            assert_eq!(
+                                st[k].held_bytes_of(mb),
+                                p[k].act_bytes + p[k].recompute_bytes,
+                                "after R, {ctx}"
+                            );
+                            g = Some(st[k].backward_input(mb, g).unwrap());
+                            assert_eq!(st[k].held_bytes_of(mb), p[k].w_bytes, "after I, {ctx}");
+                        }
+                    }
+                    for mb in 0..2 {
+                        for (s, b) in st.iter_mut().zip(&p) {
+                            s.backward_weight(mb).unwrap();
+                            assert_eq!(s.held_bytes_of(mb), 0, "after W, {ctx}");
+                            assert_eq!(s.held_bytes(), if mb == 0 { b.w_bytes } else { 0 });
+                        }
+                    }
+                    assert!(st.iter().all(Stage::grads_complete));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn recompute_reproduces_the_forward_bits() {
+        for model in [ModelSpec::tiny(), mse_model()] {
+            let task = Task::new(&model, 2);
+            let mut plain = stages(&model, 2, "none");
+            begin(&mut plain, 2);
+            let want: Vec<Vec<Tensor>> = (0..2).map(|mb| forward_all(&mut plain, &task, mb, 6)).collect();
+            for policy in POLICIES {
+                let mut st = stages(&model, 2, policy);
+                begin(&mut st, 2);
+                for (mb, want) in want.iter().enumerate() {
+                    let outs = forward_all(&mut st, &task, mb, 6);
+                    assert!(outs.iter().zip(want).all(|(a, b)| a.bit_eq(b)), "outputs, {policy}");
+                    for (s, p) in st.iter_mut().zip(&plain) {
+                        s.recompute(mb).unwrap();
+                        s.recompute(mb).unwrap(); // a second R is a no-op
+                        let (got, exp) = (s.slots[mb].tensors(), p.slots[mb].tensors());
+                        assert_eq!(got.len(), exp.len());
+                        assert!(got.iter().zip(&exp).all(|(a, b)| a.bit_eq(b)), "recomputed state, {policy}, mb {mb}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_are_bitwise_equal_under_every_policy_and_order() {
+        let model = ModelSpec::tiny();
+        let task = Task::new(&model, 3);
+        let m = 3;
+        let specs = model.stage_specs(3, &Partition::Even, &Policies::all(RecomputePolicy::None)).unwrap();
+        let (want_out, want) = reference_step(&model, &specs, &task, 4, m, 7).unwrap();
+        for policy in POLICIES.iter().chain(&["full,none,sqrt", "none,every:2,full"]) {
+            let specs = model.stage_specs(3, &Partition::Even, &policy.parse().unwrap()).unwrap();
+            let (out, got) = reference_step(&model, &specs, &task, 4, m, 7).unwrap();
+            assert_eq!(out, want_out);
+            for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+                assert!(g.bit_eq(w), "{policy}");
+            }
+            // A pipelined order: all forwards, then I in reverse micro-batch order, W last, in a
+            // scrambled order; R skipped on purpose (I recomputes inline).
+            let mut st = Stage::build_all(&model, &specs).unwrap();
+            begin(&mut st, m);
+            let mut losses = vec![];
+            for mb in 0..m {
+                losses.push(forward_all(&mut st, &task, mb, 7)[2].data()[0]);
+            }
+            assert_eq!(losses, want_out.losses);
+            for mb in (0..m).rev() {
+                let mut g = None;
+                for k in (0..3).rev() {
+                    g = Some(st[k].backward_input(mb, g).unwrap());
+                }
+            }
+            for (k, mb) in [(2, 2), (0, 1), (2, 0), (1, 2), (0, 0), (1, 0), (2, 1), (0, 2), (1, 1)] {
+                st[k].backward_weight(mb).unwrap();
+            }
+            for (s, w) in st.iter().zip(&want) {
+                assert!(s.grads().iter().zip(w).all(|(g, w)| g.bit_eq(w)), "pipelined order, {policy}");
+                assert_eq!(s.held_bytes(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn i_then_w_equals_b_bitwise() {
+        let model = ModelSpec::tiny();
+        let task = Task::new(&model, 4);
+        let (mut a, mut b) = (stages(&model, 2, "sqrt"), stages(&model, 2, "sqrt"));
+        begin(&mut a, 2);
+        begin(&mut b, 2);
+        for mb in 0..2 {
+            forward_all(&mut a, &task, mb, 4);
+            forward_all(&mut b, &task, mb, 4);
+            let ga = a[1].backward(mb, None).unwrap();
+            let gb = b[1].backward_input(mb, None).unwrap();
+            assert!(ga.bit_eq(&gb));
+            let da = a[0].backward(mb, Some(ga)).unwrap();
+            let db = b[0].backward_input(mb, Some(gb)).unwrap();
+            assert!(da.bit_eq(&db));
+        }
+        for mb in 0..2 {
+            b[0].backward_weight(mb).unwrap();
+            b[1].backward_weight(mb).unwrap();
+        }
+        for (x, y) in a.iter().zip(&b) {
+            assert!(x.grads().iter().zip(y.grads()).all(|(g, h)| g.bit_eq(h)));
+        }
+    }
+
+    #[test]
+    fn weight_gradients_out_of_order_are_parked_and_give_in_order_bits() {
+        let model = ModelSpec::tiny();
+        let task = Task::new(&model, 5);
+        let run = |order: &[usize]| {
+            let mut st = stages(&model, 1, "none");
+            begin(&mut st, 3);
+            for mb in 0..3 {
+                forward_all(&mut st, &task, mb, 8);
+                st[0].backward_input(mb, None).unwrap();
+            }
+            let grad_bytes = st[0].grad_bytes();
+            for (k, &mb) in order.iter().enumerate() {
+                st[0].backward_weight(mb).unwrap();
+                let parked = order[..=k].iter().filter(|&&j| j >= st[0].accum.next).count() as u64;
+                assert_eq!(st[0].held_bytes_of(mb), if mb >= st[0].accum.next { grad_bytes } else { 0 });
+                let waiting: u64 = order[k + 1..].iter().map(|&j| st[0].held_bytes_of(j)).sum();
+                assert_eq!(st[0].held_bytes(), parked * grad_bytes + waiting);
+            }
+            assert!(st[0].grads_complete() && st[0].held_bytes() == 0);
+            st.remove(0).grads.into_iter().collect::<Vec<_>>()
+        };
+        let want = run(&[0, 1, 2]);
+        for order in [[1, 0, 2], [2, 1, 0], [2, 0, 1], [1, 2, 0]] {
+            assert!(run(&order).iter().zip(&want).all(|(g, w)| g.bit_eq(w)), "{order:?}");
+        }
+    }
+
+    #[test]
+    fn misuse_is_an_error_not_a_panic() {
+        let model = ModelSpec::tiny();
+        let task = Task::new(&model, 6);
+        let mut st = stages(&model, 2, "full");
+        let (x, t) = task.batch(0, 0, 4);
+        let err = |r: Result<Tensor>| r.unwrap_err().to_string();
+        assert!(err(st[0].forward(0, x.clone(), None)).contains("call begin_step"));
+        begin(&mut st, 2);
+        assert!(err(st[0].forward(2, x.clone(), None)).contains("micro-batch 2 is not part of this step (m = 2)"));
+        assert!(err(st[0].forward(0, Tensor::zeros(4, 3), None)).contains("takes [rows ≥ 1, 16]"));
+        assert!(err(st[0].forward(0, x.clone(), Some(&t))).contains("only the last stage takes a target"));
+        assert!(err(st[0].backward_input(0, Some(Tensor::zeros(4, 24)))).contains("Idle"));
+        assert!(st[0].backward_weight(0).unwrap_err().to_string().contains("run forward first"));
+        assert!(st[0].recompute(1).unwrap_err().to_string().contains("R goes between F and I"));
+        let a = st[0].forward(0, x.clone(), None).unwrap();
+        assert!(err(st[0].forward(0, x.clone(), None)).contains("once per step"));
+        assert!(st[0].backward_weight(0).unwrap_err().to_string().contains("W comes after I"));
+        assert!(err(st[1].forward(0, a.clone(), None)).contains("needs the micro-batch's target"));
+        assert!(err(st[1].forward(0, a.clone(), Some(&Tensor::zeros(4, 2)))).contains("must be [4, 1]"));
+        st[1].forward(0, a, Some(&t)).unwrap();
+        assert!(err(st[1].backward_input(0, Some(Tensor::zeros(4, 5)))).contains("starts from its loss"));
+        assert!(err(st[0].backward_input(0, None)).contains("needs grad_out, the gradient from stage 1"));
+        assert!(err(st[0].backward_input(0, Some(Tensor::zeros(3, 24)))).contains("the forward output was [4, 24]"));
+        assert_eq!(st[0].phase(0), Phase::Checkpointed, "a rejected op changes nothing");
+        let g = st[1].backward(0, None).unwrap();
+        assert!(err(st[1].backward(0, None)).contains("Done"));
+        assert!(st[1].begin_step(1, 2).is_ok(), "nothing in flight on stage 1");
+        assert!(st[0].begin_step(1, 2).unwrap_err().to_string().contains("still in flight"));
+        st[0].backward(0, Some(g)).unwrap();
+        assert!(st[0].begin_step(1, 0).is_err());
+        fn send<T: Send>(_: &T) {}
+        send(&st[0]);
+    }
+}

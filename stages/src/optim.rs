@@ -1,0 +1,150 @@
+//! Optimizers applied to a stage after the flush (once per step, after all micro-batches):
+//! SGD with momentum, and Adam with bias correction.
+//!
+//! Invariant: an optimizer steps only on complete gradients (all `m` micro-batches
+//! accumulated), updates every parameter element by element in a fixed order, and its state is
+//! one (SGD) or two (Adam) tensors per parameter, counted by `state_bytes`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::stage::Stage;
+use crate::tensor::Tensor;
+
+/// Which optimizer, with its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OptimizerSpec {
+    /// `v ← μ·v + g; p ← p − lr·v`.
+    Sgd {
+        /// Learning rate.
+        lr: f32,
+        /// Momentum `μ` in `[0, 1)`.
+        momentum: f32,
+    },
+    /// Adam (Kingma & Ba) with bias-corrected moments.
+    Adam {
+        /// Learning rate.
+        lr: f32,
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Added to `√v̂`.
+        eps: f32,
+    },
+}
+
+impl OptimizerSpec {
+    /// Adam with `β = (0.9, 0.999)`, `ε = 1e-8`.
+    pub fn adam(lr: f32) -> OptimizerSpec {
+        OptimizerSpec::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+    }
+
+    /// SGD with momentum.
+    pub fn sgd(lr: f32, momentum: f32) -> OptimizerSpec {
+        OptimizerSpec::Sgd { lr, momentum }
+    }
+
+    /// State tensors per parameter tensor.
+    pub fn states_per_param(&self) -> usize {
+        match self {
+            OptimizerSpec::Sgd { .. } => 1,
+            OptimizerSpec::Adam { .. } => 2,
+        }
+    }
+
+    /// Bytes of state for parameters of `param_bytes` bytes.
+    pub fn state_bytes(&self, param_bytes: u64) -> u64 {
+        self.states_per_param() as u64 * param_bytes
+    }
+
+    fn validate(&self) -> Result<()> {
+        let in01 = |x: f32| (0.0..1.0).contains(&x);
+        let (lr, ok) = match *self {
+            OptimizerSpec::Sgd { lr, momentum } => (lr, in01(momentum)),
+            OptimizerSpec::Adam { lr, beta1, beta2, eps } => (lr, in01(beta1) && in01(beta2) && eps > 0.0),
+        };
+        if lr.is_finite() && lr > 0.0 && ok {
+            return Ok(());
+        }
+        Err(Error::Optimizer(format!("{self:?}: lr must be > 0, momentum and betas in [0, 1), eps > 0")))
+    }
+}
+
+impl Stage {
+    /// Parameters, gradients and `optimizer` state: the bytes this stage holds for the whole step.
+    pub fn static_bytes(&self, optimizer: &OptimizerSpec) -> u64 {
+        self.param_bytes() + self.grad_bytes() + optimizer.state_bytes(self.param_bytes())
+    }
+}
+
+/// An optimizer's state for one stage.
+#[derive(Debug)]
+pub struct Optimizer {
+    spec: OptimizerSpec,
+    /// `states_per_param` tensors per parameter, parameter by parameter.
+    state: Vec<Tensor>,
+    /// Steps taken.
+    t: u64,
+}
+
+impl Optimizer {
+    /// Zero state for `stage`'s parameters.
+    pub fn new(spec: OptimizerSpec, stage: &Stage) -> Result<Optimizer> {
+        spec.validate()?;
+        let k = spec.states_per_param();
+        let state = stage.params().iter().flat_map(|p| (0..k).map(|_| Tensor::zeros(p.rows(), p.cols()))).collect();
+        Ok(Optimizer { spec, state, t: 0 })
+    }
+
+    /// The settings.
+    pub fn spec(&self) -> OptimizerSpec {
+        self.spec
+    }
+
+    /// Bytes of state.
+    pub fn state_bytes(&self) -> u64 {
+        self.state.iter().map(Tensor::bytes).sum()
+    }
+
+    /// Updates `stage`'s parameters from its accumulated gradients. An error unless the
+    /// gradients of every micro-batch of the step are in.
+    pub fn step(&mut self, stage: &mut Stage) -> Result<()> {
+        if !stage.grads_complete() {
+            return Err(Error::Optimizer(format!(
+                "stage {}: gradients are not complete (micro-batches 0..{} of {} accumulated); run every W/B of the step first",
+                stage.index(),
+                stage.accum.next,
+                stage.microbatches()
+            )));
+        }
+        let k = self.spec.states_per_param();
+        let pairs = stage.params_and_grads_mut();
+        if pairs.len() * k != self.state.len() {
+            return Err(Error::Optimizer("this optimizer was built for a stage with other parameters".into()));
+        }
+        self.t += 1;
+        for ((p, g), st) in pairs.into_iter().zip(self.state.chunks_exact_mut(k)) {
+            match (self.spec, st) {
+                (OptimizerSpec::Sgd { lr, momentum }, [v]) => {
+                    for ((p, g), v) in p.data_mut().iter_mut().zip(g.data()).zip(v.data_mut()) {
+                        *v = momentum * *v + g;
+                        *p -= lr * *v;
+                    }
+                }
+                (OptimizerSpec::Adam { lr, beta1, beta2, eps }, [m, v]) => {
+                    let c1 = 1.0 - beta1.powi(self.t as i32);
+                    let c2 = 1.0 - beta2.powi(self.t as i32);
+                    for (((p, g), m), v) in p.data_mut().iter_mut().zip(g.data()).zip(m.data_mut()).zip(v.data_mut()) {
+                        *m = beta1 * *m + (1.0 - beta1) * g;
+                        *v = beta2 * *v + (1.0 - beta2) * g * g;
+                        *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+                    }
+                }
+                _ => return Err(Error::Optimizer("internal: state does not match the optimizer kind".into())),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! Recompute (activation checkpointing) policies, per stage, and how they are written.
+//!
+//! `none` keeps every intermediate; `full` keeps only the stage input; `every:K` keeps the input
+//! of layers 0, K, 2K, … of the stage; `sqrt` is `every:⌈√n⌉` for a stage of n layers (Chen et
+//! al., 2016). The last stage also keeps its target while checkpointed. `R` re-runs the forward
+//! of each segment from its checkpoint, consuming the checkpoints and re-creating everything
+//! `none` would have kept: after `R` a micro-batch holds exactly what it holds under `none`.
+//! So `every:K` and `sqrt` hold less than `none` between `F` and `R`, more than `full`, and cost
+//! the same recompute as `full` (one forward of the stage): in this model of one `R` per
+//! micro-batch, a checkpoint interval trades memory between `F` and `R` only.
+//!
+//! Invariant: `checkpoints(n)` always starts with layer 0 (when n > 0) and is strictly
+//! increasing, so the segments it defines cover the stage exactly once.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What a stage keeps of a micro-batch's forward for its backward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum RecomputePolicy {
+    /// Keep every intermediate; `R` does nothing.
+    #[default]
+    None,
+    /// Keep only the stage input; `R` re-runs the whole stage.
+    Full,
+    /// Keep the input of every K-th layer; `R` re-runs each segment from its checkpoint.
+    Every(usize),
+    /// `Every(⌈√layers⌉)`.
+    Sqrt,
+}
+
+impl RecomputePolicy {
+    /// Whether `F` drops anything (so `R` has work to do).
+    pub fn drops(self) -> bool {
+        self != RecomputePolicy::None
+    }
+
+    /// The checkpoint interval for a stage of `layers` layers; `None` under policy `none`.
+    pub fn interval(self, layers: usize) -> Option<usize> {
+        match self {
+            RecomputePolicy::None => None,
+            RecomputePolicy::Full => Some(layers.max(1)),
+            RecomputePolicy::Every(k) => Some(k.max(1)),
+            RecomputePolicy::Sqrt => Some(ceil_sqrt(layers).max(1)),
+        }
+    }
+
+    /// Indices (within the stage) of the layers whose input `F` keeps; empty under `none`.
+    pub fn checkpoints(self, layers: usize) -> Vec<usize> {
+        match self.interval(layers) {
+            None => vec![],
+            Some(k) => (0..layers).step_by(k).collect(),
+        }
+    }
+}
+
+fn ceil_sqrt(n: usize) -> usize {
+    let mut k = (n as f64).sqrt() as usize;
+    while k * k < n {
+        k += 1;
+    }
+    while k > 0 && (k - 1) * (k - 1) >= n {
+        k -= 1;
+    }
+    k
+}
+
+impl fmt::Display for RecomputePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecomputePolicy::None => write!(f, "none"),
+            RecomputePolicy::Full => write!(f, "full"),
+            RecomputePolicy::Every(k) => write!(f, "every:{k}"),
+            RecomputePolicy::Sqrt => write!(f, "sqrt"),
+        }
+    }
+}
+
+impl FromStr for RecomputePolicy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<RecomputePolicy> {
+        let t = s.trim();
+        match t {
+            "none" => return Ok(RecomputePolicy::None),
+            "full" => return Ok(RecomputePolicy::Full),
+            "sqrt" => return Ok(RecomputePolicy::Sqrt),
+            _ => {}
+        }
+        match t.strip_prefix("every:").map(|k| k.trim().parse::<usize>()) {
+            Some(Ok(k)) if k >= 1 => Ok(RecomputePolicy::Every(k)),
+            Some(_) => Err(Error::Policy(format!("{t:?}: K in every:K must be a whole number ≥ 1, e.g. every:2"))),
+            None => Err(Error::Policy(format!("{t:?} is not a policy; write none, full, every:K (K ≥ 1) or sqrt"))),
+        }
+    }
+}
+
+impl TryFrom<String> for RecomputePolicy {
+    type Error = Error;
+    fn try_from(s: String) -> Result<RecomputePolicy> {
+        s.parse()
+    }
+}
+
+impl From<RecomputePolicy> for String {
+    fn from(p: RecomputePolicy) -> String {
+        p.to_string()
+    }
+}
+
+/// Policies for the stages of a pipeline: one for all, or one per stage (`"full,none"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policies(pub Vec<RecomputePolicy>);
+
+impl Policies {
+    /// One policy for every stage.
+    pub fn all(p: RecomputePolicy) -> Policies {
+        Policies(vec![p])
+    }
+
+    /// The policy of each of `stages` stages.
+    pub fn for_stages(&self, stages: usize) -> Result<Vec<RecomputePolicy>> {
+        match self.0.len() {
+            1 => Ok(vec![self.0[0]; stages]),
+            n if n == stages => Ok(self.0.clone()),
+            n => Err(Error::Policy(format!(
+                "{n} policies given ({self}) for {stages} stages; give one for all stages or exactly one per stage"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Policies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|p| p.to_string()).collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+impl FromStr for Policies {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Policies> {
+        if s.trim().is_empty() {
+            return Err(Error::Policy("empty policy list; write e.g. `none`, `full` or `full,none`".into()));
+        }
+        s.split(',').map(str::parse).collect::<Result<Vec<_>>>().map(Policies)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RecomputePolicy::*;
+
+    #[test]
+    fn parse_and_print_round_trip() {
+        for (text, p) in [("none", None), ("full", Full), ("every:2", Every(2)), ("sqrt", Sqrt)] {
+            assert_eq!(text.parse::<RecomputePolicy>().unwrap(), p);
+            assert_eq!(p.to_string(), text);
+        }
+        assert_eq!(" every: 3 ".parse::<RecomputePolicy>().unwrap(), Every(3));
+        let list: Policies = "full,none,every:2".parse().unwrap();
+        assert_eq!(list.0, vec![Full, None, Every(2)]);
+        assert_eq!(list.to_string(), "full,none,every:2");
+    }
+
+    #[test]
+    fn bad_policies_are_clear_errors() {
+        let e = "every:0".parse::<RecomputePolicy>().unwrap_err().to_string();
+        assert!(e.contains("≥ 1"), "{e}");
+        let e = "some".parse::<RecomputePolicy>().unwrap_err().to_string();
+        assert!(e.contains("none, full, every:K"), "{e}");
+        assert!("full,,none".parse::<Policies>().is_err());
+        let e = Policies(vec![Full, None]).for_stages(3).unwrap_err().to_string();
+        assert!(e.contains("2 policies given (full,none) for 3 stages"), "{e}");
+        assert_eq!(Policies::all(Sqrt).for_stages(3).unwrap(), vec![Sqrt; 3]);
+    }
+
+    #[test]
+    fn checkpoints_cover_the_stage() {
+        assert_eq!(None.checkpoints(5), Vec::<usize>::new());
+        assert_eq!(Full.checkpoints(5), vec![0]);
+        assert_eq!(Every(2).checkpoints(5), vec![0, 2, 4]);
+        assert_eq!(Every(9).checkpoints(5), vec![0]);
+        assert_eq!(Sqrt.checkpoints(11), vec![0, 4, 8]);
+        assert_eq!(Sqrt.checkpoints(9), vec![0, 3, 6]);
+        for n in 1..50 {
+            let k = ceil_sqrt(n);
+            assert!(k * k >= n && (k - 1) * (k - 1) < n, "{n}");
+        }
+    }
+}

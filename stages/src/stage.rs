@@ -1,0 +1,277 @@
+//! `Stage`: a contiguous range of a model's layers, its recompute policy, its gradient buffers,
+//! and the state of every micro-batch in flight. The ops (`F`, `R`, `I`, `W`, `B`) are in
+//! `ops.rs`.
+//!
+//! Lifecycle of one training step:
+//!
+//! ```text
+//!  begin_step(step, m) ─▶ any interleaving of forward / recompute / backward_input /
+//!                         backward_weight / backward over micro-batches 0..m
+//!                       ─▶ grads_complete() ─▶ optimizer step ─▶ begin_step(step + 1, m) …
+//! ```
+//!
+//! Invariants: the gradient buffers always hold the sum of the gradients of micro-batches
+//! `0..k` for some `k`, added in that order (so any order of `W` calls gives the same bits);
+//! `held_bytes` is the sum of the tensors held for micro-batches of the current step.
+
+use std::ops::Range;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::layers::{Ctx, Layer};
+use crate::loss::LossKind;
+use crate::partition::StageSpec;
+use crate::policy::RecomputePolicy;
+use crate::slot::{Accumulator, Phase, Slot};
+use crate::spec::ModelSpec;
+use crate::tensor::Tensor;
+use crate::StageBytes;
+
+/// One pipeline stage with real compute. `Send`: an executor moves it into its rank's thread.
+#[derive(Debug)]
+pub struct Stage {
+    pub(crate) spec: StageSpec,
+    pub(crate) model: ModelSpec,
+    pub(crate) layers: Vec<Layer>,
+    /// The loss, on the last stage.
+    pub(crate) loss: Option<LossKind>,
+    /// The current step, set by `begin_step`.
+    pub(crate) step: Option<u64>,
+    /// One slot per micro-batch of the current step.
+    pub(crate) slots: Vec<Slot>,
+    /// Accumulated gradients, one per parameter, in parameter order.
+    pub(crate) grads: Vec<Tensor>,
+    pub(crate) accum: Accumulator,
+}
+
+impl Stage {
+    /// Builds stage `spec` of `model` (its layers' parameters come from the model's seed and their
+    /// global indices, so any partition builds the same model).
+    pub fn new(model: &ModelSpec, spec: &StageSpec) -> Result<Stage> {
+        model.validate()?;
+        spec.device.check()?;
+        let all = model.layers();
+        if spec.layers.is_empty() || spec.layers.end > all.len() {
+            return Err(Error::Partition(format!(
+                "stage {} has layers {:?}, but {} has layers 0..{}; a stage needs a non-empty range inside it",
+                spec.index,
+                spec.layers,
+                model.name,
+                all.len()
+            )));
+        }
+        let layers: Vec<Layer> = spec.layers.clone().map(|i| all[i].build(i, model)).collect();
+        let grads = layers.iter().flat_map(|l| l.params()).map(|p| Tensor::zeros(p.rows(), p.cols())).collect();
+        let loss = spec.is_last(model).then_some(model.loss);
+        Ok(Stage {
+            spec: spec.clone(),
+            model: model.clone(),
+            layers,
+            loss,
+            step: None,
+            slots: vec![],
+            grads,
+            accum: Accumulator::default(),
+        })
+    }
+
+    /// Builds every stage of `specs`.
+    pub fn build_all(model: &ModelSpec, specs: &[StageSpec]) -> Result<Vec<Stage>> {
+        specs.iter().map(|s| Stage::new(model, s)).collect()
+    }
+
+    /// Position in the pipeline.
+    pub fn index(&self) -> usize {
+        self.spec.index
+    }
+
+    /// Global indices of the layers.
+    pub fn layer_range(&self) -> Range<usize> {
+        self.spec.layers.clone()
+    }
+
+    /// The spec the stage was built from.
+    pub fn spec(&self) -> &StageSpec {
+        &self.spec
+    }
+
+    /// The recompute policy.
+    pub fn policy(&self) -> RecomputePolicy {
+        self.spec.policy
+    }
+
+    /// The device.
+    pub fn device(&self) -> Device {
+        self.spec.device
+    }
+
+    /// Whether this stage ends the model: its forward takes a target and returns the loss, its
+    /// backward starts from the loss.
+    pub fn is_last(&self) -> bool {
+        self.loss.is_some()
+    }
+
+    /// Whether this stage begins the model (its input is the model input).
+    pub fn is_first(&self) -> bool {
+        self.spec.layers.start == 0
+    }
+
+    /// Width of the stage input.
+    pub fn input_width(&self) -> usize {
+        self.layers[0].input_width()
+    }
+
+    /// Width of the stage output (before the loss on the last stage).
+    pub fn output_width(&self) -> usize {
+        self.layers[self.layers.len() - 1].output_width()
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// Micro-batches of the current step (0 before `begin_step`).
+    pub fn microbatches(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The current step, if one has begun.
+    pub fn step(&self) -> Option<u64> {
+        self.step
+    }
+
+    /// Starts step `step` of `m` micro-batches: zeroes the gradients and the per-micro-batch
+    /// state. An error if a micro-batch of the previous step is still in flight (call
+    /// [`reset`](Stage::reset) to abandon it).
+    pub fn begin_step(&mut self, step: u64, m: usize) -> Result<()> {
+        if m == 0 {
+            return Err(Error::Order { place: self.place("begin_step", None), reason: "m must be at least 1".into() });
+        }
+        if let Some(mb) =
+            self.slots.iter().position(|s| matches!(s.phase(), Phase::Checkpointed | Phase::Saved | Phase::AwaitingW))
+        {
+            return Err(Error::Order {
+                place: self.place("begin_step", None),
+                reason: format!(
+                    "micro-batch {mb} of step {:?} is still in flight ({:?}); finish its backward, or call reset() to abandon the step",
+                    self.step,
+                    self.slots[mb].phase()
+                ),
+            });
+        }
+        self.reset();
+        self.step = Some(step);
+        self.slots = (0..m).map(|_| Slot::Idle).collect();
+        Ok(())
+    }
+
+    /// Drops every micro-batch's state and parked gradients and zeroes the gradients; the next op
+    /// must be `begin_step`.
+    pub fn reset(&mut self) {
+        self.slots.clear();
+        self.step = None;
+        self.accum = Accumulator::default();
+        self.zero_grad();
+    }
+
+    /// Sets every gradient to zero.
+    pub fn zero_grad(&mut self) {
+        for g in &mut self.grads {
+            g.data_mut().fill(0.0);
+        }
+    }
+
+    /// Whether the gradients of all `m` micro-batches of the step are accumulated.
+    pub fn grads_complete(&self) -> bool {
+        !self.slots.is_empty() && self.accum.next == self.slots.len()
+    }
+
+    /// Where micro-batch `mb` is (`Idle` for an index outside the step).
+    pub fn phase(&self, mb: usize) -> Phase {
+        self.slots.get(mb).map_or(Phase::Idle, Slot::phase)
+    }
+
+    /// Bytes held for micro-batch `mb`: what its last op kept, plus its gradients if they wait for
+    /// an earlier micro-batch's `W` (only when `W`s come out of order).
+    pub fn held_bytes_of(&self, mb: usize) -> u64 {
+        self.slots.get(mb).map_or(0, Slot::bytes) + self.accum.parked_bytes(mb)
+    }
+
+    /// Bytes held for all micro-batches of the step.
+    pub fn held_bytes(&self) -> u64 {
+        (0..self.slots.len()).map(|mb| self.held_bytes_of(mb)).sum()
+    }
+
+    /// What one micro-batch of `batch` rows holds per phase, from shapes alone.
+    pub fn predicted_bytes(&self, batch: usize) -> StageBytes {
+        self.spec.predicted_bytes(&self.model, batch)
+    }
+
+    /// The parameters, in parameter order (layer by layer).
+    pub fn params(&self) -> Vec<&Tensor> {
+        self.layers.iter().flat_map(|l| l.params()).collect()
+    }
+
+    /// The parameters, mutable, with their gradients, in parameter order.
+    pub fn params_and_grads_mut(&mut self) -> Vec<(&mut Tensor, &Tensor)> {
+        self.layers.iter_mut().flat_map(|l| l.params_mut()).zip(&self.grads).collect()
+    }
+
+    /// The accumulated gradients, in parameter order: what a pipelined step is compared with,
+    /// bit for bit.
+    pub fn grads(&self) -> Vec<&Tensor> {
+        self.grads.iter().collect()
+    }
+
+    /// Names of the parameters, in parameter order (`layer3.fc1.weight`).
+    pub fn param_names(&self) -> Vec<String> {
+        self.spec
+            .layers
+            .clone()
+            .zip(&self.layers)
+            .flat_map(|(i, l)| l.param_names().into_iter().map(move |n| format!("layer{i}.{n}")))
+            .collect()
+    }
+
+    /// Number of parameters.
+    pub fn param_count(&self) -> usize {
+        self.params().iter().map(|p| p.len()).sum()
+    }
+
+    /// Bytes of the parameters.
+    pub fn param_bytes(&self) -> u64 {
+        self.params().iter().map(|p| p.bytes()).sum()
+    }
+
+    /// Bytes of the gradient buffers.
+    pub fn grad_bytes(&self) -> u64 {
+        self.grads.iter().map(Tensor::bytes).sum()
+    }
+
+    /// `"stage 1 (layers 3..6) forward mb 2"`: where an error happened.
+    pub(crate) fn place(&self, op: &str, mb: Option<usize>) -> String {
+        let mb = mb.map(|j| format!(" micro-batch {j}")).unwrap_or_default();
+        format!("stage {} (layers {:?}) {op}{mb}", self.spec.index, self.spec.layers)
+    }
+
+    /// The dropout key of micro-batch `mb`, after checking `mb` belongs to the step.
+    pub(crate) fn ctx(&self, op: &str, mb: usize) -> Result<Ctx> {
+        let m = self.slots.len();
+        match self.step {
+            Some(step) if mb < m => Ok(Ctx { seed: self.model.seed, step, mb }),
+            Some(_) => Err(Error::UnknownMicrobatch {
+                place: self.place(op, Some(mb)),
+                mb,
+                m,
+                hint: format!("micro-batches are numbered 0..{m}"),
+            }),
+            None => Err(Error::UnknownMicrobatch {
+                place: self.place(op, Some(mb)),
+                mb,
+                m,
+                hint: "no step has begun; call begin_step(step, m) first".into(),
+            }),
+        }
+    }
+}
