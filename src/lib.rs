@@ -5,6 +5,7 @@ pub mod chrome;
 pub mod error;
 pub mod exec;
 pub mod flags;
+pub mod model;
 pub mod output;
 pub mod plot;
 pub mod profile;

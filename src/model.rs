@@ -1,0 +1,254 @@
+//! Real models in the executor: [`RealStage`] wraps a `pipesched-stages` [`Stage`] (with its
+//! optimizer and its share of the step's data) as a [`StageWork`], and [`Model`] builds the
+//! stages of a model, trains it step by step through a schedule, and checks a step against the
+//! sequential reference.
+//!
+//! Data for a step (inputs for the first stage, targets for the last) is generated before the
+//! step starts, so the measured trace holds pipeline work only.
+
+use pipesched_schedules::{CostModel, Schedule, StageCosts, Trace};
+use pipesched_stages::{
+    mean_loss, sequential_step, ModelSpec, Optimizer, OptimizerSpec, Partition, Policies, Stage, StageSpec, Task,
+    Tensor,
+};
+
+use crate::exec::{execute, ExecOptions, StageWork};
+use crate::{Error, Result};
+
+/// One model stage, its optimizer, and the step's data it needs.
+pub struct RealStage {
+    stage: Stage,
+    optimizer: Optimizer,
+    optimizer_spec: OptimizerSpec,
+    /// The first stage's inputs, per micro-batch, taken by its forwards.
+    inputs: Vec<Option<Tensor>>,
+    /// The last stage's targets, per micro-batch.
+    targets: Vec<Option<Tensor>>,
+    /// The last stage's losses, per micro-batch.
+    losses: Vec<Option<f32>>,
+}
+
+impl RealStage {
+    /// The wrapped stage.
+    pub fn stage(&self) -> &Stage {
+        &self.stage
+    }
+
+    /// Prepares step `step` of `m` micro-batches of `batch` rows: resets the stage and loads the
+    /// data this stage reads.
+    pub fn begin_step(&mut self, task: &Task, step: u64, m: usize, batch: usize) -> Result<()> {
+        self.stage.begin_step(step, m).map_err(stage_error)?;
+        let (first, last) = (self.stage.is_first(), self.stage.is_last());
+        self.inputs = (0..m).map(|_| None).collect();
+        self.targets = (0..m).map(|_| None).collect();
+        self.losses = vec![None; m];
+        if first || last {
+            for mb in 0..m {
+                let (x, t) = task.batch(step, mb, batch);
+                if first {
+                    self.inputs[mb] = Some(x);
+                }
+                if last {
+                    self.targets[mb] = Some(t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-micro-batch losses of the last step (last stage only; `None` where missing).
+    pub fn losses(&self) -> &[Option<f32>] {
+        &self.losses
+    }
+
+    /// Applies the optimizer to the accumulated gradients.
+    pub fn optimizer_step(&mut self) -> Result<()> {
+        self.optimizer.step(&mut self.stage).map_err(stage_error)
+    }
+}
+
+fn stage_error(e: pipesched_stages::Error) -> Error {
+    Error::Usage(e.to_string())
+}
+
+impl StageWork for RealStage {
+    type Payload = Tensor;
+    type Error = pipesched_stages::Error;
+
+    fn forward(&mut self, mb: usize, input: Option<Tensor>) -> std::result::Result<Option<Tensor>, Self::Error> {
+        let x = match input {
+            Some(x) => x,
+            None => self.inputs.get_mut(mb).and_then(Option::take).ok_or_else(|| pipesched_stages::Error::Order {
+                place: format!("stage {} forward of micro-batch {mb}", self.stage.index()),
+                reason: "the first stage has no input for it: its forward ran twice, or the step was not begun".into(),
+            })?,
+        };
+        let target = if self.stage.is_last() { self.targets.get(mb).and_then(Option::as_ref) } else { None };
+        let out = self.stage.forward(mb, x, target)?;
+        if self.stage.is_last() {
+            self.losses[mb] = out.data().first().copied();
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
+    fn recompute(&mut self, mb: usize) -> std::result::Result<(), Self::Error> {
+        self.stage.recompute(mb)
+    }
+
+    fn backward_input(&mut self, mb: usize, grad: Option<Tensor>) -> std::result::Result<Option<Tensor>, Self::Error> {
+        let g = self.stage.backward_input(mb, grad)?;
+        Ok((!self.stage.is_first()).then_some(g))
+    }
+
+    fn backward_weight(&mut self, mb: usize) -> std::result::Result<(), Self::Error> {
+        self.stage.backward_weight(mb)
+    }
+
+    fn backward(&mut self, mb: usize, grad: Option<Tensor>) -> std::result::Result<Option<Tensor>, Self::Error> {
+        let g = self.stage.backward(mb, grad)?;
+        Ok((!self.stage.is_first()).then_some(g))
+    }
+
+    fn held_bytes(&self) -> u64 {
+        self.stage.held_bytes()
+    }
+
+    fn static_bytes(&self) -> u64 {
+        self.stage.static_bytes(&self.optimizer_spec)
+    }
+}
+
+/// How to build a model.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    /// Number of stages (p·v).
+    pub stages: usize,
+    /// How layers are split into stages.
+    pub partition: Partition,
+    /// Recompute policy per stage.
+    pub policies: Policies,
+    /// Optimizer.
+    pub optimizer: OptimizerSpec,
+    /// Rows per micro-batch.
+    pub batch: usize,
+    /// Seed of the synthetic task's data.
+    pub data_seed: u64,
+}
+
+/// The result of one training step.
+pub struct StepResult {
+    /// The mean loss over the micro-batches.
+    pub loss: f32,
+    /// The measured trace.
+    pub trace: Trace,
+}
+
+/// A model split into stages, with its task.
+pub struct Model {
+    /// The model's description.
+    pub spec: ModelSpec,
+    /// The stages' descriptions.
+    pub specs: Vec<StageSpec>,
+    /// The synthetic task it learns.
+    pub task: Task,
+    /// The stages, in model order.
+    pub stages: Vec<RealStage>,
+    /// Rows per micro-batch.
+    pub batch: usize,
+}
+
+impl Model {
+    /// Builds `spec` split as `opts` says.
+    pub fn build(spec: ModelSpec, opts: &ModelOptions) -> Result<Model> {
+        let specs = spec.stage_specs(opts.stages, &opts.partition, &opts.policies).map_err(stage_error)?;
+        let stages = Stage::build_all(&spec, &specs)
+            .map_err(stage_error)?
+            .into_iter()
+            .map(|stage| {
+                let optimizer = Optimizer::new(opts.optimizer, &stage).map_err(stage_error)?;
+                Ok(RealStage {
+                    stage,
+                    optimizer,
+                    optimizer_spec: opts.optimizer,
+                    inputs: vec![],
+                    targets: vec![],
+                    losses: vec![],
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let task = Task::new(&spec, opts.data_seed);
+        Ok(Model { spec, specs, task, stages, batch: opts.batch })
+    }
+
+    /// Which stages drop activations under their policy, and so need `R` before their backward.
+    pub fn recompute_flags(&self) -> Vec<bool> {
+        self.specs.iter().map(|s| s.policy.drops()).collect()
+    }
+
+    /// The bytes every stage keeps, predicted from shapes alone, and the static bytes of every
+    /// rank, as a cost model (times all 1: for memory predictions).
+    pub fn predicted_bytes(&self, schedule: &Schedule) -> CostModel {
+        let costs = self.stages.iter().map(|s| s.stage.predicted_bytes(self.batch).cost(1.0, 1.0, 1.0)).collect();
+        let mut statics = vec![0u64; schedule.p];
+        for (k, s) in self.stages.iter().enumerate() {
+            statics[schedule.rank_of(k)] += s.static_bytes();
+        }
+        CostModel { costs: StageCosts::Stages(costs), latency: 0.0, static_bytes: statics, time_unit: "ms".into() }
+    }
+
+    /// Runs step `step` through `schedule`, leaving the gradients accumulated (no optimizer step).
+    pub fn run_step(&mut self, schedule: &Schedule, step: u64, opts: &ExecOptions) -> Result<StepResult> {
+        let m = schedule.m;
+        for s in &mut self.stages {
+            s.begin_step(&self.task, step, m, self.batch)?;
+        }
+        let trace = execute(schedule, &mut self.stages, opts)?;
+        let losses: Vec<f32> =
+            self.stages.last().map(|s| s.losses().iter().map(|l| l.unwrap_or(f32::NAN)).collect()).unwrap_or_default();
+        Ok(StepResult { loss: mean_loss(&losses), trace })
+    }
+
+    /// Applies every stage's optimizer.
+    pub fn optimizer_step(&mut self) -> Result<()> {
+        self.stages.iter_mut().try_for_each(RealStage::optimizer_step)
+    }
+
+    /// Compares the gradients and loss now in the stages (after [`Model::run_step`] of `step`)
+    /// with the sequential reference run on copies of the same parameters. `params` are the
+    /// parameters the step started from.
+    pub fn verify(&self, params: &[Vec<Tensor>], step: u64, m: usize, loss: f32) -> Result<Verification> {
+        let mut reference = Stage::build_all(&self.spec, &self.specs).map_err(stage_error)?;
+        for (stage, saved) in reference.iter_mut().zip(params) {
+            for ((p, _), v) in stage.params_and_grads_mut().into_iter().zip(saved) {
+                *p = v.clone();
+            }
+        }
+        let out = sequential_step(&mut reference, &self.task, step, m, self.batch).map_err(stage_error)?;
+        let mut v = Verification { max_grad_diff: 0.0, bitwise: true, loss_diff: (out.loss - loss).abs() };
+        v.bitwise &= out.loss.to_bits() == loss.to_bits();
+        for (mine, theirs) in self.stages.iter().zip(&reference) {
+            for (a, b) in mine.stage.grads().into_iter().zip(theirs.grads()) {
+                v.bitwise &= a.bit_eq(b);
+                v.max_grad_diff = v.max_grad_diff.max(a.max_abs_diff(b).unwrap_or(f32::INFINITY));
+            }
+        }
+        Ok(v)
+    }
+
+    /// Copies of every stage's parameters (what [`Model::verify`] needs from before the step).
+    pub fn params(&self) -> Vec<Vec<Tensor>> {
+        self.stages.iter().map(|s| s.stage.params().into_iter().cloned().collect()).collect()
+    }
+}
+
+/// How a pipelined step compares with the sequential reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verification {
+    /// Largest absolute difference over all gradients.
+    pub max_grad_diff: f32,
+    /// Whether every gradient and the loss are equal bit for bit.
+    pub bitwise: bool,
+    /// |pipelined loss − reference loss|.
+    pub loss_diff: f32,
+}

@@ -1,0 +1,51 @@
+//! Shared set-up of the end-to-end tests that train real models: a `tiny`-sized model deep
+//! enough to split into 8 stages, with dropout on, and the schedules with recompute planned.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use pipesched::exec::ExecOptions;
+use pipesched::model::{Model, ModelOptions};
+use pipesched_schedules::{with_recompute, Kind, Schedule};
+use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies};
+
+/// The `tiny` preset with 6 residual blocks (9 layers), dropout on.
+pub fn deep_tiny() -> ModelSpec {
+    let mut spec = ModelSpec::tiny();
+    spec.blocks = 6;
+    assert!(spec.dropout > 0.0);
+    spec
+}
+
+/// `deep_tiny` split into `stages` stages under `policy`, trained with Adam.
+pub fn model(stages: usize, policy: &str) -> Model {
+    let spec = deep_tiny();
+    let opts = ModelOptions {
+        stages,
+        partition: Partition::Even,
+        policies: policy.parse::<Policies>().unwrap(),
+        optimizer: OptimizerSpec::adam(1e-2),
+        batch: spec.batch,
+        data_seed: 11,
+    };
+    Model::build(spec, &opts).unwrap()
+}
+
+/// The schedule, with `R` before the backward of every stage whose policy drops activations.
+pub fn schedule(kind: Kind, p: usize, m: usize, model: &Model) -> Schedule {
+    let s = kind.generate(p, kind.default_chunks(), m).unwrap();
+    with_recompute(&s, &model.recompute_flags()).unwrap()
+}
+
+/// Options with a generous timeout: tests never wait on the clock.
+pub fn exec() -> ExecOptions {
+    ExecOptions { timeout: Duration::from_secs(120) }
+}
+
+/// The m values tested at p: p and 2p+1, where the schedule allows them.
+pub fn microbatches(kind: Kind, p: usize) -> Vec<usize> {
+    [p, 2 * p + 1].into_iter().filter(|&m| kind.generate(p, kind.default_chunks(), m).is_ok()).collect()
+}
+
+pub const POLICIES: [&str; 4] = ["none", "full", "every:2", "sqrt"];
