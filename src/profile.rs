@@ -2,9 +2,9 @@
 //! several runs) and the bytes each op keeps, and the cross-rank hand-off latency, producing a
 //! per-stage [`CostModel`] in milliseconds that the simulator reads.
 //!
-//! Stages are driven one at a time on the calling thread, one micro-batch at a time, so every
-//! time is the op alone: no other stage competes for the core. Profiling runs whole training
-//! micro-steps, so it leaves gradients accumulated in the stages: reset them before training.
+//! Every rank's stages are timed side by side, one thread per rank, as the pipeline runs them.
+//! Profiling runs whole training micro-steps, so it leaves gradients accumulated in the stages:
+//! begin a new step before training on.
 
 use std::time::{Duration, Instant};
 
@@ -58,7 +58,23 @@ struct Samples {
 }
 
 /// Profiles `stages` (one per model stage of `schedule`) and returns their cost model.
-pub fn profile<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &ProfileOptions) -> Result<CostModel> {
+///
+/// First one sequential pass pushes micro-batch 0 through every stage and back, recording the
+/// bytes each op keeps and each stage's input and incoming gradient. Then every rank's stages
+/// are timed at once, one thread per rank — each replaying its recorded inputs — so the times
+/// include what ranks running side by side cost each other (shared caches, memory bandwidth, a
+/// shared core), as they do in the pipeline. `prepare(stage, run)` is called before every run of
+/// a stage to make it ready for micro-batch 0 (real stages begin a fresh one-micro-batch step).
+pub fn profile<S>(
+    schedule: &Schedule,
+    stages: &mut [S],
+    opts: &ProfileOptions,
+    prepare: impl Fn(&mut S, usize) -> Result<()> + Sync,
+) -> Result<CostModel>
+where
+    S: StageWork,
+    S::Payload: Clone + Sync,
+{
     let n = stages.len();
     if n != schedule.stages() || opts.recompute.len() != n {
         return Err(Error::Usage(format!(
@@ -71,46 +87,26 @@ pub fn profile<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &Profi
     if opts.reps == 0 {
         return Err(Error::Usage("profiling needs at least one measured run".into()));
     }
+    let (inputs, grads, bytes) = record_pass(stages, &opts.recompute, &prepare)?;
+    let mut per_rank: Vec<Vec<(usize, &mut S)>> = (0..schedule.p).map(|_| Vec::new()).collect();
+    for (s, stage) in stages.iter_mut().enumerate() {
+        per_rank[schedule.rank_of(s)].push((s, stage));
+    }
+    let (inputs, grads, prepare) = (&inputs, &grads, &prepare);
+    let timed_ranks: Vec<Result<Vec<(usize, Samples)>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = per_rank
+            .into_iter()
+            .map(|mine| scope.spawn(move || time_rank(mine, inputs, grads, opts, prepare)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Usage("a profiling thread panicked".into()))))
+            .collect()
+    });
     let mut samples = vec![Samples::default(); n];
-    let mut bytes = vec![(0u64, 0u64, 0u64); n];
-    for run in 0..opts.warmup + opts.reps {
-        let keep = run >= opts.warmup;
-        let mb = run % schedule.m;
-        // Forward through every stage, recording what each keeps.
-        let mut x = None;
-        for (s, stage) in stages.iter_mut().enumerate() {
-            let before = stage.held_bytes();
-            let (out, t) = timed(|| stage.forward(mb, x.take()));
-            x = out.map_err(|e| fail(s, "forward", e))?;
-            let after_f = stage.held_bytes();
-            let mut t_r = 0.0;
-            if opts.recompute[s] {
-                let (res, t) = timed(|| stage.recompute(mb));
-                res.map_err(|e| fail(s, "recompute", e))?;
-                t_r = t;
-            }
-            let after_r = stage.held_bytes();
-            if keep {
-                samples[s].f.push(t);
-                samples[s].r.push(t_r);
-                bytes[s].0 = after_f - before;
-                bytes[s].1 = after_r - after_f;
-            }
-        }
-        // Backward, input gradients down the stages, then each stage's weight gradient.
-        let mut g = None;
-        for s in (0..n).rev() {
-            let stage = &mut stages[s];
-            let (out, t) = timed(|| stage.backward_input(mb, g.take()));
-            g = out.map_err(|e| fail(s, "input-gradient backward", e))?;
-            let after_i = stage.held_bytes();
-            let (res, t_w) = timed(|| stage.backward_weight(mb));
-            res.map_err(|e| fail(s, "weight-gradient backward", e))?;
-            if keep {
-                samples[s].i.push(t);
-                samples[s].w.push(t_w);
-                bytes[s].2 = after_i - stage.held_bytes();
-            }
+    for rank in timed_ranks {
+        for (s, sm) in rank? {
+            samples[s] = sm;
         }
     }
     let costs = samples
@@ -141,6 +137,89 @@ pub fn profile<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &Profi
         static_bytes: statics,
         time_unit: "ms".into(),
     })
+}
+
+/// Inputs and incoming gradients of every stage for micro-batch 0, and the bytes each op keeps.
+type Recorded<P> = (Vec<Option<P>>, Vec<Option<P>>, Vec<(u64, u64, u64)>);
+
+/// The sequential pass: micro-batch 0 forward through every stage (with `R` where flagged) and
+/// back, keeping a copy of what each stage received.
+fn record_pass<S>(
+    stages: &mut [S],
+    recompute: &[bool],
+    prepare: &impl Fn(&mut S, usize) -> Result<()>,
+) -> Result<Recorded<S::Payload>>
+where
+    S: StageWork,
+    S::Payload: Clone,
+{
+    let n = stages.len();
+    let (mut inputs, mut grads) = (vec![None; n], vec![None; n]);
+    let mut bytes = vec![(0u64, 0u64, 0u64); n];
+    let mut x: Option<S::Payload> = None;
+    for (s, stage) in stages.iter_mut().enumerate() {
+        prepare(stage, 0)?;
+        inputs[s] = x.clone();
+        let before = stage.held_bytes();
+        x = stage.forward(0, x.take()).map_err(|e| fail(s, "forward", e))?;
+        let after_f = stage.held_bytes();
+        if recompute[s] {
+            stage.recompute(0).map_err(|e| fail(s, "recompute", e))?;
+        }
+        bytes[s].0 = after_f - before;
+        bytes[s].1 = stage.held_bytes() - after_f;
+    }
+    let mut g: Option<S::Payload> = None;
+    for s in (0..n).rev() {
+        let stage = &mut stages[s];
+        grads[s] = g.clone();
+        g = stage.backward_input(0, g.take()).map_err(|e| fail(s, "input-gradient backward", e))?;
+        bytes[s].2 = stage.held_bytes();
+        stage.backward_weight(0).map_err(|e| fail(s, "weight-gradient backward", e))?;
+    }
+    Ok((inputs, grads, bytes))
+}
+
+/// Times one rank's stages, replaying the recorded inputs.
+fn time_rank<S>(
+    mut mine: Vec<(usize, &mut S)>,
+    inputs: &[Option<S::Payload>],
+    grads: &[Option<S::Payload>],
+    opts: &ProfileOptions,
+    prepare: &(impl Fn(&mut S, usize) -> Result<()> + Sync),
+) -> Result<Vec<(usize, Samples)>>
+where
+    S: StageWork,
+    S::Payload: Clone,
+{
+    let mut samples: Vec<(usize, Samples)> = mine.iter().map(|(s, _)| (*s, Samples::default())).collect();
+    for run in 1..=opts.warmup + opts.reps {
+        let keep = run > opts.warmup;
+        for (k, (s, stage)) in mine.iter_mut().enumerate() {
+            let s = *s;
+            prepare(stage, run)?;
+            let (out, t_f) = timed(|| stage.forward(0, inputs[s].clone()));
+            out.map_err(|e| fail(s, "forward", e))?;
+            let mut t_r = 0.0;
+            if opts.recompute[s] {
+                let (res, t) = timed(|| stage.recompute(0));
+                res.map_err(|e| fail(s, "recompute", e))?;
+                t_r = t;
+            }
+            let (out, t_i) = timed(|| stage.backward_input(0, grads[s].clone()));
+            out.map_err(|e| fail(s, "input-gradient backward", e))?;
+            let (res, t_w) = timed(|| stage.backward_weight(0));
+            res.map_err(|e| fail(s, "weight-gradient backward", e))?;
+            if keep {
+                let sm = &mut samples[k].1;
+                sm.f.push(t_f);
+                sm.r.push(t_r);
+                sm.i.push(t_i);
+                sm.w.push(t_w);
+            }
+        }
+    }
+    Ok(samples)
 }
 
 /// The one-way latency of handing a message to a parked thread over a bounded crossbeam

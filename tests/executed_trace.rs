@@ -62,7 +62,7 @@ fn the_profiled_cost_model_predicts_the_measured_peak_bytes() {
         let spec = SyntheticSpec::parse("F=100us,I=100us,W=50us,mem=48KiB,wmem=8KiB").unwrap();
         let mut stages: Vec<SyntheticStage> = (0..s.stages()).map(|_| SyntheticStage::new(spec.clone())).collect();
         let opts = ProfileOptions { warmup: 1, reps: 3, recompute: vec![false; s.stages()] };
-        let costs = profile(&s, &mut stages, &opts).unwrap();
+        let costs = profile(&s, &mut stages, &opts, |_, _| Ok(())).unwrap();
         let measured = execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(60) }).unwrap();
         let predicted = simulate(&s, &costs).unwrap();
         assert_eq!(Stats::of(&measured).peak_bytes, Stats::of(&predicted).peak_bytes, "{kind}");

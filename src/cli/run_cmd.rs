@@ -1,8 +1,9 @@
-//! `pipesched run`: execute a schedule on stages pinned to worker threads, step after step;
-//! print each step's time (and loss, for real models), the peak bytes per rank measured and
-//! predicted, and the measured-vs-simulated report.
+//! `pipesched run`: train a model (or drive synthetic stages) through a schedule on one worker
+//! thread per rank, step after step. Prints each step's time (and loss), the peak bytes per rank
+//! measured and predicted, and — unless `--no-compare` — the measured step next to a simulation
+//! of the same schedule with costs profiled from the same stages.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -10,29 +11,58 @@ use serde_json::json;
 
 use pipesched::chrome::write_chrome_trace;
 use pipesched::exec::{execute, ExecOptions};
+use pipesched::model::{Model, ModelOptions, Verification};
 use pipesched::plot::{render, render_stack};
+use pipesched::profile::{profile, ProfileOptions};
 use pipesched::report::compare;
 use pipesched::synthetic::{SyntheticSpec, SyntheticStage};
-use pipesched::{Error, Result};
-use pipesched_schedules::{simulate, Stats, Trace};
+use pipesched::{units, Error, Result};
+use pipesched_schedules::{simulate, with_recompute, CostModel, Schedule, Stats, Trace};
+use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies};
 
 use super::pick::Pick;
 
 /// Arguments of `pipesched run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The model: `synthetic:F=2ms,I=2ms,W=1ms[,R=..][,mem=..][,wmem=..][,msg=..]`.
+    /// The model: a preset (tiny, small, medium), a TOML or JSON model file, or synthetic stages
+    /// `synthetic:F=2ms,I=2ms,W=1ms[,R=..][,mem=..][,wmem=..][,msg=..]`.
     #[arg(long, value_name = "MODEL")]
     model: String,
     #[command(flatten)]
     pick: Pick,
+    /// Recompute policy: none, full, every:K, sqrt — one for every stage, or a comma list, one per stage.
+    #[arg(long, default_value = "none", value_name = "POLICY")]
+    recompute: String,
+    /// How layers are split into stages: even, balanced (by parameter count), or counts like 3,4,4.
+    #[arg(long, default_value = "even")]
+    partition: String,
+    /// Rows per micro-batch (default: the model's own).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Optimizer applied after each step.
+    #[arg(long, default_value = "adam", value_parser = ["sgd", "adam"])]
+    optimizer: String,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Seed of the parameters, dropout masks and data.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Measured steps.
     #[arg(long, default_value_t = 5)]
     steps: usize,
-    /// Unmeasured warm-up steps before them.
+    /// Steps run before them, left out of the timings (they train too).
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// Seconds any wait for an input may last before the step fails as a hang.
+    /// Also run every step on the sequential reference and report the largest gradient difference.
+    #[arg(long)]
+    verify: bool,
+    /// Skip profiling the stages and comparing the measured step with its simulation.
+    #[arg(long)]
+    no_compare: bool,
+    /// Seconds any wait for an input may last before the step fails as a hang, with a
+    /// per-rank diagnostic.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     timeout: f64,
     /// Print one JSON object at the end instead of the text report.
@@ -47,6 +77,13 @@ pub struct RunArgs {
     plot: Option<PathBuf>,
 }
 
+/// What one step gave.
+struct StepRecord {
+    trace: Trace,
+    loss: Option<f32>,
+    verification: Option<Verification>,
+}
+
 /// Runs the steps and prints the report.
 pub fn run(args: RunArgs) -> Result<()> {
     if args.steps == 0 {
@@ -55,71 +92,113 @@ pub fn run(args: RunArgs) -> Result<()> {
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         return Err(Error::Usage(format!("--timeout must be a positive number of seconds, got {}", args.timeout)));
     }
-    let schedule = args.pick.schedule()?;
-    let Some(spec) = args.model.strip_prefix("synthetic:") else {
-        return Err(Error::Usage(format!(
-            "--model {}: unknown model; give synthetic:F=2ms,I=2ms,W=1ms (see --help)",
-            args.model
-        )));
-    };
-    let spec = SyntheticSpec::parse(spec)?;
-    let mut stages: Vec<SyntheticStage> = (0..schedule.stages()).map(|_| SyntheticStage::new(spec.clone())).collect();
+    let base = args.pick.schedule()?;
     let opts = ExecOptions { timeout: Duration::from_secs_f64(args.timeout) };
-    for _ in 0..args.warmup {
-        execute(&schedule, &mut stages, &opts)?;
+    match args.model.strip_prefix("synthetic:") {
+        Some(text) => run_synthetic(&args, &base, SyntheticSpec::parse(text)?, &opts),
+        None => run_real(&args, &base, &opts),
     }
-    let mut traces: Vec<Trace> = Vec::with_capacity(args.steps);
-    for step in 0..args.steps {
-        let trace = execute(&schedule, &mut stages, &opts)?;
-        if !args.json {
-            println!("step {:>3}: {:>10.3} ms", step + 1, Stats::of(&trace).makespan);
-        }
-        traces.push(trace);
-    }
-    let simulated = simulate(&schedule, &spec.cost_model(schedule.stages()))?;
-    let times: Vec<f64> = traces.iter().map(|t| Stats::of(t).makespan).collect();
-    let median = median_index(&times);
-    let measured = &traces[median];
-    if let Some(path) = &args.trace {
-        write_chrome_trace(measured, path)?;
-    }
-    if let Some(dir) = &args.plot {
-        write_charts(dir, &schedule.name, measured, &simulated)?;
-    }
-    let report = compare(measured, &simulated);
-    let (m_stats, s_stats) = (Stats::of(measured), Stats::of(&simulated));
-    if args.json {
-        let out = json!({
-            "schedule": schedule.name, "p": schedule.p, "m": schedule.m, "v": schedule.v,
-            "step_time_s": times[median] / 1e3,
-            "step_times_s": times.iter().map(|t| t / 1e3).collect::<Vec<_>>(),
-            "peak_memory_bytes": m_stats.peak_bytes,
-            "predicted_peak_memory_bytes": s_stats.peak_bytes,
-            "comparison": report,
-        });
-        println!("{out}");
-    } else {
-        println!("median step {:.3} ms over {} steps\n", times[median], times.len());
-        println!("{report}");
-        for r in 0..schedule.p {
-            println!("rank {r} peak bytes: measured {} predicted {}", m_stats.peak_bytes[r], s_stats.peak_bytes[r]);
-        }
-    }
-    Ok(())
 }
 
-/// Writes the measured chart and the simulated-above-measured comparison into `dir`.
-fn write_charts(dir: &std::path::Path, name: &str, measured: &Trace, simulated: &Trace) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        action: "cannot create the chart folder",
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for ext in ["svg", "png"] {
-        render(measured, &dir.join(format!("{name}-measured.{ext}")))?;
-        render_stack(&[("simulated", simulated), ("measured", measured)], &dir.join(format!("{name}-compare.{ext}")))?;
+fn run_synthetic(args: &RunArgs, base: &Schedule, spec: SyntheticSpec, opts: &ExecOptions) -> Result<()> {
+    if args.verify {
+        return Err(Error::Usage("--verify compares gradients; synthetic stages have none. Use a real model".into()));
     }
-    Ok(())
+    let policies: Policies = args.recompute.parse().map_err(|e| Error::Usage(format!("--recompute: {e}")))?;
+    let flags: Vec<bool> = policies
+        .for_stages(base.stages())
+        .map_err(|e| Error::Usage(format!("--recompute: {e}")))?
+        .into_iter()
+        .map(|p| p.drops())
+        .collect();
+    let schedule = with_recompute(base, &flags)?;
+    let mut stages: Vec<SyntheticStage> = (0..schedule.stages()).map(|_| SyntheticStage::new(spec.clone())).collect();
+    let mut records = Vec::new();
+    for step in 0..args.warmup + args.steps {
+        let trace = execute(&schedule, &mut stages, opts)?;
+        let rec = StepRecord { trace, loss: None, verification: None };
+        print_step(args, step, &rec);
+        records.push(rec);
+    }
+    let predicted = spec.cost_model(schedule.stages());
+    let profiled = if args.no_compare {
+        None
+    } else {
+        let popts = ProfileOptions { warmup: 2, reps: 7, recompute: flags };
+        Some(profile(&schedule, &mut stages, &popts, |_, _| Ok(()))?)
+    };
+    finish(args, &schedule, &records[args.warmup..], &predicted, profiled.as_ref())
+}
+
+fn run_real(args: &RunArgs, base: &Schedule, opts: &ExecOptions) -> Result<()> {
+    let mut spec = ModelSpec::load(&args.model).map_err(|e| Error::Usage(format!("--model {}: {e}", args.model)))?;
+    spec.seed = args.seed;
+    let batch = args.batch.unwrap_or(spec.batch);
+    if batch == 0 {
+        return Err(Error::Usage("--batch must be at least 1".into()));
+    }
+    let optimizer = match args.optimizer.as_str() {
+        "sgd" => OptimizerSpec::sgd(args.lr, 0.9),
+        _ => OptimizerSpec::adam(args.lr),
+    };
+    let model_opts = ModelOptions {
+        stages: base.stages(),
+        partition: args.partition.parse::<Partition>().map_err(|e| Error::Usage(format!("--partition: {e}")))?,
+        policies: args.recompute.parse::<Policies>().map_err(|e| Error::Usage(format!("--recompute: {e}")))?,
+        optimizer,
+        batch,
+        data_seed: args.seed,
+    };
+    let mut model = Model::build(spec, &model_opts)?;
+    let schedule = with_recompute(base, &model.recompute_flags())?;
+    let mut records = Vec::new();
+    for step in 0..(args.warmup + args.steps) as u64 {
+        let before = args.verify.then(|| model.params());
+        let out = model.run_step(&schedule, step, opts)?;
+        let verification = match &before {
+            Some(params) => Some(model.verify(params, step, schedule.m, out.loss)?),
+            None => None,
+        };
+        model.optimizer_step()?;
+        let rec = StepRecord { trace: out.trace, loss: Some(out.loss), verification };
+        print_step(args, step as usize, &rec);
+        records.push(rec);
+    }
+    let predicted = model.predicted_bytes(&schedule);
+    let profiled = if args.no_compare {
+        None
+    } else {
+        let popts = ProfileOptions { warmup: 2, reps: 7, recompute: model.recompute_flags() };
+        let (task, batch) = (model.task.clone(), model.batch);
+        let costs = profile(&schedule, &mut model.stages, &popts, |stage, run| {
+            stage.begin_step(&task, 1 << 40 | run as u64, 1, batch)
+        })?;
+        Some(costs)
+    };
+    finish(args, &schedule, &records[args.warmup..], &predicted, profiled.as_ref())
+}
+
+fn print_step(args: &RunArgs, step: usize, rec: &StepRecord) {
+    if args.json {
+        return;
+    }
+    let mut line = format!("step {:>3}", step + 1);
+    if let Some(loss) = rec.loss {
+        line.push_str(&format!("  loss {loss:.6}"));
+    }
+    line.push_str(&format!("  time {:>9.3} ms", Stats::of(&rec.trace).makespan));
+    if step < args.warmup {
+        line.push_str("  (warm-up)");
+    }
+    if let Some(v) = rec.verification {
+        line.push_str(&format!(
+            "  vs sequential: max grad diff {:e}, loss diff {:e}{}",
+            v.max_grad_diff,
+            v.loss_diff,
+            if v.bitwise { " (bitwise identical)" } else { "" }
+        ));
+    }
+    println!("{line}");
 }
 
 /// Index of the median value (the lower middle for an even count).
@@ -127,4 +206,88 @@ fn median_index(xs: &[f64]) -> usize {
     let mut idx: Vec<usize> = (0..xs.len()).collect();
     idx.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
     idx[(xs.len() - 1) / 2]
+}
+
+/// The end-of-run report over the measured steps.
+fn finish(
+    args: &RunArgs,
+    schedule: &Schedule,
+    records: &[StepRecord],
+    predicted_bytes: &CostModel,
+    profiled: Option<&CostModel>,
+) -> Result<()> {
+    let times: Vec<f64> = records.iter().map(|r| Stats::of(&r.trace).makespan).collect();
+    let median = median_index(&times);
+    let measured = &records[median].trace;
+    let m_stats = Stats::of(measured);
+    let predicted = Stats::of(&simulate(schedule, predicted_bytes)?).peak_bytes;
+    let simulated = profiled.map(|c| simulate(schedule, c)).transpose()?;
+    let comparison = simulated.as_ref().map(|s| compare(measured, s));
+    if let Some(path) = &args.trace {
+        write_chrome_trace(measured, path)?;
+    }
+    if let Some(dir) = &args.plot {
+        write_charts(dir, &schedule.name, measured, simulated.as_ref())?;
+    }
+    let loss = records.last().and_then(|r| r.loss);
+    let verified: Vec<Verification> = records.iter().filter_map(|r| r.verification).collect();
+    let samples = records.len();
+    if args.json {
+        let mut out = json!({
+            "schedule": schedule.name, "p": schedule.p, "m": schedule.m, "v": schedule.v, "model": args.model,
+            "recompute": args.recompute, "steps": samples,
+            "loss": loss, "losses": records.iter().map(|r| r.loss).collect::<Vec<_>>(),
+            "step_time_s": times[median] / 1e3,
+            "step_times_s": times.iter().map(|t| t / 1e3).collect::<Vec<_>>(),
+            "bubble_rate": m_stats.bubble_rate,
+            "peak_memory_bytes": m_stats.peak_bytes,
+            "predicted_peak_memory_bytes": predicted,
+            "comparison": comparison,
+            "profiled_costs": profiled,
+        });
+        if !verified.is_empty() {
+            out["max_grad_diff"] = json!(verified.iter().map(|v| v.max_grad_diff).fold(0.0f32, f32::max));
+            out["max_loss_diff"] = json!(verified.iter().map(|v| v.loss_diff).fold(0.0f32, f32::max));
+            out["bitwise"] = json!(verified.iter().all(|v| v.bitwise));
+        }
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "\nmedian step {:.3} ms over {} measured steps (bubble {:.1} %)",
+        times[median],
+        times.len(),
+        100.0 * m_stats.bubble_rate
+    );
+    println!("\n{:>4}  {:>14}  {:>14}", "rank", "peak measured", "peak predicted");
+    for r in 0..schedule.p {
+        let same = if m_stats.peak_bytes[r] == predicted[r] { "  =" } else { "  ≠" };
+        println!(
+            "{:>4}  {:>14}  {:>14}{same}   ({} B)",
+            r,
+            units::bytes(m_stats.peak_bytes[r]),
+            units::bytes(predicted[r]),
+            m_stats.peak_bytes[r]
+        );
+    }
+    if let Some(c) = comparison {
+        println!("\nmeasured vs simulated with profiled costs:\n{c}");
+    }
+    Ok(())
+}
+
+/// Writes the measured chart and, when there is a simulation, the simulated-above-measured one.
+fn write_charts(dir: &Path, name: &str, measured: &Trace, simulated: Option<&Trace>) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "cannot create the chart folder",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for ext in ["svg", "png"] {
+        render(measured, &dir.join(format!("{name}-measured.{ext}")))?;
+        if let Some(sim) = simulated {
+            render_stack(&[("simulated", sim), ("measured", measured)], &dir.join(format!("{name}-compare.{ext}")))?;
+        }
+    }
+    Ok(())
 }
