@@ -98,8 +98,8 @@ mod tests {
             assert_eq!(b.act_bytes + b.recompute_bytes, none.act_bytes, "R re-creates what none keeps");
             assert_eq!(b.w_bytes, none.w_bytes);
         }
-        // full keeps the model input and the class indices: 128·(128 + 1) floats.
-        assert_eq!(full.act_bytes, 4 * 128 * 129);
+        // full keeps the model input and the regression targets: 128·(128 + 16) floats.
+        assert_eq!(full.act_bytes, 4 * 128 * (128 + 16));
     }
 
     #[test]

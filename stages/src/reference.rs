@@ -179,9 +179,8 @@ mod tests {
             (0..20).map(|step| train_step(&mut stages, &mut opts, &task, step, 2, 32).unwrap().loss).collect();
         let first = mean_loss(&losses[..5]);
         let last = mean_loss(&losses[15..]);
-        // Below 80 % of where it started, and well below guessing uniformly (ln 16 ≈ 2.77).
-        let uniform = (model.output as f32).ln();
-        assert!(last < 0.8 * first && last < uniform - 0.3, "loss went from {first} to {last}: {losses:?}");
+        // Regression onto the teacher: the error halves within 20 small steps.
+        assert!(last < 0.5 * first, "loss went from {first} to {last}: {losses:?}");
     }
 
     #[test]

@@ -162,7 +162,7 @@ impl ModelSpec {
             blocks: 8,
             dropout: 0.1,
             output: 16,
-            loss: LossKind::CrossEntropy,
+            loss: LossKind::Mse,
             batch: 128,
             seed: 1,
         }
@@ -178,7 +178,7 @@ impl ModelSpec {
             blocks: 12,
             dropout: 0.1,
             output: 32,
-            loss: LossKind::CrossEntropy,
+            loss: LossKind::Mse,
             batch: 128,
             seed: 1,
         }
