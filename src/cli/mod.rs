@@ -1,7 +1,9 @@
 //! The `pipesched` command line: argument definitions and dispatch.
 
 mod gallery_cmd;
+mod model_args;
 mod pick;
+mod profile_cmd;
 mod run_cmd;
 mod schedule_cmd;
 mod simulate_cmd;
@@ -24,6 +26,8 @@ enum Command {
     Schedule(schedule_cmd::ScheduleArgs),
     /// Simulate one step of a schedule under a cost model: makespan, bubble, peak memory, charts.
     Simulate(simulate_cmd::SimulateArgs),
+    /// Measure every stage of a model and write its cost model (JSON) for `simulate --costs-file`.
+    Profile(profile_cmd::ProfileArgs),
     /// Regenerate the chart gallery in plots/ (timeline + memory for every schedule).
     Gallery(gallery_cmd::GalleryArgs),
     /// Execute a schedule on real threads and compare the measured step with the simulated one.
@@ -38,6 +42,7 @@ impl Cli {
             Command::Simulate(a) => simulate_cmd::run(a),
             Command::Run(a) => run_cmd::run(a),
             Command::Gallery(a) => gallery_cmd::run(a),
+            Command::Profile(a) => profile_cmd::run(a),
         }
     }
 }

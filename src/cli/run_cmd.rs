@@ -11,44 +11,23 @@ use serde_json::json;
 
 use pipesched::chrome::write_chrome_trace;
 use pipesched::exec::{execute, ExecOptions};
-use pipesched::model::{Model, ModelOptions, Verification};
+use pipesched::model::{Model, Verification};
 use pipesched::plot::{render, render_stack};
-use pipesched::profile::{profile, ProfileOptions};
 use pipesched::report::compare;
 use pipesched::synthetic::{SyntheticSpec, SyntheticStage};
 use pipesched::{units, Error, Result};
-use pipesched_schedules::{simulate, with_recompute, CostModel, Schedule, Stats, Trace};
-use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies};
+use pipesched_schedules::{simulate, CostModel, Schedule, Stats, Trace};
 
+use super::model_args::{profile_model, profile_synthetic, Built, ModelArgs};
 use super::pick::Pick;
 
 /// Arguments of `pipesched run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The model: a preset (tiny, small, medium), a TOML or JSON model file, or synthetic stages
-    /// `synthetic:F=2ms,I=2ms,W=1ms[,R=..][,mem=..][,wmem=..][,msg=..]`.
-    #[arg(long, value_name = "MODEL")]
-    model: String,
+    #[command(flatten)]
+    model: ModelArgs,
     #[command(flatten)]
     pick: Pick,
-    /// Recompute policy: none, full, every:K, sqrt — one for every stage, or a comma list, one per stage.
-    #[arg(long, default_value = "none", value_name = "POLICY")]
-    recompute: String,
-    /// How layers are split into stages: even, balanced (by parameter count), or counts like 3,4,4.
-    #[arg(long, default_value = "even")]
-    partition: String,
-    /// Rows per micro-batch (default: the model's own).
-    #[arg(long)]
-    batch: Option<usize>,
-    /// Optimizer applied after each step.
-    #[arg(long, default_value = "adam", value_parser = ["sgd", "adam"])]
-    optimizer: String,
-    /// Learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
-    /// Seed of the parameters, dropout masks and data.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Measured steps.
     #[arg(long, default_value_t = 5)]
     steps: usize,
@@ -94,67 +73,39 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let base = args.pick.schedule()?;
     let opts = ExecOptions { timeout: Duration::from_secs_f64(args.timeout) };
-    match args.model.strip_prefix("synthetic:") {
-        Some(text) => run_synthetic(&args, &base, SyntheticSpec::parse(text)?, &opts),
-        None => run_real(&args, &base, &opts),
+    match args.model.build(&base)? {
+        Built::Synthetic { spec, stages, schedule } => run_synthetic(&args, &schedule, spec, stages, &opts),
+        Built::Real { model, schedule } => run_real(&args, &schedule, model, &opts),
     }
 }
 
-fn run_synthetic(args: &RunArgs, base: &Schedule, spec: SyntheticSpec, opts: &ExecOptions) -> Result<()> {
+fn run_synthetic(
+    args: &RunArgs,
+    schedule: &Schedule,
+    spec: SyntheticSpec,
+    mut stages: Vec<SyntheticStage>,
+    opts: &ExecOptions,
+) -> Result<()> {
     if args.verify {
         return Err(Error::Usage("--verify compares gradients; synthetic stages have none. Use a real model".into()));
     }
-    let policies: Policies = args.recompute.parse().map_err(|e| Error::Usage(format!("--recompute: {e}")))?;
-    let flags: Vec<bool> = policies
-        .for_stages(base.stages())
-        .map_err(|e| Error::Usage(format!("--recompute: {e}")))?
-        .into_iter()
-        .map(|p| p.drops())
-        .collect();
-    let schedule = with_recompute(base, &flags)?;
-    let mut stages: Vec<SyntheticStage> = (0..schedule.stages()).map(|_| SyntheticStage::new(spec.clone())).collect();
     let mut records = Vec::new();
     for step in 0..args.warmup + args.steps {
-        let trace = execute(&schedule, &mut stages, opts)?;
+        let trace = execute(schedule, &mut stages, opts)?;
         let rec = StepRecord { trace, loss: None, verification: None };
         print_step(args, step, &rec);
         records.push(rec);
     }
     let predicted = spec.cost_model(schedule.stages());
-    let profiled = if args.no_compare {
-        None
-    } else {
-        let popts = ProfileOptions { warmup: 2, reps: 7, recompute: flags };
-        Some(profile(&schedule, &mut stages, &popts, |_, _| Ok(()))?)
-    };
-    finish(args, &schedule, &records[args.warmup..], &predicted, profiled.as_ref())
+    let profiled = if args.no_compare { None } else { Some(profile_synthetic(schedule, &mut stages)?) };
+    finish(args, schedule, &records[args.warmup..], &predicted, profiled.as_ref())
 }
 
-fn run_real(args: &RunArgs, base: &Schedule, opts: &ExecOptions) -> Result<()> {
-    let mut spec = ModelSpec::load(&args.model).map_err(|e| Error::Usage(format!("--model {}: {e}", args.model)))?;
-    spec.seed = args.seed;
-    let batch = args.batch.unwrap_or(spec.batch);
-    if batch == 0 {
-        return Err(Error::Usage("--batch must be at least 1".into()));
-    }
-    let optimizer = match args.optimizer.as_str() {
-        "sgd" => OptimizerSpec::sgd(args.lr, 0.9),
-        _ => OptimizerSpec::adam(args.lr),
-    };
-    let model_opts = ModelOptions {
-        stages: base.stages(),
-        partition: args.partition.parse::<Partition>().map_err(|e| Error::Usage(format!("--partition: {e}")))?,
-        policies: args.recompute.parse::<Policies>().map_err(|e| Error::Usage(format!("--recompute: {e}")))?,
-        optimizer,
-        batch,
-        data_seed: args.seed,
-    };
-    let mut model = Model::build(spec, &model_opts)?;
-    let schedule = with_recompute(base, &model.recompute_flags())?;
+fn run_real(args: &RunArgs, schedule: &Schedule, mut model: Model, opts: &ExecOptions) -> Result<()> {
     let mut records = Vec::new();
     for step in 0..(args.warmup + args.steps) as u64 {
         let before = args.verify.then(|| model.params());
-        let out = model.run_step(&schedule, step, opts)?;
+        let out = model.run_step(schedule, step, opts)?;
         let verification = match &before {
             Some(params) => Some(model.verify(params, step, schedule.m, out.loss)?),
             None => None,
@@ -164,18 +115,9 @@ fn run_real(args: &RunArgs, base: &Schedule, opts: &ExecOptions) -> Result<()> {
         print_step(args, step as usize, &rec);
         records.push(rec);
     }
-    let predicted = model.predicted_bytes(&schedule);
-    let profiled = if args.no_compare {
-        None
-    } else {
-        let popts = ProfileOptions { warmup: 2, reps: 7, recompute: model.recompute_flags() };
-        let (task, batch) = (model.task.clone(), model.batch);
-        let costs = profile(&schedule, &mut model.stages, &popts, |stage, run| {
-            stage.begin_step(&task, 1 << 40 | run as u64, 1, batch)
-        })?;
-        Some(costs)
-    };
-    finish(args, &schedule, &records[args.warmup..], &predicted, profiled.as_ref())
+    let predicted = model.predicted_bytes(schedule);
+    let profiled = if args.no_compare { None } else { Some(profile_model(schedule, &mut model)?) };
+    finish(args, schedule, &records[args.warmup..], &predicted, profiled.as_ref())
 }
 
 fn print_step(args: &RunArgs, step: usize, rec: &StepRecord) {
@@ -234,8 +176,8 @@ fn finish(
     let samples = records.len();
     if args.json {
         let mut out = json!({
-            "schedule": schedule.name, "p": schedule.p, "m": schedule.m, "v": schedule.v, "model": args.model,
-            "recompute": args.recompute, "steps": samples,
+            "schedule": schedule.name, "p": schedule.p, "m": schedule.m, "v": schedule.v,
+            "model": args.model.model, "recompute": args.model.recompute, "steps": samples,
             "loss": loss, "losses": records.iter().map(|r| r.loss).collect::<Vec<_>>(),
             "step_time_s": times[median] / 1e3,
             "step_times_s": times.iter().map(|t| t / 1e3).collect::<Vec<_>>(),
