@@ -1,0 +1,115 @@
+//! `pipesched run` and `pipesched profile` end to end: a real model trains with bitwise-verified
+//! gradients and exact memory predictions, synthetic stages run and profile, and bad input is a
+//! clear error.
+
+use std::process::{Command, Output};
+
+fn pipesched(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pipesched")).args(args).output().expect("the binary runs")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = pipesched(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = pipesched(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(err.starts_with("error:") && !err.contains("panicked"), "{args:?}: {err}");
+    err
+}
+
+#[test]
+fn a_real_model_trains_with_verified_gradients_and_predicted_memory() {
+    let v =
+        json(&["run", "--model", "tiny", "-s", "zb-h1", "-p", "2", "-m", "4", "--steps", "2", "--verify", "--json"]);
+    assert_eq!(v["max_grad_diff"], 0.0);
+    assert_eq!(v["bitwise"], true);
+    assert_eq!(v["peak_memory_bytes"], v["predicted_peak_memory_bytes"]);
+    assert!(v["loss"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["step_times_s"].as_array().unwrap().len(), 2);
+    assert!(v["comparison"]["makespan"][1].as_f64().unwrap() > 0.0, "profiled simulation present");
+}
+
+#[test]
+fn recompute_runs_r_actions() {
+    let v = json(&[
+        "run",
+        "--model",
+        "tiny",
+        "-s",
+        "1f1b",
+        "-p",
+        "2",
+        "-m",
+        "4",
+        "--recompute",
+        "full",
+        "--steps",
+        "1",
+        "--verify",
+        "--json",
+        "--no-compare",
+    ]);
+    assert_eq!(v["schedule"], "1f1b+recompute");
+    assert_eq!(v["bitwise"], true);
+    assert_eq!(v["peak_memory_bytes"], v["predicted_peak_memory_bytes"]);
+}
+
+#[test]
+fn synthetic_stages_run_and_profile() {
+    let v = json(&[
+        "run",
+        "--model",
+        "synthetic:F=200us,I=200us,W=100us,mem=64KiB",
+        "-s",
+        "1f1b",
+        "-p",
+        "3",
+        "-m",
+        "6",
+        "--steps",
+        "2",
+        "--json",
+    ]);
+    let peaks: Vec<u64> = v["peak_memory_bytes"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert_eq!(peaks, [3 * 65536, 2 * 65536, 65536]);
+    let costs = json(&["profile", "--model", "synthetic:F=1ms,I=1ms,W=500us,mem=1KiB", "-p", "2"]);
+    assert_eq!(costs["stages"].as_array().unwrap().len(), 2);
+    assert_eq!(costs["stages"][0]["act_bytes"], 1024);
+    assert_eq!(costs["time_unit"], "ms");
+}
+
+#[test]
+fn profiled_costs_feed_the_simulator() {
+    let dir = std::env::temp_dir().join(format!("pipesched-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("costs.json");
+    let out = pipesched(&["profile", "--model", "tiny", "-p", "2", "-o", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--costs-file", path.to_str().unwrap(), "--json"]);
+    assert!(v["makespan"].as_f64().unwrap() > 0.0);
+    assert!(v["peak_memory_bytes"][0].as_u64().unwrap() > 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_run_input_is_a_clear_error() {
+    fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&["run", "-s", "1f1b", "-p", "2", "-m", "4", "--steps", "1"][..], extra].concat()
+    }
+    assert!(fails(&with(&["--model", "huge"])).contains("--model huge"));
+    assert!(fails(&with(&["--model", "/nonexistent/model.toml"])).contains("/nonexistent/model.toml"));
+    assert!(fails(&with(&["--model", "tiny", "--recompute", "most"])).contains("--recompute"));
+    assert!(fails(&with(&["--model", "tiny", "--partition", "zigzag"])).contains("--partition"));
+    assert!(fails(&with(&["--model", "synthetic:F=1ms", "--verify"])).contains("synthetic stages have none"));
+    assert!(fails(&with(&["--model", "tiny", "--timeout", "0"])).contains("--timeout"));
+    assert!(fails(&with(&["--model", "tiny", "--lr", "-1"])).contains("--lr"));
+    assert!(fails(&with(&["--model", "synthetic:F=1", "--json"])).contains("give a unit"));
+    // More stages than the model has layers.
+    let e = fails(&["run", "--model", "tiny", "-s", "interleaved", "-p", "4", "-m", "4", "--steps", "1"]);
+    assert!(e.contains("layers") || e.contains("stages"), "{e}");
+}
