@@ -12,6 +12,7 @@ pub mod profile;
 pub mod report;
 pub mod synthetic;
 pub mod units;
+pub mod workload;
 
 pub use error::{Error, Result};
 pub use pipesched_schedules as schedules;

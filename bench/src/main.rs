@@ -1,68 +1,96 @@
-//! `pipesched-bench`: compares schedules on one pipeline and prints a Markdown table —
-//! makespan, bubble rate, steady-state bubble, peak bytes — from the cost-model simulator.
+//! `pipesched-bench`: which schedule should I use for my model, and at what memory cost? Runs
+//! every schedule × recompute policy on real stages (or synthetic ones, or only the simulator),
+//! then prints a Markdown table and writes `bench.json` and the charts.
+
+mod config;
+mod progress;
+mod report;
+mod sweep;
+
+use std::path::Path;
 
 use clap::Parser;
 
-use pipesched::{flags, units, Error, Result};
-use pipesched_schedules::{simulate, Kind, Stats};
+use pipesched::{Error, Result};
 
-/// Compare pipeline schedules.
-#[derive(Debug, Parser)]
-#[command(name = "pipesched-bench", version, about)]
-struct Args {
-    /// Number of ranks.
-    #[arg(short = 'p', long = "ranks", default_value_t = 4)]
-    p: usize,
-    /// Number of micro-batches.
-    #[arg(short = 'm', long = "microbatches", default_value_t = 8)]
-    m: usize,
-    /// Chunks per rank for interleaved.
-    #[arg(long, short = 'v', default_value_t = 2)]
-    chunks: usize,
-    /// Comma-separated schedules to compare.
-    #[arg(long, default_value = "gpipe,1f1b,interleaved,zb-h1,zb-h2")]
-    schedules: String,
-    /// Per-rank op times and latency (see `pipesched simulate --help`).
-    #[arg(long, default_value = "F=1,I=1,W=0.5,C=0.05")]
-    costs: String,
-    /// Per-rank bytes (see `pipesched simulate --help`).
-    #[arg(long, default_value = "A=64MiB,W=16MiB,S=1GiB")]
-    mem: String,
+use config::Args;
+
+/// Fails early, before any configuration runs, if `dir` cannot hold the results.
+fn check_output_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "cannot create the output folder",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let probe = pipesched::output::temp_path(&dir.join("bench.json"));
+    std::fs::write(&probe, b"").map_err(|source| Error::Io {
+        action: "cannot write into the output folder",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 fn run(args: Args) -> Result<()> {
-    if args.p == 0 || args.m == 0 || args.chunks == 0 {
-        return Err(Error::Usage(format!(
-            "-p, -m and --chunks must be at least 1; got p={}, m={}, chunks={}",
-            args.p, args.m, args.chunks
-        )));
+    let args = args.checked()?;
+    let configs = args.configs()?;
+    check_output_dir(&args.out)?;
+    let unit = if args.synthetic.is_some() { "micro-batches" } else { "samples" };
+    let mut bar = progress::Progress::new(configs.len());
+    let mut outcomes = Vec::new();
+    let mut skipped = Vec::new();
+    for cfg in &configs {
+        bar.start(&cfg.label());
+        match sweep::run(&args, cfg, |what| bar.step(&cfg.label(), what)) {
+            Ok(o) => {
+                bar.done(&cfg.label(), &format!("{:.1} ms/step", o.row.step_ms_median));
+                outcomes.push(o);
+            }
+            // A schedule that cannot take these p, m, v (or a model too shallow for p·v stages)
+            // is skipped with its reason; anything else stops the benchmark.
+            Err(e @ (Error::Schedule(_) | Error::Usage(_))) if is_config_error(&e) => {
+                bar.done(&cfg.label(), "skipped");
+                skipped.push((cfg.label(), e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let costs = flags::cost_model(Some(&args.costs), Some(&args.mem))?;
-    let kinds = args.schedules.split(',').map(|s| s.parse::<Kind>()).collect::<std::result::Result<Vec<_>, _>>()?;
-    let mut rows = Vec::new();
-    for kind in kinds {
-        let v = if kind == Kind::Interleaved { args.chunks } else { 1 };
-        let s = kind.generate(args.p, v, args.m)?;
-        rows.push((kind, v, Stats::of(&simulate(&s, &costs)?)));
+    bar.finish();
+    let mut rows: Vec<sweep::Row> = outcomes.iter().map(|o| o.row.clone()).collect();
+    report::rank(&mut rows);
+    for (o, r) in outcomes.iter_mut().zip(&rows) {
+        o.row = r.clone();
     }
-    let best = rows.iter().map(|r| r.2.makespan).fold(f64::INFINITY, f64::min);
-    println!("Simulated, p={} m={}, per-rank costs {} and bytes {}\n", args.p, args.m, args.costs, args.mem);
-    println!("| schedule | v | makespan | bubble | steady period | steady bubble | peak bytes rank 0 | peak bytes max | speed vs best |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (kind, v, st) in &rows {
-        let max_peak = st.peak_bytes.iter().copied().max().unwrap_or(0);
-        println!(
-            "| {kind} | {v} | {:.2} | {:.1} % | {:.2} | {:.1} % | {} | {} | {:.3} |",
-            st.makespan,
-            100.0 * st.bubble_rate,
-            st.steady_period,
-            100.0 * st.steady_bubble_rate,
-            units::bytes(st.peak_bytes[0]),
-            units::bytes(max_peak),
-            best / st.makespan
-        );
+    let what = if args.simulate_only { "simulated only" } else { "measured" };
+    let model = args.synthetic.as_ref().map_or(args.model.clone(), |s| format!("synthetic {s}"));
+    println!(
+        "pipesched-bench: {model}, p={} m={} (interleaved v={}), {what}, {} measured steps after {} warm-up; {} · {}\n",
+        args.p,
+        args.m,
+        args.chunks,
+        args.steps,
+        args.warmup,
+        report::machine(),
+        report::today()
+    );
+    print!("{}", report::table(&args, &rows, unit));
+    for (c, why) in &skipped {
+        println!("\nskipped {c}: {why}");
     }
+    let json = report::write_json(&args.out, &args, &rows, &skipped)?;
+    let charts = report::write_charts(&args.out, &args, &outcomes, unit)?;
+    println!("\nwrote {} and {} charts in {}", json.display(), charts.len(), args.out.display());
     Ok(())
+}
+
+/// Whether `e` means "this configuration cannot exist" rather than "something broke".
+fn is_config_error(e: &Error) -> bool {
+    match e {
+        Error::Schedule(pipesched_schedules::Error::BadArgs { .. }) => true,
+        Error::Usage(msg) => msg.contains("--model") || msg.contains("layers") || msg.contains("stages"),
+        _ => false,
+    }
 }
 
 fn main() {

@@ -9,7 +9,8 @@ use pipesched::output::write_atomic;
 use pipesched::{Error, Result};
 use pipesched_schedules::{interleaved, one_f_one_b};
 
-use super::model_args::{profile_model, profile_synthetic, Built, ModelArgs};
+use super::model_args::ModelArgs;
+use pipesched::workload::{profile_model, profile_synthetic, Workload};
 
 /// Arguments of `pipesched profile`.
 #[derive(Debug, Args)]
@@ -37,9 +38,9 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     }
     // Only where the stages sit matters to the profiler: any schedule with this placement will do.
     let base = if args.chunks == 1 { one_f_one_b(args.p, 1)? } else { interleaved(args.p, args.chunks, args.p)? };
-    let costs = match args.model.build(&base)? {
-        Built::Synthetic { mut stages, schedule, .. } => profile_synthetic(&schedule, &mut stages)?,
-        Built::Real { mut model, schedule } => profile_model(&schedule, &mut model)?,
+    let costs = match args.model.spec().build(&base)? {
+        Workload::Synthetic { mut stages, schedule, .. } => profile_synthetic(&schedule, &mut stages, 7)?,
+        Workload::Real { mut model, schedule } => profile_model(&schedule, &mut model, 7)?,
     };
     let text = costs.to_json();
     match &args.output {

@@ -18,8 +18,9 @@ use pipesched::synthetic::{SyntheticSpec, SyntheticStage};
 use pipesched::{units, Error, Result};
 use pipesched_schedules::{simulate, CostModel, Schedule, Stats, Trace};
 
-use super::model_args::{profile_model, profile_synthetic, Built, ModelArgs};
+use super::model_args::ModelArgs;
 use super::pick::Pick;
+use pipesched::workload::{profile_model, profile_synthetic, Workload};
 
 /// Arguments of `pipesched run`.
 #[derive(Debug, Args)]
@@ -73,9 +74,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let base = args.pick.schedule()?;
     let opts = ExecOptions { timeout: Duration::from_secs_f64(args.timeout) };
-    match args.model.build(&base)? {
-        Built::Synthetic { spec, stages, schedule } => run_synthetic(&args, &schedule, spec, stages, &opts),
-        Built::Real { model, schedule } => run_real(&args, &schedule, model, &opts),
+    match args.model.spec().build(&base)? {
+        Workload::Synthetic { spec, stages, schedule } => run_synthetic(&args, &schedule, spec, stages, &opts),
+        Workload::Real { model, schedule } => run_real(&args, &schedule, model, &opts),
     }
 }
 
@@ -97,7 +98,7 @@ fn run_synthetic(
         records.push(rec);
     }
     let predicted = spec.cost_model(schedule.stages());
-    let profiled = if args.no_compare { None } else { Some(profile_synthetic(schedule, &mut stages)?) };
+    let profiled = if args.no_compare { None } else { Some(profile_synthetic(schedule, &mut stages, 7)?) };
     finish(args, schedule, &records[args.warmup..], &predicted, profiled.as_ref())
 }
 
@@ -116,7 +117,7 @@ fn run_real(args: &RunArgs, schedule: &Schedule, mut model: Model, opts: &ExecOp
         records.push(rec);
     }
     let predicted = model.predicted_bytes(schedule);
-    let profiled = if args.no_compare { None } else { Some(profile_model(schedule, &mut model)?) };
+    let profiled = if args.no_compare { None } else { Some(profile_model(schedule, &mut model, 7)?) };
     finish(args, schedule, &records[args.warmup..], &predicted, profiled.as_ref())
 }
 

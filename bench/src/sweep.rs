@@ -1,0 +1,183 @@
+//! Running one configuration: build its stages, run warm-up and measured steps (or only
+//! simulate), profile the stages, simulate the schedule with the profiled costs, and reduce it
+//! all to one row of numbers.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use pipesched::exec::{execute, ExecOptions};
+use pipesched::workload::{profile_model, profile_synthetic, Workload, WorkloadSpec};
+use pipesched::Result;
+use pipesched_schedules::{simulate, Op, Stats, Trace};
+
+use crate::config::{Args, Config};
+
+/// Everything measured for one configuration. Times in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// `zb-h1 / full`.
+    pub label: String,
+    /// Schedule name.
+    pub schedule: String,
+    /// Recompute policy.
+    pub recompute: String,
+    /// Chunks per rank.
+    pub v: usize,
+    /// Samples per step.
+    pub samples_per_step: usize,
+    /// Step times of the measured steps (empty with --simulate-only).
+    pub step_ms: Vec<f64>,
+    /// Median step time (the simulated makespan with --simulate-only).
+    pub step_ms_median: f64,
+    /// Samples per second at the median step.
+    pub throughput: f64,
+    /// Samples per second at the slowest and fastest step.
+    pub throughput_range: (f64, f64),
+    /// Throughput / the best configuration's.
+    pub relative_throughput: f64,
+    /// Bubble rate of the median measured step.
+    pub bubble_measured: Option<f64>,
+    /// Bubble rate of the simulation with profiled costs.
+    pub bubble_simulated: f64,
+    /// Makespan of that simulation.
+    pub simulated_ms: f64,
+    /// Peak live bytes per rank, measured (ledger of the median step).
+    pub peak_bytes_measured: Option<Vec<u64>>,
+    /// Peak live bytes per rank, predicted by the simulator from the stages' own accounting.
+    pub peak_bytes_predicted: Vec<u64>,
+    /// Static bytes per rank (parameters, gradients, optimizer state): peak − static is the
+    /// peak of what the micro-batches in flight hold.
+    pub static_bytes: Vec<u64>,
+    /// Share of busy time spent recomputing (measured; simulated with --simulate-only).
+    pub recompute_share: f64,
+    /// Loss of the last step (real models).
+    pub loss: Option<f32>,
+}
+
+/// A configuration's row and the traces its charts are drawn from.
+pub struct Outcome {
+    /// The numbers.
+    pub row: Row,
+    /// The median measured step.
+    pub measured: Option<Trace>,
+    /// The simulation with profiled costs.
+    pub simulated: Trace,
+}
+
+fn recompute_share(trace: &Trace) -> f64 {
+    let st = Stats::of(trace);
+    let busy: f64 = st.busy.iter().sum();
+    if busy > 0.0 {
+        st.recompute.iter().sum::<f64>() / busy
+    } else {
+        0.0
+    }
+}
+
+fn median_index(xs: &[f64]) -> usize {
+    let mut idx: Vec<usize> = (0..xs.len()).collect();
+    idx.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
+    idx[(xs.len() - 1) / 2]
+}
+
+/// Runs `cfg`. `progress(step)` is called after each step.
+pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<Outcome> {
+    let base = cfg.kind.generate(args.p, cfg.v, args.m)?;
+    let spec = WorkloadSpec {
+        model: match &args.synthetic {
+            Some(s) => format!("synthetic:{s}"),
+            None => args.model.clone(),
+        },
+        recompute: cfg.recompute.clone(),
+        batch: args.batch,
+        seed: args.seed,
+        ..WorkloadSpec::default()
+    };
+    let opts = ExecOptions { timeout: Duration::from_secs_f64(args.timeout) };
+    let reps = if args.quick { 3 } else { 7 };
+    let steps = args.warmup + args.steps;
+    let mut traces = Vec::new();
+    let mut loss = None;
+    let (schedule, profiled, batch, predicted_costs) = match spec.build(&base)? {
+        Workload::Synthetic { spec, mut stages, schedule } => {
+            if !args.simulate_only {
+                for k in 0..steps {
+                    traces.push(execute(&schedule, &mut stages, &opts)?);
+                    progress(&format!("step {}/{steps}", k + 1));
+                }
+            }
+            let profiled = match args.flag_costs()? {
+                Some(c) => c,
+                None => profile_synthetic(&schedule, &mut stages, reps)?,
+            };
+            (schedule, profiled, 1, spec.cost_model(base.stages()))
+        }
+        Workload::Real { mut model, schedule } => {
+            if !args.simulate_only {
+                for k in 0..steps {
+                    let out = model.run_step(&schedule, k as u64, &opts)?;
+                    model.optimizer_step()?;
+                    loss = Some(out.loss);
+                    traces.push(out.trace);
+                    progress(&format!("step {}/{steps}", k + 1));
+                }
+            }
+            progress("profiling");
+            let profiled = match args.flag_costs()? {
+                Some(c) => c,
+                None => profile_model(&schedule, &mut model, reps)?,
+            };
+            let predicted = model.predicted_bytes(&schedule);
+            (schedule, profiled, model.batch, predicted)
+        }
+    };
+    let simulated = simulate(&schedule, &profiled)?;
+    // Static bytes come from the stages themselves, also when the times come from --costs.
+    let sim_stats = Stats::of(&simulated);
+    // With --costs the bytes are the flags' own; otherwise the stages' accounting.
+    let predicted_peaks = if args.costs.is_some() {
+        sim_stats.peak_bytes.clone()
+    } else {
+        Stats::of(&simulate(&schedule, &predicted_costs)?).peak_bytes
+    };
+    let samples = args.samples_per_step(batch);
+    let measured: Vec<Trace> = traces.split_off(args.warmup.min(traces.len()));
+    let step_ms: Vec<f64> = measured.iter().map(|t| Stats::of(t).makespan).collect();
+    let (median_ms, median_trace) = if step_ms.is_empty() {
+        (sim_stats.makespan, None)
+    } else {
+        let k = median_index(&step_ms);
+        (step_ms[k], Some(measured[k].clone()))
+    };
+    let per_s = |ms: f64| if ms > 0.0 { samples as f64 / (ms / 1e3) } else { 0.0 };
+    let slowest = step_ms.iter().copied().fold(median_ms, f64::max);
+    let fastest = step_ms.iter().copied().fold(median_ms, f64::min);
+    let m_stats = median_trace.as_ref().map(Stats::of);
+    let has_r = schedule.lanes.iter().flatten().any(|a| a.op == Op::R);
+    let row = Row {
+        label: cfg.label(),
+        schedule: cfg.kind.to_string(),
+        recompute: cfg.recompute.clone(),
+        v: cfg.v,
+        samples_per_step: samples,
+        step_ms: step_ms.clone(),
+        step_ms_median: median_ms,
+        throughput: per_s(median_ms),
+        throughput_range: (per_s(slowest), per_s(fastest)),
+        relative_throughput: 0.0,
+        bubble_measured: m_stats.as_ref().map(|s| s.bubble_rate),
+        bubble_simulated: sim_stats.bubble_rate,
+        simulated_ms: sim_stats.makespan,
+        peak_bytes_measured: m_stats.as_ref().map(|s| s.peak_bytes.clone()),
+        peak_bytes_predicted: predicted_peaks,
+        static_bytes: simulated.ranks.iter().map(|r| r.memory.first().map_or(0, |s| s.bytes)).collect(),
+        recompute_share: if !has_r {
+            0.0
+        } else {
+            median_trace.as_ref().map_or_else(|| recompute_share(&simulated), recompute_share)
+        },
+        loss,
+    };
+    Ok(Outcome { row, measured: median_trace, simulated })
+}

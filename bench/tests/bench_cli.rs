@@ -1,0 +1,120 @@
+//! The benchmark binary end to end: a reduced sweep writes the table, the JSON and the charts;
+//! bad flags are clear errors; an interrupted run leaves no half-written JSON.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pipesched-bench")).args(args).output().expect("the binary runs")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pipesched-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = bench(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(err.contains("error:") && !err.contains("panicked"), "{args:?}: {err}");
+    err
+}
+
+#[test]
+fn a_quick_synthetic_sweep_writes_table_json_and_charts() {
+    let dir = temp_dir("quick");
+    let out = bench(&[
+        "--quick",
+        "--synthetic",
+        "F=300us,I=300us,W=150us,mem=256KiB,wmem=64KiB",
+        "-p",
+        "3",
+        "-m",
+        "6",
+        "--schedules",
+        "1f1b,zb-h1,interleaved",
+        "--recompute",
+        "none,full",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| configuration")).count(), 6);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
+    let configs = doc["configs"].as_array().unwrap();
+    assert_eq!(configs.len(), 6);
+    for c in configs {
+        // Bytes are deterministic: the ledger's peaks are the simulator's.
+        assert_eq!(c["peak_bytes_measured"], c["peak_bytes_predicted"], "{}", c["label"]);
+        assert!(c["throughput"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(configs.iter().filter(|c| c["relative_throughput"] == 1.0).count(), 1);
+    for f in ["bench-throughput.svg", "bench-throughput.png", "bench-tradeoff.svg", "bench-zb-h1-full.png"] {
+        assert!(dir.join(f).metadata().unwrap().len() > 0, "{f}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn simulate_only_needs_no_execution_and_takes_any_p() {
+    let dir = temp_dir("sim");
+    let out = bench(&[
+        "--simulate-only",
+        "--costs",
+        "F=1,I=1,W=0.5,C=0.05",
+        "--mem",
+        "A=64MiB,W=16MiB",
+        "--synthetic",
+        "F=1ms,I=1ms,W=1ms",
+        "-p",
+        "16",
+        "-m",
+        "64",
+        "--recompute",
+        "none",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
+    let zb2 = doc["configs"].as_array().unwrap().iter().find(|c| c["schedule"] == "zb-h2").unwrap();
+    assert!(zb2["peak_bytes_measured"].is_null());
+    assert!(zb2["bubble_measured"].is_null());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    assert!(fails(&["--schedules", "1f1b,zb-h9"]).contains("unknown schedule name"));
+    assert!(fails(&["-p", "0"]).contains("at least 1"));
+    assert!(fails(&["--recompute", "most"]).contains("--recompute most"));
+    let e = fails(&["--out", "/proc/pipesched-cannot-write-here"]);
+    assert!(e.contains("output folder"), "{e}");
+}
+
+#[test]
+fn an_interrupted_run_leaves_no_json() {
+    let dir = temp_dir("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pipesched-bench"))
+        .args(["--synthetic", "F=20ms,I=20ms,W=10ms", "--steps", "20", "--out", dir.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first configuration has finished, then kill the run mid-sweep.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let finished_one = lines.any(|l| l.map(|l| l.starts_with("[1/") && l.contains("ms/step")).unwrap_or(false));
+    assert!(finished_one);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(left.iter().all(|f| !f.contains("bench.json")), "{left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
