@@ -203,14 +203,13 @@ fn finish(
         100.0 * m_stats.bubble_rate
     );
     println!("\n{:>4}  {:>14}  {:>14}", "rank", "peak measured", "peak predicted");
-    for r in 0..schedule.p {
-        let same = if m_stats.peak_bytes[r] == predicted[r] { "  =" } else { "  ≠" };
+    for (r, (&measured, &predicted)) in m_stats.peak_bytes.iter().zip(&predicted).enumerate() {
+        let same = if measured == predicted { "  =" } else { "  ≠" };
         println!(
-            "{:>4}  {:>14}  {:>14}{same}   ({} B)",
+            "{:>4}  {:>14}  {:>14}{same}   ({measured} B)",
             r,
-            units::bytes(m_stats.peak_bytes[r]),
-            units::bytes(predicted[r]),
-            m_stats.peak_bytes[r]
+            units::bytes(measured),
+            units::bytes(predicted),
         );
     }
     if let Some(c) = comparison {
