@@ -38,6 +38,9 @@ pub struct Comparison {
     /// (measured − simulated makespan) / number of actions on the busiest lane: the cost the
     /// executor adds per action on the critical path.
     pub overhead_per_action: f64,
+    /// Of that, per action: how much longer the busiest lane's actions ran than profiled, and
+    /// how much longer it waited.
+    pub overhead_split: (f64, f64),
     /// Per-rank numbers.
     pub ranks: Vec<RankComparison>,
     /// The action whose start time differs most between the traces, and by how much (measured − simulated).
@@ -59,6 +62,11 @@ pub fn compare(measured: &Trace, simulated: &Trace) -> Comparison {
         }
     }
     let longest_lane = measured.ranks.iter().map(|r| r.spans.len()).max().unwrap_or(0).max(1);
+    let busiest = (0..a.busy.len().min(b.busy.len())).max_by(|&x, &y| a.busy[x].total_cmp(&a.busy[y]));
+    let overhead_split = busiest.map_or((0.0, 0.0), |r| {
+        let n = measured.ranks[r].spans.len().max(1) as f64;
+        ((a.busy[r] - b.busy[r]) / n, (a.idle[r] - b.idle[r]) / n)
+    });
     let ranks = (0..measured.ranks.len().min(simulated.ranks.len()))
         .map(|r| RankComparison {
             rank: r,
@@ -74,6 +82,7 @@ pub fn compare(measured: &Trace, simulated: &Trace) -> Comparison {
         bubble_rate: (a.bubble_rate, b.bubble_rate),
         makespan_excess: if b.makespan > 0.0 { a.makespan / b.makespan - 1.0 } else { 0.0 },
         overhead_per_action: (a.makespan - b.makespan) / longest_lane as f64,
+        overhead_split,
         ranks,
         max_start_drift,
     }
@@ -109,7 +118,14 @@ impl fmt::Display for Comparison {
                 row(f, &format!("rank {} recompute", r.rank), r.recompute)?;
             }
         }
-        writeln!(f, "overhead per action on the busiest lane: {:.1} µs", self.overhead_per_action * scale_to_us(u))?;
+        let us = scale_to_us(u);
+        writeln!(
+            f,
+            "makespan difference per action on the busiest lane: {:.1} µs ({:+.1} µs computing, {:+.1} µs waiting)",
+            self.overhead_per_action * us,
+            self.overhead_split.0 * us,
+            self.overhead_split.1 * us
+        )?;
         if let Some((a, d)) = self.max_start_drift {
             writeln!(f, "largest start-time drift: {a} started {:+.3} {u} from its simulated start", d)?;
         }

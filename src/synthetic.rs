@@ -4,7 +4,8 @@
 //!
 //! Spec syntax: `synthetic:F=2ms,I=2ms,W=1ms,R=2ms,mem=1MiB,wmem=256KiB,msg=64KiB` (times in
 //! `us`, `ms` or `s`; `R` defaults to `F`; `mem` is kept by `F` per micro-batch, `wmem` kept from
-//! `I` until `W`, `msg` the size of each activation or gradient sent).
+//! `I` until `W`, `msg` the size of each activation or gradient sent). Times and bytes are per
+//! rank: a schedule with `v` chunks per rank gives each chunk `1/v` of them ([`SyntheticSpec::split`]).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -93,6 +94,22 @@ impl SyntheticSpec {
             )));
         }
         Ok(spec)
+    }
+
+    /// The spec of one of `v` chunks of a rank: like per-rank costs (DESIGN.md), the given times
+    /// and bytes describe a rank's share of the model, which `v` chunks split evenly (bytes
+    /// rounded down).
+    pub fn split(&self, v: usize) -> SyntheticSpec {
+        let v = v.max(1);
+        SyntheticSpec {
+            f: self.f / v as u32,
+            i: self.i / v as u32,
+            w: self.w / v as u32,
+            r: self.r / v as u32,
+            act_bytes: self.act_bytes / v as u64,
+            w_bytes: self.w_bytes / v as u64,
+            msg_bytes: self.msg_bytes,
+        }
     }
 
     /// The cost model these stages follow, per model stage, in milliseconds.

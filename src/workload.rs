@@ -38,7 +38,7 @@ impl Default for WorkloadSpec {
             partition: "even".into(),
             batch: None,
             optimizer: "adam".into(),
-            lr: 1e-3,
+            lr: 3e-4,
             seed: 0,
         }
     }
@@ -73,7 +73,7 @@ impl WorkloadSpec {
     /// Builds one stage per model stage of `base`.
     pub fn build(&self, base: &Schedule) -> Result<Workload> {
         if let Some(text) = self.model.strip_prefix("synthetic:") {
-            let spec = SyntheticSpec::parse(text)?;
+            let spec = SyntheticSpec::parse(text)?.split(base.v);
             let flags: Vec<bool> = self
                 .policies()?
                 .for_stages(base.stages())

@@ -24,7 +24,7 @@ pub struct ModelArgs {
     #[arg(long, default_value = "adam", value_parser = ["sgd", "adam"])]
     pub optimizer: String,
     /// Learning rate.
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 3e-4, allow_negative_numbers = true)]
     pub lr: f32,
     /// Seed of the parameters, dropout masks and data.
     #[arg(long, default_value_t = 0)]

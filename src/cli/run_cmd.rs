@@ -205,12 +205,7 @@ fn finish(
     println!("\n{:>4}  {:>14}  {:>14}", "rank", "peak measured", "peak predicted");
     for (r, (&measured, &predicted)) in m_stats.peak_bytes.iter().zip(&predicted).enumerate() {
         let same = if measured == predicted { "  =" } else { "  ≠" };
-        println!(
-            "{:>4}  {:>14}  {:>14}{same}   ({measured} B)",
-            r,
-            units::bytes(measured),
-            units::bytes(predicted),
-        );
+        println!("{:>4}  {:>14}  {:>14}{same}   ({measured} B)", r, units::bytes(measured), units::bytes(predicted),);
     }
     if let Some(c) = comparison {
         println!("\nmeasured vs simulated with profiled costs:\n{c}");
