@@ -237,12 +237,13 @@ pub(crate) mod fixtures {
         points
     }
 
-    /// Writes sample charts to `$PIPESCHED_SAMPLES` (to look at them) when it is set:
-    /// `PIPESCHED_SAMPLES=/tmp/samples cargo test -p pipesched --lib samples -- --ignored`.
+    /// Renders every sample case, odd ones included, in both formats. The charts are kept in
+    /// `$PIPESCHED_SAMPLES` when it is set (to look at them):
+    /// `PIPESCHED_SAMPLES=/tmp/samples cargo test -p pipesched --lib samples`.
     #[test]
-    #[ignore]
     fn samples() {
-        let Some(dir) = std::env::var_os("PIPESCHED_SAMPLES").map(PathBuf::from) else { return };
+        let keep = std::env::var_os("PIPESCHED_SAMPLES").map(PathBuf::from);
+        let dir = keep.clone().unwrap_or_else(|| scratch("samples"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut odd = realistic();
         odd[3].throughput = f64::NAN;
@@ -265,9 +266,17 @@ pub(crate) mod fixtures {
         for (name, points) in cases {
             let title = format!("{name}: {} configurations · p=4 m=8", points.len());
             for ext in ["png", "svg"] {
-                crate::plot::render_throughput(&points, &title, &dir.join(format!("{name}-throughput.{ext}"))).unwrap();
-                crate::plot::render_tradeoff(&points, &title, &dir.join(format!("{name}-tradeoff.{ext}"))).unwrap();
+                let bars = dir.join(format!("{name}-throughput.{ext}"));
+                let scatter = dir.join(format!("{name}-tradeoff.{ext}"));
+                crate::plot::render_throughput(&points, &title, &bars).unwrap();
+                crate::plot::render_tradeoff(&points, &title, &scatter).unwrap();
+                for file in [bars, scatter] {
+                    assert!(file.metadata().unwrap().len() > 0, "{}", file.display());
+                }
             }
+        }
+        if keep.is_none() {
+            std::fs::remove_dir_all(&dir).unwrap();
         }
     }
 
