@@ -129,3 +129,20 @@ fn the_heap_never_holds_less_than_the_ledger_claims() {
         assert!(heap >= ledger, "{kind}: the ledger claims {ledger} B but the heap peaked at {heap} B");
     }
 }
+
+#[test]
+fn the_profiled_cost_model_predicts_the_measured_peaks() {
+    // Bytes are deterministic even where times are not: what the profiler measured each op
+    // keep, fed to the simulator, gives the ledger's peaks exactly.
+    for kind in [Kind::OneFOneB, Kind::ZbH1, Kind::Interleaved] {
+        for policy in ["none", "full", "sqrt"] {
+            let (p, m) = (2, 4);
+            let mut model = model(p * kind.default_chunks(), policy);
+            let s = schedule(kind, p, m, &model);
+            let profiled = pipesched::workload::profile_model(&s, &mut model, 1).unwrap();
+            let measured = model.run_step(&s, 0, &exec()).unwrap().trace;
+            let predicted = simulate(&s, &profiled).unwrap();
+            assert_eq!(Stats::of(&measured).peak_bytes, Stats::of(&predicted).peak_bytes, "{kind} {policy}");
+        }
+    }
+}
