@@ -4,7 +4,7 @@
 //! benchmark.
 
 use pipesched_schedules::{with_recompute, CostModel, Op, Schedule};
-use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies};
+use pipesched_stages::{Device, ModelSpec, OptimizerSpec, Partition, Policies};
 
 use crate::model::{Model, ModelOptions};
 use crate::profile::{profile, ProfileOptions};
@@ -28,6 +28,8 @@ pub struct WorkloadSpec {
     pub lr: f32,
     /// Seed of the parameters, dropout masks and data.
     pub seed: u64,
+    /// `cpu`, `cuda`, or one device per rank (`cuda:0,cuda:1`).
+    pub devices: String,
 }
 
 impl Default for WorkloadSpec {
@@ -40,6 +42,7 @@ impl Default for WorkloadSpec {
             optimizer: "adam".into(),
             lr: 3e-4,
             seed: 0,
+            devices: "cpu".into(),
         }
     }
 }
@@ -70,8 +73,37 @@ impl WorkloadSpec {
         self.recompute.parse::<Policies>().map_err(|e| Error::Usage(format!("--recompute {}: {e}", self.recompute)))
     }
 
+    /// The device of every rank: `cpu` for all, `cuda` round-robin over the visible GPUs, or an
+    /// explicit list with one entry per rank. Every device is checked before anything runs.
+    pub fn devices(&self, p: usize) -> Result<Vec<Device>> {
+        let text = self.devices.trim();
+        let list: Vec<Device> = match text {
+            "cpu" => vec![Device::Cpu; p],
+            "cuda" => {
+                let report = pipesched_stages::cuda::probe();
+                let gpus = report.gpus.len().max(1);
+                (0..p).map(|r| Device::Cuda(r % gpus)).collect()
+            }
+            _ => text
+                .split(',')
+                .map(|d| d.parse::<Device>().map_err(|e| Error::Usage(format!("--devices: {e}"))))
+                .collect::<Result<_>>()?,
+        };
+        if list.len() != p {
+            return Err(Error::Usage(format!(
+                "--devices lists {} devices but there are p={p} ranks; give one per rank, or `cpu` / `cuda`",
+                list.len()
+            )));
+        }
+        for d in &list {
+            d.check().map_err(|e| Error::Usage(format!("--devices: {e}")))?;
+        }
+        Ok(list)
+    }
+
     /// Builds one stage per model stage of `base`.
     pub fn build(&self, base: &Schedule) -> Result<Workload> {
+        self.devices(base.p)?;
         if let Some(text) = self.model.strip_prefix("synthetic:") {
             let spec = SyntheticSpec::parse(text)?.split(base.v);
             let flags: Vec<bool> = self

@@ -113,3 +113,21 @@ fn bad_run_input_is_a_clear_error() {
     let e = fails(&["run", "--model", "tiny", "-s", "interleaved", "-p", "4", "-m", "4", "--steps", "1"]);
     assert!(e.contains("layers") || e.contains("stages"), "{e}");
 }
+
+#[test]
+fn devices_are_listed_and_checked() {
+    let out = pipesched(&["devices"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("cpu: ") && text.contains("cuBLAS: ") && text.contains("NVRTC: "), "{text}");
+    let base = ["run", "--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "2", "--steps", "1"];
+    let e = fails(&[&base[..], &["--devices", "cpu,cpu,cpu"]].concat());
+    assert!(e.contains("3 devices but there are p=2 ranks"), "{e}");
+    let e = fails(&[&base[..], &["--devices", "cpu,gpu"]].concat());
+    assert!(e.contains("--devices") && e.contains("cuda:N"), "{e}");
+    // On a machine without a usable GPU (or in this version, with one) CUDA is a clear error.
+    let e = fails(&[&base[..], &["--devices", "cuda"]].concat());
+    assert!(e.contains("cuda:0"), "{e}");
+    let out = pipesched(&[&base[..], &["--devices", "cpu,cpu", "--no-compare"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,5 +1,6 @@
 //! The `pipesched` command line: argument definitions and dispatch.
 
+mod devices_cmd;
 mod gallery_cmd;
 mod model_args;
 mod pick;
@@ -28,6 +29,8 @@ enum Command {
     Simulate(simulate_cmd::SimulateArgs),
     /// Measure every stage of a model and write its cost model (JSON) for `simulate --costs-file`.
     Profile(profile_cmd::ProfileArgs),
+    /// List the devices stages can run on, and why a GPU cannot be used if it cannot.
+    Devices(devices_cmd::DevicesArgs),
     /// Regenerate the chart gallery in plots/ (timeline + memory for every schedule).
     Gallery(gallery_cmd::GalleryArgs),
     /// Execute a schedule on real threads and compare the measured step with the simulated one.
@@ -42,6 +45,7 @@ impl Cli {
             Command::Simulate(a) => simulate_cmd::run(a),
             Command::Run(a) => run_cmd::run(a),
             Command::Gallery(a) => gallery_cmd::run(a),
+            Command::Devices(a) => devices_cmd::run(a),
             Command::Profile(a) => profile_cmd::run(a),
         }
     }

@@ -29,6 +29,10 @@ pub struct ModelArgs {
     /// Seed of the parameters, dropout masks and data.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Where the ranks run: `cpu` (one core per rank), `cuda` (ranks round-robin over the
+    /// visible GPUs) or a list, one per rank: `cuda:0,cuda:0,cuda:1`.
+    #[arg(long, default_value = "cpu")]
+    pub devices: String,
 }
 
 impl ModelArgs {
@@ -42,6 +46,7 @@ impl ModelArgs {
             optimizer: self.optimizer.clone(),
             lr: self.lr,
             seed: self.seed,
+            devices: self.devices.clone(),
         }
     }
 }

@@ -1,9 +1,9 @@
 //! `Device`: where a stage's tensors live and its compute runs.
 //!
-//! Only `Cpu` is built today. `Cuda(ordinal)` parses and prints so configs can name it, but
-//! every place that would use it returns [`Error::Device`] saying it is not built yet; nothing
-//! ever panics on it. When the CUDA backend lands, it goes in its own module and this enum grows
-//! no new variant.
+//! Stages run on `Cpu`. `Cuda(ordinal)` parses and prints so configs can name it; checking it
+//! probes the driver, the GPU, cuBLAS and NVRTC (in the `cuda` module, the only one touching
+//! `cudarc`) and names the first missing piece — or, with everything present, says that stages
+//! cannot run on CUDA in this version. Nothing ever panics on it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -28,10 +28,7 @@ impl Device {
     pub fn check(self) -> Result<()> {
         match self {
             Device::Cpu => Ok(()),
-            Device::Cuda(_) => Err(Error::Device {
-                device: self.to_string(),
-                reason: "the CUDA backend is not built yet; use `cpu`".into(),
-            }),
+            Device::Cuda(ordinal) => crate::cuda::probe().check(ordinal),
         }
     }
 }
@@ -95,6 +92,6 @@ mod tests {
     fn cuda_is_a_clear_error_not_a_panic() {
         assert!(Device::Cpu.check().is_ok());
         let e = Device::Cuda(1).check().unwrap_err().to_string();
-        assert!(e.contains("cuda:1") && e.contains("not built yet"), "{e}");
+        assert!(e.contains("cuda:1"), "{e}");
     }
 }

@@ -53,6 +53,7 @@
 #![deny(unsafe_code)]
 
 mod bytes;
+pub mod cuda;
 mod device;
 mod error;
 pub mod layers;
