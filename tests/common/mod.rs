@@ -20,7 +20,11 @@ pub fn deep_tiny() -> ModelSpec {
 
 /// `deep_tiny` split into `stages` stages under `policy`, trained with Adam.
 pub fn model(stages: usize, policy: &str) -> Model {
-    let spec = deep_tiny();
+    model_of(deep_tiny(), stages, policy)
+}
+
+/// `spec` split into `stages` stages under `policy`, trained with Adam.
+pub fn model_of(spec: ModelSpec, stages: usize, policy: &str) -> Model {
     let opts = ModelOptions {
         stages,
         partition: Partition::Even,
