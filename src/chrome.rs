@@ -11,7 +11,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use pipesched_schedules::{Source, Trace};
+use std::collections::HashMap;
+
+use pipesched_schedules::{Action, Source, Trace};
 
 use crate::output::write_atomic;
 use crate::Result;
@@ -55,13 +57,14 @@ pub fn chrome_trace(trace: &Trace) -> Value {
             }));
         }
     }
+    let starts: HashMap<Action, f64> =
+        trace.ranks.iter().flat_map(|r| r.spans.iter().map(|s| (s.action, s.start))).collect();
     for (id, t) in trace.transfers.iter().enumerate() {
         // The start binds to the producer's slice (a hair before its end), the finish to the
         // consumer's slice that encloses the arrival ("bp": "e").
-        let from_start = trace.ranks[t.from_rank].spans.iter().find(|s| s.action == t.from).map_or(t.sent, |s| s.start);
+        let from_start = starts.get(&t.from).copied().unwrap_or(t.sent);
         let start_ts = (t.sent * k - 0.001).max(from_start * k);
-        let consumer = trace.ranks[t.to_rank].spans.iter().find(|s| s.action == t.to);
-        let finish_ts = consumer.map_or(t.received, |s| s.start) * k;
+        let finish_ts = starts.get(&t.to).copied().unwrap_or(t.received) * k;
         let name = format!("{} → {}", t.from, t.to);
         events.push(
             json!({"name": name, "cat": "transfer", "ph": "s", "id": id, "ts": start_ts, "pid": 0, "tid": t.from_rank}),

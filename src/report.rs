@@ -47,6 +47,14 @@ pub struct Comparison {
     pub max_start_drift: Option<(Action, f64)>,
 }
 
+/// Index of the median of `xs` (the lower middle for an even count; 0 for none): which of
+/// several measured steps stands for them all.
+pub fn median_index(xs: &[f64]) -> usize {
+    let mut idx: Vec<usize> = (0..xs.len()).collect();
+    idx.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
+    idx.get(xs.len().saturating_sub(1) / 2).copied().unwrap_or(0)
+}
+
 /// Compares `measured` with `simulated` (same schedule, same time unit).
 pub fn compare(measured: &Trace, simulated: &Trace) -> Comparison {
     let (a, b) = (Stats::of(measured), Stats::of(simulated));

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use pipesched::exec::{execute, ExecOptions};
+use pipesched::report::median_index;
 use pipesched::workload::{profile_model, profile_synthetic, Workload, WorkloadSpec};
 use pipesched::Result;
 use pipesched_schedules::{simulate, Op, Stats, Trace};
@@ -73,12 +74,6 @@ fn recompute_share(trace: &Trace) -> f64 {
     } else {
         0.0
     }
-}
-
-fn median_index(xs: &[f64]) -> usize {
-    let mut idx: Vec<usize> = (0..xs.len()).collect();
-    idx.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
-    idx[(xs.len() - 1) / 2]
 }
 
 /// Runs `cfg`. `progress(step)` is called after each step.

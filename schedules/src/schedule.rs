@@ -83,6 +83,11 @@ impl Schedule {
         self.lanes.iter().map(Vec::len).sum()
     }
 
+    /// For every stage, whether its backward is split into `I` and `W` (rather than one `B`).
+    pub fn split_stages(&self) -> Vec<bool> {
+        crate::validate::split_table(self)
+    }
+
     /// Whether any lane splits the backward into `I` and `W`.
     pub fn splits_backward(&self) -> bool {
         self.lanes.iter().flatten().any(|a| a.op == crate::Op::I)

@@ -13,7 +13,7 @@ use pipesched::chrome::write_chrome_trace;
 use pipesched::exec::{execute, ExecOptions};
 use pipesched::model::{Model, Verification};
 use pipesched::plot::{render, render_stack};
-use pipesched::report::compare;
+use pipesched::report::{compare, median_index};
 use pipesched::synthetic::{SyntheticSpec, SyntheticStage};
 use pipesched::{units, Error, Result};
 use pipesched_schedules::{simulate, CostModel, Schedule, Stats, Trace};
@@ -142,13 +142,6 @@ fn print_step(args: &RunArgs, step: usize, rec: &StepRecord) {
         ));
     }
     println!("{line}");
-}
-
-/// Index of the median value (the lower middle for an even count).
-fn median_index(xs: &[f64]) -> usize {
-    let mut idx: Vec<usize> = (0..xs.len()).collect();
-    idx.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
-    idx[(xs.len() - 1) / 2]
 }
 
 /// The end-of-run report over the measured steps.

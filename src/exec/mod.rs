@@ -93,8 +93,15 @@ pub fn execute<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &ExecO
     for (s, stage) in stages.iter_mut().enumerate() {
         per_rank[schedule.rank_of(s)].push((s, stage));
     }
-    let shared =
-        Shared { schedule, links: &links, board: &board, abort: &abort, t0: Instant::now(), timeout: opts.timeout };
+    let shared = Shared {
+        schedule,
+        links: &links,
+        board: &board,
+        abort: &abort,
+        t0: Instant::now(),
+        timeout: opts.timeout,
+        splits: schedule.split_stages(),
+    };
     let fail = |e: Error| {
         if !matches!(e, Error::Aborted) {
             let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());

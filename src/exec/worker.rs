@@ -36,6 +36,8 @@ pub struct Shared<'a, P> {
     pub t0: Instant,
     /// How long one wait may last.
     pub timeout: Duration,
+    /// For every stage, whether its backward is split into `I` and `W`.
+    pub splits: Vec<bool>,
 }
 
 /// How often a waiting worker checks whether another rank failed.
@@ -153,14 +155,8 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         let from_rank = sched.rank_of(from_stage);
         let need_op = match dir {
             Direction::Forward => Op::F,
-            Direction::Backward => {
-                let splits = sched.lanes[from_rank].iter().any(|x| x.stage() == from_stage && x.op == Op::I);
-                if splits {
-                    Op::I
-                } else {
-                    Op::B
-                }
-            }
+            Direction::Backward if self.shared.splits[from_stage] => Op::I,
+            Direction::Backward => Op::B,
         };
         let need = Action::new(from_stage, need_op, mb);
         if from_rank == self.rank {
