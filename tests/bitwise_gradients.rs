@@ -5,27 +5,19 @@
 
 mod common;
 
-use common::{exec, microbatches, model, model_of, schedule, POLICIES};
+use common::{cases, exec, model, model_of, schedule, Case};
 use pipesched_schedules::Kind;
 
 #[test]
 fn every_schedule_and_policy_matches_the_sequential_reference_bit_for_bit() {
     let mut checked = 0;
-    for kind in Kind::ALL {
-        for policy in POLICIES {
-            for p in 1..=4 {
-                for m in microbatches(kind, p) {
-                    let mut model = model(p * kind.default_chunks(), policy);
-                    let s = schedule(kind, p, m, &model);
-                    let before = model.params();
-                    let step = model.run_step(&s, 0, &exec()).unwrap();
-                    let v = model.verify(&before, 0, m, step.loss).unwrap();
-                    assert!(v.bitwise, "{kind} {policy} p={p} m={m}: {v:?}");
-                    assert_eq!(v.max_grad_diff, 0.0, "{kind} {policy} p={p} m={m}");
-                    checked += 1;
-                }
-            }
-        }
+    for Case { kind, policy, p, m, mut model, schedule } in cases() {
+        let before = model.params();
+        let step = model.run_step(&schedule, 0, &exec()).unwrap();
+        let v = model.verify(&before, 0, m, step.loss).unwrap();
+        assert!(v.bitwise, "{kind} {policy} p={p} m={m}: {v:?}");
+        assert_eq!(v.max_grad_diff, 0.0, "{kind} {policy} p={p} m={m}");
+        checked += 1;
     }
     // 5 schedules × 4 policies × 4 values of p, minus what interleaved and ZB-H2 refuse.
     assert_eq!(checked, 4 * (8 + 8 + 5 + 8 + 4));

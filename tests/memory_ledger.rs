@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{exec, microbatches, model, schedule, POLICIES};
+use common::{cases, exec, model, schedule, Case};
 use peak_alloc::PeakAlloc;
 use pipesched::model::Model;
 use pipesched_schedules::{simulate, Kind, Schedule, Stats, Trace};
@@ -21,17 +21,9 @@ fn measured_and_predicted(model: &mut Model, s: &Schedule) -> (Vec<u64>, Vec<u64
 
 #[test]
 fn measured_peaks_equal_predicted_peaks_for_every_schedule_and_policy() {
-    for kind in Kind::ALL {
-        for policy in POLICIES {
-            for p in 1..=4 {
-                for m in microbatches(kind, p) {
-                    let mut model = model(p * kind.default_chunks(), policy);
-                    let s = schedule(kind, p, m, &model);
-                    let (measured, predicted) = measured_and_predicted(&mut model, &s);
-                    assert_eq!(measured, predicted, "{kind} {policy} p={p} m={m}");
-                }
-            }
-        }
+    for Case { kind, policy, p, m, mut model, schedule } in cases() {
+        let (measured, predicted) = measured_and_predicted(&mut model, &schedule);
+        assert_eq!(measured, predicted, "{kind} {policy} p={p} m={m}");
     }
 }
 

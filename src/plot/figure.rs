@@ -14,7 +14,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use pipesched_schedules::{Stats, Trace};
 
 use super::font::FAMILY;
-use super::palette::{INK, MUTED, PAPER};
+use super::palette::{INK, MUTED, PAPER, RULE};
 use super::units::{short, summary, ByteUnit};
 use super::{memory, timeline};
 
@@ -23,6 +23,42 @@ pub(crate) type Chart<'r, DB> = ChartContext<'r, DB, Cartesian2d<RangedCoordf64,
 
 /// Result of drawing on a backend `DB`.
 pub(crate) type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// A value-axis labeller.
+pub(crate) type Labeller<'a> = &'a dyn Fn(&f64) -> String;
+
+/// Draws the house-style axes of `chart`: grid lines at the labelled ticks only, ink axes,
+/// 13 px tick labels. `y` gives the number of value labels and their labeller; `None` leaves the
+/// value axis unlabelled and without grid lines, for charts that label their rows by hand.
+pub(crate) fn draw_axes<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    x_labels: usize,
+    x_label: Labeller<'_>,
+    y: Option<(usize, Labeller<'_>)>,
+) -> DrawResult<DB> {
+    let mut mesh = chart.configure_mesh();
+    mesh.x_labels(x_labels)
+        .x_label_formatter(&x_label)
+        .bold_line_style(RULE)
+        .max_light_lines(0)
+        .axis_style(INK)
+        .x_label_style(style(13.0, INK, false, HPos::Center, VPos::Top));
+    match &y {
+        Some((n, y_label)) => {
+            mesh.y_labels(*n).y_label_formatter(y_label).y_label_style(style(
+                13.0,
+                INK,
+                false,
+                HPos::Right,
+                VPos::Center,
+            ));
+        }
+        None => {
+            mesh.disable_y_mesh().y_labels(0);
+        }
+    }
+    mesh.draw()
+}
 
 /// Pixels left of the plotting areas, for rank names and byte labels.
 pub(crate) const LEFT: u32 = 96;

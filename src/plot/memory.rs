@@ -14,8 +14,9 @@ use plotters::style::text_anchor::{HPos, VPos};
 
 use pipesched_schedules::{MemSample, Trace};
 
+use super::figure::draw_axes;
 use super::figure::{style, time_label, DrawResult, Frame, LEGEND};
-use super::palette::{rank_colour, INK, MUTED, PAPER, RULE};
+use super::palette::{rank_colour, INK, MUTED, PAPER};
 use super::peaks::{self, Rect};
 use super::units::ByteUnit;
 
@@ -76,18 +77,7 @@ pub(crate) fn draw<DB: DrawingBackend>(
     let area = frame.area(root);
     let mut chart = frame.chart(&area, 0.0..x_max, 0.0..y_top)?;
     let y_label = |y: &f64| unit.axis_label(*y);
-    chart
-        .configure_mesh()
-        .x_labels(12)
-        .y_labels((frame.h / 30).max(2) as usize)
-        .x_label_formatter(&time_label)
-        .y_label_formatter(&y_label)
-        .bold_line_style(RULE)
-        .max_light_lines(0)
-        .axis_style(INK)
-        .x_label_style(style(13.0, INK, false, HPos::Center, VPos::Top))
-        .y_label_style(style(13.0, INK, false, HPos::Right, VPos::Center))
-        .draw()?;
+    draw_axes(&mut chart, 12, &time_label, Some(((frame.h / 30).max(2) as usize, &y_label)))?;
 
     let p = trace.ranks.len();
     let width = if p <= 8 { 2 } else { 1 };

@@ -14,9 +14,10 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 
 use super::bench::{fit, text_size, ConfigPoint, Keys, Measured};
+use super::figure::draw_axes;
 use super::figure::{style, Chart, DrawResult, Frame, LEGEND};
 use super::marks::draw_box;
-use super::palette::{INK, MUTED, PAPER, RULE};
+use super::palette::{INK, MUTED, PAPER};
 use super::units::short;
 use super::{font, no_points, write, Sheet};
 use crate::error::Result;
@@ -240,17 +241,7 @@ impl Sheet for Bars<'_> {
             .x_label_area_size(TICKS)
             .build_cartesian_2d(0.0..self.x_max, 0.0..self.points.len() as f64)?;
         let x_label = |x: &f64| short(*x);
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(0)
-            .x_labels(10)
-            .x_label_formatter(&x_label)
-            .bold_line_style(RULE)
-            .max_light_lines(0)
-            .axis_style(INK)
-            .x_label_style(style(13.0, INK, false, HPos::Center, VPos::Top))
-            .draw()?;
+        draw_axes(&mut chart, 10, &x_label, None)?;
         for i in 0..self.points.len() {
             self.draw_row(root, &chart, i)?;
         }

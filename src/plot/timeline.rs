@@ -11,6 +11,7 @@ use plotters::style::text_anchor::{HPos, VPos};
 
 use pipesched_schedules::{Op, Span, Trace};
 
+use super::figure::draw_axes;
 use super::figure::{style, time_label, DrawResult, Frame};
 use super::palette::{border_colour, box_colour, chunk_of, op_name, text_on, INK, MUTED, PAPER, RULE};
 
@@ -65,17 +66,7 @@ pub(crate) fn draw<DB: DrawingBackend>(
     let n = rows(trace);
     let area = frame.area(root);
     let mut chart = frame.chart(&area, 0.0..x_max, 0.0..n as f64)?;
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .y_labels(0)
-        .x_labels(12)
-        .x_label_formatter(&time_label)
-        .bold_line_style(RULE)
-        .max_light_lines(0)
-        .axis_style(INK)
-        .x_label_style(style(13.0, INK, false, HPos::Center, VPos::Top))
-        .draw()?;
+    draw_axes(&mut chart, 12, &time_label, None)?;
 
     // Rank rows: a separator between rows, a name left of each (thinned out when rows are thin).
     let row_px = frame.h as f64 / n as f64;

@@ -15,6 +15,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 
 use super::bench::{fit, pareto_front, text_size, ConfigPoint, Keys, Measured};
+use super::figure::draw_axes;
 use super::figure::{style, DrawResult, Frame, LEFT};
 use super::labels::{self, Mark, Placed};
 use super::marks::{draw_marker, shape};
@@ -390,18 +391,7 @@ impl Sheet for Scatter<'_> {
         let unit = self.unit;
         let x_label = |x: &f64| if *x < 0.0 { String::new() } else { unit.axis_label(*x) };
         let y_label = |y: &f64| if *y < 0.0 { String::new() } else { short(*y) };
-        chart
-            .configure_mesh()
-            .x_labels(8)
-            .y_labels(8)
-            .x_label_formatter(&x_label)
-            .y_label_formatter(&y_label)
-            .bold_line_style(RULE)
-            .max_light_lines(0)
-            .axis_style(INK)
-            .x_label_style(style(13.0, INK, false, HPos::Center, VPos::Top))
-            .y_label_style(style(13.0, INK, false, HPos::Right, VPos::Center))
-            .draw()?;
+        draw_axes(&mut chart, 8, &x_label, Some((8, &y_label)))?;
         root.draw(&PathElement::new(stairs, INK.stroke_width(2)))?;
         self.draw_markers(root)?;
 

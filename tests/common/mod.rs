@@ -53,3 +53,29 @@ pub fn microbatches(kind: Kind, p: usize) -> Vec<usize> {
 }
 
 pub const POLICIES: [&str; 4] = ["none", "full", "every:2", "sqrt"];
+
+/// One case of the contract's grid: a model split for the schedule, and the schedule with
+/// recompute planned in.
+pub struct Case {
+    pub kind: Kind,
+    pub policy: &'static str,
+    pub p: usize,
+    pub m: usize,
+    pub model: Model,
+    pub schedule: Schedule,
+}
+
+/// Every schedule × policy × p in 1..=4 × m in {p, 2p+1} that the schedule allows.
+pub fn cases() -> impl Iterator<Item = Case> {
+    Kind::ALL.into_iter().flat_map(|kind| {
+        POLICIES.into_iter().flat_map(move |policy| {
+            (1..=4).flat_map(move |p| {
+                microbatches(kind, p).into_iter().map(move |m| {
+                    let model = model(p * kind.default_chunks(), policy);
+                    let schedule = schedule(kind, p, m, &model);
+                    Case { kind, policy, p, m, model, schedule }
+                })
+            })
+        })
+    })
+}
