@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::layers::exp_approx;
 use crate::tensor::Tensor;
 
 /// Which loss a model is trained with.
@@ -112,7 +113,7 @@ impl LossKind {
                     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let p = &mut probs.data_mut()[r * x.len()..(r + 1) * x.len()];
                     for (o, v) in p.iter_mut().zip(x) {
-                        *o = (v - max).exp();
+                        *o = exp_approx(v - max);
                     }
                     let sum: f32 = p.iter().sum();
                     for o in p.iter_mut() {

@@ -40,6 +40,12 @@ impl Stream {
         Stream { key }
     }
 
+    /// The stream's 64-bit key: draw `i` is `mix64(key + (i + 1)·γ)` (what a device kernel is
+    /// given to draw the same numbers).
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
     /// Draw `i` as 64 random bits.
     pub fn bits(&self, i: u64) -> u64 {
         mix64(self.key.wrapping_add(i.wrapping_add(1).wrapping_mul(GAMMA)))

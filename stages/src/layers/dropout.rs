@@ -20,7 +20,7 @@ pub struct Dropout {
 
 impl Dropout {
     /// The mask stream of `(seed, step, mb)` at this layer.
-    fn stream(&self, seed: u64, step: u64, mb: usize) -> Stream {
+    pub(crate) fn stream(&self, seed: u64, step: u64, mb: usize) -> Stream {
         Stream::new(&[tag::DROPOUT, seed, step, self.layer as u64, mb as u64])
     }
 

@@ -17,7 +17,7 @@ mod norm;
 
 pub use block::{Block, BlockSaved, BlockWNeeds};
 pub use dropout::Dropout;
-pub use gelu::{gelu, gelu_backward};
+pub use gelu::{exp_approx, gelu, gelu_backward};
 pub use linear::Linear;
 pub use norm::{LayerNorm, NormStats, NORM_EPS};
 
