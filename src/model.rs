@@ -8,11 +8,12 @@
 
 use pipesched_schedules::{CostModel, Schedule, StageCosts, Trace};
 use pipesched_stages::{
-    mean_loss, sequential_step, ModelSpec, Optimizer, OptimizerSpec, Partition, Policies, Stage, StageSpec, Task,
-    Tensor,
+    cuda::{Lane, Mark},
+    mean_loss, sequential_step, Device, ModelSpec, Optimizer, OptimizerSpec, Partition, Policies, Stage, StageSpec,
+    Task, Tensor,
 };
 
-use crate::exec::{execute, ExecOptions, StageWork};
+use crate::exec::{execute, DeviceClock, ExecOptions, StageWork};
 use crate::{Error, Result};
 
 /// One model stage, its optimizer, and the step's data it needs.
@@ -26,6 +27,34 @@ pub struct RealStage {
     targets: Vec<Option<Tensor>>,
     /// The last stage's losses, per micro-batch.
     losses: Vec<Option<f32>>,
+    /// CUDA events on the stage's stream, on a GPU.
+    clock: Option<GpuClock>,
+}
+
+/// A GPU stage's clock: CUDA events recorded on its stream.
+struct GpuClock {
+    lane: std::sync::Arc<Lane>,
+    origin: Option<Mark>,
+    marks: Vec<Mark>,
+}
+
+impl DeviceClock for GpuClock {
+    fn start(&mut self) -> std::result::Result<(), String> {
+        self.lane.synchronize().map_err(|e| e.to_string())?;
+        self.marks.clear();
+        self.origin = Some(self.lane.mark().map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn mark(&mut self) -> std::result::Result<usize, String> {
+        self.marks.push(self.lane.mark().map_err(|e| e.to_string())?);
+        Ok(self.marks.len() - 1)
+    }
+
+    fn read(&mut self) -> std::result::Result<Vec<f64>, String> {
+        let origin = self.origin.as_ref().ok_or("the clock was read before it was started")?;
+        self.marks.iter().map(|m| m.ms_since(origin).map_err(|e| e.to_string())).collect()
+    }
 }
 
 impl RealStage {
@@ -117,6 +146,10 @@ impl StageWork for RealStage {
     fn static_bytes(&self) -> u64 {
         self.stage.static_bytes(&self.optimizer_spec)
     }
+
+    fn clock(&mut self) -> Option<&mut dyn DeviceClock> {
+        self.clock.as_mut().map(|c| c as &mut dyn DeviceClock)
+    }
 }
 
 /// How to build a model.
@@ -134,6 +167,8 @@ pub struct ModelOptions {
     pub batch: usize,
     /// Seed of the synthetic task's data.
     pub data_seed: u64,
+    /// The device of every stage (empty: all on the CPU).
+    pub devices: Vec<Device>,
 }
 
 /// The result of one training step.
@@ -161,13 +196,27 @@ pub struct Model {
 impl Model {
     /// Builds `spec` split as `opts` says.
     pub fn build(spec: ModelSpec, opts: &ModelOptions) -> Result<Model> {
-        let specs = spec.stage_specs(opts.stages, &opts.partition, &opts.policies).map_err(stage_error)?;
+        let mut specs = spec.stage_specs(opts.stages, &opts.partition, &opts.policies).map_err(stage_error)?;
+        if !opts.devices.is_empty() {
+            if opts.devices.len() != specs.len() {
+                return Err(Error::Usage(format!(
+                    "{} devices given for {} stages; give one per stage",
+                    opts.devices.len(),
+                    specs.len()
+                )));
+            }
+            for (s, d) in specs.iter_mut().zip(&opts.devices) {
+                s.device = *d;
+            }
+        }
         let stages = Stage::build_all(&spec, &specs)
             .map_err(stage_error)?
             .into_iter()
             .map(|stage| {
                 let optimizer = Optimizer::new(opts.optimizer, &stage).map_err(stage_error)?;
+                let clock = stage.lane().map(|lane| GpuClock { lane: lane.clone(), origin: None, marks: vec![] });
                 Ok(RealStage {
+                    clock,
                     stage,
                     optimizer,
                     optimizer_spec: opts.optimizer,
@@ -217,15 +266,14 @@ impl Model {
     /// Compares the gradients and loss now in the stages (after [`Model::run_step`] of `step`)
     /// with the sequential reference run on copies of the same parameters. `params` are the
     /// parameters the step started from.
+    ///
+    /// The reference runs on the stages' own devices, so the pipelined step must match it bit for
+    /// bit there too. When some stage is on a GPU, a second reference on the CPU gives
+    /// [`Verification::cpu_rel_diff`].
     pub fn verify(&self, params: &[Vec<Tensor>], step: u64, m: usize, loss: f32) -> Result<Verification> {
-        let mut reference = Stage::build_all(&self.spec, &self.specs).map_err(stage_error)?;
-        for (stage, saved) in reference.iter_mut().zip(params) {
-            for ((p, _), v) in stage.params_and_grads_mut().into_iter().zip(saved) {
-                *p = v.clone();
-            }
-        }
-        let out = sequential_step(&mut reference, &self.task, step, m, self.batch).map_err(stage_error)?;
-        let mut v = Verification { max_grad_diff: 0.0, bitwise: true, loss_diff: (out.loss - loss).abs() };
+        let (out, reference) = self.reference(params, step, m, None)?;
+        let mut v =
+            Verification { max_grad_diff: 0.0, bitwise: true, loss_diff: (out.loss - loss).abs(), cpu_rel_diff: None };
         v.bitwise &= out.loss.to_bits() == loss.to_bits();
         for (mine, theirs) in self.stages.iter().zip(&reference) {
             for (a, b) in mine.stage.grads().into_iter().zip(theirs.grads()) {
@@ -233,7 +281,41 @@ impl Model {
                 v.max_grad_diff = v.max_grad_diff.max(a.max_abs_diff(b).unwrap_or(f32::INFINITY));
             }
         }
+        if self.specs.iter().any(|s| s.device != Device::Cpu) {
+            let (_, host) = self.reference(params, step, m, Some(Device::Cpu))?;
+            let mut worst = 0.0f32;
+            for (mine, theirs) in self.stages.iter().zip(&host) {
+                for (a, b) in mine.stage.grads().into_iter().zip(theirs.grads()) {
+                    worst = worst.max(relative_diff(a, b)?);
+                }
+            }
+            v.cpu_rel_diff = Some(worst);
+        }
         Ok(v)
+    }
+
+    /// The sequential reference of step `step` from `params`, on the stages' devices or all on
+    /// `device`.
+    fn reference(
+        &self,
+        params: &[Vec<Tensor>],
+        step: u64,
+        m: usize,
+        device: Option<Device>,
+    ) -> Result<(pipesched_stages::StepOutput, Vec<Stage>)> {
+        let mut specs = self.specs.clone();
+        if let Some(d) = device {
+            specs.iter_mut().for_each(|s| s.device = d);
+        }
+        let mut reference = Stage::build_all(&self.spec, &specs).map_err(stage_error)?;
+        for (stage, saved) in reference.iter_mut().zip(params) {
+            let dev = stage.device();
+            for ((p, _), v) in stage.params_and_grads_mut().into_iter().zip(saved) {
+                *p = v.to_device(dev).map_err(stage_error)?;
+            }
+        }
+        let out = sequential_step(&mut reference, &self.task, step, m, self.batch).map_err(stage_error)?;
+        Ok((out, reference))
     }
 
     /// Copies of every stage's parameters (what [`Model::verify`] needs from before the step).
@@ -251,4 +333,18 @@ pub struct Verification {
     pub bitwise: bool,
     /// |pipelined loss − reference loss|.
     pub loss_diff: f32,
+    /// With stages on a GPU: the largest relative difference of a gradient from the CPU's,
+    /// `max|a − b| / max|b|` per parameter tensor (`b` the CPU's), over all tensors.
+    pub cpu_rel_diff: Option<f32>,
+}
+
+/// `max|a − b| / max|b|` (the absolute difference where `b` is all zeros).
+fn relative_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    let (x, y) = (a.values().map_err(stage_error)?, b.values().map_err(stage_error)?);
+    if x.len() != y.len() {
+        return Ok(f32::INFINITY);
+    }
+    let diff = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+    let scale = y.iter().map(|q| q.abs()).fold(0.0f32, f32::max);
+    Ok(if scale > 0.0 { diff / scale } else { diff })
 }

@@ -41,13 +41,6 @@ fn fail(stage: usize, op: &str, e: impl std::fmt::Display) -> Error {
     Error::Stage { rank: 0, step: 0, action: format!("profiling stage {stage} {op}"), message: e.to_string() }
 }
 
-/// Times `f` in milliseconds.
-fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
-    let t = Instant::now();
-    let out = f();
-    (out, t.elapsed().as_secs_f64() * 1e3)
-}
-
 /// One op's samples per stage.
 #[derive(Default, Clone)]
 struct Samples {
@@ -198,18 +191,7 @@ where
         for (k, (s, stage)) in mine.iter_mut().enumerate() {
             let s = *s;
             prepare(stage, run)?;
-            let (out, t_f) = timed(|| stage.forward(0, inputs[s].clone()));
-            out.map_err(|e| fail(s, "forward", e))?;
-            let mut t_r = 0.0;
-            if opts.recompute[s] {
-                let (res, t) = timed(|| stage.recompute(0));
-                res.map_err(|e| fail(s, "recompute", e))?;
-                t_r = t;
-            }
-            let (out, t_i) = timed(|| stage.backward_input(0, grads[s].clone()));
-            out.map_err(|e| fail(s, "input-gradient backward", e))?;
-            let (res, t_w) = timed(|| stage.backward_weight(0));
-            res.map_err(|e| fail(s, "weight-gradient backward", e))?;
+            let [t_f, t_r, t_i, t_w] = time_ops(s, &mut **stage, inputs, grads, opts.recompute[s])?;
             if keep {
                 let sm = &mut samples[k].1;
                 sm.f.push(t_f);
@@ -220,6 +202,55 @@ where
         }
     }
     Ok(samples)
+}
+
+/// Runs `F`, `R` (if `recompute`), `I` and `W` of micro-batch 0 on stage `s` and returns their
+/// times in milliseconds (`R` is 0 when skipped): from the stage's device clock if it has one
+/// (its ops are queued, not done, when they return), else from the host clock.
+fn time_ops<S>(
+    s: usize,
+    stage: &mut S,
+    inputs: &[Option<S::Payload>],
+    grads: &[Option<S::Payload>],
+    recompute: bool,
+) -> Result<[f64; 4]>
+where
+    S: StageWork,
+    S::Payload: Clone,
+{
+    let clocked = match stage.clock() {
+        Some(c) => {
+            c.start().map_err(|e| fail(s, "clock", e))?;
+            true
+        }
+        None => false,
+    };
+    let mut marks = vec![];
+    let mut host = vec![];
+    let mut mark = |stage: &mut S| -> Result<()> {
+        host.push(Instant::now());
+        if let Some(c) = stage.clock() {
+            marks.push(c.mark().map_err(|e| fail(s, "clock", e))?);
+        }
+        Ok(())
+    };
+    mark(stage)?;
+    stage.forward(0, inputs[s].clone()).map_err(|e| fail(s, "forward", e))?;
+    mark(stage)?;
+    if recompute {
+        stage.recompute(0).map_err(|e| fail(s, "recompute", e))?;
+    }
+    mark(stage)?;
+    stage.backward_input(0, grads[s].clone()).map_err(|e| fail(s, "input-gradient backward", e))?;
+    mark(stage)?;
+    stage.backward_weight(0).map_err(|e| fail(s, "weight-gradient backward", e))?;
+    mark(stage)?;
+    let at: Vec<f64> = match (clocked, stage.clock()) {
+        (true, Some(c)) => c.read().map_err(|e| fail(s, "clock", e))?,
+        _ => host.iter().map(|t| t.duration_since(host[0]).as_secs_f64() * 1e3).collect(),
+    };
+    let r = if recompute { at[2] - at[1] } else { 0.0 };
+    Ok([at[1] - at[0], r, at[3] - at[2], at[4] - at[3]])
 }
 
 /// The one-way latency of handing a message to a parked thread over a bounded crossbeam

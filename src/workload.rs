@@ -103,8 +103,13 @@ impl WorkloadSpec {
 
     /// Builds one stage per model stage of `base`.
     pub fn build(&self, base: &Schedule) -> Result<Workload> {
-        self.devices(base.p)?;
+        let devices = self.devices(base.p)?;
         if let Some(text) = self.model.strip_prefix("synthetic:") {
+            if devices.iter().any(|d| *d != Device::Cpu) {
+                return Err(Error::Usage(
+                    "--devices: synthetic stages sleep on the host and hold host memory; use --devices cpu".into(),
+                ));
+            }
             let spec = SyntheticSpec::parse(text)?.split(base.v);
             let flags: Vec<bool> = self
                 .policies()?
@@ -139,6 +144,7 @@ impl WorkloadSpec {
             optimizer,
             batch,
             data_seed: self.seed,
+            devices: (0..base.stages()).map(|k| devices[base.rank_of(k)]).collect(),
         };
         let model = Model::build(spec, &opts)?;
         let schedule = with_recompute(base, &model.recompute_flags())?;

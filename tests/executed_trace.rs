@@ -68,3 +68,95 @@ fn the_profiled_cost_model_predicts_the_measured_peak_bytes() {
         assert_eq!(Stats::of(&measured).peak_bytes, Stats::of(&predicted).peak_bytes, "{kind}");
     }
 }
+
+/// A stage whose ops return at once on the host while a pretend device takes `op_ms` for each:
+/// what a GPU stream looks like to the executor.
+struct Queued {
+    op_ms: f64,
+    held: u64,
+    marks: usize,
+}
+
+impl pipesched::exec::DeviceClock for Queued {
+    fn start(&mut self) -> Result<(), String> {
+        self.marks = 0;
+        Ok(())
+    }
+
+    fn mark(&mut self) -> Result<usize, String> {
+        self.marks += 1;
+        Ok(self.marks - 1)
+    }
+
+    /// Marks come in pairs around each op: op k runs from `k·op_ms` to `(k + 1)·op_ms`.
+    fn read(&mut self) -> Result<Vec<f64>, String> {
+        Ok((0..self.marks).map(|i| (i.div_ceil(2)) as f64 * self.op_ms).collect())
+    }
+}
+
+impl pipesched::exec::StageWork for Queued {
+    type Payload = ();
+    type Error = String;
+
+    fn forward(&mut self, _: usize, _: Option<()>) -> Result<Option<()>, String> {
+        self.held += 100;
+        Ok(Some(()))
+    }
+    fn recompute(&mut self, _: usize) -> Result<(), String> {
+        Ok(())
+    }
+    fn backward_input(&mut self, _: usize, _: Option<()>) -> Result<Option<()>, String> {
+        Ok(Some(()))
+    }
+    fn backward_weight(&mut self, _: usize) -> Result<(), String> {
+        self.held -= 100;
+        Ok(())
+    }
+    fn backward(&mut self, mb: usize, g: Option<()>) -> Result<Option<()>, String> {
+        let out = self.backward_input(mb, g)?;
+        self.backward_weight(mb)?;
+        Ok(out)
+    }
+    fn held_bytes(&self) -> u64 {
+        self.held
+    }
+    fn static_bytes(&self) -> u64 {
+        0
+    }
+    fn clock(&mut self) -> Option<&mut dyn pipesched::exec::DeviceClock> {
+        Some(self)
+    }
+}
+
+#[test]
+fn device_clocks_place_spans_and_memory_at_device_times() {
+    let s = Kind::GPipe.generate(1, 1, 3).unwrap();
+    let mut stages = vec![Queued { op_ms: 5.0, held: 0, marks: 0 }];
+    let t = execute(&s, &mut stages, &ExecOptions::default()).unwrap();
+    let spans = &t.ranks[0].spans;
+    assert_eq!(spans.len(), 6);
+    for (k, sp) in spans.iter().enumerate() {
+        assert_eq!((sp.start, sp.end), (5.0 * k as f64, 5.0 * (k + 1) as f64), "span {k}: {sp:?}");
+    }
+    // F0 F1 F2 B0 B1 B2: bytes rise at each F's start and fall at each B's end, on device time.
+    let mem: Vec<(f64, u64)> = t.ranks[0].memory.iter().map(|m| (m.time, m.bytes)).collect();
+    assert_eq!(mem, vec![(0.0, 0), (0.0, 100), (5.0, 200), (10.0, 300), (20.0, 200), (25.0, 100), (30.0, 0)]);
+    assert_eq!(Stats::of(&t).makespan, 30.0);
+}
+
+#[test]
+fn device_timed_transfers_never_run_backwards() {
+    let s = Kind::GPipe.generate(3, 1, 4).unwrap();
+    let mut stages: Vec<Queued> = (0..3).map(|_| Queued { op_ms: 2.0, held: 0, marks: 0 }).collect();
+    let t = execute(&s, &mut stages, &ExecOptions::default()).unwrap();
+    assert_eq!(t.transfers.len(), 2 * 2 * 4);
+    for tr in &t.transfers {
+        let end = t.ranks[tr.from_rank].spans.iter().find(|sp| sp.action == tr.from).unwrap().end;
+        let start = t.ranks[tr.to_rank].spans.iter().find(|sp| sp.action == tr.to).unwrap().start;
+        assert!(end <= start + 1e-9, "{} ends at {end}, {} starts at {start}", tr.from, tr.to);
+        assert!(tr.sent == end && tr.sent <= tr.received && tr.received <= start + 1e-9, "{tr:?}");
+    }
+    for r in &t.ranks {
+        assert!(r.memory.windows(2).all(|w| w[0].time <= w[1].time));
+    }
+}

@@ -103,6 +103,7 @@ fn the_heap_never_holds_less_than_the_ledger_claims() {
             optimizer: pipesched_stages::OptimizerSpec::adam(1e-3),
             batch: 32,
             data_seed: 1,
+            devices: vec![],
         };
         let mut model = Model::build(spec.clone(), &opts).unwrap();
         let s = kind.generate(2, 1, 4).unwrap();

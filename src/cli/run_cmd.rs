@@ -140,6 +140,9 @@ fn print_step(args: &RunArgs, step: usize, rec: &StepRecord) {
             v.loss_diff,
             if v.bitwise { " (bitwise identical)" } else { "" }
         ));
+        if let Some(rel) = v.cpu_rel_diff {
+            line.push_str(&format!("; vs the CPU: max relative grad diff {rel:.2e}"));
+        }
     }
     println!("{line}");
 }
@@ -185,6 +188,10 @@ fn finish(
             out["max_grad_diff"] = json!(verified.iter().map(|v| v.max_grad_diff).fold(0.0f32, f32::max));
             out["max_loss_diff"] = json!(verified.iter().map(|v| v.loss_diff).fold(0.0f32, f32::max));
             out["bitwise"] = json!(verified.iter().all(|v| v.bitwise));
+            let rel: Vec<f32> = verified.iter().filter_map(|v| v.cpu_rel_diff).collect();
+            if !rel.is_empty() {
+                out["max_cpu_rel_grad_diff"] = json!(rel.iter().copied().fold(0.0f32, f32::max));
+            }
         }
         println!("{out}");
         return Ok(());

@@ -26,7 +26,7 @@ mod work;
 mod worker;
 
 pub use board::{Board, Phase, Position};
-pub use work::StageWork;
+pub use work::{DeviceClock, StageWork};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -164,8 +164,9 @@ fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
     let origin = records.iter().filter_map(|r| r.spans.first().map(|s| s.start)).fold(f64::INFINITY, f64::min);
     let origin = if origin.is_finite() { origin } else { 0.0 };
     let shift = |t: f64| (t - origin).max(0.0);
+    let device_timed = records.iter().any(|r| r.device_timed);
     let mut transfers = Vec::new();
-    let ranks = records
+    let mut ranks: Vec<RankTrace> = records
         .into_iter()
         .map(|rec| {
             transfers.extend(rec.received.into_iter().map(|mut t| {
@@ -194,6 +195,43 @@ fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
             }
         })
         .collect();
+    if device_timed {
+        // Messages were stamped on host clocks, which run ahead of a GPU's queue: place each at
+        // the producer's device end, and its arrival no later than the consumer's device start.
+        // A consumer's start mark may be reached before its input exists (its first kernel then
+        // waits on the GPU): its work starts when the input does.
+        let mut at = std::collections::HashMap::new();
+        for (r, rank) in ranks.iter().enumerate() {
+            for (k, sp) in rank.spans.iter().enumerate() {
+                at.insert(sp.action, (r, k));
+            }
+        }
+        let edges: Vec<_> = transfers.iter().filter_map(|t| Some((*at.get(&t.from)?, *at.get(&t.to)?))).collect();
+        // A correction can move a producer's end, so repeat until nothing moves (at most one
+        // pass per edge along the longest chain).
+        for _ in 0..=edges.len() {
+            let mut moved = false;
+            for &((pr, pk), (cr, ck)) in &edges {
+                let end = ranks[pr].spans[pk].end;
+                let consumer = &mut ranks[cr].spans[ck];
+                if consumer.start < end {
+                    consumer.start = end;
+                    consumer.end = consumer.end.max(end);
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        for t in &mut transfers {
+            if let (Some(&(pr, pk)), Some(&(cr, ck))) = (at.get(&t.from), at.get(&t.to)) {
+                let (end, start) = (ranks[pr].spans[pk].end, ranks[cr].spans[ck].start);
+                t.sent = end;
+                t.received = t.received.min(start).max(end);
+            }
+        }
+    }
     transfers.sort_by(|a, b| a.sent.total_cmp(&b.sent));
     Trace {
         source: Source::Measured,

@@ -40,4 +40,26 @@ pub trait StageWork: Send {
 
     /// Static bytes: parameters, gradients, optimizer state.
     fn static_bytes(&self) -> u64;
+
+    /// The clock of the device the stage's ops run on, for stages whose ops return before the
+    /// device has run them (GPU streams). `None` (the default): an op's work is done when it
+    /// returns, and host clocks time it.
+    fn clock(&mut self) -> Option<&mut dyn DeviceClock> {
+        None
+    }
+}
+
+/// Timing on a device's own clock: marks recorded in order with the work queued on it.
+///
+/// The executor starts the clock before a rank's first action (with the device idle, so the
+/// start is at the host time it was taken), marks before and after every op, and reads the marks
+/// after the rank's last action. Spans, memory samples and transfers of that rank are then placed
+/// at `host time of the start + device time since the start`.
+pub trait DeviceClock {
+    /// Waits until the device has run everything queued, then starts the clock; forgets marks.
+    fn start(&mut self) -> Result<(), String>;
+    /// Records a mark after the work queued so far; returns its index (0, 1, 2, … since start).
+    fn mark(&mut self) -> Result<usize, String>;
+    /// Waits for every mark, then returns each one's time in milliseconds since the start.
+    fn read(&mut self) -> Result<Vec<f64>, String>;
 }

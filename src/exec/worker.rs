@@ -20,6 +20,16 @@ pub struct RankRecord {
     pub memory: Vec<MemSample>,
     /// Messages this rank received.
     pub received: Vec<Transfer>,
+    /// Whether spans and memory samples are on a device's clock (see `DeviceClock`).
+    pub device_timed: bool,
+}
+
+/// A stage's device clock while its rank runs.
+struct ClockState {
+    /// Host time (ms since the step's start) at which the clock was started.
+    origin: f64,
+    /// `(span index, mark before, mark after)` for each of the stage's actions.
+    spans: Vec<(usize, usize, usize)>,
 }
 
 /// Everything a worker shares with the others.
@@ -60,6 +70,10 @@ pub struct Worker<'a, 's, S: StageWork> {
     stash: Stash<S::Payload>,
     record: RankRecord,
     live: u64,
+    /// Device clocks, by stage.
+    clocks: HashMap<usize, ClockState>,
+    /// `(memory sample, span, at the span's start)`: where each sample's time came from.
+    mem_refs: Vec<(usize, usize, bool)>,
 }
 
 impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
@@ -77,14 +91,71 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
                 spans: Vec::new(),
                 memory: vec![MemSample { time: 0.0, bytes: live }],
                 received: Vec::new(),
+                device_timed: false,
             },
             live,
+            clocks: HashMap::new(),
+            mem_refs: Vec::new(),
         }
+    }
+
+    fn clock_error(&self, step: usize, stage: usize, message: String) -> Error {
+        Error::Stage { rank: self.rank, step, action: format!("the device clock of stage {stage}"), message }
+    }
+
+    /// Starts the device clock of every stage that has one.
+    fn start_clocks(&mut self) -> Result<(), Error> {
+        let mut started = Vec::new();
+        let mut failed = None;
+        for (&s, stage) in self.stages.iter_mut() {
+            if let Some(c) = stage.clock() {
+                match c.start() {
+                    Ok(()) => started.push(s),
+                    Err(e) => failed = Some((s, e)),
+                }
+            }
+        }
+        if let Some((s, e)) = failed {
+            return Err(self.clock_error(0, s, e));
+        }
+        for s in started {
+            let origin = self.shared.ms(Instant::now());
+            self.clocks.insert(s, ClockState { origin, spans: Vec::new() });
+        }
+        Ok(())
+    }
+
+    /// Places spans and memory samples of clocked stages at their device times.
+    fn apply_device_times(&mut self) -> Result<(), Error> {
+        let step = self.record.spans.len();
+        for (&s, state) in &self.clocks {
+            let Some(clock) = self.stages.get_mut(&s).and_then(|st| st.clock()) else { continue };
+            let times = clock.read().map_err(|e| self.clock_error(step, s, e))?;
+            for &(span, before, after) in &state.spans {
+                let (Some(a), Some(b)) = (times.get(before), times.get(after)) else {
+                    return Err(self.clock_error(step, s, format!("mark {after} was never recorded")));
+                };
+                self.record.spans[span].start = state.origin + a;
+                self.record.spans[span].end = state.origin + b;
+            }
+        }
+        for &(sample, span, at_start) in &self.mem_refs {
+            let sp = &self.record.spans[span];
+            self.record.memory[sample].time = if at_start { sp.start } else { sp.end };
+        }
+        for i in 1..self.record.memory.len() {
+            let before = self.record.memory[i - 1].time;
+            let m = &mut self.record.memory[i];
+            m.time = m.time.max(before);
+        }
+        self.record.device_timed = true;
+        Ok(())
     }
 
     /// Runs the lane to its end, or to the first error.
     pub fn run(mut self) -> Result<RankRecord, Error> {
         let lane = &self.shared.schedule.lanes[self.rank];
+        self.start_clocks()?;
         for (step, &a) in lane.iter().enumerate() {
             if self.shared.abort.load(Ordering::Relaxed) {
                 self.shared.board.set(self.rank, step, Phase::Stopped);
@@ -92,6 +163,9 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
             }
             self.shared.board.set(self.rank, step, Phase::Running);
             self.run_action(step, a)?;
+        }
+        if !self.clocks.is_empty() {
+            self.apply_device_times()?;
         }
         self.shared.board.set(self.rank, lane.len(), Phase::Done);
         Ok(self.record)
@@ -112,6 +186,8 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
                 grid: String::new(),
             }));
         };
+        let clock_err = |message: String| Error::Stage { rank, step, action: a.to_string(), message };
+        let before = stage.clock().map(|c| c.mark()).transpose().map_err(clock_err)?;
         let start = Instant::now();
         let out = match a.op {
             Op::F => stage.forward(mb, input),
@@ -122,12 +198,18 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         };
         let end = Instant::now();
         let out = out.map_err(|e| Error::Stage { rank, step, action: a.to_string(), message: e.to_string() })?;
+        let after = stage.clock().map(|c| c.mark()).transpose().map_err(clock_err)?;
+        if let (Some(b), Some(e), Some(state)) = (before, after, self.clocks.get_mut(&s)) {
+            state.spans.push((self.record.spans.len(), b, e));
+        }
         let held: u64 = self.stages.values().map(|s| s.static_bytes() + s.held_bytes()).sum();
         let (t_start, t_end) = (self.shared.ms(start), self.shared.ms(end));
         if held != self.live {
             // Bytes an action keeps count from its start; bytes it frees, from its end.
-            let at = if held > self.live { t_start } else { t_end };
+            let at_start = held > self.live;
+            let at = if at_start { t_start } else { t_end };
             self.live = held;
+            self.mem_refs.push((self.record.memory.len(), self.record.spans.len(), at_start));
             self.record.memory.push(MemSample { time: at, bytes: held });
         }
         self.record.spans.push(Span { action: a, start: t_start, end: t_end });

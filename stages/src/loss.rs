@@ -86,7 +86,7 @@ impl LossKind {
         }
         if self == LossKind::CrossEntropy {
             if let Some((r, t)) = target
-                .data()
+                .values()?
                 .iter()
                 .enumerate()
                 .find(|(_, t)| !(t.fract() == 0.0 && **t >= 0.0 && (**t as usize) < output))
@@ -103,6 +103,26 @@ impl LossKind {
     /// The mean loss of the micro-batch, and what the backward needs.
     pub fn forward(self, pred: &Tensor, target: &Tensor) -> Result<(f32, LossSaved)> {
         self.check_target(pred.rows(), pred.cols(), target)?;
+        if !pred.is_host() {
+            let target = target.to_device(pred.device())?;
+            return Ok(match self {
+                LossKind::CrossEntropy => {
+                    let (loss, probs) = crate::cuda::ops::cross_entropy_forward(pred, &target)?;
+                    (loss, LossSaved::CrossEntropy { probs, target })
+                }
+                LossKind::Mse => {
+                    let (loss, diff) = crate::cuda::ops::mse_forward(pred, &target)?;
+                    (loss, LossSaved::Mse { diff })
+                }
+            });
+        }
+        let host_copy;
+        let target = if target.is_host() {
+            target
+        } else {
+            host_copy = target.to_host()?;
+            &host_copy
+        };
         let rows = pred.rows();
         match self {
             LossKind::CrossEntropy => {
@@ -121,10 +141,10 @@ impl LossKind {
                     }
                     total += max + sum.ln() - x[target.data()[r] as usize];
                 }
-                Ok((total / rows as f32, LossSaved::CrossEntropy { probs, target: target.clone() }))
+                Ok((total / rows as f32, LossSaved::CrossEntropy { probs, target: target.try_clone()? }))
             }
             LossKind::Mse => {
-                let mut diff = pred.clone();
+                let mut diff = pred.try_clone()?;
                 for (d, t) in diff.data_mut().iter_mut().zip(target.data()) {
                     *d -= t;
                 }
@@ -136,10 +156,14 @@ impl LossKind {
     }
 
     /// The gradient of `loss / m` with respect to the prediction.
-    pub fn backward(saved: LossSaved, m: usize) -> Tensor {
+    pub fn backward(saved: LossSaved, m: usize) -> Result<Tensor> {
         match saved {
             LossSaved::CrossEntropy { mut probs, target } => {
                 let factor = 1.0 / (probs.rows() * m) as f32;
+                if !probs.is_host() {
+                    crate::cuda::ops::cross_entropy_backward(&mut probs, &target, factor)?;
+                    return Ok(probs);
+                }
                 let cols = probs.cols();
                 for (r, row) in probs.data_mut().chunks_exact_mut(cols).enumerate() {
                     row[target.data()[r] as usize] -= 1.0;
@@ -147,14 +171,18 @@ impl LossKind {
                         *g *= factor;
                     }
                 }
-                probs
+                Ok(probs)
             }
             LossSaved::Mse { mut diff } => {
                 let factor = 2.0 / (diff.len() * m) as f32;
+                if !diff.is_host() {
+                    crate::cuda::ops::scale(&mut diff, factor)?;
+                    return Ok(diff);
+                }
                 for d in diff.data_mut() {
                     *d *= factor;
                 }
-                diff
+                Ok(diff)
             }
         }
     }
@@ -170,7 +198,7 @@ mod tests {
         let x = Tensor::from_fn(4, 5, |r, c| 2.0 * x.get(r, c).unwrap());
         let m = 3;
         let (_, saved) = kind.forward(&x, &target).unwrap();
-        let g = LossKind::backward(saved, m);
+        let g = LossKind::backward(saved, m).unwrap();
         let numeric = numeric_grad(&x, |x| kind.forward(x, &target).unwrap().0 as f64 / m as f64);
         assert_close(&g, &numeric);
     }

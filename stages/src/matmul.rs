@@ -1,4 +1,5 @@
-//! Matrix products through `gemm`, single-threaded: the only `unsafe` in the crate.
+//! Matrix products: through `gemm`, single-threaded, on the host (the only `unsafe` outside the
+//! `cuda` module); through cuBLAS for tensors on a GPU.
 //!
 //! Invariant: the same shapes and transpositions always take the same path through `gemm`
 //! (`Parallelism::None`, destination never read, strides fixed by the shapes), so a product is a
@@ -9,7 +10,7 @@
 use gemm::Parallelism;
 
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{mixed, Store, Tensor};
 
 /// Whether an operand enters a product as stored or transposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +49,20 @@ pub(crate) fn matmul_into(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, t
         return Ok(());
     }
     if k == 0 {
-        out.data_mut().fill(0.0);
-        return Ok(());
+        return out.fill_zero();
+    }
+    let (a_shape, b_shape) = (a.shape(), b.shape());
+    let (out_dev, a_dev, b_dev) = (out.device(), a.device(), b.device());
+    match (out.store_mut(), a.store(), b.store()) {
+        (Store::Host(_), Store::Host(_), Store::Host(_)) => {}
+        (Store::Cuda(c), Store::Cuda(x), Store::Cuda(y)) => {
+            let shape = crate::cuda::gemm::RowMajor { m, n, k, a: a_shape, ta, b: b_shape, tb };
+            return crate::cuda::gemm::matmul_into(c, x, y, shape);
+        }
+        _ => {
+            let other = if a_dev != out_dev { a_dev } else { b_dev };
+            return Err(mixed("matrix product", out_dev, other));
+        }
     }
     let dst = out.data_mut().as_mut_ptr();
     let (lhs, rhs) = (a.data().as_ptr(), b.data().as_ptr());

@@ -23,6 +23,7 @@ impl Stage {
     /// stage.
     pub fn forward(&mut self, mb: usize, input: Tensor, target: Option<&Tensor>) -> Result<Tensor> {
         let ctx = self.ctx("forward", mb)?;
+        let _scope = self.enter();
         self.expect_phase("forward", mb, &[Phase::Idle], "each micro-batch runs forward once per step")?;
         if input.cols() != self.input_width() || input.rows() == 0 {
             return Err(Error::Shape {
@@ -31,6 +32,7 @@ impl Stage {
             });
         }
         let rows = input.rows();
+        let input = input.into_device(self.device())?;
         match (self.loss, target) {
             (Some(kind), Some(t)) => kind.check_target(rows, self.output_width(), t)?,
             (Some(_), None) => {
@@ -56,7 +58,7 @@ impl Stage {
                 x = y;
             } else {
                 if checkpoints.contains(&i) {
-                    inputs.push(x.clone());
+                    inputs.push(x.try_clone()?);
                 }
                 x = layer.forward(x, &ctx)?;
             }
@@ -71,7 +73,7 @@ impl Stage {
         self.slots[mb] = if keep_all {
             Slot::Saved { rows, layers: saved, loss }
         } else {
-            Slot::Checkpointed { rows, inputs, target: target.cloned() }
+            Slot::Checkpointed { rows, inputs, target: target.map(Tensor::try_clone).transpose()? }
         };
         Ok(out)
     }
@@ -82,6 +84,7 @@ impl Stage {
     /// it was skipped.
     pub fn recompute(&mut self, mb: usize) -> Result<()> {
         let ctx = self.ctx("recompute", mb)?;
+        let _scope = self.enter();
         match self.slots[mb].phase() {
             Phase::Checkpointed => self.rebuild(mb, &ctx),
             Phase::Saved => Ok(()),
@@ -119,6 +122,7 @@ impl Stage {
     /// by `1/m`). Runs `R` inline if it was skipped. Keeps only what `W` needs.
     pub fn backward_input(&mut self, mb: usize, grad_out: Option<Tensor>) -> Result<Tensor> {
         let ctx = self.ctx("backward_input", mb)?;
+        let _scope = self.enter();
         self.expect_phase("backward_input", mb, &[Phase::Checkpointed, Phase::Saved], "I comes after F, once")?;
         let rows = self.slots[mb].rows().unwrap_or(0);
         let grad_out = match (self.loss, grad_out) {
@@ -155,8 +159,8 @@ impl Stage {
             return Err(self.order("backward_input", mb, "internal: forward state missing"));
         };
         let mut g = match (loss, grad_out) {
-            (Some(l), _) => LossKind::backward(l, self.slots.len()),
-            (None, Some(g)) => g,
+            (Some(l), _) => LossKind::backward(l, self.slots.len())?,
+            (None, Some(g)) => g.into_device(self.device())?,
             (None, None) => return Err(self.order("backward_input", mb, "internal: no gradient to start from")),
         };
         let mut needs = Vec::with_capacity(saved.len());
@@ -175,6 +179,7 @@ impl Stage {
     /// these gradients are parked (and counted in `held_bytes_of(mb)`) until it has.
     pub fn backward_weight(&mut self, mb: usize) -> Result<()> {
         self.ctx("backward_weight", mb)?;
+        let _scope = self.enter();
         self.expect_phase("backward_weight", mb, &[Phase::AwaitingW], "W comes after I, once")?;
         let Slot::AwaitingW { needs } = std::mem::replace(&mut self.slots[mb], Slot::Done) else {
             return Err(self.order("backward_weight", mb, "internal: weight-gradient inputs missing"));

@@ -94,7 +94,13 @@ impl Optimizer {
     pub fn new(spec: OptimizerSpec, stage: &Stage) -> Result<Optimizer> {
         spec.validate()?;
         let k = spec.states_per_param();
-        let state = stage.params().iter().flat_map(|p| (0..k).map(|_| Tensor::zeros(p.rows(), p.cols()))).collect();
+        let _scope = stage.enter();
+        let mut state = Vec::new();
+        for p in stage.params() {
+            for _ in 0..k {
+                state.push(p.zeros_like(p.rows(), p.cols())?);
+            }
+        }
         Ok(Optimizer { spec, state, t: 0 })
     }
 
@@ -120,6 +126,8 @@ impl Optimizer {
             )));
         }
         let k = self.spec.states_per_param();
+        let lane = stage.lane.clone();
+        let _scope = lane.as_ref().map(crate::cuda::Lane::enter);
         let pairs = stage.params_and_grads_mut();
         if pairs.len() * k != self.state.len() {
             return Err(Error::Optimizer("this optimizer was built for a stage with other parameters".into()));
@@ -127,19 +135,21 @@ impl Optimizer {
         self.t += 1;
         for ((p, g), st) in pairs.into_iter().zip(self.state.chunks_exact_mut(k)) {
             match (self.spec, st) {
+                (OptimizerSpec::Sgd { lr, momentum }, [v]) if !p.is_host() => {
+                    crate::cuda::ops::sgd_step(p, g, v, lr, momentum)?;
+                }
                 (OptimizerSpec::Sgd { lr, momentum }, [v]) => {
                     sgd_update(p.data_mut(), g.data(), v.data_mut(), lr, momentum);
                 }
                 (OptimizerSpec::Adam { lr, beta1, beta2, eps }, [m, v]) => {
                     let c1 = 1.0 - beta1.powi(self.t as i32);
                     let c2 = 1.0 - beta2.powi(self.t as i32);
-                    adam_update(
-                        p.data_mut(),
-                        g.data(),
-                        m.data_mut(),
-                        v.data_mut(),
-                        AdamScalars { lr, beta1, beta2, eps, c1, c2 },
-                    );
+                    let s = AdamScalars { lr, beta1, beta2, eps, c1, c2 };
+                    if p.is_host() {
+                        adam_update(p.data_mut(), g.data(), m.data_mut(), v.data_mut(), s);
+                    } else {
+                        crate::cuda::ops::adam_step(p, g, m, v, s)?;
+                    }
                 }
                 _ => return Err(Error::Optimizer("internal: state does not match the optimizer kind".into())),
             }

@@ -48,6 +48,13 @@ pub(crate) fn take(len: usize) -> Vec<f32> {
     vec![0.0; len]
 }
 
+/// A pooled copy of `v`.
+pub(crate) fn copy(v: &[f32]) -> Vec<f32> {
+    let mut out = take(v.len());
+    out.copy_from_slice(v);
+    out
+}
+
 /// Returns a buffer to this thread's pool (or to the allocator if the pool is full, the buffer
 /// is small, or the thread is shutting down).
 pub(crate) fn give(v: Vec<f32>) {

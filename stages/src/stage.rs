@@ -15,7 +15,9 @@
 //! `held_bytes` is the sum of the tensors held for micro-batches of the current step.
 
 use std::ops::Range;
+use std::sync::Arc;
 
+use crate::cuda::{Lane, LaneScope};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::layers::{Ctx, Layer};
@@ -42,6 +44,8 @@ pub struct Stage {
     /// Accumulated gradients, one per parameter, in parameter order.
     pub(crate) grads: Vec<Tensor>,
     pub(crate) accum: Accumulator,
+    /// The stage's own stream and cuBLAS handle, on a GPU.
+    pub(crate) lane: Option<Arc<Lane>>,
 }
 
 impl Stage {
@@ -60,8 +64,23 @@ impl Stage {
                 all.len()
             )));
         }
-        let layers: Vec<Layer> = spec.layers.clone().map(|i| all[i].build(i, model)).collect();
-        let grads = layers.iter().flat_map(|l| l.params()).map(|p| Tensor::zeros(p.rows(), p.cols())).collect();
+        let mut layers: Vec<Layer> = spec.layers.clone().map(|i| all[i].build(i, model)).collect();
+        // Parameters are drawn on the host (so every device starts from the same bits), then
+        // moved to the stage's device on its own stream.
+        let lane = match spec.device {
+            Device::Cpu => None,
+            Device::Cuda(ordinal) => Some(Lane::new(ordinal)?),
+        };
+        let _scope = lane.as_ref().map(Lane::enter);
+        for p in layers.iter_mut().flat_map(|l| l.params_mut()) {
+            if p.device() != spec.device {
+                *p = p.to_device(spec.device)?;
+            }
+        }
+        let mut grads = Vec::new();
+        for p in layers.iter().flat_map(|l| l.params()) {
+            grads.push(p.zeros_like(p.rows(), p.cols())?);
+        }
         let loss = spec.is_last(model).then_some(model.loss);
         Ok(Stage {
             spec: spec.clone(),
@@ -72,6 +91,7 @@ impl Stage {
             slots: vec![],
             grads,
             accum: Accumulator::default(),
+            lane,
         })
     }
 
@@ -160,7 +180,7 @@ impl Stage {
                 ),
             });
         }
-        self.reset();
+        self.reset()?;
         self.step = Some(step);
         self.slots = (0..m).map(|_| Slot::Idle).collect();
         Ok(())
@@ -168,18 +188,35 @@ impl Stage {
 
     /// Drops every micro-batch's state and parked gradients and zeroes the gradients; the next op
     /// must be `begin_step`.
-    pub fn reset(&mut self) {
+    pub fn reset(&mut self) -> Result<()> {
         self.slots.clear();
         self.step = None;
         self.accum = Accumulator::default();
-        self.zero_grad();
+        self.zero_grad()
     }
 
     /// Sets every gradient to zero.
-    pub fn zero_grad(&mut self) {
+    pub fn zero_grad(&mut self) -> Result<()> {
+        let _scope = self.enter();
         for g in &mut self.grads {
-            g.data_mut().fill(0.0);
+            g.fill_zero()?;
         }
+        Ok(())
+    }
+
+    /// Makes the stage's stream current on this thread while the scope lives (GPU stages).
+    pub(crate) fn enter(&self) -> Option<LaneScope> {
+        self.lane.as_ref().map(Lane::enter)
+    }
+
+    /// The stage's stream and cuBLAS handle, on a GPU.
+    pub fn lane(&self) -> Option<&Arc<Lane>> {
+        self.lane.as_ref()
+    }
+
+    /// Waits until the stage's queued GPU work has run (nothing to wait for on the CPU).
+    pub fn synchronize(&self) -> Result<()> {
+        self.lane.as_ref().map_or(Ok(()), |l| l.synchronize())
     }
 
     /// Whether the gradients of all `m` micro-batches of the step are accumulated.

@@ -32,6 +32,7 @@ pub fn model_of(spec: ModelSpec, stages: usize, policy: &str) -> Model {
         optimizer: OptimizerSpec::adam(1e-2),
         batch: spec.batch,
         data_seed: 11,
+        devices: vec![],
     };
     Model::build(spec, &opts).unwrap()
 }

@@ -5,6 +5,13 @@
 //! into a library that is not there would panic inside `cudarc`, so every entry point here
 //! probes for the libraries first and turns their absence into a clear error.
 
+pub(crate) mod gemm;
+pub(crate) mod ops;
+mod runtime;
+mod source;
+
+pub use runtime::{DeviceBuffer, Lane, LaneScope, Mark};
+
 use crate::device::Device;
 use crate::error::{Error, Result};
 
@@ -82,6 +89,12 @@ pub fn probe() -> CudaReport {
     report
 }
 
+/// Bytes in use on `cuda:ordinal` as its driver reports them (total − free, every process), after
+/// the GPU has run everything queued: what the stages' byte ledger is checked against.
+pub fn used_bytes(ordinal: usize) -> Result<u64> {
+    runtime::gpu(ordinal)?.used_bytes()
+}
+
 impl CudaReport {
     /// Why stages cannot run on `cuda:ordinal` here: the first missing piece, named.
     pub fn check(&self, ordinal: usize) -> Result<()> {
@@ -102,10 +115,7 @@ impl CudaReport {
         if !self.nvrtc {
             return fail("NVRTC (libnvrtc) is not installed; the element-wise kernels are compiled with it".into());
         }
-        fail(format!(
-            "{} is available, but stages cannot run on CUDA in this version of pipesched; use `cpu`",
-            self.gpus[ordinal].name
-        ))
+        Ok(())
     }
 
     /// One line per finding, for `pipesched devices`.
@@ -168,8 +178,7 @@ mod tests {
         assert!(e.contains("cuBLAS"), "{e}");
         let e = report(None, 1, true, false).check(0).unwrap_err().to_string();
         assert!(e.contains("NVRTC"), "{e}");
-        let e = report(None, 2, true, true).check(1).unwrap_err().to_string();
-        assert!(e.contains("Test GPU is available") && e.contains("cannot run on CUDA"), "{e}");
+        assert!(report(None, 2, true, true).check(1).is_ok());
     }
 
     #[test]

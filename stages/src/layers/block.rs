@@ -113,9 +113,9 @@ impl Block {
     pub fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, BlockSaved)> {
         let (y, norm) = self.norm.forward(&x)?;
         let h = self.fc1.forward(&y)?;
-        let a = gelu(&h);
+        let a = gelu(&h)?;
         let mut out = self.fc2.forward(&a)?;
-        self.dropout.apply(&mut out, ctx.seed, ctx.step, ctx.mb);
+        self.dropout.apply(&mut out, ctx.seed, ctx.step, ctx.mb)?;
         out.add_assign(&x)?;
         Ok((out, BlockSaved { norm, y, h, a }))
     }
@@ -123,8 +123,8 @@ impl Block {
     /// `I`: the input gradient, and what `W` needs.
     pub fn backward_input(&self, saved: BlockSaved, dout: Tensor, ctx: &Ctx) -> Result<(Tensor, BlockWNeeds)> {
         let BlockSaved { norm, y, h, a } = saved;
-        let mut dz = dout.clone();
-        self.dropout.apply(&mut dz, ctx.seed, ctx.step, ctx.mb);
+        let mut dz = dout.try_clone()?;
+        self.dropout.apply(&mut dz, ctx.seed, ctx.step, ctx.mb)?;
         let da = self.fc2.backward_input(&dz)?;
         let dh = gelu_backward(&h, da)?;
         let dy = self.fc1.backward_input(&dh)?;

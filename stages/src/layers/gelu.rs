@@ -43,17 +43,24 @@ fn gate(x: f32) -> f32 {
 }
 
 /// `gelu` of every element.
-pub fn gelu(x: &Tensor) -> Tensor {
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if !x.is_host() {
+        return crate::cuda::ops::gelu_forward(x);
+    }
     let mut y = Tensor::scratch(x.rows(), x.cols());
     for (o, &v) in y.data_mut().iter_mut().zip(x.data()) {
         *o = v * gate(v);
     }
-    y
+    Ok(y)
 }
 
 /// The input gradient `dx = gelu'(x) ⊙ dy`, written over `dy`'s buffer.
 pub fn gelu_backward(x: &Tensor, mut dy: Tensor) -> Result<Tensor> {
     x.check_same(&dy, "GELU backward (x vs dy)")?;
+    if !x.is_host() {
+        crate::cuda::ops::gelu_backward(x, &mut dy)?;
+        return Ok(dy);
+    }
     for (g, &v) in dy.data_mut().iter_mut().zip(x.data()) {
         let s = gate(v);
         let dz = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * v * v);
@@ -86,12 +93,12 @@ mod tests {
             let x = k as f64 / 100.0;
             let z = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
             let want = 0.5 * x * (1.0 + z.tanh());
-            let got = gelu(&Tensor::scalar(x as f32)).data()[0] as f64;
+            let got = gelu(&Tensor::scalar(x as f32)).unwrap().data()[0] as f64;
             assert!((got - want).abs() < 1e-6 * (1.0 + want.abs()), "gelu({x}) = {got}, want {want}");
         }
-        assert_eq!(gelu(&Tensor::scalar(0.0)).data()[0], 0.0);
-        assert!(gelu(&Tensor::scalar(-30.0)).data()[0].abs() < 1e-20);
-        assert_eq!(gelu(&Tensor::scalar(30.0)).data()[0], 30.0);
+        assert_eq!(gelu(&Tensor::scalar(0.0)).unwrap().data()[0], 0.0);
+        assert!(gelu(&Tensor::scalar(-30.0)).unwrap().data()[0].abs() < 1e-20);
+        assert_eq!(gelu(&Tensor::scalar(30.0)).unwrap().data()[0], 30.0);
     }
 
     #[test]
@@ -100,6 +107,6 @@ mod tests {
         let x = Tensor::from_fn(4, 5, |r, c| 3.0 * x.get(r, c).unwrap());
         let r = probe(4, 5, 22);
         let dx = gelu_backward(&x, r.clone()).unwrap();
-        assert_close(&dx, &numeric_grad(&x, |x| dot(&gelu(x), &r)));
+        assert_close(&dx, &numeric_grad(&x, |x| dot(&gelu(x).unwrap(), &r)));
     }
 }

@@ -64,14 +64,9 @@ impl Linear {
         if x.cols() != self.input_width() {
             return Err(shape("Linear forward", format!("input {:?}, layer is {:?}", x.shape(), self.weight.shape())));
         }
-        let mut y = Tensor::scratch(x.rows(), self.output_width());
+        let mut y = x.scratch_like(x.rows(), self.output_width())?;
         matmul_into(&mut y, x, Trans::No, &self.weight, Trans::No)?;
-        let b = self.bias.data();
-        for row in y.data_mut().chunks_exact_mut(b.len()) {
-            for (v, bias) in row.iter_mut().zip(b) {
-                *v += bias;
-            }
-        }
+        y.add_row(&self.bias)?;
         Ok(y)
     }
 
@@ -83,7 +78,7 @@ impl Linear {
                 format!("dy {:?}, layer is {:?}", dy.shape(), self.weight.shape()),
             ));
         }
-        let mut dx = Tensor::scratch(dy.rows(), self.input_width());
+        let mut dx = dy.scratch_like(dy.rows(), self.input_width())?;
         matmul_into(&mut dx, dy, Trans::No, &self.weight, Trans::Yes)?;
         Ok(dx)
     }
@@ -97,9 +92,9 @@ impl Linear {
                 format!("x {:?}, dy {:?}, layer is {:?}", x.shape(), dy.shape(), self.weight.shape()),
             ));
         }
-        let mut dw = Tensor::scratch(self.input_width(), self.output_width());
+        let mut dw = dy.scratch_like(self.input_width(), self.output_width())?;
         matmul_into(&mut dw, x, Trans::Yes, dy, Trans::No)?;
-        Ok([dw, dy.column_sums()])
+        Ok([dw, dy.column_sums()?])
     }
 }
 

@@ -62,6 +62,10 @@ impl LayerNorm {
     /// The output `y` and the statistics its backward needs.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, NormStats)> {
         self.check(x, "forward")?;
+        if !x.is_host() {
+            let [y, xhat, rstd] = crate::cuda::ops::layer_norm_forward(x, &self.gamma, &self.beta, NORM_EPS)?;
+            return Ok((y, NormStats { xhat, rstd }));
+        }
         let w = self.width();
         let mut xhat = Tensor::scratch(x.rows(), w);
         let mut rstd = Tensor::scratch(x.rows(), 1);
@@ -88,6 +92,9 @@ impl LayerNorm {
     pub fn backward_input(&self, stats: &NormStats, dy: &Tensor) -> Result<Tensor> {
         self.check(dy, "backward_input")?;
         stats.xhat.check_same(dy, "LayerNorm backward_input (x̂ vs dy)")?;
+        if !dy.is_host() {
+            return crate::cuda::ops::layer_norm_backward_input(&stats.xhat, &stats.rstd, &self.gamma, dy);
+        }
         let w = self.width();
         let mut dx = Tensor::scratch(dy.rows(), w);
         let mut d = vec![0.0f32; w];
@@ -110,13 +117,16 @@ impl LayerNorm {
     pub fn weight_grads(&self, xhat: &Tensor, dy: &Tensor) -> Result<[Tensor; 2]> {
         self.check(dy, "weight_grads")?;
         xhat.check_same(dy, "LayerNorm weight_grads (x̂ vs dy)")?;
+        if !dy.is_host() {
+            return Ok([crate::cuda::ops::layer_norm_gamma_grad(xhat, dy)?, dy.column_sums()?]);
+        }
         let mut dg = Tensor::zeros(1, self.width());
         for r in 0..dy.rows() {
             for ((o, g), xv) in dg.data_mut().iter_mut().zip(dy.row(r)).zip(xhat.row(r)) {
                 *o += g * xv;
             }
         }
-        Ok([dg, dy.column_sums()])
+        Ok([dg, dy.column_sums()?])
     }
 }
 

@@ -1,0 +1,175 @@
+//! Row-major products through column-major cuBLAS.
+//!
+//! A row-major `[r, c]` matrix is, read column-major, its transpose `[c, r]` with leading
+//! dimension `c`. So the row-major product `C = op(A)·op(B)` (`C` is `[m, n]`) is computed as the
+//! column-major product `Cᵀ = op(B)ᵀ·op(A)ᵀ`: cuBLAS gets `B`'s buffer first and `A`'s second,
+//! with the transpose flags kept (`op(B)ᵀ` of the column-major view of `B` is `B` itself
+//! untransposed), the sizes `(n, m, k)`, and each operand's row length as its leading dimension.
+//! [`col_major`] is that mapping as a pure function, tested on the CPU against a column-major
+//! reference product; [`matmul_into`] hands it to cuBLAS.
+
+use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublas::{Gemm, GemmConfig};
+
+use super::runtime::{current, device_error, DeviceBuffer};
+use crate::error::{Error, Result};
+use crate::matmul::Trans;
+
+/// A row-major product `[m, n] = op(A)·op(B)`: the stored shapes and transpositions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RowMajor {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// `A` as stored, `[rows, cols]`.
+    pub a: [usize; 2],
+    pub ta: Trans,
+    /// `B` as stored.
+    pub b: [usize; 2],
+    pub tb: Trans,
+}
+
+/// The column-major call that computes a [`RowMajor`] product: `C' = op(X)·op(Y)` with `X`
+/// the *second* row-major operand's buffer and `Y` the first's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ColMajor {
+    /// Whether cuBLAS transposes its first operand (`B`'s buffer).
+    pub trans_x: bool,
+    /// Whether cuBLAS transposes its second operand (`A`'s buffer).
+    pub trans_y: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub ldx: usize,
+    pub ldy: usize,
+    pub ldc: usize,
+}
+
+/// The mapping described in the module comment.
+pub(crate) fn col_major(p: RowMajor) -> ColMajor {
+    ColMajor {
+        trans_x: p.tb == Trans::Yes,
+        trans_y: p.ta == Trans::Yes,
+        m: p.n,
+        n: p.m,
+        k: p.k,
+        ldx: p.b[1].max(1),
+        ldy: p.a[1].max(1),
+        ldc: p.n.max(1),
+    }
+}
+
+fn op(t: bool) -> cublasOperation_t {
+    if t {
+        cublasOperation_t::CUBLAS_OP_T
+    } else {
+        cublasOperation_t::CUBLAS_OP_N
+    }
+}
+
+fn int(ordinal: usize, v: usize) -> Result<i32> {
+    i32::try_from(v)
+        .map_err(|_| device_error(ordinal, "matrix product", format!("size {v} exceeds cuBLAS's 32-bit sizes")))
+}
+
+/// `out = op(a)·op(b)` on the current lane's cuBLAS handle, overwriting `out` (`beta = 0`).
+/// Shapes were checked by the caller (`matmul_into`), which also handles empty products.
+pub(crate) fn matmul_into(out: &mut DeviceBuffer, a: &DeviceBuffer, b: &DeviceBuffer, p: RowMajor) -> Result<()> {
+    let ordinal = out.ordinal();
+    if a.ordinal() != ordinal || b.ordinal() != ordinal {
+        let other = if a.ordinal() != ordinal { a.ordinal() } else { b.ordinal() };
+        return Err(crate::tensor::mixed("matrix product", out_dev(ordinal), out_dev(other)));
+    }
+    let sizes = [(a.len(), p.a), (b.len(), p.b), (out.len(), [p.m, p.n])];
+    if let Some((len, shape)) = sizes.iter().find(|(len, s)| *len != s[0] * s[1]) {
+        return Err(Error::Shape {
+            place: "matrix product on cuda".into(),
+            reason: format!("a buffer of {len} values given for a {shape:?} matrix"),
+        });
+    }
+    let c = col_major(p);
+    let cfg = GemmConfig {
+        transa: op(c.trans_x),
+        transb: op(c.trans_y),
+        m: int(ordinal, c.m)?,
+        n: int(ordinal, c.n)?,
+        k: int(ordinal, c.k)?,
+        alpha: 1.0f32,
+        lda: int(ordinal, c.ldx)?,
+        ldb: int(ordinal, c.ldy)?,
+        beta: 0.0f32,
+        ldc: int(ordinal, c.ldc)?,
+    };
+    let lane = current(&out.gpu);
+    // SAFETY: `b` holds k·n (or n·k) values and `a` m·k (or k·m), as checked against their
+    // stored shapes above; `col_major` gives each its row length as leading dimension, so every
+    // element cuBLAS reads lies inside its buffer, and `out` holds exactly m·n values written
+    // with leading dimension n. The three buffers are distinct allocations (`out` is borrowed
+    // mutably while `a` and `b` are shared).
+    #[allow(unsafe_code)]
+    let done = unsafe { lane.blas.gemm(cfg, &b.slice, &a.slice, &mut out.slice) };
+    done.map_err(|e| device_error(ordinal, "cuBLAS sgemm", format!("{e:?}")))
+}
+
+fn out_dev(ordinal: usize) -> crate::Device {
+    crate::Device::Cuda(ordinal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Tensor;
+
+    /// cuBLAS's `sgemm` semantics on column-major buffers, in `f64`:
+    /// `C[i + j·ldc] = Σ_l op(X)[i, l] · op(Y)[l, j]`.
+    fn sgemm_reference(c: ColMajor, x: &[f32], y: &[f32]) -> Vec<f64> {
+        let xs = |i: usize, l: usize| if c.trans_x { x[l + i * c.ldx] } else { x[i + l * c.ldx] } as f64;
+        let ys = |l: usize, j: usize| if c.trans_y { y[j + l * c.ldy] } else { y[l + j * c.ldy] } as f64;
+        let mut out = vec![f64::NAN; c.ldc * c.n];
+        for i in 0..c.m {
+            for j in 0..c.n {
+                out[i + j * c.ldc] = (0..c.k).map(|l| xs(i, l) * ys(l, j)).sum();
+            }
+        }
+        out
+    }
+
+    fn filled(r: usize, c: usize, salt: usize) -> Tensor {
+        Tensor::from_fn(r, c, |i, j| (((i * 13 + j * 7 + salt) % 19) as f32 - 9.0) / 5.0)
+    }
+
+    /// The mapped column-major call on the row-major buffers gives the row-major product, in
+    /// every transposition the stages use and one they do not, on odd shapes.
+    #[test]
+    fn the_column_major_call_computes_the_row_major_product() {
+        for (m, k, n) in [(37, 53, 29), (1, 5, 7), (8, 1, 3), (4, 6, 1)] {
+            for ta in [Trans::No, Trans::Yes] {
+                for tb in [Trans::No, Trans::Yes] {
+                    let a = if ta == Trans::No { filled(m, k, 1) } else { filled(k, m, 1) };
+                    let b = if tb == Trans::No { filled(k, n, 2) } else { filled(n, k, 2) };
+                    let p = RowMajor { m, n, k, a: a.shape(), ta, b: b.shape(), tb };
+                    let c = col_major(p);
+                    let got = sgemm_reference(c, b.data(), a.data());
+                    let mut want = Tensor::zeros(m, n);
+                    crate::matmul::matmul_into(&mut want, &a, ta, &b, tb).unwrap();
+                    assert_eq!(got.len(), m * n, "C has exactly m·n values, row after row");
+                    for (g, w) in got.iter().zip(want.data()) {
+                        assert!(
+                            (g - *w as f64).abs() < 1e-4 * (1.0 + g.abs()),
+                            "{m}x{k}x{n} {ta:?} {tb:?}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn leading_dimensions_are_row_lengths() {
+        let p = RowMajor { m: 32, n: 256, k: 64, a: [64, 32], ta: Trans::Yes, b: [32, 256], tb: Trans::No };
+        assert_eq!(
+            col_major(p),
+            ColMajor { trans_x: false, trans_y: true, m: 256, n: 32, k: 64, ldx: 256, ldy: 32, ldc: 256 }
+        );
+    }
+}

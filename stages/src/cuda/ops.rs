@@ -1,0 +1,332 @@
+//! The layer, loss and optimizer ops on GPU tensors: each launches the kernel of `ops.cu` that
+//! repeats the CPU code's arithmetic in the CPU code's order (one thread per element, row or
+//! column), so everything except the matrix products gives the CPU's bits.
+//!
+//! Invariant: every function checks that its tensors are on one GPU and have the shapes the
+//! kernel indexes before launching, so a kernel never reads or writes past a buffer.
+
+use super::runtime::{launch, DeviceBuffer, KArg};
+use crate::error::{Error, Result};
+use crate::tensor::{mixed, Store, Tensor};
+
+fn buf<'a>(t: &'a Tensor, place: &str) -> Result<&'a DeviceBuffer> {
+    t.device_buffer().ok_or_else(|| Error::Device {
+        device: t.device().to_string(),
+        reason: format!("{place} runs on a GPU; this tensor is on the host (move it with Tensor::to_device)"),
+    })
+}
+
+fn buf_mut<'a>(t: &'a mut Tensor, place: &str) -> Result<&'a mut DeviceBuffer> {
+    let dev = t.device();
+    match t.store_mut() {
+        Store::Cuda(b) => Ok(b),
+        Store::Host(_) => Err(Error::Device {
+            device: dev.to_string(),
+            reason: format!("{place} runs on a GPU; this tensor is on the host (move it with Tensor::to_device)"),
+        }),
+    }
+}
+
+fn same_gpu(place: &str, ts: &[&Tensor]) -> Result<()> {
+    match ts.iter().find(|t| t.device() != ts[0].device()) {
+        Some(t) => Err(mixed(place, ts[0].device(), t.device())),
+        None => Ok(()),
+    }
+}
+
+fn shape(place: &str, reason: String) -> Error {
+    Error::Shape { place: place.into(), reason }
+}
+
+fn n32(n: usize) -> u32 {
+    // Launch sizes are checked in `launch`; sizes passed as kernel arguments are the same counts.
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `a += b`, element by element (`Tensor::add_assign`; shapes checked there).
+pub(crate) fn add_assign(a: &mut DeviceBuffer, b: &DeviceBuffer) -> Result<()> {
+    let (n, gpu) = (a.len(), a.gpu.clone());
+    if b.len() != n {
+        return Err(shape("add_assign on cuda", format!("{n} and {} values", b.len())));
+    }
+    launch(&gpu, "k_add_assign", n, &mut [KArg::Out(a), KArg::In(b), KArg::U32(n32(n))])
+}
+
+/// Column sums of a `[rows, cols]` buffer, as `cols` values.
+pub(crate) fn column_sums(x: &DeviceBuffer, rows: usize, cols: usize) -> Result<DeviceBuffer> {
+    if x.len() != rows * cols {
+        return Err(shape("column sums on cuda", format!("{} values for [{rows}, {cols}]", x.len())));
+    }
+    let mut out = x.scratch(cols)?;
+    let gpu = x.gpu.clone();
+    launch(
+        &gpu,
+        "k_column_sums",
+        cols,
+        &mut [KArg::In(x), KArg::Out(&mut out), KArg::U32(n32(rows)), KArg::U32(n32(cols))],
+    )?;
+    Ok(out)
+}
+
+/// `y[r, :] += bias` for every row (`Linear::forward`).
+pub(crate) fn add_bias(y: &mut Tensor, bias: &Tensor) -> Result<()> {
+    same_gpu("bias add", &[y, bias])?;
+    let (rows, cols) = (y.rows(), y.cols());
+    if bias.shape() != [1, cols] {
+        return Err(shape("bias add on cuda", format!("bias {:?} for output {:?}", bias.shape(), y.shape())));
+    }
+    let b = buf(bias, "bias add")?;
+    let out = buf_mut(y, "bias add")?;
+    let gpu = out.gpu.clone();
+    launch(
+        &gpu,
+        "k_add_bias",
+        rows * cols,
+        &mut [KArg::Out(out), KArg::In(b), KArg::U32(n32(rows)), KArg::U32(n32(cols))],
+    )
+}
+
+/// GELU of every element (`layers::gelu`).
+pub(crate) fn gelu_forward(x: &Tensor) -> Result<Tensor> {
+    let mut y = x.scratch_like(x.rows(), x.cols())?;
+    let n = x.len();
+    let xb = buf(x, "GELU")?;
+    let gpu = xb.gpu.clone();
+    launch(&gpu, "k_gelu_forward", n, &mut [KArg::In(xb), KArg::Out(buf_mut(&mut y, "GELU")?), KArg::U32(n32(n))])?;
+    Ok(y)
+}
+
+/// `dy *= GELU'(x)` in place (`layers::gelu_backward`; shapes checked there).
+pub(crate) fn gelu_backward(x: &Tensor, dy: &mut Tensor) -> Result<()> {
+    same_gpu("GELU backward", &[x, dy])?;
+    let n = x.len();
+    let xb = buf(x, "GELU backward")?;
+    let gpu = xb.gpu.clone();
+    launch(&gpu, "k_gelu_backward", n, &mut [KArg::In(xb), KArg::Out(buf_mut(dy, "GELU backward")?), KArg::U32(n32(n))])
+}
+
+/// Dropout with the counter-based stream keyed `key` (`Dropout::apply`).
+pub(crate) fn dropout(t: &mut Tensor, key: u64, rate: f32, scale: f32) -> Result<()> {
+    let n = t.len();
+    let b = buf_mut(t, "dropout")?;
+    let gpu = b.gpu.clone();
+    launch(
+        &gpu,
+        "k_dropout",
+        n,
+        &mut [KArg::Out(b), KArg::U32(n32(n)), KArg::U64(key), KArg::F32(rate), KArg::F32(scale)],
+    )
+}
+
+/// Layer norm of each row: `(y, x̂, rstd)` (`LayerNorm::forward`; widths checked there).
+pub(crate) fn layer_norm_forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<[Tensor; 3]> {
+    same_gpu("LayerNorm forward", &[x, gamma, beta])?;
+    let (rows, cols) = (x.rows(), x.cols());
+    let mut y = x.scratch_like(rows, cols)?;
+    let mut xhat = x.scratch_like(rows, cols)?;
+    let mut rstd = x.scratch_like(rows, 1)?;
+    let (xb, gb, bb) = (buf(x, "LayerNorm")?, buf(gamma, "LayerNorm")?, buf(beta, "LayerNorm")?);
+    let gpu = xb.gpu.clone();
+    launch(
+        &gpu,
+        "k_layer_norm_forward",
+        rows,
+        &mut [
+            KArg::In(xb),
+            KArg::In(gb),
+            KArg::In(bb),
+            KArg::Out(buf_mut(&mut y, "LayerNorm")?),
+            KArg::Out(buf_mut(&mut xhat, "LayerNorm")?),
+            KArg::Out(buf_mut(&mut rstd, "LayerNorm")?),
+            KArg::U32(n32(rows)),
+            KArg::U32(n32(cols)),
+            KArg::F32(eps),
+        ],
+    )?;
+    Ok([y, xhat, rstd])
+}
+
+/// The input gradient of a layer norm (`LayerNorm::backward_input`; shapes checked there).
+pub(crate) fn layer_norm_backward_input(xhat: &Tensor, rstd: &Tensor, gamma: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    same_gpu("LayerNorm backward", &[xhat, rstd, gamma, dy])?;
+    let (rows, cols) = (dy.rows(), dy.cols());
+    if rstd.len() != rows {
+        return Err(shape("LayerNorm backward on cuda", format!("rstd {:?} for {rows} rows", rstd.shape())));
+    }
+    let mut dx = dy.scratch_like(rows, cols)?;
+    let place = "LayerNorm backward";
+    let (xb, rb, gb, db) = (buf(xhat, place)?, buf(rstd, place)?, buf(gamma, place)?, buf(dy, place)?);
+    let gpu = xb.gpu.clone();
+    launch(
+        &gpu,
+        "k_layer_norm_backward_input",
+        rows,
+        &mut [
+            KArg::In(xb),
+            KArg::In(rb),
+            KArg::In(gb),
+            KArg::In(db),
+            KArg::Out(buf_mut(&mut dx, place)?),
+            KArg::U32(n32(rows)),
+            KArg::U32(n32(cols)),
+        ],
+    )?;
+    Ok(dx)
+}
+
+/// `Σ_rows dy ⊙ x̂`, the gradient of a layer norm's gain (`LayerNorm::weight_grads`).
+pub(crate) fn layer_norm_gamma_grad(xhat: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    same_gpu("LayerNorm gain gradient", &[xhat, dy])?;
+    let (rows, cols) = (dy.rows(), dy.cols());
+    let mut dg = dy.scratch_like(1, cols)?;
+    let (xb, db) = (buf(xhat, "LayerNorm")?, buf(dy, "LayerNorm")?);
+    let gpu = xb.gpu.clone();
+    launch(
+        &gpu,
+        "k_layer_norm_gamma_grad",
+        cols,
+        &mut [
+            KArg::In(xb),
+            KArg::In(db),
+            KArg::Out(buf_mut(&mut dg, "LayerNorm")?),
+            KArg::U32(n32(rows)),
+            KArg::U32(n32(cols)),
+        ],
+    )?;
+    Ok(dg)
+}
+
+/// Softmax cross-entropy: the mean loss over rows and the probabilities (`LossKind::forward`;
+/// the target, class indices checked on the host, is on the logits' GPU).
+pub(crate) fn cross_entropy_forward(logits: &Tensor, target: &Tensor) -> Result<(f32, Tensor)> {
+    same_gpu("cross-entropy", &[logits, target])?;
+    let (rows, cols) = (logits.rows(), logits.cols());
+    let mut probs = logits.scratch_like(rows, cols)?;
+    let mut row_loss = logits.scratch_like(rows, 1)?;
+    let (lb, tb) = (buf(logits, "cross-entropy")?, buf(target, "cross-entropy")?);
+    let gpu = lb.gpu.clone();
+    launch(
+        &gpu,
+        "k_cross_entropy_forward",
+        rows,
+        &mut [
+            KArg::In(lb),
+            KArg::In(tb),
+            KArg::Out(buf_mut(&mut probs, "cross-entropy")?),
+            KArg::Out(buf_mut(&mut row_loss, "cross-entropy")?),
+            KArg::U32(n32(rows)),
+            KArg::U32(n32(cols)),
+        ],
+    )?;
+    // Summed on the host in row order, as the CPU loss does.
+    let mut total = 0.0f32;
+    for l in row_loss.values()? {
+        total += l;
+    }
+    Ok((total / rows as f32, probs))
+}
+
+/// The cross-entropy gradient in place: `(probs − onehot(target))·factor`.
+pub(crate) fn cross_entropy_backward(probs: &mut Tensor, target: &Tensor, factor: f32) -> Result<()> {
+    same_gpu("cross-entropy backward", &[probs, target])?;
+    let (rows, cols) = (probs.rows(), probs.cols());
+    let tb = buf(target, "cross-entropy backward")?;
+    let pb = buf_mut(probs, "cross-entropy backward")?;
+    let gpu = pb.gpu.clone();
+    launch(
+        &gpu,
+        "k_cross_entropy_backward",
+        rows * cols,
+        &mut [KArg::Out(pb), KArg::In(tb), KArg::U32(n32(rows)), KArg::U32(n32(cols)), KArg::F32(factor)],
+    )
+}
+
+/// Mean squared error: the loss and `prediction − target`.
+pub(crate) fn mse_forward(pred: &Tensor, target: &Tensor) -> Result<(f32, Tensor)> {
+    same_gpu("MSE", &[pred, target])?;
+    let n = pred.len();
+    let mut diff = pred.scratch_like(pred.rows(), pred.cols())?;
+    let mut total = pred.scratch_like(1, 1)?;
+    let (pb, tb) = (buf(pred, "MSE")?, buf(target, "MSE")?);
+    let gpu = pb.gpu.clone();
+    launch(
+        &gpu,
+        "k_sub",
+        n,
+        &mut [KArg::In(pb), KArg::In(tb), KArg::Out(buf_mut(&mut diff, "MSE")?), KArg::U32(n32(n))],
+    )?;
+    // One thread sums in element order, as the CPU loss does.
+    launch(
+        &gpu,
+        "k_sum_squares",
+        1,
+        &mut [KArg::In(buf(&diff, "MSE")?), KArg::Out(buf_mut(&mut total, "MSE")?), KArg::U32(n32(n))],
+    )?;
+    let total = total.values()?[0];
+    Ok((total / n as f32, diff))
+}
+
+/// `x *= factor`.
+pub(crate) fn scale(x: &mut Tensor, factor: f32) -> Result<()> {
+    let n = x.len();
+    let b = buf_mut(x, "scale")?;
+    let gpu = b.gpu.clone();
+    launch(&gpu, "k_scale", n, &mut [KArg::Out(b), KArg::U32(n32(n)), KArg::F32(factor)])
+}
+
+/// One SGD-momentum update of `p` (`optim::sgd_update`).
+pub(crate) fn sgd_step(p: &mut Tensor, g: &Tensor, v: &mut Tensor, lr: f32, momentum: f32) -> Result<()> {
+    same_gpu("SGD", &[p, g, v])?;
+    let n = p.len();
+    if g.len() != n || v.len() != n {
+        return Err(shape("SGD on cuda", format!("parameter {:?}, gradient {:?}", p.shape(), g.shape())));
+    }
+    let gb = buf(g, "SGD")?;
+    let vb = buf_mut(v, "SGD")?;
+    let pb = buf_mut(p, "SGD")?;
+    let gpu = pb.gpu.clone();
+    launch(
+        &gpu,
+        "k_sgd_step",
+        n,
+        &mut [KArg::Out(pb), KArg::In(gb), KArg::Out(vb), KArg::U32(n32(n)), KArg::F32(lr), KArg::F32(momentum)],
+    )
+}
+
+/// One Adam update of `p` (`optim::adam_update`).
+pub(crate) fn adam_step(
+    p: &mut Tensor,
+    g: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    s: crate::optim::AdamScalars,
+) -> Result<()> {
+    same_gpu("Adam", &[p, g, m, v])?;
+    let n = p.len();
+    if g.len() != n || m.len() != n || v.len() != n {
+        return Err(shape("Adam on cuda", format!("parameter {:?}, gradient {:?}", p.shape(), g.shape())));
+    }
+    let gb = buf(g, "Adam")?;
+    let mb = buf_mut(m, "Adam")?;
+    let vb = buf_mut(v, "Adam")?;
+    let pb = buf_mut(p, "Adam")?;
+    let gpu = pb.gpu.clone();
+    launch(
+        &gpu,
+        "k_adam_step",
+        n,
+        &mut [
+            KArg::Out(pb),
+            KArg::In(gb),
+            KArg::Out(mb),
+            KArg::Out(vb),
+            KArg::U32(n32(n)),
+            KArg::F32(s.lr),
+            KArg::F32(s.beta1),
+            KArg::F32(s.beta2),
+            KArg::F32(s.eps),
+            KArg::F32(s.c1),
+            KArg::F32(s.c2),
+        ],
+    )
+}

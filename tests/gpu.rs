@@ -1,0 +1,160 @@
+//! Stages on a CUDA GPU. Each test needs `cuda:0` with the driver, cuBLAS and NVRTC; without
+//! them it prints why it was skipped and passes (the CPU-checkable parts of the backend — the
+//! cuBLAS argument mapping, the kernels' bits, the launch checks — are unit tests of the stages
+//! crate). `scripts/gpu-check.sh` builds this file's binary where there is no GPU and runs it
+//! where there is one; run with `--nocapture` to see the measured numbers.
+
+mod common;
+
+use common::{deep_tiny, exec, schedule};
+use pipesched::model::{Model, ModelOptions};
+use pipesched_schedules::{Kind, Stats};
+use pipesched_stages::layers::{gelu, gelu_backward, Dropout, LayerNorm};
+use pipesched_stages::{cuda, Device, LossKind, ModelSpec, OptimizerSpec, Partition, Policies, Tensor};
+
+/// `cuda:0` if stages can run on it here; otherwise prints why not.
+fn gpu(test: &str) -> Option<Device> {
+    match cuda::probe().check(0) {
+        Ok(()) => Some(Device::Cuda(0)),
+        Err(e) => {
+            eprintln!("{test}: skipped: {e}");
+            None
+        }
+    }
+}
+
+fn probe(rows: usize, cols: usize, salt: u64) -> Tensor {
+    let s = pipesched_stages::rng::Stream::new(&[salt]);
+    Tensor::from_fn(rows, cols, |r, c| 3.0 * s.normal((r * cols + c) as u64))
+}
+
+fn model_on(spec: ModelSpec, stages: usize, policy: &str, device: Device) -> Model {
+    let opts = ModelOptions {
+        stages,
+        partition: Partition::Even,
+        policies: policy.parse::<Policies>().unwrap(),
+        optimizer: OptimizerSpec::adam(1e-2),
+        batch: spec.batch,
+        data_seed: 11,
+        devices: vec![device; stages],
+    };
+    Model::build(spec, &opts).unwrap()
+}
+
+#[test]
+fn element_wise_kernels_give_the_cpu_bits() {
+    let Some(dev) = gpu("element_wise_kernels_give_the_cpu_bits") else { return };
+    let x = probe(37, 300, 1);
+    let d = x.to_device(dev).unwrap();
+    assert_eq!(d.device(), dev);
+    assert!(gelu(&d).unwrap().bit_eq(&gelu(&x).unwrap()), "GELU");
+    let g = probe(37, 300, 2);
+    let want = gelu_backward(&x, g.clone()).unwrap();
+    assert!(gelu_backward(&d, g.to_device(dev).unwrap()).unwrap().bit_eq(&want), "GELU backward");
+    let drop = Dropout { rate: 0.3, layer: 5 };
+    let (mut a, mut b) = (x.clone(), d.clone());
+    drop.apply(&mut a, 7, 3, 2).unwrap();
+    drop.apply(&mut b, 7, 3, 2).unwrap();
+    assert!(a.bit_eq(&b), "dropout masks");
+    let mut norm = LayerNorm::new(300);
+    let (y, stats) = norm.forward(&x).unwrap();
+    for p in norm.params_mut() {
+        *p = p.to_device(dev).unwrap();
+    }
+    let (yd, stats_d) = norm.forward(&d).unwrap();
+    assert!(yd.bit_eq(&y) && stats_d.xhat.bit_eq(&stats.xhat) && stats_d.rstd.bit_eq(&stats.rstd), "LayerNorm");
+    let host_norm = LayerNorm::new(300);
+    let dx = host_norm.backward_input(&stats, &g).unwrap();
+    assert!(norm.backward_input(&stats_d, &g.to_device(dev).unwrap()).unwrap().bit_eq(&dx), "LayerNorm backward");
+    let wg = host_norm.weight_grads(&stats.xhat, &g).unwrap();
+    let wd = norm.weight_grads(&stats_d.xhat, &g.to_device(dev).unwrap()).unwrap();
+    assert!(wd[0].bit_eq(&wg[0]) && wd[1].bit_eq(&wg[1]), "LayerNorm weight gradients");
+    let target = Tensor::from_fn(37, 1, |r, _| (r % 300) as f32);
+    for (kind, t) in [(LossKind::CrossEntropy, target), (LossKind::Mse, probe(37, 300, 3))] {
+        let (lh, sh) = kind.forward(&x, &t).unwrap();
+        let (ld, sd) = kind.forward(&d, &t).unwrap();
+        // The row sums of the loss value go through libm's and CUDA's logarithm; the
+        // gradient does not.
+        assert!((lh - ld).abs() <= 1e-6 * lh.abs().max(1.0), "{kind:?} loss {lh} vs {ld}");
+        let (gh, gd) = (LossKind::backward(sh, 4).unwrap(), LossKind::backward(sd, 4).unwrap());
+        assert!(gd.bit_eq(&gh), "{kind:?} gradient");
+    }
+}
+
+#[test]
+fn matrix_products_match_the_cpu() {
+    let Some(dev) = gpu("matrix_products_match_the_cpu") else { return };
+    for (m, k, n) in [(32, 256, 1024), (37, 53, 29), (1, 7, 1)] {
+        let (a, b) = (probe(m, k, 4), probe(k, n, 5));
+        let want = a.matmul(&b).unwrap();
+        let got = a.to_device(dev).unwrap().matmul(&b.to_device(dev).unwrap()).unwrap();
+        let diff = got.max_abs_diff(&want).unwrap();
+        let scale = want.data().iter().fold(0.0f32, |s, v| s.max(v.abs()));
+        assert!(diff <= 1e-5 * scale, "[{m},{k}]·[{k},{n}]: max diff {diff}, scale {scale}");
+    }
+}
+
+#[test]
+fn gradients_on_the_gpu_match_the_cpu_for_every_schedule() {
+    let Some(dev) = gpu("gradients_on_the_gpu_match_the_cpu_for_every_schedule") else { return };
+    let p = 2;
+    for kind in Kind::ALL {
+        for policy in ["none", "full"] {
+            let m = if kind == Kind::Interleaved { 4 } else { 5 };
+            let mut model = model_on(deep_tiny(), p * kind.default_chunks(), policy, dev);
+            let s = schedule(kind, p, m, &model);
+            let before = model.params();
+            let step = model.run_step(&s, 0, &exec()).unwrap();
+            let v = model.verify(&before, 0, m, step.loss).unwrap();
+            let rel = v.cpu_rel_diff.expect("stages are on a GPU");
+            eprintln!("{kind} {policy}: vs the GPU reference bitwise={}, vs the CPU max relative diff {rel:.2e}", v.bitwise);
+            assert!(v.bitwise, "{kind} {policy}: the pipelined step must match the sequential one on the same GPU: {v:?}");
+            assert!(rel <= 1e-4, "{kind} {policy}: {rel}");
+        }
+    }
+}
+
+#[test]
+fn the_ledger_matches_the_drivers_free_memory() {
+    let Some(dev) = gpu("the_ledger_matches_the_drivers_free_memory") else { return };
+    // Open the GPU (context, kernels) and make one stream and cuBLAS handle before measuring.
+    let _lane = cuda::Lane::new(0).unwrap();
+    let before = cuda::used_bytes(0).unwrap();
+    let model = model_on(ModelSpec::small(), 2, "none", dev);
+    let after = cuda::used_bytes(0).unwrap();
+    let ledger: u64 = model.stages.iter().map(|s| pipesched::exec::StageWork::static_bytes(s)).sum();
+    let driver = after.saturating_sub(before);
+    eprintln!("static bytes of 2 stages: ledger {ledger}, driver {driver} (difference {})", driver as i64 - ledger as i64);
+    // The driver counts in 2 MiB pages and adds each stage's stream and cuBLAS workspace.
+    assert!(driver >= ledger, "the driver must see at least what the ledger counts");
+    assert!(driver <= ledger + ledger / 4 + (64 << 20), "driver {driver} vs ledger {ledger}");
+}
+
+#[test]
+fn measured_on_the_gpu_vs_simulated() {
+    let Some(dev) = gpu("measured_on_the_gpu_vs_simulated") else { return };
+    for kind in [Kind::OneFOneB, Kind::ZbH1] {
+        let mut model = model_on(ModelSpec::small(), 2, "none", dev);
+        let s = schedule(kind, 2, 8, &model);
+        for step in 0..3 {
+            model.run_step(&s, step, &exec()).unwrap();
+            model.optimizer_step().unwrap();
+        }
+        let measured = model.run_step(&s, 3, &exec()).unwrap().trace;
+        let costs = pipesched::workload::profile_model(&s, &mut model, 7).unwrap();
+        let simulated = pipesched_schedules::simulate(&s, &costs).unwrap();
+        let (a, b) = (Stats::of(&measured), Stats::of(&simulated));
+        eprintln!(
+            "{kind}: measured {:.3} ms (bubble {:.1} %), simulated {:.3} ms (bubble {:.1} %)",
+            a.makespan,
+            100.0 * a.bubble_rate,
+            b.makespan,
+            100.0 * b.bubble_rate
+        );
+        for (r, rank) in measured.ranks.iter().enumerate() {
+            assert_eq!(rank.spans.len(), s.lanes[r].len());
+            assert!(rank.spans.iter().all(|sp| sp.end >= sp.start));
+        }
+        assert!(a.makespan > 0.0 && b.makespan > 0.0);
+    }
+}
