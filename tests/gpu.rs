@@ -107,8 +107,14 @@ fn gradients_on_the_gpu_match_the_cpu_for_every_schedule() {
             let step = model.run_step(&s, 0, &exec()).unwrap();
             let v = model.verify(&before, 0, m, step.loss).unwrap();
             let rel = v.cpu_rel_diff.expect("stages are on a GPU");
-            eprintln!("{kind} {policy}: vs the GPU reference bitwise={}, vs the CPU max relative diff {rel:.2e}", v.bitwise);
-            assert!(v.bitwise, "{kind} {policy}: the pipelined step must match the sequential one on the same GPU: {v:?}");
+            eprintln!(
+                "{kind} {policy}: vs the GPU reference bitwise={}, vs the CPU max relative diff {rel:.2e}",
+                v.bitwise
+            );
+            assert!(
+                v.bitwise,
+                "{kind} {policy}: the pipelined step must match the sequential one on the same GPU: {v:?}"
+            );
             assert!(rel <= 1e-4, "{kind} {policy}: {rel}");
         }
     }
@@ -124,7 +130,10 @@ fn the_ledger_matches_the_drivers_free_memory() {
     let after = cuda::used_bytes(0).unwrap();
     let ledger: u64 = model.stages.iter().map(|s| pipesched::exec::StageWork::static_bytes(s)).sum();
     let driver = after.saturating_sub(before);
-    eprintln!("static bytes of 2 stages: ledger {ledger}, driver {driver} (difference {})", driver as i64 - ledger as i64);
+    eprintln!(
+        "static bytes of 2 stages: ledger {ledger}, driver {driver} (difference {})",
+        driver as i64 - ledger as i64
+    );
     // The driver counts in 2 MiB pages and adds each stage's stream and cuBLAS workspace.
     assert!(driver >= ledger, "the driver must see at least what the ledger counts");
     assert!(driver <= ledger + ledger / 4 + (64 << 20), "driver {driver} vs ledger {ledger}");

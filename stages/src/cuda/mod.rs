@@ -5,6 +5,8 @@
 //! into a library that is not there would panic inside `cudarc`, so every entry point here
 //! probes for the libraries first and turns their absence into a clear error.
 
+#[cfg(test)]
+mod emulate;
 pub(crate) mod gemm;
 pub(crate) mod ops;
 mod runtime;

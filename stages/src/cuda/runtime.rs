@@ -22,7 +22,7 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
-use super::source::{launch_1d, Arg, KERNELS, OPS_CU};
+use super::source::{launch_1d, Arg, KERNELS, NVRTC_OPTIONS, OPS_CU};
 use crate::device::Device;
 use crate::error::{Error, Result};
 
@@ -31,16 +31,12 @@ pub(crate) fn device_error(ordinal: usize, what: &str, e: impl std::fmt::Display
     Error::Device { device: Device::Cuda(ordinal).to_string(), reason: format!("{what}: {e}") }
 }
 
-/// The NVRTC options `ops.cu` is compiled with: every `+` and `*` rounded on its own (no fused
-/// multiply-add), IEEE division and square root, denormals kept — the host's arithmetic, so the
-/// element-wise kernels give the CPU stages' bits.
+/// The NVRTC options `ops.cu` is compiled with ([`NVRTC_OPTIONS`]: every `+` and `*` rounded on
+/// its own, IEEE division and square root, denormals kept — the host's arithmetic, so the
+/// element-wise kernels give the CPU stages' bits).
 pub(crate) fn compile_options() -> CompileOptions {
     CompileOptions {
-        fmad: Some(false),
-        prec_div: Some(true),
-        prec_sqrt: Some(true),
-        ftz: Some(false),
-        use_fast_math: Some(false),
+        options: NVRTC_OPTIONS.iter().map(|o| o.to_string()).collect(),
         name: Some("ops.cu".into()),
         ..Default::default()
     }
@@ -89,7 +85,8 @@ impl Gpu {
     /// everything queued has run (so freed buffers have gone back).
     pub(crate) fn used_bytes(&self) -> Result<u64> {
         self.ctx.synchronize().map_err(|e| device_error(self.ordinal, "synchronizing", e))?;
-        let (free, total) = self.ctx.mem_get_info().map_err(|e| device_error(self.ordinal, "reading free memory", e))?;
+        let (free, total) =
+            self.ctx.mem_get_info().map_err(|e| device_error(self.ordinal, "reading free memory", e))?;
         Ok((total - free) as u64)
     }
 }
@@ -395,9 +392,10 @@ mod tests {
     }
 
     #[test]
-    fn kernels_compile_without_contraction() {
+    fn kernels_compile_with_the_checked_options() {
         let o = compile_options();
-        assert_eq!((o.fmad, o.prec_div, o.prec_sqrt, o.ftz), (Some(false), Some(true), Some(true), Some(false)));
+        assert_eq!(o.options, NVRTC_OPTIONS);
+        assert_eq!((o.fmad, o.use_fast_math, o.ftz), (None, None, None), "set once, through NVRTC_OPTIONS");
     }
 
     #[test]
