@@ -4,7 +4,7 @@
 //! benchmark.
 
 use pipesched_schedules::{with_recompute, CostModel, Op, Schedule};
-use pipesched_stages::{Device, ModelSpec, OptimizerSpec, Partition, Policies};
+use pipesched_stages::{Device, ModelSpec, OptimizerSpec, Partition, Policies, Precision};
 
 use crate::model::{Model, ModelOptions};
 use crate::profile::{profile, ProfileOptions};
@@ -30,6 +30,9 @@ pub struct WorkloadSpec {
     pub seed: u64,
     /// `cpu`, `cuda`, or one device per rank (`cuda:0,cuda:1`).
     pub devices: String,
+    /// Format of the matrix products' operands and results: `f32`, `bf16` or `f16` (`None`: the
+    /// model's own).
+    pub precision: Option<String>,
 }
 
 impl Default for WorkloadSpec {
@@ -43,6 +46,7 @@ impl Default for WorkloadSpec {
             lr: 3e-4,
             seed: 0,
             devices: "cpu".into(),
+            precision: None,
         }
     }
 }
@@ -125,6 +129,9 @@ impl WorkloadSpec {
         let mut spec =
             ModelSpec::load(&self.model).map_err(|e| Error::Usage(format!("--model {}: {e}", self.model)))?;
         spec.seed = self.seed;
+        if let Some(p) = &self.precision {
+            spec.precision = p.parse::<Precision>().map_err(|e| Error::Usage(format!("--precision: {e}")))?;
+        }
         let batch = self.batch.unwrap_or(spec.batch);
         if batch == 0 {
             return Err(Error::Usage("--batch must be at least 1".into()));

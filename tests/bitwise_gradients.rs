@@ -59,3 +59,37 @@ fn the_check_notices_a_different_gradient() {
     let v = model.verify(&before, 0, 3, step.loss).unwrap();
     assert!(!v.bitwise && v.max_grad_diff > 0.0, "{v:?}");
 }
+
+#[test]
+fn half_precision_products_keep_the_contract_and_stay_near_f32() {
+    use pipesched_stages::Precision;
+    let (p, m) = (2, 4);
+    for precision in [Precision::Bf16, Precision::F16] {
+        for kind in Kind::ALL {
+            let spec = pipesched_stages::ModelSpec { precision, ..common::deep_tiny() };
+            let mut model = model_of(spec, p * kind.default_chunks(), "full");
+            let s = schedule(kind, p, m, &model);
+            let before = model.params();
+            let step = model.run_step(&s, 0, &exec()).unwrap();
+            let v = model.verify(&before, 0, m, step.loss).unwrap();
+            assert!(v.bitwise, "{precision} {kind}: {v:?}");
+            // The same step in f32 from the same parameters: rounding the products' operands and
+            // results moves the gradients, by about the format's unit roundoff.
+            let mut exact = model_of(common::deep_tiny(), p * kind.default_chunks(), "full");
+            let s32 = schedule(kind, p, m, &exact);
+            exact.run_step(&s32, 0, &exec()).unwrap();
+            let mut worst = 0.0f32;
+            for (a, b) in model.stages.iter().zip(&exact.stages) {
+                for (x, y) in a.stage().grads().into_iter().zip(b.stage().grads()) {
+                    let scale = y.data().iter().fold(0.0f32, |s, v| s.max(v.abs()));
+                    worst = worst.max(x.max_abs_diff(y).unwrap() / scale.max(f32::MIN_POSITIVE));
+                }
+            }
+            let bound = if precision == Precision::Bf16 { 0.1 } else { 0.02 };
+            assert!(worst > 0.0 && worst < bound, "{precision} {kind}: relative gradient difference {worst}");
+            if kind == Kind::OneFOneB {
+                eprintln!("{precision}: max relative gradient difference from f32 {worst:.2e}");
+            }
+        }
+    }
+}

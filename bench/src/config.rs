@@ -67,6 +67,13 @@ pub struct Args {
     /// Seconds any wait may last before a step fails as a hang.
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
+    /// Where the ranks run: `cpu`, `cuda` (round-robin over the visible GPUs) or one device per
+    /// rank (`cuda:0,cuda:0`).
+    #[arg(long, default_value = "cpu")]
+    pub devices: String,
+    /// Format of the matrix products' operands and results: f32, bf16 or f16.
+    #[arg(long, value_name = "FORMAT")]
+    pub precision: Option<String>,
 }
 
 /// One configuration of the sweep.

@@ -3,6 +3,7 @@
 //! then prints a Markdown table and writes `bench.json` and the charts.
 
 mod config;
+mod gpu;
 mod progress;
 mod report;
 mod sweep;
@@ -63,7 +64,13 @@ fn run(args: Args) -> Result<()> {
         o.row = r.clone();
     }
     let what = if args.simulate_only { "simulated only" } else { "measured" };
-    let model = args.synthetic.as_ref().map_or(args.model.clone(), |s| format!("synthetic {s}"));
+    let mut model = args.synthetic.as_ref().map_or(args.model.clone(), |s| format!("synthetic {s}"));
+    if args.devices != "cpu" {
+        model.push_str(&format!(" on {}", args.devices));
+    }
+    if let Some(p) = &args.precision {
+        model.push_str(&format!(", {p} products"));
+    }
     println!(
         "pipesched-bench: {model}, p={} m={} (interleaved v={}), {what}, {} measured steps after {} warm-up; {} · {}\n",
         args.p,
@@ -78,7 +85,12 @@ fn run(args: Args) -> Result<()> {
     for (c, why) in &skipped {
         println!("\nskipped {c}: {why}");
     }
-    let json = report::write_json(&args.out, &args, &rows, &skipped)?;
+    let products = gpu::products(&args)?;
+    if let Some(p) = &products {
+        let precision = args.precision.as_deref().unwrap_or("f32").parse().unwrap_or_default();
+        print!("{}", gpu::table(p, precision));
+    }
+    let json = report::write_json(&args.out, &args, &rows, &skipped, products.as_deref())?;
     let charts = report::write_charts(&args.out, &args, &outcomes, unit)?;
     println!("\nwrote {} and {} charts in {}", json.display(), charts.len(), args.out.display());
     Ok(())

@@ -91,15 +91,23 @@ pub fn today() -> String {
 }
 
 /// Writes `bench.json` into `dir`.
-pub fn write_json(dir: &Path, args: &Args, rows: &[Row], skipped: &[(String, String)]) -> Result<PathBuf> {
+pub fn write_json(
+    dir: &Path,
+    args: &Args,
+    rows: &[Row],
+    skipped: &[(String, String)],
+    gpu_products: Option<&[crate::gpu::ProductRow]>,
+) -> Result<PathBuf> {
     let path = dir.join("bench.json");
     let doc = json!({
         "date": today(),
         "machine": machine(),
         "model": args.synthetic.as_ref().map_or(args.model.clone(), |s| format!("synthetic:{s}")),
         "p": args.p, "m": args.m, "chunks": args.chunks, "batch": args.batch,
+        "devices": args.devices, "precision": args.precision.as_deref().unwrap_or("f32"),
         "steps": args.steps, "warmup": args.warmup, "simulate_only": args.simulate_only,
         "configs": rows,
+        "gpu_products": gpu_products,
         "skipped": skipped.iter().map(|(c, why)| json!({"config": c, "reason": why})).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&doc).expect("JSON values always serialise");

@@ -87,6 +87,8 @@ pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<
         recompute: cfg.recompute.clone(),
         batch: args.batch,
         seed: args.seed,
+        devices: args.devices.clone(),
+        precision: args.precision.clone(),
         ..WorkloadSpec::default()
     };
     let opts = ExecOptions { timeout: Duration::from_secs_f64(args.timeout) };

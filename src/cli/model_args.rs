@@ -33,6 +33,10 @@ pub struct ModelArgs {
     /// visible GPUs) or a list, one per rank: `cuda:0,cuda:0,cuda:1`.
     #[arg(long, default_value = "cpu")]
     pub devices: String,
+    /// Format of the matrix products' operands and results: f32, bf16 or f16 (accumulation is
+    /// always f32; default: the model's own, f32 for the presets).
+    #[arg(long, value_name = "FORMAT")]
+    pub precision: Option<String>,
 }
 
 impl ModelArgs {
@@ -47,6 +51,7 @@ impl ModelArgs {
             lr: self.lr,
             seed: self.seed,
             devices: self.devices.clone(),
+            precision: self.precision.clone(),
         }
     }
 }

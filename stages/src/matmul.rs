@@ -10,7 +10,30 @@
 use gemm::Parallelism;
 
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 use crate::tensor::{mixed, Store, Tensor};
+
+/// One row-major product `[m, n] = op(A)·op(B)` with `op(A)` `[m, k]` and `op(B)` `[k, n]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmShape {
+    /// Rows of the result.
+    pub m: usize,
+    /// The inner dimension.
+    pub k: usize,
+    /// Columns of the result.
+    pub n: usize,
+    /// Whether `A` is stored transposed (`[k, m]`).
+    pub trans_a: bool,
+    /// Whether `B` is stored transposed (`[n, k]`).
+    pub trans_b: bool,
+}
+
+impl GemmShape {
+    /// Floating-point operations: `2·m·k·n`.
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.m * self.k * self.n) as f64
+    }
+}
 
 /// Whether an operand enters a product as stored or transposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,10 +53,30 @@ fn view(t: &Tensor, trans: Trans) -> (usize, usize, isize, isize) {
     }
 }
 
-/// `out = op(a) · op(b)`, overwriting `out` (never reading it: it may hold anything), which must
-/// already have the product's shape.
+/// `out = op(a) · op(b)` in `precision` (see [`Precision`]), overwriting `out` (never reading it:
+/// it may hold anything), which must already have the product's shape.
+pub(crate) fn matmul_into(
+    out: &mut Tensor,
+    a: &Tensor,
+    ta: Trans,
+    b: &Tensor,
+    tb: Trans,
+    precision: Precision,
+) -> Result<()> {
+    if precision == Precision::F32 || !(out.is_host() && a.is_host() && b.is_host()) {
+        return product(out, a, ta, b, tb, precision);
+    }
+    let (mut ra, mut rb) = (a.try_clone()?, b.try_clone()?);
+    precision.round_all(ra.data_mut());
+    precision.round_all(rb.data_mut());
+    product(out, &ra, ta, &rb, tb, Precision::F32)?;
+    precision.round_all(out.data_mut());
+    Ok(())
+}
+
+/// The product itself: `gemm` on the host (in `f32`), cuBLAS on a GPU (in `precision`).
 #[allow(unsafe_code)]
-pub(crate) fn matmul_into(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, tb: Trans) -> Result<()> {
+fn product(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, tb: Trans, precision: Precision) -> Result<()> {
     let (m, k, a_rs, a_cs) = view(a, ta);
     let (k2, n, b_rs, b_cs) = view(b, tb);
     if k != k2 || out.shape() != [m, n] {
@@ -57,7 +100,7 @@ pub(crate) fn matmul_into(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, t
         (Store::Host(_), Store::Host(_), Store::Host(_)) => {}
         (Store::Cuda(c), Store::Cuda(x), Store::Cuda(y)) => {
             let shape = crate::cuda::gemm::RowMajor { m, n, k, a: a_shape, ta, b: b_shape, tb };
-            return crate::cuda::gemm::matmul_into(c, x, y, shape);
+            return crate::cuda::gemm::matmul_into(c, x, y, shape, precision);
         }
         _ => {
             let other = if a_dev != out_dev { a_dev } else { b_dev };
@@ -127,7 +170,7 @@ mod tests {
             let a = if ta == Trans::No { filled(m, k, 1) } else { filled(k, m, 1) };
             let b = if tb == Trans::No { filled(k, n, 2) } else { filled(n, k, 2) };
             let mut out = Tensor::full(m, n, f32::NAN);
-            matmul_into(&mut out, &a, ta, &b, tb).unwrap();
+            matmul_into(&mut out, &a, ta, &b, tb, Precision::F32).unwrap();
             for (x, y) in out.data().iter().zip(naive(&a, ta, &b, tb)) {
                 assert!((*x as f64 - y).abs() < 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
             }
@@ -140,7 +183,7 @@ mod tests {
         let first = a.matmul(&b).unwrap();
         for _ in 0..3 {
             let mut out = Tensor::full(64, 96, 123.0);
-            matmul_into(&mut out, &a.clone(), Trans::No, &b.clone(), Trans::No).unwrap();
+            matmul_into(&mut out, &a.clone(), Trans::No, &b.clone(), Trans::No, Precision::F32).unwrap();
             assert!(out.bit_eq(&first));
         }
     }
@@ -148,10 +191,12 @@ mod tests {
     #[test]
     fn rejects_mismatched_shapes() {
         let mut out = Tensor::zeros(2, 2);
-        let e = matmul_into(&mut out, &filled(2, 3, 0), Trans::No, &filled(4, 2, 0), Trans::No).unwrap_err();
+        let e = matmul_into(&mut out, &filled(2, 3, 0), Trans::No, &filled(4, 2, 0), Trans::No, Precision::F32)
+            .unwrap_err();
         assert!(e.to_string().contains("op(a) is [2, 3]"), "{e}");
         let mut empty = Tensor::full(2, 2, 5.0);
-        matmul_into(&mut empty, &Tensor::zeros(2, 0), Trans::No, &Tensor::zeros(0, 2), Trans::No).unwrap();
+        matmul_into(&mut empty, &Tensor::zeros(2, 0), Trans::No, &Tensor::zeros(0, 2), Trans::No, Precision::F32)
+            .unwrap();
         assert_eq!(empty.data(), &[0.0; 4]);
     }
 }

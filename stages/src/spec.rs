@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::layers::{Block, Dropout, Layer, LayerNorm, Linear};
 use crate::loss::LossKind;
+use crate::precision::Precision;
 use crate::rng::{tag, Stream};
 
 /// A residual-MLP model and its default micro-batch size.
@@ -43,6 +44,9 @@ pub struct ModelSpec {
     /// Seed of the initial parameters and of the dropout masks.
     #[serde(default)]
     pub seed: u64,
+    /// Format of the matrix products' operands and results (`f32` unless given).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn custom() -> String {
@@ -122,11 +126,14 @@ impl LayerSpec {
     pub(crate) fn build(&self, index: usize, model: &ModelSpec) -> Layer {
         let stream = Stream::new(&[tag::INIT, model.seed, index as u64]);
         match *self {
-            LayerSpec::Linear { input, output } => Layer::Linear(Linear::new(input, output, stream, 1.0)),
+            LayerSpec::Linear { input, output } => {
+                Layer::Linear(Linear::new(input, output, stream, 1.0).with_precision(model.precision))
+            }
             LayerSpec::Norm { width } => Layer::Norm(LayerNorm::new(width)),
             LayerSpec::Block { width, ffn } => {
                 let gain = 1.0 / (2.0 * model.blocks.max(1) as f32).sqrt();
-                Layer::Block(Block::new(width, ffn, Dropout { rate: model.dropout, layer: index }, stream, gain))
+                let dropout = Dropout { rate: model.dropout, layer: index };
+                Layer::Block(Block::new(width, ffn, dropout, stream, gain).with_precision(model.precision))
             }
         }
     }
@@ -149,6 +156,7 @@ impl ModelSpec {
             loss: LossKind::CrossEntropy,
             batch: 8,
             seed: 1,
+            precision: Precision::F32,
         }
     }
 
@@ -165,6 +173,7 @@ impl ModelSpec {
             loss: LossKind::Mse,
             batch: 128,
             seed: 1,
+            precision: Precision::F32,
         }
     }
 
@@ -181,6 +190,7 @@ impl ModelSpec {
             loss: LossKind::Mse,
             batch: 128,
             seed: 1,
+            precision: Precision::F32,
         }
     }
 

@@ -27,7 +27,7 @@ use crate::policy::RecomputePolicy;
 use crate::slot::{Accumulator, Phase, Slot};
 use crate::spec::ModelSpec;
 use crate::tensor::Tensor;
-use crate::StageBytes;
+use crate::{GemmShape, StageBytes};
 
 /// One pipeline stage with real compute. `Send`: an executor moves it into its rank's thread.
 #[derive(Debug)]
@@ -271,6 +271,27 @@ impl Stage {
             .collect()
     }
 
+    /// The matrix products one micro-batch of `batch` rows runs, per op: `[F, I, W]` (`I` of the
+    /// first stage included: it computes its input gradient too).
+    pub fn products(&self, batch: usize) -> [Vec<GemmShape>; 3] {
+        let mut linears: Vec<(usize, usize)> = Vec::new();
+        for layer in &self.layers {
+            match layer {
+                Layer::Linear(l) => linears.push((l.input_width(), l.output_width())),
+                Layer::Block(b) => {
+                    linears.push((b.fc1.input_width(), b.fc1.output_width()));
+                    linears.push((b.fc2.input_width(), b.fc2.output_width()));
+                }
+                Layer::Norm(_) => {}
+            }
+        }
+        let shape = |m, k, n, trans_a, trans_b| GemmShape { m, k, n, trans_a, trans_b };
+        let f = linears.iter().map(|&(i, o)| shape(batch, i, o, false, false)).collect();
+        let b = linears.iter().rev().map(|&(i, o)| shape(batch, o, i, false, true)).collect();
+        let w = linears.iter().map(|&(i, o)| shape(i, batch, o, true, false)).collect();
+        [f, b, w]
+    }
+
     /// Number of parameters.
     pub fn param_count(&self) -> usize {
         self.params().iter().map(|p| p.len()).sum()
@@ -309,6 +330,30 @@ impl Stage {
                 m,
                 hint: "no step has begun; call begin_step(step, m) first".into(),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Partition, Policies};
+
+    #[test]
+    fn products_list_every_linear_map_in_op_order() {
+        let model = ModelSpec::tiny();
+        let specs = model.stage_specs(1, &Partition::Even, &Policies::all(RecomputePolicy::None)).unwrap();
+        let stage = Stage::new(&model, &specs[0]).unwrap();
+        let [f, i, w] = stage.products(5);
+        let maps = 2 + 2 * model.blocks;
+        assert!(f.len() == maps && i.len() == maps && w.len() == maps);
+        assert_eq!(f[0], GemmShape { m: 5, k: model.input, n: model.hidden, trans_a: false, trans_b: false });
+        assert_eq!(i[0], GemmShape { m: 5, k: model.output, n: model.hidden, trans_a: false, trans_b: true });
+        assert_eq!(w[1], GemmShape { m: model.hidden, k: 5, n: model.ffn, trans_a: true, trans_b: false });
+        let per_row =
+            model.input * model.hidden + 2 * model.blocks * model.hidden * model.ffn + model.hidden * model.output;
+        for op in [&f, &i, &w] {
+            assert_eq!(op.iter().map(GemmShape::flops).sum::<f64>(), 2.0 * 5.0 * per_row as f64);
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::loss::LossKind;
 use crate::matmul::{matmul_into, Trans};
+use crate::precision::Precision;
 use crate::rng::{tag, Stream};
 use crate::spec::ModelSpec;
 use crate::tensor::Tensor;
@@ -60,11 +61,11 @@ impl Task {
         let mut h = Tensor::zeros(rows, TEACHER_WIDTH);
         let mut y = Tensor::zeros(rows, self.b.cols());
         // Shapes are fixed by construction, so these products cannot fail.
-        let ok = matmul_into(&mut h, &x, Trans::No, &self.a, Trans::No).is_ok();
+        let ok = matmul_into(&mut h, &x, Trans::No, &self.a, Trans::No, Precision::F32).is_ok();
         for v in h.data_mut() {
             *v = v.tanh();
         }
-        let ok = ok && matmul_into(&mut y, &h, Trans::No, &self.b, Trans::No).is_ok();
+        let ok = ok && matmul_into(&mut y, &h, Trans::No, &self.b, Trans::No, Precision::F32).is_ok();
         debug_assert!(ok);
         let target = match self.loss {
             LossKind::Mse => y,

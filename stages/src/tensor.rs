@@ -28,8 +28,9 @@ pub struct Tensor {
 pub(crate) enum Store {
     /// Host memory.
     Host(Vec<f32>),
-    /// A CUDA GPU's memory.
-    Cuda(DeviceBuffer),
+    /// A CUDA GPU's memory (boxed: a device buffer carries its stream and events, and host
+    /// tensors should not pay for that size).
+    Cuda(Box<DeviceBuffer>),
 }
 
 impl Tensor {
@@ -80,7 +81,7 @@ impl Tensor {
     pub(crate) fn scratch_like(&self, rows: usize, cols: usize) -> Result<Tensor> {
         match &self.store {
             Store::Host(_) => Ok(Tensor::scratch(rows, cols)),
-            Store::Cuda(b) => Ok(Tensor { rows, cols, store: Store::Cuda(b.scratch(rows * cols)?) }),
+            Store::Cuda(b) => Ok(Tensor { rows, cols, store: Store::Cuda(Box::new(b.scratch(rows * cols)?)) }),
         }
     }
 
@@ -88,14 +89,14 @@ impl Tensor {
     pub(crate) fn zeros_like(&self, rows: usize, cols: usize) -> Result<Tensor> {
         match &self.store {
             Store::Host(_) => Ok(Tensor::zeros(rows, cols)),
-            Store::Cuda(b) => Ok(Tensor { rows, cols, store: Store::Cuda(b.zeros(rows * cols)?) }),
+            Store::Cuda(b) => Ok(Tensor { rows, cols, store: Store::Cuda(Box::new(b.zeros(rows * cols)?)) }),
         }
     }
 
     /// A tensor from a device buffer of `rows * cols` values.
     pub(crate) fn from_device(rows: usize, cols: usize, buffer: DeviceBuffer) -> Tensor {
         debug_assert_eq!(buffer.len(), rows * cols);
-        Tensor { rows, cols, store: Store::Cuda(buffer) }
+        Tensor { rows, cols, store: Store::Cuda(Box::new(buffer)) }
     }
 
     /// The storage.
@@ -270,7 +271,7 @@ impl Tensor {
     /// The matrix product `self · other` (both on the same device).
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
         let mut out = self.scratch_like(self.rows, other.cols)?;
-        matmul_into(&mut out, self, Trans::No, other, Trans::No)?;
+        matmul_into(&mut out, self, Trans::No, other, Trans::No, crate::Precision::F32)?;
         Ok(out)
     }
 

@@ -6,14 +6,20 @@
 //! with the transpose flags kept (`op(B)ᵀ` of the column-major view of `B` is `B` itself
 //! untransposed), the sizes `(n, m, k)`, and each operand's row length as its leading dimension.
 //! [`col_major`] is that mapping as a pure function, tested on the CPU against a column-major
-//! reference product; [`matmul_into`] hands it to cuBLAS.
+//! reference product; [`matmul_into`] hands it to cuBLAS — `sgemm` in `f32`, `GemmEx` with
+//! 16-bit operands and result and `f32` compute in bf16 or f16 (operands converted by the
+//! `k_to_*` kernels into temporaries freed when the product is done, the result converted back
+//! by `k_from_*`).
 
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{Gemm, GemmConfig};
+use cudarc::driver::{CudaSlice, DeviceRepr};
+use half::{bf16, f16};
 
-use super::runtime::{current, device_error, DeviceBuffer};
+use super::runtime::{current, device_error, launch, DeviceBuffer, Gpu, KArg};
 use crate::error::{Error, Result};
-use crate::matmul::Trans;
+use crate::matmul::{GemmShape, Trans};
+use crate::precision::Precision;
 
 /// A row-major product `[m, n] = op(A)·op(B)`: the stored shapes and transpositions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,9 +78,16 @@ fn int(ordinal: usize, v: usize) -> Result<i32> {
         .map_err(|_| device_error(ordinal, "matrix product", format!("size {v} exceeds cuBLAS's 32-bit sizes")))
 }
 
-/// `out = op(a)·op(b)` on the current lane's cuBLAS handle, overwriting `out` (`beta = 0`).
-/// Shapes were checked by the caller (`matmul_into`), which also handles empty products.
-pub(crate) fn matmul_into(out: &mut DeviceBuffer, a: &DeviceBuffer, b: &DeviceBuffer, p: RowMajor) -> Result<()> {
+/// `out = op(a)·op(b)` in `precision` on the current lane's cuBLAS handle, overwriting `out`
+/// (`beta = 0`). Shapes were checked by the caller (`matmul_into`), which also handles empty
+/// products.
+pub(crate) fn matmul_into(
+    out: &mut DeviceBuffer,
+    a: &DeviceBuffer,
+    b: &DeviceBuffer,
+    p: RowMajor,
+    precision: Precision,
+) -> Result<()> {
     let ordinal = out.ordinal();
     if a.ordinal() != ordinal || b.ordinal() != ordinal {
         let other = if a.ordinal() != ordinal { a.ordinal() } else { b.ordinal() };
@@ -88,18 +101,18 @@ pub(crate) fn matmul_into(out: &mut DeviceBuffer, a: &DeviceBuffer, b: &DeviceBu
         });
     }
     let c = col_major(p);
-    let cfg = GemmConfig {
-        transa: op(c.trans_x),
-        transb: op(c.trans_y),
-        m: int(ordinal, c.m)?,
-        n: int(ordinal, c.n)?,
-        k: int(ordinal, c.k)?,
-        alpha: 1.0f32,
-        lda: int(ordinal, c.ldx)?,
-        ldb: int(ordinal, c.ldy)?,
-        beta: 0.0f32,
-        ldc: int(ordinal, c.ldc)?,
-    };
+    match precision {
+        Precision::F32 => {}
+        Precision::Bf16 => {
+            let cfg = config(c, ordinal, bf16::ONE, bf16::ZERO)?;
+            return half_product::<bf16>(out, a, b, cfg, ["k_to_bf16", "k_from_bf16"]);
+        }
+        Precision::F16 => {
+            let cfg = config(c, ordinal, f16::ONE, f16::ZERO)?;
+            return half_product::<f16>(out, a, b, cfg, ["k_to_f16", "k_from_f16"]);
+        }
+    }
+    let cfg = config(c, ordinal, 1.0f32, 0.0f32)?;
     let lane = current(&out.gpu);
     // SAFETY: `b` holds k·n (or n·k) values and `a` m·k (or k·m), as checked against their
     // stored shapes above; `col_major` gives each its row length as leading dimension, so every
@@ -109,6 +122,173 @@ pub(crate) fn matmul_into(out: &mut DeviceBuffer, a: &DeviceBuffer, b: &DeviceBu
     #[allow(unsafe_code)]
     let done = unsafe { lane.blas.gemm(cfg, &b.slice, &a.slice, &mut out.slice) };
     done.map_err(|e| device_error(ordinal, "cuBLAS sgemm", format!("{e:?}")))
+}
+
+/// cuBLAS's arguments for the column-major call `c`, with `C = alpha·op(X)·op(Y) + beta·C`.
+fn config<T>(c: ColMajor, ordinal: usize, alpha: T, beta: T) -> Result<GemmConfig<T>> {
+    Ok(GemmConfig {
+        transa: op(c.trans_x),
+        transb: op(c.trans_y),
+        m: int(ordinal, c.m)?,
+        n: int(ordinal, c.n)?,
+        k: int(ordinal, c.k)?,
+        alpha,
+        lda: int(ordinal, c.ldx)?,
+        ldb: int(ordinal, c.ldy)?,
+        beta,
+        ldc: int(ordinal, c.ldc)?,
+    })
+}
+
+/// A 16-bit format the conversion kernels and cuBLAS both take.
+trait Half: DeviceRepr + Sized {
+    fn arg(buf: &CudaSlice<Self>) -> KArg<'_>;
+    fn arg_mut(buf: &mut CudaSlice<Self>) -> KArg<'_>;
+}
+
+impl Half for bf16 {
+    fn arg(buf: &CudaSlice<bf16>) -> KArg<'_> {
+        KArg::InBf16(buf)
+    }
+    fn arg_mut(buf: &mut CudaSlice<bf16>) -> KArg<'_> {
+        KArg::OutBf16(buf)
+    }
+}
+
+impl Half for f16 {
+    fn arg(buf: &CudaSlice<f16>) -> KArg<'_> {
+        KArg::InF16(buf)
+    }
+    fn arg_mut(buf: &mut CudaSlice<f16>) -> KArg<'_> {
+        KArg::OutF16(buf)
+    }
+}
+
+/// `len` uninitialised 16-bit values on `gpu`'s current lane.
+fn alloc_half<T: Half>(gpu: &std::sync::Arc<Gpu>, len: usize) -> Result<CudaSlice<T>> {
+    // SAFETY: uninitialised memory, written whole (by a conversion kernel or the product) before
+    // it is read.
+    #[allow(unsafe_code)]
+    let s = unsafe { current(gpu).stream.alloc::<T>(len.max(1)) };
+    s.map_err(|e| device_error(gpu.ordinal, &format!("allocating {} bytes", 2 * len), e))
+}
+
+/// The product with 16-bit operands and result: convert, multiply, convert back.
+fn half_product<T: Half>(
+    out: &mut DeviceBuffer,
+    a: &DeviceBuffer,
+    b: &DeviceBuffer,
+    cfg: GemmConfig<T>,
+    [to, from]: [&'static str; 2],
+) -> Result<()>
+where
+    cudarc::cublas::CudaBlas: Gemm<T>,
+{
+    let gpu = out.gpu.clone();
+    let mut ha = alloc_half::<T>(&gpu, a.len())?;
+    let mut hb = alloc_half::<T>(&gpu, b.len())?;
+    let mut hc = alloc_half::<T>(&gpu, out.len())?;
+    let n32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    launch(&gpu, to, a.len(), &mut [KArg::In(a), T::arg_mut(&mut ha), KArg::U32(n32(a.len()))])?;
+    launch(&gpu, to, b.len(), &mut [KArg::In(b), T::arg_mut(&mut hb), KArg::U32(n32(b.len()))])?;
+    let lane = current(&gpu);
+    // SAFETY: as for the f32 product: `hb`, `ha` and `hc` hold exactly as many values as `b`, `a`
+    // and `out`, whose lengths were checked against the shapes the configuration describes.
+    #[allow(unsafe_code)]
+    let done = unsafe { lane.blas.gemm(cfg, &hb, &ha, &mut hc) };
+    done.map_err(|e| device_error(gpu.ordinal, "cuBLAS GemmEx", format!("{e:?}")))?;
+    let n = out.len();
+    launch(&gpu, from, n, &mut [T::arg(&hc), KArg::Out(out), KArg::U32(n32(n))])
+}
+
+/// Milliseconds of GPU time for one pass over `shapes` through cuBLAS alone (operands already on
+/// the GPU and, in bf16 or f16, already in that format), the median of `reps` passes after two
+/// warm-up passes, timed with CUDA events on a lane of its own.
+pub fn cublas_ms(ordinal: usize, shapes: &[GemmShape], precision: Precision, reps: usize) -> Result<f64> {
+    let lane = super::Lane::new(ordinal)?;
+    let _scope = lane.enter();
+    let gpu = super::runtime::gpu(ordinal)?;
+    let problems: Vec<RowMajor> = shapes
+        .iter()
+        .map(|s| RowMajor {
+            m: s.m,
+            n: s.n,
+            k: s.k,
+            a: if s.trans_a { [s.k, s.m] } else { [s.m, s.k] },
+            ta: if s.trans_a { Trans::Yes } else { Trans::No },
+            b: if s.trans_b { [s.n, s.k] } else { [s.k, s.n] },
+            tb: if s.trans_b { Trans::Yes } else { Trans::No },
+        })
+        .collect();
+    match precision {
+        Precision::F32 => {
+            let filled = |n: usize| {
+                DeviceBuffer::upload(ordinal, &(0..n).map(|i| ((i % 7) as f32 - 3.0) / 8.0).collect::<Vec<_>>())
+            };
+            let mut bufs = Vec::new();
+            for p in &problems {
+                bufs.push((filled(p.m * p.k)?, filled(p.k * p.n)?, filled(p.m * p.n)?));
+            }
+            median_pass(&lane, reps, || {
+                for (p, (a, b, c)) in problems.iter().zip(&mut bufs) {
+                    matmul_into(c, a, b, *p, Precision::F32)?;
+                }
+                Ok(())
+            })
+        }
+        Precision::Bf16 => half_passes::<bf16>(&lane, &gpu, &problems, bf16::ONE, bf16::ZERO, reps),
+        Precision::F16 => half_passes::<f16>(&lane, &gpu, &problems, f16::ONE, f16::ZERO, reps),
+    }
+}
+
+/// `cublas_ms` for a 16-bit format: zero-filled operands (contents do not change the time).
+fn half_passes<T>(
+    lane: &super::Lane,
+    gpu: &std::sync::Arc<Gpu>,
+    problems: &[RowMajor],
+    one: T,
+    zero: T,
+    reps: usize,
+) -> Result<f64>
+where
+    T: Half + cudarc::driver::ValidAsZeroBits + Copy,
+    cudarc::cublas::CudaBlas: Gemm<T>,
+{
+    let zeros =
+        |n: usize| lane.stream.alloc_zeros::<T>(n.max(1)).map_err(|e| device_error(gpu.ordinal, "allocating", e));
+    let mut bufs = Vec::new();
+    for p in problems {
+        bufs.push((
+            config(col_major(*p), gpu.ordinal, one, zero)?,
+            zeros(p.m * p.k)?,
+            zeros(p.k * p.n)?,
+            zeros(p.m * p.n)?,
+        ));
+    }
+    median_pass(lane, reps, || {
+        for (cfg, a, b, c) in &mut bufs {
+            // SAFETY: each buffer has exactly the length its shape in `cfg` describes.
+            #[allow(unsafe_code)]
+            let done = unsafe { lane.blas.gemm(*cfg, &*b, &*a, c) };
+            done.map_err(|e| device_error(gpu.ordinal, "cuBLAS GemmEx", format!("{e:?}")))?;
+        }
+        Ok(())
+    })
+}
+
+/// The median GPU time of `reps` runs of `pass` (after two warm-up runs).
+fn median_pass(lane: &super::Lane, reps: usize, mut pass: impl FnMut() -> Result<()>) -> Result<f64> {
+    let mut times = Vec::new();
+    for run in 0..reps.max(1) + 2 {
+        let start = lane.mark()?;
+        pass()?;
+        let end = lane.mark()?;
+        if run >= 2 {
+            times.push(end.ms_since(&start)?);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 fn out_dev(ordinal: usize) -> crate::Device {
@@ -151,7 +331,7 @@ mod tests {
                     let c = col_major(p);
                     let got = sgemm_reference(c, b.data(), a.data());
                     let mut want = Tensor::zeros(m, n);
-                    crate::matmul::matmul_into(&mut want, &a, ta, &b, tb).unwrap();
+                    crate::matmul::matmul_into(&mut want, &a, ta, &b, tb, crate::Precision::F32).unwrap();
                     assert_eq!(got.len(), m * n, "C has exactly m·n values, row after row");
                     for (g, w) in got.iter().zip(want.data()) {
                         assert!(

@@ -12,6 +12,7 @@ pub(crate) mod ops;
 mod runtime;
 mod source;
 
+pub use gemm::cublas_ms;
 pub use runtime::{DeviceBuffer, Lane, LaneScope, Mark};
 
 use crate::device::Device;

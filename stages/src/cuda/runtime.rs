@@ -294,10 +294,14 @@ pub(crate) enum KArg<'a> {
     In(&'a DeviceBuffer),
     /// A buffer the kernel writes (and may read).
     Out(&'a mut DeviceBuffer),
-    /// Half-precision bits the kernel reads.
-    InU16(&'a CudaSlice<u16>),
-    /// Half-precision bits the kernel writes.
-    OutU16(&'a mut CudaSlice<u16>),
+    /// bfloat16 values the kernel reads (as `unsigned short` bits).
+    InBf16(&'a CudaSlice<half::bf16>),
+    /// bfloat16 values the kernel writes.
+    OutBf16(&'a mut CudaSlice<half::bf16>),
+    /// IEEE half values the kernel reads (as `unsigned short` bits).
+    InF16(&'a CudaSlice<half::f16>),
+    /// IEEE half values the kernel writes.
+    OutF16(&'a mut CudaSlice<half::f16>),
     /// `unsigned int`.
     U32(u32),
     /// `unsigned long long`.
@@ -311,8 +315,8 @@ impl KArg<'_> {
         match self {
             KArg::In(_) => Arg::PtrF32,
             KArg::Out(_) => Arg::PtrF32Mut,
-            KArg::InU16(_) => Arg::PtrU16,
-            KArg::OutU16(_) => Arg::PtrU16Mut,
+            KArg::InBf16(_) | KArg::InF16(_) => Arg::PtrU16,
+            KArg::OutBf16(_) | KArg::OutF16(_) => Arg::PtrU16Mut,
             KArg::U32(_) => Arg::U32,
             KArg::U64(_) => Arg::U64,
             KArg::F32(_) => Arg::F32,
@@ -362,8 +366,10 @@ pub(crate) fn launch(gpu: &Arc<Gpu>, name: &'static str, threads: usize, args: &
         match a {
             KArg::In(x) => b.arg(&x.slice),
             KArg::Out(x) => b.arg(&mut x.slice),
-            KArg::InU16(x) => b.arg(*x),
-            KArg::OutU16(x) => b.arg(&mut **x),
+            KArg::InBf16(x) => b.arg(*x),
+            KArg::OutBf16(x) => b.arg(&mut **x),
+            KArg::InF16(x) => b.arg(*x),
+            KArg::OutF16(x) => b.arg(&mut **x),
             KArg::U32(v) => b.arg(&*v),
             KArg::U64(v) => b.arg(&*v),
             KArg::F32(v) => b.arg(&*v),

@@ -83,6 +83,11 @@ impl Block {
         }
     }
 
+    /// The block with its two products in `precision`.
+    pub fn with_precision(self, precision: crate::precision::Precision) -> Block {
+        Block { fc1: self.fc1.with_precision(precision), fc2: self.fc2.with_precision(precision), ..self }
+    }
+
     /// The residual width.
     pub fn width(&self) -> usize {
         self.norm.width()

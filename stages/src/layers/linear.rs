@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::matmul::{matmul_into, Trans};
+use crate::precision::Precision;
 use crate::rng::Stream;
 use crate::tensor::Tensor;
 
@@ -17,6 +18,8 @@ pub struct Linear {
     pub(crate) weight: Tensor,
     /// `[1, out]`.
     pub(crate) bias: Tensor,
+    /// Format of the products' operands and results.
+    pub(crate) precision: Precision,
 }
 
 impl Linear {
@@ -25,7 +28,12 @@ impl Linear {
     pub fn new(input: usize, output: usize, stream: Stream, gain: f32) -> Linear {
         let std = gain / (input.max(1) as f32).sqrt();
         let weight = Tensor::from_fn(input, output, |r, c| std * stream.normal((r * output + c) as u64));
-        Linear { weight, bias: Tensor::zeros(1, output) }
+        Linear { weight, bias: Tensor::zeros(1, output), precision: Precision::F32 }
+    }
+
+    /// The layer with its products in `precision`.
+    pub fn with_precision(self, precision: Precision) -> Linear {
+        Linear { precision, ..self }
     }
 
     /// A layer from given weight `[in, out]` and bias `[1, out]`.
@@ -36,7 +44,7 @@ impl Linear {
                 format!("bias {:?} for weight {:?}", bias.shape(), weight.shape()),
             ));
         }
-        Ok(Linear { weight, bias })
+        Ok(Linear { weight, bias, precision: Precision::F32 })
     }
 
     /// Input width.
@@ -65,7 +73,7 @@ impl Linear {
             return Err(shape("Linear forward", format!("input {:?}, layer is {:?}", x.shape(), self.weight.shape())));
         }
         let mut y = x.scratch_like(x.rows(), self.output_width())?;
-        matmul_into(&mut y, x, Trans::No, &self.weight, Trans::No)?;
+        matmul_into(&mut y, x, Trans::No, &self.weight, Trans::No, self.precision)?;
         y.add_row(&self.bias)?;
         Ok(y)
     }
@@ -79,7 +87,7 @@ impl Linear {
             ));
         }
         let mut dx = dy.scratch_like(dy.rows(), self.input_width())?;
-        matmul_into(&mut dx, dy, Trans::No, &self.weight, Trans::Yes)?;
+        matmul_into(&mut dx, dy, Trans::No, &self.weight, Trans::Yes, self.precision)?;
         Ok(dx)
     }
 
@@ -93,7 +101,7 @@ impl Linear {
             ));
         }
         let mut dw = dy.scratch_like(self.input_width(), self.output_width())?;
-        matmul_into(&mut dw, x, Trans::Yes, dy, Trans::No)?;
+        matmul_into(&mut dw, x, Trans::Yes, dy, Trans::No, self.precision)?;
         Ok([dw, dy.column_sums()?])
     }
 }
@@ -126,7 +134,7 @@ mod tests {
         let [dw, db] = l.weight_grads(&x, &r).unwrap();
         let loss = |l: &Linear, x: &Tensor| crate::layers::check::dot(&l.forward(x).unwrap(), &r);
         assert_close(&dx, &numeric_grad(&x, |x| loss(&l, x)));
-        assert_close(&dw, &numeric_grad(&l.weight, |w| loss(&Linear { weight: w.clone(), bias: l.bias.clone() }, &x)));
-        assert_close(&db, &numeric_grad(&l.bias, |b| loss(&Linear { weight: l.weight.clone(), bias: b.clone() }, &x)));
+        assert_close(&dw, &numeric_grad(&l.weight, |w| loss(&Linear { weight: w.clone(), ..l.clone() }, &x)));
+        assert_close(&db, &numeric_grad(&l.bias, |b| loss(&Linear { bias: b.clone(), ..l.clone() }, &x)));
     }
 }
