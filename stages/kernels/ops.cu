@@ -12,7 +12,7 @@
 //   - no header is included (NVRTC has none of the standard ones), and nothing is shared between
 //     threads: no shared memory, no barriers, no read-modify-write of another thread's data, no
 //     warp intrinsics; the only intrinsics are __float_as_uint and __uint_as_float.
-// The same file compiles as C++ with `cpu_shim.h`, and the tests in `stages/src/cuda/emulate.rs`
+// The same file compiles as C with `cpu_shim.h`, and the tests in `stages/src/cuda/emulate.rs`
 // run every kernel over an emulated grid against the CPU code.
 
 // ---- helpers ---------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 //! `Device`: where a stage's tensors live and its compute runs.
 //!
-//! Stages run on `Cpu`. `Cuda(ordinal)` parses and prints so configs can name it; checking it
-//! probes the driver, the GPU, cuBLAS and NVRTC (in the `cuda` module, the only one touching
-//! `cudarc`) and names the first missing piece — or, with everything present, says that stages
-//! cannot run on CUDA in this version. Nothing ever panics on it.
+//! `Cpu` runs a stage's ops on its worker thread; `Cuda(ordinal)` runs them on a GPU, on a CUDA
+//! stream of the stage's own. Checking a device probes the driver, the GPU, cuBLAS and NVRTC (in
+//! the `cuda` module, the only one touching `cudarc`) and names the first missing piece. Nothing
+//! ever panics on it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -19,7 +19,8 @@ pub enum Device {
     /// The host CPU; matrix products through `gemm`, single-threaded.
     #[default]
     Cpu,
-    /// The CUDA GPU with this ordinal (not built yet).
+    /// The CUDA GPU with this ordinal: products through cuBLAS, everything else through the
+    /// kernels of `stages/kernels/ops.cu` compiled at run time by NVRTC.
     Cuda(usize),
 }
 

@@ -54,7 +54,8 @@ pub enum Error {
     #[error("partition: {0}")]
     Partition(String),
 
-    /// A device that cannot be used (CUDA is not built yet).
+    /// A device that cannot be used (no driver, no such GPU, a missing library), a failed GPU
+    /// call, or tensors of two devices given to one operation.
     #[error("device {device}: {reason}")]
     Device {
         /// The device as written (`cuda:0`).

@@ -1,13 +1,14 @@
 //! The kernels of `kernels/ops.cu`, run on the CPU and compared bit for bit with the CPU code
 //! they mirror.
 //!
-//! g++ compiles `ops.cu` as C++ through `kernels/cpu_shim.h` (no contraction, no fast math: each
+//! The host's C compiler (`cc`, which Rust links with; `CC` overrides it) compiles `ops.cu` as C
+//! through `kernels/cpu_shim.h` (no contraction, no fast math: each
 //! float operation rounded on its own, as NVRTC compiles it with `--fmad=false`), and each kernel
 //! runs thread by thread over the grid [`launch_1d`] gives, the shim holding the thread's index.
 //! Invariant: the expected values always come from the crate's own CPU functions, never from a
 //! copy of their arithmetic; the only host-side arithmetic here is what the launcher will do
-//! itself (the `1/(1 − rate)` scale, the loss factors, adding the per-row losses). Without g++
-//! these tests fail and say so.
+//! itself (the `1/(1 − rate)` scale, the loss factors, adding the per-row losses). Without a C
+//! compiler these tests fail and say so.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -93,24 +94,32 @@ fn build() -> Ops {
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let dir = Scratch(dir);
     let so = dir.0.join("libops.so");
-    let output = Command::new("g++")
-        .args(["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC", "-include"])
+    // C has only C linkage: the kernels' `extern "C"` prefix goes, nothing else changes.
+    let source = dir.0.join("ops.c");
+    let text = std::fs::read_to_string(kernels.join("ops.cu")).expect("stages/kernels/ops.cu is readable");
+    std::fs::write(&source, text.replace("extern \"C\" ", ""))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", source.display()));
+    // The C compiler Rust links with; `CC` overrides it.
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let output = Command::new(&cc)
+        .args(["-std=c11", "-O2", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC", "-include"])
         .arg(kernels.join("cpu_shim.h"))
-        .args(["-x", "c++"])
-        .arg(kernels.join("ops.cu"))
-        .arg("-o")
+        .args(["-x", "c"])
+        .arg(&source)
+        .args(["-o"])
         .arg(&so)
+        .arg("-lm")
         .output()
         .unwrap_or_else(|e| {
-            panic!("the CUDA kernels are checked on the CPU by compiling them with g++, which could not be run ({e}); install g++ (e.g. `apt-get install g++`)")
+            panic!("the CUDA kernels are checked on the CPU by compiling them with the C compiler `{cc}`, which could not be run ({e}); install one (e.g. `apt-get install gcc`) or set CC")
         });
-    assert!(output.status.success(), "g++ could not compile ops.cu:\n{}", String::from_utf8_lossy(&output.stderr));
-    // SAFETY: the library is ops.cu compiled just above; loading it runs only the C++ runtime's
-    // initialisers, and the file defines no global with a constructor.
+    assert!(output.status.success(), "{cc} could not compile ops.cu:\n{}", String::from_utf8_lossy(&output.stderr));
+    // SAFETY: the library is ops.cu compiled just above as C; loading it runs no initialiser
+    // (the file defines no constructor).
     #[allow(unsafe_code)]
     let lib = unsafe { Library::new(&so) }.unwrap_or_else(|e| panic!("cannot load {}: {e}", so.display()));
-    // SAFETY: cpu_shim.h defines `psim_set_index` as `extern "C" void(unsigned, unsigned,
-    // unsigned, unsigned)`, which is `SetIndex`.
+    // SAFETY: cpu_shim.h defines `psim_set_index` as a C `void(unsigned, unsigned, unsigned,
+    // unsigned)`, which is `SetIndex`.
     #[allow(unsafe_code)]
     let set_index = unsafe { *lib.get::<SetIndex>("psim_set_index").expect("cpu_shim.h exports psim_set_index") };
     Ops { lib, set_index }
