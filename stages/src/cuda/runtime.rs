@@ -404,6 +404,87 @@ mod tests {
         assert_eq!((o.fmad, o.use_fast_math, o.ftz), (None, None, None), "set once, through NVRTC_OPTIONS");
     }
 
+    /// The argument kinds of one `launch(&gpu, NAME, threads, &mut [ARGS])` call site, read from
+    /// the source: `KArg::X(..)` by variant, a 16-bit `T::arg(..)` / `T::arg_mut(..)` by method.
+    fn call_sites(source: &str) -> Vec<(String, Vec<Arg>)> {
+        let mut sites = Vec::new();
+        for (at, _) in source.match_indices("launch(\n").chain(source.match_indices("launch(&gpu")) {
+            let rest = &source[at..];
+            let Some(open) = rest.find("&mut [") else { continue };
+            let name = rest[..open].split('"').nth(1).unwrap_or("?").to_string();
+            let mut depth = 0;
+            let mut end = open + 5;
+            for (k, c) in rest[open + 5..].char_indices() {
+                match c {
+                    '[' | '(' => depth += 1,
+                    ']' | ')' => depth -= 1,
+                    _ => {}
+                }
+                if depth == 0 {
+                    end = open + 5 + k;
+                    break;
+                }
+            }
+            let list = &rest[open + 5..=end];
+            let mut kinds = Vec::new();
+            let mut i = 0;
+            while i < list.len() {
+                let tail = &list[i..];
+                let kind = [
+                    ("KArg::InBf16(", Arg::PtrU16),
+                    ("KArg::OutBf16(", Arg::PtrU16Mut),
+                    ("KArg::InF16(", Arg::PtrU16),
+                    ("KArg::OutF16(", Arg::PtrU16Mut),
+                    ("KArg::In(", Arg::PtrF32),
+                    ("KArg::Out(", Arg::PtrF32Mut),
+                    ("KArg::U32(", Arg::U32),
+                    ("KArg::U64(", Arg::U64),
+                    ("KArg::F32(", Arg::F32),
+                    ("T::arg_mut(", Arg::PtrU16Mut),
+                    ("T::arg(", Arg::PtrU16),
+                ]
+                .into_iter()
+                .find(|(p, _)| tail.starts_with(p));
+                match kind {
+                    Some((p, k)) => {
+                        kinds.push(k);
+                        i += p.len();
+                    }
+                    None => i += tail.chars().next().map_or(1, char::len_utf8),
+                }
+            }
+            sites.push((name, kinds));
+        }
+        sites
+    }
+
+    #[test]
+    fn every_launch_site_passes_its_kernels_parameter_list() {
+        let sites = call_sites(include_str!("ops.rs"));
+        assert_eq!(sites.len(), 16, "one site per launch in ops.rs: {sites:?}");
+        for (name, kinds) in &sites {
+            check_args(name, kinds).unwrap_or_else(|e| panic!("ops.rs: {e}"));
+        }
+        let launched: std::collections::BTreeSet<&str> = sites.iter().map(|(n, _)| n.as_str()).collect();
+        // The 16-bit conversions are launched from gemm.rs with the kernel name in a variable.
+        let half = call_sites(include_str!("gemm.rs"));
+        assert_eq!(half.len(), 3, "{half:?}");
+        for to in ["k_to_bf16", "k_to_f16"] {
+            check_args(to, &half[0].1).unwrap();
+            check_args(to, &half[1].1).unwrap();
+        }
+        for from in ["k_from_bf16", "k_from_f16"] {
+            check_args(from, &half[2].1).unwrap();
+        }
+        let all: Vec<&str> = KERNELS.iter().map(|(n, _)| *n).collect();
+        for name in all {
+            assert!(
+                launched.contains(name) || name.starts_with("k_to_") || name.starts_with("k_from_"),
+                "{name} is never launched"
+            );
+        }
+    }
+
     #[test]
     fn no_gpu_means_an_error_not_a_panic() {
         if super::super::probe().check(0).is_ok() {
