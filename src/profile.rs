@@ -234,14 +234,16 @@ where
         }
         Ok(())
     };
+    // Inputs are copied before the clock's marks, so no op's time includes the copy.
+    let (input, grad) = (inputs[s].clone(), grads[s].clone());
     mark(stage)?;
-    stage.forward(0, inputs[s].clone()).map_err(|e| fail(s, "forward", e))?;
+    stage.forward(0, input).map_err(|e| fail(s, "forward", e))?;
     mark(stage)?;
     if recompute {
         stage.recompute(0).map_err(|e| fail(s, "recompute", e))?;
     }
     mark(stage)?;
-    stage.backward_input(0, grads[s].clone()).map_err(|e| fail(s, "input-gradient backward", e))?;
+    stage.backward_input(0, grad).map_err(|e| fail(s, "input-gradient backward", e))?;
     mark(stage)?;
     stage.backward_weight(0).map_err(|e| fail(s, "weight-gradient backward", e))?;
     mark(stage)?;

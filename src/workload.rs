@@ -85,7 +85,7 @@ impl WorkloadSpec {
             "cpu" => vec![Device::Cpu; p],
             "cuda" => {
                 let report = pipesched_stages::cuda::probe();
-                let gpus = report.gpus.len().max(1);
+                let gpus = report.visible.max(1);
                 (0..p).map(|r| Device::Cuda(r % gpus)).collect()
             }
             _ => text

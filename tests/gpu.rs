@@ -6,16 +6,21 @@
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard};
+
 use common::{deep_tiny, exec, schedule};
 use pipesched::model::{Model, ModelOptions};
 use pipesched_schedules::{Kind, Stats};
 use pipesched_stages::layers::{gelu, gelu_backward, Dropout, LayerNorm};
 use pipesched_stages::{cuda, Device, LossKind, ModelSpec, OptimizerSpec, Partition, Policies, Precision, Tensor};
 
-/// `cuda:0` if stages can run on it here; otherwise prints why not.
-fn gpu(test: &str) -> Option<Device> {
-    match cuda::probe().check(0) {
-        Ok(()) => Some(Device::Cuda(0)),
+/// `cuda:0` if stages can run on it here, with the GPU to this test alone (the tests read the
+/// driver's memory counters and time the GPU, so they run one at a time whatever
+/// `--test-threads` says); otherwise prints why not.
+fn gpu(test: &str) -> Option<(Device, MutexGuard<'static, ()>)> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    match cuda::check(0) {
+        Ok(()) => Some((Device::Cuda(0), ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner()))),
         Err(e) => {
             eprintln!("{test}: skipped: {e}");
             None
@@ -43,7 +48,7 @@ fn model_on(spec: ModelSpec, stages: usize, policy: &str, device: Device) -> Mod
 
 #[test]
 fn element_wise_kernels_give_the_cpu_bits() {
-    let Some(dev) = gpu("element_wise_kernels_give_the_cpu_bits") else { return };
+    let Some((dev, _gpu)) = gpu("element_wise_kernels_give_the_cpu_bits") else { return };
     let x = probe(37, 300, 1);
     let d = x.to_device(dev).unwrap();
     assert_eq!(d.device(), dev);
@@ -83,7 +88,7 @@ fn element_wise_kernels_give_the_cpu_bits() {
 
 #[test]
 fn matrix_products_match_the_cpu() {
-    let Some(dev) = gpu("matrix_products_match_the_cpu") else { return };
+    let Some((dev, _gpu)) = gpu("matrix_products_match_the_cpu") else { return };
     for (m, k, n) in [(32, 256, 1024), (37, 53, 29), (1, 7, 1)] {
         let (a, b) = (probe(m, k, 4), probe(k, n, 5));
         let want = a.matmul(&b).unwrap();
@@ -96,7 +101,7 @@ fn matrix_products_match_the_cpu() {
 
 #[test]
 fn gradients_on_the_gpu_match_the_cpu_for_every_schedule() {
-    let Some(dev) = gpu("gradients_on_the_gpu_match_the_cpu_for_every_schedule") else { return };
+    let Some((dev, _gpu)) = gpu("gradients_on_the_gpu_match_the_cpu_for_every_schedule") else { return };
     let p = 2;
     // f32: the bound to meet. bf16: products rounded to 8 significant bits and accumulated in
     // another order by cuBLAS than by the CPU, so single products can differ by an ulp of bf16.
@@ -127,7 +132,7 @@ fn gradients_on_the_gpu_match_the_cpu_for_every_schedule() {
 
 #[test]
 fn the_ledger_matches_the_drivers_free_memory() {
-    let Some(dev) = gpu("the_ledger_matches_the_drivers_free_memory") else { return };
+    let Some((dev, _gpu)) = gpu("the_ledger_matches_the_drivers_free_memory") else { return };
     // Open the GPU (context, kernels) and make one stream and cuBLAS handle before measuring.
     let _lane = cuda::Lane::new(0).unwrap();
     let before = cuda::used_bytes(0).unwrap();
@@ -139,14 +144,15 @@ fn the_ledger_matches_the_drivers_free_memory() {
         "static bytes of 2 stages: ledger {ledger}, driver {driver} (difference {})",
         driver as i64 - ledger as i64
     );
-    // The driver counts in 2 MiB pages and adds each stage's stream and cuBLAS workspace.
+    // The driver counts in 2 MiB pages and adds each stage's stream and cuBLAS workspace (up to
+    // 32 MiB per handle on recent GPUs).
     assert!(driver >= ledger, "the driver must see at least what the ledger counts");
-    assert!(driver <= ledger + ledger / 4 + (64 << 20), "driver {driver} vs ledger {ledger}");
+    assert!(driver <= ledger + ledger / 4 + (128 << 20), "driver {driver} vs ledger {ledger}");
 }
 
 #[test]
 fn measured_on_the_gpu_vs_simulated() {
-    let Some(dev) = gpu("measured_on_the_gpu_vs_simulated") else { return };
+    let Some((dev, _gpu)) = gpu("measured_on_the_gpu_vs_simulated") else { return };
     for kind in [Kind::OneFOneB, Kind::ZbH1] {
         let mut model = model_on(ModelSpec::small(), 2, "none", dev);
         let s = schedule(kind, 2, 8, &model);

@@ -160,6 +160,23 @@ pub fn execute<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &ExecO
 }
 
 /// Builds the trace, shifting time so the first action starts at 0.
+/// Moves every span that starts before its predecessor on the same rank ends to start there,
+/// keeping its length; returns whether any moved.
+fn sequential(spans: &mut [pipesched_schedules::Span]) -> bool {
+    let mut moved = false;
+    for k in 1..spans.len() {
+        let before = spans[k - 1].end;
+        let sp = &mut spans[k];
+        if sp.start < before {
+            let shift = before - sp.start;
+            sp.start += shift;
+            sp.end += shift;
+            moved = true;
+        }
+    }
+    moved
+}
+
 fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
     let origin = records.iter().filter_map(|r| r.spans.first().map(|s| s.start)).fold(f64::INFINITY, f64::min);
     let origin = if origin.is_finite() { origin } else { 0.0 };
@@ -212,6 +229,11 @@ fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
         for _ in 0..=edges.len() {
             let mut moved = false;
             for &((pr, pk), (cr, ck)) in &edges {
+                // A `B` hands its gradient on when its `I` part is done, before it ends: its end
+                // says nothing about when the gradient existed.
+                if ranks[pr].spans[pk].action.op == pipesched_schedules::Op::B {
+                    continue;
+                }
                 let end = ranks[pr].spans[pk].end;
                 let consumer = &mut ranks[cr].spans[ck];
                 if consumer.start < end {
@@ -220,15 +242,19 @@ fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
                     moved = true;
                 }
             }
+            for r in ranks.iter_mut() {
+                moved |= sequential(&mut r.spans);
+            }
             if !moved {
                 break;
             }
         }
         for t in &mut transfers {
             if let (Some(&(pr, pk)), Some(&(cr, ck))) = (at.get(&t.from), at.get(&t.to)) {
+                // (A `B`'s gradient leaves before the `B` ends: at the consumer's start at the latest.)
                 let (end, start) = (ranks[pr].spans[pk].end, ranks[cr].spans[ck].start);
-                t.sent = end;
-                t.received = t.received.min(start).max(end);
+                t.sent = end.min(start);
+                t.received = t.received.min(start).max(t.sent);
             }
         }
     }

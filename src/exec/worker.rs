@@ -139,6 +139,10 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
                 self.record.spans[span].end = state.origin + b;
             }
         }
+        // Stages of one rank have a stream each, so their GPU spans may overlap; a rank's
+        // timeline runs its actions in lane order, so a span that starts before the previous one
+        // ends is moved (not stretched) to start there.
+        super::sequential(&mut self.record.spans);
         for &(sample, span, at_start) in &self.mem_refs {
             let sp = &self.record.spans[span];
             self.record.memory[sample].time = if at_start { sp.start } else { sp.end };

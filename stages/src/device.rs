@@ -29,7 +29,7 @@ impl Device {
     pub fn check(self) -> Result<()> {
         match self {
             Device::Cpu => Ok(()),
-            Device::Cuda(ordinal) => crate::cuda::probe().check(ordinal),
+            Device::Cuda(ordinal) => crate::cuda::check(ordinal),
         }
     }
 }

@@ -10,6 +10,12 @@
 //! 16-bit operands and result and `f32` compute in bf16 or f16 (operands converted by the
 //! `k_to_*` kernels into temporaries freed when the product is done, the result converted back
 //! by `k_from_*`).
+//!
+//! Reproducibility: cuBLAS gives the same bits for the same call on GPUs of one architecture and
+//! SM count, but with several streams active at once it may pick other internal implementations
+//! unless each stream has its own handle (cuBLAS documentation, "Results reproducibility"). Every
+//! lane here is one stream with one handle of its own, so a pipelined step can match the
+//! sequential one on the same GPU bit for bit.
 
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{Gemm, GemmConfig};
@@ -113,7 +119,7 @@ pub(crate) fn matmul_into(
         }
     }
     let cfg = config(c, ordinal, 1.0f32, 0.0f32)?;
-    let lane = current(&out.gpu);
+    let lane = current(&out.gpu)?;
     // SAFETY: `b` holds k·n (or n·k) values and `a` m·k (or k·m), as checked against their
     // stored shapes above; `col_major` gives each its row length as leading dimension, so every
     // element cuBLAS reads lies inside its buffer, and `out` holds exactly m·n values written
@@ -169,7 +175,7 @@ fn alloc_half<T: Half>(gpu: &std::sync::Arc<Gpu>, len: usize) -> Result<CudaSlic
     // SAFETY: uninitialised memory, written whole (by a conversion kernel or the product) before
     // it is read.
     #[allow(unsafe_code)]
-    let s = unsafe { current(gpu).stream.alloc::<T>(len.max(1)) };
+    let s = unsafe { current(gpu)?.stream.alloc::<T>(len.max(1)) };
     s.map_err(|e| device_error(gpu.ordinal, &format!("allocating {} bytes", 2 * len), e))
 }
 
@@ -188,17 +194,20 @@ where
     let mut ha = alloc_half::<T>(&gpu, a.len())?;
     let mut hb = alloc_half::<T>(&gpu, b.len())?;
     let mut hc = alloc_half::<T>(&gpu, out.len())?;
-    let n32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    launch(&gpu, to, a.len(), &mut [KArg::In(a), T::arg_mut(&mut ha), KArg::U32(n32(a.len()))])?;
-    launch(&gpu, to, b.len(), &mut [KArg::In(b), T::arg_mut(&mut hb), KArg::U32(n32(b.len()))])?;
-    let lane = current(&gpu);
+    let n32 = |n: usize| {
+        u32::try_from(n)
+            .map_err(|_| device_error(gpu.ordinal, "format conversion", format!("{n} values exceed 2^32 − 1")))
+    };
+    launch(&gpu, to, a.len(), &mut [KArg::In(a), T::arg_mut(&mut ha), KArg::U32(n32(a.len())?)])?;
+    launch(&gpu, to, b.len(), &mut [KArg::In(b), T::arg_mut(&mut hb), KArg::U32(n32(b.len())?)])?;
+    let lane = current(&gpu)?;
     // SAFETY: as for the f32 product: `hb`, `ha` and `hc` hold exactly as many values as `b`, `a`
     // and `out`, whose lengths were checked against the shapes the configuration describes.
     #[allow(unsafe_code)]
     let done = unsafe { lane.blas.gemm(cfg, &hb, &ha, &mut hc) };
     done.map_err(|e| device_error(gpu.ordinal, "cuBLAS GemmEx", format!("{e:?}")))?;
     let n = out.len();
-    launch(&gpu, from, n, &mut [T::arg(&hc), KArg::Out(out), KArg::U32(n32(n))])
+    launch(&gpu, from, n, &mut [T::arg(&hc), KArg::Out(out), KArg::U32(n32(n)?)])
 }
 
 /// Milliseconds of GPU time for one pass over `shapes` through cuBLAS alone (operands already on

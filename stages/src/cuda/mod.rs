@@ -15,6 +15,9 @@ mod source;
 pub use gemm::cublas_ms;
 pub use runtime::{DeviceBuffer, Lane, LaneScope, Mark};
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use crate::device::Device;
 use crate::error::{Error, Result};
 
@@ -38,16 +41,38 @@ pub struct GpuInfo {
 pub struct CudaReport {
     /// Why the driver cannot be used, if it cannot (`None`: the driver loaded).
     pub driver: Option<String>,
+    /// The CUDA version the driver supports, as `1000·major + 10·minor` (12080 is 12.8).
+    pub driver_version: Option<i32>,
     /// Whether cuBLAS (matrix products) can be loaded.
     pub cublas: bool,
     /// Whether NVRTC (run-time kernel compilation) can be loaded.
     pub nvrtc: bool,
-    /// The GPUs the driver sees.
+    /// How many GPUs the driver sees.
+    pub visible: usize,
+    /// The GPUs probed (all visible ones, or the one asked about), each opened or not.
     pub gpus: Vec<GpuInfo>,
+    /// GPUs that are visible but could not be opened, with the driver's reason.
+    pub unopened: Vec<(usize, String)>,
 }
 
-/// Looks for the driver, cuBLAS, NVRTC and the GPUs, without ever panicking.
+/// The oldest driver stages can use: GPU timing reads event times through
+/// `cuEventElapsedTime_v2`, which drivers for CUDA 12.8 and later have.
+pub const MIN_DRIVER_VERSION: i32 = 12080;
+
+/// Looks for the driver, cuBLAS, NVRTC and every visible GPU, without ever panicking.
 pub fn probe() -> CudaReport {
+    probe_only(None)
+}
+
+/// An error unless stages can run on `cuda:ordinal`: probes the libraries and that one GPU
+/// (others are not opened), once per process.
+pub fn check(ordinal: usize) -> Result<()> {
+    static CHECKED: OnceLock<Mutex<HashMap<usize, Result<()>>>> = OnceLock::new();
+    let mut done = CHECKED.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    done.entry(ordinal).or_insert_with(|| probe_only(Some(ordinal)).check(ordinal)).clone()
+}
+
+fn probe_only(only: Option<usize>) -> CudaReport {
     // SAFETY: `is_culib_present` only tries to dlopen the library under its known names and
     // closes it again; it calls nothing inside it.
     #[allow(unsafe_code)]
@@ -58,7 +83,15 @@ pub fn probe() -> CudaReport {
             cudarc::nvrtc::sys::is_culib_present(),
         )
     };
-    let mut report = CudaReport { driver: None, cublas, nvrtc, gpus: Vec::new() };
+    let mut report = CudaReport {
+        driver: None,
+        driver_version: None,
+        cublas,
+        nvrtc,
+        visible: 0,
+        gpus: Vec::new(),
+        unopened: Vec::new(),
+    };
     if !driver {
         report.driver = Some("the CUDA driver library (libcuda.so) is not installed or not on the loader path".into());
         return report;
@@ -70,7 +103,16 @@ pub fn probe() -> CudaReport {
             return report;
         }
     };
-    for ordinal in 0..count {
+    let mut version = 0;
+    // SAFETY: the driver library is present (checked above) and initialised (by device_count);
+    // `cuDriverGetVersion` writes one int through the pointer, which points to a local.
+    #[allow(unsafe_code)]
+    let status = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) };
+    if status == cudarc::driver::sys::CUresult::CUDA_SUCCESS {
+        report.driver_version = Some(version);
+    }
+    report.visible = count;
+    for ordinal in (0..count).filter(|o| only.is_none_or(|k| k == *o)) {
         let info = cudarc::driver::CudaContext::new(ordinal).and_then(|ctx| {
             let (free_bytes, total_bytes) = ctx.mem_get_info()?;
             Ok(GpuInfo {
@@ -83,10 +125,7 @@ pub fn probe() -> CudaReport {
         });
         match info {
             Ok(gpu) => report.gpus.push(gpu),
-            Err(e) => {
-                report.driver = Some(format!("GPU {ordinal} is visible but cannot be opened: {e}"));
-                return report;
-            }
+            Err(e) => report.unopened.push((ordinal, e.to_string())),
         }
     }
     report
@@ -105,11 +144,21 @@ impl CudaReport {
         if let Some(why) = &self.driver {
             return fail(format!("{why}; run on `cpu`, or on a machine with an NVIDIA driver"));
         }
-        if ordinal >= self.gpus.len() {
+        if ordinal >= self.visible {
             return fail(format!(
                 "no such GPU: the driver sees {} (cuda:0..cuda:{}); check CUDA_VISIBLE_DEVICES",
-                self.gpus.len(),
-                self.gpus.len().saturating_sub(1)
+                self.visible,
+                self.visible.saturating_sub(1)
+            ));
+        }
+        if let Some((_, why)) = self.unopened.iter().find(|(k, _)| *k == ordinal) {
+            return fail(format!("the GPU is visible but cannot be opened ({why}); is it in exclusive mode and busy?"));
+        }
+        if let Some(v) = self.driver_version.filter(|v| *v < MIN_DRIVER_VERSION) {
+            return fail(format!(
+                "the driver supports CUDA {}.{}; GPU timing needs a driver for CUDA 12.8 or newer",
+                v / 1000,
+                (v % 1000) / 10
             ));
         }
         if !self.cublas {
@@ -126,8 +175,11 @@ impl CudaReport {
         let mut out = Vec::new();
         match &self.driver {
             Some(why) => out.push(format!("cuda: unavailable: {why}")),
-            None if self.gpus.is_empty() => out.push("cuda: the driver loaded, but it sees no GPU".into()),
+            None if self.visible == 0 => out.push("cuda: the driver loaded, but it sees no GPU".into()),
             None => {
+                if let Some(v) = self.driver_version {
+                    out.push(format!("cuda: driver for CUDA {}.{}", v / 1000, (v % 1000) / 10));
+                }
                 for g in &self.gpus {
                     out.push(format!(
                         "cuda:{}  {} (compute {}.{}), {:.1} GiB, {:.1} GiB free",
@@ -138,6 +190,9 @@ impl CudaReport {
                         g.total_bytes as f64 / (1u64 << 30) as f64,
                         g.free_bytes as f64 / (1u64 << 30) as f64
                     ));
+                }
+                for (k, why) in &self.unopened {
+                    out.push(format!("cuda:{k}  cannot be opened: {why}"));
                 }
             }
         }
@@ -157,8 +212,11 @@ mod tests {
     fn report(driver: Option<&str>, gpus: usize, cublas: bool, nvrtc: bool) -> CudaReport {
         CudaReport {
             driver: driver.map(String::from),
+            driver_version: Some(13000),
             cublas,
             nvrtc,
+            visible: gpus,
+            unopened: vec![],
             gpus: (0..gpus)
                 .map(|ordinal| GpuInfo {
                     ordinal,
@@ -182,12 +240,20 @@ mod tests {
         let e = report(None, 1, true, false).check(0).unwrap_err().to_string();
         assert!(e.contains("NVRTC"), "{e}");
         assert!(report(None, 2, true, true).check(1).is_ok());
+        let old = CudaReport { driver_version: Some(12040), ..report(None, 1, true, true) };
+        let e = old.check(0).unwrap_err().to_string();
+        assert!(e.contains("CUDA 12.4") && e.contains("12.8 or newer"), "{e}");
+        let busy = CudaReport { unopened: vec![(1, "busy".into())], ..report(None, 2, true, true) };
+        assert!(busy.check(0).is_ok(), "another GPU's trouble does not block cuda:0");
+        assert!(busy.check(1).unwrap_err().to_string().contains("cannot be opened (busy)"));
     }
 
     #[test]
     fn probing_this_machine_never_panics() {
         let r = probe();
-        assert_eq!(r.lines().len(), r.gpus.len().max(1) + 2);
+        let lines = r.lines();
+        assert_eq!(lines.iter().filter(|l| l.starts_with("cuda:") && l.contains("GiB free")).count(), r.gpus.len());
+        assert!(lines.iter().any(|l| l.starts_with("cuBLAS: ")) && lines.iter().any(|l| l.starts_with("NVRTC: ")));
         if r.driver.is_some() {
             assert!(r.gpus.is_empty());
             assert!(r.check(0).is_err());

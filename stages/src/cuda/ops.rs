@@ -38,9 +38,11 @@ fn shape(place: &str, reason: String) -> Error {
     Error::Shape { place: place.into(), reason }
 }
 
-fn n32(n: usize) -> u32 {
-    // Launch sizes are checked in `launch`; sizes passed as kernel arguments are the same counts.
-    u32::try_from(n).unwrap_or(u32::MAX)
+/// A size as the kernels' `unsigned int`; an error past 2³² − 1.
+fn n32(n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| {
+        shape("a GPU kernel", format!("size {n} exceeds the kernels' 32-bit sizes; use smaller micro-batches"))
+    })
 }
 
 /// `a += b`, element by element (`Tensor::add_assign`; shapes checked there).
@@ -49,7 +51,7 @@ pub(crate) fn add_assign(a: &mut DeviceBuffer, b: &DeviceBuffer) -> Result<()> {
     if b.len() != n {
         return Err(shape("add_assign on cuda", format!("{n} and {} values", b.len())));
     }
-    launch(&gpu, "k_add_assign", n, &mut [KArg::Out(a), KArg::In(b), KArg::U32(n32(n))])
+    launch(&gpu, "k_add_assign", n, &mut [KArg::Out(a), KArg::In(b), KArg::U32(n32(n)?)])
 }
 
 /// Column sums of a `[rows, cols]` buffer, as `cols` values.
@@ -63,7 +65,7 @@ pub(crate) fn column_sums(x: &DeviceBuffer, rows: usize, cols: usize) -> Result<
         &gpu,
         "k_column_sums",
         cols,
-        &mut [KArg::In(x), KArg::Out(&mut out), KArg::U32(n32(rows)), KArg::U32(n32(cols))],
+        &mut [KArg::In(x), KArg::Out(&mut out), KArg::U32(n32(rows)?), KArg::U32(n32(cols)?)],
     )?;
     Ok(out)
 }
@@ -82,7 +84,7 @@ pub(crate) fn add_bias(y: &mut Tensor, bias: &Tensor) -> Result<()> {
         &gpu,
         "k_add_bias",
         rows * cols,
-        &mut [KArg::Out(out), KArg::In(b), KArg::U32(n32(rows)), KArg::U32(n32(cols))],
+        &mut [KArg::Out(out), KArg::In(b), KArg::U32(n32(rows)?), KArg::U32(n32(cols)?)],
     )
 }
 
@@ -92,7 +94,7 @@ pub(crate) fn gelu_forward(x: &Tensor) -> Result<Tensor> {
     let n = x.len();
     let xb = buf(x, "GELU")?;
     let gpu = xb.gpu.clone();
-    launch(&gpu, "k_gelu_forward", n, &mut [KArg::In(xb), KArg::Out(buf_mut(&mut y, "GELU")?), KArg::U32(n32(n))])?;
+    launch(&gpu, "k_gelu_forward", n, &mut [KArg::In(xb), KArg::Out(buf_mut(&mut y, "GELU")?), KArg::U32(n32(n)?)])?;
     Ok(y)
 }
 
@@ -102,7 +104,12 @@ pub(crate) fn gelu_backward(x: &Tensor, dy: &mut Tensor) -> Result<()> {
     let n = x.len();
     let xb = buf(x, "GELU backward")?;
     let gpu = xb.gpu.clone();
-    launch(&gpu, "k_gelu_backward", n, &mut [KArg::In(xb), KArg::Out(buf_mut(dy, "GELU backward")?), KArg::U32(n32(n))])
+    launch(
+        &gpu,
+        "k_gelu_backward",
+        n,
+        &mut [KArg::In(xb), KArg::Out(buf_mut(dy, "GELU backward")?), KArg::U32(n32(n)?)],
+    )
 }
 
 /// Dropout with the counter-based stream keyed `key` (`Dropout::apply`).
@@ -114,7 +121,7 @@ pub(crate) fn dropout(t: &mut Tensor, key: u64, rate: f32, scale: f32) -> Result
         &gpu,
         "k_dropout",
         n,
-        &mut [KArg::Out(b), KArg::U32(n32(n)), KArg::U64(key), KArg::F32(rate), KArg::F32(scale)],
+        &mut [KArg::Out(b), KArg::U32(n32(n)?), KArg::U64(key), KArg::F32(rate), KArg::F32(scale)],
     )
 }
 
@@ -122,6 +129,12 @@ pub(crate) fn dropout(t: &mut Tensor, key: u64, rate: f32, scale: f32) -> Result
 pub(crate) fn layer_norm_forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<[Tensor; 3]> {
     same_gpu("LayerNorm forward", &[x, gamma, beta])?;
     let (rows, cols) = (x.rows(), x.cols());
+    if gamma.len() != cols || beta.len() != cols {
+        return Err(shape(
+            "LayerNorm forward on cuda",
+            format!("gain {:?} and shift {:?} for rows of {cols}", gamma.shape(), beta.shape()),
+        ));
+    }
     let mut y = x.scratch_like(rows, cols)?;
     let mut xhat = x.scratch_like(rows, cols)?;
     let mut rstd = x.scratch_like(rows, 1)?;
@@ -138,8 +151,8 @@ pub(crate) fn layer_norm_forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps:
             KArg::Out(buf_mut(&mut y, "LayerNorm")?),
             KArg::Out(buf_mut(&mut xhat, "LayerNorm")?),
             KArg::Out(buf_mut(&mut rstd, "LayerNorm")?),
-            KArg::U32(n32(rows)),
-            KArg::U32(n32(cols)),
+            KArg::U32(n32(rows)?),
+            KArg::U32(n32(cols)?),
             KArg::F32(eps),
         ],
     )?;
@@ -150,8 +163,11 @@ pub(crate) fn layer_norm_forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps:
 pub(crate) fn layer_norm_backward_input(xhat: &Tensor, rstd: &Tensor, gamma: &Tensor, dy: &Tensor) -> Result<Tensor> {
     same_gpu("LayerNorm backward", &[xhat, rstd, gamma, dy])?;
     let (rows, cols) = (dy.rows(), dy.cols());
-    if rstd.len() != rows {
-        return Err(shape("LayerNorm backward on cuda", format!("rstd {:?} for {rows} rows", rstd.shape())));
+    if rstd.len() != rows || gamma.len() != cols || xhat.shape() != dy.shape() {
+        return Err(shape(
+            "LayerNorm backward on cuda",
+            format!("x̂ {:?}, rstd {:?}, gain {:?} for dy {:?}", xhat.shape(), rstd.shape(), gamma.shape(), dy.shape()),
+        ));
     }
     let mut dx = dy.scratch_like(rows, cols)?;
     let place = "LayerNorm backward";
@@ -167,8 +183,8 @@ pub(crate) fn layer_norm_backward_input(xhat: &Tensor, rstd: &Tensor, gamma: &Te
             KArg::In(gb),
             KArg::In(db),
             KArg::Out(buf_mut(&mut dx, place)?),
-            KArg::U32(n32(rows)),
-            KArg::U32(n32(cols)),
+            KArg::U32(n32(rows)?),
+            KArg::U32(n32(cols)?),
         ],
     )?;
     Ok(dx)
@@ -178,6 +194,9 @@ pub(crate) fn layer_norm_backward_input(xhat: &Tensor, rstd: &Tensor, gamma: &Te
 pub(crate) fn layer_norm_gamma_grad(xhat: &Tensor, dy: &Tensor) -> Result<Tensor> {
     same_gpu("LayerNorm gain gradient", &[xhat, dy])?;
     let (rows, cols) = (dy.rows(), dy.cols());
+    if xhat.shape() != dy.shape() {
+        return Err(shape("LayerNorm gain gradient on cuda", format!("x̂ {:?}, dy {:?}", xhat.shape(), dy.shape())));
+    }
     let mut dg = dy.scratch_like(1, cols)?;
     let (xb, db) = (buf(xhat, "LayerNorm")?, buf(dy, "LayerNorm")?);
     let gpu = xb.gpu.clone();
@@ -189,8 +208,8 @@ pub(crate) fn layer_norm_gamma_grad(xhat: &Tensor, dy: &Tensor) -> Result<Tensor
             KArg::In(xb),
             KArg::In(db),
             KArg::Out(buf_mut(&mut dg, "LayerNorm")?),
-            KArg::U32(n32(rows)),
-            KArg::U32(n32(cols)),
+            KArg::U32(n32(rows)?),
+            KArg::U32(n32(cols)?),
         ],
     )?;
     Ok(dg)
@@ -214,8 +233,8 @@ pub(crate) fn cross_entropy_forward(logits: &Tensor, target: &Tensor) -> Result<
             KArg::In(tb),
             KArg::Out(buf_mut(&mut probs, "cross-entropy")?),
             KArg::Out(buf_mut(&mut row_loss, "cross-entropy")?),
-            KArg::U32(n32(rows)),
-            KArg::U32(n32(cols)),
+            KArg::U32(n32(rows)?),
+            KArg::U32(n32(cols)?),
         ],
     )?;
     // Summed on the host in row order, as the CPU loss does.
@@ -237,7 +256,7 @@ pub(crate) fn cross_entropy_backward(probs: &mut Tensor, target: &Tensor, factor
         &gpu,
         "k_cross_entropy_backward",
         rows * cols,
-        &mut [KArg::Out(pb), KArg::In(tb), KArg::U32(n32(rows)), KArg::U32(n32(cols)), KArg::F32(factor)],
+        &mut [KArg::Out(pb), KArg::In(tb), KArg::U32(n32(rows)?), KArg::U32(n32(cols)?), KArg::F32(factor)],
     )
 }
 
@@ -253,14 +272,14 @@ pub(crate) fn mse_forward(pred: &Tensor, target: &Tensor) -> Result<(f32, Tensor
         &gpu,
         "k_sub",
         n,
-        &mut [KArg::In(pb), KArg::In(tb), KArg::Out(buf_mut(&mut diff, "MSE")?), KArg::U32(n32(n))],
+        &mut [KArg::In(pb), KArg::In(tb), KArg::Out(buf_mut(&mut diff, "MSE")?), KArg::U32(n32(n)?)],
     )?;
     // One thread sums in element order, as the CPU loss does.
     launch(
         &gpu,
         "k_sum_squares",
         1,
-        &mut [KArg::In(buf(&diff, "MSE")?), KArg::Out(buf_mut(&mut total, "MSE")?), KArg::U32(n32(n))],
+        &mut [KArg::In(buf(&diff, "MSE")?), KArg::Out(buf_mut(&mut total, "MSE")?), KArg::U32(n32(n)?)],
     )?;
     let total = total.values()?[0];
     Ok((total / n as f32, diff))
@@ -271,7 +290,7 @@ pub(crate) fn scale(x: &mut Tensor, factor: f32) -> Result<()> {
     let n = x.len();
     let b = buf_mut(x, "scale")?;
     let gpu = b.gpu.clone();
-    launch(&gpu, "k_scale", n, &mut [KArg::Out(b), KArg::U32(n32(n)), KArg::F32(factor)])
+    launch(&gpu, "k_scale", n, &mut [KArg::Out(b), KArg::U32(n32(n)?), KArg::F32(factor)])
 }
 
 /// One SGD-momentum update of `p` (`optim::sgd_update`).
@@ -289,7 +308,7 @@ pub(crate) fn sgd_step(p: &mut Tensor, g: &Tensor, v: &mut Tensor, lr: f32, mome
         &gpu,
         "k_sgd_step",
         n,
-        &mut [KArg::Out(pb), KArg::In(gb), KArg::Out(vb), KArg::U32(n32(n)), KArg::F32(lr), KArg::F32(momentum)],
+        &mut [KArg::Out(pb), KArg::In(gb), KArg::Out(vb), KArg::U32(n32(n)?), KArg::F32(lr), KArg::F32(momentum)],
     )
 }
 
@@ -320,7 +339,7 @@ pub(crate) fn adam_step(
             KArg::In(gb),
             KArg::Out(mb),
             KArg::Out(vb),
-            KArg::U32(n32(n)),
+            KArg::U32(n32(n)?),
             KArg::F32(s.lr),
             KArg::F32(s.beta1),
             KArg::F32(s.beta2),

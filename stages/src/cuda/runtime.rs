@@ -53,8 +53,6 @@ pub(crate) struct Gpu {
     pub(crate) ordinal: usize,
     pub(crate) ctx: Arc<CudaContext>,
     functions: HashMap<&'static str, CudaFunction>,
-    /// The lane for work outside any stage's op (moving parameters at build time, tests).
-    default: Arc<Lane>,
 }
 
 /// Opens `cuda:ordinal` (once per process; later calls share it).
@@ -64,7 +62,7 @@ pub(crate) fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
     if let Some(g) = open.get(&ordinal) {
         return Ok(g.clone());
     }
-    super::probe().check(ordinal)?;
+    super::check(ordinal)?;
     let err = |what: &str, e: &dyn std::fmt::Display| device_error(ordinal, what, e);
     let ctx = CudaContext::new(ordinal).map_err(|e| err("opening a context", &e))?;
     let ptx = ptx().map_err(|e| err("compiling the kernels of ops.cu with NVRTC", &e))?;
@@ -74,8 +72,7 @@ pub(crate) fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
         let f = module.load_function(name).map_err(|e| err(&format!("loading kernel {name}"), &e))?;
         functions.insert(*name, f);
     }
-    let default = Arc::new(Lane::on(ordinal, &ctx)?);
-    let g = Arc::new(Gpu { ordinal, ctx, functions, default });
+    let g = Arc::new(Gpu { ordinal, ctx, functions });
     open.insert(ordinal, g.clone());
     Ok(g)
 }
@@ -104,19 +101,42 @@ impl std::fmt::Debug for Lane {
     }
 }
 
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // cuBLAS destroys its handle in the context current on this thread: make it this lane's
+        // (the drop may run on a thread last bound to another GPU).
+        let _ = self.stream.context().bind_to_thread();
+    }
+}
+
 thread_local! {
     /// The lanes entered on this thread, innermost last.
     static ACTIVE: RefCell<Vec<Arc<Lane>>> = const { RefCell::new(Vec::new()) };
+    /// This thread's own lane per GPU, for work outside any entered lane (moving parameters at
+    /// build time, copies for reports, tests): a cuBLAS handle is never shared between threads.
+    static DEFAULT: RefCell<HashMap<usize, Arc<Lane>>> = RefCell::new(HashMap::new());
 }
 
-/// While alive, the lane it was made from is this thread's lane for its GPU.
+/// While alive, the lane it was made from is this thread's lane for its GPU. Not `Send`: it
+/// must drop on the thread that entered it, innermost first.
 #[must_use = "the lane is active only while the scope is alive"]
-pub struct LaneScope(());
+pub struct LaneScope {
+    lane: Arc<Lane>,
+    _here: std::marker::PhantomData<*const ()>,
+}
 
 impl Drop for LaneScope {
     fn drop(&mut self) {
         ACTIVE.with(|a| {
-            a.borrow_mut().pop();
+            let mut a = a.borrow_mut();
+            // Scopes drop innermost first, so the top is this scope's lane; if not (a scope
+            // leaked with mem::forget), remove this one wherever it is.
+            match a.iter().rposition(|l| Arc::ptr_eq(l, &self.lane)) {
+                Some(k) => {
+                    a.remove(k);
+                }
+                None => debug_assert!(false, "a lane scope dropped twice"),
+            }
         });
     }
 }
@@ -137,7 +157,7 @@ impl Lane {
     /// Makes this lane the current one for its GPU on this thread until the scope drops.
     pub fn enter(self: &Arc<Self>) -> LaneScope {
         ACTIVE.with(|a| a.borrow_mut().push(self.clone()));
-        LaneScope(())
+        LaneScope { lane: self.clone(), _here: std::marker::PhantomData }
     }
 
     /// The GPU's ordinal.
@@ -189,11 +209,18 @@ impl Mark {
     }
 }
 
-/// This thread's lane for `gpu`: the innermost entered lane on it, else the GPU's own.
-pub(crate) fn current(gpu: &Gpu) -> Arc<Lane> {
-    ACTIVE
-        .with(|a| a.borrow().iter().rev().find(|l| l.ordinal == gpu.ordinal).cloned())
-        .unwrap_or_else(|| gpu.default.clone())
+/// This thread's lane for `gpu`: the innermost entered lane on it, else the thread's own lane
+/// for that GPU (made on first use).
+pub(crate) fn current(gpu: &Gpu) -> Result<Arc<Lane>> {
+    if let Some(l) = ACTIVE.with(|a| a.borrow().iter().rev().find(|l| l.ordinal == gpu.ordinal).cloned()) {
+        return Ok(l);
+    }
+    if let Some(l) = DEFAULT.with(|d| d.borrow().get(&gpu.ordinal).cloned()) {
+        return Ok(l);
+    }
+    let lane = Arc::new(Lane::on(gpu.ordinal, &gpu.ctx)?);
+    DEFAULT.with(|d| d.borrow_mut().insert(gpu.ordinal, lane.clone()));
+    Ok(lane)
 }
 
 /// `len` `f32`s on one GPU.
@@ -212,7 +239,7 @@ impl std::fmt::Debug for DeviceBuffer {
 
 /// `len` uninitialised `f32`s on `gpu`'s current lane.
 fn alloc(gpu: &Arc<Gpu>, len: usize) -> Result<DeviceBuffer> {
-    let lane = current(gpu);
+    let lane = current(gpu)?;
     // SAFETY: the memory is uninitialised; every caller (`scratch`, for op outputs) hands it to a
     // kernel, product or copy that writes all `len` elements before anything reads them.
     #[allow(unsafe_code)]
@@ -225,7 +252,7 @@ impl DeviceBuffer {
     /// A copy of `values` on `cuda:ordinal`.
     pub(crate) fn upload(ordinal: usize, values: &[f32]) -> Result<DeviceBuffer> {
         let g = gpu(ordinal)?;
-        let lane = current(&g);
+        let lane = current(&g)?;
         let slice =
             if values.is_empty() { lane.stream.clone_htod(&[0.0f32][..]) } else { lane.stream.clone_htod(values) };
         let slice = slice.map_err(|e| device_error(ordinal, "copying host data to the GPU", e))?;
@@ -234,7 +261,7 @@ impl DeviceBuffer {
 
     /// The values, copied to the host (waits for the work that produces them).
     pub(crate) fn download(&self) -> Result<Vec<f32>> {
-        let lane = current(&self.gpu);
+        let lane = current(&self.gpu)?;
         let mut v = lane.stream.clone_dtoh(&self.slice).map_err(|e| self.err("copying GPU data to the host", e))?;
         lane.synchronize()?;
         v.truncate(self.len);
@@ -246,7 +273,14 @@ impl DeviceBuffer {
     pub(crate) fn copy_to(&self, ordinal: usize) -> Result<DeviceBuffer> {
         let g = gpu(ordinal)?;
         let mut out = alloc(&g, self.len)?;
-        current(&g).stream.memcpy_dtod(&self.slice, &mut out.slice).map_err(|e| self.err("copying between GPUs", e))?;
+        let lane = current(&g)?;
+        lane.stream.memcpy_dtod(&self.slice, &mut out.slice).map_err(|e| self.err("copying between GPUs", e))?;
+        // The source is freed on its own stream, which `cudarc` orders after the source's last
+        // recorded reader only — a copy on another GPU, or one followed by another reader, is not
+        // covered. Make that stream wait for this copy too (waiting on another context's event
+        // is allowed), so the source cannot be freed or overwritten while the copy reads it.
+        let done = lane.stream.record_event(None).map_err(|e| self.err("recording a copy's end", e))?;
+        self.slice.stream().wait(&done).map_err(|e| self.err("ordering a copy before the source's reuse", e))?;
         Ok(out)
     }
 
@@ -269,7 +303,7 @@ impl DeviceBuffer {
 
     /// Sets every value to zero.
     pub(crate) fn fill_zero(&mut self) -> Result<()> {
-        let lane = current(&self.gpu);
+        let lane = current(&self.gpu)?;
         lane.stream.memset_zeros(&mut self.slice).map_err(|e| device_error(self.gpu.ordinal, "zeroing memory", e))
     }
 
@@ -358,7 +392,7 @@ pub(crate) fn launch(gpu: &Arc<Gpu>, name: &'static str, threads: usize, args: &
         return Ok(());
     }
     let f = gpu.functions.get(name).ok_or_else(|| device_error(gpu.ordinal, name, "kernel not loaded"))?;
-    let lane = current(gpu);
+    let lane = current(gpu)?;
     let (grid, block) = launch_1d(threads);
     let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
     let mut b = lane.stream.launch_builder(f);
