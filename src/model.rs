@@ -25,8 +25,9 @@ pub struct RealStage {
     inputs: Vec<Option<Tensor>>,
     /// The last stage's targets, per micro-batch.
     targets: Vec<Option<Tensor>>,
-    /// The last stage's losses, per micro-batch.
-    losses: Vec<Option<f32>>,
+    /// The last stage's losses, per micro-batch, as `[1, 1]` tensors on its device (read after
+    /// the step, so a GPU stage never waits for one mid-step).
+    losses: Vec<Option<Tensor>>,
     /// CUDA events on the stage's stream, on a GPU.
     clock: Option<GpuClock>,
 }
@@ -70,7 +71,7 @@ impl RealStage {
         let (first, last) = (self.stage.is_first(), self.stage.is_last());
         self.inputs = (0..m).map(|_| None).collect();
         self.targets = (0..m).map(|_| None).collect();
-        self.losses = vec![None; m];
+        self.losses = (0..m).map(|_| None).collect();
         if first || last {
             for mb in 0..m {
                 let (x, t) = task.batch(step, mb, batch);
@@ -85,9 +86,10 @@ impl RealStage {
         Ok(())
     }
 
-    /// The per-micro-batch losses of the last step (last stage only; `None` where missing).
-    pub fn losses(&self) -> &[Option<f32>] {
-        &self.losses
+    /// The per-micro-batch losses of the last step (last stage only; `None` where missing or
+    /// unreadable).
+    pub fn losses(&self) -> Vec<Option<f32>> {
+        self.losses.iter().map(|l| l.as_ref().and_then(|t| t.values().ok()?.first().copied())).collect()
     }
 
     /// Applies the optimizer to the accumulated gradients.
@@ -115,7 +117,7 @@ impl StageWork for RealStage {
         let target = if self.stage.is_last() { self.targets.get(mb).and_then(Option::as_ref) } else { None };
         let out = self.stage.forward(mb, x, target)?;
         if self.stage.is_last() {
-            self.losses[mb] = out.data().first().copied();
+            self.losses[mb] = Some(out);
             return Ok(None);
         }
         Ok(Some(out))

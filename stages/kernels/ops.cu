@@ -101,6 +101,23 @@ extern "C" __global__ void k_sum_squares(const float* x, float* out, unsigned in
     out[0] = s;
 }
 
+// loss.rs cross-entropy: `total += row loss` from 0.0 in row order, then `total / rows`, so the
+// loss stays on the GPU. Launched with one thread.
+extern "C" __global__ void k_mean(const float* x, float* out, unsigned int n) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= 1) return;
+    float s = 0.0f;
+    for (unsigned int k = 0; k < n; k++) s = s + x[k];
+    out[0] = s / (float)n;
+}
+
+// `x /= divisor` (loss.rs MSE: the sum of squares over the element count).
+extern "C" __global__ void k_divide(float* x, unsigned int n, float divisor) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    x[i] = x[i] / divisor;
+}
+
 // `x *= factor` (loss.rs MSE backward).
 extern "C" __global__ void k_scale(float* x, unsigned int n, float factor) {
     unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;

@@ -102,6 +102,13 @@ impl LossKind {
 
     /// The mean loss of the micro-batch, and what the backward needs.
     pub fn forward(self, pred: &Tensor, target: &Tensor) -> Result<(f32, LossSaved)> {
+        let (loss, saved) = self.forward_tensor(pred, target)?;
+        Ok((loss.values()?[0], saved))
+    }
+
+    /// [`forward`](LossKind::forward) with the loss as a `[1, 1]` tensor on the prediction's
+    /// device: on a GPU nothing waits for the loss to be computed.
+    pub fn forward_tensor(self, pred: &Tensor, target: &Tensor) -> Result<(Tensor, LossSaved)> {
         self.check_target(pred.rows(), pred.cols(), target)?;
         if !pred.is_host() {
             let target = target.to_device(pred.device())?;
@@ -141,7 +148,10 @@ impl LossKind {
                     }
                     total += max + sum.ln() - x[target.data()[r] as usize];
                 }
-                Ok((total / rows as f32, LossSaved::CrossEntropy { probs, target: target.try_clone()? }))
+                Ok((
+                    Tensor::scalar(total / rows as f32),
+                    LossSaved::CrossEntropy { probs, target: target.try_clone()? },
+                ))
             }
             LossKind::Mse => {
                 let mut diff = pred.try_clone()?;
@@ -150,7 +160,7 @@ impl LossKind {
                 }
                 let total: f32 = diff.data().iter().map(|d| d * d).sum();
                 let loss = total / diff.len() as f32;
-                Ok((loss, LossSaved::Mse { diff }))
+                Ok((Tensor::scalar(loss), LossSaved::Mse { diff }))
             }
         }
     }

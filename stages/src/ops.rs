@@ -19,7 +19,7 @@ impl Stage {
     ///
     /// On the last stage `target` is required (`[rows, 1]` class indices for cross-entropy,
     /// `[rows, output]` for MSE) and the result is the micro-batch's mean loss as a `[1, 1]`
-    /// tensor; elsewhere `target` must be `None` and the result is the activation for the next
+    /// tensor on the stage's device; elsewhere `target` must be `None` and the result is the activation for the next
     /// stage.
     pub fn forward(&mut self, mb: usize, input: Tensor, target: Option<&Tensor>) -> Result<Tensor> {
         let ctx = self.ctx("forward", mb)?;
@@ -65,8 +65,8 @@ impl Stage {
         }
         let (out, loss) = match (self.loss, target) {
             (Some(kind), Some(t)) => {
-                let (value, s) = kind.forward(&x, t)?;
-                (Tensor::scalar(value), Some(s))
+                let (loss, s) = kind.forward_tensor(&x, t)?;
+                (loss, Some(s))
             }
             _ => (x, None),
         };
@@ -110,7 +110,7 @@ impl Stage {
             out = Some(x);
         }
         let loss = match (self.loss, target, out) {
-            (Some(kind), Some(t), Some(x)) => Some(kind.forward(&x, &t)?.1),
+            (Some(kind), Some(t), Some(x)) => Some(kind.forward_tensor(&x, &t)?.1),
             _ => None,
         };
         self.slots[mb] = Slot::Saved { rows, layers: saved, loss };

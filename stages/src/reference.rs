@@ -59,7 +59,7 @@ pub fn sequential_step(stages: &mut [Stage], task: &Task, step: u64, m: usize, b
         for (k, s) in stages.iter_mut().enumerate() {
             x = s.forward(mb, x, (k == last).then_some(&target))?;
         }
-        losses.push(x.data()[0]);
+        losses.push(x.values()?[0]);
         let mut g = None;
         for s in stages.iter_mut().rev() {
             g = Some(s.backward(mb, g)?);

@@ -376,6 +376,7 @@ fn cross_entropy_forward_and_backward() {
     let fwd: unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut f32, u32, u32) =
         ops.kernel("k_cross_entropy_forward");
     let bwd: unsafe extern "C" fn(*mut f32, *const f32, u32, u32, f32) = ops.kernel("k_cross_entropy_backward");
+    let mean: unsafe extern "C" fn(*const f32, *mut f32, u32) = ops.kernel("k_mean");
     // Each shape twice: logits up to ~1e5 apart (exp_approx clamps at −87), then logits of a
     // few units (where ln(sum) is not lost next to the max).
     for (k, &(rows, cols)) in SHAPES.iter().chain(&SHAPES).enumerate() {
@@ -398,6 +399,13 @@ fn cross_entropy_forward_and_backward() {
         // The host's part: the row losses added in row order, over the rows.
         let loss = row_loss.iter().fold(0.0f32, |t, l| t + l) / rows as f32;
         assert_bits("cross_entropy loss", &[loss], &[want_loss]);
+        // ... and the same on the GPU side, which keeps the loss there.
+        let mut on_device = f32::NAN;
+        let pm: *mut f32 = &mut on_device;
+        // SAFETY: row_loss holds rows floats and `on_device` one; only thread 0 does anything.
+        #[allow(unsafe_code)]
+        ops.grid(1, || unsafe { mean(row_loss.as_ptr(), pm, r) });
+        assert_bits("cross_entropy loss on the device", &[on_device], &[want_loss]);
         // Row by row too: a one-row batch's loss is (0 + its row loss) / 1.
         for (r, l) in row_loss.iter().enumerate() {
             let one = Tensor::new(1, cols, logits.row(r).to_vec()).unwrap();
@@ -425,6 +433,7 @@ fn mse_forward_and_backward() {
     let sub: unsafe extern "C" fn(*const f32, *const f32, *mut f32, u32) = ops.kernel("k_sub");
     let squares: unsafe extern "C" fn(*const f32, *mut f32, u32) = ops.kernel("k_sum_squares");
     let scale: unsafe extern "C" fn(*mut f32, u32, f32) = ops.kernel("k_scale");
+    let divide: unsafe extern "C" fn(*mut f32, u32, f32) = ops.kernel("k_divide");
     for (k, &(rows, cols)) in SHAPES.iter().enumerate() {
         let salt = 300 + 10 * k as u64;
         let (pred, target) = (tensor(rows, cols, salt), tensor(rows, cols, salt + 1));
@@ -444,6 +453,12 @@ fn mse_forward_and_backward() {
         #[allow(unsafe_code)]
         ops.grid(1, || unsafe { squares(pd, pt, n) });
         assert_bits("mse loss", &[total / n as f32], &[want_loss]);
+        let mut on_device = total;
+        let po: *mut f32 = &mut on_device;
+        // SAFETY: one float, one thread.
+        #[allow(unsafe_code)]
+        ops.grid(1, || unsafe { divide(po, 1, n as f32) });
+        assert_bits("mse loss on the device", &[on_device], &[want_loss]);
 
         if k == 0 {
             // The start value shows only in an empty sum; loss.rs sums with `Iterator::sum`.

@@ -215,9 +215,10 @@ pub(crate) fn layer_norm_gamma_grad(xhat: &Tensor, dy: &Tensor) -> Result<Tensor
     Ok(dg)
 }
 
-/// Softmax cross-entropy: the mean loss over rows and the probabilities (`LossKind::forward`;
-/// the target, class indices checked on the host, is on the logits' GPU).
-pub(crate) fn cross_entropy_forward(logits: &Tensor, target: &Tensor) -> Result<(f32, Tensor)> {
+/// Softmax cross-entropy: the mean loss over rows (a `[1, 1]` tensor on the GPU: reading it is
+/// left to the caller, so nothing waits here) and the probabilities (`LossKind::forward`; the
+/// target, class indices checked on the host, is on the logits' GPU).
+pub(crate) fn cross_entropy_forward(logits: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
     same_gpu("cross-entropy", &[logits, target])?;
     let (rows, cols) = (logits.rows(), logits.cols());
     let mut probs = logits.scratch_like(rows, cols)?;
@@ -237,12 +238,19 @@ pub(crate) fn cross_entropy_forward(logits: &Tensor, target: &Tensor) -> Result<
             KArg::U32(n32(cols)?),
         ],
     )?;
-    // Summed on the host in row order, as the CPU loss does.
-    let mut total = 0.0f32;
-    for l in row_loss.values()? {
-        total += l;
-    }
-    Ok((total / rows as f32, probs))
+    // Summed in row order from 0 and divided by the rows, as the CPU loss does.
+    let mut loss = logits.scratch_like(1, 1)?;
+    launch(
+        &gpu,
+        "k_mean",
+        1,
+        &mut [
+            KArg::In(buf(&row_loss, "cross-entropy")?),
+            KArg::Out(buf_mut(&mut loss, "cross-entropy")?),
+            KArg::U32(n32(rows)?),
+        ],
+    )?;
+    Ok((loss, probs))
 }
 
 /// The cross-entropy gradient in place: `(probs − onehot(target))·factor`.
@@ -260,8 +268,8 @@ pub(crate) fn cross_entropy_backward(probs: &mut Tensor, target: &Tensor, factor
     )
 }
 
-/// Mean squared error: the loss and `prediction − target`.
-pub(crate) fn mse_forward(pred: &Tensor, target: &Tensor) -> Result<(f32, Tensor)> {
+/// Mean squared error: the loss (a `[1, 1]` tensor on the GPU) and `prediction − target`.
+pub(crate) fn mse_forward(pred: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
     same_gpu("MSE", &[pred, target])?;
     let n = pred.len();
     let mut diff = pred.scratch_like(pred.rows(), pred.cols())?;
@@ -281,8 +289,8 @@ pub(crate) fn mse_forward(pred: &Tensor, target: &Tensor) -> Result<(f32, Tensor
         1,
         &mut [KArg::In(buf(&diff, "MSE")?), KArg::Out(buf_mut(&mut total, "MSE")?), KArg::U32(n32(n)?)],
     )?;
-    let total = total.values()?[0];
-    Ok((total / n as f32, diff))
+    launch(&gpu, "k_divide", 1, &mut [KArg::Out(buf_mut(&mut total, "MSE")?), KArg::U32(1), KArg::F32(n as f32)])?;
+    Ok((total, diff))
 }
 
 /// `x *= factor`.

@@ -46,6 +46,8 @@ pub(crate) const KERNELS: &[(&str, &[Arg])] = &[
     ("k_column_sums", &[PtrF32, PtrF32Mut, U32, U32]),
     ("k_sub", &[PtrF32, PtrF32, PtrF32Mut, U32]),
     ("k_sum_squares", &[PtrF32, PtrF32Mut, U32]),
+    ("k_mean", &[PtrF32, PtrF32Mut, U32]),
+    ("k_divide", &[PtrF32Mut, U32, F32]),
     ("k_scale", &[PtrF32Mut, U32, F32]),
     ("k_gelu_forward", &[PtrF32, PtrF32Mut, U32]),
     ("k_gelu_backward", &[PtrF32, PtrF32Mut, U32]),
