@@ -73,13 +73,18 @@ impl RealStage {
         self.targets = (0..m).map(|_| None).collect();
         self.losses = (0..m).map(|_| None).collect();
         if first || last {
+            // On a GPU the step's data is moved there now, before the step is timed.
+            let device = self.stage.device();
+            let _scope = self.stage.lane().map(|l| l.enter());
             for mb in 0..m {
                 let (x, t) = task.batch(step, mb, batch);
                 if first {
-                    self.inputs[mb] = Some(x);
+                    self.inputs[mb] = Some(x.into_device(device).map_err(stage_error)?);
                 }
-                if last {
-                    self.targets[mb] = Some(t);
+                if let Some(kind) = self.stage.loss_kind() {
+                    // Checked here, on the host: a GPU cannot check class indices cheaply.
+                    kind.check_target(batch, self.stage.output_width(), &t).map_err(stage_error)?;
+                    self.targets[mb] = Some(t.into_device(device).map_err(stage_error)?);
                 }
             }
         }

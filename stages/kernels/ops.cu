@@ -229,7 +229,10 @@ extern "C" __global__ void k_cross_entropy_forward(const float* logits, const fl
     float sum = -0.0f;
     for (unsigned int j = 0; j < cols; j++) sum = sum + p[j];
     for (unsigned int j = 0; j < cols; j++) p[j] = p[j] / sum;
-    row_loss[r] = max + logf(sum) - x[(unsigned int)target[r]];
+    // A target outside 0..cols (only possible for targets never seen by the host's check) reads
+    // nothing and gives a NaN loss.
+    float t = target[r];
+    row_loss[r] = (t >= 0.0f && t < (float)cols) ? max + logf(sum) - x[(unsigned int)t] : __uint_as_float(0x7FC00000u);
 }
 
 // loss.rs cross-entropy backward: subtract 1 at the target class, then scale by `factor`.

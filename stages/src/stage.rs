@@ -131,6 +131,11 @@ impl Stage {
         self.loss.is_some()
     }
 
+    /// The loss, on the last stage.
+    pub fn loss_kind(&self) -> Option<LossKind> {
+        self.loss
+    }
+
     /// Whether this stage begins the model (its input is the model input).
     pub fn is_first(&self) -> bool {
         self.spec.layers.start == 0

@@ -569,3 +569,21 @@ fn conversions_from_16_bits_match_the_half_crate() {
     assert_bits("from_bf16", &bf, &want_bf);
     assert_bits("from_f16", &h, &want_h);
 }
+
+#[test]
+fn cross_entropy_reads_nothing_for_a_class_outside_the_row() {
+    let ops = ops();
+    let fwd: unsafe extern "C" fn(*const f32, *const f32, *mut f32, *mut f32, u32, u32) =
+        ops.kernel("k_cross_entropy_forward");
+    let (rows, cols) = (4usize, 3usize);
+    let logits = tensor(rows, cols, 77);
+    let target = [0.0f32, 3.0, -1.0, f32::NAN];
+    let (mut probs, mut row_loss) = (vec![0.0f32; rows * cols], vec![0.0f32; rows]);
+    let (px, pt, pp, pl) = (logits.data().as_ptr(), target.as_ptr(), probs.as_mut_ptr(), row_loss.as_mut_ptr());
+    // SAFETY: logits and probs hold rows·cols floats, target and row_loss rows; one thread per
+    // row; the kernel indexes a row only with a class inside it.
+    #[allow(unsafe_code)]
+    ops.grid(rows as u32, || unsafe { fwd(px, pt, pp, pl, rows as u32, cols as u32) });
+    assert!(row_loss[0].is_finite());
+    assert!(row_loss[1..].iter().all(|l| l.is_nan()), "{row_loss:?}");
+}
