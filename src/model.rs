@@ -91,10 +91,17 @@ impl RealStage {
         Ok(())
     }
 
-    /// The per-micro-batch losses of the last step (last stage only; `None` where missing or
-    /// unreadable).
-    pub fn losses(&self) -> Vec<Option<f32>> {
-        self.losses.iter().map(|l| l.as_ref().and_then(|t| t.values().ok()?.first().copied())).collect()
+    /// The per-micro-batch losses of the last step (last stage only; `None` where missing), read
+    /// from the stage's device.
+    pub fn losses(&self) -> Result<Vec<Option<f32>>> {
+        self.losses
+            .iter()
+            .map(|l| {
+                l.as_ref()
+                    .map(|t| Ok(t.values().map_err(stage_error)?.first().copied().unwrap_or(f32::NAN)))
+                    .transpose()
+            })
+            .collect()
     }
 
     /// Applies the optimizer to the accumulated gradients.
@@ -260,8 +267,10 @@ impl Model {
             s.begin_step(&self.task, step, m, self.batch)?;
         }
         let trace = execute(schedule, &mut self.stages, opts)?;
-        let losses: Vec<f32> =
-            self.stages.last().map(|s| s.losses().iter().map(|l| l.unwrap_or(f32::NAN)).collect()).unwrap_or_default();
+        let losses: Vec<f32> = match self.stages.last() {
+            Some(s) => s.losses()?.into_iter().map(|l| l.unwrap_or(f32::NAN)).collect(),
+            None => Vec::new(),
+        };
         Ok(StepResult { loss: mean_loss(&losses), trace })
     }
 

@@ -234,7 +234,8 @@ where
         }
         Ok(())
     };
-    // Inputs are copied before the clock's marks, so no op's time includes the copy.
+    // Inputs are copied before the clock's marks, so no op's time includes that copy (a move
+    // to another GPU inside `forward` is still part of F, as it is in the pipeline).
     let (input, grad) = (inputs[s].clone(), grads[s].clone());
     mark(stage)?;
     stage.forward(0, input).map_err(|e| fail(s, "forward", e))?;

@@ -159,7 +159,6 @@ pub fn execute<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &ExecO
     Ok(assemble(schedule, records))
 }
 
-/// Builds the trace, shifting time so the first action starts at 0.
 /// Moves every span that starts before its predecessor on the same rank ends to start there,
 /// keeping its length; returns whether any moved.
 fn sequential(spans: &mut [pipesched_schedules::Span]) -> bool {
@@ -177,6 +176,7 @@ fn sequential(spans: &mut [pipesched_schedules::Span]) -> bool {
     moved
 }
 
+/// Builds the trace, shifting time so the first action starts at 0.
 fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
     let origin = records.iter().filter_map(|r| r.spans.first().map(|s| s.start)).fold(f64::INFINITY, f64::min);
     let origin = if origin.is_finite() { origin } else { 0.0 };
@@ -229,12 +229,11 @@ fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
         for _ in 0..=edges.len() {
             let mut moved = false;
             for &((pr, pk), (cr, ck)) in &edges {
-                // A `B` hands its gradient on when its `I` part is done, before it ends: its end
-                // says nothing about when the gradient existed.
-                if ranks[pr].spans[pk].action.op == pipesched_schedules::Op::B {
-                    continue;
-                }
-                let end = ranks[pr].spans[pk].end;
+                // A `B` hands its gradient on when its `I` part is done, before it ends, so only
+                // its start bounds the consumer's. (Between two GPUs the consumer's stream waits
+                // for the whole `B`; that wait then stays inside the consumer's span.)
+                let producer = &ranks[pr].spans[pk];
+                let end = if producer.action.op == pipesched_schedules::Op::B { producer.start } else { producer.end };
                 let consumer = &mut ranks[cr].spans[ck];
                 if consumer.start < end {
                     consumer.start = end;
@@ -252,8 +251,8 @@ fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
         for t in &mut transfers {
             if let (Some(&(pr, pk)), Some(&(cr, ck))) = (at.get(&t.from), at.get(&t.to)) {
                 // (A `B`'s gradient leaves before the `B` ends: at the consumer's start at the latest.)
-                let (end, start) = (ranks[pr].spans[pk].end, ranks[cr].spans[ck].start);
-                t.sent = end.min(start);
+                let (producer, start) = (&ranks[pr].spans[pk], ranks[cr].spans[ck].start);
+                t.sent = producer.end.min(start).max(producer.start);
                 t.received = t.received.min(start).max(t.sent);
             }
         }

@@ -85,7 +85,8 @@ impl LossKind {
             });
         }
         // Class indices are checked where the host can read them; on a GPU the kernel reads only
-        // indices inside the row, and an invalid one gives a NaN loss instead.
+        // indices inside the row, and an invalid one gives a NaN loss instead (a host prediction
+        // with a GPU target is checked again once the target is copied to the host).
         if self == LossKind::CrossEntropy && target.is_host() {
             if let Some((r, t)) = target
                 .data()
@@ -130,6 +131,7 @@ impl LossKind {
             target
         } else {
             host_copy = target.to_host()?;
+            self.check_target(pred.rows(), pred.cols(), &host_copy)?;
             &host_copy
         };
         let rows = pred.rows();

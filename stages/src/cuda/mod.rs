@@ -69,7 +69,15 @@ pub fn probe() -> CudaReport {
 pub fn check(ordinal: usize) -> Result<()> {
     static CHECKED: OnceLock<Mutex<HashMap<usize, Result<()>>>> = OnceLock::new();
     let mut done = CHECKED.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    done.entry(ordinal).or_insert_with(|| probe_only(Some(ordinal)).check(ordinal)).clone()
+    if let Some(ok) = done.get(&ordinal) {
+        return ok.clone();
+    }
+    let result = probe_only(Some(ordinal)).check(ordinal);
+    // Only a usable GPU is remembered: a busy one is probed again next time.
+    if result.is_ok() {
+        done.insert(ordinal, Ok(()));
+    }
+    result
 }
 
 fn probe_only(only: Option<usize>) -> CudaReport {

@@ -105,7 +105,10 @@ impl Drop for Lane {
     fn drop(&mut self) {
         // cuBLAS destroys its handle in the context current on this thread: make it this lane's
         // (the drop may run on a thread last bound to another GPU).
-        let _ = self.stream.context().bind_to_thread();
+        // (A first attempt returns an error recorded earlier without binding; the second binds.)
+        if self.stream.context().bind_to_thread().is_err() {
+            let _ = self.stream.context().bind_to_thread();
+        }
     }
 }
 
