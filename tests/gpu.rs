@@ -8,11 +8,10 @@ mod common;
 
 use std::sync::{Mutex, MutexGuard};
 
-use common::{deep_tiny, exec, schedule};
-use pipesched::model::{Model, ModelOptions};
+use common::{deep_tiny, exec, model_on, schedule};
 use pipesched_schedules::{Kind, Stats};
 use pipesched_stages::layers::{gelu, gelu_backward, Dropout, LayerNorm};
-use pipesched_stages::{cuda, Device, LossKind, ModelSpec, OptimizerSpec, Partition, Policies, Precision, Tensor};
+use pipesched_stages::{cuda, Device, LossKind, ModelSpec, Precision, Tensor};
 
 /// `cuda:0` if stages can run on it here, with the GPU to this test alone (the tests read the
 /// driver's memory counters and time the GPU, so they run one at a time whatever
@@ -31,19 +30,6 @@ fn gpu(test: &str) -> Option<(Device, MutexGuard<'static, ()>)> {
 fn probe(rows: usize, cols: usize, salt: u64) -> Tensor {
     let s = pipesched_stages::rng::Stream::new(&[salt]);
     Tensor::from_fn(rows, cols, |r, c| 3.0 * s.normal((r * cols + c) as u64))
-}
-
-fn model_on(spec: ModelSpec, stages: usize, policy: &str, device: Device) -> Model {
-    let opts = ModelOptions {
-        stages,
-        partition: Partition::Even,
-        policies: policy.parse::<Policies>().unwrap(),
-        optimizer: OptimizerSpec::adam(1e-2),
-        batch: spec.batch,
-        data_seed: 11,
-        devices: vec![device; stages],
-    };
-    Model::build(spec, &opts).unwrap()
 }
 
 #[test]

@@ -95,6 +95,22 @@ impl Config {
 }
 
 impl Args {
+    /// The stages these flags describe, under recompute policy `recompute`.
+    pub fn workload(&self, recompute: &str) -> pipesched::workload::WorkloadSpec {
+        pipesched::workload::WorkloadSpec {
+            model: match &self.synthetic {
+                Some(s) => format!("synthetic:{s}"),
+                None => self.model.clone(),
+            },
+            recompute: recompute.into(),
+            batch: self.batch,
+            seed: self.seed,
+            devices: self.devices.clone(),
+            precision: self.precision.clone(),
+            ..Default::default()
+        }
+    }
+
     /// Applies `--quick` and checks the values, before anything runs.
     pub fn checked(mut self) -> Result<Args> {
         if self.quick {

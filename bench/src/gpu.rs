@@ -3,7 +3,7 @@
 //! element-wise kernels and launch gaps) next to cuBLAS alone on the same shapes in the same
 //! precision.
 
-use pipesched::workload::{profile_model, Workload, WorkloadSpec};
+use pipesched::workload::{profile_model, Workload};
 use pipesched::Result;
 use pipesched_schedules::{Kind, StageCosts};
 use pipesched_stages::{cuda, Device, Precision};
@@ -31,14 +31,7 @@ pub struct ProductRow {
 /// The rows for the benchmark's model split as 1F1B over `args.p` ranks, or `None` when every
 /// rank is on the CPU.
 pub fn products(args: &Args) -> Result<Option<Vec<ProductRow>>> {
-    let spec = WorkloadSpec {
-        model: args.model.clone(),
-        batch: args.batch,
-        seed: args.seed,
-        devices: args.devices.clone(),
-        precision: args.precision.clone(),
-        ..WorkloadSpec::default()
-    };
+    let spec = args.workload("none");
     if args.synthetic.is_some() || spec.devices(args.p)?.iter().all(|d| *d == Device::Cpu) {
         return Ok(None);
     }

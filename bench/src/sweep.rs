@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use pipesched::exec::{execute, ExecOptions};
 use pipesched::report::median_index;
-use pipesched::workload::{profile_model, profile_synthetic, Workload, WorkloadSpec};
+use pipesched::workload::{profile_model, profile_synthetic, Workload};
 use pipesched::Result;
 use pipesched_schedules::{simulate, Op, Stats, Trace};
 
@@ -79,18 +79,7 @@ fn recompute_share(trace: &Trace) -> f64 {
 /// Runs `cfg`. `progress(step)` is called after each step.
 pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<Outcome> {
     let base = cfg.kind.generate(args.p, cfg.v, args.m)?;
-    let spec = WorkloadSpec {
-        model: match &args.synthetic {
-            Some(s) => format!("synthetic:{s}"),
-            None => args.model.clone(),
-        },
-        recompute: cfg.recompute.clone(),
-        batch: args.batch,
-        seed: args.seed,
-        devices: args.devices.clone(),
-        precision: args.precision.clone(),
-        ..WorkloadSpec::default()
-    };
+    let spec = args.workload(&cfg.recompute);
     let opts = ExecOptions { timeout: Duration::from_secs_f64(args.timeout) };
     let reps = if args.quick { 3 } else { 7 };
     let steps = args.warmup + args.steps;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use pipesched::exec::ExecOptions;
 use pipesched::model::{Model, ModelOptions};
 use pipesched_schedules::{with_recompute, Kind, Schedule};
-use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies};
+use pipesched_stages::{Device, ModelSpec, OptimizerSpec, Partition, Policies};
 
 /// The `tiny` preset with 6 residual blocks (9 layers), dropout on.
 pub fn deep_tiny() -> ModelSpec {
@@ -25,6 +25,11 @@ pub fn model(stages: usize, policy: &str) -> Model {
 
 /// `spec` split into `stages` stages under `policy`, trained with Adam.
 pub fn model_of(spec: ModelSpec, stages: usize, policy: &str) -> Model {
+    model_on(spec, stages, policy, Device::Cpu)
+}
+
+/// `model_of` with every stage on `device`.
+pub fn model_on(spec: ModelSpec, stages: usize, policy: &str, device: Device) -> Model {
     let opts = ModelOptions {
         stages,
         partition: Partition::Even,
@@ -32,7 +37,7 @@ pub fn model_of(spec: ModelSpec, stages: usize, policy: &str) -> Model {
         optimizer: OptimizerSpec::adam(1e-2),
         batch: spec.batch,
         data_seed: 11,
-        devices: vec![],
+        devices: vec![device; stages],
     };
     Model::build(spec, &opts).unwrap()
 }

@@ -22,7 +22,7 @@ use cudarc::cublas::{Gemm, GemmConfig};
 use cudarc::driver::{CudaSlice, DeviceRepr};
 use half::{bf16, f16};
 
-use super::runtime::{current, device_error, launch, DeviceBuffer, Gpu, KArg};
+use super::runtime::{alloc_uninit, current, device_error, launch, DeviceBuffer, Gpu, KArg};
 use crate::error::{Error, Result};
 use crate::matmul::{GemmShape, Trans};
 use crate::precision::Precision;
@@ -170,15 +170,6 @@ impl Half for f16 {
     }
 }
 
-/// `len` uninitialised 16-bit values on `gpu`'s current lane.
-fn alloc_half<T: Half>(gpu: &std::sync::Arc<Gpu>, len: usize) -> Result<CudaSlice<T>> {
-    // SAFETY: uninitialised memory, written whole (by a conversion kernel or the product) before
-    // it is read.
-    #[allow(unsafe_code)]
-    let s = unsafe { current(gpu)?.stream.alloc::<T>(len.max(1)) };
-    s.map_err(|e| device_error(gpu.ordinal, &format!("allocating {} bytes", 2 * len), e))
-}
-
 /// The product with 16-bit operands and result: convert, multiply, convert back.
 fn half_product<T: Half>(
     out: &mut DeviceBuffer,
@@ -191,9 +182,9 @@ where
     cudarc::cublas::CudaBlas: Gemm<T>,
 {
     let gpu = out.gpu.clone();
-    let mut ha = alloc_half::<T>(&gpu, a.len())?;
-    let mut hb = alloc_half::<T>(&gpu, b.len())?;
-    let mut hc = alloc_half::<T>(&gpu, out.len())?;
+    let mut ha = alloc_uninit::<T>(&gpu, a.len())?;
+    let mut hb = alloc_uninit::<T>(&gpu, b.len())?;
+    let mut hc = alloc_uninit::<T>(&gpu, out.len())?;
     let n32 = |n: usize| {
         u32::try_from(n)
             .map_err(|_| device_error(gpu.ordinal, "format conversion", format!("{n} values exceed 2^32 − 1")))

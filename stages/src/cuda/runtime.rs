@@ -242,13 +242,17 @@ impl std::fmt::Debug for DeviceBuffer {
 
 /// `len` uninitialised `f32`s on `gpu`'s current lane.
 fn alloc(gpu: &Arc<Gpu>, len: usize) -> Result<DeviceBuffer> {
+    Ok(DeviceBuffer { slice: alloc_uninit(gpu, len)?, len, gpu: gpu.clone() })
+}
+
+/// `len` (at least one) uninitialised values of `T` on `gpu`'s current lane. Every caller hands
+/// them to a kernel, product or copy that writes all `len` before anything reads them.
+pub(crate) fn alloc_uninit<T: cudarc::driver::DeviceRepr>(gpu: &Arc<Gpu>, len: usize) -> Result<CudaSlice<T>> {
     let lane = current(gpu)?;
-    // SAFETY: the memory is uninitialised; every caller (`scratch`, for op outputs) hands it to a
-    // kernel, product or copy that writes all `len` elements before anything reads them.
+    // SAFETY: the memory is uninitialised, and is written whole before it is read (above).
     #[allow(unsafe_code)]
-    let slice = unsafe { lane.stream.alloc::<f32>(len.max(1)) };
-    let slice = slice.map_err(|e| device_error(gpu.ordinal, &format!("allocating {} bytes", 4 * len), e))?;
-    Ok(DeviceBuffer { slice, len, gpu: gpu.clone() })
+    let slice = unsafe { lane.stream.alloc::<T>(len.max(1)) };
+    slice.map_err(|e| device_error(gpu.ordinal, &format!("allocating {} bytes", std::mem::size_of::<T>() * len), e))
 }
 
 impl DeviceBuffer {
