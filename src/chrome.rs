@@ -42,7 +42,7 @@ pub fn chrome_trace(trace: &Trace) -> Value {
         events
             .push(json!({"name": "thread_name", "ph": "M", "pid": 0, "tid": r, "args": {"name": format!("rank {r}")}}));
         events.push(json!({"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": r, "args": {"sort_index": r}}));
-        for span in &rank.spans {
+        for span in rank.spans() {
             let a = span.action;
             events.push(json!({
                 "name": a.to_string(), "cat": a.op.to_string(), "ph": "X",
@@ -58,8 +58,8 @@ pub fn chrome_trace(trace: &Trace) -> Value {
         }
     }
     let starts: HashMap<Action, f64> =
-        trace.ranks.iter().flat_map(|r| r.spans.iter().map(|s| (s.action, s.start))).collect();
-    for (id, t) in trace.transfers.iter().enumerate() {
+        trace.ranks.iter().flat_map(|r| r.spans().map(|s| (s.action, s.start))).collect();
+    for (id, t) in trace.transfers().iter().enumerate() {
         // The start binds to the producer's slice (a hair before its end), the finish to the
         // consumer's slice that encloses the arrival ("bp": "e").
         let from_start = starts.get(&t.from).copied().unwrap_or(t.sent);

@@ -59,9 +59,9 @@ pub fn median_index(xs: &[f64]) -> usize {
 pub fn compare(measured: &Trace, simulated: &Trace) -> Comparison {
     let (a, b) = (Stats::of(measured), Stats::of(simulated));
     let starts: HashMap<Action, f64> =
-        simulated.ranks.iter().flat_map(|r| r.spans.iter().map(|s| (s.action, s.start))).collect();
+        simulated.ranks.iter().flat_map(|r| r.spans().map(|s| (s.action, s.start))).collect();
     let mut max_start_drift: Option<(Action, f64)> = None;
-    for span in measured.ranks.iter().flat_map(|r| &r.spans) {
+    for span in measured.ranks.iter().flat_map(|r| r.spans()) {
         if let Some(&sim) = starts.get(&span.action) {
             let d = span.start - sim;
             if max_start_drift.is_none_or(|(_, best)| d.abs() > best.abs()) {
@@ -69,10 +69,10 @@ pub fn compare(measured: &Trace, simulated: &Trace) -> Comparison {
             }
         }
     }
-    let longest_lane = measured.ranks.iter().map(|r| r.spans.len()).max().unwrap_or(0).max(1);
+    let longest_lane = measured.ranks.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
     let busiest = (0..a.busy.len().min(b.busy.len())).max_by(|&x, &y| a.busy[x].total_cmp(&a.busy[y]));
     let overhead_split = busiest.map_or((0.0, 0.0), |r| {
-        let n = measured.ranks[r].spans.len().max(1) as f64;
+        let n = measured.ranks[r].len().max(1) as f64;
         ((a.busy[r] - b.busy[r]) / n, (a.idle[r] - b.idle[r]) / n)
     });
     let ranks = (0..measured.ranks.len().min(simulated.ranks.len()))

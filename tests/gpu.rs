@@ -158,8 +158,8 @@ fn measured_on_the_gpu_vs_simulated() {
             100.0 * b.bubble_rate
         );
         for (r, rank) in measured.ranks.iter().enumerate() {
-            assert_eq!(rank.spans.len(), s.lanes[r].len());
-            assert!(rank.spans.iter().all(|sp| sp.end >= sp.start));
+            assert_eq!(rank.len(), s.lanes[r].len());
+            assert!(rank.spans().all(|sp| sp.end >= sp.start));
         }
         assert!(a.makespan > 0.0 && b.makespan > 0.0);
     }

@@ -140,7 +140,7 @@ pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<
     let slowest = step_ms.iter().copied().fold(median_ms, f64::max);
     let fastest = step_ms.iter().copied().fold(median_ms, f64::min);
     let m_stats = median_trace.as_ref().map(Stats::of);
-    let has_r = schedule.lanes.iter().flatten().any(|a| a.op == Op::R);
+    let has_r = schedule.lanes.iter().flat_map(|l| l.iter()).any(|a| a.op == Op::R);
     let row = Row {
         label: cfg.label(),
         schedule: cfg.kind.to_string(),

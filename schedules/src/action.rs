@@ -64,11 +64,18 @@ impl fmt::Display for Op {
     }
 }
 
-/// One unit of work: `op` on model stage `stage` for micro-batch `microbatch`.
+/// The most model stages a schedule can have (`p·v`): stage numbers are 16-bit, so an action
+/// takes 8 bytes and a schedule of tens of millions of actions fits in memory.
+pub const MAX_STAGES: usize = 1 << 16;
+
+/// The most micro-batches a schedule can have: micro-batch numbers are 32-bit.
+pub const MAX_MICROBATCHES: usize = 1 << 32;
+
+/// One unit of work: `op` on model stage `stage` for micro-batch `microbatch`. 8 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Action {
-    /// Model stage (0 … S−1, S = p·v).
-    pub stage: u32,
+    /// Model stage (0 … S−1, S = p·v ≤ [`MAX_STAGES`]).
+    pub stage: u16,
     /// What is done.
     pub op: Op,
     /// Micro-batch (0 … m−1).
@@ -77,8 +84,16 @@ pub struct Action {
 
 impl Action {
     /// `op` on `stage` for `microbatch`.
+    ///
+    /// # Panics
+    ///
+    /// If `stage ≥ MAX_STAGES` or `microbatch ≥ MAX_MICROBATCHES`: generators and parsers refuse
+    /// such sizes before they build actions.
     pub fn new(stage: usize, op: Op, microbatch: usize) -> Action {
-        Action { stage: stage as u32, op, microbatch: microbatch as u32 }
+        let (Ok(stage), Ok(microbatch)) = (u16::try_from(stage), u32::try_from(microbatch)) else {
+            panic!("action {stage}{op}{microbatch} is out of range: at most {MAX_STAGES} stages and {MAX_MICROBATCHES} micro-batches");
+        };
+        Action { stage, op, microbatch }
     }
 
     /// The stage as an index.
@@ -110,7 +125,7 @@ impl FromStr for Action {
         if digits == 0 {
             return Err(bad("it must start with the stage number"));
         }
-        let stage: u32 = text[..digits].parse().map_err(|_| bad("the stage number is too large"))?;
+        let stage: u16 = text[..digits].parse().map_err(|_| bad("the stage number is too large (at most 65535)"))?;
         let rest = &text[digits..];
         let mut chars = rest.chars();
         let letter = chars.next().ok_or_else(|| bad("the op letter is missing"))?;
@@ -128,7 +143,8 @@ impl FromStr for Action {
         if !mb_text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad("the micro-batch must be a number"));
         }
-        let microbatch: u32 = mb_text.parse().map_err(|_| bad("the micro-batch number is too large"))?;
+        let microbatch: u32 =
+            mb_text.parse().map_err(|_| bad("the micro-batch number is too large (at most 4294967295)"))?;
         Ok(Action { stage, op, microbatch })
     }
 }
@@ -163,12 +179,18 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for s in ["", "F0", "2X0", "2F", "2Fa", "2F0x", "1SEND_F0", "-1F0", "99999999999F0"] {
+        for s in ["", "F0", "2X0", "2F", "2Fa", "2F0x", "1SEND_F0", "-1F0", "65536F0", "0F4294967296"] {
             let e = s.parse::<Action>().unwrap_err();
             assert!(matches!(e, Error::ParseAction { .. }), "{s}: {e}");
         }
         let e = "1SEND_F0".parse::<Action>().unwrap_err().to_string();
         assert!(e.contains("compute-only"), "{e}");
+    }
+
+    #[test]
+    fn is_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Action>(), 8);
+        assert_eq!("65535F4294967295".parse::<Action>().unwrap(), Action::new(65535, Op::F, 4294967295));
     }
 
     #[test]

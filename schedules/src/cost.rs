@@ -177,8 +177,45 @@ impl CostModel {
                 )))
             }
         };
+        check_totals(schedule, &stages, &statics, self.latency)?;
         Ok((stages, statics))
     }
+}
+
+/// Refuses costs whose step would overflow: every time of the step must stay finite and every
+/// rank's live bytes must fit in 64 bits. Checked on upper bounds — the sum of every action's
+/// time and message latency; static bytes plus, for each (stage, micro-batch), everything its
+/// actions could hold at once — so the simulation can run in plain arithmetic.
+fn check_totals(schedule: &Schedule, stages: &[StageCost], statics: &[u64], latency: f64) -> Result<()> {
+    let m = schedule.m as f64;
+    let time: f64 =
+        stages.iter().map(|c| m * (c.f + c.i + c.w + c.t_r())).sum::<f64>() + latency * 2.0 * m * stages.len() as f64;
+    if !time.is_finite() {
+        let big = stages
+            .iter()
+            .flat_map(|c| [("f", c.f), ("i", c.i), ("w", c.w), ("r", c.t_r())])
+            .chain([("latency", latency)])
+            .reduce(|a, b| if b.1 > a.1 { b } else { a })
+            .unwrap_or(("latency", latency));
+        return Err(Error::Cost(format!(
+            "the step's times overflow: with {}={:e} over m={} micro-batches and {} stages the total is not a finite number; give smaller times (or a larger time unit)",
+            big.0,
+            big.1,
+            schedule.m,
+            stages.len()
+        )));
+    }
+    let mut bound: Vec<u128> = statics.iter().map(|&b| u128::from(b)).collect();
+    for (s, c) in stages.iter().enumerate() {
+        let per_mb = u128::from(c.act_bytes) + u128::from(c.recompute_bytes) + u128::from(c.w_bytes);
+        bound[schedule.rank_of(s)] += per_mb * schedule.m as u128;
+    }
+    if let Some((r, b)) = bound.iter().enumerate().find(|(_, &b)| b > u128::from(u64::MAX)) {
+        return Err(Error::Cost(format!(
+            "rank {r}'s bytes could reach {b}, more than 2^64: static_bytes or the per-micro-batch bytes (act_bytes, recompute_bytes, w_bytes) are too large"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -205,6 +242,19 @@ mod tests {
         let b = CostModel::from_json(text).unwrap();
         assert!(matches!(&b.costs, StageCosts::Stages(v) if v[0].act_bytes == 100));
         assert_eq!(b.time_unit, "ms");
+    }
+
+    #[test]
+    fn refuses_totals_that_overflow() {
+        let s = crate::Kind::OneFOneB.generate(2, 1, 4).unwrap();
+        let huge = CostModel::per_rank(1e308, 1e308, 1e308);
+        let e = huge.resolve(&s).unwrap_err().to_string();
+        assert!(e.contains("overflow") && e.contains("f=1e308"), "{e}");
+        let mut bytes = CostModel::per_rank(1.0, 1.0, 1.0);
+        bytes.costs = StageCosts::PerRank(StageCost { act_bytes: u64::MAX / 2, ..StageCost::times(1.0, 1.0, 1.0) });
+        let e = bytes.resolve(&s).unwrap_err().to_string();
+        assert!(e.contains("more than 2^64"), "{e}");
+        assert!(CostModel::per_rank(1e300, 1e300, 1e300).resolve(&s).is_ok());
     }
 
     #[test]

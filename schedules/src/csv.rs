@@ -6,9 +6,10 @@
 //! the result through [`validate`].
 
 use crate::action::Action;
+use crate::clock::unit_clock;
 use crate::error::{Error, Result};
 use crate::schedule::{Placement, Schedule};
-use crate::validate::{unit_clock, validate};
+use crate::validate::validate;
 
 /// Writes `s` as CSV, one line per rank, idle ticks as empty cells.
 pub fn to_csv(s: &Schedule) -> Result<String> {
@@ -56,7 +57,7 @@ pub fn from_csv(text: &str, name: &str) -> Result<Schedule> {
         lanes.push(lane);
     }
     let p = lanes.len();
-    let all = lanes.iter().flatten();
+    let all = lanes.iter().flat_map(|l| l.iter());
     let stages = all.clone().map(|a| a.stage() + 1).max().unwrap_or(0);
     let m = all.map(|a| a.mb() + 1).max().unwrap_or(0);
     if stages == 0 {
@@ -74,7 +75,7 @@ pub fn from_csv(text: &str, name: &str) -> Result<Schedule> {
         lanes.iter().enumerate().all(|(r, lane)| lane.iter().all(|a| placement.rank_of(a.stage(), p) == r))
     };
     let placement = if v == 2 && !fits(Placement::Loop) && fits(Placement::V) { Placement::V } else { Placement::Loop };
-    let s = Schedule { name: name.to_string(), p, v, m, placement, lanes };
+    let s = Schedule::new(name, p, v, m, placement, lanes);
     validate(&s)?;
     Ok(s)
 }

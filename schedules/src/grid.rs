@@ -2,23 +2,24 @@
 //!
 //! Used for generator doc pictures, `pipesched schedule --format grid`, and every validator
 //! error (which marks the offending step). Wide grids are cut to a window around the marks.
+//! A leaf: it knows actions and nothing else (rows come from lanes, columns from any clock).
 
 use crate::action::Action;
-use crate::schedule::Schedule;
 
 /// Widest grid drawn in full when cells are marked; wider ones show a window around the marks.
 /// Grids without marks are always drawn in full.
 const MAX_COLUMNS: usize = 40;
 
 /// Lanes as rows, one action per column (column = index in the lane, the validator's "step").
-pub fn packed_rows(s: &Schedule) -> Vec<Vec<Option<Action>>> {
-    s.lanes.iter().map(|lane| lane.iter().copied().map(Some).collect()).collect()
+pub fn packed_rows<L: AsRef<[Action]>>(lanes: &[L]) -> Vec<Vec<Option<Action>>> {
+    lanes.iter().map(|lane| lane.as_ref().iter().copied().map(Some).collect()).collect()
 }
 
 /// Lanes placed on a clock: `ticks[r][k]` is the column of action `k` of rank `r`.
-pub fn aligned_rows(s: &Schedule, ticks: &[Vec<usize>]) -> Vec<Vec<Option<Action>>> {
-    s.lanes
+pub fn aligned_rows<L: AsRef<[Action]>>(lanes: &[L], ticks: &[Vec<usize>]) -> Vec<Vec<Option<Action>>> {
+    lanes
         .iter()
+        .map(AsRef::as_ref)
         .zip(ticks)
         .map(|(lane, t)| {
             let width = t.last().map_or(0, |&x| x + 1);

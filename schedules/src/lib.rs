@@ -15,8 +15,10 @@
 #![warn(missing_docs)]
 
 mod action;
+mod clock;
 mod cost;
 mod csv;
+pub mod deps;
 mod error;
 mod generate;
 pub mod grid;
@@ -26,8 +28,10 @@ mod simulate;
 mod stats;
 mod trace;
 mod validate;
+mod walk;
 
-pub use action::{Action, Op};
+pub use action::{Action, Op, MAX_MICROBATCHES, MAX_STAGES};
+pub use clock::unit_clock;
 pub use cost::{CostModel, StageCost, StageCosts};
 pub use csv::{from_csv, to_csv};
 pub use error::{Error, Result};
@@ -36,5 +40,5 @@ pub use recompute::with_recompute;
 pub use schedule::{Placement, Schedule};
 pub use simulate::simulate;
 pub use stats::Stats;
-pub use trace::{MemSample, RankTrace, Source, Span, Trace, Transfer};
-pub use validate::{unit_clock, validate};
+pub use trace::{MemSample, RankTrace, Source, Span, Trace, Transfer, Transfers};
+pub use validate::validate;

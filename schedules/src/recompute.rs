@@ -21,8 +21,13 @@ pub fn with_recompute(schedule: &Schedule, recompute: &[bool]) -> Result<Schedul
             schedule.v
         )));
     }
-    let has_r: std::collections::HashSet<(u32, u32)> =
-        schedule.lanes.iter().flatten().filter(|a| a.op == Op::R).map(|a| (a.stage, a.microbatch)).collect();
+    let has_r: std::collections::HashSet<(u16, u32)> = schedule
+        .lanes
+        .iter()
+        .flat_map(|l| l.iter())
+        .filter(|a| a.op == Op::R)
+        .map(|a| (a.stage, a.microbatch))
+        .collect();
     let mut out = schedule.clone();
     for lane in &mut out.lanes {
         let mut planned = Vec::with_capacity(lane.len() * 4 / 3);
@@ -32,7 +37,7 @@ pub fn with_recompute(schedule: &Schedule, recompute: &[bool]) -> Result<Schedul
             }
             planned.push(a);
         }
-        *lane = planned;
+        *lane = planned.into();
     }
     if recompute.iter().any(|&r| r) && !out.name.ends_with("+recompute") {
         out.name = format!("{}+recompute", out.name);

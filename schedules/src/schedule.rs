@@ -2,13 +2,14 @@
 //!
 //! A `Schedule` is plain data. Generators and the CSV reader return only schedules that passed
 //! [`validate`](crate::validate); a hand-built one can be anything until it is validated (the
-//! executor's hang diagnostics need to run schedules that deadlock).
+//! executor's hang diagnostics need to run schedules that deadlock). Lanes are shared
+//! (`Arc<[Action]>`): a trace of the schedule holds the same lanes, not a copy.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
-use crate::grid;
-use crate::validate;
 
 /// How model stages are assigned to ranks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -59,10 +60,15 @@ pub struct Schedule {
     /// Where stages sit.
     pub placement: Placement,
     /// One lane per rank, in execution order.
-    pub lanes: Vec<Vec<Action>>,
+    pub lanes: Vec<Arc<[Action]>>,
 }
 
 impl Schedule {
+    /// A schedule of these lanes, not yet validated.
+    pub fn new(name: &str, p: usize, v: usize, m: usize, placement: Placement, lanes: Vec<Vec<Action>>) -> Schedule {
+        Schedule { name: name.into(), p, v, m, placement, lanes: lanes.into_iter().map(Arc::from).collect() }
+    }
+
     /// Number of model stages, `p·v`.
     pub fn stages(&self) -> usize {
         self.p * self.v
@@ -80,26 +86,16 @@ impl Schedule {
 
     /// Total number of actions over all lanes.
     pub fn num_actions(&self) -> usize {
-        self.lanes.iter().map(Vec::len).sum()
+        self.lanes.iter().map(|l| l.len()).sum()
     }
 
     /// For every stage, whether its backward is split into `I` and `W` (rather than one `B`).
     pub fn split_stages(&self) -> Vec<bool> {
-        crate::validate::split_table(self)
+        crate::deps::split_stages(self)
     }
 
     /// Whether any lane splits the backward into `I` and `W`.
     pub fn splits_backward(&self) -> bool {
-        self.lanes.iter().flatten().any(|a| a.op == crate::Op::I)
-    }
-
-    /// The schedule as a grid: one row per rank, one column per tick of a unit clock (every
-    /// action takes one tick, transfers are free), so idle slots show as gaps — the picture in
-    /// each generator's doc comment. A schedule that deadlocks is drawn with its lanes packed.
-    pub fn grid(&self) -> String {
-        match validate::unit_clock(self) {
-            Ok(ticks) => grid::render(&grid::aligned_rows(self, &ticks), &[]),
-            Err(_) => grid::render(&grid::packed_rows(self), &[]),
-        }
+        self.lanes.iter().flat_map(|l| l.iter()).any(|a| a.op == crate::Op::I)
     }
 }

@@ -31,22 +31,31 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Computes the stats of `trace`.
+    /// Computes the stats of `trace`, in one pass over each rank's spans.
     pub fn of(trace: &Trace) -> Stats {
         let p = trace.ranks.len();
-        let makespan = trace.ranks.iter().flat_map(|r| r.spans.iter().map(|s| s.end)).fold(0.0, f64::max);
-        let busy: Vec<f64> =
-            trace.ranks.iter().map(|r| r.spans.iter().map(|s| s.duration()).fold(0.0, |a, d| a + d)).collect();
-        let recompute = trace
-            .ranks
-            .iter()
-            .map(|r| r.spans.iter().filter(|s| s.action.op == Op::R).map(|s| s.duration()).fold(0.0, |a, d| a + d))
-            .collect();
+        let mut makespan = 0.0f64;
+        let mut busy = Vec::with_capacity(p);
+        let mut recompute = Vec::with_capacity(p);
+        let mut steady_period = 0.0f64;
+        for rank in &trace.ranks {
+            // Folded from +0.0: an empty float `sum()` is −0.0.
+            let (mut b, mut r) = (0.0f64, 0.0f64);
+            for (k, (&start, &end)) in rank.start.iter().zip(&rank.end).enumerate() {
+                makespan = makespan.max(end);
+                b += end - start;
+                if rank.actions[k].op == Op::R {
+                    r += end - start;
+                }
+            }
+            if let (Some(first), Some(last)) = (rank.start.first(), rank.end.last()) {
+                steady_period = steady_period.max(last - first);
+            }
+            busy.push(b);
+            recompute.push(r);
+        }
         let idle: Vec<f64> = busy.iter().map(|b| makespan - b).collect();
-        // Folded from +0.0: an empty float `sum()` is −0.0.
         let total: f64 = busy.iter().fold(0.0, |a, b| a + b);
-        let steady_period =
-            trace.ranks.iter().filter_map(|r| Some(r.spans.last()?.end - r.spans.first()?.start)).fold(0.0, f64::max);
         let rate = |period: f64| if period > 0.0 && p > 0 { 1.0 - total / (p as f64 * period) } else { 0.0 };
         Stats {
             makespan,

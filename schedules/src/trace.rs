@@ -1,14 +1,23 @@
 //! `Trace`: what happened in one step, simulated or measured — per-rank spans, per-rank live
-//! bytes as a step function of time, and the transfers between ranks.
+//! bytes as a step function of time, and the messages between ranks.
 //!
 //! Both producers (the simulator and the executor) emit this one type, so every consumer —
 //! stats, charts, Chrome traces, reports — works the same on either. Times start at 0 (the start
 //! of the step) and are in `time_unit`.
+//!
+//! Layout: a rank's spans are flat arrays — the actions it ran (its lane, shared with the
+//! schedule, not copied) and their start and end times, index for index — so a trace costs 16
+//! bytes per action. Both producers run every lane in order, so span `k` of a rank is action `k`
+//! of its lane. Messages are recorded by the executor; the simulator's follow from its rule (sent
+//! when the producer ends, received `latency` later) and are derived on demand.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
-use crate::schedule::Placement;
+use crate::deps::{consumes, split_stages, Message};
+use crate::schedule::{Placement, Schedule};
 
 /// Who produced a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,15 +74,58 @@ pub struct Transfer {
 }
 
 /// What one rank did during the step.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// Invariant: `actions`, `start` and `end` have the same length; span `k` is `actions[k]` from
+/// `start[k]` to `end[k]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankTrace {
-    /// Actions in the order they ran.
-    pub spans: Vec<Span>,
+    /// The actions in the order they ran.
+    pub actions: Arc<[Action]>,
+    /// When each started.
+    pub start: Vec<f64>,
+    /// When each ended.
+    pub end: Vec<f64>,
     /// Live bytes as a step function, in time order (samples at the same time in event order).
     pub memory: Vec<MemSample>,
 }
 
+impl Default for RankTrace {
+    fn default() -> Self {
+        RankTrace { actions: Arc::from(Vec::new()), start: Vec::new(), end: Vec::new(), memory: Vec::new() }
+    }
+}
+
 impl RankTrace {
+    /// A rank's trace from its spans and memory samples.
+    pub fn from_spans(spans: &[Span], memory: Vec<MemSample>) -> RankTrace {
+        RankTrace {
+            actions: spans.iter().map(|s| s.action).collect(),
+            start: spans.iter().map(|s| s.start).collect(),
+            end: spans.iter().map(|s| s.end).collect(),
+            memory,
+        }
+    }
+
+    /// Number of spans.
+    pub fn len(&self) -> usize {
+        self.start.len().min(self.end.len()).min(self.actions.len())
+    }
+
+    /// Whether the rank ran nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Span `k`.
+    pub fn span(&self, k: usize) -> Span {
+        Span { action: self.actions[k], start: self.start[k], end: self.end[k] }
+    }
+
+    /// The spans in the order they ran.
+    pub fn spans(&self) -> impl DoubleEndedIterator<Item = Span> + ExactSizeIterator + Clone + '_ {
+        (0..self.len()).map(|k| self.span(k))
+    }
+
     /// The largest live byte count of the step.
     pub fn peak_bytes(&self) -> u64 {
         self.memory.iter().map(|s| s.bytes).max().unwrap_or(0)
@@ -84,6 +136,17 @@ impl RankTrace {
         let peak = self.peak_bytes();
         self.memory.iter().find(|s| s.bytes == peak).map_or(0.0, |s| s.time)
     }
+}
+
+/// The messages between ranks of a trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transfers {
+    /// As the executor recorded them, ordered by send time.
+    Recorded(Vec<Transfer>),
+    /// The simulator's rule: every message between two ranks leaves when its producer ends and
+    /// arrives this latency later.
+    Latency(f64),
 }
 
 /// One step of a schedule, simulated or measured.
@@ -106,12 +169,50 @@ pub struct Trace {
     /// One entry per rank.
     pub ranks: Vec<RankTrace>,
     /// Messages between ranks.
-    pub transfers: Vec<Transfer>,
+    pub transfers: Transfers,
 }
 
 impl Trace {
     /// Serialises the trace as JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a trace always serialises")
+    }
+
+    /// Number of spans over all ranks.
+    pub fn num_spans(&self) -> usize {
+        self.ranks.iter().map(RankTrace::len).sum()
+    }
+
+    /// The messages between ranks, ordered by send time: as recorded, or — for a simulated
+    /// trace — derived from its spans (one per message whose producer and consumer sit on
+    /// different ranks).
+    pub fn transfers(&self) -> Vec<Transfer> {
+        let latency = match &self.transfers {
+            Transfers::Recorded(list) => return list.clone(),
+            Transfers::Latency(c) => *c,
+        };
+        let (stages, m) = (self.p * self.v, self.m);
+        let lanes: Vec<Arc<[Action]>> = self.ranks.iter().map(|r| r.actions.clone()).collect();
+        let shape = Schedule { name: String::new(), p: self.p, v: self.v, m, placement: self.placement, lanes };
+        let splits = split_stages(&shape);
+        let ends: std::collections::HashMap<Action, (usize, f64)> = self
+            .ranks
+            .iter()
+            .enumerate()
+            .flat_map(|(r, rank)| rank.spans().map(move |s| (s.action, (r, s.end))))
+            .collect();
+        let mut out: Vec<Transfer> = Vec::new();
+        for (to_rank, rank) in self.ranks.iter().enumerate() {
+            for span in rank.spans() {
+                let Some(msg): Option<Message> = consumes(span.action, stages) else { continue };
+                let from = msg.producer(&splits);
+                let Some(&(from_rank, sent)) = ends.get(&from) else { continue };
+                if from_rank != to_rank {
+                    out.push(Transfer { from, to: span.action, from_rank, to_rank, sent, received: sent + latency });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.sent.total_cmp(&b.sent));
+        out
     }
 }

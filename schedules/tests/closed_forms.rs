@@ -84,7 +84,7 @@ proptest! {
                 continue;
             };
             let trace = simulate(&s, &CostModel::per_rank(f as f64, i as f64, w as f64)).unwrap();
-            let spans: usize = trace.ranks.iter().map(|r| r.spans.len()).sum();
+            let spans = trace.num_spans();
             prop_assert_eq!(spans, s.num_actions());
             let per_mb = if s.splits_backward() { 3 } else { 2 };
             prop_assert_eq!(s.num_actions(), per_mb * s.stages() * m);

@@ -81,7 +81,7 @@ fn static_bytes_and_recompute_bytes_add_up() {
             }
             with_r.push(*a);
         }
-        *lane = with_r;
+        *lane = with_r.into();
     }
     pipesched_schedules::validate(&s).unwrap();
     let cost = StageCost { f: 1.0, i: 1.0, w: 1.0, r: Some(0.5), act_bytes: 10, recompute_bytes: 90, w_bytes: 0 };

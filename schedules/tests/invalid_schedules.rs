@@ -7,7 +7,7 @@ use pipesched_schedules::{validate, Action, Error, Placement, Schedule};
 fn schedule(m: usize, lanes: &[&str]) -> Schedule {
     let lanes: Vec<Vec<Action>> =
         lanes.iter().map(|l| l.split_whitespace().map(|a| a.parse().unwrap()).collect()).collect();
-    Schedule { name: "hand".into(), p: lanes.len(), v: 1, m, placement: Placement::Loop, lanes }
+    Schedule::new("hand", lanes.len(), 1, m, Placement::Loop, lanes)
 }
 
 fn rejection(s: &Schedule) -> (String, String) {

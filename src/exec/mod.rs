@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use pipesched_schedules::{RankTrace, Schedule, Source, Trace};
+use pipesched_schedules::{MemSample, RankTrace, Schedule, Source, Span, Trace, Transfer, Transfers};
 
 use crate::error::{Error, Result};
 use link::Links;
@@ -161,7 +161,7 @@ pub fn execute<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &ExecO
 
 /// Moves every span that starts before its predecessor on the same rank ends to start there,
 /// keeping its length; returns whether any moved.
-fn sequential(spans: &mut [pipesched_schedules::Span]) -> bool {
+fn sequential(spans: &mut [Span]) -> bool {
     let mut moved = false;
     for k in 1..spans.len() {
         let before = spans[k - 1].end;
@@ -176,88 +176,60 @@ fn sequential(spans: &mut [pipesched_schedules::Span]) -> bool {
     moved
 }
 
-/// Builds the trace, shifting time so the first action starts at 0.
+/// Builds the trace, shifting time so the first action starts at 0. Every worker ran its whole
+/// lane in order, so a rank's spans are its lane's actions, index for index.
 fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
     let origin = records.iter().filter_map(|r| r.spans.first().map(|s| s.start)).fold(f64::INFINITY, f64::min);
     let origin = if origin.is_finite() { origin } else { 0.0 };
     let shift = |t: f64| (t - origin).max(0.0);
     let device_timed = records.iter().any(|r| r.device_timed);
     let mut transfers = Vec::new();
-    let mut ranks: Vec<RankTrace> = records
+    let mut spans: Vec<Vec<Span>> = Vec::with_capacity(records.len());
+    let mut memory: Vec<Vec<MemSample>> = Vec::with_capacity(records.len());
+    for rec in records {
+        transfers.extend(rec.received.into_iter().map(|mut t| {
+            t.sent = shift(t.sent);
+            t.received = shift(t.received);
+            t
+        }));
+        spans.push(
+            rec.spans
+                .into_iter()
+                .map(|mut s| {
+                    s.start = shift(s.start);
+                    s.end = shift(s.end);
+                    s
+                })
+                .collect(),
+        );
+        memory.push(
+            rec.memory
+                .into_iter()
+                .map(|mut m| {
+                    m.time = shift(m.time);
+                    m
+                })
+                .collect(),
+        );
+    }
+    if device_timed {
+        align_device_times(&mut spans, &mut transfers);
+    }
+    transfers.sort_by(|a, b| a.sent.total_cmp(&b.sent));
+    let ranks = spans
         .into_iter()
-        .map(|rec| {
-            transfers.extend(rec.received.into_iter().map(|mut t| {
-                t.sent = shift(t.sent);
-                t.received = shift(t.received);
-                t
-            }));
+        .zip(memory)
+        .zip(&schedule.lanes)
+        .map(|((spans, memory), lane)| {
+            debug_assert!(spans.iter().map(|s| s.action).eq(lane.iter().copied()));
             RankTrace {
-                spans: rec
-                    .spans
-                    .into_iter()
-                    .map(|mut s| {
-                        s.start = shift(s.start);
-                        s.end = shift(s.end);
-                        s
-                    })
-                    .collect(),
-                memory: rec
-                    .memory
-                    .into_iter()
-                    .map(|mut m| {
-                        m.time = shift(m.time);
-                        m
-                    })
-                    .collect(),
+                actions: lane.clone(),
+                start: spans.iter().map(|s| s.start).collect(),
+                end: spans.iter().map(|s| s.end).collect(),
+                memory,
             }
         })
         .collect();
-    if device_timed {
-        // Messages were stamped on host clocks, which run ahead of a GPU's queue: place each at
-        // the producer's device end, and its arrival no later than the consumer's device start.
-        // A consumer's start mark may be reached before its input exists (its first kernel then
-        // waits on the GPU): its work starts when the input does.
-        let mut at = std::collections::HashMap::new();
-        for (r, rank) in ranks.iter().enumerate() {
-            for (k, sp) in rank.spans.iter().enumerate() {
-                at.insert(sp.action, (r, k));
-            }
-        }
-        let edges: Vec<_> = transfers.iter().filter_map(|t| Some((*at.get(&t.from)?, *at.get(&t.to)?))).collect();
-        // A correction can move a producer's end, so repeat until nothing moves (at most one
-        // pass per edge along the longest chain).
-        for _ in 0..=edges.len() {
-            let mut moved = false;
-            for &((pr, pk), (cr, ck)) in &edges {
-                // A `B` hands its gradient on when its `I` part is done, before it ends, so only
-                // its start bounds the consumer's. (Between two GPUs the consumer's stream waits
-                // for the whole `B`; that wait then stays inside the consumer's span.)
-                let producer = &ranks[pr].spans[pk];
-                let end = if producer.action.op == pipesched_schedules::Op::B { producer.start } else { producer.end };
-                let consumer = &mut ranks[cr].spans[ck];
-                if consumer.start < end {
-                    consumer.start = end;
-                    consumer.end = consumer.end.max(end);
-                    moved = true;
-                }
-            }
-            for r in ranks.iter_mut() {
-                moved |= sequential(&mut r.spans);
-            }
-            if !moved {
-                break;
-            }
-        }
-        for t in &mut transfers {
-            if let (Some(&(pr, pk)), Some(&(cr, ck))) = (at.get(&t.from), at.get(&t.to)) {
-                // (A `B`'s gradient leaves before the `B` ends: at the consumer's start at the latest.)
-                let (producer, start) = (&ranks[pr].spans[pk], ranks[cr].spans[ck].start);
-                t.sent = producer.end.min(start).max(producer.start);
-                t.received = t.received.min(start).max(t.sent);
-            }
-        }
-    }
-    transfers.sort_by(|a, b| a.sent.total_cmp(&b.sent));
     Trace {
         source: Source::Measured,
         schedule: schedule.name.clone(),
@@ -267,6 +239,52 @@ fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
         placement: schedule.placement,
         time_unit: "ms".into(),
         ranks,
-        transfers,
+        transfers: Transfers::Recorded(transfers),
+    }
+}
+
+/// Messages were stamped on host clocks, which run ahead of a GPU's queue: place each at the
+/// producer's device end, and its arrival no later than the consumer's device start. A
+/// consumer's start mark may be reached before its input exists (its first kernel then waits on
+/// the GPU): its work starts when the input does.
+fn align_device_times(ranks: &mut [Vec<Span>], transfers: &mut [Transfer]) {
+    let mut at = std::collections::HashMap::new();
+    for (r, rank) in ranks.iter().enumerate() {
+        for (k, sp) in rank.iter().enumerate() {
+            at.insert(sp.action, (r, k));
+        }
+    }
+    let edges: Vec<_> = transfers.iter().filter_map(|t| Some((*at.get(&t.from)?, *at.get(&t.to)?))).collect();
+    // A correction can move a producer's end, so repeat until nothing moves (at most one
+    // pass per edge along the longest chain).
+    for _ in 0..=edges.len() {
+        let mut moved = false;
+        for &((pr, pk), (cr, ck)) in &edges {
+            // A `B` hands its gradient on when its `I` part is done, before it ends, so only
+            // its start bounds the consumer's. (Between two GPUs the consumer's stream waits
+            // for the whole `B`; that wait then stays inside the consumer's span.)
+            let producer = &ranks[pr][pk];
+            let end = if producer.action.op == pipesched_schedules::Op::B { producer.start } else { producer.end };
+            let consumer = &mut ranks[cr][ck];
+            if consumer.start < end {
+                consumer.start = end;
+                consumer.end = consumer.end.max(end);
+                moved = true;
+            }
+        }
+        for r in ranks.iter_mut() {
+            moved |= sequential(r);
+        }
+        if !moved {
+            break;
+        }
+    }
+    for t in transfers.iter_mut() {
+        if let (Some(&(pr, pk)), Some(&(cr, ck))) = (at.get(&t.from), at.get(&t.to)) {
+            // (A `B`'s gradient leaves before the `B` ends: at the consumer's start at the latest.)
+            let (producer, start) = (&ranks[pr][pk], ranks[cr][ck].start);
+            t.sent = producer.end.min(start).max(producer.start);
+            t.received = t.received.min(start).max(t.sent);
+        }
     }
 }

@@ -156,7 +156,7 @@ impl<'a> Figure<'a> {
         let x_max = panels.iter().map(|p| p.stats.makespan).filter(|m| m.is_finite()).fold(0.0, f64::max);
         let x_max = if x_max > 0.0 { x_max } else { 1.0 };
         let y_max = panels.iter().flat_map(|p| p.stats.peak_bytes.iter().copied()).max().unwrap_or(0);
-        let lane = panels.iter().flat_map(|p| p.trace.ranks.iter().map(|r| r.spans.len())).max().unwrap_or(0);
+        let lane = panels.iter().flat_map(|p| p.trace.ranks.iter().map(|r| r.len())).max().unwrap_or(0);
         // Wider for long lanes, but not so wide that text shrinks to nothing when the chart is
         // scaled to fit a screen.
         let plot_w = (lane as u32).saturating_mul(10).clamp(1100, 1600);

@@ -215,7 +215,7 @@ mod tests {
     }
 
     fn actions(trace: &Trace) -> usize {
-        trace.ranks.iter().map(|r| r.spans.len()).sum()
+        trace.ranks.iter().map(|r| r.len()).sum()
     }
 
     #[test]
@@ -299,22 +299,17 @@ mod tests {
             placement: pipesched_schedules::Placement::Loop,
             time_unit: "ms".into(),
             ranks: vec![RankTrace::default(); p],
-            transfers: vec![],
+            transfers: pipesched_schedules::Transfers::Recorded(vec![]),
         };
+        let span = |start, end| pipesched_schedules::Span { action: "0F0".parse().unwrap(), start, end };
         let mut zero_time = empty(2);
-        zero_time.ranks[0].spans.push(pipesched_schedules::Span {
-            action: "0F0".parse().unwrap(),
-            start: 0.0,
-            end: 0.0,
-        });
-        zero_time.ranks[0].memory.push(pipesched_schedules::MemSample { time: 0.0, bytes: 0 });
+        zero_time.ranks[0] =
+            RankTrace::from_spans(&[span(0.0, 0.0)], vec![pipesched_schedules::MemSample { time: 0.0, bytes: 0 }]);
         let mut nan = empty(1);
-        nan.ranks[0].spans.push(pipesched_schedules::Span {
-            action: "0F0".parse().unwrap(),
-            start: f64::NAN,
-            end: 1.0,
-        });
-        nan.ranks[0].memory.push(pipesched_schedules::MemSample { time: f64::INFINITY, bytes: 5 });
+        nan.ranks[0] = RankTrace::from_spans(
+            &[span(f64::NAN, 1.0)],
+            vec![pipesched_schedules::MemSample { time: f64::INFINITY, bytes: 5 }],
+        );
         let cheap = simulate(&Kind::OneFOneB.generate(3, 1, 3).unwrap(), &CostModel::per_rank(1.0, 1.0, 1.0)).unwrap();
         for (i, t) in [empty(0), empty(1), empty(20), zero_time, nan, cheap].iter().enumerate() {
             for ext in ["svg", "png"] {

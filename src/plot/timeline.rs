@@ -41,7 +41,7 @@ fn row_height(rows: usize) -> u32 {
 
 /// Ops present in the trace, in legend order.
 fn ops_present(trace: &Trace) -> Vec<Op> {
-    Op::ALL.into_iter().filter(|&op| trace.ranks.iter().any(|r| r.spans.iter().any(|s| s.action.op == op))).collect()
+    Op::ALL.into_iter().filter(|&op| trace.ranks.iter().any(|r| r.spans().any(|s| s.action.op == op))).collect()
 }
 
 /// Pixel height of the legend.
@@ -87,11 +87,11 @@ pub(crate) fn draw<DB: DrawingBackend>(
     let p = trace.p.max(1);
     let v = trace.v.max(1);
     let px_per_unit = frame.w as f64 / x_max;
-    let finite = |s: &&Span| s.start.is_finite() && s.end.is_finite();
+    let finite = |s: &Span| s.start.is_finite() && s.end.is_finite();
     let boxes = trace.ranks.iter().enumerate().flat_map(|(r, rank)| {
         let y_top = (n - r) as f64 - ROW_PAD;
         let y_bottom = (n - r - 1) as f64 + ROW_PAD;
-        rank.spans.iter().filter(finite).map(move |s| (s, y_top, y_bottom))
+        rank.spans().filter(finite).map(move |s| (s, y_top, y_bottom))
     });
     // Fills first, then borders only where a box is at least 3 px wide (thinner ones would be
     // all border).
@@ -107,9 +107,9 @@ pub(crate) fn draw<DB: DrawingBackend>(
     // Micro-batch numbers, where the box holds them with some margin and the row is tall enough.
     // The test uses the widest number of the trace, so boxes of one length are all labelled or none.
     let size = (row_px * (1.0 - 2.0 * ROW_PAD) * 0.62).min(13.0);
-    let widest = trace.ranks.iter().flat_map(|r| r.spans.iter().map(|s| s.action.mb())).max().unwrap_or(0);
+    let widest = trace.ranks.iter().flat_map(|r| r.spans().map(|s| s.action.mb())).max().unwrap_or(0);
     let need = label_width(root, size, digits(widest)) as f64 + 4.0;
-    let fits = |(s, _, _): &(&Span, f64, f64)| s.duration() * px_per_unit >= need;
+    let fits = |(s, _, _): &(Span, f64, f64)| s.duration() * px_per_unit >= need;
     let labelled = size >= 9.0 && boxes.clone().any(|b| fits(&b));
     if labelled {
         chart.draw_series(boxes.filter(fits).map(|(s, y0, y1)| {
@@ -119,7 +119,7 @@ pub(crate) fn draw<DB: DrawingBackend>(
         }))?;
     }
 
-    if trace.ranks.iter().all(|r| r.spans.is_empty()) {
+    if trace.ranks.iter().all(|r| r.is_empty()) {
         let at = (frame.left + frame.w as i32 / 2, frame.top + frame.h as i32 / 2);
         root.draw(&Text::new("no actions", at, style(14.0, MUTED, false, HPos::Center, VPos::Center)))?;
     }

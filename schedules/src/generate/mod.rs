@@ -18,10 +18,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::action::{Action, MAX_MICROBATCHES, MAX_STAGES};
 use crate::error::{Error, Result};
 use crate::schedule::{Placement, Schedule};
 use crate::validate::validate;
-use crate::Action;
 
 /// The schedules pipesched can generate, by their CLI names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -106,20 +106,25 @@ impl FromStr for Kind {
     }
 }
 
-/// Rejects p = 0 or m = 0 with a message naming the generator.
+/// Rejects p = 0 or m = 0, and sizes past the action format's limits, with a message naming
+/// the generator.
 fn check_pm(name: &str, p: usize, m: usize) -> Result<()> {
+    let bad = |reason: String| Err(Error::BadArgs { schedule: name.into(), reason });
     if p == 0 || m == 0 {
-        return Err(Error::BadArgs {
-            schedule: name.into(),
-            reason: format!("p (ranks) and m (micro-batches) must be at least 1; got p={p}, m={m}"),
-        });
+        return bad(format!("p (ranks) and m (micro-batches) must be at least 1; got p={p}, m={m}"));
+    }
+    if p > MAX_STAGES {
+        return bad(format!("p={p} ranks is more than pipesched's limit of {MAX_STAGES} model stages"));
+    }
+    if m > MAX_MICROBATCHES {
+        return bad(format!("m={m} micro-batches is more than pipesched's limit of {MAX_MICROBATCHES}"));
     }
     Ok(())
 }
 
 /// Assembles and validates a loop-placed schedule.
 fn finish(name: &str, p: usize, v: usize, m: usize, lanes: Vec<Vec<Action>>) -> Result<Schedule> {
-    let s = Schedule { name: name.into(), p, v, m, placement: Placement::Loop, lanes };
+    let s = Schedule::new(name, p, v, m, Placement::Loop, lanes);
     validate(&s)?;
     Ok(s)
 }

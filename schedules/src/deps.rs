@@ -1,0 +1,154 @@
+//! The dependency rule: what an action needs before it can run and what it hands on. This is
+//! the one statement of DESIGN.md's rule; the validator, the simulator, the executor and the
+//! hang report all ask it.
+//!
+//! Two kinds of dependency:
+//! - **within a stage** (`F(s,j)` before `R(s,j)` before `I/B(s,j)`, `I(s,j)` before `W(s,j)`):
+//!   all of a stage's actions run on one rank, so these are orders within one lane, which
+//!   [`validate`](crate::validate) checks once; nothing waits for them at run time;
+//! - **between stages**, carried by a [`Message`]: `F(s,j)` needs the activation `F(s−1,j)`
+//!   sends, and `I/B(s,j)` needs the input gradient `I/B(s+1,j)` sends (the last stage needs
+//!   none: its loss is its own). These are what a rank waits for.
+
+use crate::action::{Action, Op};
+use crate::schedule::Schedule;
+
+/// What a message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Flow {
+    /// The output of `F(s,j)`, sent forward to stage `s+1`.
+    Activation,
+    /// The input gradient from `I(s,j)` or `B(s,j)`, sent back to stage `s−1`.
+    Gradient,
+}
+
+/// One value handed from one stage to a neighbour, for one micro-batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Message {
+    /// Activation or gradient.
+    pub flow: Flow,
+    /// The stage that produces it.
+    pub from: usize,
+    /// The stage that consumes it.
+    pub to: usize,
+    /// The micro-batch.
+    pub mb: usize,
+}
+
+impl Message {
+    /// Index of this message among the `2·stages·m` messages of a step, for flat tables.
+    pub fn index(&self, stages: usize, m: usize) -> usize {
+        let flow = match self.flow {
+            Flow::Activation => 0,
+            Flow::Gradient => 1,
+        };
+        (flow * stages + self.from) * m + self.mb
+    }
+
+    /// The action that produces this message: `F`, or — for a gradient — the producing stage's
+    /// `I` when `splits` says its backward is split, else its `B`.
+    pub fn producer(&self, splits: &[bool]) -> Action {
+        let op = match self.flow {
+            Flow::Activation => Op::F,
+            Flow::Gradient if splits.get(self.from).copied().unwrap_or(false) => Op::I,
+            Flow::Gradient => Op::B,
+        };
+        Action::new(self.from, op, self.mb)
+    }
+}
+
+/// Number of message slots in a step of `stages` stages and `m` micro-batches (the range of
+/// [`Message::index`]).
+pub fn message_slots(stages: usize, m: usize) -> usize {
+    2 * stages * m
+}
+
+/// The message `a` must receive from another stage before it runs, in a model of `stages`
+/// stages: the activation for a forward (not on stage 0), the input gradient for `I` or `B` (not
+/// on the last stage). `R` and `W` need nothing from other stages.
+pub fn consumes(a: Action, stages: usize) -> Option<Message> {
+    let (s, mb) = (a.stage(), a.mb());
+    match a.op {
+        Op::F if s > 0 => Some(Message { flow: Flow::Activation, from: s - 1, to: s, mb }),
+        Op::I | Op::B if s + 1 < stages => Some(Message { flow: Flow::Gradient, from: s + 1, to: s, mb }),
+        _ => None,
+    }
+}
+
+/// The message `a` sends to another stage when it ends: a forward's activation (not from the
+/// last stage), an `I`'s or `B`'s input gradient (not from stage 0).
+pub fn produces(a: Action, stages: usize) -> Option<Message> {
+    let (s, mb) = (a.stage(), a.mb());
+    match a.op {
+        Op::F if s + 1 < stages => Some(Message { flow: Flow::Activation, from: s, to: s + 1, mb }),
+        Op::I | Op::B if s > 0 => Some(Message { flow: Flow::Gradient, from: s, to: s - 1, mb }),
+        _ => None,
+    }
+}
+
+/// The same-stage action `a` must follow in its lane, if any: `R` and `I`/`B` follow `F`, `W`
+/// follows `I`. (`I`/`B` also follow the stage's `R` when it has one.)
+pub fn follows(a: Action) -> Option<Action> {
+    let op = match a.op {
+        Op::R | Op::I | Op::B => Op::F,
+        Op::W => Op::I,
+        Op::F => return None,
+    };
+    Some(Action::new(a.stage(), op, a.mb()))
+}
+
+/// For every stage of `s`, whether its backward is split into `I` and `W` (so its gradient
+/// messages come from `I`, not `B`).
+pub fn split_stages(s: &Schedule) -> Vec<bool> {
+    let mut t = vec![false; s.stages()];
+    for a in s.lanes.iter().flat_map(|l| l.iter()) {
+        if a.op == Op::I {
+            if let Some(x) = t.get_mut(a.stage()) {
+                *x = true;
+            }
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_and_backward_messages_pair_up() {
+        let stages = 3;
+        for s in 0..stages {
+            for op in [Op::F, Op::B, Op::I] {
+                let a = Action::new(s, op, 4);
+                if let Some(msg) = produces(a, stages) {
+                    let consumer = consumes(Action::new(msg.to, op, 4), stages).unwrap();
+                    assert_eq!(consumer, msg);
+                    assert_eq!(msg.producer(&[op == Op::I; 3]), a);
+                }
+            }
+        }
+        assert_eq!(consumes(Action::new(0, Op::F, 0), stages), None);
+        assert_eq!(consumes(Action::new(2, Op::B, 0), stages), None);
+        assert_eq!(produces(Action::new(2, Op::F, 0), stages), None);
+        assert_eq!(produces(Action::new(0, Op::I, 0), stages), None);
+        assert_eq!(produces(Action::new(1, Op::W, 0), stages), None);
+        assert_eq!(follows(Action::new(1, Op::W, 2)), Some(Action::new(1, Op::I, 2)));
+    }
+
+    #[test]
+    fn indices_are_dense_and_distinct() {
+        let (stages, m) = (3, 4);
+        let mut seen = vec![false; message_slots(stages, m)];
+        for from in 0..stages {
+            for mb in 0..m {
+                for flow in [Flow::Activation, Flow::Gradient] {
+                    let k = Message { flow, from, to: 0, mb }.index(stages, m);
+                    assert!(!seen[k]);
+                    seen[k] = true;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&x| x));
+    }
+}
