@@ -161,6 +161,10 @@ impl StageWork for RealStage {
         self.stage.static_bytes(&self.optimizer_spec)
     }
 
+    fn payload_bytes(payload: &Tensor) -> u64 {
+        payload.bytes()
+    }
+
     fn clock(&mut self) -> Option<&mut dyn DeviceClock> {
         self.clock.as_mut().map(|c| c as &mut dyn DeviceClock)
     }

@@ -102,11 +102,19 @@ where
             samples[s] = sm;
         }
     }
+    // What each stage sends: its forward's output is the next stage's recorded input, its input
+    // gradient the previous stage's recorded incoming gradient.
+    let sent = |list: &[Option<S::Payload>], k: Option<usize>| {
+        k.and_then(|k| list.get(k)).and_then(Option::as_ref).map_or(0, S::payload_bytes)
+    };
+    let messages: Vec<(u64, u64)> =
+        (0..n).map(|s| (sent(inputs, Some(s + 1)), sent(grads, s.checked_sub(1)))).collect();
     let costs = samples
         .into_iter()
         .zip(&bytes)
         .zip(&opts.recompute)
-        .map(|((sm, &(act, re, w)), &rc)| {
+        .zip(messages)
+        .map(|(((sm, &(act, re, w)), &rc), (fwd_msg_bytes, bwd_msg_bytes))| {
             let f = median(sm.f);
             StageCost {
                 f,
@@ -117,6 +125,8 @@ where
                 act_bytes: act,
                 recompute_bytes: re,
                 w_bytes: w,
+                fwd_msg_bytes,
+                bwd_msg_bytes,
             }
         })
         .collect();

@@ -123,6 +123,8 @@ impl SyntheticSpec {
             act_bytes: self.act_bytes,
             recompute_bytes: 0,
             w_bytes: self.w_bytes,
+            fwd_msg_bytes: self.msg_bytes,
+            bwd_msg_bytes: self.msg_bytes,
         };
         CostModel {
             costs: StageCosts::Stages(vec![cost; stages]),
@@ -285,6 +287,10 @@ impl StageWork for SyntheticStage {
 
     fn static_bytes(&self) -> u64 {
         0
+    }
+
+    fn payload_bytes(payload: &Vec<u8>) -> u64 {
+        payload.len() as u64
     }
 }
 

@@ -1,6 +1,7 @@
 //! The executor's trace is honest: every action runs once, in lane order, never before its
-//! inputs exist, and the ledger's peak bytes equal the simulator's prediction exactly (bytes are
-//! deterministic even where times are not).
+//! inputs exist; the ledger's peak held bytes equal the simulator's prediction exactly (held
+//! bytes are deterministic even where times are not), and messages in flight count on the rank
+//! that consumes them.
 
 use std::time::Duration;
 
@@ -38,7 +39,11 @@ fn every_schedule_runs_in_order_with_the_predicted_peak_bytes() {
                     "{kind}: {t:?}"
                 );
             }
-            assert_eq!(Stats::of(&measured).peak_bytes, Stats::of(&simulated).peak_bytes, "{kind} p={p} m={m}");
+            assert_eq!(
+                Stats::of(&measured).peak_held_bytes,
+                Stats::of(&simulated).peak_held_bytes,
+                "{kind} p={p} m={m}"
+            );
             let cross = simulated.transfers().len();
             assert_eq!(measured.transfers().len(), cross, "{kind} p={p} m={m}: one transfer per cross-rank edge");
         }
@@ -51,7 +56,7 @@ fn split_backward_schedules_hold_w_bytes_between_i_and_w() {
     // On rank 1 the first W is deferred by one micro-batch: after 1I0 the rank holds 16 KiB for
     // it until 1W0.
     // ZB-H1: (p − r)·M_act + r·M_w.
-    assert_eq!(Stats::of(&measured).peak_bytes, vec![2 * 65536, 65536 + 16384]);
+    assert_eq!(Stats::of(&measured).peak_held_bytes, vec![2 * 65536, 65536 + 16384]);
 }
 
 #[test]
@@ -65,7 +70,7 @@ fn the_profiled_cost_model_predicts_the_measured_peak_bytes() {
         let costs = profile(&s, &mut stages, &opts, |_, _| Ok(())).unwrap();
         let measured = execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(60) }).unwrap();
         let predicted = simulate(&s, &costs).unwrap();
-        assert_eq!(Stats::of(&measured).peak_bytes, Stats::of(&predicted).peak_bytes, "{kind}");
+        assert_eq!(Stats::of(&measured).peak_held_bytes, Stats::of(&predicted).peak_held_bytes, "{kind}");
     }
 }
 
@@ -123,6 +128,9 @@ impl pipesched::exec::StageWork for Queued {
     fn static_bytes(&self) -> u64 {
         0
     }
+    fn payload_bytes(_: &()) -> u64 {
+        0
+    }
     fn clock(&mut self) -> Option<&mut dyn pipesched::exec::DeviceClock> {
         Some(self)
     }
@@ -173,5 +181,23 @@ fn check_device_timed(kind: Kind) {
             r.spans().collect::<Vec<_>>().windows(2).all(|w| w[0].end <= w[1].start),
             "a rank runs one action at a time"
         );
+    }
+}
+
+#[test]
+fn messages_in_flight_count_on_their_consumer() {
+    // 1F1B, p = 2: rank 0 sends 0F1's activation at t = 2 units, but rank 1 is busy with 1B0
+    // (I + W = 2 units) until t = 4: the activation waits on rank 1, on top of micro-batch 0's
+    // kept bytes, for two units — far longer than any scheduling jitter.
+    let s = Kind::OneFOneB.generate(2, 1, 4).unwrap();
+    let spec = SyntheticSpec::parse("F=4ms,I=4ms,W=4ms,mem=64KiB,msg=16KiB").unwrap();
+    let mut stages: Vec<SyntheticStage> = (0..2).map(|_| SyntheticStage::new(spec.clone())).collect();
+    let measured = execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(60) }).unwrap();
+    let simulated = simulate(&s, &spec.cost_model(2)).unwrap();
+    for t in [&measured, &simulated] {
+        let st = Stats::of(t);
+        assert_eq!(st.peak_held_bytes[1], 65536, "{:?}", t.source);
+        assert_eq!(st.peak_bytes[1], 65536 + 16384, "{:?}", t.source);
+        assert_eq!(t.ranks[1].memory.iter().map(|m| m.in_flight).max(), Some(16384), "{:?}", t.source);
     }
 }

@@ -1,5 +1,5 @@
-//! The executor's byte ledger: measured peak bytes per rank equal the prediction from the stages'
-//! own accounting, for every schedule × recompute policy; the orderings of the papers hold on
+//! The executor's byte ledger: measured peak held bytes per rank equal the prediction from the
+//! stages' own accounting, for every schedule × recompute policy; the orderings of the papers hold on
 //! real stages; and the ledger is honest — a counting global allocator never sees less live heap
 //! than the ledger claims.
 
@@ -16,7 +16,7 @@ static HEAP: PeakAlloc = PeakAlloc;
 fn measured_and_predicted(model: &mut Model, s: &Schedule) -> (Vec<u64>, Vec<u64>) {
     let trace = model.run_step(s, 0, &exec()).unwrap().trace;
     let predicted = simulate(s, &model.predicted_bytes(s)).unwrap();
-    (Stats::of(&trace).peak_bytes, Stats::of(&predicted).peak_bytes)
+    (Stats::of(&trace).peak_held_bytes, Stats::of(&predicted).peak_held_bytes)
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn the_profiled_cost_model_predicts_the_measured_peaks() {
             let profiled = pipesched::workload::profile_model(&s, &mut model, 1).unwrap();
             let measured = model.run_step(&s, 0, &exec()).unwrap().trace;
             let predicted = simulate(&s, &profiled).unwrap();
-            assert_eq!(Stats::of(&measured).peak_bytes, Stats::of(&predicted).peak_bytes, "{kind} {policy}");
+            assert_eq!(Stats::of(&measured).peak_held_bytes, Stats::of(&predicted).peak_held_bytes, "{kind} {policy}");
         }
     }
 }

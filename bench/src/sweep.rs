@@ -43,10 +43,15 @@ pub struct Row {
     pub bubble_simulated: f64,
     /// Makespan of that simulation.
     pub simulated_ms: f64,
-    /// Peak live bytes per rank, measured (ledger of the median step).
+    /// Peak live bytes per rank, measured (ledger of the median step), messages in flight
+    /// included.
     pub peak_bytes_measured: Option<Vec<u64>>,
-    /// Peak live bytes per rank, predicted by the simulator from the stages' own accounting.
+    /// Peak live bytes per rank, simulated with the profiled costs, messages in flight included.
     pub peak_bytes_predicted: Vec<u64>,
+    /// Peak held bytes per rank (static and kept by the stages), measured.
+    pub peak_held_measured: Option<Vec<u64>>,
+    /// Peak held bytes per rank, predicted from the stages' own accounting (exact).
+    pub peak_held_predicted: Vec<u64>,
     /// Static bytes per rank (parameters, gradients, optimizer state): peak − static is the
     /// peak of what the micro-batches in flight hold.
     pub static_bytes: Vec<u64>,
@@ -121,11 +126,12 @@ pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<
     let simulated = simulate(&schedule, &profiled)?;
     // Static bytes come from the stages themselves, also when the times come from --costs.
     let sim_stats = Stats::of(&simulated);
-    // With --costs the bytes are the flags' own; otherwise the stages' accounting.
-    let predicted_peaks = if args.costs.is_some() {
-        sim_stats.peak_bytes.clone()
+    // With --costs the bytes are the flags' own; otherwise the stages' accounting, with messages
+    // in flight timed by the profiled simulation.
+    let (predicted_peaks, predicted_held) = if args.costs.is_some() {
+        (sim_stats.peak_bytes.clone(), sim_stats.peak_held_bytes.clone())
     } else {
-        Stats::of(&simulate(&schedule, &predicted_costs)?).peak_bytes
+        (sim_stats.peak_bytes.clone(), Stats::of(&simulate(&schedule, &predicted_costs)?).peak_held_bytes)
     };
     let samples = args.samples_per_step(batch);
     let measured: Vec<Trace> = traces.split_off(args.warmup.min(traces.len()));
@@ -157,6 +163,8 @@ pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<
         simulated_ms: sim_stats.makespan,
         peak_bytes_measured: m_stats.as_ref().map(|s| s.peak_bytes.clone()),
         peak_bytes_predicted: predicted_peaks,
+        peak_held_measured: m_stats.as_ref().map(|s| s.peak_held_bytes.clone()),
+        peak_held_predicted: predicted_held,
         static_bytes: simulated.ranks.iter().map(|r| r.memory.first().map_or(0, |s| s.bytes)).collect(),
         recompute_share: if !has_r {
             0.0

@@ -49,8 +49,8 @@ fn a_quick_synthetic_sweep_writes_table_json_and_charts() {
     let configs = doc["configs"].as_array().unwrap();
     assert_eq!(configs.len(), 6);
     for c in configs {
-        // Bytes are deterministic: the ledger's peaks are the simulator's.
-        assert_eq!(c["peak_bytes_measured"], c["peak_bytes_predicted"], "{}", c["label"]);
+        // Held bytes are deterministic: the ledger's held peaks are the simulator's.
+        assert_eq!(c["peak_held_measured"], c["peak_held_predicted"], "{}", c["label"]);
         assert!(c["throughput"].as_f64().unwrap() > 0.0);
     }
     assert_eq!(configs.iter().filter(|c| c["relative_throughput"] == 1.0).count(), 1);

@@ -30,12 +30,18 @@ pub struct StageCost {
     /// Bytes kept from `I` until `W` for one micro-batch (`M_w`).
     #[serde(default)]
     pub w_bytes: u64,
+    /// Bytes of the activation `F` sends to the next stage, per micro-batch.
+    #[serde(default)]
+    pub fwd_msg_bytes: u64,
+    /// Bytes of the input gradient `I` or `B` sends to the previous stage, per micro-batch.
+    #[serde(default)]
+    pub bwd_msg_bytes: u64,
 }
 
 impl StageCost {
     /// Times only, no bytes.
     pub fn times(f: f64, i: f64, w: f64) -> StageCost {
-        StageCost { f, i, w, r: None, act_bytes: 0, recompute_bytes: 0, w_bytes: 0 }
+        StageCost { f, i, w, r: None, act_bytes: 0, recompute_bytes: 0, w_bytes: 0, fwd_msg_bytes: 0, bwd_msg_bytes: 0 }
     }
 
     /// `t_R`: the recompute time, `t_F` unless given.
@@ -43,8 +49,8 @@ impl StageCost {
         self.r.unwrap_or(self.f)
     }
 
-    /// Split one rank's costs into chunk `chunk` of `v` (times `t/v`, bytes `bytes/v` with the
-    /// remainder on the first chunks).
+    /// Split one rank's costs into chunk `chunk` of `v` (times `t/v`, kept bytes `bytes/v` with
+    /// the remainder on the first chunks; every chunk sends whole messages).
     fn chunk(&self, chunk: usize, v: usize) -> StageCost {
         let vf = v as f64;
         let share = |b: u64| b / v as u64 + u64::from((chunk as u64) < b % v as u64);
@@ -56,6 +62,8 @@ impl StageCost {
             act_bytes: share(self.act_bytes),
             recompute_bytes: share(self.recompute_bytes),
             w_bytes: share(self.w_bytes),
+            fwd_msg_bytes: self.fwd_msg_bytes,
+            bwd_msg_bytes: self.bwd_msg_bytes,
         }
     }
 }
@@ -209,10 +217,15 @@ fn check_totals(schedule: &Schedule, stages: &[StageCost], statics: &[u64], late
     for (s, c) in stages.iter().enumerate() {
         let per_mb = u128::from(c.act_bytes) + u128::from(c.recompute_bytes) + u128::from(c.w_bytes);
         bound[schedule.rank_of(s)] += per_mb * schedule.m as u128;
+        // Messages in flight count on their consumer.
+        let msgs = (u128::from(c.fwd_msg_bytes) + u128::from(c.bwd_msg_bytes)) * schedule.m as u128;
+        for t in [s.checked_sub(1), Some(s + 1)].into_iter().flatten().filter(|&t| t < stages.len()) {
+            bound[schedule.rank_of(t)] += msgs;
+        }
     }
     if let Some((r, b)) = bound.iter().enumerate().find(|(_, &b)| b > u128::from(u64::MAX)) {
         return Err(Error::Cost(format!(
-            "rank {r}'s bytes could reach {b}, more than 2^64: static_bytes or the per-micro-batch bytes (act_bytes, recompute_bytes, w_bytes) are too large"
+            "rank {r}'s bytes could reach {b}, more than 2^64: static_bytes or the per-micro-batch bytes (act_bytes, recompute_bytes, w_bytes, fwd_msg_bytes, bwd_msg_bytes) are too large"
         )));
     }
     Ok(())
@@ -224,7 +237,8 @@ mod tests {
 
     #[test]
     fn per_rank_splits_over_chunks_exactly() {
-        let c = StageCost { f: 1.0, i: 2.0, w: 0.5, r: None, act_bytes: 7, recompute_bytes: 0, w_bytes: 3 };
+        let c =
+            StageCost { f: 1.0, i: 2.0, w: 0.5, r: None, act_bytes: 7, w_bytes: 3, ..StageCost::times(1.0, 2.0, 0.5) };
         let parts: Vec<_> = (0..2).map(|k| c.chunk(k, 2)).collect();
         assert_eq!(parts[0].act_bytes + parts[1].act_bytes, 7);
         assert_eq!(parts[0].act_bytes, 4);

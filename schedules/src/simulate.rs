@@ -6,18 +6,21 @@
 //! device; between stages of one rank it is free. The times come from one linear walk of the
 //! lanes ([`walk`](crate::walk)), so a run is a pure function of its inputs.
 //!
-//! Memory, following the executor's ledger (bytes an action adds count from its start, bytes it
-//! frees from its end): `F` adds the bytes it keeps, `R` what it re-creates; `I` sets its
-//! micro-batch to what `W` needs — growing at its start when that is more (the output gradients a
-//! weight gradient needs are new), shrinking at its end when less — and `W` or `B` frees it. Static
-//! bytes are live from time 0. Every (stage, micro-batch) lives on one rank, so each rank's bytes
-//! follow from its own lane alone, in one pass after the walk.
+//! Memory, by the [`Ledger`]'s rule (the executor's): `F` adds the bytes it keeps, `R` what it
+//! re-creates; `I` sets its micro-batch to what `W` needs — growing at its start when that is
+//! more (the output gradients a weight gradient needs are new), shrinking at its end when less —
+//! and `W` or `B` frees it. Static bytes are live from time 0. Every (stage, micro-batch) lives on
+//! one rank, so each rank's held bytes follow from its own lane alone, in one pass after the
+//! walk; messages (sized by the producing stage's `fwd_msg_bytes` / `bwd_msg_bytes`) count on
+//! their consumer from their producer's end to the consumer's start.
 
 use crate::action::{Action, Op};
 use crate::cost::{CostModel, StageCost};
+use crate::deps::{consumes, Flow};
 use crate::error::Result;
+use crate::ledger::Ledger;
 use crate::schedule::Schedule;
-use crate::trace::{MemSample, RankTrace, Source, Trace, Transfers};
+use crate::trace::{RankTrace, Source, Trace, Transfers};
 use crate::validate::validate;
 use crate::walk::walk;
 
@@ -42,13 +45,16 @@ pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
         ranks[r].start.push(start);
         ranks[r].end.push(end);
     });
-    if walked.is_err() {
+    let Ok(mut sent) = walked else {
         // Only a schedule that breaks a rule gets stuck; validate explains which.
         validate(schedule)?;
         return Err(crate::Error::Deadlock {
             reason: "the simulator stopped before every action ran, though the schedule validates; please report this schedule".into(),
             grid: schedule.grid(),
         });
+    };
+    if stage_costs.iter().all(|c| c.fwd_msg_bytes == 0 && c.bwd_msg_bytes == 0) {
+        sent = Vec::new(); // no message bytes to count: free the send times now
     }
     let m = schedule.m;
     // Each rank holds v stages; `chunk[s]` numbers stage s among its rank's.
@@ -62,7 +68,12 @@ pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
     let mut held = vec![0u64; schedule.v * m];
     for (rank, base) in ranks.iter_mut().zip(statics) {
         held.fill(0);
-        rank.memory = memory(rank, base, &stage_costs, |a| chunk[a.stage()] * m + a.mb(), &mut held);
+        let mut ledger = Ledger::new(base);
+        predict(rank, &stage_costs, |a| chunk[a.stage()] * m + a.mb(), &mut held, &mut ledger);
+        if !sent.is_empty() {
+            messages(rank, &stage_costs, m, &sent, &mut ledger);
+        }
+        rank.memory = ledger.finish();
     }
     Ok(Trace {
         source: Source::Simulated,
@@ -90,46 +101,45 @@ impl StageCost {
     }
 }
 
-/// A rank's live bytes over the step, from its spans: `base` static bytes, then what each action
-/// keeps or frees (see the module doc). `held[slot(a)]` is what `a`'s (stage, micro-batch) holds,
-/// all zero on entry.
-fn memory(
+/// Feeds `ledger` the held bytes of a rank's spans under the cost model (see the module doc).
+/// `held[slot(a)]` is what `a`'s (stage, micro-batch) holds, all zero on entry.
+fn predict(
     rank: &RankTrace,
-    base: u64,
     costs: &[StageCost],
     slot: impl Fn(Action) -> usize,
     held: &mut [u64],
-) -> Vec<MemSample> {
-    let mut samples = vec![MemSample { time: 0.0, bytes: base }];
-    let mut live = base;
+    ledger: &mut Ledger,
+) {
     for span in rank.spans() {
         let a = span.action;
         let cost = &costs[a.stage()];
         let held = &mut held[slot(a)];
-        let grow = match a.op {
-            Op::F => cost.act_bytes,
-            Op::R => cost.recompute_bytes,
-            Op::I => cost.w_bytes.saturating_sub(*held),
+        let now = match a.op {
+            Op::F => *held + cost.act_bytes,
+            Op::R => *held + cost.recompute_bytes,
+            // What W needs can exceed what F kept (a Linear keeps its output gradient for W).
+            Op::I => cost.w_bytes,
             Op::W | Op::B => 0,
         };
-        if grow > 0 {
-            *held += grow;
-            live += grow;
-            samples.push(MemSample { time: span.start, bytes: live });
-        }
-        let keep = match a.op {
-            // What W needs can exceed what F kept (a Linear keeps its output gradient for W).
-            Op::I => Some(cost.w_bytes),
-            Op::W | Op::B => Some(0),
-            Op::F | Op::R => None,
-        };
-        if let Some(keep) = keep {
-            if keep != *held {
-                live = live - *held + keep;
-                *held = keep;
-                samples.push(MemSample { time: span.end, bytes: live });
-            }
-        }
+        let before = ledger.held();
+        // `I` grows at its start when W needs more, shrinks at its end when less; the ledger
+        // takes one change per action, so a growing `I` is recorded as such.
+        ledger.action(span.start, span.end, before - *held + now);
+        *held = now;
     }
-    samples
+}
+
+/// Feeds `ledger` every message the rank's spans consume: sent when its producer ended (`sent`,
+/// by message index), taken when the consumer starts, sized by the producing stage's cost.
+fn messages(rank: &RankTrace, costs: &[StageCost], m: usize, sent: &[f64], ledger: &mut Ledger) {
+    let stages = costs.len();
+    for span in rank.spans() {
+        let Some(msg) = consumes(span.action, stages) else { continue };
+        let from = &costs[msg.from];
+        let bytes = match msg.flow {
+            Flow::Activation => from.fwd_msg_bytes,
+            Flow::Gradient => from.bwd_msg_bytes,
+        };
+        ledger.message(sent[msg.index(stages, m)], span.start, bytes);
+    }
 }

@@ -26,8 +26,12 @@ pub struct Stats {
     pub idle: Vec<f64>,
     /// Time each rank spent in `R` actions.
     pub recompute: Vec<f64>,
-    /// Peak live bytes per rank.
+    /// Peak live bytes per rank, messages in flight included.
     pub peak_bytes: Vec<u64>,
+    /// Peak held bytes per rank: static bytes and what the rank's stages keep, messages in
+    /// flight left out (the part a prediction matches to the byte; see [`Ledger`](crate::Ledger)).
+    #[serde(default)]
+    pub peak_held_bytes: Vec<u64>,
 }
 
 impl Stats {
@@ -67,6 +71,7 @@ impl Stats {
             idle,
             recompute,
             peak_bytes: trace.ranks.iter().map(|r| r.peak_bytes()).collect(),
+            peak_held_bytes: trace.ranks.iter().map(|r| r.peak_held_bytes()).collect(),
         }
     }
 }

@@ -47,13 +47,29 @@ impl Span {
     }
 }
 
-/// From `time` on, the rank holds `bytes` live bytes (until the next sample).
+/// From `time` on, the rank holds `bytes` live bytes (until the next sample), `in_flight` of
+/// them in messages sent to it and not yet consumed (see [`Ledger`](crate::Ledger)).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MemSample {
     /// When the live byte count changed.
     pub time: f64,
-    /// Live bytes from then on.
+    /// Live bytes from then on: held by the rank's stages (with static bytes) plus in flight.
     pub bytes: u64,
+    /// The part of `bytes` in messages in flight to this rank.
+    #[serde(default)]
+    pub in_flight: u64,
+}
+
+impl MemSample {
+    /// `bytes` live from `time`, none of them in flight.
+    pub fn new(time: f64, bytes: u64) -> MemSample {
+        MemSample { time, bytes, in_flight: 0 }
+    }
+
+    /// The bytes held by the rank's stages (with static bytes): `bytes − in_flight`.
+    pub fn held(&self) -> u64 {
+        self.bytes - self.in_flight
+    }
 }
 
 /// One message between ranks: an activation forward, or a gradient back.
@@ -129,6 +145,12 @@ impl RankTrace {
     /// The largest live byte count of the step.
     pub fn peak_bytes(&self) -> u64 {
         self.memory.iter().map(|s| s.bytes).max().unwrap_or(0)
+    }
+
+    /// The largest held byte count of the step (messages in flight left out): the part of the
+    /// peak that depends on this rank's lane alone.
+    pub fn peak_held_bytes(&self) -> u64 {
+        self.memory.iter().map(MemSample::held).max().unwrap_or(0)
     }
 
     /// When the peak was first reached.

@@ -28,7 +28,7 @@ pub fn validate(s: &Schedule) -> Result<()> {
     check_ranges(s)?;
     let seen = check_complete(s)?;
     check_order(s, &seen)?;
-    walk(s, |_| 1.0, 0.0, |_, _, _, _| {}).map_err(|stuck| deadlock(s, &stuck))
+    walk(s, |_| 1.0, 0.0, |_, _, _, _| {}).map(drop).map_err(|stuck| deadlock(s, &stuck))
 }
 
 fn invalid(s: &Schedule, marks: &[(usize, usize)], reason: String) -> Error {

@@ -20,15 +20,17 @@ const FREE: usize = usize::MAX;
 /// arrives `latency` after its producer ends (between stages of one rank, at once). `ran(rank,
 /// step, start, end)` is called for every action, in lane order within each rank.
 ///
-/// Returns `Err(next)` — the step each rank stopped at — when some rank cannot finish: it waits
-/// for a message that never comes (a deadlock), or an action names a stage or micro-batch out of
-/// range (which [`validate`](crate::validate) reports properly).
+/// Returns when every message was sent, by [`Message::index`](crate::deps::Message::index)
+/// (NaN for messages the schedule has none of), or `Err(next)` — the step each rank stopped at —
+/// when some rank cannot finish: it waits for a message that never comes (a deadlock), or an
+/// action names a stage or micro-batch out of range (which [`validate`](crate::validate)
+/// reports properly).
 pub(crate) fn walk(
     s: &Schedule,
     mut duration: impl FnMut(Action) -> f64,
     latency: f64,
     mut ran: impl FnMut(usize, usize, f64, f64),
-) -> Result<(), Vec<usize>> {
+) -> Result<Vec<f64>, Vec<usize>> {
     let (p, stages, m) = (s.p, s.stages(), s.m);
     let mut done = vec![f64::NAN; message_slots(stages, m)];
     let mut waiting = vec![FREE; p];
@@ -70,7 +72,7 @@ pub(crate) fn walk(
         next[r] = k;
     }
     if s.lanes.len() == p && next.iter().zip(&s.lanes).all(|(&k, lane)| k == lane.len()) {
-        Ok(())
+        Ok(done)
     } else {
         Err(next)
     }

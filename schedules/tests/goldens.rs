@@ -41,7 +41,8 @@ fn p8_m24_f5_i6_w4_with_latency_1() {
 /// Peak bytes per rank with M_act = `act` and M_w = `wb` < M_act, no static bytes.
 fn peaks(kind: Kind, p: usize, m: usize, act: u64, wb: u64) -> Vec<u64> {
     let s = kind.generate(p, 1, m).unwrap();
-    let cost = StageCost { f: 1.0, i: 1.0, w: 1.0, r: None, act_bytes: act, recompute_bytes: 0, w_bytes: wb };
+    let cost =
+        StageCost { f: 1.0, i: 1.0, w: 1.0, r: None, act_bytes: act, w_bytes: wb, ..StageCost::times(1.0, 1.0, 1.0) };
     let model =
         CostModel { costs: StageCosts::PerRank(cost), latency: 0.0, static_bytes: vec![], time_unit: "units".into() };
     Stats::of(&simulate(&s, &model).unwrap()).peak_bytes
@@ -84,7 +85,15 @@ fn static_bytes_and_recompute_bytes_add_up() {
         *lane = with_r.into();
     }
     pipesched_schedules::validate(&s).unwrap();
-    let cost = StageCost { f: 1.0, i: 1.0, w: 1.0, r: Some(0.5), act_bytes: 10, recompute_bytes: 90, w_bytes: 0 };
+    let cost = StageCost {
+        f: 1.0,
+        i: 1.0,
+        w: 1.0,
+        r: Some(0.5),
+        act_bytes: 10,
+        recompute_bytes: 90,
+        ..StageCost::times(1.0, 1.0, 1.0)
+    };
     let model =
         CostModel { costs: StageCosts::PerRank(cost), latency: 0.0, static_bytes: vec![7, 5], time_unit: "ms".into() };
     let st = Stats::of(&simulate(&s, &model).unwrap());

@@ -1,33 +1,22 @@
 //! Links between stages on different ranks: one bounded crossbeam channel per directed edge
 //! (activations `s → s+1`, gradients `s+1 → s`), and the receiving side's stash.
 //!
-//! Invariants: every message carries its (edge, micro-batch) and the receiver checks both; a
-//! channel holds at most `m` messages (one per micro-batch per step), so a send never blocks
-//! and the blocking semantics are the simulator's — a rank waits only for its inputs.
+//! Invariants: every envelope carries the [`Message`] it delivers (edge and micro-batch) and the
+//! receiver checks it; a channel holds at most `m` envelopes (one per micro-batch per step), so a
+//! send never blocks and the blocking semantics are the simulator's — a rank waits only for its
+//! inputs.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use pipesched_schedules::deps::{Flow, Message};
 
-/// Which way a message flows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// An activation from stage `s` to `s + 1`.
-    Forward,
-    /// A gradient from stage `s + 1` to `s`.
-    Backward,
-}
-
-/// One message on a link.
-pub struct Message<P> {
-    /// The stage that produced the payload.
-    pub from_stage: usize,
-    /// The stage it is for.
-    pub to_stage: usize,
-    /// The micro-batch.
-    pub mb: usize,
-    /// When it was sent, in seconds since the step started.
+/// One message on a link: what it is, when it left, and its payload.
+pub struct Envelope<P> {
+    /// Which message (flow, stages, micro-batch).
+    pub message: Message,
+    /// When it was sent, in milliseconds since the step started.
     pub sent: f64,
     /// The activation or gradient.
     pub payload: P,
@@ -36,14 +25,14 @@ pub struct Message<P> {
 /// The two ends of one edge's channel.
 pub struct Link<P> {
     /// The producer's end.
-    pub tx: Sender<Message<P>>,
+    pub tx: Sender<Envelope<P>>,
     /// The consumer's end.
-    pub rx: Receiver<Message<P>>,
+    pub rx: Receiver<Envelope<P>>,
 }
 
-/// All cross-rank links of a schedule, keyed by (direction, consuming stage).
+/// All cross-rank links of a schedule, keyed by (flow, consuming stage).
 pub struct Links<P> {
-    links: HashMap<(Direction, usize), Link<P>>,
+    links: HashMap<(Flow, usize), Link<P>>,
 }
 
 impl<P> Links<P> {
@@ -52,7 +41,7 @@ impl<P> Links<P> {
         let mut links = HashMap::new();
         for s in 1..stages {
             if rank_of(s - 1) != rank_of(s) {
-                for key in [(Direction::Forward, s), (Direction::Backward, s - 1)] {
+                for key in [(Flow::Activation, s), (Flow::Gradient, s - 1)] {
                     let (tx, rx) = bounded(m);
                     links.insert(key, Link { tx, rx });
                 }
@@ -61,9 +50,9 @@ impl<P> Links<P> {
         Links { links }
     }
 
-    /// The link into `to_stage` in direction `dir`, if the edge crosses ranks.
-    pub fn get(&self, dir: Direction, to_stage: usize) -> Option<&Link<P>> {
-        self.links.get(&(dir, to_stage))
+    /// The link that carries `msg`, if its stages sit on different ranks.
+    pub fn get(&self, msg: &Message) -> Option<&Link<P>> {
+        self.links.get(&(msg.flow, msg.to))
     }
 }
 
@@ -89,9 +78,9 @@ pub struct Wait<F: Fn() -> bool> {
     pub aborted: F,
 }
 
-/// Messages that arrived before they were needed, per (direction, consuming stage, micro-batch).
+/// Envelopes that arrived before they were needed, by message.
 pub struct Stash<P> {
-    waiting: HashMap<(Direction, usize, usize), Message<P>>,
+    waiting: HashMap<Message, Envelope<P>>,
 }
 
 impl<P> Default for Stash<P> {
@@ -101,17 +90,17 @@ impl<P> Default for Stash<P> {
 }
 
 impl<P> Stash<P> {
-    /// Receives the message for (`dir`, `to_stage`, `mb`) on `link`, stashing others for the same
-    /// edge, until `wait.deadline`, checking `wait.aborted` every `wait.poll`.
+    /// Receives `want` on `link`, stashing other micro-batches of the same edge, until
+    /// `wait.deadline`, checking `wait.aborted` every `wait.poll`.
     pub fn recv(
         &mut self,
         link: &Link<P>,
-        (dir, to_stage, mb): (Direction, usize, usize),
+        want: Message,
         wait: Wait<impl Fn() -> bool>,
-    ) -> Result<Message<P>, RecvError> {
+    ) -> Result<Envelope<P>, RecvError> {
         let Wait { deadline, poll: slice, aborted } = wait;
-        if let Some(msg) = self.waiting.remove(&(dir, to_stage, mb)) {
-            return Ok(msg);
+        if let Some(env) = self.waiting.remove(&want) {
+            return Ok(env);
         }
         loop {
             let now = Instant::now();
@@ -119,23 +108,21 @@ impl<P> Stash<P> {
                 return Err(RecvError::Timeout);
             }
             match link.rx.recv_timeout((deadline - now).min(slice)) {
-                Ok(msg) => {
-                    let expected_from = match dir {
-                        Direction::Forward => to_stage.wrapping_sub(1),
-                        Direction::Backward => to_stage + 1,
-                    };
-                    if msg.to_stage != to_stage || msg.from_stage != expected_from {
+                Ok(env) => {
+                    let got = env.message;
+                    if (got.flow, got.from, got.to) != (want.flow, want.from, want.to) {
                         return Err(RecvError::Mismatch(format!(
-                            "a message from stage {} to stage {} arrived on the link from stage {expected_from} to stage {to_stage}",
-                            msg.from_stage, msg.to_stage
+                            "a message from stage {} to stage {} arrived on the link from stage {} to stage {}",
+                            got.from, got.to, want.from, want.to
                         )));
                     }
-                    if msg.mb == mb {
-                        return Ok(msg);
+                    if got.mb == want.mb {
+                        return Ok(env);
                     }
-                    if self.waiting.insert((dir, to_stage, msg.mb), msg).is_some() {
+                    if self.waiting.insert(got, env).is_some() {
                         return Err(RecvError::Mismatch(format!(
-                            "micro-batch {mb} came twice on the link into stage {to_stage}"
+                            "micro-batch {} came twice on the link into stage {}",
+                            got.mb, want.to
                         )));
                     }
                 }

@@ -33,7 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use pipesched_schedules::{MemSample, RankTrace, Schedule, Source, Span, Trace, Transfer, Transfers};
+use pipesched_schedules::deps::consumes;
+use pipesched_schedules::{Action, Ledger, RankTrace, Schedule, Source, Span, Trace, Transfer, Transfers};
 
 use crate::error::{Error, Result};
 use link::Links;
@@ -177,7 +178,10 @@ fn sequential(spans: &mut [Span]) -> bool {
 }
 
 /// Builds the trace, shifting time so the first action starts at 0. Every worker ran its whole
-/// lane in order, so a rank's spans are its lane's actions, index for index.
+/// lane in order, so a rank's spans are its lane's actions, index for index. Each rank's bytes
+/// come from its [`Ledger`]: what it held after each action, and the payloads it consumed, in
+/// flight from their send (the producer's end, on this rank for a hand-over) to their consumer's
+/// start — all at the spans' final times.
 fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
     let origin = records.iter().filter_map(|r| r.spans.first().map(|s| s.start)).fold(f64::INFINITY, f64::min);
     let origin = if origin.is_finite() { origin } else { 0.0 };
@@ -185,48 +189,46 @@ fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
     let device_timed = records.iter().any(|r| r.device_timed);
     let mut transfers = Vec::new();
     let mut spans: Vec<Vec<Span>> = Vec::with_capacity(records.len());
-    let mut memory: Vec<Vec<MemSample>> = Vec::with_capacity(records.len());
-    for rec in records {
-        transfers.extend(rec.received.into_iter().map(|mut t| {
-            t.sent = shift(t.sent);
-            t.received = shift(t.received);
-            t
+    for rec in &records {
+        transfers.extend(rec.received.iter().map(|&t| Transfer {
+            sent: shift(t.sent),
+            received: shift(t.received),
+            ..t
         }));
-        spans.push(
-            rec.spans
-                .into_iter()
-                .map(|mut s| {
-                    s.start = shift(s.start);
-                    s.end = shift(s.end);
-                    s
-                })
-                .collect(),
-        );
-        memory.push(
-            rec.memory
-                .into_iter()
-                .map(|mut m| {
-                    m.time = shift(m.time);
-                    m
-                })
-                .collect(),
-        );
+        spans.push(rec.spans.iter().map(|&s| Span { start: shift(s.start), end: shift(s.end), ..s }).collect());
     }
     if device_timed {
         align_device_times(&mut spans, &mut transfers);
     }
     transfers.sort_by(|a, b| a.sent.total_cmp(&b.sent));
+    let sent_at: std::collections::HashMap<Action, f64> = transfers.iter().map(|t| (t.to, t.sent)).collect();
     let ranks = spans
-        .into_iter()
-        .zip(memory)
+        .iter()
+        .zip(records)
         .zip(&schedule.lanes)
-        .map(|((spans, memory), lane)| {
+        .map(|((spans, rec), lane)| {
             debug_assert!(spans.iter().map(|s| s.action).eq(lane.iter().copied()));
+            let mut ledger = Ledger::new(rec.held_at_start);
+            for (sp, &after) in spans.iter().zip(&rec.held_after) {
+                ledger.action(sp.start, sp.end, after);
+            }
+            for &(step, bytes) in &rec.inbound {
+                let consumer = spans[step];
+                // A hand-over between stages of this rank was sent when its producer ended.
+                let sent = sent_at.get(&consumer.action).copied().or_else(|| {
+                    let msg = consumes(consumer.action, schedule.stages())?;
+                    let producer = msg.producer(&schedule.split_stages());
+                    spans.iter().find(|s| s.action == producer).map(|s| s.end)
+                });
+                if let Some(sent) = sent {
+                    ledger.message(sent, consumer.start, bytes);
+                }
+            }
             RankTrace {
                 actions: lane.clone(),
                 start: spans.iter().map(|s| s.start).collect(),
                 end: spans.iter().map(|s| s.end).collect(),
-                memory,
+                memory: ledger.finish(),
             }
         })
         .collect();

@@ -41,6 +41,9 @@ pub trait StageWork: Send {
     /// Static bytes: parameters, gradients, optimizer state.
     fn static_bytes(&self) -> u64;
 
+    /// Bytes of a payload: what a message in flight holds until its consumer takes it.
+    fn payload_bytes(payload: &Self::Payload) -> u64;
+
     /// The clock of the device the stage's ops run on, for stages whose ops return before the
     /// device has run them (GPU streams). `None` (the default): an op's work is done when it
     /// returns, and host clocks time it.

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pipesched_schedules::{Action, MemSample, Op, Schedule, Span, Transfer};
+use pipesched_schedules::deps::{consumes, produces, Message};
+use pipesched_schedules::{Action, Op, Schedule, Span, Transfer};
 
 use super::board::{Board, Phase};
-use super::link::{Direction, Links, Message, RecvError, Stash, Wait};
+use super::link::{Envelope, Links, RecvError, Stash, Wait};
 use super::work::StageWork;
 use crate::error::Error;
 
@@ -16,8 +17,12 @@ use crate::error::Error;
 pub struct RankRecord {
     /// Actions as they ran.
     pub spans: Vec<Span>,
-    /// Live bytes (static + held by its stages) as a step function.
-    pub memory: Vec<MemSample>,
+    /// Bytes held (static + kept by its stages) before the first action.
+    pub held_at_start: u64,
+    /// Bytes held after each action, index for index with `spans`.
+    pub held_after: Vec<u64>,
+    /// For each payload this rank consumed: the step that consumed it and its bytes.
+    pub inbound: Vec<(usize, u64)>,
     /// Messages this rank received.
     pub received: Vec<Transfer>,
     /// Whether spans and memory samples are on a device's clock (see `DeviceClock`).
@@ -66,14 +71,11 @@ pub struct Worker<'a, 's, S: StageWork> {
     /// The stages this rank holds, by model stage index.
     stages: HashMap<usize, &'s mut S>,
     /// Outputs handed to a stage on this same rank, not yet consumed.
-    local: HashMap<(Direction, usize, usize), S::Payload>,
+    local: HashMap<Message, S::Payload>,
     stash: Stash<S::Payload>,
     record: RankRecord,
-    live: u64,
     /// Device clocks, by stage.
     clocks: HashMap<usize, ClockState>,
-    /// `(memory sample, span, at the span's start)`: where each sample's time came from.
-    mem_refs: Vec<(usize, usize, bool)>,
 }
 
 impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
@@ -89,13 +91,13 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
             stash: Stash::default(),
             record: RankRecord {
                 spans: Vec::new(),
-                memory: vec![MemSample { time: 0.0, bytes: live }],
+                held_at_start: live,
+                held_after: Vec::new(),
+                inbound: Vec::new(),
                 received: Vec::new(),
                 device_timed: false,
             },
-            live,
             clocks: HashMap::new(),
-            mem_refs: Vec::new(),
         }
     }
 
@@ -125,7 +127,7 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         Ok(())
     }
 
-    /// Places spans and memory samples of clocked stages at their device times.
+    /// Places the spans of clocked stages at their device times.
     fn apply_device_times(&mut self) -> Result<(), Error> {
         let step = self.record.spans.len();
         for (&s, state) in &self.clocks {
@@ -143,15 +145,6 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         // timeline runs its actions in lane order, so a span that starts before the previous one
         // ends is moved (not stretched) to start there.
         super::sequential(&mut self.record.spans);
-        for &(sample, span, at_start) in &self.mem_refs {
-            let sp = &self.record.spans[span];
-            self.record.memory[sample].time = if at_start { sp.start } else { sp.end };
-        }
-        for i in 1..self.record.memory.len() {
-            let before = self.record.memory[i - 1].time;
-            let m = &mut self.record.memory[i];
-            m.time = m.time.max(before);
-        }
         self.record.device_timed = true;
         Ok(())
     }
@@ -177,11 +170,10 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
 
     fn run_action(&mut self, step: usize, a: Action) -> Result<(), Error> {
         let (s, mb) = (a.stage(), a.mb());
-        let last = self.shared.schedule.stages() - 1;
-        let input = match a.op {
-            Op::F if s > 0 => Some(self.take(step, a, Direction::Forward, s, mb)?),
-            Op::B | Op::I if s < last => Some(self.take(step, a, Direction::Backward, s, mb)?),
-            _ => None,
+        let stages = self.shared.schedule.stages();
+        let input = match consumes(a, stages) {
+            Some(msg) => Some(self.take(step, a, msg)?),
+            None => None,
         };
         let rank = self.rank;
         let Some(stage) = self.stages.get_mut(&s) else {
@@ -208,22 +200,10 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         }
         let held: u64 = self.stages.values().map(|s| s.static_bytes() + s.held_bytes()).sum();
         let (t_start, t_end) = (self.shared.ms(start), self.shared.ms(end));
-        if held != self.live {
-            // Bytes an action keeps count from its start; bytes it frees, from its end.
-            let at_start = held > self.live;
-            let at = if at_start { t_start } else { t_end };
-            self.live = held;
-            self.mem_refs.push((self.record.memory.len(), self.record.spans.len(), at_start));
-            self.record.memory.push(MemSample { time: at, bytes: held });
-        }
+        self.record.held_after.push(held);
         self.record.spans.push(Span { action: a, start: t_start, end: t_end });
-        let target = match a.op {
-            Op::F if s < last => Some((Direction::Forward, s + 1)),
-            Op::B | Op::I if s > 0 => Some((Direction::Backward, s - 1)),
-            _ => None,
-        };
-        match (target, out) {
-            (Some((dir, to)), Some(payload)) => self.deliver(step, a, dir, to, payload, t_end),
+        match (produces(a, stages), out) {
+            (Some(msg), Some(payload)) => self.deliver(step, a, msg, payload, t_end),
             (None, _) => Ok(()),
             (Some(_), None) => Err(Error::Stage {
                 rank,
@@ -234,19 +214,13 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         }
     }
 
-    /// The input of `a`: from this rank's own hand-over, or from the link.
-    fn take(&mut self, step: usize, a: Action, dir: Direction, s: usize, mb: usize) -> Result<S::Payload, Error> {
+    /// The payload of `msg`, which `a` consumes: from this rank's own hand-over, or from the link.
+    fn take(&mut self, step: usize, a: Action, msg: Message) -> Result<S::Payload, Error> {
         let sched = self.shared.schedule;
-        let from_stage = if dir == Direction::Forward { s - 1 } else { s + 1 };
-        let from_rank = sched.rank_of(from_stage);
-        let need_op = match dir {
-            Direction::Forward => Op::F,
-            Direction::Backward if self.shared.splits[from_stage] => Op::I,
-            Direction::Backward => Op::B,
-        };
-        let need = Action::new(from_stage, need_op, mb);
-        if from_rank == self.rank {
-            return self.local.remove(&(dir, s, mb)).ok_or_else(|| Error::Stage {
+        let from_rank = sched.rank_of(msg.from);
+        let need = msg.producer(&self.shared.splits);
+        let payload = if from_rank == self.rank {
+            self.local.remove(&msg).ok_or_else(|| Error::Stage {
                 rank: self.rank,
                 step,
                 action: a.to_string(),
@@ -255,9 +229,25 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
                      move {need} earlier in rank {}'s lane",
                     self.rank
                 ),
-            });
-        }
-        let link = self.shared.links.get(dir, s).expect("a link exists for every cross-rank edge");
+            })?
+        } else {
+            self.receive(step, a, msg, need, from_rank)?
+        };
+        self.record.inbound.push((step, S::payload_bytes(&payload)));
+        Ok(payload)
+    }
+
+    /// Waits for `msg` on its link, with the hang diagnostics of the shutdown protocol.
+    fn receive(
+        &mut self,
+        step: usize,
+        a: Action,
+        msg: Message,
+        need: Action,
+        from_rank: usize,
+    ) -> Result<S::Payload, Error> {
+        let sched = self.shared.schedule;
+        let link = self.shared.links.get(&msg).expect("a link exists for every cross-rank edge");
         self.shared.board.set(self.rank, step, Phase::Waiting { need, from_rank });
         let abort = self.shared.abort;
         let wait = Wait {
@@ -265,9 +255,8 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
             poll: ABORT_POLL,
             aborted: || abort.load(Ordering::Relaxed),
         };
-        let got = self.stash.recv(link, (dir, s, mb), wait);
-        let msg = match got {
-            Ok(msg) => msg,
+        let env = match self.stash.recv(link, msg, wait) {
+            Ok(env) => env,
             Err(RecvError::Timeout) => {
                 return Err(Error::Hang {
                     rank: self.rank,
@@ -298,35 +287,26 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
             to: a,
             from_rank,
             to_rank: self.rank,
-            sent: msg.sent,
+            sent: env.sent,
             received,
         });
-        Ok(msg.payload)
+        Ok(env.payload)
     }
 
-    /// Hands `payload` to stage `to`: directly if it is on this rank, else over the link.
-    fn deliver(
-        &mut self,
-        step: usize,
-        a: Action,
-        dir: Direction,
-        to: usize,
-        payload: S::Payload,
-        sent: f64,
-    ) -> Result<(), Error> {
-        let mb = a.mb();
-        if self.shared.schedule.rank_of(to) == self.rank {
-            self.local.insert((dir, to, mb), payload);
+    /// Hands `payload` (the message `msg`, from `a`) on: directly if its consumer is on this
+    /// rank, else over the link.
+    fn deliver(&mut self, step: usize, a: Action, msg: Message, payload: S::Payload, sent: f64) -> Result<(), Error> {
+        if self.shared.schedule.rank_of(msg.to) == self.rank {
+            self.local.insert(msg, payload);
             return Ok(());
         }
-        let link = self.shared.links.get(dir, to).expect("a link exists for every cross-rank edge");
-        let msg = Message { from_stage: a.stage(), to_stage: to, mb, sent, payload };
+        let link = self.shared.links.get(&msg).expect("a link exists for every cross-rank edge");
         // Capacity is m per step: a full link means an action ran twice, which validation forbids.
-        link.tx.try_send(msg).map_err(|_| Error::Stage {
+        link.tx.try_send(Envelope { message: msg, sent, payload }).map_err(|_| Error::Stage {
             rank: self.rank,
             step,
             action: a.to_string(),
-            message: format!("the link to stage {to} is full or closed (more than m messages in one step)"),
+            message: format!("the link to stage {} is full or closed (more than m messages in one step)", msg.to),
         })
     }
 }

@@ -188,26 +188,17 @@ mod tests {
     #[test]
     fn steps_hold_each_value_until_the_next_sample() {
         let unit = ByteUnit { name: "B", bytes: 1 };
-        let samples = [
-            MemSample { time: 0.0, bytes: 10 },
-            MemSample { time: 1.0, bytes: 30 },
-            MemSample { time: 1.0, bytes: 20 },
-            MemSample { time: 2.0, bytes: 10 },
-        ];
+        let samples =
+            [MemSample::new(0.0, 10), MemSample::new(1.0, 30), MemSample::new(1.0, 20), MemSample::new(2.0, 10)];
         let line = steps(&samples, 5.0, unit);
         assert_eq!(line, [(0.0, 10.0), (1.0, 10.0), (1.0, 30.0), (1.0, 20.0), (2.0, 20.0), (2.0, 10.0), (5.0, 10.0)]);
         // A dip at one instant is not drawn; a spike is.
-        let dip =
-            [MemSample { time: 0.0, bytes: 10 }, MemSample { time: 1.0, bytes: 5 }, MemSample { time: 1.0, bytes: 10 }];
+        let dip = [MemSample::new(0.0, 10), MemSample::new(1.0, 5), MemSample::new(1.0, 10)];
         assert_eq!(steps(&dip, 1.0, unit), [(0.0, 10.0), (1.0, 10.0)]);
         // Times that differ only by rounding are one time.
-        let noisy = [
-            MemSample { time: 0.0, bytes: 10 },
-            MemSample { time: 8.649999999999999, bytes: 5 },
-            MemSample { time: 8.65, bytes: 10 },
-        ];
+        let noisy = [MemSample::new(0.0, 10), MemSample::new(8.649999999999999, 5), MemSample::new(8.65, 10)];
         assert_eq!(steps(&noisy, 10.0, unit), [(0.0, 10.0), (10.0, 10.0)]);
-        let first = [MemSample { time: 0.0, bytes: 7 }, MemSample { time: 0.0, bytes: 3 }];
+        let first = [MemSample::new(0.0, 7), MemSample::new(0.0, 3)];
         assert_eq!(steps(&first, 2.0, unit), [(0.0, 7.0), (0.0, 3.0), (2.0, 3.0)]);
         assert!(steps(&[], 5.0, unit).is_empty());
     }

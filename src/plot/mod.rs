@@ -188,13 +188,9 @@ mod tests {
     fn model() -> CostModel {
         CostModel {
             costs: StageCosts::PerRank(StageCost {
-                f: 1.,
-                i: 1.,
-                w: 0.5,
-                r: None,
                 act_bytes: 64 << 20,
-                recompute_bytes: 0,
                 w_bytes: 16 << 20,
+                ..StageCost::times(1., 1., 0.5)
             }),
             latency: 0.05,
             static_bytes: vec![256 << 20],
@@ -304,12 +300,10 @@ mod tests {
         let span = |start, end| pipesched_schedules::Span { action: "0F0".parse().unwrap(), start, end };
         let mut zero_time = empty(2);
         zero_time.ranks[0] =
-            RankTrace::from_spans(&[span(0.0, 0.0)], vec![pipesched_schedules::MemSample { time: 0.0, bytes: 0 }]);
+            RankTrace::from_spans(&[span(0.0, 0.0)], vec![pipesched_schedules::MemSample::new(0.0, 0)]);
         let mut nan = empty(1);
-        nan.ranks[0] = RankTrace::from_spans(
-            &[span(f64::NAN, 1.0)],
-            vec![pipesched_schedules::MemSample { time: f64::INFINITY, bytes: 5 }],
-        );
+        nan.ranks[0] =
+            RankTrace::from_spans(&[span(f64::NAN, 1.0)], vec![pipesched_schedules::MemSample::new(f64::INFINITY, 5)]);
         let cheap = simulate(&Kind::OneFOneB.generate(3, 1, 3).unwrap(), &CostModel::per_rank(1.0, 1.0, 1.0)).unwrap();
         for (i, t) in [empty(0), empty(1), empty(20), zero_time, nan, cheap].iter().enumerate() {
             for ext in ["svg", "png"] {

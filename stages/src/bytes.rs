@@ -24,6 +24,12 @@ pub struct StageBytes {
     pub recompute_bytes: u64,
     /// Kept from `I` until `W`.
     pub w_bytes: u64,
+    /// The activation `F` sends to the next stage (none from the last stage).
+    #[serde(default)]
+    pub fwd_msg_bytes: u64,
+    /// The input gradient `I`/`B` sends to the previous stage (none from the first stage).
+    #[serde(default)]
+    pub bwd_msg_bytes: u64,
 }
 
 impl StageBytes {
@@ -33,6 +39,8 @@ impl StageBytes {
             act_bytes: self.act_bytes,
             recompute_bytes: self.recompute_bytes,
             w_bytes: self.w_bytes,
+            fwd_msg_bytes: self.fwd_msg_bytes,
+            bwd_msg_bytes: self.bwd_msg_bytes,
             ..StageCost::times(f, i, w)
         }
     }
@@ -64,10 +72,13 @@ impl StageSpec {
         } else {
             everything
         };
+        let first = self.layers.start == 0;
         StageBytes {
             act_bytes: kept as u64 * F32,
             recompute_bytes: everything.saturating_sub(kept) as u64 * F32,
             w_bytes: w as u64 * F32,
+            fwd_msg_bytes: if last { 0 } else { (batch * layers.last().map_or(0, |l| l.output_width())) as u64 * F32 },
+            bwd_msg_bytes: if first { 0 } else { (batch * layers.first().map_or(0, |l| l.input_width())) as u64 * F32 },
         }
     }
 }
@@ -104,7 +115,7 @@ mod tests {
 
     #[test]
     fn cost_carries_the_bytes() {
-        let b = StageBytes { act_bytes: 10, recompute_bytes: 5, w_bytes: 3 };
+        let b = StageBytes { act_bytes: 10, recompute_bytes: 5, w_bytes: 3, ..StageBytes::default() };
         let c = b.cost(1.0, 2.0, 0.5);
         assert_eq!((c.act_bytes, c.recompute_bytes, c.w_bytes, c.f, c.t_r()), (10, 5, 3, 1.0, 1.0));
         assert!(!RecomputePolicy::None.drops());

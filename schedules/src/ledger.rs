@@ -1,0 +1,155 @@
+//! `Ledger`: the byte rule of a rank, shared by the simulator (which predicts bytes from a cost
+//! model) and the executor (which counts the bytes its stages really hold). One rule, so a
+//! predicted and a measured memory curve mean the same thing.
+//!
+//! The rule:
+//! 1. **Held bytes** — static bytes plus what the rank's stages keep for micro-batches in flight —
+//!    change only through actions: bytes an action adds count from its start, bytes it frees
+//!    from its end (an action that leaves the rank holding more grew at its start; one that leaves
+//!    it holding less shrank at its end).
+//! 2. **Messages in flight** — an activation or gradient that has been sent and not yet consumed —
+//!    count on the rank that will consume them (the one whose memory a device transport would
+//!    receive them into), from the moment their producer ends until their consumer starts. This
+//!    holds for messages between stages of one rank too.
+//! 3. At one instant, messages arriving count and messages consumed no longer do before the
+//!    rank's held samples at that instant are read (the in-flight count is right-continuous), so
+//!    a payload is never counted twice — in flight and inside the stage that consumed it.
+//!
+//! Held bytes depend on a rank's own lane order alone, so a predicted held peak equals a measured
+//! one to the byte. Messages in flight depend on when other ranks send, so their measured share
+//! differs from the predicted one when a message's arrival and a rank's own release race.
+
+use crate::trace::MemSample;
+
+/// One message as the ledger sees it: when its producer ended, when its consumer started, and
+/// its size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InFlight {
+    /// When the producer ended (the payload was sent).
+    pub sent: f64,
+    /// When the consumer started (the payload was taken).
+    pub consumed: f64,
+    /// Bytes of the payload.
+    pub bytes: u64,
+}
+
+/// One rank's bytes over a step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ledger {
+    held: Vec<MemSample>,
+    live: u64,
+    messages: Vec<InFlight>,
+}
+
+impl Ledger {
+    /// A rank holding `static_bytes` from time 0.
+    pub fn new(static_bytes: u64) -> Ledger {
+        Ledger { held: vec![MemSample::new(0.0, static_bytes)], live: static_bytes, messages: Vec::new() }
+    }
+
+    /// Bytes held now (static and kept by stages; messages in flight not included).
+    pub fn held(&self) -> u64 {
+        self.live
+    }
+
+    /// An action ran from `start` to `end` and left the rank holding `after` bytes (rule 1).
+    pub fn action(&mut self, start: f64, end: f64, after: u64) {
+        if after != self.live {
+            let at = if after > self.live { start } else { end };
+            self.live = after;
+            self.held.push(MemSample::new(at, after));
+        }
+    }
+
+    /// A message of `bytes` sent at `sent` and taken at `consumed` (rule 2). Zero-byte messages
+    /// are ignored; a consumption stamped before its send (clocks of two threads) counts as
+    /// taken when sent.
+    pub fn message(&mut self, sent: f64, consumed: f64, bytes: u64) {
+        if bytes > 0 {
+            self.messages.push(InFlight { sent, consumed: consumed.max(sent), bytes });
+        }
+    }
+
+    /// The rank's memory curve: held bytes plus messages in flight (rule 3), each sample saying
+    /// how much of it is in flight.
+    pub fn finish(self) -> Vec<MemSample> {
+        if self.messages.is_empty() {
+            return self.held;
+        }
+        // In-flight changes: +bytes at `sent`, −bytes at `consumed`, summed per instant.
+        let mut changes: Vec<(f64, i128)> = Vec::with_capacity(2 * self.messages.len());
+        for m in &self.messages {
+            changes.push((m.sent, i128::from(m.bytes)));
+            changes.push((m.consumed, -i128::from(m.bytes)));
+        }
+        changes.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut out = Vec::with_capacity(self.held.len() + changes.len());
+        let (mut in_flight, mut held) = (0i128, 0u64);
+        let (mut c, mut h) = (0, 0);
+        while c < changes.len() || h < self.held.len() {
+            let next_change = changes.get(c).map_or(f64::INFINITY, |x| x.0);
+            let next_held = self.held.get(h).map_or(f64::INFINITY, |x| x.time);
+            let t = next_change.min(next_held);
+            let before = in_flight;
+            while c < changes.len() && changes[c].0 <= t {
+                in_flight += changes[c].1;
+                c += 1;
+            }
+            // Never negative: each message's consumption comes at or after its send.
+            let flying = u64::try_from(in_flight.max(0)).unwrap_or(u64::MAX);
+            if h < self.held.len() && self.held[h].time <= t {
+                while h < self.held.len() && self.held[h].time <= t {
+                    held = self.held[h].bytes;
+                    out.push(MemSample { time: t, bytes: held.saturating_add(flying), in_flight: flying });
+                    h += 1;
+                }
+            } else if in_flight != before {
+                out.push(MemSample { time: t, bytes: held.saturating_add(flying), in_flight: flying });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(l: Ledger) -> Vec<(f64, u64, u64)> {
+        l.finish().into_iter().map(|s| (s.time, s.bytes, s.in_flight)).collect()
+    }
+
+    #[test]
+    fn growth_counts_from_the_start_and_release_from_the_end() {
+        let mut l = Ledger::new(100);
+        l.action(1.0, 2.0, 150); // F keeps 50
+        l.action(2.0, 3.0, 150); // holds the same: no sample
+        l.action(3.0, 4.0, 100); // B frees 50
+        assert_eq!(curve(l), vec![(0.0, 100, 0), (1.0, 150, 0), (4.0, 100, 0)]);
+    }
+
+    #[test]
+    fn messages_count_on_the_consumer_between_send_and_take() {
+        let mut l = Ledger::new(100);
+        l.message(0.5, 2.0, 30);
+        l.action(2.0, 3.0, 140); // the consumer keeps its 30-byte input and 10 more
+        assert_eq!(curve(l), vec![(0.0, 100, 0), (0.5, 130, 30), (2.0, 140, 0)]);
+    }
+
+    #[test]
+    fn a_message_taken_as_it_arrives_is_never_counted() {
+        let mut l = Ledger::new(0);
+        l.message(1.0, 1.0, 30);
+        l.action(1.0, 2.0, 30);
+        assert_eq!(curve(l), vec![(0.0, 0, 0), (1.0, 30, 0)]);
+    }
+
+    #[test]
+    fn overlapping_messages_add_up() {
+        let mut l = Ledger::new(0);
+        l.message(1.0, 4.0, 10);
+        l.message(2.0, 3.0, 20);
+        l.message(2.0, 5.0, 0);
+        assert_eq!(curve(l), vec![(0.0, 0, 0), (1.0, 10, 10), (2.0, 30, 30), (3.0, 10, 10), (4.0, 0, 0)]);
+    }
+}
