@@ -46,7 +46,8 @@ Required fields:
 Optional fields:
   name       a name for reports (default \"custom\")
   dropout    dropout rate at the end of each block, in [0, 1) (default 0)
-  seed       seed of the initial parameters and dropout masks (default 0)
+  seed       seed of the initial parameters and dropout masks (default 0); --seed
+             replaces it
   precision  \"f32\", \"bf16\" or \"f16\": format of the matrix products' operands and
              results, accumulated in f32 (default \"f32\"); --precision replaces it
 

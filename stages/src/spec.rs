@@ -311,7 +311,7 @@ impl ModelSpec {
         let list: Vec<String> = fields.iter().map(|(k, v)| format!("`{k}` = {v}")).collect();
         let (big, v) = fields.iter().copied().max_by_key(|&(_, v)| v).unwrap_or(("batch", self.batch));
         Error::Spec(format!(
-            "{}: {what} overflows 64-bit sizes ({}); `{big}` = {v} is far beyond what any machine could hold: make it smaller",
+            "{}: counting {what} overflows 64 bits ({}); `{big}` = {v} is far beyond what any machine could hold: make it smaller",
             self.name,
             list.join(", ")
         ))

@@ -1,0 +1,460 @@
+//! The memory budget: how much memory this process can still get, what a request will allocate
+//! (an [`Estimate`] in named parts), and the one check that refuses a request that cannot fit
+//! before anything is allocated.
+//!
+//! The rule, in one place ([`check`]): a request is refused when its estimate exceeds
+//! [`HEADROOM_PERCENT`] % of the available memory. The other 10 % is left for what estimates do
+//! not count — the allocator's own overhead, the program, thread stacks, traces — and for the
+//! rest of the machine. Available memory on Linux is the least of `MemAvailable` in
+//! `/proc/meminfo` and, for every cgroup (v2 or v1) on this process's path that sets a memory
+//! limit, that limit minus its usage. When none of these can be read the machine's memory is
+//! unknown and only requests no 64-bit process could allocate are refused.
+
+use std::fmt;
+use std::path::Path;
+
+use pipesched_stages::{Footprint, Load, ModelSpec, OptimizerSpec, Part as StagePart, StageSpec};
+
+use crate::units;
+
+/// A request is refused above this share of the available memory, in percent.
+pub const HEADROOM_PERCENT: u64 = 90;
+
+/// Memory this process can still get, and where the number was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Available {
+    /// Bytes.
+    pub bytes: u64,
+    /// Where it comes from (`MemAvailable in /proc/meminfo`, a cgroup's limit minus usage).
+    pub source: String,
+}
+
+impl Available {
+    /// What this machine can give now; `None` when it cannot be read (not Linux, no `/proc`).
+    pub fn probe() -> Option<Available> {
+        Available::probe_in(Path::new("/"))
+    }
+
+    /// The same, reading `proc/` and `sys/fs/cgroup/` under `root` (tests give a made-up tree).
+    pub fn probe_in(root: &Path) -> Option<Available> {
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).ok();
+        let mut best: Option<Available> = read("proc/meminfo")
+            .and_then(|t| mem_available(&t))
+            .map(|bytes| Available { bytes, source: "MemAvailable in /proc/meminfo".into() });
+        let mut offer = |bytes: u64, source: String| {
+            if best.as_ref().is_none_or(|b| bytes < b.bytes) {
+                best = Some(Available { bytes, source });
+            }
+        };
+        for line in read("proc/self/cgroup").unwrap_or_default().lines() {
+            // `hierarchy-id:controllers:path`; v2 has id 0 and no controllers.
+            let mut fields = line.splitn(3, ':');
+            let (Some(_), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
+                continue;
+            };
+            let path = path.trim_start_matches('/');
+            if controllers.is_empty() {
+                for mount in ["sys/fs/cgroup", "sys/fs/cgroup/unified"] {
+                    if let Some((bytes, dir)) = tightest(root, mount, path, "memory.max", "memory.current") {
+                        offer(bytes, format!("cgroup v2 memory.max minus memory.current in /{dir}"));
+                    }
+                }
+            } else if controllers.split(',').any(|c| c == "memory") {
+                let found =
+                    tightest(root, "sys/fs/cgroup/memory", path, "memory.limit_in_bytes", "memory.usage_in_bytes");
+                if let Some((bytes, dir)) = found {
+                    offer(bytes, format!("cgroup v1 memory.limit_in_bytes minus memory.usage_in_bytes in /{dir}"));
+                }
+            }
+        }
+        best
+    }
+}
+
+/// `MemAvailable` of a `/proc/meminfo` text, in bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut words = line.split_whitespace().skip(1);
+    let value: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") => value.checked_mul(1024),
+        None => Some(value),
+        Some(_) => None,
+    }
+}
+
+/// The least `limit − usage` over the cgroup directory `mount/path` and its ancestors up to
+/// `mount` that set a limit, with the directory it was read in. Limits of 2⁶² bytes and more
+/// (cgroup v1's way of writing "none") and `max` (v2's) set none.
+fn tightest(root: &Path, mount: &str, path: &str, limit: &str, usage: &str) -> Option<(u64, String)> {
+    let mut dir = if path.is_empty() { mount.to_string() } else { format!("{mount}/{path}") };
+    let mut best: Option<(u64, String)> = None;
+    loop {
+        let read = |file: &str| std::fs::read_to_string(root.join(&dir).join(file)).ok();
+        let limit = read(limit).and_then(|t| t.trim().parse::<u64>().ok()).filter(|&l| l < 1 << 62);
+        if let (Some(limit), Some(used)) = (limit, read(usage).and_then(|t| t.trim().parse::<u64>().ok())) {
+            let left = limit.saturating_sub(used);
+            if best.as_ref().is_none_or(|b| left < b.0) {
+                best = Some((left, dir.clone()));
+            }
+        }
+        if dir == mount {
+            return best;
+        }
+        dir = dir.rsplit_once('/').map_or(mount.to_string(), |(parent, _)| parent.to_string());
+        if dir.len() < mount.len() {
+            return best;
+        }
+    }
+}
+
+/// One part of an estimate: what it is, its bytes, and what makes it smaller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// What it is (`activations kept for the backward`).
+    pub name: &'static str,
+    /// Its bytes.
+    pub bytes: u64,
+    /// What to change to make it smaller.
+    pub remedy: &'static str,
+}
+
+/// What a request will allocate, in parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Estimate {
+    /// The request (`model small (S = 4, batch 128, m = 8)`).
+    pub subject: String,
+    /// Its parts.
+    pub parts: Vec<Part>,
+}
+
+impl Estimate {
+    /// Every byte (saturating at `u64::MAX`: more than any machine has).
+    pub fn total(&self) -> u64 {
+        self.parts.iter().fold(0u64, |t, p| t.saturating_add(p.bytes))
+    }
+
+    /// The non-empty parts, largest first.
+    pub fn largest(&self) -> Vec<&Part> {
+        let mut parts: Vec<&Part> = self.parts.iter().filter(|p| p.bytes > 0).collect();
+        parts.sort_by_key(|p| std::cmp::Reverse(p.bytes));
+        parts
+    }
+
+    /// The estimate of a model's footprint, for `load`.
+    pub fn of_model(model: &ModelSpec, load: &Load, footprint: &Footprint) -> Estimate {
+        let subject = format!(
+            "model {} (S = {}, batch {}, m = {})",
+            model.name,
+            footprint.stages.len(),
+            load.batch,
+            load.microbatches
+        );
+        let parts = StagePart::ALL
+            .iter()
+            .map(|&p| Part { name: p.name(), bytes: footprint.part(p), remedy: remedy(p) })
+            .collect();
+        Estimate { subject, parts }
+    }
+}
+
+/// What makes a part of a model's footprint smaller.
+fn remedy(part: StagePart) -> &'static str {
+    match part {
+        StagePart::Parameters | StagePart::Gradients => "a smaller model (fewer blocks, a narrower hidden or ffn)",
+        StagePart::OptimizerState => "--optimizer sgd (one state tensor per parameter; Adam keeps two)",
+        StagePart::Activations => {
+            "a smaller --batch, a recompute policy that keeps less (--recompute full), or a schedule that holds \
+             fewer micro-batches at once (1f1b rather than gpipe)"
+        }
+        StagePart::Messages | StagePart::Data => "a smaller --batch or fewer micro-batches (-m)",
+        StagePart::Workspace => "a smaller model or a smaller --batch",
+        StagePart::Records => "fewer micro-batches (-m) or fewer blocks",
+        StagePart::Shared => "a smaller --batch, or a narrower model input or output",
+    }
+}
+
+/// The estimate for `specs` (stages of `model`) trained with `optimizer` under `load`: an error
+/// if the model is invalid or a count overflows (see [`ModelSpec::footprint`]).
+pub fn model(
+    model: &ModelSpec,
+    specs: &[StageSpec],
+    optimizer: &OptimizerSpec,
+    load: &Load,
+) -> pipesched_stages::Result<Estimate> {
+    let footprint = model.footprint(specs, optimizer, load)?;
+    Ok(Estimate::of_model(model, load, &footprint))
+}
+
+/// The estimate for synthetic stages, one per entry of `in_flight` (the most micro-batches each
+/// holds at once, from `pipesched_stages::microbatches_in_flight`), each keeping `act_bytes`
+/// per micro-batch from `F`, `w_bytes` from `I` until `W`, and sending messages of
+/// `msg_bytes` — the numbers of one stage, after a rank's share is split among its chunks.
+///
+/// A stage's buffers are recycled through its pool, which only allocates when it is empty, so it
+/// never holds more buffers of a kind than were held at once: `in_flight` of each kept kind. A
+/// stage sends at most two messages per micro-batch (activation, gradient); `2·m` message
+/// buffers per stage bound those in links and pools.
+pub fn synthetic(act_bytes: u64, w_bytes: u64, msg_bytes: u64, m: usize, in_flight: &[usize]) -> Estimate {
+    let held: u64 = in_flight.iter().fold(0u64, |t, &k| t.saturating_add(k.min(m) as u64));
+    let stages = in_flight.len() as u64;
+    let parts = vec![
+        Part {
+            name: "buffers kept by F",
+            bytes: held.saturating_mul(act_bytes),
+            remedy: "a smaller mem= in the synthetic spec, or a schedule that holds fewer micro-batches at once \
+                     (1f1b rather than gpipe, fewer micro-batches with -m)",
+        },
+        Part {
+            name: "buffers kept from I until W",
+            bytes: held.saturating_mul(w_bytes),
+            remedy: "a smaller wmem= in the synthetic spec",
+        },
+        Part {
+            name: "message buffers",
+            bytes: stages.saturating_mul(2).saturating_mul(m as u64).saturating_mul(msg_bytes),
+            remedy: "a smaller msg= in the synthetic spec, or fewer micro-batches (-m)",
+        },
+    ];
+    Estimate { subject: format!("synthetic stages (S = {}, m = {m})", in_flight.len()), parts }
+}
+
+/// The most an estimate may ask for: [`HEADROOM_PERCENT`] % of `available`, or, when that is
+/// unknown, what a 64-bit process can address at all (`isize::MAX`).
+pub fn limit(available: Option<&Available>) -> u64 {
+    match available {
+        Some(a) => (a.bytes as u128 * HEADROOM_PERCENT as u128 / 100) as u64,
+        None => isize::MAX as u64,
+    }
+}
+
+/// Refuses `estimate` if it exceeds [`limit`]`(available)`.
+pub fn check(estimate: &Estimate, available: Option<&Available>) -> Result<(), TooBig> {
+    if estimate.total() <= limit(available) {
+        return Ok(());
+    }
+    Err(TooBig { estimate: estimate.clone(), available: available.cloned() })
+}
+
+/// A request refused before anything was allocated: its estimate exceeds the memory budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooBig {
+    /// What the request would allocate.
+    pub estimate: Estimate,
+    /// The memory available, when known.
+    pub available: Option<Available>,
+}
+
+impl fmt::Display for TooBig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = self.estimate.total();
+        let amount = |b: u64| if b == u64::MAX { "more than 16 EiB".to_string() } else { units::bytes(b) };
+        let largest = self.estimate.largest();
+        let listed: Vec<String> = largest.iter().take(3).map(|p| format!("{} {}", p.name, amount(p.bytes))).collect();
+        write!(f, "{} needs an estimated {} of memory ({}", self.estimate.subject, amount(total), listed.join(", "))?;
+        if largest.len() > 3 {
+            let rest = largest[3..].iter().fold(0u64, |t, p| t.saturating_add(p.bytes));
+            write!(f, ", {} in {} more parts", amount(rest), largest.len() - 3)?;
+        }
+        match &self.available {
+            Some(a) => write!(
+                f,
+                "), but {} is available ({}) and at most {HEADROOM_PERCENT} % of it, {}, is used",
+                units::bytes(a.bytes),
+                a.source,
+                units::bytes(limit(Some(a)))
+            )?,
+            None => write!(f, "), more than a 64-bit process can address")?,
+        }
+        let mut remedies: Vec<&str> = Vec::new();
+        for p in largest.iter().take(2) {
+            if !remedies.contains(&p.remedy) {
+                remedies.push(p.remedy);
+            }
+        }
+        write!(f, ". To fit, try {}", remedies.join("; or "))
+    }
+}
+
+impl std::error::Error for TooBig {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipesched_schedules::{gpipe, one_f_one_b};
+    use pipesched_stages::{microbatches_in_flight, Partition, Policies};
+
+    const GIB: u64 = 1 << 30;
+
+    fn machine(bytes: u64) -> Available {
+        Available { bytes, source: "test".into() }
+    }
+
+    /// The estimate of `model` under 1F1B at p stages, m micro-batches, `batch` rows.
+    fn one_f_one_b_estimate(model: &ModelSpec, p: usize, m: usize, batch: usize) -> Estimate {
+        let specs = model.stage_specs(p, &Partition::Even, &Policies::all(Default::default())).unwrap();
+        let load = Load { batch, microbatches: m, in_flight: microbatches_in_flight(&one_f_one_b(p, m).unwrap()) };
+        super::model(model, &specs, &OptimizerSpec::adam(3e-4), &load).unwrap()
+    }
+
+    fn part(e: &Estimate, name: &str) -> u64 {
+        e.parts.iter().find(|p| p.name == name).unwrap().bytes
+    }
+
+    #[test]
+    fn a_preset_that_fits_passes() {
+        let e = one_f_one_b_estimate(&ModelSpec::small(), 4, 8, 128);
+        assert_eq!(part(&e, "parameters"), 4 * 4_246_288);
+        assert_eq!(part(&e, "optimizer state"), 2 * 4 * 4_246_288);
+        assert!(e.total() < GIB, "{}", e.total());
+        check(&e, Some(&machine(24 * GIB))).unwrap();
+    }
+
+    #[test]
+    fn a_four_terabyte_model_file_is_refused() {
+        let text = ModelSpec::small()
+            .to_toml()
+            .replace("hidden = 256", "hidden = 1000000")
+            .replace("ffn = 1024", "ffn = 1000000");
+        let model = ModelSpec::from_toml(&text).unwrap();
+        let e = one_f_one_b_estimate(&model, 4, 8, 128);
+        // 16,000,179,000,016 parameters (see spec.rs), four bytes each.
+        assert_eq!(part(&e, "parameters"), 64_000_716_000_064);
+        let refusal = check(&e, Some(&machine(24 * GIB))).unwrap_err().to_string();
+        assert!(
+            refusal.starts_with(
+                "model small (S = 4, batch 128, m = 8) needs an estimated 291 TiB of memory \
+                 (optimizer state 116 TiB, op workspace 58.2 TiB, parameters 58.2 TiB, 58.3 TiB in 6 more parts), \
+                 but 24.0 GiB is available (test) and at most 90 % of it, 21.6 GiB, is used. "
+            ),
+            "{refusal}"
+        );
+        assert!(
+            refusal.ends_with(
+                "To fit, try --optimizer sgd (one state tensor per parameter; Adam keeps two); or a smaller model \
+                 or a smaller --batch"
+            ),
+            "{refusal}"
+        );
+    }
+
+    #[test]
+    fn an_input_width_of_u64_max_is_an_error_naming_the_field() {
+        let json = ModelSpec::small().to_json().replace("\"input\": 128", "\"input\": 18446744073709551615");
+        let e = ModelSpec::from_json(&json).unwrap_err().to_string();
+        assert!(e.contains("`input` = 18446744073709551615"), "{e}");
+        let specs = ModelSpec::small().stage_specs(2, &Partition::Even, &Policies::all(Default::default())).unwrap();
+        let wide = ModelSpec { input: usize::MAX, ..ModelSpec::small() };
+        let load = Load { batch: 128, microbatches: 8, in_flight: vec![2, 1] };
+        let e = super::model(&wide, &specs, &OptimizerSpec::adam(3e-4), &load).unwrap_err().to_string();
+        assert!(e.contains("the input layer's parameters") && e.contains("`input` = 18446744073709551615"), "{e}");
+    }
+
+    #[test]
+    fn a_terabyte_of_synthetic_buffers_is_refused() {
+        let in_flight = microbatches_in_flight(&one_f_one_b(4, 8).unwrap()); // 4, 3, 2, 1
+        let e = synthetic(1 << 40, 0, 0, 8, &in_flight);
+        assert_eq!(e.total(), 10 << 40);
+        assert_eq!(
+            check(&e, Some(&machine(16 * GIB))).unwrap_err().to_string(),
+            "synthetic stages (S = 4, m = 8) needs an estimated 10.0 TiB of memory (buffers kept by F \
+             10.0 TiB), but 16.0 GiB is available (test) and at most 90 % of it, 14.4 GiB, is used. To fit, try a \
+             smaller mem= in the synthetic spec, or a schedule that holds fewer micro-batches at once (1f1b rather \
+             than gpipe, fewer micro-batches with -m)"
+        );
+        let gpipe_held = microbatches_in_flight(&gpipe(4, 8).unwrap());
+        let e = synthetic(1 << 20, 1 << 18, 1 << 16, 8, &gpipe_held);
+        assert_eq!(e.total(), 32 * (1 << 20) + 32 * (1 << 18) + 4 * 2 * 8 * (1 << 16));
+        check(&e, Some(&machine(16 * GIB))).unwrap();
+    }
+
+    #[test]
+    fn profiling_at_a_huge_batch_is_refused() {
+        let model = ModelSpec::small();
+        let specs = model.stage_specs(1, &Partition::Even, &Policies::all(Default::default())).unwrap();
+        let load = Load { batch: 100_000_000, microbatches: 1, in_flight: vec![1] };
+        let e = super::model(&model, &specs, &OptimizerSpec::adam(3e-4), &load).unwrap();
+        // After I a micro-batch holds 13,180,928 bytes per 128 rows (stages/README.md): 102,976 per row.
+        assert_eq!(part(&e, "activations kept for the backward"), 102_976 * 100_000_000);
+        assert_eq!(part(&e, "input and target data"), 4 * (128 + 16) * 100_000_000);
+        let refusal = check(&e, Some(&machine(24 * GIB))).unwrap_err().to_string();
+        assert!(refusal.starts_with("model small (S = 1, batch 100000000, m = 1) needs an estimated"));
+        assert!(refusal.contains("activations kept for the backward 9.37 TiB"), "{refusal}");
+        assert!(refusal.contains("a smaller --batch, a recompute policy"), "{refusal}");
+    }
+
+    #[test]
+    fn unknown_memory_refuses_only_what_no_process_can_address() {
+        let e = synthetic(1 << 40, 0, 0, 8, &[4, 3, 2, 1]);
+        check(&e, None).unwrap();
+        let e = synthetic(u64::MAX / 2, 0, 0, 8, &[4]);
+        assert_eq!(e.total(), u64::MAX, "saturates");
+        let refusal = check(&e, None).unwrap_err().to_string();
+        assert!(refusal.contains("more than 16 EiB") && refusal.contains("more than a 64-bit process"), "{refusal}");
+        assert_eq!(limit(Some(&machine(100))), 90);
+    }
+
+    /// A made-up filesystem root with `files` (path, contents) in it.
+    fn tree(name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!("pipesched-budget-{name}-{}", std::process::id()));
+        for (path, text) in files {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn available_memory_is_the_least_of_meminfo_and_every_cgroup_limit() {
+        let meminfo = ("proc/meminfo", "MemTotal:       24683656 kB\nMemAvailable:   23566472 kB\n");
+        let root = tree("meminfo", &[meminfo]);
+        assert_eq!(
+            Available::probe_in(&root),
+            Some(Available { bytes: 23566472 * 1024, source: "MemAvailable in /proc/meminfo".into() })
+        );
+        // cgroup v1, unlimited at the leaf (2⁶³ − 4096), limited one level up.
+        let v1 = tree(
+            "v1",
+            &[
+                meminfo,
+                ("proc/self/cgroup", "4:memory:/jobs/a1\n0::/\n"),
+                ("sys/fs/cgroup/memory/jobs/a1/memory.limit_in_bytes", "9223372036854771712\n"),
+                ("sys/fs/cgroup/memory/jobs/a1/memory.usage_in_bytes", "1000\n"),
+                ("sys/fs/cgroup/memory/jobs/memory.limit_in_bytes", "8589934592\n"),
+                ("sys/fs/cgroup/memory/jobs/memory.usage_in_bytes", "2147483648\n"),
+            ],
+        );
+        let a = Available::probe_in(&v1).unwrap();
+        assert_eq!(a.bytes, 6 * GIB);
+        assert!(a.source.contains("cgroup v1") && a.source.ends_with("/sys/fs/cgroup/memory/jobs"), "{}", a.source);
+        let v2 = tree(
+            "v2",
+            &[
+                meminfo,
+                ("proc/self/cgroup", "0::/user.slice/job\n"),
+                ("sys/fs/cgroup/user.slice/job/memory.max", "4294967296\n"),
+                ("sys/fs/cgroup/user.slice/job/memory.current", "1073741824\n"),
+                ("sys/fs/cgroup/user.slice/memory.max", "max\n"),
+                ("sys/fs/cgroup/user.slice/memory.current", "5\n"),
+            ],
+        );
+        let a = Available::probe_in(&v2).unwrap();
+        assert_eq!((a.bytes, a.source.contains("cgroup v2")), (3 * GIB, true));
+        let nothing = tree("nothing", &[("proc/meminfo", "MemTotal: 5 kB\n")]);
+        assert_eq!(Available::probe_in(&nothing), None);
+        for root in [root, v1, v2, nothing] {
+            std::fs::remove_dir_all(root).unwrap();
+        }
+        assert_eq!(mem_available("MemAvailable: 7\n"), Some(7));
+        assert_eq!(mem_available("MemAvailable: 7 MB\n"), None);
+    }
+
+    #[test]
+    fn this_machine_reports_something_on_linux() {
+        if cfg!(target_os = "linux") {
+            let a = Available::probe().expect("/proc/meminfo is readable on Linux");
+            assert!(a.bytes > 0, "{a:?}");
+        }
+    }
+}
