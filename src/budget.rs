@@ -115,8 +115,8 @@ pub struct Part {
     pub name: &'static str,
     /// Its bytes.
     pub bytes: u64,
-    /// What to change to make it smaller.
-    pub remedy: &'static str,
+    /// What to change to make it smaller: alternatives, each on its own.
+    pub remedies: &'static [&'static str],
 }
 
 /// What a request will allocate, in parts.
@@ -152,25 +152,49 @@ impl Estimate {
         );
         let parts = StagePart::ALL
             .iter()
-            .map(|&p| Part { name: p.name(), bytes: footprint.part(p), remedy: remedy(p) })
+            .map(|&p| Part { name: p.name(), bytes: footprint.part(p), remedies: remedies(p) })
             .collect();
         Estimate { subject, parts }
     }
 }
 
+impl Estimate {
+    /// This estimate plus what checking a step against the sequential reference (`--verify`)
+    /// adds: a copy of the parameters from before the step, the reference's own stages
+    /// (parameters and gradients), and one micro-batch on every stage at once, at its largest.
+    pub fn with_reference(mut self, footprint: &Footprint) -> Estimate {
+        let per_microbatch = footprint.stages.iter().fold(0u64, |t, s| {
+            let b = s.per_microbatch;
+            t.saturating_add(b.act_bytes.saturating_add(b.recompute_bytes).max(b.w_bytes))
+        });
+        let params = footprint.part(StagePart::Parameters);
+        let bytes = params
+            .saturating_mul(2)
+            .saturating_add(footprint.part(StagePart::Gradients))
+            .saturating_add(per_microbatch);
+        self.parts.push(Part { name: "sequential reference", bytes, remedies: &["running without --verify"] });
+        self
+    }
+}
+
+const BATCH: &str = "a smaller --batch";
+const MODEL: &str = "a smaller model (fewer blocks, a narrower hidden or ffn)";
+const FEWER_MICROBATCHES: &str = "fewer micro-batches (-m)";
+
 /// What makes a part of a model's footprint smaller.
-fn remedy(part: StagePart) -> &'static str {
+fn remedies(part: StagePart) -> &'static [&'static str] {
     match part {
-        StagePart::Parameters | StagePart::Gradients => "a smaller model (fewer blocks, a narrower hidden or ffn)",
-        StagePart::OptimizerState => "--optimizer sgd (one state tensor per parameter; Adam keeps two)",
-        StagePart::Activations => {
-            "a smaller --batch, a recompute policy that keeps less (--recompute full), or a schedule that holds \
-             fewer micro-batches at once (1f1b rather than gpipe)"
-        }
-        StagePart::Messages | StagePart::Data => "a smaller --batch or fewer micro-batches (-m)",
-        StagePart::Workspace => "a smaller model or a smaller --batch",
-        StagePart::Records => "fewer micro-batches (-m) or fewer blocks",
-        StagePart::Shared => "a smaller --batch, or a narrower model input or output",
+        StagePart::Parameters | StagePart::Gradients => &[MODEL],
+        StagePart::OptimizerState => &["--optimizer sgd (one state tensor per parameter; Adam keeps two)", MODEL],
+        StagePart::Activations => &[
+            BATCH,
+            "a recompute policy that keeps less (--recompute full)",
+            "a schedule that holds fewer micro-batches at once (1f1b rather than gpipe)",
+        ],
+        StagePart::Messages | StagePart::Data => &[BATCH, FEWER_MICROBATCHES],
+        StagePart::Workspace => &[MODEL, BATCH],
+        StagePart::Records => &[FEWER_MICROBATCHES, "fewer blocks"],
+        StagePart::Shared => &[BATCH, "a narrower model input or output"],
     }
 }
 
@@ -202,18 +226,21 @@ pub fn synthetic(act_bytes: u64, w_bytes: u64, msg_bytes: u64, m: usize, in_flig
         Part {
             name: "buffers kept by F",
             bytes: held.saturating_mul(act_bytes),
-            remedy: "a smaller mem= in the synthetic spec, or a schedule that holds fewer micro-batches at once \
-                     (1f1b rather than gpipe, fewer micro-batches with -m)",
+            remedies: &[
+                "a smaller mem= in the synthetic spec",
+                "a schedule that holds fewer micro-batches at once (1f1b rather than gpipe)",
+                FEWER_MICROBATCHES,
+            ],
         },
         Part {
             name: "buffers kept from I until W",
             bytes: held.saturating_mul(w_bytes),
-            remedy: "a smaller wmem= in the synthetic spec",
+            remedies: &["a smaller wmem= in the synthetic spec"],
         },
         Part {
             name: "message buffers",
             bytes: stages.saturating_mul(2).saturating_mul(m as u64).saturating_mul(msg_bytes),
-            remedy: "a smaller msg= in the synthetic spec, or fewer micro-batches (-m)",
+            remedies: &["a smaller msg= in the synthetic spec", FEWER_MICROBATCHES],
         },
     ];
     Estimate { subject: format!("synthetic stages (S = {}, m = {m})", in_flight.len()), parts }
@@ -267,9 +294,9 @@ impl fmt::Display for TooBig {
             None => write!(f, "), more than a 64-bit process can address")?,
         }
         let mut remedies: Vec<&str> = Vec::new();
-        for p in largest.iter().take(2) {
-            if !remedies.contains(&p.remedy) {
-                remedies.push(p.remedy);
+        for r in largest.iter().take(2).flat_map(|p| p.remedies) {
+            if !remedies.contains(r) {
+                remedies.push(r);
             }
         }
         write!(f, ". To fit, try {}", remedies.join("; or "))
@@ -332,10 +359,28 @@ mod tests {
         assert!(
             refusal.ends_with(
                 "To fit, try --optimizer sgd (one state tensor per parameter; Adam keeps two); or a smaller model \
-                 or a smaller --batch"
+                 (fewer blocks, a narrower hidden or ffn); or a smaller --batch"
             ),
             "{refusal}"
         );
+    }
+
+    #[test]
+    fn verifying_adds_the_sequential_reference() {
+        let model = ModelSpec::small();
+        let specs = model.stage_specs(2, &Partition::Even, &Policies::all(Default::default())).unwrap();
+        let load = Load { batch: 128, microbatches: 4, in_flight: vec![2, 1] };
+        let footprint = model.footprint(&specs, &OptimizerSpec::sgd(0.1, 0.9), &load).unwrap();
+        let plain = Estimate::of_model(&model, &load, &footprint);
+        let verified = plain.clone().with_reference(&footprint);
+        let per_mb: u64 = specs
+            .iter()
+            .map(|s| {
+                let b = s.predicted_bytes(&model, 128);
+                (b.act_bytes + b.recompute_bytes).max(b.w_bytes)
+            })
+            .sum();
+        assert_eq!(verified.total() - plain.total(), 3 * 4 * 4_246_288 + per_mb);
     }
 
     #[test]
@@ -359,8 +404,8 @@ mod tests {
             check(&e, Some(&machine(16 * GIB))).unwrap_err().to_string(),
             "synthetic stages (S = 4, m = 8) needs an estimated 10.0 TiB of memory (buffers kept by F \
              10.0 TiB), but 16.0 GiB is available (test) and at most 90 % of it, 14.4 GiB, is used. To fit, try a \
-             smaller mem= in the synthetic spec, or a schedule that holds fewer micro-batches at once (1f1b rather \
-             than gpipe, fewer micro-batches with -m)"
+             smaller mem= in the synthetic spec; or a schedule that holds fewer micro-batches at once (1f1b rather \
+             than gpipe); or fewer micro-batches (-m)"
         );
         let gpipe_held = microbatches_in_flight(&gpipe(4, 8).unwrap());
         let e = synthetic(1 << 20, 1 << 18, 1 << 16, 8, &gpipe_held);
@@ -380,7 +425,7 @@ mod tests {
         let refusal = check(&e, Some(&machine(24 * GIB))).unwrap_err().to_string();
         assert!(refusal.starts_with("model small (S = 1, batch 100000000, m = 1) needs an estimated"));
         assert!(refusal.contains("activations kept for the backward 9.37 TiB"), "{refusal}");
-        assert!(refusal.contains("a smaller --batch, a recompute policy"), "{refusal}");
+        assert!(refusal.contains("To fit, try a smaller --batch; or a recompute policy"), "{refusal}");
     }
 
     #[test]

@@ -233,7 +233,7 @@ impl ModelSpec {
         }
         let overflow = |what: &str| Error::Size {
             what: format!(
-                "{what} of {} at batch {} and {} micro-batches overflows 64 bits",
+                "{what} of {} at batch {} and m = {} overflows 64 bits",
                 self.name, load.batch, load.microbatches
             ),
             hint: "use a smaller batch or fewer micro-batches".into(),
