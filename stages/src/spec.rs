@@ -1,10 +1,13 @@
-//! `ModelSpec`: the model as data (read from TOML or JSON, or a built-in preset), and
+//! `ModelSpec`: the model as data (a built-in preset, or a model file: `model_file.rs`), and
 //! `LayerSpec`: its layers, with parameter counts and byte counts computed from shapes alone.
 //!
 //! The model is `Linear(input → hidden)`, then `blocks` residual MLP blocks of width `hidden`
 //! (inner width `ffn`), then a final `LayerNorm(hidden)` and a `Linear(hidden → output)` head,
-//! then the loss: `blocks + 3` layers. Invariant: the byte counts of a [`LayerSpec`] are those of
-//! the tensors the built [`Layer`] keeps (tests in `stage.rs` compare them after every op), and a
+//! then the loss: `blocks + 3` layers — four runs of identical layers, so sums over any range of
+//! layers take constant time ([`ModelSpec::sum_over`]) and nothing that counts needs a list of
+//! them. Invariants: the byte counts of a [`LayerSpec`] are those of the tensors the built
+//! [`Layer`] keeps (tests in `stage.rs` compare them after every op); every size of a validated
+//! spec at its own batch fits in 64 bits (`validate` counts them with checked arithmetic); and a
 //! layer's parameters depend only on `(seed, global layer index)`, never on the partition.
 
 use std::ops::Range;
