@@ -1,6 +1,7 @@
 //! pipesched: pipeline-parallel training schedules — simulate them, run them, chart them.
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod chrome;
 pub mod error;
 pub mod exec;
