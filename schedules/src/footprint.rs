@@ -86,7 +86,8 @@ mod tests {
         assert_eq!(f.actions, 3 * 1024 * 8192);
         // 8 B per action, plus 18 B per (stage, micro-batch) to validate.
         assert_eq!(f.schedule_bytes(), Some(3 * 1024 * 8192 * 8 + 1024 * 8192 * 18));
-        assert!(Footprint::of(Kind::OneFOneB, 4, 1, usize::MAX, 0).unwrap().schedule_bytes().is_none());
+        assert!(Footprint::of(Kind::OneFOneB, 4, 1, 1 << 60, 0).unwrap().schedule_bytes().is_none());
+        assert!(Footprint::of(Kind::OneFOneB, 4, 1, usize::MAX, 0).is_none());
         assert!(Footprint::of(Kind::OneFOneB, usize::MAX, 2, 2, 0).is_none());
     }
 }
