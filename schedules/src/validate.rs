@@ -173,17 +173,19 @@ fn check_complete(s: &Schedule) -> Result<Vec<u8>> {
                     ),
                 ));
             }
-            let f = at(Op::F).unwrap_or((rank, 0));
+            // Positions are looked up only once a rule is broken.
+            let f = || at(Op::F).unwrap_or((rank, 0));
             match (has(Op::B), has(Op::I), has(Op::W)) {
                 (true, false, false) | (false, true, true) => {}
                 (false, false, false) => {
+                    let f = f();
                     return Err(invalid(s, &[f], format!(
                         "missing backward: {} (rank {}, step {}) has no backward; add {} or both {} and {} to rank {rank}'s lane",
                         name(Op::F), f.0, f.1, name(Op::B), name(Op::I), name(Op::W)
                     )))
                 }
                 (true, _, _) => {
-                    let b = at(Op::B).unwrap_or(f);
+                    let b = at(Op::B).unwrap_or_else(f);
                     let other = at(Op::I).or_else(|| at(Op::W)).unwrap_or(b);
                     return Err(invalid(s, &[b, other], format!(
                         "stage {stage}, micro-batch {mb} has both a full backward {} and a split one (I/W); use one or the other",
@@ -191,14 +193,14 @@ fn check_complete(s: &Schedule) -> Result<Vec<u8>> {
                     )));
                 }
                 (false, true, false) => {
-                    let i = at(Op::I).unwrap_or(f);
+                    let i = at(Op::I).unwrap_or_else(f);
                     return Err(invalid(s, &[i], format!(
                         "missing weight gradient: {} at rank {}, step {} has no matching {}",
                         name(Op::I), i.0, i.1, name(Op::W)
                     )))
                 }
                 (false, false, true) => {
-                    let w = at(Op::W).unwrap_or(f);
+                    let w = at(Op::W).unwrap_or_else(f);
                     return Err(invalid(s, &[w], format!(
                         "missing input gradient: {} at rank {}, step {} has no matching {} before it",
                         name(Op::W), w.0, w.1, name(Op::I)
