@@ -2,13 +2,9 @@
 //! simulate), profile the stages, simulate the schedule with the profiled costs, and reduce it
 //! all to one row of numbers.
 
-use std::time::Duration;
-
 use serde::Serialize;
 
-use pipesched::exec::{execute, ExecOptions};
 use pipesched::report::median_index;
-use pipesched::workload::{profile_model, profile_synthetic, Workload};
 use pipesched::Result;
 use pipesched_schedules::{simulate, Op, Stats, Trace};
 
@@ -78,57 +74,34 @@ fn recompute_share(trace: &Trace) -> f64 {
 
 /// Runs `cfg`. `progress(step)` is called after each step.
 pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<Outcome> {
-    let base = cfg.kind.generate(args.p, cfg.v, args.m)?;
-    let spec = args.workload(&cfg.recompute);
-    let opts = ExecOptions { timeout: Duration::from_secs_f64(args.timeout) };
-    let reps = if args.quick { 3 } else { 7 };
-    let steps = args.warmup + args.steps;
+    let mut workload = args.model.spec().build(&cfg.layout(), &cfg.policies)?;
+    let schedule = workload.plan(&cfg.base)?;
+    let opts = args.steps.exec_options();
+    let steps = if args.simulate_only { 0 } else { args.steps.total() };
     let mut traces = Vec::new();
     let mut loss = None;
-    let (schedule, profiled, batch, predicted_costs) = match spec.build(&base)? {
-        Workload::Synthetic { spec, mut stages, schedule } => {
-            if !args.simulate_only {
-                for k in 0..steps {
-                    traces.push(execute(&schedule, &mut stages, &opts)?);
-                    progress(&format!("step {}/{steps}", k + 1));
-                }
-            }
-            let profiled = match args.flag_costs()? {
-                Some(c) => c,
-                None => profile_synthetic(&schedule, &mut stages, reps)?,
-            };
-            (schedule, profiled, 1, spec.cost_model(base.stages()))
-        }
-        Workload::Real { mut model, schedule } => {
-            if !args.simulate_only {
-                for k in 0..steps {
-                    let out = model.run_step(&schedule, k as u64, &opts)?;
-                    model.optimizer_step()?;
-                    loss = Some(out.loss);
-                    traces.push(out.trace);
-                    progress(&format!("step {}/{steps}", k + 1));
-                }
-            }
-            progress("profiling");
-            let profiled = match args.flag_costs()? {
-                Some(c) => c,
-                None => profile_model(&schedule, &mut model, reps)?,
-            };
-            let predicted = model.predicted_bytes(&schedule);
-            (schedule, profiled, model.batch, predicted)
-        }
+    for k in 0..steps {
+        let step = workload.run_step(&schedule, k as u64, &opts, false)?;
+        workload.optimizer_step()?;
+        loss = step.loss;
+        traces.push(step.trace);
+        progress(&format!("step {}/{steps}", k + 1));
+    }
+    progress("profiling");
+    // With --costs the times and bytes are the flags'; otherwise the stages' profile and their
+    // own byte accounting.
+    let (profiled, bytes) = if args.costs.given() {
+        let flags = args.costs.model();
+        (flags.clone(), flags)
+    } else {
+        (workload.profile(args.profile_reps())?, workload.predicted())
     };
     let simulated = simulate(&schedule, &profiled)?;
-    // Static bytes come from the stages themselves, also when the times come from --costs.
     let sim_stats = Stats::of(&simulated);
-    // With --costs the bytes are the flags' own; otherwise the stages' accounting.
-    let predicted_peaks = if args.costs.is_some() {
-        sim_stats.peak_bytes.clone()
-    } else {
-        Stats::of(&simulate(&schedule, &predicted_costs)?).peak_bytes
-    };
-    let samples = args.samples_per_step(batch);
-    let measured: Vec<Trace> = traces.split_off(args.warmup.min(traces.len()));
+    let predicted_peaks = Stats::of(&simulate(&schedule, &bytes)?).peak_bytes;
+    let static_bytes = bytes.resolve(&schedule)?.1;
+    let samples = args.shape.m * workload.rows().unwrap_or(1);
+    let measured: Vec<Trace> = traces.split_off(args.steps.warmup.min(traces.len()));
     let step_ms: Vec<f64> = measured.iter().map(|t| Stats::of(t).makespan).collect();
     let (median_ms, median_trace) = if step_ms.is_empty() {
         (sim_stats.makespan, None)
@@ -144,8 +117,8 @@ pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<
     let row = Row {
         label: cfg.label(),
         schedule: cfg.kind.to_string(),
-        recompute: cfg.recompute.clone(),
-        v: cfg.v,
+        recompute: cfg.policies.to_string(),
+        v: schedule.v,
         samples_per_step: samples,
         step_ms: step_ms.clone(),
         step_ms_median: median_ms,
@@ -157,7 +130,7 @@ pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<
         simulated_ms: sim_stats.makespan,
         peak_bytes_measured: m_stats.as_ref().map(|s| s.peak_bytes.clone()),
         peak_bytes_predicted: predicted_peaks,
-        static_bytes: simulated.ranks.iter().map(|r| r.memory.first().map_or(0, |s| s.bytes)).collect(),
+        static_bytes,
         recompute_share: if !has_r {
             0.0
         } else {
