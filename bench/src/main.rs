@@ -59,10 +59,11 @@ fn run(args: Args) -> Result<()> {
     }
     let what = if args.simulate_only { "simulated only" } else { "measured" };
     println!(
-        "pipesched-bench: {}, p={} m={}, {what}, {} measured steps after {} warm-up; {} · {}\n",
+        "pipesched-bench: {}, p={} m={} (interleaved v={}), {what}, {} measured steps after {} warm-up; {} · {}\n",
         args.model_label(),
         args.shape.layout.p,
         args.shape.m,
+        args.shape.layout.chunks_of(pipesched_schedules::Kind::Interleaved),
         args.steps.steps,
         args.steps.warmup,
         report::machine(),
