@@ -103,7 +103,7 @@ pub fn follows(a: Action) -> Option<Action> {
 /// messages come from `I`, not `B`).
 pub fn split_stages(s: &Schedule) -> Vec<bool> {
     let mut t = vec![false; s.stages()];
-    for a in s.lanes.iter().flat_map(|l| l.iter()) {
+    for a in s.actions() {
         if a.op == Op::I {
             if let Some(x) = t.get_mut(a.stage()) {
                 *x = true;

@@ -84,6 +84,11 @@ impl Schedule {
         (0..self.stages()).filter(|&s| self.rank_of(s) == rank).collect()
     }
 
+    /// Every action, lane after lane.
+    pub fn actions(&self) -> impl Iterator<Item = &Action> + '_ {
+        self.lanes.iter().flat_map(|l| l.iter())
+    }
+
     /// Total number of actions over all lanes.
     pub fn num_actions(&self) -> usize {
         self.lanes.iter().map(|l| l.len()).sum()
@@ -96,6 +101,6 @@ impl Schedule {
 
     /// Whether any lane splits the backward into `I` and `W`.
     pub fn splits_backward(&self) -> bool {
-        self.lanes.iter().flat_map(|l| l.iter()).any(|a| a.op == crate::Op::I)
+        self.actions().any(|a| a.op == crate::Op::I)
     }
 }

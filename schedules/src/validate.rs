@@ -182,7 +182,7 @@ fn check_complete(s: &Schedule) -> Result<Vec<u8>> {
                     return Err(invalid(s, &[f], format!(
                         "missing backward: {} (rank {}, step {}) has no backward; add {} or both {} and {} to rank {rank}'s lane",
                         name(Op::F), f.0, f.1, name(Op::B), name(Op::I), name(Op::W)
-                    )))
+                    )));
                 }
                 (true, _, _) => {
                     let b = at(Op::B).unwrap_or_else(f);
@@ -194,17 +194,31 @@ fn check_complete(s: &Schedule) -> Result<Vec<u8>> {
                 }
                 (false, true, false) => {
                     let i = at(Op::I).unwrap_or_else(f);
-                    return Err(invalid(s, &[i], format!(
-                        "missing weight gradient: {} at rank {}, step {} has no matching {}",
-                        name(Op::I), i.0, i.1, name(Op::W)
-                    )))
+                    return Err(invalid(
+                        s,
+                        &[i],
+                        format!(
+                            "missing weight gradient: {} at rank {}, step {} has no matching {}",
+                            name(Op::I),
+                            i.0,
+                            i.1,
+                            name(Op::W)
+                        ),
+                    ));
                 }
                 (false, false, true) => {
                     let w = at(Op::W).unwrap_or_else(f);
-                    return Err(invalid(s, &[w], format!(
-                        "missing input gradient: {} at rank {}, step {} has no matching {} before it",
-                        name(Op::W), w.0, w.1, name(Op::I)
-                    )))
+                    return Err(invalid(
+                        s,
+                        &[w],
+                        format!(
+                            "missing input gradient: {} at rank {}, step {} has no matching {} before it",
+                            name(Op::W),
+                            w.0,
+                            w.1,
+                            name(Op::I)
+                        ),
+                    ));
                 }
             }
         }

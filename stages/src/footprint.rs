@@ -184,7 +184,7 @@ impl Footprint {
 pub fn microbatches_in_flight(schedule: &Schedule) -> Vec<usize> {
     let n = schedule.stages();
     let (mut now, mut most) = (vec![0usize; n], vec![0usize; n]);
-    for a in schedule.lanes.iter().flat_map(|l| l.iter()) {
+    for a in schedule.actions() {
         let Some(count) = now.get_mut(a.stage()) else { continue };
         match a.op {
             Op::F => {

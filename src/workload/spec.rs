@@ -1,0 +1,176 @@
+//! [`WorkloadSpec`]: everything that says which stages to build — the model (a preset, a model
+//! file or synthetic stages), how its layers are split, the batch, the optimizer, the seed, the
+//! devices and the products' precision — as typed values, and the two things done with it:
+//! [`WorkloadSpec::check`] (can this layout and these policies be built? cheap, allocates no
+//! stage) and [`WorkloadSpec::build`].
+//!
+//! Invariant: `build` succeeds only where `check` does, so a configuration that `check` refuses
+//! is refused before anything is allocated.
+
+use std::fmt;
+use std::str::FromStr;
+
+use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies, Precision};
+
+use super::{Devices, Layout, RealWorkload, SyntheticWorkload, Workload};
+use crate::model::{Model, ModelOptions};
+use crate::synthetic::SyntheticSpec;
+use crate::{Error, Result};
+
+/// Which model: a preset or model file (read and validated when parsed), or synthetic stages.
+#[derive(Debug, Clone)]
+pub struct ModelChoice {
+    /// As written on the command line.
+    text: String,
+    /// What it names.
+    pub source: ModelSource,
+}
+
+/// What a [`ModelChoice`] names.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A model: layers, widths, task.
+    Model(ModelSpec),
+    /// Synthetic stages: their times and bytes per rank.
+    Synthetic(SyntheticSpec),
+}
+
+impl ModelChoice {
+    /// Whether these are synthetic stages.
+    pub fn is_synthetic(&self) -> bool {
+        matches!(self.source, ModelSource::Synthetic(_))
+    }
+}
+
+impl FromStr for ModelChoice {
+    type Err = Error;
+
+    /// `tiny`, `small`, `medium`, a `.toml` or `.json` model file, or
+    /// `synthetic:F=..,I=..,W=..[,R=..][,mem=..][,wmem=..][,msg=..]`.
+    fn from_str(s: &str) -> Result<ModelChoice> {
+        let text = s.trim().to_string();
+        let source = match text.strip_prefix("synthetic:") {
+            Some(body) => ModelSource::Synthetic(body.parse()?),
+            None => ModelSource::Model(ModelSpec::load(&text)?),
+        };
+        Ok(ModelChoice { text, source })
+    }
+}
+
+impl fmt::Display for ModelChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// How to build the stages.
+#[derive(Debug, Clone)]
+pub struct WorkloadSpec {
+    /// The model or synthetic stages.
+    pub model: ModelChoice,
+    /// How layers are split into stages.
+    pub partition: Partition,
+    /// Rows per micro-batch (`None`: the model's own).
+    pub batch: Option<usize>,
+    /// The optimizer applied after each step.
+    pub optimizer: OptimizerSpec,
+    /// Seed of the parameters, dropout masks and data.
+    pub seed: u64,
+    /// Where the ranks run.
+    pub devices: Devices,
+    /// Format of the matrix products' operands and results (`None`: the model's own).
+    pub precision: Option<Precision>,
+}
+
+impl WorkloadSpec {
+    /// Whether stages of this spec can be built for `layout` under `policies`: one policy for all
+    /// stages or one per stage, and (for a model) at least one layer per stage as the partition
+    /// says. Devices are not probed here.
+    pub fn check(&self, layout: &Layout, policies: &Policies) -> Result<()> {
+        let per_stage = policies.for_stages(layout.stages())?;
+        match &self.model.source {
+            ModelSource::Synthetic(_) => {
+                if !self.devices.all_cpu() {
+                    return Err(Error::Config(
+                        "--devices: synthetic stages wait on the host and hold host memory; use --devices cpu".into(),
+                    ));
+                }
+            }
+            ModelSource::Model(spec) => {
+                spec.stage_specs(layout.stages(), &self.partition, &Policies(per_stage))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the stages for `layout`, stage `s` under policy `policies` (one for all, or one per
+    /// stage), every rank on its device.
+    pub fn build(&self, layout: &Layout, policies: &Policies) -> Result<Box<dyn Workload>> {
+        self.check(layout, policies)?;
+        let per_stage = policies.for_stages(layout.stages())?;
+        let devices = self.devices.resolve(layout.p)?;
+        match &self.model.source {
+            ModelSource::Synthetic(spec) => Ok(Box::new(SyntheticWorkload::new(spec, *layout, per_stage))),
+            ModelSource::Model(spec) => {
+                let mut spec = spec.clone();
+                spec.seed = self.seed;
+                if let Some(p) = self.precision {
+                    spec.precision = p;
+                }
+                let opts = ModelOptions {
+                    stages: layout.stages(),
+                    partition: self.partition.clone(),
+                    policies: Policies(per_stage),
+                    optimizer: self.optimizer,
+                    batch: self.batch.unwrap_or(spec.batch),
+                    data_seed: self.seed,
+                    devices: (0..layout.stages()).map(|k| devices[layout.rank_of(k)]).collect(),
+                };
+                Ok(Box::new(RealWorkload::new(Model::build(spec, &opts)?, *layout)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(model: &str) -> WorkloadSpec {
+        WorkloadSpec {
+            model: model.parse().unwrap(),
+            partition: Partition::Even,
+            batch: None,
+            optimizer: OptimizerSpec::adam(1e-3),
+            seed: 0,
+            devices: Devices::Cpu,
+            precision: None,
+        }
+    }
+
+    #[test]
+    fn models_are_read_when_named() {
+        assert!(!spec("tiny").model.is_synthetic());
+        assert!(spec("synthetic:F=1ms").model.is_synthetic());
+        assert_eq!(spec("synthetic:F=1ms").model.to_string(), "synthetic:F=1ms");
+        let e = "nosuch".parse::<ModelChoice>().unwrap_err().to_string();
+        assert!(e.contains("nosuch") && e.contains("tiny, small, medium"), "{e}");
+        let e = "synthetic:F=1".parse::<ModelChoice>().unwrap_err().to_string();
+        assert!(e.contains("give a unit"), "{e}");
+    }
+
+    #[test]
+    fn check_refuses_what_build_would() {
+        let tiny = spec("tiny"); // 6 layers
+        let none = Policies::all(Default::default());
+        assert!(tiny.check(&Layout::looped(2, 3), &none).is_ok());
+        let e = tiny.check(&Layout::looped(4, 2), &none).unwrap_err();
+        assert!(e.rules_out_configuration() && e.to_string().contains("8 stages"), "{e}");
+        assert!(tiny.build(&Layout::looped(4, 2), &none).is_err());
+        let e = tiny.check(&Layout::looped(2, 1), &"full,none,full".parse().unwrap()).unwrap_err();
+        assert!(e.rules_out_configuration() && e.to_string().contains("3 policies"), "{e}");
+        let w = tiny.build(&Layout::looped(2, 1), &"full,none".parse().unwrap()).unwrap();
+        assert_eq!(w.policies().iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["full", "none"]);
+        assert_eq!(w.rows(), Some(8));
+    }
+}
