@@ -87,6 +87,11 @@ pub enum Error {
     #[error("stopped because another rank failed")]
     Aborted,
 
+    /// A request whose estimated memory exceeds what this machine can give it, refused before
+    /// anything was allocated (the message names the estimate's largest parts and what to do).
+    #[error(transparent)]
+    TooBig(#[from] crate::budget::TooBig),
+
     /// A command-line value that makes no sense, or flags that contradict each other (the
     /// message says which flag and what works).
     #[error("{0}")]
@@ -101,7 +106,8 @@ impl Error {
     pub fn rules_out_configuration(&self) -> bool {
         use pipesched_stages::Error as Stages;
         match self {
-            Error::Config(_) | Error::Schedule(pipesched_schedules::Error::BadArgs { .. }) => true,
+            // Too big for this machine is a configuration this machine cannot run.
+            Error::Config(_) | Error::TooBig(_) | Error::Schedule(pipesched_schedules::Error::BadArgs { .. }) => true,
             Error::Stages(e) => matches!(e, Stages::Partition(_) | Stages::Policy(_)),
             _ => false,
         }

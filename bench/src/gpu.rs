@@ -3,7 +3,7 @@
 //! element-wise kernels and launch gaps) next to cuBLAS alone on the same shapes in the same
 //! precision.
 
-use pipesched::workload::Layout;
+use pipesched::workload::{Demand, Layout};
 use pipesched::Result;
 use pipesched_schedules::StageCosts;
 use pipesched_stages::{cuda, Device, Policies, Precision};
@@ -37,7 +37,8 @@ pub fn products(args: &Args) -> Result<Option<Vec<ProductRow>>> {
         return Ok(None);
     }
     let layout = Layout::looped(args.shape.layout.p, 1);
-    let mut workload = args.model.spec().build(&layout, &Policies::all(Default::default()))?;
+    let demand = Demand::profiling(layout.stages());
+    let mut workload = args.model.spec().build(&layout, &Policies::all(Default::default()), &demand)?;
     let costs = workload.profile(7)?;
     let StageCosts::Stages(per_stage) = &costs.costs else { return Ok(None) };
     let mut rows = Vec::new();

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use pipesched::report::median_index;
+use pipesched::workload::Demand;
 use pipesched::Result;
 use pipesched_schedules::{simulate, Op, Stats, Trace};
 
@@ -79,7 +80,8 @@ fn recompute_share(trace: &Trace) -> f64 {
 
 /// Runs `cfg`. `progress(step)` is called after each step.
 pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<Outcome> {
-    let mut workload = args.model.spec().build(&cfg.layout(), &cfg.policies)?;
+    let demand = Demand::of(&cfg.base, false);
+    let mut workload = args.model.spec().build(&cfg.layout(), &cfg.policies, &demand)?;
     let schedule = workload.plan(&cfg.base)?;
     let opts = args.steps.exec_options();
     let steps = if args.simulate_only { 0 } else { args.steps.total() };

@@ -27,10 +27,7 @@ impl Footprint {
     /// stages. `None` if a count overflows.
     pub fn of(kind: Kind, p: usize, v: usize, m: usize, recomputing: usize) -> Option<Footprint> {
         let stages = (p as u64).checked_mul(v as u64)?;
-        let per_pair = match kind {
-            Kind::ZbH1 | Kind::ZbH2 => 3,
-            Kind::GPipe | Kind::OneFOneB | Kind::Interleaved => 2,
-        };
+        let per_pair = kind.actions_per_microbatch() as u64;
         let pairs = stages.checked_mul(m as u64)?;
         let actions = pairs.checked_mul(per_pair)?.checked_add((recomputing as u64).checked_mul(m as u64)?)?;
         Some(Footprint { actions, stages, m: m as u64 })

@@ -7,9 +7,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use pipesched_schedules::{from_csv, Kind, Schedule};
+use pipesched_schedules::{from_csv, Footprint, Kind, Schedule};
 
 use super::at_least_one;
+use crate::budget::{self, Available};
 use crate::workload::Layout;
 use crate::{Error, Result};
 
@@ -58,8 +59,28 @@ pub struct ShapeArgs {
 }
 
 impl ShapeArgs {
-    /// The `kind` schedule of this shape.
+    /// The size of the `kind` schedule of this shape (`None` if its counts overflow).
+    pub fn size(&self, kind: Kind) -> Option<Footprint> {
+        Footprint::of(kind, self.layout.p, self.layout.chunks_of(kind), self.m, 0)
+    }
+
+    /// Refuses, before anything is generated, a `kind` schedule of this shape that would not fit
+    /// in memory — with its simulation when `simulated` is `Some(with_bytes)`.
+    pub fn check_size(&self, kind: Kind, simulated: Option<bool>) -> Result<()> {
+        let subject = format!(
+            "{kind} with p={}, v={}, m={} ({} actions)",
+            self.layout.p,
+            self.layout.chunks_of(kind),
+            self.m,
+            self.size(kind).map_or("more than 2^64".into(), |s| s.actions.to_string())
+        );
+        let estimate = budget::schedule(subject, self.size(kind), simulated);
+        Ok(budget::check(&estimate, Available::probe().as_ref())?)
+    }
+
+    /// The `kind` schedule of this shape, refused up front if it would not fit in memory.
     pub fn generate(&self, kind: Kind) -> Result<Schedule> {
+        self.check_size(kind, None)?;
         Ok(kind.generate(self.layout.p, self.layout.chunks_of(kind), self.m)?)
     }
 }
@@ -80,6 +101,16 @@ pub struct ScheduleArgs {
 }
 
 impl ScheduleArgs {
+    /// Refuses, before anything is generated, a schedule and its simulated trace that would not
+    /// fit in memory (`with_bytes`: the cost model has byte counts). A CSV schedule is already in
+    /// memory as text and is not estimated.
+    pub fn check_simulation_size(&self, with_bytes: bool) -> Result<()> {
+        match (self.schedule, &self.from_csv) {
+            (Some(kind), None) => self.shape.check_size(kind, Some(with_bytes)),
+            _ => Ok(()),
+        }
+    }
+
     /// Generates or reads the schedule; every path goes through `validate`.
     pub fn schedule(&self) -> Result<Schedule> {
         if let Some(path) = &self.from_csv {

@@ -8,6 +8,7 @@ use clap::Args;
 use pipesched::args::{LayoutArgs, ModelArgs, OutArgs, RecomputeArgs};
 use pipesched::cost_file::CostFile;
 use pipesched::output::write_atomic;
+use pipesched::workload::Demand;
 use pipesched::{units, Result};
 use pipesched_schedules::{Kind, StageCosts};
 
@@ -35,7 +36,8 @@ pub struct ProfileArgs {
 pub fn run(args: ProfileArgs) -> Result<()> {
     let dir = args.out.prepare()?;
     let layout = args.layout.layout(args.schedule)?;
-    let mut workload = args.model.spec().build(&layout, &args.recompute.policies())?;
+    let demand = Demand::profiling(layout.stages());
+    let mut workload = args.model.spec().build(&layout, &args.recompute.policies(), &demand)?;
     let file = workload.profile_file(7)?;
     let text = file.to_json();
     let path = dir.join("costs.json");

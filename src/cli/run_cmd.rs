@@ -13,7 +13,7 @@ use pipesched::chrome::write_chrome_trace;
 use pipesched::model::Verification;
 use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
-use pipesched::workload::{Layout, Step};
+use pipesched::workload::{Demand, Layout, Step};
 use pipesched::{units, Error, Result};
 use pipesched_schedules::{simulate, CostModel, Schedule, Stats, Trace};
 
@@ -58,7 +58,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         args.out.prepare()?;
     }
     let base = args.schedule.schedule()?;
-    let mut workload = args.model.spec().build(&Layout::from(&base), &args.recompute.policies())?;
+    let demand = Demand::of(&base, args.verify);
+    let mut workload = args.model.spec().build(&Layout::from(&base), &args.recompute.policies(), &demand)?;
     let schedule = workload.plan(&base)?;
     let opts = args.steps.exec_options();
     let mut records = Vec::new();

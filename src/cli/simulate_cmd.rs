@@ -45,7 +45,6 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     if args.trace || args.plot {
         args.out.prepare()?;
     }
-    let base = args.schedule.schedule()?;
     let costs = match &args.costs_file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -57,6 +56,8 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         }
         None => CostFile::from(args.costs.model()),
     };
+    args.schedule.check_simulation_size(costs.model.has_bytes())?;
+    let base = args.schedule.schedule()?;
     let schedule = costs.plan(&base, args.recompute.recompute.as_ref())?;
     args.costs.check_used(&schedule)?;
     let trace = simulate(&schedule, &costs.model)?;

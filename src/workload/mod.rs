@@ -17,7 +17,7 @@ mod synthetic;
 
 pub use devices::Devices;
 pub use real::{profile_model, RealWorkload};
-pub use spec::{ModelChoice, WorkloadSpec};
+pub use spec::{Demand, ModelChoice, WorkloadSpec};
 pub use synthetic::SyntheticWorkload;
 
 use pipesched_schedules::{with_recompute, CostModel, Placement, Schedule, Trace};

@@ -2,17 +2,20 @@
 //! file or synthetic stages), how its layers are split, the batch, the optimizer, the seed, the
 //! devices and the products' precision — as typed values, and the two things done with it:
 //! [`WorkloadSpec::check`] (can this layout and these policies be built? cheap, allocates no
-//! stage) and [`WorkloadSpec::build`].
+//! stage) and [`WorkloadSpec::build`], which first checks what the stages will allocate for a
+//! [`Demand`] against the memory budget.
 //!
 //! Invariant: `build` succeeds only where `check` does, so a configuration that `check` refuses
-//! is refused before anything is allocated.
+//! is refused before anything is allocated; so is one whose estimate exceeds the budget.
 
 use std::fmt;
 use std::str::FromStr;
 
-use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies, Precision};
+use pipesched_schedules::Schedule;
+use pipesched_stages::{microbatches_in_flight, Load, ModelSpec, OptimizerSpec, Partition, Policies, Precision};
 
 use super::{Devices, Layout, RealWorkload, SyntheticWorkload, Workload};
+use crate::budget::{self, Available, Estimate};
 use crate::model::{Model, ModelOptions};
 use crate::synthetic::SyntheticSpec;
 use crate::{Error, Result};
@@ -63,6 +66,31 @@ impl fmt::Display for ModelChoice {
     }
 }
 
+/// What the stages will hold at once, for the memory budget: `m` micro-batches a step, at most
+/// `in_flight[s]` of them kept by stage `s` at once, and whether every step is also run on the
+/// sequential reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demand {
+    /// Micro-batches per step.
+    pub m: usize,
+    /// The most micro-batches each model stage keeps at once.
+    pub in_flight: Vec<usize>,
+    /// Whether `--verify` runs the sequential reference beside the pipeline.
+    pub verify: bool,
+}
+
+impl Demand {
+    /// Steps of `schedule` (recompute does not change what a stage holds at once).
+    pub fn of(schedule: &Schedule, verify: bool) -> Demand {
+        Demand { m: schedule.m, in_flight: microbatches_in_flight(schedule), verify }
+    }
+
+    /// Profiling `stages` stages: one micro-batch at a time.
+    pub fn profiling(stages: usize) -> Demand {
+        Demand { m: 1, in_flight: vec![1; stages], verify: false }
+    }
+}
+
 /// How to build the stages.
 #[derive(Debug, Clone)]
 pub struct WorkloadSpec {
@@ -103,10 +131,44 @@ impl WorkloadSpec {
         Ok(())
     }
 
+    /// What building for `layout` under `policies` and running `demand` will allocate in host
+    /// memory; `None` when the stages sit on GPUs, whose memory this estimate does not describe.
+    pub fn estimate(&self, layout: &Layout, policies: &Policies, demand: &Demand) -> Result<Option<Estimate>> {
+        if !self.devices.all_cpu() {
+            return Ok(None);
+        }
+        let per_stage = Policies(policies.for_stages(layout.stages())?);
+        Ok(Some(match &self.model.source {
+            ModelSource::Synthetic(spec) => {
+                let s = spec.split(layout.v);
+                budget::synthetic(s.act_bytes, s.w_bytes, s.msg_bytes, demand.m, &demand.in_flight)
+            }
+            ModelSource::Model(spec) => {
+                let specs = spec.stage_specs(layout.stages(), &self.partition, &per_stage)?;
+                let load = Load {
+                    batch: self.batch.unwrap_or(spec.batch),
+                    microbatches: demand.m,
+                    in_flight: demand.in_flight.clone(),
+                };
+                let footprint = spec.footprint(&specs, &self.optimizer, &load)?;
+                let estimate = Estimate::of_model(spec, &load, &footprint);
+                if demand.verify {
+                    estimate.with_reference(&footprint)
+                } else {
+                    estimate
+                }
+            }
+        }))
+    }
+
     /// Builds the stages for `layout`, stage `s` under policy `policies` (one for all, or one per
-    /// stage), every rank on its device.
-    pub fn build(&self, layout: &Layout, policies: &Policies) -> Result<Box<dyn Workload>> {
+    /// stage), every rank on its device — after checking that running `demand` on them fits the
+    /// memory budget.
+    pub fn build(&self, layout: &Layout, policies: &Policies, demand: &Demand) -> Result<Box<dyn Workload>> {
         self.check(layout, policies)?;
+        if let Some(estimate) = self.estimate(layout, policies, demand)? {
+            budget::check(&estimate, Available::probe().as_ref())?;
+        }
         let per_stage = policies.for_stages(layout.stages())?;
         let devices = self.devices.resolve(layout.p)?;
         match &self.model.source {
@@ -166,10 +228,10 @@ mod tests {
         assert!(tiny.check(&Layout::looped(2, 3), &none).is_ok());
         let e = tiny.check(&Layout::looped(4, 2), &none).unwrap_err();
         assert!(e.rules_out_configuration() && e.to_string().contains("8 stages"), "{e}");
-        assert!(tiny.build(&Layout::looped(4, 2), &none).is_err());
+        assert!(tiny.build(&Layout::looped(4, 2), &none, &Demand::profiling(8)).is_err());
         let e = tiny.check(&Layout::looped(2, 1), &"full,none,full".parse().unwrap()).unwrap_err();
         assert!(e.rules_out_configuration() && e.to_string().contains("3 policies"), "{e}");
-        let w = tiny.build(&Layout::looped(2, 1), &"full,none".parse().unwrap()).unwrap();
+        let w = tiny.build(&Layout::looped(2, 1), &"full,none".parse().unwrap(), &Demand::profiling(2)).unwrap();
         assert_eq!(w.policies().iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["full", "none"]);
         assert_eq!(w.rows(), Some(8));
     }
