@@ -37,9 +37,10 @@ impl LayoutArgs {
             Some(k) => self.chunks_of(k),
             None => self.chunks.unwrap_or(1),
         };
-        if let Some(k) = kind.filter(|&k| v != 1 && k != Kind::Interleaved) {
+        if let Some(k) = kind.filter(|&k| !k.takes_chunks() && v != k.default_chunks()) {
             return Err(Error::Usage(format!(
-                "-s {k} places one stage per rank, so it takes no -v/--chunks (got {v})"
+                "-s {k} places {} stage(s) per rank, so it takes no -v/--chunks (got {v})",
+                k.default_chunks()
             )));
         }
         // Every generator places stage s on rank s mod p.
