@@ -103,9 +103,20 @@ impl ModelSpec {
         parse(&text, format).map_err(|e| Error::Spec(format!("{path_or_preset}: {e}")))
     }
 
-    /// The spec as TOML.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a model spec always serialises to TOML")
+    /// The spec as TOML. TOML integers are signed 64-bit: a `seed` above 2⁶³ − 1 (which JSON
+    /// holds) cannot be written, and is an error saying so.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| {
+            let why = if self.seed > i64::MAX as u64 {
+                format!("`seed` = {} is above TOML's largest integer, 2^63 − 1", self.seed)
+            } else {
+                e.to_string()
+            };
+            Error::Spec(format!(
+                "{}: cannot be written as TOML: {why}; write it as JSON, or use a smaller seed",
+                self.name
+            ))
+        })
     }
 
     /// The spec as pretty JSON.
@@ -232,7 +243,7 @@ mod tests {
         for s in
             [ModelSpec::tiny(), ModelSpec::small(), ModelSpec { loss: LossKind::Mse, output: 1, ..ModelSpec::medium() }]
         {
-            assert_eq!(ModelSpec::from_toml(&s.to_toml()).unwrap(), s);
+            assert_eq!(ModelSpec::from_toml(&s.to_toml().unwrap()).unwrap(), s);
             assert_eq!(ModelSpec::from_json(&s.to_json()).unwrap(), s);
         }
         let hand = "input = 8\nhidden = 16\nffn = 32\nblocks = 2\noutput = 3\nloss = \"cross_entropy\"\nbatch = 4\n";
@@ -249,7 +260,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("hinge"), "{e}");
-        let e = ModelSpec::from_toml(&(ModelSpec::tiny().to_toml() + "colour = 3\n")).unwrap_err().to_string();
+        let e = ModelSpec::from_toml(&(ModelSpec::tiny().to_toml().unwrap() + "colour = 3\n")).unwrap_err().to_string();
         assert_eq!(
             e,
             "model spec: unknown field `colour`; a model file has the fields `input`, `hidden`, `ffn`, `blocks`, \
@@ -269,9 +280,24 @@ mod tests {
         let json = ModelSpec::small().to_json().replace("\"input\": 128", "\"input\": 18446744073709551615");
         let e = ModelSpec::from_json(&json).unwrap_err().to_string();
         assert!(e.contains("`input` = 18446744073709551615"), "{e}");
-        let toml = ModelSpec::small().to_toml().replace("input = 128", "input = 18446744073709551615");
+        let toml = ModelSpec::small().to_toml().unwrap().replace("input = 128", "input = 18446744073709551615");
         let e = ModelSpec::from_toml(&toml).unwrap_err().to_string();
         assert!(e.starts_with("model spec: TOML:"), "{e}");
+    }
+
+    #[test]
+    fn a_seed_beyond_toml_integers_reads_from_json_and_is_refused_as_toml() {
+        let json = ModelSpec::tiny().to_json().replace("\"seed\": 1", "\"seed\": 18446744073709551615");
+        let spec = ModelSpec::from_json(&json).unwrap();
+        assert_eq!(spec.seed, u64::MAX);
+        let e = spec.to_toml().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "model spec: tiny: cannot be written as TOML: `seed` = 18446744073709551615 is above TOML's largest \
+             integer, 2^63 − 1; write it as JSON, or use a smaller seed"
+        );
+        let largest = ModelSpec { seed: i64::MAX as u64, ..spec };
+        assert_eq!(ModelSpec::from_toml(&largest.to_toml().unwrap()).unwrap(), largest);
     }
 
     #[test]
@@ -279,7 +305,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pipesched-model-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("typo.toml");
-        std::fs::write(&path, ModelSpec::tiny().to_toml().replace("ffn", "fnn")).unwrap();
+        std::fs::write(&path, ModelSpec::tiny().to_toml().unwrap().replace("ffn", "fnn")).unwrap();
         let e = ModelSpec::load(path.to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains(&format!("{}: unknown field `fnn` (did you mean `ffn`?)", path.display())), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
