@@ -6,6 +6,7 @@
 //! [`MODEL_FILE_HELP`] documents every one of them (both checked by the tests below), so the
 //! help, the error messages and the parser cannot drift apart.
 
+use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -65,6 +66,9 @@ Example (TOML; the same keys make a JSON object):
 An unknown field is an error that lists these. Sizes are checked before anything is
 allocated: a model whose bytes would overflow is refused with the field named.";
 
+/// The most bytes a model file may have: one is a few hundred.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// The serialisation a model file is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -90,12 +94,20 @@ impl ModelSpec {
             return ModelSpec::preset(path_or_preset);
         }
         let path = Path::new(path_or_preset);
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        // Read at most one byte past the limit: a file that never ends (/dev/zero) is refused, not
+        // read until memory runs out.
+        let mut text = String::new();
+        std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)).map_err(|e| {
             Error::Spec(format!(
                 "cannot read {path_or_preset:?}: {e}; give a .toml or .json model file or a preset ({})",
                 ModelSpec::PRESETS.join(", ")
             ))
         })?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(Error::Spec(format!(
+                "{path_or_preset}: more than {MAX_FILE_BYTES} bytes, which no model file is (one is a few hundred bytes of TOML or JSON); give a model file, see --help for the format"
+            )));
+        }
         let format = match path.extension().and_then(|e| e.to_str()) {
             Some("json") => Format::Json,
             _ => Format::Toml,
@@ -308,6 +320,14 @@ mod tests {
         std::fs::write(&path, ModelSpec::tiny().to_toml().unwrap().replace("ffn", "fnn")).unwrap();
         let e = ModelSpec::load(path.to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains(&format!("{}: unknown field `fnn` (did you mean `ffn`?)", path.display())), "{e}");
+        let big = dir.join("big.toml");
+        std::fs::write(&big, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
+        let e = ModelSpec::load(big.to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("big.toml: more than 1048576 bytes, which no model file is"), "{e}");
+        if Path::new("/dev/zero").exists() {
+            let e = ModelSpec::load("/dev/zero").unwrap_err().to_string();
+            assert!(e.contains("/dev/zero: more than 1048576 bytes"), "{e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
