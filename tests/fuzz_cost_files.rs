@@ -54,13 +54,14 @@ fn policy() -> impl Strategy<Value = RecomputePolicy> {
 }
 
 /// A valid cost file: per-rank or per-stage costs, and perhaps the layout and policies it was
-/// profiled under (fitting the targets below, or not).
+/// profiled under (fitting the targets below, or not; some layouts of sizes no schedule has).
 fn cost_file_text() -> impl Strategy<Value = String> {
     let costs = prop_oneof![
         stage_cost().prop_map(StageCosts::PerRank),
         prop::collection::vec(stage_cost(), 1..=4).prop_map(StageCosts::Stages),
     ];
-    let layout = prop::option::of((1usize..=3, 1usize..=2, select(&[Placement::Loop, Placement::V][..])));
+    let count = |small: std::ops::RangeInclusive<usize>| prop_oneof![4 => small, 1 => select(&[0, 256, 257, 1 << 16, 1 << 32, 1 << 63, usize::MAX][..])];
+    let layout = prop::option::of((count(1..=3), count(1..=2), select(&[Placement::Loop, Placement::V][..])));
     let recompute = prop::option::of(prop::collection::vec(policy(), 1..=4));
     (costs, time(), prop::collection::vec(bytes(), 0..=3), layout, recompute).prop_map(
         |(costs, latency, static_bytes, layout, recompute)| {

@@ -2,7 +2,8 @@
 //! random text and valid examples with a few edits, returns `Ok` or `Err` and never panics, hangs
 //! or allocates past the cap; and what it accepts is usable: an `Ok` action prints back to
 //! itself, an `Ok` CSV schedule validates, re-reads from its own CSV and simulates, an `Ok` cost
-//! model re-reads from its own JSON and resolves against small schedules or says why not.
+//! model re-reads from its own JSON (to the bit) and resolves against small schedules or says
+//! why not.
 
 mod fuzz;
 
@@ -90,23 +91,30 @@ fn stage_cost() -> impl Strategy<Value = StageCost> {
     )
 }
 
-/// A valid cost model's JSON: per-rank or per-stage costs, with latency, static bytes, a unit.
-fn cost_json() -> impl Strategy<Value = String> {
+/// A valid cost model: per-rank or per-stage costs, with latency, static bytes, a unit.
+fn cost_model() -> impl Strategy<Value = CostModel> {
     let costs = prop_oneof![
         stage_cost().prop_map(StageCosts::PerRank),
         prop::collection::vec(stage_cost(), 1..=4).prop_map(StageCosts::Stages),
     ];
     let statics = prop::collection::vec(bytes(), 0..=3);
-    (costs, time(), statics, select(&["ms", "units"][..]), any::<bool>()).prop_map(
-        |(costs, latency, static_bytes, unit, pretty)| {
-            let model = CostModel { costs, latency, static_bytes, time_unit: unit.into() };
-            if pretty {
-                model.to_json()
-            } else {
-                serde_json::to_string(&model).unwrap()
-            }
-        },
-    )
+    (costs, time(), statics, select(&["ms", "units"][..])).prop_map(|(costs, latency, static_bytes, unit)| CostModel {
+        costs,
+        latency,
+        static_bytes,
+        time_unit: unit.into(),
+    })
+}
+
+/// A valid cost model's JSON, pretty or compact.
+fn cost_json() -> impl Strategy<Value = String> {
+    (cost_model(), any::<bool>()).prop_map(|(model, pretty)| {
+        if pretty {
+            model.to_json()
+        } else {
+            serde_json::to_string(&model).unwrap()
+        }
+    })
 }
 
 /// What an accepted action must be: its own string parses back to it.
@@ -185,6 +193,12 @@ proptest! {
     #[test]
     fn csv_schedules_reordered(text in reordered_csv()) {
         check_csv(&text)?;
+    }
+
+    #[test]
+    fn cost_models_read_back_exactly(model in cost_model()) {
+        let back = CostModel::from_json(&model.to_json());
+        prop_assert_eq!(back.as_ref(), Ok(&model));
     }
 
     #[test]
