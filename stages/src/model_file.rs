@@ -88,7 +88,7 @@ impl ModelSpec {
     }
 
     /// Reads a spec from a `.json` file, or from any other file as TOML, or names a preset
-    /// (`small`). Errors name the file.
+    /// (`small`). Errors name the file; a file of more than 1 MiB is refused unread.
     pub fn load(path_or_preset: &str) -> Result<ModelSpec> {
         if ModelSpec::PRESETS.contains(&path_or_preset) {
             return ModelSpec::preset(path_or_preset);
