@@ -10,7 +10,7 @@ mod fuzz;
 
 use std::str::FromStr;
 
-use fuzz::alloc_cap::Capped;
+use fuzz::alloc_cap::{capped, Capped};
 use fuzz::config;
 use fuzz::mutate::{mutated, random_text};
 use pipesched::args::{at_least_one, pairs, positive, seconds, ByteSize, CostArgs, Costs, Mem, Time};
@@ -22,7 +22,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 #[global_allocator]
-static ALLOC: Capped = Capped;
+static ALLOC: Capped = capped();
 
 /// The byte units, with their sizes.
 const UNITS: [(&str, u64); 12] = [

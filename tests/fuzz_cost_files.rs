@@ -7,7 +7,7 @@
 #[path = "../schedules/tests/fuzz/mod.rs"]
 mod fuzz;
 
-use fuzz::alloc_cap::Capped;
+use fuzz::alloc_cap::{capped, Capped};
 use fuzz::config;
 use fuzz::mutate::{mutated, random_text};
 use pipesched::cost_file::CostFile;
@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 #[global_allocator]
-static ALLOC: Capped = Capped;
+static ALLOC: Capped = capped();
 
 fn time() -> impl Strategy<Value = f64> {
     prop_oneof![0.0..10.0f64, Just(0.0), Just(1e300)]

@@ -7,7 +7,7 @@
 
 mod fuzz;
 
-use fuzz::alloc_cap::Capped;
+use fuzz::alloc_cap::{capped, Capped};
 use fuzz::config;
 use fuzz::mutate::{mutated, random_text};
 use pipesched_schedules::{
@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 #[global_allocator]
-static ALLOC: Capped = Capped;
+static ALLOC: Capped = capped();
 
 /// A valid action string: any stage and micro-batch the format holds, perhaps padded.
 fn action_text() -> impl Strategy<Value = String> {

@@ -7,7 +7,7 @@
 #[path = "../../schedules/tests/fuzz/mod.rs"]
 mod fuzz;
 
-use fuzz::alloc_cap::Capped;
+use fuzz::alloc_cap::{capped, Capped};
 use fuzz::config;
 use fuzz::mutate::{mutated, random_text};
 use pipesched_stages::{Load, LossKind, ModelSpec, OptimizerSpec, Partition, Policies, Precision};
@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 #[global_allocator]
-static ALLOC: Capped = Capped;
+static ALLOC: Capped = capped();
 
 /// The example model files of the repository.
 const EXAMPLES: [&str; 4] = [

@@ -9,7 +9,7 @@ mod fuzz;
 use std::fmt::Display;
 use std::str::FromStr;
 
-use fuzz::alloc_cap::Capped;
+use fuzz::alloc_cap::{capped, Capped};
 use fuzz::config;
 use fuzz::mutate::{mutated, random_text};
 use pipesched_stages::{Device, ModelSpec, Partition, Policies, Precision, RecomputePolicy};
@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 
 #[global_allocator]
-static ALLOC: Capped = Capped;
+static ALLOC: Capped = capped();
 
 /// One valid policy.
 fn policy_text() -> impl Strategy<Value = String> {
