@@ -9,6 +9,7 @@
 
 mod bytes;
 mod costs;
+mod file;
 mod model;
 mod number;
 mod out;
@@ -19,6 +20,7 @@ mod time;
 
 pub use bytes::ByteSize;
 pub use costs::{CostArgs, Costs, Mem};
+pub use file::read_text;
 pub use model::{ModelArgs, OptimizerKind, RecomputeArgs};
 pub use number::{at_least_one, positive};
 pub use out::OutArgs;

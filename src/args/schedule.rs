@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 use pipesched_schedules::{from_csv, Footprint, Kind, Schedule};
 
-use super::at_least_one;
+use super::{at_least_one, read_text};
 use crate::budget::{self, Available};
 use crate::workload::Layout;
 use crate::{Error, Result};
@@ -126,11 +126,10 @@ impl ScheduleArgs {
     /// Generates or reads the schedule; every path goes through `validate`.
     pub fn schedule(&self) -> Result<Schedule> {
         if let Some(path) = &self.from_csv {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-                action: "cannot read the CSV schedule",
-                path: path.clone(),
-                source,
-            })?;
+            // A schedule in memory takes about twice its CSV text, and its validation as much
+            // again: a file of up to an eighth of the memory budget.
+            let max = budget::limit(Available::probe().as_ref()) / 8;
+            let text = read_text(path, max, "cannot read the CSV schedule")?;
             let name = path.file_stem().map_or_else(|| "csv".into(), |s| s.to_string_lossy().into_owned());
             return from_csv(&text, &name).map_err(|e| Error::Usage(format!("{}: {e}", path.display())));
         }

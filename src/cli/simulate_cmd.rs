@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
-use pipesched::args::{CostArgs, OutArgs, RecomputeArgs, ScheduleArgs};
+use pipesched::args::{read_text, CostArgs, OutArgs, RecomputeArgs, ScheduleArgs};
 use pipesched::chrome::{self, write_chrome_trace};
 use pipesched::cost_file::CostFile;
 use pipesched::plot::render;
@@ -47,11 +47,8 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     }
     let costs = match &args.costs_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-                action: "cannot read the cost model",
-                path: path.clone(),
-                source,
-            })?;
+            // Per-stage costs of the most stages a schedule can have fit in a few MiB.
+            let text = read_text(path, 64 << 20, "cannot read the cost model")?;
             CostFile::from_json(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?
         }
         None => CostFile::from(args.costs.model()),
