@@ -7,7 +7,6 @@ pub mod exec;
 pub mod flags;
 pub mod model;
 pub mod output;
-pub mod plot;
 pub mod profile;
 pub mod report;
 pub mod synthetic;
@@ -15,4 +14,5 @@ pub mod units;
 pub mod workload;
 
 pub use error::{Error, Result};
+pub use pipesched_charts as plot;
 pub use pipesched_schedules as schedules;

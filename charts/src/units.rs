@@ -9,7 +9,7 @@ use pipesched_schedules::{Source, Stats, Trace};
 
 /// A binary byte unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ByteUnit {
+pub struct ByteUnit {
     /// Its name (`MiB`).
     pub name: &'static str,
     /// Bytes in one unit.
@@ -44,7 +44,7 @@ impl ByteUnit {
 }
 
 /// `x` with about three significant digits and no trailing zeros (`12.5`, `0.125`, `1250`).
-pub(crate) fn short(x: f64) -> String {
+pub fn short(x: f64) -> String {
     if !x.is_finite() {
         return "?".into();
     }
@@ -66,23 +66,28 @@ pub(crate) fn short(x: f64) -> String {
     }
 }
 
-/// `schedule · p=4 m=8 v=2 · makespan 35.2 ms · bubble 12.3 % · simulated`.
-pub(crate) fn summary(trace: &Trace, stats: &Stats) -> String {
-    let source = match trace.source {
-        Source::Simulated => "simulated",
-        Source::Measured => "measured",
-    };
+/// `schedule · p=4 m=8 v=2 · makespan 35.2 ms · bubble 12.3 %`: what a trace is and how it went
+/// (`v` only when a rank holds more than one chunk). It does not say who made the trace; see
+/// [`source_name`].
+pub fn summary(trace: &Trace, stats: &Stats) -> String {
+    let chunks = if trace.v > 1 { format!(" v={}", trace.v) } else { String::new() };
     format!(
-        "{} · p={} m={} v={} · makespan {} {} · bubble {:.1} % · {}",
+        "{} · p={} m={}{chunks} · makespan {} {} · bubble {:.1} %",
         trace.schedule,
         trace.p,
         trace.m,
-        trace.v,
         short(stats.makespan),
         trace.time_unit,
         100.0 * stats.bubble_rate,
-        source
     )
+}
+
+/// Who made a trace, as charts say it: `simulated` or `measured`.
+pub fn source_name(source: Source) -> &'static str {
+    match source {
+        Source::Simulated => "simulated",
+        Source::Measured => "measured",
+    }
 }
 
 #[cfg(test)]
