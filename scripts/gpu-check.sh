@@ -3,31 +3,36 @@
 #
 #   scripts/gpu-check.sh build        on any machine (no CUDA toolkit needed): builds, in release
 #                                     mode, the GPU test binary (tests/gpu.rs), `pipesched` and
-#                                     `pipesched-bench` into target/gpu-check/
+#                                     `pipesched-bench` into <target dir>/gpu-check/
 #   scripts/gpu-check.sh run [DIR]    on a machine with an NVIDIA GPU (driver, cuBLAS and NVRTC
-#                                     on the loader path): runs them from target/gpu-check/ and
-#                                     writes every output into DIR (default gpu-check-results/)
+#                                     on the loader path): runs them from <target dir>/gpu-check/
+#                                     (the GPU tests with --ignored: they are ignored elsewhere)
+#                                     and writes every output into DIR (default gpu-check-results/)
 #   scripts/gpu-check.sh [DIR]        both, on the GPU machine
 #
-# `run` needs no Rust toolchain, so the binaries can be built where there is no GPU and copied.
+# <target dir> is cargo's: $CARGO_TARGET_DIR, or target/. `run` needs no Rust toolchain, so the
+# binaries can be built where there is no GPU and copied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/gpu-check
+bin=${CARGO_TARGET_DIR:-target}/gpu-check
 
 build() {
     mkdir -p "$bin"
     cargo build --locked --release -p pipesched -p pipesched-bench --bins
+    # Where cargo puts what it builds, whatever sets it (CARGO_TARGET_DIR, a config file).
+    local target
+    target=$(cargo metadata --locked --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
     local log
     log=$(cargo test --locked --release -p pipesched --test gpu --no-run 2>&1) || { echo "$log"; exit 1; }
     local test_bin
-    test_bin=$(echo "$log" | grep -o 'target/release/deps/gpu-[0-9a-f]*' | tail -n 1)
-    if [ -z "$test_bin" ]; then
-        echo "gpu-check: could not find the GPU test binary in cargo's output:" >&2
+    test_bin=$(echo "$log" | sed -n 's/.*Executable tests\/gpu\.rs (\(.*\))$/\1/p' | tail -n 1)
+    if [ -z "$test_bin" ] || [ -z "$target" ]; then
+        echo "gpu-check: could not find the GPU test binary or the target folder in cargo's output:" >&2
         echo "$log" >&2
         exit 1
     fi
     cp "$test_bin" "$bin/gpu-tests"
-    cp target/release/pipesched target/release/pipesched-bench "$bin/"
+    cp "$target/release/pipesched" "$target/release/pipesched-bench" "$bin/"
     # Without debug info the three fit in a few tens of MiB, small enough to copy to a GPU host.
     if command -v strip > /dev/null; then
         strip "$bin/gpu-tests" "$bin/pipesched" "$bin/pipesched-bench"
@@ -53,7 +58,7 @@ run() {
         exit 1
     fi
     local status=0
-    "$bin/gpu-tests" --nocapture --test-threads=1 2>&1 | tee "$out/gpu-tests.txt" || status=1
+    "$bin/gpu-tests" --ignored --nocapture --test-threads=1 2>&1 | tee "$out/gpu-tests.txt" || status=1
     for model in small medium; do
         "$bin/pipesched-bench" --model "$model" --devices cuda:0,cuda:0 --out "$out/bench-$model" 2>&1 \
             | tee "$out/bench-$model.txt" || status=1
@@ -61,7 +66,7 @@ run() {
     "$bin/pipesched-bench" --model small --devices cuda:0,cuda:0 --precision bf16 --out "$out/bench-small-bf16" 2>&1 \
         | tee "$out/bench-small-bf16.txt" || status=1
     "$bin/pipesched" run --model small --schedule 1f1b -p 2 -m 8 --steps 5 --devices cuda:0,cuda:0 --verify \
-        --plot "$out/run-plots" --trace "$out/run-1f1b.trace.json" 2>&1 | tee "$out/run-1f1b.txt" || status=1
+        --plot --trace --out "$out/run-1f1b" 2>&1 | tee "$out/run-1f1b.txt" || status=1
     echo "gpu-check: results in $out (status $status)"
     exit $status
 }

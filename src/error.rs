@@ -10,9 +10,23 @@ use thiserror::Error;
 /// Errors of the `pipesched` crate.
 #[derive(Debug, Error)]
 pub enum Error {
-    /// A schedule, cost model or trace problem from `pipesched-schedules`.
+    /// A schedule, cost model or trace problem from `pipesched-schedules`: generator arguments
+    /// no schedule exists for, an invalid or deadlocking schedule, a bad CSV file, a cost model
+    /// that does not fit the schedule.
     #[error(transparent)]
     Schedule(#[from] pipesched_schedules::Error),
+
+    /// A problem from `pipesched-stages`: a model spec that cannot be read or built, a partition
+    /// or recompute policy list that does not fit the stages, a device that cannot be used, or a
+    /// stage op given the wrong input outside the executor.
+    #[error(transparent)]
+    Stages(#[from] pipesched_stages::Error),
+
+    /// Model, schedule, layout and costs that are each fine but do not fit together: devices for
+    /// another number of ranks, costs profiled for another layout or policy, stages built for
+    /// another schedule.
+    #[error("{0}")]
+    Config(String),
 
     /// A file could not be read or written.
     #[error("{action} {path}: {source}")]
@@ -68,9 +82,31 @@ pub enum Error {
     #[error("stopped because another rank failed")]
     Aborted,
 
-    /// A command-line value that makes no sense (the message says which flag and what works).
+    /// A request whose estimated memory exceeds what this machine can give it, refused before
+    /// anything was allocated (the message names the estimate's largest parts and what to do).
+    #[error(transparent)]
+    TooBig(#[from] crate::budget::TooBig),
+
+    /// A command-line value that makes no sense, or flags that contradict each other (the
+    /// message says which flag and what works).
     #[error("{0}")]
     Usage(String),
+}
+
+impl Error {
+    /// Whether this error says that a configuration cannot exist — a schedule that takes no such
+    /// p, m or v, a model with fewer layers than stages, policies or devices that do not fit
+    /// the stages — rather than that something broke while running one. The benchmark skips
+    /// the first kind and fails on the second.
+    pub fn rules_out_configuration(&self) -> bool {
+        use pipesched_stages::Error as Stages;
+        match self {
+            // Too big for this machine is a configuration this machine cannot run.
+            Error::Config(_) | Error::TooBig(_) | Error::Schedule(pipesched_schedules::Error::BadArgs { .. }) => true,
+            Error::Stages(e) => matches!(e, Stages::Partition(_) | Stages::Policy(_)),
+            _ => false,
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`](enum@Error).

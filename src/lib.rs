@@ -1,10 +1,12 @@
 //! pipesched: pipeline-parallel training schedules — simulate them, run them, chart them.
 #![warn(missing_docs)]
 
+pub mod args;
+pub mod budget;
 pub mod chrome;
+pub mod cost_file;
 pub mod error;
 pub mod exec;
-pub mod flags;
 pub mod model;
 pub mod output;
 pub mod profile;

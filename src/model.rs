@@ -14,6 +14,7 @@ use pipesched_stages::{
 };
 
 use crate::exec::{execute, DeviceClock, ExecOptions, StageWork};
+use crate::workload::Layout;
 use crate::{Error, Result};
 
 /// One model stage, its optimizer, and the step's data it needs.
@@ -67,7 +68,7 @@ impl RealStage {
     /// Prepares step `step` of `m` micro-batches of `batch` rows: resets the stage and loads the
     /// data this stage reads.
     pub fn begin_step(&mut self, task: &Task, step: u64, m: usize, batch: usize) -> Result<()> {
-        self.stage.begin_step(step, m).map_err(stage_error)?;
+        self.stage.begin_step(step, m)?;
         let (first, last) = (self.stage.is_first(), self.stage.is_last());
         self.inputs = (0..m).map(|_| None).collect();
         self.targets = (0..m).map(|_| None).collect();
@@ -79,12 +80,12 @@ impl RealStage {
             for mb in 0..m {
                 let (x, t) = task.batch(step, mb, batch);
                 if first {
-                    self.inputs[mb] = Some(x.into_device(device).map_err(stage_error)?);
+                    self.inputs[mb] = Some(x.into_device(device)?);
                 }
                 if let Some(kind) = self.stage.loss_kind() {
                     // Checked here, on the host: a GPU cannot check class indices cheaply.
-                    kind.check_target(batch, self.stage.output_width(), &t).map_err(stage_error)?;
-                    self.targets[mb] = Some(t.into_device(device).map_err(stage_error)?);
+                    kind.check_target(batch, self.stage.output_width(), &t)?;
+                    self.targets[mb] = Some(t.into_device(device)?);
                 }
             }
         }
@@ -96,22 +97,14 @@ impl RealStage {
     pub fn losses(&self) -> Result<Vec<Option<f32>>> {
         self.losses
             .iter()
-            .map(|l| {
-                l.as_ref()
-                    .map(|t| Ok(t.values().map_err(stage_error)?.first().copied().unwrap_or(f32::NAN)))
-                    .transpose()
-            })
+            .map(|l| l.as_ref().map(|t| Ok(t.values()?.first().copied().unwrap_or(f32::NAN))).transpose())
             .collect()
     }
 
     /// Applies the optimizer to the accumulated gradients.
     pub fn optimizer_step(&mut self) -> Result<()> {
-        self.optimizer.step(&mut self.stage).map_err(stage_error)
+        Ok(self.optimizer.step(&mut self.stage)?)
     }
-}
-
-fn stage_error(e: pipesched_stages::Error) -> Error {
-    Error::Usage(e.to_string())
 }
 
 impl StageWork for RealStage {
@@ -214,10 +207,10 @@ pub struct Model {
 impl Model {
     /// Builds `spec` split as `opts` says.
     pub fn build(spec: ModelSpec, opts: &ModelOptions) -> Result<Model> {
-        let mut specs = spec.stage_specs(opts.stages, &opts.partition, &opts.policies).map_err(stage_error)?;
+        let mut specs = spec.stage_specs(opts.stages, &opts.partition, &opts.policies)?;
         if !opts.devices.is_empty() {
             if opts.devices.len() != specs.len() {
-                return Err(Error::Usage(format!(
+                return Err(Error::Config(format!(
                     "{} devices given for {} stages; give one per stage",
                     opts.devices.len(),
                     specs.len()
@@ -227,11 +220,10 @@ impl Model {
                 s.device = *d;
             }
         }
-        let stages = Stage::build_all(&spec, &specs)
-            .map_err(stage_error)?
+        let stages = Stage::build_all(&spec, &specs)?
             .into_iter()
             .map(|stage| {
-                let optimizer = Optimizer::new(opts.optimizer, &stage).map_err(stage_error)?;
+                let optimizer = Optimizer::new(opts.optimizer, &stage)?;
                 let clock = stage.lane().map(|lane| GpuClock { lane: lane.clone(), origin: None, marks: vec![] });
                 Ok(RealStage {
                     clock,
@@ -254,12 +246,13 @@ impl Model {
     }
 
     /// The bytes every stage keeps, predicted from shapes alone, and the static bytes of every
-    /// rank, as a cost model (times all 1: for memory predictions).
-    pub fn predicted_bytes(&self, schedule: &Schedule) -> CostModel {
+    /// rank of `layout`, as a cost model (times all 1: for memory predictions).
+    pub fn predicted_bytes(&self, layout: impl Into<Layout>) -> CostModel {
+        let layout = layout.into();
         let costs = self.stages.iter().map(|s| s.stage.predicted_bytes(self.batch).cost(1.0, 1.0, 1.0)).collect();
-        let mut statics = vec![0u64; schedule.p];
+        let mut statics = vec![0u64; layout.p];
         for (k, s) in self.stages.iter().enumerate() {
-            statics[schedule.rank_of(k)] += s.static_bytes();
+            statics[layout.rank_of(k)] += s.static_bytes();
         }
         CostModel { costs: StageCosts::Stages(costs), latency: 0.0, static_bytes: statics, time_unit: "ms".into() }
     }
@@ -327,14 +320,14 @@ impl Model {
         if let Some(d) = device {
             specs.iter_mut().for_each(|s| s.device = d);
         }
-        let mut reference = Stage::build_all(&self.spec, &specs).map_err(stage_error)?;
+        let mut reference = Stage::build_all(&self.spec, &specs)?;
         for (stage, saved) in reference.iter_mut().zip(params) {
             let dev = stage.device();
             for ((p, _), v) in stage.params_and_grads_mut().into_iter().zip(saved) {
-                *p = v.to_device(dev).map_err(stage_error)?;
+                *p = v.to_device(dev)?;
             }
         }
-        let out = sequential_step(&mut reference, &self.task, step, m, self.batch).map_err(stage_error)?;
+        let out = sequential_step(&mut reference, &self.task, step, m, self.batch)?;
         Ok((out, reference))
     }
 
@@ -360,7 +353,7 @@ pub struct Verification {
 
 /// `max|a − b| / max|b|` (the absolute difference where `b` is all zeros).
 fn relative_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-    let (x, y) = (a.values().map_err(stage_error)?, b.values().map_err(stage_error)?);
+    let (x, y) = (a.values()?, b.values()?);
     if x.len() != y.len() {
         return Ok(f32::INFINITY);
     }

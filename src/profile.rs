@@ -8,9 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use pipesched_schedules::{CostModel, Schedule, StageCost, StageCosts};
+use pipesched_schedules::{CostModel, StageCost, StageCosts};
 
 use crate::exec::StageWork;
+use crate::workload::Layout;
 use crate::{Error, Result};
 
 /// How much to measure.
@@ -50,7 +51,8 @@ struct Samples {
     w: Vec<f64>,
 }
 
-/// Profiles `stages` (one per model stage of `schedule`) and returns their cost model.
+/// Profiles `stages` (one per model stage of `layout`, which a schedule gives too) and returns
+/// their cost model.
 ///
 /// First one sequential pass pushes micro-batch 0 through every stage and back, recording the
 /// bytes each op keeps and each stage's input and incoming gradient. Then every rank's stages
@@ -59,7 +61,7 @@ struct Samples {
 /// shared core), as they do in the pipeline. `prepare(stage, run)` is called before every run of
 /// a stage to make it ready for micro-batch 0 (real stages begin a fresh one-micro-batch step).
 pub fn profile<S>(
-    schedule: &Schedule,
+    layout: impl Into<Layout>,
     stages: &mut [S],
     opts: &ProfileOptions,
     prepare: impl Fn(&mut S, usize) -> Result<()> + Sync,
@@ -68,11 +70,12 @@ where
     S: StageWork,
     S::Payload: Clone + Sync,
 {
+    let layout = layout.into();
     let n = stages.len();
-    if n != schedule.stages() || opts.recompute.len() != n {
-        return Err(Error::Usage(format!(
-            "profiling needs one stage and one recompute flag per model stage: the schedule has {}, got {} stages and {} flags",
-            schedule.stages(),
+    if n != layout.stages() || opts.recompute.len() != n {
+        return Err(Error::Config(format!(
+            "profiling needs one stage and one recompute flag per model stage: the layout has {}, got {} stages and {} flags",
+            layout.stages(),
             n,
             opts.recompute.len()
         )));
@@ -81,9 +84,9 @@ where
         return Err(Error::Usage("profiling needs at least one measured run".into()));
     }
     let (inputs, grads, bytes) = record_pass(stages, &opts.recompute, &prepare)?;
-    let mut per_rank: Vec<Vec<(usize, &mut S)>> = (0..schedule.p).map(|_| Vec::new()).collect();
+    let mut per_rank: Vec<Vec<(usize, &mut S)>> = (0..layout.p).map(|_| Vec::new()).collect();
     for (s, stage) in stages.iter_mut().enumerate() {
-        per_rank[schedule.rank_of(s)].push((s, stage));
+        per_rank[layout.rank_of(s)].push((s, stage));
     }
     let (inputs, grads, prepare) = (&inputs, &grads, &prepare);
     let timed_ranks: Vec<Result<Vec<(usize, Samples)>>> = std::thread::scope(|scope| {
@@ -93,7 +96,12 @@ where
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Usage("a profiling thread panicked".into()))))
+            .enumerate()
+            .map(|(rank, h)| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::WorkerPanic { rank, message: "a stage panicked while it was profiled".into() })
+                })
+            })
             .collect()
     });
     let mut samples = vec![Samples::default(); n];
@@ -130,9 +138,9 @@ where
             }
         })
         .collect();
-    let mut statics = vec![0u64; schedule.p];
+    let mut statics = vec![0u64; layout.p];
     for (s, stage) in stages.iter().enumerate() {
-        statics[schedule.rank_of(s)] += stage.static_bytes();
+        statics[layout.rank_of(s)] += stage.static_bytes();
     }
     Ok(CostModel {
         costs: StageCosts::Stages(costs),

@@ -8,12 +8,13 @@
 //! rank: a schedule with `v` chunks per rank gives each chunk `1/v` of them ([`SyntheticSpec::split`]).
 
 use std::collections::HashMap;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use pipesched_schedules::{CostModel, StageCost, StageCosts};
 
+use crate::args::{pairs, ByteSize, Time, TimeUnit};
 use crate::exec::StageWork;
-use crate::flags;
 use crate::{Error, Result};
 
 /// Durations and byte counts of every synthetic stage.
@@ -35,25 +36,29 @@ pub struct SyntheticSpec {
     pub msg_bytes: u64,
 }
 
+/// A synthetic op's time: a [`Time`] with a unit (the stages wait for real time).
 fn duration(key: &str, text: &str) -> Result<Duration> {
-    let t = text.trim();
-    let (num, scale) = if let Some(x) = t.strip_suffix("us") {
-        (x, 1e-6)
-    } else if let Some(x) = t.strip_suffix("ms") {
-        (x, 1e-3)
-    } else if let Some(x) = t.strip_suffix('s') {
-        (x, 1.0)
-    } else {
-        return Err(Error::Usage(format!("synthetic {key}={text}: give a unit, e.g. {key}=2ms, 500us or 0.1s")));
-    };
-    match num.trim().parse::<f64>() {
-        Ok(x) if x.is_finite() && x >= 0.0 => Ok(Duration::from_secs_f64(x * scale)),
-        _ => Err(Error::Usage(format!("synthetic {key}={text}: not a duration ≥ 0"))),
+    let t: Time = text.parse().map_err(|e| Error::Usage(format!("synthetic {key}: {e}")))?;
+    if t.unit.is_none() {
+        return Err(Error::Usage(format!(
+            "synthetic {key}={text}: give a unit, e.g. {key}=2ms, 500us or 0.1s (synthetic stages wait for real time)"
+        )));
+    }
+    t.duration(TimeUnit::Ms).map_err(|e| Error::Usage(format!("synthetic {key}: {e}")))
+}
+
+impl FromStr for SyntheticSpec {
+    type Err = Error;
+
+    /// `F=..,I=..,W=..[,R=..][,mem=..][,wmem=..][,msg=..]`, with or without `synthetic:` in front.
+    fn from_str(text: &str) -> Result<SyntheticSpec> {
+        SyntheticSpec::parse(text)
     }
 }
 
 impl SyntheticSpec {
-    /// Parses `synthetic:F=..,I=..,W=..[,R=..][,mem=..][,wmem=..][,msg=..]`.
+    /// Parses `synthetic:F=..,I=..,W=..[,R=..][,mem=..][,wmem=..][,msg=..]` (the prefix is
+    /// optional).
     pub fn parse(text: &str) -> Result<SyntheticSpec> {
         let body = text.strip_prefix("synthetic:").unwrap_or(text);
         let mut spec = SyntheticSpec {
@@ -65,25 +70,27 @@ impl SyntheticSpec {
             w_bytes: 0,
             msg_bytes: 0,
         };
+        let keys = [
+            ("F", "forward time"),
+            ("I", "input-gradient time"),
+            ("W", "weight-gradient time"),
+            ("R", "recompute time, default F"),
+            ("mem", "bytes F keeps per micro-batch"),
+            ("wmem", "bytes kept from I until W"),
+            ("msg", "bytes of each message"),
+        ];
         let mut r = None;
-        for item in body.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (k, v) = item.split_once('=').ok_or_else(|| {
-                Error::Usage(format!("synthetic: `{item}` is not KEY=VALUE; e.g. synthetic:F=2ms,I=2ms,W=1ms,mem=1MiB"))
-            })?;
-            let bytes = |v: &str| flags::bytes(v).map_err(|e| Error::Usage(format!("synthetic {k}: {e}")));
-            match k.trim() {
-                "F" => spec.f = duration("F", v)?,
-                "I" => spec.i = duration("I", v)?,
-                "W" => spec.w = duration("W", v)?,
-                "R" => r = Some(duration("R", v)?),
+        for (k, v) in pairs(body, &keys).map_err(|e| Error::Usage(format!("synthetic: {e}")))? {
+            let bytes =
+                |v: &str| v.parse::<ByteSize>().map(|b| b.0).map_err(|e| Error::Usage(format!("synthetic {k}: {e}")));
+            match k {
+                "F" => spec.f = duration(k, v)?,
+                "I" => spec.i = duration(k, v)?,
+                "W" => spec.w = duration(k, v)?,
+                "R" => r = Some(duration(k, v)?),
                 "mem" => spec.act_bytes = bytes(v)?,
                 "wmem" => spec.w_bytes = bytes(v)?,
-                "msg" => spec.msg_bytes = bytes(v)?,
-                other => {
-                    return Err(Error::Usage(format!(
-                        "synthetic: unknown key `{other}`; the keys are F, I, W, R (times), mem, wmem, msg (bytes)"
-                    )))
-                }
+                _ => spec.msg_bytes = bytes(v)?,
             }
         }
         spec.r = r.unwrap_or(spec.f);
@@ -307,6 +314,8 @@ mod tests {
         assert_eq!((s.act_bytes, s.w_bytes), (1 << 20, 1024));
         for (bad, needle) in [
             ("F=2", "give a unit"),
+            ("F=-2ms", "negative"),
+            ("mem=-1MiB", "synthetic mem: `-1MiB` is negative"),
             ("X=1ms", "unknown key"),
             ("F", "KEY=VALUE"),
             ("mem=1KiB,wmem=2KiB", "cannot exceed"),

@@ -1,5 +1,6 @@
 //! Bad input on the command line exits non-zero with one clear paragraph on stderr — never a
-//! panic. One test per case.
+//! panic, never a result that looks like success. One test per case. A value the parser refuses
+//! exits with status 2, anything found later with status 1.
 
 use std::process::{Command, Output};
 
@@ -9,7 +10,15 @@ fn pipesched(args: &[&str]) -> Output {
 
 /// Runs `args`, expects failure, and returns stderr after checking it is a clean error.
 fn fails(args: &[&str]) -> String {
+    fails_with(args, None)
+}
+
+/// As [`fails`], also checking the exit status when `code` is given.
+fn fails_with(args: &[&str], code: Option<i32>) -> String {
     let out = pipesched(args);
+    if let Some(code) = code {
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{args:?} succeeded; stdout: {}", String::from_utf8_lossy(&out.stdout));
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
@@ -28,20 +37,20 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn p_zero() {
-    let e = fails(&["simulate", "-s", "1f1b", "-p", "0", "-m", "8"]);
-    assert!(e.contains("must be at least 1") && e.contains("p=0"), "{e}");
+    let e = fails_with(&["simulate", "-s", "1f1b", "-p", "0", "-m", "8"], Some(2));
+    assert!(e.contains("'--ranks <P>': must be at least 1, got 0"), "{e}");
 }
 
 #[test]
 fn m_zero() {
-    let e = fails(&["schedule", "-s", "gpipe", "-p", "4", "-m", "0"]);
-    assert!(e.contains("must be at least 1") && e.contains("m=0"), "{e}");
+    let e = fails_with(&["schedule", "-s", "gpipe", "-p", "4", "-m", "0"], Some(2));
+    assert!(e.contains("'--microbatches <M>': must be at least 1"), "{e}");
 }
 
 #[test]
 fn v_zero() {
-    let e = fails(&["simulate", "-s", "interleaved", "-p", "4", "-m", "8", "--chunks", "0"]);
-    assert!(e.contains("chunks=0"), "{e}");
+    let e = fails_with(&["simulate", "-s", "interleaved", "-p", "4", "-m", "8", "--chunks", "0"], Some(2));
+    assert!(e.contains("'--chunks <V>': must be at least 1"), "{e}");
 }
 
 #[test]
@@ -70,17 +79,68 @@ fn unknown_schedule_name() {
 
 #[test]
 fn malformed_costs() {
-    for (costs, needle) in [("F=1;I=2", "not a time"), ("F", "not KEY=VALUE"), ("X=1", "unknown key"), ("F=-2", "≥ 0")]
-    {
-        let e = fails(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--costs", costs]);
+    for (costs, needle) in [
+        ("F=1;I=2", "F: `1;I=2` is not a time"),
+        ("F", "not KEY=VALUE"),
+        ("X=1", "unknown key"),
+        ("F=-2", "F: `-2` is negative; a time is ≥ 0"),
+        ("F=2ms,I=1", "mixes times with and without a unit"),
+        ("F=2min", "unknown time unit `min`"),
+    ] {
+        let e = fails_with(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--costs", costs], Some(2));
         assert!(e.contains("--costs") && e.contains(needle), "{costs}: {e}");
     }
 }
 
 #[test]
+fn costs_take_the_units_synthetic_stages_take() {
+    let out =
+        pipesched(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--costs", "F=2ms,I=1500us,W=0.5ms", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["time_unit"], "ms");
+    // 1F1B: (m + p − 1)(F + I + W) = 5 · 4 ms.
+    assert_eq!(v["makespan"], 20.0);
+}
+
+#[test]
+fn costs_that_overflow_are_an_error_not_inf() {
+    let e =
+        fails_with(&["simulate", "-s", "1f1b", "-p", "4", "-m", "8", "--costs", "F=1e308,I=1e308,W=1e308"], Some(1));
+    assert!(!e.contains("NaN"), "{e}");
+}
+
+#[test]
 fn malformed_mem() {
-    let e = fails(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--mem", "A=3 furlongs"]);
-    assert!(e.contains("--mem A") && e.contains("unknown unit"), "{e}");
+    for (mem, needle) in [
+        ("A=3 furlongs", "A: `3 furlongs`: unknown unit `furlongs`"),
+        ("A=-64MiB", "A: `-64MiB` is negative"),
+        ("A=99999999999GiB", "A: `99999999999GiB` is too large"),
+        ("A=1.5", "A: `1.5` is not a whole number of bytes"),
+    ] {
+        let e = fails_with(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--mem", mem], Some(2));
+        assert!(e.contains("--mem") && e.contains(needle), "{mem}: {e}");
+    }
+}
+
+#[test]
+fn recompute_bytes_without_recompute() {
+    let e = fails_with(&["simulate", "-s", "1f1b", "--mem", "A=1MiB,R=3MiB"], Some(1));
+    assert!(e.contains("no stage of 1f1b recomputes") && e.contains("--recompute full"), "{e}");
+    let e = fails(&["simulate", "-s", "1f1b", "--costs", "F=1,R=2"]);
+    assert!(e.contains("R= in --costs or --mem"), "{e}");
+}
+
+#[test]
+fn output_folder_checked_before_any_work() {
+    let file = temp_file("not-a-folder", "");
+    let out = file.join("charts");
+    let e = fails(&["simulate", "-s", "1f1b", "--plot", "--out", out.to_str().unwrap()]);
+    assert!(e.contains("cannot create the output folder"), "{e}");
+    let e = fails(&["run", "--model", "tiny", "-s", "1f1b", "--trace", "--out", out.to_str().unwrap()]);
+    assert!(e.contains("cannot create the output folder"), "{e}");
+    let e = fails(&["profile", "--model", "tiny", "--out", out.to_str().unwrap()]);
+    assert!(e.contains("cannot create the output folder"), "{e}");
 }
 
 #[test]
@@ -107,16 +167,14 @@ fn invalid_csv_schedule() {
 #[test]
 fn csv_and_generator_flags_together() {
     let path = temp_file("ok.csv", "0F0,0B0\n");
-    let e = fails(&["schedule", "--from-csv", path.to_str().unwrap(), "-p", "2"]);
-    assert!(e.contains("drop --schedule, -p, -m and --chunks"), "{e}");
+    let e = fails_with(&["schedule", "--from-csv", path.to_str().unwrap(), "-p", "2"], Some(2));
+    assert!(e.contains("'--from-csv <FILE>' cannot be used with '--ranks <P>'"), "{e}");
 }
 
 #[test]
 fn missing_schedule() {
     let e = fails(&["simulate", "-p", "4", "-m", "8"]);
     assert!(e.contains("no schedule given"), "{e}");
-    let e = fails(&["simulate", "-s", "1f1b"]);
-    assert!(e.contains("add -p P -m M"), "{e}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `pipesched run` and `pipesched profile` end to end: a real model trains with bitwise-verified
-//! gradients and exact memory predictions, synthetic stages run and profile, and bad input is a
-//! clear error.
+//! gradients and exact memory predictions, synthetic stages run and profile, a profiled cost file
+//! simulates what `run` measures (recompute included), and bad input is a clear error.
 
 use std::process::{Command, Output};
 
@@ -12,6 +12,12 @@ fn json(args: &[&str]) -> serde_json::Value {
     let out = pipesched(args);
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pipesched-run-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 fn fails(args: &[&str]) -> String {
@@ -83,22 +89,126 @@ fn synthetic_stages_run_and_profile() {
     ]);
     let peaks: Vec<u64> = v["peak_memory_bytes"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
     assert_eq!(peaks, [3 * 65536, 2 * 65536, 65536]);
-    let costs = json(&["profile", "--model", "synthetic:F=1ms,I=1ms,W=500us,mem=1KiB", "-p", "2"]);
+    let dir = temp_dir("synthetic");
+    let out = dir.to_str().unwrap();
+    let costs =
+        json(&["profile", "--model", "synthetic:F=1ms,I=1ms,W=500us,mem=1KiB", "-p", "2", "--json", "--out", out]);
     assert_eq!(costs["stages"].as_array().unwrap().len(), 2);
     assert_eq!(costs["stages"][0]["act_bytes"], 1024);
     assert_eq!(costs["time_unit"], "ms");
+    assert_eq!(costs["layout"], serde_json::json!({"p": 2, "v": 1, "placement": "loop"}));
+    assert_eq!(costs["recompute"], serde_json::json!(["none", "none"]));
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("costs.json")).unwrap()).unwrap();
+    assert_eq!(written, costs);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
-fn profiled_costs_feed_the_simulator() {
-    let dir = std::env::temp_dir().join(format!("pipesched-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("costs.json");
-    let out = pipesched(&["profile", "--model", "tiny", "-p", "2", "-o", path.to_str().unwrap()]);
+fn a_profile_simulates_what_run_measures_with_recompute() {
+    // The bytes the profiler records under `full`, with R planned from the policy the file
+    // records, give the peaks the executor's ledger measures, to the byte.
+    let dir = temp_dir("recompute");
+    let out = dir.to_str().unwrap();
+    let costs = dir.join("costs.json");
+    let profiled = pipesched(&["profile", "--model", "tiny", "-p", "2", "--recompute", "full", "--out", out]);
+    assert!(profiled.status.success(), "{}", String::from_utf8_lossy(&profiled.stderr));
+    let sim =
+        json(&["simulate", "-s", "zb-h1", "-p", "2", "-m", "4", "--costs-file", costs.to_str().unwrap(), "--json"]);
+    let run = json(&[
+        "run",
+        "--model",
+        "tiny",
+        "-s",
+        "zb-h1",
+        "-p",
+        "2",
+        "-m",
+        "4",
+        "--recompute",
+        "full",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--no-compare",
+        "--json",
+    ]);
+    assert_eq!(sim["schedule"], "zb-h1+recompute");
+    assert!(sim["recompute"][0].as_f64().unwrap() > 0.0);
+    assert_eq!(sim["peak_held_bytes"], run["peak_held_bytes"]);
+    // Other policies would need other bytes: refused, not simulated wrongly.
+    let e = fails(&[
+        "simulate",
+        "-s",
+        "zb-h1",
+        "-p",
+        "2",
+        "-m",
+        "4",
+        "--costs-file",
+        costs.to_str().unwrap(),
+        "--recompute",
+        "none",
+    ]);
+    assert!(e.contains("profiled under --recompute full"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_profile_for_interleaved_simulates_interleaved() {
+    let dir = temp_dir("interleaved");
+    let costs = dir.join("costs.json");
+    let out =
+        pipesched(&["profile", "--model", "tiny", "-s", "interleaved", "-p", "2", "--out", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v = json(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--costs-file", path.to_str().unwrap(), "--json"]);
-    assert!(v["makespan"].as_f64().unwrap() > 0.0);
+    let v = json(&[
+        "simulate",
+        "-s",
+        "interleaved",
+        "-p",
+        "2",
+        "-m",
+        "4",
+        "--costs-file",
+        costs.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(v["v"], 2);
     assert!(v["peak_memory_bytes"][0].as_u64().unwrap() > 0);
+    let e = fails(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--costs-file", costs.to_str().unwrap()]);
+    assert!(e.contains("profiled for p=2, v=2") && e.contains("-s, -p and -v"), "{e}");
+    let e = fails(&["profile", "--model", "tiny", "-s", "1f1b", "-v", "2", "--out", dir.to_str().unwrap()]);
+    assert!(e.contains("takes no -v"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn charts_and_traces_go_into_out() {
+    let dir = temp_dir("charts");
+    let out = pipesched(&[
+        "run",
+        "--model",
+        "synthetic:F=200us,I=200us,W=100us,mem=4KiB",
+        "-s",
+        "1f1b",
+        "-p",
+        "2",
+        "-m",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--plot",
+        "--trace",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["1f1b.trace.json", "1f1b-measured.svg", "1f1b-measured.png", "1f1b-compare.svg", "1f1b-compare.png"] {
+        assert!(dir.join(f).metadata().unwrap().len() > 0, "{f}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -107,12 +217,14 @@ fn bad_run_input_is_a_clear_error() {
     fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         [&["run", "-s", "1f1b", "-p", "2", "-m", "4", "--steps", "1"][..], extra].concat()
     }
-    assert!(fails(&with(&["--model", "huge"])).contains("--model huge"));
+    let e = fails(&with(&["--model", "huge"]));
+    assert!(e.contains("'huge' for '--model <MODEL>'") && e.contains("tiny, small, medium"), "{e}");
     assert!(fails(&with(&["--model", "/nonexistent/model.toml"])).contains("/nonexistent/model.toml"));
     assert!(fails(&with(&["--model", "tiny", "--recompute", "most"])).contains("--recompute"));
     assert!(fails(&with(&["--model", "tiny", "--partition", "zigzag"])).contains("--partition"));
     assert!(fails(&with(&["--model", "synthetic:F=1ms", "--verify"])).contains("synthetic stages have none"));
     assert!(fails(&with(&["--model", "tiny", "--timeout", "0"])).contains("--timeout"));
+    assert!(fails(&with(&["--model", "tiny", "--steps", "0"])).contains("--steps"));
     assert!(fails(&with(&["--model", "tiny", "--lr", "-1"])).contains("--lr"));
     assert!(fails(&with(&["--model", "synthetic:F=1", "--json"])).contains("give a unit"));
     // More stages than the model has layers.

@@ -1,8 +1,10 @@
-//! Stages on a CUDA GPU. Each test needs `cuda:0` with the driver, cuBLAS and NVRTC; without
-//! them it prints why it was skipped and passes (the CPU-checkable parts of the backend — the
-//! cuBLAS argument mapping, the kernels' bits, the launch checks — are unit tests of the stages
-//! crate). `scripts/gpu-check.sh` builds this file's binary where there is no GPU and runs it
-//! where there is one; run with `--nocapture` to see the measured numbers.
+//! Stages on a CUDA GPU. Each test needs `cuda:0` with the driver, cuBLAS and NVRTC, so each is
+//! `#[ignore]`d: a run without `--ignored` reports them as ignored, never as passed, and a run
+//! with `--ignored` on a machine without a usable GPU fails with the reason (the CPU-checkable
+//! parts of the backend — the cuBLAS argument mapping, the kernels' bits, the launch checks — are
+//! unit tests of the stages crate). `scripts/gpu-check.sh` builds this file's binary where there
+//! is no GPU and runs it with `--ignored` where there is one; run with `--nocapture` to see the
+//! measured numbers.
 
 mod common;
 
@@ -13,18 +15,15 @@ use pipesched_schedules::{Kind, Stats};
 use pipesched_stages::layers::{gelu, gelu_backward, Dropout, LayerNorm};
 use pipesched_stages::{cuda, Device, LossKind, ModelSpec, Precision, Tensor};
 
-/// `cuda:0` if stages can run on it here, with the GPU to this test alone (the tests read the
-/// driver's memory counters and time the GPU, so they run one at a time whatever
-/// `--test-threads` says); otherwise prints why not.
-fn gpu(test: &str) -> Option<(Device, MutexGuard<'static, ()>)> {
+/// `cuda:0`, with the GPU to this test alone (the tests read the driver's memory counters and
+/// time the GPU, so they run one at a time whatever `--test-threads` says). Fails the test, with
+/// the reason, where stages cannot run on `cuda:0`.
+fn gpu(test: &str) -> (Device, MutexGuard<'static, ()>) {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    match cuda::check(0) {
-        Ok(()) => Some((Device::Cuda(0), ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner()))),
-        Err(e) => {
-            eprintln!("{test}: skipped: {e}");
-            None
-        }
+    if let Err(e) = cuda::check(0) {
+        panic!("{test} needs a CUDA GPU: {e}");
     }
+    (Device::Cuda(0), ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 fn probe(rows: usize, cols: usize, salt: u64) -> Tensor {
@@ -33,8 +32,9 @@ fn probe(rows: usize, cols: usize, salt: u64) -> Tensor {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn element_wise_kernels_give_the_cpu_bits() {
-    let Some((dev, _gpu)) = gpu("element_wise_kernels_give_the_cpu_bits") else { return };
+    let (dev, _gpu) = gpu("element_wise_kernels_give_the_cpu_bits");
     let x = probe(37, 300, 1);
     let d = x.to_device(dev).unwrap();
     assert_eq!(d.device(), dev);
@@ -73,8 +73,9 @@ fn element_wise_kernels_give_the_cpu_bits() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn matrix_products_match_the_cpu() {
-    let Some((dev, _gpu)) = gpu("matrix_products_match_the_cpu") else { return };
+    let (dev, _gpu) = gpu("matrix_products_match_the_cpu");
     for (m, k, n) in [(32, 256, 1024), (37, 53, 29), (1, 7, 1)] {
         let (a, b) = (probe(m, k, 4), probe(k, n, 5));
         let want = a.matmul(&b).unwrap();
@@ -86,8 +87,9 @@ fn matrix_products_match_the_cpu() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn gradients_on_the_gpu_match_the_cpu_for_every_schedule() {
-    let Some((dev, _gpu)) = gpu("gradients_on_the_gpu_match_the_cpu_for_every_schedule") else { return };
+    let (dev, _gpu) = gpu("gradients_on_the_gpu_match_the_cpu_for_every_schedule");
     let p = 2;
     // f32: the bound to meet. bf16: products rounded to 8 significant bits and accumulated in
     // another order by cuBLAS than by the CPU, so single products can differ by an ulp of bf16.
@@ -117,8 +119,9 @@ fn gradients_on_the_gpu_match_the_cpu_for_every_schedule() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn the_ledger_matches_the_drivers_free_memory() {
-    let Some((dev, _gpu)) = gpu("the_ledger_matches_the_drivers_free_memory") else { return };
+    let (dev, _gpu) = gpu("the_ledger_matches_the_drivers_free_memory");
     // Open the GPU (context, kernels) and make one stream and cuBLAS handle before measuring.
     let _lane = cuda::Lane::new(0).unwrap();
     let before = cuda::used_bytes(0).unwrap();
@@ -137,8 +140,9 @@ fn the_ledger_matches_the_drivers_free_memory() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU"]
 fn measured_on_the_gpu_vs_simulated() {
-    let Some((dev, _gpu)) = gpu("measured_on_the_gpu_vs_simulated") else { return };
+    let (dev, _gpu) = gpu("measured_on_the_gpu_vs_simulated");
     for kind in [Kind::OneFOneB, Kind::ZbH1] {
         let mut model = model_on(ModelSpec::small(), 2, "none", dev);
         let s = schedule(kind, 2, 8, &model);

@@ -1,166 +1,236 @@
-//! The sweep: which configurations (schedule × recompute policy) the benchmark runs, and the
-//! flags that choose them.
-
-use std::path::PathBuf;
+//! The benchmark's flags and its plan: which configurations (schedule × recompute policies) it
+//! runs, and which it skips before running anything, with the reason.
+//!
+//! Invariant: every configuration in a [`Plan`]'s `runnable` list has a schedule that exists and
+//! stages that can be built for it (as far as can be known without allocating them); a plan
+//! with none is an error, reported once.
 
 use clap::Parser;
 
-use pipesched::{flags, Error, Result};
-use pipesched_schedules::{CostModel, Kind};
-use pipesched_stages::RecomputePolicy;
+use pipesched::args::{CostArgs, ModelArgs, OutArgs, ShapeArgs, StepArgs};
+use pipesched::workload::Layout;
+use pipesched::{Error, Result};
+use pipesched_schedules::{Kind, Schedule};
+use pipesched_stages::{Policies, RecomputePolicy};
 
 /// Compare pipeline schedules × recompute policies on one model: step time, throughput, bubble
 /// (measured and simulated), peak bytes per rank (measured and predicted), recompute share.
 #[derive(Debug, Parser)]
 #[command(name = "pipesched-bench", version, about, long_about = None)]
 pub struct Args {
-    /// Model: a preset (tiny, small, medium) or a TOML/JSON model file.
-    #[arg(long, default_value = "small")]
-    pub model: String,
-    /// Synthetic stages instead of a model, e.g. F=2ms,I=2ms,W=1ms,mem=1MiB (any p, however many cores).
-    #[arg(long, value_name = "SPEC")]
-    pub synthetic: Option<String>,
-    /// Number of ranks.
-    #[arg(short = 'p', long = "ranks", default_value_t = 2)]
-    pub p: usize,
-    /// Number of micro-batches.
-    #[arg(short = 'm', long = "microbatches", default_value_t = 8)]
-    pub m: usize,
-    /// Chunks per rank for interleaved.
-    #[arg(long, short = 'v', default_value_t = 2)]
-    pub chunks: usize,
-    /// Schedules to compare, comma-separated.
-    #[arg(long, default_value = "gpipe,1f1b,interleaved,zb-h1,zb-h2")]
-    pub schedules: String,
-    /// Recompute policies to compare, comma-separated (each applies to every stage).
-    #[arg(long, default_value = "none,full")]
-    pub recompute: String,
-    /// Rows per micro-batch (default: the model's own).
-    #[arg(long)]
-    pub batch: Option<usize>,
-    /// Measured steps per configuration.
-    #[arg(long, default_value_t = 5)]
-    pub steps: usize,
-    /// Warm-up steps per configuration, left out of the timings.
-    #[arg(long, default_value_t = 2)]
-    pub warmup: usize,
-    /// Folder for the JSON results and the charts.
-    #[arg(long, default_value = "plots")]
-    pub out: PathBuf,
-    /// No execution: simulate every configuration (costs from --costs/--mem, the synthetic spec,
-    /// or the model's profiled stages and predicted bytes).
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Schedules to compare: a comma list, or the flag repeated.
+    #[arg(short = 's', long = "schedule", value_name = "NAME[,NAME..]", value_delimiter = ',',
+          default_values_t = Kind::ALL.to_vec())]
+    pub schedules: Vec<Kind>,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    /// Recompute policies to compare, one configuration per flag: `--recompute none --recompute
+    /// full`. Each value is `run`'s: one policy for every stage, or a comma list with one per stage.
+    #[arg(long, value_name = "POLICY[,POLICY..]", default_values_t = [Policies::all(RecomputePolicy::None), Policies::all(RecomputePolicy::Full)])]
+    pub recompute: Vec<Policies>,
+    #[command(flatten)]
+    pub steps: StepArgs,
+    /// A reduced sweep that finishes in well under a minute (a smoke test): batch 16 unless
+    /// --batch is given, one warm-up step, two measured steps, three profiling runs.
+    #[arg(long, conflicts_with_all = ["steps", "warmup"])]
+    pub quick: bool,
+    /// No execution: simulate every configuration (costs from --costs/--mem, or the stages'
+    /// profile and predicted bytes).
     #[arg(long)]
     pub simulate_only: bool,
-    /// Per-rank times for --simulate-only, e.g. F=1,I=1,W=0.5,C=0.05.
-    #[arg(long, requires = "simulate_only")]
-    pub costs: Option<String>,
-    /// Per-rank bytes for --simulate-only with --costs, e.g. A=64MiB,W=16MiB,S=1GiB.
-    #[arg(long, requires = "costs")]
-    pub mem: Option<String>,
-    /// A reduced sweep that finishes in well under a minute (a smoke test): batch 16, one
-    /// warm-up step, two measured steps.
-    #[arg(long)]
-    pub quick: bool,
-    /// Seed of the parameters, dropout masks and data.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Seconds any wait may last before a step fails as a hang.
-    #[arg(long, default_value_t = 60.0)]
-    pub timeout: f64,
-    /// Where the ranks run: `cpu`, `cuda` (round-robin over the visible GPUs) or one device per
-    /// rank (`cuda:0,cuda:0`).
-    #[arg(long, default_value = "cpu")]
-    pub devices: String,
-    /// Format of the matrix products' operands and results: f32, bf16 or f16.
-    #[arg(long, value_name = "FORMAT")]
-    pub precision: Option<String>,
+    #[command(flatten)]
+    pub costs: CostArgs,
+    #[command(flatten)]
+    pub out: OutArgs,
 }
 
 /// One configuration of the sweep.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The schedule.
+    /// The schedule's kind.
     pub kind: Kind,
-    /// Chunks per rank.
-    pub v: usize,
-    /// Recompute policy for every stage.
-    pub recompute: String,
+    /// Recompute policies (one for all stages or one per stage).
+    pub policies: Policies,
+    /// The schedule, before recompute is planned in.
+    pub base: Schedule,
 }
 
 impl Config {
     /// `zb-h1 / full`.
     pub fn label(&self) -> String {
-        format!("{} / {}", self.kind, self.recompute)
+        label(self.kind, &self.policies)
+    }
+
+    /// Where its stages sit.
+    pub fn layout(&self) -> Layout {
+        Layout::from(&self.base)
     }
 }
 
-impl Args {
-    /// The stages these flags describe, under recompute policy `recompute`.
-    pub fn workload(&self, recompute: &str) -> pipesched::workload::WorkloadSpec {
-        pipesched::workload::WorkloadSpec {
-            model: match &self.synthetic {
-                Some(s) => format!("synthetic:{s}"),
-                None => self.model.clone(),
-            },
-            recompute: recompute.into(),
-            batch: self.batch,
-            seed: self.seed,
-            devices: self.devices.clone(),
-            precision: self.precision.clone(),
-            ..Default::default()
-        }
-    }
+fn label(kind: Kind, policies: &Policies) -> String {
+    format!("{kind} / {policies}")
+}
 
-    /// Applies `--quick` and checks the values, before anything runs.
+/// What the benchmark will run, and what it cannot.
+pub struct Plan {
+    /// Configurations to run, in table order (schedule, then policy).
+    pub runnable: Vec<Config>,
+    /// Configurations that cannot exist, each with why.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Args {
+    /// Applies `--quick` and refuses flags that contradict each other.
     pub fn checked(mut self) -> Result<Args> {
         if self.quick {
-            self.batch = Some(self.batch.unwrap_or(16));
-            self.steps = 2;
-            self.warmup = 1;
+            self.model.batch = Some(self.model.batch.unwrap_or(16));
+            self.steps.steps = 2;
+            self.steps.warmup = 1;
         }
-        if self.p == 0 || self.m == 0 || self.chunks == 0 {
-            return Err(Error::Usage(format!(
-                "-p, -m and --chunks must be at least 1; got p={}, m={}, chunks={}",
-                self.p, self.m, self.chunks
-            )));
+        if self.costs.given() && !self.simulate_only {
+            return Err(Error::Usage(
+                "--costs and --mem replace the profiled costs of --simulate-only; add --simulate-only, or drop them"
+                    .into(),
+            ));
         }
-        if self.steps == 0 {
-            return Err(Error::Usage("--steps must be at least 1".into()));
+        if let Some(k) =
+            self.schedules.iter().enumerate().find_map(|(i, k)| self.schedules[..i].contains(k).then_some(k))
+        {
+            return Err(Error::Usage(format!("-s {k} is given twice; name each schedule once")));
         }
-        if !(self.timeout.is_finite() && self.timeout > 0.0) {
-            return Err(Error::Usage(format!("--timeout must be a positive number of seconds, got {}", self.timeout)));
+        if let Some(p) =
+            self.recompute.iter().enumerate().find_map(|(i, p)| self.recompute[..i].contains(p).then_some(p))
+        {
+            return Err(Error::Usage(format!("--recompute {p} is given twice; name each policy once")));
         }
         Ok(self)
     }
 
-    /// The configurations, in table order (schedule, then policy).
-    pub fn configs(&self) -> Result<Vec<Config>> {
-        let kinds: Vec<Kind> =
-            self.schedules.split(',').map(|s| s.trim().parse::<Kind>()).collect::<std::result::Result<_, _>>()?;
-        let policies: Vec<String> =
-            self.recompute.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-        if kinds.is_empty() || policies.is_empty() {
-            return Err(Error::Usage("--schedules and --recompute must each name at least one".into()));
+    /// Profiling runs per op (the median is kept).
+    pub fn profile_reps(&self) -> usize {
+        if self.quick {
+            3
+        } else {
+            7
         }
-        for p in &policies {
-            p.parse::<RecomputePolicy>().map_err(|e| Error::Usage(format!("--recompute {p}: {e}")))?;
-        }
-        Ok(kinds
-            .into_iter()
-            .flat_map(|kind| {
-                let v = if kind == Kind::Interleaved { self.chunks } else { 1 };
-                policies.iter().map(move |r| Config { kind, v, recompute: r.clone() })
-            })
-            .collect())
     }
 
-    /// The per-rank cost model of `--costs`/`--mem`, if given.
-    pub fn flag_costs(&self) -> Result<Option<CostModel>> {
-        self.costs.as_deref().map(|c| flags::cost_model(Some(c), self.mem.as_deref())).transpose()
+    /// Decides, before anything runs, which configurations can run: the devices are checked once,
+    /// and a configuration whose schedule does not exist for this p, m and v, or whose stages
+    /// cannot be built for it, is skipped with the reason. Fails if none can run.
+    pub fn plan(&self) -> Result<Plan> {
+        self.model.devices.resolve(self.shape.layout.p)?;
+        let spec = self.model.spec();
+        let mut plan = Plan { runnable: Vec::new(), skipped: Vec::new() };
+        for &kind in &self.schedules {
+            let base = match self.shape.generate(kind) {
+                Ok(s) => s,
+                Err(e) if e.rules_out_configuration() => {
+                    plan.skipped.extend(self.recompute.iter().map(|p| (label(kind, p), e.to_string())));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for policies in &self.recompute {
+                match spec.check(&Layout::from(&base), policies) {
+                    Ok(()) => plan.runnable.push(Config { kind, policies: policies.clone(), base: base.clone() }),
+                    Err(e) if e.rules_out_configuration() => plan.skipped.push((label(kind, policies), e.to_string())),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if plan.runnable.is_empty() {
+            return Err(Error::Config(format!(
+                "none of the {} configurations can run with {} at p={}, m={}:\n{}",
+                plan.skipped.len(),
+                self.model.model,
+                self.shape.layout.p,
+                self.shape.m,
+                grouped(&plan.skipped)
+            )));
+        }
+        Ok(plan)
     }
 
-    /// Samples per step: m micro-batches of the batch size (1 for synthetic stages).
-    pub fn samples_per_step(&self, batch: usize) -> usize {
-        self.m * batch
+    /// "synthetic stages" or the model's name, with the devices and precision when not the default.
+    pub fn model_label(&self) -> String {
+        let mut model =
+            if self.model.model.is_synthetic() { "synthetic stages".to_string() } else { self.model.model.to_string() };
+        if !self.model.devices.all_cpu() {
+            model.push_str(&format!(" on {}", self.model.devices));
+        }
+        if let Some(p) = self.model.precision {
+            model.push_str(&format!(", {p} products"));
+        }
+        model
+    }
+
+    /// What a step's throughput counts: rows of data, or micro-batches for synthetic stages.
+    pub fn unit(&self) -> &'static str {
+        if self.model.model.is_synthetic() {
+            "micro-batches"
+        } else {
+            "samples"
+        }
+    }
+}
+
+/// Each distinct reason once, after the configurations it applies to.
+pub fn grouped(skipped: &[(String, String)]) -> String {
+    let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (config, why) in skipped {
+        match reasons.iter_mut().find(|(r, _)| *r == why.as_str()) {
+            Some((_, configs)) => configs.push(config),
+            None => reasons.push((why, vec![config])),
+        }
+    }
+    reasons.iter().map(|(why, configs)| format!("  {}: {why}", configs.join(", "))).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::try_parse_from([&["pipesched-bench"][..], extra].concat()).unwrap()
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn skips_what_cannot_exist_and_runs_the_rest() {
+        let plan = args(&["--model", "tiny", "-p", "4", "-m", "6"]).checked().unwrap().plan().unwrap();
+        let labels: Vec<String> = plan.runnable.iter().map(Config::label).collect();
+        assert_eq!(
+            labels,
+            ["gpipe / none", "gpipe / full", "1f1b / none", "1f1b / full", "zb-h1 / none", "zb-h1 / full"]
+        );
+        let skipped: Vec<&str> = plan.skipped.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(skipped, ["interleaved / none", "interleaved / full", "zb-h2 / none", "zb-h2 / full"]);
+        assert!(plan.skipped[2].1.contains("m ≥ 2p"), "{}", plan.skipped[2].1);
+    }
+
+    #[test]
+    fn nothing_to_run_is_one_error() {
+        let e = args(&["-p", "50"]).checked().unwrap().plan().err().unwrap().to_string();
+        assert!(e.starts_with("none of the 10 configurations can run with small at p=50, m=8:"), "{e}");
+        assert!(e.contains("gpipe / none, gpipe / full, 1f1b / none"), "{e}");
+        assert_eq!(e.matches("50 stages").count(), 1, "each reason once: {e}");
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        assert!(args(&["-s", "1f1b,zb-h1,1f1b"]).checked().err().unwrap().to_string().contains("given twice"));
+        assert!(args(&["--recompute", "full", "--recompute", "full"]).checked().is_err());
+        assert!(args(&["--costs", "F=1"]).checked().err().unwrap().to_string().contains("--simulate-only"));
+        assert!(Args::try_parse_from(["pipesched-bench", "--quick", "--steps", "3"]).is_err());
+        let a = args(&["--quick", "--batch", "4"]).checked().unwrap();
+        assert_eq!((a.model.batch, a.steps.steps, a.steps.warmup), (Some(4), 2, 1));
     }
 }

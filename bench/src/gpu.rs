@@ -3,10 +3,10 @@
 //! element-wise kernels and launch gaps) next to cuBLAS alone on the same shapes in the same
 //! precision.
 
-use pipesched::workload::{profile_model, Workload};
+use pipesched::workload::{Demand, Layout};
 use pipesched::Result;
-use pipesched_schedules::{Kind, StageCosts};
-use pipesched_stages::{cuda, Device, Precision};
+use pipesched_schedules::StageCosts;
+use pipesched_stages::{cuda, Device, Policies, Precision};
 use serde::Serialize;
 
 use crate::config::Args;
@@ -18,6 +18,8 @@ pub struct ProductRow {
     pub stage: usize,
     /// Its device.
     pub device: String,
+    /// The products' operand format.
+    pub precision: Precision,
     /// `F`, `I` or `W`.
     pub op: &'static str,
     /// Floating-point operations of the op's products, per micro-batch.
@@ -28,29 +30,27 @@ pub struct ProductRow {
     pub cublas_tflops: f64,
 }
 
-/// The rows for the benchmark's model split as 1F1B over `args.p` ranks, or `None` when every
-/// rank is on the CPU.
+/// The rows for the benchmark's model over `-p` ranks, one chunk each, no recompute; `None` when
+/// every rank is on the CPU or the stages are synthetic.
 pub fn products(args: &Args) -> Result<Option<Vec<ProductRow>>> {
-    let spec = args.workload("none");
-    if args.synthetic.is_some() || spec.devices(args.p)?.iter().all(|d| *d == Device::Cpu) {
+    if args.model.model.is_synthetic() || args.model.devices.all_cpu() {
         return Ok(None);
     }
-    let base = Kind::OneFOneB.generate(args.p, 1, args.m)?;
-    let Workload::Real { mut model, schedule } = spec.build(&base)? else { return Ok(None) };
-    let costs = profile_model(&schedule, &mut model, 7)?;
+    let layout = Layout::looped(args.shape.layout.p, 1);
+    let demand = Demand::profiling(layout.stages());
+    let mut workload = args.model.spec().build(&layout, &Policies::all(Default::default()), &demand)?;
+    let costs = workload.profile(7)?;
     let StageCosts::Stages(per_stage) = &costs.costs else { return Ok(None) };
-    let precision = model.spec.precision;
     let mut rows = Vec::new();
-    for (k, (rs, cost)) in model.stages.iter().zip(per_stage).enumerate() {
-        let Device::Cuda(ordinal) = rs.stage().device() else { continue };
-        let ops = rs.stage().products(model.batch);
-        for ((name, shapes), ms) in ["F", "I", "W"].into_iter().zip(ops).zip([cost.f, cost.i, cost.w]) {
+    for (products, cost) in workload.products().into_iter().zip(per_stage) {
+        let Device::Cuda(ordinal) = products.device else { continue };
+        for ((name, shapes), ms) in ["F", "I", "W"].into_iter().zip(products.ops).zip([cost.f, cost.i, cost.w]) {
             let flops: f64 = shapes.iter().map(|s| s.flops()).sum();
-            let alone =
-                cuda::cublas_ms(ordinal, &shapes, precision, 20).map_err(|e| pipesched::Error::Usage(e.to_string()))?;
+            let alone = cuda::cublas_ms(ordinal, &shapes, products.precision, 20)?;
             rows.push(ProductRow {
-                stage: k,
-                device: rs.stage().device().to_string(),
+                stage: products.stage,
+                device: products.device.to_string(),
+                precision: products.precision,
                 op: name,
                 flops,
                 stage_tflops: tflops(flops, ms),
@@ -70,7 +70,8 @@ fn tflops(flops: f64, ms: f64) -> f64 {
 }
 
 /// The rows as a Markdown table.
-pub fn table(rows: &[ProductRow], precision: Precision) -> String {
+pub fn table(rows: &[ProductRow]) -> String {
+    let precision = rows.first().map_or(Precision::F32, |r| r.precision);
     let mut out = format!(
         "\nmatrix products on the GPU ({precision}): the stages' ops vs cuBLAS alone on the same shapes\n\n\
          | stage | device | op | GFLOP | stage TFLOP/s | cuBLAS TFLOP/s | stage / cuBLAS |\n|---|---|---|---|---|---|---|\n"

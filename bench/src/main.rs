@@ -1,6 +1,11 @@
 //! `pipesched-bench`: which schedule should I use for my model, and at what memory cost? Runs
 //! every schedule × recompute policy on real stages (or synthetic ones, or only the simulator),
-//! then prints a Markdown table and writes `bench.json` and the charts.
+//! then prints a Markdown table and writes `bench.json` and the charts into `--out`.
+//!
+//! Honest by construction: flags and configurations are checked before anything runs (a
+//! configuration that cannot exist is skipped with its reason; if none can run, that is one
+//! error); a configuration that fails while running is reported and makes the exit status
+//! non-zero; nothing is written when nothing ran.
 
 mod config;
 mod gpu;
@@ -8,76 +13,59 @@ mod progress;
 mod report;
 mod sweep;
 
-use std::path::Path;
-
 use clap::Parser;
 
 use pipesched::{Error, Result};
 
 use config::Args;
 
-/// Fails early, before any configuration runs, if `dir` cannot hold the results.
-fn check_output_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        action: "cannot create the output folder",
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let probe = pipesched::output::temp_path(&dir.join("bench.json"));
-    std::fs::write(&probe, b"").map_err(|source| Error::Io {
-        action: "cannot write into the output folder",
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
-}
-
 fn run(args: Args) -> Result<()> {
     let args = args.checked()?;
-    let configs = args.configs()?;
-    check_output_dir(&args.out)?;
-    let unit = if args.synthetic.is_some() { "micro-batches" } else { "samples" };
-    let mut bar = progress::Progress::new(configs.len());
+    let plan = args.plan()?;
+    args.out.prepare()?;
+    let unit = args.unit();
+    let mut bar = progress::Progress::new(plan.runnable.len());
     let mut outcomes = Vec::new();
-    let mut skipped = Vec::new();
-    for cfg in &configs {
+    let mut skipped = plan.skipped;
+    let mut failed = Vec::new();
+    for cfg in &plan.runnable {
         bar.start(&cfg.label());
         match sweep::run(&args, cfg, |what| bar.step(&cfg.label(), what)) {
             Ok(o) => {
                 bar.done(&cfg.label(), &format!("{:.1} ms/step", o.row.step_ms_median));
                 outcomes.push(o);
             }
-            // A schedule that cannot take these p, m, v (or a model too shallow for p·v stages)
-            // is skipped with its reason; anything else stops the benchmark.
-            Err(e @ (Error::Schedule(_) | Error::Usage(_))) if is_config_error(&e) => {
+            Err(e) if e.rules_out_configuration() => {
                 bar.done(&cfg.label(), "skipped");
                 skipped.push((cfg.label(), e.to_string()));
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                bar.done(&cfg.label(), "FAILED");
+                failed.push((cfg.label(), e.to_string()));
+            }
         }
     }
     bar.finish();
+    if outcomes.is_empty() {
+        return Err(Error::Config(format!(
+            "no configuration ran, nothing was written:\n{}",
+            config::grouped(&[failed, skipped].concat())
+        )));
+    }
     let mut rows: Vec<sweep::Row> = outcomes.iter().map(|o| o.row.clone()).collect();
     report::rank(&mut rows);
     for (o, r) in outcomes.iter_mut().zip(&rows) {
         o.row = r.clone();
     }
     let what = if args.simulate_only { "simulated only" } else { "measured" };
-    let mut model = args.synthetic.as_ref().map_or(args.model.clone(), |s| format!("synthetic {s}"));
-    if args.devices != "cpu" {
-        model.push_str(&format!(" on {}", args.devices));
-    }
-    if let Some(p) = &args.precision {
-        model.push_str(&format!(", {p} products"));
-    }
     println!(
-        "pipesched-bench: {model}, p={} m={} (interleaved v={}), {what}, {} measured steps after {} warm-up; {} · {}\n",
-        args.p,
-        args.m,
-        args.chunks,
-        args.steps,
-        args.warmup,
+        "pipesched-bench: {}, p={} m={} (interleaved v={}), {what}, {} measured steps after {} warm-up; {} · {}\n",
+        args.model_label(),
+        args.shape.layout.p,
+        args.shape.m,
+        args.shape.layout.chunks_of(pipesched_schedules::Kind::Interleaved),
+        args.steps.steps,
+        args.steps.warmup,
         report::machine(),
         report::today()
     );
@@ -85,24 +73,25 @@ fn run(args: Args) -> Result<()> {
     for (c, why) in &skipped {
         println!("\nskipped {c}: {why}");
     }
+    for (c, why) in &failed {
+        println!("\nFAILED {c}: {why}");
+    }
     let products = gpu::products(&args)?;
     if let Some(p) = &products {
-        let precision = args.precision.as_deref().unwrap_or("f32").parse().unwrap_or_default();
-        print!("{}", gpu::table(p, precision));
+        print!("{}", gpu::table(p));
     }
-    let json = report::write_json(&args.out, &args, &rows, &skipped, products.as_deref())?;
-    let charts = report::write_charts(&args.out, &args, &outcomes, unit)?;
-    println!("\nwrote {} and {} charts in {}", json.display(), charts.len(), args.out.display());
+    let json = report::write_json(&args, &rows, &skipped, &failed, products.as_deref())?;
+    let charts = report::write_charts(&args.out.out, &args, &outcomes, unit)?;
+    println!("\nwrote {} and {} charts in {}", json.display(), charts.len(), args.out.out.display());
+    if !failed.is_empty() {
+        return Err(Error::Config(format!(
+            "{} of {} configurations failed:\n{}",
+            failed.len(),
+            plan.runnable.len(),
+            config::grouped(&failed)
+        )));
+    }
     Ok(())
-}
-
-/// Whether `e` means "this configuration cannot exist" rather than "something broke".
-fn is_config_error(e: &Error) -> bool {
-    match e {
-        Error::Schedule(pipesched_schedules::Error::BadArgs { .. }) => true,
-        Error::Usage(msg) => msg.contains("--model") || msg.contains("layers") || msg.contains("stages"),
-        _ => false,
-    }
 }
 
 fn main() {

@@ -90,25 +90,29 @@ pub fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Writes `bench.json` into `dir`.
+/// Writes `bench.json` into `--out`.
 pub fn write_json(
-    dir: &Path,
     args: &Args,
     rows: &[Row],
     skipped: &[(String, String)],
+    failed: &[(String, String)],
     gpu_products: Option<&[crate::gpu::ProductRow]>,
 ) -> Result<PathBuf> {
-    let path = dir.join("bench.json");
+    let path = args.out.file("bench.json");
+    let list =
+        |l: &[(String, String)]| l.iter().map(|(c, why)| json!({"config": c, "reason": why})).collect::<Vec<_>>();
     let doc = json!({
         "date": today(),
         "machine": machine(),
-        "model": args.synthetic.as_ref().map_or(args.model.clone(), |s| format!("synthetic:{s}")),
-        "p": args.p, "m": args.m, "chunks": args.chunks, "batch": args.batch,
-        "devices": args.devices, "precision": args.precision.as_deref().unwrap_or("f32"),
-        "steps": args.steps, "warmup": args.warmup, "simulate_only": args.simulate_only,
+        "model": args.model.model.to_string(),
+        "p": args.shape.layout.p, "m": args.shape.m, "chunks": args.shape.layout.chunks, "batch": args.model.batch,
+        "devices": args.model.devices.to_string(),
+        "precision": args.model.precision.map(|p| p.to_string()),
+        "steps": args.steps.steps, "warmup": args.steps.warmup, "simulate_only": args.simulate_only,
         "configs": rows,
         "gpu_products": gpu_products,
-        "skipped": skipped.iter().map(|(c, why)| json!({"config": c, "reason": why})).collect::<Vec<_>>(),
+        "skipped": list(skipped),
+        "failed": list(failed),
     });
     let text = serde_json::to_string_pretty(&doc).expect("JSON values always serialise");
     write_atomic(&path, text.as_bytes())?;
@@ -150,8 +154,7 @@ pub fn write_charts(dir: &Path, args: &Args, outcomes: &[Outcome], unit: &str) -
         return Ok(written);
     }
     let what = if args.simulate_only { "simulated" } else { "measured" };
-    let model = args.synthetic.as_ref().map_or(args.model.clone(), |_| "synthetic stages".into());
-    let title = format!("{model} · p={} m={} · {what}", args.p, args.m);
+    let title = format!("{} · p={} m={} · {what}", args.model_label(), args.shape.layout.p, args.shape.m);
     for ext in ["svg", "png"] {
         let t = dir.join(format!("bench-throughput.{ext}"));
         render_throughput(&points, &format!("{unit} per second · {title}"), &t)?;

@@ -2,13 +2,10 @@
 //! simulate), profile the stages, simulate the schedule with the profiled costs, and reduce it
 //! all to one row of numbers.
 
-use std::time::Duration;
-
 use serde::Serialize;
 
-use pipesched::exec::{execute, ExecOptions};
 use pipesched::report::median_index;
-use pipesched::workload::{profile_model, profile_synthetic, Workload};
+use pipesched::workload::Demand;
 use pipesched::Result;
 use pipesched_schedules::{simulate, Op, Stats, Trace};
 
@@ -83,58 +80,38 @@ fn recompute_share(trace: &Trace) -> f64 {
 
 /// Runs `cfg`. `progress(step)` is called after each step.
 pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<Outcome> {
-    let base = cfg.kind.generate(args.p, cfg.v, args.m)?;
-    let spec = args.workload(&cfg.recompute);
-    let opts = ExecOptions { timeout: Duration::from_secs_f64(args.timeout) };
-    let reps = if args.quick { 3 } else { 7 };
-    let steps = args.warmup + args.steps;
+    let demand = Demand::of(&cfg.base, false);
+    let mut workload = args.model.spec().build(&cfg.layout(), &cfg.policies, &demand)?;
+    let schedule = workload.plan(&cfg.base)?;
+    let opts = args.steps.exec_options();
+    let steps = if args.simulate_only { 0 } else { args.steps.total() };
     let mut traces = Vec::new();
     let mut loss = None;
-    let (schedule, profiled, batch, predicted_costs) = match spec.build(&base)? {
-        Workload::Synthetic { spec, mut stages, schedule } => {
-            if !args.simulate_only {
-                for k in 0..steps {
-                    traces.push(execute(&schedule, &mut stages, &opts)?);
-                    progress(&format!("step {}/{steps}", k + 1));
-                }
-            }
-            let profiled = match args.flag_costs()? {
-                Some(c) => c,
-                None => profile_synthetic(&schedule, &mut stages, reps)?,
-            };
-            (schedule, profiled, 1, spec.cost_model(base.stages()))
-        }
-        Workload::Real { mut model, schedule } => {
-            if !args.simulate_only {
-                for k in 0..steps {
-                    let out = model.run_step(&schedule, k as u64, &opts)?;
-                    model.optimizer_step()?;
-                    loss = Some(out.loss);
-                    traces.push(out.trace);
-                    progress(&format!("step {}/{steps}", k + 1));
-                }
-            }
-            progress("profiling");
-            let profiled = match args.flag_costs()? {
-                Some(c) => c,
-                None => profile_model(&schedule, &mut model, reps)?,
-            };
-            let predicted = model.predicted_bytes(&schedule);
-            (schedule, profiled, model.batch, predicted)
-        }
+    for k in 0..steps {
+        let step = workload.run_step(&schedule, k as u64, &opts, false)?;
+        workload.optimizer_step()?;
+        loss = step.loss;
+        traces.push(step.trace);
+        progress(&format!("step {}/{steps}", k + 1));
+    }
+    progress("profiling");
+    // With --costs the times and bytes are the flags'; otherwise the stages' profile and their
+    // own byte accounting.
+    let (profiled, bytes) = if args.costs.given() {
+        let flags = args.costs.model();
+        (flags.clone(), flags)
+    } else {
+        (workload.profile(args.profile_reps())?, workload.predicted())
     };
     let simulated = simulate(&schedule, &profiled)?;
-    // Static bytes come from the stages themselves, also when the times come from --costs.
     let sim_stats = Stats::of(&simulated);
-    // With --costs the bytes are the flags' own; otherwise the stages' accounting, with messages
-    // in flight timed by the profiled simulation.
-    let (predicted_peaks, predicted_held) = if args.costs.is_some() {
-        (sim_stats.peak_bytes.clone(), sim_stats.peak_held_bytes.clone())
-    } else {
-        (sim_stats.peak_bytes.clone(), Stats::of(&simulate(&schedule, &predicted_costs)?).peak_held_bytes)
-    };
-    let samples = args.samples_per_step(batch);
-    let measured: Vec<Trace> = traces.split_off(args.warmup.min(traces.len()));
+    // Held bytes follow from the byte accounting alone (exact); the peaks with messages in flight
+    // also need the timing, so they come from the profiled simulation.
+    let predicted_peaks = sim_stats.peak_bytes.clone();
+    let predicted_held = Stats::of(&simulate(&schedule, &bytes)?).peak_held_bytes;
+    let static_bytes = bytes.resolve(&schedule)?.1;
+    let samples = args.shape.m * workload.rows().unwrap_or(1);
+    let measured: Vec<Trace> = traces.split_off(args.steps.warmup.min(traces.len()));
     let step_ms: Vec<f64> = measured.iter().map(|t| Stats::of(t).makespan).collect();
     let (median_ms, median_trace) = if step_ms.is_empty() {
         (sim_stats.makespan, None)
@@ -146,12 +123,12 @@ pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<
     let slowest = step_ms.iter().copied().fold(median_ms, f64::max);
     let fastest = step_ms.iter().copied().fold(median_ms, f64::min);
     let m_stats = median_trace.as_ref().map(Stats::of);
-    let has_r = schedule.lanes.iter().flat_map(|l| l.iter()).any(|a| a.op == Op::R);
+    let has_r = schedule.actions().any(|a| a.op == Op::R);
     let row = Row {
         label: cfg.label(),
         schedule: cfg.kind.to_string(),
-        recompute: cfg.recompute.clone(),
-        v: cfg.v,
+        recompute: cfg.policies.to_string(),
+        v: schedule.v,
         samples_per_step: samples,
         step_ms: step_ms.clone(),
         step_ms_median: median_ms,
@@ -165,7 +142,7 @@ pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<
         peak_bytes_predicted: predicted_peaks,
         peak_held_measured: m_stats.as_ref().map(|s| s.peak_held_bytes.clone()),
         peak_held_predicted: predicted_held,
-        static_bytes: simulated.ranks.iter().map(|r| r.memory.first().map_or(0, |s| s.bytes)).collect(),
+        static_bytes,
         recompute_share: if !has_r {
             0.0
         } else {

@@ -1,5 +1,7 @@
 //! The benchmark binary end to end: a reduced sweep writes the table, the JSON and the charts;
-//! bad flags are clear errors; an interrupted run leaves no half-written JSON.
+//! bad flags are clear errors, given once, before anything runs; a configuration that cannot
+//! exist is skipped with its reason; one that fails makes the exit status non-zero; nothing is
+//! written when nothing ran; an interrupted run leaves no half-written JSON.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -28,16 +30,18 @@ fn a_quick_synthetic_sweep_writes_table_json_and_charts() {
     let dir = temp_dir("quick");
     let out = bench(&[
         "--quick",
-        "--synthetic",
-        "F=300us,I=300us,W=150us,mem=256KiB,wmem=64KiB",
+        "--model",
+        "synthetic:F=300us,I=300us,W=150us,mem=256KiB,wmem=64KiB",
         "-p",
         "3",
         "-m",
         "6",
-        "--schedules",
+        "-s",
         "1f1b,zb-h1,interleaved",
         "--recompute",
-        "none,full",
+        "none",
+        "--recompute",
+        "full",
         "--out",
         dir.to_str().unwrap(),
     ]);
@@ -69,8 +73,8 @@ fn simulate_only_needs_no_execution_and_takes_any_p() {
         "F=1,I=1,W=0.5,C=0.05",
         "--mem",
         "A=64MiB,W=16MiB",
-        "--synthetic",
-        "F=1ms,I=1ms,W=1ms",
+        "--model",
+        "synthetic:F=1ms,I=1ms,W=1ms",
         "-p",
         "16",
         "-m",
@@ -91,18 +95,98 @@ fn simulate_only_needs_no_execution_and_takes_any_p() {
 
 #[test]
 fn bad_flags_are_clear_errors() {
-    assert!(fails(&["--schedules", "1f1b,zb-h9"]).contains("unknown schedule name"));
+    assert!(fails(&["-s", "1f1b,zb-h9"]).contains("unknown schedule name"));
     assert!(fails(&["-p", "0"]).contains("at least 1"));
-    assert!(fails(&["--recompute", "most"]).contains("--recompute most"));
+    let e = fails(&["--recompute", "most"]);
+    assert!(e.contains("'most' for '--recompute") && e.contains("none, full, every:K"), "{e}");
+    assert!(fails(&["-s", "1f1b,1f1b"]).contains("-s 1f1b is given twice"));
+    assert!(fails(&["--quick", "--steps", "3"]).contains("cannot be used with"));
     let e = fails(&["--out", "/proc/pipesched-cannot-write-here"]);
     assert!(e.contains("output folder"), "{e}");
+}
+
+/// Runs a sweep that must fail into a fresh folder; returns stderr, checking that the error is
+/// given once and that nothing was written.
+fn fails_once_writing_nothing(name: &str, args: &[&str]) -> String {
+    let dir = temp_dir(name);
+    let e = fails(&[args, &["--out", dir.to_str().unwrap()]].concat());
+    assert_eq!(e.matches("error:").count(), 1, "{e}");
+    assert!(!dir.join("bench.json").exists(), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+    e
+}
+
+#[test]
+fn an_unknown_model_fails_once_up_front() {
+    let e = fails_once_writing_nothing("nosuch", &["--model", "nosuch"]);
+    assert!(e.contains("'nosuch' for '--model <MODEL>'") && e.contains("tiny, small, medium"), "{e}");
+}
+
+#[test]
+fn a_sweep_where_nothing_can_run_fails_once_up_front() {
+    let e = fails_once_writing_nothing("p50", &["-p", "50"]);
+    assert!(e.contains("none of the 10 configurations can run with small at p=50, m=8"), "{e}");
+    assert!(!e.contains("[1/"), "nothing started: {e}");
+}
+
+#[test]
+fn impossible_configurations_are_skipped_with_their_reason() {
+    let dir = temp_dir("skip");
+    let out = bench(&[
+        "--quick",
+        "--model",
+        "synthetic:F=200us,I=200us,W=100us",
+        "-p",
+        "4",
+        "-m",
+        "6",
+        "-s",
+        "1f1b,zb-h2",
+        "--recompute",
+        "none",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
+    assert_eq!(doc["configs"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["skipped"][0]["config"], "zb-h2 / none");
+    assert!(doc["skipped"][0]["reason"].as_str().unwrap().contains("m ≥ 2p"), "{doc}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("skipped zb-h2 / none"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_failing_configuration_fails_the_benchmark() {
+    // Rank 1 waits 50 ms for rank 0's first forward, ten times the timeout: the step hangs.
+    let e = fails_once_writing_nothing(
+        "hang",
+        &[
+            "--model",
+            "synthetic:F=50ms,I=1ms,W=1ms",
+            "-m",
+            "2",
+            "-s",
+            "1f1b",
+            "--recompute",
+            "none",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--timeout",
+            "5ms",
+        ],
+    );
+    assert!(e.contains("no configuration ran") && e.contains("1f1b / none: pipeline hang"), "{e}");
 }
 
 #[test]
 fn an_interrupted_run_leaves_no_json() {
     let dir = temp_dir("killed");
     let mut child = Command::new(env!("CARGO_BIN_EXE_pipesched-bench"))
-        .args(["--synthetic", "F=20ms,I=20ms,W=10ms", "--steps", "20", "--out", dir.to_str().unwrap()])
+        .args(["--model", "synthetic:F=20ms,I=20ms,W=10ms", "--steps", "20", "--out", dir.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

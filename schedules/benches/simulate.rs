@@ -1,5 +1,6 @@
-//! Simulator speed at scale: p = 64, m = 1024 (about 200k actions) for 1f1b and zb-h1.
-//! Prints the median of several runs of generate, validate and simulate; asserts nothing.
+//! Simulator speed at scale: p = 64, m = 1024 (about 200k actions; median of 11 runs) and
+//! p = 1024, m = 8192 (17–25 million actions; one run) for every generator. Prints the time to
+//! generate (which validates), validate again, simulate and compute the stats; asserts nothing.
 //!
 //! Run: `cargo bench -p pipesched-schedules --bench simulate`
 
@@ -8,7 +9,9 @@ use std::time::Instant;
 use pipesched_schedules::{simulate, validate, CostModel, Kind, Stats};
 
 fn median_ms(mut f: impl FnMut(), runs: usize) -> f64 {
-    f(); // warm-up
+    if runs > 1 {
+        f(); // warm-up
+    }
     let mut times: Vec<f64> = (0..runs)
         .map(|_| {
             let t = Instant::now();
@@ -21,24 +24,34 @@ fn median_ms(mut f: impl FnMut(), runs: usize) -> f64 {
 }
 
 fn main() {
-    let (p, m) = (64, 1024);
     let costs = CostModel::per_rank(1.0, 1.0, 0.5).with_latency(0.01);
-    println!("{:<12} {:>9} {:>14} {:>14} {:>14}", "schedule", "actions", "generate ms", "validate ms", "simulate ms");
-    for kind in [Kind::OneFOneB, Kind::ZbH1, Kind::ZbH2, Kind::Interleaved] {
-        let s = kind.generate(p, kind.default_chunks(), m).unwrap();
-        let generate = median_ms(|| drop(kind.generate(p, kind.default_chunks(), m).unwrap()), 11);
-        let check = median_ms(|| validate(&s).unwrap(), 11);
-        let sim = median_ms(|| drop(simulate(&s, &costs).unwrap()), 11);
-        let stats = Stats::of(&simulate(&s, &costs).unwrap());
-        println!(
-            "{:<12} {:>9} {:>14.2} {:>14.2} {:>14.2}   (makespan {:.1}, bubble {:.2}%)",
-            kind.name(),
-            s.num_actions(),
-            generate,
-            check,
-            sim,
-            stats.makespan,
-            100.0 * stats.bubble_rate
-        );
+    println!(
+        "{:<12} {:>5} {:>5} {:>10} {:>12} {:>12} {:>12} {:>9}",
+        "schedule", "p", "m", "actions", "generate ms", "validate ms", "simulate ms", "stats ms"
+    );
+    for (p, m, runs) in [(64, 1024, 11), (1024, 8192, 1), (8, 1048576, 1)] {
+        for kind in [Kind::OneFOneB, Kind::ZbH1, Kind::ZbH2, Kind::Interleaved] {
+            let v = kind.default_chunks();
+            let generate = median_ms(|| drop(kind.generate(p, v, m).unwrap()), runs);
+            let s = kind.generate(p, v, m).unwrap();
+            let check = median_ms(|| validate(&s).unwrap(), runs);
+            let sim = median_ms(|| drop(simulate(&s, &costs).unwrap()), runs);
+            let trace = simulate(&s, &costs).unwrap();
+            let stats_ms = median_ms(|| drop(Stats::of(&trace)), runs);
+            let stats = Stats::of(&trace);
+            println!(
+                "{:<12} {:>5} {:>5} {:>10} {:>12.2} {:>12.2} {:>12.2} {:>9.2}   (makespan {:.1}, bubble {:.2}%)",
+                kind.name(),
+                p,
+                m,
+                s.num_actions(),
+                generate,
+                check,
+                sim,
+                stats_ms,
+                stats.makespan,
+                100.0 * stats.bubble_rate
+            );
+        }
     }
 }

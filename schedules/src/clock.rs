@@ -2,11 +2,12 @@
 //! slots show as gaps. It places the actions of [`Schedule::grid`] (the picture in each
 //! generator's doc comment) and the cells of the PyTorch CSV export.
 
+use crate::deps::message_slots;
 use crate::error::Result;
 use crate::grid;
 use crate::schedule::Schedule;
 use crate::validate::validate;
-use crate::walk::walk;
+use crate::walk::{walk, Times};
 
 /// Validates `s` and returns, for every action, the tick it starts at on the unit clock:
 /// `ticks[rank][step]`.
@@ -14,7 +15,8 @@ pub fn unit_clock(s: &Schedule) -> Result<Vec<Vec<usize>>> {
     validate(s)?;
     let mut ticks: Vec<Vec<usize>> = s.lanes.iter().map(|l| Vec::with_capacity(l.len())).collect();
     // Validated, so the walk finishes; ticks are small integers, exact in f64.
-    let _ = walk(s, |_| 1.0, 0.0, |r, _, start, _| ticks[r].push(start as usize));
+    let mut post = Times::new(message_slots(s.stages(), s.m), 0.0);
+    let _ = walk(s, &mut post, |_| 1.0, |r, _, start, _| ticks[r].push(start as usize));
     Ok(ticks)
 }
 

@@ -110,6 +110,19 @@ impl CostModel {
         }
     }
 
+    /// Whether any stage keeps, re-creates or sends bytes, or any rank has static bytes: whether
+    /// a simulation under this model has a memory curve worth drawing.
+    pub fn has_bytes(&self) -> bool {
+        let stage = |c: &StageCost| {
+            c.act_bytes > 0 || c.recompute_bytes > 0 || c.w_bytes > 0 || c.fwd_msg_bytes > 0 || c.bwd_msg_bytes > 0
+        };
+        self.static_bytes.iter().any(|&b| b > 0)
+            || match &self.costs {
+                StageCosts::PerRank(c) => stage(c),
+                StageCosts::Stages(list) => list.iter().any(stage),
+            }
+    }
+
     /// The same with cross-rank latency `c`.
     pub fn with_latency(mut self, c: f64) -> CostModel {
         self.latency = c;

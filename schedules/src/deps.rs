@@ -37,12 +37,14 @@ pub struct Message {
 
 impl Message {
     /// Index of this message among the `2·stages·m` messages of a step, for flat tables.
-    pub fn index(&self, stages: usize, m: usize) -> usize {
+    /// Stage-major, micro-batches innermost: a rank walking its lane reads and writes each of
+    /// its few streams in order, which keeps a walk of a large schedule cache-friendly.
+    pub fn index(&self, _stages: usize, m: usize) -> usize {
         let flow = match self.flow {
             Flow::Activation => 0,
             Flow::Gradient => 1,
         };
-        (flow * stages + self.from) * m + self.mb
+        (self.from * m + self.mb) * 2 + flow
     }
 
     /// The action that produces this message: `F`, or — for a gradient — the producing stage's
@@ -101,7 +103,7 @@ pub fn follows(a: Action) -> Option<Action> {
 /// messages come from `I`, not `B`).
 pub fn split_stages(s: &Schedule) -> Vec<bool> {
     let mut t = vec![false; s.stages()];
-    for a in s.lanes.iter().flat_map(|l| l.iter()) {
+    for a in s.actions() {
         if a.op == Op::I {
             if let Some(x) = t.get_mut(a.stage()) {
                 *x = true;

@@ -11,15 +11,17 @@ use crate::action::Action;
 const MAX_COLUMNS: usize = 40;
 
 /// Lanes as rows, one action per column (column = index in the lane, the validator's "step").
-pub fn packed_rows<L: AsRef<[Action]>>(lanes: &[L]) -> Vec<Vec<Option<Action>>> {
-    lanes.iter().map(|lane| lane.as_ref().iter().copied().map(Some).collect()).collect()
+pub fn packed_rows<L: std::ops::Deref<Target = Vec<Action>>>(lanes: &[L]) -> Vec<Vec<Option<Action>>> {
+    lanes.iter().map(|lane| lane.iter().copied().map(Some).collect()).collect()
 }
 
 /// Lanes placed on a clock: `ticks[r][k]` is the column of action `k` of rank `r`.
-pub fn aligned_rows<L: AsRef<[Action]>>(lanes: &[L], ticks: &[Vec<usize>]) -> Vec<Vec<Option<Action>>> {
+pub fn aligned_rows<L: std::ops::Deref<Target = Vec<Action>>>(
+    lanes: &[L],
+    ticks: &[Vec<usize>],
+) -> Vec<Vec<Option<Action>>> {
     lanes
         .iter()
-        .map(AsRef::as_ref)
         .zip(ticks)
         .map(|(lane, t)| {
             let width = t.last().map_or(0, |&x| x + 1);

@@ -10,7 +10,8 @@ use crate::schedule::Schedule;
 use crate::validate::validate;
 
 /// `schedule` with `R(s, j)` inserted right before the backward of every micro-batch `j` on every
-/// stage `s` with `recompute[s]` set. Existing `R` actions are kept where they are.
+/// stage `s` with `recompute[s]` set, validated. Existing `R` actions are kept where they are.
+/// With no stage set, `schedule` itself comes back (its lanes shared, not copied or checked).
 pub fn with_recompute(schedule: &Schedule, recompute: &[bool]) -> Result<Schedule> {
     if recompute.len() != schedule.stages() {
         return Err(Error::Cost(format!(
@@ -20,6 +21,10 @@ pub fn with_recompute(schedule: &Schedule, recompute: &[bool]) -> Result<Schedul
             schedule.p,
             schedule.v
         )));
+    }
+    if !recompute.iter().any(|&r| r) {
+        // Nothing to plan: the same schedule, sharing its lanes.
+        return Ok(schedule.clone());
     }
     let has_r: std::collections::HashSet<(u16, u32)> = schedule
         .lanes

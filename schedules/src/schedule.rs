@@ -3,7 +3,7 @@
 //! A `Schedule` is plain data. Generators and the CSV reader return only schedules that passed
 //! [`validate`](crate::validate); a hand-built one can be anything until it is validated (the
 //! executor's hang diagnostics need to run schedules that deadlock). Lanes are shared
-//! (`Arc<[Action]>`): a trace of the schedule holds the same lanes, not a copy.
+//! (`Arc<Vec<Action>>`): a trace of the schedule holds the same lanes, not a copy.
 
 use std::sync::Arc;
 
@@ -60,13 +60,13 @@ pub struct Schedule {
     /// Where stages sit.
     pub placement: Placement,
     /// One lane per rank, in execution order.
-    pub lanes: Vec<Arc<[Action]>>,
+    pub lanes: Vec<Arc<Vec<Action>>>,
 }
 
 impl Schedule {
     /// A schedule of these lanes, not yet validated.
     pub fn new(name: &str, p: usize, v: usize, m: usize, placement: Placement, lanes: Vec<Vec<Action>>) -> Schedule {
-        Schedule { name: name.into(), p, v, m, placement, lanes: lanes.into_iter().map(Arc::from).collect() }
+        Schedule { name: name.into(), p, v, m, placement, lanes: lanes.into_iter().map(Arc::new).collect() }
     }
 
     /// Number of model stages, `p·v`.
@@ -84,6 +84,11 @@ impl Schedule {
         (0..self.stages()).filter(|&s| self.rank_of(s) == rank).collect()
     }
 
+    /// Every action, lane after lane.
+    pub fn actions(&self) -> impl Iterator<Item = &Action> + '_ {
+        self.lanes.iter().flat_map(|l| l.iter())
+    }
+
     /// Total number of actions over all lanes.
     pub fn num_actions(&self) -> usize {
         self.lanes.iter().map(|l| l.len()).sum()
@@ -96,6 +101,6 @@ impl Schedule {
 
     /// Whether any lane splits the backward into `I` and `W`.
     pub fn splits_backward(&self) -> bool {
-        self.lanes.iter().flat_map(|l| l.iter()).any(|a| a.op == crate::Op::I)
+        self.actions().any(|a| a.op == crate::Op::I)
     }
 }

@@ -16,13 +16,14 @@
 
 use crate::action::{Action, Op};
 use crate::cost::{CostModel, StageCost};
+use crate::deps::message_slots;
 use crate::deps::{consumes, Flow};
 use crate::error::Result;
 use crate::ledger::Ledger;
 use crate::schedule::Schedule;
 use crate::trace::{RankTrace, Source, Trace, Transfers};
 use crate::validate::validate;
-use crate::walk::walk;
+use crate::walk::{walk, Times};
 
 /// Simulates one step of `schedule` under `costs`.
 ///
@@ -41,11 +42,12 @@ pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
         })
         .collect();
     let duration = |a: Action| stage_costs.get(a.stage()).map_or(0.0, |c| c.duration(a.op));
-    let walked = walk(schedule, duration, costs.latency, |r, _, start, end| {
+    let mut post = Times::new(message_slots(schedule.stages(), schedule.m), costs.latency);
+    let walked = walk(schedule, &mut post, duration, |r, _, start, end| {
         ranks[r].start.push(start);
         ranks[r].end.push(end);
     });
-    let Ok(mut sent) = walked else {
+    if walked.is_err() {
         // Only a schedule that breaks a rule gets stuck; validate explains which.
         validate(schedule)?;
         return Err(crate::Error::Deadlock {
@@ -53,9 +55,11 @@ pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
             grid: schedule.grid(),
         });
     };
-    if stage_costs.iter().all(|c| c.fwd_msg_bytes == 0 && c.bwd_msg_bytes == 0) {
-        sent = Vec::new(); // no message bytes to count: free the send times now
-    }
+    let sent = if stage_costs.iter().any(|c| c.fwd_msg_bytes > 0 || c.bwd_msg_bytes > 0) {
+        post.sent
+    } else {
+        Vec::new() // no message bytes to count: free the send times now
+    };
     let m = schedule.m;
     // Each rank holds v stages; `chunk[s]` numbers stage s among its rank's.
     let mut chunk = vec![0usize; schedule.stages()];
@@ -65,11 +69,15 @@ pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
         *c = count[r];
         count[r] += 1;
     }
-    let mut held = vec![0u64; schedule.v * m];
+    // Without per-micro-batch bytes, held bytes stay at the static ones: no pass over the spans.
+    let keeps = stage_costs.iter().any(|c| c.act_bytes > 0 || c.recompute_bytes > 0 || c.w_bytes > 0);
+    let mut held = vec![0u64; if keeps { schedule.v * m } else { 0 }];
     for (rank, base) in ranks.iter_mut().zip(statics) {
-        held.fill(0);
         let mut ledger = Ledger::new(base);
-        predict(rank, &stage_costs, |a| chunk[a.stage()] * m + a.mb(), &mut held, &mut ledger);
+        if keeps {
+            held.fill(0);
+            predict(rank, &stage_costs, |a| chunk[a.stage()] * m + a.mb(), &mut held, &mut ledger);
+        }
         if !sent.is_empty() {
             messages(rank, &stage_costs, m, &sent, &mut ledger);
         }

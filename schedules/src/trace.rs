@@ -96,7 +96,7 @@ pub struct Transfer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankTrace {
     /// The actions in the order they ran.
-    pub actions: Arc<[Action]>,
+    pub actions: Arc<Vec<Action>>,
     /// When each started.
     pub start: Vec<f64>,
     /// When each ended.
@@ -107,7 +107,7 @@ pub struct RankTrace {
 
 impl Default for RankTrace {
     fn default() -> Self {
-        RankTrace { actions: Arc::from(Vec::new()), start: Vec::new(), end: Vec::new(), memory: Vec::new() }
+        RankTrace { actions: Arc::new(Vec::new()), start: Vec::new(), end: Vec::new(), memory: Vec::new() }
     }
 }
 
@@ -115,7 +115,7 @@ impl RankTrace {
     /// A rank's trace from its spans and memory samples.
     pub fn from_spans(spans: &[Span], memory: Vec<MemSample>) -> RankTrace {
         RankTrace {
-            actions: spans.iter().map(|s| s.action).collect(),
+            actions: Arc::new(spans.iter().map(|s| s.action).collect()),
             start: spans.iter().map(|s| s.start).collect(),
             end: spans.iter().map(|s| s.end).collect(),
             memory,
@@ -214,7 +214,7 @@ impl Trace {
             Transfers::Latency(c) => *c,
         };
         let (stages, m) = (self.p * self.v, self.m);
-        let lanes: Vec<Arc<[Action]>> = self.ranks.iter().map(|r| r.actions.clone()).collect();
+        let lanes: Vec<Arc<Vec<Action>>> = self.ranks.iter().map(|r| r.actions.clone()).collect();
         let shape = Schedule { name: String::new(), p: self.p, v: self.v, m, placement: self.placement, lanes };
         let splits = split_stages(&shape);
         let ends: std::collections::HashMap<Action, (usize, f64)> = self

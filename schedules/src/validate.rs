@@ -16,19 +16,18 @@
 //! are looked up only once a rule is broken.
 
 use crate::action::{Action, Op, MAX_STAGES};
-use crate::deps::{consumes, split_stages};
+use crate::deps::{consumes, message_slots, split_stages};
 use crate::error::{Error, Result};
 use crate::grid;
 use crate::schedule::{Placement, Schedule};
-use crate::walk::walk;
+use crate::walk::{walk, Sent};
 
 /// Checks `s` against every rule above.
 pub fn validate(s: &Schedule) -> Result<()> {
     check_shape(s)?;
-    check_ranges(s)?;
-    let seen = check_complete(s)?;
-    check_order(s, &seen)?;
-    walk(s, |_| 1.0, 0.0, |_, _, _, _| {}).map(drop).map_err(|stuck| deadlock(s, &stuck))
+    check_actions(s)?;
+    let mut sent = Sent::new(message_slots(s.stages(), s.m));
+    walk(s, &mut sent, |_| 0.0, |_, _, _, _| {}).map_err(|stuck| deadlock(s, &stuck))
 }
 
 fn invalid(s: &Schedule, marks: &[(usize, usize)], reason: String) -> Error {
@@ -62,31 +61,42 @@ fn check_shape(s: &Schedule) -> Result<()> {
     Ok(())
 }
 
-/// Rule 2: indices in range, every action on the rank that holds its stage.
-fn check_ranges(s: &Schedule) -> Result<()> {
-    for (rank, lane) in s.lanes.iter().enumerate() {
-        for (step, a) in lane.iter().enumerate() {
-            let here = [(rank, step)];
-            if a.stage() >= s.stages() {
-                return Err(invalid(s, &here, format!(
-                    "rank {rank}, step {step}: {a} names stage {}, but the model has {} stages (0..={}) with p={}, v={}",
-                    a.stage, s.stages(), s.stages() - 1, s.p, s.v
-                )));
-            }
-            if a.mb() >= s.m {
-                return Err(invalid(s, &here, format!(
-                    "rank {rank}, step {step}: {a} names micro-batch {}, but the schedule has m={} micro-batches (0..={})",
-                    a.microbatch, s.m, s.m - 1
-                )));
-            }
-            let owner = s.rank_of(a.stage());
-            if owner != rank {
-                return Err(invalid(s, &here, format!(
-                    "rank {rank}, step {step}: {a} runs stage {} on rank {rank}, but {} placement puts stage {} on rank {owner}",
-                    a.stage, s.placement, a.stage
-                )));
-            }
-        }
+/// Rule 2 for the action `a` at `rank`, `step`: indices in range, on the rank that holds its
+/// stage (`owner_of[stage]`).
+fn check_range(s: &Schedule, owner_of: &[usize], rank: usize, step: usize, a: Action) -> Result<()> {
+    let here = [(rank, step)];
+    if a.stage() >= s.stages() {
+        return Err(invalid(
+            s,
+            &here,
+            format!(
+                "rank {rank}, step {step}: {a} names stage {}, but the model has {} stages (0..={}) with p={}, v={}",
+                a.stage,
+                s.stages(),
+                s.stages() - 1,
+                s.p,
+                s.v
+            ),
+        ));
+    }
+    if a.mb() >= s.m {
+        return Err(invalid(
+            s,
+            &here,
+            format!(
+                "rank {rank}, step {step}: {a} names micro-batch {}, but the schedule has m={} micro-batches (0..={})",
+                a.microbatch,
+                s.m,
+                s.m - 1
+            ),
+        ));
+    }
+    let owner = owner_of[a.stage()];
+    if owner != rank {
+        return Err(invalid(s, &here, format!(
+            "rank {rank}, step {step}: {a} runs stage {} on rank {rank}, but {} placement puts stage {} on rank {owner}",
+            a.stage, s.placement, a.stage
+        )));
     }
     Ok(())
 }
@@ -119,8 +129,12 @@ fn find(s: &Schedule, a: Action, from: usize) -> Option<(usize, usize)> {
     s.lanes[rank].iter().skip(from).position(|&x| x == a).map(|k| (rank, k + from))
 }
 
-/// Rule 3: no duplicates, nothing missing. Returns the ops seen per (stage, micro-batch).
-fn check_complete(s: &Schedule) -> Result<Vec<u8>> {
+/// Rules 2, 3 and 4 in one pass over the lanes, with one byte per (stage, micro-batch) for the ops
+/// seen so far: duplicates are found as they appear; an action whose predecessor
+/// ([`deps::follows`](crate::deps::follows), and a stage's `R` before its backward) has not been
+/// seen yet comes before it — the first such is kept and reported only if nothing is missing
+/// (rule 3 goes first); then a scan of the table finds what is missing.
+fn check_actions(s: &Schedule) -> Result<()> {
     let (stages, m) = (s.stages(), s.m);
     let actions = s.num_actions();
     // Each (stage, micro-batch) needs at least two actions; the table is one byte per pair, so
@@ -134,29 +148,77 @@ fn check_complete(s: &Schedule) -> Result<Vec<u8>> {
             grid: String::new(),
         });
     }
+    let owner_of: Vec<usize> = (0..stages).map(|st| s.rank_of(st)).collect();
     let mut seen = vec![0u8; stages * m];
+    // The first order violation: (rank, step, the action, its missing predecessor, what).
+    let mut out_of_order: Option<(usize, usize, Action, Action, &str)> = None;
     for (rank, lane) in s.lanes.iter().enumerate() {
-        for (step, &a) in lane.iter().enumerate() {
-            let slot = &mut seen[a.stage() * m + a.mb()];
-            if *slot & bit(a.op) != 0 {
-                let first = find(s, a, 0).unwrap_or((rank, step));
+        for (step, &b) in lane.iter().enumerate() {
+            check_range(s, &owner_of, rank, step, b)?;
+            let slot = &mut seen[b.stage() * m + b.mb()];
+            if *slot & bit(b.op) != 0 {
+                let first = find(s, b, 0).unwrap_or((rank, step));
                 return Err(invalid(
                     s,
                     &[first, (rank, step)],
                     format!(
-                        "duplicate {}: {a} appears at rank {}, step {} and again at rank {rank}, step {step}",
-                        op_name(a.op),
+                        "duplicate {}: {b} appears at rank {}, step {} and again at rank {rank}, step {step}",
+                        op_name(b.op),
                         first.0,
                         first.1
                     ),
                 ));
             }
-            *slot |= bit(a.op);
+            if out_of_order.is_none() {
+                let need = |op: Op| Action::new(b.stage(), op, b.mb());
+                let backward = bit(Op::I) | bit(Op::B);
+                let broken = match b.op {
+                    Op::F => None,
+                    Op::R if *slot & bit(Op::F) == 0 => Some((need(Op::F), "recompute before its forward")),
+                    // An R after the backward: the backward came before its recompute.
+                    Op::R if *slot & backward != 0 => {
+                        let back = if *slot & bit(Op::B) != 0 { Op::B } else { Op::I };
+                        let k = find(s, need(back), 0).map_or(step, |x| x.1);
+                        out_of_order = Some((rank, k, need(back), b, "backward before its recompute"));
+                        None
+                    }
+                    Op::R => None,
+                    Op::I | Op::B if *slot & bit(Op::F) == 0 => Some((need(Op::F), "backward before its forward")),
+                    Op::I | Op::B => None,
+                    Op::W if *slot & bit(Op::I) == 0 => Some((need(Op::I), "W before I")),
+                    Op::W => None,
+                };
+                if let Some((a, what)) = broken {
+                    out_of_order = Some((rank, step, b, a, what));
+                }
+            }
+            *slot |= bit(b.op);
         }
     }
+    check_complete(s, &seen)?;
+    if let Some((rank, step, b, a, what)) = out_of_order {
+        let later = find(s, a, step).map_or(step, |x| x.1);
+        return Err(invalid(
+            s,
+            &[(rank, step), (rank, later)],
+            format!("{what}: {b} at rank {rank}, step {step} comes before {a} at step {later}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Rule 3's scan: every (stage, micro-batch) has a forward and one kind of backward. `seen` holds
+/// the ops each has.
+fn check_complete(s: &Schedule, seen: &[u8]) -> Result<()> {
+    let (stages, m) = (s.stages(), s.m);
+    let backward = bit(Op::B) | bit(Op::I) | bit(Op::W);
     for stage in 0..stages {
         for mb in 0..m {
             let ops = seen[stage * m + mb];
+            let back = ops & backward;
+            if ops & bit(Op::F) != 0 && (back == bit(Op::B) || back == bit(Op::I) | bit(Op::W)) {
+                continue; // complete; only broken pairs pay for the messages below
+            }
             let name = |op| Action::new(stage, op, mb);
             let at = |op| find(s, name(op), 0);
             let rank = s.rank_of(stage);
@@ -173,17 +235,19 @@ fn check_complete(s: &Schedule) -> Result<Vec<u8>> {
                     ),
                 ));
             }
-            let f = at(Op::F).unwrap_or((rank, 0));
+            // Positions are looked up only once a rule is broken.
+            let f = || at(Op::F).unwrap_or((rank, 0));
             match (has(Op::B), has(Op::I), has(Op::W)) {
                 (true, false, false) | (false, true, true) => {}
                 (false, false, false) => {
+                    let f = f();
                     return Err(invalid(s, &[f], format!(
                         "missing backward: {} (rank {}, step {}) has no backward; add {} or both {} and {} to rank {rank}'s lane",
                         name(Op::F), f.0, f.1, name(Op::B), name(Op::I), name(Op::W)
-                    )))
+                    )));
                 }
                 (true, _, _) => {
-                    let b = at(Op::B).unwrap_or(f);
+                    let b = at(Op::B).unwrap_or_else(f);
                     let other = at(Op::I).or_else(|| at(Op::W)).unwrap_or(b);
                     return Err(invalid(s, &[b, other], format!(
                         "stage {stage}, micro-batch {mb} has both a full backward {} and a split one (I/W); use one or the other",
@@ -191,60 +255,34 @@ fn check_complete(s: &Schedule) -> Result<Vec<u8>> {
                     )));
                 }
                 (false, true, false) => {
-                    let i = at(Op::I).unwrap_or(f);
-                    return Err(invalid(s, &[i], format!(
-                        "missing weight gradient: {} at rank {}, step {} has no matching {}",
-                        name(Op::I), i.0, i.1, name(Op::W)
-                    )))
-                }
-                (false, false, true) => {
-                    let w = at(Op::W).unwrap_or(f);
-                    return Err(invalid(s, &[w], format!(
-                        "missing input gradient: {} at rank {}, step {} has no matching {} before it",
-                        name(Op::W), w.0, w.1, name(Op::I)
-                    )))
-                }
-            }
-        }
-    }
-    Ok(seen)
-}
-
-/// Rule 4: each action after the ones of its stage and micro-batch it follows. `all` holds the
-/// ops every (stage, micro-batch) has (from rule 3); the lanes are walked in order, so an action
-/// whose predecessor has not been seen yet comes before it.
-fn check_order(s: &Schedule, all: &[u8]) -> Result<()> {
-    let m = s.m;
-    let mut seen = vec![0u8; all.len()];
-    for (rank, lane) in s.lanes.iter().enumerate() {
-        for (step, &b) in lane.iter().enumerate() {
-            let slot = b.stage() * m + b.mb();
-            let backward = matches!(b.op, Op::I | Op::B);
-            let before = |op: Op| Action::new(b.stage(), op, b.mb());
-            // (predecessor that must already have run, what the violation is called)
-            let rules: [(Option<Action>, &str); 2] = [
-                (
-                    crate::deps::follows(b),
-                    match b.op {
-                        Op::R => "recompute before its forward",
-                        Op::W => "W before I",
-                        _ => "backward before its forward",
-                    },
-                ),
-                ((backward && all[slot] & bit(Op::R) != 0).then(|| before(Op::R)), "backward before its recompute"),
-            ];
-            for (need, what) in rules {
-                let Some(a) = need else { continue };
-                if seen[slot] & bit(a.op) == 0 {
-                    let later = find(s, a, step).map_or(step, |x| x.1);
+                    let i = at(Op::I).unwrap_or_else(f);
                     return Err(invalid(
                         s,
-                        &[(rank, step), (rank, later)],
-                        format!("{what}: {b} at rank {rank}, step {step} comes before {a} at step {later}"),
+                        &[i],
+                        format!(
+                            "missing weight gradient: {} at rank {}, step {} has no matching {}",
+                            name(Op::I),
+                            i.0,
+                            i.1,
+                            name(Op::W)
+                        ),
+                    ));
+                }
+                (false, false, true) => {
+                    let w = at(Op::W).unwrap_or_else(f);
+                    return Err(invalid(
+                        s,
+                        &[w],
+                        format!(
+                            "missing input gradient: {} at rank {}, step {} has no matching {} before it",
+                            name(Op::W),
+                            w.0,
+                            w.1,
+                            name(Op::I)
+                        ),
                     ));
                 }
             }
-            seen[slot] |= bit(b.op);
         }
     }
     Ok(())

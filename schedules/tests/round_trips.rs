@@ -20,7 +20,7 @@ fn all_schedules() -> Vec<Schedule> {
 #[test]
 fn action_strings_round_trip() {
     for s in all_schedules() {
-        for a in s.lanes.iter().flat_map(|l| l.iter()) {
+        for a in s.actions() {
             let text = a.to_string();
             assert_eq!(text.parse::<Action>().unwrap(), *a, "{text}");
         }

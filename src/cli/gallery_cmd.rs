@@ -1,47 +1,45 @@
-//! `pipesched gallery`: regenerates the chart gallery — timeline + memory for each of the five
-//! schedules at p=4, m=8 (interleaved with v=2) under unequal costs, as SVG and PNG.
-
-use std::path::PathBuf;
+//! `pipesched gallery`: the chart gallery — timeline + memory for each of the five schedules at
+//! p=4, m=8 (interleaved with v=2) under unequal costs, as SVG and PNG. `--out plots` redraws the
+//! charts the README shows.
 
 use clap::Args;
 
+use pipesched::args::{CostArgs, OutArgs};
 use pipesched::plot::render;
-use pipesched::{flags, Error, Result};
+use pipesched::Result;
 use pipesched_schedules::{simulate, Kind, Stats};
 
 /// Arguments of `pipesched gallery`.
 #[derive(Debug, Args)]
 pub struct GalleryArgs {
-    /// Folder to write the charts into.
-    #[arg(long, default_value = "plots")]
-    out: PathBuf,
-    /// Per-rank op times in ms and cross-rank latency.
-    #[arg(long, default_value = "F=1,I=1,W=0.5,C=0.05")]
-    costs: String,
-    /// Per-rank bytes.
-    #[arg(long, default_value = "A=64MiB,W=16MiB,S=256MiB")]
-    mem: String,
+    /// The gallery's costs (default F=1ms,I=1ms,W=0.5ms,C=0.05ms and A=64MiB,W=16MiB,S=256MiB,
+    /// the README's).
+    #[command(flatten)]
+    costs: CostArgs,
+    #[command(flatten)]
+    out: OutArgs,
 }
 
 /// Writes `<schedule>.svg` and `<schedule>.png` for every schedule.
-pub fn run(args: GalleryArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.out).map_err(|source| Error::Io {
-        action: "cannot create the gallery folder",
-        path: args.out.clone(),
-        source,
-    })?;
-    let mut costs = flags::cost_model(Some(&args.costs), Some(&args.mem))?;
-    costs.time_unit = "ms".into();
+pub fn run(mut args: GalleryArgs) -> Result<()> {
+    let dir = args.out.prepare()?;
+    if args.costs.costs.is_none() {
+        args.costs.costs = Some("F=1ms,I=1ms,W=0.5ms,C=0.05ms".parse().expect("the default costs parse"));
+    }
+    if args.costs.mem.is_none() {
+        args.costs.mem = Some("A=64MiB,W=16MiB,S=256MiB".parse().expect("the default bytes parse"));
+    }
+    let costs = args.costs.model();
     for kind in Kind::ALL {
         let schedule = kind.generate(4, kind.default_chunks(), 8)?;
         let trace = simulate(&schedule, &costs)?;
         for ext in ["svg", "png"] {
-            let path = args.out.join(format!("{}.{ext}", kind.name()));
+            let path = dir.join(format!("{}.{ext}", kind.name()));
             render(&trace, &path)?;
             println!("wrote {}", path.display());
         }
         let st = Stats::of(&trace);
-        println!("  {kind}: makespan {:.2} ms, bubble {:.1} %", st.makespan, 100.0 * st.bubble_rate);
+        println!("  {kind}: makespan {:.2} {}, bubble {:.1} %", st.makespan, costs.time_unit, 100.0 * st.bubble_rate);
     }
     Ok(())
 }

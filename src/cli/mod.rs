@@ -2,8 +2,6 @@
 
 mod devices_cmd;
 mod gallery_cmd;
-mod model_args;
-mod pick;
 mod profile_cmd;
 mod run_cmd;
 mod schedule_cmd;
@@ -24,14 +22,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print a schedule as a grid, PyTorch-compatible CSV, or JSON.
-    Schedule(schedule_cmd::ScheduleArgs),
+    Schedule(schedule_cmd::PrintArgs),
     /// Simulate one step of a schedule under a cost model: makespan, bubble, peak memory, charts.
     Simulate(simulate_cmd::SimulateArgs),
     /// Measure every stage of a model and write its cost model (JSON) for `simulate --costs-file`.
     Profile(profile_cmd::ProfileArgs),
     /// List the devices stages can run on, and why a GPU cannot be used if it cannot.
     Devices(devices_cmd::DevicesArgs),
-    /// Regenerate the chart gallery in plots/ (timeline + memory for every schedule).
+    /// Draw the chart gallery: timeline + memory of every schedule at p=4, m=8 (costs default to
+    /// F=1ms,I=1ms,W=0.5ms,C=0.05ms and A=64MiB,W=16MiB,S=256MiB; `--out plots` redraws the README's).
     Gallery(gallery_cmd::GalleryArgs),
     /// Execute a schedule on real threads and compare the measured step with the simulated one.
     Run(run_cmd::RunArgs),
@@ -48,5 +47,15 @@ impl Cli {
             Command::Devices(a) => devices_cmd::run(a),
             Command::Profile(a) => profile_cmd::run(a),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -1,54 +1,90 @@
-//! `pipesched profile`: measure every stage of a model split over p ranks (v chunks each) and
-//! write the cost model as JSON, for `pipesched simulate --costs-file`.
-
-use std::path::PathBuf;
+//! `pipesched profile`: measure every stage of a model placed on p ranks (v chunks each) under
+//! its recompute policies, and write the cost file — times, bytes, and the layout and policies
+//! they were measured under — into `--out` as `costs.json`, for `pipesched simulate
+//! --costs-file`.
 
 use clap::Args;
 
+use pipesched::args::{LayoutArgs, ModelArgs, OutArgs, RecomputeArgs};
+use pipesched::cost_file::CostFile;
 use pipesched::output::write_atomic;
-use pipesched::{Error, Result};
-use pipesched_schedules::{interleaved, one_f_one_b};
-
-use super::model_args::ModelArgs;
-use pipesched::workload::{profile_model, profile_synthetic, Workload};
+use pipesched::workload::Demand;
+use pipesched::{units, Result};
+use pipesched_schedules::{Kind, StageCosts};
 
 /// Arguments of `pipesched profile`.
 #[derive(Debug, Args)]
 pub struct ProfileArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Number of ranks.
-    #[arg(short = 'p', long = "ranks", value_name = "P")]
-    p: usize,
-    /// Model chunks per rank (the model is split into p·v stages, loop placement).
-    #[arg(long, short = 'v', default_value_t = 1, value_name = "V")]
-    chunks: usize,
-    /// Write the cost model here (default: print it).
-    #[arg(short = 'o', long, value_name = "FILE.json")]
-    output: Option<PathBuf>,
+    #[command(flatten)]
+    recompute: RecomputeArgs,
+    /// The schedule the costs are for: it gives the chunks per rank (2 for interleaved) and the
+    /// placement. Without it, one chunk per rank unless -v says otherwise.
+    #[arg(long, short = 's', value_name = "NAME")]
+    schedule: Option<Kind>,
+    #[command(flatten)]
+    layout: LayoutArgs,
+    /// Print the cost file's JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    out: OutArgs,
 }
 
-/// Profiles and writes the cost model.
+/// Profiles and writes the cost file.
 pub fn run(args: ProfileArgs) -> Result<()> {
-    if args.p == 0 || args.chunks == 0 {
-        return Err(Error::Usage(format!(
-            "-p and --chunks must be at least 1; got p={}, chunks={}",
-            args.p, args.chunks
-        )));
+    let dir = args.out.prepare()?;
+    let layout = args.layout.layout(args.schedule)?;
+    let demand = Demand::profiling(layout.stages());
+    let mut workload = args.model.spec().build(&layout, &args.recompute.policies(), &demand)?;
+    let file = workload.profile_file(7)?;
+    let text = file.to_json();
+    let path = dir.join("costs.json");
+    write_atomic(&path, text.as_bytes())?;
+    if args.json {
+        println!("{text}");
+    } else {
+        print!("{}", table(&file));
     }
-    // Only where the stages sit matters to the profiler: any schedule with this placement will do.
-    let base = if args.chunks == 1 { one_f_one_b(args.p, 1)? } else { interleaved(args.p, args.chunks, args.p)? };
-    let costs = match args.model.spec().build(&base)? {
-        Workload::Synthetic { mut stages, schedule, .. } => profile_synthetic(&schedule, &mut stages, 7)?,
-        Workload::Real { mut model, schedule } => profile_model(&schedule, &mut model, 7)?,
-    };
-    let text = costs.to_json();
-    match &args.output {
-        Some(path) => {
-            write_atomic(path, text.as_bytes())?;
-            eprintln!("wrote {} ({} stages)", path.display(), args.p * args.chunks);
-        }
-        None => println!("{text}"),
-    }
+    eprintln!("wrote {} for {layout}", path.display());
     Ok(())
+}
+
+/// The cost file as a table: one row per stage, then the static bytes per rank.
+fn table(file: &CostFile) -> String {
+    let m = &file.model;
+    let u = &m.time_unit;
+    let mut out = format!(
+        "{:>5}  {:>9}  {:>9}  {:>9}  {:>9}  {:>8}  {:>11}  {:>11}  {:>11}\n",
+        "stage",
+        format!("F ({u})"),
+        format!("I ({u})"),
+        format!("W ({u})"),
+        format!("R ({u})"),
+        "policy",
+        "F keeps",
+        "R re-creates",
+        "I keeps"
+    );
+    let stages: &[_] = match &m.costs {
+        StageCosts::Stages(list) => list,
+        StageCosts::PerRank(c) => std::slice::from_ref(c),
+    };
+    for (k, c) in stages.iter().enumerate() {
+        let policy = file.recompute.as_ref().and_then(|r| r.get(k)).map_or("-".into(), |p| p.to_string());
+        out.push_str(&format!(
+            "{k:>5}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {policy:>8}  {:>11}  {:>11}  {:>11}\n",
+            c.f,
+            c.i,
+            c.w,
+            c.t_r(),
+            units::bytes(c.act_bytes),
+            units::bytes(c.recompute_bytes),
+            units::bytes(c.w_bytes)
+        ));
+    }
+    let statics: Vec<String> = m.static_bytes.iter().map(|&b| units::bytes(b)).collect();
+    out.push_str(&format!("static bytes per rank: {}; cross-rank latency {:.4} {u}\n", statics.join(", "), m.latency));
+    out
 }

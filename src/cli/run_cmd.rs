@@ -3,24 +3,19 @@
 //! measured and predicted, and — unless `--no-compare` — the measured step next to a simulation
 //! of the same schedule with costs profiled from the same stages.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use clap::Args;
 use serde_json::json;
 
+use pipesched::args::{ModelArgs, OutArgs, RecomputeArgs, ScheduleArgs, StepArgs};
 use pipesched::chrome::write_chrome_trace;
-use pipesched::exec::{execute, ExecOptions};
-use pipesched::model::{Model, Verification};
+use pipesched::model::Verification;
 use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
-use pipesched::synthetic::{SyntheticSpec, SyntheticStage};
+use pipesched::workload::{Demand, Layout, Step};
 use pipesched::{units, Error, Result};
 use pipesched_schedules::{simulate, CostModel, Schedule, Stats, Trace};
-
-use super::model_args::ModelArgs;
-use super::pick::Pick;
-use pipesched::workload::{profile_model, profile_synthetic, Workload};
 
 /// Arguments of `pipesched run`.
 #[derive(Debug, Args)]
@@ -28,100 +23,58 @@ pub struct RunArgs {
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
-    pick: Pick,
-    /// Measured steps.
-    #[arg(long, default_value_t = 5)]
-    steps: usize,
-    /// Steps run before them, left out of the timings (they train too).
-    #[arg(long, default_value_t = 1)]
-    warmup: usize,
+    recompute: RecomputeArgs,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
+    #[command(flatten)]
+    steps: StepArgs,
     /// Also run every step on the sequential reference and report the largest gradient difference.
     #[arg(long)]
     verify: bool,
     /// Skip profiling the stages and comparing the measured step with its simulation.
     #[arg(long)]
     no_compare: bool,
-    /// Seconds any wait for an input may last before the step fails as a hang, with a
-    /// per-rank diagnostic.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
-    timeout: f64,
     /// Print one JSON object at the end instead of the text report.
     #[arg(long)]
     json: bool,
-    /// Write the median step's measured trace as a Chrome trace (Perfetto, chrome://tracing).
-    #[arg(long, value_name = "FILE.json")]
-    trace: Option<PathBuf>,
-    /// Write charts of the median step into this folder: `<schedule>-measured` (timeline and
-    /// memory) and `<schedule>-compare` (simulated above measured), each as SVG and PNG.
-    #[arg(long, value_name = "DIR")]
-    plot: Option<PathBuf>,
-}
-
-/// What one step gave.
-struct StepRecord {
-    trace: Trace,
-    loss: Option<f32>,
-    verification: Option<Verification>,
+    /// Write the median step's measured trace into --out as a Chrome trace,
+    /// `<schedule>.trace.json` (Perfetto, chrome://tracing).
+    #[arg(long)]
+    trace: bool,
+    /// Draw the median step into --out: `<schedule>-measured` (timeline and memory) and
+    /// `<schedule>-compare` (simulated above measured), each as SVG and PNG.
+    #[arg(long)]
+    plot: bool,
+    #[command(flatten)]
+    out: OutArgs,
 }
 
 /// Runs the steps and prints the report.
 pub fn run(args: RunArgs) -> Result<()> {
-    if args.steps == 0 {
-        return Err(Error::Usage("--steps must be at least 1".into()));
-    }
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        return Err(Error::Usage(format!("--timeout must be a positive number of seconds, got {}", args.timeout)));
-    }
-    let base = args.pick.schedule()?;
-    let opts = ExecOptions { timeout: Duration::from_secs_f64(args.timeout) };
-    match args.model.spec().build(&base)? {
-        Workload::Synthetic { spec, stages, schedule } => run_synthetic(&args, &schedule, spec, stages, &opts),
-        Workload::Real { model, schedule } => run_real(&args, &schedule, model, &opts),
-    }
-}
-
-fn run_synthetic(
-    args: &RunArgs,
-    schedule: &Schedule,
-    spec: SyntheticSpec,
-    mut stages: Vec<SyntheticStage>,
-    opts: &ExecOptions,
-) -> Result<()> {
-    if args.verify {
+    if args.verify && args.model.model.is_synthetic() {
         return Err(Error::Usage("--verify compares gradients; synthetic stages have none. Use a real model".into()));
     }
+    if args.trace || args.plot {
+        args.out.prepare()?;
+    }
+    let base = args.schedule.schedule()?;
+    let demand = Demand::of(&base, args.verify);
+    let mut workload = args.model.spec().build(&Layout::from(&base), &args.recompute.policies(), &demand)?;
+    let schedule = workload.plan(&base)?;
+    let opts = args.steps.exec_options();
     let mut records = Vec::new();
-    for step in 0..args.warmup + args.steps {
-        let trace = execute(schedule, &mut stages, opts)?;
-        let rec = StepRecord { trace, loss: None, verification: None };
-        print_step(args, step, &rec);
+    for step in 0..args.steps.total() {
+        let rec = workload.run_step(&schedule, step as u64, &opts, args.verify)?;
+        workload.optimizer_step()?;
+        print_step(&args, step, &rec);
         records.push(rec);
     }
-    let predicted = spec.cost_model(schedule.stages());
-    let profiled = if args.no_compare { None } else { Some(profile_synthetic(schedule, &mut stages, 7)?) };
-    finish(args, schedule, &records[args.warmup..], &predicted, profiled.as_ref())
+    let predicted = workload.predicted();
+    let profiled = if args.no_compare { None } else { Some(workload.profile(7)?) };
+    finish(&args, &schedule, &records[args.steps.warmup..], &predicted, profiled.as_ref())
 }
 
-fn run_real(args: &RunArgs, schedule: &Schedule, mut model: Model, opts: &ExecOptions) -> Result<()> {
-    let mut records = Vec::new();
-    for step in 0..(args.warmup + args.steps) as u64 {
-        let before = args.verify.then(|| model.params());
-        let out = model.run_step(schedule, step, opts)?;
-        let verification = match &before {
-            Some(params) => Some(model.verify(params, step, schedule.m, out.loss)?),
-            None => None,
-        };
-        model.optimizer_step()?;
-        let rec = StepRecord { trace: out.trace, loss: Some(out.loss), verification };
-        print_step(args, step as usize, &rec);
-        records.push(rec);
-    }
-    let predicted = model.predicted_bytes(schedule);
-    let profiled = if args.no_compare { None } else { Some(profile_model(schedule, &mut model, 7)?) };
-    finish(args, schedule, &records[args.warmup..], &predicted, profiled.as_ref())
-}
-
-fn print_step(args: &RunArgs, step: usize, rec: &StepRecord) {
+fn print_step(args: &RunArgs, step: usize, rec: &Step) {
     if args.json {
         return;
     }
@@ -130,7 +83,7 @@ fn print_step(args: &RunArgs, step: usize, rec: &StepRecord) {
         line.push_str(&format!("  loss {loss:.6}"));
     }
     line.push_str(&format!("  time {:>9.3} ms", Stats::of(&rec.trace).makespan));
-    if step < args.warmup {
+    if step < args.steps.warmup {
         line.push_str("  (warm-up)");
     }
     if let Some(v) = rec.verification {
@@ -151,7 +104,7 @@ fn print_step(args: &RunArgs, step: usize, rec: &StepRecord) {
 fn finish(
     args: &RunArgs,
     schedule: &Schedule,
-    records: &[StepRecord],
+    records: &[Step],
     predicted_bytes: &CostModel,
     profiled: Option<&CostModel>,
 ) -> Result<()> {
@@ -166,11 +119,11 @@ fn finish(
     let predicted_held = from_bytes.peak_held_bytes;
     let predicted = simulated.as_ref().map_or(from_bytes.peak_bytes, |s| Stats::of(s).peak_bytes);
     let comparison = simulated.as_ref().map(|s| compare(measured, s));
-    if let Some(path) = &args.trace {
-        write_chrome_trace(measured, path)?;
+    if args.trace {
+        write_chrome_trace(measured, &args.out.file(&format!("{}.trace.json", schedule.name)))?;
     }
-    if let Some(dir) = &args.plot {
-        write_charts(dir, &schedule.name, measured, simulated.as_ref())?;
+    if args.plot {
+        write_charts(&args.out.out, &schedule.name, measured, simulated.as_ref())?;
     }
     let loss = records.last().and_then(|r| r.loss);
     let verified: Vec<Verification> = records.iter().filter_map(|r| r.verification).collect();
@@ -178,7 +131,8 @@ fn finish(
     if args.json {
         let mut out = json!({
             "schedule": schedule.name, "p": schedule.p, "m": schedule.m, "v": schedule.v,
-            "model": args.model.model, "recompute": args.model.recompute, "steps": samples,
+            "model": args.model.model.to_string(), "recompute": args.recompute.policies().to_string(),
+            "steps": samples,
             "loss": loss, "losses": records.iter().map(|r| r.loss).collect::<Vec<_>>(),
             "step_time_s": times[median] / 1e3,
             "step_times_s": times.iter().map(|t| t / 1e3).collect::<Vec<_>>(),
@@ -235,11 +189,6 @@ fn finish(
 
 /// Writes the measured chart and, when there is a simulation, the simulated-above-measured one.
 fn write_charts(dir: &Path, name: &str, measured: &Trace, simulated: Option<&Trace>) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        action: "cannot create the chart folder",
-        path: dir.to_path_buf(),
-        source,
-    })?;
     for ext in ["svg", "png"] {
         render(measured, &dir.join(format!("{name}-measured.{ext}")))?;
         if let Some(sim) = simulated {

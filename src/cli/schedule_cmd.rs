@@ -2,10 +2,9 @@
 
 use clap::{Args, ValueEnum};
 
+use pipesched::args::ScheduleArgs;
 use pipesched::Result;
 use pipesched_schedules::to_csv;
-
-use super::pick::Pick;
 
 /// Output formats of `pipesched schedule`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -20,16 +19,16 @@ pub enum Format {
 
 /// Arguments of `pipesched schedule`.
 #[derive(Debug, Args)]
-pub struct ScheduleArgs {
+pub struct PrintArgs {
     #[command(flatten)]
-    pick: Pick,
+    pick: ScheduleArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "grid")]
     format: Format,
 }
 
 /// Prints the schedule.
-pub fn run(args: ScheduleArgs) -> Result<()> {
+pub fn run(args: PrintArgs) -> Result<()> {
     let s = args.pick.schedule()?;
     match args.format {
         Format::Grid => print!("{}", s.grid()),

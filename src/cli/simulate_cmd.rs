@@ -6,44 +6,45 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
+use pipesched::args::{CostArgs, OutArgs, RecomputeArgs, ScheduleArgs};
 use pipesched::chrome::write_chrome_trace;
+use pipesched::cost_file::CostFile;
 use pipesched::plot::render;
 use pipesched::{Error, Result};
-use pipesched_schedules::{simulate, CostModel, Schedule, Stats, Trace};
-
-use super::pick::Pick;
-use pipesched::flags;
+use pipesched_schedules::{simulate, Schedule, Stats, Trace};
 
 /// Arguments of `pipesched simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     #[command(flatten)]
-    pick: Pick,
-    /// Per-rank op times and cross-rank latency, e.g. F=1,I=1,W=0.5,C=0.05 (R defaults to F;
-    /// missing keys default to F=I=W=1, C=0). A schedule with v chunks gives each chunk t/v.
-    #[arg(long, value_name = "F=..,I=..,W=..,C=..")]
-    costs: Option<String>,
-    /// Per-rank bytes: A kept by F per micro-batch, W kept from I until W, R re-created by
-    /// recompute, S static; units B, KB, MB, GB, KiB, MiB, GiB, e.g. A=64MiB,W=16MiB,S=1GiB.
-    #[arg(long, value_name = "A=..,W=..,R=..,S=..")]
-    mem: Option<String>,
-    /// Read the cost model from a JSON file (per-rank or per-stage; see the README).
+    schedule: ScheduleArgs,
+    #[command(flatten)]
+    recompute: RecomputeArgs,
+    #[command(flatten)]
+    costs: CostArgs,
+    /// Read the cost model from a JSON file: per rank or per stage, as `profile` writes it (which
+    /// also records the layout and recompute policies it was measured under; see the README).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["costs", "mem"])]
     costs_file: Option<PathBuf>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
-    /// Also write the simulated trace as a Chrome trace (Perfetto, chrome://tracing).
-    #[arg(long, value_name = "FILE.json")]
-    trace: Option<PathBuf>,
-    /// Also draw the timeline and memory chart (.svg or .png).
-    #[arg(long, value_name = "FILE.svg|FILE.png")]
-    plot: Option<PathBuf>,
+    /// Also write the simulated trace into --out as a Chrome trace, `<schedule>.trace.json`
+    /// (Perfetto, chrome://tracing).
+    #[arg(long)]
+    trace: bool,
+    /// Also draw the timeline and memory chart into --out, `<schedule>.svg` and `.png`.
+    #[arg(long)]
+    plot: bool,
+    #[command(flatten)]
+    out: OutArgs,
 }
 
 /// Runs the simulation and prints the result.
 pub fn run(args: SimulateArgs) -> Result<()> {
-    let schedule = args.pick.schedule()?;
+    if args.trace || args.plot {
+        args.out.prepare()?;
+    }
     let costs = match &args.costs_file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -51,17 +52,25 @@ pub fn run(args: SimulateArgs) -> Result<()> {
                 path: path.clone(),
                 source,
             })?;
-            CostModel::from_json(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?
+            CostFile::from_json(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?
         }
-        None => flags::cost_model(args.costs.as_deref(), args.mem.as_deref())?,
+        None => CostFile::from(args.costs.model()),
     };
-    let trace = simulate(&schedule, &costs)?;
+    args.schedule.check_simulation_size(costs.model.has_bytes())?;
+    let base = args.schedule.schedule()?;
+    let schedule = costs.plan(&base, args.recompute.recompute.as_ref())?;
+    args.costs.check_used(&schedule)?;
+    let trace = simulate(&schedule, &costs.model)?;
+    // The cost model refuses times whose step would overflow (`CostModel::resolve`), so every
+    // number here is finite.
     let stats = Stats::of(&trace);
-    if let Some(path) = &args.trace {
-        write_chrome_trace(&trace, path)?;
+    if args.trace {
+        write_chrome_trace(&trace, &args.out.file(&format!("{}.trace.json", schedule.name)))?;
     }
-    if let Some(path) = &args.plot {
-        render(&trace, path)?;
+    if args.plot {
+        for ext in ["svg", "png"] {
+            render(&trace, &args.out.file(&format!("{}.{ext}", schedule.name)))?;
+        }
     }
     if args.json {
         println!("{}", summary_json(&schedule, &trace, &stats));
@@ -86,6 +95,7 @@ pub fn summary_json(s: &Schedule, trace: &Trace, st: &Stats) -> serde_json::Valu
         "steady_period": st.steady_period,
         "steady_bubble_rate": st.steady_bubble_rate,
         "peak_memory_bytes": st.peak_bytes,
+        "peak_held_bytes": st.peak_held_bytes,
         "busy": st.busy,
         "idle": st.idle,
         "recompute": st.recompute,

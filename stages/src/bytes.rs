@@ -11,7 +11,7 @@ use pipesched_schedules::StageCost;
 use serde::{Deserialize, Serialize};
 
 use crate::partition::StageSpec;
-use crate::spec::ModelSpec;
+use crate::spec::{LayerSpec, ModelSpec};
 
 const F32: u64 = 4;
 
@@ -52,34 +52,62 @@ impl StageSpec {
         self.layers.end == model.num_layers()
     }
 
-    /// Parameters of this stage's layers.
+    /// Parameters of this stage's layers (saturating; a validated model never gets there).
     pub fn param_count(&self, model: &ModelSpec) -> usize {
-        model.layers()[self.layers.clone()].iter().map(|l| l.param_count()).sum()
+        self.checked_param_count(model).unwrap_or(usize::MAX)
     }
 
-    /// Bytes one micro-batch of `batch` rows holds on this stage, per phase.
+    /// Parameters of this stage's layers; `None` if the count overflows.
+    pub fn checked_param_count(&self, model: &ModelSpec) -> Option<usize> {
+        model.sum_over(&self.layers, 1, LayerSpec::checked_param_count)
+    }
+
+    /// Bytes one micro-batch of `batch` rows holds on this stage, per phase (saturating at
+    /// `u64::MAX`; [`checked_bytes`](StageSpec::checked_bytes) says when that happens).
     pub fn predicted_bytes(&self, model: &ModelSpec, batch: usize) -> StageBytes {
-        let all = model.layers();
-        let layers = &all[self.layers.clone()];
-        let last = self.is_last(model);
-        let loss_saved = if last { model.loss.saved_floats(batch, model.output) } else { 0 };
-        let everything = layers.iter().map(|l| l.saved_floats(batch)).sum::<usize>() + loss_saved;
-        let w = layers.iter().map(|l| l.w_floats(batch)).sum::<usize>();
-        let kept = if self.policy.drops() {
-            let inputs: usize =
-                self.policy.checkpoints(layers.len()).iter().map(|&i| batch * layers[i].input_width()).sum();
-            inputs + if last { batch * model.loss.target_width(model.output) } else { 0 }
-        } else {
-            everything
+        let max = StageBytes {
+            act_bytes: u64::MAX,
+            recompute_bytes: u64::MAX,
+            w_bytes: u64::MAX,
+            fwd_msg_bytes: u64::MAX,
+            bwd_msg_bytes: u64::MAX,
         };
-        let first = self.layers.start == 0;
-        StageBytes {
-            act_bytes: kept as u64 * F32,
-            recompute_bytes: everything.saturating_sub(kept) as u64 * F32,
-            w_bytes: w as u64 * F32,
-            fwd_msg_bytes: if last { 0 } else { (batch * layers.last().map_or(0, |l| l.output_width())) as u64 * F32 },
-            bwd_msg_bytes: if first { 0 } else { (batch * layers.first().map_or(0, |l| l.input_width())) as u64 * F32 },
-        }
+        self.checked_bytes(model, batch).unwrap_or(max)
+    }
+
+    /// Bytes one micro-batch of `batch` rows holds on this stage, per phase; `None` if a count
+    /// overflows. Time independent of the number of layers.
+    pub fn checked_bytes(&self, model: &ModelSpec, batch: usize) -> Option<StageBytes> {
+        let last = self.is_last(model);
+        let loss_saved = if last { model.loss.saved_floats(1, model.output) } else { 0 };
+        let everything = model.sum_over(&self.layers, 1, LayerSpec::saved_per_row)?.checked_add(loss_saved)?;
+        let w = model.sum_over(&self.layers, 1, LayerSpec::w_per_row)?;
+        let kept = match self.policy.interval(self.layers.len()) {
+            // The input of every checkpointed layer (positions 0, k, 2k, … of the stage), and the
+            // target on the last stage.
+            Some(k) => {
+                let inputs = model.sum_over(&self.layers, k, |l| Some(l.input_width()))?;
+                inputs.checked_add(if last { model.loss.target_width(model.output) } else { 0 })?
+            }
+            None => everything,
+        };
+        let bytes = |floats_per_row: usize| (floats_per_row as u64).checked_mul(batch as u64)?.checked_mul(F32);
+        // What F sends on (the last layer's output) and what I/B sends back (the gradient of
+        // the first layer's input); the model's ends send nothing.
+        let out_width = if last {
+            0
+        } else {
+            self.layers.end.checked_sub(1).and_then(|k| model.layer(k)).map_or(0, |l| l.output_width())
+        };
+        let in_width =
+            if self.layers.start == 0 { 0 } else { model.layer(self.layers.start).map_or(0, |l| l.input_width()) };
+        Some(StageBytes {
+            act_bytes: bytes(kept)?,
+            recompute_bytes: bytes(everything.saturating_sub(kept))?,
+            w_bytes: bytes(w)?,
+            fwd_msg_bytes: bytes(out_width)?,
+            bwd_msg_bytes: bytes(in_width)?,
+        })
     }
 }
 

@@ -64,6 +64,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A memory estimate that cannot be made: a byte count that overflows 64 bits at the batch
+    /// or micro-batch count asked for, or estimate inputs that do not match the stages.
+    #[error("size estimate: {what}; {hint}")]
+    Size {
+        /// What could not be counted, with the numbers.
+        what: String,
+        /// What to change.
+        hint: String,
+    },
+
     /// An optimizer asked to step on gradients that are not complete, or with bad settings.
     #[error("optimizer: {0}")]
     Optimizer(String),

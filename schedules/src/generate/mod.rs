@@ -67,6 +67,15 @@ impl Kind {
         }
     }
 
+    /// Actions per (stage, micro-batch) before recompute is planned: `F` and `B`, or `F`, `I`
+    /// and `W` for the schedules that split the backward.
+    pub fn actions_per_microbatch(self) -> usize {
+        match self {
+            Kind::ZbH1 | Kind::ZbH2 => 3,
+            Kind::GPipe | Kind::OneFOneB | Kind::Interleaved => 2,
+        }
+    }
+
     /// Generates this kind of schedule. `v` must be 1 except for interleaved.
     pub fn generate(self, p: usize, v: usize, m: usize) -> Result<Schedule> {
         if self != Kind::Interleaved && v != 1 {

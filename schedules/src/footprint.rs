@@ -1,0 +1,90 @@
+//! `Footprint`: how much memory a schedule, its validation and its simulation take, estimated
+//! from its size alone — before anything is generated — so a request that cannot fit is refused
+//! up front instead of ending in an out-of-memory abort. Every count is checked: a size that
+//! overflows 64 bits comes back as `None`.
+//!
+//! The numbers follow the data structures: 8 bytes per action in the lanes; for validation one
+//! byte per (stage, micro-batch) twice and the walk's 8-byte time per message; for a simulation
+//! the trace's 16 bytes per action (start and end), up to two 24-byte memory samples per action
+//! when the cost model has bytes, and the walk's times again.
+
+use crate::action::Action;
+use crate::generate::Kind;
+
+/// The size of a schedule: its actions, stages and micro-batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// Actions over all lanes.
+    pub actions: u64,
+    /// Model stages, `p·v`.
+    pub stages: u64,
+    /// Micro-batches.
+    pub m: u64,
+}
+
+impl Footprint {
+    /// The size of `kind`'s schedule for (p, v, m), with `R` planned for `recomputing` of its
+    /// stages. `None` if a count overflows.
+    pub fn of(kind: Kind, p: usize, v: usize, m: usize, recomputing: usize) -> Option<Footprint> {
+        let stages = (p as u64).checked_mul(v as u64)?;
+        let per_pair = kind.actions_per_microbatch() as u64;
+        let pairs = stages.checked_mul(m as u64)?;
+        let actions = pairs.checked_mul(per_pair)?.checked_add((recomputing as u64).checked_mul(m as u64)?)?;
+        Some(Footprint { actions, stages, m: m as u64 })
+    }
+
+    /// (Stage, micro-batch) pairs.
+    fn pairs(&self) -> Option<u64> {
+        self.stages.checked_mul(self.m)
+    }
+
+    /// Bytes of the walk's table: one time per message (two per pair).
+    fn walk_bytes(&self) -> Option<u64> {
+        self.pairs()?.checked_mul(16)
+    }
+
+    /// Bytes to hold the schedule and validate it.
+    pub fn schedule_bytes(&self) -> Option<u64> {
+        let lanes = self.actions.checked_mul(std::mem::size_of::<Action>() as u64)?;
+        let check = self.pairs()?.checked_mul(2)?.checked_add(self.walk_bytes()?)?;
+        lanes.checked_add(check)
+    }
+
+    /// Bytes to hold the schedule and one simulated trace of it; `with_bytes` when the cost model
+    /// has byte counts (then the trace carries memory samples).
+    pub fn simulation_bytes(&self, with_bytes: bool) -> Option<u64> {
+        let spans = self.actions.checked_mul(16)?;
+        let samples = if with_bytes { self.actions.checked_mul(48)? } else { 0 };
+        self.schedule_bytes()?.checked_add(spans)?.checked_add(samples)?.checked_add(self.walk_bytes()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_every_action() {
+        for kind in Kind::ALL {
+            for (p, m) in [(1, 2), (2, 4), (4, 8)] {
+                let v = kind.default_chunks();
+                let s = kind.generate(p, v, m).unwrap();
+                let f = Footprint::of(kind, p, v, m, 0).unwrap();
+                assert_eq!(f.actions, s.num_actions() as u64, "{kind} p={p} m={m}");
+                let r = crate::with_recompute(&s, &vec![true; s.stages()]).unwrap();
+                assert_eq!(Footprint::of(kind, p, v, m, s.stages()).unwrap().actions, r.num_actions() as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn the_large_cases_are_counted_not_overflowed() {
+        let f = Footprint::of(Kind::ZbH1, 1024, 1, 8192, 0).unwrap();
+        assert_eq!(f.actions, 3 * 1024 * 8192);
+        // 8 B per action, plus 18 B per (stage, micro-batch) to validate.
+        assert_eq!(f.schedule_bytes(), Some(3 * 1024 * 8192 * 8 + 1024 * 8192 * 18));
+        assert!(Footprint::of(Kind::OneFOneB, 4, 1, 1 << 60, 0).unwrap().schedule_bytes().is_none());
+        assert!(Footprint::of(Kind::OneFOneB, 4, 1, usize::MAX, 0).is_none());
+        assert!(Footprint::of(Kind::OneFOneB, usize::MAX, 2, 2, 0).is_none());
+    }
+}

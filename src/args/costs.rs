@@ -1,0 +1,234 @@
+//! `--costs F=..,I=..,W=..,R=..,C=..` and `--mem A=..,W=..,R=..,S=..`: a per-rank cost model on
+//! the command line, and the group of flags that gives it.
+//!
+//! The rule for units, the same as synthetic model specs: a time is a number with an optional
+//! unit `us`, `ms` or `s`. Either every time in `--costs` has a unit — the model is then in
+//! milliseconds — or none has, and the model is in abstract "units". Bytes are [`ByteSize`]s.
+
+use std::fmt;
+use std::str::FromStr;
+
+use clap::Args;
+use pipesched_schedules::{CostModel, Op, Schedule, StageCost, StageCosts};
+
+use super::bytes::ByteSize;
+use super::pairs::pairs;
+use super::time::Time;
+use crate::Error;
+
+/// Per-rank op times and the cross-rank latency, as given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Costs {
+    text: String,
+    /// Times in the model's unit: `t_F`, `t_I`, `t_W` (1 when not given), `t_R` (`t_F` when not
+    /// given), latency `c` (0 when not given).
+    f: f64,
+    i: f64,
+    w: f64,
+    r: Option<f64>,
+    c: f64,
+    /// Whether the times were given in units (the model is then in ms).
+    in_ms: bool,
+}
+
+impl FromStr for Costs {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Costs, String> {
+        let keys = [
+            ("F", "forward"),
+            ("I", "input-gradient backward"),
+            ("W", "weight-gradient backward"),
+            ("R", "recompute, default F"),
+            ("C", "cross-rank latency"),
+        ];
+        let mut times = Vec::new();
+        for (k, v) in pairs(text, &keys)? {
+            times.push((k, v.parse::<Time>().map_err(|e| format!("{k}: {e}"))?));
+        }
+        let with_unit = times.iter().filter(|(_, t)| t.unit.is_some()).count();
+        if with_unit != 0 && with_unit != times.len() {
+            return Err(format!(
+                "`{text}` mixes times with and without a unit; give every time a unit (F=2ms,I=2ms,W=1ms) or none (F=2,I=2,W=1)"
+            ));
+        }
+        let in_ms = with_unit > 0;
+        let mut c = Costs { text: text.trim().into(), f: 1.0, i: 1.0, w: 1.0, r: None, c: 0.0, in_ms };
+        for (k, t) in times {
+            let x = t.ms().unwrap_or(t.value);
+            match k {
+                "F" => c.f = x,
+                "I" => c.i = x,
+                "W" => c.w = x,
+                "R" => c.r = Some(x),
+                _ => c.c = x,
+            }
+        }
+        Ok(c)
+    }
+}
+
+impl fmt::Display for Costs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Per-rank bytes, as given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mem {
+    text: String,
+    /// Kept by `F` per micro-batch.
+    act: u64,
+    /// Kept from `I` until `W`.
+    w: u64,
+    /// Re-created by `R`, if given.
+    r: Option<u64>,
+    /// Each activation or gradient sent between stages.
+    msg: u64,
+    /// Static (parameters, gradients, optimizer state), if given.
+    statics: Option<u64>,
+}
+
+impl FromStr for Mem {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Mem, String> {
+        let keys = [
+            ("A", "bytes F keeps per micro-batch"),
+            ("W", "bytes kept from I until W"),
+            ("R", "bytes R re-creates"),
+            ("S", "static bytes per rank"),
+            ("M", "bytes of each activation or gradient sent between stages"),
+        ];
+        let mut m = Mem { text: text.trim().into(), ..Mem::default() };
+        for (k, v) in pairs(text, &keys)? {
+            let b = v.parse::<ByteSize>().map_err(|e| format!("{k}: {e}"))?.0;
+            match k {
+                "A" => m.act = b,
+                "W" => m.w = b,
+                "R" => m.r = Some(b),
+                "M" => m.msg = b,
+                _ => m.statics = Some(b),
+            }
+        }
+        Ok(m)
+    }
+}
+
+impl fmt::Display for Mem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// The flags of a cost model given on the command line.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CostArgs {
+    /// Per-rank op times and cross-rank latency, e.g. F=2ms,I=2ms,W=1ms,C=50us, or without units
+    /// F=1,I=1,W=0.5 (every time with a unit, in us, ms or s, or none; R defaults to F; missing
+    /// keys default to F=I=W=1, C=0). A schedule with v chunks gives each chunk t/v.
+    #[arg(long, value_name = "F=..,I=..,W=..,R=..,C=..")]
+    pub costs: Option<Costs>,
+    /// Per-rank bytes: A kept by F per micro-batch, W kept from I until W, R re-created by
+    /// recompute, S static, M each message between stages (counted on its consumer while in
+    /// flight); units B, KB, MB, GB, KiB, MiB, GiB, e.g. A=64MiB,W=16MiB,S=1GiB,M=4MiB.
+    #[arg(long, value_name = "A=..,W=..,R=..,S=..,M=..")]
+    pub mem: Option<Mem>,
+}
+
+impl CostArgs {
+    /// Whether any cost flag was given.
+    pub fn given(&self) -> bool {
+        self.costs.is_some() || self.mem.is_some()
+    }
+
+    /// Refuses `R=` in `--costs` or `--mem` when `schedule` has no `R` action: the values would
+    /// be silently ignored.
+    pub fn check_used(&self, schedule: &Schedule) -> crate::Result<()> {
+        let given =
+            self.costs.as_ref().is_some_and(|c| c.r.is_some()) || self.mem.as_ref().is_some_and(|m| m.r.is_some());
+        if given && !schedule.actions().any(|a| a.op == Op::R) {
+            return Err(Error::Usage(format!(
+                "R= in --costs or --mem describes recompute, but no stage of {} recomputes; add --recompute full (or one policy per stage), or drop R=",
+                schedule.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// The per-rank cost model of these flags (times F=I=W=1, C=0 and no bytes where not given).
+    pub fn model(&self) -> CostModel {
+        let c = self.costs.clone().unwrap_or_else(|| "F=1".parse().expect("a constant spec parses"));
+        let m = self.mem.clone().unwrap_or_default();
+        let cost = StageCost {
+            f: c.f,
+            i: c.i,
+            w: c.w,
+            r: c.r,
+            act_bytes: m.act,
+            recompute_bytes: m.r.unwrap_or(0),
+            w_bytes: m.w,
+            fwd_msg_bytes: m.msg,
+            bwd_msg_bytes: m.msg,
+        };
+        CostModel {
+            costs: StageCosts::PerRank(cost),
+            latency: c.c,
+            static_bytes: m.statics.into_iter().collect(),
+            time_unit: if c.in_ms { "ms" } else { "units" }.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(costs: &str, mem: &str) -> CostModel {
+        CostArgs { costs: Some(costs.parse().unwrap()), mem: Some(mem.parse().unwrap()) }.model()
+    }
+
+    #[test]
+    fn parses_costs_and_memory() {
+        let m = model("F=2, I=1.5,w=0.5,C=0.1", "A=1MiB,W=1KB,S=2GiB");
+        let StageCosts::PerRank(c) = &m.costs else { panic!("per rank") };
+        assert_eq!((c.f, c.i, c.w, c.r), (2.0, 1.5, 0.5, None));
+        assert_eq!((c.act_bytes, c.w_bytes, c.recompute_bytes), (1 << 20, 1000, 0));
+        assert_eq!((m.static_bytes, m.latency, m.time_unit.as_str()), (vec![2 << 30], 0.1, "units"));
+    }
+
+    #[test]
+    fn units_make_a_model_in_milliseconds() {
+        let m = model("F=2ms,I=1500us,W=0.0005s,R=3ms,C=50us", "R=4KiB");
+        let StageCosts::PerRank(c) = &m.costs else { panic!("per rank") };
+        assert_eq!((c.f, c.i, c.w, c.r, c.recompute_bytes), (2.0, 1.5, 0.5, Some(3.0), 4096));
+        assert_eq!((m.latency, m.time_unit.as_str()), (0.05, "ms"));
+        assert_eq!(CostArgs::default().model().time_unit, "units");
+    }
+
+    #[test]
+    fn says_what_is_wrong() {
+        for (costs, needle) in [
+            ("F1", "not KEY=VALUE"),
+            ("F=x", "F: `x` is not a time"),
+            ("F=-1", "F: `-1` is negative"),
+            ("Q=1", "unknown key `Q`"),
+            ("F=1,F=2", "given twice"),
+            ("", "nothing given"),
+            ("F=inf", "not a finite time"),
+            ("F=2ms,I=1", "mixes times with and without a unit"),
+        ] {
+            let e = costs.parse::<Costs>().unwrap_err();
+            assert!(e.contains(needle), "{costs}: {e}");
+        }
+        for (mem, needle) in [
+            ("A=-64MiB", "A: `-64MiB` is negative"),
+            ("A=99999999999GiB", "A: `99999999999GiB` is too large"),
+            ("S=12parsecs", "unknown unit `parsecs`"),
+        ] {
+            let e = mem.parse::<Mem>().unwrap_err();
+            assert!(e.contains(needle), "{mem}: {e}");
+        }
+    }
+}

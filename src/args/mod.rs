@@ -1,0 +1,28 @@
+//! The command lines' flags, typed at the edge: value types with their parsers (byte sizes,
+//! times, `KEY=VALUE` lists, `--costs`, `--mem`) and the argument groups that `pipesched` and
+//! `pipesched-bench` both flatten — the model ([`ModelArgs`]), the schedule's shape
+//! ([`ShapeArgs`], [`LayoutArgs`]) or the schedule itself ([`ScheduleArgs`]), recompute
+//! ([`RecomputeArgs`]), costs ([`CostArgs`]), steps ([`StepArgs`]) and output ([`OutArgs`]).
+//!
+//! Invariant: one flag, one spelling, one parser and one default, wherever it appears; nothing
+//! past these groups sees a flag's text.
+
+mod bytes;
+mod costs;
+mod model;
+mod number;
+mod out;
+mod pairs;
+mod schedule;
+mod steps;
+mod time;
+
+pub use bytes::ByteSize;
+pub use costs::{CostArgs, Costs, Mem};
+pub use model::{ModelArgs, OptimizerKind, RecomputeArgs};
+pub use number::{at_least_one, positive};
+pub use out::OutArgs;
+pub use pairs::pairs;
+pub use schedule::{LayoutArgs, ScheduleArgs, ShapeArgs};
+pub use steps::StepArgs;
+pub use time::{seconds, Time, TimeUnit};

@@ -1,0 +1,87 @@
+//! The flags that say which stages to build — `--model`, `--partition`, `--batch`,
+//! `--optimizer`, `--lr`, `--seed`, `--devices`, `--precision` — and `--recompute`.
+//!
+//! Invariant: every value is typed by its parser (a model file is read and validated when the
+//! flag is parsed), so [`ModelArgs::spec`] cannot fail.
+
+use clap::{Args, ValueEnum};
+use pipesched_stages::{OptimizerSpec, Partition, Policies, Precision};
+
+use super::{at_least_one, positive};
+use crate::workload::{Devices, ModelChoice, WorkloadSpec};
+
+/// The optimizer applied after each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerKind {
+    /// SGD with momentum 0.9.
+    Sgd,
+    /// Adam.
+    Adam,
+}
+
+/// Which model, split how, trained how, where.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// The model: a preset (tiny, small, medium), a TOML or JSON model file, or synthetic stages
+    /// `synthetic:F=2ms,I=2ms,W=1ms[,R=..][,mem=..][,wmem=..][,msg=..]` (times and bytes per rank).
+    #[arg(long, value_name = "MODEL", default_value = "small")]
+    pub model: ModelChoice,
+    /// How layers are split into stages: even, balanced (by parameter count), or counts like 3,4,4.
+    #[arg(long, default_value = "even", value_name = "PARTITION")]
+    pub partition: Partition,
+    /// Rows per micro-batch (default: the model's own).
+    #[arg(long, value_parser = at_least_one, value_name = "ROWS")]
+    pub batch: Option<usize>,
+    /// Optimizer applied after each step.
+    #[arg(long, value_enum, default_value = "adam")]
+    pub optimizer: OptimizerKind,
+    /// Learning rate.
+    #[arg(long, default_value = "3e-4", value_parser = positive, allow_negative_numbers = true)]
+    pub lr: f32,
+    /// Seed of the parameters, dropout masks and data.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where the ranks run: `cpu` (one core per rank), `cuda` (ranks round-robin over the
+    /// visible GPUs) or a list, one per rank: `cuda:0,cuda:0,cuda:1`.
+    #[arg(long, default_value = "cpu", value_name = "DEVICES")]
+    pub devices: Devices,
+    /// Format of the matrix products' operands and results: f32, bf16 or f16 (accumulation is
+    /// always f32; default: the model's own, f32 for the presets).
+    #[arg(long, value_name = "FORMAT")]
+    pub precision: Option<Precision>,
+}
+
+impl ModelArgs {
+    /// The stages these flags describe.
+    pub fn spec(&self) -> WorkloadSpec {
+        WorkloadSpec {
+            model: self.model.clone(),
+            partition: self.partition.clone(),
+            batch: self.batch,
+            optimizer: match self.optimizer {
+                OptimizerKind::Sgd => OptimizerSpec::sgd(self.lr, 0.9),
+                OptimizerKind::Adam => OptimizerSpec::adam(self.lr),
+            },
+            seed: self.seed,
+            devices: self.devices.clone(),
+            precision: self.precision,
+        }
+    }
+}
+
+/// What each stage keeps for its backward.
+#[derive(Debug, Clone, Args)]
+pub struct RecomputeArgs {
+    /// Recompute policy: none, full (keep only the stage input), every:K (keep every K-th
+    /// layer's input), sqrt — one for every stage, or a comma list with one per stage. R runs
+    /// right before each backward of a stage that drops activations.
+    #[arg(long, value_name = "POLICY[,POLICY..]")]
+    pub recompute: Option<Policies>,
+}
+
+impl RecomputeArgs {
+    /// The policies given, `none` for every stage if none were.
+    pub fn policies(&self) -> Policies {
+        self.recompute.clone().unwrap_or_else(|| Policies::all(Default::default()))
+    }
+}

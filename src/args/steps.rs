@@ -1,0 +1,38 @@
+//! How many steps to run and how long a wait may last: `--steps`, `--warmup`, `--timeout`, with
+//! the same defaults in `pipesched run` and `pipesched-bench`.
+//!
+//! Invariant: at least one measured step, and a timeout > 0.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{at_least_one, seconds};
+use crate::exec::ExecOptions;
+
+/// Steps and the hang timeout.
+#[derive(Debug, Clone, Args)]
+pub struct StepArgs {
+    /// Measured steps.
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
+    pub steps: usize,
+    /// Steps run before them, left out of the timings (they train too).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// How long any wait for an input may last before the step fails as a hang, with where every
+    /// rank is: seconds, or a time with a unit (500ms).
+    #[arg(long, default_value = "60", value_parser = seconds, value_name = "SECS")]
+    pub timeout: Duration,
+}
+
+impl StepArgs {
+    /// Warm-up and measured steps together.
+    pub fn total(&self) -> usize {
+        self.warmup.saturating_add(self.steps)
+    }
+
+    /// The executor's options.
+    pub fn exec_options(&self) -> ExecOptions {
+        ExecOptions { timeout: self.timeout }
+    }
+}

@@ -1,0 +1,149 @@
+//! What runs in the stages, behind one trait: [`Workload`] — a real model (a preset or model
+//! file, split into stages, with its optimizer and task) or synthetic stages that wait and hold
+//! bytes. A [`WorkloadSpec`] builds one for a [`Layout`] (p ranks, v chunks each, a placement)
+//! and a recompute policy per stage; then `plan` puts recompute into a schedule, `run_step` and
+//! `optimizer_step` train, `profile` measures a cost model and `predicted` gives the bytes the
+//! stages' own accounting predicts. `pipesched run`, `pipesched profile` and the benchmark (its
+//! sweep and its GPU table) drive every workload through this trait and nothing else.
+//!
+//! Invariant: a workload holds the layout's `p·v` model stages in model order, each with one
+//! recompute policy, and runs only schedules of that layout with `R` planned for exactly the
+//! stages whose policy drops activations (`plan` makes them so).
+
+mod devices;
+mod real;
+mod spec;
+mod synthetic;
+
+pub use devices::Devices;
+pub use real::{profile_model, RealWorkload};
+pub use spec::{Demand, ModelChoice, WorkloadSpec};
+pub use synthetic::SyntheticWorkload;
+
+use pipesched_schedules::{with_recompute, CostModel, Placement, Schedule, Trace};
+use pipesched_stages::{Device, GemmShape, Precision, RecomputePolicy};
+use serde::{Deserialize, Serialize};
+
+use crate::cost_file::CostFile;
+use crate::exec::ExecOptions;
+use crate::model::Verification;
+use crate::{Error, Result};
+
+/// Where the model stages sit: `p` ranks with `v` chunks each (`p·v` stages), placed by
+/// `placement`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Layout {
+    /// Ranks.
+    pub p: usize,
+    /// Model chunks per rank.
+    pub v: usize,
+    /// Which rank holds which stage.
+    pub placement: Placement,
+}
+
+impl Layout {
+    /// `p` ranks, `v` chunks each, stage `s` on rank `s mod p`.
+    pub fn looped(p: usize, v: usize) -> Layout {
+        Layout { p, v, placement: Placement::Loop }
+    }
+
+    /// Number of model stages, `p·v`.
+    pub fn stages(&self) -> usize {
+        self.p * self.v
+    }
+
+    /// The rank holding `stage`.
+    pub fn rank_of(&self, stage: usize) -> usize {
+        self.placement.rank_of(stage, self.p)
+    }
+}
+
+impl From<&Schedule> for Layout {
+    fn from(s: &Schedule) -> Layout {
+        Layout { p: s.p, v: s.v, placement: s.placement }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p={}, v={} ({} stages, {} placement)", self.p, self.v, self.stages(), self.placement)
+    }
+}
+
+/// One step through the pipeline.
+pub struct Step {
+    /// What the executor measured.
+    pub trace: Trace,
+    /// The mean loss over the micro-batches (real models).
+    pub loss: Option<f32>,
+    /// How the step compares with the sequential reference, when asked for.
+    pub verification: Option<Verification>,
+}
+
+/// The matrix products of one stage's `F`, `I` and `W` for one micro-batch.
+#[derive(Debug, Clone)]
+pub struct StageProducts {
+    /// Model stage.
+    pub stage: usize,
+    /// Where it runs.
+    pub device: Device,
+    /// The products' operand format.
+    pub precision: Precision,
+    /// The products of `F`, `I` and `W`.
+    pub ops: [Vec<GemmShape>; 3],
+}
+
+/// A model to run: its stages, built for one layout and one recompute policy per stage.
+pub trait Workload {
+    /// Where its stages sit.
+    fn layout(&self) -> Layout;
+
+    /// The recompute policy of each stage.
+    fn policies(&self) -> &[RecomputePolicy];
+
+    /// Rows per micro-batch; `None` for synthetic stages, which have no rows.
+    fn rows(&self) -> Option<usize>;
+
+    /// Runs step `step` through `schedule` (one that [`Workload::plan`] gave), leaving the
+    /// gradients accumulated. With `verify`, also runs the step on the sequential reference and
+    /// compares (real models only).
+    fn run_step(&mut self, schedule: &Schedule, step: u64, opts: &ExecOptions, verify: bool) -> Result<Step>;
+
+    /// Applies the optimizer to the accumulated gradients.
+    fn optimizer_step(&mut self) -> Result<()>;
+
+    /// Measures every stage's op times (2 warm-up runs, then the median of `reps`) and bytes: a
+    /// per-stage cost model in milliseconds. Leaves gradients accumulated.
+    fn profile(&mut self, reps: usize) -> Result<CostModel>;
+
+    /// The bytes every stage keeps per micro-batch and the static bytes of every rank, from the
+    /// stages' own accounting (times are placeholders of 1: for memory predictions).
+    fn predicted(&self) -> CostModel;
+
+    /// The matrix products of every stage (none for synthetic stages).
+    fn products(&self) -> Vec<StageProducts> {
+        Vec::new()
+    }
+
+    /// `base` with `R` planned before the backward of every stage whose policy drops
+    /// activations; refused if `base` has another layout than these stages.
+    fn plan(&self, base: &Schedule) -> Result<Schedule> {
+        let layout = Layout::from(base);
+        if layout != self.layout() {
+            return Err(Error::Config(format!(
+                "the schedule {} has {layout}, but the stages were built for {}",
+                base.name,
+                self.layout()
+            )));
+        }
+        let flags: Vec<bool> = self.policies().iter().map(|p| p.drops()).collect();
+        Ok(with_recompute(base, &flags)?)
+    }
+
+    /// [`Workload::profile`], with the layout and policies it was measured under: what
+    /// `pipesched profile` writes.
+    fn profile_file(&mut self, reps: usize) -> Result<CostFile> {
+        let model = self.profile(reps)?;
+        Ok(CostFile { model, layout: Some(self.layout()), recompute: Some(self.policies().to_vec()) })
+    }
+}

@@ -1,0 +1,238 @@
+//! [`WorkloadSpec`]: everything that says which stages to build — the model (a preset, a model
+//! file or synthetic stages), how its layers are split, the batch, the optimizer, the seed, the
+//! devices and the products' precision — as typed values, and the two things done with it:
+//! [`WorkloadSpec::check`] (can this layout and these policies be built? cheap, allocates no
+//! stage) and [`WorkloadSpec::build`], which first checks what the stages will allocate for a
+//! [`Demand`] against the memory budget.
+//!
+//! Invariant: `build` succeeds only where `check` does, so a configuration that `check` refuses
+//! is refused before anything is allocated; so is one whose estimate exceeds the budget.
+
+use std::fmt;
+use std::str::FromStr;
+
+use pipesched_schedules::Schedule;
+use pipesched_stages::{microbatches_in_flight, Load, ModelSpec, OptimizerSpec, Partition, Policies, Precision};
+
+use super::{Devices, Layout, RealWorkload, SyntheticWorkload, Workload};
+use crate::budget::{self, Available, Estimate};
+use crate::model::{Model, ModelOptions};
+use crate::synthetic::SyntheticSpec;
+use crate::{Error, Result};
+
+/// Which model: a preset or model file (read and validated when parsed), or synthetic stages.
+#[derive(Debug, Clone)]
+pub struct ModelChoice {
+    /// As written on the command line.
+    text: String,
+    /// What it names.
+    pub source: ModelSource,
+}
+
+/// What a [`ModelChoice`] names.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A model: layers, widths, task.
+    Model(ModelSpec),
+    /// Synthetic stages: their times and bytes per rank.
+    Synthetic(SyntheticSpec),
+}
+
+impl ModelChoice {
+    /// Whether these are synthetic stages.
+    pub fn is_synthetic(&self) -> bool {
+        matches!(self.source, ModelSource::Synthetic(_))
+    }
+}
+
+impl FromStr for ModelChoice {
+    type Err = Error;
+
+    /// `tiny`, `small`, `medium`, a `.toml` or `.json` model file, or
+    /// `synthetic:F=..,I=..,W=..[,R=..][,mem=..][,wmem=..][,msg=..]`.
+    fn from_str(s: &str) -> Result<ModelChoice> {
+        let text = s.trim().to_string();
+        let source = match text.strip_prefix("synthetic:") {
+            Some(body) => ModelSource::Synthetic(body.parse()?),
+            None => ModelSource::Model(ModelSpec::load(&text)?),
+        };
+        Ok(ModelChoice { text, source })
+    }
+}
+
+impl fmt::Display for ModelChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// What the stages will hold at once, for the memory budget: `m` micro-batches a step, at most
+/// `in_flight[s]` of them kept by stage `s` at once, and whether every step is also run on the
+/// sequential reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demand {
+    /// Micro-batches per step.
+    pub m: usize,
+    /// The most micro-batches each model stage keeps at once.
+    pub in_flight: Vec<usize>,
+    /// Whether `--verify` runs the sequential reference beside the pipeline.
+    pub verify: bool,
+}
+
+impl Demand {
+    /// Steps of `schedule` (recompute does not change what a stage holds at once).
+    pub fn of(schedule: &Schedule, verify: bool) -> Demand {
+        Demand { m: schedule.m, in_flight: microbatches_in_flight(schedule), verify }
+    }
+
+    /// Profiling `stages` stages: one micro-batch at a time.
+    pub fn profiling(stages: usize) -> Demand {
+        Demand { m: 1, in_flight: vec![1; stages], verify: false }
+    }
+}
+
+/// How to build the stages.
+#[derive(Debug, Clone)]
+pub struct WorkloadSpec {
+    /// The model or synthetic stages.
+    pub model: ModelChoice,
+    /// How layers are split into stages.
+    pub partition: Partition,
+    /// Rows per micro-batch (`None`: the model's own).
+    pub batch: Option<usize>,
+    /// The optimizer applied after each step.
+    pub optimizer: OptimizerSpec,
+    /// Seed of the parameters, dropout masks and data.
+    pub seed: u64,
+    /// Where the ranks run.
+    pub devices: Devices,
+    /// Format of the matrix products' operands and results (`None`: the model's own).
+    pub precision: Option<Precision>,
+}
+
+impl WorkloadSpec {
+    /// Whether stages of this spec can be built for `layout` under `policies`: one policy for all
+    /// stages or one per stage, and (for a model) at least one layer per stage as the partition
+    /// says. Devices are not probed here.
+    pub fn check(&self, layout: &Layout, policies: &Policies) -> Result<()> {
+        let per_stage = policies.for_stages(layout.stages())?;
+        match &self.model.source {
+            ModelSource::Synthetic(_) => {
+                if !self.devices.all_cpu() {
+                    return Err(Error::Config(
+                        "--devices: synthetic stages wait on the host and hold host memory; use --devices cpu".into(),
+                    ));
+                }
+            }
+            ModelSource::Model(spec) => {
+                spec.stage_specs(layout.stages(), &self.partition, &Policies(per_stage))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What building for `layout` under `policies` and running `demand` will allocate in host
+    /// memory; `None` when the stages sit on GPUs, whose memory this estimate does not describe.
+    pub fn estimate(&self, layout: &Layout, policies: &Policies, demand: &Demand) -> Result<Option<Estimate>> {
+        if !self.devices.all_cpu() {
+            return Ok(None);
+        }
+        let per_stage = Policies(policies.for_stages(layout.stages())?);
+        Ok(Some(match &self.model.source {
+            ModelSource::Synthetic(spec) => {
+                let s = spec.split(layout.v);
+                budget::synthetic(s.act_bytes, s.w_bytes, s.msg_bytes, demand.m, &demand.in_flight)
+            }
+            ModelSource::Model(spec) => {
+                let specs = spec.stage_specs(layout.stages(), &self.partition, &per_stage)?;
+                let load = Load {
+                    batch: self.batch.unwrap_or(spec.batch),
+                    microbatches: demand.m,
+                    in_flight: demand.in_flight.clone(),
+                };
+                let footprint = spec.footprint(&specs, &self.optimizer, &load)?;
+                let estimate = Estimate::of_model(spec, &load, &footprint);
+                if demand.verify {
+                    estimate.with_reference(&footprint)
+                } else {
+                    estimate
+                }
+            }
+        }))
+    }
+
+    /// Builds the stages for `layout`, stage `s` under policy `policies` (one for all, or one per
+    /// stage), every rank on its device — after checking that running `demand` on them fits the
+    /// memory budget.
+    pub fn build(&self, layout: &Layout, policies: &Policies, demand: &Demand) -> Result<Box<dyn Workload>> {
+        self.check(layout, policies)?;
+        if let Some(estimate) = self.estimate(layout, policies, demand)? {
+            budget::check(&estimate, Available::probe().as_ref())?;
+        }
+        let per_stage = policies.for_stages(layout.stages())?;
+        let devices = self.devices.resolve(layout.p)?;
+        match &self.model.source {
+            ModelSource::Synthetic(spec) => Ok(Box::new(SyntheticWorkload::new(spec, *layout, per_stage))),
+            ModelSource::Model(spec) => {
+                let mut spec = spec.clone();
+                spec.seed = self.seed;
+                if let Some(p) = self.precision {
+                    spec.precision = p;
+                }
+                let opts = ModelOptions {
+                    stages: layout.stages(),
+                    partition: self.partition.clone(),
+                    policies: Policies(per_stage),
+                    optimizer: self.optimizer,
+                    batch: self.batch.unwrap_or(spec.batch),
+                    data_seed: self.seed,
+                    devices: (0..layout.stages()).map(|k| devices[layout.rank_of(k)]).collect(),
+                };
+                Ok(Box::new(RealWorkload::new(Model::build(spec, &opts)?, *layout)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(model: &str) -> WorkloadSpec {
+        WorkloadSpec {
+            model: model.parse().unwrap(),
+            partition: Partition::Even,
+            batch: None,
+            optimizer: OptimizerSpec::adam(1e-3),
+            seed: 0,
+            devices: Devices::Cpu,
+            precision: None,
+        }
+    }
+
+    #[test]
+    fn models_are_read_when_named() {
+        assert!(!spec("tiny").model.is_synthetic());
+        assert!(spec("synthetic:F=1ms").model.is_synthetic());
+        assert_eq!(spec("synthetic:F=1ms").model.to_string(), "synthetic:F=1ms");
+        let e = "nosuch".parse::<ModelChoice>().unwrap_err().to_string();
+        assert!(e.contains("nosuch") && e.contains("tiny, small, medium"), "{e}");
+        let e = "synthetic:F=1".parse::<ModelChoice>().unwrap_err().to_string();
+        assert!(e.contains("give a unit"), "{e}");
+    }
+
+    #[test]
+    fn check_refuses_what_build_would() {
+        let tiny = spec("tiny"); // 6 layers
+        let none = Policies::all(Default::default());
+        assert!(tiny.check(&Layout::looped(2, 3), &none).is_ok());
+        let e = tiny.check(&Layout::looped(4, 2), &none).unwrap_err();
+        assert!(e.rules_out_configuration() && e.to_string().contains("8 stages"), "{e}");
+        assert!(tiny.build(&Layout::looped(4, 2), &none, &Demand::profiling(8)).is_err());
+        let e = tiny.check(&Layout::looped(2, 1), &"full,none,full".parse().unwrap()).unwrap_err();
+        assert!(e.rules_out_configuration() && e.to_string().contains("3 policies"), "{e}");
+        let w = tiny.build(&Layout::looped(2, 1), &"full,none".parse().unwrap(), &Demand::profiling(2)).unwrap();
+        assert_eq!(w.policies().iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["full", "none"]);
+        assert_eq!(w.rows(), Some(8));
+    }
+}

@@ -1,0 +1,295 @@
+//! Model files: a [`ModelSpec`] written as TOML or JSON, the text that documents the format
+//! ([`MODEL_FILE_HELP`]), and reading one with errors that name the file, the field, and the
+//! fields there are.
+//!
+//! Invariant: [`MODEL_FIELDS`] lists exactly the fields `ModelSpec` (de)serialises, and
+//! [`MODEL_FILE_HELP`] documents every one of them (both checked by the tests below), so the
+//! help, the error messages and the parser cannot drift apart.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::spec::ModelSpec;
+
+/// Every field of a model file: its name, whether it must be given, and what it means.
+pub const MODEL_FIELDS: [(&str, bool, &str); 11] = [
+    ("name", false, "a name for reports (default \"custom\")"),
+    ("input", true, "width of the model input"),
+    ("hidden", true, "width of the residual stream"),
+    ("ffn", true, "inner width of each block's MLP"),
+    ("blocks", true, "number of residual blocks"),
+    ("dropout", false, "dropout rate at the end of each block, in [0, 1) (default 0)"),
+    ("output", true, "classes (cross_entropy) or regression width (mse)"),
+    ("loss", true, "\"cross_entropy\" or \"mse\""),
+    ("batch", true, "rows per micro-batch"),
+    ("seed", false, "seed of the initial parameters and dropout masks (default 0)"),
+    ("precision", false, "\"f32\", \"bf16\" or \"f16\": format of the matrix products (default \"f32\")"),
+];
+
+/// The model file format, for a command's `--help`.
+pub const MODEL_FILE_HELP: &str = "\
+A model file (.toml, or .json for JSON) describes the residual MLP pipesched trains:
+Linear(input → hidden), then `blocks` residual blocks
+x + Dropout(Linear(GELU(Linear(LayerNorm(x))))) with inner width `ffn`, then
+LayerNorm(hidden) and Linear(hidden → output), then the loss: blocks + 3 layers,
+which the stages split among themselves. The task is a fixed random teacher network,
+so no data is read.
+
+Required fields:
+  input      width of the model input (≥ 1)
+  hidden     width of the residual stream (≥ 1)
+  ffn        inner width of each block's MLP (≥ 1)
+  blocks     number of residual blocks (0 or more)
+  output     classes for cross_entropy (≥ 2), or the regression width for mse (≥ 1)
+  loss       \"cross_entropy\" or \"mse\"
+  batch      rows per micro-batch (≥ 1); --batch replaces it
+Optional fields:
+  name       a name for reports (default \"custom\")
+  dropout    dropout rate at the end of each block, in [0, 1) (default 0)
+  seed       seed of the initial parameters and dropout masks (default 0); --seed
+             replaces it
+  precision  \"f32\", \"bf16\" or \"f16\": format of the matrix products' operands and
+             results, accumulated in f32 (default \"f32\"); --precision replaces it
+
+Example (TOML; the same keys make a JSON object):
+  name = \"wide\"
+  input = 64
+  hidden = 512
+  ffn = 2048
+  blocks = 4
+  dropout = 0.1
+  output = 10
+  loss = \"cross_entropy\"
+  batch = 32
+
+An unknown field is an error that lists these. Sizes are checked before anything is
+allocated: a model whose bytes would overflow is refused with the field named.";
+
+/// The serialisation a model file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Toml,
+    Json,
+}
+
+impl ModelSpec {
+    /// Reads a spec from TOML and validates it.
+    pub fn from_toml(text: &str) -> Result<ModelSpec> {
+        parse(text, Format::Toml).map_err(Error::Spec)
+    }
+
+    /// Reads a spec from JSON and validates it.
+    pub fn from_json(text: &str) -> Result<ModelSpec> {
+        parse(text, Format::Json).map_err(Error::Spec)
+    }
+
+    /// Reads a spec from a `.json` file, or from any other file as TOML, or names a preset
+    /// (`small`). Errors name the file.
+    pub fn load(path_or_preset: &str) -> Result<ModelSpec> {
+        if ModelSpec::PRESETS.contains(&path_or_preset) {
+            return ModelSpec::preset(path_or_preset);
+        }
+        let path = Path::new(path_or_preset);
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Spec(format!(
+                "cannot read {path_or_preset:?}: {e}; give a .toml or .json model file or a preset ({})",
+                ModelSpec::PRESETS.join(", ")
+            ))
+        })?;
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => Format::Json,
+            _ => Format::Toml,
+        };
+        parse(&text, format).map_err(|e| Error::Spec(format!("{path_or_preset}: {e}")))
+    }
+
+    /// The spec as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a model spec always serialises to TOML")
+    }
+
+    /// The spec as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a model spec always serialises to JSON")
+    }
+}
+
+/// Parses and validates `text`; the message says what was wrong and lists the fields.
+fn parse(text: &str, format: Format) -> std::result::Result<ModelSpec, String> {
+    let keys = top_level_keys(text, format)?;
+    if let Some(unknown) = keys.iter().find(|k| !MODEL_FIELDS.iter().any(|(f, _, _)| f == k)) {
+        let hint = closest(unknown).map(|f| format!(" (did you mean `{f}`?)")).unwrap_or_default();
+        return Err(format!("unknown field `{unknown}`{hint}; {}", field_list()));
+    }
+    let spec: ModelSpec = match format {
+        Format::Toml => {
+            toml::from_str(text).map_err(|e| format!("TOML: {}; {}", toml_error(text, &e), field_list()))?
+        }
+        Format::Json => serde_json::from_str(text).map_err(|e| format!("JSON: {e}; {}", field_list()))?,
+    };
+    spec.validate().map_err(|e| match e {
+        Error::Spec(m) => m,
+        other => other.to_string(),
+    })?;
+    Ok(spec)
+}
+
+/// The keys of the top-level table (TOML) or object (JSON).
+fn top_level_keys(text: &str, format: Format) -> std::result::Result<Vec<String>, String> {
+    match format {
+        Format::Toml => {
+            let table: toml::Table = toml::from_str(text).map_err(|e| format!("TOML: {}", toml_error(text, &e)))?;
+            Ok(table.keys().cloned().collect())
+        }
+        Format::Json => match serde_json::from_str::<serde_json::Value>(text).map_err(|e| format!("JSON: {e}"))? {
+            serde_json::Value::Object(map) => Ok(map.keys().cloned().collect()),
+            _ => Err(format!("JSON: a model file holds one object; {}", field_list())),
+        },
+    }
+}
+
+/// `line L, column C: what` for a TOML error (just `what` when it has no position).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+            format!("line {line}, column {column}: {what}")
+        }
+        None => what.to_string(),
+    }
+}
+
+/// "the fields are input, hidden, … (required) and name, … (optional)".
+fn field_list() -> String {
+    let pick = |required: bool| {
+        MODEL_FIELDS.iter().filter(|f| f.1 == required).map(|f| format!("`{}`", f.0)).collect::<Vec<_>>().join(", ")
+    };
+    format!("a model file has the fields {} (required) and {} (optional)", pick(true), pick(false))
+}
+
+/// The known field nearest to `key` in edit distance, if it is a likely typo (distance ≤ 2).
+fn closest(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    MODEL_FIELDS.iter().map(|f| (edit_distance(&key, f.0), f.0)).filter(|&(d, _)| d <= 2).min().map(|(_, f)| f)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::LossKind;
+
+    #[test]
+    fn the_field_table_is_what_serde_writes_and_the_help_documents() {
+        let json: serde_json::Value = serde_json::from_str(&ModelSpec::small().to_json()).unwrap();
+        let mut written: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut table: Vec<&str> = MODEL_FIELDS.iter().map(|f| f.0).collect();
+        written.sort_unstable();
+        table.sort_unstable();
+        assert_eq!(written, table);
+        for (field, required, _) in MODEL_FIELDS {
+            assert!(MODEL_FILE_HELP.contains(&format!("\n  {field} ")), "{field} is not documented");
+            let without: serde_json::Map<_, _> =
+                json.as_object().unwrap().clone().into_iter().filter(|(k, _)| k != field).collect();
+            let parsed = ModelSpec::from_json(&serde_json::Value::Object(without).to_string());
+            assert_eq!(parsed.is_err(), required, "{field}: required = {required}");
+        }
+    }
+
+    #[test]
+    fn the_help_example_is_a_valid_model() {
+        let example: String = MODEL_FILE_HELP
+            .split("Example (TOML; the same keys make a JSON object):\n")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .take_while(|l| l.starts_with("  "))
+            .map(|l| format!("{}\n", l.trim()))
+            .collect();
+        let spec = ModelSpec::from_toml(&example).unwrap();
+        assert_eq!((spec.name.as_str(), spec.hidden, spec.blocks, spec.loss), ("wide", 512, 4, LossKind::CrossEntropy));
+    }
+
+    #[test]
+    fn toml_and_json_round_trip() {
+        for s in
+            [ModelSpec::tiny(), ModelSpec::small(), ModelSpec { loss: LossKind::Mse, output: 1, ..ModelSpec::medium() }]
+        {
+            assert_eq!(ModelSpec::from_toml(&s.to_toml()).unwrap(), s);
+            assert_eq!(ModelSpec::from_json(&s.to_json()).unwrap(), s);
+        }
+        let hand = "input = 8\nhidden = 16\nffn = 32\nblocks = 2\noutput = 3\nloss = \"cross_entropy\"\nbatch = 4\n";
+        let s = ModelSpec::from_toml(hand).unwrap();
+        assert_eq!((s.name.as_str(), s.dropout, s.seed), ("custom", 0.0, 0));
+    }
+
+    #[test]
+    fn bad_files_say_what_is_wrong_and_list_the_fields() {
+        let e = ModelSpec::from_toml("input = 8\nhidden = 16\n").unwrap_err().to_string();
+        assert!(e.contains("missing field `ffn`") && e.contains("(required)"), "{e}");
+        let e =
+            ModelSpec::from_json(r#"{"input":8,"hidden":16,"ffn":32,"blocks":2,"output":3,"loss":"hinge","batch":4}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("hinge"), "{e}");
+        let e = ModelSpec::from_toml(&(ModelSpec::tiny().to_toml() + "colour = 3\n")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "model spec: unknown field `colour`; a model file has the fields `input`, `hidden`, `ffn`, `blocks`, \
+             `output`, `loss`, `batch` (required) and `name`, `dropout`, `seed`, `precision` (optional)"
+        );
+        let e = ModelSpec::from_json(r#"{"hiden": 3}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown field `hiden` (did you mean `hidden`?)"), "{e}");
+        let e = ModelSpec::from_json("[1, 2]").unwrap_err().to_string();
+        assert!(e.contains("one object"), "{e}");
+        let e = ModelSpec::from_toml("input = ").unwrap_err().to_string();
+        assert!(e.starts_with("model spec: TOML:"), "{e}");
+        assert!(ModelSpec::load("/nonexistent/model.toml").unwrap_err().to_string().contains("cannot read"));
+    }
+
+    #[test]
+    fn files_too_large_to_count_are_refused_not_a_panic() {
+        let json = ModelSpec::small().to_json().replace("\"input\": 128", "\"input\": 18446744073709551615");
+        let e = ModelSpec::from_json(&json).unwrap_err().to_string();
+        assert!(e.contains("`input` = 18446744073709551615"), "{e}");
+        let toml = ModelSpec::small().to_toml().replace("input = 128", "input = 18446744073709551615");
+        let e = ModelSpec::from_toml(&toml).unwrap_err().to_string();
+        assert!(e.starts_with("model spec: TOML:"), "{e}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("pipesched-model-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("typo.toml");
+        std::fs::write(&path, ModelSpec::tiny().to_toml().replace("ffn", "fnn")).unwrap();
+        let e = ModelSpec::load(path.to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains(&format!("{}: unknown field `fnn` (did you mean `ffn`?)", path.display())), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("hiden", "hidden"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(closest("colour"), None);
+    }
+}
