@@ -157,8 +157,12 @@ mod tests {
         assert_eq!(super::line(&first, bytes, 2.0, B, 100), [(0.0, 7.0), (0.0, 3.0), (2.0, 3.0)]);
         assert!(super::line(&[], bytes, 5.0, B, 100).is_empty());
         // Held bytes leave the messages in flight out.
-        let flight = [MemSample { time: 0.0, bytes: 10, in_flight: 4 }, MemSample { time: 1.0, bytes: 12, in_flight: 0 }];
-        assert_eq!(super::line(&flight, MemSample::held, 2.0, B, 100), [(0.0, 6.0), (1.0, 6.0), (1.0, 12.0), (2.0, 12.0)]);
+        let flight =
+            [MemSample { time: 0.0, bytes: 10, in_flight: 4 }, MemSample { time: 1.0, bytes: 12, in_flight: 0 }];
+        assert_eq!(
+            super::line(&flight, MemSample::held, 2.0, B, 100),
+            [(0.0, 6.0), (1.0, 6.0), (1.0, 12.0), (2.0, 12.0)]
+        );
     }
 
     #[test]

@@ -135,11 +135,18 @@ impl Timeline {
         let numbering = if number_size >= MIN_NUMBER_SIZE && !exact.is_empty() {
             let font = style(number_size, INK, false, HPos::Left, VPos::Top).font;
             let measure = |t: &str| {
-                font.box_size(t).map_or((0.64 * number_size * t.len() as f64, number_size), |(w, h)| (w as f64, h as f64))
+                font.box_size(t)
+                    .map_or((0.64 * number_size * t.len() as f64, number_size), |(w, h)| (w as f64, h as f64))
             };
             let boxes: Vec<Boxed> = exact
                 .iter()
-                .map(|e| Boxed { row: e.row, x0: e.start * px_per_unit, x1: e.end * px_per_unit, mb: e.mb, fill: e.fill })
+                .map(|e| Boxed {
+                    row: e.row,
+                    x0: e.start * px_per_unit,
+                    x1: e.end * px_per_unit,
+                    mb: e.mb,
+                    fill: e.fill,
+                })
                 .collect();
             number(&boxes, levels as f64, &measure)
         } else {
@@ -232,13 +239,17 @@ impl Timeline {
             let fill = box_colour(run.key.op, run.key.shade, self.v);
             let x0 = frame.left + run.c0 as i32;
             let x1 = frame.left + run.c1 as i32;
-            root.draw(&Rectangle::new([(x0, (bottom - h).round() as i32), (x1, bottom.round() as i32)], fill.filled()))?;
+            root.draw(&Rectangle::new(
+                [(x0, (bottom - h).round() as i32), (x1, bottom.round() as i32)],
+                fill.filled(),
+            ))?;
         }
 
         // Numbers.
         let size = self.number_size;
         for num in &self.numbering.numbers {
-            let centre = (frame.left + num.x.round() as i32, (frame.top as f64 + (num.row as f64 + 0.5) * row_px) as i32);
+            let centre =
+                (frame.left + num.x.round() as i32, (frame.top as f64 + (num.row as f64 + 0.5) * row_px) as i32);
             let mut text_style = style(size, num.colour, false, HPos::Center, VPos::Center);
             if num.way == Way::Turned {
                 text_style = text_style.transform(FontTransform::Rotate270);
