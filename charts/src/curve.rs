@@ -45,10 +45,11 @@ pub(crate) fn extremes(trace: &Trace) -> Option<(u64, u64)> {
 /// `w` pixels wide.
 ///
 /// Exact (at most `EXACT_PER_COLUMN` samples per column on average): samples sharing a time (to
-/// within 1/1000 of `end`, about a pixel and a half at the widest chart, which absorbs both the
-/// rounding of sums of durations and the microsecond gaps between one action's end and the next
-/// one's start in measured traces) are one vertical move from the value before them to the last
-/// of them, reaching up to the highest of them on the way if that is higher still. Thinned: the
+/// within 1/1000 of `end` of the group's first, about a pixel and a half at the widest chart,
+/// which absorbs both the rounding of sums of durations and the microsecond gaps between one
+/// action's end and the next one's start in measured traces) are one vertical move from the value
+/// before them to the last of them, reaching up to the highest of them on the way if that is
+/// higher still. Thinned: the
 /// samples of each pixel column are one vertical move at the column's first sample, through the
 /// highest sample and the lowest value held for some time, to the last.
 pub(crate) fn line(
@@ -61,13 +62,26 @@ pub(crate) fn line(
     let finite = samples.iter().filter(|s| s.time.is_finite());
     let mut points: Vec<(f64, f64)> = Vec::new();
     if samples.len() <= EXACT_PER_COLUMN * w.max(1) as usize {
-        let samples: Vec<&MemSample> = finite.collect();
         let eps = end.abs() * 1e-3;
-        for group in samples.chunk_by(|a, b| (b.time - a.time).abs() <= eps) {
-            let time = group[0].time;
-            let last = value(group[group.len() - 1]);
-            let high = group.iter().map(|s| value(s)).max().unwrap_or(last);
-            step(&mut points, time, high, None, last, unit);
+        // The group being gathered: its first time, highest value and last value.
+        let mut open: Option<(f64, u64, u64)> = None;
+        for s in finite {
+            let v = value(s);
+            match &mut open {
+                Some((t0, high, last)) if (s.time - *t0).abs() <= eps => {
+                    *high = (*high).max(v);
+                    *last = v;
+                }
+                _ => {
+                    if let Some((t0, high, last)) = open.take() {
+                        step(&mut points, t0, high, None, last, unit);
+                    }
+                    open = Some((s.time, v, v));
+                }
+            }
+        }
+        if let Some((t0, high, last)) = open {
+            step(&mut points, t0, high, None, last, unit);
         }
     } else {
         let col = if end > 0.0 { end / w as f64 } else { 1.0 };
@@ -153,6 +167,11 @@ mod tests {
         // Times that differ only by rounding are one time.
         let noisy = [MemSample::new(0.0, 10), MemSample::new(8.649999999999999, 5), MemSample::new(8.65, 10)];
         assert_eq!(super::line(&noisy, bytes, 10.0, B, 100), [(0.0, 10.0), (10.0, 10.0)]);
+        // Samples closer than that to each other, in a chain, are still separate times: a group
+        // is measured from its first sample.
+        let chain: Vec<MemSample> = (0..6).map(|k| MemSample::new(k as f64 * 0.008, 10 + k)).collect();
+        let drawn = super::line(&chain, bytes, 10.0, B, 100);
+        assert_eq!(drawn, [(0.0, 11.0), (0.016, 11.0), (0.016, 13.0), (0.032, 13.0), (0.032, 15.0), (10.0, 15.0)]);
         let first = [MemSample::new(0.0, 7), MemSample::new(0.0, 3)];
         assert_eq!(super::line(&first, bytes, 2.0, B, 100), [(0.0, 7.0), (0.0, 3.0), (2.0, 3.0)]);
         assert!(super::line(&[], bytes, 5.0, B, 100).is_empty());

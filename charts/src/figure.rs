@@ -141,7 +141,7 @@ impl Sheet for Figure<'_> {
                     self.timelines[band.index].draw(root, band.frame, self.x_max)?;
                 }
                 (BandKind::Memory, Some(scale)) => {
-                    let what = memory::caption(panel.trace, scale.unit);
+                    let what = memory::caption(panel.trace);
                     let what = match &panel.label {
                         Some(label) => format!("{label}: {} — {what}", panel.trace.schedule),
                         None => what,

@@ -311,7 +311,7 @@ mod tests {
         // At most about one bar per pixel column of each row (the plot is 1600 px wide).
         assert!(shapes < 8 * 1600 + 500, "{shapes} shapes");
         let texts = svg_texts(&text);
-        assert!(texts.contains(&"thin spans: bars of busy share"), "{texts:?}");
+        assert!(texts.contains(&"thin spans: one bar per pixel,"), "{texts:?}");
         assert!(texts.contains(&"rank 7"));
         render(&t, &dir.join("huge.png")).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

@@ -26,7 +26,7 @@ use crate::page::{draw_axes, number_label, padded, style, DrawResult, Frame, LEG
 use crate::palette::{rank_colour, INK, MUTED, PAPER};
 use crate::peaks;
 use crate::rect::Rect;
-use crate::units::ByteUnit;
+use crate::units::{bytes, ordinal, ByteUnit};
 
 /// Ranks listed one by one in the table, and drawn with bands; more are summarised.
 const LISTED: usize = 16;
@@ -64,15 +64,15 @@ pub(crate) fn height(trace: &Trace) -> u32 {
     table.max(220)
 }
 
-/// What the caption adds about `trace`'s memory: its static base, and the band.
-pub(crate) fn caption(trace: &Trace, unit: ByteUnit) -> String {
+/// What the caption says about `trace`'s memory: its static base, and the band.
+pub(crate) fn caption(trace: &Trace) -> String {
     let statics: Vec<u64> = trace.ranks.iter().filter_map(static_bytes).collect();
     let mut out = String::from("live memory per rank");
     if let (Some(&lo), Some(&hi)) = (statics.iter().min(), statics.iter().max()) {
         if lo == hi {
-            out.push_str(&format!(" · static {} on every rank", unit.format(lo)));
+            out.push_str(&format!(" · static {} on every rank", bytes(lo)));
         } else {
-            out.push_str(&format!(" · static {} to {}", unit.format(lo), unit.format(hi)));
+            out.push_str(&format!(" · static {} to {}", bytes(lo), bytes(hi)));
         }
     }
     if has_in_flight(trace) {
@@ -248,12 +248,13 @@ fn draw_table<DB: DrawingBackend>(
             if let Some((r, b)) = found {
                 y += LINE as i32;
                 root.draw(&text(format!("{what}: rank {r}"), (x, y), HPos::Left, INK))?;
-                root.draw(&text(unit.format(b), (x_end, y), HPos::Right, INK))?;
+                root.draw(&text(bytes(b), (x_end, y), HPos::Right, INK))?;
             }
         }
         if every > 1 {
             y += LINE as i32;
-            root.draw(&text(format!("lines: every {every}th rank, and the highest"), (x, y), HPos::Left, MUTED))?;
+            let what = format!("lines: every {} rank, and the highest", ordinal(every));
+            root.draw(&text(what, (x, y), HPos::Left, MUTED))?;
         }
     }
     if let Some(s) = shared_static {
@@ -262,7 +263,7 @@ fn draw_table<DB: DrawingBackend>(
             root.draw(&PathElement::new([(x0, y), (x0 + 5, y)], MUTED.stroke_width(1)))?;
         }
         root.draw(&text("static".into(), (x + 32, y), HPos::Left, MUTED))?;
-        root.draw(&text(unit.format(s), (x_peak, y), HPos::Right, MUTED))?;
+        root.draw(&text(bytes(s), (x_peak, y), HPos::Right, MUTED))?;
     }
     Ok(())
 }
@@ -289,7 +290,7 @@ mod tests {
         let s = Scale::of(std::iter::once(&t)).unwrap();
         assert_eq!(s.unit.name, "MiB");
         assert_eq!((s.lo, s.hi), (31.6, 37.0));
-        assert_eq!(caption(&t, s.unit), "live memory per rank · static 32 MiB on every rank");
+        assert_eq!(caption(&t), "live memory per rank · static 32 MiB on every rank");
         // Not even near 0: a 64 MiB swing over 256 MiB still starts near 256 MiB.
         let t = trace(4, 16 << 20, 256 << 20);
         assert_eq!(Scale::of(std::iter::once(&t)).unwrap().lo, 249.6);

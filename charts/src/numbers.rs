@@ -1,10 +1,14 @@
 //! Which boxes of a timeline carry their micro-batch number, and how it is written:
 //! 1. across the box, when the box holds the number with 2 px to spare on each side;
-//! 2. turned upright, when the box is as wide as a digit is tall and the row holds the number;
+//! 2. turned upright (in a smaller font), when the box is a pixel wider than a digit of that font
+//!    is tall and the row holds the number;
 //! 3. over a run of slivers (neighbouring boxes of one fill, each too narrow for 1 or 2): every
 //!    k-th micro-batch, k the smallest of 1, 2, 5, 10, 20, … whose numbers keep clear of each
 //!    other, each centred on its box and inside its run;
 //! 4. otherwise not at all (the legend says so).
+//!
+//! Every test measures the widest number of the chart, so boxes of one width are all treated
+//! alike whatever their micro-batch.
 //!
 //! Invariant: a number never leaves the box or run it names, never touches another number, and
 //! is written in a colour chosen for the fill under it; the choice depends only on pixel sizes,
@@ -72,21 +76,27 @@ pub(crate) struct Numbering {
 /// Gap between neighbouring numbers over slivers, in pixels.
 const GAP: f64 = 3.0;
 
-/// The numbers of `boxes` in rows `inner_h` pixels tall (the height a box takes). `measure(text)`
-/// gives the width and height of a text in the number font; a digit's height is that of `"0"`.
-pub(crate) fn number(boxes: &[Boxed], inner_h: f64, measure: &dyn Fn(&str) -> (f64, f64)) -> Numbering {
+/// How wide and tall a text is in a font, in pixels.
+pub(crate) type Measure<'a> = &'a dyn Fn(&str) -> (f64, f64);
+
+/// The numbers of `boxes` in rows `inner_h` pixels tall (the height a box takes). `across` and
+/// `upright` measure a text in the fonts numbers are written in across and upright; a digit's
+/// height is that of `"0"`.
+pub(crate) fn number(boxes: &[Boxed], inner_h: f64, across: Measure<'_>, upright: Measure<'_>) -> Numbering {
     let mut order: Vec<usize> = (0..boxes.len()).collect();
     order.sort_by(|&a, &b| boxes[a].row.cmp(&boxes[b].row).then(boxes[a].x0.total_cmp(&boxes[b].x0)));
-    let digit_h = measure("0").1;
+    let widest = boxes.iter().map(|b| b.mb).max().unwrap_or(0).to_string();
+    let tw = across(&widest).0;
+    let (digit_h, upright_w) = (upright("0").1, upright(&widest).0);
     let mut out = Numbering::default();
     // Boxes left for tier 3, in row and x order.
     let mut slivers: Vec<usize> = Vec::new();
     for &i in &order {
         let b = &boxes[i];
-        let (w, (tw, _)) = (b.x1 - b.x0, measure(&b.mb.to_string()));
+        let w = b.x1 - b.x0;
         let way = if w >= tw + 4.0 {
             Way::Across
-        } else if w >= digit_h + 2.0 && inner_h >= tw + 4.0 {
+        } else if w >= digit_h + 1.0 && inner_h >= upright_w + 4.0 {
             out.turned = true;
             Way::Turned
         } else {
@@ -124,7 +134,6 @@ pub(crate) fn number(boxes: &[Boxed], inner_h: f64, measure: &dyn Fn(&str) -> (f
             if b.mb % k != 0 {
                 continue;
             }
-            let (tw, _) = measure(&b.mb.to_string());
             let x = (b.x0 + b.x1) / 2.0;
             let (l, r) = (x - tw / 2.0 - 1.0, x + tw / 2.0 + 1.0);
             let (r0, r1) = runs[run_of[s]];
@@ -201,27 +210,37 @@ mod tests {
 
     #[test]
     fn wide_boxes_get_numbers_across_narrow_ones_upright() {
-        // "7" needs 6 + 4 px across; "12" needs 16. Upright needs 12 px of width and a row of 16.
-        let boxes = [boxed(0, 0.0, 10.0, 7, BLUE), boxed(0, 10.0, 26.0, 12, ORANGE), boxed(1, 0.0, 13.0, 12, BLUE)];
-        let n = number(&boxes, 20.0, &measure);
+        // Every box is measured by the widest number, "12": 16 px across; upright, 11 px of width
+        // and a row of 16.
+        let boxes = [boxed(0, 0.0, 16.0, 7, BLUE), boxed(0, 16.0, 32.0, 12, ORANGE), boxed(1, 0.0, 12.0, 12, BLUE)];
+        let n = number(&boxes, 20.0, &measure, &measure);
         assert_eq!(ways(&n), [(7, Way::Across), (12, Way::Across), (12, Way::Turned)]);
         assert!(n.turned && !n.blank && n.every.is_none());
         // Rows too short to hold "12" upright: the box is a sliver, alone in its run, blank.
-        let n = number(&boxes[2..], 15.0, &measure);
+        let n = number(&boxes[2..], 15.0, &measure, &measure);
         assert_eq!(ways(&n), []);
         assert!(n.blank && !n.turned);
         assert_eq!(n.numbers.len(), 0);
         // White on dark fills, black on light ones.
-        let n = number(&boxes, 20.0, &measure);
+        let n = number(&boxes, 20.0, &measure, &measure);
         assert_eq!((n.numbers[0].colour, n.numbers[1].colour), (RGBColor(255, 255, 255), RGBColor(0, 0, 0)));
     }
 
     #[test]
+    fn upright_numbers_use_their_own_font() {
+        // 4 px per character, 7 px tall: "12" fits upright in a 9 px box.
+        let small = |t: &str| (4.0 * t.len() as f64, 7.0);
+        let boxes = [boxed(0, 0.0, 9.0, 12, BLUE)];
+        assert_eq!(ways(&number(&boxes, 20.0, &measure, &small)), [(12, Way::Turned)]);
+        assert_eq!(ways(&number(&boxes, 20.0, &measure, &measure)), []);
+    }
+
+    #[test]
     fn runs_of_slivers_carry_every_kth_number() {
-        // Twenty adjacent 5 px forward boxes, micro-batches 0..20: "10" needs 14 px, so numbers
-        // 5 px apart collide at k = 1 and 2, and fit at k = 5 (25 px apart).
+        // Twenty adjacent 5 px forward boxes, micro-batches 0..20: the widest number, "19", needs
+        // 14 px, so numbers 5 px apart collide at k = 1 and 2, and fit at k = 5 (25 px apart).
         let boxes: Vec<Boxed> = (0..20).map(|j| boxed(0, 5.0 * j as f64, 5.0 * (j + 1) as f64, j, BLUE)).collect();
-        let n = number(&boxes, 20.0, &measure);
+        let n = number(&boxes, 20.0, &measure, &measure);
         assert_eq!(n.every, Some(5));
         // "0", centred on box 0 at 2.5 px, would start left of the run (2.5 − 3 − 1 < 0).
         assert_eq!(n.numbers.iter().map(|n| n.mb).collect::<Vec<_>>(), [5, 10, 15]);
@@ -234,7 +253,7 @@ mod tests {
     fn slivers_between_other_colours_stay_blank() {
         // Interleaved-like: a 4 px sliver between wide boxes of another fill.
         let boxes = [boxed(0, 0.0, 30.0, 1, ORANGE), boxed(0, 30.0, 34.0, 2, BLUE), boxed(0, 34.0, 64.0, 3, ORANGE)];
-        let n = number(&boxes, 20.0, &measure);
+        let n = number(&boxes, 20.0, &measure, &measure);
         assert_eq!(ways(&n), [(1, Way::Across), (3, Way::Across)]);
         assert!(n.blank && n.every.is_none());
     }

@@ -23,6 +23,7 @@ use crate::numbers::{number, Boxed, Numbering, Way};
 use crate::page::{draw_axes, number_label, style, DrawResult, Frame};
 use crate::palette::{border_colour, box_colour, chunk_of, op_name, INK, MUTED, PAPER, RULE, SHADES};
 use crate::raster::{Key, Raster, Run};
+use crate::units::ordinal;
 
 /// Fraction of a row left empty above and below its boxes.
 const ROW_PAD: f64 = 0.12;
@@ -38,6 +39,12 @@ const MIN_BOX: f64 = 2.0;
 const MAX_ROWS: usize = 128;
 /// Smallest size, in pixels, numbers are written at.
 const MIN_NUMBER_SIZE: f64 = 9.0;
+
+/// The size of numbers written upright, for numbers written across at `size`: a little smaller,
+/// as they go in narrower boxes, but never below the legible minimum.
+fn upright_size(size: f64) -> f64 {
+    (0.8 * size).max(MIN_NUMBER_SIZE)
+}
 
 /// Pixel height of one row when there are `rows`: roomy for a few, thinner as they grow.
 fn row_height(rows: usize) -> u32 {
@@ -133,10 +140,11 @@ impl Timeline {
         // Numbers in the size the row allows, if it is legible at all.
         let number_size = (row_px * (1.0 - 2.0 * ROW_PAD) * 0.62).min(13.0);
         let numbering = if number_size >= MIN_NUMBER_SIZE && !exact.is_empty() {
-            let font = style(number_size, INK, false, HPos::Left, VPos::Top).font;
-            let measure = |t: &str| {
-                font.box_size(t)
-                    .map_or((0.64 * number_size * t.len() as f64, number_size), |(w, h)| (w as f64, h as f64))
+            let measure = |size: f64| {
+                let font = style(size, INK, false, HPos::Left, VPos::Top).font;
+                move |t: &str| {
+                    font.box_size(t).map_or((0.64 * size * t.len() as f64, size), |(w, h)| (w as f64, h as f64))
+                }
             };
             let boxes: Vec<Boxed> = exact
                 .iter()
@@ -148,7 +156,7 @@ impl Timeline {
                     fill: e.fill,
                 })
                 .collect();
-            number(&boxes, levels as f64, &measure)
+            number(&boxes, levels as f64, &measure(number_size), &measure(upright_size(number_size)))
         } else {
             Numbering::default()
         };
@@ -176,13 +184,14 @@ impl Timeline {
             notes.push("upright in narrow boxes".into());
         }
         if let Some(k) = n.every {
-            notes.push(format!("every {k}th over thin boxes"));
+            notes.push(format!("every {} over thin boxes", ordinal(k)));
         }
         if n.blank {
             notes.push("thinnest boxes: unnumbered".into());
         }
         if !self.runs.is_empty() {
-            notes.push("thin spans: bars of busy share".into());
+            notes.push("thin spans: one bar per pixel,".into());
+            notes.push("as high as busy, in the main op".into());
         }
         if self.per_row > 1 {
             notes.push(format!("{} ranks per row", self.per_row));
@@ -252,7 +261,8 @@ impl Timeline {
                 (frame.left + num.x.round() as i32, (frame.top as f64 + (num.row as f64 + 0.5) * row_px) as i32);
             let mut text_style = style(size, num.colour, false, HPos::Center, VPos::Center);
             if num.way == Way::Turned {
-                text_style = text_style.transform(FontTransform::Rotate270);
+                text_style = style(upright_size(size), num.colour, false, HPos::Center, VPos::Center)
+                    .transform(FontTransform::Rotate270);
             }
             root.draw(&Text::new(num.mb.to_string(), centre, text_style))?;
         }
