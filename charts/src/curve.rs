@@ -86,29 +86,27 @@ pub(crate) fn line(
     } else {
         let col = if end > 0.0 { end / w as f64 } else { 1.0 };
         let column = |t: f64| (t / col).floor().max(0.0) as u64;
-        // The column being gathered: its index, first time, highest sample, lowest held value,
-        // and the sample seen last (held only if a later time follows it).
-        let mut open: Option<(u64, f64, u64, Option<u64>, (f64, u64))> = None;
+        let mut open: Option<Column> = None;
         for s in finite {
             let (c, v) = (column(s.time), value(s));
             match &mut open {
-                Some((oc, _, high, low, last)) if *oc == c => {
-                    if s.time > last.0 {
-                        *low = Some(low.map_or(last.1, |l| l.min(last.1)));
+                Some(o) if o.index == c => {
+                    if s.time > o.last.0 {
+                        o.low = Some(o.low.map_or(o.last.1, |l| l.min(o.last.1)));
                     }
-                    *high = (*high).max(v);
-                    *last = (s.time, v);
+                    o.high = o.high.max(v);
+                    o.last = (s.time, v);
                 }
                 _ => {
-                    if let Some((_, t0, high, low, last)) = open.take() {
-                        step(&mut points, t0, high, low, last.1, unit);
+                    if let Some(o) = open.take() {
+                        step(&mut points, o.first, o.high, o.low, o.last.1, unit);
                     }
-                    open = Some((c, s.time, v, None, (s.time, v)));
+                    open = Some(Column { index: c, first: s.time, high: v, low: None, last: (s.time, v) });
                 }
             }
         }
-        if let Some((_, t0, high, low, last)) = open {
-            step(&mut points, t0, high, low, last.1, unit);
+        if let Some(o) = open {
+            step(&mut points, o.first, o.high, o.low, o.last.1, unit);
         }
     }
     if let Some(&(t, held)) = points.last() {
@@ -117,6 +115,20 @@ pub(crate) fn line(
         }
     }
     points
+}
+
+/// The samples of one pixel column being gathered by a thinned line.
+struct Column {
+    /// Which column.
+    index: u64,
+    /// Time of its first sample.
+    first: f64,
+    /// Its highest sample.
+    high: u64,
+    /// Its lowest value held for some time, once one is known.
+    low: Option<u64>,
+    /// The sample seen last: held only if a later time follows it.
+    last: (f64, u64),
 }
 
 /// Appends the vertical move at `time` from the value held before it (if any) up to `high`, down

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::font;
 use crate::page::DrawResult;
 
-/// A page that [`write`] can put in a file: its size, and its drawing on any backend.
+/// A page that [`write()`] can put in a file: its size, and its drawing on any backend.
 pub trait Sheet {
     /// Width and height in pixels.
     fn size(&self) -> (u32, u32);

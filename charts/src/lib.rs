@@ -16,11 +16,11 @@
 //! ```
 //!
 //! What a chart shows of a large trace, and what it leaves out, is decided in one place per
-//! panel: spans narrower than two pixels become per-column bars and rows hold several ranks past
-//! 128 ([`timeline`](crate::timeline)); memory lines are thinned to each pixel column's extremes
-//! and past 64 ranks every k-th rank's line is drawn ([`memory`](crate::memory)). Drawing cost is
-//! bounded by the chart's pixels, not by the trace: a step of 25 million spans is drawn, not
-//! refused.
+//! panel, and the chart's legend says which was done: in the timeline, spans narrower than two
+//! pixels become one bar per pixel column and rows hold several ranks past 128; in the memory
+//! panel, lines are thinned to each pixel column's extremes and past 64 ranks every k-th rank's
+//! line is drawn. Drawing cost is bounded by the chart's pixels, not by the trace: a step of 25
+//! million spans is drawn, not refused.
 //!
 //! Invariant: a chart file appears under its final name complete or not at all, and no input —
 //! empty, degenerate or huge — makes drawing panic: every failure is an [`Error`].

@@ -69,7 +69,9 @@ pub(crate) fn caption(trace: &Trace) -> String {
     let statics: Vec<u64> = trace.ranks.iter().filter_map(static_bytes).collect();
     let mut out = String::from("live memory per rank");
     if let (Some(&lo), Some(&hi)) = (statics.iter().min(), statics.iter().max()) {
-        if lo == hi {
+        if hi == 0 {
+            // Nothing static: nothing to say.
+        } else if lo == hi {
             out.push_str(&format!(" · static {} on every rank", bytes(lo)));
         } else {
             out.push_str(&format!(" · static {} to {}", bytes(lo), bytes(hi)));
@@ -125,7 +127,7 @@ pub(crate) fn draw<DB: DrawingBackend>(
 
     let p = trace.ranks.len();
     let statics: Vec<u64> = trace.ranks.iter().filter_map(static_bytes).collect();
-    let shared_static = statics.first().copied().filter(|s| statics.iter().all(|t| t == s));
+    let shared_static = statics.first().copied().filter(|&s| s > 0 && statics.iter().all(|&t| t == s));
     if let Some(s) = shared_static {
         let y = unit.value(s);
         chart.draw_series(DashedLineSeries::new([(0.0, y), (x_max, y)], 6, 4, MUTED.stroke_width(1)))?;
@@ -294,9 +296,10 @@ mod tests {
         // Not even near 0: a 64 MiB swing over 256 MiB still starts near 256 MiB.
         let t = trace(4, 16 << 20, 256 << 20);
         assert_eq!(Scale::of(std::iter::once(&t)).unwrap().lo, 249.6);
-        // Nothing static: the axis starts at 0, not below.
+        // Nothing static: the axis starts at 0, not below, and the caption has nothing to state.
         let t = trace(4, 1 << 20, 0);
         assert_eq!(Scale::of(std::iter::once(&t)).unwrap().lo, 0.0);
+        assert_eq!(caption(&t), "live memory per rank");
         // Flat and nonzero: still a panel, around the value.
         let t = trace(4, 0, 32 << 20);
         let s = Scale::of(std::iter::once(&t)).unwrap();

@@ -8,7 +8,9 @@
 //! 4. otherwise not at all (the legend says so).
 //!
 //! Every test measures the widest number of the chart, so boxes of one width are all treated
-//! alike whatever their micro-batch.
+//! alike whatever their micro-batch; and boxes of one fill (one op on one chunk) are written
+//! across only if their median box holds the number across, so a measured trace, whose boxes of
+//! one kind vary a little in width, does not mix the two ways within a kind.
 //!
 //! Invariant: a number never leaves the box or run it names, never touches another number, and
 //! is written in a colour chosen for the fill under it; the choice depends only on pixel sizes,
@@ -88,13 +90,29 @@ pub(crate) fn number(boxes: &[Boxed], inner_h: f64, across: Measure<'_>, upright
     let widest = boxes.iter().map(|b| b.mb).max().unwrap_or(0).to_string();
     let tw = across(&widest).0;
     let (digit_h, upright_w) = (upright("0").1, upright(&widest).0);
+    let across_fits = |w: f64| w >= tw + 4.0;
+    // Fills whose median box holds the number across.
+    let mut fills: Vec<(RGBColor, Vec<f64>)> = Vec::new();
+    for b in boxes {
+        match fills.iter_mut().find(|(f, _)| *f == b.fill) {
+            Some((_, widths)) => widths.push(b.x1 - b.x0),
+            None => fills.push((b.fill, vec![b.x1 - b.x0])),
+        }
+    }
+    let wide: Vec<RGBColor> = fills
+        .into_iter()
+        .filter_map(|(fill, mut widths)| {
+            widths.sort_by(f64::total_cmp);
+            across_fits(widths[widths.len() / 2]).then_some(fill)
+        })
+        .collect();
     let mut out = Numbering::default();
     // Boxes left for tier 3, in row and x order.
     let mut slivers: Vec<usize> = Vec::new();
     for &i in &order {
         let b = &boxes[i];
         let w = b.x1 - b.x0;
-        let way = if w >= tw + 4.0 {
+        let way = if across_fits(w) && wide.contains(&b.fill) {
             Way::Across
         } else if w >= digit_h + 1.0 && inner_h >= upright_w + 4.0 {
             out.turned = true;
@@ -224,6 +242,23 @@ mod tests {
         // White on dark fills, black on light ones.
         let n = number(&boxes, 20.0, &measure, &measure);
         assert_eq!((n.numbers[0].colour, n.numbers[1].colour), (RGBColor(255, 255, 255), RGBColor(0, 0, 0)));
+    }
+
+    #[test]
+    fn one_fill_is_not_written_two_ways() {
+        // Measured boxes of one kind, 15 to 17 px wide: the median (15) is too narrow across, so
+        // the 17 px one is upright like the others.
+        let boxes = [boxed(0, 0.0, 15.0, 10, BLUE), boxed(0, 20.0, 37.0, 11, BLUE), boxed(0, 40.0, 55.0, 12, BLUE)];
+        assert_eq!(
+            ways(&number(&boxes, 20.0, &measure, &measure)),
+            [(10, Way::Turned), (11, Way::Turned), (12, Way::Turned)]
+        );
+        // Median wide enough: across where it fits, upright where it does not.
+        let boxes = [boxed(0, 0.0, 15.0, 10, BLUE), boxed(0, 20.0, 37.0, 11, BLUE), boxed(0, 40.0, 57.0, 12, BLUE)];
+        assert_eq!(
+            ways(&number(&boxes, 20.0, &measure, &measure)),
+            [(10, Way::Turned), (11, Way::Across), (12, Way::Across)]
+        );
     }
 
     #[test]
