@@ -307,7 +307,12 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::palette::text_on;
+    use pipesched_schedules::{simulate, CostModel, Kind, Stats};
+
+    fn plan(p: usize, m: usize) -> (Timeline, usize) {
+        let t = simulate(&Kind::OneFOneB.generate(p, 1, m).unwrap(), &CostModel::per_rank(1.0, 2.0, 0.0)).unwrap();
+        (Timeline::new(&t, Stats::of(&t).makespan, 1100), t.num_spans())
+    }
 
     #[test]
     fn rows_thin_out_with_p_but_stay_visible() {
@@ -315,6 +320,24 @@ mod tests {
         assert!(row_height(16) * 16 <= 400);
         assert!(row_height(64) >= 6);
         assert!(row_height(1000) >= 6);
-        assert_eq!(text_on(PAPER), RGBColor(0, 0, 0));
+    }
+
+    #[test]
+    fn wide_spans_are_boxes_narrow_ones_bars_and_many_ranks_share_rows() {
+        // p = 4, m = 8: every span is its own box, numbered.
+        let (small, spans) = plan(4, 8);
+        assert_eq!((small.exact.len(), small.runs.len(), small.per_row), (spans, 0, 1));
+        assert_eq!(small.numbering.numbers.len(), spans);
+        // m = 4096: 24 spans of 3 units per pixel; all bars, at most one per column per row.
+        let (long, spans) = plan(4, 4096);
+        assert!(long.exact.is_empty() && !long.runs.is_empty(), "{} boxes of {spans}", long.exact.len());
+        assert!(long.runs.len() <= 4 * 1100);
+        assert!(long.runs.iter().all(|(row, run)| *row < 4 && run.c1 <= 1100 && run.height <= long.levels));
+        assert!(long.notes().contains(&"thin spans: one bar per pixel,".to_string()));
+        // p = 300: three ranks per row, all bars.
+        let (wide, _) = plan(300, 300);
+        assert_eq!((wide.rows, wide.per_row), (100, 3));
+        assert!(wide.exact.is_empty());
+        assert!(wide.notes().contains(&"3 ranks per row".to_string()));
     }
 }
