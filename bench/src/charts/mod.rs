@@ -2,6 +2,9 @@
 //! ([`render_throughput`]) and peak memory against throughput with the Pareto front
 //! ([`render_tradeoff`]), both drawn from one [`ConfigPoint`] per configuration and both marking
 //! the best or tied configurations by the rule of [`crate::ranking`].
+//!
+//! Invariant: the charts draw the standing each point carries and never decide it themselves, so
+//! they and the Markdown table always mark the same configurations.
 
 mod labels;
 mod marks;
