@@ -7,16 +7,30 @@
 //! from each send to its receive. Timestamps are microseconds: a trace in ms is scaled by 1000,
 //! and abstract simulator units are drawn as if they were milliseconds.
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 
 use serde_json::{json, Value};
 
-use std::collections::HashMap;
-
 use pipesched_schedules::{Action, Source, Trace};
 
-use crate::output::write_atomic;
-use crate::Result;
+use crate::output::{finish_atomic, temp_path};
+use crate::{Error, Result};
+
+/// The most spans a Chrome trace is written with: beyond a few million events neither Perfetto
+/// nor chrome://tracing loads the file.
+pub const MAX_SPANS: u64 = 2_000_000;
+
+/// Refuses, before any work, a trace of `spans` actions too large to export.
+pub fn check_size(spans: u64) -> Result<()> {
+    if spans <= MAX_SPANS {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "--trace: the step has {spans} actions, and a Chrome trace of more than {MAX_SPANS} does not load in Perfetto or chrome://tracing; trace a smaller run (fewer micro-batches -m or ranks -p), or drop --trace and use --json for the numbers"
+    )))
+}
 
 /// Microseconds per trace time unit.
 fn scale(trace: &Trace) -> f64 {
@@ -27,31 +41,43 @@ fn scale(trace: &Trace) -> f64 {
     }
 }
 
-/// The trace as a Chrome trace-event JSON value.
+/// The trace as a Chrome trace-event JSON value (for tests and small traces; files are written
+/// event by event by [`write_chrome_trace`]).
 pub fn chrome_trace(trace: &Trace) -> Value {
-    let k = scale(trace);
-    let source = match trace.source {
+    let mut events = Vec::new();
+    for_each_event(trace, |e| events.push(e));
+    let source = source_name(trace);
+    json!({"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"time_unit": trace.time_unit, "source": source}})
+}
+
+fn source_name(trace: &Trace) -> &'static str {
+    match trace.source {
         Source::Simulated => "simulated",
         Source::Measured => "measured",
-    };
-    let mut events = vec![json!({
+    }
+}
+
+/// Calls `emit` with every event of the trace, in file order.
+fn for_each_event(trace: &Trace, mut emit: impl FnMut(Value)) {
+    let k = scale(trace);
+    let source = source_name(trace);
+    emit(json!({
         "name": "process_name", "ph": "M", "pid": 0,
         "args": {"name": format!("pipesched {} p={} m={} v={} ({source})", trace.schedule, trace.p, trace.m, trace.v)}
-    })];
+    }));
     for (r, rank) in trace.ranks.iter().enumerate() {
-        events
-            .push(json!({"name": "thread_name", "ph": "M", "pid": 0, "tid": r, "args": {"name": format!("rank {r}")}}));
-        events.push(json!({"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": r, "args": {"sort_index": r}}));
+        emit(json!({"name": "thread_name", "ph": "M", "pid": 0, "tid": r, "args": {"name": format!("rank {r}")}}));
+        emit(json!({"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": r, "args": {"sort_index": r}}));
         for span in rank.spans() {
             let a = span.action;
-            events.push(json!({
+            emit(json!({
                 "name": a.to_string(), "cat": a.op.to_string(), "ph": "X",
                 "ts": span.start * k, "dur": span.duration() * k, "pid": 0, "tid": r,
                 "args": {"stage": a.stage, "op": a.op.to_string(), "microbatch": a.microbatch}
             }));
         }
         for sample in &rank.memory {
-            events.push(json!({
+            emit(json!({
                 "name": format!("rank {r} live bytes"), "ph": "C", "ts": sample.time * k, "pid": 0,
                 "args": {"bytes": sample.bytes}
             }));
@@ -66,19 +92,41 @@ pub fn chrome_trace(trace: &Trace) -> Value {
         let start_ts = (t.sent * k - 0.001).max(from_start * k);
         let finish_ts = starts.get(&t.to).copied().unwrap_or(t.received) * k;
         let name = format!("{} → {}", t.from, t.to);
-        events.push(
+        emit(
             json!({"name": name, "cat": "transfer", "ph": "s", "id": id, "ts": start_ts, "pid": 0, "tid": t.from_rank}),
         );
-        events.push(json!({
+        emit(json!({
             "name": name, "cat": "transfer", "ph": "f", "bp": "e", "id": id, "ts": finish_ts, "pid": 0, "tid": t.to_rank,
             "args": {"sent": t.sent, "received": t.received}
         }));
     }
-    json!({"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"time_unit": trace.time_unit, "source": source}})
 }
 
-/// Writes the Chrome trace of `trace` to `path` (atomically).
+/// Writes the Chrome trace of `trace` to `path`, event by event into a temporary file that is
+/// renamed when complete. Refuses traces of more than [`MAX_SPANS`] actions.
 pub fn write_chrome_trace(trace: &Trace, path: &Path) -> Result<()> {
-    let text = serde_json::to_string(&chrome_trace(trace)).expect("a JSON value always serialises");
-    write_atomic(path, text.as_bytes())
+    check_size(trace.num_spans() as u64)?;
+    let tmp = temp_path(path);
+    let io = |source| Error::Io { action: "cannot write the Chrome trace", path: tmp.clone(), source };
+    let file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut result = out.write_all(b"{\"traceEvents\":[");
+    let mut first = true;
+    for_each_event(trace, |event| {
+        if result.is_ok() {
+            let sep: &[u8] = if first { b"" } else { b"," };
+            first = false;
+            result =
+                out.write_all(sep).and_then(|()| serde_json::to_writer(&mut out, &event).map_err(std::io::Error::from));
+        }
+    });
+    let tail = json!({"time_unit": trace.time_unit, "source": source_name(trace)});
+    result = result
+        .and_then(|()| write!(out, "],\"displayTimeUnit\":\"ms\",\"otherData\":{tail}}}"))
+        .and_then(|()| out.flush());
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    finish_atomic(&tmp, path)
 }

@@ -13,7 +13,7 @@
 //! [`CostFile::plan`] plans `R` into a schedule from those policies and refuses others, and
 //! refuses a schedule of another layout. A file without them (written by hand) takes any.
 
-use pipesched_schedules::{with_recompute, CostModel, Schedule};
+use pipesched_schedules::{with_recompute, CostModel, Schedule, MAX_STAGES};
 use pipesched_stages::{Policies, RecomputePolicy};
 use serde::Deserialize;
 
@@ -52,6 +52,15 @@ impl CostFile {
         let model = CostModel::from_json(text)?;
         let extra: Provenance = serde_json::from_str(text)
             .map_err(|e| pipesched_schedules::Error::Cost(format!("{e}; \"layout\" is {{\"p\": P, \"v\": V, \"placement\": \"loop\"}}, \"recompute\" one policy per stage")))?;
+        if let Some(l) = extra.layout {
+            if l.p == 0 || l.v == 0 || l.p.checked_mul(l.v).is_none_or(|n| n > MAX_STAGES) {
+                return Err(pipesched_schedules::Error::Cost(format!(
+                    "\"layout\" has p={}, v={}: both must be at least 1 and p·v at most {MAX_STAGES} model stages; give the layout the costs were profiled for, or leave \"layout\" out",
+                    l.p, l.v
+                ))
+                .into());
+            }
+        }
         Ok(CostFile { model, layout: extra.layout, recompute: extra.recompute })
     }
 
@@ -129,6 +138,23 @@ mod tests {
         assert_eq!((plain.layout, plain.recompute), (None, None));
         let e = CostFile::from_json(r#"{"per_rank": {"f": 1, "i": 1, "w": 1}, "recompute": ["most"]}"#).unwrap_err();
         assert!(e.to_string().contains("most"), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_layout_no_schedule_has() {
+        let text = |p: &str, v: &str| {
+            format!(
+                r#"{{"per_rank": {{"f": 1, "i": 1, "w": 1}}, "layout": {{"p": {p}, "v": {v}, "placement": "loop"}}}}"#
+            )
+        };
+        let e = CostFile::from_json(&text("9223372036854775808", "2")).unwrap_err().to_string();
+        assert!(
+            e.contains("\"layout\" has p=9223372036854775808, v=2: both must be at least 1 and p·v at most 65536"),
+            "{e}"
+        );
+        assert!(CostFile::from_json(&text("0", "1")).unwrap_err().to_string().contains("p=0, v=1"));
+        assert!(CostFile::from_json(&text("256", "257")).unwrap_err().to_string().contains("p=256, v=257"));
+        assert_eq!(CostFile::from_json(&text("256", "256")).unwrap().layout, Some(Layout::looped(256, 256)));
     }
 
     #[test]

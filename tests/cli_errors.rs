@@ -56,7 +56,7 @@ fn v_zero() {
 #[test]
 fn chunks_on_a_schedule_without_chunks() {
     let e = fails(&["simulate", "-s", "1f1b", "-p", "4", "-m", "8", "--chunks", "2"]);
-    assert!(e.contains("only interleaved takes --chunks"), "{e}");
+    assert!(e.contains("take --chunks: interleaved"), "{e}");
 }
 
 #[test]

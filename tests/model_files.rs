@@ -40,7 +40,7 @@ fn every_model_file_loads_round_trips_builds_and_trains_a_step() {
     let adam = OptimizerSpec::adam(3e-4);
     for path in model_files() {
         let spec = load(&path);
-        assert_eq!(ModelSpec::from_toml(&spec.to_toml()).unwrap(), spec, "{}", path.display());
+        assert_eq!(ModelSpec::from_toml(&spec.to_toml().unwrap()).unwrap(), spec, "{}", path.display());
         assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec, "{}", path.display());
         let (p, m) = (2, 4);
         let specs = spec.stage_specs(p, &Partition::Balanced, &"full,none".parse::<Policies>().unwrap()).unwrap();

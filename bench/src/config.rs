@@ -16,7 +16,7 @@ use pipesched_stages::{Policies, RecomputePolicy};
 /// Compare pipeline schedules × recompute policies on one model: step time, throughput, bubble
 /// (measured and simulated), peak bytes per rank (measured and predicted), recompute share.
 #[derive(Debug, Parser)]
-#[command(name = "pipesched-bench", version, about, long_about = None)]
+#[command(name = "pipesched-bench", version, about, long_about = None, after_long_help = pipesched_stages::MODEL_FILE_HELP)]
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,

@@ -272,6 +272,17 @@ mod tests {
     }
 
     #[test]
+    fn json_times_round_trip_to_the_bit() {
+        // Both are the shortest text of their f64; a parser that is not correctly rounded reads
+        // them one unit in the last place off.
+        let text = r#"{"per_rank": {"f": 9.580816018234577, "i": 3.605160514200624, "w": 1}}"#;
+        let m = CostModel::from_json(text).unwrap();
+        let StageCosts::PerRank(c) = &m.costs else { panic!("per rank") };
+        assert_eq!((c.f.to_string(), c.i.to_string()), ("9.580816018234577".into(), "3.605160514200624".into()));
+        assert_eq!(CostModel::from_json(&m.to_json()).unwrap(), m);
+    }
+
+    #[test]
     fn refuses_totals_that_overflow() {
         let s = crate::Kind::OneFOneB.generate(2, 1, 4).unwrap();
         let huge = CostModel::per_rank(1e308, 1e308, 1e308);

@@ -16,12 +16,15 @@ pub fn to_csv(s: &Schedule) -> Result<String> {
     let ticks = unit_clock(s)?;
     let mut out = String::new();
     for (lane, t) in s.lanes.iter().zip(&ticks) {
-        let width = t.last().map_or(0, |&x| x + 1);
-        let mut cells = vec![String::new(); width];
-        for (a, &col) in lane.iter().zip(t) {
-            cells[col] = a.to_string();
+        // Cell c is preceded by c commas: pad with commas up to each action's tick.
+        let mut col = 0;
+        for (a, &tick) in lane.iter().zip(t) {
+            while col < tick {
+                out.push(',');
+                col += 1;
+            }
+            out.push_str(&a.to_string());
         }
-        out.push_str(&cells.join(","));
         out.push('\n');
     }
     Ok(out)

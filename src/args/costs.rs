@@ -44,9 +44,9 @@ impl FromStr for Costs {
         ];
         let mut times = Vec::new();
         for (k, v) in pairs(text, &keys)? {
-            times.push((k, v.parse::<Time>().map_err(|e| format!("{k}: {e}"))?));
+            times.push((k, v, v.parse::<Time>().map_err(|e| format!("{k}: {e}"))?));
         }
-        let with_unit = times.iter().filter(|(_, t)| t.unit.is_some()).count();
+        let with_unit = times.iter().filter(|(_, _, t)| t.unit.is_some()).count();
         if with_unit != 0 && with_unit != times.len() {
             return Err(format!(
                 "`{text}` mixes times with and without a unit; give every time a unit (F=2ms,I=2ms,W=1ms) or none (F=2,I=2,W=1)"
@@ -54,8 +54,11 @@ impl FromStr for Costs {
         }
         let in_ms = with_unit > 0;
         let mut c = Costs { text: text.trim().into(), f: 1.0, i: 1.0, w: 1.0, r: None, c: 0.0, in_ms };
-        for (k, t) in times {
+        for (k, v, t) in times {
             let x = t.ms().unwrap_or(t.value);
+            if !x.is_finite() {
+                return Err(format!("{k}: `{v}` is too long a time: in milliseconds it overflows; give a smaller one"));
+            }
             match k {
                 "F" => c.f = x,
                 "I" => c.i = x,
@@ -218,6 +221,7 @@ mod tests {
             ("", "nothing given"),
             ("F=inf", "not a finite time"),
             ("F=2ms,I=1", "mixes times with and without a unit"),
+            ("F=1e308s,I=1ms", "F: `1e308s` is too long a time"),
         ] {
             let e = costs.parse::<Costs>().unwrap_err();
             assert!(e.contains(needle), "{costs}: {e}");

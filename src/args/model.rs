@@ -22,7 +22,8 @@ pub enum OptimizerKind {
 /// Which model, split how, trained how, where.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// The model: a preset (tiny, small, medium), a TOML or JSON model file, or synthetic stages
+    /// The model: a preset (tiny, small, medium), a TOML or JSON model file (its format is at the
+    /// end of --help), or synthetic stages
     /// `synthetic:F=2ms,I=2ms,W=1ms[,R=..][,mem=..][,wmem=..][,msg=..]` (times and bytes per rank).
     #[arg(long, value_name = "MODEL", default_value = "small")]
     pub model: ModelChoice,

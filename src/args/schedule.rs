@@ -37,9 +37,10 @@ impl LayoutArgs {
             Some(k) => self.chunks_of(k),
             None => self.chunks.unwrap_or(1),
         };
-        if let Some(k) = kind.filter(|&k| v != 1 && k != Kind::Interleaved) {
+        if let Some(k) = kind.filter(|&k| !k.takes_chunks() && v != k.default_chunks()) {
             return Err(Error::Usage(format!(
-                "-s {k} places one stage per rank, so it takes no -v/--chunks (got {v})"
+                "-s {k} places {} stage(s) per rank, so it takes no -v/--chunks (got {v})",
+                k.default_chunks()
             )));
         }
         // Every generator places stage s on rank s mod p.
@@ -105,9 +106,20 @@ impl ScheduleArgs {
     /// fit in memory (`with_bytes`: the cost model has byte counts). A CSV schedule is already in
     /// memory as text and is not estimated.
     pub fn check_simulation_size(&self, with_bytes: bool) -> Result<()> {
+        if self.from_csv.is_none() {
+            if let Some(kind) = self.schedule {
+                self.shape.check_size(kind, Some(with_bytes))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of actions the generated schedule will have, before it exists (`None` for a CSV
+    /// file, no schedule named, or a count past 2^64).
+    pub fn planned_actions(&self) -> Option<u64> {
         match (self.schedule, &self.from_csv) {
-            (Some(kind), None) => self.shape.check_size(kind, Some(with_bytes)),
-            _ => Ok(()),
+            (Some(kind), None) => self.shape.size(kind).map(|s| s.actions),
+            _ => None,
         }
     }
 

@@ -276,6 +276,7 @@ mod tests {
     fn a_four_terabyte_model_file_is_refused() {
         let text = ModelSpec::small()
             .to_toml()
+            .unwrap()
             .replace("hidden = 256", "hidden = 1000000")
             .replace("ffn = 1024", "ffn = 1000000");
         let model = ModelSpec::from_toml(&text).unwrap();

@@ -26,6 +26,7 @@ enum Command {
     /// Simulate one step of a schedule under a cost model: makespan, bubble, peak memory, charts.
     Simulate(simulate_cmd::SimulateArgs),
     /// Measure every stage of a model and write its cost model (JSON) for `simulate --costs-file`.
+    #[command(after_long_help = pipesched_stages::MODEL_FILE_HELP)]
     Profile(profile_cmd::ProfileArgs),
     /// List the devices stages can run on, and why a GPU cannot be used if it cannot.
     Devices(devices_cmd::DevicesArgs),
@@ -33,6 +34,7 @@ enum Command {
     /// F=1ms,I=1ms,W=0.5ms,C=0.05ms and A=64MiB,W=16MiB,S=256MiB; `--out plots` redraws the README's).
     Gallery(gallery_cmd::GalleryArgs),
     /// Execute a schedule on real threads and compare the measured step with the simulated one.
+    #[command(after_long_help = pipesched_stages::MODEL_FILE_HELP)]
     Run(run_cmd::RunArgs),
 }
 

@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use pipesched::args::{ModelArgs, OutArgs, RecomputeArgs, ScheduleArgs, StepArgs};
-use pipesched::chrome::write_chrome_trace;
+use pipesched::chrome::{self, write_chrome_trace};
 use pipesched::model::Verification;
 use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
@@ -58,6 +58,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         args.out.prepare()?;
     }
     let base = args.schedule.schedule()?;
+    if args.trace {
+        chrome::check_size(base.num_actions() as u64)?;
+    }
     let demand = Demand::of(&base, args.verify);
     let mut workload = args.model.spec().build(&Layout::from(&base), &args.recompute.policies(), &demand)?;
     let schedule = workload.plan(&base)?;

@@ -3,7 +3,9 @@
 use clap::{Args, ValueEnum};
 
 use pipesched::args::ScheduleArgs;
-use pipesched::Result;
+use std::io::Write;
+
+use pipesched::{Error, Result};
 use pipesched_schedules::to_csv;
 
 /// Output formats of `pipesched schedule`.
@@ -27,13 +29,32 @@ pub struct PrintArgs {
     format: Format,
 }
 
+/// The most actions a grid is drawn with: wider grids cannot be read on a screen.
+const MAX_GRID_ACTIONS: u64 = 100_000;
+
 /// Prints the schedule.
 pub fn run(args: PrintArgs) -> Result<()> {
-    let s = args.pick.schedule()?;
-    match args.format {
-        Format::Grid => print!("{}", s.grid()),
-        Format::Csv => print!("{}", to_csv(&s)?),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&s).expect("a schedule always serialises")),
+    if let (Format::Grid, Some(n)) = (args.format, args.pick.planned_actions()) {
+        if n > MAX_GRID_ACTIONS {
+            return Err(Error::Usage(format!(
+                "a grid of {n} actions is too large to read (the limit is {MAX_GRID_ACTIONS}); print it with --format csv or --format json, or choose a smaller -p or -m"
+            )));
+        }
     }
-    Ok(())
+    let s = args.pick.schedule()?;
+    let mut out = std::io::stdout().lock();
+    let written = match args.format {
+        Format::Grid => out.write_all(s.grid().as_bytes()),
+        Format::Csv => out.write_all(to_csv(&s)?.as_bytes()),
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &s).map_err(std::io::Error::from).and_then(|()| writeln!(out))
+        }
+    };
+    // A closed pipe (`| head`) is not an error of ours.
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Io { action: "cannot write the schedule to", path: "standard output".into(), source: e })
+        }
+        _ => Ok(()),
+    }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use pipesched::args::{CostArgs, OutArgs, RecomputeArgs, ScheduleArgs};
-use pipesched::chrome::write_chrome_trace;
+use pipesched::chrome::{self, write_chrome_trace};
 use pipesched::cost_file::CostFile;
 use pipesched::plot::render;
 use pipesched::{Error, Result};
@@ -57,6 +57,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         None => CostFile::from(args.costs.model()),
     };
     args.schedule.check_simulation_size(costs.model.has_bytes())?;
+    if let (true, Some(actions)) = (args.trace, args.schedule.planned_actions()) {
+        chrome::check_size(actions)?;
+    }
     let base = args.schedule.schedule()?;
     let schedule = costs.plan(&base, args.recompute.recompute.as_ref())?;
     args.costs.check_used(&schedule)?;

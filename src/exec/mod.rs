@@ -202,6 +202,7 @@ fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
     }
     transfers.sort_by(|a, b| a.sent.total_cmp(&b.sent));
     let sent_at: std::collections::HashMap<Action, f64> = transfers.iter().map(|t| (t.to, t.sent)).collect();
+    let splits = schedule.split_stages();
     let ranks = spans
         .iter()
         .zip(records)
@@ -212,13 +213,17 @@ fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
             for (sp, &after) in spans.iter().zip(&rec.held_after) {
                 ledger.action(sp.start, sp.end, after);
             }
+            // A hand-over between stages of this rank was sent when its producer ended.
+            let ends: std::collections::HashMap<Action, f64> = if rec.inbound.is_empty() {
+                Default::default()
+            } else {
+                spans.iter().map(|s| (s.action, s.end)).collect()
+            };
             for &(step, bytes) in &rec.inbound {
                 let consumer = spans[step];
-                // A hand-over between stages of this rank was sent when its producer ended.
                 let sent = sent_at.get(&consumer.action).copied().or_else(|| {
-                    let msg = consumes(consumer.action, schedule.stages())?;
-                    let producer = msg.producer(&schedule.split_stages());
-                    spans.iter().find(|s| s.action == producer).map(|s| s.end)
+                    let producer = consumes(consumer.action, schedule.stages())?.producer(&splits);
+                    ends.get(&producer).copied()
                 });
                 if let Some(sent) = sent {
                     ledger.message(sent, consumer.start, bytes);

@@ -42,7 +42,8 @@ pub enum Error {
         hint: String,
     },
 
-    /// A model spec that cannot be built, or could not be read from TOML or JSON.
+    /// A model spec that cannot be built, could not be read from TOML or JSON, or cannot be
+    /// written as TOML (a seed beyond its integers).
     #[error("model spec: {0}")]
     Spec(String),
 

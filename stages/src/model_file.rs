@@ -6,6 +6,7 @@
 //! [`MODEL_FILE_HELP`] documents every one of them (both checked by the tests below), so the
 //! help, the error messages and the parser cannot drift apart.
 
+use std::io::Read;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -65,6 +66,9 @@ Example (TOML; the same keys make a JSON object):
 An unknown field is an error that lists these. Sizes are checked before anything is
 allocated: a model whose bytes would overflow is refused with the field named.";
 
+/// The most bytes a model file may have: one is a few hundred.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// The serialisation a model file is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -84,18 +88,26 @@ impl ModelSpec {
     }
 
     /// Reads a spec from a `.json` file, or from any other file as TOML, or names a preset
-    /// (`small`). Errors name the file.
+    /// (`small`). Errors name the file; a file of more than 1 MiB is refused unread.
     pub fn load(path_or_preset: &str) -> Result<ModelSpec> {
         if ModelSpec::PRESETS.contains(&path_or_preset) {
             return ModelSpec::preset(path_or_preset);
         }
         let path = Path::new(path_or_preset);
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        // Read at most one byte past the limit: a file that never ends (/dev/zero) is refused, not
+        // read until memory runs out.
+        let mut text = String::new();
+        std::fs::File::open(path).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)).map_err(|e| {
             Error::Spec(format!(
                 "cannot read {path_or_preset:?}: {e}; give a .toml or .json model file or a preset ({})",
                 ModelSpec::PRESETS.join(", ")
             ))
         })?;
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(Error::Spec(format!(
+                "{path_or_preset}: more than {MAX_FILE_BYTES} bytes, which no model file is (one is a few hundred bytes of TOML or JSON); give a model file, see --help for the format"
+            )));
+        }
         let format = match path.extension().and_then(|e| e.to_str()) {
             Some("json") => Format::Json,
             _ => Format::Toml,
@@ -103,9 +115,20 @@ impl ModelSpec {
         parse(&text, format).map_err(|e| Error::Spec(format!("{path_or_preset}: {e}")))
     }
 
-    /// The spec as TOML.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a model spec always serialises to TOML")
+    /// The spec as TOML. TOML integers are signed 64-bit: a `seed` above 2⁶³ − 1 (which JSON
+    /// holds) cannot be written, and is an error saying so.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| {
+            let why = if self.seed > i64::MAX as u64 {
+                format!("`seed` = {} is above TOML's largest integer, 2^63 − 1", self.seed)
+            } else {
+                e.to_string()
+            };
+            Error::Spec(format!(
+                "{}: cannot be written as TOML: {why}; write it as JSON, or use a smaller seed",
+                self.name
+            ))
+        })
     }
 
     /// The spec as pretty JSON.
@@ -232,7 +255,7 @@ mod tests {
         for s in
             [ModelSpec::tiny(), ModelSpec::small(), ModelSpec { loss: LossKind::Mse, output: 1, ..ModelSpec::medium() }]
         {
-            assert_eq!(ModelSpec::from_toml(&s.to_toml()).unwrap(), s);
+            assert_eq!(ModelSpec::from_toml(&s.to_toml().unwrap()).unwrap(), s);
             assert_eq!(ModelSpec::from_json(&s.to_json()).unwrap(), s);
         }
         let hand = "input = 8\nhidden = 16\nffn = 32\nblocks = 2\noutput = 3\nloss = \"cross_entropy\"\nbatch = 4\n";
@@ -249,7 +272,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("hinge"), "{e}");
-        let e = ModelSpec::from_toml(&(ModelSpec::tiny().to_toml() + "colour = 3\n")).unwrap_err().to_string();
+        let e = ModelSpec::from_toml(&(ModelSpec::tiny().to_toml().unwrap() + "colour = 3\n")).unwrap_err().to_string();
         assert_eq!(
             e,
             "model spec: unknown field `colour`; a model file has the fields `input`, `hidden`, `ffn`, `blocks`, \
@@ -269,9 +292,24 @@ mod tests {
         let json = ModelSpec::small().to_json().replace("\"input\": 128", "\"input\": 18446744073709551615");
         let e = ModelSpec::from_json(&json).unwrap_err().to_string();
         assert!(e.contains("`input` = 18446744073709551615"), "{e}");
-        let toml = ModelSpec::small().to_toml().replace("input = 128", "input = 18446744073709551615");
+        let toml = ModelSpec::small().to_toml().unwrap().replace("input = 128", "input = 18446744073709551615");
         let e = ModelSpec::from_toml(&toml).unwrap_err().to_string();
         assert!(e.starts_with("model spec: TOML:"), "{e}");
+    }
+
+    #[test]
+    fn a_seed_beyond_toml_integers_reads_from_json_and_is_refused_as_toml() {
+        let json = ModelSpec::tiny().to_json().replace("\"seed\": 1", "\"seed\": 18446744073709551615");
+        let spec = ModelSpec::from_json(&json).unwrap();
+        assert_eq!(spec.seed, u64::MAX);
+        let e = spec.to_toml().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "model spec: tiny: cannot be written as TOML: `seed` = 18446744073709551615 is above TOML's largest \
+             integer, 2^63 − 1; write it as JSON, or use a smaller seed"
+        );
+        let largest = ModelSpec { seed: i64::MAX as u64, ..spec };
+        assert_eq!(ModelSpec::from_toml(&largest.to_toml().unwrap()).unwrap(), largest);
     }
 
     #[test]
@@ -279,9 +317,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pipesched-model-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("typo.toml");
-        std::fs::write(&path, ModelSpec::tiny().to_toml().replace("ffn", "fnn")).unwrap();
+        std::fs::write(&path, ModelSpec::tiny().to_toml().unwrap().replace("ffn", "fnn")).unwrap();
         let e = ModelSpec::load(path.to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains(&format!("{}: unknown field `fnn` (did you mean `ffn`?)", path.display())), "{e}");
+        let big = dir.join("big.toml");
+        std::fs::write(&big, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
+        let e = ModelSpec::load(big.to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("big.toml: more than 1048576 bytes, which no model file is"), "{e}");
+        if Path::new("/dev/zero").exists() {
+            let e = ModelSpec::load("/dev/zero").unwrap_err().to_string();
+            assert!(e.contains("/dev/zero: more than 1048576 bytes"), "{e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

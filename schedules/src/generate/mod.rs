@@ -76,12 +76,23 @@ impl Kind {
         }
     }
 
-    /// Generates this kind of schedule. `v` must be 1 except for interleaved.
+    /// Whether the number of chunks per rank is the user's choice (`-v`); otherwise it is
+    /// [`default_chunks`](Kind::default_chunks).
+    pub fn takes_chunks(self) -> bool {
+        self == Kind::Interleaved
+    }
+
+    /// Generates this kind of schedule. `v` must be the default unless the kind takes chunks.
     pub fn generate(self, p: usize, v: usize, m: usize) -> Result<Schedule> {
-        if self != Kind::Interleaved && v != 1 {
+        if !self.takes_chunks() && v != self.default_chunks() {
+            let takers: Vec<&str> = Kind::ALL.into_iter().filter(|k| k.takes_chunks()).map(Kind::name).collect();
             return Err(Error::BadArgs {
                 schedule: self.name().into(),
-                reason: format!("this schedule places one stage per rank, so it takes no chunks (got v={v}); only interleaved takes --chunks"),
+                reason: format!(
+                    "this schedule places {} stage(s) per rank, so it takes no chunks (got v={v}); the schedules that take --chunks: {}",
+                    self.default_chunks(),
+                    takers.join(", ")
+                ),
             });
         }
         match self {

@@ -1,0 +1,116 @@
+//! Cost files — `CostFile::from_json`, what `simulate --costs-file` reads — given random text and
+//! valid files with a few edits, return `Ok` or `Err` and never panic, hang or allocate past the
+//! cap; and an accepted file is usable as `simulate` uses it: it reads back from its own JSON,
+//! plans recompute into small schedules or says why not, and what it plans simulates to finite
+//! times or is refused with a reason.
+
+#[path = "../schedules/tests/fuzz/mod.rs"]
+mod fuzz;
+
+use fuzz::alloc_cap::Capped;
+use fuzz::config;
+use fuzz::mutate::{mutated, random_text};
+use pipesched::cost_file::CostFile;
+use pipesched::workload::Layout;
+use pipesched_schedules::{simulate, CostModel, Kind, Placement, Schedule, StageCost, StageCosts, Stats};
+use pipesched_stages::{Policies, RecomputePolicy};
+use proptest::prelude::*;
+use proptest::sample::select;
+
+#[global_allocator]
+static ALLOC: Capped = Capped;
+
+fn time() -> impl Strategy<Value = f64> {
+    prop_oneof![0.0..10.0f64, Just(0.0), Just(1e300)]
+}
+
+fn bytes() -> impl Strategy<Value = u64> {
+    prop_oneof![0..(1u64 << 24), Just(0), Just(u64::MAX / 5)]
+}
+
+fn stage_cost() -> impl Strategy<Value = StageCost> {
+    (time(), time(), time(), prop::option::of(time()), [bytes(), bytes(), bytes(), bytes(), bytes()]).prop_map(
+        |(f, i, w, r, [a, rc, wb, fm, bm])| StageCost {
+            f,
+            i,
+            w,
+            r,
+            act_bytes: a,
+            recompute_bytes: rc,
+            w_bytes: wb,
+            fwd_msg_bytes: fm,
+            bwd_msg_bytes: bm,
+        },
+    )
+}
+
+fn policy() -> impl Strategy<Value = RecomputePolicy> {
+    prop_oneof![
+        Just(RecomputePolicy::None),
+        Just(RecomputePolicy::Full),
+        Just(RecomputePolicy::Sqrt),
+        (1usize..5).prop_map(RecomputePolicy::Every),
+    ]
+}
+
+/// A valid cost file: per-rank or per-stage costs, and perhaps the layout and policies it was
+/// profiled under (fitting the targets below, or not; some layouts of sizes no schedule has).
+fn cost_file_text() -> impl Strategy<Value = String> {
+    let costs = prop_oneof![
+        stage_cost().prop_map(StageCosts::PerRank),
+        prop::collection::vec(stage_cost(), 1..=4).prop_map(StageCosts::Stages),
+    ];
+    let count = |small: std::ops::RangeInclusive<usize>| prop_oneof![4 => small, 1 => select(&[0, 256, 257, 1 << 16, 1 << 32, 1 << 63, usize::MAX][..])];
+    let layout = prop::option::of((count(1..=3), count(1..=2), select(&[Placement::Loop, Placement::V][..])));
+    let recompute = prop::option::of(prop::collection::vec(policy(), 1..=4));
+    (costs, time(), prop::collection::vec(bytes(), 0..=3), layout, recompute).prop_map(
+        |(costs, latency, static_bytes, layout, recompute)| {
+            let model = CostModel { costs, latency, static_bytes, time_unit: "ms".into() };
+            let layout = layout.map(|(p, v, placement)| Layout { p, v, placement });
+            CostFile { model, layout, recompute }.to_json()
+        },
+    )
+}
+
+/// Schedules a cost file is planned into, as `simulate` does: one stage per rank at p = 2 and 3,
+/// two chunks per rank, a split backward.
+fn targets() -> Vec<Schedule> {
+    vec![
+        Kind::OneFOneB.generate(2, 1, 4).unwrap(),
+        Kind::Interleaved.generate(2, 2, 4).unwrap(),
+        Kind::ZbH1.generate(3, 1, 3).unwrap(),
+    ]
+}
+
+/// What an accepted cost file must be: the same read back from its own JSON, and planned and
+/// simulated — with the policies it records, with ones asked for — or refused with a reason.
+fn check_cost_file(text: &str) -> Result<(), TestCaseError> {
+    let Ok(file) = CostFile::from_json(text) else { return Ok(()) };
+    let back = CostFile::from_json(&file.to_json());
+    prop_assert_eq!(back.as_ref().ok(), Some(&file), "{:?}", text);
+    let full = Policies::all(RecomputePolicy::Full);
+    for base in targets() {
+        for asked in [None, Some(&full)] {
+            let Ok(schedule) = file.plan(&base, asked) else { continue };
+            if file.model.resolve(&schedule).is_ok() {
+                let stats = Stats::of(&simulate(&schedule, &file.model).expect("costs that resolve simulate"));
+                prop_assert!(stats.makespan.is_finite() && stats.bubble_rate.is_finite(), "{:?}: {:?}", text, stats);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(2000))]
+
+    #[test]
+    fn cost_files_from_random_text(text in random_text(256)) {
+        check_cost_file(&text)?;
+    }
+
+    #[test]
+    fn cost_files_near_valid(text in mutated(cost_file_text())) {
+        check_cost_file(&text)?;
+    }
+}
