@@ -39,14 +39,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A chart could not be drawn.
-    #[error("chart {path}: {reason}")]
-    Plot {
-        /// The chart file.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
+    /// A chart could not be drawn or written, from `pipesched-charts`.
+    #[error(transparent)]
+    Chart(#[from] pipesched_charts::Error),
 
     /// A stage op failed, or a worker found its inputs missing or malformed. Fatal to the step.
     #[error("rank {rank}, step {step} ({action}): {message}")]

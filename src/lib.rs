@@ -9,7 +9,6 @@ pub mod error;
 pub mod exec;
 pub mod model;
 pub mod output;
-pub mod plot;
 pub mod profile;
 pub mod report;
 pub mod synthetic;
@@ -17,4 +16,5 @@ pub mod units;
 pub mod workload;
 
 pub use error::{Error, Result};
+pub use pipesched_charts as plot;
 pub use pipesched_schedules as schedules;

@@ -7,9 +7,11 @@
 //! error); a configuration that fails while running is reported and makes the exit status
 //! non-zero; nothing is written when nothing ran.
 
+mod charts;
 mod config;
 mod gpu;
 mod progress;
+mod ranking;
 mod report;
 mod sweep;
 

@@ -1,16 +1,19 @@
 //! The benchmark's outputs: the Markdown table, the JSON file (written atomically), and the
 //! charts — a timeline + memory figure per configuration, throughput bars, and the memory vs
-//! throughput trade-off with its Pareto front.
+//! throughput trade-off with its Pareto front. The table and both charts mark the best or tied
+//! configurations by one rule, [`crate::ranking`]'s.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use pipesched::output::write_atomic;
-use pipesched::plot::{render, render_stack, render_throughput, render_tradeoff, ConfigPoint};
 use pipesched::{units, Result};
+use pipesched_charts::{render, render_stack};
 
+use crate::charts::{render_throughput, render_tradeoff, ConfigPoint};
 use crate::config::Args;
+use crate::ranking::{self, Standing};
 use crate::sweep::{Outcome, Row};
 
 /// Fills in every row's throughput relative to the best.
@@ -25,15 +28,21 @@ fn pct(x: f64) -> String {
     format!("{:.1} %", 100.0 * x)
 }
 
-/// The Markdown table.
+/// The Markdown table: one row per configuration, the best (`★ best`) or tied ones marked after
+/// their name, and a line under the table saying what the mark means for this run.
 pub fn table(args: &Args, rows: &[Row], unit: &str) -> String {
     let measured = !args.simulate_only;
+    let standings = ranking::of_rows(rows);
     let mut out = String::new();
     out.push_str(&format!(
         "| configuration | step (ms) | spread (ms) | {unit} / s | vs best | bubble measured | bubble simulated | peak bytes (max rank) measured | predicted | activations rank 0 | recompute share |\n"
     ));
     out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for r in rows {
+    for (r, standing) in rows.iter().zip(&standings) {
+        let name = match standing {
+            Standing::Rest => r.label.clone(),
+            marked => format!("{} {}", r.label, marked.mark()),
+        };
         let spread = match (r.step_ms.iter().copied().reduce(f64::min), r.step_ms.iter().copied().reduce(f64::max)) {
             (Some(lo), Some(hi)) if measured => format!("{lo:.1}–{hi:.1}"),
             _ => "—".into(),
@@ -44,7 +53,7 @@ pub fn table(args: &Args, rows: &[Row], unit: &str) -> String {
         let act0 = rank0.saturating_sub(r.static_bytes.first().copied().unwrap_or(0));
         out.push_str(&format!(
             "| {} | {:.1} | {} | {:.1} | {:.3} | {} | {} | {} | {} | {} | {} |\n",
-            r.label,
+            name,
             r.step_ms_median,
             spread,
             r.throughput,
@@ -55,6 +64,14 @@ pub fn table(args: &Args, rows: &[Row], unit: &str) -> String {
             units::bytes(peak_p),
             units::bytes(act0),
             pct(r.recompute_share),
+        ));
+    }
+    let what = if measured { "step-time spread (slowest to fastest measured step)" } else { "simulated step time" };
+    if standings.contains(&Standing::Best) {
+        out.push_str(&format!("\n★ best: the fastest, and its {what} overlaps no other configuration's.\n"));
+    } else if standings.contains(&Standing::Tied) {
+        out.push_str(&format!(
+            "\ntied: the fastest and every configuration whose {what} overlaps the fastest's; this run cannot order them.\n"
         ));
     }
     out
@@ -130,9 +147,11 @@ pub fn write_charts(dir: &Path, args: &Args, outcomes: &[Outcome], unit: &str) -
         }
         written.push(path);
     }
+    let rows: Vec<Row> = outcomes.iter().map(|o| o.row.clone()).collect();
     let points: Vec<ConfigPoint> = outcomes
         .iter()
-        .map(|o| ConfigPoint {
+        .zip(ranking::of_rows(&rows))
+        .map(|(o, standing)| ConfigPoint {
             label: o.row.label.clone(),
             schedule: o.row.schedule.clone(),
             recompute: o.row.recompute.clone(),
@@ -148,6 +167,7 @@ pub fn write_charts(dir: &Path, args: &Args, outcomes: &[Outcome], unit: &str) -
                 .copied()
                 .max()
                 .unwrap_or(0),
+            standing,
         })
         .collect();
     if points.is_empty() {

@@ -1,7 +1,8 @@
 //! The throughput chart of a benchmark: one horizontal bar per configuration, in the order given
 //! (first on top), its length the median samples per second, coloured by schedule and filled by
 //! recompute policy (solid, or a pale hatched tint), a whisker over the spread, the value at its
-//! end, and the fastest configuration starred; the legend of colours and fills right of the plot.
+//! end, and the best configuration starred — or the tied ones marked, when spreads overlap (the
+//! rule is [`crate::ranking`]'s); the legend of colours and fills right of the plot.
 //!
 //! Invariant: every configuration gets its row, drawable or not (a point whose throughput is NaN,
 //! infinite or negative keeps its label and says `n/a` instead of a bar), and the x range always
@@ -9,18 +10,18 @@
 
 use std::path::Path;
 
-use plotters::coord::Shift;
-use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, VPos};
+use pipesched_charts::page::{draw_axes, style, Chart, DrawResult, Frame, LEGEND};
+use pipesched_charts::palette::{INK, MUTED, PAPER};
+use pipesched_charts::plotters::coord::Shift;
+use pipesched_charts::plotters::prelude::*;
+use pipesched_charts::plotters::style::text_anchor::{HPos, VPos};
+use pipesched_charts::units::short;
+use pipesched_charts::{font, write, Result, Sheet};
 
-use super::bench::{fit, text_size, ConfigPoint, Keys, Measured};
-use super::figure::draw_axes;
-use super::figure::{style, Chart, DrawResult, Frame, LEGEND};
 use super::marks::draw_box;
-use super::palette::{INK, MUTED, PAPER};
-use super::units::short;
-use super::{font, no_points, write, Sheet};
-use crate::error::Result;
+use super::no_points;
+use super::points::{fit, text_size, ConfigPoint, Keys, Measured};
+use crate::ranking::Standing;
 
 /// Margin left of the labels and of the title.
 const MARGIN: u32 = 16;
@@ -36,21 +37,19 @@ const AXIS_DESC: u32 = 26;
 const LINE: i32 = 22;
 /// Widest label column; longer labels are shortened with an ellipsis.
 const MAX_LABEL_W: u32 = 320;
-/// What is written after the value of the fastest configuration.
-const BEST: &str = "  ★ best";
 
 /// Draws a bar chart of the throughput of `points` under `title` to `path` (`.svg` or `.png`):
 /// one bar per configuration in the order given, coloured by schedule, hatched by recompute
-/// policy, with a whisker from `throughput_lo` to `throughput_hi`, the value at its end, and a star
-/// on the fastest (every fastest, on a tie).
+/// policy, with a whisker from `throughput_lo` to `throughput_hi`, the value at its end, and the
+/// point's standing after it: `★ best` or `tied`, outlined.
 ///
 /// A point whose throughput is NaN, infinite or negative is not drawn: its row says `n/a`. A spread
 /// that is not finite, or that does not contain the throughput, is clamped to it.
 ///
 /// # Errors
 ///
-/// [`crate::Error::Usage`] when `points` is empty or the extension is not `.svg` or `.png`,
-/// [`crate::Error::Io`] when the file cannot be written, [`crate::Error::Plot`] when drawing fails.
+/// [`pipesched_charts::Error::Empty`] when `points` is empty, `Format` when the extension is not
+/// `.svg` or `.png`, `Io` when the file cannot be written, `Draw` when drawing fails.
 pub fn render_throughput(points: &[ConfigPoint], title: &str, path: &Path) -> Result<()> {
     if points.is_empty() {
         return Err(no_points(path));
@@ -70,8 +69,6 @@ struct Bars<'a> {
     frame: Frame,
     /// Labels, shortened to fit the label column.
     labels: Vec<String>,
-    /// Rows that get the star.
-    best: Vec<bool>,
     /// Samples per second at the right edge of the plot.
     x_max: f64,
 }
@@ -80,13 +77,13 @@ fn label_style() -> TextStyle<'static> {
     style(14.0, INK, false, HPos::Right, VPos::Center)
 }
 
-fn value_style(best: bool) -> TextStyle<'static> {
-    style(13.0, INK, best, HPos::Left, VPos::Center)
+fn value_style(standing: Standing) -> TextStyle<'static> {
+    style(13.0, INK, standing != Standing::Rest, HPos::Left, VPos::Center)
 }
 
 /// The legend's height for `keys`.
 fn legend_height(keys: &Keys) -> u32 {
-    (LINE as u32) * (keys.schedules.len() + keys.policies.len() + 6) as u32
+    (LINE as u32) * (keys.schedules.len() + keys.policies.len() + 8) as u32
 }
 
 impl<'a> Bars<'a> {
@@ -106,17 +103,13 @@ impl<'a> Bars<'a> {
         let h = (n as u32 * row).max(legend_height(&keys));
         let frame = Frame { left: (MARGIN + label_w + 12) as i32, top: (10 + TITLE) as i32, w: PLOT_W, h };
 
-        let top = measured.iter().flatten().map(|m| m.throughput).fold(f64::NEG_INFINITY, f64::max);
-        let drawn = measured.iter().flatten().count();
-        let best: Vec<bool> = measured.iter().map(|m| drawn > 1 && m.is_some_and(|m| m.throughput == top)).collect();
-
         // The value after each bar needs its pixels: the plot spans x_max samples/s such that
         // every bar end plus its text fits, with a little air.
         let mut x_max: f64 = 0.0;
-        for (m, &b) in measured.iter().zip(&best) {
+        for (m, p) in measured.iter().zip(points) {
             let Some(m) = m else { continue };
-            let text = value_text(m.throughput, b);
-            let room = PLOT_W as f64 - 14.0 - text_size(&text, &value_style(b)).0 as f64;
+            let text = value_text(m.throughput, p.standing);
+            let room = PLOT_W as f64 - 14.0 - text_size(&text, &value_style(p.standing)).0 as f64;
             x_max = x_max.max(m.hi * 1.02).max(m.hi * PLOT_W as f64 / room.max(PLOT_W as f64 / 4.0));
         }
         let x_max = if x_max > 0.0 && x_max.is_finite() {
@@ -126,7 +119,7 @@ impl<'a> Bars<'a> {
         } else {
             1.0
         };
-        Bars { points, measured, keys, title, frame, labels, best, x_max }
+        Bars { points, measured, keys, title, frame, labels, x_max }
     }
 
     /// Draws row `i`: its label, bar, whisker and value.
@@ -160,7 +153,8 @@ impl<'a> Bars<'a> {
         if x1 > x0 {
             draw_box(root, (x0, y0), (x1, y1), colour, self.keys.policy(&point.recompute))?;
         }
-        if self.best[i] {
+        let standing = point.standing;
+        if standing != Standing::Rest {
             root.draw(&Rectangle::new([(x0, y0 - 1), (x1.max(x0 + 1), y1 + 1)], INK.stroke_width(2)))?;
         }
         // The whisker, when the spread is wider than a pixel: a line with end caps, on a white
@@ -174,8 +168,8 @@ impl<'a> Bars<'a> {
                 root.draw(&PathElement::new([(x, y - cap), (x, y + cap)], INK.stroke_width(2)))?;
             }
         }
-        let text = value_text(m.throughput, self.best[i]);
-        root.draw(&Text::new(text, (x1.max(hi) + 6, y), value_style(self.best[i])))
+        let text = value_text(m.throughput, standing);
+        root.draw(&Text::new(text, (x1.max(hi) + 6, y), value_style(standing)))
     }
 
     /// The legend right of the plot: schedules, recompute policies, the whisker and the star.
@@ -204,18 +198,30 @@ impl<'a> Bars<'a> {
             root.draw(&PathElement::new([(cx, y - 5), (cx, y + 5)], INK.stroke_width(2)))?;
         }
         root.draw(&entry("spread over steps", y))?;
-        y += LINE;
-        root.draw(&Text::new("★".to_string(), (x + 14, y), style(14.0, INK, true, HPos::Center, VPos::Center)))?;
-        root.draw(&entry("highest throughput", y))
+        let marked = |s: Standing| self.points.iter().any(|p| p.standing == s);
+        if marked(Standing::Best) {
+            y += LINE;
+            root.draw(&Text::new("★".to_string(), (x + 14, y), style(14.0, INK, true, HPos::Center, VPos::Center)))?;
+            root.draw(&entry("best: spread clear of", y))?;
+            y += LINE * 3 / 4;
+            root.draw(&entry("every other", y))?;
+        }
+        if marked(Standing::Tied) {
+            y += LINE;
+            root.draw(&Text::new("tied".to_string(), (x + 14, y), style(12.0, INK, true, HPos::Center, VPos::Center)))?;
+            root.draw(&entry("spread overlaps the", y))?;
+            y += LINE * 3 / 4;
+            root.draw(&entry("fastest one's", y))?;
+        }
+        Ok(())
     }
 }
 
-/// The number written after a bar.
-fn value_text(throughput: f64, best: bool) -> String {
-    if best {
-        format!("{}{BEST}", short(throughput))
-    } else {
-        short(throughput)
+/// The number written after a bar, and its standing's mark.
+fn value_text(throughput: f64, standing: Standing) -> String {
+    match standing {
+        Standing::Rest => short(throughput),
+        marked => format!("{}  {}", short(throughput), marked.mark()),
     }
 }
 
@@ -253,15 +259,19 @@ impl Sheet for Bars<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::bench::fixtures::{config, realistic, scratch, svg_texts, PNG_SIGNATURE};
-    use super::super::palette::border_colour;
+    use super::super::points::fixtures::{config, ranked, realistic, scratch, svg_texts, PNG_SIGNATURE};
     use super::*;
-    use crate::Error;
+    use pipesched_charts::palette::border_colour;
+    use pipesched_charts::Error;
 
     #[test]
     fn renders_svg_and_png_with_one_bar_per_point() {
         let dir = scratch("bars");
-        let points = realistic();
+        // zb-h2 / none (80, spread 74.4–85.6) is fastest, and clear of zb-h1 / none (67.7–76.3)
+        // once its spread is 79–81.
+        let mut points = realistic();
+        (points[8].throughput_lo, points[8].throughput_hi) = (79.0, 81.0);
+        let points = ranked(points);
         let svg = dir.join("bars.svg");
         render_throughput(&points, "throughput · p=4 m=8", &svg).unwrap();
         let text = std::fs::read_to_string(&svg).unwrap();
@@ -273,9 +283,10 @@ mod tests {
                 assert!(texts.contains(&short(p.throughput).as_str()), "{}: value missing", p.label);
             }
         }
-        // zb-h2 / none is the fastest, and the only star.
+        // zb-h2 / none is the only star; nothing is tied.
         assert_eq!(texts.iter().filter(|t| t.contains('★')).count(), 2, "the star and its legend");
         assert!(texts.contains(&"80  ★ best"));
+        assert!(!texts.iter().any(|t| t.contains("tied")));
         // Each bar has a border in its schedule's darkened colour; the legend swatch adds one.
         let keys = Keys::of(&points);
         for s in &keys.schedules {
@@ -293,20 +304,37 @@ mod tests {
     }
 
     #[test]
-    fn rows_that_cannot_be_drawn_say_why_and_ties_share_the_star() {
+    fn overlapping_spreads_are_tied_not_best() {
+        let dir = scratch("bars-tied");
+        // As measured: zb-h2 / none's spread overlaps zb-h1 / none's.
+        let points = ranked(realistic());
+        let svg = dir.join("tied.svg");
+        render_throughput(&points, "t", &svg).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        let texts = svg_texts(&text);
+        assert!(texts.contains(&"80  tied") && texts.contains(&"72  tied"), "{texts:?}");
+        assert!(!texts.iter().any(|t| t.contains('★')), "no star when tied");
+        assert!(texts.contains(&"spread overlaps the"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rows_that_cannot_be_drawn_say_why_and_equal_ones_are_tied() {
         let dir = scratch("bars-odd");
         let mut points = vec![config("1f1b", "none", 50.0, 0.1, 8.0), config("zb-h1", "none", 50.0, 0.1, 8.0)];
         points.push(ConfigPoint { throughput: f64::NAN, ..config("gpipe", "full", 1.0, 0.0, 1.0) });
         points.push(ConfigPoint { throughput: -1.0, ..config("gpipe", "none", 1.0, 0.0, 1.0) });
+        let points = ranked(points);
         let svg = dir.join("odd.svg");
         render_throughput(&points, "t", &svg).unwrap();
         let text = std::fs::read_to_string(&svg).unwrap();
         let texts = svg_texts(&text);
         assert!(texts.contains(&"n/a (throughput NaN)") && texts.contains(&"n/a (throughput negative)"));
-        assert_eq!(texts.iter().filter(|t| **t == "50  ★ best").count(), 2);
+        assert_eq!(texts.iter().filter(|t| **t == "50  tied").count(), 2);
         // A single configuration is not "best" of anything.
-        render_throughput(&points[..1], "t", &svg).unwrap();
-        assert!(!std::fs::read_to_string(&svg).unwrap().contains("★ best"));
+        render_throughput(&ranked(points[..1].to_vec()), "t", &svg).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(!text.contains("★ best") && !text.contains("tied"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -314,9 +342,9 @@ mod tests {
     fn empty_bad_extension_and_unwritable_directory_are_errors() {
         let points = realistic();
         let e = render_throughput(&[], "t", Path::new("a.svg")).unwrap_err();
-        assert!(matches!(e, Error::Usage(_)) && e.to_string().contains("no configurations"), "{e}");
+        assert!(matches!(e, Error::Empty { .. }) && e.to_string().contains("no configurations"), "{e}");
         let e = render_throughput(&points, "t", Path::new("a.jpg")).unwrap_err();
-        assert!(matches!(e, Error::Usage(_)) && e.to_string().contains(".svg or .png"), "{e}");
+        assert!(matches!(e, Error::Format { .. }) && e.to_string().contains(".svg or .png"), "{e}");
         for name in ["a.svg", "a.png"] {
             let path = std::env::temp_dir().join("pipesched-no-such-dir").join("deeper").join(name);
             let e = render_throughput(&points, "t", &path).unwrap_err();

@@ -21,16 +21,16 @@ const PURPLE: RGBColor = RGBColor(204, 121, 167);
 const SKY: RGBColor = RGBColor(86, 180, 233);
 
 /// The background of plotting areas and of idle time.
-pub(crate) const PAPER: RGBColor = RGBColor(255, 255, 255);
+pub const PAPER: RGBColor = RGBColor(255, 255, 255);
 /// Text, axes and outlines.
-pub(crate) const INK: RGBColor = RGBColor(30, 30, 30);
+pub const INK: RGBColor = RGBColor(30, 30, 30);
 /// Secondary text (notes, axis descriptions).
-pub(crate) const MUTED: RGBColor = RGBColor(100, 100, 100);
+pub const MUTED: RGBColor = RGBColor(100, 100, 100);
 /// Grid lines and rank separators.
-pub(crate) const RULE: RGBColor = RGBColor(225, 225, 225);
+pub const RULE: RGBColor = RGBColor(225, 225, 225);
 
 /// The base colour of `op` (chunk 0).
-pub(crate) fn op_colour(op: Op) -> RGBColor {
+pub fn op_colour(op: Op) -> RGBColor {
     match op {
         Op::F => BLUE,
         Op::B => VERMILLION,
@@ -41,7 +41,7 @@ pub(crate) fn op_colour(op: Op) -> RGBColor {
 }
 
 /// What a legend says an op is.
-pub(crate) fn op_name(op: Op) -> &'static str {
+pub fn op_name(op: Op) -> &'static str {
     match op {
         Op::F => "forward",
         Op::B => "backward",
@@ -52,23 +52,29 @@ pub(crate) fn op_name(op: Op) -> &'static str {
 }
 
 /// The fill of `op` on chunk `chunk` of `v`: chunk 0 is the base colour, later chunks are
-/// progressively mixed with white (never past 60 %, so every tint stays clearly coloured).
-pub(crate) fn box_colour(op: Op, chunk: usize, v: usize) -> RGBColor {
+/// progressively mixed with white (never past 60 %, so every tint stays clearly coloured). Four
+/// shades at most: with more than four chunks, chunks 3 and up share the palest (the legends say
+/// "3+").
+pub fn box_colour(op: Op, chunk: usize, v: usize) -> RGBColor {
     let base = op_colour(op);
-    if chunk == 0 || v <= 1 {
+    let shades = v.min(SHADES);
+    if chunk == 0 || shades <= 1 {
         return base;
     }
-    let t = 0.6 * chunk.min(v - 1) as f64 / (v - 1) as f64;
+    let t = 0.6 * chunk.min(shades - 1) as f64 / (shades - 1) as f64;
     mix(base, PAPER, t)
 }
 
+/// Shades of one op a chart tells apart: chunks 0, 1, 2 and 3 or more.
+pub const SHADES: usize = 4;
+
 /// The border of a box: its fill, darkened, so neighbouring boxes of one op stay distinct.
-pub(crate) fn border_colour(fill: RGBColor) -> RGBColor {
+pub fn border_colour(fill: RGBColor) -> RGBColor {
     mix(fill, RGBColor(0, 0, 0), 0.45)
 }
 
 /// Text colour readable on `fill`.
-pub(crate) fn text_on(fill: RGBColor) -> RGBColor {
+pub fn text_on(fill: RGBColor) -> RGBColor {
     let RGBColor(r, g, b) = fill;
     let luma = 0.299 * r as f64 + 0.587 * g as f64 + 0.114 * b as f64;
     if luma > 150.0 {
@@ -79,7 +85,7 @@ pub(crate) fn text_on(fill: RGBColor) -> RGBColor {
 }
 
 /// The chunk (0 … v−1) a stage belongs to on its rank.
-pub(crate) fn chunk_of(stage: usize, p: usize, placement: Placement) -> usize {
+pub fn chunk_of(stage: usize, p: usize, placement: Placement) -> usize {
     match placement {
         Placement::Loop => stage / p.max(1),
         Placement::V => usize::from(stage >= p),
@@ -88,7 +94,7 @@ pub(crate) fn chunk_of(stage: usize, p: usize, placement: Placement) -> usize {
 
 /// The colour of rank `rank`'s memory curve among `p`: Okabe–Ito hues up to 8 ranks, then a
 /// viridis-like ramp ordered by rank (dark blue → green → yellow-green).
-pub(crate) fn rank_colour(rank: usize, p: usize) -> RGBColor {
+pub fn rank_colour(rank: usize, p: usize) -> RGBColor {
     const DISTINCT: [RGBColor; 8] =
         [BLUE, VERMILLION, GREEN, ORANGE, PURPLE, SKY, RGBColor(0, 0, 0), RGBColor(150, 150, 150)];
     if p <= DISTINCT.len() {
@@ -108,7 +114,7 @@ pub(crate) fn rank_colour(rank: usize, p: usize) -> RGBColor {
 }
 
 /// `a` moved a fraction `t` of the way to `b`.
-fn mix(a: RGBColor, b: RGBColor, t: f64) -> RGBColor {
+pub fn mix(a: RGBColor, b: RGBColor, t: f64) -> RGBColor {
     let c = |x: u8, y: u8| (x as f64 + (y as f64 - x as f64) * t).round().clamp(0.0, 255.0) as u8;
     RGBColor(c(a.0, b.0), c(a.1, b.1), c(a.2, b.2))
 }
@@ -119,12 +125,18 @@ mod tests {
 
     #[test]
     fn ops_and_chunks_get_distinct_fills() {
-        let mut fills: Vec<RGBColor> =
-            Op::ALL.iter().flat_map(|&op| (0..2).map(move |c| box_colour(op, c, 2))).collect();
-        let n = fills.len();
-        fills.sort_by_key(|c| (c.0, c.1, c.2));
-        fills.dedup();
-        assert_eq!(fills.len(), n);
+        for v in [2, 4] {
+            let mut fills: Vec<RGBColor> =
+                Op::ALL.iter().flat_map(|&op| (0..v).map(move |c| box_colour(op, c, v))).collect();
+            let n = fills.len();
+            fills.sort_by_key(|c| (c.0, c.1, c.2));
+            fills.dedup();
+            assert_eq!(fills.len(), n);
+        }
+        // Past four chunks, 3 and up share the palest shade, which is the palest of four.
+        assert_eq!(box_colour(Op::F, 7, 8), box_colour(Op::F, 3, 8));
+        assert_eq!(box_colour(Op::F, 3, 8), box_colour(Op::F, 3, 4));
+        assert_ne!(box_colour(Op::F, 2, 8), box_colour(Op::F, 3, 8));
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! The data of the benchmark charts: one [`ConfigPoint`] per measured configuration, the clean
 //! form the charts draw from ([`Measured`]), the Pareto front of memory against throughput, and the
-//! keys (which schedules and recompute policies are present, in legend order).
+//! keys (which schedules and recompute policies are present, in legend order), and text
+//! measuring for layout.
 //!
 //! Invariant: a chart never sees a non-finite or negative number. A point whose throughput is not
 //! a finite number ≥ 0 becomes `None` (the charts say so rather than drawing it); its spread is
 //! clamped so that `0 ≤ lo ≤ throughput ≤ hi`, a non-finite end of the spread falling back to the
 //! throughput itself.
 
-use plotters::style::{RGBColor, TextStyle};
+use pipesched_charts::plotters::style::{RGBColor, TextStyle};
 
 use super::marks::schedule_colour;
+use crate::ranking::Standing;
 
 /// One benchmarked configuration: a schedule run under a recompute policy, and what it measured.
 ///
@@ -33,6 +35,8 @@ pub struct ConfigPoint {
     pub throughput_hi: f64,
     /// Peak live bytes, the maximum over ranks.
     pub peak_bytes: u64,
+    /// Best, tied or neither, by the rule of [`crate::ranking`]; the charts mark it.
+    pub standing: Standing,
 }
 
 /// A point's numbers, made safe to draw.
@@ -174,6 +178,7 @@ pub(crate) fn fit(text: &str, style: &TextStyle, width: u32) -> String {
 #[cfg(test)]
 pub(crate) mod fixtures {
     use super::ConfigPoint;
+    use crate::ranking::{standings, Spread};
     use std::path::PathBuf;
 
     /// The first bytes of every PNG file.
@@ -189,7 +194,18 @@ pub(crate) mod fixtures {
             throughput_lo: throughput * (1.0 - spread),
             throughput_hi: throughput * (1.0 + spread),
             peak_bytes: (mib * (1 << 20) as f64) as u64,
+            standing: Default::default(),
         }
+    }
+
+    /// `points` with their standings set by the ranking rule.
+    pub fn ranked(mut points: Vec<ConfigPoint>) -> Vec<ConfigPoint> {
+        let spreads: Vec<Spread> =
+            points.iter().map(|p| Spread { median: p.throughput, lo: p.throughput_lo, hi: p.throughput_hi }).collect();
+        for (p, s) in points.iter_mut().zip(standings(&spreads)) {
+            p.standing = s;
+        }
+        points
     }
 
     /// Ten configurations like a real benchmark's: five schedules without and with full
@@ -239,7 +255,7 @@ pub(crate) mod fixtures {
 
     /// Renders every sample case, odd ones included, in both formats. The charts are kept in
     /// `$PIPESCHED_SAMPLES` when it is set (to look at them):
-    /// `PIPESCHED_SAMPLES=/tmp/samples cargo test -p pipesched --lib samples`.
+    /// `PIPESCHED_SAMPLES=/tmp/samples cargo test -p pipesched-bench samples`.
     #[test]
     fn samples() {
         let keep = std::env::var_os("PIPESCHED_SAMPLES").map(PathBuf::from);
@@ -264,12 +280,13 @@ pub(crate) mod fixtures {
             ("forty", forty),
         ];
         for (name, points) in cases {
+            let points = ranked(points);
             let title = format!("{name}: {} configurations · p=4 m=8", points.len());
             for ext in ["png", "svg"] {
                 let bars = dir.join(format!("{name}-throughput.{ext}"));
                 let scatter = dir.join(format!("{name}-tradeoff.{ext}"));
-                crate::plot::render_throughput(&points, &title, &bars).unwrap();
-                crate::plot::render_tradeoff(&points, &title, &scatter).unwrap();
+                super::super::render_throughput(&points, &title, &bars).unwrap();
+                super::super::render_tradeoff(&points, &title, &scatter).unwrap();
                 for file in [bars, scatter] {
                     assert!(file.metadata().unwrap().len() > 0, "{}", file.display());
                 }
@@ -343,6 +360,7 @@ mod tests {
             throughput_lo: lo,
             throughput_hi: hi,
             peak_bytes: 1,
+            standing: Default::default(),
         }
     }
 

@@ -7,11 +7,10 @@
 //! order, so the two charts of one benchmark mark every configuration alike; the first policy
 //! (`none` when present) is the plain one — solid bar, round marker.
 
-use plotters::coord::Shift;
-use plotters::prelude::*;
-
-use super::figure::DrawResult;
-use super::palette::{border_colour, rank_colour, PAPER};
+use pipesched_charts::page::DrawResult;
+use pipesched_charts::palette::{border_colour, mix, rank_colour, PAPER};
+use pipesched_charts::plotters::coord::Shift;
+use pipesched_charts::plotters::prelude::*;
 
 /// The colour of a schedule: a known one (`known`, its index in `KNOWN_SCHEDULES`) keeps its own
 /// Okabe–Ito hue whichever others are present; the `unknown_rank`-th unknown one takes the next of
@@ -29,8 +28,7 @@ pub(crate) fn schedule_colour(known: Option<usize>, unknown_rank: usize) -> RGBC
 
 /// `a` moved a fraction `t` of the way to white.
 pub(crate) fn pale(a: RGBColor, t: f64) -> RGBColor {
-    let c = |x: u8| (x as f64 + (255.0 - x as f64) * t).round().clamp(0.0, 255.0) as u8;
-    RGBColor(c(a.0), c(a.1), c(a.2))
+    mix(a, PAPER, t)
 }
 
 /// Marker shapes, in the order policies take them.

@@ -8,7 +8,7 @@
 //! else has a leader, which crosses no marker, line or name. A name that finds no such spot is not
 //! placed (`None`), and the caller names its point another way.
 
-use super::peaks::Rect;
+use pipesched_charts::rect::Rect;
 
 /// A name's place: its box, and the leader line to it when it is off the first ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

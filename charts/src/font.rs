@@ -10,13 +10,13 @@ use std::sync::Once;
 use plotters::style::{register_font, FontStyle};
 
 /// The family name every text style of the charts uses.
-pub(crate) const FAMILY: &str = "sans-serif";
+pub const FAMILY: &str = "sans-serif";
 
 static REGISTER: Once = Once::new();
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 
 /// Registers the embedded font (the first time) and says whether it is available.
-pub(crate) fn ensure() -> Result<(), String> {
+pub fn ensure() -> Result<(), String> {
     REGISTER.call_once(|| {
         let ok = register_font(FAMILY, FontStyle::Normal, dejavu::sans::regular()).is_ok()
             && register_font(FAMILY, FontStyle::Bold, dejavu::sans::bold()).is_ok();

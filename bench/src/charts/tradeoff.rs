@@ -1,7 +1,9 @@
 //! The memory/throughput trade-off chart of a benchmark: one marker per configuration at (peak
 //! memory, throughput), coloured by schedule and shaped by recompute policy; the Pareto front
 //! ringed, joined by a step line that bounds the shaded region it dominates; every point labelled
-//! beside its marker, or — when the labels cannot all fit — numbered, with a key below the plot.
+//! beside its marker, or — when the labels cannot all fit — numbered, with a key below the plot;
+//! the best configuration's name carries a star, tied ones say so (the rule is
+//! [`crate::ranking`]'s).
 //!
 //! Invariant: names on the plot never overlap each other, a marker, a leader or the front's line,
 //! and never leave the plot (see [`labels::place`]); every point is named — by its label when all
@@ -10,20 +12,20 @@
 
 use std::path::Path;
 
-use plotters::coord::Shift;
-use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, VPos};
+use pipesched_charts::page::{draw_axes, from_zero_when_near, padded, style, DrawResult, Frame, LEFT};
+use pipesched_charts::palette::{INK, MUTED, PAPER, RULE};
+use pipesched_charts::plotters::coord::Shift;
+use pipesched_charts::plotters::prelude::*;
+use pipesched_charts::plotters::style::text_anchor::{HPos, VPos};
+use pipesched_charts::rect::Rect;
+use pipesched_charts::units::{short, ByteUnit};
+use pipesched_charts::{font, write, Result, Sheet};
 
-use super::bench::{fit, pareto_front, text_size, ConfigPoint, Keys, Measured};
-use super::figure::draw_axes;
-use super::figure::{style, DrawResult, Frame, LEFT};
 use super::labels::{self, Mark, Placed};
 use super::marks::{draw_marker, shape};
-use super::palette::{INK, MUTED, PAPER, RULE};
-use super::peaks::Rect;
-use super::units::{short, ByteUnit};
-use super::{font, no_points, write, Sheet};
-use crate::error::Result;
+use super::no_points;
+use super::points::{fit, pareto_front, text_size, ConfigPoint, Keys, Measured};
+use crate::ranking::Standing;
 
 /// Margin left of the title and the key.
 const MARGIN: u32 = 16;
@@ -63,8 +65,8 @@ const DOMINATED: RGBColor = RGBColor(240, 240, 240);
 ///
 /// # Errors
 ///
-/// [`crate::Error::Usage`] when `points` is empty or the extension is not `.svg` or `.png`,
-/// [`crate::Error::Io`] when the file cannot be written, [`crate::Error::Plot`] when drawing fails.
+/// [`pipesched_charts::Error::Empty`] when `points` is empty, `Format` when the extension is not
+/// `.svg` or `.png`, `Io` when the file cannot be written, `Draw` when drawing fails.
 pub fn render_tradeoff(points: &[ConfigPoint], title: &str, path: &Path) -> Result<()> {
     if points.is_empty() {
         return Err(no_points(path));
@@ -112,29 +114,6 @@ fn label_style() -> TextStyle<'static> {
     style(12.0, INK, false, HPos::Left, VPos::Top)
 }
 
-/// `lo..hi` widened by `frac` of its span on each side (or by a tenth of `hi` when it has none),
-/// so that no point sits on the frame. It starts at 0 instead when that keeps at least the padding
-/// below `lo` and adds no more than a third to the range. (Where `lo` is 0 the range starts below
-/// 0; the axis writes no negative ticks.)
-fn padded(lo: f64, hi: f64, frac: f64) -> (f64, f64) {
-    let span = hi - lo;
-    let pad = if span > 0.0 {
-        span * frac
-    } else if hi > 0.0 {
-        hi * 0.1
-    } else {
-        1.0
-    };
-    let start = if lo >= pad && lo - pad < (span + 2.0 * pad) / 3.0 { 0.0 } else { lo - pad };
-    let end = hi + pad;
-    if (end - start).is_finite() {
-        (start, end)
-    } else {
-        // Too wide for f64 with its padding: plot the bare range.
-        (lo.min(0.0), hi)
-    }
-}
-
 impl<'a> Scatter<'a> {
     fn new(points: &'a [ConfigPoint], title: &'a str) -> Scatter<'a> {
         let measured: Vec<Option<Measured>> = points.iter().map(Measured::of).collect();
@@ -146,16 +125,22 @@ impl<'a> Scatter<'a> {
             let lo = drawn().map(v).fold(f64::INFINITY, f64::min);
             let hi = drawn().map(v).fold(f64::NEG_INFINITY, f64::max);
             if lo.is_finite() {
-                padded(lo, hi, frac)
+                from_zero_when_near(padded(lo, hi, frac, frac))
             } else {
                 (0.0, 1.0)
             }
         };
         let x = range(&|m| unit.value(m.bytes), 0.08);
         let y = range(&|m| m.throughput, 0.1);
-        let legend_h = (LINE as u32) * (keys.schedules.len() + keys.policies.len() + 10) as u32;
+        let legend_h = (LINE as u32) * (keys.schedules.len() + keys.policies.len() + 14) as u32;
         let frame = Frame { left: LEFT as i32, top: (10 + TITLE + Y_NAME) as i32, w: PLOT_W, h: PLOT_H.max(legend_h) };
-        let key_width = points.iter().map(|p| text_size(&p.label, &label_style()).0).max().unwrap_or(0).min(300) + 64;
+        let key_width = points
+            .iter()
+            .map(|p| text_size(&marked(p.label.clone(), p.standing), &label_style()).0)
+            .max()
+            .unwrap_or(0)
+            .min(300)
+            + 64;
         let key_columns = ((frame.right() as u32 + LEGEND_W - 2 * MARGIN) / key_width).max(1) as usize;
         let mut chart = Scatter {
             points,
@@ -244,12 +229,13 @@ impl<'a> Scatter<'a> {
         self.measured[i].map_or((0.0, 0.0), |m| (self.unit.value(m.bytes), m.throughput))
     }
 
-    /// The name of point `i` on the plot.
+    /// The name of point `i` on the plot, with its standing's mark.
     fn name(&self, naming: Naming, i: usize) -> String {
-        match naming {
+        let name = match naming {
             Naming::Labels => self.points[i].label.clone(),
             Naming::Numbers => (i + 1).to_string(),
-        }
+        };
+        marked(name, self.points[i].standing)
     }
 
     /// The height of the key below the plot (drawn when the points are numbered).
@@ -321,7 +307,21 @@ impl<'a> Scatter<'a> {
         y += LINE * 3 / 4;
         root.draw(&note("has less memory and more throughput.", y))?;
         y += LINE;
-        root.draw(&note("Better is up and to the left.", y))
+        root.draw(&note("Better is up and to the left.", y))?;
+        let standing = |s: Standing| self.points.iter().any(|p| p.standing == s);
+        if standing(Standing::Best) {
+            y += LINE * 3 / 2;
+            root.draw(&note("★ best: fastest, its spread clear", y))?;
+            y += LINE * 3 / 4;
+            root.draw(&note("of every other configuration's.", y))?;
+        }
+        if standing(Standing::Tied) {
+            y += LINE * 3 / 2;
+            root.draw(&note("tied: fastest, or its spread overlaps", y))?;
+            y += LINE * 3 / 4;
+            root.draw(&note("the fastest one's.", y))?;
+        }
+        Ok(())
     }
 
     /// The key below the plot: every point's number, marker and label, in columns.
@@ -348,10 +348,18 @@ impl<'a> Scatter<'a> {
                 let colour = self.keys.colour(&p.schedule);
                 draw_marker(root, shape(self.keys.policy(&p.recompute)), (x + 38, y), MARKER, colour, None)?;
             }
-            let label = fit(&p.label, &label_style(), self.key_width - 60);
+            let label = fit(&marked(p.label.clone(), p.standing), &label_style(), self.key_width - 60);
             root.draw(&Text::new(label, (x + 52, y), style(13.0, INK, false, HPos::Left, VPos::Center)))?;
         }
         Ok(())
+    }
+}
+
+/// `name` followed by the mark of `standing` (`★ best`, `tied`), if any.
+fn marked(name: String, standing: Standing) -> String {
+    match standing {
+        Standing::Rest => name,
+        marked => format!("{name}  {}", marked.mark()),
     }
 }
 
@@ -426,9 +434,9 @@ impl Sheet for Scatter<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::bench::fixtures::{config, crowded, realistic, scratch, svg_texts, PNG_SIGNATURE};
+    use super::super::points::fixtures::{config, crowded, ranked, realistic, scratch, svg_texts, PNG_SIGNATURE};
     use super::*;
-    use crate::Error;
+    use pipesched_charts::Error;
 
     fn hex(c: RGBColor) -> String {
         format!("fill=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2)
@@ -483,6 +491,27 @@ mod tests {
         render_tradeoff(&points, "t", &png).unwrap();
         let bytes = std::fs::read(&png).unwrap();
         assert!(bytes.len() > 1000 && bytes.starts_with(&PNG_SIGNATURE));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_best_or_tied_points_are_marked_in_their_names() {
+        let dir = scratch("tradeoff-marks");
+        let svg = dir.join("t.svg");
+        // As measured: zb-h2 / none and zb-h1 / none overlap.
+        render_tradeoff(&ranked(realistic()), "t", &svg).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        let texts = svg_texts(&text);
+        assert!(texts.contains(&"zb-h2 / none  tied") && texts.contains(&"zb-h1 / none  tied"), "{texts:?}");
+        assert!(texts.contains(&"tied: fastest, or its spread overlaps") && !texts.iter().any(|t| t.contains('★')));
+        // With zb-h2 / none's spread tightened it is best, alone.
+        let mut points = realistic();
+        (points[8].throughput_lo, points[8].throughput_hi) = (79.0, 81.0);
+        render_tradeoff(&ranked(points), "t", &svg).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        let texts = svg_texts(&text);
+        assert!(texts.contains(&"zb-h2 / none  ★ best") && texts.contains(&"zb-h1 / none"), "{texts:?}");
+        assert!(!texts.iter().any(|t| t.contains("tied")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -545,7 +574,7 @@ mod tests {
         for (k, points) in cases.iter().enumerate() {
             for ext in ["svg", "png"] {
                 render_tradeoff(points, "t", &dir.join(format!("{k}-t.{ext}"))).unwrap();
-                crate::plot::render_throughput(points, "t", &dir.join(format!("{k}-b.{ext}"))).unwrap();
+                super::super::render_throughput(points, "t", &dir.join(format!("{k}-b.{ext}"))).unwrap();
             }
         }
         let odd = std::fs::read_to_string(dir.join("3-t.svg")).unwrap();
@@ -564,27 +593,16 @@ mod tests {
     fn empty_bad_extension_and_unwritable_directory_are_errors() {
         let points = realistic();
         let e = render_tradeoff(&[], "t", Path::new("a.svg")).unwrap_err();
-        assert!(matches!(e, Error::Usage(_)) && e.to_string().contains("no configurations"), "{e}");
+        assert!(matches!(e, Error::Empty { .. }) && e.to_string().contains("no configurations"), "{e}");
         for name in ["a.jpg", "a", "a.svg.txt"] {
             let e = render_tradeoff(&points, "t", Path::new(name)).unwrap_err();
-            assert!(matches!(e, Error::Usage(_)) && e.to_string().contains(".svg or .png"), "{e}");
+            assert!(matches!(e, Error::Format { .. }) && e.to_string().contains(".svg or .png"), "{e}");
         }
         for name in ["a.svg", "a.png"] {
             let path = std::env::temp_dir().join("pipesched-no-such-dir").join("deeper").join(name);
             let e = render_tradeoff(&points, "t", &path).unwrap_err();
             assert!(matches!(e, Error::Io { .. }) && e.to_string().contains("cannot write"), "{name}: {e}");
         }
-    }
-
-    #[test]
-    fn padding_keeps_points_off_the_frame_and_starts_at_zero_near_it() {
-        assert_eq!(padded(40.0, 80.0, 0.1), (36.0, 84.0));
-        assert_eq!(padded(4.0, 40.0, 0.1), (0.0, 43.6));
-        assert_eq!(padded(50.0, 50.0, 0.1), (45.0, 55.0));
-        // Data at 0: padding below it rather than a point on the frame.
-        assert_eq!(padded(0.0, 80.0, 0.1), (-8.0, 88.0));
-        assert_eq!(padded(0.0, 0.0, 0.1), (-1.0, 1.0));
-        assert_eq!(padded(0.0, f64::MAX, 0.1), (0.0, f64::MAX));
     }
 
     #[test]

@@ -6,32 +6,7 @@
 //! Invariant: the answer is all or nothing — either every peak gets a spot and no label touches
 //! another label, a dot or a line, or `None`, and the caller shows the values elsewhere.
 
-/// An axis-aligned pixel rectangle, `x0 ≤ x1`, `y0 ≤ y1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rect {
-    /// Left.
-    pub x0: i32,
-    /// Top.
-    pub y0: i32,
-    /// Right.
-    pub x1: i32,
-    /// Bottom.
-    pub y1: i32,
-}
-
-impl Rect {
-    fn at(x: i32, y: i32, w: u32, h: u32) -> Rect {
-        Rect { x0: x, y0: y, x1: x + w as i32, y1: y + h as i32 }
-    }
-
-    fn intersects(&self, o: &Rect) -> bool {
-        self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
-    }
-
-    fn inside(&self, o: &Rect) -> bool {
-        self.x0 >= o.x0 && self.x1 <= o.x1 && self.y0 >= o.y0 && self.y1 <= o.y1
-    }
-}
+use crate::rect::Rect;
 
 /// Radius, in pixels, kept clear around every dot.
 const DOT: i32 = 6;
@@ -48,14 +23,7 @@ pub(crate) fn place(
     let mut obstacles: Vec<Rect> =
         dots.iter().map(|&(x, y)| Rect { x0: x - DOT, y0: y - DOT, x1: x + DOT, y1: y + DOT }).collect();
     // A segment's bounding box: exact for the horizontal and vertical segments of step lines.
-    obstacles.extend(lines.iter().flat_map(|line| {
-        line.windows(2).map(|w| Rect {
-            x0: w[0].0.min(w[1].0),
-            y0: w[0].1.min(w[1].1),
-            x1: w[0].0.max(w[1].0) + 1,
-            y1: w[0].1.max(w[1].1) + 1,
-        })
-    }));
+    obstacles.extend(lines.iter().flat_map(|line| line.windows(2).map(|w| Rect::around(w[0], w[1]))));
     let mut order: Vec<usize> = (0..dots.len()).collect();
     order.sort_by_key(|&i| (dots[i].0, dots[i].1));
     let mut placed: Vec<Rect> = Vec::with_capacity(dots.len());
@@ -140,12 +108,7 @@ mod tests {
         let r = Rect::at(corners[0].0, corners[0].1, 60, 14);
         for line in &lines {
             for w in line.windows(2) {
-                let seg = Rect {
-                    x0: w[0].0.min(w[1].0),
-                    y0: w[0].1.min(w[1].1),
-                    x1: w[0].0.max(w[1].0) + 1,
-                    y1: w[0].1.max(w[1].1) + 1,
-                };
+                let seg = Rect::around(w[0], w[1]);
                 assert!(!r.intersects(&seg), "{r:?} crosses {seg:?}");
             }
         }

@@ -9,7 +9,7 @@ use pipesched_schedules::{Source, Stats, Trace};
 
 /// A binary byte unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ByteUnit {
+pub struct ByteUnit {
     /// Its name (`MiB`).
     pub name: &'static str,
     /// Bytes in one unit.
@@ -44,7 +44,7 @@ impl ByteUnit {
 }
 
 /// `x` with about three significant digits and no trailing zeros (`12.5`, `0.125`, `1250`).
-pub(crate) fn short(x: f64) -> String {
+pub fn short(x: f64) -> String {
     if !x.is_finite() {
         return "?".into();
     }
@@ -66,23 +66,45 @@ pub(crate) fn short(x: f64) -> String {
     }
 }
 
-/// `schedule · p=4 m=8 v=2 · makespan 35.2 ms · bubble 12.3 % · simulated`.
-pub(crate) fn summary(trace: &Trace, stats: &Stats) -> String {
-    let source = match trace.source {
-        Source::Simulated => "simulated",
-        Source::Measured => "measured",
+/// `n` as an ordinal: `1st`, `2nd`, `3rd`, `4th`, … `11th`, `12th`, `13th`, … `21st`, `32nd`.
+pub fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
     };
+    format!("{n}{suffix}")
+}
+
+/// `bytes` in the unit that suits it alone (`32 MiB`, `1.03 GiB`).
+pub fn bytes(n: u64) -> String {
+    ByteUnit::for_max(n).format(n)
+}
+
+/// `schedule · p=4 m=8 v=2 · makespan 35.2 ms · bubble 12.3 %`: what a trace is and how it went
+/// (`v` only when a rank holds more than one chunk). It does not say who made the trace; see
+/// [`source_name`].
+pub fn summary(trace: &Trace, stats: &Stats) -> String {
+    let chunks = if trace.v > 1 { format!(" v={}", trace.v) } else { String::new() };
     format!(
-        "{} · p={} m={} v={} · makespan {} {} · bubble {:.1} % · {}",
+        "{} · p={} m={}{chunks} · makespan {} {} · bubble {:.1} %",
         trace.schedule,
         trace.p,
         trace.m,
-        trace.v,
         short(stats.makespan),
         trace.time_unit,
         100.0 * stats.bubble_rate,
-        source
     )
+}
+
+/// Who made a trace, as charts say it: `simulated` or `measured`.
+pub fn source_name(source: Source) -> &'static str {
+    match source {
+        Source::Simulated => "simulated",
+        Source::Measured => "measured",
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +120,17 @@ mod tests {
         assert_eq!(ByteUnit::for_max(3 << 30).name, "GiB");
         assert_eq!(ByteUnit::for_max(u64::MAX).name, "TiB");
         assert_eq!(ByteUnit::for_max(3 << 30).format(5 << 29), "2.5 GiB");
+    }
+
+    #[test]
+    fn ordinals_and_lone_byte_counts() {
+        let words: Vec<String> = [1, 2, 3, 4, 5, 11, 12, 13, 21, 22, 32, 101, 111].into_iter().map(ordinal).collect();
+        assert_eq!(
+            words,
+            ["1st", "2nd", "3rd", "4th", "5th", "11th", "12th", "13th", "21st", "22nd", "32nd", "101st", "111th"]
+        );
+        assert_eq!(bytes(32 << 20), "32 MiB");
+        assert_eq!(bytes(0), "0 B");
     }
 
     #[test]
