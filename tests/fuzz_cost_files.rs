@@ -9,40 +9,17 @@ mod fuzz;
 
 use fuzz::alloc_cap::{capped, Capped};
 use fuzz::config;
+use fuzz::costs::{bytes, stage_cost, time};
 use fuzz::mutate::{mutated, random_text};
 use pipesched::cost_file::CostFile;
 use pipesched::workload::Layout;
-use pipesched_schedules::{simulate, CostModel, Kind, Placement, Schedule, StageCost, StageCosts, Stats};
+use pipesched_schedules::{simulate, CostModel, Kind, Placement, Schedule, StageCosts, Stats};
 use pipesched_stages::{Policies, RecomputePolicy};
 use proptest::prelude::*;
 use proptest::sample::select;
 
 #[global_allocator]
 static ALLOC: Capped = capped();
-
-fn time() -> impl Strategy<Value = f64> {
-    prop_oneof![0.0..10.0f64, Just(0.0), Just(1e300)]
-}
-
-fn bytes() -> impl Strategy<Value = u64> {
-    prop_oneof![0..(1u64 << 24), Just(0), Just(u64::MAX / 5)]
-}
-
-fn stage_cost() -> impl Strategy<Value = StageCost> {
-    (time(), time(), time(), prop::option::of(time()), [bytes(), bytes(), bytes(), bytes(), bytes()]).prop_map(
-        |(f, i, w, r, [a, rc, wb, fm, bm])| StageCost {
-            f,
-            i,
-            w,
-            r,
-            act_bytes: a,
-            recompute_bytes: rc,
-            w_bytes: wb,
-            fwd_msg_bytes: fm,
-            bwd_msg_bytes: bm,
-        },
-    )
-}
 
 fn policy() -> impl Strategy<Value = RecomputePolicy> {
     prop_oneof![

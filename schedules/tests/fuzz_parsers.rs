@@ -9,6 +9,7 @@ mod fuzz;
 
 use fuzz::alloc_cap::{capped, Capped};
 use fuzz::config;
+use fuzz::costs::{bytes, stage_cost, time};
 use fuzz::mutate::{mutated, random_text};
 use pipesched_schedules::{
     from_csv, simulate, to_csv, validate, with_recompute, Action, CostModel, Kind, Op, Schedule, StageCost, StageCosts,
@@ -63,32 +64,6 @@ fn csv_text() -> impl Strategy<Value = String> {
         1 => schedule().prop_map(|s| to_csv(&s).unwrap().replace('\n', "\r\n").replace("0,", "0\",").replace(",", ",\"")),
         1 => Just(v_placement),
     ]
-}
-
-/// A time as cost files write them: small, zero, or very large.
-fn time() -> impl Strategy<Value = f64> {
-    prop_oneof![0.0..10.0f64, Just(0.0), Just(1e300)]
-}
-
-/// A byte count: small, zero, or near the top of u64.
-fn bytes() -> impl Strategy<Value = u64> {
-    prop_oneof![0..(1u64 << 20), Just(0), Just(u64::MAX / 3)]
-}
-
-fn stage_cost() -> impl Strategy<Value = StageCost> {
-    (time(), time(), time(), prop::option::of(time()), [bytes(), bytes(), bytes(), bytes(), bytes()]).prop_map(
-        |(f, i, w, r, [a, rc, wb, fm, bm])| StageCost {
-            f,
-            i,
-            w,
-            r,
-            act_bytes: a,
-            recompute_bytes: rc,
-            w_bytes: wb,
-            fwd_msg_bytes: fm,
-            bwd_msg_bytes: bm,
-        },
-    )
 }
 
 /// A valid cost model: per-rank or per-stage costs, with latency, static bytes, a unit.

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod alloc_cap;
+pub mod costs;
 pub mod mutate;
 
 use proptest::test_runner::Config;
