@@ -29,7 +29,7 @@ fn main() {
         "{:<12} {:>5} {:>5} {:>10} {:>12} {:>12} {:>12} {:>9}",
         "schedule", "p", "m", "actions", "generate ms", "validate ms", "simulate ms", "stats ms"
     );
-    for (p, m, runs) in [(64, 1024, 11), (1024, 8192, 1), (8, 1048576, 1)] {
+    for (p, m, runs) in [(64, 1024, 11), (1024, 8192, 3)] {
         for kind in [Kind::OneFOneB, Kind::ZbH1, Kind::ZbH2, Kind::Interleaved] {
             let v = kind.default_chunks();
             let generate = median_ms(|| drop(kind.generate(p, v, m).unwrap()), runs);

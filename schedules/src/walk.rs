@@ -97,9 +97,12 @@ pub(crate) fn walk<P: Post>(
     let mut waiting = vec![FREE; p];
     let mut next = vec![0usize; p];
     let mut free_at = vec![0.0f64; p];
-    let mut ready: Vec<usize> = (0..p.min(s.lanes.len())).rev().collect();
+    // The lanes as plain slices side by side: switching ranks then reads one cached (pointer,
+    // length) pair rather than each lane's shared header.
+    let lanes: Vec<&[Action]> = s.lanes.iter().map(|l| l.as_slice()).collect();
+    let mut ready: Vec<usize> = (0..p.min(lanes.len())).rev().collect();
     while let Some(r) = ready.pop() {
-        let lane = &s.lanes[r];
+        let lane = lanes[r];
         let mut k = next[r];
         let mut now = free_at[r];
         while let Some(&a) = lane.get(k) {

@@ -12,8 +12,8 @@ use pipesched_schedules::{simulate, Kind, Stats};
 /// Arguments of `pipesched gallery`.
 #[derive(Debug, Args)]
 pub struct GalleryArgs {
-    /// The gallery's costs (default F=1ms,I=1ms,W=0.5ms,C=0.05ms and A=64MiB,W=16MiB,S=256MiB,
-    /// the README's).
+    /// The gallery's costs (default F=1ms,I=1ms,W=0.5ms,C=0.05ms and
+    /// A=64MiB,W=16MiB,S=256MiB,M=16MiB, the README's).
     #[command(flatten)]
     costs: CostArgs,
     #[command(flatten)]
@@ -27,7 +27,7 @@ pub fn run(mut args: GalleryArgs) -> Result<()> {
         args.costs.costs = Some("F=1ms,I=1ms,W=0.5ms,C=0.05ms".parse().expect("the default costs parse"));
     }
     if args.costs.mem.is_none() {
-        args.costs.mem = Some("A=64MiB,W=16MiB,S=256MiB".parse().expect("the default bytes parse"));
+        args.costs.mem = Some("A=64MiB,W=16MiB,S=256MiB,M=16MiB".parse().expect("the default bytes parse"));
     }
     let costs = args.costs.model();
     for kind in Kind::ALL {
