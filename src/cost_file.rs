@@ -76,6 +76,16 @@ impl CostFile {
         serde_json::to_string_pretty(&doc).expect("JSON values always serialise")
     }
 
+    /// Whether any stage will recompute: a policy `asked` for, or else the profiled ones, drops
+    /// activations. (`plan` then inserts `R` actions; sizes estimated before planning count them.)
+    pub fn recomputes(&self, asked: Option<&Policies>) -> bool {
+        match (asked, &self.recompute) {
+            (Some(asked), _) => asked.0.iter().any(|p| p.drops()),
+            (None, Some(profiled)) => profiled.iter().any(|p| p.drops()),
+            (None, None) => false,
+        }
+    }
+
     /// `base` with `R` planned for every stage whose policy drops activations: the policies
     /// `asked` for (one for all stages or one per stage), else the ones the file was profiled
     /// under, else none.

@@ -1,5 +1,6 @@
-//! Writing result files atomically: write a temporary file beside the target, then rename, so
-//! an interrupted run never leaves a half-written file under the final name.
+//! Writing results: files atomically — write a temporary file beside the target, then rename,
+//! so an interrupted run never leaves a half-written file under the final name — and reports to
+//! standard output, where a reader that has gone (`| head`) is not an error.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,26 @@ pub fn finish_atomic(tmp: &Path, path: &Path) -> Result<()> {
         let _ = std::fs::remove_file(tmp);
         Error::Io { action: "cannot write", path: path.to_path_buf(), source }
     })
+}
+
+/// Writes `text` to standard output. A closed pipe (the reader has gone, as with `| head`) is
+/// not an error: the rest of the report is dropped and the command goes on (its files are still
+/// written); any other failure is.
+pub fn say(text: std::fmt::Arguments<'_>) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Io { action: "cannot write to", path: "standard output".into(), source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `println!` through [`say`]: a closed pipe is not an error. Returns `Result<()>`.
+#[macro_export]
+macro_rules! sayln {
+    ($($arg:tt)*) => { $crate::output::say(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
 #[cfg(test)]

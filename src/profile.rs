@@ -92,15 +92,25 @@ where
     let timed_ranks: Vec<Result<Vec<(usize, Samples)>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = per_rank
             .into_iter()
-            .map(|mine| scope.spawn(move || time_rank(mine, inputs, grads, opts, prepare)))
+            .enumerate()
+            .map(|(rank, mine)| {
+                std::thread::Builder::new()
+                    .name(format!("pipesched-profile-{rank}"))
+                    .spawn_scoped(scope, move || time_rank(mine, inputs, grads, opts, prepare))
+            })
             .collect();
         handles
             .into_iter()
             .enumerate()
-            .map(|(rank, h)| {
-                h.join().unwrap_or_else(|_| {
+            .map(|(rank, h)| match h {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
                     Err(Error::WorkerPanic { rank, message: "a stage panicked while it was profiled".into() })
-                })
+                }),
+                Err(source) => Err(Error::Io {
+                    action: "cannot start a profiling thread",
+                    path: format!("rank {rank}").into(),
+                    source,
+                }),
             })
             .collect()
     });

@@ -108,11 +108,13 @@ impl SyntheticSpec {
     /// rounded down).
     pub fn split(&self, v: usize) -> SyntheticSpec {
         let v = v.max(1);
+        // Divided as floats: any v, however large, gives a (possibly zero) duration.
+        let part = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() / v as f64);
         SyntheticSpec {
-            f: self.f / v as u32,
-            i: self.i / v as u32,
-            w: self.w / v as u32,
-            r: self.r / v as u32,
+            f: part(self.f),
+            i: part(self.i),
+            w: part(self.w),
+            r: part(self.r),
             act_bytes: self.act_bytes / v as u64,
             w_bytes: self.w_bytes / v as u64,
             msg_bytes: self.msg_bytes,

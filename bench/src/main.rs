@@ -60,7 +60,7 @@ fn run(args: Args) -> Result<()> {
         o.row = r.clone();
     }
     let what = if args.simulate_only { "simulated only" } else { "measured" };
-    println!(
+    pipesched::sayln!(
         "pipesched-bench: {}, p={} m={} (interleaved v={}), {what}, {} measured steps after {} warm-up; {} · {}\n",
         args.model_label(),
         args.shape.layout.p,
@@ -70,21 +70,21 @@ fn run(args: Args) -> Result<()> {
         args.steps.warmup,
         report::machine(),
         report::today()
-    );
-    print!("{}", report::table(&args, &rows, unit));
+    )?;
+    pipesched::output::say(format_args!("{}", report::table(&args, &rows, unit)))?;
     for (c, why) in &skipped {
-        println!("\nskipped {c}: {why}");
+        pipesched::sayln!("\nskipped {c}: {why}")?;
     }
     for (c, why) in &failed {
-        println!("\nFAILED {c}: {why}");
+        pipesched::sayln!("\nFAILED {c}: {why}")?;
     }
     let products = gpu::products(&args)?;
     if let Some(p) = &products {
-        print!("{}", gpu::table(p));
+        pipesched::output::say(format_args!("{}", gpu::table(p)))?;
     }
     let json = report::write_json(&args, &rows, &skipped, &failed, products.as_deref())?;
     let charts = report::write_charts(&args.out.out, &args, &outcomes, unit)?;
-    println!("\nwrote {} and {} charts in {}", json.display(), charts.len(), args.out.out.display());
+    pipesched::sayln!("\nwrote {} and {} charts in {}", json.display(), charts.len(), args.out.out.display())?;
     if !failed.is_empty() {
         return Err(Error::Config(format!(
             "{} of {} configurations failed:\n{}",

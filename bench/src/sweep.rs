@@ -80,7 +80,7 @@ fn recompute_share(trace: &Trace) -> f64 {
 
 /// Runs `cfg`. `progress(step)` is called after each step.
 pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<Outcome> {
-    let demand = Demand::of(&cfg.base, false);
+    let demand = Demand::of(&cfg.base, false, args.steps.total());
     let mut workload = args.model.spec().build(&cfg.layout(), &cfg.policies, &demand)?;
     let schedule = workload.plan(&cfg.base)?;
     let opts = args.steps.exec_options();

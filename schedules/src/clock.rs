@@ -27,7 +27,7 @@ impl Schedule {
     pub fn grid(&self) -> String {
         match unit_clock(self) {
             Ok(ticks) => grid::render(&grid::aligned_rows(&self.lanes, &ticks), &[]),
-            Err(_) => grid::render(&grid::packed_rows(&self.lanes), &[]),
+            Err(_) => grid::render_lanes(&self.lanes, &[]),
         }
     }
 }

@@ -171,12 +171,9 @@ impl CostModel {
         self.check_values()?;
         let (p, v) = (schedule.p, schedule.v);
         let stages = match &self.costs {
-            StageCosts::PerRank(c) => (0..schedule.stages())
-                .map(|s| {
-                    let chunk = schedule.stages_of(schedule.rank_of(s)).iter().position(|&t| t == s).unwrap_or(0);
-                    c.chunk(chunk, v)
-                })
-                .collect(),
+            StageCosts::PerRank(c) => {
+                (0..schedule.stages()).map(|s| c.chunk(schedule.placement.chunk_of(s, p), v)).collect()
+            }
             StageCosts::Stages(list) => {
                 if list.len() != schedule.stages() {
                     return Err(Error::Cost(format!(

@@ -13,21 +13,27 @@ use crate::validate::validate;
 
 /// Writes `s` as CSV, one line per rank, idle ticks as empty cells.
 pub fn to_csv(s: &Schedule) -> Result<String> {
+    Ok(csv_lines(s)?.collect())
+}
+
+/// The CSV of `s` line by line (each ending in a newline), so a large schedule can be written out
+/// without holding all of its text at once.
+pub fn csv_lines(s: &Schedule) -> Result<impl Iterator<Item = String> + '_> {
     let ticks = unit_clock(s)?;
-    let mut out = String::new();
-    for (lane, t) in s.lanes.iter().zip(&ticks) {
+    Ok(s.lanes.iter().zip(ticks).map(|(lane, t)| {
+        let mut line = String::new();
         // Cell c is preceded by c commas: pad with commas up to each action's tick.
         let mut col = 0;
-        for (a, &tick) in lane.iter().zip(t) {
+        for (a, &tick) in lane.iter().zip(&t) {
             while col < tick {
-                out.push(',');
+                line.push(',');
                 col += 1;
             }
-            out.push_str(&a.to_string());
+            line.push_str(&a.to_string());
         }
-        out.push('\n');
-    }
-    Ok(out)
+        line.push('\n');
+        line
+    }))
 }
 
 /// Reads a CSV schedule. The number of ranks is the number of lines, the number of stages and

@@ -3,10 +3,11 @@
 //! up front instead of ending in an out-of-memory abort. Every count is checked: a size that
 //! overflows 64 bits comes back as `None`.
 //!
-//! The numbers follow the data structures: 8 bytes per action in the lanes; for validation one
-//! byte per (stage, micro-batch) twice and the walk's 8-byte time per message; for a simulation
+//! The numbers follow the data structures, rounded up: 8 bytes per action in the lanes; for
+//! validation one byte per (stage, micro-batch) and a bit per message (counted as two bytes and
+//! 8-byte times per message, what the unit clock of a grid or CSV export takes); for a simulation
 //! the trace's 16 bytes per action (start and end), up to two 24-byte memory samples per action
-//! when the cost model has bytes, and the walk's times again.
+//! when the cost model has bytes, and the walk's 8-byte time per message.
 
 use crate::action::Action;
 use crate::generate::Kind;

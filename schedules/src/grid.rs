@@ -6,9 +6,13 @@
 
 use crate::action::Action;
 
-/// Widest grid drawn in full when cells are marked; wider ones show a window around the marks.
-/// Grids without marks are always drawn in full.
+/// Widest grid drawn in full when cells are marked; wider ones show a window around the marks,
+/// at most `2 · MAX_COLUMNS` wide. Grids without marks are always drawn in full.
 const MAX_COLUMNS: usize = 40;
+
+/// Most ranks drawn when cells are marked: beyond it only the marked ranks are drawn, at most
+/// this many, and a line says how many were left out.
+const MAX_ROWS: usize = 16;
 
 /// Lanes as rows, one action per column (column = index in the lane, the validator's "step").
 pub fn packed_rows<L: std::ops::Deref<Target = Vec<Action>>>(lanes: &[L]) -> Vec<Vec<Option<Action>>> {
@@ -35,19 +39,33 @@ pub fn aligned_rows<L: std::ops::Deref<Target = Vec<Action>>>(
 }
 
 /// Renders rows as a grid. `marks` are `(rank, column)` cells drawn in brackets, with a caret
-/// line under each marked row; a wide grid with marks is cut to a window around them.
+/// line under each marked row; a grid with marks is cut to a window around them (see
+/// [`render_lanes`]).
 pub fn render(rows: &[Vec<Option<Action>>], marks: &[(usize, usize)]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let cell = rows
+    draw(rows.len(), columns, |r, c| rows[r].get(c).copied().flatten(), marks)
+}
+
+/// Renders lanes packed (column = step in the lane) without copying them: only the cells drawn
+/// are read, so an error about a schedule of millions of actions costs no more than a small one.
+pub fn render_lanes<L: std::ops::Deref<Target = Vec<Action>>>(lanes: &[L], marks: &[(usize, usize)]) -> String {
+    let columns = lanes.iter().map(|l| l.len()).max().unwrap_or(0);
+    draw(lanes.len(), columns, |r, c| lanes[r].get(c).copied(), marks)
+}
+
+/// Draws `n` rows of `columns` cells, `cell(rank, column)` each, with `marks` in brackets.
+fn draw(n: usize, columns: usize, cell: impl Fn(usize, usize) -> Option<Action>, marks: &[(usize, usize)]) -> String {
+    let (lo, hi) = window(columns, marks);
+    let shown = shown_rows(n, marks);
+    let cell = &cell;
+    let width = shown
         .iter()
-        .flatten()
-        .flatten()
+        .flat_map(|&r| (lo..hi).filter_map(move |c| cell(r, c)))
         .map(|a| a.to_string().len())
-        .chain(std::iter::once(columns.saturating_sub(1).to_string().len()))
+        .chain(std::iter::once(hi.saturating_sub(1).to_string().len()))
         .max()
         .unwrap_or(1);
-    let (lo, hi) = window(columns, marks);
-    let label = format!("rank {}", rows.len().saturating_sub(1)).len();
+    let label = format!("rank {}", n.saturating_sub(1)).len();
     let mut out = String::new();
     // Header: step numbers.
     out.push_str(&format!("{:>label$} ", "step"));
@@ -55,24 +73,24 @@ pub fn render(rows: &[Vec<Option<Action>>], marks: &[(usize, usize)]) -> String 
         out.push_str(" … ");
     }
     for c in lo..hi {
-        out.push_str(&format!(" {:>cell$} ", c));
+        out.push_str(&format!(" {:>width$} ", c));
     }
     if hi < columns {
         out.push_str(" …");
     }
     trim_line(&mut out);
-    for (r, row) in rows.iter().enumerate() {
+    for &r in &shown {
         out.push_str(&format!("{:>label$} ", format!("rank {r}")));
         if lo > 0 {
             out.push_str(" … ");
         }
         let mut carets = String::new();
         for c in lo..hi {
-            let text = row.get(c).copied().flatten().map_or(String::from("."), |a| a.to_string());
+            let text = cell(r, c).map_or(String::from("."), |a| a.to_string());
             let marked = marks.contains(&(r, c));
             let (open, close) = if marked { ('[', ']') } else { (' ', ' ') };
-            out.push_str(&format!("{open}{text:>cell$}{close}"));
-            carets.push_str(&if marked { format!(" {:^>cell$} ", "") } else { " ".repeat(cell + 2) });
+            out.push_str(&format!("{open}{text:>width$}{close}"));
+            carets.push_str(&if marked { format!(" {:^>width$} ", "") } else { " ".repeat(width + 2) });
         }
         if hi < columns {
             out.push_str(" …");
@@ -83,6 +101,9 @@ pub fn render(rows: &[Vec<Option<Action>>], marks: &[(usize, usize)]) -> String 
             out.push_str(&format!("{}{}\n", " ".repeat(pad), carets.trim_end()));
         }
     }
+    if shown.len() < n {
+        out.push_str(&format!("(and {} more ranks)\n", n - shown.len()));
+    }
     out
 }
 
@@ -92,7 +113,21 @@ fn trim_line(out: &mut String) {
     out.push('\n');
 }
 
-/// The column range drawn: everything if it fits, else a window around the marks.
+/// The ranks drawn: all of them, or — with marks and more than [`MAX_ROWS`] ranks — the marked
+/// ones, at most `MAX_ROWS`.
+fn shown_rows(n: usize, marks: &[(usize, usize)]) -> Vec<usize> {
+    if n <= MAX_ROWS || marks.is_empty() {
+        return (0..n).collect();
+    }
+    let mut rows: Vec<usize> = marks.iter().map(|m| m.0).filter(|&r| r < n).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    rows.truncate(MAX_ROWS);
+    rows
+}
+
+/// The column range drawn: everything if it fits, else a window around the marks, at most
+/// `2 · MAX_COLUMNS` wide from just before the first mark.
 fn window(columns: usize, marks: &[(usize, usize)]) -> (usize, usize) {
     if columns <= MAX_COLUMNS || marks.is_empty() {
         return (0, columns);
@@ -100,7 +135,7 @@ fn window(columns: usize, marks: &[(usize, usize)]) -> (usize, usize) {
     let first = marks.iter().map(|m| m.1).min().unwrap_or(0);
     let last = marks.iter().map(|m| m.1).max().unwrap_or(0);
     let lo = first.saturating_sub(MAX_COLUMNS / 4).min(columns - MAX_COLUMNS);
-    let hi = (lo + MAX_COLUMNS).max(last + 1).min(columns);
+    let hi = (lo + MAX_COLUMNS).max(last + 1).min(lo + 2 * MAX_COLUMNS).min(columns);
     (lo, hi)
 }
 
@@ -120,6 +155,18 @@ mod tests {
              rank 1    . [1F0]\n\
              \x20            ^^^\n"
         );
+    }
+
+    #[test]
+    fn tall_marked_grids_show_the_marked_ranks() {
+        let rows: Vec<Vec<Option<Action>>> = (0..100).map(|r| vec![Some(Action::new(r, Op::F, 0))]).collect();
+        let text = render(&rows, &[(3, 0), (70, 0)]);
+        assert!(text.contains(" 3F0]") && text.contains("[70F0]") && !text.contains("rank 4 "), "{text}");
+        assert!(text.ends_with("(and 98 more ranks)\n"), "{text}");
+        // Marks far apart: at most two windows wide.
+        let row: Vec<Option<Action>> = (0..1000).map(|j| Some(Action::new(0, Op::F, j))).collect();
+        let text = render(&[row], &[(0, 10), (0, 900)]);
+        assert!(text.contains("[0F10]") && text.lines().all(|l| l.chars().count() < 700), "{text}");
     }
 
     #[test]

@@ -31,6 +31,14 @@ impl std::fmt::Display for Placement {
 }
 
 impl Placement {
+    /// Which of its rank's chunks `stage` is (0 for the rank's first stage), among `p` ranks.
+    pub fn chunk_of(self, stage: usize, p: usize) -> usize {
+        match self {
+            Placement::Loop => stage / p,
+            Placement::V => usize::from(stage >= p),
+        }
+    }
+
     /// The rank that holds `stage` among `p` ranks.
     pub fn rank_of(self, stage: usize, p: usize) -> usize {
         match self {

@@ -22,14 +22,16 @@ use crate::error::Result;
 use crate::ledger::Ledger;
 use crate::schedule::Schedule;
 use crate::trace::{RankTrace, Source, Trace, Transfers};
-use crate::validate::validate;
+use crate::validate::{check_structure, validate};
 use crate::walk::{walk, Times};
 
 /// Simulates one step of `schedule` under `costs`.
 ///
-/// Fails if the cost model does not fit the schedule, or if the schedule does not validate (the
-/// error is `validate`'s, with the grid).
+/// Fails if the schedule does not validate (the error is `validate`'s, with the grid; rules 1–4
+/// are checked first, a deadlock by the simulation's own walk), or if the cost model does not fit
+/// it.
 pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
+    check_structure(schedule)?;
     let (stage_costs, statics) = costs.resolve(schedule)?;
     let mut ranks: Vec<RankTrace> = schedule
         .lanes
@@ -61,14 +63,6 @@ pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
         Vec::new() // no message bytes to count: free the send times now
     };
     let m = schedule.m;
-    // Each rank holds v stages; `chunk[s]` numbers stage s among its rank's.
-    let mut chunk = vec![0usize; schedule.stages()];
-    let mut count = vec![0usize; schedule.p];
-    for (s, c) in chunk.iter_mut().enumerate() {
-        let r = schedule.rank_of(s);
-        *c = count[r];
-        count[r] += 1;
-    }
     // Without per-micro-batch bytes, held bytes stay at the static ones: no pass over the spans.
     let keeps = stage_costs.iter().any(|c| c.act_bytes > 0 || c.recompute_bytes > 0 || c.w_bytes > 0);
     let mut held = vec![0u64; if keeps { schedule.v * m } else { 0 }];
@@ -76,7 +70,13 @@ pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
         let mut ledger = Ledger::new(base);
         if keeps {
             held.fill(0);
-            predict(rank, &stage_costs, |a| chunk[a.stage()] * m + a.mb(), &mut held, &mut ledger);
+            predict(
+                rank,
+                &stage_costs,
+                |a| schedule.placement.chunk_of(a.stage(), schedule.p) * m + a.mb(),
+                &mut held,
+                &mut ledger,
+            );
         }
         if !sent.is_empty() {
             messages(rank, &stage_costs, m, &sent, &mut ledger);

@@ -60,7 +60,8 @@ impl Stats {
         }
         let idle: Vec<f64> = busy.iter().map(|b| makespan - b).collect();
         let total: f64 = busy.iter().fold(0.0, |a, b| a + b);
-        let rate = |period: f64| if period > 0.0 && p > 0 { 1.0 - total / (p as f64 * period) } else { 0.0 };
+        // Σ busy / p first: p · period can overflow where the mean busy time does not.
+        let rate = |period: f64| if period > 0.0 && p > 0 { 1.0 - (total / p as f64) / period } else { 0.0 };
         Stats {
             makespan,
             ideal: if p > 0 { total / p as f64 } else { 0.0 },

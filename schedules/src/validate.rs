@@ -5,14 +5,18 @@
 //! 1. shape: `p, v, m ≥ 1`, `p·v ≤ MAX_STAGES`, one lane per rank, `V` placement only with `v = 2`;
 //! 2. every action names a stage `< p·v` and a micro-batch `< m`, on the rank holding the stage;
 //! 3. every (stage, micro-batch) has exactly one `F`, and either one `B` or one `I` and one `W`,
-//!    and at most one `R`;
+//!    and at most one `R`; all micro-batches of a stage use the same kind of backward;
 //! 4. on its rank, `F` comes before `R`, `R` before `I`/`B`, `I` before `W`
 //!    ([`deps::follows`](crate::deps::follows));
 //! 5. no deadlock: running each lane in order, where an action waits for the message it
 //!    consumes ([`deps`](crate::deps)), every lane finishes.
 //!
+//! Rules 2–4 are checked in one pass over the lanes, so where several are broken the one met
+//! first in lane order is reported (a schedule naming more (stage, micro-batch) pairs than it has
+//! actions for is refused by count before that pass); rule 5 comes last.
+//!
 //! Cost: linear in the number of actions, with one byte of bookkeeping per (stage, micro-batch)
-//! for rules 3–4 and the walk's one time per message for rule 5; positions for error messages
+//! for rules 2–4 and the walk's one bit per message for rule 5; positions for error messages
 //! are looked up only once a rule is broken.
 
 use crate::action::{Action, Op, MAX_STAGES};
@@ -24,14 +28,20 @@ use crate::walk::{walk, Sent};
 
 /// Checks `s` against every rule above.
 pub fn validate(s: &Schedule) -> Result<()> {
-    check_shape(s)?;
-    check_actions(s)?;
+    check_structure(s)?;
     let mut sent = Sent::new(message_slots(s.stages(), s.m));
     walk(s, &mut sent, |_| 0.0, |_, _, _, _| {}).map_err(|stuck| deadlock(s, &stuck))
 }
 
+/// Rules 1–4: everything but deadlocks, which a walk of the lanes finds. The simulator's own walk
+/// finds them too, so it checks only these.
+pub fn check_structure(s: &Schedule) -> Result<()> {
+    check_shape(s)?;
+    check_actions(s)
+}
+
 fn invalid(s: &Schedule, marks: &[(usize, usize)], reason: String) -> Error {
-    Error::Invalid { reason, grid: grid::render(&grid::packed_rows(&s.lanes), marks) }
+    Error::Invalid { reason, grid: grid::render_lanes(&s.lanes, marks) }
 }
 
 fn check_shape(s: &Schedule) -> Result<()> {
@@ -285,6 +295,25 @@ fn check_complete(s: &Schedule, seen: &[u8]) -> Result<()> {
             }
         }
     }
+    // A stage's gradients all come from one kind of backward: the dependency rule names a
+    // message's producer by its stage (`deps::Message::producer`).
+    for stage in 0..stages {
+        let kind = |mb: usize| seen[stage * m + mb] & bit(Op::B) != 0;
+        if let Some(mb) = (1..m).find(|&mb| kind(mb) != kind(0)) {
+            let (full, split) = if kind(0) { (0, mb) } else { (mb, 0) };
+            let b = find(s, Action::new(stage, Op::B, full), 0);
+            let i = find(s, Action::new(stage, Op::I, split), 0);
+            return Err(invalid(
+                s,
+                &[b, i].into_iter().flatten().collect::<Vec<_>>(),
+                format!(
+                    "stage {stage} mixes backward kinds: micro-batch {full} has a full backward {} but micro-batch {split} a split one {}; give every micro-batch of a stage the same kind (B, or I and W)",
+                    Action::new(stage, Op::B, full),
+                    Action::new(stage, Op::I, split)
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -310,5 +339,5 @@ fn deadlock(s: &Schedule, next: &[usize]) -> Error {
         };
         lines.push(format!("rank {r} is stuck at step {step} on {a}, waiting for {waits}"));
     }
-    Error::Deadlock { reason: lines.join("; "), grid: grid::render(&grid::packed_rows(&s.lanes), &marks) }
+    Error::Deadlock { reason: lines.join("; "), grid: grid::render_lanes(&s.lanes, &marks) }
 }

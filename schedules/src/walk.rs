@@ -1,7 +1,7 @@
 //! Running a schedule on a clock: every rank runs its lane strictly in order, and an action
 //! starts at the later of its rank becoming free and the arrival of the message it consumes
-//! ([`deps`](crate::deps)). The validator walks with unit durations to find deadlocks and the
-//! unit clock; the simulator walks with the cost model's durations.
+//! ([`deps`](crate::deps)). The validator walks to find deadlocks (times do not matter there), the
+//! unit clock with one tick per action, the simulator with the cost model's durations.
 //!
 //! The walk is linear in the number of actions and needs no event queue: a rank runs until it
 //! needs a message that does not exist yet, and the action that later produces that message

@@ -104,3 +104,23 @@ fn a_wide_deadlocked_schedule_shows_a_window_around_the_stuck_steps() {
     assert!(grid.contains("[0B58]") && grid.contains('…'), "{grid}");
     assert!(grid.lines().all(|l| l.chars().count() < 400));
 }
+
+#[test]
+fn a_stage_with_two_kinds_of_backward() {
+    // Stage 1 gives micro-batch 0 a full backward and micro-batch 1 a split one: its gradient for
+    // stage 0 would come from B for one and I for the other.
+    let (reason, grid) = rejection(&schedule(2, &["0F0 0F1 0B0 0B1", "1F0 1B0 1F1 1I1 1W1"]));
+    assert!(reason.starts_with("stage 1 mixes backward kinds: micro-batch 0 has a full backward 1B0"), "{reason}");
+    assert!(grid.contains("[1B0]") && grid.contains("[1I1]"), "{grid}");
+}
+
+#[test]
+fn the_simulator_refuses_what_validate_refuses() {
+    use pipesched_schedules::{simulate, CostModel};
+    // A duplicate forward and an action on the wrong rank: neither stops a walk of the lanes.
+    for lanes in [["0F0 0F0 0B0", "1F0 1B0"], ["0F0 0B0 1F0", "1B0"]] {
+        let s = schedule(1, &lanes);
+        let e = simulate(&s, &CostModel::per_rank(1.0, 1.0, 1.0)).unwrap_err();
+        assert_eq!(e, validate(&s).unwrap_err(), "{lanes:?}");
+    }
+}

@@ -22,7 +22,7 @@ pub use bytes::ByteSize;
 pub use costs::{CostArgs, Costs, Mem};
 pub use file::read_text;
 pub use model::{ModelArgs, OptimizerKind, RecomputeArgs};
-pub use number::{at_least_one, positive};
+pub use number::{at_least_one, positive, stage_count};
 pub use out::OutArgs;
 pub use pairs::pairs;
 pub use schedule::{LayoutArgs, ScheduleArgs, ShapeArgs};

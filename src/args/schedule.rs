@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::Args;
 use pipesched_schedules::{from_csv, Footprint, Kind, Schedule};
 
-use super::{at_least_one, read_text};
+use super::{at_least_one, read_text, stage_count};
 use crate::budget::{self, Available};
 use crate::workload::Layout;
 use crate::{Error, Result};
@@ -18,10 +18,10 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Args)]
 pub struct LayoutArgs {
     /// Number of ranks (devices).
-    #[arg(short = 'p', long = "ranks", value_name = "P", default_value_t = 2, value_parser = at_least_one)]
+    #[arg(short = 'p', long = "ranks", value_name = "P", default_value_t = 2, value_parser = stage_count)]
     pub p: usize,
     /// Model chunks per rank, for interleaved (default 2 there; every other schedule has 1).
-    #[arg(short = 'v', long = "chunks", value_name = "V", value_parser = at_least_one)]
+    #[arg(short = 'v', long = "chunks", value_name = "V", value_parser = stage_count)]
     pub chunks: Option<usize>,
 }
 
@@ -43,6 +43,14 @@ impl LayoutArgs {
                 k.default_chunks()
             )));
         }
+        if self.p.checked_mul(v).is_none_or(|s| s > pipesched_schedules::MAX_STAGES) {
+            return Err(Error::Usage(format!(
+                "-p {} with -v {v} makes {} model stages, more than {}, the most a schedule can have",
+                self.p,
+                self.p as u128 * v as u128,
+                pipesched_schedules::MAX_STAGES
+            )));
+        }
         // Every generator places stage s on rank s mod p.
         Ok(Layout::looped(self.p, v))
     }
@@ -60,28 +68,31 @@ pub struct ShapeArgs {
 }
 
 impl ShapeArgs {
-    /// The size of the `kind` schedule of this shape (`None` if its counts overflow).
-    pub fn size(&self, kind: Kind) -> Option<Footprint> {
-        Footprint::of(kind, self.layout.p, self.layout.chunks_of(kind), self.m, 0)
+    /// The size of the `kind` schedule of this shape (`None` if its counts overflow), with `R`
+    /// planned for every stage when `recompute`.
+    pub fn size(&self, kind: Kind, recompute: bool) -> Option<Footprint> {
+        let (p, v) = (self.layout.p, self.layout.chunks_of(kind));
+        Footprint::of(kind, p, v, self.m, if recompute { p.checked_mul(v)? } else { 0 })
     }
 
     /// Refuses, before anything is generated, a `kind` schedule of this shape that would not fit
     /// in memory — with its simulation when `simulated` is `Some(with_bytes)`.
-    pub fn check_size(&self, kind: Kind, simulated: Option<bool>) -> Result<()> {
+    pub fn check_size(&self, kind: Kind, simulated: Option<bool>, recompute: bool) -> Result<()> {
+        let size = self.size(kind, recompute);
         let subject = format!(
             "{kind} with p={}, v={}, m={} ({} actions)",
             self.layout.p,
             self.layout.chunks_of(kind),
             self.m,
-            self.size(kind).map_or("more than 2^64".into(), |s| s.actions.to_string())
+            size.map_or("more than 2^64".into(), |s| s.actions.to_string())
         );
-        let estimate = budget::schedule(subject, self.size(kind), simulated);
+        let estimate = budget::schedule(subject, size, simulated);
         Ok(budget::check(&estimate, Available::probe().as_ref())?)
     }
 
     /// The `kind` schedule of this shape, refused up front if it would not fit in memory.
     pub fn generate(&self, kind: Kind) -> Result<Schedule> {
-        self.check_size(kind, None)?;
+        self.check_size(kind, None, false)?;
         Ok(kind.generate(self.layout.p, self.layout.chunks_of(kind), self.m)?)
     }
 }
@@ -105,20 +116,31 @@ impl ScheduleArgs {
     /// Refuses, before anything is generated, a schedule and its simulated trace that would not
     /// fit in memory (`with_bytes`: the cost model has byte counts). A CSV schedule is already in
     /// memory as text and is not estimated.
-    pub fn check_simulation_size(&self, with_bytes: bool) -> Result<()> {
+    pub fn check_simulation_size(&self, with_bytes: bool, recompute: bool) -> Result<()> {
         if self.from_csv.is_none() {
             if let Some(kind) = self.schedule {
-                self.shape.check_size(kind, Some(with_bytes))?;
+                self.shape.check_size(kind, Some(with_bytes), recompute)?;
             }
         }
         Ok(())
     }
 
-    /// The number of actions the generated schedule will have, before it exists (`None` for a CSV
-    /// file, no schedule named, or a count past 2^64).
-    pub fn planned_actions(&self) -> Option<u64> {
+    /// How many cells a grid of the generated schedule has at most, before it exists: p rows of
+    /// the unit clock's ticks, which are at most a rank's actions plus two ticks per stage for
+    /// the pipeline to fill and drain (`None` as for [`planned_actions`](Self::planned_actions)).
+    pub fn planned_grid_cells(&self) -> Option<u64> {
+        let kind = self.schedule?;
+        let size = self.shape.size(kind, false).filter(|_| self.from_csv.is_none())?;
+        let p = self.shape.layout.p as u64;
+        size.actions.checked_add(size.stages.checked_mul(2)?.checked_mul(p)?)
+    }
+
+    /// The number of actions the generated schedule will have, with `R` planned for every stage
+    /// when `recompute`, before it exists (`None` for a CSV file, no schedule named, or a count
+    /// past 2^64).
+    pub fn planned_actions(&self, recompute: bool) -> Option<u64> {
         match (self.schedule, &self.from_csv) {
-            (Some(kind), None) => self.shape.size(kind).map(|s| s.actions),
+            (Some(kind), None) => self.shape.size(kind, recompute).map(|s| s.actions),
             _ => None,
         }
     }

@@ -10,6 +10,10 @@ use clap::Args;
 use super::{at_least_one, seconds};
 use crate::exec::ExecOptions;
 
+/// `--timeout`'s default as written on the command line: the executor's own default
+/// ([`DEFAULT_TIMEOUT`](crate::exec::DEFAULT_TIMEOUT); a test keeps the two equal).
+const TIMEOUT: &str = "60";
+
 /// Steps and the hang timeout.
 #[derive(Debug, Clone, Args)]
 pub struct StepArgs {
@@ -21,7 +25,7 @@ pub struct StepArgs {
     pub warmup: usize,
     /// How long any wait for an input may last before the step fails as a hang, with where every
     /// rank is: seconds, or a time with a unit (500ms).
-    #[arg(long, default_value = "60", value_parser = seconds, value_name = "SECS")]
+    #[arg(long, default_value = TIMEOUT, value_parser = seconds, value_name = "SECS")]
     pub timeout: Duration,
 }
 
@@ -34,5 +38,15 @@ impl StepArgs {
     /// The executor's options.
     pub fn exec_options(&self) -> ExecOptions {
         ExecOptions { timeout: self.timeout }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeout_default_is_the_executors() {
+        assert_eq!(seconds(TIMEOUT), Ok(crate::exec::DEFAULT_TIMEOUT));
     }
 }

@@ -55,9 +55,14 @@ impl Time {
         self.unit.map(|u| self.value * u.in_ms())
     }
 
-    /// The time as a [`Duration`], reading a number without a unit in `bare`.
+    /// The time as a [`Duration`], reading a number without a unit in `bare`; at most
+    /// [`MAX_DURATION_S`] seconds, so that adding it to a clock or to another such time never
+    /// overflows.
     pub fn duration(self, bare: TimeUnit) -> Result<Duration, String> {
         let secs = self.value * self.unit.unwrap_or(bare).in_ms() / 1e3;
+        if secs.is_nan() || secs > MAX_DURATION_S {
+            return Err(format!("`{self}` is too long a time: the most is {MAX_DURATION_S} s (a year)"));
+        }
         Duration::try_from_secs_f64(secs).map_err(|_| format!("`{self}` is too long a time"))
     }
 }
@@ -98,6 +103,9 @@ impl fmt::Display for Time {
         }
     }
 }
+
+/// The longest duration a flag or a synthetic spec may give, in seconds: a year.
+pub const MAX_DURATION_S: f64 = 365.0 * 24.0 * 3600.0;
 
 /// Parses a duration flag: a time whose bare numbers are seconds (`30`, `500ms`), more than 0.
 pub fn seconds(text: &str) -> Result<Duration, String> {

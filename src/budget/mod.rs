@@ -75,6 +75,12 @@ impl Estimate {
 }
 
 impl Estimate {
+    /// This estimate with one more part.
+    pub fn with(mut self, part: Part) -> Estimate {
+        self.parts.push(part);
+        self
+    }
+
     /// This estimate plus what checking a step against the sequential reference (`--verify`)
     /// adds: a copy of the parameters from before the step, the reference's own stages
     /// (parameters and gradients), and one micro-batch on every stage at once, at its largest.
@@ -179,6 +185,22 @@ pub fn schedule(subject: String, size: Option<ScheduleSize>, simulated: Option<b
         Part { name: "the simulated trace", bytes: trace, remedies: fewer },
     ];
     Estimate { subject, parts }
+}
+
+/// What the executor itself keeps for `steps` steps of `actions` actions each, over `stages`
+/// stages and `m` micro-batches: per action and step kept, its span, the bytes held after it, the
+/// message it received and its trace entry (with two memory samples) — 256 bytes, rounded up —
+/// and the links' slots, preallocated for `m` messages in each direction at every stage boundary.
+pub fn executor(actions: usize, steps: usize, stages: usize, m: usize) -> Part {
+    const PER_ACTION: u64 = 256;
+    const PER_SLOT: u64 = 128;
+    let records = (actions as u64).saturating_mul(steps as u64).saturating_mul(PER_ACTION);
+    let links = (stages as u64).saturating_mul(2).saturating_mul(m as u64).saturating_mul(PER_SLOT);
+    Part {
+        name: "the executor's records, step traces and links",
+        bytes: records.saturating_add(links),
+        remedies: &["fewer micro-batches (-m)", "fewer steps (--steps, --warmup)"],
+    }
 }
 
 /// The most an estimate may ask for: [`HEADROOM_PERCENT`] % of `available`, or, when that is

@@ -13,20 +13,20 @@ pub struct DevicesArgs {}
 /// Prints the devices.
 pub fn run(_: DevicesArgs) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("cpu: {cores} cores (one worker thread per rank; stages compute single-threaded)");
+    pipesched::sayln!("cpu: {cores} cores (one worker thread per rank; stages compute single-threaded)")?;
     let report = probe();
     for line in report.lines() {
-        println!("{line}");
+        pipesched::sayln!("{line}")?;
     }
     let usable: Vec<String> =
         report.gpus.iter().filter(|g| report.check(g.ordinal).is_ok()).map(|g| format!("cuda:{}", g.ordinal)).collect();
     if usable.is_empty() {
-        println!("stages can run on: cpu");
+        pipesched::sayln!("stages can run on: cpu")?;
     } else {
-        println!(
+        pipesched::sayln!(
             "stages can run on: cpu, {} (--devices cuda, or one per rank: --devices cuda:0,cuda:0)",
             usable.join(", ")
-        );
+        )?;
     }
     Ok(())
 }

@@ -36,10 +36,15 @@ pub fn run(mut args: GalleryArgs) -> Result<()> {
         for ext in ["svg", "png"] {
             let path = dir.join(format!("{}.{ext}", kind.name()));
             render(&trace, &path)?;
-            println!("wrote {}", path.display());
+            pipesched::sayln!("wrote {}", path.display())?;
         }
         let st = Stats::of(&trace);
-        println!("  {kind}: makespan {:.2} {}, bubble {:.1} %", st.makespan, costs.time_unit, 100.0 * st.bubble_rate);
+        pipesched::sayln!(
+            "  {kind}: makespan {:.2} {}, bubble {:.1} %",
+            st.makespan,
+            costs.time_unit,
+            100.0 * st.bubble_rate
+        )?;
     }
     Ok(())
 }

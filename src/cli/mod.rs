@@ -30,8 +30,8 @@ enum Command {
     Profile(profile_cmd::ProfileArgs),
     /// List the devices stages can run on, and why a GPU cannot be used if it cannot.
     Devices(devices_cmd::DevicesArgs),
-    /// Draw the chart gallery: timeline + memory of every schedule at p=4, m=8 (costs default to
-    /// F=1ms,I=1ms,W=0.5ms,C=0.05ms and A=64MiB,W=16MiB,S=256MiB; `--out plots` redraws the README's).
+    /// Draw the chart gallery: timeline + memory of every schedule at p=4, m=8 (`--out plots`
+    /// redraws the README's).
     Gallery(gallery_cmd::GalleryArgs),
     /// Execute a schedule on real threads and compare the measured step with the simulated one.
     #[command(after_long_help = pipesched_stages::MODEL_FILE_HELP)]

@@ -43,9 +43,9 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     let path = dir.join("costs.json");
     write_atomic(&path, text.as_bytes())?;
     if args.json {
-        println!("{text}");
+        pipesched::sayln!("{text}")?;
     } else {
-        print!("{}", table(&file));
+        pipesched::output::say(format_args!("{}", table(&file)))?;
     }
     eprintln!("wrote {} for {layout}", path.display());
     Ok(())

@@ -58,18 +58,19 @@ pub fn run(args: RunArgs) -> Result<()> {
         args.out.prepare()?;
     }
     let base = args.schedule.schedule()?;
-    if args.trace {
-        chrome::check_size(base.num_actions() as u64)?;
-    }
-    let demand = Demand::of(&base, args.verify);
+    let demand = Demand::of(&base, args.verify, args.steps.total());
     let mut workload = args.model.spec().build(&Layout::from(&base), &args.recompute.policies(), &demand)?;
     let schedule = workload.plan(&base)?;
+    if args.trace {
+        // Before any step: the trace would be refused at the end.
+        chrome::check_size(schedule.num_actions() as u64)?;
+    }
     let opts = args.steps.exec_options();
     let mut records = Vec::new();
     for step in 0..args.steps.total() {
         let rec = workload.run_step(&schedule, step as u64, &opts, args.verify)?;
         workload.optimizer_step()?;
-        print_step(&args, step, &rec);
+        print_step(&args, step, &rec)?;
         records.push(rec);
     }
     let predicted = workload.predicted();
@@ -77,9 +78,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     finish(&args, &schedule, &records[args.steps.warmup..], &predicted, profiled.as_ref())
 }
 
-fn print_step(args: &RunArgs, step: usize, rec: &Step) {
+fn print_step(args: &RunArgs, step: usize, rec: &Step) -> Result<()> {
     if args.json {
-        return;
+        return Ok(());
     }
     let mut line = format!("step {:>3}", step + 1);
     if let Some(loss) = rec.loss {
@@ -100,7 +101,7 @@ fn print_step(args: &RunArgs, step: usize, rec: &Step) {
             line.push_str(&format!("; vs the CPU: max relative grad diff {rel:.2e}"));
         }
     }
-    println!("{line}");
+    pipesched::sayln!("{line}")
 }
 
 /// The end-of-run report over the measured steps.
@@ -156,36 +157,40 @@ fn finish(
                 out["max_cpu_rel_grad_diff"] = json!(rel.iter().copied().fold(0.0f32, f32::max));
             }
         }
-        println!("{out}");
+        pipesched::sayln!("{out}")?;
         return Ok(());
     }
-    println!(
+    pipesched::sayln!(
         "\nmedian step {:.3} ms over {} measured steps (bubble {:.1} %)",
         times[median],
         times.len(),
         100.0 * m_stats.bubble_rate
-    );
-    println!(
+    )?;
+    pipesched::sayln!(
         "\n{:>4}  {:>14}  {:>14}     {:>14}  {:>14}",
-        "rank", "held measured", "held predicted", "with messages", "predicted"
-    );
+        "rank",
+        "held measured",
+        "held predicted",
+        "with messages",
+        "predicted"
+    )?;
     for r in 0..m_stats.peak_bytes.len() {
         let (held, held_p) = (m_stats.peak_held_bytes[r], predicted_held.get(r).copied().unwrap_or(0));
         let (all, all_p) = (m_stats.peak_bytes[r], predicted.get(r).copied().unwrap_or(0));
         let same = if held == held_p { "=" } else { "≠" };
-        println!(
+        pipesched::sayln!(
             "{r:>4}  {:>14}  {:>14}  {same}  {:>14}  {:>14}   ({held} B held)",
             units::bytes(held),
             units::bytes(held_p),
             units::bytes(all),
             units::bytes(all_p)
-        );
+        )?;
     }
-    println!(
+    pipesched::sayln!(
         "(held: static bytes and what the stages keep, predicted exactly; with messages: plus activations and gradients sent and not yet consumed, which depend on timing)"
-    );
+    )?;
     if let Some(c) = comparison {
-        println!("\nmeasured vs simulated with profiled costs:\n{c}");
+        pipesched::sayln!("\nmeasured vs simulated with profiled costs:\n{c}")?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use pipesched::args::ScheduleArgs;
 use std::io::Write;
 
 use pipesched::{Error, Result};
-use pipesched_schedules::to_csv;
+use pipesched_schedules::csv_lines;
 
 /// Output formats of `pipesched schedule`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -29,23 +29,23 @@ pub struct PrintArgs {
     format: Format,
 }
 
-/// The most actions a grid is drawn with: wider grids cannot be read on a screen.
-const MAX_GRID_ACTIONS: u64 = 100_000;
+/// The most cells (ranks × ticks) a grid is drawn with: larger ones cannot be read on a screen.
+const MAX_GRID_CELLS: u64 = 1_000_000;
 
 /// Prints the schedule.
 pub fn run(args: PrintArgs) -> Result<()> {
-    if let (Format::Grid, Some(n)) = (args.format, args.pick.planned_actions()) {
-        if n > MAX_GRID_ACTIONS {
+    if let (Format::Grid, Some(n)) = (args.format, args.pick.planned_grid_cells()) {
+        if n > MAX_GRID_CELLS {
             return Err(Error::Usage(format!(
-                "a grid of {n} actions is too large to read (the limit is {MAX_GRID_ACTIONS}); print it with --format csv or --format json, or choose a smaller -p or -m"
+                "a grid of up to {n} cells (ranks × ticks) is too large to read (the limit is {MAX_GRID_CELLS}); print it with --format csv or --format json, or choose a smaller -p or -m"
             )));
         }
     }
     let s = args.pick.schedule()?;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = match args.format {
         Format::Grid => out.write_all(s.grid().as_bytes()),
-        Format::Csv => out.write_all(to_csv(&s)?.as_bytes()),
+        Format::Csv => csv_lines(&s)?.try_for_each(|line| out.write_all(line.as_bytes())),
         Format::Json => {
             serde_json::to_writer_pretty(&mut out, &s).map_err(std::io::Error::from).and_then(|()| writeln!(out))
         }

@@ -7,11 +7,12 @@ use clap::Args;
 use serde_json::json;
 
 use pipesched::args::{read_text, CostArgs, OutArgs, RecomputeArgs, ScheduleArgs};
+use pipesched::budget::{self, Available};
 use pipesched::chrome::{self, write_chrome_trace};
 use pipesched::cost_file::CostFile;
 use pipesched::plot::render;
 use pipesched::{Error, Result};
-use pipesched_schedules::{simulate, Schedule, Stats, Trace};
+use pipesched_schedules::{simulate, Footprint, Schedule, Stats, Trace};
 
 /// Arguments of `pipesched simulate`.
 #[derive(Debug, Args)]
@@ -53,11 +54,27 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         }
         None => CostFile::from(args.costs.model()),
     };
-    args.schedule.check_simulation_size(costs.model.has_bytes())?;
-    if let (true, Some(actions)) = (args.trace, args.schedule.planned_actions()) {
+    let recompute = costs.recomputes(args.recompute.recompute.as_ref());
+    args.schedule.check_simulation_size(costs.model.has_bytes(), recompute)?;
+    if let (true, Some(actions)) = (args.trace, args.schedule.planned_actions(recompute)) {
         chrome::check_size(actions)?;
     }
     let base = args.schedule.schedule()?;
+    if args.schedule.from_csv.is_some() {
+        // A file's size is known only once it is read: check its simulation now.
+        let recomputed = if recompute { base.stages() * base.m } else { 0 };
+        let size = Footprint {
+            actions: (base.num_actions() + recomputed) as u64,
+            stages: base.stages() as u64,
+            m: base.m as u64,
+        };
+        let subject = format!("{} with p={}, v={}, m={} ({} actions)", base.name, base.p, base.v, base.m, size.actions);
+        let estimate = budget::schedule(subject, Some(size), Some(costs.model.has_bytes()));
+        budget::check(&estimate, Available::probe().as_ref())?;
+        if args.trace {
+            chrome::check_size(size.actions)?;
+        }
+    }
     let schedule = costs.plan(&base, args.recompute.recompute.as_ref())?;
     args.costs.check_used(&schedule)?;
     let trace = simulate(&schedule, &costs.model)?;
@@ -73,9 +90,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         }
     }
     if args.json {
-        println!("{}", summary_json(&schedule, &trace, &stats));
+        pipesched::sayln!("{}", summary_json(&schedule, &trace, &stats))?;
     } else {
-        print!("{}", summary_table(&schedule, &trace, &stats));
+        pipesched::output::say(format_args!("{}", summary_table(&schedule, &trace, &stats)))?;
     }
     Ok(())
 }

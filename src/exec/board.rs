@@ -89,6 +89,6 @@ impl Board {
             }
             lines.push_str(&format!("  rank {r}, step {}: {what}\n", pos.step));
         }
-        format!("{lines}{}", grid::render(&grid::packed_rows(&schedule.lanes), &marks))
+        format!("{lines}{}", grid::render_lanes(&schedule.lanes, &marks))
     }
 }

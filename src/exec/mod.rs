@@ -40,6 +40,9 @@ use crate::error::{Error, Result};
 use link::Links;
 use worker::{RankRecord, Shared, Worker};
 
+/// The longest a wait for an input may last unless told otherwise (`--timeout`'s default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How the executor runs a step.
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
@@ -49,7 +52,7 @@ pub struct ExecOptions {
 
 impl Default for ExecOptions {
     fn default() -> Self {
-        ExecOptions { timeout: Duration::from_secs(30) }
+        ExecOptions { timeout: DEFAULT_TIMEOUT }
     }
 }
 

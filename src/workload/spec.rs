@@ -66,9 +66,10 @@ impl fmt::Display for ModelChoice {
     }
 }
 
-/// What the stages will hold at once, for the memory budget: `m` micro-batches a step, at most
-/// `in_flight[s]` of them kept by stage `s` at once, and whether every step is also run on the
-/// sequential reference.
+/// What running the stages will hold at once, for the memory budget: `m` micro-batches a step, at
+/// most `in_flight[s]` of them kept by stage `s` at once, whether every step is also run on the
+/// sequential reference, and the executor's own records: `actions` a step (before recompute is
+/// planned), kept for `steps` steps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Demand {
     /// Micro-batches per step.
@@ -77,17 +78,27 @@ pub struct Demand {
     pub in_flight: Vec<usize>,
     /// Whether `--verify` runs the sequential reference beside the pipeline.
     pub verify: bool,
+    /// Actions of one step, before recompute is planned.
+    pub actions: usize,
+    /// Steps whose traces are kept.
+    pub steps: usize,
 }
 
 impl Demand {
-    /// Steps of `schedule` (recompute does not change what a stage holds at once).
-    pub fn of(schedule: &Schedule, verify: bool) -> Demand {
-        Demand { m: schedule.m, in_flight: microbatches_in_flight(schedule), verify }
+    /// `steps` steps of `schedule` (recompute does not change what a stage holds at once).
+    pub fn of(schedule: &Schedule, verify: bool, steps: usize) -> Demand {
+        Demand {
+            m: schedule.m,
+            in_flight: microbatches_in_flight(schedule),
+            verify,
+            actions: schedule.num_actions(),
+            steps,
+        }
     }
 
-    /// Profiling `stages` stages: one micro-batch at a time.
+    /// Profiling `stages` stages: one micro-batch at a time, no step kept.
     pub fn profiling(stages: usize) -> Demand {
-        Demand { m: 1, in_flight: vec![1; stages], verify: false }
+        Demand { m: 1, in_flight: vec![1; stages], verify: false, actions: 0, steps: 0 }
     }
 }
 
@@ -138,10 +149,15 @@ impl WorkloadSpec {
             return Ok(None);
         }
         let per_stage = Policies(policies.for_stages(layout.stages())?);
+        // Recompute adds at most one action per (stage, micro-batch).
+        let recompute =
+            if per_stage.0.iter().any(|p| p.drops()) { layout.stages().saturating_mul(demand.m) } else { 0 };
+        let executor =
+            budget::executor(demand.actions.saturating_add(recompute), demand.steps, layout.stages(), demand.m);
         Ok(Some(match &self.model.source {
             ModelSource::Synthetic(spec) => {
                 let s = spec.split(layout.v);
-                budget::synthetic(s.act_bytes, s.w_bytes, s.msg_bytes, demand.m, &demand.in_flight)
+                budget::synthetic(s.act_bytes, s.w_bytes, s.msg_bytes, demand.m, &demand.in_flight).with(executor)
             }
             ModelSource::Model(spec) => {
                 let specs = spec.stage_specs(layout.stages(), &self.partition, &per_stage)?;
@@ -151,7 +167,7 @@ impl WorkloadSpec {
                     in_flight: demand.in_flight.clone(),
                 };
                 let footprint = spec.footprint(&specs, &self.optimizer, &load)?;
-                let estimate = Estimate::of_model(spec, &load, &footprint);
+                let estimate = Estimate::of_model(spec, &load, &footprint).with(executor);
                 if demand.verify {
                     estimate.with_reference(&footprint)
                 } else {

@@ -15,7 +15,7 @@ use crate::schedule::Schedule;
 /// rank 2    .    .  2F0  2F1  2F2  2F3  2B0  2B1  2B2  2B3    .    .
 /// ```
 pub fn gpipe(p: usize, m: usize) -> Result<Schedule> {
-    check_pm("gpipe", p, m)?;
+    check_pm("gpipe", p, 1, m)?;
     let lanes = (0..p)
         .map(|r| {
             let forwards = (0..m).map(|j| Action::new(r, Op::F, j));

@@ -21,7 +21,7 @@ use crate::schedule::Schedule;
 /// rank 1    .  1F0  1F1  3F0  3B0  3F1  3B1  1F2  1B0  1F3  1B1  3F2  3B2  3F3  3B3  1B2  1B3    .
 /// ```
 pub fn interleaved(p: usize, v: usize, m: usize) -> Result<Schedule> {
-    check_pm("interleaved", p, m)?;
+    check_pm("interleaved", p, v, m)?;
     let bad = |reason: String| Err(Error::BadArgs { schedule: "interleaved".into(), reason });
     if v < 2 {
         return bad(format!(

@@ -126,15 +126,15 @@ impl FromStr for Kind {
     }
 }
 
-/// Rejects p = 0 or m = 0, and sizes past the action format's limits, with a message naming
-/// the generator.
-fn check_pm(name: &str, p: usize, m: usize) -> Result<()> {
+/// Rejects p = 0 or m = 0, and sizes past the action format's limits (`p·v` stages), with a
+/// message naming the generator.
+fn check_pm(name: &str, p: usize, v: usize, m: usize) -> Result<()> {
     let bad = |reason: String| Err(Error::BadArgs { schedule: name.into(), reason });
     if p == 0 || m == 0 {
         return bad(format!("p (ranks) and m (micro-batches) must be at least 1; got p={p}, m={m}"));
     }
-    if p > MAX_STAGES {
-        return bad(format!("p={p} ranks is more than pipesched's limit of {MAX_STAGES} model stages"));
+    if p.checked_mul(v).is_none_or(|s| s > MAX_STAGES) {
+        return bad(format!("p·v = {p}·{v} model stages is more than pipesched's limit of {MAX_STAGES}"));
     }
     if m > MAX_MICROBATCHES {
         return bad(format!("m={m} micro-batches is more than pipesched's limit of {MAX_MICROBATCHES}"));

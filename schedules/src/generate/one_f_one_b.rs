@@ -17,7 +17,7 @@ use crate::schedule::Schedule;
 /// rank 2    .    .  2F0  2B0  2F1  2B1  2F2  2B2  2F3  2B3  2F4  2B4    .    .
 /// ```
 pub fn one_f_one_b(p: usize, m: usize) -> Result<Schedule> {
-    check_pm("1f1b", p, m)?;
+    check_pm("1f1b", p, 1, m)?;
     let lanes = (0..p)
         .map(|r| {
             let warm = (p - r - 1).min(m);

@@ -18,7 +18,7 @@ use crate::schedule::Schedule;
 /// rank 2    .    .  2F0  2I0  2F1  2I1  2F2  2I2  2W0  2F3  2I3  2W1  2F4  2I4  2W2  2W3  2W4
 /// ```
 pub fn zb_h1(p: usize, m: usize) -> Result<Schedule> {
-    check_pm("zb-h1", p, m)?;
+    check_pm("zb-h1", p, 1, m)?;
     zero_bubble("zb-h1", p, m, 1)
 }
 
@@ -33,7 +33,7 @@ pub fn zb_h1(p: usize, m: usize) -> Result<Schedule> {
 /// rank 1    .  1F0  1I0  1F1  1I1  1F2  1I2  1W0  1F3  1I3  1W1  1W2  1W3
 /// ```
 pub fn zb_h2(p: usize, m: usize) -> Result<Schedule> {
-    check_pm("zb-h2", p, m)?;
+    check_pm("zb-h2", p, 1, m)?;
     if m < 2 * p {
         return Err(Error::BadArgs {
             schedule: "zb-h2".into(),
