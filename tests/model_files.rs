@@ -9,7 +9,7 @@ use pipesched::budget::{self, Available};
 use pipesched_schedules::one_f_one_b;
 use pipesched_stages::{
     microbatches_in_flight, reference_step, Load, ModelSpec, OptimizerSpec, Partition, Policies, Stage, Task,
-    MODEL_FIELDS, MODEL_FILE_HELP,
+    MODEL_FIELDS, MODEL_FILE_EXAMPLE, MODEL_FILE_HELP,
 };
 
 fn root() -> &'static Path {
@@ -69,15 +69,8 @@ fn the_presets_written_out_are_the_presets() {
 
 #[test]
 fn the_help_example_is_models_wide_toml() {
-    let example: String = MODEL_FILE_HELP
-        .split("Example (TOML; the same keys make a JSON object):\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .take_while(|l| l.starts_with("  "))
-        .map(|l| format!("{}\n", l.trim()))
-        .collect();
-    assert_eq!(ModelSpec::from_toml(&example).unwrap(), load(&root().join("models/wide.toml")));
+    assert!(MODEL_FILE_HELP.contains(MODEL_FILE_EXAMPLE));
+    assert_eq!(ModelSpec::from_toml(MODEL_FILE_EXAMPLE).unwrap(), load(&root().join("models/wide.toml")));
 }
 
 #[test]

@@ -48,8 +48,7 @@ fn a_quick_synthetic_sweep_writes_table_json_and_charts() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     assert_eq!(table.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| configuration")).count(), 6);
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
+    let doc = bench_json(&dir);
     let configs = doc["configs"].as_array().unwrap();
     assert_eq!(configs.len(), 6);
     for c in configs {
@@ -85,8 +84,7 @@ fn simulate_only_needs_no_execution_and_takes_any_p() {
         dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
+    let doc = bench_json(&dir);
     let zb2 = doc["configs"].as_array().unwrap().iter().find(|c| c["schedule"] == "zb-h2").unwrap();
     assert!(zb2["peak_bytes_measured"].is_null());
     assert!(zb2["bubble_measured"].is_null());
@@ -148,8 +146,7 @@ fn impossible_configurations_are_skipped_with_their_reason() {
         dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap();
+    let doc = bench_json(&dir);
     assert_eq!(doc["configs"].as_array().unwrap().len(), 1);
     assert_eq!(doc["skipped"][0]["config"], "zb-h2 / none");
     assert!(doc["skipped"][0]["reason"].as_str().unwrap().contains("m ≥ 2p"), "{doc}");
@@ -201,4 +198,9 @@ fn an_interrupted_run_leaves_no_json() {
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(left.iter().all(|f| !f.contains("bench.json")), "{left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The `bench.json` a run wrote into `dir`.
+fn bench_json(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("bench.json")).unwrap()).unwrap()
 }

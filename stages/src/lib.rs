@@ -81,7 +81,7 @@ pub use error::{Error, Result};
 pub use footprint::{microbatches_in_flight, Footprint, Load, Part, StageFootprint};
 pub use loss::{LossKind, LossSaved};
 pub use matmul::GemmShape;
-pub use model_file::{MODEL_FIELDS, MODEL_FILE_HELP};
+pub use model_file::{MODEL_FIELDS, MODEL_FILE_EXAMPLE, MODEL_FILE_HELP};
 pub use optim::{Optimizer, OptimizerSpec};
 pub use partition::{Partition, StageSpec};
 pub use policy::{Policies, RecomputePolicy};

@@ -27,8 +27,30 @@ pub const MODEL_FIELDS: [(&str, bool, &str); 11] = [
     ("precision", false, "\"f32\", \"bf16\" or \"f16\": format of the matrix products (default \"f32\")"),
 ];
 
+/// The example model file of the help, indented as it is shown there (TOML allows it): the
+/// custom model that `models/wide.toml` also holds (a test keeps the two equal).
+macro_rules! example {
+    () => {
+        "  name = \"wide\"
+  input = 64
+  hidden = 512
+  ffn = 2048
+  blocks = 4
+  dropout = 0.1
+  output = 10
+  loss = \"cross_entropy\"
+  batch = 32
+
+"
+    };
+}
+
+/// The example model file shown in [`MODEL_FILE_HELP`], as TOML.
+pub const MODEL_FILE_EXAMPLE: &str = example!();
+
 /// The model file format, for a command's `--help`.
-pub const MODEL_FILE_HELP: &str = "\
+pub const MODEL_FILE_HELP: &str = concat!(
+    "\
 A model file (.toml, or .json for JSON) describes the residual MLP pipesched trains:
 Linear(input → hidden), then `blocks` residual blocks
 x + Dropout(Linear(GELU(Linear(LayerNorm(x))))) with inner width `ffn`, then
@@ -53,18 +75,11 @@ Optional fields:
              results, accumulated in f32 (default \"f32\"); --precision replaces it
 
 Example (TOML; the same keys make a JSON object):
-  name = \"wide\"
-  input = 64
-  hidden = 512
-  ffn = 2048
-  blocks = 4
-  dropout = 0.1
-  output = 10
-  loss = \"cross_entropy\"
-  batch = 32
-
-An unknown field is an error that lists these. Sizes are checked before anything is
-allocated: a model whose bytes would overflow is refused with the field named.";
+",
+    example!(),
+    "An unknown field is an error that lists these. Sizes are checked before anything is
+allocated: a model whose bytes would overflow is refused with the field named."
+);
 
 /// The most bytes a model file may have: one is a few hundred.
 const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -238,15 +253,8 @@ mod tests {
 
     #[test]
     fn the_help_example_is_a_valid_model() {
-        let example: String = MODEL_FILE_HELP
-            .split("Example (TOML; the same keys make a JSON object):\n")
-            .nth(1)
-            .unwrap()
-            .lines()
-            .take_while(|l| l.starts_with("  "))
-            .map(|l| format!("{}\n", l.trim()))
-            .collect();
-        let spec = ModelSpec::from_toml(&example).unwrap();
+        assert!(MODEL_FILE_HELP.contains(MODEL_FILE_EXAMPLE));
+        let spec = ModelSpec::from_toml(MODEL_FILE_EXAMPLE).unwrap();
         assert_eq!((spec.name.as_str(), spec.hidden, spec.blocks, spec.loss), ("wide", 512, 4, LossKind::CrossEntropy));
     }
 
