@@ -36,15 +36,17 @@ pub struct Message {
 }
 
 impl Message {
-    /// Index of this message among the `2·stages·m` messages of a step, for flat tables.
-    /// Stage-major, micro-batches innermost: a rank walking its lane reads and writes each of
-    /// its few streams in order, which keeps a walk of a large schedule cache-friendly.
+    /// Index of this message in a flat table of [`message_slots`]`(stages, m)` slots: by stage,
+    /// then flow, micro-batches innermost. A rank walking its lane writes and reads a few
+    /// streams in order — its stage's activations, its stage's gradients, its neighbours' — so
+    /// each cache line of a stream serves 8 consecutive micro-batches of a large schedule.
+    #[inline]
     pub fn index(&self, _stages: usize, m: usize) -> usize {
         let flow = match self.flow {
             Flow::Activation => 0,
             Flow::Gradient => 1,
         };
-        (self.from * m + self.mb) * 2 + flow
+        (self.from * 2 + flow) * m + self.mb
     }
 
     /// The action that produces this message: `F`, or — for a gradient — the producing stage's
@@ -140,17 +142,19 @@ mod tests {
 
     #[test]
     fn indices_are_dense_and_distinct() {
-        let (stages, m) = (3, 4);
-        let mut seen = vec![false; message_slots(stages, m)];
-        for from in 0..stages {
-            for mb in 0..m {
-                for flow in [Flow::Activation, Flow::Gradient] {
-                    let k = Message { flow, from, to: 0, mb }.index(stages, m);
-                    assert!(!seen[k]);
-                    seen[k] = true;
+        for (stages, m) in [(3, 4), (1, 1), (5, 7), (2, 64)] {
+            let slots = message_slots(stages, m);
+            let mut seen = vec![false; slots];
+            for from in 0..stages {
+                for mb in 0..m {
+                    for flow in [Flow::Activation, Flow::Gradient] {
+                        let k = Message { flow, from, to: 0, mb }.index(stages, m);
+                        assert!(!seen[k]);
+                        seen[k] = true;
+                    }
                 }
             }
+            assert!(seen.iter().all(|&x| x));
         }
-        assert!(seen.iter().all(|&x| x));
     }
 }

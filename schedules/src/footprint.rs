@@ -6,11 +6,22 @@
 //! The numbers follow the data structures, rounded up: 8 bytes per action in the lanes; for
 //! validation one byte per (stage, micro-batch) and a bit per message (counted as two bytes and
 //! 8-byte times per message, what the unit clock of a grid or CSV export takes); for a simulation
-//! the trace's 16 bytes per action (start and end), up to two 24-byte memory samples per action
-//! when the cost model has bytes, and the walk's 8-byte time per message.
+//! the walk's 8-byte time per message and, when the cost model has bytes, 8 bytes per (stage,
+//! micro-batch) held and up to two 24-byte memory samples per action; for a kept trace 16 bytes
+//! per action more (start and end).
 
 use crate::action::Action;
 use crate::generate::Kind;
+
+/// What a simulation keeps, besides the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Simulation {
+    /// Its whole trace ([`simulate`](crate::simulate)), or only its stats
+    /// ([`simulate_stats`](crate::simulate_stats)).
+    pub trace: bool,
+    /// The cost model has bytes: memory curves are kept while simulating.
+    pub with_bytes: bool,
+}
 
 /// The size of a schedule: its actions, stages and micro-batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,12 +62,12 @@ impl Footprint {
         lanes.checked_add(check)
     }
 
-    /// Bytes to hold the schedule and one simulated trace of it; `with_bytes` when the cost model
-    /// has byte counts (then the trace carries memory samples).
-    pub fn simulation_bytes(&self, with_bytes: bool) -> Option<u64> {
-        let spans = self.actions.checked_mul(16)?;
-        let samples = if with_bytes { self.actions.checked_mul(48)? } else { 0 };
-        self.schedule_bytes()?.checked_add(spans)?.checked_add(samples)?.checked_add(self.walk_bytes()?)
+    /// Bytes to hold the schedule and simulate it, keeping what `sim` says.
+    pub fn simulation_bytes(&self, sim: Simulation) -> Option<u64> {
+        let spans = if sim.trace { self.actions.checked_mul(16)? } else { 0 };
+        let memory =
+            if sim.with_bytes { self.actions.checked_mul(48)?.checked_add(self.pairs()?.checked_mul(8)?)? } else { 0 };
+        self.schedule_bytes()?.checked_add(spans)?.checked_add(memory)?.checked_add(self.walk_bytes()?)
     }
 }
 

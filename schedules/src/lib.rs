@@ -5,7 +5,7 @@
 //! ```
 //! use pipesched_schedules::{one_f_one_b, simulate, CostModel, Stats};
 //!
-//! let schedule = one_f_one_b(4, 8)?;                         // validated on creation
+//! let schedule = one_f_one_b(4, 8)?;                         // valid by construction
 //! let trace = simulate(&schedule, &CostModel::per_rank(1.0, 1.0, 1.0))?;
 //! let stats = Stats::of(&trace);
 //! assert_eq!(stats.makespan, 33.0);                           // m(F+I+W) + (p−1)(F+I+W)
@@ -13,6 +13,7 @@
 //! # Ok::<(), pipesched_schedules::Error>(())
 //! ```
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 mod action;
 mod clock;
@@ -24,6 +25,7 @@ mod footprint;
 mod generate;
 pub mod grid;
 mod ledger;
+mod prefetch;
 mod recompute;
 mod schedule;
 mod simulate;
@@ -37,12 +39,12 @@ pub use clock::unit_clock;
 pub use cost::{CostModel, StageCost, StageCosts};
 pub use csv::{csv_lines, from_csv, to_csv};
 pub use error::{Error, Result};
-pub use footprint::Footprint;
+pub use footprint::{Footprint, Simulation};
 pub use generate::{gpipe, interleaved, one_f_one_b, zb_h1, zb_h2, Kind};
 pub use ledger::{InFlight, Ledger};
 pub use recompute::with_recompute;
 pub use schedule::{Placement, Schedule};
-pub use simulate::simulate;
+pub use simulate::{simulate, simulate_stats};
 pub use stats::Stats;
 pub use trace::{MemSample, RankTrace, Source, Span, Trace, Transfer, Transfers};
 pub use validate::{check_structure, validate};

@@ -1,8 +1,10 @@
 //! `Schedule`: one ordered lane of actions per rank, plus where the model stages sit.
 //!
-//! A `Schedule` is plain data. Generators and the CSV reader return only schedules that passed
-//! [`validate`](crate::validate); a hand-built one can be anything until it is validated (the
-//! executor's hang diagnostics need to run schedules that deadlock). Lanes are shared
+//! A `Schedule` is plain data. Generators return schedules that pass
+//! [`validate`](crate::validate) by construction (their tests check it) and the CSV reader only
+//! schedules that passed it; a hand-built one can be anything until it is validated (the
+//! executor's hang diagnostics need to run schedules that deadlock). `simulate` validates what
+//! it is given as it runs. Lanes are shared
 //! (`Arc<Vec<Action>>`): a trace of the schedule holds the same lanes, not a copy.
 
 use std::sync::Arc;

@@ -10,8 +10,8 @@
 //! re-creates; `I` sets its micro-batch to what `W` needs — growing at its start when that is
 //! more (the output gradients a weight gradient needs are new), shrinking at its end when less —
 //! and `W` or `B` frees it. Static bytes are live from time 0. Every (stage, micro-batch) lives on
-//! one rank, so each rank's held bytes follow from its own lane alone, in one pass after the
-//! walk; messages (sized by the producing stage's `fwd_msg_bytes` / `bwd_msg_bytes`) count on
+//! one rank, so each rank's held bytes follow from its own lane alone, fed to its ledger as the
+//! walk runs the lane; messages (sized by the producing stage's `fwd_msg_bytes` / `bwd_msg_bytes`) count on
 //! their consumer from their producer's end to the consumer's start.
 
 use crate::action::{Action, Op};
@@ -20,10 +20,12 @@ use crate::deps::message_slots;
 use crate::deps::{consumes, Flow};
 use crate::error::Result;
 use crate::ledger::Ledger;
+use crate::prefetch::prefetch;
 use crate::schedule::Schedule;
+use crate::stats::{Stats, Tally};
 use crate::trace::{RankTrace, Source, Trace, Transfers};
 use crate::validate::{check_structure, validate};
-use crate::walk::{walk, Times};
+use crate::walk::{walk, Ran, Times};
 
 /// Simulates one step of `schedule` under `costs`.
 ///
@@ -31,23 +33,92 @@ use crate::walk::{walk, Times};
 /// are checked first, a deadlock by the simulation's own walk), or if the cost model does not fit
 /// it.
 pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
+    let (ranks, _) = run(schedule, costs, true)?;
+    Ok(Trace {
+        source: Source::Simulated,
+        schedule: schedule.name.clone(),
+        p: schedule.p,
+        v: schedule.v,
+        m: schedule.m,
+        placement: schedule.placement,
+        time_unit: costs.time_unit.clone(),
+        ranks,
+        transfers: Transfers::Latency(costs.latency),
+    })
+}
+
+/// The [`Stats`] of one simulated step, equal to `Stats::of(&simulate(schedule, costs)?)` but
+/// computed as the simulation runs, without keeping its spans: 16 bytes per action less to
+/// allocate and write. Fails as [`simulate`] does.
+pub fn simulate_stats(schedule: &Schedule, costs: &CostModel) -> Result<Stats> {
+    let (ranks, tallies) = run(schedule, costs, false)?;
+    Ok(Stats::from_tallies(&tallies, &ranks))
+}
+
+/// One walk of `schedule` under `costs`: each rank's trace (its spans only when `spans`; its
+/// memory curve always) and the tally of its spans for the stats.
+fn run(schedule: &Schedule, costs: &CostModel, spans: bool) -> Result<(Vec<RankTrace>, Vec<Tally>)> {
     check_structure(schedule)?;
     let (stage_costs, statics) = costs.resolve(schedule)?;
+    let (stages, m) = (schedule.stages(), schedule.m);
+    // Without per-micro-batch bytes, held bytes stay at the static ones; without message bytes,
+    // nothing is in flight: the walk then feeds the ledgers nothing.
+    let keeps = stage_costs.iter().any(|c| c.act_bytes > 0 || c.recompute_bytes > 0 || c.w_bytes > 0);
+    let sends = stage_costs.iter().any(|c| c.fwd_msg_bytes > 0 || c.bwd_msg_bytes > 0);
+    // What each (stage, micro-batch) holds now, by `stage·m + micro-batch`.
+    let mut held = vec![0u64; if keeps { stages * m } else { 0 }];
     let mut ranks: Vec<RankTrace> = schedule
         .lanes
         .iter()
-        .map(|lane| RankTrace {
-            actions: lane.clone(),
-            start: Vec::with_capacity(lane.len()),
-            end: Vec::with_capacity(lane.len()),
-            memory: Vec::new(),
+        .map(|lane| {
+            let room = if spans { lane.len() } else { 0 };
+            RankTrace {
+                actions: lane.clone(),
+                start: Vec::with_capacity(room),
+                end: Vec::with_capacity(room),
+                memory: Vec::new(),
+            }
         })
         .collect();
-    let duration = |a: Action| stage_costs.get(a.stage()).map_or(0.0, |c| c.duration(a.op));
-    let mut post = Times::new(message_slots(schedule.stages(), schedule.m), costs.latency);
-    let walked = walk(schedule, &mut post, duration, |r, _, start, end| {
-        ranks[r].start.push(start);
-        ranks[r].end.push(end);
+    let mut ledgers: Vec<Ledger> = statics.into_iter().map(Ledger::new).collect();
+    let mut tallies = vec![Tally::default(); schedule.lanes.len()];
+    // Each stage's durations by op, side by side: 40 bytes a stage rather than its whole cost.
+    let durations: Vec<[f64; 5]> = stage_costs
+        .iter()
+        .map(|c| {
+            let mut d = [0.0; 5];
+            for op in [Op::F, Op::B, Op::I, Op::W, Op::R] {
+                d[op as usize] = c.duration(op);
+            }
+            d
+        })
+        .collect();
+    let duration = |a: Action| durations[a.stage()][a.op as usize];
+    let mut post = Times::new(message_slots(stages, m), costs.latency);
+    let walked = walk(schedule, &mut post, duration, |ran| {
+        let Ran { rank, step, action: a, start, end, received } = ran;
+        tallies[rank].span(a.op, start, end);
+        if spans {
+            let trace = &mut ranks[rank];
+            prefetch(trace.start.as_ptr().wrapping_add(step + 16));
+            prefetch(trace.end.as_ptr().wrapping_add(step + 16));
+            trace.start.push(start);
+            trace.end.push(end);
+        }
+        if keeps {
+            hold(&mut ledgers[rank], &stage_costs[a.stage()], &mut held[a.stage() * m + a.mb()], ran);
+        }
+        if let (true, Some(sent)) = (sends, received) {
+            // The walk received a message, so `a` consumes one.
+            if let Some(msg) = consumes(a, stages) {
+                let from = &stage_costs[msg.from];
+                let bytes = match msg.flow {
+                    Flow::Activation => from.fwd_msg_bytes,
+                    Flow::Gradient => from.bwd_msg_bytes,
+                };
+                ledgers[rank].message(sent, start, bytes);
+            }
+        }
     });
     if walked.is_err() {
         // Only a schedule that breaks a rule gets stuck; validate explains which.
@@ -57,43 +128,10 @@ pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
             grid: schedule.grid(),
         });
     };
-    let sent = if stage_costs.iter().any(|c| c.fwd_msg_bytes > 0 || c.bwd_msg_bytes > 0) {
-        post.sent
-    } else {
-        Vec::new() // no message bytes to count: free the send times now
-    };
-    let m = schedule.m;
-    // Without per-micro-batch bytes, held bytes stay at the static ones: no pass over the spans.
-    let keeps = stage_costs.iter().any(|c| c.act_bytes > 0 || c.recompute_bytes > 0 || c.w_bytes > 0);
-    let mut held = vec![0u64; if keeps { schedule.v * m } else { 0 }];
-    for (rank, base) in ranks.iter_mut().zip(statics) {
-        let mut ledger = Ledger::new(base);
-        if keeps {
-            held.fill(0);
-            predict(
-                rank,
-                &stage_costs,
-                |a| schedule.placement.chunk_of(a.stage(), schedule.p) * m + a.mb(),
-                &mut held,
-                &mut ledger,
-            );
-        }
-        if !sent.is_empty() {
-            messages(rank, &stage_costs, m, &sent, &mut ledger);
-        }
-        rank.memory = ledger.finish();
+    for (trace, ledger) in ranks.iter_mut().zip(ledgers) {
+        trace.memory = ledger.finish();
     }
-    Ok(Trace {
-        source: Source::Simulated,
-        schedule: schedule.name.clone(),
-        p: schedule.p,
-        v: schedule.v,
-        m,
-        placement: schedule.placement,
-        time_unit: costs.time_unit.clone(),
-        ranks,
-        transfers: Transfers::Latency(costs.latency),
-    })
+    Ok((ranks, tallies))
 }
 
 impl StageCost {
@@ -109,45 +147,19 @@ impl StageCost {
     }
 }
 
-/// Feeds `ledger` the held bytes of a rank's spans under the cost model (see the module doc).
-/// `held[slot(a)]` is what `a`'s (stage, micro-batch) holds, all zero on entry.
-fn predict(
-    rank: &RankTrace,
-    costs: &[StageCost],
-    slot: impl Fn(Action) -> usize,
-    held: &mut [u64],
-    ledger: &mut Ledger,
-) {
-    for span in rank.spans() {
-        let a = span.action;
-        let cost = &costs[a.stage()];
-        let held = &mut held[slot(a)];
-        let now = match a.op {
-            Op::F => *held + cost.act_bytes,
-            Op::R => *held + cost.recompute_bytes,
-            // What W needs can exceed what F kept (a Linear keeps its output gradient for W).
-            Op::I => cost.w_bytes,
-            Op::W | Op::B => 0,
-        };
-        let before = ledger.held();
-        // `I` grows at its start when W needs more, shrinks at its end when less; the ledger
-        // takes one change per action, so a growing `I` is recorded as such.
-        ledger.action(span.start, span.end, before - *held + now);
-        *held = now;
-    }
-}
-
-/// Feeds `ledger` every message the rank's spans consume: sent when its producer ended (`sent`,
-/// by message index), taken when the consumer starts, sized by the producing stage's cost.
-fn messages(rank: &RankTrace, costs: &[StageCost], m: usize, sent: &[f64], ledger: &mut Ledger) {
-    let stages = costs.len();
-    for span in rank.spans() {
-        let Some(msg) = consumes(span.action, stages) else { continue };
-        let from = &costs[msg.from];
-        let bytes = match msg.flow {
-            Flow::Activation => from.fwd_msg_bytes,
-            Flow::Gradient => from.bwd_msg_bytes,
-        };
-        ledger.message(sent[msg.index(stages, m)], span.start, bytes);
-    }
+/// Feeds `ledger` what the action `ran` leaves its (stage, micro-batch) holding under its
+/// stage's `cost` (see the module doc); `held` is what that pair held before it.
+fn hold(ledger: &mut Ledger, cost: &StageCost, held: &mut u64, ran: Ran) {
+    let now = match ran.action.op {
+        Op::F => *held + cost.act_bytes,
+        Op::R => *held + cost.recompute_bytes,
+        // What W needs can exceed what F kept (a Linear keeps its output gradient for W).
+        Op::I => cost.w_bytes,
+        Op::W | Op::B => 0,
+    };
+    let before = ledger.held();
+    // `I` grows at its start when W needs more, shrinks at its end when less; the ledger takes
+    // one change per action, so a growing `I` is recorded as such.
+    ledger.action(ran.start, ran.end, before - *held + now);
+    *held = now;
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::action::Op;
-use crate::trace::Trace;
+use crate::trace::{RankTrace, Trace};
 
 /// Summary numbers of one trace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,30 +37,29 @@ pub struct Stats {
 impl Stats {
     /// Computes the stats of `trace`, in one pass over each rank's spans.
     pub fn of(trace: &Trace) -> Stats {
-        let p = trace.ranks.len();
-        let mut makespan = 0.0f64;
-        let mut busy = Vec::with_capacity(p);
-        let mut recompute = Vec::with_capacity(p);
-        let mut steady_period = 0.0f64;
-        for rank in &trace.ranks {
-            // Folded from +0.0: an empty float `sum()` is −0.0.
-            let (mut b, mut r) = (0.0f64, 0.0f64);
-            for (k, (&start, &end)) in rank.start.iter().zip(&rank.end).enumerate() {
-                makespan = makespan.max(end);
-                b += end - start;
-                if rank.actions[k].op == Op::R {
-                    r += end - start;
+        let tallies: Vec<Tally> = trace
+            .ranks
+            .iter()
+            .map(|rank| {
+                let mut t = Tally::default();
+                for span in rank.spans() {
+                    t.span(span.action.op, span.start, span.end);
                 }
-            }
-            if let (Some(first), Some(last)) = (rank.start.first(), rank.end.last()) {
-                steady_period = steady_period.max(last - first);
-            }
-            busy.push(b);
-            recompute.push(r);
-        }
+                t
+            })
+            .collect();
+        Stats::from_tallies(&tallies, &trace.ranks)
+    }
+
+    /// The stats from each rank's tally of its spans and its memory curve (`ranks[r].memory`;
+    /// the spans there are not read).
+    pub(crate) fn from_tallies(tallies: &[Tally], ranks: &[RankTrace]) -> Stats {
+        let p = tallies.len();
+        let makespan = tallies.iter().fold(0.0f64, |t, r| t.max(r.latest));
+        let steady_period = tallies.iter().fold(0.0f64, |t, r| t.max(r.period()));
+        let busy: Vec<f64> = tallies.iter().map(|t| t.busy).collect();
         let idle: Vec<f64> = busy.iter().map(|b| makespan - b).collect();
         let total: f64 = busy.iter().fold(0.0, |a, b| a + b);
-        // Σ busy / p first: p · period can overflow where the mean busy time does not.
         let rate = |period: f64| if period > 0.0 && p > 0 { 1.0 - (total / p as f64) / period } else { 0.0 };
         Stats {
             makespan,
@@ -70,9 +69,55 @@ impl Stats {
             steady_bubble_rate: rate(steady_period),
             busy,
             idle,
-            recompute,
-            peak_bytes: trace.ranks.iter().map(|r| r.peak_bytes()).collect(),
-            peak_held_bytes: trace.ranks.iter().map(|r| r.peak_held_bytes()).collect(),
+            recompute: tallies.iter().map(|t| t.recompute).collect(),
+            peak_bytes: ranks.iter().map(RankTrace::peak_bytes).collect(),
+            peak_held_bytes: ranks.iter().map(RankTrace::peak_held_bytes).collect(),
+        }
+    }
+}
+
+/// What the stats need of one rank's spans, taken one span at a time in lane order — from a
+/// trace, or from the simulator as it runs, which then keeps no spans.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tally {
+    /// Σ (end − start), folded from +0.0 (an empty float `sum()` is −0.0).
+    busy: f64,
+    /// The same over `R` spans.
+    recompute: f64,
+    /// The first span's start (NaN before it) and the last one's end.
+    first_start: f64,
+    last_end: f64,
+    /// The latest end.
+    latest: f64,
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally { busy: 0.0, recompute: 0.0, first_start: f64::NAN, last_end: 0.0, latest: 0.0 }
+    }
+}
+
+impl Tally {
+    /// The next span of the rank: `op` ran from `start` to `end`.
+    #[inline]
+    pub(crate) fn span(&mut self, op: Op, start: f64, end: f64) {
+        self.latest = self.latest.max(end);
+        self.busy += end - start;
+        if op == Op::R {
+            self.recompute += end - start;
+        }
+        if self.first_start.is_nan() {
+            self.first_start = start;
+        }
+        self.last_end = end;
+    }
+
+    /// End of the last span − start of the first (0 without spans).
+    fn period(&self) -> f64 {
+        if self.first_start.is_nan() {
+            0.0
+        } else {
+            self.last_end - self.first_start
         }
     }
 }

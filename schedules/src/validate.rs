@@ -30,7 +30,7 @@ use crate::walk::{walk, Sent};
 pub fn validate(s: &Schedule) -> Result<()> {
     check_structure(s)?;
     let mut sent = Sent::new(message_slots(s.stages(), s.m));
-    walk(s, &mut sent, |_| 0.0, |_, _, _, _| {}).map_err(|stuck| deadlock(s, &stuck))
+    walk(s, &mut sent, |_| 0.0, |_| {}).map_err(|stuck| deadlock(s, &stuck))
 }
 
 /// Rules 1–4: everything but deadlocks, which a walk of the lanes finds. The simulator's own walk

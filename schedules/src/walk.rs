@@ -14,18 +14,27 @@ use crate::action::Action;
 #[cfg(doc)]
 use crate::deps::message_slots;
 use crate::deps::{consumes, produces};
+use crate::prefetch::prefetch;
 use crate::schedule::Schedule;
 
 /// Marks a rank that waits for no message.
 const FREE: usize = usize::MAX;
 
+/// How many actions (and message slots) ahead of a running rank its streams are prefetched:
+/// 16 actions are two cache lines, far enough for the lines to arrive before the rank runs again.
+
 /// What a walk remembers of the messages sent so far.
 pub(crate) trait Post {
-    /// When message `slot` is available to its consumer (`remote`: on another rank than its
-    /// producer), if it has been sent.
-    fn arrival(&self, slot: usize, remote: bool) -> Option<f64>;
+    /// When message `slot` was sent, if it has been.
+    fn sent(&self, slot: usize) -> Option<f64>;
     /// Message `slot` was sent at `time`.
     fn send(&mut self, slot: usize, time: f64);
+    /// How long a message takes between ranks.
+    fn latency(&self) -> f64 {
+        0.0
+    }
+    /// Slot `slot` will be used soon (a cache hint).
+    fn prefetch(&self, _slot: usize) {}
 }
 
 /// Whether each message was sent, one bit each: enough to find deadlocks, where times do not
@@ -40,7 +49,7 @@ impl Sent {
 }
 
 impl Post for Sent {
-    fn arrival(&self, slot: usize, _remote: bool) -> Option<f64> {
+    fn sent(&self, slot: usize) -> Option<f64> {
         (self.0[slot / 64] >> (slot % 64) & 1 == 1).then_some(0.0)
     }
     fn send(&mut self, slot: usize, _time: f64) {
@@ -48,39 +57,68 @@ impl Post for Sent {
     }
 }
 
-/// When each message was sent (NaN: not yet), and the latency of a message between ranks.
+/// When each message was sent, and the latency of a message between ranks.
+///
+/// A send time `t` is stored as the bits of `t` inverted, so a zero word means "not sent" (the
+/// inverse of zero's bits is a NaN, never a time): the table starts as zeroed memory, which the
+/// system hands out without writing it.
 pub(crate) struct Times {
-    /// Send times by message index.
-    pub(crate) sent: Vec<f64>,
+    sent: Vec<u64>,
     latency: f64,
 }
 
 impl Times {
     /// Nothing sent yet, for `slots` messages that take `latency` between ranks.
     pub(crate) fn new(slots: usize, latency: f64) -> Times {
-        Times { sent: vec![f64::NAN; slots], latency }
+        Times { sent: vec![0; slots], latency }
     }
 }
 
 impl Post for Times {
-    fn arrival(&self, slot: usize, remote: bool) -> Option<f64> {
-        let t = self.sent[slot];
-        if t.is_nan() {
-            None
-        } else if remote {
-            Some(t + self.latency)
-        } else {
-            Some(t)
-        }
+    fn sent(&self, slot: usize) -> Option<f64> {
+        let bits = self.sent[slot];
+        (bits != 0).then(|| f64::from_bits(!bits))
     }
     fn send(&mut self, slot: usize, time: f64) {
-        self.sent[slot] = time;
+        self.sent[slot] = !time.to_bits();
+    }
+    fn latency(&self) -> f64 {
+        self.latency
+    }
+    fn prefetch(&self, slot: usize) {
+        prefetch(self.sent.as_ptr().wrapping_add(slot));
     }
 }
 
+/// Where a rank is in its lane: the next step, when it becomes free, and the message slot it
+/// waits for ([`FREE`] if none).
+#[derive(Clone, Copy)]
+struct Cursor<'a> {
+    lane: &'a [Action],
+    next: usize,
+    free_at: f64,
+    waiting: usize,
+}
+
+/// One action as the walk ran it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ran {
+    /// The rank it ran on.
+    pub(crate) rank: usize,
+    /// Its position in the rank's lane.
+    pub(crate) step: usize,
+    /// What ran.
+    pub(crate) action: Action,
+    /// When it started and ended.
+    pub(crate) start: f64,
+    pub(crate) end: f64,
+    /// When the message it consumed was sent (its producer's end), if it consumed one.
+    pub(crate) received: Option<f64>,
+}
+
 /// Runs `s` to completion, remembering sent messages in `post` (sized for
-/// [`message_slots`]`(stages, m)`). `duration(a)` is how long `a` takes. `ran(rank, step, start,
-/// end)` is called for every action, in lane order within each rank.
+/// [`message_slots`]`(stages, m)`). `duration(a)` is how long `a` takes. `ran` is called for every
+/// action, in lane order within each rank.
 ///
 /// Returns `Err(next)` — the step each rank stopped at — when some rank cannot finish: it waits
 /// for a message that never comes (a deadlock), or an action names a stage or micro-batch out of
@@ -89,55 +127,59 @@ pub(crate) fn walk<P: Post>(
     s: &Schedule,
     post: &mut P,
     mut duration: impl FnMut(Action) -> f64,
-    mut ran: impl FnMut(usize, usize, f64, f64),
+    mut ran: impl FnMut(Ran),
 ) -> Result<(), Vec<usize>> {
     let (p, stages, m) = (s.p, s.stages(), s.m);
+    let latency = post.latency();
     // Where each stage sits, looked up rather than computed (a division) twice per action.
     let rank_of: Vec<usize> = (0..stages).map(|st| s.rank_of(st)).collect();
-    let mut waiting = vec![FREE; p];
-    let mut next = vec![0usize; p];
-    let mut free_at = vec![0.0f64; p];
-    // The lanes as plain slices side by side: switching ranks then reads one cached (pointer,
-    // length) pair rather than each lane's shared header.
-    let lanes: Vec<&[Action]> = s.lanes.iter().map(|l| l.as_slice()).collect();
-    let mut ready: Vec<usize> = (0..p.min(lanes.len())).rev().collect();
+    // Each rank's place in one small record, so switching ranks touches one cache line.
+    let mut at: Vec<Cursor> =
+        s.lanes.iter().map(|l| Cursor { lane: l.as_slice(), next: 0, free_at: 0.0, waiting: FREE }).collect();
+    let mut ready: Vec<usize> = (0..p.min(at.len())).rev().collect();
     while let Some(r) = ready.pop() {
-        let lane = lanes[r];
-        let mut k = next[r];
-        let mut now = free_at[r];
+        let Cursor { lane, next: mut k, free_at: mut now, .. } = at[r];
+        prefetch(lane.as_ptr().wrapping_add(k + 4));
         while let Some(&a) = lane.get(k) {
             if a.stage() >= stages || a.mb() >= m {
                 break;
             }
             let mut start = now;
+            let mut received = None;
             if let Some(msg) = consumes(a, stages) {
                 let slot = msg.index(stages, m);
-                match post.arrival(slot, rank_of[msg.from] != r) {
-                    Some(t) => start = start.max(t),
+                match post.sent(slot) {
+                    Some(t) => {
+                        let arrival = if rank_of[msg.from] == r { t } else { t + latency };
+                        start = start.max(arrival);
+                        received = Some(t);
+                    }
                     None => {
-                        waiting[r] = slot;
+                        at[r].waiting = slot;
                         break;
                     }
                 }
             }
             let end = start + duration(a);
-            ran(r, k, start, end);
+            ran(Ran { rank: r, step: k, action: a, start, end, received });
             now = end;
             k += 1;
             if let Some(msg) = produces(a, stages) {
                 let slot = msg.index(stages, m);
                 post.send(slot, end);
+                post.prefetch(slot + 2);
                 let to = rank_of[msg.to];
-                if to < p && waiting[to] == slot {
-                    waiting[to] = FREE;
+                if to < p && at[to].waiting == slot {
+                    at[to].waiting = FREE;
                     ready.push(to);
                 }
             }
         }
-        next[r] = k;
-        free_at[r] = now;
+        at[r].next = k;
+        at[r].free_at = now;
     }
-    if s.lanes.len() == p && next.iter().zip(&s.lanes).all(|(&k, lane)| k == lane.len()) {
+    let next: Vec<usize> = at.iter().map(|c| c.next).collect();
+    if at.len() == p && at.iter().all(|c| c.next == c.lane.len()) {
         Ok(())
     } else {
         Err(next)
@@ -155,7 +197,7 @@ mod tests {
         let s = Kind::OneFOneB.generate(4, 1, 8).unwrap();
         let mut last = 0.0f64;
         let mut post = Times::new(crate::deps::message_slots(4, 8), 0.0);
-        walk(&s, &mut post, |a| if a.op == Op::B { 2.0 } else { 1.0 }, |_, _, _, end| last = last.max(end)).unwrap();
+        walk(&s, &mut post, |a| if a.op == Op::B { 2.0 } else { 1.0 }, |ran| last = last.max(ran.end)).unwrap();
         // m(F+B) + (p−1)(F+B) with F = 1, B = 2.
         assert_eq!(last, 33.0);
     }
@@ -169,12 +211,12 @@ mod tests {
         let s = Schedule::new("stuck", 2, 1, 1, crate::schedule::Placement::Loop, lanes);
         // Rank 1 runs 1B0 before 1F0: the last stage's B needs no message, so it runs; then 1F0
         // runs after 0F0. Rank 0's 0B0 gets 1B0's gradient: this one finishes.
-        assert!(walk(&s, &mut Sent::new(4), |_| 1.0, |_, _, _, _| {}).is_ok());
+        assert!(walk(&s, &mut Sent::new(4), |_| 1.0, |_| {}).is_ok());
         let lanes = vec![
             vec![Action::new(0, Op::B, 0), Action::new(0, Op::F, 0)],
             vec![Action::new(1, Op::F, 0), Action::new(1, Op::B, 0)],
         ];
         let s = Schedule::new("stuck", 2, 1, 1, crate::schedule::Placement::Loop, lanes);
-        assert_eq!(walk(&s, &mut Sent::new(4), |_| 1.0, |_, _, _, _| {}), Err(vec![0, 0]));
+        assert_eq!(walk(&s, &mut Sent::new(4), |_| 1.0, |_| {}), Err(vec![0, 0]));
     }
 }

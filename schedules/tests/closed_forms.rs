@@ -1,10 +1,13 @@
 //! The closed forms of DESIGN.md hold exactly in the simulator (uniform per-rank costs, c = 0,
-//! W ≤ min(F, I)), and every generator validates and finishes for all small p, m.
+//! W ≤ min(F, I)), and every generator validates and finishes for all small p, v, m; stats taken
+//! as the simulation runs are those of its trace.
 //!
 //! Costs are small integers (halves after splitting over v = 2 chunks), so every sum is exact in
 //! f64 and the comparisons are `==`.
 
-use pipesched_schedules::{simulate, CostModel, Kind, Stats};
+use pipesched_schedules::{
+    simulate, simulate_stats, validate, with_recompute, CostModel, Kind, StageCost, StageCosts, Stats,
+};
 use proptest::prelude::*;
 
 /// The m values the closed forms are checked at: p, 2p, 4p, and one that is not a multiple of p.
@@ -76,18 +79,53 @@ proptest! {
     }
 
     #[test]
-    fn every_generator_validates_and_finishes(p in 1usize..=12, m in 1usize..=40, f in 1u32..4, i in 1u32..4, w in 0u32..4) {
+    fn every_generator_validates_and_finishes(p in 1usize..=12, v in 2usize..=4, m in 1usize..=40, f in 1u32..4, i in 1u32..4, w in 0u32..4) {
         for kind in Kind::ALL {
-            let Ok(s) = kind.generate(p, kind.default_chunks(), m) else {
+            let v = if kind.takes_chunks() { v } else { kind.default_chunks() };
+            let Ok(s) = kind.generate(p, v, m) else {
                 // Only the documented refusals: interleaved needs p | m, ZB-H2 needs m ≥ 2p.
                 prop_assert!((kind == Kind::Interleaved && m % p != 0) || (kind == Kind::ZbH2 && m < 2 * p));
                 continue;
             };
+            prop_assert!(validate(&s).is_ok(), "{} p={} v={} m={}: {:?}", kind, p, v, m, validate(&s).err());
             let trace = simulate(&s, &CostModel::per_rank(f as f64, i as f64, w as f64)).unwrap();
             let spans = trace.num_spans();
             prop_assert_eq!(spans, s.num_actions());
             let per_mb = if s.splits_backward() { 3 } else { 2 };
             prop_assert_eq!(s.num_actions(), per_mb * s.stages() * m);
+        }
+    }
+
+    #[test]
+    fn stats_taken_while_simulating_are_the_traces(p in 1usize..=6, m in 1usize..=16, seed in 0u64..1000, latency in 0u32..3, recompute in any::<bool>()) {
+        // Per-stage costs with bytes of every kind, from a small generator of the seed, so
+        // stages differ in time and memory.
+        let mut x = seed;
+        let mut next = move |n: u64| { x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (x >> 33) % n };
+        for kind in Kind::ALL {
+            let Ok(s) = kind.generate(p, kind.default_chunks(), m) else { continue };
+            let s = if recompute { with_recompute(&s, &vec![true; s.stages()]).unwrap() } else { s };
+            let stages = (0..s.stages())
+                .map(|_| StageCost {
+                    f: 1.0 + next(4) as f64,
+                    i: 1.0 + next(4) as f64,
+                    w: next(3) as f64 * 0.5,
+                    r: if next(2) == 0 { None } else { Some(0.25 * next(8) as f64) },
+                    act_bytes: next(100),
+                    recompute_bytes: next(50),
+                    w_bytes: next(80),
+                    fwd_msg_bytes: next(30),
+                    bwd_msg_bytes: next(30),
+                })
+                .collect();
+            let mut costs = CostModel::per_rank(1.0, 1.0, 1.0).with_latency(latency as f64 * 0.5);
+            costs.costs = StageCosts::Stages(stages);
+            costs.static_bytes = vec![1000];
+            let traced = Stats::of(&simulate(&s, &costs).unwrap());
+            let direct = simulate_stats(&s, &costs).unwrap();
+            prop_assert_eq!(&direct, &traced, "{} p={} m={}", kind, p, m);
+            // Bitwise, not just equal as floats.
+            prop_assert_eq!(direct.busy.iter().map(|b| b.to_bits()).collect::<Vec<_>>(), traced.busy.iter().map(|b| b.to_bits()).collect::<Vec<_>>());
         }
     }
 }

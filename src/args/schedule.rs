@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use pipesched_schedules::{from_csv, Footprint, Kind, Schedule};
+use pipesched_schedules::{from_csv, Footprint, Kind, Schedule, Simulation};
 
 use super::{at_least_one, read_text, stage_count};
 use crate::budget::{self, Available};
@@ -76,8 +76,8 @@ impl ShapeArgs {
     }
 
     /// Refuses, before anything is generated, a `kind` schedule of this shape that would not fit
-    /// in memory — with its simulation when `simulated` is `Some(with_bytes)`.
-    pub fn check_size(&self, kind: Kind, simulated: Option<bool>, recompute: bool) -> Result<()> {
+    /// in memory — with its simulation when `simulated`.
+    pub fn check_size(&self, kind: Kind, simulated: Option<Simulation>, recompute: bool) -> Result<()> {
         let size = self.size(kind, recompute);
         let subject = format!(
             "{kind} with p={}, v={}, m={} ({} actions)",
@@ -113,13 +113,13 @@ pub struct ScheduleArgs {
 }
 
 impl ScheduleArgs {
-    /// Refuses, before anything is generated, a schedule and its simulated trace that would not
-    /// fit in memory (`with_bytes`: the cost model has byte counts). A CSV schedule is already in
+    /// Refuses, before anything is generated, a schedule and its simulation (keeping what `sim`
+    /// says) that would not fit in memory. A CSV schedule is already in
     /// memory as text and is not estimated.
-    pub fn check_simulation_size(&self, with_bytes: bool, recompute: bool) -> Result<()> {
+    pub fn check_simulation_size(&self, sim: Simulation, recompute: bool) -> Result<()> {
         if self.from_csv.is_none() {
             if let Some(kind) = self.schedule {
-                self.shape.check_size(kind, Some(with_bytes), recompute)?;
+                self.shape.check_size(kind, Some(sim), recompute)?;
             }
         }
         Ok(())
@@ -145,7 +145,8 @@ impl ScheduleArgs {
         }
     }
 
-    /// Generates or reads the schedule; every path goes through `validate`.
+    /// Generates or reads the schedule: a generated one is valid by construction (its tests
+    /// validate every generator), a CSV one is validated as it is read.
     pub fn schedule(&self) -> Result<Schedule> {
         if let Some(path) = &self.from_csv {
             // A schedule in memory takes about twice its CSV text, and its validation as much

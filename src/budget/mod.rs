@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use pipesched_schedules::Footprint as ScheduleSize;
+use pipesched_schedules::{Footprint as ScheduleSize, Simulation};
 use pipesched_stages::{Footprint, Load, ModelSpec, OptimizerSpec, Part as StagePart, StageSpec};
 
 use crate::units;
@@ -169,20 +169,19 @@ pub fn synthetic(act_bytes: u64, w_bytes: u64, msg_bytes: u64, m: usize, in_flig
 }
 
 /// The estimate for a schedule of `size` (`None`: its counts overflow), named `subject`: its lanes
-/// and their validation, and — when `simulated` is `Some(with_bytes)` — one simulated trace of it,
-/// with memory samples when the cost model has bytes (see [`pipesched_schedules::Footprint`]).
-pub fn schedule(subject: String, size: Option<ScheduleSize>, simulated: Option<bool>) -> Estimate {
+/// and their validation, and — when `simulated` — one simulation of it, keeping its trace or only
+/// its stats, with memory curves when the cost model has bytes (see
+/// [`pipesched_schedules::Footprint`]).
+pub fn schedule(subject: String, size: Option<ScheduleSize>, simulated: Option<Simulation>) -> Estimate {
     let lanes = size.and_then(|s| s.schedule_bytes()).unwrap_or(u64::MAX);
-    let trace = match simulated {
+    let simulation = match simulated {
         None => 0,
-        Some(with_bytes) => {
-            size.and_then(|s| s.simulation_bytes(with_bytes)).map_or(u64::MAX, |all| all.saturating_sub(lanes))
-        }
+        Some(sim) => size.and_then(|s| s.simulation_bytes(sim)).map_or(u64::MAX, |all| all.saturating_sub(lanes)),
     };
     let fewer: &'static [&'static str] = &["fewer micro-batches (-m)", "fewer ranks or chunks (-p, -v)"];
     let parts = vec![
         Part { name: "the schedule's lanes and their validation", bytes: lanes, remedies: fewer },
-        Part { name: "the simulated trace", bytes: trace, remedies: fewer },
+        Part { name: "the simulation", bytes: simulation, remedies: fewer },
     ];
     Estimate { subject, parts }
 }

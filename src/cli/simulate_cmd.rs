@@ -12,7 +12,7 @@ use pipesched::chrome::{self, write_chrome_trace};
 use pipesched::cost_file::CostFile;
 use pipesched::plot::render;
 use pipesched::{Error, Result};
-use pipesched_schedules::{simulate, Footprint, Schedule, Stats, Trace};
+use pipesched_schedules::{simulate, simulate_stats, Footprint, Schedule, Simulation, Stats};
 
 /// Arguments of `pipesched simulate`.
 #[derive(Debug, Args)]
@@ -55,7 +55,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         None => CostFile::from(args.costs.model()),
     };
     let recompute = costs.recomputes(args.recompute.recompute.as_ref());
-    args.schedule.check_simulation_size(costs.model.has_bytes(), recompute)?;
+    // Without a chart or a Chrome trace nothing reads the spans: only the stats are kept.
+    let sim = Simulation { trace: args.trace || args.plot, with_bytes: costs.model.has_bytes() };
+    args.schedule.check_simulation_size(sim, recompute)?;
     if let (true, Some(actions)) = (args.trace, args.schedule.planned_actions(recompute)) {
         chrome::check_size(actions)?;
     }
@@ -69,7 +71,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             m: base.m as u64,
         };
         let subject = format!("{} with p={}, v={}, m={} ({} actions)", base.name, base.p, base.v, base.m, size.actions);
-        let estimate = budget::schedule(subject, Some(size), Some(costs.model.has_bytes()));
+        let estimate = budget::schedule(subject, Some(size), Some(sim));
         budget::check(&estimate, Available::probe().as_ref())?;
         if args.trace {
             chrome::check_size(size.actions)?;
@@ -77,35 +79,40 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     }
     let schedule = costs.plan(&base, args.recompute.recompute.as_ref())?;
     args.costs.check_used(&schedule)?;
-    let trace = simulate(&schedule, &costs.model)?;
     // The cost model refuses times whose step would overflow (`CostModel::resolve`), so every
     // number here is finite.
-    let stats = Stats::of(&trace);
-    if args.trace {
-        write_chrome_trace(&trace, &args.out.file(&format!("{}.trace.json", schedule.name)))?;
-    }
-    if args.plot {
-        for ext in ["svg", "png"] {
-            render(&trace, &args.out.file(&format!("{}.{ext}", schedule.name)))?;
+    let stats = if sim.trace {
+        let trace = simulate(&schedule, &costs.model)?;
+        if args.trace {
+            write_chrome_trace(&trace, &args.out.file(&format!("{}.trace.json", schedule.name)))?;
         }
-    }
-    if args.json {
-        pipesched::sayln!("{}", summary_json(&schedule, &trace, &stats))?;
+        if args.plot {
+            for ext in ["svg", "png"] {
+                render(&trace, &args.out.file(&format!("{}.{ext}", schedule.name)))?;
+            }
+        }
+        Stats::of(&trace)
     } else {
-        pipesched::output::say(format_args!("{}", summary_table(&schedule, &trace, &stats)))?;
+        simulate_stats(&schedule, &costs.model)?
+    };
+    let unit = &costs.model.time_unit;
+    if args.json {
+        pipesched::sayln!("{}", summary_json(&schedule, unit, &stats))?;
+    } else {
+        pipesched::output::say(format_args!("{}", summary_table(&schedule, unit, &stats)))?;
     }
     Ok(())
 }
 
 /// The `--json` object. Key names are stable: scripts rely on them.
-pub fn summary_json(s: &Schedule, trace: &Trace, st: &Stats) -> serde_json::Value {
+pub fn summary_json(s: &Schedule, time_unit: &str, st: &Stats) -> serde_json::Value {
     json!({
         "schedule": s.name,
         "p": s.p,
         "m": s.m,
         "v": s.v,
         "placement": s.placement,
-        "time_unit": trace.time_unit,
+        "time_unit": time_unit,
         "makespan": st.makespan,
         "ideal": st.ideal,
         "bubble_rate": st.bubble_rate,
@@ -120,8 +127,8 @@ pub fn summary_json(s: &Schedule, trace: &Trace, st: &Stats) -> serde_json::Valu
 }
 
 /// The human-readable summary.
-pub fn summary_table(s: &Schedule, trace: &Trace, st: &Stats) -> String {
-    let u = &trace.time_unit;
+pub fn summary_table(s: &Schedule, time_unit: &str, st: &Stats) -> String {
+    let u = time_unit;
     let mut out = format!(
         "{} p={} m={} v={} ({} actions, {} placement)\n\n",
         s.name,

@@ -1,0 +1,22 @@
+//! A cache hint for the walk: a walk of a large schedule switches rank after every few actions,
+//! so each rank's streams (its lane, its row of the message table, its trace) are read a few
+//! bytes at a time, a thousand ranks apart — more streams than the hardware prefetcher follows.
+//! Asking for the next cache lines of a stream while a rank is running makes them arrive before
+//! the rank runs again. Measured on the p = 1024, m = 8192 walks (see the `simulate` bench): the
+//! validation walk runs in about half the time.
+
+/// Asks the CPU to bring the cache line holding `ptr` closer. A hint only: it never faults and
+/// changes no value, so any address may be given (one past the end of a buffer included). Does
+/// nothing on targets without a stable prefetch instruction.
+#[inline(always)]
+pub(crate) fn prefetch<T>(ptr: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` is a hint; it does not access memory architecturally, raises no fault
+    // for any address, and `sse` (which it needs) is part of every x86-64 target.
+    #[allow(unsafe_code)]
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
