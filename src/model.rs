@@ -60,6 +60,21 @@ impl DeviceClock for GpuClock {
 }
 
 impl RealStage {
+    /// `stage` with a fresh `optimizer`, ready for [`begin_step`](RealStage::begin_step).
+    pub fn new(stage: Stage, optimizer: OptimizerSpec) -> Result<RealStage> {
+        let optimizer_state = Optimizer::new(optimizer, &stage)?;
+        let clock = stage.lane().map(|lane| GpuClock { lane: lane.clone(), origin: None, marks: vec![] });
+        Ok(RealStage {
+            clock,
+            stage,
+            optimizer: optimizer_state,
+            optimizer_spec: optimizer,
+            inputs: vec![],
+            targets: vec![],
+            losses: vec![],
+        })
+    }
+
     /// The wrapped stage.
     pub fn stage(&self) -> &Stage {
         &self.stage
@@ -222,19 +237,7 @@ impl Model {
         }
         let stages = Stage::build_all(&spec, &specs)?
             .into_iter()
-            .map(|stage| {
-                let optimizer = Optimizer::new(opts.optimizer, &stage)?;
-                let clock = stage.lane().map(|lane| GpuClock { lane: lane.clone(), origin: None, marks: vec![] });
-                Ok(RealStage {
-                    clock,
-                    stage,
-                    optimizer,
-                    optimizer_spec: opts.optimizer,
-                    inputs: vec![],
-                    targets: vec![],
-                    losses: vec![],
-                })
-            })
+            .map(|stage| RealStage::new(stage, opts.optimizer))
             .collect::<Result<Vec<_>>>()?;
         let task = Task::new(&spec, opts.data_seed);
         Ok(Model { spec, specs, task, stages, batch: opts.batch })

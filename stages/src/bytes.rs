@@ -10,7 +10,10 @@
 use pipesched_schedules::StageCost;
 use serde::{Deserialize, Serialize};
 
+use crate::layers::Layer;
+use crate::loss::LossKind;
 use crate::partition::StageSpec;
+use crate::policy::RecomputePolicy;
 use crate::spec::{LayerSpec, ModelSpec};
 
 const F32: u64 = 4;
@@ -33,6 +36,15 @@ pub struct StageBytes {
 }
 
 impl StageBytes {
+    /// Every count at `u64::MAX`: what a prediction that overflows reports.
+    pub const SATURATED: StageBytes = StageBytes {
+        act_bytes: u64::MAX,
+        recompute_bytes: u64::MAX,
+        w_bytes: u64::MAX,
+        fwd_msg_bytes: u64::MAX,
+        bwd_msg_bytes: u64::MAX,
+    };
+
     /// A `StageCost` with these bytes and the given times.
     pub fn cost(&self, f: f64, i: f64, w: f64) -> StageCost {
         StageCost {
@@ -65,49 +77,119 @@ impl StageSpec {
     /// Bytes one micro-batch of `batch` rows holds on this stage, per phase (saturating at
     /// `u64::MAX`; [`checked_bytes`](StageSpec::checked_bytes) says when that happens).
     pub fn predicted_bytes(&self, model: &ModelSpec, batch: usize) -> StageBytes {
-        let max = StageBytes {
-            act_bytes: u64::MAX,
-            recompute_bytes: u64::MAX,
-            w_bytes: u64::MAX,
-            fwd_msg_bytes: u64::MAX,
-            bwd_msg_bytes: u64::MAX,
-        };
-        self.checked_bytes(model, batch).unwrap_or(max)
+        self.checked_bytes(model, batch).unwrap_or(StageBytes::SATURATED)
     }
 
     /// Bytes one micro-batch of `batch` rows holds on this stage, per phase; `None` if a count
     /// overflows. Time independent of the number of layers.
     pub fn checked_bytes(&self, model: &ModelSpec, batch: usize) -> Option<StageBytes> {
-        let last = self.is_last(model);
-        let loss_saved = if last { model.loss.saved_floats(1, model.output) } else { 0 };
-        let everything = model.sum_over(&self.layers, 1, LayerSpec::saved_per_row)?.checked_add(loss_saved)?;
-        let w = model.sum_over(&self.layers, 1, LayerSpec::w_per_row)?;
-        let kept = match self.policy.interval(self.layers.len()) {
-            // The input of every checkpointed layer (positions 0, k, 2k, … of the stage), and the
-            // target on the last stage.
-            Some(k) => {
-                let inputs = model.sum_over(&self.layers, k, |l| Some(l.input_width()))?;
-                inputs.checked_add(if last { model.loss.target_width(model.output) } else { 0 })?
-            }
-            None => everything,
-        };
-        let bytes = |floats_per_row: usize| (floats_per_row as u64).checked_mul(batch as u64)?.checked_mul(F32);
-        // What F sends on (the last layer's output) and what I/B sends back (the gradient of
-        // the first layer's input); the model's ends send nothing.
-        let out_width = if last {
-            0
-        } else {
-            self.layers.end.checked_sub(1).and_then(|k| model.layer(k)).map_or(0, |l| l.output_width())
-        };
-        let in_width =
-            if self.layers.start == 0 { 0 } else { model.layer(self.layers.start).map_or(0, |l| l.input_width()) };
-        Some(StageBytes {
-            act_bytes: bytes(kept)?,
-            recompute_bytes: bytes(everything.saturating_sub(kept))?,
-            w_bytes: bytes(w)?,
-            fwd_msg_bytes: bytes(out_width)?,
-            bwd_msg_bytes: bytes(in_width)?,
-        })
+        let layers = SpecLayers { model, range: self.layers.clone() };
+        let loss = self.is_last(model).then_some((model.loss, model.output));
+        stage_bytes(&layers, self.policy, self.layers.start == 0, loss, batch)
+    }
+}
+
+/// One layer as the byte rule sees it: its widths and the floats it keeps per row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rows {
+    /// Input width: what a checkpoint of its input keeps.
+    pub input: usize,
+    /// Output width.
+    pub output: usize,
+    /// Floats the forward keeps per row (`None`: more than a `usize`).
+    pub saved: Option<usize>,
+    /// Floats `I` keeps per row for `W`.
+    pub w: Option<usize>,
+}
+
+/// A stage's layers, in order, as the byte rule reads them.
+pub(crate) trait StageRows {
+    /// Σ `f(layer)` over the layers at positions `0, step, 2·step, …`; `None` on overflow.
+    fn sum(&self, step: usize, f: fn(&Rows) -> Option<usize>) -> Option<usize>;
+    /// The first layer and the last (`None` for no layers).
+    fn ends(&self) -> Option<(Rows, Rows)>;
+}
+
+/// A stage of a [`ModelSpec`], summed over runs of identical layers (time independent of their
+/// number).
+struct SpecLayers<'a> {
+    model: &'a ModelSpec,
+    range: std::ops::Range<usize>,
+}
+
+impl StageRows for SpecLayers<'_> {
+    fn sum(&self, step: usize, f: fn(&Rows) -> Option<usize>) -> Option<usize> {
+        self.model.sum_over(&self.range, step, |l| f(&l.rows()))
+    }
+    fn ends(&self) -> Option<(Rows, Rows)> {
+        let first = self.model.layer(self.range.start)?;
+        let last = self.model.layer(self.range.end.checked_sub(1)?)?;
+        Some((first.rows(), last.rows()))
+    }
+}
+
+/// The byte rule of a stage (see the module doc): what one micro-batch of `batch` rows holds per
+/// phase under `policy`, for the stage's `layers`, which begin the model when `first` and end it
+/// with `loss` (the loss and the model's output width) when it is given. `None` on overflow.
+pub(crate) fn stage_bytes(
+    layers: &(impl StageRows + ?Sized),
+    policy: RecomputePolicy,
+    first: bool,
+    loss: Option<(LossKind, usize)>,
+    batch: usize,
+) -> Option<StageBytes> {
+    let (head, tail) = layers.ends()?;
+    let count = layers.sum(1, |_| Some(1))?;
+    let loss_saved = loss.map_or(0, |(kind, output)| kind.saved_floats(1, output));
+    let everything = layers.sum(1, |l| l.saved)?.checked_add(loss_saved)?;
+    let w = layers.sum(1, |l| l.w)?;
+    let kept = match policy.interval(count) {
+        // The input of every checkpointed layer (positions 0, k, 2k, … of the stage), and the
+        // target on the last stage.
+        Some(k) => {
+            let inputs = layers.sum(k, |l| Some(l.input))?;
+            inputs.checked_add(loss.map_or(0, |(kind, output)| kind.target_width(output)))?
+        }
+        None => everything,
+    };
+    let bytes = |floats_per_row: usize| (floats_per_row as u64).checked_mul(batch as u64)?.checked_mul(F32);
+    // What F sends on (the last layer's output) and what I/B sends back (the gradient of the
+    // first layer's input); the model's ends send nothing.
+    let out_width = if loss.is_some() { 0 } else { tail.output };
+    let in_width = if first { 0 } else { head.input };
+    Some(StageBytes {
+        act_bytes: bytes(kept)?,
+        recompute_bytes: bytes(everything.saturating_sub(kept))?,
+        w_bytes: bytes(w)?,
+        fwd_msg_bytes: bytes(out_width)?,
+        bwd_msg_bytes: bytes(in_width)?,
+    })
+}
+
+/// A built stage's layers, summed one by one.
+impl StageRows for [Box<dyn Layer>] {
+    fn sum(&self, step: usize, f: fn(&Rows) -> Option<usize>) -> Option<usize> {
+        self.iter().step_by(step.max(1)).try_fold(0usize, |t, l| t.checked_add(f(&rows(l.as_ref()))?))
+    }
+    fn ends(&self) -> Option<(Rows, Rows)> {
+        Some((rows(self.first()?.as_ref()), rows(self.last()?.as_ref())))
+    }
+}
+
+/// A built layer as the byte rule sees it.
+fn rows(l: &dyn Layer) -> Rows {
+    Rows { input: l.input_width(), output: l.output_width(), saved: Some(l.saved_per_row()), w: Some(l.w_per_row()) }
+}
+
+impl LayerSpec {
+    /// The layer as the byte rule sees it.
+    pub(crate) fn rows(&self) -> Rows {
+        Rows {
+            input: self.input_width(),
+            output: self.output_width(),
+            saved: self.saved_per_row(),
+            w: self.w_per_row(),
+        }
     }
 }
 

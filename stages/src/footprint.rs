@@ -17,7 +17,7 @@ use pipesched_schedules::{Op, Schedule};
 
 use crate::bytes::StageBytes;
 use crate::error::{Error, Result};
-use crate::layers::{Layer, Saved, WNeeds};
+use crate::layers::{Block, Layer, LayerNorm, Linear, Saved, WNeeds};
 use crate::optim::OptimizerSpec;
 use crate::partition::StageSpec;
 use crate::slot::Slot;
@@ -26,6 +26,18 @@ use crate::task::TEACHER_WIDTH;
 use crate::tensor::Tensor;
 
 const F32: u64 = 4;
+
+/// Bytes of one built layer: its box and the largest built-in layer behind it.
+const LAYER_RECORD: u64 =
+    (size_of::<Box<dyn Layer>>() + max(size_of::<Block>(), max(size_of::<Linear>(), size_of::<LayerNorm>()))) as u64;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 
 /// What a step asks of the stages: rows per micro-batch, micro-batches, and how many
 /// micro-batches each stage holds at once.
@@ -291,10 +303,11 @@ impl ModelSpec {
         let tensors = self.sum_over(layers, 1, |l| Some(l.tensor_count()))? as u64;
         let count = layers.len() as u64;
         let per_mb = (size_of::<Slot>() + 3 * size_of::<Option<Tensor>>()) as u64;
-        let per_layer_mb = size_of::<Saved>().max(size_of::<WNeeds>()) as u64;
+        // A layer's kept tensors: the list and the tensors in it (a block keeps the most, 6).
+        let per_layer_mb = (size_of::<Saved>().max(size_of::<WNeeds>()) + 6 * size_of::<Tensor>()) as u64;
         let records = [
             m.checked_mul(per_mb)?,
-            count.checked_mul(size_of::<Layer>() as u64)?,
+            count.checked_mul(LAYER_RECORD)?,
             tensors.checked_mul(size_of::<Tensor>() as u64)?.checked_mul(1 + states)?,
             n.checked_mul(count)?.checked_mul(per_layer_mb)?,
         ]
@@ -473,6 +486,6 @@ mod tests {
         let fp = deep.footprint(&specs, &OptimizerSpec::adam(1e-3), &load).unwrap();
         assert_eq!(fp.part(Part::Parameters), 4 * deep.param_count() as u64);
         assert_eq!(deep.param_count(), 2 + 6 * (1 << 40) + 2 + 2);
-        assert!(fp.part(Part::Records) > (1u64 << 40) * size_of::<Layer>() as u64);
+        assert!(fp.part(Part::Records) > (1u64 << 40) * LAYER_RECORD);
     }
 }

@@ -52,6 +52,7 @@ impl Stage {
         let (mut inputs, mut saved) = (Vec::with_capacity(checkpoints.len()), Vec::new());
         let mut x = input;
         for (i, layer) in self.layers.iter().enumerate() {
+            let ctx = self.layer_ctx(ctx, i);
             if keep_all {
                 let (y, s) = layer.forward_saving(x, &ctx)?;
                 saved.push(s);
@@ -102,8 +103,8 @@ impl Stage {
         for (s, x0) in inputs.into_iter().enumerate() {
             let end = starts.get(s + 1).copied().unwrap_or(self.layers.len());
             let mut x = x0;
-            for layer in &self.layers[starts[s]..end] {
-                let (y, kept) = layer.forward_saving(x, ctx)?;
+            for i in starts[s]..end {
+                let (y, kept) = self.layers[i].forward_saving(x, &self.layer_ctx(*ctx, i))?;
                 saved.push(kept);
                 x = y;
             }
@@ -164,8 +165,8 @@ impl Stage {
             (None, None) => return Err(self.order("backward_input", mb, "internal: no gradient to start from")),
         };
         let mut needs = Vec::with_capacity(saved.len());
-        for (layer, s) in self.layers.iter().zip(saved).rev() {
-            let (dx, n) = layer.backward_input(s, g, &ctx)?;
+        for (i, (layer, s)) in self.layers.iter().zip(saved).enumerate().rev() {
+            let (dx, n) = layer.backward_input(s, g, &self.layer_ctx(ctx, i))?;
             needs.push(n);
             g = dx;
         }

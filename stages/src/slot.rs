@@ -86,9 +86,9 @@ impl Slot {
             Slot::Idle | Slot::Done => vec![],
             Slot::Checkpointed { inputs, target, .. } => inputs.iter().chain(target).collect(),
             Slot::Saved { layers, loss, .. } => {
-                layers.iter().flat_map(Saved::tensors).chain(loss.iter().flat_map(LossSaved::tensors)).collect()
+                layers.iter().flat_map(|s| &s.0).chain(loss.iter().flat_map(LossSaved::tensors)).collect()
             }
-            Slot::AwaitingW { needs } => needs.iter().flat_map(WNeeds::tensors).collect(),
+            Slot::AwaitingW { needs } => needs.iter().flat_map(|n| &n.0).collect(),
         }
     }
 

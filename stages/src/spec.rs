@@ -147,17 +147,17 @@ impl LayerSpec {
     }
 
     /// The layer at global index `index` of `model`, parameters drawn from the model's seed.
-    pub(crate) fn build(&self, index: usize, model: &ModelSpec) -> Layer {
+    pub(crate) fn build(&self, index: usize, model: &ModelSpec) -> Box<dyn Layer> {
         let stream = Stream::new(&[tag::INIT, model.seed, index as u64]);
         match *self {
             LayerSpec::Linear { input, output } => {
-                Layer::Linear(Linear::new(input, output, stream, 1.0).with_precision(model.precision))
+                Box::new(Linear::new(input, output, stream, 1.0).with_precision(model.precision))
             }
-            LayerSpec::Norm { width } => Layer::Norm(LayerNorm::new(width)),
+            LayerSpec::Norm { width } => Box::new(LayerNorm::new(width)),
             LayerSpec::Block { width, ffn } => {
                 let gain = 1.0 / (2.0 * model.blocks.max(1) as f32).sqrt();
                 let dropout = Dropout { rate: model.dropout, layer: index };
-                Layer::Block(Block::new(width, ffn, dropout, stream, gain).with_precision(model.precision))
+                Box::new(Block::new(width, ffn, dropout, stream, gain).with_precision(model.precision))
             }
         }
     }

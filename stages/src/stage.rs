@@ -17,6 +17,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::bytes::stage_bytes;
 use crate::cuda::{Lane, LaneScope};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -33,8 +34,9 @@ use crate::{GemmShape, StageBytes};
 #[derive(Debug)]
 pub struct Stage {
     pub(crate) spec: StageSpec,
-    pub(crate) model: ModelSpec,
-    pub(crate) layers: Vec<Layer>,
+    /// The model's seed: the key of its dropout masks.
+    pub(crate) seed: u64,
+    pub(crate) layers: Vec<Box<dyn Layer>>,
     /// The loss, on the last stage.
     pub(crate) loss: Option<LossKind>,
     /// The current step, set by `begin_step`.
@@ -64,7 +66,44 @@ impl Stage {
                 all.len()
             )));
         }
-        let mut layers: Vec<Layer> = spec.layers.clone().map(|i| all[i].build(i, model)).collect();
+        let layers: Vec<Box<dyn Layer>> = spec.layers.clone().map(|i| all[i].build(i, model)).collect();
+        let loss = spec.is_last(model).then_some(model.loss);
+        Stage::from_layers(spec, layers, loss, model.seed)
+    }
+
+    /// A stage of `layers` — any [`Layer`]s, a user's own included — placed as `spec` says: its
+    /// position, the global indices of its layers (`spec.layers`, one per layer), its recompute
+    /// policy and device. The last stage of a model takes its `loss`; `seed` keys the dropout
+    /// masks (the model's, the same on every stage). The parameters are moved to the device.
+    pub fn from_layers(
+        spec: &StageSpec,
+        mut layers: Vec<Box<dyn Layer>>,
+        loss: Option<LossKind>,
+        seed: u64,
+    ) -> Result<Stage> {
+        spec.device.check()?;
+        if layers.is_empty() || layers.len() != spec.layers.len() {
+            return Err(Error::Partition(format!(
+                "stage {} is given {} layers for the layer range {:?}; give one layer per index, and at least one",
+                spec.index,
+                layers.len(),
+                spec.layers
+            )));
+        }
+        for (k, pair) in layers.windows(2).enumerate() {
+            if pair[0].output_width() != pair[1].input_width() {
+                return Err(Error::Shape {
+                    place: format!("stage {} layers {} and {}", spec.index, spec.layers.start + k, spec.layers.start + k + 1),
+                    reason: format!(
+                        "the {} layer puts out rows of width {}, but the {} layer after it takes width {}; make the widths chain",
+                        pair[0].kind(),
+                        pair[0].output_width(),
+                        pair[1].kind(),
+                        pair[1].input_width()
+                    ),
+                });
+            }
+        }
         // Parameters are drawn on the host (so every device starts from the same bits), then
         // moved to the stage's device on its own stream.
         let lane = match spec.device {
@@ -81,10 +120,9 @@ impl Stage {
         for p in layers.iter().flat_map(|l| l.params()) {
             grads.push(p.zeros_like(p.rows(), p.cols())?);
         }
-        let loss = spec.is_last(model).then_some(model.loss);
         Ok(Stage {
             spec: spec.clone(),
-            model: model.clone(),
+            seed,
             layers,
             loss,
             step: None,
@@ -152,7 +190,7 @@ impl Stage {
     }
 
     /// The layers.
-    pub fn layers(&self) -> &[Layer] {
+    pub fn layers(&self) -> &[Box<dyn Layer>] {
         &self.layers
     }
 
@@ -245,9 +283,12 @@ impl Stage {
         (0..self.slots.len()).map(|mb| self.held_bytes_of(mb)).sum()
     }
 
-    /// What one micro-batch of `batch` rows holds per phase, from shapes alone.
+    /// What one micro-batch of `batch` rows holds per phase, from its layers' counts of what they
+    /// keep (saturating at `u64::MAX`).
     pub fn predicted_bytes(&self, batch: usize) -> StageBytes {
-        self.spec.predicted_bytes(&self.model, batch)
+        let loss = self.loss.map(|kind| (kind, self.output_width()));
+        stage_bytes(self.layers.as_slice(), self.spec.policy, self.is_first(), loss, batch)
+            .unwrap_or(StageBytes::SATURATED)
     }
 
     /// The parameters, in parameter order (layer by layer).
@@ -279,17 +320,7 @@ impl Stage {
     /// The matrix products one micro-batch of `batch` rows runs, per op: `[F, I, W]` (`I` of the
     /// first stage included: it computes its input gradient too).
     pub fn products(&self, batch: usize) -> [Vec<GemmShape>; 3] {
-        let mut linears: Vec<(usize, usize)> = Vec::new();
-        for layer in &self.layers {
-            match layer {
-                Layer::Linear(l) => linears.push((l.input_width(), l.output_width())),
-                Layer::Block(b) => {
-                    linears.push((b.fc1.input_width(), b.fc1.output_width()));
-                    linears.push((b.fc2.input_width(), b.fc2.output_width()));
-                }
-                Layer::Norm(_) => {}
-            }
-        }
+        let linears: Vec<(usize, usize)> = self.layers.iter().flat_map(|l| l.linear_maps()).collect();
         let shape = |m, k, n, trans_a, trans_b| GemmShape { m, k, n, trans_a, trans_b };
         let f = linears.iter().map(|&(i, o)| shape(batch, i, o, false, false)).collect();
         let b = linears.iter().rev().map(|&(i, o)| shape(batch, o, i, false, true)).collect();
@@ -312,6 +343,11 @@ impl Stage {
         self.grads.iter().map(Tensor::bytes).sum()
     }
 
+    /// `ctx` for the stage's `i`-th layer.
+    pub(crate) fn layer_ctx(&self, ctx: Ctx, i: usize) -> Ctx {
+        Ctx { layer: self.spec.layers.start + i, ..ctx }
+    }
+
     /// `"stage 1 (layers 3..6) forward mb 2"`: where an error happened.
     pub(crate) fn place(&self, op: &str, mb: Option<usize>) -> String {
         let mb = mb.map(|j| format!(" micro-batch {j}")).unwrap_or_default();
@@ -322,7 +358,7 @@ impl Stage {
     pub(crate) fn ctx(&self, op: &str, mb: usize) -> Result<Ctx> {
         let m = self.slots.len();
         match self.step {
-            Some(step) if mb < m => Ok(Ctx { seed: self.model.seed, step, mb }),
+            Some(step) if mb < m => Ok(Ctx { seed: self.seed, step, mb, layer: self.spec.layers.start }),
             Some(_) => Err(Error::UnknownMicrobatch {
                 place: self.place(op, Some(mb)),
                 mb,
@@ -343,6 +379,41 @@ impl Stage {
 mod tests {
     use super::*;
     use crate::{Partition, Policies};
+
+    #[test]
+    fn built_stages_predict_the_bytes_their_spec_does() {
+        for model in [ModelSpec::tiny(), ModelSpec::small()] {
+            for policy in ["none", "full", "every:2", "sqrt"] {
+                for n in [1, 2, 3, 5] {
+                    let specs = model.stage_specs(n, &Partition::Even, &policy.parse::<Policies>().unwrap()).unwrap();
+                    for spec in &specs {
+                        let stage = Stage::new(&model, spec).unwrap();
+                        for batch in [1, 7] {
+                            assert_eq!(
+                                stage.predicted_bytes(batch),
+                                spec.predicted_bytes(&model, batch),
+                                "{policy} {n}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn layers_whose_widths_do_not_chain_are_refused() {
+        use crate::layers::{LayerNorm, Linear};
+        use crate::rng::Stream;
+        let spec = StageSpec { index: 0, layers: 0..2, policy: RecomputePolicy::None, device: Device::Cpu };
+        let layers: Vec<Box<dyn Layer>> =
+            vec![Box::new(Linear::new(4, 6, Stream::new(&[1]), 1.0)), Box::new(LayerNorm::new(5))];
+        let e = Stage::from_layers(&spec, layers, None, 0).unwrap_err().to_string();
+        assert!(e.contains("width 6") && e.contains("width 5") && e.contains("chain"), "{e}");
+        let one: Vec<Box<dyn Layer>> = vec![Box::new(LayerNorm::new(5))];
+        let e = Stage::from_layers(&spec, one, None, 0).unwrap_err().to_string();
+        assert!(e.contains("1 layers for the layer range 0..2"), "{e}");
+    }
 
     #[test]
     fn products_list_every_linear_map_in_op_order() {

@@ -30,14 +30,20 @@ pub struct Task {
 impl Task {
     /// The task for `spec`'s input width, output width and loss, with teacher drawn from `seed`.
     pub fn new(spec: &ModelSpec, seed: u64) -> Task {
-        let (input, output) = (spec.input.max(1), spec.output.max(1));
+        Task::for_widths(spec.input, spec.output, spec.loss, seed)
+    }
+
+    /// The task for any model taking rows of `input` floats and ending in `loss` over `output`
+    /// columns (classes for cross-entropy), with teacher drawn from `seed`.
+    pub fn for_widths(input: usize, output: usize, loss: LossKind, seed: u64) -> Task {
+        let (input, output) = (input.max(1), output.max(1));
         let sa = Stream::new(&[tag::TEACHER, seed, 0]);
         let sb = Stream::new(&[tag::TEACHER, seed, 1]);
         let ga = 1.0 / (input as f32).sqrt();
         let gb = 3.0 / (TEACHER_WIDTH as f32).sqrt();
         Task {
             seed,
-            loss: spec.loss,
+            loss,
             a: Tensor::from_fn(input, TEACHER_WIDTH, |r, c| ga * sa.normal((r * TEACHER_WIDTH + c) as u64)),
             b: Tensor::from_fn(TEACHER_WIDTH, output, |r, c| gb * sb.normal((r * output + c) as u64)),
         }

@@ -5,14 +5,13 @@
 //!     └──────────────────────────── skip ───────────────────────────────┘
 //! ```
 //!
-//! Invariant: the forward keeps exactly [`BlockSaved`] (`x̂`, `rstd`, `y`, `h`, `a`; the dropout
-//! mask is regenerated, never stored), and `I` keeps exactly [`BlockWNeeds`] (each parameterised
-//! sub-layer's input and output gradient). The byte predictions in `spec.rs` count these same
-//! tensors.
+//! Invariant: the forward keeps exactly `x̂`, `rstd`, `y`, `h`, `a` (the dropout mask is
+//! regenerated, never stored), and `I` keeps exactly each parameterised sub-layer's input and
+//! output gradient. The byte predictions in `spec.rs` count these same tensors.
 
 use crate::error::Result;
 use crate::layers::gelu::{gelu, gelu_backward};
-use crate::layers::{Ctx, Dropout, LayerNorm, Linear, NormStats};
+use crate::layers::{Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
 use crate::rng::Stream;
 use crate::tensor::Tensor;
 
@@ -23,50 +22,6 @@ pub struct Block {
     pub(crate) fc1: Linear,
     pub(crate) fc2: Linear,
     pub(crate) dropout: Dropout,
-}
-
-/// What the block's backward needs from its forward.
-#[derive(Debug)]
-pub struct BlockSaved {
-    norm: NormStats,
-    y: Tensor,
-    h: Tensor,
-    a: Tensor,
-}
-
-/// What the block's `W` needs after its `I`.
-#[derive(Debug)]
-pub struct BlockWNeeds {
-    xhat: Tensor,
-    dy: Tensor,
-    y: Tensor,
-    dh: Tensor,
-    a: Tensor,
-    dz: Tensor,
-}
-
-impl BlockSaved {
-    /// The tensors held.
-    pub fn tensors(&self) -> Vec<&Tensor> {
-        vec![&self.norm.xhat, &self.norm.rstd, &self.y, &self.h, &self.a]
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> u64 {
-        self.tensors().iter().map(|t| t.bytes()).sum()
-    }
-}
-
-impl BlockWNeeds {
-    /// The tensors held.
-    pub fn tensors(&self) -> Vec<&Tensor> {
-        vec![&self.xhat, &self.dy, &self.y, &self.dh, &self.a, &self.dz]
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> u64 {
-        self.tensors().iter().map(|t| t.bytes()).sum()
-    }
 }
 
 impl Block {
@@ -92,58 +47,74 @@ impl Block {
     pub fn width(&self) -> usize {
         self.norm.width()
     }
+}
 
-    /// The parameters in gradient order: `γ, β, W₁, b₁, W₂, b₂`.
-    pub fn params(&self) -> Vec<&Tensor> {
+impl Layer for Block {
+    fn kind(&self) -> &str {
+        "block"
+    }
+    fn input_width(&self) -> usize {
+        self.width()
+    }
+    fn output_width(&self) -> usize {
+        self.width()
+    }
+    /// `γ, β, W₁, b₁, W₂, b₂`.
+    fn params(&self) -> Vec<&Tensor> {
         let mut v: Vec<&Tensor> = self.norm.params().into();
         v.extend(self.fc1.params());
         v.extend(self.fc2.params());
         v
     }
-
-    /// The parameters, mutable, in gradient order.
-    pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
+    fn params_mut(&mut self) -> Vec<&mut Tensor> {
         let mut v: Vec<&mut Tensor> = self.norm.params_mut().into();
         v.extend(self.fc1.params_mut());
         v.extend(self.fc2.params_mut());
         v
     }
-
-    /// The output. Consumes `x`: the skip adds it into the branch's buffer.
-    pub fn forward(&self, x: Tensor, ctx: &Ctx) -> Result<Tensor> {
-        Ok(self.forward_saving(x, ctx)?.0)
+    fn param_names(&self) -> Vec<String> {
+        ["norm.gamma", "norm.beta", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"].map(String::from).into()
     }
-
-    /// The output and what the backward needs.
-    pub fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, BlockSaved)> {
-        let (y, norm) = self.norm.forward(&x)?;
+    /// Keeps `x̂`, `rstd`, `y`, `h`, `a`. Consumes `x`: the skip adds it into the branch's buffer.
+    fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, Saved)> {
+        let (y, NormStats { xhat, rstd }) = self.norm.forward(&x)?;
         let h = self.fc1.forward(&y)?;
         let a = gelu(&h)?;
         let mut out = self.fc2.forward(&a)?;
         self.dropout.apply(&mut out, ctx.seed, ctx.step, ctx.mb)?;
         out.add_assign(&x)?;
-        Ok((out, BlockSaved { norm, y, h, a }))
+        Ok((out, Saved(vec![xhat, rstd, y, h, a])))
     }
-
-    /// `I`: the input gradient, and what `W` needs.
-    pub fn backward_input(&self, saved: BlockSaved, dout: Tensor, ctx: &Ctx) -> Result<(Tensor, BlockWNeeds)> {
-        let BlockSaved { norm, y, h, a } = saved;
+    /// Keeps each parameterised sub-layer's input and output gradient: `x̂, dy, y, dh, a, dz`.
+    fn backward_input(&self, saved: Saved, dout: Tensor, ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
+        let [xhat, rstd, y, h, a] = saved.take("block")?;
         let mut dz = dout.try_clone()?;
         self.dropout.apply(&mut dz, ctx.seed, ctx.step, ctx.mb)?;
         let da = self.fc2.backward_input(&dz)?;
         let dh = gelu_backward(&h, da)?;
         let dy = self.fc1.backward_input(&dh)?;
+        let norm = NormStats { xhat, rstd };
         let mut dx = self.norm.backward_input(&norm, &dy)?;
         dx.add_assign(&dout)?;
-        Ok((dx, BlockWNeeds { xhat: norm.xhat, dy, y, dh, a, dz }))
+        Ok((dx, WNeeds(vec![norm.xhat, dy, y, dh, a, dz])))
     }
-
-    /// `W`: this micro-batch's parameter gradients, in gradient order.
-    pub fn weight_grads(&self, n: &BlockWNeeds) -> Result<Vec<Tensor>> {
-        let mut g: Vec<Tensor> = self.norm.weight_grads(&n.xhat, &n.dy)?.into();
-        g.extend(self.fc1.weight_grads(&n.y, &n.dh)?);
-        g.extend(self.fc2.weight_grads(&n.a, &n.dz)?);
+    fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
+        let [xhat, dy, y, dh, a, dz] = needs.get("block")?;
+        let mut g: Vec<Tensor> = self.norm.weight_grads(xhat, dy)?.into();
+        g.extend(self.fc1.weight_grads(y, dh)?);
+        g.extend(self.fc2.weight_grads(a, dz)?);
         Ok(g)
+    }
+    /// `x̂` and `y` (width each), `rstd` (1), `h` and `GELU(h)` (ffn each).
+    fn saved_per_row(&self) -> usize {
+        2 * self.width() + 1 + 2 * self.fc1.output_width()
+    }
+    /// `x̂`, `dy`, `y`, `dz` (width each), `dh` and `a` (ffn each).
+    fn w_per_row(&self) -> usize {
+        4 * self.width() + 2 * self.fc1.output_width()
+    }
+    fn linear_maps(&self) -> Vec<(usize, usize)> {
+        vec![(self.fc1.input_width(), self.fc1.output_width()), (self.fc2.input_width(), self.fc2.output_width())]
     }
 }
 
@@ -163,7 +134,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences_with_dropout() {
         let b = block(0.3);
-        let ctx = Ctx { seed: 9, step: 2, mb: 1 };
+        let ctx = Ctx { seed: 9, step: 2, mb: 1, layer: 4 };
         let x = probe(3, 6, 33);
         let r = probe(3, 6, 34);
         let (_, saved) = b.forward_saving(x.clone(), &ctx).unwrap();

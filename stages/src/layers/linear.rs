@@ -6,6 +6,7 @@
 //! `dy`, which is exactly what a stage keeps for it between the two ops.
 
 use crate::error::{Error, Result};
+use crate::layers::{Ctx, Layer, Saved, WNeeds};
 use crate::matmul::{matmul_into, Trans};
 use crate::precision::Precision;
 use crate::rng::Stream;
@@ -103,6 +104,51 @@ impl Linear {
         let mut dw = dy.scratch_like(self.input_width(), self.output_width())?;
         matmul_into(&mut dw, x, Trans::Yes, dy, Trans::No, self.precision)?;
         Ok([dw, dy.column_sums()?])
+    }
+}
+
+impl Layer for Linear {
+    fn kind(&self) -> &str {
+        "linear"
+    }
+    fn input_width(&self) -> usize {
+        self.weight.rows()
+    }
+    fn output_width(&self) -> usize {
+        self.weight.cols()
+    }
+    fn params(&self) -> Vec<&Tensor> {
+        Linear::params(self).into()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Tensor> {
+        Linear::params_mut(self).into()
+    }
+    fn param_names(&self) -> Vec<String> {
+        vec!["weight".into(), "bias".into()]
+    }
+    fn forward(&self, x: Tensor, _ctx: &Ctx) -> Result<Tensor> {
+        Linear::forward(self, &x)
+    }
+    /// Keeps the input, which `W` needs.
+    fn forward_saving(&self, x: Tensor, _ctx: &Ctx) -> Result<(Tensor, Saved)> {
+        Ok((Linear::forward(self, &x)?, Saved(vec![x])))
+    }
+    fn backward_input(&self, saved: Saved, dy: Tensor, _ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
+        let [x] = saved.take("linear")?;
+        Ok((Linear::backward_input(self, &dy)?, WNeeds(vec![x, dy])))
+    }
+    fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
+        let [x, dy] = needs.get("linear")?;
+        Ok(Linear::weight_grads(self, x, dy)?.into())
+    }
+    fn saved_per_row(&self) -> usize {
+        self.weight.rows()
+    }
+    fn w_per_row(&self) -> usize {
+        self.weight.rows() + self.weight.cols()
+    }
+    fn linear_maps(&self) -> Vec<(usize, usize)> {
+        vec![(self.weight.rows(), self.weight.cols())]
     }
 }
 

@@ -1,11 +1,11 @@
-//! Layers with an explicit forward, input-gradient backward (`I`) and weight-gradient backward
-//! (`W`), and [`Layer`]: the closed set of layers a model is partitioned over.
+//! [`Layer`]: what a model is made of — a forward, an input-gradient backward (`I`) and a
+//! weight-gradient backward (`W`) — and the built-in layers that implement it.
 //!
-//! Invariant: each op of a [`Layer`] consumes exactly what the previous op produced for the same
+//! Invariant: each op of a layer consumes exactly what the previous op produced for the same
 //! micro-batch — forward → [`Saved`] → `backward_input` → [`WNeeds`] → `weight_grads` — so a
 //! stage can run `I` and `W` of a micro-batch at different times, and count the bytes it holds
-//! in between by summing the tensors in these values. `weight_grads` returns one micro-batch's
-//! gradients; accumulating them is the stage's job (in micro-batch order).
+//! in between by summing the tensors in these values. `Layer` is public and object safe: a
+//! user's own layer (defined outside this crate) goes into a stage beside the built-in ones.
 
 mod block;
 #[cfg(test)]
@@ -15,210 +15,123 @@ mod gelu;
 mod linear;
 mod norm;
 
-pub use block::{Block, BlockSaved, BlockWNeeds};
+pub use block::Block;
 pub use dropout::Dropout;
 pub use gelu::{exp_approx, gelu, gelu_backward};
 pub use linear::Linear;
 pub use norm::{LayerNorm, NormStats, NORM_EPS};
 
+use std::fmt;
+
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// Where a micro-batch is in the step: the key of its dropout masks.
+/// Where a micro-batch is in the step, and which layer runs it: the key of everything random a
+/// layer does (dropout masks), so a forward, its recomputation and its backward draw the same
+/// bits whatever the schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ctx {
-    /// The model's dropout seed.
+    /// The model's seed.
     pub seed: u64,
     /// The training step.
     pub step: u64,
     /// The micro-batch.
     pub mb: usize,
+    /// The layer's global index in the model (the same whatever the partition).
+    pub layer: usize,
 }
 
-/// One layer of a model: the unit a model is partitioned and checkpointed by.
-#[derive(Debug, Clone)]
-pub enum Layer {
-    /// A fully connected layer (the input projection and the output head).
-    Linear(Linear),
-    /// The final layer normalisation.
-    Norm(LayerNorm),
-    /// A residual MLP block.
-    Block(Block),
-}
+/// What a layer's backward needs from its forward, for one micro-batch: tensors in an order the
+/// layer chooses. The stage counts their bytes, so a layer keeps nothing outside them.
+#[derive(Debug, Default)]
+pub struct Saved(pub Vec<Tensor>);
 
-/// What a layer's backward needs from its forward, for one micro-batch.
-#[derive(Debug)]
-pub enum Saved {
-    /// A linear layer's input.
-    Linear(Tensor),
-    /// A layer norm's `x̂` and `rstd`.
-    Norm(NormStats),
-    /// A block's intermediates.
-    Block(BlockSaved),
-}
+/// What a layer's `W` needs after its `I`, for one micro-batch: tensors in an order the layer
+/// chooses, counted like [`Saved`].
+#[derive(Debug, Default)]
+pub struct WNeeds(pub Vec<Tensor>);
 
-/// What a layer's `W` needs after its `I`, for one micro-batch.
-#[derive(Debug)]
-pub enum WNeeds {
-    /// A linear layer's input and output gradient.
-    Linear {
-        /// The layer input.
-        x: Tensor,
-        /// The output gradient.
-        dy: Tensor,
-    },
-    /// A layer norm's `x̂` and output gradient.
-    Norm {
-        /// The normalised input.
-        xhat: Tensor,
-        /// The output gradient.
-        dy: Tensor,
-    },
-    /// A block's sub-layer inputs and gradients.
-    Block(BlockWNeeds),
+/// One layer of a model: the unit a model is partitioned and checkpointed by, and what a user
+/// implements to put their own computation in a pipeline.
+///
+/// Contract (what the stage relies on; the gradient checks and the bitwise tests hold a layer to
+/// it):
+/// - the ops are pure functions of the parameters, their inputs and `ctx`: a recomputed forward
+///   gives the same bits, whatever else ran in between;
+/// - `forward_saving` keeps in [`Saved`] exactly [`saved_per_row`](Layer::saved_per_row) floats
+///   per input row, and `backward_input` keeps in [`WNeeds`] exactly
+///   [`w_per_row`](Layer::w_per_row): the stage's byte predictions are made from these counts and
+///   compared with what it holds;
+/// - `weight_grads` returns one micro-batch's gradients, one per parameter in
+///   [`params`](Layer::params) order, with their shapes; accumulating them is the stage's job.
+pub trait Layer: fmt::Debug + Send {
+    /// A short name for reports and errors (`linear`, `block`, `rms_norm`).
+    fn kind(&self) -> &str;
+    /// Width of the input rows.
+    fn input_width(&self) -> usize;
+    /// Width of the output rows.
+    fn output_width(&self) -> usize;
+    /// The parameters, in gradient order.
+    fn params(&self) -> Vec<&Tensor>;
+    /// The parameters, mutable, in gradient order.
+    fn params_mut(&mut self) -> Vec<&mut Tensor>;
+    /// Names of the parameters, in gradient order (`weight`, `norm.gamma`, ...).
+    fn param_names(&self) -> Vec<String>;
+    /// The output and what the backward needs. Consumes `x`, so a layer may reuse its buffer.
+    fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, Saved)>;
+    /// The output, keeping nothing (under a recompute policy that drops this layer's state).
+    fn forward(&self, x: Tensor, ctx: &Ctx) -> Result<Tensor> {
+        Ok(self.forward_saving(x, ctx)?.0)
+    }
+    /// `I`: the input gradient from the output gradient `dy`, and what `W` needs.
+    fn backward_input(&self, saved: Saved, dy: Tensor, ctx: &Ctx) -> Result<(Tensor, WNeeds)>;
+    /// `W`: this micro-batch's parameter gradients, in gradient order.
+    fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>>;
+    /// Floats [`forward_saving`](Layer::forward_saving) keeps per input row.
+    fn saved_per_row(&self) -> usize;
+    /// Floats [`backward_input`](Layer::backward_input) keeps per row for `W`.
+    fn w_per_row(&self) -> usize;
+    /// The `(in, out)` widths of each matrix product `[rows, in]·[in, out]` the forward runs, in
+    /// order (the backward runs each twice more, as `I` and `W`): what FLOP counts are made of.
+    fn linear_maps(&self) -> Vec<(usize, usize)> {
+        Vec::new()
+    }
 }
 
 impl Saved {
-    /// The tensors held.
-    pub fn tensors(&self) -> Vec<&Tensor> {
-        match self {
-            Saved::Linear(x) => vec![x],
-            Saved::Norm(s) => vec![&s.xhat, &s.rstd],
-            Saved::Block(b) => b.tensors(),
-        }
-    }
-
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
-        self.tensors().iter().map(|t| t.bytes()).sum()
+        self.0.iter().map(Tensor::bytes).sum()
+    }
+
+    /// The `N` tensors a layer saved, in its order; an error naming `layer` if it was given
+    /// another layer's state.
+    pub fn take<const N: usize>(self, layer: &str) -> Result<[Tensor; N]> {
+        let n = self.0.len();
+        self.0.try_into().map_err(|_| mismatch(layer, "saved forward state", N, n))
     }
 }
 
 impl WNeeds {
-    /// The tensors held.
-    pub fn tensors(&self) -> Vec<&Tensor> {
-        match self {
-            WNeeds::Linear { x, dy } => vec![x, dy],
-            WNeeds::Norm { xhat, dy } => vec![xhat, dy],
-            WNeeds::Block(b) => b.tensors(),
-        }
-    }
-
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
-        self.tensors().iter().map(|t| t.bytes()).sum()
+        self.0.iter().map(Tensor::bytes).sum()
+    }
+
+    /// The `N` tensors a layer's `I` kept, in its order; an error naming `layer` if it was given
+    /// another layer's.
+    pub fn get<const N: usize>(&self, layer: &str) -> Result<[&Tensor; N]> {
+        let v: Vec<&Tensor> = self.0.iter().collect();
+        let n = v.len();
+        v.try_into().map_err(|_| mismatch(layer, "weight-gradient inputs", N, n))
     }
 }
 
-fn mismatch(layer: &Layer, what: &str) -> Error {
+fn mismatch(layer: &str, what: &str, want: usize, got: usize) -> Error {
     Error::Order {
-        place: format!("{} layer", layer.kind()),
-        reason: format!("was given the {what} of another kind of layer"),
-    }
-}
-
-impl Layer {
-    /// `linear`, `norm` or `block`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Layer::Linear(_) => "linear",
-            Layer::Norm(_) => "norm",
-            Layer::Block(_) => "block",
-        }
-    }
-
-    /// Width of the input.
-    pub fn input_width(&self) -> usize {
-        match self {
-            Layer::Linear(l) => l.input_width(),
-            Layer::Norm(n) => n.width(),
-            Layer::Block(b) => b.width(),
-        }
-    }
-
-    /// Width of the output.
-    pub fn output_width(&self) -> usize {
-        match self {
-            Layer::Linear(l) => l.output_width(),
-            Layer::Norm(n) => n.width(),
-            Layer::Block(b) => b.width(),
-        }
-    }
-
-    /// The parameters, in gradient order.
-    pub fn params(&self) -> Vec<&Tensor> {
-        match self {
-            Layer::Linear(l) => l.params().into(),
-            Layer::Norm(n) => n.params().into(),
-            Layer::Block(b) => b.params(),
-        }
-    }
-
-    /// The parameters, mutable, in gradient order.
-    pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
-        match self {
-            Layer::Linear(l) => l.params_mut().into(),
-            Layer::Norm(n) => n.params_mut().into(),
-            Layer::Block(b) => b.params_mut(),
-        }
-    }
-
-    /// Names of the parameters, in gradient order (`weight`, `norm.gamma`, `fc1.bias`, ...).
-    pub fn param_names(&self) -> Vec<&'static str> {
-        match self {
-            Layer::Linear(_) => vec!["weight", "bias"],
-            Layer::Norm(_) => vec!["gamma", "beta"],
-            Layer::Block(_) => vec!["norm.gamma", "norm.beta", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"],
-        }
-    }
-
-    /// The output, keeping nothing.
-    pub fn forward(&self, x: Tensor, ctx: &Ctx) -> Result<Tensor> {
-        match self {
-            Layer::Linear(l) => l.forward(&x),
-            Layer::Norm(n) => Ok(n.forward(&x)?.0),
-            Layer::Block(b) => b.forward(x, ctx),
-        }
-    }
-
-    /// The output and what the backward needs.
-    pub fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, Saved)> {
-        Ok(match self {
-            Layer::Linear(l) => (l.forward(&x)?, Saved::Linear(x)),
-            Layer::Norm(n) => {
-                let (y, stats) = n.forward(&x)?;
-                (y, Saved::Norm(stats))
-            }
-            Layer::Block(b) => {
-                let (y, saved) = b.forward_saving(x, ctx)?;
-                (y, Saved::Block(saved))
-            }
-        })
-    }
-
-    /// `I`: the input gradient from the output gradient `dy`, and what `W` needs.
-    pub fn backward_input(&self, saved: Saved, dy: Tensor, ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
-        Ok(match (self, saved) {
-            (Layer::Linear(l), Saved::Linear(x)) => (l.backward_input(&dy)?, WNeeds::Linear { x, dy }),
-            (Layer::Norm(n), Saved::Norm(stats)) => {
-                let dx = n.backward_input(&stats, &dy)?;
-                (dx, WNeeds::Norm { xhat: stats.xhat, dy })
-            }
-            (Layer::Block(b), Saved::Block(s)) => {
-                let (dx, needs) = b.backward_input(s, dy, ctx)?;
-                (dx, WNeeds::Block(needs))
-            }
-            _ => return Err(mismatch(self, "saved forward state")),
-        })
-    }
-
-    /// `W`: this micro-batch's parameter gradients, in gradient order.
-    pub fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
-        Ok(match (self, needs) {
-            (Layer::Linear(l), WNeeds::Linear { x, dy }) => l.weight_grads(x, dy)?.into(),
-            (Layer::Norm(n), WNeeds::Norm { xhat, dy }) => n.weight_grads(xhat, dy)?.into(),
-            (Layer::Block(b), WNeeds::Block(w)) => b.weight_grads(w)?,
-            _ => return Err(mismatch(self, "weight-gradient inputs")),
-        })
+        place: format!("{layer} layer"),
+        reason: format!(
+            "was given {what} of {got} tensors where it keeps {want}: another layer's, or its own from another op"
+        ),
     }
 }

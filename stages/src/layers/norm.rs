@@ -5,6 +5,7 @@
 //! bits. The backward needs `x̂` and `rstd` (not `x`); `W` needs `x̂` and `dy`.
 
 use crate::error::{Error, Result};
+use crate::layers::{Ctx, Layer, Saved, WNeeds};
 use crate::tensor::Tensor;
 
 /// Added to the variance before the square root.
@@ -127,6 +128,53 @@ impl LayerNorm {
             }
         }
         Ok([dg, dy.column_sums()?])
+    }
+}
+
+impl Layer for LayerNorm {
+    fn kind(&self) -> &str {
+        "norm"
+    }
+    fn input_width(&self) -> usize {
+        self.width()
+    }
+    fn output_width(&self) -> usize {
+        self.width()
+    }
+    fn params(&self) -> Vec<&Tensor> {
+        LayerNorm::params(self).into()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Tensor> {
+        LayerNorm::params_mut(self).into()
+    }
+    fn param_names(&self) -> Vec<String> {
+        vec!["gamma".into(), "beta".into()]
+    }
+    fn forward(&self, x: Tensor, _ctx: &Ctx) -> Result<Tensor> {
+        Ok(LayerNorm::forward(self, &x)?.0)
+    }
+    /// Keeps `x̂` and `rstd`.
+    fn forward_saving(&self, x: Tensor, _ctx: &Ctx) -> Result<(Tensor, Saved)> {
+        let (y, NormStats { xhat, rstd }) = LayerNorm::forward(self, &x)?;
+        Ok((y, Saved(vec![xhat, rstd])))
+    }
+    fn backward_input(&self, saved: Saved, dy: Tensor, _ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
+        let [xhat, rstd] = saved.take("norm")?;
+        let stats = NormStats { xhat, rstd };
+        let dx = LayerNorm::backward_input(self, &stats, &dy)?;
+        Ok((dx, WNeeds(vec![stats.xhat, dy])))
+    }
+    fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
+        let [xhat, dy] = needs.get("norm")?;
+        Ok(LayerNorm::weight_grads(self, xhat, dy)?.into())
+    }
+    /// `x̂` and `rstd`.
+    fn saved_per_row(&self) -> usize {
+        self.width() + 1
+    }
+    /// `x̂` and `dy`.
+    fn w_per_row(&self) -> usize {
+        2 * self.width()
     }
 }
 
