@@ -12,7 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use common::{deep_tiny, exec, model_on, schedule};
 use pipesched_schedules::{Kind, Stats};
-use pipesched_stages::layers::{gelu, gelu_backward, Dropout, LayerNorm};
+use pipesched_stages::backend::{gelu, gelu_backward};
+use pipesched_stages::layers::{Dropout, LayerNorm};
 use pipesched_stages::{cuda, Device, LossKind, ModelSpec, Precision, Tensor};
 
 /// `cuda:0`, with the GPU to this test alone (the tests read the driver's memory counters and

@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod backend;
 mod bytes;
 pub mod cuda;
 mod device;

@@ -8,8 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend;
 use crate::error::{Error, Result};
-use crate::layers::exp_approx;
 use crate::tensor::Tensor;
 
 /// Which loss a model is trained with.
@@ -113,60 +113,28 @@ impl LossKind {
     /// device: on a GPU nothing waits for the loss to be computed.
     pub fn forward_tensor(self, pred: &Tensor, target: &Tensor) -> Result<(Tensor, LossSaved)> {
         self.check_target(pred.rows(), pred.cols(), target)?;
-        if !pred.is_host() {
-            let target = target.to_device(pred.device())?;
-            return Ok(match self {
-                LossKind::CrossEntropy => {
-                    let (loss, probs) = crate::cuda::ops::cross_entropy_forward(pred, &target)?;
-                    (loss, LossSaved::CrossEntropy { probs, target })
-                }
-                LossKind::Mse => {
-                    let (loss, diff) = crate::cuda::ops::mse_forward(pred, &target)?;
-                    (loss, LossSaved::Mse { diff })
-                }
-            });
-        }
-        let host_copy;
-        let target = if target.is_host() {
+        // The target goes where the prediction is; a class index read back to the host is
+        // checked there again.
+        let moved;
+        let target = if target.device() == pred.device() {
             target
         } else {
-            host_copy = target.to_host()?;
-            self.check_target(pred.rows(), pred.cols(), &host_copy)?;
-            &host_copy
+            moved = target.to_device(pred.device())?;
+            if moved.is_host() {
+                self.check_target(pred.rows(), pred.cols(), &moved)?;
+            }
+            &moved
         };
-        let rows = pred.rows();
-        match self {
+        Ok(match self {
             LossKind::CrossEntropy => {
-                let mut probs = Tensor::scratch(rows, pred.cols());
-                let mut total = 0.0f32;
-                for r in 0..rows {
-                    let x = pred.row(r);
-                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let p = &mut probs.data_mut()[r * x.len()..(r + 1) * x.len()];
-                    for (o, v) in p.iter_mut().zip(x) {
-                        *o = exp_approx(v - max);
-                    }
-                    let sum: f32 = p.iter().sum();
-                    for o in p.iter_mut() {
-                        *o /= sum;
-                    }
-                    total += max + sum.ln() - x[target.data()[r] as usize];
-                }
-                Ok((
-                    Tensor::scalar(total / rows as f32),
-                    LossSaved::CrossEntropy { probs, target: target.try_clone()? },
-                ))
+                let (loss, probs) = backend::cross_entropy(pred, target)?;
+                (loss, LossSaved::CrossEntropy { probs, target: target.try_clone()? })
             }
             LossKind::Mse => {
-                let mut diff = pred.try_clone()?;
-                for (d, t) in diff.data_mut().iter_mut().zip(target.data()) {
-                    *d -= t;
-                }
-                let total: f32 = diff.data().iter().map(|d| d * d).sum();
-                let loss = total / diff.len() as f32;
-                Ok((Tensor::scalar(loss), LossSaved::Mse { diff }))
+                let (loss, diff) = backend::mse(pred, target)?;
+                (loss, LossSaved::Mse { diff })
             }
-        }
+        })
     }
 
     /// The gradient of `loss / m` with respect to the prediction.
@@ -174,28 +142,12 @@ impl LossKind {
         match saved {
             LossSaved::CrossEntropy { mut probs, target } => {
                 let factor = 1.0 / (probs.rows() * m) as f32;
-                if !probs.is_host() {
-                    crate::cuda::ops::cross_entropy_backward(&mut probs, &target, factor)?;
-                    return Ok(probs);
-                }
-                let cols = probs.cols();
-                for (r, row) in probs.data_mut().chunks_exact_mut(cols).enumerate() {
-                    row[target.data()[r] as usize] -= 1.0;
-                    for g in row.iter_mut() {
-                        *g *= factor;
-                    }
-                }
+                backend::cross_entropy_backward(&mut probs, &target, factor)?;
                 Ok(probs)
             }
             LossSaved::Mse { mut diff } => {
                 let factor = 2.0 / (diff.len() * m) as f32;
-                if !diff.is_host() {
-                    crate::cuda::ops::scale(&mut diff, factor)?;
-                    return Ok(diff);
-                }
-                for d in diff.data_mut() {
-                    *d *= factor;
-                }
+                backend::scale(&mut diff, factor)?;
                 Ok(diff)
             }
         }

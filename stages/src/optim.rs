@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend;
 use crate::error::{Error, Result};
 use crate::stage::Stage;
 use crate::tensor::Tensor;
@@ -135,21 +136,11 @@ impl Optimizer {
         self.t += 1;
         for ((p, g), st) in pairs.into_iter().zip(self.state.chunks_exact_mut(k)) {
             match (self.spec, st) {
-                (OptimizerSpec::Sgd { lr, momentum }, [v]) if !p.is_host() => {
-                    crate::cuda::ops::sgd_step(p, g, v, lr, momentum)?;
-                }
-                (OptimizerSpec::Sgd { lr, momentum }, [v]) => {
-                    sgd_update(p.data_mut(), g.data(), v.data_mut(), lr, momentum);
-                }
+                (OptimizerSpec::Sgd { lr, momentum }, [v]) => backend::sgd_step(p, g, v, lr, momentum)?,
                 (OptimizerSpec::Adam { lr, beta1, beta2, eps }, [m, v]) => {
                     let c1 = 1.0 - beta1.powi(self.t as i32);
                     let c2 = 1.0 - beta2.powi(self.t as i32);
-                    let s = AdamScalars { lr, beta1, beta2, eps, c1, c2 };
-                    if p.is_host() {
-                        adam_update(p.data_mut(), g.data(), m.data_mut(), v.data_mut(), s);
-                    } else {
-                        crate::cuda::ops::adam_step(p, g, m, v, s)?;
-                    }
+                    backend::adam_step(p, g, m, v, AdamScalars { lr, beta1, beta2, eps, c1, c2 })?;
                 }
                 _ => return Err(Error::Optimizer("internal: state does not match the optimizer kind".into())),
             }
@@ -167,23 +158,4 @@ pub(crate) struct AdamScalars {
     pub eps: f32,
     pub c1: f32,
     pub c2: f32,
-}
-
-/// One SGD-momentum update, element by element: `v ← μ·v + g; p ← p − lr·v`.
-pub(crate) fn sgd_update(p: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, momentum: f32) {
-    for ((p, g), v) in p.iter_mut().zip(g).zip(v) {
-        *v = momentum * *v + g;
-        *p -= lr * *v;
-    }
-}
-
-/// One Adam update, element by element, in exactly this order of operations (the CUDA kernel
-/// `k_adam_step` repeats it).
-pub(crate) fn adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamScalars) {
-    let AdamScalars { lr, beta1, beta2, eps, c1, c2 } = s;
-    for (((p, g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
-        *m = beta1 * *m + (1.0 - beta1) * g;
-        *v = beta2 * *v + (1.0 - beta2) * g * g;
-        *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
-    }
 }

@@ -17,9 +17,10 @@ use std::sync::OnceLock;
 use libloading::Library;
 
 use super::source::{launch_1d, Arg, KERNELS};
-use crate::layers::{gelu, gelu_backward, Dropout, LayerNorm, NORM_EPS};
+use crate::backend::{gelu, gelu_backward, host_adam_step as adam_update, host_sgd_step as sgd_update};
+use crate::layers::{Dropout, LayerNorm, NORM_EPS};
 use crate::loss::{LossKind, LossSaved};
-use crate::optim::{adam_update, sgd_update, AdamScalars};
+use crate::optim::AdamScalars;
 use crate::rng::Stream;
 use crate::tensor::Tensor;
 

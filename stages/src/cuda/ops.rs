@@ -88,7 +88,7 @@ pub(crate) fn add_bias(y: &mut Tensor, bias: &Tensor) -> Result<()> {
     )
 }
 
-/// GELU of every element (`layers::gelu`).
+/// GELU of every element (`backend::gelu`).
 pub(crate) fn gelu_forward(x: &Tensor) -> Result<Tensor> {
     let mut y = x.scratch_like(x.rows(), x.cols())?;
     let n = x.len();
@@ -98,7 +98,7 @@ pub(crate) fn gelu_forward(x: &Tensor) -> Result<Tensor> {
     Ok(y)
 }
 
-/// `dy *= GELU'(x)` in place (`layers::gelu_backward`; shapes checked there).
+/// `dy *= GELU'(x)` in place (`backend::gelu_backward`; shapes checked there).
 pub(crate) fn gelu_backward(x: &Tensor, dy: &mut Tensor) -> Result<()> {
     same_gpu("GELU backward", &[x, dy])?;
     let n = x.len();
@@ -112,7 +112,7 @@ pub(crate) fn gelu_backward(x: &Tensor, dy: &mut Tensor) -> Result<()> {
     )
 }
 
-/// Dropout with the counter-based stream keyed `key` (`Dropout::apply`).
+/// Dropout with the counter-based stream keyed `key` (`backend::dropout`).
 pub(crate) fn dropout(t: &mut Tensor, key: u64, rate: f32, scale: f32) -> Result<()> {
     let n = t.len();
     let b = buf_mut(t, "dropout")?;
@@ -125,7 +125,7 @@ pub(crate) fn dropout(t: &mut Tensor, key: u64, rate: f32, scale: f32) -> Result
     )
 }
 
-/// Layer norm of each row: `(y, x̂, rstd)` (`LayerNorm::forward`; widths checked there).
+/// Layer norm of each row: `(y, x̂, rstd)` (`backend::layer_norm`; widths checked there).
 pub(crate) fn layer_norm_forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<[Tensor; 3]> {
     same_gpu("LayerNorm forward", &[x, gamma, beta])?;
     let (rows, cols) = (x.rows(), x.cols());
@@ -159,7 +159,7 @@ pub(crate) fn layer_norm_forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps:
     Ok([y, xhat, rstd])
 }
 
-/// The input gradient of a layer norm (`LayerNorm::backward_input`; shapes checked there).
+/// The input gradient of a layer norm (`backend::layer_norm_backward_input`; shapes checked there).
 pub(crate) fn layer_norm_backward_input(xhat: &Tensor, rstd: &Tensor, gamma: &Tensor, dy: &Tensor) -> Result<Tensor> {
     same_gpu("LayerNorm backward", &[xhat, rstd, gamma, dy])?;
     let (rows, cols) = (dy.rows(), dy.cols());
@@ -190,7 +190,7 @@ pub(crate) fn layer_norm_backward_input(xhat: &Tensor, rstd: &Tensor, gamma: &Te
     Ok(dx)
 }
 
-/// `Σ_rows dy ⊙ x̂`, the gradient of a layer norm's gain (`LayerNorm::weight_grads`).
+/// `Σ_rows dy ⊙ x̂`, the gradient of a layer norm's gain (`backend::layer_norm_gamma_grad`).
 pub(crate) fn layer_norm_gamma_grad(xhat: &Tensor, dy: &Tensor) -> Result<Tensor> {
     same_gpu("LayerNorm gain gradient", &[xhat, dy])?;
     let (rows, cols) = (dy.rows(), dy.cols());
@@ -301,7 +301,7 @@ pub(crate) fn scale(x: &mut Tensor, factor: f32) -> Result<()> {
     launch(&gpu, "k_scale", n, &mut [KArg::Out(b), KArg::U32(n32(n)?), KArg::F32(factor)])
 }
 
-/// One SGD-momentum update of `p` (`optim::sgd_update`).
+/// One SGD-momentum update of `p` (`backend::sgd_step`).
 pub(crate) fn sgd_step(p: &mut Tensor, g: &Tensor, v: &mut Tensor, lr: f32, momentum: f32) -> Result<()> {
     same_gpu("SGD", &[p, g, v])?;
     let n = p.len();
@@ -320,7 +320,7 @@ pub(crate) fn sgd_step(p: &mut Tensor, g: &Tensor, v: &mut Tensor, lr: f32, mome
     )
 }
 
-/// One Adam update of `p` (`optim::adam_update`).
+/// One Adam update of `p` (`backend::adam_step`).
 pub(crate) fn adam_step(
     p: &mut Tensor,
     g: &Tensor,

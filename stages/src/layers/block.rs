@@ -9,8 +9,8 @@
 //! regenerated, never stored), and `I` keeps exactly each parameterised sub-layer's input and
 //! output gradient. The byte predictions in `spec.rs` count these same tensors.
 
+use crate::backend::{gelu, gelu_backward};
 use crate::error::Result;
-use crate::layers::gelu::{gelu, gelu_backward};
 use crate::layers::{Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
 use crate::rng::Stream;
 use crate::tensor::Tensor;

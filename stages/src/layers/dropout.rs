@@ -6,6 +6,7 @@
 //! stored: the forward, a recomputed forward, and the backward (which applies the same mask to
 //! the gradient) all regenerate it bit for bit. With `rate = 0` dropout is the identity.
 
+use crate::backend;
 use crate::error::Result;
 use crate::rng::{tag, Stream};
 use crate::tensor::Tensor;
@@ -28,18 +29,7 @@ impl Dropout {
     /// Multiplies `t` by the mask (and the `1/(1 − rate)` scale) in place. The forward applies it
     /// to the activation; the backward applies the same call to the gradient.
     pub fn apply(&self, t: &mut Tensor, seed: u64, step: u64, mb: usize) -> Result<()> {
-        if self.rate <= 0.0 {
-            return Ok(());
-        }
-        let s = self.stream(seed, step, mb);
-        let scale = 1.0 / (1.0 - self.rate);
-        if !t.is_host() {
-            return crate::cuda::ops::dropout(t, s.key(), self.rate, scale);
-        }
-        for (k, v) in t.data_mut().iter_mut().enumerate() {
-            *v = if s.uniform(k as u64) >= self.rate { *v * scale } else { 0.0 };
-        }
-        Ok(())
+        backend::dropout(t, &self.stream(seed, step, mb), self.rate)
     }
 }
 

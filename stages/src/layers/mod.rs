@@ -11,13 +11,11 @@ mod block;
 #[cfg(test)]
 pub(crate) mod check;
 mod dropout;
-mod gelu;
 mod linear;
 mod norm;
 
 pub use block::Block;
 pub use dropout::Dropout;
-pub use gelu::{exp_approx, gelu, gelu_backward};
 pub use linear::Linear;
 pub use norm::{LayerNorm, NormStats, NORM_EPS};
 

@@ -1,9 +1,10 @@
 //! `LayerNorm` with affine parameters: `y = γ ⊙ x̂ + β`, `x̂ = (x − mean) · rstd` per row.
 //!
-//! Invariant: `gamma` and `beta` are `[1, width]`. Row statistics are summed left to right in a
-//! fixed order (two passes: mean, then variance), so the same row always normalises to the same
-//! bits. The backward needs `x̂` and `rstd` (not `x`); `W` needs `x̂` and `dy`.
+//! Invariant: `gamma` and `beta` are `[1, width]`. The arithmetic is the backend's
+//! ([`backend::layer_norm`](crate::backend::layer_norm)): the same row always normalises to the
+//! same bits. The backward needs `x̂` and `rstd` (not `x`); `W` needs `x̂` and `dy`.
 
+use crate::backend;
 use crate::error::{Error, Result};
 use crate::layers::{Ctx, Layer, Saved, WNeeds};
 use crate::tensor::Tensor;
@@ -63,71 +64,20 @@ impl LayerNorm {
     /// The output `y` and the statistics its backward needs.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, NormStats)> {
         self.check(x, "forward")?;
-        if !x.is_host() {
-            let [y, xhat, rstd] = crate::cuda::ops::layer_norm_forward(x, &self.gamma, &self.beta, NORM_EPS)?;
-            return Ok((y, NormStats { xhat, rstd }));
-        }
-        let w = self.width();
-        let mut xhat = Tensor::scratch(x.rows(), w);
-        let mut rstd = Tensor::scratch(x.rows(), 1);
-        let mut y = Tensor::scratch(x.rows(), w);
-        let (g, b) = (self.gamma.data(), self.beta.data());
-        for r in 0..x.rows() {
-            let row = x.row(r);
-            let mean = row.iter().sum::<f32>() / w as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / w as f32;
-            let s = 1.0 / (var + NORM_EPS).sqrt();
-            rstd.data_mut()[r] = s;
-            let xh = &mut xhat.data_mut()[r * w..(r + 1) * w];
-            for (o, v) in xh.iter_mut().zip(row) {
-                *o = (v - mean) * s;
-            }
-            for (((o, xv), gv), bv) in y.data_mut()[r * w..(r + 1) * w].iter_mut().zip(xh.iter()).zip(g).zip(b) {
-                *o = xv * gv + bv;
-            }
-        }
+        let [y, xhat, rstd] = backend::layer_norm(x, &self.gamma, &self.beta, NORM_EPS)?;
         Ok((y, NormStats { xhat, rstd }))
     }
 
     /// `I`: `dx = rstd · (d − mean(d) − x̂ · mean(d ⊙ x̂))` with `d = dy ⊙ γ`.
     pub fn backward_input(&self, stats: &NormStats, dy: &Tensor) -> Result<Tensor> {
         self.check(dy, "backward_input")?;
-        stats.xhat.check_same(dy, "LayerNorm backward_input (x̂ vs dy)")?;
-        if !dy.is_host() {
-            return crate::cuda::ops::layer_norm_backward_input(&stats.xhat, &stats.rstd, &self.gamma, dy);
-        }
-        let w = self.width();
-        let mut dx = Tensor::scratch(dy.rows(), w);
-        let mut d = vec![0.0f32; w];
-        for r in 0..dy.rows() {
-            let xh = stats.xhat.row(r);
-            for ((o, g), gamma) in d.iter_mut().zip(dy.row(r)).zip(self.gamma.data()) {
-                *o = g * gamma;
-            }
-            let mean_d = d.iter().sum::<f32>() / w as f32;
-            let mean_dx = d.iter().zip(xh).map(|(a, b)| a * b).sum::<f32>() / w as f32;
-            let s = stats.rstd.data()[r];
-            for ((o, dv), xv) in dx.data_mut()[r * w..(r + 1) * w].iter_mut().zip(&d).zip(xh) {
-                *o = s * (dv - mean_d - xv * mean_dx);
-            }
-        }
-        Ok(dx)
+        backend::layer_norm_backward_input(&stats.xhat, &stats.rstd, &self.gamma, dy)
     }
 
     /// `W`: this micro-batch's `[dγ, dβ] = [Σ_rows dy ⊙ x̂, Σ_rows dy]`, in gradient order.
     pub fn weight_grads(&self, xhat: &Tensor, dy: &Tensor) -> Result<[Tensor; 2]> {
         self.check(dy, "weight_grads")?;
-        xhat.check_same(dy, "LayerNorm weight_grads (x̂ vs dy)")?;
-        if !dy.is_host() {
-            return Ok([crate::cuda::ops::layer_norm_gamma_grad(xhat, dy)?, dy.column_sums()?]);
-        }
-        let mut dg = Tensor::zeros(1, self.width());
-        for r in 0..dy.rows() {
-            for ((o, g), xv) in dg.data_mut().iter_mut().zip(dy.row(r)).zip(xhat.row(r)) {
-                *o += g * xv;
-            }
-        }
-        Ok([dg, dy.column_sums()?])
+        Ok([backend::layer_norm_gamma_grad(xhat, dy)?, dy.column_sums()?])
     }
 }
 

@@ -10,7 +10,6 @@
 //! whether or not the compiler vectorises the loop. GELU has no parameters, so it has no `W`;
 //! its backward needs its input.
 
-use crate::error::Result;
 use crate::tensor::Tensor;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -42,36 +41,28 @@ fn gate(x: f32) -> f32 {
     1.0 / (1.0 + exp_approx(-2.0 * z))
 }
 
-/// `gelu` of every element.
-pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    if !x.is_host() {
-        return crate::cuda::ops::gelu_forward(x);
-    }
+/// `gelu` of every element of a host tensor.
+pub(crate) fn forward(x: &Tensor) -> Tensor {
     let mut y = Tensor::scratch(x.rows(), x.cols());
     for (o, &v) in y.data_mut().iter_mut().zip(x.data()) {
         *o = v * gate(v);
     }
-    Ok(y)
+    y
 }
 
-/// The input gradient `dx = gelu'(x) ⊙ dy`, written over `dy`'s buffer.
-pub fn gelu_backward(x: &Tensor, mut dy: Tensor) -> Result<Tensor> {
-    x.check_same(&dy, "GELU backward (x vs dy)")?;
-    if !x.is_host() {
-        crate::cuda::ops::gelu_backward(x, &mut dy)?;
-        return Ok(dy);
-    }
+/// `dy ⊙= gelu'(x)` on host tensors of one shape.
+pub(crate) fn backward(x: &Tensor, dy: &mut Tensor) {
     for (g, &v) in dy.data_mut().iter_mut().zip(x.data()) {
         let s = gate(v);
         let dz = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * v * v);
         *g *= s + 2.0 * v * s * (1.0 - s) * dz;
     }
-    Ok(dy)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{gelu, gelu_backward};
     use crate::layers::check::{assert_close, dot, numeric_grad, probe};
 
     #[test]

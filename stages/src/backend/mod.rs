@@ -1,0 +1,178 @@
+//! The backend seam: the tensor operations layers, losses and optimizers are made of, each
+//! choosing its device once — here — from where its tensors live: the host backend (`host.rs`:
+//! `f32` buffers in main memory, one thread) or the CUDA backend
+//! ([`cuda::ops`](crate::cuda), kernels from `kernels/ops.cu`; everything that touches cudarc
+//! stays under `cuda/`). Layers call these functions and never look at a device, so a layer made
+//! of them — a user's own included — runs wherever its stage runs.
+//!
+//! Each function checks the shapes it is given, for both devices, before dispatching. Adding an
+//! operation: its host function in `host.rs` (or a file of its own, as GELU), its kernel in
+//! `kernels/ops.cu` with a launcher in `cuda/ops.rs`, and a dispatching function here.
+//!
+//! Matrix products dispatch in [`matmul`](crate::matmul), elementwise tensor arithmetic (sums,
+//! bias rows, column sums) in [`Tensor`]'s own methods.
+
+mod gelu;
+mod host;
+
+pub use gelu::exp_approx;
+
+use crate::error::{Error, Result};
+use crate::optim::AdamScalars;
+use crate::rng::Stream;
+use crate::tensor::Tensor;
+
+/// GELU (tanh approximation, see `gelu.rs`) of every element.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if x.is_host() {
+        Ok(gelu::forward(x))
+    } else {
+        crate::cuda::ops::gelu_forward(x)
+    }
+}
+
+/// The input gradient of GELU, `dx = gelu'(x) ⊙ dy`, written over `dy`'s buffer.
+pub fn gelu_backward(x: &Tensor, mut dy: Tensor) -> Result<Tensor> {
+    x.check_same(&dy, "GELU backward (x vs dy)")?;
+    if x.is_host() {
+        gelu::backward(x, &mut dy);
+    } else {
+        crate::cuda::ops::gelu_backward(x, &mut dy)?;
+    }
+    Ok(dy)
+}
+
+/// Inverted dropout in place: element `k` of `t` is kept, and scaled by `1/(1 − rate)`, iff draw
+/// `k` of `stream` is at least `rate`. The mask is a pure function of the stream and `k`.
+pub fn dropout(t: &mut Tensor, stream: &Stream, rate: f32) -> Result<()> {
+    if rate <= 0.0 {
+        return Ok(());
+    }
+    let scale = 1.0 / (1.0 - rate);
+    if t.is_host() {
+        host::dropout(t, stream, rate, scale);
+        Ok(())
+    } else {
+        crate::cuda::ops::dropout(t, stream.key(), rate, scale)
+    }
+}
+
+/// Layer normalisation of each row of `x` with scale `gamma` and shift `beta` (`[1, width]`):
+/// `[y, x̂, rstd]`, `x̂ = (x − mean)·rstd`, `rstd = 1/√(var + eps)` (`[rows, 1]`).
+pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<[Tensor; 3]> {
+    check_row("LayerNorm forward (γ)", gamma, x.cols())?;
+    check_row("LayerNorm forward (β)", beta, x.cols())?;
+    if x.is_host() {
+        Ok(host::layer_norm(x, gamma, beta, eps))
+    } else {
+        crate::cuda::ops::layer_norm_forward(x, gamma, beta, eps)
+    }
+}
+
+/// The input gradient of [`layer_norm`]: `dx = rstd · (d − mean(d) − x̂ · mean(d ⊙ x̂))` with
+/// `d = dy ⊙ γ`.
+pub fn layer_norm_backward_input(xhat: &Tensor, rstd: &Tensor, gamma: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    xhat.check_same(dy, "LayerNorm backward_input (x̂ vs dy)")?;
+    check_row("LayerNorm backward_input (γ)", gamma, dy.cols())?;
+    if rstd.shape() != [dy.rows(), 1] {
+        return Err(Error::Shape {
+            place: "LayerNorm backward_input (rstd)".into(),
+            reason: format!("rstd is {:?}, dy {:?}", rstd.shape(), dy.shape()),
+        });
+    }
+    if dy.is_host() {
+        Ok(host::layer_norm_backward_input(xhat, rstd, gamma, dy))
+    } else {
+        crate::cuda::ops::layer_norm_backward_input(xhat, rstd, gamma, dy)
+    }
+}
+
+/// The scale's gradient of [`layer_norm`]: `dγ = Σ_rows dy ⊙ x̂` (`[1, width]`).
+pub fn layer_norm_gamma_grad(xhat: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    xhat.check_same(dy, "LayerNorm weight_grads (x̂ vs dy)")?;
+    if dy.is_host() {
+        Ok(host::layer_norm_gamma_grad(xhat, dy))
+    } else {
+        crate::cuda::ops::layer_norm_gamma_grad(xhat, dy)
+    }
+}
+
+/// Softmax cross-entropy of each row of `logits` against the class index in `target` (`[rows,
+/// 1]`, checked by the caller): the mean loss over rows as a `[1, 1]` tensor on the logits'
+/// device, and the probabilities its backward needs.
+pub fn cross_entropy(logits: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
+    if logits.is_host() {
+        Ok(host::cross_entropy(logits, target))
+    } else {
+        crate::cuda::ops::cross_entropy_forward(logits, target)
+    }
+}
+
+/// The gradient of [`cross_entropy`] scaled by `factor`, written over `probs`:
+/// `(p − onehot(target)) · factor`.
+pub fn cross_entropy_backward(probs: &mut Tensor, target: &Tensor, factor: f32) -> Result<()> {
+    if probs.is_host() {
+        host::cross_entropy_backward(probs, target, factor);
+        Ok(())
+    } else {
+        crate::cuda::ops::cross_entropy_backward(probs, target, factor)
+    }
+}
+
+/// Mean squared error over every element: the loss as a `[1, 1]` tensor on `pred`'s device, and
+/// `pred − target`, which its backward needs.
+pub fn mse(pred: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
+    pred.check_same(target, "MSE (prediction vs target)")?;
+    if pred.is_host() {
+        Ok(host::mse(pred, target))
+    } else {
+        crate::cuda::ops::mse_forward(pred, target)
+    }
+}
+
+/// `x ← factor · x`.
+pub fn scale(x: &mut Tensor, factor: f32) -> Result<()> {
+    if x.is_host() {
+        host::scale(x, factor);
+        Ok(())
+    } else {
+        crate::cuda::ops::scale(x, factor)
+    }
+}
+
+/// One SGD-momentum update of parameter `p` from gradient `g` with velocity `v`:
+/// `v ← μ·v + g; p ← p − lr·v`.
+pub(crate) fn sgd_step(p: &mut Tensor, g: &Tensor, v: &mut Tensor, lr: f32, momentum: f32) -> Result<()> {
+    p.check_same(g, "SGD (parameter vs gradient)")?;
+    p.check_same(v, "SGD (parameter vs velocity)")?;
+    if p.is_host() {
+        host::sgd_step(p.data_mut(), g.data(), v.data_mut(), lr, momentum);
+        Ok(())
+    } else {
+        crate::cuda::ops::sgd_step(p, g, v, lr, momentum)
+    }
+}
+
+/// One Adam update of parameter `p` from gradient `g` with moments `m`, `v`.
+pub(crate) fn adam_step(p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, s: AdamScalars) -> Result<()> {
+    p.check_same(g, "Adam (parameter vs gradient)")?;
+    p.check_same(m, "Adam (parameter vs first moment)")?;
+    p.check_same(v, "Adam (parameter vs second moment)")?;
+    if p.is_host() {
+        host::adam_step(p.data_mut(), g.data(), m.data_mut(), v.data_mut(), s);
+        Ok(())
+    } else {
+        crate::cuda::ops::adam_step(p, g, m, v, s)
+    }
+}
+
+/// The host's SGD and Adam updates on plain slices, for the CUDA emulation's tests.
+#[cfg(test)]
+pub(crate) use host::{adam_step as host_adam_step, sgd_step as host_sgd_step};
+
+fn check_row(place: &str, t: &Tensor, width: usize) -> Result<()> {
+    if t.shape() == [1, width] {
+        return Ok(());
+    }
+    Err(Error::Shape { place: place.into(), reason: format!("{:?} for rows of width {width}", t.shape()) })
+}
