@@ -176,3 +176,30 @@ fn check_row(place: &str, t: &Tensor, width: usize) -> Result<()> {
     }
     Err(Error::Shape { place: place.into(), reason: format!("{:?} for rows of width {width}", t.shape()) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_are_checked_before_any_backend_runs() {
+        let x = Tensor::zeros(3, 4);
+        fn e<T>(r: Result<T>) -> String {
+            r.map(drop).unwrap_err().to_string()
+        }
+        assert!(
+            e(layer_norm(&x, &Tensor::zeros(1, 5), &Tensor::zeros(1, 4), 1e-5)).contains("[1, 5] for rows of width 4")
+        );
+        assert!(e(layer_norm_backward_input(&x, &Tensor::zeros(2, 1), &Tensor::zeros(1, 4), &x)).contains("rstd"));
+        assert!(e(gelu_backward(&x, Tensor::zeros(4, 3))).contains("GELU backward"));
+        assert!(e(mse(&x, &Tensor::zeros(3, 1))).contains("MSE"));
+        let (mut p, mut m, mut v) = (x.clone(), x.clone(), Tensor::zeros(1, 1));
+        let s = AdamScalars { lr: 1.0, beta1: 0.9, beta2: 0.99, eps: 1e-8, c1: 0.1, c2: 0.01 };
+        assert!(e(adam_step(&mut p, &x, &mut m, &mut v, s)).contains("second moment"));
+        assert!(e(sgd_step(&mut p, &Tensor::zeros(3, 3), &mut m, 0.1, 0.9)).contains("SGD"));
+        // Zero-rate dropout is the identity, whatever the stream.
+        let mut y = Tensor::full(2, 2, 3.0);
+        dropout(&mut y, &Stream::new(&[1]), 0.0).unwrap();
+        assert!(y.bit_eq(&Tensor::full(2, 2, 3.0)));
+    }
+}
