@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use common::{deep_tiny, exec, model_on, schedule};
 use pipesched_schedules::{Kind, Stats};
 use pipesched_stages::backend::{gelu, gelu_backward};
-use pipesched_stages::layers::{Dropout, LayerNorm};
+use pipesched_stages::layers::{Ctx, Dropout, LayerNorm};
 use pipesched_stages::{cuda, Device, LossKind, ModelSpec, Precision, Tensor};
 
 /// `cuda:0`, with the GPU to this test alone (the tests read the driver's memory counters and
@@ -43,10 +43,10 @@ fn element_wise_kernels_give_the_cpu_bits() {
     let g = probe(37, 300, 2);
     let want = gelu_backward(&x, g.clone()).unwrap();
     assert!(gelu_backward(&d, g.to_device(dev).unwrap()).unwrap().bit_eq(&want), "GELU backward");
-    let drop = Dropout { rate: 0.3, layer: 5 };
+    let (drop, ctx) = (Dropout { rate: 0.3 }, Ctx::new(7, 3, 2, 5));
     let (mut a, mut b) = (x.clone(), d.clone());
-    drop.apply(&mut a, 7, 3, 2).unwrap();
-    drop.apply(&mut b, 7, 3, 2).unwrap();
+    drop.apply(&mut a, &ctx).unwrap();
+    drop.apply(&mut b, &ctx).unwrap();
     assert!(a.bit_eq(&b), "dropout masks");
     let mut norm = LayerNorm::new(300);
     let (y, stats) = norm.forward(&x).unwrap();

@@ -7,8 +7,10 @@
 //! validation one byte per (stage, micro-batch) and a bit per message (counted as two bytes and
 //! 8-byte times per message, what the unit clock of a grid or CSV export takes); for a simulation
 //! the walk's 8-byte time per message and, when the cost model has bytes, 8 bytes per (stage,
-//! micro-batch) held and up to two 24-byte memory samples per action; for a kept trace 16 bytes
-//! per action more (start and end).
+//! micro-batch) held and the ledgers' records, which every rank keeps until the walk ends — a
+//! 24-byte held sample and a 24-byte message per action at most; for a kept trace 16 bytes per
+//! action more (start and end) and, with bytes, the memory curves: up to three 24-byte samples
+//! per action (a held change and a message's arrival and consumption).
 
 use crate::action::Action;
 use crate::generate::Kind;
@@ -65,8 +67,12 @@ impl Footprint {
     /// Bytes to hold the schedule and simulate it, keeping what `sim` says.
     pub fn simulation_bytes(&self, sim: Simulation) -> Option<u64> {
         let spans = if sim.trace { self.actions.checked_mul(16)? } else { 0 };
-        let memory =
-            if sim.with_bytes { self.actions.checked_mul(48)?.checked_add(self.pairs()?.checked_mul(8)?)? } else { 0 };
+        let memory = if sim.with_bytes {
+            let curves = if sim.trace { 72 } else { 0 };
+            self.actions.checked_mul(48 + curves)?.checked_add(self.pairs()?.checked_mul(8)?)?
+        } else {
+            0
+        };
         self.schedule_bytes()?.checked_add(spans)?.checked_add(memory)?.checked_add(self.walk_bytes()?)
     }
 }

@@ -47,6 +47,14 @@ impl Ledger {
         Ledger { held: vec![MemSample::new(0.0, static_bytes)], live: static_bytes, messages: Vec::new() }
     }
 
+    /// A rank holding `static_bytes` from time 0, with room for `changes` changes of its held
+    /// bytes and `messages` messages, so recording them never reallocates.
+    pub fn with_capacity(static_bytes: u64, changes: usize, messages: usize) -> Ledger {
+        let mut held = Vec::with_capacity(changes.saturating_add(1));
+        held.push(MemSample::new(0.0, static_bytes));
+        Ledger { held, live: static_bytes, messages: Vec::with_capacity(messages) }
+    }
+
     /// Bytes held now (static and kept by stages; messages in flight not included).
     pub fn held(&self) -> u64 {
         self.live

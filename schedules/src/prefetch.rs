@@ -10,13 +10,13 @@
 /// nothing on targets without a stable prefetch instruction.
 #[inline(always)]
 pub(crate) fn prefetch<T>(ptr: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `prefetcht0` is a hint; it does not access memory architecturally, raises no fault
-    // for any address, and `sse` (which it needs) is part of every x86-64 target.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+    // SAFETY: `prefetcht0` is a hint; it does not access memory architecturally and raises no
+    // fault for any address; the `cfg` makes sure the `sse` it needs is there.
     #[allow(unsafe_code)]
     unsafe {
         core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
     let _ = ptr;
 }

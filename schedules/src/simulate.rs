@@ -33,7 +33,7 @@ use crate::walk::{walk, Ran, Times};
 /// are checked first, a deadlock by the simulation's own walk), or if the cost model does not fit
 /// it.
 pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
-    let (ranks, _) = run(schedule, costs, true)?;
+    let (ranks, _, _) = run(schedule, costs, true)?;
     Ok(Trace {
         source: Source::Simulated,
         schedule: schedule.name.clone(),
@@ -51,13 +51,20 @@ pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
 /// computed as the simulation runs, without keeping its spans: 16 bytes per action less to
 /// allocate and write. Fails as [`simulate`] does.
 pub fn simulate_stats(schedule: &Schedule, costs: &CostModel) -> Result<Stats> {
-    let (ranks, tallies) = run(schedule, costs, false)?;
-    Ok(Stats::from_tallies(&tallies, &ranks))
+    let (_, tallies, peaks) = run(schedule, costs, false)?;
+    Ok(Stats::from_tallies(&tallies, &peaks))
 }
 
-/// One walk of `schedule` under `costs`: each rank's trace (its spans only when `spans`; its
-/// memory curve always) and the tally of its spans for the stats.
-fn run(schedule: &Schedule, costs: &CostModel, spans: bool) -> Result<(Vec<RankTrace>, Vec<Tally>)> {
+/// How many spans ahead of a running rank its start and end times are prefetched: one cache
+/// line of `f64`s.
+const SPANS_AHEAD: usize = 8;
+
+/// One walk of `schedule` under `costs`: each rank's trace when `trace` (spans and memory curve;
+/// empty ranks otherwise), the tally of its spans, and its peaks (total, held) for the stats.
+/// Without the trace, each rank's memory curve is dropped as soon as its peaks are read.
+#[allow(clippy::type_complexity)]
+fn run(schedule: &Schedule, costs: &CostModel, trace: bool) -> Result<(Vec<RankTrace>, Vec<Tally>, Vec<(u64, u64)>)> {
+    let spans = trace;
     check_structure(schedule)?;
     let (stage_costs, statics) = costs.resolve(schedule)?;
     let (stages, m) = (schedule.stages(), schedule.m);
@@ -80,14 +87,23 @@ fn run(schedule: &Schedule, costs: &CostModel, spans: bool) -> Result<(Vec<RankT
             }
         })
         .collect();
-    let mut ledgers: Vec<Ledger> = statics.into_iter().map(Ledger::new).collect();
+    // Room for a change and a message per action: the ledgers never reallocate, and hold what
+    // the estimate (`Footprint::simulation_bytes`) counts.
+    let mut ledgers: Vec<Ledger> = statics
+        .into_iter()
+        .zip(&schedule.lanes)
+        .map(|(base, lane)| {
+            let n = lane.len();
+            Ledger::with_capacity(base, if keeps { n } else { 0 }, if sends { n } else { 0 })
+        })
+        .collect();
     let mut tallies = vec![Tally::default(); schedule.lanes.len()];
     // Each stage's durations by op, side by side: 40 bytes a stage rather than its whole cost.
     let durations: Vec<[f64; 5]> = stage_costs
         .iter()
         .map(|c| {
-            let mut d = [0.0; 5];
-            for op in [Op::F, Op::B, Op::I, Op::W, Op::R] {
+            let mut d = [0.0; Op::ALL.len()];
+            for op in Op::ALL {
                 d[op as usize] = c.duration(op);
             }
             d
@@ -100,8 +116,8 @@ fn run(schedule: &Schedule, costs: &CostModel, spans: bool) -> Result<(Vec<RankT
         tallies[rank].span(a.op, start, end);
         if spans {
             let trace = &mut ranks[rank];
-            prefetch(trace.start.as_ptr().wrapping_add(step + 16));
-            prefetch(trace.end.as_ptr().wrapping_add(step + 16));
+            prefetch(trace.start.as_ptr().wrapping_add(step + SPANS_AHEAD));
+            prefetch(trace.end.as_ptr().wrapping_add(step + SPANS_AHEAD));
             trace.start.push(start);
             trace.end.push(end);
         }
@@ -128,10 +144,15 @@ fn run(schedule: &Schedule, costs: &CostModel, spans: bool) -> Result<(Vec<RankT
             grid: schedule.grid(),
         });
     };
-    for (trace, ledger) in ranks.iter_mut().zip(ledgers) {
-        trace.memory = ledger.finish();
+    let mut peaks = Vec::with_capacity(ranks.len());
+    for (rank, ledger) in ranks.iter_mut().zip(ledgers) {
+        rank.memory = ledger.finish();
+        peaks.push((rank.peak_bytes(), rank.peak_held_bytes()));
+        if !trace {
+            rank.memory = Vec::new();
+        }
     }
-    Ok((ranks, tallies))
+    Ok((ranks, tallies, peaks))
 }
 
 impl StageCost {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::action::Op;
-use crate::trace::{RankTrace, Trace};
+use crate::trace::Trace;
 
 /// Summary numbers of one trace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,12 +48,12 @@ impl Stats {
                 t
             })
             .collect();
-        Stats::from_tallies(&tallies, &trace.ranks)
+        let peaks: Vec<(u64, u64)> = trace.ranks.iter().map(|r| (r.peak_bytes(), r.peak_held_bytes())).collect();
+        Stats::from_tallies(&tallies, &peaks)
     }
 
-    /// The stats from each rank's tally of its spans and its memory curve (`ranks[r].memory`;
-    /// the spans there are not read).
-    pub(crate) fn from_tallies(tallies: &[Tally], ranks: &[RankTrace]) -> Stats {
+    /// The stats from each rank's tally of its spans and its peaks: (live bytes, held bytes).
+    pub(crate) fn from_tallies(tallies: &[Tally], peaks: &[(u64, u64)]) -> Stats {
         let p = tallies.len();
         let makespan = tallies.iter().fold(0.0f64, |t, r| t.max(r.latest));
         let steady_period = tallies.iter().fold(0.0f64, |t, r| t.max(r.period()));
@@ -70,8 +70,8 @@ impl Stats {
             busy,
             idle,
             recompute: tallies.iter().map(|t| t.recompute).collect(),
-            peak_bytes: ranks.iter().map(RankTrace::peak_bytes).collect(),
-            peak_held_bytes: ranks.iter().map(RankTrace::peak_held_bytes).collect(),
+            peak_bytes: peaks.iter().map(|p| p.0).collect(),
+            peak_held_bytes: peaks.iter().map(|p| p.1).collect(),
         }
     }
 }

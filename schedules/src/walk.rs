@@ -20,8 +20,13 @@ use crate::schedule::Schedule;
 /// Marks a rank that waits for no message.
 const FREE: usize = usize::MAX;
 
-/// How many actions (and message slots) ahead of a running rank its streams are prefetched:
-/// 16 actions are two cache lines, far enough for the lines to arrive before the rank runs again.
+/// How far ahead of a running rank its streams are prefetched, in elements: its lane by
+/// [`LANE_AHEAD`] actions (half a cache line: a rank runs two or three actions per visit, so the
+/// next line is asked for about one visit before it is read) and its row of send times by
+/// [`SENT_AHEAD`] slots (the next micro-batch's, which starts a new line every fourth).
+const LANE_AHEAD: usize = 4;
+/// See [`LANE_AHEAD`].
+const SENT_AHEAD: usize = 2;
 
 /// What a walk remembers of the messages sent so far.
 pub(crate) trait Post {
@@ -139,7 +144,7 @@ pub(crate) fn walk<P: Post>(
     let mut ready: Vec<usize> = (0..p.min(at.len())).rev().collect();
     while let Some(r) = ready.pop() {
         let Cursor { lane, next: mut k, free_at: mut now, .. } = at[r];
-        prefetch(lane.as_ptr().wrapping_add(k + 4));
+        prefetch(lane.as_ptr().wrapping_add(k + LANE_AHEAD));
         while let Some(&a) = lane.get(k) {
             if a.stage() >= stages || a.mb() >= m {
                 break;
@@ -167,9 +172,9 @@ pub(crate) fn walk<P: Post>(
             if let Some(msg) = produces(a, stages) {
                 let slot = msg.index(stages, m);
                 post.send(slot, end);
-                post.prefetch(slot + 2);
+                post.prefetch(slot + SENT_AHEAD);
                 let to = rank_of[msg.to];
-                if to < p && at[to].waiting == slot {
+                if at.get(to).is_some_and(|c| c.waiting == slot) {
                     at[to].waiting = FREE;
                     ready.push(to);
                 }

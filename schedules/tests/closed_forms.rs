@@ -124,8 +124,13 @@ proptest! {
             let traced = Stats::of(&simulate(&s, &costs).unwrap());
             let direct = simulate_stats(&s, &costs).unwrap();
             prop_assert_eq!(&direct, &traced, "{} p={} m={}", kind, p, m);
-            // Bitwise, not just equal as floats.
-            prop_assert_eq!(direct.busy.iter().map(|b| b.to_bits()).collect::<Vec<_>>(), traced.busy.iter().map(|b| b.to_bits()).collect::<Vec<_>>());
+            // Bitwise, not just equal as floats: every number of both.
+            let bits = |s: &Stats| {
+                let mut v = vec![s.makespan, s.ideal, s.bubble_rate, s.steady_period, s.steady_bubble_rate];
+                v.extend(s.busy.iter().chain(&s.idle).chain(&s.recompute));
+                v.into_iter().map(f64::to_bits).collect::<Vec<u64>>()
+            };
+            prop_assert_eq!(bits(&direct), bits(&traced));
         }
     }
 }

@@ -2,12 +2,14 @@
 //! schedule: a generator (`-s NAME`) or a PyTorch-compatible CSV file (`--from-csv FILE`).
 //!
 //! Invariant: p, m and v are ≥ 1 once parsed (checked here and nowhere else on the command
-//! line), and every schedule returned went through `validate`.
+//! line), and every schedule [`ScheduleArgs::schedule`] returns went through `validate`; only
+//! `simulate`, whose walk validates, takes a generated one unvalidated
+//! ([`ScheduleArgs::schedule_to_simulate`]).
 
 use std::path::PathBuf;
 
 use clap::Args;
-use pipesched_schedules::{from_csv, Footprint, Kind, Schedule, Simulation};
+use pipesched_schedules::{from_csv, validate, Footprint, Kind, Schedule, Simulation};
 
 use super::{at_least_one, read_text, stage_count};
 use crate::budget::{self, Available};
@@ -145,9 +147,19 @@ impl ScheduleArgs {
         }
     }
 
-    /// Generates or reads the schedule: a generated one is valid by construction (its tests
-    /// validate every generator), a CSV one is validated as it is read.
+    /// Generates or reads the schedule, validated.
     pub fn schedule(&self) -> Result<Schedule> {
+        let s = self.schedule_to_simulate()?;
+        if self.from_csv.is_none() {
+            validate(&s)?;
+        }
+        Ok(s)
+    }
+
+    /// Generates or reads the schedule for [`simulate`](pipesched_schedules::simulate), which
+    /// validates it as it walks: a generated one is not validated first (generators are valid by
+    /// construction, and their tests validate every one), a CSV one is, as it is read.
+    pub fn schedule_to_simulate(&self) -> Result<Schedule> {
         if let Some(path) = &self.from_csv {
             // A schedule in memory takes about twice its CSV text, and its validation as much
             // again: a file of up to an eighth of the memory budget.

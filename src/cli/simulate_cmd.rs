@@ -61,7 +61,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     if let (true, Some(actions)) = (args.trace, args.schedule.planned_actions(recompute)) {
         chrome::check_size(actions)?;
     }
-    let base = args.schedule.schedule()?;
+    let base = args.schedule.schedule_to_simulate()?;
     if args.schedule.from_csv.is_some() {
         // A file's size is known only once it is read: check its simulation now.
         let recomputed = if recompute { base.stages() * base.m } else { 0 };

@@ -81,7 +81,8 @@ impl StageSpec {
     }
 
     /// Bytes one micro-batch of `batch` rows holds on this stage, per phase; `None` if a count
-    /// overflows. Time independent of the number of layers.
+    /// overflows or the stage's range holds no layer of `model`. Time independent of the number
+    /// of layers.
     pub fn checked_bytes(&self, model: &ModelSpec, batch: usize) -> Option<StageBytes> {
         let layers = SpecLayers { model, range: self.layers.clone() };
         let loss = self.is_last(model).then_some((model.loss, model.output));
@@ -122,6 +123,9 @@ impl StageRows for SpecLayers<'_> {
         self.model.sum_over(&self.range, step, |l| f(&l.rows()))
     }
     fn ends(&self) -> Option<(Rows, Rows)> {
+        if self.range.is_empty() {
+            return None;
+        }
         let first = self.model.layer(self.range.start)?;
         let last = self.model.layer(self.range.end.checked_sub(1)?)?;
         Some((first.rows(), last.rows()))
@@ -130,7 +134,8 @@ impl StageRows for SpecLayers<'_> {
 
 /// The byte rule of a stage (see the module doc): what one micro-batch of `batch` rows holds per
 /// phase under `policy`, for the stage's `layers`, which begin the model when `first` and end it
-/// with `loss` (the loss and the model's output width) when it is given. `None` on overflow.
+/// with `loss` (the loss and the model's output width) when it is given. `None` on overflow or
+/// without layers.
 pub(crate) fn stage_bytes(
     layers: &(impl StageRows + ?Sized),
     policy: RecomputePolicy,
@@ -221,6 +226,16 @@ mod tests {
         }
         // full keeps the model input and the regression targets: 128·(128 + 16) floats.
         assert_eq!(full.act_bytes, 4 * 128 * (128 + 16));
+    }
+
+    #[test]
+    fn a_range_without_layers_predicts_nothing() {
+        let m = ModelSpec::tiny();
+        let spec = |layers| StageSpec { index: 0, layers, policy: RecomputePolicy::None, device: Default::default() };
+        assert_eq!(spec(2..2).checked_bytes(&m, 4), None);
+        assert_eq!(spec(40..41).checked_bytes(&m, 4), None);
+        assert_eq!(spec(2..2).predicted_bytes(&m, 4), StageBytes::SATURATED);
+        assert!(spec(2..3).checked_bytes(&m, 4).is_some());
     }
 
     #[test]

@@ -187,7 +187,23 @@ impl Stage {
         };
         let mut grads = Vec::with_capacity(self.grads.len());
         for (layer, n) in self.layers.iter().zip(&needs) {
-            grads.extend(layer.weight_grads(n)?);
+            let g = layer.weight_grads(n)?;
+            let params = layer.params();
+            if g.len() != params.len() || g.iter().zip(&params).any(|(g, p)| g.shape() != p.shape()) {
+                let shapes = |v: &mut dyn Iterator<Item = [usize; 2]>| {
+                    v.map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+                };
+                return Err(Error::Shape {
+                    place: self.place("backward_weight", Some(mb)),
+                    reason: format!(
+                        "the {} layer's weight_grads returned [{}] for parameters [{}]; return one gradient per parameter, of its shape",
+                        layer.kind(),
+                        shapes(&mut g.iter().map(Tensor::shape)),
+                        shapes(&mut params.iter().map(|p| p.shape()))
+                    ),
+                });
+            }
+            grads.extend(g);
         }
         drop(needs);
         self.accum.offer(mb, grads, &mut self.grads)

@@ -156,7 +156,7 @@ impl LayerSpec {
             LayerSpec::Norm { width } => Box::new(LayerNorm::new(width)),
             LayerSpec::Block { width, ffn } => {
                 let gain = 1.0 / (2.0 * model.blocks.max(1) as f32).sqrt();
-                let dropout = Dropout { rate: model.dropout, layer: index };
+                let dropout = Dropout { rate: model.dropout };
                 Box::new(Block::new(width, ffn, dropout, stream, gain).with_precision(model.precision))
             }
         }

@@ -81,7 +81,6 @@ impl Stage {
         loss: Option<LossKind>,
         seed: u64,
     ) -> Result<Stage> {
-        spec.device.check()?;
         if layers.is_empty() || layers.len() != spec.layers.len() {
             return Err(Error::Partition(format!(
                 "stage {} is given {} layers for the layer range {:?}; give one layer per index, and at least one",
@@ -104,6 +103,25 @@ impl Stage {
                 });
             }
         }
+        for (k, l) in layers.iter().enumerate() {
+            let place = || format!("stage {} layer {} ({})", spec.index, spec.layers.start + k, l.kind());
+            if !l.runs_on(spec.device) {
+                return Err(Error::Partition(format!(
+                    "{} does not run on {}; put its stage on the CPU (or give the layer a {} implementation)",
+                    place(),
+                    spec.device,
+                    spec.device
+                )));
+            }
+            let (names, params) = (l.param_names().len(), l.params().len());
+            if names != params {
+                return Err(Error::Shape {
+                    place: place(),
+                    reason: format!("{params} parameters but {names} parameter names; give one name per parameter"),
+                });
+            }
+        }
+        spec.device.check()?;
         // Parameters are drawn on the host (so every device starts from the same bits), then
         // moved to the stage's device on its own stream.
         let lane = match spec.device {
@@ -413,6 +431,71 @@ mod tests {
         let one: Vec<Box<dyn Layer>> = vec![Box::new(LayerNorm::new(5))];
         let e = Stage::from_layers(&spec, one, None, 0).unwrap_err().to_string();
         assert!(e.contains("1 layers for the layer range 0..2"), "{e}");
+    }
+
+    /// A layer that breaks the contract: `W` returns only its first gradient, and it names one
+    /// parameter of two.
+    #[derive(Debug)]
+    struct Broken(crate::layers::Linear);
+
+    impl Layer for Broken {
+        fn kind(&self) -> &str {
+            "broken"
+        }
+        fn input_width(&self) -> usize {
+            self.0.input_width()
+        }
+        fn output_width(&self) -> usize {
+            self.0.output_width()
+        }
+        fn params(&self) -> Vec<&Tensor> {
+            Layer::params(&self.0)
+        }
+        fn params_mut(&mut self) -> Vec<&mut Tensor> {
+            Layer::params_mut(&mut self.0)
+        }
+        fn param_names(&self) -> Vec<String> {
+            Layer::param_names(&self.0)
+        }
+        fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, crate::layers::Saved)> {
+            self.0.forward_saving(x, ctx)
+        }
+        fn backward_input(
+            &self,
+            s: crate::layers::Saved,
+            dy: Tensor,
+            ctx: &Ctx,
+        ) -> Result<(Tensor, crate::layers::WNeeds)> {
+            Layer::backward_input(&self.0, s, dy, ctx)
+        }
+        fn weight_grads(&self, needs: &crate::layers::WNeeds) -> Result<Vec<Tensor>> {
+            Ok(Layer::weight_grads(&self.0, needs)?.into_iter().take(1).collect())
+        }
+        fn saved_per_row(&self) -> usize {
+            self.0.saved_per_row()
+        }
+        fn w_per_row(&self) -> usize {
+            self.0.w_per_row()
+        }
+    }
+
+    #[test]
+    fn a_layer_that_breaks_the_contract_is_an_error_not_a_wrong_step() {
+        use crate::rng::Stream;
+        let spec = StageSpec { index: 0, layers: 0..1, policy: RecomputePolicy::None, device: Device::Cpu };
+        let broken = || -> Vec<Box<dyn Layer>> {
+            vec![Box::new(Broken(crate::layers::Linear::new(3, 2, Stream::new(&[1]), 1.0)))]
+        };
+        let mut stage = Stage::from_layers(&spec, broken(), Some(LossKind::Mse), 0).unwrap();
+        stage.begin_step(0, 1).unwrap();
+        stage.forward(0, Tensor::zeros(2, 3), Some(&Tensor::zeros(2, 2))).unwrap();
+        stage.backward_input(0, None).unwrap();
+        let e = stage.backward_weight(0).unwrap_err().to_string();
+        assert!(e.contains("broken layer's weight_grads returned [[3, 2]] for parameters [[3, 2], [1, 2]]"), "{e}");
+        // A host-only layer on a GPU stage is refused before any device is touched.
+        let gpu = StageSpec { device: Device::Cuda(0), ..spec };
+        let e = Stage::from_layers(&gpu, broken(), None, 0).unwrap_err().to_string();
+        assert!(e.contains("stage 0 layer 0 (broken) does not run on cuda"), "{e}");
     }
 
     #[test]

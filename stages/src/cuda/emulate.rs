@@ -18,7 +18,7 @@ use libloading::Library;
 
 use super::source::{launch_1d, Arg, KERNELS};
 use crate::backend::{gelu, gelu_backward, host_adam_step as adam_update, host_sgd_step as sgd_update};
-use crate::layers::{Dropout, LayerNorm, NORM_EPS};
+use crate::layers::{Ctx, Dropout, LayerNorm, NORM_EPS};
 use crate::loss::{LossKind, LossSaved};
 use crate::optim::AdamScalars;
 use crate::rng::Stream;
@@ -276,7 +276,7 @@ fn dropout_mask() {
     let ops = ops();
     let k: unsafe extern "C" fn(*mut f32, u32, u64, f32, f32) = ops.kernel("k_dropout");
     // The last rate equals draw 7 of its stream: kept, as `>=` keeps it.
-    let tie = Dropout { rate: 0.0, layer: 4 }.stream(5, 6, 7).uniform(7);
+    let tie = Dropout { rate: 0.0 }.stream(&Ctx { seed: 5, step: 6, mb: 7, layer: 4 }).uniform(7);
     for (rate, layer, seed, step, mb, n) in [
         (0.1, 0, 1, 0, 0, 1),
         (0.5, 3, 7, 2, 1, 257),
@@ -284,12 +284,12 @@ fn dropout_mask() {
         (0.25, 2, u64::MAX, 1, 3, 256),
         (tie, 4, 5, 6, 7, 300),
     ] {
-        let d = Dropout { rate, layer };
+        let (d, ctx) = (Dropout { rate }, Ctx { seed, step, mb, layer });
         let x = tensor(1, n, layer as u64);
         let mut want = x.clone();
-        d.apply(&mut want, seed, step, mb).unwrap();
+        d.apply(&mut want, &ctx).unwrap();
         let mut got = x.to_vec();
-        let (pt, len, key, scale) = (got.as_mut_ptr(), n as u32, d.stream(seed, step, mb).key(), 1.0 / (1.0 - rate));
+        let (pt, len, key, scale) = (got.as_mut_ptr(), n as u32, d.stream(&ctx).key(), 1.0 / (1.0 - rate));
         // SAFETY: `got` holds n floats; the kernel guards i < n.
         #[allow(unsafe_code)]
         ops.grid(len, || unsafe { k(pt, len, key, rate, scale) });

@@ -50,6 +50,9 @@ impl Block {
 }
 
 impl Layer for Block {
+    fn runs_on(&self, _device: crate::device::Device) -> bool {
+        true
+    }
     fn kind(&self) -> &str {
         "block"
     }
@@ -81,15 +84,15 @@ impl Layer for Block {
         let h = self.fc1.forward(&y)?;
         let a = gelu(&h)?;
         let mut out = self.fc2.forward(&a)?;
-        self.dropout.apply(&mut out, ctx.seed, ctx.step, ctx.mb)?;
+        self.dropout.apply(&mut out, ctx)?;
         out.add_assign(&x)?;
         Ok((out, Saved(vec![xhat, rstd, y, h, a])))
     }
     /// Keeps each parameterised sub-layer's input and output gradient: `x̂, dy, y, dh, a, dz`.
     fn backward_input(&self, saved: Saved, dout: Tensor, ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
-        let [xhat, rstd, y, h, a] = saved.take("block")?;
+        let [xhat, rstd, y, h, a] = saved.take(self.kind())?;
         let mut dz = dout.try_clone()?;
-        self.dropout.apply(&mut dz, ctx.seed, ctx.step, ctx.mb)?;
+        self.dropout.apply(&mut dz, ctx)?;
         let da = self.fc2.backward_input(&dz)?;
         let dh = gelu_backward(&h, da)?;
         let dy = self.fc1.backward_input(&dh)?;
@@ -99,7 +102,7 @@ impl Layer for Block {
         Ok((dx, WNeeds(vec![norm.xhat, dy, y, dh, a, dz])))
     }
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
-        let [xhat, dy, y, dh, a, dz] = needs.get("block")?;
+        let [xhat, dy, y, dh, a, dz] = needs.get(self.kind())?;
         let mut g: Vec<Tensor> = self.norm.weight_grads(xhat, dy)?.into();
         g.extend(self.fc1.weight_grads(y, dh)?);
         g.extend(self.fc2.weight_grads(a, dz)?);
@@ -124,7 +127,7 @@ mod tests {
     use crate::layers::check::{assert_close, dot, numeric_grad, probe};
 
     fn block(rate: f32) -> Block {
-        let mut b = Block::new(6, 10, Dropout { rate, layer: 4 }, Stream::new(&[5]), 0.7);
+        let mut b = Block::new(6, 10, Dropout { rate }, Stream::new(&[5]), 0.7);
         b.norm.gamma = probe(1, 6, 30);
         b.norm.beta = probe(1, 6, 31);
         b.fc1.bias = probe(1, 10, 32);

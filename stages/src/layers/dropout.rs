@@ -1,35 +1,34 @@
 //! Inverted dropout with a counter-based mask.
 //!
 //! Element `k` of the micro-batch's tensor is kept iff draw `k` of the stream keyed by
-//! `(seed, step, global layer index, micro-batch)` is at least `rate`; kept elements are scaled
+//! `(seed, step, global layer index, micro-batch)` — the [`Ctx`] of the op — is at least `rate`; kept elements are scaled
 //! by `1/(1 − rate)`. Invariant: the mask is a pure function of that key and `k`, so it is never
 //! stored: the forward, a recomputed forward, and the backward (which applies the same mask to
 //! the gradient) all regenerate it bit for bit. With `rate = 0` dropout is the identity.
 
 use crate::backend;
 use crate::error::Result;
+use crate::layers::Ctx;
 use crate::rng::{tag, Stream};
 use crate::tensor::Tensor;
 
-/// Dropout at a fixed place in the model.
+/// Dropout of a given rate; the layer it belongs to is the op's [`Ctx::layer`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dropout {
     /// Probability of zeroing an element, in `[0, 1)`.
     pub rate: f32,
-    /// Global index of the layer it belongs to (the same whatever the partition).
-    pub layer: usize,
 }
 
 impl Dropout {
-    /// The mask stream of `(seed, step, mb)` at this layer.
-    pub(crate) fn stream(&self, seed: u64, step: u64, mb: usize) -> Stream {
-        Stream::new(&[tag::DROPOUT, seed, step, self.layer as u64, mb as u64])
+    /// The mask stream of the op `ctx`.
+    pub(crate) fn stream(&self, ctx: &Ctx) -> Stream {
+        Stream::new(&[tag::DROPOUT, ctx.seed, ctx.step, ctx.layer as u64, ctx.mb as u64])
     }
 
     /// Multiplies `t` by the mask (and the `1/(1 − rate)` scale) in place. The forward applies it
     /// to the activation; the backward applies the same call to the gradient.
-    pub fn apply(&self, t: &mut Tensor, seed: u64, step: u64, mb: usize) -> Result<()> {
-        backend::dropout(t, &self.stream(seed, step, mb), self.rate)
+    pub fn apply(&self, t: &mut Tensor, ctx: &Ctx) -> Result<()> {
+        backend::dropout(t, &self.stream(ctx), self.rate)
     }
 }
 
@@ -40,11 +39,11 @@ mod tests {
 
     #[test]
     fn mask_is_a_pure_function_of_the_key() {
-        let d = Dropout { rate: 0.25, layer: 3 };
+        let d = Dropout { rate: 0.25 };
         let x = probe(16, 32, 1);
         let apply = |seed, step, mb, layer| {
             let mut t = x.clone();
-            Dropout { layer, ..d }.apply(&mut t, seed, step, mb).unwrap();
+            d.apply(&mut t, &Ctx { seed, step, mb, layer }).unwrap();
             t
         };
         let a = apply(7, 1, 2, 3);
@@ -62,7 +61,7 @@ mod tests {
     fn zero_rate_is_identity() {
         let x = probe(3, 3, 2);
         let mut y = x.clone();
-        Dropout { rate: 0.0, layer: 0 }.apply(&mut y, 1, 1, 1).unwrap();
+        Dropout { rate: 0.0 }.apply(&mut y, &Ctx { seed: 1, step: 1, mb: 1, layer: 0 }).unwrap();
         assert!(x.bit_eq(&y));
     }
 }

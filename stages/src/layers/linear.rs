@@ -108,6 +108,9 @@ impl Linear {
 }
 
 impl Layer for Linear {
+    fn runs_on(&self, _device: crate::device::Device) -> bool {
+        true
+    }
     fn kind(&self) -> &str {
         "linear"
     }
@@ -134,11 +137,11 @@ impl Layer for Linear {
         Ok((Linear::forward(self, &x)?, Saved(vec![x])))
     }
     fn backward_input(&self, saved: Saved, dy: Tensor, _ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
-        let [x] = saved.take("linear")?;
+        let [x] = saved.take(self.kind())?;
         Ok((Linear::backward_input(self, &dy)?, WNeeds(vec![x, dy])))
     }
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
-        let [x, dy] = needs.get("linear")?;
+        let [x, dy] = needs.get(self.kind())?;
         Ok(Linear::weight_grads(self, x, dy)?.into())
     }
     fn saved_per_row(&self) -> usize {

@@ -21,6 +21,7 @@ pub use norm::{LayerNorm, NormStats, NORM_EPS};
 
 use std::fmt;
 
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -28,6 +29,7 @@ use crate::tensor::Tensor;
 /// layer does (dropout masks), so a forward, its recomputation and its backward draw the same
 /// bits whatever the schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Ctx {
     /// The model's seed.
     pub seed: u64,
@@ -37,6 +39,13 @@ pub struct Ctx {
     pub mb: usize,
     /// The layer's global index in the model (the same whatever the partition).
     pub layer: usize,
+}
+
+impl Ctx {
+    /// The key of micro-batch `mb` of step `step` at global layer `layer`, under `seed`.
+    pub fn new(seed: u64, step: u64, mb: usize, layer: usize) -> Ctx {
+        Ctx { seed, step, mb, layer }
+    }
 }
 
 /// What a layer's backward needs from its forward, for one micro-batch: tensors in an order the
@@ -62,6 +71,11 @@ pub struct WNeeds(pub Vec<Tensor>);
 ///   compared with what it holds;
 /// - `weight_grads` returns one micro-batch's gradients, one per parameter in
 ///   [`params`](Layer::params) order, with their shapes; accumulating them is the stage's job.
+///   The stage checks their number and shapes.
+///
+/// The built-in layers also have typed methods of some of the same names for composing them
+/// inside a layer (`Linear::forward(&x)` takes a reference and no `Ctx`); a method call on a
+/// concrete `Linear` picks those, so call the trait's as `Layer::forward(&linear, x, &ctx)`.
 pub trait Layer: fmt::Debug + Send {
     /// A short name for reports and errors (`linear`, `block`, `rms_norm`).
     fn kind(&self) -> &str;
@@ -94,6 +108,13 @@ pub trait Layer: fmt::Debug + Send {
     fn linear_maps(&self) -> Vec<(usize, usize)> {
         Vec::new()
     }
+    /// Whether the layer runs on `device`. The default is the host only — right for a layer that
+    /// reads its tensors' values directly; a layer made of [`backend`](crate::backend) operations
+    /// and matrix products runs everywhere and says so. A stage refuses a layer that cannot run
+    /// on its device.
+    fn runs_on(&self, device: Device) -> bool {
+        device == Device::Cpu
+    }
 }
 
 impl Saved {
@@ -102,8 +123,9 @@ impl Saved {
         self.0.iter().map(Tensor::bytes).sum()
     }
 
-    /// The `N` tensors a layer saved, in its order; an error naming `layer` if it was given
-    /// another layer's state.
+    /// The `N` tensors a layer saved, in its order; an error naming `layer` if there are not
+    /// `N` of them (a layer given state of another length: another kind's, or its own from
+    /// another op). Shapes are the layer's to check.
     pub fn take<const N: usize>(self, layer: &str) -> Result<[Tensor; N]> {
         let n = self.0.len();
         self.0.try_into().map_err(|_| mismatch(layer, "saved forward state", N, n))
@@ -116,12 +138,12 @@ impl WNeeds {
         self.0.iter().map(Tensor::bytes).sum()
     }
 
-    /// The `N` tensors a layer's `I` kept, in its order; an error naming `layer` if it was given
-    /// another layer's.
+    /// The `N` tensors a layer's `I` kept, in its order; an error naming `layer` if there are not
+    /// `N` of them. Shapes are the layer's to check.
     pub fn get<const N: usize>(&self, layer: &str) -> Result<[&Tensor; N]> {
-        let v: Vec<&Tensor> = self.0.iter().collect();
-        let n = v.len();
-        v.try_into().map_err(|_| mismatch(layer, "weight-gradient inputs", N, n))
+        <&[Tensor; N]>::try_from(self.0.as_slice())
+            .map(|a| a.each_ref())
+            .map_err(|_| mismatch(layer, "weight-gradient inputs", N, self.0.len()))
     }
 }
 

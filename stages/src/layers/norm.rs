@@ -82,6 +82,9 @@ impl LayerNorm {
 }
 
 impl Layer for LayerNorm {
+    fn runs_on(&self, _device: crate::device::Device) -> bool {
+        true
+    }
     fn kind(&self) -> &str {
         "norm"
     }
@@ -109,13 +112,13 @@ impl Layer for LayerNorm {
         Ok((y, Saved(vec![xhat, rstd])))
     }
     fn backward_input(&self, saved: Saved, dy: Tensor, _ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
-        let [xhat, rstd] = saved.take("norm")?;
+        let [xhat, rstd] = saved.take(self.kind())?;
         let stats = NormStats { xhat, rstd };
         let dx = LayerNorm::backward_input(self, &stats, &dy)?;
         Ok((dx, WNeeds(vec![stats.xhat, dy])))
     }
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
-        let [xhat, dy] = needs.get("norm")?;
+        let [xhat, dy] = needs.get(self.kind())?;
         Ok(LayerNorm::weight_grads(self, xhat, dy)?.into())
     }
     /// `x̂` and `rstd`.
