@@ -8,6 +8,13 @@
 //! through one matrix-product path per device ([`matmul`](crate::matmul)), so the same inputs on
 //! the same device always give the same bits. An operation on tensors of two different devices is
 //! an error that names both; moving data is explicit ([`Tensor::to_device`]).
+//!
+//! Two dimensions are kept on purpose, also for the layers still to come: a micro-batch is always
+//! a stack of rows, one per token or example, so every layer, loss, message and byte count works
+//! on `[rows, width]`. Sequence models lay a micro-batch of `b` sequences of `t` tokens out as
+//! `b·t` consecutive rows (sequence-major), and attention heads as consecutive column blocks of
+//! the width; an attention layer knows `t` and the head count and reads that layout, so the
+//! stages, the executor and the byte rule need no third dimension.
 
 use std::fmt;
 
