@@ -6,14 +6,23 @@
 //! The numbers follow the data structures, rounded up: 8 bytes per action in the lanes; for
 //! validation one byte per (stage, micro-batch) and a bit per message (counted as two bytes and
 //! 8-byte times per message, what the unit clock of a grid or CSV export takes); for a simulation
-//! the walk's 8-byte time per message and, when the cost model has bytes, 8 bytes per (stage,
-//! micro-batch) held and the ledgers' records, which every rank keeps until the walk ends — a
-//! 24-byte held sample and a 24-byte message per action at most; for a kept trace 16 bytes per
-//! action more (start and end) and, with bytes, the memory curves: up to three 24-byte samples
-//! per action (a held change and a message's arrival and consumption).
+//! the walk's 8-byte time per message; for a kept trace 16 bytes per action more (start and
+//! end); and, when the cost model has bytes, 8 bytes per (stage, micro-batch) held, the ledgers'
+//! records (every rank keeps them until the walk ends), the in-flight changes a ledger sorts to
+//! draw its curve, and the curves themselves (see the constants below). A curve is kept whole
+//! for a trace; for the stats alone one rank's at a time — whose size, with one rank, is the
+//! whole schedule's, so both count the same.
 
 use crate::action::Action;
 use crate::generate::Kind;
+
+/// Bytes per action of the ledgers' records: a 24-byte held sample and a 24-byte message.
+const LEDGER: u64 = 48;
+/// Bytes per action of the in-flight changes a ledger sorts: two 16-byte changes per message.
+const CHANGES: u64 = 32;
+/// Bytes per action of a memory curve: up to three 24-byte samples (a held change, and a
+/// message's arrival and consumption).
+const CURVE: u64 = 72;
 
 /// What a simulation keeps, besides the schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +77,7 @@ impl Footprint {
     pub fn simulation_bytes(&self, sim: Simulation) -> Option<u64> {
         let spans = if sim.trace { self.actions.checked_mul(16)? } else { 0 };
         let memory = if sim.with_bytes {
-            let curves = if sim.trace { 72 } else { 0 };
-            self.actions.checked_mul(48 + curves)?.checked_add(self.pairs()?.checked_mul(8)?)?
+            self.actions.checked_mul(LEDGER + CHANGES + CURVE)?.checked_add(self.pairs()?.checked_mul(8)?)?
         } else {
             0
         };

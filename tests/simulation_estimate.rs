@@ -1,0 +1,59 @@
+//! The simulator's memory estimate is an upper bound: for every generator, with and without
+//! bytes in the cost model, keeping the trace or only the stats, the heap a simulation allocates
+//! beyond its schedule's lanes stays within what `Footprint::simulation_bytes` says — the number
+//! `pipesched simulate` refuses requests by before it allocates anything.
+
+use peak_alloc::PeakAlloc;
+use pipesched_schedules::{simulate, simulate_stats, CostModel, Footprint, Kind, Simulation, StageCost, StageCosts};
+
+#[global_allocator]
+static HEAP: PeakAlloc = PeakAlloc;
+
+/// Per-stage costs with every kind of byte, different on every stage.
+fn with_bytes(stages: usize) -> CostModel {
+    let costs = (0..stages as u64)
+        .map(|s| StageCost {
+            act_bytes: 100 + s,
+            recompute_bytes: 10,
+            w_bytes: 50 + s,
+            fwd_msg_bytes: 30,
+            bwd_msg_bytes: 20 + s,
+            ..StageCost::times(1.0 + s as f64 * 0.1, 1.5, 0.5)
+        })
+        .collect();
+    CostModel { costs: StageCosts::Stages(costs), latency: 0.3, static_bytes: vec![1000], time_unit: "ms".into() }
+}
+
+#[test]
+fn a_simulation_allocates_no_more_than_its_estimate() {
+    let mut checked = 0;
+    for kind in Kind::ALL {
+        for (p, m) in [(4, 32), (8, 64), (16, 256)] {
+            let v = kind.default_chunks();
+            let Ok(s) = kind.generate(p, v, m) else { continue };
+            let footprint = Footprint::of(kind, p, v, m, 0).unwrap();
+            let lanes = 8 * footprint.actions;
+            for bytes in [false, true] {
+                let costs = if bytes { with_bytes(s.stages()) } else { CostModel::per_rank(1.0, 1.0, 0.5) };
+                for trace in [false, true] {
+                    let estimate = footprint.simulation_bytes(Simulation { trace, with_bytes: bytes }).unwrap() - lanes;
+                    let base = HEAP.current_usage();
+                    HEAP.reset_peak_usage();
+                    if trace {
+                        drop(simulate(&s, &costs).unwrap());
+                    } else {
+                        drop(simulate_stats(&s, &costs).unwrap());
+                    }
+                    let used = (HEAP.peak_usage() - base) as u64;
+                    assert!(
+                        used <= estimate,
+                        "{kind} p={p} m={m} bytes={bytes} trace={trace}: {used} bytes allocated, {estimate} estimated"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // Every generator takes all three sizes; two cost models × two ways to keep the result.
+    assert_eq!(checked, 5 * 3 * 4);
+}
