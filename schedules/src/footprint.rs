@@ -8,18 +8,18 @@
 //! 8-byte times per message, what the unit clock of a grid or CSV export takes); for a simulation
 //! the walk's 8-byte time per message; for a kept trace 16 bytes per action more (start and
 //! end); and, when the cost model has bytes, 8 bytes per (stage, micro-batch) held, the ledgers'
-//! records (every rank keeps them until the walk ends), the in-flight changes a ledger sorts to
-//! draw its curve, and the curves themselves (see the constants below). A curve is kept whole
-//! for a trace; for the stats alone one rank's at a time — whose size, with one rank, is the
-//! whole schedule's, so both count the same.
+//! records (every rank keeps them until the walk ends), the in-flight changes a ledger sorts —
+//! one rank's at a time, which with one rank are the whole schedule's — and, for a trace, the
+//! memory curves (see the constants below); the stats alone need no curve.
 
 use crate::action::Action;
 use crate::generate::Kind;
 
 /// Bytes per action of the ledgers' records: a 24-byte held sample and a 24-byte message.
 const LEDGER: u64 = 48;
-/// Bytes per action of the in-flight changes a ledger sorts: two 16-byte changes per message.
-const CHANGES: u64 = 32;
+/// Bytes per action of the in-flight changes a ledger sorts: two changes per message, each a time
+/// and a signed 128-bit size (32 bytes with its alignment).
+const CHANGES: u64 = 2 * std::mem::size_of::<(f64, i128)>() as u64;
 /// Bytes per action of a memory curve: up to three 24-byte samples (a held change, and a
 /// message's arrival and consumption).
 const CURVE: u64 = 72;
@@ -77,7 +77,8 @@ impl Footprint {
     pub fn simulation_bytes(&self, sim: Simulation) -> Option<u64> {
         let spans = if sim.trace { self.actions.checked_mul(16)? } else { 0 };
         let memory = if sim.with_bytes {
-            self.actions.checked_mul(LEDGER + CHANGES + CURVE)?.checked_add(self.pairs()?.checked_mul(8)?)?
+            let per_action = LEDGER + CHANGES + if sim.trace { CURVE } else { 0 };
+            self.actions.checked_mul(per_action)?.checked_add(self.pairs()?.checked_mul(8)?)?
         } else {
             0
         };

@@ -84,6 +84,26 @@ impl Ledger {
         if self.messages.is_empty() {
             return self.held;
         }
+        let mut out = Vec::with_capacity(self.held.len() + 2 * self.messages.len());
+        self.merge(|s| out.push(s));
+        out
+    }
+
+    /// The peaks of [`finish`](Ledger::finish)'s curve — (live bytes, held bytes) — without
+    /// keeping the curve.
+    pub fn peaks(self) -> (u64, u64) {
+        let mut peaks = (0, 0);
+        self.merge(|s| peaks = (peaks.0.max(s.bytes), peaks.1.max(s.held())));
+        peaks
+    }
+
+    /// Hands `emit` the samples of the rank's curve, in order: the one rule behind
+    /// [`finish`](Ledger::finish) and [`peaks`](Ledger::peaks).
+    fn merge(self, mut emit: impl FnMut(MemSample)) {
+        if self.messages.is_empty() {
+            self.held.into_iter().for_each(emit);
+            return;
+        }
         // In-flight changes: +bytes at `sent`, −bytes at `consumed`, summed per instant.
         let mut changes: Vec<(f64, i128)> = Vec::with_capacity(2 * self.messages.len());
         for m in &self.messages {
@@ -91,7 +111,6 @@ impl Ledger {
             changes.push((m.consumed, -i128::from(m.bytes)));
         }
         changes.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut out = Vec::with_capacity(self.held.len() + changes.len());
         let (mut in_flight, mut held) = (0i128, 0u64);
         let (mut c, mut h) = (0, 0);
         while c < changes.len() || h < self.held.len() {
@@ -108,14 +127,13 @@ impl Ledger {
             if h < self.held.len() && self.held[h].time <= t {
                 while h < self.held.len() && self.held[h].time <= t {
                     held = self.held[h].bytes;
-                    out.push(MemSample { time: t, bytes: held.saturating_add(flying), in_flight: flying });
+                    emit(MemSample { time: t, bytes: held.saturating_add(flying), in_flight: flying });
                     h += 1;
                 }
             } else if in_flight != before {
-                out.push(MemSample { time: t, bytes: held.saturating_add(flying), in_flight: flying });
+                emit(MemSample { time: t, bytes: held.saturating_add(flying), in_flight: flying });
             }
         }
-        out
     }
 }
 
@@ -150,6 +168,24 @@ mod tests {
         l.message(1.0, 1.0, 30);
         l.action(1.0, 2.0, 30);
         assert_eq!(curve(l), vec![(0.0, 0, 0), (1.0, 30, 0)]);
+    }
+
+    #[test]
+    fn peaks_are_those_of_the_curve() {
+        let make = || {
+            let mut l = Ledger::new(5);
+            l.message(1.0, 4.0, 10);
+            l.action(2.0, 3.0, 25);
+            l.message(2.0, 3.0, 20);
+            l.action(3.0, 5.0, 5);
+            l
+        };
+        let curve = make().finish();
+        let peak = curve.iter().map(|s| s.bytes).max().unwrap();
+        let held = curve.iter().map(MemSample::held).max().unwrap();
+        assert_eq!(make().peaks(), (peak, held));
+        assert_eq!((peak, held), (55, 25));
+        assert_eq!(Ledger::new(7).peaks(), (7, 7));
     }
 
     #[test]

@@ -61,7 +61,7 @@ const SPANS_AHEAD: usize = 8;
 
 /// One walk of `schedule` under `costs`: each rank's trace when `trace` (spans and memory curve;
 /// empty ranks otherwise), the tally of its spans, and its peaks (total, held) for the stats.
-/// Without the trace, each rank's memory curve is dropped as soon as its peaks are read.
+/// Without the trace, no memory curve is made: the peaks are read as it is merged.
 #[allow(clippy::type_complexity)]
 fn run(schedule: &Schedule, costs: &CostModel, trace: bool) -> Result<(Vec<RankTrace>, Vec<Tally>, Vec<(u64, u64)>)> {
     let spans = trace;
@@ -146,10 +146,11 @@ fn run(schedule: &Schedule, costs: &CostModel, trace: bool) -> Result<(Vec<RankT
     };
     let mut peaks = Vec::with_capacity(ranks.len());
     for (rank, ledger) in ranks.iter_mut().zip(ledgers) {
-        rank.memory = ledger.finish();
-        peaks.push((rank.peak_bytes(), rank.peak_held_bytes()));
-        if !trace {
-            rank.memory = Vec::new();
+        if trace {
+            rank.memory = ledger.finish();
+            peaks.push((rank.peak_bytes(), rank.peak_held_bytes()));
+        } else {
+            peaks.push(ledger.peaks());
         }
     }
     Ok((ranks, tallies, peaks))
