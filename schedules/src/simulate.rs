@@ -64,7 +64,6 @@ const SPANS_AHEAD: usize = 8;
 /// Without the trace, no memory curve is made: the peaks are read as it is merged.
 #[allow(clippy::type_complexity)]
 fn run(schedule: &Schedule, costs: &CostModel, trace: bool) -> Result<(Vec<RankTrace>, Vec<Tally>, Vec<(u64, u64)>)> {
-    let spans = trace;
     check_structure(schedule)?;
     let (stage_costs, statics) = costs.resolve(schedule)?;
     let (stages, m) = (schedule.stages(), schedule.m);
@@ -78,7 +77,7 @@ fn run(schedule: &Schedule, costs: &CostModel, trace: bool) -> Result<(Vec<RankT
         .lanes
         .iter()
         .map(|lane| {
-            let room = if spans { lane.len() } else { 0 };
+            let room = if trace { lane.len() } else { 0 };
             RankTrace {
                 actions: lane.clone(),
                 start: Vec::with_capacity(room),
@@ -114,12 +113,12 @@ fn run(schedule: &Schedule, costs: &CostModel, trace: bool) -> Result<(Vec<RankT
     let walked = walk(schedule, &mut post, duration, |ran| {
         let Ran { rank, step, action: a, start, end, received } = ran;
         tallies[rank].span(a.op, start, end);
-        if spans {
-            let trace = &mut ranks[rank];
-            prefetch(trace.start.as_ptr().wrapping_add(step + SPANS_AHEAD));
-            prefetch(trace.end.as_ptr().wrapping_add(step + SPANS_AHEAD));
-            trace.start.push(start);
-            trace.end.push(end);
+        if trace {
+            let kept = &mut ranks[rank];
+            prefetch(kept.start.as_ptr().wrapping_add(step + SPANS_AHEAD));
+            prefetch(kept.end.as_ptr().wrapping_add(step + SPANS_AHEAD));
+            kept.start.push(start);
+            kept.end.push(end);
         }
         if keeps {
             hold(&mut ledgers[rank], &stage_costs[a.stage()], &mut held[a.stage() * m + a.mb()], ran);

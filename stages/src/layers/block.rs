@@ -50,9 +50,6 @@ impl Block {
 }
 
 impl Layer for Block {
-    fn runs_on(&self, _device: crate::device::Device) -> bool {
-        true
-    }
     fn kind(&self) -> &str {
         "block"
     }
@@ -118,6 +115,10 @@ impl Layer for Block {
     }
     fn linear_maps(&self) -> Vec<(usize, usize)> {
         vec![(self.fc1.input_width(), self.fc1.output_width()), (self.fc2.input_width(), self.fc2.output_width())]
+    }
+    /// Made of backend operations and matrix products: runs on every device.
+    fn runs_on(&self, _device: crate::device::Device) -> bool {
+        true
     }
 }
 

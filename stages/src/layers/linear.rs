@@ -108,9 +108,6 @@ impl Linear {
 }
 
 impl Layer for Linear {
-    fn runs_on(&self, _device: crate::device::Device) -> bool {
-        true
-    }
     fn kind(&self) -> &str {
         "linear"
     }
@@ -152,6 +149,10 @@ impl Layer for Linear {
     }
     fn linear_maps(&self) -> Vec<(usize, usize)> {
         vec![(self.weight.rows(), self.weight.cols())]
+    }
+    /// Made of backend operations and matrix products: runs on every device.
+    fn runs_on(&self, _device: crate::device::Device) -> bool {
+        true
     }
 }
 

@@ -82,9 +82,6 @@ impl LayerNorm {
 }
 
 impl Layer for LayerNorm {
-    fn runs_on(&self, _device: crate::device::Device) -> bool {
-        true
-    }
     fn kind(&self) -> &str {
         "norm"
     }
@@ -128,6 +125,10 @@ impl Layer for LayerNorm {
     /// `x̂` and `dy`.
     fn w_per_row(&self) -> usize {
         2 * self.width()
+    }
+    /// Made of backend operations and matrix products: runs on every device.
+    fn runs_on(&self, _device: crate::device::Device) -> bool {
+        true
     }
 }
 
