@@ -141,6 +141,115 @@ fn product(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, tb: Trans, preci
     Ok(())
 }
 
+/// A matrix inside a host buffer: element `(r, c)` at `offset + r·row_stride + c·col_stride`
+/// (a head of a sequence inside a `[rows, heads·d]` activation, or its transpose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Block {
+    /// Index of element `(0, 0)`.
+    pub offset: usize,
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Distance between rows.
+    pub row_stride: usize,
+    /// Distance between columns.
+    pub col_stride: usize,
+}
+
+impl Block {
+    /// The `rows × cols` block at `offset` of a row-major buffer whose rows are `row_stride` long.
+    pub fn at(offset: usize, rows: usize, cols: usize, row_stride: usize) -> Block {
+        Block { offset, rows, cols, row_stride, col_stride: 1 }
+    }
+
+    /// The same elements read as the transpose.
+    pub fn t(self) -> Block {
+        Block { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+    }
+
+    /// Whether every element lies inside a buffer of `len` floats.
+    fn fits(&self, len: usize) -> bool {
+        if self.rows == 0 || self.cols == 0 {
+            return self.offset <= len;
+        }
+        let last = (self.rows - 1)
+            .checked_mul(self.row_stride)
+            .zip((self.cols - 1).checked_mul(self.col_stride))
+            .and_then(|(r, c)| r.checked_add(c)?.checked_add(self.offset));
+        last.is_some_and(|last| last < len)
+    }
+}
+
+/// `out[o] = a[ab] · b[bb]` on host buffers, in `f32`, overwriting the block `o` of `out` (never
+/// reading it): the products inside attention, one head of one sequence at a time, read in place
+/// through strides. Deterministic like [`matmul_into`]: the same shapes and strides take the same
+/// path. The output block must be row-major without overlap (`col_stride` 1, `row_stride` at
+/// least `cols`).
+#[allow(unsafe_code)]
+pub(crate) fn block_product(out: &mut [f32], o: Block, a: &[f32], ab: Block, b: &[f32], bb: Block) -> Result<()> {
+    let ok = ab.cols == bb.rows
+        && o.rows == ab.rows
+        && o.cols == bb.cols
+        && o.col_stride == 1
+        && o.row_stride >= o.cols
+        && o.fits(out.len())
+        && ab.fits(a.len())
+        && bb.fits(b.len());
+    if !ok {
+        return Err(Error::Shape {
+            place: "block product".into(),
+            reason: format!(
+                "a {ab:?} of {} floats, b {bb:?} of {}, out {o:?} of {}: inner sizes must agree and every block lie in its buffer",
+                a.len(),
+                b.len(),
+                out.len()
+            ),
+        });
+    }
+    let (m, n, k) = (o.rows, o.cols, ab.cols);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        for r in 0..m {
+            out[o.offset + r * o.row_stride..][..n].fill(0.0);
+        }
+        return Ok(());
+    }
+    let stride = |s: usize| s as isize;
+    // SAFETY: `fits` checked that every element each block addresses (offset + r·rs + c·cs for
+    // r < rows, c < cols) lies inside its buffer, so the pointers at the blocks' offsets and
+    // every index gemm forms from these shapes and strides are in bounds. The output block has
+    // column stride 1 and a row stride of at least its width, so no two of its elements share an
+    // address; `out` is borrowed mutably and `a`, `b` shared, so it aliases neither input.
+    // `read_dst = false`: gemm never reads the destination.
+    unsafe {
+        gemm::gemm::<f32>(
+            m,
+            n,
+            k,
+            out.as_mut_ptr().add(o.offset),
+            1,
+            stride(o.row_stride),
+            false,
+            a.as_ptr().add(ab.offset),
+            stride(ab.col_stride),
+            stride(ab.row_stride),
+            b.as_ptr().add(bb.offset),
+            stride(bb.col_stride),
+            stride(bb.row_stride),
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +307,30 @@ mod tests {
         matmul_into(&mut empty, &Tensor::zeros(2, 0), Trans::No, &Tensor::zeros(0, 2), Trans::No, Precision::F32)
             .unwrap();
         assert_eq!(empty.data(), &[0.0; 4]);
+    }
+
+    #[test]
+    fn block_products_read_heads_in_place() {
+        // A [6, 8] buffer holding two sequences of 3 rows and two heads of width 4: head 1 of
+        // sequence 1 times the transpose of head 0 of sequence 0, against copies.
+        let buf = filled(6, 8, 5);
+        let q = Block::at(3 * 8 + 4, 3, 4, 8);
+        let k = Block::at(0, 3, 4, 8);
+        let mut out = vec![f32::NAN; 2 * 3 * 5];
+        let o = Block::at(5 + 1, 3, 3, 5);
+        block_product(&mut out, o, buf.data(), q, buf.data(), k.t()).unwrap();
+        let qc = Tensor::from_fn(3, 4, |r, c| buf.get(3 + r, 4 + c).unwrap());
+        let kc = Tensor::from_fn(3, 4, |r, c| buf.get(r, c).unwrap());
+        let want = naive(&qc, Trans::No, &kc, Trans::Yes);
+        for r in 0..3 {
+            for c in 0..3 {
+                let got = out[6 + r * 5 + c] as f64;
+                assert!((got - want[r * 3 + c]).abs() < 1e-5, "{got} vs {}", want[r * 3 + c]);
+            }
+        }
+        assert!(out[5].is_nan() && out[9].is_nan(), "only the block is written");
+        let far = Block::at(40, 3, 4, 8);
+        let e = block_product(&mut out, o, buf.data(), far, buf.data(), k.t()).unwrap_err();
+        assert!(e.to_string().contains("lie in its buffer"), "{e}");
     }
 }

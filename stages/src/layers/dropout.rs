@@ -25,10 +25,25 @@ impl Dropout {
         Stream::new(&[tag::DROPOUT, ctx.seed, ctx.step, ctx.layer as u64, ctx.mb as u64])
     }
 
+    /// The mask stream of dropout site `site` of the op `ctx`: a layer with several dropouts
+    /// numbers them, and site 0 is [`stream`](Dropout::stream).
+    pub(crate) fn stream_at(&self, ctx: &Ctx, site: u64) -> Stream {
+        match site {
+            0 => self.stream(ctx),
+            _ => Stream::new(&[tag::DROPOUT, ctx.seed, ctx.step, ctx.layer as u64, ctx.mb as u64, site]),
+        }
+    }
+
     /// Multiplies `t` by the mask (and the `1/(1 − rate)` scale) in place. The forward applies it
     /// to the activation; the backward applies the same call to the gradient.
     pub fn apply(&self, t: &mut Tensor, ctx: &Ctx) -> Result<()> {
-        backend::dropout(t, &self.stream(ctx), self.rate)
+        self.apply_at(t, ctx, 0)
+    }
+
+    /// [`apply`](Dropout::apply) at dropout site `site` of the layer (its own mask; site 0 is
+    /// `apply`'s).
+    pub fn apply_at(&self, t: &mut Tensor, ctx: &Ctx, site: u64) -> Result<()> {
+        backend::dropout(t, &self.stream_at(ctx, site), self.rate)
     }
 }
 

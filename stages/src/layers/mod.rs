@@ -7,15 +7,19 @@
 //! in between by summing the tensors in these values. `Layer` is public and object safe: a
 //! user's own layer (defined outside this crate) goes into a stage beside the built-in ones.
 
+mod attention;
 mod block;
 #[cfg(test)]
 pub(crate) mod check;
 mod dropout;
+mod embedding;
 mod linear;
 mod norm;
 
+pub use attention::Attention;
 pub use block::Block;
 pub use dropout::Dropout;
+pub use embedding::Embedding;
 pub use linear::Linear;
 pub use norm::{LayerNorm, NormStats, NORM_EPS};
 

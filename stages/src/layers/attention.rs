@@ -1,0 +1,375 @@
+//! `Attention`: the pre-norm causal self-attention sub-layer of a GPT block,
+//! `x + Dropout(Linear_out(MHA(Linear_qkv(LayerNorm(x)))))`.
+//!
+//! ```text
+//!  x ─┬─ LayerNorm ─ y ─ Linear_qkv ─ [Q K V] ─ softmax(QKᵀ/√d + causal) ─ P ─ Dropout ─ ·V ─ o ─ Linear_out ─ z ─ Dropout ─(+)─ out
+//!     └──────────────────────────────────────────── skip ─────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Rows are tokens: a micro-batch of `n` sequences of `seq` tokens is `n·seq` consecutive rows,
+//! sequence after sequence, and head `h` is columns `h·d..(h+1)·d` of Q, K, V and `o` (the layout
+//! `tensor.rs` documents). The attention core runs one head of one sequence at a time, reading
+//! it in place through strides ([`block_product`]). Its products are in `f32` whatever the
+//! model's precision (which applies to the two `Linear`s).
+//!
+//! Invariant: the forward keeps exactly `x̂`, `rstd`, `y`, `qkv`, `P` (the probabilities before
+//! dropout, `heads·seq` per row) and `o`; both dropout masks are regenerated from the op's
+//! [`Ctx`], never stored (site 0 on the output, site 1 on the probabilities). `I` keeps exactly
+//! each parameterised sub-layer's input and output gradient. Row `i` of a sequence has `seq`
+//! probabilities per head of which the `seq − 1 − i` future ones are zero: they are kept all
+//! the same, so every row keeps the same number of floats.
+
+use crate::error::{Error, Result};
+use crate::layers::{Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
+use crate::matmul::{block_product, Block};
+use crate::rng::Stream;
+use crate::tensor::Tensor;
+
+/// Causal multi-head self-attention over sequences of `seq` tokens, with its pre-norm and
+/// residual.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub(crate) norm: LayerNorm,
+    pub(crate) qkv: Linear,
+    pub(crate) out: Linear,
+    heads: usize,
+    seq: usize,
+    dropout: Dropout,
+}
+
+/// The dropout site of the attention probabilities (site 0 is the output's).
+const PROBS: u64 = 1;
+
+impl Attention {
+    /// The sub-layer of residual width `width` split into `heads` heads over sequences of `seq`
+    /// tokens, weights drawn from `stream`, the output projection scaled by `residual_gain`;
+    /// `dropout` applies to the probabilities and to the output. An error unless `heads` divides
+    /// `width` and every size is at least 1.
+    pub fn new(
+        width: usize,
+        heads: usize,
+        seq: usize,
+        dropout: Dropout,
+        stream: Stream,
+        residual_gain: f32,
+    ) -> Result<Attention> {
+        if width == 0 || heads == 0 || seq == 0 || width % heads != 0 {
+            return Err(Error::Spec(format!(
+                "attention: width {width}, heads {heads}, seq {seq}: every size must be at least 1 and heads must divide the width"
+            )));
+        }
+        let s1 = Stream::new(&[stream.bits(0), 1]);
+        let s2 = Stream::new(&[stream.bits(0), 2]);
+        Ok(Attention {
+            norm: LayerNorm::new(width),
+            qkv: Linear::new(width, 3 * width, s1, 1.0),
+            out: Linear::new(width, width, s2, residual_gain),
+            heads,
+            seq,
+            dropout,
+        })
+    }
+
+    /// The sub-layer with its two `Linear` products in `precision`.
+    pub fn with_precision(self, precision: crate::precision::Precision) -> Attention {
+        Attention { qkv: self.qkv.with_precision(precision), out: self.out.with_precision(precision), ..self }
+    }
+
+    /// The residual width.
+    pub fn width(&self) -> usize {
+        self.norm.width()
+    }
+
+    /// Width of one head.
+    fn head(&self) -> usize {
+        self.width() / self.heads
+    }
+
+    /// Probabilities per row: `heads·seq`.
+    fn probs_width(&self) -> usize {
+        self.heads * self.seq
+    }
+
+    /// An error unless `t` (named `what`) is on the host with whole sequences of rows.
+    fn check(&self, t: &Tensor, what: &str) -> Result<()> {
+        if !t.is_host() || t.rows() % self.seq != 0 {
+            return Err(Error::Shape {
+                place: format!("attention {what}"),
+                reason: format!(
+                    "{:?} on {}: the attention core runs on the host, over whole sequences of {} rows",
+                    t.shape(),
+                    t.device(),
+                    self.seq
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// `(sequence, head)` pairs of `rows` rows, and the blocks of that pair: Q, K, V inside
+    /// `qkv` (`[rows, 3w]`), its `[seq, seq]` probabilities inside `[rows, heads·seq]`, and its
+    /// columns of a `[rows, w]` tensor.
+    fn pairs(&self, rows: usize) -> impl Iterator<Item = Heads> + '_ {
+        let (w, d, t, pw) = (self.width(), self.head(), self.seq, self.probs_width());
+        (0..rows / t).flat_map(move |s| {
+            (0..self.heads).map(move |h| {
+                let first = s * t;
+                let qkv = first * 3 * w + h * d;
+                Heads {
+                    q: Block::at(qkv, t, d, 3 * w),
+                    k: Block::at(qkv + w, t, d, 3 * w),
+                    v: Block::at(qkv + 2 * w, t, d, 3 * w),
+                    p: Block::at(first * pw + h * t, t, t, pw),
+                    o: Block::at(first * w + h * d, t, d, w),
+                }
+            })
+        })
+    }
+
+    /// `P = softmax(QKᵀ/√d)` over the causal past of each row, `[rows, heads·seq]`.
+    fn probabilities(&self, qkv: &Tensor) -> Result<Tensor> {
+        let t = self.seq;
+        let mut p = qkv.scratch_like(qkv.rows(), self.probs_width())?;
+        let scale = 1.0 / (self.head() as f32).sqrt();
+        for b in self.pairs(qkv.rows()) {
+            block_product(p.data_mut(), b.p, qkv.data(), b.q, qkv.data(), b.k.t())?;
+        }
+        for row in p.data_mut().chunks_exact_mut(t * self.heads).enumerate().flat_map(|(r, row)| {
+            let i = r % t;
+            row.chunks_exact_mut(t).map(move |head| (i, head))
+        }) {
+            let (i, scores) = row;
+            let (past, future) = scores.split_at_mut(i + 1);
+            let max = past.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+            let mut sum = 0.0f32;
+            for v in past.iter_mut() {
+                *v = (*v * scale - max).exp();
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            for v in past.iter_mut() {
+                *v *= inv;
+            }
+            future.fill(0.0);
+        }
+        Ok(p)
+    }
+
+    /// The probabilities as the values see them: `P` after dropout (a copy when dropout is on).
+    fn dropped(&self, p: &Tensor, ctx: &Ctx) -> Result<Option<Tensor>> {
+        if self.dropout.rate <= 0.0 {
+            return Ok(None);
+        }
+        let mut d = p.try_clone()?;
+        self.dropout.apply_at(&mut d, ctx, PROBS)?;
+        Ok(Some(d))
+    }
+
+    /// `o = Dropout(P)·V`, head by head, `[rows, w]`.
+    fn mix(&self, p: &Tensor, qkv: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let dropped = self.dropped(p, ctx)?;
+        let p = dropped.as_ref().unwrap_or(p);
+        let mut o = qkv.scratch_like(qkv.rows(), self.width())?;
+        for b in self.pairs(qkv.rows()) {
+            block_product(o.data_mut(), b.o, p.data(), b.p, qkv.data(), b.v)?;
+        }
+        Ok(o)
+    }
+
+    /// The gradient of `qkv` from the gradient of `o`.
+    fn core_backward(&self, qkv: &Tensor, p: &Tensor, d_o: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let rows = qkv.rows();
+        let dropped = self.dropped(p, ctx)?;
+        let pd = dropped.as_ref().unwrap_or(p);
+        let mut dqkv = qkv.scratch_like(rows, 3 * self.width())?;
+        let mut dp = qkv.scratch_like(rows, self.probs_width())?;
+        for b in self.pairs(rows) {
+            // dV = Dropout(P)ᵀ·dO, d(Dropout(P)) = dO·Vᵀ.
+            block_product(dqkv.data_mut(), b.v, pd.data(), b.p.t(), d_o.data(), b.o)?;
+            block_product(dp.data_mut(), b.p, d_o.data(), b.o, qkv.data(), b.v.t())?;
+        }
+        drop(dropped);
+        self.dropout.apply_at(&mut dp, ctx, PROBS)?;
+        // dS = P ⊙ (dP − Σ_j dP_j·P_j) / √d: the softmax's backward, with the score scale.
+        let scale = 1.0 / (self.head() as f32).sqrt();
+        for (g, pr) in dp.data_mut().chunks_exact_mut(self.seq).zip(p.data().chunks_exact(self.seq)) {
+            let dot: f32 = g.iter().zip(pr).map(|(g, p)| g * p).sum();
+            for (g, p) in g.iter_mut().zip(pr) {
+                *g = p * (*g - dot) * scale;
+            }
+        }
+        for b in self.pairs(rows) {
+            // dQ = dS·K, dK = dSᵀ·Q.
+            block_product(dqkv.data_mut(), b.q, dp.data(), b.p, qkv.data(), b.k)?;
+            block_product(dqkv.data_mut(), b.k, dp.data(), b.p.t(), qkv.data(), b.q)?;
+        }
+        Ok(dqkv)
+    }
+}
+
+/// The blocks of one head of one sequence.
+struct Heads {
+    q: Block,
+    k: Block,
+    v: Block,
+    p: Block,
+    o: Block,
+}
+
+impl Layer for Attention {
+    fn kind(&self) -> &str {
+        "attention"
+    }
+    fn input_width(&self) -> usize {
+        self.width()
+    }
+    fn output_width(&self) -> usize {
+        self.width()
+    }
+    /// `γ, β, W_qkv, b_qkv, W_out, b_out`.
+    fn params(&self) -> Vec<&Tensor> {
+        let mut v: Vec<&Tensor> = self.norm.params().into();
+        v.extend(self.qkv.params());
+        v.extend(self.out.params());
+        v
+    }
+    fn params_mut(&mut self) -> Vec<&mut Tensor> {
+        let mut v: Vec<&mut Tensor> = self.norm.params_mut().into();
+        v.extend(self.qkv.params_mut());
+        v.extend(self.out.params_mut());
+        v
+    }
+    fn param_names(&self) -> Vec<String> {
+        ["norm.gamma", "norm.beta", "qkv.weight", "qkv.bias", "out.weight", "out.bias"].map(String::from).into()
+    }
+    /// Keeps `x̂`, `rstd`, `y`, `qkv`, `P`, `o`. Consumes `x`: the skip adds it into the
+    /// branch's buffer.
+    fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, Saved)> {
+        self.check(&x, "forward")?;
+        let (y, NormStats { xhat, rstd }) = self.norm.forward(&x)?;
+        let qkv = self.qkv.forward(&y)?;
+        let p = self.probabilities(&qkv)?;
+        let o = self.mix(&p, &qkv, ctx)?;
+        let mut out = self.out.forward(&o)?;
+        self.dropout.apply(&mut out, ctx)?;
+        out.add_assign(&x)?;
+        Ok((out, Saved(vec![xhat, rstd, y, qkv, p, o])))
+    }
+    /// Keeps each parameterised sub-layer's input and output gradient: `x̂, dy, y, dqkv, o, dz`.
+    fn backward_input(&self, saved: Saved, dout: Tensor, ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
+        self.check(&dout, "backward_input")?;
+        let [xhat, rstd, y, qkv, p, o] = saved.take(self.kind())?;
+        let mut dz = dout.try_clone()?;
+        self.dropout.apply(&mut dz, ctx)?;
+        let d_o = self.out.backward_input(&dz)?;
+        let dqkv = self.core_backward(&qkv, &p, &d_o, ctx)?;
+        drop((qkv, p, d_o));
+        let dy = self.qkv.backward_input(&dqkv)?;
+        let norm = NormStats { xhat, rstd };
+        let mut dx = self.norm.backward_input(&norm, &dy)?;
+        dx.add_assign(&dout)?;
+        Ok((dx, WNeeds(vec![norm.xhat, dy, y, dqkv, o, dz])))
+    }
+    fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
+        let [xhat, dy, y, dqkv, o, dz] = needs.get(self.kind())?;
+        let mut g: Vec<Tensor> = self.norm.weight_grads(xhat, dy)?.into();
+        g.extend(self.qkv.weight_grads(y, dqkv)?);
+        g.extend(self.out.weight_grads(o, dz)?);
+        Ok(g)
+    }
+    /// `x̂`, `y`, `o` (width each), `rstd` (1), `qkv` (3·width), `P` (heads·seq).
+    fn saved_per_row(&self) -> usize {
+        6 * self.width() + 1 + self.probs_width()
+    }
+    /// `x̂`, `dy`, `y`, `o`, `dz` (width each), `dqkv` (3·width).
+    fn w_per_row(&self) -> usize {
+        8 * self.width()
+    }
+    /// The two `Linear`s (the attention core's products depend on the sequence, not on a
+    /// weight: [`core_flops_per_row`](Attention::core_flops_per_row) counts them).
+    fn linear_maps(&self) -> Vec<(usize, usize)> {
+        vec![(self.width(), 3 * self.width()), (self.width(), self.width())]
+    }
+}
+
+impl Attention {
+    /// FLOPs per row of the attention core's forward products (`QKᵀ` and `P·V`, computed over
+    /// the full `seq × seq` square): `4·seq·width`.
+    pub fn core_flops_per_row(&self) -> usize {
+        4 * self.seq * self.width()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::check::{assert_close, dot, numeric_grad, probe};
+
+    fn layer(rate: f32) -> Attention {
+        let mut a = Attention::new(8, 2, 3, Dropout { rate }, Stream::new(&[7]), 0.8).unwrap();
+        a.norm.gamma = probe(1, 8, 50);
+        a.norm.beta = probe(1, 8, 51);
+        a.qkv.bias = probe(1, 24, 52);
+        a
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_with_dropout() {
+        for rate in [0.0, 0.3] {
+            let a = layer(rate);
+            let ctx = Ctx { seed: 3, step: 1, mb: 2, layer: 5 };
+            let x = probe(6, 8, 53);
+            let r = probe(6, 8, 54);
+            let (_, saved) = Layer::forward_saving(&a, x.clone(), &ctx).unwrap();
+            assert_eq!(saved.bytes(), 4 * 6 * (6 * 8 + 1 + 2 * 3) as u64);
+            let (dx, needs) = a.backward_input(saved, r.clone(), &ctx).unwrap();
+            assert_eq!(needs.bytes(), 4 * 6 * 8 * 8);
+            let grads = a.weight_grads(&needs).unwrap();
+            let loss = |a: &Attention, x: &Tensor| dot(&Layer::forward(a, x.clone(), &ctx).unwrap(), &r);
+            assert_close(&dx, &numeric_grad(&x, |x| loss(&a, x)));
+            for (k, g) in grads.iter().enumerate() {
+                let numeric = numeric_grad(a.params()[k], |p| {
+                    let mut a2 = a.clone();
+                    *a2.params_mut()[k] = p.clone();
+                    loss(&a2, &x)
+                });
+                assert_close(g, &numeric);
+            }
+        }
+    }
+
+    #[test]
+    fn a_token_sees_only_its_past_and_its_own_sequence() {
+        let a = layer(0.0);
+        let ctx = Ctx::new(1, 0, 0, 0);
+        let x = probe(6, 8, 60);
+        let y = Layer::forward(&a, x.clone(), &ctx).unwrap();
+        // Change the last token of sequence 0 (row 2) and the first of sequence 1 (row 3).
+        let mut x2 = x.clone();
+        for c in 0..8 {
+            x2.data_mut()[2 * 8 + c] += 1.0;
+        }
+        let y2 = Layer::forward(&a, x2, &ctx).unwrap();
+        for r in [0, 1, 3, 4, 5] {
+            assert_eq!(y.row(r), y2.row(r), "row {r} does not see row 2");
+        }
+        assert_ne!(y.row(2), y2.row(2));
+        let p = a.probabilities(&a.qkv.forward(&a.norm.forward(&x).unwrap().0).unwrap()).unwrap();
+        for r in 0..6 {
+            for h in 0..2 {
+                let probs = &p.row(r)[h * 3..(h + 1) * 3];
+                let i = r % 3;
+                assert!(probs[i + 1..].iter().all(|v| *v == 0.0), "row {r}: {probs:?}");
+                assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        assert!(Attention::new(8, 3, 4, Dropout { rate: 0.0 }, Stream::new(&[1]), 1.0).is_err());
+        let a = layer(0.0);
+        let e = Layer::forward(&a, probe(4, 8, 1), &Ctx::new(1, 0, 0, 0)).unwrap_err();
+        assert!(e.to_string().contains("whole sequences of 3 rows"), "{e}");
+    }
+}

@@ -1,0 +1,200 @@
+//! `Embedding`: token embeddings plus learned positions, the first layer of a GPT.
+//!
+//! The input is `[rows, 1]`: one token id per row, as an `f32` holding a whole number in
+//! `0..vocab` (exact: ids below 2²⁴). Row `r` of a micro-batch is position `r mod seq` of its
+//! sequence (sequences are consecutive rows, `tensor.rs`), and its output is
+//! `tokens[id] + positions[r mod seq]`.
+//!
+//! Invariant: the forward keeps the ids (one float per row); `I` keeps the ids and the output
+//! gradient, from which `W` scatters the gradients into the two tables in row order (so the sums
+//! are in a fixed order). The input gradient of a token id does not exist: `I` returns zeros,
+//! which the first stage drops.
+
+use crate::error::{Error, Result};
+use crate::layers::{Ctx, Layer, Saved, WNeeds};
+use crate::rng::Stream;
+use crate::tensor::Tensor;
+
+/// Standard deviation of the initial token embeddings (GPT-2's).
+const TOKEN_STD: f32 = 0.02;
+/// Standard deviation of the initial position embeddings.
+const POSITION_STD: f32 = 0.01;
+
+/// A table of `vocab` token embeddings and `seq` position embeddings of width `width`.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    /// `[vocab, width]`.
+    pub(crate) tokens: Tensor,
+    /// `[seq, width]`.
+    pub(crate) positions: Tensor,
+}
+
+impl Embedding {
+    /// Tables drawn from `stream`; an error unless every size is at least 1.
+    pub fn new(vocab: usize, width: usize, seq: usize, stream: Stream) -> Result<Embedding> {
+        if vocab == 0 || width == 0 || seq == 0 {
+            return Err(Error::Spec(format!(
+                "embedding: vocab {vocab}, width {width}, seq {seq}: every size must be at least 1"
+            )));
+        }
+        let st = Stream::new(&[stream.bits(0), 1]);
+        let sp = Stream::new(&[stream.bits(0), 2]);
+        Ok(Embedding {
+            tokens: Tensor::from_fn(vocab, width, |r, c| TOKEN_STD * st.normal((r * width + c) as u64)),
+            positions: Tensor::from_fn(seq, width, |r, c| POSITION_STD * sp.normal((r * width + c) as u64)),
+        })
+    }
+
+    /// Number of token ids.
+    pub fn vocab(&self) -> usize {
+        self.tokens.rows()
+    }
+
+    /// Tokens per sequence (positions).
+    pub fn seq(&self) -> usize {
+        self.positions.rows()
+    }
+
+    /// The token ids of `x` as indices; an error naming the first row that is not one.
+    fn ids(&self, x: &Tensor, what: &str) -> Result<Vec<usize>> {
+        let shape = |reason: String| Error::Shape { place: format!("embedding {what}"), reason };
+        if !x.is_host() || x.cols() != 1 || x.rows() % self.seq() != 0 {
+            return Err(shape(format!(
+                "{:?} on {}: the input is one token id per row, on the host, in whole sequences of {} rows",
+                x.shape(),
+                x.device(),
+                self.seq()
+            )));
+        }
+        x.data()
+            .iter()
+            .enumerate()
+            .map(|(r, &t)| {
+                if t.fract() == 0.0 && t >= 0.0 && (t as usize) < self.vocab() {
+                    Ok(t as usize)
+                } else {
+                    Err(shape(format!("row {r} holds {t}, not a token id in 0..{}", self.vocab())))
+                }
+            })
+            .collect()
+    }
+}
+
+impl Layer for Embedding {
+    fn kind(&self) -> &str {
+        "embedding"
+    }
+    fn input_width(&self) -> usize {
+        1
+    }
+    fn output_width(&self) -> usize {
+        self.tokens.cols()
+    }
+    /// `tokens, positions`.
+    fn params(&self) -> Vec<&Tensor> {
+        vec![&self.tokens, &self.positions]
+    }
+    fn params_mut(&mut self) -> Vec<&mut Tensor> {
+        vec![&mut self.tokens, &mut self.positions]
+    }
+    fn param_names(&self) -> Vec<String> {
+        vec!["tokens".into(), "positions".into()]
+    }
+    /// Keeps the ids.
+    fn forward_saving(&self, x: Tensor, _ctx: &Ctx) -> Result<(Tensor, Saved)> {
+        let ids = self.ids(&x, "forward")?;
+        let (w, t) = (self.output_width(), self.seq());
+        let mut out = Tensor::zeros(ids.len(), w);
+        for (r, (row, id)) in out.data_mut().chunks_exact_mut(w).zip(&ids).enumerate() {
+            for ((o, tok), pos) in row.iter_mut().zip(self.tokens.row(*id)).zip(self.positions.row(r % t)) {
+                *o = tok + pos;
+            }
+        }
+        Ok((out, Saved(vec![x])))
+    }
+    /// Keeps the ids and `dy`; the input gradient is zero.
+    fn backward_input(&self, saved: Saved, dy: Tensor, _ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
+        let [x] = saved.take(self.kind())?;
+        if dy.shape() != [x.rows(), self.output_width()] {
+            return Err(Error::Shape {
+                place: "embedding backward_input".into(),
+                reason: format!("dy {:?} for {} tokens of width {}", dy.shape(), x.rows(), self.output_width()),
+            });
+        }
+        Ok((Tensor::zeros(x.rows(), 1), WNeeds(vec![x, dy])))
+    }
+    /// Each row's gradient added into its token's row and its position's row, in row order.
+    fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
+        let [x, dy] = needs.get(self.kind())?;
+        let ids = self.ids(x, "weight_grads")?;
+        let (w, t) = (self.output_width(), self.seq());
+        let mut tokens = Tensor::zeros(self.vocab(), w);
+        let mut positions = Tensor::zeros(t, w);
+        for (r, (g, id)) in dy.data().chunks_exact(w).zip(&ids).enumerate() {
+            for (acc, v) in tokens.data_mut()[id * w..][..w].iter_mut().zip(g) {
+                *acc += v;
+            }
+            for (acc, v) in positions.data_mut()[(r % t) * w..][..w].iter_mut().zip(g) {
+                *acc += v;
+            }
+        }
+        Ok(vec![tokens, positions])
+    }
+    /// The id.
+    fn saved_per_row(&self) -> usize {
+        1
+    }
+    /// The id and `dy` (width).
+    fn w_per_row(&self) -> usize {
+        1 + self.output_width()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::check::{assert_close, dot, numeric_grad, probe};
+
+    fn ids(v: &[u8]) -> Tensor {
+        Tensor::from_fn(v.len(), 1, |r, _| v[r] as f32)
+    }
+
+    #[test]
+    fn output_is_token_plus_position_and_gradients_match() {
+        let mut e = Embedding::new(5, 4, 3, Stream::new(&[2])).unwrap();
+        e.tokens = probe(5, 4, 70);
+        e.positions = probe(3, 4, 71);
+        let x = ids(&[4, 0, 4, 1, 1, 3]);
+        let ctx = Ctx::new(1, 0, 0, 0);
+        let (y, saved) = e.forward_saving(x.clone(), &ctx).unwrap();
+        assert_eq!(y.get(4, 2), Some(e.tokens.get(1, 2).unwrap() + e.positions.get(1, 2).unwrap()));
+        assert_eq!(saved.bytes(), 4 * 6);
+        let r = probe(6, 4, 72);
+        let (dx, needs) = e.backward_input(saved, r.clone(), &ctx).unwrap();
+        assert!(dx.data().iter().all(|v| *v == 0.0) && dx.shape() == [6, 1]);
+        assert_eq!(needs.bytes(), 4 * 6 * 5);
+        let grads = e.weight_grads(&needs).unwrap();
+        for (k, g) in grads.iter().enumerate() {
+            let numeric = numeric_grad(e.params()[k], |p| {
+                let mut e2 = e.clone();
+                *e2.params_mut()[k] = p.clone();
+                dot(&Layer::forward(&e2, x.clone(), &ctx).unwrap(), &r)
+            });
+            assert_close(g, &numeric);
+        }
+        // Token 2 never occurs: its gradient row is exactly zero.
+        assert!(grads[0].row(2).iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn bad_ids_and_shapes_are_errors() {
+        let e = Embedding::new(5, 4, 2, Stream::new(&[2])).unwrap();
+        let ctx = Ctx::new(1, 0, 0, 0);
+        let err = |x: Tensor| Layer::forward(&e, x, &ctx).unwrap_err().to_string();
+        assert!(err(ids(&[1, 5])).contains("row 1 holds 5, not a token id in 0..5"));
+        assert!(err(Tensor::new(2, 1, vec![0.5, 1.0]).unwrap()).contains("row 0 holds 0.5"));
+        assert!(err(ids(&[1, 2, 3])).contains("whole sequences of 2 rows"));
+        assert!(err(Tensor::zeros(2, 3)).contains("one token id per row"));
+        assert!(Embedding::new(0, 4, 2, Stream::new(&[2])).is_err());
+    }
+}
