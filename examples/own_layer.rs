@@ -100,8 +100,8 @@ impl Layer for RmsNorm {
             let ms = row.iter().map(|v| v * v).sum::<f32>() / w as f32;
             let s = 1.0 / (ms + EPS).sqrt();
             rinv.data_mut()[r] = s;
-            for c in 0..w {
-                let h = row[c] * s;
+            for (c, v) in row.iter().enumerate() {
+                let h = v * s;
                 xhat.data_mut()[r * w + c] = h;
                 y.data_mut()[r * w + c] = h * self.gain.data()[c];
             }

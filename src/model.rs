@@ -6,11 +6,13 @@
 //! Data for a step (inputs for the first stage, targets for the last) is generated before the
 //! step starts, so the measured trace holds pipeline work only.
 
+use std::sync::Arc;
+
 use pipesched_schedules::{CostModel, Schedule, StageCosts, Trace};
 use pipesched_stages::{
     cuda::{Lane, Mark},
-    mean_loss, sequential_step, Device, ModelSpec, Optimizer, OptimizerSpec, Partition, Policies, Stage, StageSpec,
-    Task, Tensor,
+    mean_loss, sequential_step, Corpus, Device, ModelSpec, Optimizer, OptimizerSpec, Partition, Policies, Stage,
+    StageSpec, Task, Tensor,
 };
 
 use crate::exec::{execute, DeviceClock, ExecOptions, StageWork};
@@ -189,10 +191,12 @@ pub struct ModelOptions {
     pub policies: Policies,
     /// Optimizer.
     pub optimizer: OptimizerSpec,
-    /// Rows per micro-batch.
+    /// Samples per micro-batch: rows, or sequences for a model of sequences.
     pub batch: usize,
-    /// Seed of the synthetic task's data.
+    /// Seed of the task's data.
     pub data_seed: u64,
+    /// The text a model of tokens trains on (`None`: the corpus generated from `data_seed`).
+    pub corpus: Option<Arc<Corpus>>,
     /// The device of every stage (empty: all on the CPU).
     pub devices: Vec<Device>,
 }
@@ -239,8 +243,25 @@ impl Model {
             .into_iter()
             .map(|stage| RealStage::new(stage, opts.optimizer))
             .collect::<Result<Vec<_>>>()?;
-        let task = Task::new(&spec, opts.data_seed);
-        Ok(Model { spec, specs, task, stages, batch: opts.batch })
+        let task = match &opts.corpus {
+            Some(corpus) if spec.reads_tokens() => Task::text(Arc::clone(corpus), spec.seq(), opts.data_seed),
+            Some(corpus) => {
+                return Err(Error::Config(format!(
+                    "text {:?} given for model {}, which reads rows, not tokens; give a model that starts with an embedding (gpt-tiny, gpt-small, gpt-medium)",
+                    corpus.name(),
+                    spec.name
+                )))
+            }
+            None => Task::new(&spec, opts.data_seed),
+        };
+        let batch = spec.rows(opts.batch).ok_or_else(|| {
+            Error::Config(format!(
+                "{} sequences of {} tokens overflow a row count; use a smaller --batch",
+                opts.batch,
+                spec.seq()
+            ))
+        })?;
+        Ok(Model { spec, specs, task, stages, batch })
     }
 
     /// Which stages drop activations under their policy, and so need `R` before their backward.

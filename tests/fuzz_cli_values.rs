@@ -173,6 +173,7 @@ fn check_estimate(model: ModelChoice) -> Result<(), TestCaseError> {
             model: model.clone(),
             partition: Partition::Even,
             batch,
+            data: None,
             optimizer: OptimizerSpec::adam(1e-3),
             seed: 0,
             devices: Devices::Cpu,

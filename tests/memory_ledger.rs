@@ -72,7 +72,7 @@ fn full_keeps_least_every_k_and_sqrt_sit_in_between() {
     let model = model(p, "full");
     let s = schedule(Kind::OneFOneB, p, m, &model);
     let bytes = model.stages[0].stage().predicted_bytes(model.batch);
-    assert_eq!(bytes.act_bytes, (model.batch * model.spec.input * 4) as u64);
+    assert_eq!(bytes.act_bytes, (model.batch * model.spec.input_width() * 4) as u64);
     assert_eq!(full[0], (p as u64 - 1) * bytes.act_bytes + bytes.act_bytes + bytes.recompute_bytes, "{s:?}");
 }
 
@@ -103,6 +103,7 @@ fn the_heap_never_holds_less_than_the_ledger_claims() {
             optimizer: pipesched_stages::OptimizerSpec::adam(1e-3),
             batch: 32,
             data_seed: 1,
+            corpus: None,
             devices: vec![],
         };
         let mut model = Model::build(spec.clone(), &opts).unwrap();

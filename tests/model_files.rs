@@ -32,7 +32,7 @@ fn load(path: &Path) -> ModelSpec {
 fn there_are_toml_and_json_examples() {
     let names: Vec<String> =
         model_files().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, ["deep-bf16.json", "small.toml", "tiny.json", "wide.toml"]);
+    assert_eq!(names, ["deep-bf16.json", "gpt-small.toml", "small.toml", "tiny.json", "wide.toml"]);
 }
 
 #[test]
@@ -43,19 +43,20 @@ fn every_model_file_loads_round_trips_builds_and_trains_a_step() {
         assert_eq!(ModelSpec::from_toml(&spec.to_toml().unwrap()).unwrap(), spec, "{}", path.display());
         assert_eq!(ModelSpec::from_json(&spec.to_json()).unwrap(), spec, "{}", path.display());
         let (p, m) = (2, 4);
+        let rows = spec.rows(spec.batch).unwrap();
         let specs = spec.stage_specs(p, &Partition::Balanced, &"full,none".parse::<Policies>().unwrap()).unwrap();
         let load =
-            Load { batch: spec.batch, microbatches: m, in_flight: microbatches_in_flight(&one_f_one_b(p, m).unwrap()) };
+            Load { batch: rows, microbatches: m, in_flight: microbatches_in_flight(&one_f_one_b(p, m).unwrap()) };
         let footprint = spec.footprint(&specs, &adam, &load).unwrap();
         let stages = Stage::build_all(&spec, &specs).unwrap();
         for (stage, f) in stages.iter().zip(&footprint.stages) {
             assert_eq!(stage.static_bytes(&adam), f.params + f.grads + f.optimizer, "{}", path.display());
-            assert_eq!(stage.predicted_bytes(spec.batch), f.per_microbatch, "{}", path.display());
+            assert_eq!(stage.predicted_bytes(rows), f.per_microbatch, "{}", path.display());
         }
         let estimate = budget::Estimate::of_model(&spec, &load, &footprint);
         budget::check(&estimate, Some(&Available { bytes: 1 << 30, source: "test".into() }))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let (out, grads) = reference_step(&spec, &specs, &Task::new(&spec, 0), 0, m, spec.batch).unwrap();
+        let (out, grads) = reference_step(&spec, &specs, &Task::new(&spec, 0), 0, m, rows).unwrap();
         assert!(out.loss.is_finite() && out.loss > 0.0, "{}: loss {}", path.display(), out.loss);
         assert!(grads.iter().flatten().any(|g| g.values().unwrap().iter().any(|v| *v != 0.0)));
     }
@@ -65,6 +66,7 @@ fn every_model_file_loads_round_trips_builds_and_trains_a_step() {
 fn the_presets_written_out_are_the_presets() {
     assert_eq!(load(&root().join("models/small.toml")), ModelSpec::small());
     assert_eq!(load(&root().join("models/tiny.json")), ModelSpec::tiny());
+    assert_eq!(load(&root().join("models/gpt-small.toml")), ModelSpec::gpt_small());
 }
 
 #[test]
@@ -100,9 +102,9 @@ fn a_misspelt_field_is_refused_naming_the_file_and_the_fields() {
     assert_eq!(
         e,
         format!(
-            "model spec: {}: unknown field `hiden` (did you mean `hidden`?); a model file has the fields `input`, \
-             `hidden`, `ffn`, `blocks`, `output`, `loss`, `batch` (required) and `name`, `dropout`, `seed`, \
-             `precision` (optional)",
+            "model spec: {}: unknown field `hiden` (did you mean `hidden`?); a model file has the fields `loss`, \
+             `batch` (required), `layers` or all of `input`, `hidden`, `ffn`, `blocks`, `output` (the layers), and \
+             `name`, `dropout`, `seed`, `precision` (optional)",
             path.display()
         )
     );

@@ -4,6 +4,8 @@
 //! Invariant: every value is typed by its parser (a model file is read and validated when the
 //! flag is parsed), so [`ModelArgs::spec`] cannot fail.
 
+use std::path::PathBuf;
+
 use clap::{Args, ValueEnum};
 use pipesched_stages::{OptimizerSpec, Partition, Policies, Precision};
 
@@ -22,7 +24,7 @@ pub enum OptimizerKind {
 /// Which model, split how, trained how, where.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// The model: a preset (tiny, small, medium), a TOML or JSON model file (its format is at the
+    /// The model: a preset (tiny, small, medium, gpt-tiny, gpt-small, gpt-medium), a TOML or JSON model file (its format is at the
     /// end of --help), or synthetic stages
     /// `synthetic:F=2ms,I=2ms,W=1ms[,R=..][,mem=..][,wmem=..][,msg=..]` (times and bytes per rank).
     #[arg(long, value_name = "MODEL", default_value = "small")]
@@ -30,9 +32,15 @@ pub struct ModelArgs {
     /// How layers are split into stages: even, balanced (by parameter count), or counts like 3,4,4.
     #[arg(long, default_value = "even", value_name = "PARTITION")]
     pub partition: Partition,
-    /// Rows per micro-batch (default: the model's own).
-    #[arg(long, value_parser = at_least_one, value_name = "ROWS")]
+    /// Samples per micro-batch: rows, or sequences of the model's length for a model of tokens
+    /// (default: the model's own).
+    #[arg(long, value_parser = at_least_one, value_name = "SAMPLES")]
     pub batch: Option<usize>,
+    /// A text file a model of tokens (gpt-*) trains on, read as bytes: the first 90 % for
+    /// training, the rest for validation (default: a corpus generated from the seed, whose
+    /// entropy is known).
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
     /// Optimizer applied after each step.
     #[arg(long, value_enum, default_value = "adam")]
     pub optimizer: OptimizerKind,
@@ -59,6 +67,7 @@ impl ModelArgs {
             model: self.model.clone(),
             partition: self.partition.clone(),
             batch: self.batch,
+            data: self.data.clone(),
             optimizer: match self.optimizer {
                 OptimizerKind::Sgd => OptimizerSpec::sgd(self.lr, 0.9),
                 OptimizerKind::Adam => OptimizerSpec::adam(self.lr),

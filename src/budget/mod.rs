@@ -100,7 +100,7 @@ impl Estimate {
 }
 
 const BATCH: &str = "a smaller --batch";
-const MODEL: &str = "a smaller model (fewer blocks, a narrower hidden or ffn)";
+const MODEL: &str = "a smaller model (fewer or narrower layers)";
 const FEWER_MICROBATCHES: &str = "fewer micro-batches (-m)";
 
 /// What makes a part of a model's footprint smaller.
@@ -296,10 +296,13 @@ mod tests {
     #[test]
     fn a_four_terabyte_model_file_is_refused() {
         let text = ModelSpec::small()
-            .to_toml()
+            .with_mlp(|s| {
+                s.hidden = 1_000_000;
+                s.ffn = 1_000_000
+            })
             .unwrap()
-            .replace("hidden = 256", "hidden = 1000000")
-            .replace("ffn = 1024", "ffn = 1000000");
+            .to_toml()
+            .unwrap();
         let model = ModelSpec::from_toml(&text).unwrap();
         let e = one_f_one_b_estimate(&model, 4, 8, 128);
         // 16,000,179,000,016 parameters (see spec.rs), four bytes each.
@@ -316,7 +319,7 @@ mod tests {
         assert!(
             refusal.ends_with(
                 "To fit, try --optimizer sgd (one state tensor per parameter; Adam keeps two); or a smaller model \
-                 (fewer blocks, a narrower hidden or ffn); or a smaller --batch"
+                 (fewer or narrower layers); or a smaller --batch"
             ),
             "{refusal}"
         );
@@ -346,10 +349,10 @@ mod tests {
         let e = ModelSpec::from_json(&json).unwrap_err().to_string();
         assert!(e.contains("`input` = 18446744073709551615"), "{e}");
         let specs = ModelSpec::small().stage_specs(2, &Partition::Even, &Policies::all(Default::default())).unwrap();
-        let wide = ModelSpec { input: usize::MAX, ..ModelSpec::small() };
+        let wide = ModelSpec::small().with_mlp(|s| s.input = usize::MAX).unwrap();
         let load = Load { batch: 128, microbatches: 8, in_flight: vec![2, 1] };
         let e = super::model(&wide, &specs, &OptimizerSpec::adam(3e-4), &load).unwrap_err().to_string();
-        assert!(e.contains("the input layer's parameters") && e.contains("`input` = 18446744073709551615"), "{e}");
+        assert!(e.contains("layer 0 (linear)'s parameters") && e.contains("`input` = 18446744073709551615"), "{e}");
     }
 
     #[test]

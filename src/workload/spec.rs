@@ -9,10 +9,14 @@
 //! is refused before anything is allocated; so is one whose estimate exceeds the budget.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use pipesched_schedules::Schedule;
-use pipesched_stages::{microbatches_in_flight, Load, ModelSpec, OptimizerSpec, Partition, Policies, Precision};
+use pipesched_stages::{
+    microbatches_in_flight, Corpus, Load, ModelSpec, OptimizerSpec, Partition, Policies, Precision,
+};
 
 use super::{Devices, Layout, RealWorkload, SyntheticWorkload, Workload};
 use crate::budget::{self, Available, Estimate};
@@ -109,8 +113,11 @@ pub struct WorkloadSpec {
     pub model: ModelChoice,
     /// How layers are split into stages.
     pub partition: Partition,
-    /// Rows per micro-batch (`None`: the model's own).
+    /// Samples per micro-batch: rows, or sequences for a model of sequences (`None`: the
+    /// model's own).
     pub batch: Option<usize>,
+    /// A text file a model of tokens trains on (`None`: the generated corpus).
+    pub data: Option<PathBuf>,
     /// The optimizer applied after each step.
     pub optimizer: OptimizerSpec,
     /// Seed of the parameters, dropout masks and data.
@@ -137,7 +144,20 @@ impl WorkloadSpec {
             }
             ModelSource::Model(spec) => {
                 spec.stage_specs(layout.stages(), &self.partition, &Policies(per_stage))?;
+                if let (Some(path), false) = (&self.data, spec.reads_tokens()) {
+                    return Err(Error::Config(format!(
+                        "--data {}: model {} reads rows, not text; give a model that starts with an embedding (gpt-tiny, gpt-small, gpt-medium)",
+                        path.display(),
+                        spec.name
+                    )));
+                }
             }
+        }
+        if let (Some(path), ModelSource::Synthetic(_)) = (&self.data, &self.model.source) {
+            return Err(Error::Config(format!(
+                "--data {}: synthetic stages read no data; give a model of tokens (gpt-tiny, gpt-small, gpt-medium)",
+                path.display()
+            )));
         }
         Ok(())
     }
@@ -162,7 +182,7 @@ impl WorkloadSpec {
             ModelSource::Model(spec) => {
                 let specs = spec.stage_specs(layout.stages(), &self.partition, &per_stage)?;
                 let load = Load {
-                    batch: self.batch.unwrap_or(spec.batch),
+                    batch: spec.rows(self.batch.unwrap_or(spec.batch)).unwrap_or(usize::MAX),
                     microbatches: demand.m,
                     in_flight: demand.in_flight.clone(),
                 };
@@ -195,6 +215,12 @@ impl WorkloadSpec {
                 if let Some(p) = self.precision {
                     spec.precision = p;
                 }
+                // The text is read (and checked against the sequence length) before any stage
+                // is built.
+                let corpus = match &self.data {
+                    Some(path) => Some(Arc::new(Corpus::from_file(path, spec.seq())?)),
+                    None => None,
+                };
                 let opts = ModelOptions {
                     stages: layout.stages(),
                     partition: self.partition.clone(),
@@ -202,6 +228,7 @@ impl WorkloadSpec {
                     optimizer: self.optimizer,
                     batch: self.batch.unwrap_or(spec.batch),
                     data_seed: self.seed,
+                    corpus,
                     devices: (0..layout.stages()).map(|k| devices[layout.rank_of(k)]).collect(),
                 };
                 Ok(Box::new(RealWorkload::new(Model::build(spec, &opts)?, *layout)))
@@ -219,6 +246,7 @@ mod tests {
             model: model.parse().unwrap(),
             partition: Partition::Even,
             batch: None,
+            data: None,
             optimizer: OptimizerSpec::adam(1e-3),
             seed: 0,
             devices: Devices::Cpu,

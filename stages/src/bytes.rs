@@ -85,7 +85,7 @@ impl StageSpec {
     /// of layers.
     pub fn checked_bytes(&self, model: &ModelSpec, batch: usize) -> Option<StageBytes> {
         let layers = SpecLayers { model, range: self.layers.clone() };
-        let loss = self.is_last(model).then_some((model.loss, model.output));
+        let loss = self.is_last(model).then_some((model.loss, model.output_width()));
         stage_bytes(&layers, self.policy, self.layers.start == 0, loss, batch)
     }
 }

@@ -47,6 +47,10 @@ pub enum Error {
     #[error("model spec: {0}")]
     Spec(String),
 
+    /// Text data that cannot be used: a missing, empty or too short file.
+    #[error("data: {0}")]
+    Data(String),
+
     /// A recompute policy string that could not be parsed, or a list of the wrong length.
     #[error("recompute policy: {0}")]
     Policy(String),

@@ -16,6 +16,7 @@ use std::ops::Range;
 use pipesched_schedules::{Op, Schedule};
 
 use crate::bytes::StageBytes;
+use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::layers::{Block, Layer, LayerNorm, Linear, Saved, WNeeds};
 use crate::optim::OptimizerSpec;
@@ -214,8 +215,8 @@ impl LayerSpec {
     /// Number of parameter tensors (each has a gradient and optimizer state tensors).
     pub fn tensor_count(&self) -> usize {
         match self {
-            LayerSpec::Linear { .. } | LayerSpec::Norm { .. } => 2,
-            LayerSpec::Block { .. } => 6,
+            LayerSpec::Linear { .. } | LayerSpec::Norm { .. } | LayerSpec::Embedding { .. } => 2,
+            LayerSpec::Block { .. } | LayerSpec::Attention { .. } => 6,
         }
     }
 }
@@ -289,12 +290,12 @@ impl ModelSpec {
         let messages = if last { 0 } else { rows_bytes(2 * n, batch, output)? };
         let mut data = 0u64;
         if first {
-            data = rows_bytes(m, batch, self.input as u64)?;
+            data = rows_bytes(m, batch, self.input_width() as u64)?;
         }
         if last {
-            data = data.checked_add(rows_bytes(m, batch, self.loss.target_width(self.output) as u64)?)?;
+            data = data.checked_add(rows_bytes(m, batch, self.loss.target_width(self.output_width()) as u64)?)?;
         }
-        let loss_row = if last { self.loss.saved_floats(1, self.output) } else { 0 };
+        let loss_row = if last { self.loss.saved_floats(1, self.output_width()) } else { 0 };
         let widest = self
             .kinds_in(layers)
             .map(|l| l.saved_per_row()?.checked_add(l.w_per_row()?))
@@ -329,12 +330,19 @@ impl ModelSpec {
         })
     }
 
-    /// The teacher's weights, one batch's generation temporaries, and the list of layer specs.
+    /// The task's data (the teacher's weights and one batch's generation temporaries, or the
+    /// generated corpus), and the list of layer specs.
     fn shared_bytes(&self, batch: usize) -> Option<u64> {
-        let teacher = rows_bytes(self.input.checked_add(self.output)? as u64, 1, TEACHER_WIDTH as u64)?;
-        let generate = rows_bytes(1, batch as u64, (TEACHER_WIDTH as u64).checked_add(self.output as u64)?)?;
+        let (input, output) = (self.input_width(), self.output_width());
+        let task = if self.reads_tokens() {
+            Corpus::DEFAULT_LEN as u64
+        } else {
+            let teacher = rows_bytes(input.checked_add(output)? as u64, 1, TEACHER_WIDTH as u64)?;
+            let generate = rows_bytes(1, batch as u64, (TEACHER_WIDTH as u64).checked_add(output as u64)?)?;
+            teacher.checked_add(generate)?
+        };
         let list = (self.num_layers() as u64).checked_mul(size_of::<LayerSpec>() as u64)?;
-        teacher.checked_add(generate)?.checked_add(list)
+        task.checked_add(list)
     }
 }
 
@@ -346,6 +354,7 @@ fn rows_bytes(count: u64, rows: u64, width: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Mlp;
     use crate::{Optimizer, Partition, Policies, Stage, Task};
     use pipesched_schedules::{gpipe, one_f_one_b, zb_h1};
 
@@ -372,7 +381,8 @@ mod tests {
                         let state = Optimizer::new(opt, stage).unwrap().state_bytes();
                         assert_eq!((f.params, f.grads, f.optimizer), (stage.param_bytes(), stage.grad_bytes(), state));
                         assert_eq!(f.params + f.grads + f.optimizer, stage.static_bytes(&opt));
-                        let tensors: usize = model.layers()[f.layers.clone()].iter().map(LayerSpec::tensor_count).sum();
+                        let tensors: usize =
+                            model.all_layers()[f.layers.clone()].iter().map(LayerSpec::tensor_count).sum();
                         assert_eq!(tensors, stage.params().len());
                     }
                     let states = opt.states_per_param() as u64;
@@ -480,7 +490,9 @@ mod tests {
 
     #[test]
     fn a_deep_model_is_counted_without_listing_its_layers() {
-        let deep = ModelSpec { input: 1, hidden: 1, ffn: 1, output: 1, blocks: 1 << 40, ..ModelSpec::small() };
+        let deep = ModelSpec::small()
+            .with_mlp(|s| *s = Mlp { input: 1, hidden: 1, ffn: 1, output: 1, blocks: 1 << 40 })
+            .unwrap();
         let specs = specs(&deep, 4, &Partition::Balanced, "every:3");
         let load = Load { batch: 2, microbatches: 4, in_flight: vec![4; 4] };
         let fp = deep.footprint(&specs, &OptimizerSpec::adam(1e-3), &load).unwrap();

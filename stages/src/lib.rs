@@ -54,6 +54,7 @@
 
 pub mod backend;
 mod bytes;
+mod corpus;
 pub mod cuda;
 mod device;
 mod error;
@@ -77,6 +78,7 @@ mod task;
 mod tensor;
 
 pub use bytes::StageBytes;
+pub use corpus::Corpus;
 pub use device::Device;
 pub use error::{Error, Result};
 pub use footprint::{microbatches_in_flight, Footprint, Load, Part, StageFootprint};
@@ -89,7 +91,7 @@ pub use policy::{Policies, RecomputePolicy};
 pub use precision::Precision;
 pub use reference::{check_chain, mean_loss, reference_step, sequential_step, train_step, StepOutput};
 pub use slot::Phase;
-pub use spec::{LayerSpec, ModelSpec};
+pub use spec::{Gpt, LayerSpec, Mlp, ModelSpec, Run};
 pub use stage::Stage;
 pub use task::{Task, TEACHER_WIDTH};
 pub use tensor::Tensor;

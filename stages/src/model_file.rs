@@ -9,23 +9,127 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::error::{Error, Result};
-use crate::spec::ModelSpec;
+use serde::{Deserialize, Serialize};
 
-/// Every field of a model file: its name, whether it must be given, and what it means.
-pub const MODEL_FIELDS: [(&str, bool, &str); 11] = [
+use crate::error::{Error, Result};
+use crate::loss::LossKind;
+use crate::precision::Precision;
+use crate::spec::{Mlp, ModelSpec, Run};
+
+/// Every field of a model file: its name, whether it must be given, and what it means. The
+/// layers are given either as `layers` or by the five fields of the residual-MLP shorthand
+/// (`input`, `hidden`, `ffn`, `blocks`, `output`), which are required when `layers` is absent.
+pub const MODEL_FIELDS: [(&str, bool, &str); 13] = [
     ("name", false, "a name for reports (default \"custom\")"),
-    ("input", true, "width of the model input"),
-    ("hidden", true, "width of the residual stream"),
-    ("ffn", true, "inner width of each block's MLP"),
-    ("blocks", true, "number of residual blocks"),
-    ("dropout", false, "dropout rate at the end of each block, in [0, 1) (default 0)"),
-    ("output", true, "classes (cross_entropy) or regression width (mse)"),
+    ("layers", false, "the layers, in order (instead of the shorthand fields)"),
+    ("input", false, "shorthand: width of the model input"),
+    ("hidden", false, "shorthand: width of the residual stream"),
+    ("ffn", false, "shorthand: inner width of each block's MLP"),
+    ("blocks", false, "shorthand: number of residual blocks"),
+    ("output", false, "shorthand: classes (cross_entropy) or regression width (mse)"),
+    ("dropout", false, "dropout rate of the blocks and attention layers, in [0, 1) (default 0)"),
     ("loss", true, "\"cross_entropy\" or \"mse\""),
-    ("batch", true, "rows per micro-batch"),
+    ("batch", true, "samples per micro-batch: rows, or sequences for a model of sequences"),
     ("seed", false, "seed of the initial parameters and dropout masks (default 0)"),
     ("precision", false, "\"f32\", \"bf16\" or \"f16\": format of the matrix products (default \"f32\")"),
+    ("repeat", false, "in a layer of `layers`: how many times it repeats (default 1)"),
 ];
+
+/// A model file as read and written: the layer list or the residual-MLP shorthand, and the
+/// rest. Converted to and from [`ModelSpec`] (which always holds the list).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModelFile {
+    #[serde(default = "custom")]
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    layers: Option<Vec<Run>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    input: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hidden: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ffn: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    blocks: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output: Option<usize>,
+    #[serde(default)]
+    dropout: f32,
+    loss: LossKind,
+    batch: usize,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    precision: Precision,
+}
+
+fn custom() -> String {
+    "custom".into()
+}
+
+impl TryFrom<ModelFile> for ModelSpec {
+    type Error = String;
+
+    fn try_from(f: ModelFile) -> std::result::Result<ModelSpec, String> {
+        let shorthand =
+            [("input", f.input), ("hidden", f.hidden), ("ffn", f.ffn), ("blocks", f.blocks), ("output", f.output)];
+        let layers = match f.layers {
+            Some(layers) => {
+                if let Some((field, _)) = shorthand.iter().find(|(_, v)| v.is_some()) {
+                    return Err(format!(
+                        "`layers` and the shorthand field `{field}` are both given: give the layer list, or the five shorthand fields input, hidden, ffn, blocks, output"
+                    ));
+                }
+                layers
+            }
+            None => {
+                if let Some((field, _)) = shorthand.iter().find(|(_, v)| v.is_none()) {
+                    return Err(format!(
+                        "missing field `{field}`: give `layers`, or all five shorthand fields input, hidden, ffn, blocks, output"
+                    ));
+                }
+                let get = |v: Option<usize>| v.unwrap_or_default();
+                Mlp {
+                    input: get(f.input),
+                    hidden: get(f.hidden),
+                    ffn: get(f.ffn),
+                    blocks: get(f.blocks),
+                    output: get(f.output),
+                }
+                .runs()
+            }
+        };
+        Ok(ModelSpec {
+            name: f.name,
+            layers,
+            dropout: f.dropout,
+            loss: f.loss,
+            batch: f.batch,
+            seed: f.seed,
+            precision: f.precision,
+        })
+    }
+}
+
+impl From<ModelSpec> for ModelFile {
+    fn from(m: ModelSpec) -> ModelFile {
+        ModelFile {
+            name: m.name,
+            layers: Some(m.layers),
+            input: None,
+            hidden: None,
+            ffn: None,
+            blocks: None,
+            output: None,
+            dropout: m.dropout,
+            loss: m.loss,
+            batch: m.batch,
+            seed: m.seed,
+            precision: m.precision,
+        }
+    }
+}
 
 /// The example model file of the help, indented as it is shown there (TOML allows it): the
 /// custom model that `models/wide.toml` also holds (a test keeps the two equal).
@@ -51,33 +155,73 @@ pub const MODEL_FILE_EXAMPLE: &str = example!();
 /// The model file format, for a command's `--help`.
 pub const MODEL_FILE_HELP: &str = concat!(
     "\
-A model file (.toml, or .json for JSON) describes the residual MLP pipesched trains:
-Linear(input → hidden), then `blocks` residual blocks
-x + Dropout(Linear(GELU(Linear(LayerNorm(x))))) with inner width `ffn`, then
-LayerNorm(hidden) and Linear(hidden → output), then the loss: blocks + 3 layers,
-which the stages split among themselves. The task is a fixed random teacher network,
-so no data is read.
+A model file (.toml, or .json for JSON) describes the model pipesched trains: a list
+of layers, which the stages split among themselves, then the loss. The layers are
+given either as `layers`, a list of tables each with a `kind`, its sizes and an
+optional `repeat` (default 1), or by the residual-MLP shorthand: Linear(input →
+hidden), `blocks` residual blocks x + Dropout(Linear(GELU(Linear(LayerNorm(x)))))
+of inner width `ffn`, LayerNorm(hidden), Linear(hidden → output).
+
+Layer kinds (every size ≥ 1; each layer's input width is the previous one's output):
+  linear     input, output: x·W + b
+  block      width, ffn: the residual MLP block above
+  norm       width: LayerNorm
+  embedding  vocab, width, seq: token ids in, token plus position embeddings out;
+             only as the first layer. A model that starts with one reads text
+             (byte tokens: vocab 256) and must end in a head of vocab outputs
+             with loss = \"cross_entropy\"
+  attention  width, heads, seq: x + Dropout(Linear(causal multi-head
+             self-attention(Linear_qkv(LayerNorm(x))))); heads divide the width;
+             every seq of a model is the same
 
 Required fields:
+  loss       \"cross_entropy\" or \"mse\"
+  batch      samples per micro-batch (≥ 1): rows, or sequences of seq tokens for
+             a model with an embedding or attention; --batch replaces it
+  layers     the layer list; or, instead, all five shorthand fields:
   input      width of the model input (≥ 1)
   hidden     width of the residual stream (≥ 1)
   ffn        inner width of each block's MLP (≥ 1)
   blocks     number of residual blocks (0 or more)
   output     classes for cross_entropy (≥ 2), or the regression width for mse (≥ 1)
-  loss       \"cross_entropy\" or \"mse\"
-  batch      rows per micro-batch (≥ 1); --batch replaces it
 Optional fields:
   name       a name for reports (default \"custom\")
-  dropout    dropout rate at the end of each block, in [0, 1) (default 0)
+  dropout    dropout rate of the blocks and attention layers, in [0, 1) (default 0)
   seed       seed of the initial parameters and dropout masks (default 0); --seed
              replaces it
   precision  \"f32\", \"bf16\" or \"f16\": format of the matrix products' operands and
              results, accumulated in f32 (default \"f32\"); --precision replaces it
+  repeat     in a layer of `layers`: how many times it repeats in a row (default 1)
 
 Example (TOML; the same keys make a JSON object):
 ",
     example!(),
-    "An unknown field is an error that lists these. Sizes are checked before anything is
+    "A GPT over bytes, as a layer list (the gpt-* presets are written this way):
+  loss = \"cross_entropy\"
+  batch = 8
+  [[layers]]
+  kind = \"embedding\"
+  vocab = 256
+  width = 128
+  seq = 64
+  [[layers]]
+  kind = \"attention\"
+  width = 128
+  heads = 4
+  seq = 64
+  [[layers]]
+  kind = \"block\"
+  width = 128
+  ffn = 512
+  [[layers]]
+  kind = \"norm\"
+  width = 128
+  [[layers]]
+  kind = \"linear\"
+  input = 128
+  output = 256
+
+An unknown field is an error that lists these. Sizes are checked before anything is
 allocated: a model whose bytes would overflow is refused with the field named."
 );
 
@@ -202,10 +346,16 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
 
 /// "the fields are input, hidden, … (required) and name, … (optional)".
 fn field_list() -> String {
-    let pick = |required: bool| {
-        MODEL_FIELDS.iter().filter(|f| f.1 == required).map(|f| format!("`{}`", f.0)).collect::<Vec<_>>().join(", ")
+    let shorthand = |f: &(&str, bool, &str)| f.2.starts_with("shorthand:");
+    let pick = |keep: &dyn Fn(&(&str, bool, &str)) -> bool| {
+        MODEL_FIELDS.iter().filter(|f| keep(f)).map(|f| format!("`{}`", f.0)).collect::<Vec<_>>().join(", ")
     };
-    format!("a model file has the fields {} (required) and {} (optional)", pick(true), pick(false))
+    format!(
+        "a model file has the fields {} (required), `layers` or all of {} (the layers), and {} (optional)",
+        pick(&|f| f.1),
+        pick(&shorthand),
+        pick(&|f| !f.1 && !shorthand(f) && f.0 != "layers" && f.0 != "repeat")
+    )
 }
 
 /// The known field nearest to `key` in edit distance, if it is a likely typo (distance ≤ 2).
@@ -235,34 +385,75 @@ mod tests {
     use crate::loss::LossKind;
 
     #[test]
-    fn the_field_table_is_what_serde_writes_and_the_help_documents() {
-        let json: serde_json::Value = serde_json::from_str(&ModelSpec::small().to_json()).unwrap();
-        let mut written: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
-        let mut table: Vec<&str> = MODEL_FIELDS.iter().map(|f| f.0).collect();
-        written.sort_unstable();
-        table.sort_unstable();
-        assert_eq!(written, table);
+    fn the_field_table_is_what_serde_reads_and_the_help_documents() {
+        let mut written: Vec<String> = Vec::new();
+        for spec in [ModelSpec::small(), ModelSpec::gpt_small()] {
+            let json: serde_json::Value = serde_json::from_str(&spec.to_json()).unwrap();
+            written.extend(json.as_object().unwrap().keys().cloned());
+            for layer in json["layers"].as_array().unwrap() {
+                written.extend(layer.as_object().unwrap().keys().filter(|k| *k == "repeat").cloned());
+            }
+        }
+        for key in &written {
+            assert!(MODEL_FIELDS.iter().any(|f| f.0 == key), "{key} is written but not in the table");
+        }
         for (field, required, _) in MODEL_FIELDS {
             assert!(MODEL_FILE_HELP.contains(&format!("\n  {field} ")), "{field} is not documented");
+            let json: serde_json::Value = serde_json::from_str(&ModelSpec::small().to_json()).unwrap();
             let without: serde_json::Map<_, _> =
                 json.as_object().unwrap().clone().into_iter().filter(|(k, _)| k != field).collect();
             let parsed = ModelSpec::from_json(&serde_json::Value::Object(without).to_string());
-            assert_eq!(parsed.is_err(), required, "{field}: required = {required}");
+            assert_eq!(parsed.is_err(), required || field == "layers", "{field}: required = {required}");
         }
+        for kind in ["linear", "block", "norm", "embedding", "attention"] {
+            assert!(MODEL_FILE_HELP.contains(&format!("\n  {kind} ")), "layer kind {kind} is not documented");
+        }
+    }
+
+    #[test]
+    fn the_shorthand_and_the_layer_list_are_the_same_model() {
+        let hand = "input = 8\nhidden = 16\nffn = 32\nblocks = 2\noutput = 3\nloss = \"cross_entropy\"\nbatch = 4\n";
+        let short = ModelSpec::from_toml(hand).unwrap();
+        let list = ModelSpec::from_toml(&short.to_toml().unwrap()).unwrap();
+        assert_eq!(short, list);
+        assert!(short.to_toml().unwrap().contains("[[layers]]"));
+        let e = ModelSpec::from_toml(&(short.to_toml().unwrap().replacen("[[layers]]", "input = 3\n[[layers]]", 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`layers` and the shorthand field `input` are both given"), "{e}");
+        let e = ModelSpec::from_toml("loss = \"mse\"\nbatch = 2\n[[layers]]\nkind = \"conv\"\nwidth = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `conv`") && e.contains("`attention`"), "{e}");
+        let e = ModelSpec::from_toml("loss = \"mse\"\nbatch = 2\n[[layers]]\nkind = \"norm\"\nwidth = 3\nheight = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `height`"), "{e}");
+        let gpt = MODEL_FILE_HELP.split("presets are written this way):\n").nth(1).unwrap();
+        let gpt = gpt.split("\n\n").next().unwrap();
+        let spec = ModelSpec::from_toml(gpt).unwrap();
+        assert_eq!((spec.num_layers(), spec.seq(), spec.output_width()), (5, 64, 256));
     }
 
     #[test]
     fn the_help_example_is_a_valid_model() {
         assert!(MODEL_FILE_HELP.contains(MODEL_FILE_EXAMPLE));
         let spec = ModelSpec::from_toml(MODEL_FILE_EXAMPLE).unwrap();
-        assert_eq!((spec.name.as_str(), spec.hidden, spec.blocks, spec.loss), ("wide", 512, 4, LossKind::CrossEntropy));
+        let shape = spec.mlp_shape().unwrap();
+        assert_eq!(
+            (spec.name.as_str(), shape.hidden, shape.blocks, spec.loss),
+            ("wide", 512, 4, LossKind::CrossEntropy)
+        );
     }
 
     #[test]
     fn toml_and_json_round_trip() {
-        for s in
-            [ModelSpec::tiny(), ModelSpec::small(), ModelSpec { loss: LossKind::Mse, output: 1, ..ModelSpec::medium() }]
-        {
+        for s in [
+            ModelSpec::tiny(),
+            ModelSpec::small(),
+            ModelSpec { loss: LossKind::Mse, ..ModelSpec::medium().with_mlp(|s| s.output = 1).unwrap() },
+            ModelSpec::gpt_small(),
+        ] {
             assert_eq!(ModelSpec::from_toml(&s.to_toml().unwrap()).unwrap(), s);
             assert_eq!(ModelSpec::from_json(&s.to_json()).unwrap(), s);
         }
@@ -273,18 +464,21 @@ mod tests {
 
     #[test]
     fn bad_files_say_what_is_wrong_and_list_the_fields() {
-        let e = ModelSpec::from_toml("input = 8\nhidden = 16\n").unwrap_err().to_string();
+        let e = ModelSpec::from_toml("input = 8\nhidden = 16\nloss = \"mse\"\nbatch = 2\n").unwrap_err().to_string();
         assert!(e.contains("missing field `ffn`") && e.contains("(required)"), "{e}");
         let e =
             ModelSpec::from_json(r#"{"input":8,"hidden":16,"ffn":32,"blocks":2,"output":3,"loss":"hinge","batch":4}"#)
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("hinge"), "{e}");
-        let e = ModelSpec::from_toml(&(ModelSpec::tiny().to_toml().unwrap() + "colour = 3\n")).unwrap_err().to_string();
+        let e = ModelSpec::from_toml(&("colour = 3\n".to_string() + &ModelSpec::tiny().to_toml().unwrap()))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
-            "model spec: unknown field `colour`; a model file has the fields `input`, `hidden`, `ffn`, `blocks`, \
-             `output`, `loss`, `batch` (required) and `name`, `dropout`, `seed`, `precision` (optional)"
+            "model spec: unknown field `colour`; a model file has the fields `loss`, `batch` (required), `layers` or \
+             all of `input`, `hidden`, `ffn`, `blocks`, `output` (the layers), and `name`, `dropout`, `seed`, \
+             `precision` (optional)"
         );
         let e = ModelSpec::from_json(r#"{"hiden": 3}"#).unwrap_err().to_string();
         assert!(e.contains("unknown field `hiden` (did you mean `hidden`?)"), "{e}");
@@ -325,9 +519,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pipesched-model-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("typo.toml");
-        std::fs::write(&path, ModelSpec::tiny().to_toml().unwrap().replace("ffn", "fnn")).unwrap();
+        std::fs::write(&path, MODEL_FILE_EXAMPLE.replace("ffn", "fnn")).unwrap();
         let e = ModelSpec::load(path.to_str().unwrap()).unwrap_err().to_string();
         assert!(e.contains(&format!("{}: unknown field `fnn` (did you mean `ffn`?)", path.display())), "{e}");
+        std::fs::write(&path, ModelSpec::tiny().to_toml().unwrap().replace("ffn", "fnn")).unwrap();
+        let e = ModelSpec::load(path.to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains(&format!("{}: TOML: line", path.display())) && e.contains("unknown field `fnn`"), "{e}");
         let big = dir.join("big.toml");
         std::fs::write(&big, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
         let e = ModelSpec::load(big.to_str().unwrap()).unwrap_err().to_string();

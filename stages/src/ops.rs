@@ -255,7 +255,7 @@ mod tests {
     }
 
     fn mse_model() -> ModelSpec {
-        ModelSpec { loss: LossKind::Mse, output: 3, ..ModelSpec::tiny() }
+        ModelSpec { loss: LossKind::Mse, ..ModelSpec::tiny().with_mlp(|s| s.output = 3).unwrap() }
     }
 
     /// Forward of `mb` through all stages; returns each stage's output (the loss last).

@@ -47,8 +47,8 @@ impl Partition {
         let n = model.num_layers();
         if stages == 0 || stages > n {
             return Err(Error::Partition(format!(
-                "{stages} stages for a model of {n} layers ({}, {} blocks); use 1 to {n} stages, or add blocks",
-                model.name, model.blocks
+                "{stages} stages for a model of {n} layers ({}); use 1 to {n} stages, or add layers",
+                model.name
             )));
         }
         let counts = match self {
@@ -220,6 +220,7 @@ impl ModelSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Mlp;
 
     #[test]
     fn even_splits_spread_the_remainder() {
@@ -294,8 +295,9 @@ mod tests {
     #[test]
     fn balanced_splits_a_deep_model_without_listing_its_layers() {
         // 10¹² blocks: the search never builds a list of layers or a table per layer.
-        let deep =
-            ModelSpec { hidden: 1, ffn: 1, input: 1, output: 1, blocks: 1_000_000_000_000, ..ModelSpec::small() };
+        let deep = ModelSpec::small()
+            .with_mlp(|s| *s = Mlp { hidden: 1, ffn: 1, input: 1, output: 1, blocks: 1_000_000_000_000 })
+            .unwrap();
         let r = Partition::Balanced.ranges(&deep, 4).unwrap();
         assert_eq!(r.iter().map(|r| r.len()).sum::<usize>(), deep.num_layers());
         let weight = |r: &Range<usize>| deep.sum_over(r, 1, LayerSpec::checked_param_count).unwrap();

@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn model_gradients_match_finite_differences() {
         for loss in [LossKind::CrossEntropy, LossKind::Mse] {
-            let model = ModelSpec { loss, output: 4, ..ModelSpec::tiny() };
+            let model = ModelSpec { loss, ..ModelSpec::tiny().with_mlp(|s| s.output = 4).unwrap() };
             let task = Task::new(&model, 12);
             let mut stages = Stage::build_all(&model, &specs(&model, 2, "even", "full,none")).unwrap();
             sequential_step(&mut stages, &task, 0, 2, 6).unwrap();

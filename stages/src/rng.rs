@@ -10,6 +10,8 @@ const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Domain tags, so the streams of different uses never share a key.
 pub(crate) mod tag {
+    /// The generated text corpus.
+    pub const CORPUS: u64 = 0xC0B5;
     /// Dropout masks.
     pub const DROPOUT: u64 = 0xD0;
     /// Initial parameters.

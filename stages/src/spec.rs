@@ -1,64 +1,90 @@
-//! `ModelSpec`: the model as data (a built-in preset, or a model file: `model_file.rs`), and
-//! `LayerSpec`: its layers, with parameter counts and byte counts computed from shapes alone.
+//! `ModelSpec`: the model as data — an ordered list of layer specs (a built-in preset, or a model
+//! file: `model_file.rs`) — and `LayerSpec`: one layer, with parameter counts and byte counts
+//! computed from shapes alone.
 //!
-//! The model is `Linear(input → hidden)`, then `blocks` residual MLP blocks of width `hidden`
-//! (inner width `ffn`), then a final `LayerNorm(hidden)` and a `Linear(hidden → output)` head,
-//! then the loss: `blocks + 3` layers — four runs of identical layers, so sums over any range of
-//! layers take constant time ([`ModelSpec::sum_over`]) and nothing that counts needs a list of
-//! them. Invariants: the byte counts of a [`LayerSpec`] are those of the tensors the built
-//! [`Layer`] keeps (tests in `stage.rs` compare them after every op); every size of a validated
-//! spec at its own batch fits in 64 bits (`validate` counts them with checked arithmetic); and a
-//! layer's parameters depend only on `(seed, global layer index)`, never on the partition.
+//! The layers are stored as runs of identical layers ([`Run`]: a layer and how many times it
+//! repeats), so sums over any range of layers take time in the number of runs, not of layers
+//! ([`ModelSpec::sum_over`]), and a model of a million blocks is counted without listing them.
+//! Two shorthands build the lists of the usual models: [`Mlp`] (the residual MLP:
+//! `Linear(input → hidden)`, `blocks` residual MLP blocks, `LayerNorm`, `Linear(hidden → output)`)
+//! and [`Gpt`] (token and position embedding, `layers` × (attention, MLP block), `LayerNorm`, the
+//! LM head over the vocabulary).
+//!
+//! Rows: a model whose layers see sequences (an embedding, attention) runs on micro-batches of
+//! `batch` sequences of `seq` tokens, `batch·seq` rows ([`ModelSpec::rows`]); any other model on
+//! `batch` rows.
+//!
+//! Invariants: the byte counts of a [`LayerSpec`] are those of the tensors the built [`Layer`]
+//! keeps (tests in `stage.rs` compare them after every op); every size of a validated spec at its
+//! own batch fits in 64 bits (`validate` counts them with checked arithmetic); and a layer's
+//! parameters depend only on `(seed, global layer index)`, never on the partition. Adding a layer
+//! kind: its file in `layers/`, and its variant here.
 
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::layers::{Block, Dropout, Layer, LayerNorm, Linear};
+use crate::layers::{Attention, Block, Dropout, Embedding, Layer, LayerNorm, Linear};
 use crate::loss::LossKind;
 use crate::precision::Precision;
 use crate::rng::{tag, Stream};
 
-/// A residual-MLP model and its default micro-batch size.
+/// Scale of the initial weights of a language model's head (its last `Linear`).
+const LM_HEAD_GAIN: f32 = 0.1;
+
+/// A model: its layers, its loss and its default micro-batch. Serialised as a model file
+/// (`model_file.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "crate::model_file::ModelFile", into = "crate::model_file::ModelFile")]
 pub struct ModelSpec {
-    /// A name for reports (`tiny`, `small`, ...).
-    #[serde(default = "custom")]
+    /// A name for reports (`tiny`, `gpt-small`, ...).
     pub name: String,
-    /// Width of the model input.
-    pub input: usize,
-    /// Width of the residual stream.
-    pub hidden: usize,
-    /// Inner width of each block's MLP.
-    pub ffn: usize,
-    /// Number of residual blocks.
-    pub blocks: usize,
-    /// Dropout rate at the end of each block's MLP, in `[0, 1)`.
-    #[serde(default)]
+    /// The layers, in order, as runs of identical layers.
+    pub layers: Vec<Run>,
+    /// Dropout rate of every layer that has dropout (the blocks' MLP output; attention's
+    /// probabilities and output), in `[0, 1)`.
     pub dropout: f32,
-    /// Classes (cross-entropy) or regression width (MSE).
-    pub output: usize,
     /// The loss.
     pub loss: LossKind,
-    /// Default rows per micro-batch.
+    /// Default samples per micro-batch: rows, or sequences for a model of sequences.
     pub batch: usize,
     /// Seed of the initial parameters and of the dropout masks.
-    #[serde(default)]
     pub seed: u64,
-    /// Format of the matrix products' operands and results (`f32` unless given).
-    #[serde(default)]
+    /// Format of the matrix products' operands and results.
     pub precision: Precision,
 }
 
-fn custom() -> String {
-    "custom".into()
+/// A layer repeated `repeat` times in a row (a model file writes it as the layer's fields plus
+/// `repeat`, default 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// The layer.
+    #[serde(flatten)]
+    pub layer: LayerSpec,
+    /// How many times it repeats.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repeat: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+impl Run {
+    /// `layer` once.
+    pub fn one(layer: LayerSpec) -> Run {
+        Run { layer, repeat: 1 }
+    }
 }
 
 /// One layer of a model, as shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LayerSpec {
     /// `Linear(input → output)`.
     Linear {
@@ -67,26 +93,56 @@ pub enum LayerSpec {
         /// Output width.
         output: usize,
     },
-    /// A residual MLP block.
+    /// A residual MLP block `x + Dropout(Linear(GELU(Linear(LayerNorm(x)))))`.
     Block {
         /// Residual width.
         width: usize,
         /// Inner width.
         ffn: usize,
     },
-    /// The final layer norm.
+    /// A layer norm.
     Norm {
         /// Width.
         width: usize,
     },
+    /// Token embedding plus learned positions: token ids in, vectors of `width` out.
+    Embedding {
+        /// Number of token ids.
+        vocab: usize,
+        /// Output width.
+        width: usize,
+        /// Tokens per sequence (positions).
+        seq: usize,
+    },
+    /// The pre-norm causal self-attention sub-layer with its residual.
+    Attention {
+        /// Residual width.
+        width: usize,
+        /// Heads (dividing the width).
+        heads: usize,
+        /// Tokens per sequence.
+        seq: usize,
+    },
 }
 
 impl LayerSpec {
-    /// Width of the layer's input.
+    /// The name a model file gives the kind (`linear`, `block`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LayerSpec::Linear { .. } => "linear",
+            LayerSpec::Block { .. } => "block",
+            LayerSpec::Norm { .. } => "norm",
+            LayerSpec::Embedding { .. } => "embedding",
+            LayerSpec::Attention { .. } => "attention",
+        }
+    }
+
+    /// Width of the layer's input (1 for an embedding: a token id).
     pub fn input_width(&self) -> usize {
         match *self {
             LayerSpec::Linear { input, .. } => input,
-            LayerSpec::Block { width, .. } | LayerSpec::Norm { width } => width,
+            LayerSpec::Embedding { .. } => 1,
+            LayerSpec::Block { width, .. } | LayerSpec::Norm { width } | LayerSpec::Attention { width, .. } => width,
         }
     }
 
@@ -94,8 +150,25 @@ impl LayerSpec {
     pub fn output_width(&self) -> usize {
         match *self {
             LayerSpec::Linear { output, .. } => output,
-            LayerSpec::Block { width, .. } | LayerSpec::Norm { width } => width,
+            LayerSpec::Block { width, .. }
+            | LayerSpec::Norm { width }
+            | LayerSpec::Attention { width, .. }
+            | LayerSpec::Embedding { width, .. } => width,
         }
+    }
+
+    /// Tokens per sequence of a layer that sees sequences; `None` for a layer of rows.
+    pub fn seq(&self) -> Option<usize> {
+        match *self {
+            LayerSpec::Embedding { seq, .. } | LayerSpec::Attention { seq, .. } => Some(seq),
+            _ => None,
+        }
+    }
+
+    /// Whether the layer adds its input back (a residual layer: the initial output projection
+    /// of each is scaled down with their number).
+    fn is_residual(&self) -> bool {
+        matches!(self, LayerSpec::Block { .. } | LayerSpec::Attention { .. })
     }
 
     /// Number of parameters; `None` if it does not fit in a `usize`.
@@ -108,6 +181,10 @@ impl LayerSpec {
                 hf.checked_mul(2)?.checked_add(f)?.checked_add(h.checked_mul(3)?)
             }
             LayerSpec::Norm { width } => width.checked_mul(2),
+            // vocab·w tokens, seq·w positions.
+            LayerSpec::Embedding { vocab, width, seq } => vocab.checked_add(seq)?.checked_mul(width),
+            // 2w (norm) + 3w² + 3w (qkv) + w² + w (out).
+            LayerSpec::Attention { width: w, .. } => w.checked_mul(w)?.checked_mul(4)?.checked_add(w.checked_mul(6)?),
         }
     }
 
@@ -118,6 +195,12 @@ impl LayerSpec {
             LayerSpec::Norm { width } => width.checked_add(1),
             // x̂ and y (h each), rstd (1), h and GELU(h) (f each).
             LayerSpec::Block { width: h, ffn: f } => h.checked_mul(2)?.checked_add(1)?.checked_add(f.checked_mul(2)?),
+            // The token id.
+            LayerSpec::Embedding { .. } => Some(1),
+            // x̂, y, o (w each), rstd (1), qkv (3w), the probabilities (heads·seq).
+            LayerSpec::Attention { width: w, heads, seq } => {
+                w.checked_mul(6)?.checked_add(1)?.checked_add(heads.checked_mul(seq)?)
+            }
         }
     }
 
@@ -128,6 +211,10 @@ impl LayerSpec {
             LayerSpec::Norm { width } => width.checked_mul(2),
             // x̂, dy, y, dz (h each), dh and a (f each).
             LayerSpec::Block { width: h, ffn: f } => h.checked_mul(4)?.checked_add(f.checked_mul(2)?),
+            // The token id and dy.
+            LayerSpec::Embedding { width, .. } => width.checked_add(1),
+            // x̂, dy, y, o, dz (w each), dqkv (3w).
+            LayerSpec::Attention { width, .. } => width.checked_mul(8),
         }
     }
 
@@ -136,89 +223,186 @@ impl LayerSpec {
         self.checked_param_count().unwrap_or(usize::MAX)
     }
 
-    /// Floats the forward keeps for the backward of `batch` rows (policy `none`), saturating.
-    pub fn saved_floats(&self, batch: usize) -> usize {
-        self.saved_per_row().and_then(|r| r.checked_mul(batch)).unwrap_or(usize::MAX)
-    }
-
-    /// Floats `I` keeps for `W`, for `batch` rows, saturating.
-    pub fn w_floats(&self, batch: usize) -> usize {
-        self.w_per_row().and_then(|r| r.checked_mul(batch)).unwrap_or(usize::MAX)
+    /// An error naming layer `index` of `model` if a size is 0 or heads do not divide the width.
+    fn check(&self, index: usize, model: &str) -> Result<()> {
+        let bad = |why: String| Err(Error::Spec(format!("{model}: layer {index} ({}) {why}", self.kind())));
+        let sizes: &[(&str, usize)] = match self {
+            LayerSpec::Linear { input, output } => &[("input", *input), ("output", *output)],
+            LayerSpec::Block { width, ffn } => &[("width", *width), ("ffn", *ffn)],
+            LayerSpec::Norm { width } => &[("width", *width)],
+            LayerSpec::Embedding { vocab, width, seq } => &[("vocab", *vocab), ("width", *width), ("seq", *seq)],
+            LayerSpec::Attention { width, heads, seq } => &[("width", *width), ("heads", *heads), ("seq", *seq)],
+        };
+        if let Some((field, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return bad(format!("has `{field}` = 0; it must be at least 1"));
+        }
+        if let LayerSpec::Attention { width, heads, .. } = *self {
+            if width % heads != 0 {
+                return bad(format!(
+                    "has {heads} heads, which do not divide its width {width}; use a head count that divides it"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The layer at global index `index` of `model`, parameters drawn from the model's seed.
-    pub(crate) fn build(&self, index: usize, model: &ModelSpec) -> Box<dyn Layer> {
+    pub(crate) fn build(&self, index: usize, model: &ModelSpec) -> Result<Box<dyn Layer>> {
         let stream = Stream::new(&[tag::INIT, model.seed, index as u64]);
-        match *self {
+        let dropout = Dropout { rate: model.dropout };
+        Ok(match *self {
             LayerSpec::Linear { input, output } => {
-                Box::new(Linear::new(input, output, stream, 1.0).with_precision(model.precision))
+                // A language model's head starts small, so its first predictions are near uniform
+                // and its first loss near ln(vocab).
+                let head = model.reads_tokens() && index + 1 == model.num_layers();
+                let gain = if head { LM_HEAD_GAIN } else { 1.0 };
+                Box::new(Linear::new(input, output, stream, gain).with_precision(model.precision))
             }
             LayerSpec::Norm { width } => Box::new(LayerNorm::new(width)),
             LayerSpec::Block { width, ffn } => {
-                let gain = 1.0 / (2.0 * model.blocks.max(1) as f32).sqrt();
-                let dropout = Dropout { rate: model.dropout };
+                let gain = model.residual_gain();
                 Box::new(Block::new(width, ffn, dropout, stream, gain).with_precision(model.precision))
             }
+            LayerSpec::Embedding { vocab, width, seq } => Box::new(Embedding::new(vocab, width, seq, stream)?),
+            LayerSpec::Attention { width, heads, seq } => {
+                let gain = model.residual_gain();
+                Box::new(Attention::new(width, heads, seq, dropout, stream, gain)?.with_precision(model.precision))
+            }
+        })
+    }
+}
+
+/// The residual MLP as a shorthand: `Linear(input → hidden)`, `blocks` residual MLP blocks of
+/// width `hidden` and inner width `ffn`, `LayerNorm(hidden)`, `Linear(hidden → output)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mlp {
+    /// Width of the model input.
+    pub input: usize,
+    /// Width of the residual stream.
+    pub hidden: usize,
+    /// Inner width of each block's MLP.
+    pub ffn: usize,
+    /// Number of residual blocks.
+    pub blocks: usize,
+    /// Classes (cross-entropy) or regression width (MSE).
+    pub output: usize,
+}
+
+impl Mlp {
+    /// The layers: four runs (the block run may be empty).
+    pub fn runs(&self) -> Vec<Run> {
+        let (h, b) = (self.hidden, self.blocks);
+        vec![
+            Run::one(LayerSpec::Linear { input: self.input, output: h }),
+            Run { layer: LayerSpec::Block { width: h, ffn: self.ffn }, repeat: b },
+            Run::one(LayerSpec::Norm { width: h }),
+            Run::one(LayerSpec::Linear { input: h, output: self.output }),
+        ]
+    }
+}
+
+/// A GPT as a shorthand: token and position embedding, `layers` transformer layers (each an
+/// attention sub-layer then an MLP block of inner width `ffn`, two layers of the list), a final
+/// `LayerNorm`, and the LM head `Linear(width → vocab)`, trained with token cross-entropy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gpt {
+    /// Number of token ids (256: bytes).
+    pub vocab: usize,
+    /// Width of the residual stream.
+    pub width: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Inner width of the MLP blocks.
+    pub ffn: usize,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Tokens per sequence.
+    pub seq: usize,
+}
+
+impl Gpt {
+    /// The layers: `2·layers + 3` of them.
+    pub fn runs(&self) -> Vec<Run> {
+        let (w, seq) = (self.width, self.seq);
+        let mut runs = vec![Run::one(LayerSpec::Embedding { vocab: self.vocab, width: w, seq })];
+        for _ in 0..self.layers {
+            runs.push(Run::one(LayerSpec::Attention { width: w, heads: self.heads, seq }));
+            runs.push(Run::one(LayerSpec::Block { width: w, ffn: self.ffn }));
         }
+        runs.push(Run::one(LayerSpec::Norm { width: w }));
+        runs.push(Run::one(LayerSpec::Linear { input: w, output: self.vocab }));
+        runs
     }
 }
 
 /// A size check: what is counted, the fields it depends on, and the count (`None`: overflow).
-type SizeCheck<'a> = (&'a str, &'a [(&'a str, usize)], Option<usize>);
+type SizeCheck<'a> = (String, Vec<(&'a str, usize)>, Option<usize>);
 
 impl ModelSpec {
     /// Names of the built-in presets.
-    pub const PRESETS: [&'static str; 3] = ["tiny", "small", "medium"];
+    pub const PRESETS: [&'static str; 6] = ["tiny", "small", "medium", "gpt-tiny", "gpt-small", "gpt-medium"];
 
-    /// For tests: small enough to run many steps in a debug build.
-    pub fn tiny() -> ModelSpec {
+    /// A residual MLP (seed 0, no dropout, `f32`).
+    pub fn mlp(name: &str, shape: Mlp, loss: LossKind, batch: usize) -> ModelSpec {
         ModelSpec {
-            name: "tiny".into(),
-            input: 16,
-            hidden: 24,
-            ffn: 48,
-            blocks: 3,
-            dropout: 0.1,
-            output: 5,
-            loss: LossKind::CrossEntropy,
-            batch: 8,
-            seed: 1,
+            name: name.into(),
+            layers: shape.runs(),
+            dropout: 0.0,
+            loss,
+            batch,
+            seed: 0,
             precision: Precision::F32,
         }
     }
 
-    /// The benchmark default: one step of 8 micro-batches takes a fraction of a second on one core.
-    pub fn small() -> ModelSpec {
+    /// A GPT trained with token cross-entropy on `batch` sequences per micro-batch (seed 0, no
+    /// dropout, `f32`).
+    pub fn gpt(name: &str, shape: Gpt, batch: usize) -> ModelSpec {
         ModelSpec {
-            name: "small".into(),
-            input: 128,
-            hidden: 256,
-            ffn: 1024,
-            blocks: 8,
-            dropout: 0.1,
-            output: 16,
-            loss: LossKind::Mse,
-            batch: 128,
-            seed: 1,
+            name: name.into(),
+            layers: shape.runs(),
+            dropout: 0.0,
+            loss: LossKind::CrossEntropy,
+            batch,
+            seed: 0,
             precision: Precision::F32,
         }
+    }
+
+    /// For tests: small enough to run many steps in a debug build.
+    pub fn tiny() -> ModelSpec {
+        let shape = Mlp { input: 16, hidden: 24, ffn: 48, blocks: 3, output: 5 };
+        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::mlp("tiny", shape, LossKind::CrossEntropy, 8) }
+    }
+
+    /// A residual MLP: one step of 8 micro-batches takes a fraction of a second on one core.
+    pub fn small() -> ModelSpec {
+        let shape = Mlp { input: 128, hidden: 256, ffn: 1024, blocks: 8, output: 16 };
+        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::mlp("small", shape, LossKind::Mse, 128) }
     }
 
     /// Bigger: about six times the parameters of `small`.
     pub fn medium() -> ModelSpec {
-        ModelSpec {
-            name: "medium".into(),
-            input: 256,
-            hidden: 512,
-            ffn: 2048,
-            blocks: 12,
-            dropout: 0.1,
-            output: 32,
-            loss: LossKind::Mse,
-            batch: 128,
-            seed: 1,
-            precision: Precision::F32,
-        }
+        let shape = Mlp { input: 256, hidden: 512, ffn: 2048, blocks: 12, output: 32 };
+        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::mlp("medium", shape, LossKind::Mse, 128) }
+    }
+
+    /// For tests: a two-layer GPT over bytes, sequences of 16.
+    pub fn gpt_tiny() -> ModelSpec {
+        let shape = Gpt { vocab: 256, width: 32, heads: 4, ffn: 64, layers: 2, seq: 16 };
+        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::gpt("gpt-tiny", shape, 2) }
+    }
+
+    /// A four-layer GPT over bytes, sequences of 64, 8 per micro-batch.
+    pub fn gpt_small() -> ModelSpec {
+        let shape = Gpt { vocab: 256, width: 128, heads: 4, ffn: 512, layers: 4, seq: 64 };
+        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::gpt("gpt-small", shape, 8) }
+    }
+
+    /// An eight-layer GPT over bytes, sequences of 128, 8 per micro-batch.
+    pub fn gpt_medium() -> ModelSpec {
+        let shape = Gpt { vocab: 256, width: 256, heads: 8, ffn: 1024, layers: 8, seq: 128 };
+        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::gpt("gpt-medium", shape, 8) }
     }
 
     /// The preset called `name`.
@@ -227,74 +411,184 @@ impl ModelSpec {
             "tiny" => Ok(ModelSpec::tiny()),
             "small" => Ok(ModelSpec::small()),
             "medium" => Ok(ModelSpec::medium()),
+            "gpt-tiny" => Ok(ModelSpec::gpt_tiny()),
+            "gpt-small" => Ok(ModelSpec::gpt_small()),
+            "gpt-medium" => Ok(ModelSpec::gpt_medium()),
             _ => {
                 Err(Error::Spec(format!("no preset named {name:?}; the presets are {}", ModelSpec::PRESETS.join(", "))))
             }
         }
     }
 
-    /// An error naming the first field that no model can be built from: a zero width, a bad
-    /// dropout rate, too few classes, or sizes so large that counting their bytes would overflow
-    /// 64 bits (checked here, so every later size computation of a validated spec at its own
-    /// batch is exact).
-    pub fn validate(&self) -> Result<()> {
-        for (field, v) in [
-            ("input", self.input),
-            ("hidden", self.hidden),
-            ("ffn", self.ffn),
-            ("output", self.output),
-            ("batch", self.batch),
-        ] {
-            if v == 0 {
-                return Err(Error::Spec(format!("{}: `{field}` is 0; it must be at least 1", self.name)));
+    /// The residual-MLP shorthand this model is, if it is one.
+    pub fn mlp_shape(&self) -> Option<Mlp> {
+        match self.layers.as_slice() {
+            [Run { layer: LayerSpec::Linear { input, output: hidden }, repeat: 1 }, Run { layer: LayerSpec::Block { width, ffn }, repeat: blocks }, Run { layer: LayerSpec::Norm { width: norm }, repeat: 1 }, Run { layer: LayerSpec::Linear { input: head, output }, repeat: 1 }]
+                if [*width, *norm, *head] == [*hidden; 3] =>
+            {
+                Some(Mlp { input: *input, hidden: *hidden, ffn: *ffn, blocks: *blocks, output: *output })
             }
+            _ => None,
+        }
+    }
+
+    /// This residual MLP with its shape changed by `change` (`None` if the model is not one).
+    pub fn with_mlp(self, change: impl FnOnce(&mut Mlp)) -> Option<ModelSpec> {
+        let mut shape = self.mlp_shape()?;
+        change(&mut shape);
+        Some(ModelSpec { layers: shape.runs(), ..self })
+    }
+
+    /// Width of the model input (1 for a model of token ids).
+    pub fn input_width(&self) -> usize {
+        self.layer(0).map_or(0, |l| l.input_width())
+    }
+
+    /// Width of the model output: classes, the vocabulary, or the regression width.
+    pub fn output_width(&self) -> usize {
+        self.num_layers().checked_sub(1).and_then(|i| self.layer(i)).map_or(0, |l| l.output_width())
+    }
+
+    /// Tokens per sequence: that of the layers that see sequences (validation makes them agree),
+    /// 1 for a model of rows.
+    pub fn seq(&self) -> usize {
+        self.layers.iter().find_map(|r| r.layer.seq()).unwrap_or(1)
+    }
+
+    /// Whether the model reads token ids (starts with an embedding), so its task is text.
+    pub fn reads_tokens(&self) -> bool {
+        matches!(self.layer(0), Some(LayerSpec::Embedding { .. }))
+    }
+
+    /// Rows of a micro-batch of `batch` samples: `batch·seq`; `None` on overflow.
+    pub fn rows(&self, batch: usize) -> Option<usize> {
+        batch.checked_mul(self.seq())
+    }
+
+    /// Scale of the initial output projection of each residual layer: `1/√(2·R)` for `R`
+    /// residual layers (at least 1).
+    fn residual_gain(&self) -> f32 {
+        let residual = self.layers.iter().filter(|r| r.layer.is_residual()).map(|r| r.repeat).sum::<usize>();
+        1.0 / (2.0 * residual.max(1) as f32).sqrt()
+    }
+
+    /// An error naming what no model can be built from: no layers, a layer with a zero size or
+    /// heads that do not divide its width, widths that do not chain, an embedding anywhere but
+    /// first, sequence lengths that disagree, a bad dropout rate, too few classes, a model of
+    /// tokens whose head does not predict them, or sizes so large that counting their bytes
+    /// would overflow 64 bits (checked here, so every later size computation of a validated spec
+    /// at its own batch is exact).
+    pub fn validate(&self) -> Result<()> {
+        let name = &self.name;
+        let err = |m: String| Err(Error::Spec(format!("{name}: {m}")));
+        if self.num_layers() == 0 {
+            return err("has no layers; give at least one".into());
+        }
+        if self.batch == 0 {
+            return err("`batch` is 0; it must be at least 1".into());
+        }
+        let mut index = 0usize;
+        let mut prev: Option<LayerSpec> = None;
+        for run in self.layers.iter().filter(|r| r.repeat > 0) {
+            let l = run.layer;
+            l.check(index, name)?;
+            if let Some(p) = prev {
+                if p.output_width() != l.input_width() {
+                    return err(format!(
+                        "layer {} ({}) puts out width {}, but layer {index} ({}) takes width {}: widths must chain",
+                        index - 1,
+                        p.kind(),
+                        p.output_width(),
+                        l.kind(),
+                        l.input_width()
+                    ));
+                }
+            }
+            if run.repeat > 1 && l.input_width() != l.output_width() {
+                return err(format!(
+                    "layer {index} ({}) repeats {} times but maps width {} to {}: only a layer that keeps its width can repeat",
+                    l.kind(),
+                    run.repeat,
+                    l.input_width(),
+                    l.output_width()
+                ));
+            }
+            if matches!(l, LayerSpec::Embedding { .. }) && (index > 0 || run.repeat > 1) {
+                return err(format!(
+                    "layer {index} is an embedding: it reads token ids, so only the first layer can be one"
+                ));
+            }
+            if let Some(s) = l.seq() {
+                if s != self.seq() {
+                    return err(format!(
+                        "layer {index} ({}) has `seq` = {s} but an earlier layer has {}: every layer of sequences must have the same length",
+                        l.kind(),
+                        self.seq()
+                    ));
+                }
+            }
+            index = index.saturating_add(run.repeat);
+            prev = Some(l);
         }
         if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
-            return Err(Error::Spec(format!("{}: `dropout` is {}; it must be in [0, 1)", self.name, self.dropout)));
+            return err(format!("`dropout` is {}; it must be in [0, 1)", self.dropout));
         }
-        if self.loss == LossKind::CrossEntropy && self.output < 2 {
-            return Err(Error::Spec(format!(
-                "{}: cross-entropy needs at least 2 classes, `output` is {}; use loss = \"mse\" for one output",
-                self.name, self.output
-            )));
+        let output = self.output_width();
+        if self.loss == LossKind::CrossEntropy && output < 2 {
+            return err(format!(
+                "cross-entropy needs at least 2 classes, the last layer puts out {output}; use loss = \"mse\" for one output"
+            ));
+        }
+        if let Some(LayerSpec::Embedding { vocab, .. }) = self.layer(0) {
+            if self.loss != LossKind::CrossEntropy || output != vocab {
+                return err(format!(
+                    "reads tokens of a vocabulary of {vocab}, so it must end in a head of {vocab} outputs and loss = \"cross_entropy\" (it ends in {output}, loss {:?})",
+                    self.loss
+                ));
+            }
         }
         self.check_sizes()
     }
 
-    /// Refuses sizes whose byte counts overflow 64 bits, naming the fields involved.
+    /// Refuses sizes whose byte counts overflow 64 bits, naming the layer or field involved.
     fn check_sizes(&self) -> Result<()> {
-        let (i, h, f, b, o, n) = (self.input, self.hidden, self.ffn, self.blocks, self.output, self.batch);
-        let input = LayerSpec::Linear { input: i, output: h };
-        let block = LayerSpec::Block { width: h, ffn: f };
-        let head = LayerSpec::Linear { input: h, output: o };
-        let checks: [SizeCheck; 7] = [
+        let mut checks: Vec<SizeCheck> = Vec::new();
+        let mut index = 0usize;
+        for run in &self.layers {
+            let l = run.layer;
+            checks.push((format!("layer {index} ({})'s parameters", l.kind()), widths(&l), l.checked_param_count()));
+            checks.push((format!("layer {index} ({})'s bytes per row", l.kind()), widths(&l), l.saved_per_row()));
+            index = index.saturating_add(run.repeat);
+        }
+        let n = self.batch;
+        let (i, o) = (self.input_width(), self.output_width());
+        let repeats = self.layers.iter().map(|r| r.repeat).collect::<Vec<_>>();
+        let most = repeats.iter().copied().max().unwrap_or(0);
+        checks.extend([
             (
-                "the input layer's parameters (input × hidden)",
-                &[("input", i), ("hidden", h)],
-                input.checked_param_count(),
+                "the number of layers".to_string(),
+                vec![("repeat", most)],
+                repeats.iter().try_fold(0usize, |t, &r| t.checked_add(r)),
             ),
-            ("a block's parameters (hidden × ffn)", &[("hidden", h), ("ffn", f)], block.checked_param_count()),
-            ("the head's parameters (hidden × output)", &[("hidden", h), ("output", o)], head.checked_param_count()),
-            ("the number of layers (blocks + 3)", &[("blocks", b)], b.checked_add(3)),
             (
-                "the model's bytes of parameters, gradients and two Adam moments (16 per parameter)",
-                &[("blocks", b), ("hidden", h), ("ffn", f), ("input", i), ("output", o)],
+                "the model's bytes of parameters, gradients and two Adam moments (16 per parameter)".to_string(),
+                vec![("repeat", most)],
                 self.checked_param_count().and_then(|p| p.checked_mul(16)),
             ),
             (
-                "the bytes one micro-batch keeps on a single stage",
-                &[("batch", n), ("blocks", b), ("hidden", h), ("ffn", f), ("input", i), ("output", o)],
-                self.checked_rows_bytes(n),
+                "the bytes one micro-batch keeps on a single stage".to_string(),
+                vec![("batch", n), ("repeat", most), ("output", o)],
+                self.rows(n).and_then(|rows| self.checked_rows_bytes(rows)),
             ),
             (
-                "the teacher task's weights ((input + output) × 64 floats)",
-                &[("input", i), ("output", o)],
+                "the teacher task's weights ((input + output) × 64 floats)".to_string(),
+                vec![("input", i), ("output", o)],
                 i.checked_add(o).and_then(|w| w.checked_mul(crate::task::TEACHER_WIDTH * 4)),
             ),
-        ];
+        ]);
         for (what, fields, value) in checks {
             if value.is_none() {
-                return Err(self.overflow(what, fields));
+                return Err(self.overflow(&what, &fields));
             }
         }
         Ok(())
@@ -306,7 +600,7 @@ impl ModelSpec {
         let all = 0..self.num_layers();
         let kept = self.sum_over(&all, 1, LayerSpec::saved_per_row)?;
         let w = self.sum_over(&all, 1, LayerSpec::w_per_row)?;
-        let loss = self.loss.saved_floats(1, self.output);
+        let loss = self.loss.saved_floats(1, self.output_width());
         kept.checked_add(w)?.checked_add(loss)?.checked_mul(rows)?.checked_mul(4)
     }
 
@@ -320,26 +614,23 @@ impl ModelSpec {
         ))
     }
 
-    /// The layer at global index `index`: `Linear(input → hidden)` at 0, blocks at `1..=blocks`,
-    /// the norm, then the head; `None` past the end.
+    /// The layer at global index `index`; `None` past the end.
     pub fn layer(&self, index: usize) -> Option<LayerSpec> {
-        self.runs().into_iter().find(|(run, _)| run.contains(&index)).map(|(_, layer)| layer)
+        self.runs().find(|(run, _)| run.contains(&index)).map(|(_, layer)| layer)
     }
 
-    /// The model as four runs of identical layers (the block run may be empty), in order.
-    fn runs(&self) -> [(Range<usize>, LayerSpec); 4] {
-        let b = self.blocks;
-        [
-            (0..1, LayerSpec::Linear { input: self.input, output: self.hidden }),
-            (1..b.saturating_add(1), LayerSpec::Block { width: self.hidden, ffn: self.ffn }),
-            (b.saturating_add(1)..b.saturating_add(2), LayerSpec::Norm { width: self.hidden }),
-            (b.saturating_add(2)..b.saturating_add(3), LayerSpec::Linear { input: self.hidden, output: self.output }),
-        ]
+    /// The runs with the global indices they cover, in order.
+    fn runs(&self) -> impl Iterator<Item = (Range<usize>, LayerSpec)> + '_ {
+        self.layers.iter().scan(0usize, |start, run| {
+            let begin = *start;
+            *start = start.saturating_add(run.repeat);
+            Some((begin..*start, run.layer))
+        })
     }
 
     /// `Σ f(layer)` over the layers of `range` at positions `range.start + k·t` (every layer for
-    /// `step = 1`), in time independent of the number of layers; `None` if `f` or the sum
-    /// overflows.
+    /// `step = 1`), in time independent of the number of layers in a run; `None` if `f` or the
+    /// sum overflows.
     pub fn sum_over(
         &self,
         range: &Range<usize>,
@@ -364,22 +655,20 @@ impl ModelSpec {
         Some(total)
     }
 
-    /// The distinct layers among `range` (at most four: the runs it meets).
+    /// The distinct runs' layers among `range`.
     pub fn kinds_in<'a>(&'a self, range: &'a Range<usize>) -> impl Iterator<Item = LayerSpec> + 'a {
-        self.runs()
-            .into_iter()
-            .filter(move |(run, _)| run.start.max(range.start) < run.end.min(range.end))
-            .map(|(_, layer)| layer)
+        self.runs().filter(move |(run, _)| run.start.max(range.start) < run.end.min(range.end)).map(|(_, layer)| layer)
     }
 
-    /// The layers, in order.
-    pub fn layers(&self) -> Vec<LayerSpec> {
-        self.runs().into_iter().flat_map(|(run, layer)| run.map(move |_| layer)).collect()
+    /// Every layer, in order (a list as long as the model: for counting, use
+    /// [`sum_over`](ModelSpec::sum_over)).
+    pub fn all_layers(&self) -> Vec<LayerSpec> {
+        self.runs().flat_map(|(run, layer)| run.map(move |_| layer)).collect()
     }
 
-    /// Number of layers, `blocks + 3` (saturating; validation refuses the overflow).
+    /// Number of layers (saturating; validation refuses the overflow).
     pub fn num_layers(&self) -> usize {
-        self.blocks.saturating_add(3)
+        self.layers.iter().fold(0usize, |t, r| t.saturating_add(r.repeat))
     }
 
     /// Total number of parameters; `None` if it does not fit in a `usize`.
@@ -393,29 +682,60 @@ impl ModelSpec {
     }
 }
 
+/// A layer's size fields, for overflow messages.
+fn widths(l: &LayerSpec) -> Vec<(&'static str, usize)> {
+    match *l {
+        LayerSpec::Linear { input, output } => vec![("input", input), ("output", output)],
+        LayerSpec::Block { width, ffn } => vec![("width", width), ("ffn", ffn)],
+        LayerSpec::Norm { width } => vec![("width", width)],
+        LayerSpec::Embedding { vocab, width, seq } => vec![("vocab", vocab), ("width", width), ("seq", seq)],
+        LayerSpec::Attention { width, heads, seq } => vec![("width", width), ("heads", heads), ("seq", seq)],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `small` with its MLP shape changed by `f`.
+    fn small_with(f: impl FnOnce(&mut Mlp)) -> ModelSpec {
+        ModelSpec::small().with_mlp(f).unwrap()
+    }
 
     #[test]
     fn presets_are_valid_and_counted() {
         for name in ModelSpec::PRESETS {
             let s = ModelSpec::preset(name).unwrap();
             s.validate().unwrap();
-            assert_eq!(s.layers().len(), s.num_layers());
+            assert_eq!(s.all_layers().len(), s.num_layers());
+            assert_eq!(s.name, name);
         }
         let t = ModelSpec::tiny();
         // input 16·24+24, three blocks of 2·24 + 24·48+48 + 48·24+24, norm 2·24, head 24·5+5.
         assert_eq!(t.param_count(), 408 + 3 * 2424 + 48 + 125);
         assert_eq!(ModelSpec::small().param_count(), 4_246_288);
         assert_eq!(ModelSpec::medium().param_count(), 25_357_856);
-        assert!(ModelSpec::preset("huge").unwrap_err().to_string().contains("tiny, small, medium"));
+        // Embedding (256 + 16)·32, two layers of attention 4·32² + 6·32 and block
+        // 2·32·64 + 64 + 3·32, norm 64, head 32·256 + 256.
+        let g = ModelSpec::gpt_tiny();
+        assert_eq!(g.param_count(), 272 * 32 + 2 * (4288 + 4256) + 64 + 8448);
+        assert_eq!(ModelSpec::gpt_small().param_count(), 867_328);
+        assert_eq!(ModelSpec::gpt_medium().param_count(), 6_482_688);
+        assert_eq!(
+            (g.num_layers(), g.seq(), g.rows(g.batch), g.input_width(), g.output_width()),
+            (7, 16, Some(32), 1, 256)
+        );
+        assert!(g.reads_tokens() && !t.reads_tokens());
+        assert_eq!(t.mlp_shape(), Some(Mlp { input: 16, hidden: 24, ffn: 48, blocks: 3, output: 5 }));
+        assert_eq!(g.mlp_shape(), None);
+        assert_eq!((t.seq(), t.rows(8)), (1, Some(8)));
+        assert!(ModelSpec::preset("huge").unwrap_err().to_string().contains("tiny, small, medium, gpt-tiny"));
     }
 
     #[test]
     fn layer_by_index_agrees_with_the_layer_list() {
-        for m in [ModelSpec::tiny(), ModelSpec { blocks: 0, ..ModelSpec::small() }] {
-            let all = m.layers();
+        for m in [ModelSpec::tiny(), small_with(|s| s.blocks = 0), ModelSpec::gpt_tiny()] {
+            let all = m.all_layers();
             for (i, l) in all.iter().enumerate() {
                 assert_eq!(m.layer(i), Some(*l));
             }
@@ -425,38 +745,52 @@ mod tests {
 
     #[test]
     fn sums_over_progressions_match_a_plain_loop() {
-        let m = ModelSpec::small(); // 11 layers: Linear, 8 blocks, Norm, Linear
-        let all = m.layers();
-        for start in 0..all.len() {
-            for end in start + 1..=all.len() {
-                for step in 1..=5 {
-                    let want: usize =
-                        (start..end).step_by(step).map(|i| all[i].input_width() + 10 * all[i].param_count()).sum();
-                    let got = m.sum_over(&(start..end), step, |l| Some(l.input_width() + 10 * l.param_count()));
-                    assert_eq!(got, Some(want), "{start}..{end} step {step}");
+        for m in [ModelSpec::small(), ModelSpec::gpt_tiny()] {
+            let all = m.all_layers();
+            for start in 0..all.len() {
+                for end in start + 1..=all.len() {
+                    for step in 1..=5 {
+                        let want: usize =
+                            (start..end).step_by(step).map(|i| all[i].input_width() + 10 * all[i].param_count()).sum();
+                        let got = m.sum_over(&(start..end), step, |l| Some(l.input_width() + 10 * l.param_count()));
+                        assert_eq!(got, Some(want), "{start}..{end} step {step}");
+                    }
                 }
             }
+            assert_eq!(m.sum_over(&(0..all.len()), 1, |_| Some(usize::MAX)), None, "overflow is None, not a panic");
         }
-        assert_eq!(m.sum_over(&(0..11), 1, |_| Some(usize::MAX)), None, "overflow is None, not a panic");
     }
 
     #[test]
     fn sizes_that_overflow_are_refused_with_the_field_named() {
-        let e = ModelSpec { input: usize::MAX, ..ModelSpec::small() }.validate().unwrap_err().to_string();
-        assert!(e.contains("input layer's parameters") && e.contains("`input` = 18446744073709551615"), "{e}");
-        let e = ModelSpec { blocks: usize::MAX, ..ModelSpec::small() }.validate().unwrap_err().to_string();
-        assert!(e.contains("number of layers") && e.contains("`blocks` = 18446744073709551615"), "{e}");
+        let e = small_with(|s| s.input = usize::MAX).validate().unwrap_err().to_string();
+        assert!(e.contains("layer 0 (linear)'s parameters") && e.contains("`input` = 18446744073709551615"), "{e}");
+        let e = small_with(|s| s.blocks = usize::MAX).validate().unwrap_err().to_string();
+        assert!(e.contains("number of layers") && e.contains("`repeat` = 18446744073709551615"), "{e}");
         let e = ModelSpec { batch: usize::MAX / 2, ..ModelSpec::small() }.validate().unwrap_err().to_string();
         assert!(e.contains("one micro-batch") && e.contains("`batch` = 9223372036854775807 is far beyond"), "{e}");
-        let e = ModelSpec { hidden: 1 << 31, ffn: 1 << 31, blocks: 8, ..ModelSpec::small() }
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("16 per parameter") && e.contains("`hidden` = 2147483648"), "{e}");
-        let e = ModelSpec { output: usize::MAX / 64, hidden: 1, ..ModelSpec::small() }.validate().unwrap_err();
+        let e = ModelSpec { batch: usize::MAX / 2, ..ModelSpec::gpt_tiny() }.validate().unwrap_err().to_string();
+        assert!(e.contains("one micro-batch"), "rows = batch·seq overflow: {e}");
+        let e = small_with(|s| {
+            s.hidden = 1 << 31;
+            s.ffn = 1 << 31
+        })
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("16 per parameter"), "{e}");
+        let e = small_with(|s| {
+            s.output = usize::MAX / 64;
+            s.hidden = 1
+        })
+        .validate()
+        .unwrap_err();
         assert!(e.to_string().contains("`output`"), "{e}");
         // Large but countable: valid here, and refused later by a memory budget, not by overflow.
-        let big = ModelSpec { hidden: 1_000_000, ffn: 1_000_000, ..ModelSpec::small() };
+        let big = small_with(|s| {
+            s.hidden = 1_000_000;
+            s.ffn = 1_000_000
+        });
         big.validate().unwrap();
         // input 128·10⁶ + 10⁶, eight blocks of 2·10¹² + 10⁶ + 3·10⁶, norm 2·10⁶, head 16·10⁶ + 16.
         assert_eq!(big.param_count(), 129_000_000 + 8 * 2_000_004_000_000 + 2_000_000 + 16_000_016);
@@ -464,11 +798,34 @@ mod tests {
 
     #[test]
     fn bad_specs_say_what_is_wrong() {
-        let e = ModelSpec { dropout: 1.0, ..ModelSpec::tiny() }.validate().unwrap_err().to_string();
-        assert!(e.contains("`dropout` is 1"), "{e}");
-        let e = ModelSpec { hidden: 0, ..ModelSpec::tiny() }.validate().unwrap_err().to_string();
-        assert!(e.contains("`hidden` is 0"), "{e}");
-        let e = ModelSpec { output: 1, ..ModelSpec::tiny() }.validate().unwrap_err().to_string();
-        assert!(e.contains("mse"), "{e}");
+        let msg = |m: ModelSpec| m.validate().unwrap_err().to_string();
+        assert!(msg(ModelSpec { dropout: 1.0, ..ModelSpec::tiny() }).contains("`dropout` is 1"));
+        assert!(msg(small_with(|s| s.hidden = 0)).contains("layer 0 (linear) has `output` = 0"));
+        assert!(
+            msg(ModelSpec::tiny().with_mlp(|s| s.output = 1).unwrap()).contains("2 classes"),
+            "cross-entropy on one output"
+        );
+        assert!(msg(ModelSpec { layers: vec![], ..ModelSpec::tiny() }).contains("has no layers"));
+        let mut g = ModelSpec::gpt_tiny();
+        g.layers[1].layer = LayerSpec::Attention { width: 32, heads: 5, seq: 16 };
+        assert!(msg(g).contains("layer 1 (attention) has 5 heads, which do not divide its width 32"));
+        let mut g = ModelSpec::gpt_tiny();
+        g.layers[2].layer = LayerSpec::Block { width: 30, ffn: 64 };
+        let e = msg(g);
+        assert!(e.contains("layer 1 (attention) puts out width 32, but layer 2 (block) takes width 30"), "{e}");
+        let mut g = ModelSpec::gpt_tiny();
+        g.layers[3].layer = LayerSpec::Attention { width: 32, heads: 4, seq: 8 };
+        assert!(msg(g).contains("layer 3 (attention) has `seq` = 8 but an earlier layer has 16"));
+        let mut g = ModelSpec::gpt_tiny();
+        g.layers.insert(1, Run::one(LayerSpec::Embedding { vocab: 256, width: 32, seq: 16 }));
+        assert!(msg(g).contains("puts out width 32, but layer 1 (embedding) takes width 1"));
+        let mut g = ModelSpec::gpt_tiny();
+        g.layers.last_mut().unwrap().layer = LayerSpec::Linear { input: 32, output: 100 };
+        assert!(msg(g).contains("must end in a head of 256 outputs"));
+        let e = msg(ModelSpec {
+            layers: vec![Run { layer: LayerSpec::Linear { input: 4, output: 5 }, repeat: 2 }],
+            ..ModelSpec::tiny()
+        });
+        assert!(e.contains("repeats 2 times but maps width 4 to 5"), "{e}");
     }
 }

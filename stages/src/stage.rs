@@ -56,7 +56,7 @@ impl Stage {
     pub fn new(model: &ModelSpec, spec: &StageSpec) -> Result<Stage> {
         model.validate()?;
         spec.device.check()?;
-        let all = model.layers();
+        let all = model.all_layers();
         if spec.layers.is_empty() || spec.layers.end > all.len() {
             return Err(Error::Partition(format!(
                 "stage {} has layers {:?}, but {} has layers 0..{}; a stage needs a non-empty range inside it",
@@ -66,7 +66,7 @@ impl Stage {
                 all.len()
             )));
         }
-        let layers: Vec<Box<dyn Layer>> = spec.layers.clone().map(|i| all[i].build(i, model)).collect();
+        let layers = spec.layers.clone().map(|i| all[i].build(i, model)).collect::<Result<Vec<_>>>()?;
         let loss = spec.is_last(model).then_some(model.loss);
         Stage::from_layers(spec, layers, loss, model.seed)
     }
@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn built_stages_predict_the_bytes_their_spec_does() {
-        for model in [ModelSpec::tiny(), ModelSpec::small()] {
+        for model in [ModelSpec::tiny(), ModelSpec::small(), ModelSpec::gpt_tiny()] {
             for policy in ["none", "full", "every:2", "sqrt"] {
                 for n in [1, 2, 3, 5] {
                     let specs = model.stage_specs(n, &Partition::Even, &policy.parse::<Policies>().unwrap()).unwrap();
@@ -504,6 +504,7 @@ mod tests {
         let specs = model.stage_specs(1, &Partition::Even, &Policies::all(RecomputePolicy::None)).unwrap();
         let stage = Stage::new(&model, &specs[0]).unwrap();
         let [f, i, w] = stage.products(5);
+        let model = model.mlp_shape().unwrap();
         let maps = 2 + 2 * model.blocks;
         assert!(f.len() == maps && i.len() == maps && w.len() == maps);
         assert_eq!(f[0], GemmShape { m: 5, k: model.input, n: model.hidden, trans_a: false, trans_b: false });

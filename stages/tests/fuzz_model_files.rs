@@ -10,7 +10,7 @@ mod fuzz;
 use fuzz::alloc_cap::{capped, Capped};
 use fuzz::config;
 use fuzz::mutate::{mutated, random_text};
-use pipesched_stages::{Load, LossKind, ModelSpec, OptimizerSpec, Partition, Policies, Precision};
+use pipesched_stages::{Gpt, Load, LossKind, Mlp, ModelSpec, OptimizerSpec, Partition, Policies, Precision};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -25,24 +25,32 @@ const EXAMPLES: [&str; 4] = [
     include_str!("../../models/deep-bf16.json"),
 ];
 
-/// A valid model: small widths, any loss, dropout, seed (some too large for TOML) and precision.
+/// A valid model: a residual MLP or a GPT of small widths, any loss (MLP), dropout, seed (some
+/// too large for TOML) and precision.
 fn model() -> impl Strategy<Value = ModelSpec> {
-    let widths = (1usize..64, 1usize..64, 1usize..128, 0usize..6, 2usize..10, 1usize..32);
-    let rest = (0.0f32..0.9, select(&[LossKind::CrossEntropy, LossKind::Mse][..]), any::<u64>(), 0usize..3);
-    (widths, rest).prop_map(|((input, hidden, ffn, blocks, output, batch), (dropout, loss, seed, precision))| {
-        ModelSpec {
-            name: "fuzz".into(),
-            input,
-            hidden,
-            ffn,
-            blocks,
-            dropout,
-            output,
-            loss,
-            batch,
-            seed,
-            precision: [Precision::F32, Precision::Bf16, Precision::F16][precision],
-        }
+    let mlp = (
+        1usize..64,
+        1usize..64,
+        1usize..128,
+        0usize..6,
+        2usize..10,
+        select(&[LossKind::CrossEntropy, LossKind::Mse][..]),
+    )
+        .prop_map(|(input, hidden, ffn, blocks, output, loss)| {
+            ModelSpec::mlp("fuzz", Mlp { input, hidden, ffn, blocks, output }, loss, 1)
+        });
+    let gpt = (2usize..300, 1usize..6, 1usize..8, 1usize..64, 0usize..4, 1usize..20).prop_map(
+        |(vocab, heads, per_head, ffn, layers, seq)| {
+            ModelSpec::gpt("fuzz", Gpt { vocab, width: heads * per_head, heads, ffn, layers, seq }, 1)
+        },
+    );
+    let rest = (0.0f32..0.9, any::<u64>(), 0usize..3, 1usize..32);
+    (prop_oneof![mlp, gpt], rest).prop_map(|(m, (dropout, seed, precision, batch))| ModelSpec {
+        dropout,
+        seed,
+        batch,
+        precision: [Precision::F32, Precision::Bf16, Precision::F16][precision],
+        ..m
     })
 }
 

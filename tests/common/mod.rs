@@ -12,8 +12,7 @@ use pipesched_stages::{Device, ModelSpec, OptimizerSpec, Partition, Policies};
 
 /// The `tiny` preset with 6 residual blocks (9 layers), dropout on.
 pub fn deep_tiny() -> ModelSpec {
-    let mut spec = ModelSpec::tiny();
-    spec.blocks = 6;
+    let spec = ModelSpec::tiny().with_mlp(|s| s.blocks = 6).unwrap();
     assert!(spec.dropout > 0.0);
     spec
 }
@@ -37,6 +36,7 @@ pub fn model_on(spec: ModelSpec, stages: usize, policy: &str, device: Device) ->
         optimizer: OptimizerSpec::adam(1e-2),
         batch: spec.batch,
         data_seed: 11,
+        corpus: None,
         devices: vec![device; stages],
     };
     Model::build(spec, &opts).unwrap()
@@ -71,13 +71,22 @@ pub struct Case {
     pub schedule: Schedule,
 }
 
-/// Every schedule × policy × p in 1..=4 × m in {p, 2p+1} that the schedule allows.
+/// Every schedule × policy × p in 1..=4 × m in {p, 2p+1} that the schedule allows, on
+/// `deep_tiny`.
 pub fn cases() -> impl Iterator<Item = Case> {
-    Kind::ALL.into_iter().flat_map(|kind| {
+    cases_of(deep_tiny())
+}
+
+/// [`cases`] on `spec`.
+pub fn cases_of(spec: ModelSpec) -> impl Iterator<Item = Case> {
+    Kind::ALL.into_iter().flat_map(move |kind| {
+        let spec = spec.clone();
         POLICIES.into_iter().flat_map(move |policy| {
+            let spec = spec.clone();
             (1..=4).flat_map(move |p| {
+                let spec = spec.clone();
                 microbatches(kind, p).into_iter().map(move |m| {
-                    let model = model(p * kind.default_chunks(), policy);
+                    let model = model_of(spec.clone(), p * kind.default_chunks(), policy);
                     let schedule = schedule(kind, p, m, &model);
                     Case { kind, policy, p, m, model, schedule }
                 })

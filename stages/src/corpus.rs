@@ -1,0 +1,353 @@
+//! Byte-level text for training small GPT-style models, with no download: tokens are bytes
+//! (vocabulary 256), from a generated corpus or from any file.
+//!
+//! # The generated corpus and its exact entropy
+//!
+//! [`Corpus::markov`] runs an order-2 Markov chain over the first `alphabet` symbols of
+//! `etaoinshrdlucmfwypvbgkqjxz .,;'-`. Each context — the previous two symbols — has
+//! `K = 4` distinct successors, drawn from the alphabet by a seeded partial Fisher–Yates
+//! shuffle, taking probabilities `P = [0.5, 0.25, 0.15, 0.10]` in that order. Token `i` is
+//! drawn from the top 24 bits of draw `i` of a [`Stream`] against the integer thresholds
+//! `round(cum_p · 2²⁴)`, so the probabilities the chain realises are those 24-bit fractions
+//! (within 3·10⁻⁸ of `P`).
+//!
+//! Every context's next-token distribution is a permutation of the same probabilities, so the
+//! conditional entropy of each token given its past is the same `H = −Σ p ln p` whatever the
+//! context. The entropy rate `Σ_ctx π(ctx)·H` is therefore exactly `H` for any stationary (or
+//! starting) distribution `π`: no need to know which contexts the chain visits. With the
+//! realised fractions, `H ≈ 1.2080` nats per token, which [`Corpus::entropy`] returns; a model's
+//! validation loss can approach it but, in expectation, not go below it.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::rng::{tag, Stream};
+
+/// The printable symbols of the generated corpus, most frequent English letters first.
+const SYMBOLS: &[u8; 32] = b"etaoinshrdlucmfwypvbgkqjxz .,;'-";
+/// Successors per context.
+const K: usize = 4;
+/// The successors' probabilities, in the order they are assigned.
+const P: [f64; K] = [0.5, 0.25, 0.15, 0.10];
+/// Bits of a draw compared against the thresholds.
+const DRAW_BITS: u32 = 24;
+/// Largest file [`Corpus::from_file`] reads.
+const MAX_FILE: u64 = 1 << 30;
+/// Shortest generated corpus.
+const MIN_LEN: usize = 64;
+
+/// Byte-level text: a training split and a validation split, and the entropy rate when known.
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    name: String,
+    bytes: Vec<u8>,
+    split: usize,
+    entropy: Option<f64>,
+}
+
+/// Cumulative thresholds `round(cum_p · 2²⁴)`; a draw `u < t[j]` (first such `j`) picks
+/// successor `j`. The last is exactly `2²⁴`.
+fn thresholds() -> [u64; K] {
+    let scale = (1u64 << DRAW_BITS) as f64;
+    let mut cum = 0.0;
+    P.map(|p| {
+        cum += p;
+        (cum * scale).round() as u64
+    })
+}
+
+/// The entropy in nats of the probabilities the thresholds realise.
+fn realised_entropy() -> f64 {
+    let scale = (1u64 << DRAW_BITS) as f64;
+    let mut prev = 0;
+    thresholds()
+        .iter()
+        .map(|&t| {
+            let p = (t - prev) as f64 / scale;
+            prev = t;
+            -p * p.ln()
+        })
+        .sum()
+}
+
+impl Corpus {
+    /// Vocabulary of byte-level tokens.
+    pub const VOCAB: usize = 256;
+    /// Default length of the generated corpus, in tokens.
+    pub const DEFAULT_LEN: usize = 1 << 20;
+
+    /// The generated order-2 Markov corpus of `len` tokens over `alphabet` symbols, from `seed`
+    /// (see the module doc). Errors if `alphabet` is outside `4..=32` or `len < 64`.
+    pub fn markov(seed: u64, alphabet: usize, len: usize) -> Result<Corpus> {
+        if !(K..=SYMBOLS.len()).contains(&alphabet) {
+            return Err(Error::Data(format!(
+                "a Markov corpus over {alphabet} symbols cannot give each context {K} distinct \
+                 successors: use an alphabet of {K} to {} symbols",
+                SYMBOLS.len()
+            )));
+        }
+        if len < MIN_LEN {
+            return Err(Error::Data(format!(
+                "a Markov corpus of {len} tokens is too short to split into training and \
+                 validation: use at least {MIN_LEN} tokens"
+            )));
+        }
+        Ok(Corpus::chain(seed, alphabet, len))
+    }
+
+    /// The default generated corpus for `seed`: `markov(seed, 32, DEFAULT_LEN)`.
+    pub fn generated(seed: u64) -> Corpus {
+        Corpus::chain(seed, SYMBOLS.len(), Corpus::DEFAULT_LEN)
+    }
+
+    /// The chain itself, for arguments already checked (`K ≤ alphabet ≤ 32`, `len ≥ 64`).
+    fn chain(seed: u64, alphabet: usize, len: usize) -> Corpus {
+        let stream = |part: u64| Stream::new(&[tag::CORPUS, seed, alphabet as u64, part]);
+        let (table, draws, start) = (stream(0), stream(1), stream(2));
+        // Successors (symbol indices) of context (a, b), at a·alphabet + b.
+        let successors: Vec<[usize; K]> = (0..alphabet * alphabet)
+            .map(|ctx| {
+                let mut perm: Vec<usize> = (0..alphabet).collect();
+                for j in 0..K {
+                    let r = j + (table.bits((ctx * K + j) as u64) % (alphabet - j) as u64) as usize;
+                    perm.swap(j, r);
+                }
+                [perm[0], perm[1], perm[2], perm[3]]
+            })
+            .collect();
+        let t = thresholds();
+        let mut a = (start.bits(0) % alphabet as u64) as usize;
+        let mut b = (start.bits(1) % alphabet as u64) as usize;
+        let bytes = (0..len as u64)
+            .map(|i| {
+                let u = draws.bits(i) >> (64 - DRAW_BITS);
+                let j = t.iter().position(|&tj| u < tj).unwrap_or(K - 1);
+                let c = successors[a * alphabet + b][j];
+                (a, b) = (b, c);
+                SYMBOLS[c]
+            })
+            .collect();
+        Corpus {
+            name: format!("markov(seed {seed}, alphabet {alphabet}, {len} tokens)"),
+            bytes,
+            split: len * 9 / 10,
+            entropy: Some(realised_entropy()),
+        }
+    }
+
+    /// Any file's bytes, split 90 % / 10 % (validation is the last tenth). Errors if the file is
+    /// missing or unreadable, empty, larger than 1 GiB, or too short for one window of `seq + 1`
+    /// bytes in each split, or if `seq` is 0.
+    pub fn from_file(path: &Path, seq: usize) -> Result<Corpus> {
+        let shown = path.display();
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::Data(format!("cannot read {shown}: {e}; pass an existing text file")))?;
+        if !meta.is_file() {
+            return Err(Error::Data(format!("{shown} is not a file; pass a text file")));
+        }
+        if meta.len() > MAX_FILE {
+            return Err(Error::Data(format!(
+                "{shown} has {} bytes, more than the {MAX_FILE} (1 GiB) read into memory: use a \
+                 shorter file",
+                meta.len()
+            )));
+        }
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::Data(format!("cannot read {shown}: {e}; pass a readable text file")))?;
+        Corpus::from_bytes(&shown.to_string(), bytes, seq)
+    }
+
+    /// The same from bytes in memory, with a name for messages.
+    pub fn from_bytes(name: &str, bytes: Vec<u8>, seq: usize) -> Result<Corpus> {
+        if seq == 0 {
+            return Err(Error::Data(format!(
+                "{name}: a sequence of 0 tokens has nothing to predict; use a sequence length of \
+                 at least 1"
+            )));
+        }
+        if bytes.is_empty() {
+            return Err(Error::Data(format!("{name} is empty: use a file with text in it")));
+        }
+        let n = bytes.len();
+        let split = n * 9 / 10;
+        // The training split (⌊0.9 n⌋) is never shorter than the validation tenth (⌈0.1 n⌉).
+        if n - split < seq + 1 {
+            return Err(Error::Data(format!(
+                "{name} has {n} bytes; its validation tenth ({} bytes) is shorter than one \
+                 sequence of seq+1 = {} bytes: use a longer file or a shorter sequence",
+                n - split,
+                seq + 1
+            )));
+        }
+        Ok(Corpus { name: name.to_string(), bytes, split, entropy: None })
+    }
+
+    /// The corpus's name: the file's path, or the generator and its settings.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The entropy rate in nats per token, where known (the generated corpus).
+    pub fn entropy(&self) -> Option<f64> {
+        self.entropy
+    }
+
+    /// The training split: the first nine tenths.
+    pub fn train(&self) -> &[u8] {
+        &self.bytes[..self.split]
+    }
+
+    /// The validation split: the last tenth.
+    pub fn val(&self) -> &[u8] {
+        &self.bytes[self.split..]
+    }
+
+    /// Training window `k` of draw stream `stream`: `seq + 1` consecutive bytes of the training
+    /// split starting at a position drawn as `stream.bits(k) % (train.len() - seq)`. (The whole
+    /// split, if it is shorter than `seq + 1` bytes.)
+    pub fn train_window(&self, stream: &Stream, k: u64, seq: usize) -> &[u8] {
+        let train = self.train();
+        match train.len().checked_sub(seq) {
+            Some(starts) if starts > 0 => {
+                let p = (stream.bits(k) % starts as u64) as usize;
+                &train[p..p + seq + 1]
+            }
+            _ => train,
+        }
+    }
+
+    /// Validation window `k` (deterministic, no randomness): the k-th of the non-overlapping
+    /// windows of `seq + 1` bytes (stride `seq`) of the validation split, wrapping around modulo
+    /// their count. (The whole split, if it holds no window.)
+    pub fn val_window(&self, k: usize, seq: usize) -> &[u8] {
+        let val = self.val();
+        match self.val_windows(seq) {
+            0 => val,
+            n => {
+                let p = (k % n) * seq;
+                &val[p..p + seq + 1]
+            }
+        }
+    }
+
+    /// Number of non-overlapping validation windows of `seq` targets (0 for `seq == 0`).
+    pub fn val_windows(&self, seq: usize) -> usize {
+        match seq {
+            0 => 0,
+            _ => self.val().len().saturating_sub(1) / seq,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_is_that_of_the_realised_probabilities() {
+        let c = Corpus::generated(1);
+        let h = c.entropy().expect("the generated corpus knows its entropy");
+        let t = thresholds();
+        assert_eq!(t, [1 << 23, 3 << 22, 15_099_494, 1 << 24]);
+        let q = [1u64 << 23, 1 << 22, 15_099_494 - (3 << 22), (1 << 24) - 15_099_494];
+        let want: f64 = q.iter().map(|&n| n as f64 / (1u64 << 24) as f64).map(|p| -p * p.ln()).sum();
+        assert_eq!(h, want);
+        let exact = -(0.5f64 * 0.5f64.ln() + 0.25 * 0.25f64.ln() + 0.15 * 0.15f64.ln() + 0.1 * 0.1f64.ln());
+        assert!((h - exact).abs() < 1e-6, "{h} vs {exact}");
+        assert!((h - 1.2080).abs() < 1e-4, "{h}");
+    }
+
+    #[test]
+    fn generated_corpus_reaches_its_entropy_empirically() {
+        let c = Corpus::generated(7);
+        let bytes = [c.train(), c.val()].concat();
+        assert_eq!(bytes.len(), Corpus::DEFAULT_LEN);
+        let index = |x: u8| SYMBOLS.iter().position(|&s| s == x).expect("only alphabet bytes occur");
+        let ids: Vec<usize> = bytes.iter().map(|&x| index(x)).collect();
+        let mut counts = vec![0u64; 32 * 32 * 32];
+        for w in ids.windows(3) {
+            counts[(w[0] * 32 + w[1]) * 32 + w[2]] += 1;
+        }
+        let n = (ids.len() - 2) as f64;
+        let mut h = 0.0;
+        for ctx in counts.chunks(32) {
+            let total: u64 = ctx.iter().sum();
+            assert!(ctx.iter().filter(|&&x| x > 0).count() <= K);
+            h += ctx.iter().filter(|&&x| x > 0).map(|&x| x as f64 * -(x as f64 / total as f64).ln()).sum::<f64>();
+        }
+        let want = c.entropy().expect("known");
+        assert!((h / n - want).abs() < 0.01, "empirical {} vs {want}", h / n);
+    }
+
+    #[test]
+    fn generation_is_a_pure_function_of_the_seed() {
+        let a = Corpus::markov(3, 8, 5000).expect("valid");
+        assert_eq!(a.train(), Corpus::markov(3, 8, 5000).expect("valid").train());
+        assert_ne!(a.train(), Corpus::markov(4, 8, 5000).expect("valid").train());
+        assert!(a.train().iter().chain(a.val()).all(|b| SYMBOLS[..8].contains(b)));
+        assert_eq!(Corpus::generated(5).train(), Corpus::markov(5, 32, Corpus::DEFAULT_LEN).expect("valid").train());
+        let e = Corpus::markov(1, 3, 5000).expect_err("alphabet below K").to_string();
+        assert!(e.contains("use an alphabet of 4 to 32"), "{e}");
+        let e = Corpus::markov(1, 33, 5000).expect_err("alphabet above 32").to_string();
+        assert!(e.contains("33 symbols"), "{e}");
+        let e = Corpus::markov(1, 8, 63).expect_err("too short").to_string();
+        assert!(e.contains("use at least 64 tokens"), "{e}");
+    }
+
+    #[test]
+    fn splits_and_windows() {
+        let c = Corpus::markov(2, 32, 1000).expect("valid");
+        assert_eq!((c.train().len(), c.val().len()), (900, 100));
+        let s = Stream::new(&[9]);
+        for k in 0..200 {
+            let w = c.train_window(&s, k, 16);
+            assert_eq!(w.len(), 17);
+            assert_eq!(w, c.train_window(&s, k, 16));
+            let p = (s.bits(k) % (900 - 16)) as usize;
+            assert_eq!(w, &c.train()[p..p + 17]);
+        }
+        assert_eq!(c.val_windows(16), 6); // windows start at 0, 16, ..., 80: 80 + 17 ≤ 100
+        assert_eq!(c.val_windows(99), 1);
+        assert_eq!(c.val_windows(100), 0);
+        for k in 0..12 {
+            let w = c.val_window(k, 16);
+            assert_eq!(w, &c.val()[(k % 6) * 16..(k % 6) * 16 + 17]);
+        }
+        assert_eq!(c.val_window(7, 16), c.val_window(1, 16));
+        assert_eq!(c.name(), "markov(seed 2, alphabet 32, 1000 tokens)");
+    }
+
+    #[test]
+    fn from_bytes_refuses_what_cannot_be_used() {
+        let e = Corpus::from_bytes("empty.txt", vec![], 8).expect_err("empty").to_string();
+        assert!(e.contains("empty.txt is empty"), "{e}");
+        let e = Corpus::from_bytes("short.txt", vec![b'a'; 50], 8).expect_err("short").to_string();
+        assert!(
+            e.contains("short.txt has 50 bytes; its validation tenth (5 bytes) is shorter than one sequence of seq+1 = 9 bytes")
+                && e.contains("use a longer file or a shorter sequence"),
+            "{e}"
+        );
+        let e = Corpus::from_bytes("x.txt", vec![b'a'; 50], 0).expect_err("seq 0").to_string();
+        assert!(e.contains("at least 1"), "{e}");
+        let c = Corpus::from_bytes("ok.txt", vec![b'a'; 90], 8).expect("val tenth holds 9 bytes");
+        assert_eq!((c.train().len(), c.val().len(), c.entropy()), (81, 9, None));
+        assert_eq!(c.val_windows(8), 1);
+    }
+
+    #[test]
+    fn from_file_reads_a_file_and_names_a_missing_one() {
+        let dir = std::env::temp_dir();
+        let missing = dir.join(format!("pipesched-corpus-missing-{}.txt", std::process::id()));
+        let e = Corpus::from_file(&missing, 8).expect_err("missing").to_string();
+        assert!(e.starts_with("data: cannot read") && e.contains(&missing.display().to_string()), "{e}");
+        let path = dir.join(format!("pipesched-corpus-test-{}.txt", std::process::id()));
+        let text = b"the quick brown fox jumps over the lazy dog. ".repeat(20);
+        std::fs::write(&path, &text).expect("write temp file");
+        let c = Corpus::from_file(&path, 32);
+        std::fs::remove_file(&path).expect("remove temp file");
+        let c = c.expect("a real file");
+        assert_eq!([c.train(), c.val()].concat(), text);
+        assert_eq!(c.val().len(), text.len() - text.len() * 9 / 10);
+        assert_eq!(c.name(), path.display().to_string());
+    }
+}
