@@ -264,6 +264,22 @@ impl Model {
         Ok(Model { spec, specs, task, stages, batch })
     }
 
+    /// The mean loss of `batches` held-out micro-batches (the task's validation data), each run
+    /// forward through the stages in model order, keeping nothing and with dropout off. Leaves
+    /// the parameters, the accumulated gradients and any step in flight as they were.
+    pub fn validation_loss(&self, batches: usize) -> Result<f32> {
+        let mut losses = Vec::with_capacity(batches);
+        let last = self.stages.len().saturating_sub(1);
+        for k in 0..batches {
+            let (mut x, target) = self.task.validation(k, self.batch);
+            for (i, rs) in self.stages.iter().enumerate() {
+                x = rs.stage().evaluate(x, (i == last).then_some(&target))?;
+            }
+            losses.push(x.values()?[0]);
+        }
+        Ok(mean_loss(&losses))
+    }
+
     /// Which stages drop activations under their policy, and so need `R` before their backward.
     pub fn recompute_flags(&self) -> Vec<bool> {
         self.specs.iter().map(|s| s.policy.drops()).collect()

@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// Also run every step on the sequential reference and report the largest gradient difference.
     #[arg(long)]
     verify: bool,
+    /// Every N steps, and after the last, print the loss on 8 held-out micro-batches (forward
+    /// only, dropout off), next to the text's entropy where it is known (0: never).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    validate: usize,
     /// Skip profiling the stages and comparing the measured step with its simulation.
     #[arg(long)]
     no_compare: bool,
@@ -49,10 +53,24 @@ pub struct RunArgs {
     out: OutArgs,
 }
 
+/// Held-out micro-batches of each validation loss.
+const VALIDATION_BATCHES: usize = 8;
+
+/// `validation loss L after step S`, with the distance to the data's entropy where it is known.
+fn validation_line(step: usize, loss: f32, entropy: Option<f64>) -> String {
+    let floor = entropy.map_or(String::new(), |h| {
+        format!(" (the text's entropy: {h:.4} nats per token; {:+.1} % above it)", 100.0 * (loss as f64 / h - 1.0))
+    });
+    format!("validation loss {loss:.4} after step {step}{floor}")
+}
+
 /// Runs the steps and prints the report.
 pub fn run(args: RunArgs) -> Result<()> {
     if args.verify && args.model.model.is_synthetic() {
         return Err(Error::Usage("--verify compares gradients; synthetic stages have none. Use a real model".into()));
+    }
+    if args.validate > 0 && args.model.model.is_synthetic() {
+        return Err(Error::Usage("--validate computes a loss; synthetic stages have none. Use a real model".into()));
     }
     if args.trace || args.plot {
         args.out.prepare()?;
@@ -67,15 +85,25 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let opts = args.steps.exec_options();
     let mut records = Vec::new();
+    let mut validations = Vec::new();
     for step in 0..args.steps.total() {
         let rec = workload.run_step(&schedule, step as u64, &opts, args.verify)?;
         workload.optimizer_step()?;
         print_step(&args, step, &rec)?;
         records.push(rec);
+        let last = step + 1 == args.steps.total();
+        if args.validate > 0 && ((step + 1) % args.validate == 0 || last) {
+            if let Some((loss, entropy)) = workload.validation(VALIDATION_BATCHES)? {
+                validations.push(json!({ "step": step + 1, "loss": loss }));
+                if !args.json {
+                    pipesched::sayln!("{}", validation_line(step + 1, loss, entropy))?;
+                }
+            }
+        }
     }
     let predicted = workload.predicted();
     let profiled = if args.no_compare { None } else { Some(workload.profile(7)?) };
-    finish(&args, &schedule, &records[args.steps.warmup..], &predicted, profiled.as_ref())
+    finish(&args, &schedule, &records[args.steps.warmup..], &validations, &predicted, profiled.as_ref())
 }
 
 fn print_step(args: &RunArgs, step: usize, rec: &Step) -> Result<()> {
@@ -109,6 +137,7 @@ fn finish(
     args: &RunArgs,
     schedule: &Schedule,
     records: &[Step],
+    validations: &[serde_json::Value],
     predicted_bytes: &CostModel,
     profiled: Option<&CostModel>,
 ) -> Result<()> {
@@ -138,6 +167,7 @@ fn finish(
             "model": args.model.model.to_string(), "recompute": args.recompute.policies().to_string(),
             "steps": samples,
             "loss": loss, "losses": records.iter().map(|r| r.loss).collect::<Vec<_>>(),
+            "validation": validations,
             "step_time_s": times[median] / 1e3,
             "step_times_s": times.iter().map(|t| t / 1e3).collect::<Vec<_>>(),
             "bubble_rate": m_stats.bubble_rate,

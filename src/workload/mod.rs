@@ -112,6 +112,13 @@ pub trait Workload {
     /// Applies the optimizer to the accumulated gradients.
     fn optimizer_step(&mut self) -> Result<()>;
 
+    /// The loss on `batches` held-out micro-batches, forward only, dropout off, and the entropy
+    /// of the data in nats per sample where it is known (the generated text); `None` for
+    /// synthetic stages, which have no loss.
+    fn validation(&self, _batches: usize) -> Result<Option<(f32, Option<f64>)>> {
+        Ok(None)
+    }
+
     /// Measures every stage's op times (2 warm-up runs, then the median of `reps`) and bytes: a
     /// per-stage cost model in milliseconds. Leaves gradients accumulated.
     fn profile(&mut self, reps: usize) -> Result<CostModel>;

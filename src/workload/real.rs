@@ -53,6 +53,11 @@ impl Workload for RealWorkload {
         Some(self.model.batch)
     }
 
+    fn validation(&self, batches: usize) -> Result<Option<(f32, Option<f64>)>> {
+        let entropy = self.model.task.corpus().and_then(|c| c.entropy());
+        Ok(Some((self.model.validation_loss(batches)?, entropy)))
+    }
+
     fn run_step(&mut self, schedule: &Schedule, step: u64, opts: &ExecOptions, verify: bool) -> Result<Step> {
         let before = verify.then(|| self.model.params());
         let out = self.model.run_step(schedule, step, opts)?;

@@ -25,28 +25,9 @@ impl Stage {
         let ctx = self.ctx("forward", mb)?;
         let _scope = self.enter();
         self.expect_phase("forward", mb, &[Phase::Idle], "each micro-batch runs forward once per step")?;
-        if input.cols() != self.input_width() || input.rows() == 0 {
-            return Err(Error::Shape {
-                place: self.place("forward", Some(mb)),
-                reason: format!("input is {:?}; this stage takes [rows ≥ 1, {}]", input.shape(), self.input_width()),
-            });
-        }
+        self.check_io("forward", Some(mb), &input, target)?;
         let rows = input.rows();
         let input = input.into_device(self.device())?;
-        match (self.loss, target) {
-            (Some(kind), Some(t)) => kind.check_target(rows, self.output_width(), t)?,
-            (Some(_), None) => {
-                return Err(self.order(
-                    "forward",
-                    mb,
-                    "the last stage needs the micro-batch's target to compute the loss",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(self.order("forward", mb, "only the last stage takes a target; pass None"));
-            }
-            (None, None) => {}
-        }
         let checkpoints = self.spec.policy.checkpoints(self.layers.len());
         let keep_all = !self.spec.policy.drops();
         let (mut inputs, mut saved) = (Vec::with_capacity(checkpoints.len()), Vec::new());
@@ -215,6 +196,41 @@ impl Stage {
         let dx = self.backward_input(mb, grad_out)?;
         self.backward_weight(mb)?;
         Ok(dx)
+    }
+
+    /// An error unless `input` fits the stage and `target` is given exactly on the last stage
+    /// and fits its prediction.
+    fn check_io(&self, op: &str, mb: Option<usize>, input: &Tensor, target: Option<&Tensor>) -> Result<()> {
+        if input.cols() != self.input_width() || input.rows() == 0 {
+            return Err(Error::Shape {
+                place: self.place(op, mb),
+                reason: format!("input is {:?}; this stage takes [rows ≥ 1, {}]", input.shape(), self.input_width()),
+            });
+        }
+        let order = |reason: &str| Error::Order { place: self.place(op, mb), reason: reason.into() };
+        match (self.loss, target) {
+            (Some(kind), Some(t)) => kind.check_target(input.rows(), self.output_width(), t),
+            (Some(_), None) => Err(order("the last stage needs the micro-batch's target to compute the loss")),
+            (None, Some(_)) => Err(order("only the last stage takes a target; pass None")),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// A forward that keeps nothing and drops nothing (dropout is the identity): on the last
+    /// stage, the mean loss of `input` against `target` as a `[1, 1]` tensor; elsewhere the
+    /// activation for the next stage. Independent of any step: it needs no `begin_step` and
+    /// leaves every micro-batch of the step in flight as it was. What a validation loss is made of.
+    pub fn evaluate(&self, input: Tensor, target: Option<&Tensor>) -> Result<Tensor> {
+        self.check_io("evaluate", None, &input, target)?;
+        let ctx = Ctx::new(self.seed, 0, 0, self.spec.layers.start).evaluating();
+        let mut x = input.into_device(self.device())?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, &self.layer_ctx(ctx, i))?;
+        }
+        match (self.loss, target) {
+            (Some(kind), Some(t)) => Ok(kind.forward_tensor(&x, t)?.0),
+            _ => Ok(x),
+        }
     }
 
     fn order(&self, op: &str, mb: usize, reason: &str) -> Error {
@@ -467,5 +483,39 @@ mod tests {
         assert!(st[0].begin_step(1, 0).is_err());
         fn send<T: Send>(_: &T) {}
         send(&st[0]);
+    }
+
+    /// `evaluate` through every stage in order.
+    fn evaluate_all(stages: &[Stage], x: Tensor, t: &Tensor) -> Tensor {
+        let last = stages.len() - 1;
+        stages.iter().enumerate().fold(x, |x, (k, s)| s.evaluate(x, (k == last).then_some(t)).unwrap())
+    }
+
+    #[test]
+    fn evaluate_is_a_forward_without_dropout_that_keeps_nothing() {
+        for model in [ModelSpec::tiny(), ModelSpec::gpt_tiny()] {
+            let rows = model.rows(model.batch).unwrap();
+            let task = Task::new(&model, 3);
+            let (x, t) = task.batch(4, 0, rows);
+            let whole = evaluate_all(&stages(&model, 1, "none"), x.clone(), &t);
+            // The same bits whatever the partition, and while a step is in flight.
+            let mut split = stages(&model, 3, "full");
+            begin(&mut split, 2);
+            forward_all(&mut split, &task, 1, rows);
+            let held: Vec<u64> = split.iter().map(|s| s.held_bytes_of(1)).collect();
+            assert!(evaluate_all(&split, x.clone(), &t).bit_eq(&whole), "{}", model.name);
+            assert_eq!(held, split.iter().map(|s| s.held_bytes_of(1)).collect::<Vec<_>>());
+            // Dropout is off: the model without dropout evaluates to the same bits, and a
+            // training forward of the model with dropout differs.
+            let plain = ModelSpec { dropout: 0.0, ..model.clone() };
+            assert!(evaluate_all(&stages(&plain, 1, "none"), x.clone(), &t).bit_eq(&whole));
+            let mut trained = stages(&model, 1, "none");
+            begin(&mut trained, 1);
+            let loss = forward_all(&mut trained, &task, 0, rows).pop().unwrap();
+            assert!(!loss.bit_eq(&whole), "{}", model.name);
+        }
+        let s = &stages(&ModelSpec::tiny(), 2, "none")[1];
+        let e = s.evaluate(Tensor::zeros(8, 24), None).unwrap_err().to_string();
+        assert!(e.contains("evaluate") && e.contains("needs the micro-batch's target"), "{e}");
     }
 }

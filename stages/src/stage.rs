@@ -376,7 +376,7 @@ impl Stage {
     pub(crate) fn ctx(&self, op: &str, mb: usize) -> Result<Ctx> {
         let m = self.slots.len();
         match self.step {
-            Some(step) if mb < m => Ok(Ctx { seed: self.seed, step, mb, layer: self.spec.layers.start }),
+            Some(step) if mb < m => Ok(Ctx::new(self.seed, step, mb, self.spec.layers.start)),
             Some(_) => Err(Error::UnknownMicrobatch {
                 place: self.place(op, Some(mb)),
                 mb,

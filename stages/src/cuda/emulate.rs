@@ -276,7 +276,7 @@ fn dropout_mask() {
     let ops = ops();
     let k: unsafe extern "C" fn(*mut f32, u32, u64, f32, f32) = ops.kernel("k_dropout");
     // The last rate equals draw 7 of its stream: kept, as `>=` keeps it.
-    let tie = Dropout { rate: 0.0 }.stream(&Ctx { seed: 5, step: 6, mb: 7, layer: 4 }).uniform(7);
+    let tie = Dropout { rate: 0.0 }.stream(&Ctx::new(5, 6, 7, 4)).uniform(7);
     for (rate, layer, seed, step, mb, n) in [
         (0.1, 0, 1, 0, 0, 1),
         (0.5, 3, 7, 2, 1, 257),
@@ -284,7 +284,7 @@ fn dropout_mask() {
         (0.25, 2, u64::MAX, 1, 3, 256),
         (tie, 4, 5, 6, 7, 300),
     ] {
-        let (d, ctx) = (Dropout { rate }, Ctx { seed, step, mb, layer });
+        let (d, ctx) = (Dropout { rate }, Ctx::new(seed, step, mb, layer));
         let x = tensor(1, n, layer as u64);
         let mut want = x.clone();
         d.apply(&mut want, &ctx).unwrap();

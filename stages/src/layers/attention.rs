@@ -157,7 +157,7 @@ impl Attention {
 
     /// The probabilities as the values see them: `P` after dropout (a copy when dropout is on).
     fn dropped(&self, p: &Tensor, ctx: &Ctx) -> Result<Option<Tensor>> {
-        if self.dropout.rate <= 0.0 {
+        if self.dropout.rate <= 0.0 || !ctx.training {
             return Ok(None);
         }
         let mut d = p.try_clone()?;
@@ -317,7 +317,7 @@ mod tests {
     fn gradients_match_finite_differences_with_dropout() {
         for rate in [0.0, 0.3] {
             let a = layer(rate);
-            let ctx = Ctx { seed: 3, step: 1, mb: 2, layer: 5 };
+            let ctx = Ctx::new(3, 1, 2, 5);
             let x = probe(6, 8, 53);
             let r = probe(6, 8, 54);
             let (_, saved) = Layer::forward_saving(&a, x.clone(), &ctx).unwrap();

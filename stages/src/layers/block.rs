@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences_with_dropout() {
         let b = block(0.3);
-        let ctx = Ctx { seed: 9, step: 2, mb: 1, layer: 4 };
+        let ctx = Ctx::new(9, 2, 1, 4);
         let x = probe(3, 6, 33);
         let r = probe(3, 6, 34);
         let (_, saved) = b.forward_saving(x.clone(), &ctx).unwrap();

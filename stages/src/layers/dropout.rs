@@ -41,8 +41,11 @@ impl Dropout {
     }
 
     /// [`apply`](Dropout::apply) at dropout site `site` of the layer (its own mask; site 0 is
-    /// `apply`'s).
+    /// `apply`'s). The identity when `ctx` evaluates rather than trains.
     pub fn apply_at(&self, t: &mut Tensor, ctx: &Ctx, site: u64) -> Result<()> {
+        if !ctx.training {
+            return Ok(());
+        }
         backend::dropout(t, &self.stream_at(ctx, site), self.rate)
     }
 }
@@ -58,7 +61,7 @@ mod tests {
         let x = probe(16, 32, 1);
         let apply = |seed, step, mb, layer| {
             let mut t = x.clone();
-            d.apply(&mut t, &Ctx { seed, step, mb, layer }).unwrap();
+            d.apply(&mut t, &Ctx::new(seed, step, mb, layer)).unwrap();
             t
         };
         let a = apply(7, 1, 2, 3);
@@ -76,7 +79,7 @@ mod tests {
     fn zero_rate_is_identity() {
         let x = probe(3, 3, 2);
         let mut y = x.clone();
-        Dropout { rate: 0.0 }.apply(&mut y, &Ctx { seed: 1, step: 1, mb: 1, layer: 0 }).unwrap();
+        Dropout { rate: 0.0 }.apply(&mut y, &Ctx::new(1, 1, 1, 0)).unwrap();
         assert!(x.bit_eq(&y));
     }
 }

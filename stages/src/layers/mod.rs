@@ -43,12 +43,20 @@ pub struct Ctx {
     pub mb: usize,
     /// The layer's global index in the model (the same whatever the partition).
     pub layer: usize,
+    /// Whether the op trains (dropout on) or evaluates (dropout is the identity): a forward
+    /// for a validation loss runs with `false`.
+    pub training: bool,
 }
 
 impl Ctx {
-    /// The key of micro-batch `mb` of step `step` at global layer `layer`, under `seed`.
+    /// The key of micro-batch `mb` of step `step` at global layer `layer`, under `seed`, training.
     pub fn new(seed: u64, step: u64, mb: usize, layer: usize) -> Ctx {
-        Ctx { seed, step, mb, layer }
+        Ctx { seed, step, mb, layer, training: true }
+    }
+
+    /// This key for an evaluating forward (no dropout).
+    pub fn evaluating(self) -> Ctx {
+        Ctx { training: false, ..self }
     }
 }
 
