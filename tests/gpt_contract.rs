@@ -1,6 +1,6 @@
 //! The correctness contract on a GPT over bytes — embedding, causal multi-head attention with
 //! dropout on its probabilities and output, MLP blocks, LM head, token cross-entropy — for every
-//! schedule and recompute policy, p = 1…4, m ∈ {p, 2p+1} where the schedule allows it: one
+//! schedule and recompute policy (selective included), p = 1…4, m ∈ {p, 2p+1} where the schedule allows it: one
 //! pipelined step gives gradients and a loss bitwise identical to the sequential reference, and
 //! each rank's measured peak of held bytes equals the prediction from shapes alone.
 
@@ -37,8 +37,8 @@ fn every_schedule_and_policy_matches_the_reference_bit_for_bit_with_predicted_pe
         );
         checked += 1;
     }
-    // 5 schedules × 4 policies × 4 values of p, minus what interleaved and ZB-H2 refuse.
-    assert_eq!(checked, 4 * (8 + 8 + 5 + 8 + 4));
+    // 5 schedules × 5 policies × 4 values of p, minus what interleaved and ZB-H2 refuse.
+    assert_eq!(checked, 5 * (8 + 8 + 5 + 8 + 4));
 }
 
 #[test]

@@ -101,6 +101,8 @@ pub(crate) struct Rows {
     pub saved: Option<usize>,
     /// Floats `I` keeps per row for `W`.
     pub w: Option<usize>,
+    /// Floats the forward keeps per row under selective recompute.
+    pub selective: Option<usize>,
 }
 
 /// A stage's layers, in order, as the byte rule reads them.
@@ -149,6 +151,8 @@ pub(crate) fn stage_bytes(
     let everything = layers.sum(1, |l| l.saved)?.checked_add(loss_saved)?;
     let w = layers.sum(1, |l| l.w)?;
     let kept = match policy.interval(count) {
+        // What each layer's selective forward keeps, and the loss's state.
+        None if policy == RecomputePolicy::Selective => layers.sum(1, |l| l.selective)?.checked_add(loss_saved)?,
         // The input of every checkpointed layer (positions 0, k, 2k, … of the stage), and the
         // target on the last stage.
         Some(k) => {
@@ -183,7 +187,13 @@ impl StageRows for [Box<dyn Layer>] {
 
 /// A built layer as the byte rule sees it.
 fn rows(l: &dyn Layer) -> Rows {
-    Rows { input: l.input_width(), output: l.output_width(), saved: Some(l.saved_per_row()), w: Some(l.w_per_row()) }
+    Rows {
+        input: l.input_width(),
+        output: l.output_width(),
+        saved: Some(l.saved_per_row()),
+        w: Some(l.w_per_row()),
+        selective: Some(l.selective_per_row()),
+    }
 }
 
 impl LayerSpec {
@@ -194,6 +204,7 @@ impl LayerSpec {
             output: self.output_width(),
             saved: self.saved_per_row(),
             w: self.w_per_row(),
+            selective: self.selective_per_row(),
         }
     }
 }

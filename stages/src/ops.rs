@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 use crate::layers::Ctx;
 use crate::loss::LossKind;
+use crate::policy::RecomputePolicy;
 use crate::slot::{Phase, Slot};
 use crate::stage::Stage;
 use crate::tensor::Tensor;
@@ -29,13 +30,15 @@ impl Stage {
         let rows = input.rows();
         let input = input.into_device(self.device())?;
         let checkpoints = self.spec.policy.checkpoints(self.layers.len());
-        let keep_all = !self.spec.policy.drops();
+        let selective = self.spec.policy == RecomputePolicy::Selective;
+        let keep_all = !self.spec.policy.drops() || selective;
         let (mut inputs, mut saved) = (Vec::with_capacity(checkpoints.len()), Vec::new());
         let mut x = input;
         for (i, layer) in self.layers.iter().enumerate() {
             let ctx = self.layer_ctx(ctx, i);
             if keep_all {
-                let (y, s) = layer.forward_saving(x, &ctx)?;
+                let (y, s) =
+                    if selective { layer.forward_selective(x, &ctx)? } else { layer.forward_saving(x, &ctx)? };
                 saved.push(s);
                 x = y;
             } else {
@@ -52,7 +55,9 @@ impl Stage {
             }
             _ => (x, None),
         };
-        self.slots[mb] = if keep_all {
+        self.slots[mb] = if selective {
+            Slot::Partial { rows, layers: saved, loss }
+        } else if keep_all {
             Slot::Saved { rows, layers: saved, loss }
         } else {
             Slot::Checkpointed { rows, inputs, target: target.map(Tensor::try_clone).transpose()? }
@@ -75,8 +80,20 @@ impl Stage {
     }
 
     fn rebuild(&mut self, mb: usize, ctx: &Ctx) -> Result<()> {
-        let Slot::Checkpointed { rows, inputs, target } = std::mem::take(&mut self.slots[mb]) else {
-            return Err(self.order("recompute", mb, "internal: no checkpoints held"));
+        let (rows, inputs, target) = match std::mem::take(&mut self.slots[mb]) {
+            Slot::Checkpointed { rows, inputs, target } => (rows, inputs, target),
+            Slot::Partial { rows, layers, loss } => {
+                let restored = self
+                    .layers
+                    .iter()
+                    .zip(layers)
+                    .enumerate()
+                    .map(|(i, (layer, kept))| layer.restore(kept, &self.layer_ctx(*ctx, i)))
+                    .collect::<Result<Vec<_>>>()?;
+                self.slots[mb] = Slot::Saved { rows, layers: restored, loss };
+                return Ok(());
+            }
+            _ => return Err(self.order("recompute", mb, "internal: no checkpoints held")),
         };
         let starts = self.spec.policy.checkpoints(self.layers.len());
         let mut saved = Vec::with_capacity(self.layers.len());
@@ -257,7 +274,7 @@ mod tests {
     use super::*;
     use crate::{reference_step, LossKind, ModelSpec, Partition, Policies, RecomputePolicy, StageBytes, Task};
 
-    const POLICIES: [&str; 5] = ["none", "full", "every:1", "every:2", "sqrt"];
+    const POLICIES: [&str; 6] = ["none", "full", "every:1", "every:2", "sqrt", "selective"];
 
     fn stages(model: &ModelSpec, n: usize, policy: &str) -> Vec<Stage> {
         let specs = model.stage_specs(n, &Partition::Even, &policy.parse::<Policies>().unwrap()).unwrap();

@@ -2,7 +2,9 @@
 //!
 //! `none` keeps every intermediate; `full` keeps only the stage input; `every:K` keeps the input
 //! of layers 0, K, 2K, … of the stage; `sqrt` is `every:⌈√n⌉` for a stage of n layers (Chen et
-//! al., 2016). The last stage also keeps its target while checkpointed. `R` re-runs the forward
+//! al., 2016); `selective` keeps what each layer keeps under it — everything but what is cheap to
+//! re-create and large (attention drops its probabilities, `heads·seq` floats per token, and keeps
+//! Q, K, V: Korthikanti et al., 2022) — and `R` re-creates what was dropped layer by layer. The last stage also keeps its target while checkpointed. `R` re-runs the forward
 //! of each segment from its checkpoint, consuming the checkpoints and re-creating everything
 //! `none` would have kept: after `R` a micro-batch holds exactly what it holds under `none`.
 //! So `every:K` and `sqrt` hold less than `none` between `F` and `R`, more than `full`, and cost
@@ -32,6 +34,9 @@ pub enum RecomputePolicy {
     Every(usize),
     /// `Every(⌈√layers⌉)`.
     Sqrt,
+    /// Every layer keeps what its selective forward keeps; `R` restores the rest (attention's
+    /// probabilities).
+    Selective,
 }
 
 impl RecomputePolicy {
@@ -43,14 +48,15 @@ impl RecomputePolicy {
     /// The checkpoint interval for a stage of `layers` layers; `None` under policy `none`.
     pub fn interval(self, layers: usize) -> Option<usize> {
         match self {
-            RecomputePolicy::None => None,
+            RecomputePolicy::None | RecomputePolicy::Selective => None,
             RecomputePolicy::Full => Some(layers.max(1)),
             RecomputePolicy::Every(k) => Some(k.max(1)),
             RecomputePolicy::Sqrt => Some(ceil_sqrt(layers).max(1)),
         }
     }
 
-    /// Indices (within the stage) of the layers whose input `F` keeps; empty under `none`.
+    /// Indices (within the stage) of the layers whose input `F` keeps; empty under `none` and
+    /// `selective`.
     pub fn checkpoints(self, layers: usize) -> Vec<usize> {
         match self.interval(layers) {
             None => vec![],
@@ -77,6 +83,7 @@ impl fmt::Display for RecomputePolicy {
             RecomputePolicy::Full => write!(f, "full"),
             RecomputePolicy::Every(k) => write!(f, "every:{k}"),
             RecomputePolicy::Sqrt => write!(f, "sqrt"),
+            RecomputePolicy::Selective => write!(f, "selective"),
         }
     }
 }
@@ -90,12 +97,15 @@ impl FromStr for RecomputePolicy {
             "none" => return Ok(RecomputePolicy::None),
             "full" => return Ok(RecomputePolicy::Full),
             "sqrt" => return Ok(RecomputePolicy::Sqrt),
+            "selective" => return Ok(RecomputePolicy::Selective),
             _ => {}
         }
         match t.strip_prefix("every:").map(|k| k.trim().parse::<usize>()) {
             Some(Ok(k)) if k >= 1 => Ok(RecomputePolicy::Every(k)),
             Some(_) => Err(Error::Policy(format!("{t:?}: K in every:K must be a whole number ≥ 1, e.g. every:2"))),
-            None => Err(Error::Policy(format!("{t:?} is not a policy; write none, full, every:K (K ≥ 1) or sqrt"))),
+            None => Err(Error::Policy(format!(
+                "{t:?} is not a policy; write none, full, every:K (K ≥ 1), sqrt or selective"
+            ))),
         }
     }
 }
@@ -160,7 +170,9 @@ mod tests {
 
     #[test]
     fn parse_and_print_round_trip() {
-        for (text, p) in [("none", None), ("full", Full), ("every:2", Every(2)), ("sqrt", Sqrt)] {
+        for (text, p) in
+            [("none", None), ("full", Full), ("every:2", Every(2)), ("sqrt", Sqrt), ("selective", Selective)]
+        {
             assert_eq!(text.parse::<RecomputePolicy>().unwrap(), p);
             assert_eq!(p.to_string(), text);
         }
@@ -185,6 +197,8 @@ mod tests {
     #[test]
     fn checkpoints_cover_the_stage() {
         assert_eq!(None.checkpoints(5), Vec::<usize>::new());
+        assert_eq!(Selective.checkpoints(5), Vec::<usize>::new());
+        assert!(Selective.drops() && !None.drops());
         assert_eq!(Full.checkpoints(5), vec![0]);
         assert_eq!(Every(2).checkpoints(5), vec![0, 2, 4]);
         assert_eq!(Every(9).checkpoints(5), vec![0]);

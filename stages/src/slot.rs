@@ -5,9 +5,11 @@
 //!            F (none)                    I                 W
 //!  Idle ───────────────▶ Saved ─────────────▶ AwaitingW ──────▶ Done
 //!    │  F (checkpoint)      ▲  R
-//!    └──────────▶ Checkpointed
+//!    ├──────────▶ Checkpointed
+//!    │  F (selective)       ▲  R
+//!    └──────────▶ Partial ──┘
 //! ```
-//! `I` on a `Checkpointed` micro-batch runs `R` first. Invariant: a slot's `bytes()` is the sum
+//! `I` on a `Checkpointed` or `Partial` micro-batch (both in phase `Checkpointed`) runs `R` first. Invariant: a slot's `bytes()` is the sum
 //! of the tensors it owns, so `held_bytes` counts exactly what is kept; the accumulator adds
 //! micro-batch `j`'s gradients only after those of `0..j`, parking any that come early.
 
@@ -23,7 +25,8 @@ use crate::tensor::Tensor;
 pub enum Phase {
     /// Nothing has run yet in this step.
     Idle,
-    /// `F` ran and kept only checkpoints; `R` (or `I`, which recomputes inline) comes next.
+    /// `F` ran and kept only checkpoints, or each layer's selective state; `R` (or `I`, which
+    /// recomputes inline) comes next.
     Checkpointed,
     /// Everything the backward needs is held (after `F` under `none`, or after `R`).
     Saved,
@@ -54,6 +57,15 @@ pub(crate) enum Slot {
         /// The loss's saved state, on the last stage.
         loss: Option<LossSaved>,
     },
+    /// What each layer's selective forward kept; `R` restores the rest.
+    Partial {
+        /// Rows of the micro-batch.
+        rows: usize,
+        /// Each layer's kept state, in layer order.
+        layers: Vec<Saved>,
+        /// The loss's saved state, on the last stage.
+        loss: Option<LossSaved>,
+    },
     AwaitingW {
         /// What each layer's `W` needs, in layer order.
         needs: Vec<WNeeds>,
@@ -65,7 +77,7 @@ impl Slot {
     pub(crate) fn phase(&self) -> Phase {
         match self {
             Slot::Idle => Phase::Idle,
-            Slot::Checkpointed { .. } => Phase::Checkpointed,
+            Slot::Checkpointed { .. } | Slot::Partial { .. } => Phase::Checkpointed,
             Slot::Saved { .. } => Phase::Saved,
             Slot::AwaitingW { .. } => Phase::AwaitingW,
             Slot::Done => Phase::Done,
@@ -75,7 +87,7 @@ impl Slot {
     /// Rows of the micro-batch, while its forward state is held.
     pub(crate) fn rows(&self) -> Option<usize> {
         match self {
-            Slot::Checkpointed { rows, .. } | Slot::Saved { rows, .. } => Some(*rows),
+            Slot::Checkpointed { rows, .. } | Slot::Saved { rows, .. } | Slot::Partial { rows, .. } => Some(*rows),
             _ => None,
         }
     }
@@ -85,7 +97,7 @@ impl Slot {
         match self {
             Slot::Idle | Slot::Done => vec![],
             Slot::Checkpointed { inputs, target, .. } => inputs.iter().chain(target).collect(),
-            Slot::Saved { layers, loss, .. } => {
+            Slot::Saved { layers, loss, .. } | Slot::Partial { layers, loss, .. } => {
                 layers.iter().flat_map(|s| &s.0).chain(loss.iter().flat_map(LossSaved::tensors)).collect()
             }
             Slot::AwaitingW { needs } => needs.iter().flat_map(|n| &n.0).collect(),

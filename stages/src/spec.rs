@@ -204,6 +204,16 @@ impl LayerSpec {
         }
     }
 
+    /// Floats the forward keeps per row under selective recompute: all of
+    /// [`saved_per_row`](LayerSpec::saved_per_row) but attention's probabilities; `None` on
+    /// overflow.
+    pub fn selective_per_row(&self) -> Option<usize> {
+        match *self {
+            LayerSpec::Attention { width: w, .. } => w.checked_mul(6)?.checked_add(1),
+            _ => self.saved_per_row(),
+        }
+    }
+
     /// Floats `I` keeps per row for `W`; `None` on overflow.
     pub fn w_per_row(&self) -> Option<usize> {
         match *self {

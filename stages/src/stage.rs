@@ -401,7 +401,7 @@ mod tests {
     #[test]
     fn built_stages_predict_the_bytes_their_spec_does() {
         for model in [ModelSpec::tiny(), ModelSpec::small(), ModelSpec::gpt_tiny()] {
-            for policy in ["none", "full", "every:2", "sqrt"] {
+            for policy in ["none", "full", "every:2", "sqrt", "selective"] {
                 for n in [1, 2, 3, 5] {
                     let specs = model.stage_specs(n, &Partition::Even, &policy.parse::<Policies>().unwrap()).unwrap();
                     for spec in &specs {

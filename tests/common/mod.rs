@@ -58,7 +58,7 @@ pub fn microbatches(kind: Kind, p: usize) -> Vec<usize> {
     [p, 2 * p + 1].into_iter().filter(|&m| kind.generate(p, kind.default_chunks(), m).is_ok()).collect()
 }
 
-pub const POLICIES: [&str; 4] = ["none", "full", "every:2", "sqrt"];
+pub const POLICIES: [&str; 5] = ["none", "full", "every:2", "sqrt", "selective"];
 
 /// One case of the contract's grid: a model split for the schedule, and the schedule with
 /// recompute planned in.

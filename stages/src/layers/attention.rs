@@ -255,6 +255,19 @@ impl Layer for Attention {
         out.add_assign(&x)?;
         Ok((out, Saved(vec![xhat, rstd, y, qkv, p, o])))
     }
+    /// Keeps `x̂`, `rstd`, `y`, `qkv`, `o`: not the probabilities, which [`restore`](Layer::restore)
+    /// computes again from `qkv`.
+    fn forward_selective(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, Saved)> {
+        let (out, saved) = self.forward_saving(x, ctx)?;
+        let [xhat, rstd, y, qkv, _, o] = saved.take(self.kind())?;
+        Ok((out, Saved(vec![xhat, rstd, y, qkv, o])))
+    }
+    /// The probabilities from the kept `qkv`: the same bits as the forward's.
+    fn restore(&self, kept: Saved, _ctx: &Ctx) -> Result<Saved> {
+        let [xhat, rstd, y, qkv, o] = kept.take(self.kind())?;
+        let p = self.probabilities(&qkv)?;
+        Ok(Saved(vec![xhat, rstd, y, qkv, p, o]))
+    }
     /// Keeps each parameterised sub-layer's input and output gradient: `x̂, dy, y, dqkv, o, dz`.
     fn backward_input(&self, saved: Saved, dout: Tensor, ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
         self.check(&dout, "backward_input")?;
@@ -284,6 +297,10 @@ impl Layer for Attention {
     /// `x̂`, `dy`, `y`, `o`, `dz` (width each), `dqkv` (3·width).
     fn w_per_row(&self) -> usize {
         8 * self.width()
+    }
+    /// All of [`saved_per_row`](Layer::saved_per_row) but the probabilities: `6·width + 1`.
+    fn selective_per_row(&self) -> usize {
+        6 * self.width() + 1
     }
     /// The two `Linear`s (the attention core's products depend on the sequence, not on a
     /// weight: [`core_flops_per_row`](Attention::core_flops_per_row) counts them).
@@ -335,6 +352,23 @@ mod tests {
                 });
                 assert_close(g, &numeric);
             }
+        }
+    }
+
+    #[test]
+    fn selective_keeps_all_but_the_probabilities_and_restores_them_bit_for_bit() {
+        let a = layer(0.3);
+        let ctx = Ctx::new(3, 1, 2, 5);
+        let x = probe(6, 8, 55);
+        let (out, full) = Layer::forward_saving(&a, x.clone(), &ctx).unwrap();
+        let (out2, kept) = a.forward_selective(x, &ctx).unwrap();
+        assert!(out.bit_eq(&out2));
+        assert_eq!(kept.bytes(), 4 * 6 * a.selective_per_row() as u64);
+        assert_eq!(full.bytes() - kept.bytes(), 4 * 6 * 2 * 3, "the probabilities: heads·seq per row");
+        let restored = a.restore(kept, &ctx).unwrap();
+        assert_eq!(restored.0.len(), full.0.len());
+        for (r, f) in restored.0.iter().zip(&full.0) {
+            assert!(r.bit_eq(f));
         }
     }
 

@@ -78,9 +78,10 @@ pub struct WNeeds(pub Vec<Tensor>);
 /// - the ops are pure functions of the parameters, their inputs and `ctx`: a recomputed forward
 ///   gives the same bits, whatever else ran in between;
 /// - `forward_saving` keeps in [`Saved`] exactly [`saved_per_row`](Layer::saved_per_row) floats
-///   per input row, and `backward_input` keeps in [`WNeeds`] exactly
-///   [`w_per_row`](Layer::w_per_row): the stage's byte predictions are made from these counts and
-///   compared with what it holds;
+///   per input row, `forward_selective` exactly [`selective_per_row`](Layer::selective_per_row)
+///   (and `restore` brings them back to what `forward_saving` keeps), and `backward_input` keeps
+///   in [`WNeeds`] exactly [`w_per_row`](Layer::w_per_row): the stage's byte predictions are made
+///   from these counts and compared with what it holds;
 /// - `weight_grads` returns one micro-batch's gradients, one per parameter in
 ///   [`params`](Layer::params) order, with their shapes; accumulating them is the stage's job.
 ///   The stage checks their number and shapes.
@@ -107,6 +108,19 @@ pub trait Layer: fmt::Debug + Send {
     fn forward(&self, x: Tensor, ctx: &Ctx) -> Result<Tensor> {
         Ok(self.forward_saving(x, ctx)?.0)
     }
+    /// The output and what the backward needs under selective recompute: everything but what
+    /// is large and cheap to re-create, which [`restore`](Layer::restore) re-creates in `R`;
+    /// exactly [`selective_per_row`](Layer::selective_per_row) floats per row. The default
+    /// drops nothing.
+    fn forward_selective(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, Saved)> {
+        self.forward_saving(x, ctx)
+    }
+    /// `R` under selective recompute: what [`forward_saving`](Layer::forward_saving) keeps, from
+    /// what [`forward_selective`](Layer::forward_selective) kept, bit for bit. The default returns
+    /// `kept` as it is.
+    fn restore(&self, kept: Saved, _ctx: &Ctx) -> Result<Saved> {
+        Ok(kept)
+    }
     /// `I`: the input gradient from the output gradient `dy`, and what `W` needs.
     fn backward_input(&self, saved: Saved, dy: Tensor, ctx: &Ctx) -> Result<(Tensor, WNeeds)>;
     /// `W`: this micro-batch's parameter gradients, in gradient order.
@@ -115,6 +129,11 @@ pub trait Layer: fmt::Debug + Send {
     fn saved_per_row(&self) -> usize;
     /// Floats [`backward_input`](Layer::backward_input) keeps per row for `W`.
     fn w_per_row(&self) -> usize;
+    /// Floats [`forward_selective`](Layer::forward_selective) keeps per input row (the default:
+    /// all of [`saved_per_row`](Layer::saved_per_row)).
+    fn selective_per_row(&self) -> usize {
+        self.saved_per_row()
+    }
     /// The `(in, out)` widths of each matrix product `[rows, in]·[in, out]` the forward runs, in
     /// order (the backward runs each twice more, as `I` and `W`): what FLOP counts are made of.
     fn linear_maps(&self) -> Vec<(usize, usize)> {
