@@ -193,3 +193,42 @@ fn non_numeric_p_is_a_parser_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid value 'four'"), "{err}");
 }
+
+#[test]
+fn data_that_is_missing_empty_or_too_short_for_a_sequence() {
+    let run = |data: &str| {
+        fails(&["run", "--model", "gpt-tiny", "-s", "1f1b", "-p", "2", "-m", "2", "--data", data, "--no-compare"])
+    };
+    let e = run("/nonexistent/text.txt");
+    assert!(e.contains("cannot read /nonexistent/text.txt") && e.contains("existing text file"), "{e}");
+    let empty = temp_file("empty.txt", "");
+    assert!(run(empty.to_str().unwrap()).contains("is empty"));
+    // gpt-tiny reads sequences of 16 tokens: the validation tenth of 100 bytes holds 10.
+    let short = temp_file("short.txt", &"x".repeat(100));
+    let e = run(short.to_str().unwrap());
+    assert!(e.contains("has 100 bytes") && e.contains("shorter than one sequence of seq+1 = 17 bytes"), "{e}");
+}
+
+#[test]
+fn data_for_a_model_that_reads_rows() {
+    let text = temp_file("text.txt", &"some text. ".repeat(100));
+    let e = fails(&["run", "--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "2", "--data", text.to_str().unwrap()]);
+    assert!(e.contains("model tiny reads rows, not text"), "{e}");
+}
+
+#[test]
+fn a_model_file_with_heads_that_do_not_divide_the_width() {
+    let file = temp_file(
+        "heads.toml",
+        "loss = \"cross_entropy\"\nbatch = 2\n[[layers]]\nkind = \"embedding\"\nvocab = 256\nwidth = 30\nseq = 8\n\
+         [[layers]]\nkind = \"attention\"\nwidth = 30\nheads = 4\nseq = 8\n[[layers]]\nkind = \"linear\"\ninput = 30\noutput = 256\n",
+    );
+    let e = fails_with(&["run", "--model", file.to_str().unwrap(), "-s", "1f1b", "-p", "1", "-m", "1"], Some(2));
+    assert!(e.contains("layer 1 (attention) has 4 heads, which do not divide its width 30"), "{e}");
+}
+
+#[test]
+fn validate_on_synthetic_stages() {
+    let e = fails(&["run", "--model", "synthetic:F=1ms", "-s", "1f1b", "-p", "2", "-m", "2", "--validate", "1"]);
+    assert!(e.contains("--validate computes a loss; synthetic stages have none"), "{e}");
+}

@@ -32,8 +32,9 @@ pub struct Args {
     pub recompute: Vec<Policies>,
     #[command(flatten)]
     pub steps: StepArgs,
-    /// A reduced sweep that finishes in well under a minute (a smoke test): batch 16 unless
-    /// --batch is given, one warm-up step, two measured steps, three profiling runs.
+    /// A reduced sweep that finishes in well under a minute (a smoke test): 16 rows per
+    /// micro-batch (one sequence for a model of tokens) unless --batch is given, one warm-up
+    /// step, two measured steps, three profiling runs.
     #[arg(long, conflicts_with_all = ["steps", "warmup"])]
     pub quick: bool,
     /// No execution: simulate every configuration (costs from --costs/--mem, or the stages'
@@ -85,7 +86,8 @@ impl Args {
     /// Applies `--quick` and refuses flags that contradict each other.
     pub fn checked(mut self) -> Result<Args> {
         if self.quick {
-            self.model.batch = Some(self.model.batch.unwrap_or(16));
+            let quick = if self.model.model.reads_tokens() { 1 } else { 16 };
+            self.model.batch = Some(self.model.batch.unwrap_or(quick));
             self.steps.steps = 2;
             self.steps.warmup = 1;
         }

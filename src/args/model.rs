@@ -27,7 +27,7 @@ pub struct ModelArgs {
     /// The model: a preset (tiny, small, medium, gpt-tiny, gpt-small, gpt-medium), a TOML or JSON model file (its format is at the
     /// end of --help), or synthetic stages
     /// `synthetic:F=2ms,I=2ms,W=1ms[,R=..][,mem=..][,wmem=..][,msg=..]` (times and bytes per rank).
-    #[arg(long, value_name = "MODEL", default_value = "small")]
+    #[arg(long, value_name = "MODEL", default_value = "gpt-small")]
     pub model: ModelChoice,
     /// How layers are split into stages: even, balanced (by parameter count), or counts like 3,4,4.
     #[arg(long, default_value = "even", value_name = "PARTITION")]
@@ -83,8 +83,9 @@ impl ModelArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RecomputeArgs {
     /// Recompute policy: none, full (keep only the stage input), every:K (keep every K-th
-    /// layer's input), sqrt — one for every stage, or a comma list with one per stage. R runs
-    /// right before each backward of a stage that drops activations.
+    /// layer's input), sqrt, selective (keep all but attention's probabilities, recomputed from
+    /// Q and K) — one for every stage, or a comma list with one per stage. R runs right before
+    /// each backward of a stage that drops activations.
     #[arg(long, value_name = "POLICY[,POLICY..]")]
     pub recompute: Option<Policies>,
 }

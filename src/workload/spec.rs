@@ -47,6 +47,11 @@ impl ModelChoice {
     pub fn is_synthetic(&self) -> bool {
         matches!(self.source, ModelSource::Synthetic(_))
     }
+
+    /// Whether this is a model of tokens, whose samples are sequences.
+    pub fn reads_tokens(&self) -> bool {
+        matches!(&self.source, ModelSource::Model(spec) if spec.reads_tokens())
+    }
 }
 
 impl FromStr for ModelChoice {

@@ -3,13 +3,14 @@
 //!
 //! # The generated corpus and its exact entropy
 //!
-//! [`Corpus::markov`] runs an order-2 Markov chain over the first `alphabet` symbols of
-//! `etaoinshrdlucmfwypvbgkqjxz .,;'-`. Each context — the previous two symbols — has
-//! `K = 4` distinct successors, drawn from the alphabet by a seeded partial Fisher–Yates
+//! [`Corpus::markov`] runs a Markov chain of order 1 or 2 over the first `alphabet` symbols of
+//! `etaoinshrdlucmfwypvbgkqjxz .,;'-`. Each context — the previous symbol, or the previous two —
+//! has `K = 4` distinct successors, drawn from the alphabet by a seeded partial Fisher–Yates
 //! shuffle, taking probabilities `P = [0.5, 0.25, 0.15, 0.10]` in that order. Token `i` is
 //! drawn from the top 24 bits of draw `i` of a [`Stream`] against the integer thresholds
 //! `round(cum_p · 2²⁴)`, so the probabilities the chain realises are those 24-bit fractions
-//! (within 3·10⁻⁸ of `P`).
+//! (within 3·10⁻⁸ of `P`). An order-1 chain is learnt from the current token alone; an order-2
+//! chain needs the token before it too, which a transformer finds through attention.
 //!
 //! Every context's next-token distribution is a permutation of the same probabilities, so the
 //! conditional entropy of each token given its past is the same `H = −Σ p ln p` whatever the
@@ -75,10 +76,16 @@ impl Corpus {
     pub const VOCAB: usize = 256;
     /// Default length of the generated corpus, in tokens.
     pub const DEFAULT_LEN: usize = 1 << 20;
+    /// Order of the default generated corpus: how many previous symbols the next depends on.
+    pub const DEFAULT_ORDER: usize = 2;
 
-    /// The generated order-2 Markov corpus of `len` tokens over `alphabet` symbols, from `seed`
-    /// (see the module doc). Errors if `alphabet` is outside `4..=32` or `len < 64`.
-    pub fn markov(seed: u64, alphabet: usize, len: usize) -> Result<Corpus> {
+    /// The generated Markov corpus of `len` tokens over `alphabet` symbols whose next symbol
+    /// depends on the previous `order`, from `seed` (see the module doc). Errors if `alphabet` is
+    /// outside `4..=32`, `order` outside `1..=2`, or `len < 64`.
+    pub fn markov(seed: u64, order: usize, alphabet: usize, len: usize) -> Result<Corpus> {
+        if !(1..=2).contains(&order) {
+            return Err(Error::Data(format!("a Markov corpus of order {order}: use order 1 or 2")));
+        }
         if !(K..=SYMBOLS.len()).contains(&alphabet) {
             return Err(Error::Data(format!(
                 "a Markov corpus over {alphabet} symbols cannot give each context {K} distinct \
@@ -92,20 +99,24 @@ impl Corpus {
                  validation: use at least {MIN_LEN} tokens"
             )));
         }
-        Ok(Corpus::chain(seed, alphabet, len))
+        Ok(Corpus::chain(seed, order, alphabet, len))
     }
 
-    /// The default generated corpus for `seed`: `markov(seed, 32, DEFAULT_LEN)`.
+    /// The default generated corpus for `seed`: `markov(seed, DEFAULT_ORDER, 32, DEFAULT_LEN)`.
     pub fn generated(seed: u64) -> Corpus {
-        Corpus::chain(seed, SYMBOLS.len(), Corpus::DEFAULT_LEN)
+        Corpus::chain(seed, Corpus::DEFAULT_ORDER, SYMBOLS.len(), Corpus::DEFAULT_LEN)
     }
 
-    /// The chain itself, for arguments already checked (`K ≤ alphabet ≤ 32`, `len ≥ 64`).
-    fn chain(seed: u64, alphabet: usize, len: usize) -> Corpus {
-        let stream = |part: u64| Stream::new(&[tag::CORPUS, seed, alphabet as u64, part]);
+    /// The chain itself, for arguments already checked (`1 ≤ order ≤ 2`, `K ≤ alphabet ≤ 32`,
+    /// `len ≥ 64`).
+    fn chain(seed: u64, order: usize, alphabet: usize, len: usize) -> Corpus {
+        let key = if order == 2 { alphabet as u64 } else { (order as u64) << 32 | alphabet as u64 };
+        let stream = |part: u64| Stream::new(&[tag::CORPUS, seed, key, part]);
         let (table, draws, start) = (stream(0), stream(1), stream(2));
-        // Successors (symbol indices) of context (a, b), at a·alphabet + b.
-        let successors: Vec<[usize; K]> = (0..alphabet * alphabet)
+        let contexts = alphabet.pow(order as u32);
+        // Successors (symbol indices) of each context: the previous `order` symbols, the oldest
+        // first, as a number in base `alphabet`.
+        let successors: Vec<[usize; K]> = (0..contexts)
             .map(|ctx| {
                 let mut perm: Vec<usize> = (0..alphabet).collect();
                 for j in 0..K {
@@ -116,19 +127,18 @@ impl Corpus {
             })
             .collect();
         let t = thresholds();
-        let mut a = (start.bits(0) % alphabet as u64) as usize;
-        let mut b = (start.bits(1) % alphabet as u64) as usize;
+        let mut ctx = (0..order as u64).fold(0, |c, k| c * alphabet + (start.bits(k) % alphabet as u64) as usize);
         let bytes = (0..len as u64)
             .map(|i| {
                 let u = draws.bits(i) >> (64 - DRAW_BITS);
                 let j = t.iter().position(|&tj| u < tj).unwrap_or(K - 1);
-                let c = successors[a * alphabet + b][j];
-                (a, b) = (b, c);
+                let c = successors[ctx][j];
+                ctx = (ctx * alphabet + c) % contexts;
                 SYMBOLS[c]
             })
             .collect();
         Corpus {
-            name: format!("markov(seed {seed}, alphabet {alphabet}, {len} tokens)"),
+            name: format!("markov(seed {seed}, order {order}, alphabet {alphabet}, {len} tokens)"),
             bytes,
             split: len * 9 / 10,
             entropy: Some(realised_entropy()),
@@ -257,46 +267,56 @@ mod tests {
         assert!((h - 1.2080).abs() < 1e-4, "{h}");
     }
 
-    #[test]
-    fn generated_corpus_reaches_its_entropy_empirically() {
-        let c = Corpus::generated(7);
+    /// The empirical entropy of the next symbol given the previous `order`, in nats.
+    fn empirical_entropy(c: &Corpus, order: usize) -> f64 {
         let bytes = [c.train(), c.val()].concat();
-        assert_eq!(bytes.len(), Corpus::DEFAULT_LEN);
         let index = |x: u8| SYMBOLS.iter().position(|&s| s == x).expect("only alphabet bytes occur");
         let ids: Vec<usize> = bytes.iter().map(|&x| index(x)).collect();
-        let mut counts = vec![0u64; 32 * 32 * 32];
-        for w in ids.windows(3) {
-            counts[(w[0] * 32 + w[1]) * 32 + w[2]] += 1;
+        let mut counts = vec![0u64; 32usize.pow(order as u32 + 1)];
+        for w in ids.windows(order + 1) {
+            counts[w.iter().fold(0, |c, &x| c * 32 + x)] += 1;
         }
-        let n = (ids.len() - 2) as f64;
+        let n = (ids.len() - order) as f64;
         let mut h = 0.0;
         for ctx in counts.chunks(32) {
             let total: u64 = ctx.iter().sum();
             assert!(ctx.iter().filter(|&&x| x > 0).count() <= K);
             h += ctx.iter().filter(|&&x| x > 0).map(|&x| x as f64 * -(x as f64 / total as f64).ln()).sum::<f64>();
         }
-        let want = c.entropy().expect("known");
-        assert!((h / n - want).abs() < 0.01, "empirical {} vs {want}", h / n);
+        h / n
+    }
+
+    #[test]
+    fn generated_corpora_reach_their_entropy_empirically() {
+        for order in [1, 2] {
+            let c = Corpus::markov(7, order, 32, Corpus::DEFAULT_LEN).expect("valid");
+            assert_eq!(c.train().len() + c.val().len(), Corpus::DEFAULT_LEN);
+            let (h, want) = (empirical_entropy(&c, order), c.entropy().expect("known"));
+            assert!((h - want).abs() < 0.01, "order {order}: empirical {h} vs {want}");
+        }
     }
 
     #[test]
     fn generation_is_a_pure_function_of_the_seed() {
-        let a = Corpus::markov(3, 8, 5000).expect("valid");
-        assert_eq!(a.train(), Corpus::markov(3, 8, 5000).expect("valid").train());
-        assert_ne!(a.train(), Corpus::markov(4, 8, 5000).expect("valid").train());
+        let a = Corpus::markov(3, 2, 8, 5000).expect("valid");
+        assert_eq!(a.train(), Corpus::markov(3, 2, 8, 5000).expect("valid").train());
+        assert_ne!(a.train(), Corpus::markov(4, 2, 8, 5000).expect("valid").train());
         assert!(a.train().iter().chain(a.val()).all(|b| SYMBOLS[..8].contains(b)));
-        assert_eq!(Corpus::generated(5).train(), Corpus::markov(5, 32, Corpus::DEFAULT_LEN).expect("valid").train());
-        let e = Corpus::markov(1, 3, 5000).expect_err("alphabet below K").to_string();
+        assert_eq!(
+            Corpus::generated(5).train(),
+            Corpus::markov(5, Corpus::DEFAULT_ORDER, 32, Corpus::DEFAULT_LEN).expect("valid").train()
+        );
+        let e = Corpus::markov(1, 2, 3, 5000).expect_err("alphabet below K").to_string();
         assert!(e.contains("use an alphabet of 4 to 32"), "{e}");
-        let e = Corpus::markov(1, 33, 5000).expect_err("alphabet above 32").to_string();
+        let e = Corpus::markov(1, 2, 33, 5000).expect_err("alphabet above 32").to_string();
         assert!(e.contains("33 symbols"), "{e}");
-        let e = Corpus::markov(1, 8, 63).expect_err("too short").to_string();
+        let e = Corpus::markov(1, 2, 8, 63).expect_err("too short").to_string();
         assert!(e.contains("use at least 64 tokens"), "{e}");
     }
 
     #[test]
     fn splits_and_windows() {
-        let c = Corpus::markov(2, 32, 1000).expect("valid");
+        let c = Corpus::markov(2, 2, 32, 1000).expect("valid");
         assert_eq!((c.train().len(), c.val().len()), (900, 100));
         let s = Stream::new(&[9]);
         for k in 0..200 {
@@ -314,7 +334,9 @@ mod tests {
             assert_eq!(w, &c.val()[(k % 6) * 16..(k % 6) * 16 + 17]);
         }
         assert_eq!(c.val_window(7, 16), c.val_window(1, 16));
-        assert_eq!(c.name(), "markov(seed 2, alphabet 32, 1000 tokens)");
+        assert_eq!(c.name(), "markov(seed 2, order 2, alphabet 32, 1000 tokens)");
+        let e = Corpus::markov(1, 3, 8, 5000).expect_err("order 3").to_string();
+        assert!(e.contains("use order 1 or 2"), "{e}");
     }
 
     #[test]
