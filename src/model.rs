@@ -215,7 +215,7 @@ pub struct Model {
     pub spec: ModelSpec,
     /// The stages' descriptions.
     pub specs: Vec<StageSpec>,
-    /// The synthetic task it learns.
+    /// The task it learns (text, or a teacher network).
     pub task: Task,
     /// The stages, in model order.
     pub stages: Vec<RealStage>,
@@ -239,10 +239,6 @@ impl Model {
                 s.device = *d;
             }
         }
-        let stages = Stage::build_all(&spec, &specs)?
-            .into_iter()
-            .map(|stage| RealStage::new(stage, opts.optimizer))
-            .collect::<Result<Vec<_>>>()?;
         let task = match &opts.corpus {
             Some(corpus) if spec.reads_tokens() => Task::text(Arc::clone(corpus), spec.seq(), opts.data_seed),
             Some(corpus) => {
@@ -254,6 +250,9 @@ impl Model {
             }
             None => Task::new(&spec, opts.data_seed),
         };
+        if let Some(corpus) = task.corpus() {
+            corpus.check_seq(spec.seq())?;
+        }
         let batch = spec.rows(opts.batch).ok_or_else(|| {
             Error::Config(format!(
                 "{} sequences of {} tokens overflow a row count; use a smaller --batch",
@@ -261,6 +260,10 @@ impl Model {
                 spec.seq()
             ))
         })?;
+        let stages = Stage::build_all(&spec, &specs)?
+            .into_iter()
+            .map(|stage| RealStage::new(stage, opts.optimizer))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Model { spec, specs, task, stages, batch })
     }
 

@@ -28,12 +28,12 @@ pub struct Args {
     pub shape: ShapeArgs,
     /// Recompute policies to compare, one configuration per flag: `--recompute none --recompute
     /// full`. Each value is `run`'s: one policy for every stage, or a comma list with one per stage.
-    #[arg(long, value_name = "POLICY[,POLICY..]", default_values_t = [Policies::all(RecomputePolicy::None), Policies::all(RecomputePolicy::Full)])]
+    #[arg(long, value_name = "POLICY[,POLICY..]", default_values_t = [Policies::all(RecomputePolicy::None), Policies::all(RecomputePolicy::Selective), Policies::all(RecomputePolicy::Full)])]
     pub recompute: Vec<Policies>,
     #[command(flatten)]
     pub steps: StepArgs,
     /// A reduced sweep that finishes in well under a minute (a smoke test): 16 rows per
-    /// micro-batch (one sequence for a model of tokens) unless --batch is given, one warm-up
+    /// micro-batch (one sequence for a model of sequences) unless --batch is given, one warm-up
     /// step, two measured steps, three profiling runs.
     #[arg(long, conflicts_with_all = ["steps", "warmup"])]
     pub quick: bool,
@@ -86,7 +86,7 @@ impl Args {
     /// Applies `--quick` and refuses flags that contradict each other.
     pub fn checked(mut self) -> Result<Args> {
         if self.quick {
-            let quick = if self.model.model.reads_tokens() { 1 } else { 16 };
+            let quick = if self.model.model.seq() > 1 { 1 } else { 16 };
             self.model.batch = Some(self.model.batch.unwrap_or(quick));
             self.steps.steps = 2;
             self.steps.warmup = 1;
@@ -207,7 +207,11 @@ mod tests {
 
     #[test]
     fn skips_what_cannot_exist_and_runs_the_rest() {
-        let plan = args(&["--model", "tiny", "-p", "4", "-m", "6"]).checked().unwrap().plan().unwrap();
+        let plan = args(&["--model", "tiny", "-p", "4", "-m", "6", "--recompute", "none", "--recompute", "full"])
+            .checked()
+            .unwrap()
+            .plan()
+            .unwrap();
         let labels: Vec<String> = plan.runnable.iter().map(Config::label).collect();
         assert_eq!(
             labels,
@@ -221,8 +225,8 @@ mod tests {
     #[test]
     fn nothing_to_run_is_one_error() {
         let e = args(&["-p", "50"]).checked().unwrap().plan().err().unwrap().to_string();
-        assert!(e.starts_with("none of the 10 configurations can run with small at p=50, m=8:"), "{e}");
-        assert!(e.contains("gpipe / none, gpipe / full, 1f1b / none"), "{e}");
+        assert!(e.starts_with("none of the 15 configurations can run with gpt-small at p=50, m=8:"), "{e}");
+        assert!(e.contains("gpipe / none, gpipe / selective, gpipe / full, 1f1b / none"), "{e}");
         assert_eq!(e.matches("50 stages").count(), 1, "each reason once: {e}");
     }
 

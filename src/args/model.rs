@@ -4,10 +4,11 @@
 //! Invariant: every value is typed by its parser (a model file is read and validated when the
 //! flag is parsed), so [`ModelArgs::spec`] cannot fail.
 
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use pipesched_stages::{OptimizerSpec, Partition, Policies, Precision};
+use pipesched_stages::{Corpus, OptimizerSpec, Partition, Policies, Precision};
 
 use super::{at_least_one, positive};
 use crate::workload::{Devices, ModelChoice, WorkloadSpec};
@@ -32,15 +33,15 @@ pub struct ModelArgs {
     /// How layers are split into stages: even, balanced (by parameter count), or counts like 3,4,4.
     #[arg(long, default_value = "even", value_name = "PARTITION")]
     pub partition: Partition,
-    /// Samples per micro-batch: rows, or sequences of the model's length for a model of tokens
-    /// (default: the model's own).
+    /// Samples per micro-batch: rows, or sequences of the model's length for a model of
+    /// sequences (one with an embedding or attention) (default: the model's own).
     #[arg(long, value_parser = at_least_one, value_name = "SAMPLES")]
     pub batch: Option<usize>,
     /// A text file a model of tokens (gpt-*) trains on, read as bytes: the first 90 % for
     /// training, the rest for validation (default: a corpus generated from the seed, whose
-    /// entropy is known).
-    #[arg(long, value_name = "FILE")]
-    pub data: Option<PathBuf>,
+    /// entropy is known). Read when the flag is parsed.
+    #[arg(long, value_name = "FILE", value_parser = text_file)]
+    pub data: Option<Arc<Corpus>>,
     /// Optimizer applied after each step.
     #[arg(long, value_enum, default_value = "adam")]
     pub optimizer: OptimizerKind,
@@ -77,6 +78,12 @@ impl ModelArgs {
             precision: self.precision,
         }
     }
+}
+
+/// `--data`: the file's bytes, checked to hold at least one token to predict in each split (the
+/// model's sequence length is checked against it before anything is built).
+fn text_file(path: &str) -> Result<Arc<Corpus>, String> {
+    Corpus::from_file(Path::new(path), 1).map(Arc::new).map_err(|e| e.to_string())
 }
 
 /// What each stage keeps for its backward.

@@ -38,7 +38,7 @@ pub struct Part {
 /// What a request will allocate, in parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Estimate {
-    /// The request (`model small (S = 4, batch 128, m = 8)`).
+    /// The request (`model small (S = 4, 128 rows per micro-batch, m = 8)`).
     pub subject: String,
     /// Its parts.
     pub parts: Vec<Part>,
@@ -60,7 +60,7 @@ impl Estimate {
     /// The estimate of a model's footprint, for `load`.
     pub fn of_model(model: &ModelSpec, load: &Load, footprint: &Footprint) -> Estimate {
         let subject = format!(
-            "model {} (S = {}, batch {}, m = {})",
+            "model {} (S = {}, {} rows per micro-batch, m = {})",
             model.name,
             footprint.stages.len(),
             load.batch,
@@ -115,8 +115,8 @@ fn remedies(part: StagePart) -> &'static [&'static str] {
         ],
         StagePart::Messages | StagePart::Data => &[BATCH, FEWER_MICROBATCHES],
         StagePart::Workspace => &[MODEL, BATCH],
-        StagePart::Records => &[FEWER_MICROBATCHES, "fewer blocks"],
-        StagePart::Shared => &[BATCH, "a narrower model input or output"],
+        StagePart::Records => &[FEWER_MICROBATCHES, "fewer layers"],
+        StagePart::Shared => &[BATCH, "a narrower model input or output, or a shorter text"],
     }
 }
 
@@ -310,7 +310,7 @@ mod tests {
         let refusal = check(&e, Some(&machine(24 * GIB))).unwrap_err().to_string();
         assert!(
             refusal.starts_with(
-                "model small (S = 4, batch 128, m = 8) needs an estimated 291 TiB of memory \
+                "model small (S = 4, 128 rows per micro-batch, m = 8) needs an estimated 291 TiB of memory \
                  (optimizer state 116 TiB, op workspace 58.2 TiB, parameters 58.2 TiB, 58.3 TiB in 6 more parts), \
                  but 24.0 GiB is available (test) and at most 90 % of it, 21.6 GiB, is used. "
             ),
@@ -383,7 +383,7 @@ mod tests {
         assert_eq!(part(&e, "activations kept for the backward"), 102_976 * 100_000_000);
         assert_eq!(part(&e, "input and target data"), 4 * (128 + 16) * 100_000_000);
         let refusal = check(&e, Some(&machine(24 * GIB))).unwrap_err().to_string();
-        assert!(refusal.starts_with("model small (S = 1, batch 100000000, m = 1) needs an estimated"));
+        assert!(refusal.starts_with("model small (S = 1, 100000000 rows per micro-batch, m = 1) needs an estimated"));
         assert!(refusal.contains("activations kept for the backward 9.37 TiB"), "{refusal}");
         assert!(refusal.contains("To fit, try a smaller --batch; or a recompute policy"), "{refusal}");
     }

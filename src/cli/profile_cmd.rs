@@ -56,7 +56,7 @@ fn table(file: &CostFile) -> String {
     let m = &file.model;
     let u = &m.time_unit;
     let mut out = format!(
-        "{:>5}  {:>9}  {:>9}  {:>9}  {:>9}  {:>8}  {:>11}  {:>11}  {:>11}\n",
+        "{:>5}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>11}  {:>11}  {:>11}\n",
         "stage",
         format!("F ({u})"),
         format!("I ({u})"),
@@ -74,7 +74,7 @@ fn table(file: &CostFile) -> String {
     for (k, c) in stages.iter().enumerate() {
         let policy = file.recompute.as_ref().and_then(|r| r.get(k)).map_or("-".into(), |p| p.to_string());
         out.push_str(&format!(
-            "{k:>5}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {policy:>8}  {:>11}  {:>11}  {:>11}\n",
+            "{k:>5}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {policy:>9}  {:>11}  {:>11}  {:>11}\n",
             c.f,
             c.i,
             c.w,

@@ -93,6 +93,35 @@ pub struct StageProducts {
     pub ops: [Vec<GemmShape>; 3],
 }
 
+/// A validation loss and what it can be compared with.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Validation {
+    /// Mean loss over the held-out micro-batches.
+    pub loss: f32,
+    /// The data's entropy in nats per token, where known (the generated text).
+    pub entropy: Option<f64>,
+    /// The least mean loss reachable on windows of the model's sequence length, where known.
+    pub floor: Option<f64>,
+}
+
+impl std::fmt::Display for Validation {
+    /// `1.3328 (7.5 % above the floor of 1.2400 nats per token for windows of this length; the
+    /// text's entropy is 1.2080)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.4}", self.loss)?;
+        if let (Some(floor), Some(h)) = (self.floor, self.entropy) {
+            let above = 100.0 * (self.loss as f64 / floor - 1.0);
+            let side = if above < 0.0 { "below" } else { "above" };
+            write!(
+                f,
+                " ({:.1} % {side} the floor of {floor:.4} nats per token for windows of this length; the text's entropy is {h:.4})",
+                above.abs()
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// A model to run: its stages, built for one layout and one recompute policy per stage.
 pub trait Workload {
     /// Where its stages sit.
@@ -112,10 +141,9 @@ pub trait Workload {
     /// Applies the optimizer to the accumulated gradients.
     fn optimizer_step(&mut self) -> Result<()>;
 
-    /// The loss on `batches` held-out micro-batches, forward only, dropout off, and the entropy
-    /// of the data in nats per sample where it is known (the generated text); `None` for
-    /// synthetic stages, which have no loss.
-    fn validation(&self, _batches: usize) -> Result<Option<(f32, Option<f64>)>> {
+    /// The loss on `batches` held-out micro-batches, forward only, dropout off, with the
+    /// data's entropy where it is known; `None` for synthetic stages, which have no loss.
+    fn validation(&self, _batches: usize) -> Result<Option<Validation>> {
         Ok(None)
     }
 

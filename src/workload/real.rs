@@ -6,7 +6,7 @@
 use pipesched_schedules::{CostModel, Schedule};
 use pipesched_stages::RecomputePolicy;
 
-use super::{Layout, StageProducts, Step, Workload};
+use super::{Layout, StageProducts, Step, Validation, Workload};
 use crate::exec::ExecOptions;
 use crate::model::Model;
 use crate::profile::{profile, ProfileOptions};
@@ -53,9 +53,13 @@ impl Workload for RealWorkload {
         Some(self.model.batch)
     }
 
-    fn validation(&self, batches: usize) -> Result<Option<(f32, Option<f64>)>> {
-        let entropy = self.model.task.corpus().and_then(|c| c.entropy());
-        Ok(Some((self.model.validation_loss(batches)?, entropy)))
+    fn validation(&self, batches: usize) -> Result<Option<Validation>> {
+        let corpus = self.model.task.corpus();
+        Ok(Some(Validation {
+            loss: self.model.validation_loss(batches)?,
+            entropy: corpus.and_then(|c| c.entropy()),
+            floor: corpus.and_then(|c| c.floor(self.model.spec.seq())),
+        }))
     }
 
     fn run_step(&mut self, schedule: &Schedule, step: u64, opts: &ExecOptions, verify: bool) -> Result<Step> {

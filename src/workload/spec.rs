@@ -9,7 +9,6 @@
 //! is refused before anything is allocated; so is one whose estimate exceeds the budget.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -48,9 +47,13 @@ impl ModelChoice {
         matches!(self.source, ModelSource::Synthetic(_))
     }
 
-    /// Whether this is a model of tokens, whose samples are sequences.
-    pub fn reads_tokens(&self) -> bool {
-        matches!(&self.source, ModelSource::Model(spec) if spec.reads_tokens())
+    /// Rows per sample: the sequence length of a model of sequences, 1 otherwise (synthetic
+    /// stages included).
+    pub fn seq(&self) -> usize {
+        match &self.source {
+            ModelSource::Model(spec) => spec.seq(),
+            ModelSource::Synthetic(_) => 1,
+        }
     }
 }
 
@@ -121,8 +124,8 @@ pub struct WorkloadSpec {
     /// Samples per micro-batch: rows, or sequences for a model of sequences (`None`: the
     /// model's own).
     pub batch: Option<usize>,
-    /// A text file a model of tokens trains on (`None`: the generated corpus).
-    pub data: Option<PathBuf>,
+    /// The text a model of tokens trains on (`None`: the corpus generated from the seed).
+    pub data: Option<Arc<Corpus>>,
     /// The optimizer applied after each step.
     pub optimizer: OptimizerSpec,
     /// Seed of the parameters, dropout masks and data.
@@ -149,19 +152,23 @@ impl WorkloadSpec {
             }
             ModelSource::Model(spec) => {
                 spec.stage_specs(layout.stages(), &self.partition, &Policies(per_stage))?;
-                if let (Some(path), false) = (&self.data, spec.reads_tokens()) {
-                    return Err(Error::Config(format!(
-                        "--data {}: model {} reads rows, not text; give a model that starts with an embedding (gpt-tiny, gpt-small, gpt-medium)",
-                        path.display(),
-                        spec.name
-                    )));
+                match &self.data {
+                    Some(text) if !spec.reads_tokens() => {
+                        return Err(Error::Config(format!(
+                            "--data {}: model {} reads rows, not text; give a model that starts with an embedding (gpt-tiny, gpt-small, gpt-medium)",
+                            text.name(),
+                            spec.name
+                        )))
+                    }
+                    Some(text) => text.check_seq(spec.seq())?,
+                    None => {}
                 }
             }
         }
-        if let (Some(path), ModelSource::Synthetic(_)) = (&self.data, &self.model.source) {
+        if let (Some(text), ModelSource::Synthetic(_)) = (&self.data, &self.model.source) {
             return Err(Error::Config(format!(
                 "--data {}: synthetic stages read no data; give a model of tokens (gpt-tiny, gpt-small, gpt-medium)",
-                path.display()
+                text.name()
             )));
         }
         Ok(())
@@ -220,12 +227,7 @@ impl WorkloadSpec {
                 if let Some(p) = self.precision {
                     spec.precision = p;
                 }
-                // The text is read (and checked against the sequence length) before any stage
-                // is built.
-                let corpus = match &self.data {
-                    Some(path) => Some(Arc::new(Corpus::from_file(path, spec.seq())?)),
-                    None => None,
-                };
+                let corpus = self.data.clone();
                 let opts = ModelOptions {
                     stages: layout.stages(),
                     partition: self.partition.clone(),

@@ -21,11 +21,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut opts =
         stages.iter().map(|s| Optimizer::new(OptimizerSpec::adam(1e-3), s)).collect::<Result<Vec<_>, _>>()?;
     let task = Task::new(&model, 0);
+    let rows = model.rows(model.batch).ok_or("batch × seq overflows")?;
     let mut times = vec![];
     let mut split = vec![];
     for step in 0..=reps as u64 {
         let t0 = Instant::now();
-        let out = sequential_step(&mut stages, &task, step, m, model.batch)?;
+        let out = sequential_step(&mut stages, &task, step, m, rows)?;
         let t1 = Instant::now();
         for (o, s) in opts.iter_mut().zip(stages.iter_mut()) {
             o.step(s)?;
@@ -41,11 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     sorted.sort_by(f64::total_cmp);
     let (fb, opt) = split[times.iter().position(|t| *t == sorted[sorted.len() / 2]).unwrap_or(0)];
     println!(
-        "{}: {} layers, {} parameters, m={m}, batch={}, {n} stage(s), {policies}: step median {:.1} ms (min {:.1}, max {:.1}; forward+backward {:.1}, optimizer {:.1})",
+        "{}: {} layers, {} parameters, m={m}, {} rows per micro-batch, {n} stage(s), {policies}: step median {:.1} ms (min {:.1}, max {:.1}; forward+backward {:.1}, optimizer {:.1})",
         model.name,
         model.num_layers(),
         model.param_count(),
-        model.batch,
+        rows,
         sorted[sorted.len() / 2],
         sorted[0],
         sorted[sorted.len() - 1],

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::layers::Layer;
 use crate::loss::LossKind;
 use crate::partition::StageSpec;
-use crate::policy::RecomputePolicy;
+use crate::policy::{Kept, RecomputePolicy};
 use crate::spec::{LayerSpec, ModelSpec};
 
 const F32: u64 = 4;
@@ -150,16 +150,16 @@ pub(crate) fn stage_bytes(
     let loss_saved = loss.map_or(0, |(kind, output)| kind.saved_floats(1, output));
     let everything = layers.sum(1, |l| l.saved)?.checked_add(loss_saved)?;
     let w = layers.sum(1, |l| l.w)?;
-    let kept = match policy.interval(count) {
+    let kept = match policy.kept(count) {
+        Kept::Everything => everything,
         // What each layer's selective forward keeps, and the loss's state.
-        None if policy == RecomputePolicy::Selective => layers.sum(1, |l| l.selective)?.checked_add(loss_saved)?,
+        Kept::Selective => layers.sum(1, |l| l.selective)?.checked_add(loss_saved)?,
         // The input of every checkpointed layer (positions 0, k, 2k, … of the stage), and the
         // target on the last stage.
-        Some(k) => {
+        Kept::Inputs(k) => {
             let inputs = layers.sum(k, |l| Some(l.input))?;
             inputs.checked_add(loss.map_or(0, |(kind, output)| kind.target_width(output)))?
         }
-        None => everything,
     };
     let bytes = |floats_per_row: usize| (floats_per_row as u64).checked_mul(batch as u64)?.checked_mul(F32);
     // What F sends on (the last layer's output) and what I/B sends back (the gradient of the

@@ -38,12 +38,15 @@ const MAX_FILE: u64 = 1 << 30;
 const MIN_LEN: usize = 64;
 
 /// Byte-level text: a training split and a validation split, and the entropy rate when known.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Corpus {
     name: String,
     bytes: Vec<u8>,
     split: usize,
     entropy: Option<f64>,
+    /// The entropy of a token given only the one before it, where known: what the first target
+    /// of a window, which sees one token of context, cannot go below.
+    first_entropy: Option<f64>,
 }
 
 /// Cumulative thresholds `round(cum_p · 2²⁴)`; a draw `u < t[j]` (first such `j`) picks
@@ -67,6 +70,58 @@ fn realised_entropy() -> f64 {
             let p = (t - prev) as f64 / scale;
             prev = t;
             -p * p.ln()
+        })
+        .sum()
+}
+
+/// The name and sizes, not the bytes (up to a GiB).
+impl std::fmt::Debug for Corpus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Corpus")
+            .field("name", &self.name)
+            .field("bytes", &self.bytes.len())
+            .field("split", &self.split)
+            .field("entropy", &self.entropy)
+            .finish()
+    }
+}
+
+/// The entropy in nats of a token given only the token before it, for the chain of `successors`
+/// (drawn with the cumulative thresholds `t`): `H` itself for order 1; for order 2, the
+/// stationary distribution of the chain's pairs is found by iterating the lazy chain (which has
+/// the same one and cannot oscillate) and the next-token distribution given the last symbol
+/// mixes its contexts' distributions.
+fn first_entropy(successors: &[[usize; K]], order: usize, alphabet: usize, t: &[u64; K]) -> f64 {
+    let scale = (1u64 << DRAW_BITS) as f64;
+    let p: Vec<f64> = (0..K).map(|j| (t[j] - if j == 0 { 0 } else { t[j - 1] }) as f64 / scale).collect();
+    if order == 1 {
+        return p.iter().map(|p| -p * p.ln()).sum();
+    }
+    let contexts = successors.len();
+    let mut pi = vec![1.0 / contexts as f64; contexts];
+    for _ in 0..4000 {
+        let mut next = vec![0.0; contexts];
+        for (ctx, succ) in successors.iter().enumerate() {
+            next[ctx] += 0.5 * pi[ctx];
+            for (j, &c) in succ.iter().enumerate() {
+                next[(ctx * alphabet + c) % contexts] += 0.5 * pi[ctx] * p[j];
+            }
+        }
+        pi = next;
+    }
+    // For each last symbol b: the distribution of the next symbol, Σ_a π(a, b)·P(·|a, b).
+    let mut joint = vec![0.0; alphabet * alphabet];
+    for (ctx, succ) in successors.iter().enumerate() {
+        let b = ctx % alphabet;
+        for (j, &c) in succ.iter().enumerate() {
+            joint[b * alphabet + c] += pi[ctx] * p[j];
+        }
+    }
+    joint
+        .chunks(alphabet)
+        .map(|row| {
+            let q: f64 = row.iter().sum();
+            row.iter().filter(|&&x| x > 0.0).map(|&x| -x * (x / q).ln()).sum::<f64>()
         })
         .sum()
 }
@@ -127,6 +182,7 @@ impl Corpus {
             })
             .collect();
         let t = thresholds();
+        let first = first_entropy(&successors, order, alphabet, &t);
         let mut ctx = (0..order as u64).fold(0, |c, k| c * alphabet + (start.bits(k) % alphabet as u64) as usize);
         let bytes = (0..len as u64)
             .map(|i| {
@@ -142,6 +198,7 @@ impl Corpus {
             bytes,
             split: len * 9 / 10,
             entropy: Some(realised_entropy()),
+            first_entropy: Some(first),
         }
     }
 
@@ -169,27 +226,36 @@ impl Corpus {
 
     /// The same from bytes in memory, with a name for messages.
     pub fn from_bytes(name: &str, bytes: Vec<u8>, seq: usize) -> Result<Corpus> {
+        if bytes.is_empty() {
+            return Err(Error::Data(format!("{name} is empty: use a file with text in it")));
+        }
+        let split = bytes.len() * 9 / 10;
+        let corpus = Corpus { name: name.to_string(), bytes, split, entropy: None, first_entropy: None };
+        corpus.check_seq(seq)?;
+        Ok(corpus)
+    }
+
+    /// An error unless both splits hold a window of `seq + 1` bytes (`seq` inputs and the byte
+    /// after each), and `seq` is at least 1.
+    pub fn check_seq(&self, seq: usize) -> Result<()> {
+        let name = &self.name;
         if seq == 0 {
             return Err(Error::Data(format!(
                 "{name}: a sequence of 0 tokens has nothing to predict; use a sequence length of \
                  at least 1"
             )));
         }
-        if bytes.is_empty() {
-            return Err(Error::Data(format!("{name} is empty: use a file with text in it")));
-        }
-        let n = bytes.len();
-        let split = n * 9 / 10;
+        let n = self.bytes.len();
         // The training split (⌊0.9 n⌋) is never shorter than the validation tenth (⌈0.1 n⌉).
-        if n - split < seq + 1 {
+        let val = self.val().len();
+        if val < seq.saturating_add(1) {
             return Err(Error::Data(format!(
-                "{name} has {n} bytes; its validation tenth ({} bytes) is shorter than one \
+                "{name} has {n} bytes; its validation tenth ({val} bytes) is shorter than one \
                  sequence of seq+1 = {} bytes: use a longer file or a shorter sequence",
-                n - split,
-                seq + 1
+                seq.saturating_add(1)
             )));
         }
-        Ok(Corpus { name: name.to_string(), bytes, split, entropy: None })
+        Ok(())
     }
 
     /// The corpus's name: the file's path, or the generator and its settings.
@@ -200,6 +266,16 @@ impl Corpus {
     /// The entropy rate in nats per token, where known (the generated corpus).
     pub fn entropy(&self) -> Option<f64> {
         self.entropy
+    }
+
+    /// The least mean loss a model can reach on windows of `seq` targets, where known: every
+    /// target has its full context in the window but the first, which sees one token (so an
+    /// order-2 chain's first target is predicted from one symbol, not two):
+    /// `((seq − 1)·H + H₁) / seq`, with `H₁` the entropy of a token given the one before it.
+    pub fn floor(&self, seq: usize) -> Option<f64> {
+        let (h, h1) = (self.entropy?, self.first_entropy?);
+        let n = seq.max(1) as f64;
+        Some(((n - 1.0) * h + h1) / n)
     }
 
     /// The training split: the first nine tenths.
@@ -267,8 +343,10 @@ mod tests {
         assert!((h - 1.2080).abs() < 1e-4, "{h}");
     }
 
-    /// The empirical entropy of the next symbol given the previous `order`, in nats.
+    /// The empirical entropy of the next symbol given the previous `order`, in nats (checking
+    /// that each context has at most `K` successors when `order` is the chain's).
     fn empirical_entropy(c: &Corpus, order: usize) -> f64 {
+        let chain_order = if c.name.contains("order 1") { 1 } else { 2 };
         let bytes = [c.train(), c.val()].concat();
         let index = |x: u8| SYMBOLS.iter().position(|&s| s == x).expect("only alphabet bytes occur");
         let ids: Vec<usize> = bytes.iter().map(|&x| index(x)).collect();
@@ -280,7 +358,7 @@ mod tests {
         let mut h = 0.0;
         for ctx in counts.chunks(32) {
             let total: u64 = ctx.iter().sum();
-            assert!(ctx.iter().filter(|&&x| x > 0).count() <= K);
+            assert!(order != chain_order || ctx.iter().filter(|&&x| x > 0).count() <= K);
             h += ctx.iter().filter(|&&x| x > 0).map(|&x| x as f64 * -(x as f64 / total as f64).ln()).sum::<f64>();
         }
         h / n
@@ -293,7 +371,17 @@ mod tests {
             assert_eq!(c.train().len() + c.val().len(), Corpus::DEFAULT_LEN);
             let (h, want) = (empirical_entropy(&c, order), c.entropy().expect("known"));
             assert!((h - want).abs() < 0.01, "order {order}: empirical {h} vs {want}");
+            // The first target of a window sees one symbol: its entropy is the chain's order-1
+            // conditional entropy, computed from the stationary distribution.
+            let first = c.first_entropy.expect("known");
+            let h1 = empirical_entropy(&c, 1);
+            assert!((h1 - first).abs() < 0.01, "order {order}: empirical {h1} vs {first}");
+            let floor = c.floor(64).expect("known");
+            assert!((floor - ((63.0 * want + first) / 64.0)).abs() < 1e-12 && floor >= want);
         }
+        let c = Corpus::generated(1);
+        let (h, floor) = (c.entropy().unwrap(), c.floor(64).unwrap());
+        assert!(floor > h + 0.01, "an order-2 chain's first target costs more: {floor} vs {h}");
     }
 
     #[test]

@@ -162,8 +162,8 @@ impl StageFootprint {
 pub struct Footprint {
     /// Per stage.
     pub stages: Vec<StageFootprint>,
-    /// Once per model: the teacher's weights and one batch's generation temporaries, and the list
-    /// of layer specs each stage's build makes.
+    /// Once per model: the task's data (the teacher's weights and one batch's generation
+    /// temporaries, or the generated text) and the list of layer specs each stage's build makes.
     pub shared: u64,
     total: u64,
 }
@@ -246,7 +246,7 @@ impl ModelSpec {
         }
         let overflow = |what: &str| Error::Size {
             what: format!(
-                "{what} of {} at batch {} and m = {} overflows 64 bits",
+                "{what} of {} at {} rows per micro-batch and m = {} overflows 64 bits",
                 self.name, load.batch, load.microbatches
             ),
             hint: "use a smaller batch or fewer micro-batches".into(),
@@ -397,7 +397,8 @@ mod tests {
     /// the most, and checks the footprint's activations, messages, data and gradient workspace.
     fn check_a_step(model: &ModelSpec, policy: &str, k: usize, m: usize) {
         let specs = specs(model, 2, &Partition::Even, policy);
-        let load = Load { batch: model.batch, microbatches: m, in_flight: vec![k, k] };
+        let rows = model.rows(model.batch).unwrap();
+        let load = Load { batch: rows, microbatches: m, in_flight: vec![k, k] };
         let fp = model.footprint(&specs, &OptimizerSpec::adam(1e-3), &load).unwrap();
         let mut stages = Stage::build_all(model, &specs).unwrap();
         for s in &mut stages {
@@ -406,7 +407,7 @@ mod tests {
         let task = Task::new(model, 7);
         let (mut data, mut sent, mut returned) = ([0u64; 2], 0u64, 0u64);
         for mb in 0..m {
-            let (x, t) = task.batch(0, mb, model.batch);
+            let (x, t) = task.batch(0, mb, rows);
             data[0] += x.bytes();
             data[1] += t.bytes();
             if mb < k {
@@ -439,8 +440,8 @@ mod tests {
     #[test]
     fn activations_messages_and_data_are_what_a_step_holds() {
         let mse = ModelSpec { loss: crate::LossKind::Mse, ..ModelSpec::tiny() };
-        for model in [ModelSpec::tiny(), mse] {
-            for policy in ["none", "full", "every:2", "sqrt", "full,none"] {
+        for model in [ModelSpec::tiny(), mse, ModelSpec::gpt_tiny()] {
+            for policy in ["none", "full", "every:2", "sqrt", "selective", "full,none"] {
                 check_a_step(&model, policy, 3, 5);
             }
         }
@@ -477,7 +478,7 @@ mod tests {
         let adam = OptimizerSpec::adam(1e-3);
         let e = model.footprint(&specs, &adam, &Load { batch: usize::MAX, microbatches: 8, in_flight: vec![2, 1] });
         let e = e.unwrap_err().to_string();
-        assert!(e.contains("at batch 18446744073709551615") && e.contains("smaller batch"), "{e}");
+        assert!(e.contains("at 18446744073709551615 rows per micro-batch") && e.contains("smaller batch"), "{e}");
         let e = model.footprint(&specs, &adam, &Load { batch: 128, microbatches: usize::MAX, in_flight: vec![2, 1] });
         assert!(matches!(e, Err(Error::Size { .. })), "{e:?}");
         let e = model.footprint(&specs, &adam, &Load { batch: 128, microbatches: 8, in_flight: vec![2] });

@@ -87,7 +87,7 @@ pub use matmul::GemmShape;
 pub use model_file::{MODEL_FIELDS, MODEL_FILE_EXAMPLE, MODEL_FILE_HELP};
 pub use optim::{Optimizer, OptimizerSpec};
 pub use partition::{Partition, StageSpec};
-pub use policy::{Policies, RecomputePolicy};
+pub use policy::{Kept, Policies, RecomputePolicy};
 pub use precision::Precision;
 pub use reference::{check_chain, mean_loss, reference_step, sequential_step, train_step, StepOutput};
 pub use slot::Phase;

@@ -19,7 +19,7 @@ use crate::spec::{Mlp, ModelSpec, Run};
 /// Every field of a model file: its name, whether it must be given, and what it means. The
 /// layers are given either as `layers` or by the five fields of the residual-MLP shorthand
 /// (`input`, `hidden`, `ffn`, `blocks`, `output`), which are required when `layers` is absent.
-pub const MODEL_FIELDS: [(&str, bool, &str); 13] = [
+pub const MODEL_FIELDS: [(&str, bool, &str); 12] = [
     ("name", false, "a name for reports (default \"custom\")"),
     ("layers", false, "the layers, in order (instead of the shorthand fields)"),
     ("input", false, "shorthand: width of the model input"),
@@ -32,7 +32,6 @@ pub const MODEL_FIELDS: [(&str, bool, &str); 13] = [
     ("batch", true, "samples per micro-batch: rows, or sequences for a model of sequences"),
     ("seed", false, "seed of the initial parameters and dropout masks (default 0)"),
     ("precision", false, "\"f32\", \"bf16\" or \"f16\": format of the matrix products (default \"f32\")"),
-    ("repeat", false, "in a layer of `layers`: how many times it repeats (default 1)"),
 ];
 
 /// A model file as read and written: the layer list or the residual-MLP shorthand, and the
@@ -354,7 +353,7 @@ fn field_list() -> String {
         "a model file has the fields {} (required), `layers` or all of {} (the layers), and {} (optional)",
         pick(&|f| f.1),
         pick(&shorthand),
-        pick(&|f| !f.1 && !shorthand(f) && f.0 != "layers" && f.0 != "repeat")
+        pick(&|f| !f.1 && !shorthand(f) && f.0 != "layers")
     )
 }
 
@@ -390,9 +389,6 @@ mod tests {
         for spec in [ModelSpec::small(), ModelSpec::gpt_small()] {
             let json: serde_json::Value = serde_json::from_str(&spec.to_json()).unwrap();
             written.extend(json.as_object().unwrap().keys().cloned());
-            for layer in json["layers"].as_array().unwrap() {
-                written.extend(layer.as_object().unwrap().keys().filter(|k| *k == "repeat").cloned());
-            }
         }
         for key in &written {
             assert!(MODEL_FIELDS.iter().any(|f| f.0 == key), "{key} is written but not in the table");

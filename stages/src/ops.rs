@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::layers::Ctx;
 use crate::loss::LossKind;
-use crate::policy::RecomputePolicy;
+use crate::policy::Kept;
 use crate::slot::{Phase, Slot};
 use crate::stage::Stage;
 use crate::tensor::Tensor;
@@ -29,24 +29,28 @@ impl Stage {
         self.check_io("forward", Some(mb), &input, target)?;
         let rows = input.rows();
         let input = input.into_device(self.device())?;
-        let checkpoints = self.spec.policy.checkpoints(self.layers.len());
-        let selective = self.spec.policy == RecomputePolicy::Selective;
-        let keep_all = !self.spec.policy.drops() || selective;
-        let (mut inputs, mut saved) = (Vec::with_capacity(checkpoints.len()), Vec::new());
+        let kept = self.spec.policy.kept(self.layers.len());
+        let (mut inputs, mut saved) = (Vec::new(), Vec::new());
         let mut x = input;
         for (i, layer) in self.layers.iter().enumerate() {
             let ctx = self.layer_ctx(ctx, i);
-            if keep_all {
-                let (y, s) =
-                    if selective { layer.forward_selective(x, &ctx)? } else { layer.forward_saving(x, &ctx)? };
-                saved.push(s);
-                x = y;
-            } else {
-                if checkpoints.contains(&i) {
-                    inputs.push(x.try_clone()?);
+            x = match kept {
+                Kept::Everything | Kept::Selective => {
+                    let (y, s) = if kept == Kept::Selective {
+                        layer.forward_selective(x, &ctx)?
+                    } else {
+                        layer.forward_saving(x, &ctx)?
+                    };
+                    saved.push(s);
+                    y
                 }
-                x = layer.forward(x, &ctx)?;
-            }
+                Kept::Inputs(k) => {
+                    if i % k == 0 {
+                        inputs.push(x.try_clone()?);
+                    }
+                    layer.forward(x, &ctx)?
+                }
+            };
         }
         let (out, loss) = match (self.loss, target) {
             (Some(kind), Some(t)) => {
@@ -55,12 +59,10 @@ impl Stage {
             }
             _ => (x, None),
         };
-        self.slots[mb] = if selective {
-            Slot::Partial { rows, layers: saved, loss }
-        } else if keep_all {
-            Slot::Saved { rows, layers: saved, loss }
-        } else {
-            Slot::Checkpointed { rows, inputs, target: target.map(Tensor::try_clone).transpose()? }
+        self.slots[mb] = match kept {
+            Kept::Everything => Slot::Saved { rows, layers: saved, loss },
+            Kept::Selective => Slot::Partial { rows, layers: saved, loss },
+            Kept::Inputs(_) => Slot::Checkpointed { rows, inputs, target: target.map(Tensor::try_clone).transpose()? },
         };
         Ok(out)
     }
@@ -305,12 +307,12 @@ mod tests {
 
     #[test]
     fn held_bytes_match_predictions_after_every_op() {
-        for model in [ModelSpec::tiny(), mse_model()] {
+        for model in [ModelSpec::tiny(), mse_model(), ModelSpec::gpt_tiny()] {
             let task = Task::new(&model, 1);
             for n in [1, 3] {
                 for policy in POLICIES {
                     let mut st = stages(&model, n, policy);
-                    let rows = 5;
+                    let rows = if model.seq() > 1 { model.seq() } else { 5 };
                     let p: Vec<StageBytes> = st.iter().map(|s| s.predicted_bytes(rows)).collect();
                     let ctx = format!("{:?} in {n} stages, {policy}", model.loss);
                     begin(&mut st, 2);
@@ -351,16 +353,17 @@ mod tests {
 
     #[test]
     fn recompute_reproduces_the_forward_bits() {
-        for model in [ModelSpec::tiny(), mse_model()] {
+        for model in [ModelSpec::tiny(), mse_model(), ModelSpec::gpt_tiny()] {
             let task = Task::new(&model, 2);
+            let rows = if model.seq() > 1 { 2 * model.seq() } else { 6 };
             let mut plain = stages(&model, 2, "none");
             begin(&mut plain, 2);
-            let want: Vec<Vec<Tensor>> = (0..2).map(|mb| forward_all(&mut plain, &task, mb, 6)).collect();
+            let want: Vec<Vec<Tensor>> = (0..2).map(|mb| forward_all(&mut plain, &task, mb, rows)).collect();
             for policy in POLICIES {
                 let mut st = stages(&model, 2, policy);
                 begin(&mut st, 2);
                 for (mb, want) in want.iter().enumerate() {
-                    let outs = forward_all(&mut st, &task, mb, 6);
+                    let outs = forward_all(&mut st, &task, mb, rows);
                     assert!(outs.iter().zip(want).all(|(a, b)| a.bit_eq(b)), "outputs, {policy}");
                     for (s, p) in st.iter_mut().zip(&plain) {
                         s.recompute(mb).unwrap();

@@ -2,14 +2,18 @@
 //!
 //! `none` keeps every intermediate; `full` keeps only the stage input; `every:K` keeps the input
 //! of layers 0, K, 2K, … of the stage; `sqrt` is `every:⌈√n⌉` for a stage of n layers (Chen et
-//! al., 2016); `selective` keeps what each layer keeps under it — everything but what is cheap to
-//! re-create and large (attention drops its probabilities, `heads·seq` floats per token, and keeps
-//! Q, K, V: Korthikanti et al., 2022) — and `R` re-creates what was dropped layer by layer. The last stage also keeps its target while checkpointed. `R` re-runs the forward
+//! al., 2016). The last stage also keeps its target while checkpointed. `R` re-runs the forward
 //! of each segment from its checkpoint, consuming the checkpoints and re-creating everything
 //! `none` would have kept: after `R` a micro-batch holds exactly what it holds under `none`.
 //! So `every:K` and `sqrt` hold less than `none` between `F` and `R`, more than `full`, and cost
 //! the same recompute as `full` (one forward of the stage): in this model of one `R` per
 //! micro-batch, a checkpoint interval trades memory between `F` and `R` only.
+//!
+//! `selective` (Korthikanti et al., 2022) checkpoints nothing: every layer keeps what its
+//! selective forward keeps — everything but what is large and cheap to re-create (attention drops
+//! its probabilities, `heads·seq` floats per token, and keeps Q, K, V) — and `R` restores what was
+//! dropped, layer by layer, from what was kept; after `R` the micro-batch again holds what `none`
+//! holds. [`RecomputePolicy::kept`] is the one place a policy becomes what `F` keeps.
 //!
 //! Invariant: `checkpoints(n)` always starts with layer 0 (when n > 0) and is strictly
 //! increasing, so the segments it defines cover the stage exactly once.
@@ -20,6 +24,18 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+/// What `F` keeps of a micro-batch on a stage, under a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// What every layer's backward needs (`none`).
+    Everything,
+    /// What every layer's selective forward keeps (`selective`); `R` restores the rest.
+    Selective,
+    /// The input of layers 0, k, 2k, … of the stage, and the target on the last stage (`full`,
+    /// `every:K`, `sqrt`); `R` re-runs each segment.
+    Inputs(usize),
+}
 
 /// What a stage keeps of a micro-batch's forward for its backward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -45,22 +61,24 @@ impl RecomputePolicy {
         self != RecomputePolicy::None
     }
 
-    /// The checkpoint interval for a stage of `layers` layers; `None` under policy `none`.
-    pub fn interval(self, layers: usize) -> Option<usize> {
+    /// What `F` keeps of a micro-batch on a stage of `layers` layers: the one place each policy
+    /// is turned into what the stage does and what its bytes are.
+    pub fn kept(self, layers: usize) -> Kept {
         match self {
-            RecomputePolicy::None | RecomputePolicy::Selective => None,
-            RecomputePolicy::Full => Some(layers.max(1)),
-            RecomputePolicy::Every(k) => Some(k.max(1)),
-            RecomputePolicy::Sqrt => Some(ceil_sqrt(layers).max(1)),
+            RecomputePolicy::None => Kept::Everything,
+            RecomputePolicy::Selective => Kept::Selective,
+            RecomputePolicy::Full => Kept::Inputs(layers.max(1)),
+            RecomputePolicy::Every(k) => Kept::Inputs(k.max(1)),
+            RecomputePolicy::Sqrt => Kept::Inputs(ceil_sqrt(layers).max(1)),
         }
     }
 
     /// Indices (within the stage) of the layers whose input `F` keeps; empty under `none` and
     /// `selective`.
     pub fn checkpoints(self, layers: usize) -> Vec<usize> {
-        match self.interval(layers) {
-            None => vec![],
-            Some(k) => (0..layers).step_by(k).collect(),
+        match self.kept(layers) {
+            Kept::Inputs(k) => (0..layers).step_by(k).collect(),
+            Kept::Everything | Kept::Selective => vec![],
         }
     }
 }

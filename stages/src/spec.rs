@@ -24,6 +24,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::layers::{Attention, Block, Dropout, Embedding, Layer, LayerNorm, Linear};
 use crate::loss::LossKind;
@@ -165,6 +166,17 @@ impl LayerSpec {
         }
     }
 
+    /// The layer's size fields, as a model file names them.
+    fn sizes(&self) -> Vec<(&'static str, usize)> {
+        match *self {
+            LayerSpec::Linear { input, output } => vec![("input", input), ("output", output)],
+            LayerSpec::Block { width, ffn } => vec![("width", width), ("ffn", ffn)],
+            LayerSpec::Norm { width } => vec![("width", width)],
+            LayerSpec::Embedding { vocab, width, seq } => vec![("vocab", vocab), ("width", width), ("seq", seq)],
+            LayerSpec::Attention { width, heads, seq } => vec![("width", width), ("heads", heads), ("seq", seq)],
+        }
+    }
+
     /// Whether the layer adds its input back (a residual layer: the initial output projection
     /// of each is scaled down with their number).
     fn is_residual(&self) -> bool {
@@ -236,14 +248,7 @@ impl LayerSpec {
     /// An error naming layer `index` of `model` if a size is 0 or heads do not divide the width.
     fn check(&self, index: usize, model: &str) -> Result<()> {
         let bad = |why: String| Err(Error::Spec(format!("{model}: layer {index} ({}) {why}", self.kind())));
-        let sizes: &[(&str, usize)] = match self {
-            LayerSpec::Linear { input, output } => &[("input", *input), ("output", *output)],
-            LayerSpec::Block { width, ffn } => &[("width", *width), ("ffn", *ffn)],
-            LayerSpec::Norm { width } => &[("width", *width)],
-            LayerSpec::Embedding { vocab, width, seq } => &[("vocab", *vocab), ("width", *width), ("seq", *seq)],
-            LayerSpec::Attention { width, heads, seq } => &[("width", *width), ("heads", *heads), ("seq", *seq)],
-        };
-        if let Some((field, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+        if let Some((field, _)) = self.sizes().into_iter().find(|(_, v)| *v == 0) {
             return bad(format!("has `{field}` = 0; it must be at least 1"));
         }
         if let LayerSpec::Attention { width, heads, .. } = *self {
@@ -462,7 +467,7 @@ impl ModelSpec {
     /// Tokens per sequence: that of the layers that see sequences (validation makes them agree),
     /// 1 for a model of rows.
     pub fn seq(&self) -> usize {
-        self.layers.iter().find_map(|r| r.layer.seq()).unwrap_or(1)
+        self.layers.iter().filter(|r| r.repeat > 0).find_map(|r| r.layer.seq()).unwrap_or(1)
     }
 
     /// Whether the model reads token ids (starts with an embedding), so its task is text.
@@ -550,6 +555,12 @@ impl ModelSpec {
             ));
         }
         if let Some(LayerSpec::Embedding { vocab, .. }) = self.layer(0) {
+            if vocab < Corpus::VOCAB {
+                return err(format!(
+                    "reads byte tokens, so its embedding needs a vocabulary of at least {}, not {vocab}",
+                    Corpus::VOCAB
+                ));
+            }
             if self.loss != LossKind::CrossEntropy || output != vocab {
                 return err(format!(
                     "reads tokens of a vocabulary of {vocab}, so it must end in a head of {vocab} outputs and loss = \"cross_entropy\" (it ends in {output}, loss {:?})",
@@ -566,8 +577,8 @@ impl ModelSpec {
         let mut index = 0usize;
         for run in &self.layers {
             let l = run.layer;
-            checks.push((format!("layer {index} ({})'s parameters", l.kind()), widths(&l), l.checked_param_count()));
-            checks.push((format!("layer {index} ({})'s bytes per row", l.kind()), widths(&l), l.saved_per_row()));
+            checks.push((format!("layer {index} ({})'s parameters", l.kind()), l.sizes(), l.checked_param_count()));
+            checks.push((format!("layer {index} ({})'s bytes per row", l.kind()), l.sizes(), l.saved_per_row()));
             index = index.saturating_add(run.repeat);
         }
         let n = self.batch;
@@ -689,17 +700,6 @@ impl ModelSpec {
     /// Total number of parameters (saturating; a validated model never gets there).
     pub fn param_count(&self) -> usize {
         self.checked_param_count().unwrap_or(usize::MAX)
-    }
-}
-
-/// A layer's size fields, for overflow messages.
-fn widths(l: &LayerSpec) -> Vec<(&'static str, usize)> {
-    match *l {
-        LayerSpec::Linear { input, output } => vec![("input", input), ("output", output)],
-        LayerSpec::Block { width, ffn } => vec![("width", width), ("ffn", ffn)],
-        LayerSpec::Norm { width } => vec![("width", width)],
-        LayerSpec::Embedding { vocab, width, seq } => vec![("vocab", vocab), ("width", width), ("seq", seq)],
-        LayerSpec::Attention { width, heads, seq } => vec![("width", width), ("heads", heads), ("seq", seq)],
     }
 }
 
@@ -832,6 +832,15 @@ mod tests {
         let mut g = ModelSpec::gpt_tiny();
         g.layers.last_mut().unwrap().layer = LayerSpec::Linear { input: 32, output: 100 };
         assert!(msg(g).contains("must end in a head of 256 outputs"));
+        let mut g = ModelSpec::gpt_tiny();
+        g.layers[0].layer = LayerSpec::Embedding { vocab: 64, width: 32, seq: 16 };
+        g.layers.last_mut().unwrap().layer = LayerSpec::Linear { input: 32, output: 64 };
+        assert!(msg(g).contains("needs a vocabulary of at least 256, not 64"));
+        // A run repeated 0 times is no layer: its sequence length does not count.
+        let mut t = ModelSpec::tiny();
+        t.layers.insert(1, Run { layer: LayerSpec::Attention { width: 24, heads: 2, seq: 7 }, repeat: 0 });
+        t.validate().unwrap();
+        assert_eq!((t.seq(), t.num_layers()), (1, 6));
         let e = msg(ModelSpec {
             layers: vec![Run { layer: LayerSpec::Linear { input: 4, output: 5 }, repeat: 2 }],
             ..ModelSpec::tiny()

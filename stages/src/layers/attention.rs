@@ -302,18 +302,10 @@ impl Layer for Attention {
     fn selective_per_row(&self) -> usize {
         6 * self.width() + 1
     }
-    /// The two `Linear`s (the attention core's products depend on the sequence, not on a
-    /// weight: [`core_flops_per_row`](Attention::core_flops_per_row) counts them).
+    /// The two `Linear`s. The attention core's products (`QKᵀ` and `P·V`, `4·seq·width` FLOPs
+    /// per row over the full square) depend on the sequence, not on a weight, and are not listed.
     fn linear_maps(&self) -> Vec<(usize, usize)> {
         vec![(self.width(), 3 * self.width()), (self.width(), self.width())]
-    }
-}
-
-impl Attention {
-    /// FLOPs per row of the attention core's forward products (`QKᵀ` and `P·V`, computed over
-    /// the full `seq × seq` square): `4·seq·width`.
-    pub fn core_flops_per_row(&self) -> usize {
-        4 * self.seq * self.width()
     }
 }
 

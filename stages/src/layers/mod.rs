@@ -76,7 +76,8 @@ pub struct WNeeds(pub Vec<Tensor>);
 /// Contract (what the stage relies on; the gradient checks and the bitwise tests hold a layer to
 /// it):
 /// - the ops are pure functions of the parameters, their inputs and `ctx`: a recomputed forward
-///   gives the same bits, whatever else ran in between;
+///   gives the same bits, whatever else ran in between; a forward with `ctx.training` false
+///   (a validation loss) applies no dropout and draws nothing;
 /// - `forward_saving` keeps in [`Saved`] exactly [`saved_per_row`](Layer::saved_per_row) floats
 ///   per input row, `forward_selective` exactly [`selective_per_row`](Layer::selective_per_row)
 ///   (and `restore` brings them back to what `forward_saving` keeps), and `backward_input` keeps
