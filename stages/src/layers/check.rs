@@ -34,6 +34,13 @@ pub fn numeric_grad(x: &Tensor, mut f: impl FnMut(&Tensor) -> f64) -> Tensor {
     g
 }
 
+/// `max |analytic − numeric| / max |numeric|`: the relative error of a gradient check.
+pub fn relative_error(analytic: &Tensor, numeric: &Tensor) -> f64 {
+    let diff = analytic.data().iter().zip(numeric.data()).map(|(a, n)| (a - n).abs() as f64).fold(0.0, f64::max);
+    let scale = numeric.data().iter().map(|n| n.abs() as f64).fold(0.0, f64::max);
+    diff / scale.max(f64::MIN_POSITIVE)
+}
+
 /// Panics unless `analytic` and `numeric` agree to `f32` finite-difference accuracy.
 pub fn assert_close(analytic: &Tensor, numeric: &Tensor) {
     assert_eq!(analytic.shape(), numeric.shape());

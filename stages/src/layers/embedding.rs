@@ -153,7 +153,11 @@ impl Layer for Embedding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::check::{assert_close, dot, numeric_grad, probe};
+    use crate::layers::check::{assert_close, dot, numeric_grad, probe, relative_error};
+
+    fn e2_name(k: usize) -> &'static str {
+        ["tokens", "positions"][k]
+    }
 
     fn ids(v: &[u8]) -> Tensor {
         Tensor::from_fn(v.len(), 1, |r, _| v[r] as f32)
@@ -181,6 +185,10 @@ mod tests {
                 dot(&Layer::forward(&e2, x.clone(), &ctx).unwrap(), &r)
             });
             assert_close(g, &numeric);
+            // The output is linear in the tables: the differences are exact up to rounding.
+            let e = relative_error(g, &numeric);
+            eprintln!("embedding {}: W against central differences: relative error {e:.1e}", e2_name(k));
+            assert!(e < 1e-5, "{e}");
         }
         // Token 2 never occurs: its gradient row is exactly zero.
         assert!(grads[0].row(2).iter().all(|v| *v == 0.0));
