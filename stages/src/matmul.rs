@@ -33,6 +33,21 @@ impl GemmShape {
     pub fn flops(&self) -> f64 {
         2.0 * (self.m * self.k * self.n) as f64
     }
+
+    /// The shapes `A` and `B` are stored in.
+    pub fn operands(&self) -> ([usize; 2], [usize; 2]) {
+        let a = if self.trans_a { [self.k, self.m] } else { [self.m, self.k] };
+        let b = if self.trans_b { [self.n, self.k] } else { [self.k, self.n] };
+        (a, b)
+    }
+
+    /// Runs the product on `a` and `b` (stored as [`operands`](GemmShape::operands) says) into
+    /// `out` (`[m, n]`), in `f32`: the product alone, for measuring what the stages' products
+    /// reach against it.
+    pub fn run(&self, out: &mut Tensor, a: &Tensor, b: &Tensor) -> Result<()> {
+        let t = |yes: bool| if yes { Trans::Yes } else { Trans::No };
+        matmul_into(out, a, t(self.trans_a), b, t(self.trans_b), Precision::F32)
+    }
 }
 
 /// Whether an operand enters a product as stored or transposed.

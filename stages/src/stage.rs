@@ -336,13 +336,19 @@ impl Stage {
     }
 
     /// The matrix products one micro-batch of `batch` rows runs, per op: `[F, I, W]` (`I` of the
-    /// first stage included: it computes its input gradient too).
+    /// first stage included: it computes its input gradient too) — the linear maps' and the
+    /// products of activations by activations (attention's).
     pub fn products(&self, batch: usize) -> [Vec<GemmShape>; 3] {
         let linears: Vec<(usize, usize)> = self.layers.iter().flat_map(|l| l.linear_maps()).collect();
         let shape = |m, k, n, trans_a, trans_b| GemmShape { m, k, n, trans_a, trans_b };
-        let f = linears.iter().map(|&(i, o)| shape(batch, i, o, false, false)).collect();
-        let b = linears.iter().rev().map(|&(i, o)| shape(batch, o, i, false, true)).collect();
+        let mut f: Vec<GemmShape> = linears.iter().map(|&(i, o)| shape(batch, i, o, false, false)).collect();
+        let mut b: Vec<GemmShape> = linears.iter().rev().map(|&(i, o)| shape(batch, o, i, false, true)).collect();
         let w = linears.iter().map(|&(i, o)| shape(i, batch, o, true, false)).collect();
+        for l in &self.layers {
+            let [lf, lb] = l.activation_products(batch);
+            f.extend(lf);
+            b.extend(lb);
+        }
         [f, b, w]
     }
 
@@ -515,5 +521,23 @@ mod tests {
         for op in [&f, &i, &w] {
             assert_eq!(op.iter().map(GemmShape::flops).sum::<f64>(), 2.0 * 5.0 * per_row as f64);
         }
+    }
+
+    #[test]
+    fn products_count_attention_by_sequence_and_head() {
+        let model = ModelSpec::gpt_tiny(); // width 32, 4 heads, MLP 64, 2 layers, seq 16
+        let specs = model.stage_specs(1, &Partition::Even, &Policies::all(RecomputePolicy::None)).unwrap();
+        let stage = Stage::new(&model, &specs[0]).unwrap();
+        let rows = 2 * 16;
+        let [f, i, w] = stage.products(rows);
+        let flops = |op: &[GemmShape]| op.iter().map(GemmShape::flops).sum::<f64>();
+        // Per row: 2 layers of qkv 32·96, out 32·32, MLP 32·64 twice; the head 32·256.
+        let linear = 2.0 * rows as f64 * (2 * (32 * 96 + 32 * 32 + 2 * 32 * 64) + 32 * 256) as f64;
+        // Attention: QKᵀ and P·V over the full square, 2·seq·width each per row and layer.
+        let core = 2.0 * (2 * 16 * 32 * rows) as f64 * 2.0;
+        assert_eq!((flops(&f), flops(&i), flops(&w)), (linear + core, linear + 2.0 * core, linear));
+        // 4 linear maps per transformer layer and the head; 2 core products per head of each
+        // of the 2 sequences, per layer.
+        assert_eq!(f.len(), 2 * 4 + 1 + 2 * (2 * 4) * 2, "a product per head of each sequence");
     }
 }

@@ -21,7 +21,7 @@
 
 use crate::error::{Error, Result};
 use crate::layers::{Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
-use crate::matmul::{block_product, Block};
+use crate::matmul::{block_product, Block, GemmShape};
 use crate::rng::Stream;
 use crate::tensor::Tensor;
 
@@ -302,10 +302,23 @@ impl Layer for Attention {
     fn selective_per_row(&self) -> usize {
         6 * self.width() + 1
     }
-    /// The two `Linear`s. The attention core's products (`QKᵀ` and `P·V`, `4·seq·width` FLOPs
-    /// per row over the full square) depend on the sequence, not on a weight, and are not listed.
+    /// The two `Linear`s.
     fn linear_maps(&self) -> Vec<(usize, usize)> {
         vec![(self.width(), 3 * self.width()), (self.width(), self.width())]
+    }
+    /// Per head of each sequence: `QKᵀ` and `P·V` forward; `dV = Pᵀ·dO`, `dP = dO·Vᵀ`,
+    /// `dQ = dS·K` and `dK = dSᵀ·Q` in `I` — each over the full `seq × seq` square.
+    fn activation_products(&self, rows: usize) -> [Vec<GemmShape>; 2] {
+        let (t, d, pairs) = (self.seq, self.head(), rows / self.seq * self.heads);
+        let shape = |m, k, n, trans_a, trans_b| GemmShape { m, k, n, trans_a, trans_b };
+        let forward = [shape(t, d, t, false, true), shape(t, t, d, false, false)];
+        let backward = [
+            shape(t, t, d, true, false),
+            shape(t, d, t, false, true),
+            shape(t, t, d, false, false),
+            shape(t, t, d, true, false),
+        ];
+        [forward.repeat(pairs), backward.repeat(pairs)]
     }
 }
 

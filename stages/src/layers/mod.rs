@@ -27,6 +27,7 @@ use std::fmt;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::matmul::GemmShape;
 use crate::tensor::Tensor;
 
 /// Where a micro-batch is in the step, and which layer runs it: the key of everything random a
@@ -139,6 +140,12 @@ pub trait Layer: fmt::Debug + Send {
     /// order (the backward runs each twice more, as `I` and `W`): what FLOP counts are made of.
     fn linear_maps(&self) -> Vec<(usize, usize)> {
         Vec::new()
+    }
+    /// The products of activations by activations (no weight) that the forward and `I` run for
+    /// `rows` rows, as `[forward, I]` — attention's `QKᵀ` and `P·V` and their gradients — which
+    /// FLOP counts add to the [`linear_maps`](Layer::linear_maps). None by default.
+    fn activation_products(&self, _rows: usize) -> [Vec<GemmShape>; 2] {
+        [Vec::new(), Vec::new()]
     }
     /// Whether the layer runs on `device`. The default is the host only — right for a layer that
     /// reads its tensors' values directly; a layer made of [`backend`](crate::backend) operations
