@@ -1,4 +1,4 @@
-//! Matrix products: through `gemm`, single-threaded, on the host (the only `unsafe` outside the
+//! Matrix products: through `gemm`, single-threaded, on the host (with `backend/wide.rs`, the only `unsafe` outside the
 //! `cuda` module); through cuBLAS for tensors on a GPU.
 //!
 //! Invariant: the same shapes and transpositions always take the same path through `gemm`

@@ -18,6 +18,7 @@ const CUBIC: f32 = 0.044_715;
 /// `e^x` by range reduction `x = n·ln 2 + r`, `|r| ≤ ½ ln 2`, and the degree-7 Taylor polynomial
 /// of `e^r`; relative error about 1e-7 on `[−87, 88]`, inputs clamped to that range. No libm
 /// call and no branch, so loops over it vectorise.
+#[inline(always)]
 pub fn exp_approx(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that n·LN2_HI is exact for |n| < 2^11.
@@ -36,6 +37,7 @@ pub fn exp_approx(x: f32) -> f32 {
 }
 
 /// `σ(2z(x))`, i.e. `½(1 + tanh z)`.
+#[inline(always)]
 fn gate(x: f32) -> f32 {
     let z = SQRT_2_OVER_PI * (x + CUBIC * x * x * x);
     1.0 / (1.0 + exp_approx(-2.0 * z))
@@ -44,19 +46,25 @@ fn gate(x: f32) -> f32 {
 /// `gelu` of every element of a host tensor.
 pub(crate) fn forward(x: &Tensor) -> Tensor {
     let mut y = Tensor::scratch(x.rows(), x.cols());
-    for (o, &v) in y.data_mut().iter_mut().zip(x.data()) {
-        *o = v * gate(v);
-    }
+    let (out, input) = (y.data_mut(), x.data());
+    super::wide::run(|| {
+        for (o, &v) in out.iter_mut().zip(input) {
+            *o = v * gate(v);
+        }
+    });
     y
 }
 
 /// `dy ⊙= gelu'(x)` on host tensors of one shape.
 pub(crate) fn backward(x: &Tensor, dy: &mut Tensor) {
-    for (g, &v) in dy.data_mut().iter_mut().zip(x.data()) {
-        let s = gate(v);
-        let dz = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * v * v);
-        *g *= s + 2.0 * v * s * (1.0 - s) * dz;
-    }
+    let (grad, input) = (dy.data_mut(), x.data());
+    super::wide::run(|| {
+        for (g, &v) in grad.iter_mut().zip(input) {
+            let s = gate(v);
+            let dz = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * v * v);
+            *g *= s + 2.0 * v * s * (1.0 - s) * dz;
+        }
+    });
 }
 
 #[cfg(test)]

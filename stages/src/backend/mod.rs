@@ -14,6 +14,7 @@
 
 mod gelu;
 mod host;
+mod wide;
 
 pub use gelu::exp_approx;
 
