@@ -4,8 +4,8 @@
 //! `cargo run --release -p pipesched-stages --example step_time -- small 8 [stages] [policy] [reps]`
 //! prints the median, minimum and maximum of `reps` steps (after one warm-up step), in ms, and
 //! the split of the forward and backward into matrix products and everything else: the step's
-//! product FLOPs over its time, against the same products run alone through `gemm` (median of
-//! `reps` runs of one micro-batch's products, times m).
+//! product FLOPs over its time, and the same products run alone through `gemm` right after each
+//! step (on a shared machine, a step and its products alone see the same load).
 
 use std::time::Instant;
 
@@ -27,40 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stages.iter().map(|s| Optimizer::new(OptimizerSpec::adam(1e-3), s)).collect::<Result<Vec<_>, _>>()?;
     let task = Task::new(&model, 0);
     let rows = model.rows(model.batch).ok_or("batch × seq overflows")?;
-    let mut times = vec![];
-    let mut split = vec![];
-    for step in 0..=reps as u64 {
-        let t0 = Instant::now();
-        let out = sequential_step(&mut stages, &task, step, m, rows)?;
-        let t1 = Instant::now();
-        for (o, s) in opts.iter_mut().zip(stages.iter_mut()) {
-            o.step(s)?;
-        }
-        let t2 = Instant::now();
-        if step > 0 {
-            times.push((t2 - t0).as_secs_f64() * 1e3);
-            split.push(((t1 - t0).as_secs_f64() * 1e3, (t2 - t1).as_secs_f64() * 1e3));
-        }
-        eprintln!("step {step}: loss {:.4}", out.loss);
-    }
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let (fb, opt) = split[times.iter().position(|t| *t == sorted[sorted.len() / 2]).unwrap_or(0)];
-    println!(
-        "{}: {} layers, {} parameters, m={m}, {} rows per micro-batch, {n} stage(s), {policies}: step median {:.1} ms (min {:.1}, max {:.1}; forward+backward {:.1}, optimizer {:.1})",
-        model.name,
-        model.num_layers(),
-        model.param_count(),
-        rows,
-        sorted[sorted.len() / 2],
-        sorted[0],
-        sorted[sorted.len() - 1],
-        fb,
-        opt
-    );
-    // One micro-batch's products, every stage, F, I and W, run alone.
+    // One micro-batch's products, every stage, F, I and W, to run alone after each step.
     let shapes: Vec<GemmShape> = stages.iter().flat_map(|s| s.products(rows).into_iter().flatten()).collect();
-    let flops_per_mb: f64 = shapes.iter().map(GemmShape::flops).sum();
+    let flops = shapes.iter().map(GemmShape::flops).sum::<f64>() * m as f64;
     let mut operands: Vec<(Tensor, Tensor, Tensor)> = shapes
         .iter()
         .map(|g| {
@@ -70,30 +39,61 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (fill(ar, ac, 1), fill(br, bc, 2), Tensor::zeros(g.m, g.n))
         })
         .collect();
-    let mut alone = vec![];
-    for _ in 0..=reps {
+    // Per measured step: (step, forward+backward, optimizer, the step's products alone), in ms.
+    let mut runs: Vec<[f64; 4]> = vec![];
+    for step in 0..=reps as u64 {
         let t0 = Instant::now();
-        for (g, (a, b, out)) in shapes.iter().zip(operands.iter_mut()) {
-            g.run(out, a, b)?;
+        let out = sequential_step(&mut stages, &task, step, m, rows)?;
+        let t1 = Instant::now();
+        for (o, s) in opts.iter_mut().zip(stages.iter_mut()) {
+            o.step(s)?;
         }
-        alone.push(t0.elapsed().as_secs_f64() * 1e3);
+        let t2 = Instant::now();
+        for _ in 0..m {
+            for (g, (a, b, out)) in shapes.iter().zip(operands.iter_mut()) {
+                g.run(out, a, b)?;
+            }
+        }
+        let t3 = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        if step > 0 {
+            runs.push([ms(t0, t2), ms(t0, t1), ms(t1, t2), ms(t2, t3)]);
+        }
+        eprintln!("step {step}: loss {:.4}", out.loss);
     }
-    alone.remove(0);
-    alone.sort_by(f64::total_cmp);
-    let products_ms = alone[alone.len() / 2] * m as f64;
-    let flops = flops_per_mb * m as f64;
+    let median = |f: &dyn Fn(&[f64; 4]) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (step_ms, min, max) = median(&|r| r[0]);
+    let (fb, _, _) = median(&|r| r[1]);
+    let (opt, _, _) = median(&|r| r[2]);
+    let (alone, _, _) = median(&|r| r[3]);
+    // The share of each step's forward and backward its products take, run alone right after it.
+    let (share, share_lo, share_hi) = median(&|r| r[3] / r[1]);
     println!(
-        "products: {:.2} GFLOP per step; alone through gemm {:.1} ms ({:.1} GFLOP/s); in the step {:.1} GFLOP/s of forward+backward time ({:.0} % of gemm alone); forward+backward {:.1} ms = products {:.1} ms ({:.0} %) + everything else {:.1} ms ({:.0} %)",
-        flops / 1e9,
-        products_ms,
-        flops / products_ms / 1e6,
-        flops / fb / 1e6,
-        100.0 * products_ms / fb,
+        "{}: {} layers, {} parameters, m={m}, {} rows per micro-batch, {n} stage(s), {policies}: step median {:.1} ms (min {:.1}, max {:.1}; forward+backward {:.1}, optimizer {:.1})",
+        model.name,
+        model.num_layers(),
+        model.param_count(),
+        rows,
+        step_ms,
+        min,
+        max,
         fb,
-        products_ms,
-        100.0 * products_ms / fb,
-        fb - products_ms,
-        100.0 * (fb - products_ms) / fb
+        opt
+    );
+    println!(
+        "products: {:.2} GFLOP per step, {:.1} GFLOP/s of forward+backward time; alone through gemm right after each step {:.1} ms ({:.1} GFLOP/s): {:.0} % of the forward+backward (median over steps; {:.0}–{:.0} %), everything else {:.0} %",
+        flops / 1e9,
+        flops / fb / 1e6,
+        alone,
+        flops / alone / 1e6,
+        100.0 * share,
+        100.0 * share_lo,
+        100.0 * share_hi,
+        100.0 * (1.0 - share)
     );
     Ok(())
 }

@@ -132,7 +132,8 @@ pub struct StageFootprint {
     /// The first stage's inputs and the last stage's targets for all `m` micro-batches.
     pub data: u64,
     /// A bound on what one op allocates while it runs: one micro-batch's parameter gradients
-    /// (made by `W`, then added), plus the largest layer's kept and `W` floats for the batch.
+    /// (made by `W`, then added), plus the largest layer's kept, `W` and transient floats
+    /// (`LayerSpec::transient_per_row`) for the batch.
     pub workspace: u64,
     /// Per-micro-batch slots and the executor's input/target/loss entries (`m` of each), the
     /// layer and tensor structs, and per-layer records of the micro-batches in flight.
@@ -212,6 +213,16 @@ pub fn microbatches_in_flight(schedule: &Schedule) -> Vec<usize> {
 }
 
 impl LayerSpec {
+    /// Floats per row an op of the layer holds for a moment beyond what it keeps: attention's
+    /// backward holds the probabilities after dropout and their gradient (`heads·seq` each);
+    /// the other layers' temporaries are no larger than what they keep. `None` on overflow.
+    pub fn transient_per_row(&self) -> Option<usize> {
+        match *self {
+            LayerSpec::Attention { heads, seq, .. } => heads.checked_mul(seq)?.checked_mul(2),
+            _ => Some(0),
+        }
+    }
+
     /// Number of parameter tensors (each has a gradient and optimizer state tensors).
     pub fn tensor_count(&self) -> usize {
         match self {
@@ -298,7 +309,7 @@ impl ModelSpec {
         let loss_row = if last { self.loss.saved_floats(1, self.output_width()) } else { 0 };
         let widest = self
             .kinds_in(layers)
-            .map(|l| l.saved_per_row()?.checked_add(l.w_per_row()?))
+            .map(|l| l.saved_per_row()?.checked_add(l.w_per_row()?)?.checked_add(l.transient_per_row()?))
             .try_fold(loss_row, |w, l| Some(w.max(l?)))?;
         let workspace = params.checked_add(rows_bytes(1, batch, widest as u64)?)?;
         let tensors = self.sum_over(layers, 1, |l| Some(l.tensor_count()))? as u64;

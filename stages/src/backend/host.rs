@@ -9,11 +9,41 @@ use crate::optim::AdamScalars;
 use crate::rng::Stream;
 use crate::tensor::Tensor;
 
+/// Element `k` of a dropout: `v·scale` iff draw `k` of `stream` is at least `rate`, else 0.
+#[inline(always)]
+fn keep(v: f32, stream: &Stream, k: usize, rate: f32, scale: f32) -> f32 {
+    if stream.uniform(k as u64) >= rate {
+        v * scale
+    } else {
+        0.0
+    }
+}
+
 /// Inverted dropout in place: element `k` is kept (and scaled by `scale`) iff draw `k` of
 /// `stream` is at least `rate`.
 pub(crate) fn dropout(t: &mut Tensor, stream: &Stream, rate: f32, scale: f32) {
     for (k, v) in t.data_mut().iter_mut().enumerate() {
-        *v = if stream.uniform(k as u64) >= rate { *v * scale } else { 0.0 };
+        *v = keep(*v, stream, k, rate, scale);
+    }
+}
+
+/// [`dropout`] on the first `len(s)` elements of each segment `s` of `segment` elements, the
+/// rest of each segment set to zero.
+pub(crate) fn dropout_prefixes(
+    t: &mut Tensor,
+    stream: &Stream,
+    rate: f32,
+    scale: f32,
+    segment: usize,
+    len: impl Fn(usize) -> usize,
+) {
+    for (s, seg) in t.data_mut().chunks_mut(segment.max(1)).enumerate() {
+        let n = len(s).min(seg.len());
+        let (kept, rest) = seg.split_at_mut(n);
+        for (j, v) in kept.iter_mut().enumerate() {
+            *v = keep(*v, stream, s * segment + j, rate, scale);
+        }
+        rest.fill(0.0);
     }
 }
 

@@ -58,6 +58,33 @@ pub fn dropout(t: &mut Tensor, stream: &Stream, rate: f32) -> Result<()> {
     }
 }
 
+/// [`dropout`] where only the leading part of each segment can be nonzero: `t` is cut into
+/// segments of `segment` elements; segment `s` gets the mask on its first `len(s)` elements
+/// (element `k` of `t` kept, and scaled, iff draw `k` is at least `rate`, as in [`dropout`]) and
+/// zeros after them. For attention's probabilities, whose causally masked part is zero anyway:
+/// it draws for the past only, about half. With `rate` 0 it does nothing, like [`dropout`].
+/// Host tensors only (an error naming the device otherwise).
+pub fn dropout_prefixes(
+    t: &mut Tensor,
+    stream: &Stream,
+    rate: f32,
+    segment: usize,
+    len: impl Fn(usize) -> usize,
+) -> Result<()> {
+    if !t.is_host() {
+        return Err(Error::Device {
+            device: t.device().to_string(),
+            reason: "dropout on the leading part of segments runs on the host only; keep attention on a CPU stage"
+                .into(),
+        });
+    }
+    if rate <= 0.0 {
+        return Ok(());
+    }
+    host::dropout_prefixes(t, stream, rate, 1.0 / (1.0 - rate), segment, len);
+    Ok(())
+}
+
 /// Layer normalisation of each row of `x` with scale `gamma` and shift `beta` (`[1, width]`):
 /// `[y, x̂, rstd]`, `x̂ = (x − mean)·rstd`, `rstd = 1/√(var + eps)` (`[rows, 1]`).
 pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<[Tensor; 3]> {
@@ -202,5 +229,22 @@ mod tests {
         let mut y = Tensor::full(2, 2, 3.0);
         dropout(&mut y, &Stream::new(&[1]), 0.0).unwrap();
         assert!(y.bit_eq(&Tensor::full(2, 2, 3.0)));
+    }
+
+    #[test]
+    fn dropout_on_prefixes_is_dropout_on_them_and_zero_after() {
+        let stream = Stream::new(&[3, 4]);
+        let x = Tensor::from_fn(6, 8, |r, c| 1.0 + (r * 8 + c) as f32);
+        let mut whole = x.clone();
+        dropout(&mut whole, &stream, 0.3).unwrap();
+        let mut parts = x.clone();
+        // Segments of 4: segment s keeps its first s % 4 + 1 elements.
+        dropout_prefixes(&mut parts, &stream, 0.3, 4, |s| s % 4 + 1).unwrap();
+        for (k, (p, w)) in parts.data().iter().zip(whole.data()).enumerate() {
+            let (s, j) = (k / 4, k % 4);
+            let want = if j <= s % 4 { *w } else { 0.0 };
+            assert_eq!(p.to_bits(), want.to_bits(), "element {k}");
+        }
+        assert!(whole.data().contains(&0.0) && whole.data().iter().any(|v| *v != 0.0));
     }
 }

@@ -155,13 +155,26 @@ impl Attention {
         Ok(p)
     }
 
+    /// Dropout on `[rows, heads·seq]` probabilities or their gradient, drawing for the causal
+    /// past of each row only (the future of `P` is zero, and so is what it contributes): the
+    /// mask of [`Dropout::apply_at`] at site [`PROBS`] on the past, zero on the future.
+    fn drop_probs(&self, t: &mut Tensor, ctx: &Ctx) -> Result<()> {
+        if !ctx.training {
+            return Ok(());
+        }
+        let (heads, seq) = (self.heads, self.seq);
+        let stream = self.dropout.stream_at(ctx, PROBS);
+        // Segment s is head s mod heads of row s / heads, which is token (s / heads) mod seq.
+        crate::backend::dropout_prefixes(t, &stream, self.dropout.rate, seq, |s| (s / heads) % seq + 1)
+    }
+
     /// The probabilities as the values see them: `P` after dropout (a copy when dropout is on).
     fn dropped(&self, p: &Tensor, ctx: &Ctx) -> Result<Option<Tensor>> {
         if self.dropout.rate <= 0.0 || !ctx.training {
             return Ok(None);
         }
         let mut d = p.try_clone()?;
-        self.dropout.apply_at(&mut d, ctx, PROBS)?;
+        self.drop_probs(&mut d, ctx)?;
         Ok(Some(d))
     }
 
@@ -189,7 +202,7 @@ impl Attention {
             block_product(dp.data_mut(), b.p, d_o.data(), b.o, qkv.data(), b.v.t())?;
         }
         drop(dropped);
-        self.dropout.apply_at(&mut dp, ctx, PROBS)?;
+        self.drop_probs(&mut dp, ctx)?;
         // dS = P ⊙ (dP − Σ_j dP_j·P_j) / √d: the softmax's backward, with the score scale.
         let scale = 1.0 / (self.head() as f32).sqrt();
         for (g, pr) in dp.data_mut().chunks_exact_mut(self.seq).zip(p.data().chunks_exact(self.seq)) {
