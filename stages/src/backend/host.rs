@@ -47,6 +47,43 @@ pub(crate) fn dropout_prefixes(
     }
 }
 
+/// Softmax over the causal past of each head of each row of `s` (`[rows, heads·seq]`, row `r`
+/// being token `r mod seq`): the first `i + 1` of a head's `seq` scores of token `i`, scaled by
+/// `scale`, become probabilities (max subtracted, libm's `exp`, summed left to right); the rest
+/// become 0. (A CUDA kernel giving these bits needs [`exp_approx`] here instead: a change of the
+/// numbers, left for when the kernel is written.)
+pub(crate) fn causal_softmax(s: &mut Tensor, seq: usize, scale: f32) {
+    let width = s.cols();
+    for (r, row) in s.data_mut().chunks_exact_mut(width).enumerate() {
+        let i = r % seq;
+        for scores in row.chunks_exact_mut(seq) {
+            let (past, future) = scores.split_at_mut(i + 1);
+            let max = past.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+            let mut sum = 0.0f32;
+            for v in past.iter_mut() {
+                *v = (*v * scale - max).exp();
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            for v in past.iter_mut() {
+                *v *= inv;
+            }
+            future.fill(0.0);
+        }
+    }
+}
+
+/// The causal softmax's backward in place: for each head of each row, `g ← P ⊙ (g − Σ g·P)·scale`
+/// (the dot product summed left to right), from the probabilities `p`.
+pub(crate) fn causal_softmax_backward(p: &Tensor, g: &mut Tensor, seq: usize, scale: f32) {
+    for (g, pr) in g.data_mut().chunks_exact_mut(seq).zip(p.data().chunks_exact(seq)) {
+        let dot: f32 = g.iter().zip(pr).map(|(g, p)| g * p).sum();
+        for (g, p) in g.iter_mut().zip(pr) {
+            *g = p * (*g - dot) * scale;
+        }
+    }
+}
+
 /// Layer normalisation of each row: `[y, x̂, rstd]`. Row statistics are summed left to right in
 /// a fixed order (two passes: mean, then variance), so a row always normalises to the same bits.
 pub(crate) fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> [Tensor; 3] {

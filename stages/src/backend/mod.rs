@@ -58,6 +58,56 @@ pub fn dropout(t: &mut Tensor, stream: &Stream, rate: f32) -> Result<()> {
     }
 }
 
+/// Softmax over the causal past of attention scores, in place: `s` is `[rows, heads·seq]`, row
+/// `r` is token `r mod seq` of its sequence and head `h` its columns `h·seq..(h+1)·seq`; token
+/// `i`'s first `i + 1` scores of each head, times `scale`, become probabilities and the rest 0.
+/// Host tensors only, for now (an error naming the device otherwise).
+pub fn causal_softmax(s: &mut Tensor, seq: usize, scale: f32) -> Result<()> {
+    check_heads("causal softmax", s, seq)?;
+    host_only("causal softmax", s)?;
+    host::causal_softmax(s, seq, scale);
+    Ok(())
+}
+
+/// The causal softmax's backward, in place: `g`, the gradient with respect to the
+/// probabilities `p`, becomes the gradient with respect to the scores,
+/// `p ⊙ (g − Σ g·p)·scale` per head of each row. Host tensors only, for now.
+pub fn causal_softmax_backward(p: &Tensor, g: &mut Tensor, seq: usize, scale: f32) -> Result<()> {
+    check_heads("causal softmax backward", p, seq)?;
+    if g.shape() != p.shape() {
+        return Err(Error::Shape {
+            place: "causal softmax backward".into(),
+            reason: format!("gradient {:?} for probabilities {:?}", g.shape(), p.shape()),
+        });
+    }
+    host_only("causal softmax backward", p)?;
+    host_only("causal softmax backward", g)?;
+    host::causal_softmax_backward(p, g, seq, scale);
+    Ok(())
+}
+
+/// An error unless `t` is whole sequences of `seq` rows with whole heads of `seq` columns.
+fn check_heads(place: &str, t: &Tensor, seq: usize) -> Result<()> {
+    if seq == 0 || t.rows() % seq != 0 || t.cols() % seq != 0 {
+        return Err(Error::Shape {
+            place: place.into(),
+            reason: format!("{:?} is not whole sequences and heads of {seq}", t.shape()),
+        });
+    }
+    Ok(())
+}
+
+/// An error naming `place` and the device unless `t` is on the host.
+fn host_only(place: &str, t: &Tensor) -> Result<()> {
+    if t.is_host() {
+        return Ok(());
+    }
+    Err(Error::Device {
+        device: t.device().to_string(),
+        reason: format!("{place} runs on the host only, for now; keep attention on a CPU stage"),
+    })
+}
+
 /// [`dropout`] where only the leading part of each segment can be nonzero: `t` is cut into
 /// segments of `segment` elements; segment `s` gets the mask on its first `len(s)` elements
 /// (element `k` of `t` kept, and scaled, iff draw `k` is at least `rate`, as in [`dropout`]) and
@@ -71,13 +121,7 @@ pub fn dropout_prefixes(
     segment: usize,
     len: impl Fn(usize) -> usize,
 ) -> Result<()> {
-    if !t.is_host() {
-        return Err(Error::Device {
-            device: t.device().to_string(),
-            reason: "dropout on the leading part of segments runs on the host only; keep attention on a CPU stage"
-                .into(),
-        });
-    }
+    host_only("dropout on the leading part of segments", t)?;
     if rate <= 0.0 {
         return Ok(());
     }
@@ -246,5 +290,31 @@ mod tests {
             assert_eq!(p.to_bits(), want.to_bits(), "element {k}");
         }
         assert!(whole.data().contains(&0.0) && whole.data().iter().any(|v| *v != 0.0));
+    }
+
+    #[test]
+    fn causal_softmax_normalises_the_past_and_zeroes_the_future() {
+        // 2 sequences of 3 tokens, 2 heads.
+        let scores = Tensor::from_fn(6, 6, |r, c| ((r * 5 + c * 3) % 7) as f32 - 3.0);
+        let mut p = scores.clone();
+        causal_softmax(&mut p, 3, 0.5).unwrap();
+        for r in 0..6 {
+            let i = r % 3;
+            for h in 0..2 {
+                let row = &p.row(r)[h * 3..(h + 1) * 3];
+                let raw = &scores.row(r)[h * 3..(h + 1) * 3];
+                let z: f64 = raw[..=i].iter().map(|v| (0.5 * *v as f64).exp()).sum();
+                for j in 0..3 {
+                    let want = if j <= i { (0.5 * raw[j] as f64).exp() / z } else { 0.0 };
+                    assert!((row[j] as f64 - want).abs() < 1e-6, "row {r} head {h} column {j}: {} vs {want}", row[j]);
+                }
+            }
+        }
+        let mut g = Tensor::zeros(6, 6);
+        assert!(causal_softmax_backward(&p, &mut g, 3, 0.5).is_ok());
+        let e = causal_softmax_backward(&p, &mut Tensor::zeros(6, 3), 3, 0.5).unwrap_err().to_string();
+        assert!(e.contains("gradient [6, 3] for probabilities [6, 6]"), "{e}");
+        let e = causal_softmax(&mut Tensor::zeros(4, 6), 3, 1.0).unwrap_err().to_string();
+        assert!(e.contains("not whole sequences and heads of 3"), "{e}");
     }
 }

@@ -9,7 +9,9 @@
 //! Rows are tokens: a micro-batch of `n` sequences of `seq` tokens is `n·seq` consecutive rows,
 //! sequence after sequence, and head `h` is columns `h·d..(h+1)·d` of Q, K, V and `o` (the layout
 //! `tensor.rs` documents). The attention core runs one head of one sequence at a time, reading
-//! it in place through strides ([`block_product`]). Its products are in `f32` whatever the
+//! it in place through strides ([`block_product`]); the causal softmax, its backward and the
+//! dropout on the probabilities are backend operations (`backend::causal_softmax`, …), host
+//! only for now. Its products are in `f32` whatever the
 //! model's precision (which applies to the two `Linear`s).
 //!
 //! Invariant: the forward keeps exactly `x̂`, `rstd`, `y`, `qkv`, `P` (the probabilities before
@@ -134,24 +136,7 @@ impl Attention {
         for b in self.pairs(qkv.rows()) {
             block_product(p.data_mut(), b.p, qkv.data(), b.q, qkv.data(), b.k.t())?;
         }
-        for row in p.data_mut().chunks_exact_mut(t * self.heads).enumerate().flat_map(|(r, row)| {
-            let i = r % t;
-            row.chunks_exact_mut(t).map(move |head| (i, head))
-        }) {
-            let (i, scores) = row;
-            let (past, future) = scores.split_at_mut(i + 1);
-            let max = past.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-            let mut sum = 0.0f32;
-            for v in past.iter_mut() {
-                *v = (*v * scale - max).exp();
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
-            for v in past.iter_mut() {
-                *v *= inv;
-            }
-            future.fill(0.0);
-        }
+        crate::backend::causal_softmax(&mut p, t, scale)?;
         Ok(p)
     }
 
@@ -204,13 +189,7 @@ impl Attention {
         drop(dropped);
         self.drop_probs(&mut dp, ctx)?;
         // dS = P ⊙ (dP − Σ_j dP_j·P_j) / √d: the softmax's backward, with the score scale.
-        let scale = 1.0 / (self.head() as f32).sqrt();
-        for (g, pr) in dp.data_mut().chunks_exact_mut(self.seq).zip(p.data().chunks_exact(self.seq)) {
-            let dot: f32 = g.iter().zip(pr).map(|(g, p)| g * p).sum();
-            for (g, p) in g.iter_mut().zip(pr) {
-                *g = p * (*g - dot) * scale;
-            }
-        }
+        crate::backend::causal_softmax_backward(p, &mut dp, self.seq, 1.0 / (self.head() as f32).sqrt())?;
         for b in self.pairs(rows) {
             // dQ = dS·K, dK = dSᵀ·Q.
             block_product(dqkv.data_mut(), b.q, dp.data(), b.p, qkv.data(), b.k)?;
