@@ -109,6 +109,9 @@ impl std::fmt::Display for Validation {
     /// text's entropy is 1.2080)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:.4}", self.loss)?;
+        if !self.loss.is_finite() {
+            return Ok(());
+        }
         if let (Some(floor), Some(h)) = (self.floor, self.entropy) {
             let above = 100.0 * (self.loss as f64 / floor - 1.0);
             let side = if above < 0.0 { "below" } else { "above" };

@@ -5,7 +5,9 @@
 //! prints the median, minimum and maximum of `reps` steps (after one warm-up step), in ms, and
 //! the split of the forward and backward into matrix products and everything else: the step's
 //! product FLOPs over its time, and the same products run alone through `gemm` right after each
-//! step (on a shared machine, a step and its products alone see the same load).
+//! step (on a shared machine, a step and its products alone see the same load). The products
+//! are those of `F`, `I` and `W`: under a policy that recomputes, `R`'s products fall into
+//! "everything else", so the split means most under `none`.
 
 use std::time::Instant;
 
@@ -20,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let m: usize = arg(1, "8").parse()?;
     let n: usize = arg(2, "1").parse()?;
     let policies: Policies = arg(3, "none").parse()?;
-    let reps: usize = arg(4, "5").parse()?;
+    let reps: usize = arg(4, "5").parse::<usize>()?.max(1);
     let specs = model.stage_specs(n, &Partition::Balanced, &policies)?;
     let mut stages = Stage::build_all(&model, &specs)?;
     let mut opts =

@@ -82,24 +82,27 @@ impl std::fmt::Debug for Corpus {
             .field("bytes", &self.bytes.len())
             .field("split", &self.split)
             .field("entropy", &self.entropy)
+            .field("first_entropy", &self.first_entropy)
             .finish()
     }
 }
 
 /// The entropy in nats of a token given only the token before it, for the chain of `successors`
-/// (drawn with the cumulative thresholds `t`): `H` itself for order 1; for order 2, the
-/// stationary distribution of the chain's pairs is found by iterating the lazy chain (which has
-/// the same one and cannot oscillate) and the next-token distribution given the last symbol
-/// mixes its contexts' distributions.
-fn first_entropy(successors: &[[usize; K]], order: usize, alphabet: usize, t: &[u64; K]) -> f64 {
+/// (drawn with the cumulative thresholds `t`) started at context `start`: `H` itself for order
+/// 1; for order 2, the stationary distribution of the pairs the chain visits from `start` is found
+/// by iterating the lazy chain from there (the same distribution, and no oscillation) until it
+/// moves by less than 1e-13, and the next-token distribution given the last symbol mixes its
+/// contexts' distributions.
+fn first_entropy(successors: &[[usize; K]], order: usize, alphabet: usize, t: &[u64; K], start: usize) -> f64 {
     let scale = (1u64 << DRAW_BITS) as f64;
     let p: Vec<f64> = (0..K).map(|j| (t[j] - if j == 0 { 0 } else { t[j - 1] }) as f64 / scale).collect();
     if order == 1 {
         return p.iter().map(|p| -p * p.ln()).sum();
     }
     let contexts = successors.len();
-    let mut pi = vec![1.0 / contexts as f64; contexts];
-    for _ in 0..4000 {
+    let mut pi = vec![0.0; contexts];
+    pi[start % contexts] = 1.0;
+    for _ in 0..20_000 {
         let mut next = vec![0.0; contexts];
         for (ctx, succ) in successors.iter().enumerate() {
             next[ctx] += 0.5 * pi[ctx];
@@ -107,7 +110,11 @@ fn first_entropy(successors: &[[usize; K]], order: usize, alphabet: usize, t: &[
                 next[(ctx * alphabet + c) % contexts] += 0.5 * pi[ctx] * p[j];
             }
         }
+        let moved = next.iter().zip(&pi).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         pi = next;
+        if moved < 1e-13 {
+            break;
+        }
     }
     // For each last symbol b: the distribution of the next symbol, Σ_a π(a, b)·P(·|a, b).
     let mut joint = vec![0.0; alphabet * alphabet];
@@ -182,8 +189,8 @@ impl Corpus {
             })
             .collect();
         let t = thresholds();
-        let first = first_entropy(&successors, order, alphabet, &t);
         let mut ctx = (0..order as u64).fold(0, |c, k| c * alphabet + (start.bits(k) % alphabet as u64) as usize);
+        let first = first_entropy(&successors, order, alphabet, &t, ctx);
         let bytes = (0..len as u64)
             .map(|i| {
                 let u = draws.bits(i) >> (64 - DRAW_BITS);

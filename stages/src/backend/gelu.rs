@@ -74,6 +74,24 @@ mod tests {
     use crate::layers::check::{assert_close, dot, numeric_grad, probe};
 
     #[test]
+    fn the_wide_build_gives_the_baseline_bits() {
+        // `forward` and `backward` run their loops through `wide::run` (AVX2 where the CPU has
+        // it); the same arithmetic outside it, in the baseline build, must give the same bits.
+        let x = Tensor::from_fn(37, 29, |r, c| ((r * 29 + c) as f32 - 500.0) / 97.0);
+        let dy = Tensor::from_fn(37, 29, |r, c| ((r + 3 * c) % 11) as f32 - 5.0);
+        let y = forward(&x);
+        let mut g = dy.clone();
+        backward(&x, &mut g);
+        for (k, &v) in x.data().iter().enumerate() {
+            let s = gate(v);
+            let dz = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * v * v);
+            assert_eq!(y.data()[k].to_bits(), (v * s).to_bits(), "forward, element {k}");
+            let want = dy.data()[k] * (s + 2.0 * v * s * (1.0 - s) * dz);
+            assert_eq!(g.data()[k].to_bits(), want.to_bits(), "backward, element {k}");
+        }
+    }
+
+    #[test]
     fn exp_is_accurate() {
         let mut worst = 0.0f64;
         for k in -8700..=8800 {

@@ -88,7 +88,7 @@ pub fn causal_softmax_backward(p: &Tensor, g: &mut Tensor, seq: usize, scale: f3
 
 /// An error unless `t` is whole sequences of `seq` rows with whole heads of `seq` columns.
 fn check_heads(place: &str, t: &Tensor, seq: usize) -> Result<()> {
-    if seq == 0 || t.rows() % seq != 0 || t.cols() % seq != 0 {
+    if seq == 0 || t.cols() == 0 || t.rows() % seq != 0 || t.cols() % seq != 0 {
         return Err(Error::Shape {
             place: place.into(),
             reason: format!("{:?} is not whole sequences and heads of {seq}", t.shape()),
@@ -122,6 +122,12 @@ pub fn dropout_prefixes(
     len: impl Fn(usize) -> usize,
 ) -> Result<()> {
     host_only("dropout on the leading part of segments", t)?;
+    if segment == 0 || t.len() % segment != 0 {
+        return Err(Error::Shape {
+            place: "dropout on the leading part of segments".into(),
+            reason: format!("{:?} is not whole segments of {segment} elements", t.shape()),
+        });
+    }
     if rate <= 0.0 {
         return Ok(());
     }
@@ -316,5 +322,9 @@ mod tests {
         assert!(e.contains("gradient [6, 3] for probabilities [6, 6]"), "{e}");
         let e = causal_softmax(&mut Tensor::zeros(4, 6), 3, 1.0).unwrap_err().to_string();
         assert!(e.contains("not whole sequences and heads of 3"), "{e}");
+        assert!(causal_softmax(&mut Tensor::zeros(3, 0), 3, 1.0).is_err(), "no heads is an error, not a panic");
+        let stream = Stream::new(&[1]);
+        assert!(dropout_prefixes(&mut Tensor::zeros(2, 3), &stream, 0.5, 0, |_| 1).is_err());
+        assert!(dropout_prefixes(&mut Tensor::zeros(2, 3), &stream, 0.5, 4, |_| 1).is_err());
     }
 }

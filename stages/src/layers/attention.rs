@@ -142,7 +142,9 @@ impl Attention {
 
     /// Dropout on `[rows, heads·seq]` probabilities or their gradient, drawing for the causal
     /// past of each row only (the future of `P` is zero, and so is what it contributes): the
-    /// mask of [`Dropout::apply_at`] at site [`PROBS`] on the past, zero on the future.
+    /// mask of [`Dropout::apply_at`] at site [`PROBS`] on the past, zero on the future (with a
+    /// rate of 0, nothing changes: the future of a gradient is then left as it is, and the
+    /// softmax's backward multiplies it by `P`'s zeros).
     fn drop_probs(&self, t: &mut Tensor, ctx: &Ctx) -> Result<()> {
         if !ctx.training {
             return Ok(());
