@@ -131,20 +131,43 @@ fn product(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, tb: Trans, preci
     // borrowed mutably while `a` and `b` are borrowed shared, so the destination aliases neither
     // input. `read_dst = false` means gemm never reads the destination.
     unsafe {
+        gemm_f32(m, n, k, (dst, n as isize), (lhs, a_rs, a_cs), (rhs, b_rs, b_cs));
+    }
+    Ok(())
+}
+
+/// `dst = lhs · rhs` for an `[m, k]` and a `[k, n]` operand, each given as (pointer, row stride,
+/// column stride), the destination as (pointer, row stride) with column stride 1: the one way
+/// this crate calls `gemm` — single-threaded, overwriting the destination without reading it.
+///
+/// # Safety
+/// Every element address the shapes and strides form must be in bounds of its buffer, the
+/// destination's elements must be distinct and must not alias either operand.
+#[allow(unsafe_code)]
+unsafe fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (*mut f32, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+) {
+    // SAFETY: the caller's contract is gemm's (bounds, no aliasing); `read_dst = false`.
+    unsafe {
         gemm::gemm::<f32>(
             m,
             n,
             k,
-            dst,
+            dst.0,
             1,
-            n as isize,
+            dst.1,
             false,
-            lhs,
-            a_cs,
-            a_rs,
-            rhs,
-            b_cs,
-            b_rs,
+            lhs.0,
+            lhs.2,
+            lhs.1,
+            rhs.0,
+            rhs.2,
+            rhs.1,
             0.0,
             1.0,
             false,
@@ -153,7 +176,6 @@ fn product(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, tb: Trans, preci
             Parallelism::None,
         );
     }
-    Ok(())
 }
 
 /// A matrix inside a host buffer: element `(r, c)` at `offset + r·row_stride + c·col_stride`
@@ -240,26 +262,13 @@ pub(crate) fn block_product(out: &mut [f32], o: Block, a: &[f32], ab: Block, b: 
     // address; `out` is borrowed mutably and `a`, `b` shared, so it aliases neither input.
     // `read_dst = false`: gemm never reads the destination.
     unsafe {
-        gemm::gemm::<f32>(
+        gemm_f32(
             m,
             n,
             k,
-            out.as_mut_ptr().add(o.offset),
-            1,
-            stride(o.row_stride),
-            false,
-            a.as_ptr().add(ab.offset),
-            stride(ab.col_stride),
-            stride(ab.row_stride),
-            b.as_ptr().add(bb.offset),
-            stride(bb.col_stride),
-            stride(bb.row_stride),
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
+            (out.as_mut_ptr().add(o.offset), stride(o.row_stride)),
+            (a.as_ptr().add(ab.offset), stride(ab.row_stride), stride(ab.col_stride)),
+            (b.as_ptr().add(bb.offset), stride(bb.row_stride), stride(bb.col_stride)),
         );
     }
     Ok(())

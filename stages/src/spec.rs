@@ -1,11 +1,11 @@
-//! `ModelSpec`: the model as data — an ordered list of layer specs (a built-in preset, or a model
-//! file: `model_file.rs`) — and `LayerSpec`: one layer, with parameter counts and byte counts
-//! computed from shapes alone.
+//! `ModelSpec`: the model as data — an ordered list of layer specs (`layer_spec.rs`; a built-in
+//! preset, `presets.rs`, or a model file, `model_file.rs`) — validated, and counted from shapes
+//! alone.
 //!
 //! The layers are stored as runs of identical layers ([`Run`]: a layer and how many times it
 //! repeats), so sums over any range of layers take time in the number of runs, not of layers
 //! ([`ModelSpec::sum_over`]), and a model of a million blocks is counted without listing them.
-//! Two shorthands build the lists of the usual models: [`Mlp`] (the residual MLP:
+//! Two shorthands (`presets.rs`) build the lists of the usual models: [`Mlp`] (the residual MLP:
 //! `Linear(input → hidden)`, `blocks` residual MLP blocks, `LayerNorm`, `Linear(hidden → output)`)
 //! and [`Gpt`] (token and position embedding, `layers` × (attention, MLP block), `LayerNorm`, the
 //! LM head over the vocabulary).
@@ -17,8 +17,7 @@
 //! Invariants: the byte counts of a [`LayerSpec`] are those of the tensors the built [`Layer`]
 //! keeps (tests in `stage.rs` compare them after every op); every size of a validated spec at its
 //! own batch fits in 64 bits (`validate` counts them with checked arithmetic); and a layer's
-//! parameters depend only on `(seed, global layer index)`, never on the partition. Adding a layer
-//! kind: its file in `layers/`, and its variant here.
+//! parameters depend only on `(seed, global layer index)`, never on the partition.
 
 use std::ops::Range;
 
@@ -26,13 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
-use crate::layers::{Attention, Block, Dropout, Embedding, Layer, LayerNorm, Linear};
+pub use crate::layer_spec::LayerSpec;
 use crate::loss::LossKind;
 use crate::precision::Precision;
-use crate::rng::{tag, Stream};
-
-/// Scale of the initial weights of a language model's head (its last `Linear`).
-const LM_HEAD_GAIN: f32 = 0.1;
+pub use crate::presets::{Gpt, Mlp};
 
 /// A model: its layers, its loss and its default micro-batch. Serialised as a model file
 /// (`model_file.rs`).
@@ -83,377 +79,10 @@ impl Run {
     }
 }
 
-/// One layer of a model, as shapes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum LayerSpec {
-    /// `Linear(input → output)`.
-    Linear {
-        /// Input width.
-        input: usize,
-        /// Output width.
-        output: usize,
-    },
-    /// A residual MLP block `x + Dropout(Linear(GELU(Linear(LayerNorm(x)))))`.
-    Block {
-        /// Residual width.
-        width: usize,
-        /// Inner width.
-        ffn: usize,
-    },
-    /// A layer norm.
-    Norm {
-        /// Width.
-        width: usize,
-    },
-    /// Token embedding plus learned positions: token ids in, vectors of `width` out.
-    Embedding {
-        /// Number of token ids.
-        vocab: usize,
-        /// Output width.
-        width: usize,
-        /// Tokens per sequence (positions).
-        seq: usize,
-    },
-    /// The pre-norm causal self-attention sub-layer with its residual.
-    Attention {
-        /// Residual width.
-        width: usize,
-        /// Heads (dividing the width).
-        heads: usize,
-        /// Tokens per sequence.
-        seq: usize,
-    },
-}
-
-impl LayerSpec {
-    /// The name a model file gives the kind (`linear`, `block`, ...).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            LayerSpec::Linear { .. } => "linear",
-            LayerSpec::Block { .. } => "block",
-            LayerSpec::Norm { .. } => "norm",
-            LayerSpec::Embedding { .. } => "embedding",
-            LayerSpec::Attention { .. } => "attention",
-        }
-    }
-
-    /// Width of the layer's input (1 for an embedding: a token id).
-    pub fn input_width(&self) -> usize {
-        match *self {
-            LayerSpec::Linear { input, .. } => input,
-            LayerSpec::Embedding { .. } => 1,
-            LayerSpec::Block { width, .. } | LayerSpec::Norm { width } | LayerSpec::Attention { width, .. } => width,
-        }
-    }
-
-    /// Width of the layer's output.
-    pub fn output_width(&self) -> usize {
-        match *self {
-            LayerSpec::Linear { output, .. } => output,
-            LayerSpec::Block { width, .. }
-            | LayerSpec::Norm { width }
-            | LayerSpec::Attention { width, .. }
-            | LayerSpec::Embedding { width, .. } => width,
-        }
-    }
-
-    /// Tokens per sequence of a layer that sees sequences; `None` for a layer of rows.
-    pub fn seq(&self) -> Option<usize> {
-        match *self {
-            LayerSpec::Embedding { seq, .. } | LayerSpec::Attention { seq, .. } => Some(seq),
-            _ => None,
-        }
-    }
-
-    /// The layer's size fields, as a model file names them.
-    fn sizes(&self) -> Vec<(&'static str, usize)> {
-        match *self {
-            LayerSpec::Linear { input, output } => vec![("input", input), ("output", output)],
-            LayerSpec::Block { width, ffn } => vec![("width", width), ("ffn", ffn)],
-            LayerSpec::Norm { width } => vec![("width", width)],
-            LayerSpec::Embedding { vocab, width, seq } => vec![("vocab", vocab), ("width", width), ("seq", seq)],
-            LayerSpec::Attention { width, heads, seq } => vec![("width", width), ("heads", heads), ("seq", seq)],
-        }
-    }
-
-    /// Whether the layer adds its input back (a residual layer: the initial output projection
-    /// of each is scaled down with their number).
-    fn is_residual(&self) -> bool {
-        matches!(self, LayerSpec::Block { .. } | LayerSpec::Attention { .. })
-    }
-
-    /// Number of parameters; `None` if it does not fit in a `usize`.
-    pub fn checked_param_count(&self) -> Option<usize> {
-        match *self {
-            LayerSpec::Linear { input, output } => input.checked_mul(output)?.checked_add(output),
-            LayerSpec::Block { width: h, ffn: f } => {
-                // 2h (norm) + hf + f (fc1) + fh + h (fc2).
-                let hf = h.checked_mul(f)?;
-                hf.checked_mul(2)?.checked_add(f)?.checked_add(h.checked_mul(3)?)
-            }
-            LayerSpec::Norm { width } => width.checked_mul(2),
-            // vocab·w tokens, seq·w positions.
-            LayerSpec::Embedding { vocab, width, seq } => vocab.checked_add(seq)?.checked_mul(width),
-            // 2w (norm) + 3w² + 3w (qkv) + w² + w (out).
-            LayerSpec::Attention { width: w, .. } => w.checked_mul(w)?.checked_mul(4)?.checked_add(w.checked_mul(6)?),
-        }
-    }
-
-    /// Floats the forward keeps per row for the backward (policy `none`); `None` on overflow.
-    pub fn saved_per_row(&self) -> Option<usize> {
-        match *self {
-            LayerSpec::Linear { input, .. } => Some(input),
-            LayerSpec::Norm { width } => width.checked_add(1),
-            // x̂ and y (h each), rstd (1), h and GELU(h) (f each).
-            LayerSpec::Block { width: h, ffn: f } => h.checked_mul(2)?.checked_add(1)?.checked_add(f.checked_mul(2)?),
-            // The token id.
-            LayerSpec::Embedding { .. } => Some(1),
-            // x̂, y, o (w each), rstd (1), qkv (3w), the probabilities (heads·seq).
-            LayerSpec::Attention { width: w, heads, seq } => {
-                w.checked_mul(6)?.checked_add(1)?.checked_add(heads.checked_mul(seq)?)
-            }
-        }
-    }
-
-    /// Floats the forward keeps per row under selective recompute: all of
-    /// [`saved_per_row`](LayerSpec::saved_per_row) but attention's probabilities; `None` on
-    /// overflow.
-    pub fn selective_per_row(&self) -> Option<usize> {
-        match *self {
-            LayerSpec::Attention { width: w, .. } => w.checked_mul(6)?.checked_add(1),
-            _ => self.saved_per_row(),
-        }
-    }
-
-    /// Floats `I` keeps per row for `W`; `None` on overflow.
-    pub fn w_per_row(&self) -> Option<usize> {
-        match *self {
-            LayerSpec::Linear { input, output } => input.checked_add(output),
-            LayerSpec::Norm { width } => width.checked_mul(2),
-            // x̂, dy, y, dz (h each), dh and a (f each).
-            LayerSpec::Block { width: h, ffn: f } => h.checked_mul(4)?.checked_add(f.checked_mul(2)?),
-            // The token id and dy.
-            LayerSpec::Embedding { width, .. } => width.checked_add(1),
-            // x̂, dy, y, o, dz (w each), dqkv (3w).
-            LayerSpec::Attention { width, .. } => width.checked_mul(8),
-        }
-    }
-
-    /// Number of parameters (saturating at `usize::MAX`; a validated model never gets there).
-    pub fn param_count(&self) -> usize {
-        self.checked_param_count().unwrap_or(usize::MAX)
-    }
-
-    /// An error naming layer `index` of `model` if a size is 0 or heads do not divide the width.
-    fn check(&self, index: usize, model: &str) -> Result<()> {
-        let bad = |why: String| Err(Error::Spec(format!("{model}: layer {index} ({}) {why}", self.kind())));
-        if let Some((field, _)) = self.sizes().into_iter().find(|(_, v)| *v == 0) {
-            return bad(format!("has `{field}` = 0; it must be at least 1"));
-        }
-        if let LayerSpec::Attention { width, heads, .. } = *self {
-            if width % heads != 0 {
-                return bad(format!(
-                    "has {heads} heads, which do not divide its width {width}; use a head count that divides it"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// The layer at global index `index` of `model`, parameters drawn from the model's seed.
-    pub(crate) fn build(&self, index: usize, model: &ModelSpec) -> Result<Box<dyn Layer>> {
-        let stream = Stream::new(&[tag::INIT, model.seed, index as u64]);
-        let dropout = Dropout { rate: model.dropout };
-        Ok(match *self {
-            LayerSpec::Linear { input, output } => {
-                // A language model's head starts small, so its first predictions are near uniform
-                // and its first loss near ln(vocab).
-                let head = model.reads_tokens() && index + 1 == model.num_layers();
-                let gain = if head { LM_HEAD_GAIN } else { 1.0 };
-                Box::new(Linear::new(input, output, stream, gain).with_precision(model.precision))
-            }
-            LayerSpec::Norm { width } => Box::new(LayerNorm::new(width)),
-            LayerSpec::Block { width, ffn } => {
-                let gain = model.residual_gain();
-                Box::new(Block::new(width, ffn, dropout, stream, gain).with_precision(model.precision))
-            }
-            LayerSpec::Embedding { vocab, width, seq } => Box::new(Embedding::new(vocab, width, seq, stream)?),
-            LayerSpec::Attention { width, heads, seq } => {
-                let gain = model.residual_gain();
-                Box::new(Attention::new(width, heads, seq, dropout, stream, gain)?.with_precision(model.precision))
-            }
-        })
-    }
-}
-
-/// The residual MLP as a shorthand: `Linear(input → hidden)`, `blocks` residual MLP blocks of
-/// width `hidden` and inner width `ffn`, `LayerNorm(hidden)`, `Linear(hidden → output)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mlp {
-    /// Width of the model input.
-    pub input: usize,
-    /// Width of the residual stream.
-    pub hidden: usize,
-    /// Inner width of each block's MLP.
-    pub ffn: usize,
-    /// Number of residual blocks.
-    pub blocks: usize,
-    /// Classes (cross-entropy) or regression width (MSE).
-    pub output: usize,
-}
-
-impl Mlp {
-    /// The layers: four runs (the block run may be empty).
-    pub fn runs(&self) -> Vec<Run> {
-        let (h, b) = (self.hidden, self.blocks);
-        vec![
-            Run::one(LayerSpec::Linear { input: self.input, output: h }),
-            Run { layer: LayerSpec::Block { width: h, ffn: self.ffn }, repeat: b },
-            Run::one(LayerSpec::Norm { width: h }),
-            Run::one(LayerSpec::Linear { input: h, output: self.output }),
-        ]
-    }
-}
-
-/// A GPT as a shorthand: token and position embedding, `layers` transformer layers (each an
-/// attention sub-layer then an MLP block of inner width `ffn`, two layers of the list), a final
-/// `LayerNorm`, and the LM head `Linear(width → vocab)`, trained with token cross-entropy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Gpt {
-    /// Number of token ids (256: bytes).
-    pub vocab: usize,
-    /// Width of the residual stream.
-    pub width: usize,
-    /// Attention heads.
-    pub heads: usize,
-    /// Inner width of the MLP blocks.
-    pub ffn: usize,
-    /// Transformer layers.
-    pub layers: usize,
-    /// Tokens per sequence.
-    pub seq: usize,
-}
-
-impl Gpt {
-    /// The layers: `2·layers + 3` of them.
-    pub fn runs(&self) -> Vec<Run> {
-        let (w, seq) = (self.width, self.seq);
-        let mut runs = vec![Run::one(LayerSpec::Embedding { vocab: self.vocab, width: w, seq })];
-        for _ in 0..self.layers {
-            runs.push(Run::one(LayerSpec::Attention { width: w, heads: self.heads, seq }));
-            runs.push(Run::one(LayerSpec::Block { width: w, ffn: self.ffn }));
-        }
-        runs.push(Run::one(LayerSpec::Norm { width: w }));
-        runs.push(Run::one(LayerSpec::Linear { input: w, output: self.vocab }));
-        runs
-    }
-}
-
 /// A size check: what is counted, the fields it depends on, and the count (`None`: overflow).
 type SizeCheck<'a> = (String, Vec<(&'a str, usize)>, Option<usize>);
 
 impl ModelSpec {
-    /// Names of the built-in presets.
-    pub const PRESETS: [&'static str; 6] = ["tiny", "small", "medium", "gpt-tiny", "gpt-small", "gpt-medium"];
-
-    /// A residual MLP (seed 0, no dropout, `f32`).
-    pub fn mlp(name: &str, shape: Mlp, loss: LossKind, batch: usize) -> ModelSpec {
-        ModelSpec {
-            name: name.into(),
-            layers: shape.runs(),
-            dropout: 0.0,
-            loss,
-            batch,
-            seed: 0,
-            precision: Precision::F32,
-        }
-    }
-
-    /// A GPT trained with token cross-entropy on `batch` sequences per micro-batch (seed 0, no
-    /// dropout, `f32`).
-    pub fn gpt(name: &str, shape: Gpt, batch: usize) -> ModelSpec {
-        ModelSpec {
-            name: name.into(),
-            layers: shape.runs(),
-            dropout: 0.0,
-            loss: LossKind::CrossEntropy,
-            batch,
-            seed: 0,
-            precision: Precision::F32,
-        }
-    }
-
-    /// For tests: small enough to run many steps in a debug build.
-    pub fn tiny() -> ModelSpec {
-        let shape = Mlp { input: 16, hidden: 24, ffn: 48, blocks: 3, output: 5 };
-        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::mlp("tiny", shape, LossKind::CrossEntropy, 8) }
-    }
-
-    /// A residual MLP: one step of 8 micro-batches takes a fraction of a second on one core.
-    pub fn small() -> ModelSpec {
-        let shape = Mlp { input: 128, hidden: 256, ffn: 1024, blocks: 8, output: 16 };
-        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::mlp("small", shape, LossKind::Mse, 128) }
-    }
-
-    /// Bigger: about six times the parameters of `small`.
-    pub fn medium() -> ModelSpec {
-        let shape = Mlp { input: 256, hidden: 512, ffn: 2048, blocks: 12, output: 32 };
-        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::mlp("medium", shape, LossKind::Mse, 128) }
-    }
-
-    /// For tests: a two-layer GPT over bytes, sequences of 16.
-    pub fn gpt_tiny() -> ModelSpec {
-        let shape = Gpt { vocab: 256, width: 32, heads: 4, ffn: 64, layers: 2, seq: 16 };
-        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::gpt("gpt-tiny", shape, 2) }
-    }
-
-    /// A four-layer GPT over bytes, sequences of 64, 8 per micro-batch.
-    pub fn gpt_small() -> ModelSpec {
-        let shape = Gpt { vocab: 256, width: 128, heads: 4, ffn: 512, layers: 4, seq: 64 };
-        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::gpt("gpt-small", shape, 8) }
-    }
-
-    /// An eight-layer GPT over bytes, sequences of 128, 8 per micro-batch.
-    pub fn gpt_medium() -> ModelSpec {
-        let shape = Gpt { vocab: 256, width: 256, heads: 8, ffn: 1024, layers: 8, seq: 128 };
-        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::gpt("gpt-medium", shape, 8) }
-    }
-
-    /// The preset called `name`.
-    pub fn preset(name: &str) -> Result<ModelSpec> {
-        match name {
-            "tiny" => Ok(ModelSpec::tiny()),
-            "small" => Ok(ModelSpec::small()),
-            "medium" => Ok(ModelSpec::medium()),
-            "gpt-tiny" => Ok(ModelSpec::gpt_tiny()),
-            "gpt-small" => Ok(ModelSpec::gpt_small()),
-            "gpt-medium" => Ok(ModelSpec::gpt_medium()),
-            _ => {
-                Err(Error::Spec(format!("no preset named {name:?}; the presets are {}", ModelSpec::PRESETS.join(", "))))
-            }
-        }
-    }
-
-    /// The residual-MLP shorthand this model is, if it is one.
-    pub fn mlp_shape(&self) -> Option<Mlp> {
-        match self.layers.as_slice() {
-            [Run { layer: LayerSpec::Linear { input, output: hidden }, repeat: 1 }, Run { layer: LayerSpec::Block { width, ffn }, repeat: blocks }, Run { layer: LayerSpec::Norm { width: norm }, repeat: 1 }, Run { layer: LayerSpec::Linear { input: head, output }, repeat: 1 }]
-                if [*width, *norm, *head] == [*hidden; 3] =>
-            {
-                Some(Mlp { input: *input, hidden: *hidden, ffn: *ffn, blocks: *blocks, output: *output })
-            }
-            _ => None,
-        }
-    }
-
-    /// This residual MLP with its shape changed by `change` (`None` if the model is not one).
-    pub fn with_mlp(self, change: impl FnOnce(&mut Mlp)) -> Option<ModelSpec> {
-        let mut shape = self.mlp_shape()?;
-        change(&mut shape);
-        Some(ModelSpec { layers: shape.runs(), ..self })
-    }
-
     /// Width of the model input (1 for a model of token ids).
     pub fn input_width(&self) -> usize {
         self.layer(0).map_or(0, |l| l.input_width())
@@ -482,7 +111,7 @@ impl ModelSpec {
 
     /// Scale of the initial output projection of each residual layer: `1/√(2·R)` for `R`
     /// residual layers (at least 1).
-    fn residual_gain(&self) -> f32 {
+    pub(crate) fn residual_gain(&self) -> f32 {
         let residual = self.layers.iter().filter(|r| r.layer.is_residual()).map(|r| r.repeat).sum::<usize>();
         1.0 / (2.0 * residual.max(1) as f32).sqrt()
     }
