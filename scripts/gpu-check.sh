@@ -59,7 +59,7 @@ run() {
     fi
     local status=0
     "$bin/gpu-tests" --ignored --nocapture --test-threads=1 2>&1 | tee "$out/gpu-tests.txt" || status=1
-    for model in small medium; do
+    for model in gpt-small small medium; do
         "$bin/pipesched-bench" --model "$model" --devices cuda:0,cuda:0 --out "$out/bench-$model" 2>&1 \
             | tee "$out/bench-$model.txt" || status=1
     done
@@ -67,6 +67,8 @@ run() {
         | tee "$out/bench-small-bf16.txt" || status=1
     "$bin/pipesched" run --model small --schedule 1f1b -p 2 -m 8 --steps 5 --devices cuda:0,cuda:0 --verify \
         --plot --trace --out "$out/run-1f1b" 2>&1 | tee "$out/run-1f1b.txt" || status=1
+    "$bin/pipesched" run --model gpt-small --schedule 1f1b -p 2 -m 8 --steps 5 --devices cuda:0,cuda:0 --verify \
+        --recompute selective --out "$out/run-gpt-small" 2>&1 | tee "$out/run-gpt-small.txt" || status=1
     echo "gpu-check: results in $out (status $status)"
     exit $status
 }

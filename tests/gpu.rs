@@ -12,7 +12,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use common::{deep_tiny, exec, model_on, schedule};
 use pipesched_schedules::{Kind, Stats};
-use pipesched_stages::backend::{gelu, gelu_backward};
+use pipesched_stages::backend::{
+    causal_dropout, causal_softmax, causal_softmax_backward, embedding, embedding_grads, gelu, gelu_backward,
+};
 use pipesched_stages::layers::{Ctx, Dropout, LayerNorm};
 use pipesched_stages::{cuda, Device, LossKind, ModelSpec, Precision, Tensor};
 
@@ -87,36 +89,73 @@ fn matrix_products_match_the_cpu() {
     }
 }
 
+/// Pipelined steps of `spec` on the GPU under every schedule and `policies`: bitwise against the
+/// sequential step on the same GPU, and within `bound` (relative) of the CPU's gradients.
+fn gradients_match(spec: &ModelSpec, policies: &[&str], bound: f32) {
+    let p = 2;
+    for kind in Kind::ALL {
+        for policy in policies {
+            let m = if kind == Kind::Interleaved { 4 } else { 5 };
+            let mut model = model_on(spec.clone(), p * kind.default_chunks(), policy, Device::Cuda(0));
+            let s = schedule(kind, p, m, &model);
+            let before = model.params();
+            let step = model.run_step(&s, 0, &exec()).unwrap();
+            let v = model.verify(&before, 0, m, step.loss).unwrap();
+            let rel = v.cpu_rel_diff.expect("stages are on a GPU");
+            let name = format!("{} {} {kind} {policy}", spec.name, spec.precision);
+            eprintln!("{name}: same-GPU reference bitwise={}, vs the CPU {rel:.2e}", v.bitwise);
+            assert!(v.bitwise, "{name}: must match the sequential step on the same GPU: {v:?}");
+            assert!(rel <= bound, "{name}: {rel}");
+        }
+    }
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn gradients_on_the_gpu_match_the_cpu_for_every_schedule() {
-    let (dev, _gpu) = gpu("gradients_on_the_gpu_match_the_cpu_for_every_schedule");
-    let p = 2;
+    let _gpu = gpu("gradients_on_the_gpu_match_the_cpu_for_every_schedule");
     // f32: the bound to meet. bf16: products rounded to 8 significant bits and accumulated in
     // another order by cuBLAS than by the CPU, so single products can differ by an ulp of bf16.
     for (precision, bound) in [(Precision::F32, 1e-4), (Precision::Bf16, 5e-2)] {
-        for kind in Kind::ALL {
-            for policy in ["none", "full"] {
-                let m = if kind == Kind::Interleaved { 4 } else { 5 };
-                let spec = ModelSpec { precision, ..deep_tiny() };
-                let mut model = model_on(spec, p * kind.default_chunks(), policy, dev);
-                let s = schedule(kind, p, m, &model);
-                let before = model.params();
-                let step = model.run_step(&s, 0, &exec()).unwrap();
-                let v = model.verify(&before, 0, m, step.loss).unwrap();
-                let rel = v.cpu_rel_diff.expect("stages are on a GPU");
-                eprintln!(
-                    "{precision} {kind} {policy}: same-GPU reference bitwise={}, vs the CPU {rel:.2e}",
-                    v.bitwise
-                );
-                assert!(
-                    v.bitwise,
-                    "{precision} {kind} {policy}: must match the sequential step on the same GPU: {v:?}"
-                );
-                assert!(rel <= bound, "{precision} {kind} {policy}: {rel}");
-            }
-        }
+        gradients_match(&ModelSpec { precision, ..deep_tiny() }, &["none", "full"], bound);
     }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpt_gradients_on_the_gpu_match_the_cpu_for_every_schedule() {
+    let _gpu = gpu("gpt_gradients_on_the_gpu_match_the_cpu_for_every_schedule");
+    gradients_match(&ModelSpec::gpt_tiny(), &["none", "selective", "full"], 1e-4);
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpt_kernels_give_the_cpu_bits() {
+    let (dev, _gpu) = gpu("gpt_kernels_give_the_cpu_bits");
+    let (seq, heads, rows) = (16, 4, 64);
+    let scores = probe(rows, heads * seq, 7);
+    let (mut p, mut pd) = (scores.clone(), scores.to_device(dev).unwrap());
+    causal_softmax(&mut p, seq, 0.25).unwrap();
+    causal_softmax(&mut pd, seq, 0.25).unwrap();
+    assert!(pd.bit_eq(&p), "causal softmax");
+    let g = probe(rows, heads * seq, 8);
+    let (mut gh, mut gd) = (g.clone(), g.to_device(dev).unwrap());
+    causal_softmax_backward(&p, &mut gh, seq, 0.25).unwrap();
+    causal_softmax_backward(&pd, &mut gd, seq, 0.25).unwrap();
+    assert!(gd.bit_eq(&gh), "causal softmax backward");
+    let stream = pipesched_stages::rng::Stream::new(&[9, 1]);
+    causal_dropout(&mut p, &stream, 0.2, seq).unwrap();
+    causal_dropout(&mut pd, &stream, 0.2, seq).unwrap();
+    assert!(pd.bit_eq(&p), "causal dropout");
+    let (tokens, positions) = (probe(256, 32, 10), probe(seq, 32, 11));
+    let ids = Tensor::from_fn(rows, 1, |r, _| ((r * 37) % 256) as f32);
+    let on = |t: &Tensor| t.to_device(dev).unwrap();
+    let y = embedding(&ids, &tokens, &positions).unwrap();
+    assert!(embedding(&on(&ids), &on(&tokens), &on(&positions)).unwrap().bit_eq(&y), "embedding");
+    let dy = probe(rows, 32, 12);
+    let want = embedding_grads(&ids, &dy, &tokens, &positions).unwrap();
+    let got = embedding_grads(&on(&ids), &on(&dy), &on(&tokens), &on(&positions)).unwrap();
+    assert!(got[0].bit_eq(&want[0]) && got[1].bit_eq(&want[1]), "embedding gradients");
 }
 
 #[test]

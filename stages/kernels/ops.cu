@@ -213,6 +213,105 @@ extern "C" __global__ void k_layer_norm_gamma_grad(const float* xhat, const floa
     dgamma[c] = s;
 }
 
+// ---- attention and embeddings ---------------------------------------------------------------
+
+// Attention scores and probabilities are [rows, heads * seq]: segment i (seq values) is head
+// i % heads of row i / heads, which is token (i / heads) % seq of its sequence.
+
+// host.rs `causal_softmax`: one thread per segment; the first (token + 1) values, times `scale`,
+// become probabilities, the rest 0.
+extern "C" __global__ void k_causal_softmax(float* s, unsigned int segments, unsigned int heads, unsigned int seq,
+                                            float scale) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= segments) return;
+    float* v = s + (unsigned long long)i * seq;
+    unsigned int past = (i / heads) % seq + 1u;
+    float max = -__uint_as_float(0x7F800000u);
+    for (unsigned int j = 0; j < past; j++) max = fmaxf(max, v[j] * scale);
+    float sum = 0.0f;
+    for (unsigned int j = 0; j < past; j++) {
+        v[j] = ps_exp_approx(v[j] * scale - max);
+        sum = sum + v[j];
+    }
+    float inv = 1.0f / sum;
+    for (unsigned int j = 0; j < past; j++) v[j] = v[j] * inv;
+    for (unsigned int j = past; j < seq; j++) v[j] = 0.0f;
+}
+
+// host.rs `causal_softmax_backward`, over g in place: one thread per segment.
+extern "C" __global__ void k_causal_softmax_backward(const float* p, float* g, unsigned int segments,
+                                                     unsigned int seq, float scale) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= segments) return;
+    const float* pr = p + (unsigned long long)i * seq;
+    float* gr = g + (unsigned long long)i * seq;
+    float dot = -0.0f;
+    for (unsigned int j = 0; j < seq; j++) dot = dot + gr[j] * pr[j];
+    for (unsigned int j = 0; j < seq; j++) gr[j] = pr[j] * (gr[j] - dot) * scale;
+}
+
+// host.rs `causal_dropout`: k_dropout's mask on the causal past, 0 in the future; one thread per
+// element of [rows, cols] (cols = heads * seq).
+extern "C" __global__ void k_causal_dropout(float* t, unsigned int rows, unsigned int cols, unsigned int seq,
+                                            unsigned long long key, float rate, float scale) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * cols) return;
+    if ((i % cols) % seq > (i / cols) % seq) {
+        t[i] = 0.0f;
+        return;
+    }
+    unsigned long long bits = ps_mix64(key + ((unsigned long long)i + 1ull) * PS_GAMMA);
+    float u = (float)(unsigned int)(bits >> 40) * (1.0f / 16777216.0f);
+    t[i] = (u >= rate) ? t[i] * scale : 0.0f;
+}
+
+// Whether an id read as float is a whole number in 0..vocab.
+static __device__ __forceinline__ bool ps_token(float t, unsigned int vocab) {
+    return t >= 0.0f && t < (float)vocab && (float)(unsigned int)t == t;
+}
+
+// host.rs `embedding`: one thread per output element; an invalid id gives NaN.
+extern "C" __global__ void k_embedding(const float* ids, const float* tokens, const float* positions, float* out,
+                                       unsigned int rows, unsigned int width, unsigned int vocab, unsigned int seq) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * width) return;
+    unsigned int r = i / width;
+    unsigned int c = i % width;
+    float t = ids[r];
+    if (!ps_token(t, vocab)) {
+        out[i] = __uint_as_float(0x7FC00000u);
+        return;
+    }
+    out[i] = tokens[(unsigned long long)(unsigned int)t * width + c] + positions[(unsigned long long)(r % seq) * width + c];
+}
+
+// host.rs `embedding_grads`, the token table: one thread per column, which it zeroes and then
+// adds the rows of dy into, in row order (rows with an invalid id are skipped).
+extern "C" __global__ void k_embedding_token_grad(const float* ids, const float* dy, float* grad, unsigned int rows,
+                                                  unsigned int width, unsigned int vocab) {
+    unsigned int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= width) return;
+    for (unsigned int v = 0; v < vocab; v++) grad[(unsigned long long)v * width + c] = 0.0f;
+    for (unsigned int r = 0; r < rows; r++) {
+        float t = ids[r];
+        if (!ps_token(t, vocab)) continue;
+        unsigned long long k = (unsigned long long)(unsigned int)t * width + c;
+        grad[k] = grad[k] + dy[(unsigned long long)r * width + c];
+    }
+}
+
+// host.rs `embedding_grads`, the position table: one thread per element (position, column),
+// adding the rows of that position in row order from 0.
+extern "C" __global__ void k_embedding_position_grad(const float* dy, float* grad, unsigned int rows,
+                                                     unsigned int width, unsigned int seq) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= seq * width) return;
+    unsigned int c = i % width;
+    float s = 0.0f;
+    for (unsigned int r = i / width; r < rows; r += seq) s = s + dy[(unsigned long long)r * width + c];
+    grad[i] = s;
+}
+
 // ---- loss ------------------------------------------------------------------------------------
 
 // loss.rs cross-entropy forward: one thread per row. Writes the softmax row and

@@ -224,7 +224,7 @@ impl Block {
 /// path. The output block must be row-major without overlap (`col_stride` 1, `row_stride` at
 /// least `cols`).
 #[allow(unsafe_code)]
-pub(crate) fn block_product(out: &mut [f32], o: Block, a: &[f32], ab: Block, b: &[f32], bb: Block) -> Result<()> {
+fn block_product(out: &mut [f32], o: Block, a: &[f32], ab: Block, b: &[f32], bb: Block) -> Result<()> {
     let ok = ab.cols == bb.rows
         && o.rows == ab.rows
         && o.cols == bb.cols
@@ -270,6 +270,86 @@ pub(crate) fn block_product(out: &mut [f32], o: Block, a: &[f32], ab: Block, b: 
             (a.as_ptr().add(ab.offset), stride(ab.row_stride), stride(ab.col_stride)),
             (b.as_ptr().add(bb.offset), stride(bb.row_stride), stride(bb.col_stride)),
         );
+    }
+    Ok(())
+}
+
+/// `count` equal blocks of one buffer, block `b` being `first` moved by `b·stride` elements:
+/// one head of every sequence of an activation (or its transpose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Batch {
+    /// Block 0.
+    pub first: Block,
+    /// Blocks.
+    pub count: usize,
+    /// Distance between consecutive blocks.
+    pub stride: usize,
+}
+
+impl Batch {
+    /// Block `b`.
+    pub fn block(&self, b: usize) -> Block {
+        Block { offset: self.first.offset + b * self.stride, ..self.first }
+    }
+
+    /// The transpose of every block.
+    pub fn t(self) -> Batch {
+        Batch { first: self.first.t(), ..self }
+    }
+
+    /// Whether every block lies inside a buffer of `len` floats (the last is the farthest).
+    fn fits(&self, len: usize) -> bool {
+        let Some(last) = self.count.checked_sub(1) else { return true };
+        last.checked_mul(self.stride)
+            .and_then(|d| d.checked_add(self.first.offset))
+            .is_some_and(|offset| Block { offset, ..self.first }.fits(len))
+    }
+
+    /// Whether the blocks, as outputs, are row-major and never share an element.
+    fn disjoint_rows(&self) -> bool {
+        let b = self.first;
+        let span = b.rows.saturating_sub(1) * b.row_stride + b.cols;
+        b.col_stride == 1 && b.row_stride >= b.cols && (self.count <= 1 || self.stride >= span)
+    }
+}
+
+/// `out[o_b] = a[a_b] · b[b_b]` for every block `b` of three batches, in `f32`, overwriting the
+/// output blocks (never reading them): the products inside attention, one head of every
+/// sequence at once. On the host, [`block_product`] block by block; on a GPU, one cuBLAS
+/// strided-batched product. Checked for both: equal counts, agreeing sizes, every block inside
+/// its tensor, output blocks row-major and disjoint.
+pub(crate) fn batched_product(out: &mut Tensor, o: Batch, a: &Tensor, ab: Batch, b: &Tensor, bb: Batch) -> Result<()> {
+    let ok = o.count == ab.count
+        && o.count == bb.count
+        && ab.first.cols == bb.first.rows
+        && o.first.rows == ab.first.rows
+        && o.first.cols == bb.first.cols
+        && o.disjoint_rows()
+        && o.fits(out.len())
+        && ab.fits(a.len())
+        && bb.fits(b.len());
+    if !ok {
+        return Err(Error::Shape {
+            place: "batched product".into(),
+            reason: format!(
+                "a {ab:?} of {} floats, b {bb:?} of {}, out {o:?} of {}: counts and inner sizes must agree, every block lie in its tensor and the output blocks be row-major and disjoint",
+                a.len(),
+                b.len(),
+                out.len()
+            ),
+        });
+    }
+    let (out_dev, a_dev, b_dev) = (out.device(), a.device(), b.device());
+    match (out.store_mut(), a.store(), b.store()) {
+        (Store::Host(_), Store::Host(_), Store::Host(_)) => {}
+        (Store::Cuda(c), Store::Cuda(x), Store::Cuda(y)) => return crate::cuda::gemm::batched(c, o, x, ab, y, bb),
+        _ => {
+            let other = if a_dev != out_dev { a_dev } else { b_dev };
+            return Err(mixed("batched product", out_dev, other));
+        }
+    }
+    for k in 0..o.count {
+        block_product(out.data_mut(), o.block(k), a.data(), ab.block(k), b.data(), bb.block(k))?;
     }
     Ok(())
 }

@@ -27,31 +27,27 @@ pub(crate) fn dropout(t: &mut Tensor, stream: &Stream, rate: f32, scale: f32) {
     }
 }
 
-/// [`dropout`] on the first `len(s)` elements of each segment `s` of `segment` elements, the
-/// rest of each segment set to zero.
-pub(crate) fn dropout_prefixes(
-    t: &mut Tensor,
-    stream: &Stream,
-    rate: f32,
-    scale: f32,
-    segment: usize,
-    len: impl Fn(usize) -> usize,
-) {
-    for (s, seg) in t.data_mut().chunks_mut(segment.max(1)).enumerate() {
-        let n = len(s).min(seg.len());
-        let (kept, rest) = seg.split_at_mut(n);
-        for (j, v) in kept.iter_mut().enumerate() {
-            *v = keep(*v, stream, s * segment + j, rate, scale);
+/// [`dropout`] on the causal past of `[rows, heads·seq]` scores (row `r` token `r mod seq`), the
+/// future set to zero.
+pub(crate) fn causal_dropout(t: &mut Tensor, stream: &Stream, rate: f32, scale: f32, seq: usize) {
+    let cols = t.cols();
+    for (r, row) in t.data_mut().chunks_exact_mut(cols).enumerate() {
+        let past = r % seq + 1;
+        for (h, head) in row.chunks_exact_mut(seq).enumerate() {
+            let first = r * cols + h * seq;
+            let (kept, future) = head.split_at_mut(past);
+            for (j, v) in kept.iter_mut().enumerate() {
+                *v = keep(*v, stream, first + j, rate, scale);
+            }
+            future.fill(0.0);
         }
-        rest.fill(0.0);
     }
 }
 
 /// Softmax over the causal past of each head of each row of `s` (`[rows, heads·seq]`, row `r`
 /// being token `r mod seq`): the first `i + 1` of a head's `seq` scores of token `i`, scaled by
-/// `scale`, become probabilities (max subtracted, libm's `exp`, summed left to right); the rest
-/// become 0. (A CUDA kernel giving these bits needs [`exp_approx`] here instead: a change of the
-/// numbers, left for when the kernel is written.)
+/// `scale`, become probabilities (max subtracted, [`exp_approx`], summed left to right from 0,
+/// multiplied by the sum's reciprocal); the rest become 0.
 pub(crate) fn causal_softmax(s: &mut Tensor, seq: usize, scale: f32) {
     let width = s.cols();
     for (r, row) in s.data_mut().chunks_exact_mut(width).enumerate() {
@@ -61,7 +57,7 @@ pub(crate) fn causal_softmax(s: &mut Tensor, seq: usize, scale: f32) {
             let max = past.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
             let mut sum = 0.0f32;
             for v in past.iter_mut() {
-                *v = (*v * scale - max).exp();
+                *v = exp_approx(*v * scale - max);
                 sum += *v;
             }
             let inv = 1.0 / sum;
@@ -82,6 +78,35 @@ pub(crate) fn causal_softmax_backward(p: &Tensor, g: &mut Tensor, seq: usize, sc
             *g = p * (*g - dot) * scale;
         }
     }
+}
+
+/// Row `r`: `tokens[ids[r]] + positions[r mod seq]` (ids checked by the dispatcher).
+pub(crate) fn embedding(ids: &Tensor, tokens: &Tensor, positions: &Tensor) -> Tensor {
+    let (w, seq) = (tokens.cols(), positions.rows());
+    let mut out = Tensor::scratch(ids.rows(), w);
+    for (r, (row, id)) in out.data_mut().chunks_exact_mut(w).zip(ids.data()).enumerate() {
+        for ((o, tok), pos) in row.iter_mut().zip(tokens.row(*id as usize)).zip(positions.row(r % seq)) {
+            *o = tok + pos;
+        }
+    }
+    out
+}
+
+/// `[d tokens, d positions]`: each row of `dy` added into its token's row of a `[vocab, width]`
+/// table and its position's row of a `[seq, width]` one, in row order from zero.
+pub(crate) fn embedding_grads(ids: &Tensor, dy: &Tensor, vocab: usize, seq: usize) -> [Tensor; 2] {
+    let w = dy.cols();
+    let mut tokens = Tensor::zeros(vocab, w);
+    let mut positions = Tensor::zeros(seq, w);
+    for (r, (g, id)) in dy.data().chunks_exact(w).zip(ids.data()).enumerate() {
+        for (acc, v) in tokens.data_mut()[*id as usize * w..][..w].iter_mut().zip(g) {
+            *acc += v;
+        }
+        for (acc, v) in positions.data_mut()[(r % seq) * w..][..w].iter_mut().zip(g) {
+            *acc += v;
+        }
+    }
+    [tokens, positions]
 }
 
 /// Layer normalisation of each row: `[y, x̂, rstd]`. Row statistics are summed left to right in

@@ -61,17 +61,19 @@ pub fn dropout(t: &mut Tensor, stream: &Stream, rate: f32) -> Result<()> {
 /// Softmax over the causal past of attention scores, in place: `s` is `[rows, heads·seq]`, row
 /// `r` is token `r mod seq` of its sequence and head `h` its columns `h·seq..(h+1)·seq`; token
 /// `i`'s first `i + 1` scores of each head, times `scale`, become probabilities and the rest 0.
-/// Host tensors only, for now (an error naming the device otherwise).
 pub fn causal_softmax(s: &mut Tensor, seq: usize, scale: f32) -> Result<()> {
     check_heads("causal softmax", s, seq)?;
-    host_only("causal softmax", s)?;
-    host::causal_softmax(s, seq, scale);
-    Ok(())
+    if s.is_host() {
+        host::causal_softmax(s, seq, scale);
+        Ok(())
+    } else {
+        crate::cuda::ops::causal_softmax(s, seq, scale)
+    }
 }
 
 /// The causal softmax's backward, in place: `g`, the gradient with respect to the
 /// probabilities `p`, becomes the gradient with respect to the scores,
-/// `p ⊙ (g − Σ g·p)·scale` per head of each row. Host tensors only, for now.
+/// `p ⊙ (g − Σ g·p)·scale` per head of each row.
 pub fn causal_softmax_backward(p: &Tensor, g: &mut Tensor, seq: usize, scale: f32) -> Result<()> {
     check_heads("causal softmax backward", p, seq)?;
     if g.shape() != p.shape() {
@@ -80,10 +82,12 @@ pub fn causal_softmax_backward(p: &Tensor, g: &mut Tensor, seq: usize, scale: f3
             reason: format!("gradient {:?} for probabilities {:?}", g.shape(), p.shape()),
         });
     }
-    host_only("causal softmax backward", p)?;
-    host_only("causal softmax backward", g)?;
-    host::causal_softmax_backward(p, g, seq, scale);
-    Ok(())
+    if p.is_host() && g.is_host() {
+        host::causal_softmax_backward(p, g, seq, scale);
+        Ok(())
+    } else {
+        crate::cuda::ops::causal_softmax_backward(p, g, seq, scale)
+    }
 }
 
 /// An error unless `t` is whole sequences of `seq` rows with whole heads of `seq` columns.
@@ -97,42 +101,75 @@ fn check_heads(place: &str, t: &Tensor, seq: usize) -> Result<()> {
     Ok(())
 }
 
-/// An error naming `place` and the device unless `t` is on the host.
-fn host_only(place: &str, t: &Tensor) -> Result<()> {
-    if t.is_host() {
-        return Ok(());
-    }
-    Err(Error::Device {
-        device: t.device().to_string(),
-        reason: format!("{place} runs on the host only, for now; keep attention on a CPU stage"),
-    })
-}
-
-/// [`dropout`] where only the leading part of each segment can be nonzero: `t` is cut into
-/// segments of `segment` elements; segment `s` gets the mask on its first `len(s)` elements
-/// (element `k` of `t` kept, and scaled, iff draw `k` is at least `rate`, as in [`dropout`]) and
-/// zeros after them. For attention's probabilities, whose causally masked part is zero anyway:
-/// it draws for the past only, about half. With `rate` 0 it does nothing, like [`dropout`].
-/// Host tensors only (an error naming the device otherwise).
-pub fn dropout_prefixes(
-    t: &mut Tensor,
-    stream: &Stream,
-    rate: f32,
-    segment: usize,
-    len: impl Fn(usize) -> usize,
-) -> Result<()> {
-    host_only("dropout on the leading part of segments", t)?;
-    if segment == 0 || t.len() % segment != 0 {
-        return Err(Error::Shape {
-            place: "dropout on the leading part of segments".into(),
-            reason: format!("{:?} is not whole segments of {segment} elements", t.shape()),
-        });
-    }
+/// [`dropout`] on the causal past of attention probabilities (or their gradient), laid out as
+/// for [`causal_softmax`]: element `k` of the past is kept, and scaled by `1/(1 − rate)`, iff
+/// draw `k` of `stream` is at least `rate` (the mask [`dropout`] gives element `k`); the future,
+/// zero in the probabilities anyway, becomes 0 — so it draws for about half the elements. With
+/// `rate` 0 it does nothing, like [`dropout`].
+pub fn causal_dropout(t: &mut Tensor, stream: &Stream, rate: f32, seq: usize) -> Result<()> {
+    check_heads("causal dropout", t, seq)?;
     if rate <= 0.0 {
         return Ok(());
     }
-    host::dropout_prefixes(t, stream, rate, 1.0 / (1.0 - rate), segment, len);
-    Ok(())
+    let scale = 1.0 / (1.0 - rate);
+    if t.is_host() {
+        host::causal_dropout(t, stream, rate, scale, seq);
+        Ok(())
+    } else {
+        crate::cuda::ops::causal_dropout(t, stream.key(), rate, scale, seq)
+    }
+}
+
+/// Token plus position embeddings: row `r` of the result is `tokens[ids[r]] + positions[r mod
+/// seq]`, `seq` being `positions`' rows. `ids` is `[rows, 1]` of whole numbers in
+/// `0..tokens.rows()`, in whole sequences — checked here for host ids; on a GPU the kernel
+/// cannot report, so an invalid id gives a row of NaN (the embedding layer checks ids where the
+/// host can read them).
+pub fn embedding(ids: &Tensor, tokens: &Tensor, positions: &Tensor) -> Result<Tensor> {
+    check_ids("embedding", ids, tokens, positions)?;
+    if ids.is_host() {
+        Ok(host::embedding(ids, tokens, positions))
+    } else {
+        crate::cuda::ops::embedding(ids, tokens, positions)
+    }
+}
+
+/// The gradients of [`embedding`]'s tables from the output gradient `dy` (`[rows, width]`):
+/// each row of `dy` added into its token's row and its position's row, in row order from zero
+/// (`[tokens, positions]`, shaped as the tables).
+pub fn embedding_grads(ids: &Tensor, dy: &Tensor, tokens: &Tensor, positions: &Tensor) -> Result<[Tensor; 2]> {
+    check_ids("embedding gradients", ids, tokens, positions)?;
+    if dy.shape() != [ids.rows(), tokens.cols()] {
+        return Err(Error::Shape {
+            place: "embedding gradients".into(),
+            reason: format!("dy {:?} for {} tokens of width {}", dy.shape(), ids.rows(), tokens.cols()),
+        });
+    }
+    if ids.is_host() && dy.is_host() {
+        Ok(host::embedding_grads(ids, dy, tokens.rows(), positions.rows()))
+    } else {
+        crate::cuda::ops::embedding_grads(ids, dy, tokens.rows(), positions.rows())
+    }
+}
+
+/// An error unless `ids` is one id per row in whole sequences of the position table, the tables
+/// have one width, and (on the host) every id is a whole number below the vocabulary.
+fn check_ids(place: &str, ids: &Tensor, tokens: &Tensor, positions: &Tensor) -> Result<()> {
+    let (vocab, seq) = (tokens.rows(), positions.rows());
+    let shape = |reason: String| Err(Error::Shape { place: place.into(), reason });
+    if tokens.cols() != positions.cols() || vocab == 0 || seq == 0 {
+        return shape(format!("token table {:?} and position table {:?}", tokens.shape(), positions.shape()));
+    }
+    if ids.cols() != 1 || ids.rows() % seq != 0 {
+        return shape(format!("ids {:?}: one token id per row, in whole sequences of {seq} rows", ids.shape()));
+    }
+    if !ids.is_host() {
+        return Ok(());
+    }
+    match ids.data().iter().enumerate().find(|(_, t)| !(t.fract() == 0.0 && **t >= 0.0 && (**t as usize) < vocab)) {
+        Some((r, t)) => shape(format!("row {r} holds {t}, not a token id in 0..{vocab}")),
+        None => Ok(()),
+    }
 }
 
 /// Layer normalisation of each row of `x` with scale `gamma` and shift `beta` (`[1, width]`):
@@ -282,20 +319,50 @@ mod tests {
     }
 
     #[test]
-    fn dropout_on_prefixes_is_dropout_on_them_and_zero_after() {
+    fn causal_dropout_is_dropout_on_the_past_and_zero_in_the_future() {
         let stream = Stream::new(&[3, 4]);
-        let x = Tensor::from_fn(6, 8, |r, c| 1.0 + (r * 8 + c) as f32);
+        // 2 sequences of 3 tokens, 2 heads of 3 columns.
+        let x = Tensor::from_fn(6, 6, |r, c| 1.0 + (r * 6 + c) as f32);
         let mut whole = x.clone();
         dropout(&mut whole, &stream, 0.3).unwrap();
-        let mut parts = x.clone();
-        // Segments of 4: segment s keeps its first s % 4 + 1 elements.
-        dropout_prefixes(&mut parts, &stream, 0.3, 4, |s| s % 4 + 1).unwrap();
-        for (k, (p, w)) in parts.data().iter().zip(whole.data()).enumerate() {
-            let (s, j) = (k / 4, k % 4);
-            let want = if j <= s % 4 { *w } else { 0.0 };
+        let mut causal = x.clone();
+        causal_dropout(&mut causal, &stream, 0.3, 3).unwrap();
+        for (k, (p, w)) in causal.data().iter().zip(whole.data()).enumerate() {
+            let (r, j) = (k / 6, k % 3);
+            let want = if j <= r % 3 { *w } else { 0.0 };
             assert_eq!(p.to_bits(), want.to_bits(), "element {k}");
         }
         assert!(whole.data().contains(&0.0) && whole.data().iter().any(|v| *v != 0.0));
+        let mut same = x.clone();
+        causal_dropout(&mut same, &stream, 0.0, 3).unwrap();
+        assert!(same.bit_eq(&x), "rate 0 leaves even the future alone");
+        assert!(causal_dropout(&mut Tensor::zeros(2, 3), &stream, 0.5, 0).is_err());
+        assert!(causal_dropout(&mut Tensor::zeros(3, 4), &stream, 0.5, 2).is_err());
+    }
+
+    #[test]
+    fn embeddings_add_token_and_position_rows_and_refuse_bad_ids() {
+        let tokens = Tensor::from_fn(5, 3, |r, c| (10 * r + c) as f32);
+        let positions = Tensor::from_fn(2, 3, |r, c| 0.5 * (r + c) as f32);
+        let ids = Tensor::new(4, 1, vec![4.0, 0.0, 4.0, 2.0]).unwrap();
+        let y = embedding(&ids, &tokens, &positions).unwrap();
+        assert_eq!(y.row(2), &[40.0, 41.5, 43.0][..]);
+        assert_eq!(y.row(3), &[20.5, 22.0, 23.5][..]);
+        let dy = Tensor::from_fn(4, 3, |r, c| (1 + r * 3 + c) as f32);
+        let [dt, dp] = embedding_grads(&ids, &dy, &tokens, &positions).unwrap();
+        assert_eq!(dt.row(4), &[1.0 + 7.0, 2.0 + 8.0, 3.0 + 9.0][..], "token 4 at rows 0 and 2");
+        assert!(dt.row(1).iter().chain(dt.row(3)).all(|v| *v == 0.0));
+        assert_eq!(dp.row(1), &[4.0 + 10.0, 5.0 + 11.0, 6.0 + 12.0][..], "position 1 at rows 1 and 3");
+        fn e<T>(r: Result<T>) -> String {
+            r.map(drop).unwrap_err().to_string()
+        }
+        for (bad, why) in [(5.0, "holds 5"), (-1.0, "holds -1"), (1.5, "holds 1.5"), (f32::NAN, "holds NaN")] {
+            let ids = Tensor::new(2, 1, vec![0.0, bad]).unwrap();
+            assert!(e(embedding(&ids, &tokens, &positions)).contains(why), "{bad}");
+        }
+        assert!(e(embedding(&Tensor::zeros(3, 1), &tokens, &positions)).contains("whole sequences of 2"));
+        assert!(e(embedding_grads(&ids, &Tensor::zeros(4, 2), &tokens, &positions)).contains("dy [4, 2]"));
+        assert!(e(embedding(&ids, &tokens, &Tensor::zeros(2, 4))).contains("position table [2, 4]"));
     }
 
     #[test]
@@ -323,8 +390,5 @@ mod tests {
         let e = causal_softmax(&mut Tensor::zeros(4, 6), 3, 1.0).unwrap_err().to_string();
         assert!(e.contains("not whole sequences and heads of 3"), "{e}");
         assert!(causal_softmax(&mut Tensor::zeros(3, 0), 3, 1.0).is_err(), "no heads is an error, not a panic");
-        let stream = Stream::new(&[1]);
-        assert!(dropout_prefixes(&mut Tensor::zeros(2, 3), &stream, 0.5, 0, |_| 1).is_err());
-        assert!(dropout_prefixes(&mut Tensor::zeros(2, 3), &stream, 0.5, 4, |_| 1).is_err());
     }
 }

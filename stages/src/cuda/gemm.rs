@@ -18,13 +18,13 @@
 //! sequential one on the same GPU bit for bit.
 
 use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublas::{Gemm, GemmConfig};
+use cudarc::cublas::{Gemm, GemmConfig, StridedBatchedConfig};
 use cudarc::driver::{CudaSlice, DeviceRepr};
 use half::{bf16, f16};
 
 use super::runtime::{alloc_uninit, current, device_error, launch, DeviceBuffer, Gpu, KArg};
 use crate::error::{Error, Result};
-use crate::matmul::{GemmShape, Trans};
+use crate::matmul::{Batch, Block, GemmShape, Trans};
 use crate::precision::Precision;
 
 /// A row-major product `[m, n] = op(A)·op(B)`: the stored shapes and transpositions.
@@ -94,11 +94,7 @@ pub(crate) fn matmul_into(
     p: RowMajor,
     precision: Precision,
 ) -> Result<()> {
-    let ordinal = out.ordinal();
-    if a.ordinal() != ordinal || b.ordinal() != ordinal {
-        let other = if a.ordinal() != ordinal { a.ordinal() } else { b.ordinal() };
-        return Err(crate::tensor::mixed("matrix product", out_dev(ordinal), out_dev(other)));
-    }
+    let ordinal = one_gpu("matrix product", out, a, b)?;
     let sizes = [(a.len(), p.a), (b.len(), p.b), (out.len(), [p.m, p.n])];
     if let Some((len, shape)) = sizes.iter().find(|(len, s)| *len != s[0] * s[1]) {
         return Err(Error::Shape {
@@ -128,6 +124,92 @@ pub(crate) fn matmul_into(
     #[allow(unsafe_code)]
     let done = unsafe { lane.blas.gemm(cfg, &b.slice, &a.slice, &mut out.slice) };
     done.map_err(|e| device_error(ordinal, "cuBLAS sgemm", format!("{e:?}")))
+}
+
+/// A batch of row-major block products as one column-major strided-batched call: the call
+/// for block 0 (as [`col_major`] maps a product, with each block's leading dimension), where
+/// each operand starts, and how far apart its blocks are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Strided {
+    pub call: ColMajor,
+    pub count: usize,
+    /// Offsets of block 0 of `X` (the second row-major operand), `Y` (the first) and `C`.
+    pub offsets: [usize; 3],
+    /// Distances between the blocks of `X`, `Y` and `C`.
+    pub strides: [usize; 3],
+}
+
+/// How cuBLAS reads `b`: `(transposed, leading dimension)`. A row-major block (unit column
+/// stride) is read untransposed with its row stride, a transposed view (unit row stride)
+/// transposed with its column stride; `None` for a block cuBLAS cannot address (no unit
+/// stride, or rows that overlap).
+fn layout(b: Block) -> Option<(bool, usize)> {
+    if b.col_stride == 1 && b.row_stride >= b.cols.max(1) {
+        Some((false, b.row_stride))
+    } else if b.row_stride == 1 && b.col_stride >= b.rows.max(1) {
+        Some((true, b.col_stride))
+    } else {
+        None
+    }
+}
+
+/// The strided-batched call for `out[o] = a[ab]·b[bb]` (shapes checked by the caller), or
+/// `None` when a block has no layout cuBLAS takes.
+pub(crate) fn strided(o: Batch, ab: Batch, bb: Batch) -> Option<Strided> {
+    let (trans_x, ldx) = layout(bb.first)?;
+    let (trans_y, ldy) = layout(ab.first)?;
+    let (false, ldc) = layout(o.first)? else { return None };
+    let call = ColMajor { trans_x, trans_y, m: o.first.cols, n: o.first.rows, k: ab.first.cols, ldx, ldy, ldc };
+    Some(Strided {
+        call,
+        count: o.count,
+        offsets: [bb.first.offset, ab.first.offset, o.first.offset],
+        strides: [bb.stride, ab.stride, o.stride],
+    })
+}
+
+/// `out[o_b] = a[a_b]·b[b_b]` for every block, in `f32`, as one cuBLAS strided-batched product
+/// on the current lane's handle (`matmul::batched_product`, which checked counts, sizes and that
+/// every block lies in its buffer).
+pub(crate) fn batched(
+    out: &mut DeviceBuffer,
+    o: Batch,
+    a: &DeviceBuffer,
+    ab: Batch,
+    b: &DeviceBuffer,
+    bb: Batch,
+) -> Result<()> {
+    let ordinal = one_gpu("batched product", out, a, b)?;
+    let s = strided(o, ab, bb).ok_or_else(|| Error::Shape {
+        place: "batched product on cuda".into(),
+        reason: format!("{o:?} = {ab:?} · {bb:?}: cuBLAS needs every block to have a unit stride"),
+    })?;
+    if s.count == 0 || s.call.m == 0 || s.call.n == 0 {
+        return Ok(());
+    }
+    let long = |v: usize| {
+        i64::try_from(v).map_err(|_| device_error(ordinal, "batched product", format!("stride {v} exceeds 2^63")))
+    };
+    let cfg = StridedBatchedConfig {
+        gemm: config(s.call, ordinal, 1.0f32, 0.0f32)?,
+        batch_size: int(ordinal, s.count)?,
+        stride_a: long(s.strides[0])?,
+        stride_b: long(s.strides[1])?,
+        stride_c: long(s.strides[2])?,
+    };
+    let lane = current(&out.gpu)?;
+    let [ox, oy, oc] = s.offsets;
+    let (x, y) = (b.slice.slice(ox..), a.slice.slice(oy..));
+    let mut c = out.slice.slice_mut(oc..);
+    // SAFETY: `batched_product` checked that every element of every block — block `b` at its
+    // first block's offset plus `b·stride`, then row·row_stride + col·col_stride — lies inside
+    // its buffer; the views start at block 0's offsets and `strided` gives cuBLAS exactly those
+    // strides and leading dimensions, so it reads and writes only those elements. The output
+    // blocks are row-major and disjoint (checked), and `out` is borrowed mutably while `a` and
+    // `b` are shared, so the output aliases neither input.
+    #[allow(unsafe_code)]
+    let done = unsafe { lane.blas.gemm_strided_batched(cfg, &x, &y, &mut c) };
+    done.map_err(|e| device_error(ordinal, "cuBLAS strided-batched sgemm", format!("{e:?}")))
 }
 
 /// cuBLAS's arguments for the column-major call `c`, with `C = alpha·op(X)·op(Y) + beta·C`.
@@ -291,6 +373,15 @@ fn median_pass(lane: &super::Lane, reps: usize, mut pass: impl FnMut() -> Result
     Ok(times[times.len() / 2])
 }
 
+/// The GPU of a product's three buffers; an error naming two of them if they differ.
+fn one_gpu(place: &str, out: &DeviceBuffer, a: &DeviceBuffer, b: &DeviceBuffer) -> Result<usize> {
+    let ordinal = out.ordinal();
+    match [a.ordinal(), b.ordinal()].into_iter().find(|o| *o != ordinal) {
+        Some(other) => Err(crate::tensor::mixed(place, out_dev(ordinal), out_dev(other))),
+        None => Ok(ordinal),
+    }
+}
+
 fn out_dev(ordinal: usize) -> crate::Device {
     crate::Device::Cuda(ordinal)
 }
@@ -342,6 +433,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The strided-batched call on the buffers gives, block by block, the host's batched
+    /// product: attention's four shapes (`QKᵀ`, `P·V`, `Pᵀ·dO`, `dS·K`) over two sequences of a
+    /// `[6, 2·2]`-head activation.
+    #[test]
+    fn the_strided_call_computes_each_block_product() {
+        use crate::matmul::batched_product;
+        let (t, d, heads) = (3, 2, 2);
+        let (w, pw) = (heads * d, heads * t);
+        let qkv = filled(2 * t, 3 * w, 3);
+        let p = filled(2 * t, pw, 4);
+        let seqs = |first: Block, stride: usize| Batch { first, count: 2, stride };
+        for h in 0..heads {
+            let q = seqs(Block::at(h * d, t, d, 3 * w), t * 3 * w);
+            let k = seqs(Block::at(w + h * d, t, d, 3 * w), t * 3 * w);
+            let pb = seqs(Block::at(h * t, t, t, pw), t * pw);
+            let ob = seqs(Block::at(h * d, t, d, w), t * w);
+            type Case<'a> = (Batch, &'a Tensor, Batch, &'a Tensor, Batch, [usize; 2]);
+            let cases: [Case; 4] = [
+                (pb, &qkv, q, &qkv, k.t(), [2 * t, pw]),
+                (ob, &p, pb, &qkv, k, [2 * t, w]),
+                (ob, &p, pb.t(), &qkv, q, [2 * t, w]),
+                (q, &p, pb, &qkv, k, [2 * t, 3 * w]),
+            ];
+            for (o, a, ab, b, bb, shape) in cases {
+                let mut want = Tensor::full(shape[0], shape[1], f32::NAN);
+                batched_product(&mut want, o, a, ab, b, bb).unwrap();
+                let s = strided(o, ab, bb).unwrap();
+                for blk in 0..s.count {
+                    let at = |i: usize| s.offsets[i] + blk * s.strides[i];
+                    let got = sgemm_reference(s.call, &b.data()[at(0)..], &a.data()[at(1)..]);
+                    for r in 0..o.first.rows {
+                        for c in 0..o.first.cols {
+                            let (g, wv) = (got[c + r * s.call.ldc], want.data()[at(2) + r * o.first.row_stride + c]);
+                            assert!(
+                                (g - wv as f64).abs() < 1e-5 * (1.0 + g.abs()),
+                                "block {blk} ({r}, {c}): {g} vs {wv}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let skewed =
+            Batch { first: Block { offset: 0, rows: 2, cols: 2, row_stride: 3, col_stride: 2 }, count: 1, stride: 0 };
+        let plain = Batch { first: Block::at(0, 2, 2, 2), count: 1, stride: 0 };
+        assert_eq!(strided(plain, skewed, plain), None, "no unit stride: no cuBLAS layout");
+        assert_eq!(strided(plain.t(), plain, plain), None, "a transposed output is refused");
     }
 
     #[test]

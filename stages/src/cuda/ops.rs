@@ -125,6 +125,128 @@ pub(crate) fn dropout(t: &mut Tensor, key: u64, rate: f32, scale: f32) -> Result
     )
 }
 
+/// The causal softmax in place over `[rows, heads·seq]` scores (`backend::causal_softmax`;
+/// shapes checked there).
+pub(crate) fn causal_softmax(s: &mut Tensor, seq: usize, scale: f32) -> Result<()> {
+    let (segments, heads) = (s.len() / seq, s.cols() / seq);
+    let b = buf_mut(s, "causal softmax")?;
+    let gpu = b.gpu.clone();
+    launch(
+        &gpu,
+        "k_causal_softmax",
+        segments,
+        &mut [KArg::Out(b), KArg::U32(n32(segments)?), KArg::U32(n32(heads)?), KArg::U32(n32(seq)?), KArg::F32(scale)],
+    )
+}
+
+/// The causal softmax's backward over `g` in place (`backend::causal_softmax_backward`).
+pub(crate) fn causal_softmax_backward(p: &Tensor, g: &mut Tensor, seq: usize, scale: f32) -> Result<()> {
+    same_gpu("causal softmax backward", &[p, g])?;
+    let segments = p.len() / seq;
+    let pb = buf(p, "causal softmax backward")?;
+    let gpu = pb.gpu.clone();
+    launch(
+        &gpu,
+        "k_causal_softmax_backward",
+        segments,
+        &mut [
+            KArg::In(pb),
+            KArg::Out(buf_mut(g, "causal softmax backward")?),
+            KArg::U32(n32(segments)?),
+            KArg::U32(n32(seq)?),
+            KArg::F32(scale),
+        ],
+    )
+}
+
+/// Dropout on the causal past, zero in the future (`backend::causal_dropout`).
+pub(crate) fn causal_dropout(t: &mut Tensor, key: u64, rate: f32, scale: f32, seq: usize) -> Result<()> {
+    let (rows, cols) = (t.rows(), t.cols());
+    let n = n32(t.len())?;
+    let b = buf_mut(t, "causal dropout")?;
+    let gpu = b.gpu.clone();
+    launch(
+        &gpu,
+        "k_causal_dropout",
+        n as usize,
+        &mut [
+            KArg::Out(b),
+            KArg::U32(n32(rows)?),
+            KArg::U32(n32(cols)?),
+            KArg::U32(n32(seq)?),
+            KArg::U64(key),
+            KArg::F32(rate),
+            KArg::F32(scale),
+        ],
+    )
+}
+
+/// Token plus position embeddings (`backend::embedding`; shapes checked there).
+pub(crate) fn embedding(ids: &Tensor, tokens: &Tensor, positions: &Tensor) -> Result<Tensor> {
+    same_gpu("embedding", &[ids, tokens, positions])?;
+    let (rows, width, vocab, seq) = (ids.rows(), tokens.cols(), tokens.rows(), positions.rows());
+    let n = n32(rows * width)?;
+    let mut out = tokens.scratch_like(rows, width)?;
+    let place = "embedding";
+    let (ib, tb, pb) = (buf(ids, place)?, buf(tokens, place)?, buf(positions, place)?);
+    let gpu = ib.gpu.clone();
+    launch(
+        &gpu,
+        "k_embedding",
+        n as usize,
+        &mut [
+            KArg::In(ib),
+            KArg::In(tb),
+            KArg::In(pb),
+            KArg::Out(buf_mut(&mut out, place)?),
+            KArg::U32(n32(rows)?),
+            KArg::U32(n32(width)?),
+            KArg::U32(n32(vocab)?),
+            KArg::U32(n32(seq)?),
+        ],
+    )?;
+    Ok(out)
+}
+
+/// The two tables' gradients, `[vocab, width]` and `[seq, width]` (`backend::embedding_grads`).
+pub(crate) fn embedding_grads(ids: &Tensor, dy: &Tensor, vocab: usize, seq: usize) -> Result<[Tensor; 2]> {
+    same_gpu("embedding gradients", &[ids, dy])?;
+    let (rows, width) = (dy.rows(), dy.cols());
+    n32(vocab * width)?;
+    n32(seq * width)?;
+    let place = "embedding gradients";
+    let mut tokens = dy.scratch_like(vocab, width)?;
+    let mut positions = dy.scratch_like(seq, width)?;
+    let (ib, db) = (buf(ids, place)?, buf(dy, place)?);
+    let gpu = ib.gpu.clone();
+    launch(
+        &gpu,
+        "k_embedding_token_grad",
+        width,
+        &mut [
+            KArg::In(ib),
+            KArg::In(db),
+            KArg::Out(buf_mut(&mut tokens, place)?),
+            KArg::U32(n32(rows)?),
+            KArg::U32(n32(width)?),
+            KArg::U32(n32(vocab)?),
+        ],
+    )?;
+    launch(
+        &gpu,
+        "k_embedding_position_grad",
+        seq * width,
+        &mut [
+            KArg::In(db),
+            KArg::Out(buf_mut(&mut positions, place)?),
+            KArg::U32(n32(rows)?),
+            KArg::U32(n32(width)?),
+            KArg::U32(n32(seq)?),
+        ],
+    )?;
+    Ok([tokens, positions])
+}
+
 /// Layer norm of each row: `(y, x̂, rstd)` (`backend::layer_norm`; widths checked there).
 pub(crate) fn layer_norm_forward(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<[Tensor; 3]> {
     same_gpu("LayerNorm forward", &[x, gamma, beta])?;

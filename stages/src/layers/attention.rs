@@ -8,11 +8,12 @@
 //!
 //! Rows are tokens: a micro-batch of `n` sequences of `seq` tokens is `n·seq` consecutive rows,
 //! sequence after sequence, and head `h` is columns `h·d..(h+1)·d` of Q, K, V and `o` (the layout
-//! `tensor.rs` documents). The attention core runs one head of one sequence at a time, reading
-//! it in place through strides ([`block_product`]); the causal softmax, its backward and the
-//! dropout on the probabilities are backend operations (`backend::causal_softmax`, …), host
-//! only for now. Its products are in `f32` whatever the
-//! model's precision (which applies to the two `Linear`s).
+//! `tensor.rs` documents). The attention core runs one head of every sequence at a time, read
+//! in place through strides ([`batched_product`]: `gemm` block by block on the host, one cuBLAS
+//! strided-batched product on a GPU); the causal softmax, its backward and the dropout on the
+//! probabilities are backend operations (`backend::causal_softmax`, …), so the layer runs on
+//! every device. Its products are in `f32` whatever the model's precision (which applies to the
+//! two `Linear`s).
 //!
 //! Invariant: the forward keeps exactly `x̂`, `rstd`, `y`, `qkv`, `P` (the probabilities before
 //! dropout, `heads·seq` per row) and `o`; both dropout masks are regenerated from the op's
@@ -23,7 +24,7 @@
 
 use crate::error::{Error, Result};
 use crate::layers::{Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
-use crate::matmul::{block_product, Block, GemmShape};
+use crate::matmul::{batched_product, Batch, Block, GemmShape};
 use crate::rng::Stream;
 use crate::tensor::Tensor;
 
@@ -92,39 +93,29 @@ impl Attention {
         self.heads * self.seq
     }
 
-    /// An error unless `t` (named `what`) is on the host with whole sequences of rows.
+    /// An error unless `t` (named `what`) is whole sequences of rows.
     fn check(&self, t: &Tensor, what: &str) -> Result<()> {
-        if !t.is_host() || t.rows() % self.seq != 0 {
+        if t.rows() % self.seq != 0 {
             return Err(Error::Shape {
                 place: format!("attention {what}"),
-                reason: format!(
-                    "{:?} on {}: the attention core runs on the host, over whole sequences of {} rows",
-                    t.shape(),
-                    t.device(),
-                    self.seq
-                ),
+                reason: format!("{:?}: the attention core runs over whole sequences of {} rows", t.shape(), self.seq),
             });
         }
         Ok(())
     }
 
-    /// `(sequence, head)` pairs of `rows` rows, and the blocks of that pair: Q, K, V inside
-    /// `qkv` (`[rows, 3w]`), its `[seq, seq]` probabilities inside `[rows, heads·seq]`, and its
-    /// columns of a `[rows, w]` tensor.
-    fn pairs(&self, rows: usize) -> impl Iterator<Item = Heads> + '_ {
+    /// Each head's batches over the sequences of `rows` rows: its Q, K, V inside `qkv`
+    /// (`[rows, 3w]`), its `[seq, seq]` probabilities inside `[rows, heads·seq]`, and its
+    /// columns of a `[rows, w]` tensor, one block per sequence.
+    fn heads(&self, rows: usize) -> impl Iterator<Item = Heads> {
         let (w, d, t, pw) = (self.width(), self.head(), self.seq, self.probs_width());
-        (0..rows / t).flat_map(move |s| {
-            (0..self.heads).map(move |h| {
-                let first = s * t;
-                let qkv = first * 3 * w + h * d;
-                Heads {
-                    q: Block::at(qkv, t, d, 3 * w),
-                    k: Block::at(qkv + w, t, d, 3 * w),
-                    v: Block::at(qkv + 2 * w, t, d, 3 * w),
-                    p: Block::at(first * pw + h * t, t, t, pw),
-                    o: Block::at(first * w + h * d, t, d, w),
-                }
-            })
+        let seqs = move |first: Block, stride: usize| Batch { first, count: rows / t, stride };
+        (0..self.heads).map(move |h| Heads {
+            q: seqs(Block::at(h * d, t, d, 3 * w), t * 3 * w),
+            k: seqs(Block::at(w + h * d, t, d, 3 * w), t * 3 * w),
+            v: seqs(Block::at(2 * w + h * d, t, d, 3 * w), t * 3 * w),
+            p: seqs(Block::at(h * t, t, t, pw), t * pw),
+            o: seqs(Block::at(h * d, t, d, w), t * w),
         })
     }
 
@@ -133,8 +124,8 @@ impl Attention {
         let t = self.seq;
         let mut p = qkv.scratch_like(qkv.rows(), self.probs_width())?;
         let scale = 1.0 / (self.head() as f32).sqrt();
-        for b in self.pairs(qkv.rows()) {
-            block_product(p.data_mut(), b.p, qkv.data(), b.q, qkv.data(), b.k.t())?;
+        for b in self.heads(qkv.rows()) {
+            batched_product(&mut p, b.p, qkv, b.q, qkv, b.k.t())?;
         }
         crate::backend::causal_softmax(&mut p, t, scale)?;
         Ok(p)
@@ -149,10 +140,8 @@ impl Attention {
         if !ctx.training {
             return Ok(());
         }
-        let (heads, seq) = (self.heads, self.seq);
         let stream = self.dropout.stream_at(ctx, PROBS);
-        // Segment s is head s mod heads of row s / heads, which is token (s / heads) mod seq.
-        crate::backend::dropout_prefixes(t, &stream, self.dropout.rate, seq, |s| (s / heads) % seq + 1)
+        crate::backend::causal_dropout(t, &stream, self.dropout.rate, self.seq)
     }
 
     /// The probabilities as the values see them: `P` after dropout (a copy when dropout is on).
@@ -170,8 +159,8 @@ impl Attention {
         let dropped = self.dropped(p, ctx)?;
         let p = dropped.as_ref().unwrap_or(p);
         let mut o = qkv.scratch_like(qkv.rows(), self.width())?;
-        for b in self.pairs(qkv.rows()) {
-            block_product(o.data_mut(), b.o, p.data(), b.p, qkv.data(), b.v)?;
+        for b in self.heads(qkv.rows()) {
+            batched_product(&mut o, b.o, p, b.p, qkv, b.v)?;
         }
         Ok(o)
     }
@@ -183,31 +172,31 @@ impl Attention {
         let pd = dropped.as_ref().unwrap_or(p);
         let mut dqkv = qkv.scratch_like(rows, 3 * self.width())?;
         let mut dp = qkv.scratch_like(rows, self.probs_width())?;
-        for b in self.pairs(rows) {
+        for b in self.heads(rows) {
             // dV = Dropout(P)ᵀ·dO, d(Dropout(P)) = dO·Vᵀ.
-            block_product(dqkv.data_mut(), b.v, pd.data(), b.p.t(), d_o.data(), b.o)?;
-            block_product(dp.data_mut(), b.p, d_o.data(), b.o, qkv.data(), b.v.t())?;
+            batched_product(&mut dqkv, b.v, pd, b.p.t(), d_o, b.o)?;
+            batched_product(&mut dp, b.p, d_o, b.o, qkv, b.v.t())?;
         }
         drop(dropped);
         self.drop_probs(&mut dp, ctx)?;
         // dS = P ⊙ (dP − Σ_j dP_j·P_j) / √d: the softmax's backward, with the score scale.
         crate::backend::causal_softmax_backward(p, &mut dp, self.seq, 1.0 / (self.head() as f32).sqrt())?;
-        for b in self.pairs(rows) {
+        for b in self.heads(rows) {
             // dQ = dS·K, dK = dSᵀ·Q.
-            block_product(dqkv.data_mut(), b.q, dp.data(), b.p, qkv.data(), b.k)?;
-            block_product(dqkv.data_mut(), b.k, dp.data(), b.p.t(), qkv.data(), b.q)?;
+            batched_product(&mut dqkv, b.q, &dp, b.p, qkv, b.k)?;
+            batched_product(&mut dqkv, b.k, &dp, b.p.t(), qkv, b.q)?;
         }
         Ok(dqkv)
     }
 }
 
-/// The blocks of one head of one sequence.
+/// The blocks of one head, one per sequence.
 struct Heads {
-    q: Block,
-    k: Block,
-    v: Block,
-    p: Block,
-    o: Block,
+    q: Batch,
+    k: Batch,
+    v: Batch,
+    p: Batch,
+    o: Batch,
 }
 
 impl Layer for Attention {
@@ -295,6 +284,10 @@ impl Layer for Attention {
     /// All of [`saved_per_row`](Layer::saved_per_row) but the probabilities: `6·width + 1`.
     fn selective_per_row(&self) -> usize {
         6 * self.width() + 1
+    }
+    /// Built of backend operations and matrix products: runs on every device.
+    fn runs_on(&self, _device: crate::device::Device) -> bool {
+        true
     }
     /// The two `Linear`s.
     fn linear_maps(&self) -> Vec<(usize, usize)> {

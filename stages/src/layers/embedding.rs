@@ -10,6 +10,7 @@
 //! are in a fixed order). The input gradient of a token id does not exist: `I` returns zeros,
 //! which the first stage drops.
 
+use crate::backend;
 use crate::error::{Error, Result};
 use crate::layers::{Ctx, Layer, Saved, WNeeds};
 use crate::rng::Stream;
@@ -54,30 +55,6 @@ impl Embedding {
     pub fn seq(&self) -> usize {
         self.positions.rows()
     }
-
-    /// The token ids of `x` as indices; an error naming the first row that is not one.
-    fn ids(&self, x: &Tensor, what: &str) -> Result<Vec<usize>> {
-        let shape = |reason: String| Error::Shape { place: format!("embedding {what}"), reason };
-        if !x.is_host() || x.cols() != 1 || x.rows() % self.seq() != 0 {
-            return Err(shape(format!(
-                "{:?} on {}: the input is one token id per row, on the host, in whole sequences of {} rows",
-                x.shape(),
-                x.device(),
-                self.seq()
-            )));
-        }
-        x.data()
-            .iter()
-            .enumerate()
-            .map(|(r, &t)| {
-                if t.fract() == 0.0 && t >= 0.0 && (t as usize) < self.vocab() {
-                    Ok(t as usize)
-                } else {
-                    Err(shape(format!("row {r} holds {t}, not a token id in 0..{}", self.vocab())))
-                }
-            })
-            .collect()
-    }
 }
 
 impl Layer for Embedding {
@@ -102,14 +79,7 @@ impl Layer for Embedding {
     }
     /// Keeps the ids.
     fn forward_saving(&self, x: Tensor, _ctx: &Ctx) -> Result<(Tensor, Saved)> {
-        let ids = self.ids(&x, "forward")?;
-        let (w, t) = (self.output_width(), self.seq());
-        let mut out = Tensor::zeros(ids.len(), w);
-        for (r, (row, id)) in out.data_mut().chunks_exact_mut(w).zip(&ids).enumerate() {
-            for ((o, tok), pos) in row.iter_mut().zip(self.tokens.row(*id)).zip(self.positions.row(r % t)) {
-                *o = tok + pos;
-            }
-        }
+        let out = backend::embedding(&x, &self.tokens, &self.positions)?;
         Ok((out, Saved(vec![x])))
     }
     /// Keeps the ids and `dy`; the input gradient is zero.
@@ -121,24 +91,16 @@ impl Layer for Embedding {
                 reason: format!("dy {:?} for {} tokens of width {}", dy.shape(), x.rows(), self.output_width()),
             });
         }
-        Ok((Tensor::zeros(x.rows(), 1), WNeeds(vec![x, dy])))
+        Ok((x.zeros_like(x.rows(), 1)?, WNeeds(vec![x, dy])))
     }
     /// Each row's gradient added into its token's row and its position's row, in row order.
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
         let [x, dy] = needs.get(self.kind())?;
-        let ids = self.ids(x, "weight_grads")?;
-        let (w, t) = (self.output_width(), self.seq());
-        let mut tokens = Tensor::zeros(self.vocab(), w);
-        let mut positions = Tensor::zeros(t, w);
-        for (r, (g, id)) in dy.data().chunks_exact(w).zip(&ids).enumerate() {
-            for (acc, v) in tokens.data_mut()[id * w..][..w].iter_mut().zip(g) {
-                *acc += v;
-            }
-            for (acc, v) in positions.data_mut()[(r % t) * w..][..w].iter_mut().zip(g) {
-                *acc += v;
-            }
-        }
-        Ok(vec![tokens, positions])
+        Ok(backend::embedding_grads(x, dy, &self.tokens, &self.positions)?.into())
+    }
+    /// Built of backend operations: runs on every device.
+    fn runs_on(&self, _device: crate::device::Device) -> bool {
+        true
     }
     /// The id.
     fn saved_per_row(&self) -> usize {
@@ -203,6 +165,7 @@ mod tests {
         assert!(err(Tensor::new(2, 1, vec![0.5, 1.0]).unwrap()).contains("row 0 holds 0.5"));
         assert!(err(ids(&[1, 2, 3])).contains("whole sequences of 2 rows"));
         assert!(err(Tensor::zeros(2, 3)).contains("one token id per row"));
+        assert!(err(ids(&[1, 5])).contains("embedding"), "the error names the layer");
         assert!(Embedding::new(0, 4, 2, Stream::new(&[2])).is_err());
     }
 }

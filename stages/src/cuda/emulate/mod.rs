@@ -10,6 +10,8 @@
 //! itself (the `1/(1 − rate)` scale, the loss factors, adding the per-row losses). Without a C
 //! compiler these tests fail and say so.
 
+mod gpt;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -79,6 +81,7 @@ kernel_fn!(A, B, C, D);
 kernel_fn!(A, B, C, D, E);
 kernel_fn!(A, B, C, D, E, F);
 kernel_fn!(A, B, C, D, E, F, G);
+kernel_fn!(A, B, C, D, E, F, G, H);
 kernel_fn!(A, B, C, D, E, F, G, H, I);
 kernel_fn!(A, B, C, D, E, F, G, H, I, J, K);
 
