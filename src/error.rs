@@ -82,6 +82,10 @@ pub enum Error {
     #[error("stopped because another rank failed")]
     Aborted,
 
+    /// Ranks are processes and another one failed first: what it reported.
+    #[error("stopped because {0}")]
+    Remote(String),
+
     /// A request whose estimated memory exceeds what this machine can give it, refused before
     /// anything was allocated (the message names the estimate's largest parts and what to do).
     #[error(transparent)]

@@ -8,8 +8,11 @@ pub mod cost_file;
 pub mod error;
 pub mod exec;
 pub mod model;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod output;
 pub mod profile;
+pub mod replicas;
 pub mod report;
 pub mod synthetic;
 pub mod units;

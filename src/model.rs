@@ -33,6 +33,9 @@ pub struct RealStage {
     losses: Vec<Option<Tensor>>,
     /// CUDA events on the stage's stream, on a GPU.
     clock: Option<GpuClock>,
+    /// Whether this process has run a step of the stage (with ranks as processes, its copies
+    /// of other ranks' stages never do).
+    ran: bool,
 }
 
 /// A GPU stage's clock: CUDA events recorded on its stream.
@@ -74,6 +77,7 @@ impl RealStage {
             inputs: vec![],
             targets: vec![],
             losses: vec![],
+            ran: false,
         })
     }
 
@@ -82,10 +86,16 @@ impl RealStage {
         &self.stage
     }
 
+    /// The wrapped stage, mutable.
+    pub fn stage_mut(&mut self) -> &mut Stage {
+        &mut self.stage
+    }
+
     /// Prepares step `step` of `m` micro-batches of `batch` rows: resets the stage and loads the
     /// data this stage reads.
     pub fn begin_step(&mut self, task: &Task, step: u64, m: usize, batch: usize) -> Result<()> {
         self.stage.begin_step(step, m)?;
+        self.ran = true;
         let (first, last) = (self.stage.is_first(), self.stage.is_last());
         self.inputs = (0..m).map(|_| None).collect();
         self.targets = (0..m).map(|_| None).collect();
@@ -303,20 +313,29 @@ impl Model {
     /// Runs step `step` through `schedule`, leaving the gradients accumulated (no optimizer step).
     pub fn run_step(&mut self, schedule: &Schedule, step: u64, opts: &ExecOptions) -> Result<StepResult> {
         let m = schedule.m;
-        for s in &mut self.stages {
-            s.begin_step(&self.task, step, m, self.batch)?;
+        for (k, s) in self.stages.iter_mut().enumerate() {
+            if opts.transport.runs(schedule.rank_of(k)) {
+                s.begin_step(&self.task, step, m, self.batch)?;
+            }
         }
         let trace = execute(schedule, &mut self.stages, opts)?;
-        let losses: Vec<f32> = match self.stages.last() {
-            Some(s) => s.losses()?.into_iter().map(|l| l.unwrap_or(f32::NAN)).collect(),
-            None => Vec::new(),
+        // The last stage's process has the losses; with ranks as processes, every one gets them.
+        let last_here = self.stages.len().checked_sub(1).is_some_and(|s| opts.transport.runs(schedule.rank_of(s)));
+        let mine: Vec<u8> = match (self.stages.last(), last_here) {
+            (Some(s), true) => s.losses()?.into_iter().flat_map(|l| l.unwrap_or(f32::NAN).to_le_bytes()).collect(),
+            _ => Vec::new(),
         };
+        let all = opts.transport.all_gather(mine)?;
+        let bytes = all.into_iter().find(|b| !b.is_empty()).unwrap_or_default();
+        let losses: Vec<f32> =
+            bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
         Ok(StepResult { loss: mean_loss(&losses), trace })
     }
 
-    /// Applies every stage's optimizer.
+    /// Applies the optimizer of every stage this process has run (every stage, in one
+    /// process).
     pub fn optimizer_step(&mut self) -> Result<()> {
-        self.stages.iter_mut().try_for_each(RealStage::optimizer_step)
+        self.stages.iter_mut().filter(|s| s.ran).try_for_each(RealStage::optimizer_step)
     }
 
     /// Compares the gradients and loss now in the stages (after [`Model::run_step`] of `step`)

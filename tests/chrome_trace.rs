@@ -15,7 +15,7 @@ fn measured_1f1b() -> Trace {
     let s = Kind::OneFOneB.generate(2, 1, 8).unwrap();
     let spec = SyntheticSpec::parse("F=200us,I=200us,W=100us,mem=64KiB").unwrap();
     let mut stages: Vec<SyntheticStage> = (0..2).map(|_| SyntheticStage::new(spec.clone())).collect();
-    execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(30) }).unwrap()
+    execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(30), ..Default::default() }).unwrap()
 }
 
 fn num(e: &Value, key: &str) -> f64 {

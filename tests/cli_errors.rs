@@ -232,3 +232,14 @@ fn validate_on_synthetic_stages() {
     let e = fails(&["run", "--model", "synthetic:F=1ms", "-s", "1f1b", "-p", "2", "-m", "2", "--validate", "1"]);
     assert!(e.contains("--validate computes a loss; synthetic stages have none"), "{e}");
 }
+
+/// Without the `mpi` feature, `--transport mpi` says how to get it.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn mpi_without_the_feature_says_how_to_build_it() {
+    let e =
+        fails(&["run", "--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "4", "--transport", "mpi", "--no-compare"]);
+    assert!(e.contains("--features mpi") && e.contains("libopenmpi-dev"), "{e}");
+    let e = fails(&["run", "--model", "tiny", "--transport", "tcp"]);
+    assert!(e.contains("threads") && e.contains("mpi"), "{e}");
+}

@@ -20,7 +20,7 @@ fn stages(n: usize) -> Vec<SyntheticStage> {
 }
 
 fn hang_report(s: &Schedule) -> String {
-    let opts = ExecOptions { timeout: Duration::from_millis(300) };
+    let opts = ExecOptions { timeout: Duration::from_millis(300), ..Default::default() };
     match execute(s, &mut stages(s.stages()), &opts) {
         Err(Error::Hang { report, .. }) => report,
         Err(other) => panic!("expected a hang, got {other}"),
@@ -65,7 +65,9 @@ fn a_rank_that_never_sends() {
 #[test]
 fn the_error_message_explains_the_hang() {
     let s = schedule(2, &["0F0 0B0 0F1 0B1", "1F0 1F1 1B0 1B1"]);
-    let e = execute(&s, &mut stages(2), &ExecOptions { timeout: Duration::from_millis(200) }).unwrap_err().to_string();
+    let e = execute(&s, &mut stages(2), &ExecOptions { timeout: Duration::from_millis(200), ..Default::default() })
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("pipeline hang: rank "), "{e}");
     assert!(e.contains("waited 200ms"), "{e}");
 }
@@ -74,6 +76,8 @@ fn the_error_message_explains_the_hang() {
 fn a_stage_error_stops_every_rank() {
     // W before I on rank 1: the synthetic stage refuses, and rank 0 (waiting for 1I0) stops.
     let s = schedule(1, &["0F0 0I0 0W0", "1F0 1W0 1I0"]);
-    let e = execute(&s, &mut stages(2), &ExecOptions { timeout: Duration::from_secs(60) }).unwrap_err().to_string();
+    let e = execute(&s, &mut stages(2), &ExecOptions { timeout: Duration::from_secs(60), ..Default::default() })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rank 1, step 1 (1W0)") && e.contains("without its input-gradient backward"), "{e}");
 }

@@ -13,7 +13,8 @@ fn run(kind: Kind, p: usize, m: usize) -> (Trace, Trace) {
     let s = kind.generate(p, kind.default_chunks(), m).unwrap();
     let spec = SyntheticSpec::parse("F=200us,I=200us,W=100us,mem=64KiB,wmem=16KiB,msg=4KiB").unwrap();
     let mut stages: Vec<SyntheticStage> = (0..s.stages()).map(|_| SyntheticStage::new(spec.clone())).collect();
-    let measured = execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(60) }).unwrap();
+    let measured =
+        execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(60), ..Default::default() }).unwrap();
     let simulated = simulate(&s, &spec.cost_model(s.stages())).unwrap();
     (measured, simulated)
 }
@@ -68,7 +69,8 @@ fn the_profiled_cost_model_predicts_the_measured_peak_bytes() {
         let mut stages: Vec<SyntheticStage> = (0..s.stages()).map(|_| SyntheticStage::new(spec.clone())).collect();
         let opts = ProfileOptions { warmup: 1, reps: 3, recompute: vec![false; s.stages()] };
         let costs = profile(&s, &mut stages, &opts, |_, _| Ok(())).unwrap();
-        let measured = execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(60) }).unwrap();
+        let measured =
+            execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(60), ..Default::default() }).unwrap();
         let predicted = simulate(&s, &costs).unwrap();
         assert_eq!(Stats::of(&measured).peak_held_bytes, Stats::of(&predicted).peak_held_bytes, "{kind}");
     }
@@ -195,7 +197,8 @@ fn messages_in_flight_count_on_their_consumer() {
     let s = Kind::OneFOneB.generate(2, 1, 4).unwrap();
     let spec = SyntheticSpec::parse("F=4ms,I=4ms,W=4ms,mem=64KiB,msg=16KiB").unwrap();
     let mut stages: Vec<SyntheticStage> = (0..2).map(|_| SyntheticStage::new(spec.clone())).collect();
-    let measured = execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(60) }).unwrap();
+    let measured =
+        execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(60), ..Default::default() }).unwrap();
     let simulated = simulate(&s, &spec.cost_model(2)).unwrap();
     for t in [&measured, &simulated] {
         let st = Stats::of(t);

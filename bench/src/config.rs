@@ -7,7 +7,7 @@
 
 use clap::Parser;
 
-use pipesched::args::{CostArgs, ModelArgs, OutArgs, ShapeArgs, StepArgs};
+use pipesched::args::{CostArgs, ModelArgs, OutArgs, ShapeArgs, StepArgs, TransportKind};
 use pipesched::workload::Layout;
 use pipesched::{Error, Result};
 use pipesched_schedules::{Kind, Schedule};
@@ -90,6 +90,11 @@ impl Args {
             self.model.batch = Some(self.model.batch.unwrap_or(quick));
             self.steps.steps = 2;
             self.steps.warmup = 1;
+        }
+        if self.steps.transport != TransportKind::Threads {
+            return Err(Error::Usage(
+                "the benchmark runs its ranks as threads of one process (--transport threads); for MPI processes use `mpirun -n P pipesched run --transport mpi`".into(),
+            ));
         }
         if self.costs.given() && !self.simulate_only {
             return Err(Error::Usage(

@@ -83,7 +83,7 @@ pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<
     let demand = Demand::of(&cfg.base, false, args.steps.total());
     let mut workload = args.model.spec().build(&cfg.layout(), &cfg.policies, &demand)?;
     let schedule = workload.plan(&cfg.base)?;
-    let opts = args.steps.exec_options();
+    let opts = args.steps.exec_options()?;
     let steps = if args.simulate_only { 0 } else { args.steps.total() };
     let mut traces = Vec::new();
     let mut loss = None;

@@ -26,5 +26,5 @@ pub use number::{at_least_one, positive, stage_count};
 pub use out::OutArgs;
 pub use pairs::pairs;
 pub use schedule::{LayoutArgs, ScheduleArgs, ShapeArgs};
-pub use steps::StepArgs;
+pub use steps::{StepArgs, TransportKind};
 pub use time::{seconds, Time, TimeUnit};

@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::{at_least_one, seconds};
-use crate::exec::ExecOptions;
+use crate::exec::{ExecOptions, Transport};
+use crate::Result;
 
 /// `--timeout`'s default as written on the command line: the executor's own default
 /// ([`DEFAULT_TIMEOUT`](crate::exec::DEFAULT_TIMEOUT); a test keeps the two equal).
@@ -27,6 +28,19 @@ pub struct StepArgs {
     /// rank is: seconds, or a time with a unit (500ms).
     #[arg(long, default_value = TIMEOUT, value_parser = seconds, value_name = "SECS")]
     pub timeout: Duration,
+    /// How the ranks reach each other: `threads` (one process, a thread per rank) or `mpi`
+    /// (one process per rank: `mpirun -n P …`; needs a build with the `mpi` feature).
+    #[arg(long, value_enum, default_value_t = TransportKind::Threads)]
+    pub transport: TransportKind,
+}
+
+/// `--transport`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    /// Every rank a thread of this process.
+    Threads,
+    /// Every rank an MPI process.
+    Mpi,
 }
 
 impl StepArgs {
@@ -35,9 +49,28 @@ impl StepArgs {
         self.warmup.saturating_add(self.steps)
     }
 
-    /// The executor's options.
-    pub fn exec_options(&self) -> ExecOptions {
-        ExecOptions { timeout: self.timeout }
+    /// The executor's options; with `--transport mpi`, after starting MPI (once per process:
+    /// call this once).
+    pub fn exec_options(&self) -> Result<ExecOptions> {
+        Ok(ExecOptions { timeout: self.timeout, transport: self.start_transport()? })
+    }
+
+    #[cfg(feature = "mpi")]
+    fn start_transport(&self) -> Result<Transport> {
+        match self.transport {
+            TransportKind::Threads => Ok(Transport::InProcess),
+            TransportKind::Mpi => Ok(Transport::Mpi(crate::mpi::Mpi::start()?)),
+        }
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    fn start_transport(&self) -> Result<Transport> {
+        match self.transport {
+            TransportKind::Threads => Ok(Transport::InProcess),
+            TransportKind::Mpi => Err(crate::Error::Usage(
+                "--transport mpi needs a build with MPI: `cargo build --release --features mpi` (Debian: apt-get install libopenmpi-dev openmpi-bin libclang-dev)".into(),
+            )),
+        }
     }
 }
 

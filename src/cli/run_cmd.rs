@@ -10,6 +10,7 @@ use serde_json::json;
 
 use pipesched::args::{ModelArgs, OutArgs, RecomputeArgs, ScheduleArgs, StepArgs};
 use pipesched::chrome::{self, write_chrome_trace};
+use pipesched::exec::Transport;
 use pipesched::model::Verification;
 use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
@@ -75,13 +76,22 @@ pub fn run(args: RunArgs) -> Result<()> {
         // Before any step: the trace would be refused at the end.
         chrome::check_size(schedule.num_actions() as u64)?;
     }
-    let opts = args.steps.exec_options();
+    let opts = args.steps.exec_options()?;
+    if args.validate > 0 && !matches!(opts.transport, Transport::InProcess) {
+        return Err(Error::Usage(
+            "--validate with ranks as processes is not supported yet (the validation loss runs on one process); drop --validate, or use --transport threads".into(),
+        ));
+    }
+    // With ranks as processes, rank 0 reports; the others run their lanes quietly.
+    let root = opts.transport.is_root();
     let mut records = Vec::new();
     let mut validations = Vec::new();
     for step in 0..args.steps.total() {
         let rec = workload.run_step(&schedule, step as u64, &opts, args.verify)?;
         workload.optimizer_step()?;
-        print_step(&args, step, &rec)?;
+        if root {
+            print_step(&args, step, &rec)?;
+        }
         records.push(rec);
         let last = step + 1 == args.steps.total();
         if args.validate > 0 && ((step + 1) % args.validate == 0 || last) {
@@ -93,9 +103,15 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
         }
     }
+    if !root {
+        opts.transport.finish();
+        return Ok(());
+    }
     let predicted = workload.predicted();
     let profiled = if args.no_compare { None } else { Some(workload.profile(7)?) };
-    finish(&args, &schedule, &records[args.steps.warmup..], &validations, &predicted, profiled.as_ref())
+    finish(&args, &schedule, &records[args.steps.warmup..], &validations, &predicted, profiled.as_ref())?;
+    opts.transport.finish();
+    Ok(())
 }
 
 fn print_step(args: &RunArgs, step: usize, rec: &Step) -> Result<()> {

@@ -22,11 +22,17 @@
 
 mod board;
 mod link;
+#[cfg(feature = "mpi")]
+mod processes;
+mod wire;
 mod work;
 mod worker;
 
 pub use board::{Board, Phase, Position};
+pub use link::{Edge, Links};
+pub use wire::{Packet, Wire};
 pub use work::{DeviceClock, StageWork};
+pub use worker::RankRecord;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +43,7 @@ use pipesched_schedules::deps::consumes;
 use pipesched_schedules::{Action, Ledger, RankTrace, Schedule, Source, Span, Trace, Transfer, Transfers};
 
 use crate::error::{Error, Result};
-use link::Links;
-use worker::{RankRecord, Shared, Worker};
+use worker::{Shared, Worker};
 
 /// The longest a wait for an input may last unless told otherwise (`--timeout`'s default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -48,24 +53,76 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ExecOptions {
     /// The longest any single wait for an input may last before the step fails as a hang.
     pub timeout: Duration,
+    /// How the ranks reach each other.
+    pub transport: Transport,
 }
 
 impl Default for ExecOptions {
     fn default() -> Self {
-        ExecOptions { timeout: DEFAULT_TIMEOUT }
+        ExecOptions { timeout: DEFAULT_TIMEOUT, transport: Transport::InProcess }
+    }
+}
+
+/// How the ranks of a run reach each other.
+#[derive(Debug, Clone, Default)]
+pub enum Transport {
+    /// Every rank a thread of this process (crossbeam channels).
+    #[default]
+    InProcess,
+    /// Every rank its own MPI process; this process runs rank [`Mpi::rank`](crate::mpi::Mpi::rank).
+    #[cfg(feature = "mpi")]
+    Mpi(std::sync::Arc<crate::mpi::Mpi>),
+}
+
+impl Transport {
+    /// Whether this process reports the run: always in process; rank 0 of MPI processes.
+    pub fn is_root(&self) -> bool {
+        match self {
+            Transport::InProcess => true,
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) => mpi.rank() == 0,
+        }
+    }
+
+    /// Whether this process runs `rank`'s lane: every rank in process, its own as MPI.
+    pub fn runs(&self, rank: usize) -> bool {
+        match self {
+            Transport::InProcess => {
+                let _ = rank;
+                true
+            }
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) => mpi.rank() == rank,
+        }
+    }
+
+    /// Every process's `bytes`, in rank order (in process: just `bytes`); see
+    /// [`Mpi::all_gather`](crate::mpi::Mpi::all_gather) for how long it waits.
+    pub fn all_gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
+        match self {
+            Transport::InProcess => Ok(vec![bytes]),
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) => mpi.all_gather(bytes),
+        }
+    }
+
+    /// Ends the run for this process: MPI processes wait for each other, then finalise MPI.
+    pub fn finish(&self) {
+        #[cfg(feature = "mpi")]
+        if let Transport::Mpi(mpi) = self {
+            mpi.finish();
+        }
     }
 }
 
 /// Checks what the workers index by: one lane per rank, stages and micro-batches in range,
 /// every action on the rank that holds its stage.
-fn check_structure<S>(schedule: &Schedule, stages: &[S]) -> Result<()> {
+fn check_structure(schedule: &Schedule, built: usize) -> Result<()> {
     let n = schedule.stages();
-    if stages.len() != n {
+    if built != n {
         return Err(Error::Usage(format!(
-            "the schedule has {n} stages (p={}, v={}) but {} stages were built; partition the model into p·v stages",
-            schedule.p,
-            schedule.v,
-            stages.len()
+            "the schedule has {n} stages (p={}, v={}) but {built} stages were built; partition the model into p·v stages",
+            schedule.p, schedule.v,
         )));
     }
     if schedule.lanes.len() != schedule.p {
@@ -84,28 +141,65 @@ fn check_structure<S>(schedule: &Schedule, stages: &[S]) -> Result<()> {
     Ok(())
 }
 
-/// Runs one step of `schedule` over `stages` (indexed by model stage) and returns the measured
-/// trace, times in milliseconds from the first action's start.
+/// Runs one step of `schedule` over `stages` (indexed by model stage), every rank a thread of
+/// this process, and returns the measured trace, times in milliseconds from the first action's
+/// start.
 pub fn execute<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &ExecOptions) -> Result<Trace> {
-    check_structure(schedule, stages)?;
+    check_structure(schedule, stages.len())?;
+    #[cfg(feature = "mpi")]
+    if let Transport::Mpi(mpi) = &opts.transport {
+        return processes::execute(schedule, stages, opts, mpi);
+    }
     let p = schedule.p;
     let links: Links<S::Payload> = Links::new(schedule.stages(), schedule.m, |s| schedule.rank_of(s));
-    let board = Board::new(p);
     let abort = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let mut per_rank: Vec<Vec<(usize, &mut S)>> = (0..p).map(|_| Vec::new()).collect();
+    let mut per_rank: Vec<(usize, Vec<(usize, &mut S)>)> = (0..p).map(|r| (r, Vec::new())).collect();
     for (s, stage) in stages.iter_mut().enumerate() {
-        per_rank[schedule.rank_of(s)].push((s, stage));
+        per_rank[schedule.rank_of(s)].1.push((s, stage));
     }
-    let shared = Shared {
-        schedule,
-        links: &links,
-        board: &board,
-        abort: &abort,
-        t0: Instant::now(),
-        timeout: opts.timeout,
-        splits: schedule.split_stages(),
-    };
+    let records = run_ranks(schedule, per_rank, &links, &abort, opts, Instant::now())?;
+    Ok(assemble(schedule, records))
+}
+
+/// Runs rank `rank`'s lane of one step of `schedule` on `stages` (its stages, by model stage)
+/// — the other ranks being other processes that `links` (from [`Links::remote`]) reach, and
+/// `abort` set when one of them fails — and returns what the rank recorded, for
+/// [`assemble`] where the ranks' records are gathered. Times are milliseconds since this call.
+pub fn execute_rank<S: StageWork>(
+    schedule: &Schedule,
+    rank: usize,
+    stages: Vec<(usize, &mut S)>,
+    links: &Links<S::Payload>,
+    abort: &AtomicBool,
+    opts: &ExecOptions,
+) -> Result<RankRecord> {
+    check_structure(schedule, schedule.stages())?;
+    let held: Vec<usize> = stages.iter().map(|(s, _)| *s).collect();
+    if held != schedule.stages_of(rank) {
+        return Err(Error::Usage(format!(
+            "rank {rank} holds stages {:?} in this schedule but was given {held:?}",
+            schedule.stages_of(rank)
+        )));
+    }
+    let mut records = run_ranks(schedule, vec![(rank, stages)], links, abort, opts, Instant::now())?;
+    records.pop().ok_or(Error::Aborted)
+}
+
+/// Runs each of `ranks` (a rank and its stages) on a thread of its own, by the shutdown
+/// protocol above, and returns their records in the order given, times in milliseconds since
+/// `t0`.
+fn run_ranks<S: StageWork>(
+    schedule: &Schedule,
+    ranks: Vec<(usize, Vec<(usize, &mut S)>)>,
+    links: &Links<S::Payload>,
+    abort: &AtomicBool,
+    opts: &ExecOptions,
+    t0: Instant,
+) -> Result<Vec<RankRecord>> {
+    let board = Board::new(schedule.p);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let shared =
+        Shared { schedule, links, board: &board, abort, t0, timeout: opts.timeout, splits: schedule.split_stages() };
     let fail = |e: Error| {
         if !matches!(e, Error::Aborted) {
             let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -114,9 +208,8 @@ pub fn execute<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &ExecO
         abort.store(true, Ordering::Relaxed);
     };
     let records: Vec<Option<RankRecord>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = per_rank
+        let handles: Vec<_> = ranks
             .into_iter()
-            .enumerate()
             .map(|(r, mine)| {
                 let (shared, fail) = (&shared, &fail);
                 std::thread::Builder::new().name(format!("pipesched-rank-{r}")).spawn_scoped(scope, move || {
@@ -159,8 +252,7 @@ pub fn execute<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &ExecO
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    let records: Vec<RankRecord> = records.into_iter().map(|r| r.ok_or(Error::Aborted)).collect::<Result<_>>()?;
-    Ok(assemble(schedule, records))
+    records.into_iter().map(|r| r.ok_or(Error::Aborted)).collect()
 }
 
 /// Moves every span that starts before its predecessor on the same rank ends to start there,
@@ -185,7 +277,7 @@ fn sequential(spans: &mut [Span]) -> bool {
 /// come from its [`Ledger`]: what it held after each action, and the payloads it consumed, in
 /// flight from their send (the producer's end, on this rank for a hand-over) to their consumer's
 /// start — all at the spans' final times.
-fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
+pub fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
     let origin = records.iter().filter_map(|r| r.spans.first().map(|s| s.start)).fold(f64::INFINITY, f64::min);
     let origin = if origin.is_finite() { origin } else { 0.0 };
     let shift = |t: f64| (t - origin).max(0.0);

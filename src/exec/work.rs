@@ -9,10 +9,12 @@
 
 use std::fmt::Display;
 
+use super::wire::Wire;
+
 /// One model stage as the executor drives it. Micro-batch indices are `0 … m−1`.
 pub trait StageWork: Send {
     /// What flows between stages: activations forward, gradients back.
-    type Payload: Send + 'static;
+    type Payload: Send + Wire + 'static;
     /// The stage's own error type.
     type Error: Display;
 

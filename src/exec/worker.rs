@@ -14,6 +14,7 @@ use super::work::StageWork;
 use crate::error::Error;
 
 /// What a rank recorded during the step. Times are milliseconds since the step's start.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RankRecord {
     /// Actions as they ran.
     pub spans: Vec<Span>,
@@ -27,6 +28,20 @@ pub struct RankRecord {
     pub received: Vec<Transfer>,
     /// Whether spans and memory samples are on a device's clock (see `DeviceClock`).
     pub device_timed: bool,
+}
+
+impl RankRecord {
+    /// Moves every time `dt` milliseconds later.
+    pub fn shift(&mut self, dt: f64) {
+        for s in &mut self.spans {
+            s.start += dt;
+            s.end += dt;
+        }
+        for t in &mut self.received {
+            t.sent += dt;
+            t.received += dt;
+        }
+    }
 }
 
 /// A stage's device clock while its rank runs.
@@ -247,7 +262,7 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         from_rank: usize,
     ) -> Result<S::Payload, Error> {
         let sched = self.shared.schedule;
-        let link = self.shared.links.get(&msg).expect("a link exists for every cross-rank edge");
+        let link = self.shared.links.rx(&msg).expect("a link exists for every cross-rank edge into this rank");
         self.shared.board.set(self.rank, step, Phase::Waiting { need, from_rank });
         let abort = self.shared.abort;
         let wait = Wait {
@@ -300,13 +315,11 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
             self.local.insert(msg, payload);
             return Ok(());
         }
-        let link = self.shared.links.get(&msg).expect("a link exists for every cross-rank edge");
-        // Capacity is m per step: a full link means an action ran twice, which validation forbids.
-        link.tx.try_send(Envelope { message: msg, sent, payload }).map_err(|_| Error::Stage {
+        self.shared.links.send(Envelope { message: msg, sent, payload }).map_err(|message| Error::Stage {
             rank: self.rank,
             step,
             action: a.to_string(),
-            message: format!("the link to stage {} is full or closed (more than m messages in one step)", msg.to),
+            message,
         })
     }
 }

@@ -63,11 +63,15 @@ impl Workload for RealWorkload {
     }
 
     fn run_step(&mut self, schedule: &Schedule, step: u64, opts: &ExecOptions, verify: bool) -> Result<Step> {
-        let before = verify.then(|| self.model.params());
         let out = self.model.run_step(schedule, step, opts)?;
-        let verification = match &before {
-            Some(params) => Some(self.model.verify(params, step, schedule.m, out.loss)?),
-            None => None,
+        let verification = if verify {
+            // A step changes gradients, not parameters: after it, and after the copies of other
+            // processes' stages are brought up to date, the parameters are the step's start.
+            crate::replicas::sync(&mut self.model, self.layout, &opts.transport)?;
+            let before = self.model.params();
+            Some(self.model.verify(&before, step, schedule.m, out.loss)?)
+        } else {
+            None
         };
         Ok(Step { trace: out.trace, loss: Some(out.loss), verification })
     }

@@ -319,6 +319,28 @@ impl Stage {
         self.layers.iter_mut().flat_map(|l| l.params_mut()).zip(&self.grads).collect()
     }
 
+    /// Replaces the parameters and the accumulated gradients with `params` and `grads` (in
+    /// parameter order, on any device: moved to the stage's) — another process's copy of this
+    /// stage. An error, changing nothing, unless every shape matches.
+    pub fn overwrite(&mut self, params: Vec<Tensor>, grads: Vec<Tensor>) -> Result<()> {
+        let shapes: Vec<[usize; 2]> = self.params().iter().map(|p| p.shape()).collect();
+        let given = |ts: &[Tensor]| ts.iter().map(Tensor::shape).collect::<Vec<_>>();
+        if given(&params) != shapes || given(&grads) != shapes {
+            return Err(Error::Shape {
+                place: format!("stage {} overwrite", self.spec.index),
+                reason: format!("parameters {:?} and gradients {:?} for {shapes:?}", given(&params), given(&grads)),
+            });
+        }
+        let device = self.device();
+        let params = params.into_iter().map(|t| t.into_device(device)).collect::<Result<Vec<_>>>()?;
+        let grads = grads.into_iter().map(|t| t.into_device(device)).collect::<Result<Vec<_>>>()?;
+        for (p, v) in self.layers.iter_mut().flat_map(|l| l.params_mut()).zip(params) {
+            *p = v;
+        }
+        self.grads = grads;
+        Ok(())
+    }
+
     /// The accumulated gradients, in parameter order: what a pipelined step is compared with,
     /// bit for bit.
     pub fn grads(&self) -> Vec<&Tensor> {

@@ -50,7 +50,7 @@ pub fn schedule(kind: Kind, p: usize, m: usize, model: &Model) -> Schedule {
 
 /// Options with a generous timeout: tests never wait on the clock.
 pub fn exec() -> ExecOptions {
-    ExecOptions { timeout: Duration::from_secs(120) }
+    ExecOptions { timeout: Duration::from_secs(120), ..Default::default() }
 }
 
 /// The m values tested at p: p and 2p+1, where the schedule allows them.

@@ -1,0 +1,172 @@
+//! Messages as bytes, for links that leave the process: the [`Wire`] encoding of a payload and
+//! the [`Packet`] that carries one envelope to or from another rank.
+//!
+//! A packet is a fixed header — flow (1 byte: 0 activation, 1 gradient), producing stage,
+//! consuming stage, micro-batch (little-endian `u32` each), the sender's send time (`f64`, ms
+//! since its step started) — then the payload's own encoding. The receiver checks the header
+//! against what it waits for, as it checks an in-process envelope.
+//!
+//! Invariant: `decode(encode(x))` gives `x` bit for bit (a tensor's values by their bits, from
+//! whatever device holds it: the decoded tensor is on the host, and the consuming stage moves it
+//! to its own device as it does any input).
+
+use pipesched_schedules::deps::{Flow, Message};
+use pipesched_stages::Tensor;
+
+use super::link::Envelope;
+
+/// A payload that can cross a process boundary.
+pub trait Wire: Sized {
+    /// Appends the payload's bytes to `out`.
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String>;
+    /// The payload `bytes` encode; an error saying what is wrong with them.
+    fn decode(bytes: &[u8]) -> Result<Self, String>;
+}
+
+/// No payload: the message alone (stages that model only the dependency).
+impl Wire for () {
+    fn encode(&self, _out: &mut Vec<u8>) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.len() {
+            0 => Ok(()),
+            n => Err(format!("an empty payload came with {n} bytes")),
+        }
+    }
+}
+
+/// Synthetic stages' payloads: the bytes themselves.
+impl Wire for Vec<u8> {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        out.extend_from_slice(self);
+        Ok(())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        Ok(bytes.to_vec())
+    }
+}
+
+/// A tensor: rows and columns (`u64` each), then every value's bits (`u32`, little-endian).
+impl Wire for Tensor {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        let values = self.values().map_err(|e| e.to_string())?;
+        out.reserve(16 + 4 * values.len());
+        out.extend_from_slice(&(self.rows() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.cols() as u64).to_le_bytes());
+        for v in values {
+            out.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        Ok(())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let (Some(head), Some(body)) = (bytes.get(..16), bytes.get(16..)) else {
+            return Err(format!("a tensor needs a 16-byte shape; got {} bytes", bytes.len()));
+        };
+        let dim = |k: usize| u64::from_le_bytes(head[8 * k..8 * k + 8].try_into().expect("8 bytes"));
+        let (rows, cols) = (dim(0), dim(1));
+        let n = rows.checked_mul(cols).and_then(|n| n.checked_mul(4));
+        if n != Some(body.len() as u64) {
+            return Err(format!("a [{rows}, {cols}] tensor needs {rows}·{cols}·4 bytes of values; got {}", body.len()));
+        }
+        let data = body.chunks_exact(4).map(|b| f32::from_bits(u32::from_le_bytes(b.try_into().expect("4")))).collect();
+        Tensor::new(rows as usize, cols as usize, data).map_err(|e| e.to_string())
+    }
+}
+
+/// Bytes of the packet header.
+const HEADER: usize = 1 + 3 * 4 + 8;
+
+/// One envelope on its way to or from another rank.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packet {
+    /// The other rank: where it goes when sent, where it came from when received.
+    pub peer: usize,
+    /// Header and payload.
+    pub bytes: Vec<u8>,
+}
+
+impl Packet {
+    /// `env` encoded for rank `peer`.
+    pub fn encode<P: Wire>(peer: usize, env: &Envelope<P>) -> Result<Packet, String> {
+        let m = env.message;
+        let mut bytes = Vec::with_capacity(HEADER);
+        bytes.push(match m.flow {
+            Flow::Activation => 0,
+            Flow::Gradient => 1,
+        });
+        for v in [m.from, m.to, m.mb] {
+            let v = u32::try_from(v).map_err(|_| format!("{m:?} has an index past 2³²"))?;
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes.extend_from_slice(&env.sent.to_le_bytes());
+        env.payload.encode(&mut bytes)?;
+        Ok(Packet { peer, bytes })
+    }
+
+    /// The message this packet carries, from its header; an error for a packet too short or of
+    /// an unknown flow.
+    pub fn message(&self) -> Result<Message, String> {
+        let h = self.bytes.get(..HEADER).ok_or_else(|| {
+            format!(
+                "a packet from rank {} of {} bytes is shorter than the {HEADER}-byte header",
+                self.peer,
+                self.bytes.len()
+            )
+        })?;
+        let flow = match h[0] {
+            0 => Flow::Activation,
+            1 => Flow::Gradient,
+            other => return Err(format!("a packet from rank {} has flow byte {other}, not 0 or 1", self.peer)),
+        };
+        let word = |k: usize| u32::from_le_bytes(h[1 + 4 * k..5 + 4 * k].try_into().expect("4 bytes")) as usize;
+        Ok(Message { flow, from: word(0), to: word(1), mb: word(2) })
+    }
+
+    /// The envelope this packet carries.
+    pub fn decode<P: Wire>(&self) -> Result<Envelope<P>, String> {
+        let message = self.message()?;
+        let sent = f64::from_le_bytes(self.bytes[HEADER - 8..HEADER].try_into().expect("8 bytes"));
+        let payload =
+            P::decode(&self.bytes[HEADER..]).map_err(|e| format!("{message:?} from rank {}: {e}", self.peer))?;
+        Ok(Envelope { message, sent, payload })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_bit_for_bit() {
+        let t = Tensor::new(2, 3, vec![1.5, -0.0, f32::NAN, f32::MIN_POSITIVE / 4.0, 3e38, -7.25]).unwrap();
+        let message = Message { flow: Flow::Gradient, from: 5, to: 4, mb: 70_000 };
+        let env = Envelope { message, sent: 12.625, payload: t.clone() };
+        let packet = Packet::encode(3, &env).unwrap();
+        assert_eq!(packet.bytes.len(), HEADER + 16 + 6 * 4);
+        assert_eq!(packet.message().unwrap(), message);
+        let back: Envelope<Tensor> = packet.decode().unwrap();
+        assert!(back.payload.bit_eq(&t));
+        assert_eq!((back.message, back.sent), (message, 12.625));
+        let raw = Envelope { message, sent: 0.0, payload: vec![1u8, 2, 3] };
+        assert_eq!(Packet::encode(0, &raw).unwrap().decode::<Vec<u8>>().unwrap().payload, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn damaged_packets_are_errors() {
+        let short = Packet { peer: 1, bytes: vec![0; HEADER - 1] };
+        assert!(short.message().unwrap_err().contains("shorter than the"));
+        let mut bad = Packet { peer: 1, bytes: vec![0; HEADER + 16] };
+        bad.bytes[0] = 7;
+        assert!(bad.message().unwrap_err().contains("flow byte 7"));
+        bad.bytes[0] = 0;
+        bad.bytes[HEADER] = 2; // a [2, 0] tensor: fine, no values.
+        assert!(bad.decode::<Tensor>().is_ok());
+        bad.bytes[HEADER + 8] = 1; // [2, 1]: 8 bytes of values missing.
+        assert!(bad.decode::<Tensor>().unwrap_err().contains("needs 2·1·4 bytes"));
+        assert!(Tensor::decode(&[0; 15]).unwrap_err().contains("16-byte shape"));
+    }
+}

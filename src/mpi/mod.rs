@@ -1,0 +1,179 @@
+//! Ranks as MPI processes (cargo feature `mpi`): `mpirun -n P pipesched run … --transport mpi`.
+//!
+//! One communication thread per process owns MPI: it initialises it (`MPI_THREAD_FUNNELED`: no
+//! other thread calls MPI), sends and receives every message, and finalises MPI when the
+//! process is done with it. Compute threads reach it through channels only:
+//! - a rank's worker sends each outgoing envelope as a [`Packet`] into [`Mpi::outbox`]; the
+//!   thread sends it to its peer (non-blocking, tag [`Tag::Data`]) while it keeps receiving, so
+//!   two ranks sending to each other never wait on each other;
+//! - every arriving data packet is routed by its header's edge (flow, consuming stage) into that
+//!   edge's [`Mpi::inbox`] — a channel that lives as long as the process, so a packet that
+//!   arrives before its consumer asks for it waits there;
+//! - [`Mpi::all_gather`] (the step's records, between steps) and [`Mpi::abort`] (a failed rank
+//!   telling the others) are requests the thread serves in order, after every packet sent
+//!   before them has left.
+//!
+//! Invariant: a step's packets are all consumed before the step's all-gather completes on any
+//! rank, and no rank sends a packet of the next step before the all-gather completes on every
+//! rank (it is the barrier between steps), so the packets of two steps never mix.
+
+mod comm;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+
+use crate::exec::{Edge, Packet};
+use crate::{Error, Result};
+use comm::Request;
+
+/// What an MPI message is, by its tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub(crate) enum Tag {
+    /// A stage's activation or gradient.
+    Data = 1,
+    /// One rank's contribution to an all-gather.
+    Gather = 2,
+    /// An all-gather's result, from rank 0 to the others.
+    Release = 3,
+    /// Another rank failed: its message.
+    Abort = 4,
+}
+
+/// This process's MPI rank and its communication thread.
+pub struct Mpi {
+    rank: usize,
+    size: usize,
+    requests: Sender<Request>,
+    outbox: Sender<Packet>,
+    inboxes: Mutex<HashMap<Edge, Receiver<Packet>>>,
+    /// Set by the communication thread when another rank reports a failure.
+    aborted: Arc<AtomicBool>,
+    /// The first failure another rank reported.
+    failure: Arc<Mutex<Option<String>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Mpi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mpi(rank {} of {})", self.rank, self.size)
+    }
+}
+
+impl Mpi {
+    /// Starts the communication thread, which initialises MPI; an error if MPI cannot start.
+    pub fn start() -> Result<Arc<Mpi>> {
+        let (requests, requests_rx) = unbounded();
+        let (outbox, outbox_rx) = unbounded();
+        let (ready_tx, ready_rx) = unbounded();
+        let aborted = Arc::new(AtomicBool::new(false));
+        let failure = Arc::new(Mutex::new(None));
+        let state = comm::State::new(requests_rx, outbox_rx, Arc::clone(&aborted), Arc::clone(&failure));
+        let thread = std::thread::Builder::new()
+            .name("pipesched-mpi".into())
+            .spawn(move || comm::serve(state, ready_tx))
+            .map_err(|e| Error::Config(format!("cannot start the MPI communication thread: {e}")))?;
+        let (rank, size) = ready_rx
+            .recv()
+            .map_err(|_| Error::Config("the MPI communication thread stopped while starting".into()))?
+            .map_err(Error::Config)?;
+        Ok(Arc::new(Mpi {
+            rank,
+            size,
+            requests,
+            outbox,
+            inboxes: Mutex::new(HashMap::new()),
+            aborted,
+            failure,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// How many processes there are.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Where a worker sends its outgoing packets.
+    pub fn outbox(&self) -> &Sender<Packet> {
+        &self.outbox
+    }
+
+    /// The channel on which packets of `edge` arrive (the same one every time it is asked for).
+    pub fn inbox(&self, edge: Edge) -> Receiver<Packet> {
+        let mut inboxes = self.inboxes.lock().unwrap_or_else(|p| p.into_inner());
+        inboxes
+            .entry(edge)
+            .or_insert_with(|| {
+                let (tx, rx) = unbounded();
+                // The thread outlives every request; if it has stopped, the receive will say so.
+                let _ = self.requests.send(Request::Route(edge, tx));
+                rx
+            })
+            .clone()
+    }
+
+    /// Set when another rank has failed.
+    pub fn aborted(&self) -> &AtomicBool {
+        &self.aborted
+    }
+
+    /// What another rank reported when it failed, if one did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Tells every other rank that this one failed with `message` (they stop their step).
+    pub fn abort(&self, message: &str) {
+        let _ = self.requests.send(Request::Abort(format!("rank {}: {message}", self.rank)));
+    }
+
+    /// Every rank's `bytes`, in rank order, on every rank: the barrier between steps. Waits
+    /// until every rank has sent its part, or until one reports a failure (an error with its
+    /// report).
+    pub fn all_gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
+        let (reply, answer) = unbounded();
+        self.requests
+            .send(Request::AllGather { bytes, reply })
+            .map_err(|_| Error::Config("the MPI communication thread has stopped".into()))?;
+        let got = answer.recv().map_err(|_| Error::Config("the MPI communication thread stopped mid-gather".into()))?;
+        got.map_err(Error::Remote)
+    }
+
+    /// Whether another rank has failed.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed)
+    }
+}
+
+impl Mpi {
+    /// Ends this process's part: waits until every rank has come this far, then finalises
+    /// MPI. For the end of a run that succeeded (after a failure, dropping the handle
+    /// finalises without waiting for ranks that may never come).
+    pub fn finish(&self) {
+        self.stop(true);
+    }
+
+    fn stop(&self, barrier: bool) {
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = self.requests.send(Request::Stop { barrier });
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Mpi {
+    /// Stops the communication thread, which finalises MPI.
+    fn drop(&mut self) {
+        self.stop(false);
+    }
+}

@@ -1,0 +1,138 @@
+//! Ranks as MPI processes: `mpirun -n P pipesched run --transport mpi`, real processes on
+//! loopback (oversubscribed: more processes than cores is fine). Needs the `mpi` feature and
+//! an MPI installation with `mpirun` (Debian: `libopenmpi-dev openmpi-bin`); `.ci/run`
+//! installs them and runs `cargo test --features mpi --test mpi`.
+#![cfg(feature = "mpi")]
+
+use std::process::{Command, Output};
+
+/// `pipesched run ARGS --transport mpi` under `mpirun -n n`.
+fn mpirun(n: usize, args: &[&str]) -> Output {
+    Command::new("mpirun")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .args(["-n", &n.to_string(), env!("CARGO_BIN_EXE_pipesched"), "run", "--transport", "mpi"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run mpirun ({e}); install MPI (Debian: apt-get install openmpi-bin)"))
+}
+
+/// The JSON report rank 0 printed, after checking that every process exited cleanly.
+fn report(n: usize, args: &[&str]) -> serde_json::Value {
+    let out = mpirun(n, args);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "mpirun -n {n} {args:?} failed:\n{stdout}\n{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{args:?}: no JSON report ({e}):\n{stdout}\n{stderr}"))
+}
+
+/// Every schedule × recompute {none, full} on `tiny` at p = 2 and p = 4 (interleaved at p = 2:
+/// tiny's 6 layers make 4 stages, not 8): the gradients of every step bitwise equal to the
+/// sequential reference, and every rank's measured peak of held bytes equal to its prediction.
+#[test]
+fn every_schedule_across_processes_gives_the_sequential_gradients_and_the_predicted_bytes() {
+    for n in [2usize, 4] {
+        for schedule in ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2"] {
+            if schedule == "interleaved" && n == 4 {
+                continue;
+            }
+            for policy in ["none", "full"] {
+                let m = if matches!(schedule, "zb-h2" | "interleaved") { 2 * n } else { n + 1 };
+                let (p, m) = (n.to_string(), m.to_string());
+                let args = [
+                    "--model",
+                    "tiny",
+                    "-s",
+                    schedule,
+                    "-p",
+                    &p,
+                    "-m",
+                    &m,
+                    "--recompute",
+                    policy,
+                    "--steps",
+                    "2",
+                    "--warmup",
+                    "1",
+                    "--verify",
+                    "--no-compare",
+                    "--json",
+                    "--timeout",
+                    "20",
+                ];
+                let r = report(n, &args);
+                let case = format!("n={n} {schedule} {policy}");
+                assert_eq!(r["bitwise"], true, "{case}: {r}");
+                assert_eq!(r["max_grad_diff"], 0.0, "{case}");
+                assert_eq!(r["peak_held_bytes"], r["predicted_peak_held_bytes"], "{case}");
+                assert_eq!(r["peak_held_bytes"].as_array().map(Vec::len), Some(n), "{case}: one peak per rank");
+                assert!(r["loss"].as_f64().is_some_and(f64::is_finite), "{case}: the loss reaches rank 0");
+            }
+        }
+    }
+}
+
+/// A GPT across two processes: token ids, attention and the token loss, selective recompute.
+#[test]
+fn gpt_tiny_across_processes_matches_the_sequential_reference() {
+    let args = [
+        "--model",
+        "gpt-tiny",
+        "-s",
+        "zb-h1",
+        "-p",
+        "2",
+        "-m",
+        "3",
+        "--recompute",
+        "selective",
+        "--steps",
+        "2",
+        "--warmup",
+        "0",
+        "--verify",
+        "--no-compare",
+        "--json",
+    ];
+    let r = report(2, &args);
+    assert_eq!(r["bitwise"], true, "{r}");
+    assert_eq!(r["peak_held_bytes"], r["predicted_peak_held_bytes"]);
+}
+
+/// The same run in one process and across processes: the same losses, bit for bit, step after
+/// step (the optimizer steps of both stay equal).
+#[test]
+fn processes_train_exactly_as_threads() {
+    let args = [
+        "--model",
+        "tiny",
+        "-s",
+        "1f1b",
+        "-p",
+        "2",
+        "-m",
+        "4",
+        "--steps",
+        "4",
+        "--warmup",
+        "0",
+        "--no-compare",
+        "--json",
+    ];
+    let across = report(2, &args);
+    let threads = Command::new(env!("CARGO_BIN_EXE_pipesched")).arg("run").args(args).output().unwrap();
+    assert!(threads.status.success());
+    let threads: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&threads.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(across["losses"], threads["losses"]);
+}
+
+/// More or fewer processes than ranks: a clear error, not a hang.
+#[test]
+fn a_world_size_other_than_p_is_refused() {
+    let out = mpirun(3, &["--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "4", "--steps", "1", "--no-compare"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("3 MPI processes for a schedule of p=2 ranks; launch with `mpirun -n 2`"), "{stderr}");
+}
