@@ -6,6 +6,8 @@
 //! `us`, `ms` or `s`; `R` defaults to `F`; `mem` is kept by `F` per micro-batch, `wmem` kept from
 //! `I` until `W`, `msg` the size of each activation or gradient sent). Times and bytes are per
 //! rank: a schedule with `v` chunks per rank gives each chunk `1/v` of them ([`SyntheticSpec::split`]).
+//! `fail=S/J` or `panic=S/J` makes the forward of micro-batch `J` on stage `S` return an error or
+//! panic, in every step: how a failure ends a run, on threads or processes.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -34,6 +36,30 @@ pub struct SyntheticSpec {
     pub w_bytes: u64,
     /// Bytes of each message between stages.
     pub msg_bytes: u64,
+    /// A forward that fails on purpose.
+    pub fault: Option<Fault>,
+}
+
+/// A forward that fails on purpose: `F` of micro-batch `mb` on stage `stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    /// An error, or a panic.
+    pub panics: bool,
+    /// The model stage.
+    pub stage: usize,
+    /// The micro-batch.
+    pub mb: usize,
+}
+
+/// `S/J` as (stage, micro-batch).
+fn place(key: &str, text: &str) -> Result<(usize, usize)> {
+    let parse = |t: &str| t.trim().parse::<usize>().ok();
+    match text.split_once('/').map(|(s, j)| (parse(s), parse(j))) {
+        Some((Some(s), Some(j))) => Ok((s, j)),
+        _ => {
+            Err(Error::Usage(format!("synthetic {key}={text}: give a stage and a micro-batch as S/J, e.g. {key}=1/2")))
+        }
+    }
 }
 
 /// A synthetic op's time: a [`Time`] with a unit (the stages wait for real time).
@@ -69,6 +95,7 @@ impl SyntheticSpec {
             act_bytes: 0,
             w_bytes: 0,
             msg_bytes: 0,
+            fault: None,
         };
         let keys = [
             ("F", "forward time"),
@@ -78,6 +105,8 @@ impl SyntheticSpec {
             ("mem", "bytes F keeps per micro-batch"),
             ("wmem", "bytes kept from I until W"),
             ("msg", "bytes of each message"),
+            ("fail", "S/J: the forward of micro-batch J on stage S returns an error"),
+            ("panic", "S/J: the forward of micro-batch J on stage S panics"),
         ];
         let mut r = None;
         for (k, v) in pairs(body, &keys).map_err(|e| Error::Usage(format!("synthetic: {e}")))? {
@@ -90,6 +119,10 @@ impl SyntheticSpec {
                 "R" => r = Some(duration(k, v)?),
                 "mem" => spec.act_bytes = bytes(v)?,
                 "wmem" => spec.w_bytes = bytes(v)?,
+                "fail" | "panic" => {
+                    let (stage, mb) = place(k, v)?;
+                    spec.fault = Some(Fault { panics: k == "panic", stage, mb });
+                }
                 _ => spec.msg_bytes = bytes(v)?,
             }
         }
@@ -118,6 +151,7 @@ impl SyntheticSpec {
             act_bytes: self.act_bytes / v as u64,
             w_bytes: self.w_bytes / v as u64,
             msg_bytes: self.msg_bytes,
+            fault: self.fault,
         }
     }
 
@@ -185,6 +219,8 @@ impl Held {
 /// measures is scheduling, not `mmap`. The ledger counts held buffers, not the pool.
 pub struct SyntheticStage {
     spec: SyntheticSpec,
+    /// Its model stage (for [`Fault`]s).
+    index: usize,
     held: HashMap<usize, Held>,
     /// Free buffers by length.
     pool: HashMap<usize, Vec<Vec<u8>>>,
@@ -193,7 +229,12 @@ pub struct SyntheticStage {
 impl SyntheticStage {
     /// A stage following `spec`.
     pub fn new(spec: SyntheticSpec) -> SyntheticStage {
-        SyntheticStage { spec, held: HashMap::new(), pool: HashMap::new() }
+        SyntheticStage { spec, index: 0, held: HashMap::new(), pool: HashMap::new() }
+    }
+
+    /// This stage as model stage `index` (which a [`Fault`] names).
+    pub fn at(self, index: usize) -> SyntheticStage {
+        SyntheticStage { index, ..self }
     }
 
     /// A buffer of exactly `len` bytes, from the pool or freshly allocated with every page touched.
@@ -234,6 +275,13 @@ impl StageWork for SyntheticStage {
     fn forward(&mut self, mb: usize, input: Option<Vec<u8>>) -> std::result::Result<Option<Vec<u8>>, String> {
         if self.held.contains_key(&mb) {
             return Err(format!("forward of micro-batch {mb} twice"));
+        }
+        if let Some(f) = self.spec.fault.filter(|f| (f.stage, f.mb) == (self.index, mb)) {
+            let what = format!("the injected fault of stage {} micro-batch {mb}", f.stage);
+            if f.panics {
+                panic!("{what}");
+            }
+            return Err(what);
         }
         if let Some(buf) = input {
             self.give(buf);

@@ -243,3 +243,21 @@ fn mpi_without_the_feature_says_how_to_build_it() {
     let e = fails(&["run", "--model", "tiny", "--transport", "tcp"]);
     assert!(e.contains("threads") && e.contains("mpi"), "{e}");
 }
+
+/// Injected faults of synthetic stages, on threads: the error names the rank and the action;
+/// a fault placed where no stage is, or written wrong, is refused before anything runs.
+#[test]
+fn injected_faults_name_their_rank_and_bad_ones_are_refused() {
+    let run = |model: &str| fails(&["run", "--model", model, "-s", "1f1b", "-p", "2", "-m", "4", "--no-compare"]);
+    let e = run("synthetic:F=1ms,I=1ms,W=1ms,fail=1/2");
+    assert!(e.contains("rank 1, step") && e.contains("1F2") && e.contains("injected fault"), "{e}");
+    // A panic on purpose: the panic hook prints it, then the run ends with an error.
+    let out =
+        pipesched(&["run", "--model", "synthetic:F=1ms,I=1ms,W=1ms,panic=0/1", "-s", "1f1b", "-p", "2", "-m", "4"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("error: rank 0: the worker panicked: the injected fault"), "{e}");
+    let e = run("synthetic:F=1ms,I=1ms,W=1ms,fail=5/0");
+    assert!(e.contains("synthetic fault at stage 5") && e.contains("stages 0..2"), "{e}");
+    let e = run("synthetic:F=1ms,I=1ms,W=1ms,fail=1");
+    assert!(e.contains("give a stage and a micro-batch as S/J"), "{e}");
+}

@@ -136,3 +136,85 @@ fn a_world_size_other_than_p_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("3 MPI processes for a schedule of p=2 ranks; launch with `mpirun -n 2`"), "{stderr}");
 }
+
+/// An injected error, then an injected panic, on rank 2 of 4 mid-step: every process exits
+/// within the bound, rank 0 and the others name the failed rank and its action, and `mpirun`
+/// exits non-zero.
+#[test]
+fn a_failing_rank_ends_every_process_naming_it() {
+    for (fault, says) in
+        [("fail", "rank 2, step 5 (2F3): the injected fault"), ("panic", "rank 2: the worker panicked")]
+    {
+        let model = format!("synthetic:F=2ms,I=2ms,W=2ms,{fault}=2/3");
+        let started = std::time::Instant::now();
+        let out = mpirun(4, &["--model", &model, "-s", "1f1b", "-p", "4", "-m", "8", "--steps", "3", "--no-compare"]);
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{fault}: mpirun must fail");
+        assert!(stderr.contains(says), "{fault}: {stderr}");
+        assert!(stderr.contains(&format!("stopped because {says}")), "{fault}: the others name rank 2: {stderr}");
+        // Start-up included; the stop itself takes well under a second here.
+        assert!(took < std::time::Duration::from_secs(15), "{fault}: {took:?}");
+    }
+}
+
+/// The processes of one `mpirun` job running `pipesched`, by MPI rank (Linux: read from each
+/// process's environment).
+fn ranks_of_job(marker: &str) -> Vec<(usize, u32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let has = |hay: &[u8], needle: &str| hay.split(|b| *b == 0).any(|w| w == needle.as_bytes());
+        if !has(&cmdline, marker) || !String::from_utf8_lossy(&cmdline).contains("pipesched") {
+            continue;
+        }
+        let rank = environ
+            .split(|b| *b == 0)
+            .find_map(|w| String::from_utf8_lossy(w).strip_prefix("OMPI_COMM_WORLD_RANK=").map(|r| r.parse().ok()))
+            .flatten();
+        if let Some(rank) = rank {
+            found.push((rank, pid));
+        }
+    }
+    found
+}
+
+/// A rank killed with SIGKILL mid-run: `mpirun` ends the others and exits non-zero, naming the
+/// lost rank, and no process of the job is left.
+#[test]
+fn a_killed_rank_ends_the_job() {
+    // A model spec no other test uses marks this job's processes.
+    let model = "synthetic:F=3ms,I=3ms,W=3ms,msg=1031B";
+    let mut child = Command::new("mpirun")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .args(["-n", "3", env!("CARGO_BIN_EXE_pipesched"), "run", "--transport", "mpi", "--model", model])
+        .args(["-s", "1f1b", "-p", "3", "-m", "6", "--steps", "2000", "--no-compare"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mpirun starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let victim = loop {
+        let ranks = ranks_of_job(model);
+        if ranks.len() == 3 {
+            // Let the ranks get into their steps.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            break ranks.into_iter().find(|(r, _)| *r == 1).expect("rank 1").1;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job's 3 processes never appeared");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let killed = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let took = killed.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("rank 1") && stderr.contains("signal 9"), "{stderr}");
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    assert!(ranks_of_job(model).is_empty(), "a process of the job is left");
+}

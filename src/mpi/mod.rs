@@ -134,7 +134,10 @@ impl Mpi {
 
     /// Tells every other rank that this one failed with `message` (they stop their step).
     pub fn abort(&self, message: &str) {
-        let _ = self.requests.send(Request::Abort(format!("rank {}: {message}", self.rank)));
+        // Most errors name their rank already.
+        let own = format!("rank {}", self.rank);
+        let report = if message.starts_with(&own) { message.to_string() } else { format!("{own}: {message}") };
+        let _ = self.requests.send(Request::Abort(report));
     }
 
     /// Every rank's `bytes`, in rank order, on every rank: the barrier between steps. Waits

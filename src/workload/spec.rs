@@ -220,7 +220,7 @@ impl WorkloadSpec {
         let per_stage = policies.for_stages(layout.stages())?;
         let devices = self.devices.resolve(layout.p)?;
         match &self.model.source {
-            ModelSource::Synthetic(spec) => Ok(Box::new(SyntheticWorkload::new(spec, *layout, per_stage))),
+            ModelSource::Synthetic(spec) => Ok(Box::new(SyntheticWorkload::new(spec, *layout, per_stage)?)),
             ModelSource::Model(spec) => {
                 let mut spec = spec.clone();
                 spec.seed = self.seed;

@@ -22,11 +22,19 @@ pub struct SyntheticWorkload {
 }
 
 impl SyntheticWorkload {
-    /// One stage per model stage of `layout`, each following `per_rank` split over its chunks.
-    pub fn new(per_rank: &SyntheticSpec, layout: Layout, policies: Vec<RecomputePolicy>) -> SyntheticWorkload {
+    /// One stage per model stage of `layout`, each following `per_rank` split over its chunks;
+    /// an error if its fault names a stage the layout does not have.
+    pub fn new(per_rank: &SyntheticSpec, layout: Layout, policies: Vec<RecomputePolicy>) -> Result<SyntheticWorkload> {
+        if let Some(f) = per_rank.fault.filter(|f| f.stage >= layout.stages()) {
+            return Err(Error::Usage(format!(
+                "synthetic fault at stage {}: {layout} has stages 0..{}",
+                f.stage,
+                layout.stages()
+            )));
+        }
         let spec = per_rank.split(layout.v);
-        let stages = (0..layout.stages()).map(|_| SyntheticStage::new(spec.clone())).collect();
-        SyntheticWorkload { spec, stages, layout, policies }
+        let stages = (0..layout.stages()).map(|k| SyntheticStage::new(spec.clone()).at(k)).collect();
+        Ok(SyntheticWorkload { spec, stages, layout, policies })
     }
 }
 
