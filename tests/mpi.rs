@@ -187,7 +187,7 @@ fn ranks_of_job(marker: &str) -> Vec<(usize, u32)> {
 fn a_killed_rank_ends_the_job() {
     // A model spec no other test uses marks this job's processes.
     let model = "synthetic:F=3ms,I=3ms,W=3ms,msg=1031B";
-    let mut child = Command::new("mpirun")
+    let child = Command::new("mpirun")
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
