@@ -218,3 +218,15 @@ fn a_killed_rank_ends_the_job() {
     assert!(took < std::time::Duration::from_secs(20), "{took:?}");
     assert!(ranks_of_job(model).is_empty(), "a process of the job is left");
 }
+
+/// A wait that times out across processes: the waiting rank's report places it on the grid and
+/// says the rank it waits for is another process; every process exits non-zero.
+#[test]
+fn a_hang_across_processes_is_reported_by_the_waiting_rank() {
+    let args = ["--model", "synthetic:F=300ms,I=1ms,W=1ms", "-s", "1f1b", "-p", "2", "-m", "2", "--steps", "1"];
+    let out = mpirun(2, &[&args[..], &["--warmup", "0", "--no-compare", "--timeout", "100ms"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("pipeline hang: rank 1 waited 100ms"), "{stderr}");
+    assert!(stderr.contains("needs 0F0 from rank 0 (its step 0; rank 0 is another process)"), "{stderr}");
+}

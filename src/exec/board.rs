@@ -21,6 +21,8 @@ pub enum Phase {
     Done,
     /// Stopped because it failed or another rank did.
     Stopped,
+    /// Run by another process, whose own board says where it is.
+    Elsewhere,
 }
 
 /// One rank's position.
@@ -69,6 +71,9 @@ impl Board {
                 Phase::Running => format!("running {here}"),
                 Phase::Waiting { need, from_rank } => {
                     let where_ = match schedule.lanes[from_rank].iter().position(|&a| a == need) {
+                        Some(k) if positions[from_rank].phase == Phase::Elsewhere => {
+                            format!("its step {k}; rank {from_rank} is another process")
+                        }
                         Some(k) => {
                             let other = positions[from_rank].step;
                             if k > other || (k == other && positions[from_rank].phase != Phase::Running) {
@@ -83,11 +88,16 @@ impl Board {
                 }
                 Phase::Done => "finished its lane".to_string(),
                 Phase::Stopped => format!("stopped at {here}"),
+                Phase::Elsewhere => "in another process (its own report says where)".to_string(),
             };
-            if pos.step < lane.len() && pos.phase != Phase::Done {
+            if pos.step < lane.len() && !matches!(pos.phase, Phase::Done | Phase::Elsewhere) {
                 marks.push((r, pos.step));
             }
-            lines.push_str(&format!("  rank {r}, step {}: {what}\n", pos.step));
+            if pos.phase == Phase::Elsewhere {
+                lines.push_str(&format!("  rank {r}: {what}\n"));
+            } else {
+                lines.push_str(&format!("  rank {r}, step {}: {what}\n", pos.step));
+            }
         }
         format!("{lines}{}", grid::render_lanes(&schedule.lanes, &marks))
     }

@@ -197,6 +197,9 @@ fn run_ranks<S: StageWork>(
     t0: Instant,
 ) -> Result<Vec<RankRecord>> {
     let board = Board::new(schedule.p);
+    for r in (0..schedule.p).filter(|r| !ranks.iter().any(|(mine, _)| mine == r)) {
+        board.set(r, 0, Phase::Elsewhere);
+    }
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let shared =
         Shared { schedule, links, board: &board, abort, t0, timeout: opts.timeout, splits: schedule.split_stages() };
