@@ -33,6 +33,16 @@ impl std::fmt::Display for Placement {
 }
 
 impl Placement {
+    /// This placement as it is named among `p` ranks: on one rank a V and a loop place every
+    /// stage alike, and that is called a loop (what a CSV file of it reads back as).
+    pub fn among(self, p: usize) -> Placement {
+        if p == 1 {
+            Placement::Loop
+        } else {
+            self
+        }
+    }
+
     /// Which of its rank's chunks `stage` is (0 for the rank's first stage), among `p` ranks.
     pub fn chunk_of(self, stage: usize, p: usize) -> usize {
         match self {
@@ -74,8 +84,10 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// A schedule of these lanes, not yet validated.
+    /// A schedule of these lanes, not yet validated (`placement` named as
+    /// [`Placement::among`] says).
     pub fn new(name: &str, p: usize, v: usize, m: usize, placement: Placement, lanes: Vec<Vec<Action>>) -> Schedule {
+        let placement = placement.among(p);
         Schedule { name: name.into(), p, v, m, placement, lanes: lanes.into_iter().map(Arc::new).collect() }
     }
 

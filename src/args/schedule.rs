@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use pipesched_schedules::{from_csv, validate, Footprint, Kind, Schedule, Simulation};
+use pipesched_schedules::{from_csv, validate, Footprint, Kind, Placement, Schedule, Simulation};
 
 use super::{at_least_one, read_text, stage_count};
 use crate::budget::{self, Available};
@@ -53,8 +53,7 @@ impl LayoutArgs {
                 pipesched_schedules::MAX_STAGES
             )));
         }
-        // Every generator places stage s on rank s mod p.
-        Ok(Layout::looped(self.p, v))
+        Ok(Layout::new(self.p, v, kind.map_or(Placement::Loop, Kind::placement)))
     }
 }
 

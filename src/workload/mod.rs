@@ -44,7 +44,13 @@ pub struct Layout {
 impl Layout {
     /// `p` ranks, `v` chunks each, stage `s` on rank `s mod p`.
     pub fn looped(p: usize, v: usize) -> Layout {
-        Layout { p, v, placement: Placement::Loop }
+        Layout::new(p, v, Placement::Loop)
+    }
+
+    /// `p` ranks, `v` chunks each, placed by `placement` (named as a schedule names it:
+    /// [`Placement::among`]).
+    pub fn new(p: usize, v: usize, placement: Placement) -> Layout {
+        Layout { p, v, placement: placement.among(p) }
     }
 
     /// Number of model stages, `p·v`.

@@ -9,11 +9,13 @@
 mod gpipe;
 mod interleaved;
 mod one_f_one_b;
+mod zb_v;
 mod zero_bubble;
 
 pub use gpipe::gpipe;
 pub use interleaved::interleaved;
 pub use one_f_one_b::one_f_one_b;
+pub use zb_v::zb_v;
 pub use zero_bubble::{zb_h1, zb_h2};
 
 use std::fmt;
@@ -43,11 +45,14 @@ pub enum Kind {
     /// `zb-h2`: zero bubble, up to 2p−1 micro-batches in flight.
     #[serde(rename = "zb-h2")]
     ZbH2,
+    /// `zb-v`: zero bubble with two chunks per rank placed as a V, 1F1B's memory.
+    #[serde(rename = "zb-v")]
+    ZbV,
 }
 
 impl Kind {
     /// Every kind, in the order tables list them.
-    pub const ALL: [Kind; 5] = [Kind::GPipe, Kind::OneFOneB, Kind::Interleaved, Kind::ZbH1, Kind::ZbH2];
+    pub const ALL: [Kind; 6] = [Kind::GPipe, Kind::OneFOneB, Kind::Interleaved, Kind::ZbH1, Kind::ZbH2, Kind::ZbV];
 
     /// The CLI name.
     pub fn name(self) -> &'static str {
@@ -57,15 +62,23 @@ impl Kind {
             Kind::Interleaved => "interleaved",
             Kind::ZbH1 => "zb-h1",
             Kind::ZbH2 => "zb-h2",
+            Kind::ZbV => "zb-v",
         }
     }
 
-    /// The chunk count used when none is given: 2 for interleaved, 1 otherwise.
+    /// The chunk count used when none is given: 2 for interleaved and ZB-V, 1 otherwise.
     pub fn default_chunks(self) -> usize {
-        if self == Kind::Interleaved {
-            2
-        } else {
-            1
+        match self {
+            Kind::Interleaved | Kind::ZbV => 2,
+            Kind::GPipe | Kind::OneFOneB | Kind::ZbH1 | Kind::ZbH2 => 1,
+        }
+    }
+
+    /// Where this kind of schedule places its stages: a V for ZB-V, a loop otherwise.
+    pub fn placement(self) -> Placement {
+        match self {
+            Kind::ZbV => Placement::V,
+            Kind::GPipe | Kind::OneFOneB | Kind::Interleaved | Kind::ZbH1 | Kind::ZbH2 => Placement::Loop,
         }
     }
 
@@ -73,7 +86,7 @@ impl Kind {
     /// and `W` for the schedules that split the backward.
     pub fn actions_per_microbatch(self) -> usize {
         match self {
-            Kind::ZbH1 | Kind::ZbH2 => 3,
+            Kind::ZbH1 | Kind::ZbH2 | Kind::ZbV => 3,
             Kind::GPipe | Kind::OneFOneB | Kind::Interleaved => 2,
         }
     }
@@ -103,6 +116,7 @@ impl Kind {
             Kind::Interleaved => interleaved(p, v, m),
             Kind::ZbH1 => zb_h1(p, m),
             Kind::ZbH2 => zb_h2(p, m),
+            Kind::ZbV => zb_v(p, m),
         }
     }
 }
@@ -146,7 +160,19 @@ fn check_pm(name: &str, p: usize, v: usize, m: usize) -> Result<()> {
 
 /// Assembles a loop-placed schedule.
 fn finish(name: &str, p: usize, v: usize, m: usize, lanes: Vec<Vec<Action>>) -> Result<Schedule> {
-    Ok(Schedule::new(name, p, v, m, Placement::Loop, lanes))
+    finish_placed(name, p, v, m, Placement::Loop, lanes)
+}
+
+/// Assembles a schedule whose stages sit as `placement` says.
+fn finish_placed(
+    name: &str,
+    p: usize,
+    v: usize,
+    m: usize,
+    placement: Placement,
+    lanes: Vec<Vec<Action>>,
+) -> Result<Schedule> {
+    Ok(Schedule::new(name, p, v, m, placement, lanes))
 }
 
 /// Extracts the first ```text picture from a generator's source, for the doc-picture tests.
