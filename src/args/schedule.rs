@@ -22,7 +22,8 @@ pub struct LayoutArgs {
     /// Number of ranks (devices).
     #[arg(short = 'p', long = "ranks", value_name = "P", default_value_t = 2, value_parser = stage_count)]
     pub p: usize,
-    /// Model chunks per rank, for interleaved (default 2 there; every other schedule has 1).
+    /// Model chunks per rank, for interleaved and looped-bfs (default 2 there; ZB-V has 2,
+    /// every other schedule 1).
     #[arg(short = 'v', long = "chunks", value_name = "V", value_parser = stage_count)]
     pub chunks: Option<usize>,
 }

@@ -1,5 +1,5 @@
-//! `pipesched gallery`: the chart gallery — timeline + memory for each of the six schedules at
-//! p=4, m=8 (interleaved and ZB-V with v=2) under unequal costs, as SVG and PNG. `--out plots` redraws the
+//! `pipesched gallery`: the chart gallery — timeline + memory for each of the seven schedules at
+//! p=4, m=8 (interleaved, ZB-V and looped BFS with v=2) under unequal costs, as SVG and PNG. `--out plots` redraws the
 //! charts the README shows.
 
 use clap::Args;

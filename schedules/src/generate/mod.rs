@@ -8,12 +8,14 @@
 
 mod gpipe;
 mod interleaved;
+mod looped_bfs;
 mod one_f_one_b;
 mod zb_v;
 mod zero_bubble;
 
 pub use gpipe::gpipe;
 pub use interleaved::interleaved;
+pub use looped_bfs::looped_bfs;
 pub use one_f_one_b::one_f_one_b;
 pub use zb_v::zb_v;
 pub use zero_bubble::{zb_h1, zb_h2};
@@ -48,11 +50,15 @@ pub enum Kind {
     /// `zb-v`: zero bubble with two chunks per rank placed as a V, 1F1B's memory.
     #[serde(rename = "zb-v")]
     ZbV,
+    /// `looped-bfs`: v chunks per rank, each chunk's forwards for all micro-batches in a row.
+    #[serde(rename = "looped-bfs")]
+    LoopedBfs,
 }
 
 impl Kind {
     /// Every kind, in the order tables list them.
-    pub const ALL: [Kind; 6] = [Kind::GPipe, Kind::OneFOneB, Kind::Interleaved, Kind::ZbH1, Kind::ZbH2, Kind::ZbV];
+    pub const ALL: [Kind; 7] =
+        [Kind::GPipe, Kind::OneFOneB, Kind::Interleaved, Kind::ZbH1, Kind::ZbH2, Kind::ZbV, Kind::LoopedBfs];
 
     /// The CLI name.
     pub fn name(self) -> &'static str {
@@ -63,13 +69,15 @@ impl Kind {
             Kind::ZbH1 => "zb-h1",
             Kind::ZbH2 => "zb-h2",
             Kind::ZbV => "zb-v",
+            Kind::LoopedBfs => "looped-bfs",
         }
     }
 
-    /// The chunk count used when none is given: 2 for interleaved and ZB-V, 1 otherwise.
+    /// The chunk count used when none is given: 2 for interleaved, looped BFS and ZB-V, 1
+    /// otherwise.
     pub fn default_chunks(self) -> usize {
         match self {
-            Kind::Interleaved | Kind::ZbV => 2,
+            Kind::Interleaved | Kind::ZbV | Kind::LoopedBfs => 2,
             Kind::GPipe | Kind::OneFOneB | Kind::ZbH1 | Kind::ZbH2 => 1,
         }
     }
@@ -78,7 +86,9 @@ impl Kind {
     pub fn placement(self) -> Placement {
         match self {
             Kind::ZbV => Placement::V,
-            Kind::GPipe | Kind::OneFOneB | Kind::Interleaved | Kind::ZbH1 | Kind::ZbH2 => Placement::Loop,
+            Kind::GPipe | Kind::OneFOneB | Kind::Interleaved | Kind::ZbH1 | Kind::ZbH2 | Kind::LoopedBfs => {
+                Placement::Loop
+            }
         }
     }
 
@@ -87,14 +97,14 @@ impl Kind {
     pub fn actions_per_microbatch(self) -> usize {
         match self {
             Kind::ZbH1 | Kind::ZbH2 | Kind::ZbV => 3,
-            Kind::GPipe | Kind::OneFOneB | Kind::Interleaved => 2,
+            Kind::GPipe | Kind::OneFOneB | Kind::Interleaved | Kind::LoopedBfs => 2,
         }
     }
 
     /// Whether the number of chunks per rank is the user's choice (`-v`); otherwise it is
     /// [`default_chunks`](Kind::default_chunks).
     pub fn takes_chunks(self) -> bool {
-        self == Kind::Interleaved
+        matches!(self, Kind::Interleaved | Kind::LoopedBfs)
     }
 
     /// Generates this kind of schedule. `v` must be the default unless the kind takes chunks.
@@ -117,6 +127,7 @@ impl Kind {
             Kind::ZbH1 => zb_h1(p, m),
             Kind::ZbH2 => zb_h2(p, m),
             Kind::ZbV => zb_v(p, m),
+            Kind::LoopedBfs => looped_bfs(p, v, m),
         }
     }
 }
