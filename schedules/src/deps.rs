@@ -36,17 +36,22 @@ pub struct Message {
 }
 
 impl Message {
-    /// Index of this message in a flat table of [`message_slots`]`(stages, m)` slots: by stage,
-    /// then flow, micro-batches innermost. A rank walking its lane writes and reads a few
-    /// streams in order — its stage's activations, its stage's gradients, its neighbours' — so
-    /// each cache line of a stream serves 8 consecutive micro-batches of a large schedule.
+    /// Index of this message in a flat table of [`message_slots`]`(stages, m)` slots, for a
+    /// message of a model of `stages` stages (`from < stages`): rows of `2·stages` slots (each
+    /// stage's activation and gradient side by side), a row for what one sweep of the walk
+    /// handles (the walk visits ready ranks in sweeps of increasing rank). A sweep carries a
+    /// micro-batch's forward through every stage, so activations sit in row `mb`; an input
+    /// gradient moves back one stage per sweep, so gradients sit in row
+    /// `(mb + stages − from) mod m`, one row for the gradients a sweep passes down together. A
+    /// walk of a large schedule then reads and writes a few rows per sweep instead of a page per
+    /// stage.
     #[inline]
-    pub fn index(&self, _stages: usize, m: usize) -> usize {
-        let flow = match self.flow {
-            Flow::Activation => 0,
-            Flow::Gradient => 1,
+    pub fn index(&self, stages: usize, m: usize) -> usize {
+        let (row, flow) = match self.flow {
+            Flow::Activation => (self.mb, 0),
+            Flow::Gradient => (wrap(self.mb + stages - self.from, m), 1),
         };
-        (self.from * 2 + flow) * m + self.mb
+        (row * stages + self.from) * 2 + flow
     }
 
     /// The action that produces this message: `F`, or — for a gradient — the producing stage's
@@ -58,6 +63,17 @@ impl Message {
             Flow::Gradient => Op::B,
         };
         Action::new(self.from, op, self.mb)
+    }
+}
+
+/// `x mod m`: a subtraction for `x < 2m` (every row [`Message::index`] asks for, unless a model
+/// has more stages than micro-batches), a division otherwise.
+#[inline]
+fn wrap(x: usize, m: usize) -> usize {
+    match x.checked_sub(m) {
+        None => x,
+        Some(y) if y < m => y,
+        Some(_) => x % m,
     }
 }
 

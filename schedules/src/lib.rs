@@ -26,6 +26,7 @@ mod generate;
 pub mod grid;
 mod ledger;
 mod prefetch;
+mod ready;
 mod recompute;
 mod schedule;
 mod simulate;

@@ -1,9 +1,9 @@
 //! A cache hint for the walk: a walk of a large schedule switches rank after every few actions,
-//! so each rank's streams (its lane, its row of the message table, its trace) are read a few
-//! bytes at a time, a thousand ranks apart — more streams than the hardware prefetcher follows.
-//! Asking for the next cache lines of a stream while a rank is running makes them arrive before
-//! the rank runs again. Measured on the p = 1024, m = 8192 walks (see the `simulate` bench): the
-//! validation walk runs in about half the time.
+//! so each rank's own streams (its lane, its trace) are read a few bytes at a time, a thousand
+//! ranks apart — more streams than the hardware prefetcher follows. Asking for the next cache
+//! lines of a stream while a rank is running makes them arrive before the rank runs again. (The
+//! message table needs no hint: a sweep of the walk reads it along a few rows; see
+//! [`Message::index`](crate::deps::Message::index).)
 
 /// Asks the CPU to bring the cache line holding `ptr` closer. A hint only: it never faults and
 /// changes no value, so any address may be given (one past the end of a buffer included). Does

@@ -110,31 +110,36 @@ fn run(schedule: &Schedule, costs: &CostModel, trace: bool) -> Result<(Vec<RankT
         .collect();
     let duration = |a: Action| durations[a.stage()][a.op as usize];
     let mut post = Times::new(message_slots(stages, m), costs.latency);
-    let walked = walk(schedule, &mut post, duration, |ran| {
-        let Ran { rank, step, action: a, start, end, received } = ran;
-        tallies[rank].span(a.op, start, end);
-        if trace {
-            let kept = &mut ranks[rank];
-            prefetch(kept.start.as_ptr().wrapping_add(step + SPANS_AHEAD));
-            prefetch(kept.end.as_ptr().wrapping_add(step + SPANS_AHEAD));
-            kept.start.push(start);
-            kept.end.push(end);
-        }
-        if keeps {
-            hold(&mut ledgers[rank], &stage_costs[a.stage()], &mut held[a.stage() * m + a.mb()], ran);
-        }
-        if let (true, Some(sent)) = (sends, received) {
-            // The walk received a message, so `a` consumes one.
-            if let Some(msg) = consumes(a, stages) {
-                let from = &stage_costs[msg.from];
-                let bytes = match msg.flow {
-                    Flow::Activation => from.fwd_msg_bytes,
-                    Flow::Gradient => from.bwd_msg_bytes,
-                };
-                ledgers[rank].message(sent, start, bytes);
+    let walked = if trace || keeps || sends {
+        walk(schedule, &mut post, duration, |ran| {
+            let Ran { rank, step, action: a, start, end, received } = ran;
+            tallies[rank].span(a.op, start, end);
+            if trace {
+                let kept = &mut ranks[rank];
+                prefetch(kept.start.as_ptr().wrapping_add(step + SPANS_AHEAD));
+                prefetch(kept.end.as_ptr().wrapping_add(step + SPANS_AHEAD));
+                kept.start.push(start);
+                kept.end.push(end);
             }
-        }
-    });
+            if keeps {
+                hold(&mut ledgers[rank], &stage_costs[a.stage()], &mut held[a.stage() * m + a.mb()], ran);
+            }
+            if let (true, Some(sent)) = (sends, received) {
+                // The walk received a message, so `a` consumes one.
+                if let Some(msg) = consumes(a, stages) {
+                    let from = &stage_costs[msg.from];
+                    let bytes = match msg.flow {
+                        Flow::Activation => from.fwd_msg_bytes,
+                        Flow::Gradient => from.bwd_msg_bytes,
+                    };
+                    ledgers[rank].message(sent, start, bytes);
+                }
+            }
+        })
+    } else {
+        // The stats alone: a small loop.
+        walk(schedule, &mut post, duration, |ran| tallies[ran.rank].span(ran.action.op, ran.start, ran.end))
+    };
     if walked.is_err() {
         // Only a schedule that breaks a rule gets stuck; validate explains which.
         validate(schedule)?;

@@ -15,9 +15,10 @@
 //! first in lane order is reported (a schedule naming more (stage, micro-batch) pairs than it has
 //! actions for is refused by count before that pass); rule 5 comes last.
 //!
-//! Cost: linear in the number of actions, with one byte of bookkeeping per (stage, micro-batch)
-//! for rules 2–4 and the walk's one bit per message for rule 5; positions for error messages
-//! are looked up only once a rule is broken.
+//! Cost: linear in the number of actions. Rules 2–4 take a counter per stage and op when every
+//! stage runs each op's micro-batches in increasing order (every generator does), else one byte
+//! of bookkeeping per (stage, micro-batch); rule 5 takes the walk's one bit per message.
+//! Positions for error messages are looked up only once a rule is broken.
 
 use crate::action::{Action, Op, MAX_STAGES};
 use crate::deps::{consumes, message_slots, split_stages};
@@ -111,15 +112,10 @@ fn check_range(s: &Schedule, owner_of: &[usize], rank: usize, step: usize, a: Ac
     Ok(())
 }
 
-/// One bit per op, for the per-(stage, micro-batch) table of ops seen.
-fn bit(op: Op) -> u8 {
-    match op {
-        Op::F => 1,
-        Op::B => 2,
-        Op::I => 4,
-        Op::W => 8,
-        Op::R => 16,
-    }
+/// One bit per op, for the per-(stage, micro-batch) table of ops seen: `F` 1, `B` 2, `I` 4, `W` 8,
+/// `R` 16.
+const fn bit(op: Op) -> u8 {
+    1 << op as u8
 }
 
 fn op_name(op: Op) -> &'static str {
@@ -139,11 +135,8 @@ fn find(s: &Schedule, a: Action, from: usize) -> Option<(usize, usize)> {
     s.lanes[rank].iter().skip(from).position(|&x| x == a).map(|k| (rank, k + from))
 }
 
-/// Rules 2, 3 and 4 in one pass over the lanes, with one byte per (stage, micro-batch) for the ops
-/// seen so far: duplicates are found as they appear; an action whose predecessor
-/// ([`deps::follows`](crate::deps::follows), and a stage's `R` before its backward) has not been
-/// seen yet comes before it — the first such is kept and reported only if nothing is missing
-/// (rule 3 goes first); then a scan of the table finds what is missing.
+/// Rules 2, 3 and 4: at a glance for a schedule in micro-batch order ([`in_microbatch_order`]),
+/// else by [`check_pairs`].
 fn check_actions(s: &Schedule) -> Result<()> {
     let (stages, m) = (s.stages(), s.m);
     let actions = s.num_actions();
@@ -159,50 +152,39 @@ fn check_actions(s: &Schedule) -> Result<()> {
         });
     }
     let owner_of: Vec<usize> = (0..stages).map(|st| s.rank_of(st)).collect();
+    if in_microbatch_order(s, &owner_of) {
+        return Ok(());
+    }
+    check_pairs(s, &owner_of)
+}
+
+/// Rules 2, 3 and 4 in one pass over the lanes, with one byte per (stage, micro-batch) for the ops
+/// seen so far: duplicates are found as they appear; an action whose predecessor
+/// ([`deps::follows`](crate::deps::follows), and a stage's `R` before its backward) has not been
+/// seen yet comes before it — the first such is kept and reported only if nothing is missing
+/// (rule 3 goes first); then a scan of the table finds what is missing. `owner_of[stage]` is the
+/// rank holding the stage.
+fn check_pairs(s: &Schedule, owner_of: &[usize]) -> Result<()> {
+    let (stages, m) = (s.stages(), s.m);
     let mut seen = vec![0u8; stages * m];
     // The first order violation: (rank, step, the action, its missing predecessor, what).
-    let mut out_of_order: Option<(usize, usize, Action, Action, &str)> = None;
+    let mut out_of_order: Option<OutOfOrder> = None;
     for (rank, lane) in s.lanes.iter().enumerate() {
         for (step, &b) in lane.iter().enumerate() {
-            check_range(s, &owner_of, rank, step, b)?;
-            let slot = &mut seen[b.stage() * m + b.mb()];
-            if *slot & bit(b.op) != 0 {
-                let first = find(s, b, 0).unwrap_or((rank, step));
-                return Err(invalid(
-                    s,
-                    &[first, (rank, step)],
-                    format!(
-                        "duplicate {}: {b} appears at rank {}, step {} and again at rank {rank}, step {step}",
-                        op_name(b.op),
-                        first.0,
-                        first.1
-                    ),
-                ));
+            let (stage, mb) = (b.stage(), b.mb());
+            if stage >= stages || mb >= m || owner_of[stage] != rank {
+                check_range(s, owner_of, rank, step, b)?;
             }
-            if out_of_order.is_none() {
-                let need = |op: Op| Action::new(b.stage(), op, b.mb());
-                let backward = bit(Op::I) | bit(Op::B);
-                let broken = match b.op {
-                    Op::F => None,
-                    Op::R if *slot & bit(Op::F) == 0 => Some((need(Op::F), "recompute before its forward")),
-                    // An R after the backward: the backward came before its recompute.
-                    Op::R if *slot & backward != 0 => {
-                        let back = if *slot & bit(Op::B) != 0 { Op::B } else { Op::I };
-                        let k = find(s, need(back), 0).map_or(step, |x| x.1);
-                        out_of_order = Some((rank, k, need(back), b, "backward before its recompute"));
-                        None
-                    }
-                    Op::R => None,
-                    Op::I | Op::B if *slot & bit(Op::F) == 0 => Some((need(Op::F), "backward before its forward")),
-                    Op::I | Op::B => None,
-                    Op::W if *slot & bit(Op::I) == 0 => Some((need(Op::I), "W before I")),
-                    Op::W => None,
-                };
-                if let Some((a, what)) = broken {
-                    out_of_order = Some((rank, step, b, a, what));
-                }
-            }
+            let slot = &mut seen[stage * m + mb];
+            let before = *slot;
             *slot |= bit(b.op);
+            // Only a broken rule pays for more than these two tests.
+            if before & bit(b.op) != 0 {
+                return Err(duplicate(s, rank, step, b));
+            }
+            if out_of_order.is_none() && !in_order(before, b.op) {
+                out_of_order = Some(order_break(s, rank, step, b, before));
+            }
         }
     }
     check_complete(s, &seen)?;
@@ -215,6 +197,83 @@ fn check_actions(s: &Schedule) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Rules 2–4 at a glance for the common shape, every generator's: each stage runs each op on
+/// micro-batches 0, 1, 2, … in lane order. Then a pair's op has run exactly when that op's count
+/// on the stage has passed the micro-batch, and every pair is complete exactly when the counts
+/// reach `m`: a counter per stage and op instead of a byte per pair. `true` means rules 2–4 hold;
+/// `false` says nothing, and [`check_pairs`] decides (and explains).
+fn in_microbatch_order(s: &Schedule, owner_of: &[usize]) -> bool {
+    let (stages, m) = (s.stages(), s.m);
+    // By stage and op: the micro-batch the op runs next.
+    let mut next = vec![[0; Op::ALL.len()]; stages];
+    for (rank, lane) in s.lanes.iter().enumerate() {
+        for &a in lane.iter() {
+            let (stage, mb) = (a.stage(), a.mb());
+            if stage >= stages || owner_of[stage] != rank {
+                return false;
+            }
+            let n = &mut next[stage];
+            let ran = |op: Op| n[op as usize] > mb;
+            let after = AFTER[a.op as usize].is_none_or(ran);
+            let recompute_in_time = a.op != Op::R || !(ran(Op::B) || ran(Op::I));
+            if mb != n[a.op as usize] || mb >= m || !after || !recompute_in_time {
+                return false;
+            }
+            n[a.op as usize] += 1;
+        }
+    }
+    let [f, b, i, w, _] = Op::ALL.map(|op| op as usize);
+    next.iter().all(|n| n[f] == m && ((n[b] == m && n[i] == 0 && n[w] == 0) || (n[b] == 0 && n[i] == m && n[w] == m)))
+}
+
+/// Rule 4 by op (`F B I W R`, [`deps::follows`](crate::deps::follows)): the op that must have run
+/// on the pair before it. An `R` must also come before the pair's backward.
+const AFTER: [Option<Op>; 5] = [None, Some(Op::F), Some(Op::F), Some(Op::I), Some(Op::F)];
+
+/// Where rule 4 is first broken: (rank, step, the action, its missing predecessor, what).
+type OutOfOrder = (usize, usize, Action, Action, &'static str);
+
+/// Whether an action `op` may come after the ops in `seen` (bits of its (stage, micro-batch)):
+/// rule 4, as [`order_break`] spells it out.
+fn in_order(seen: u8, op: Op) -> bool {
+    let after = AFTER[op as usize].is_none_or(|x| seen & bit(x) != 0);
+    after && (op != Op::R || seen & (bit(Op::B) | bit(Op::I)) == 0)
+}
+
+/// The duplicate `b` at `rank`, `step`: the error, with where it first appears.
+#[cold]
+fn duplicate(s: &Schedule, rank: usize, step: usize, b: Action) -> Error {
+    let first = find(s, b, 0).unwrap_or((rank, step));
+    invalid(
+        s,
+        &[first, (rank, step)],
+        format!(
+            "duplicate {}: {b} appears at rank {}, step {} and again at rank {rank}, step {step}",
+            op_name(b.op),
+            first.0,
+            first.1
+        ),
+    )
+}
+
+/// How `b` at `rank`, `step` breaks rule 4, coming after the ops in `seen` (`in_order` said it
+/// does).
+#[cold]
+fn order_break(s: &Schedule, rank: usize, step: usize, b: Action, seen: u8) -> OutOfOrder {
+    let need = |op: Op| Action::new(b.stage(), op, b.mb());
+    match b.op {
+        Op::R if seen & bit(Op::F) == 0 => (rank, step, b, need(Op::F), "recompute before its forward"),
+        // An R after the backward: the backward came before its recompute.
+        Op::R => {
+            let back = if seen & bit(Op::B) != 0 { Op::B } else { Op::I };
+            let k = find(s, need(back), 0).map_or(step, |x| x.1);
+            (rank, k, need(back), b, "backward before its recompute")
+        }
+        Op::W => (rank, step, b, need(Op::I), "W before I"),
+        Op::F | Op::I | Op::B => (rank, step, b, need(Op::F), "backward before its forward"),
+    }
 }
 
 /// Rule 3's scan: every (stage, micro-batch) has a forward and one kind of backward. `seen` holds
@@ -340,4 +399,110 @@ fn deadlock(s: &Schedule, next: &[usize]) -> Error {
         lines.push(format!("rank {r} is stuck at step {step} on {a}, waiting for {waits}"));
     }
     Error::Deadlock { reason: lines.join("; "), grid: grid::render_lanes(&s.lanes, &marks) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deps;
+    use crate::generate::Kind;
+    use proptest::prelude::*;
+
+    fn owners(s: &Schedule) -> Vec<usize> {
+        (0..s.stages()).map(|st| s.rank_of(st)).collect()
+    }
+
+    #[test]
+    fn rule_4_is_the_dependency_rule() {
+        for op in Op::ALL {
+            assert_eq!(AFTER[op as usize], deps::follows(Action::new(0, op, 0)).map(|a| a.op), "{op}");
+        }
+    }
+
+    #[test]
+    fn generated_schedules_are_in_microbatch_order() {
+        for kind in Kind::ALL {
+            for (p, m) in [(1, 2), (2, 4), (3, 6), (4, 8)] {
+                let s = kind.generate(p, kind.default_chunks(), m).unwrap();
+                assert!(in_microbatch_order(&s, &owners(&s)), "{kind} p={p} m={m}");
+                let r = crate::with_recompute(&s, &vec![true; s.stages()]).unwrap();
+                assert!(in_microbatch_order(&r, &owners(&r)), "{kind} p={p} m={m} with recompute");
+            }
+        }
+    }
+
+    /// One edit of a lane: swap two actions, or change one's stage, op or micro-batch, or drop
+    /// or repeat one. Positions are taken modulo what the schedule has.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Swap(usize, usize, usize),
+        Stage(usize, usize, u16),
+        Op(usize, usize, usize),
+        Microbatch(usize, usize, u32),
+        Drop(usize, usize),
+        Repeat(usize, usize),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        let at = || (any::<usize>(), any::<usize>());
+        prop_oneof![
+            (at(), any::<usize>()).prop_map(|((r, k), j)| Edit::Swap(r, k, j)),
+            (at(), 0u16..6).prop_map(|((r, k), x)| Edit::Stage(r, k, x)),
+            (at(), 0usize..5).prop_map(|((r, k), x)| Edit::Op(r, k, x)),
+            (at(), 0u32..10).prop_map(|((r, k), x)| Edit::Microbatch(r, k, x)),
+            at().prop_map(|(r, k)| Edit::Drop(r, k)),
+            at().prop_map(|(r, k)| Edit::Repeat(r, k)),
+        ]
+    }
+
+    fn apply(s: &Schedule, edits: &[Edit]) -> Schedule {
+        let mut lanes: Vec<Vec<Action>> = s.lanes.iter().map(|l| l.to_vec()).collect();
+        for e in edits {
+            let (r, k) = match *e {
+                Edit::Swap(r, k, _) | Edit::Stage(r, k, _) | Edit::Op(r, k, _) => (r, k),
+                Edit::Microbatch(r, k, _) | Edit::Drop(r, k) | Edit::Repeat(r, k) => (r, k),
+            };
+            let lane = &mut lanes[r % s.p];
+            if lane.is_empty() {
+                continue;
+            }
+            let k = k % lane.len();
+            match *e {
+                Edit::Swap(_, _, j) => {
+                    let j = j % lane.len();
+                    lane.swap(k, j);
+                }
+                Edit::Stage(_, _, x) => lane[k].stage = x,
+                Edit::Op(_, _, x) => lane[k].op = Op::ALL[x],
+                Edit::Microbatch(_, _, x) => lane[k].microbatch = x,
+                Edit::Drop(..) => drop(lane.remove(k)),
+                Edit::Repeat(..) => lane.insert(k, lane[k]),
+            }
+        }
+        Schedule::new(&s.name, s.p, s.v, s.m, s.placement, lanes)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        /// The quick check never passes what the pass over every pair refuses.
+        #[test]
+        fn the_quick_check_passes_only_what_the_full_one_passes(
+            kind in proptest::sample::select(Kind::ALL.to_vec()),
+            p in 1usize..4,
+            rounds in 1usize..3,
+            recompute in any::<bool>(),
+            edits in proptest::collection::vec(edit(), 1..4),
+        ) {
+            let m = p * rounds * 2;
+            let mut s = kind.generate(p, kind.default_chunks(), m).unwrap();
+            if recompute {
+                s = crate::with_recompute(&s, &vec![true; s.stages()]).unwrap();
+            }
+            let edited = apply(&s, &edits);
+            let owner_of = owners(&edited);
+            if in_microbatch_order(&edited, &owner_of) {
+                prop_assert!(check_pairs(&edited, &owner_of).is_ok(), "{edits:?}");
+            }
+        }
+    }
 }

@@ -3,10 +3,12 @@
 //! ([`deps`](crate::deps)). The validator walks to find deadlocks (times do not matter there), the
 //! unit clock with one tick per action, the simulator with the cost model's durations.
 //!
-//! The walk is linear in the number of actions and needs no event queue: a rank runs until it
-//! needs a message that does not exist yet, and the action that later produces that message
-//! wakes it. Start and end times are the same whatever order the ranks are visited in (each is
-//! a maximum over the times it depends on), so the walk is deterministic. Memory: what the
+//! The walk needs no event queue: a rank runs until it needs a message that does not exist yet,
+//! and the action that later produces that message wakes it. Start and end times are the same
+//! whatever order the ranks are visited in (each is a maximum over the times it depends on), so
+//! the walk is deterministic; ready ranks are visited in sweeps of increasing rank
+//! ([`Ready`]), which keeps the message table's accesses of a large schedule together. Time:
+//! linear in the number of actions, plus `ranks/4096` words read per sweep. Memory: what the
 //! [`Post`] keeps per message slot (`2·stages·m`) — one bit to find deadlocks, one time to
 //! simulate — and nothing per action.
 
@@ -15,18 +17,16 @@ use crate::action::Action;
 use crate::deps::message_slots;
 use crate::deps::{consumes, produces};
 use crate::prefetch::prefetch;
+use crate::ready::Ready;
 use crate::schedule::Schedule;
 
 /// Marks a rank that waits for no message.
 const FREE: usize = usize::MAX;
 
-/// How far ahead of a running rank its streams are prefetched, in elements: its lane by
-/// [`LANE_AHEAD`] actions (half a cache line: a rank runs two or three actions per visit, so the
-/// next line is asked for about one visit before it is read) and its row of send times by
-/// [`SENT_AHEAD`] slots (the next micro-batch's, which starts a new line every fourth).
+/// How far ahead of a running rank its lane is prefetched, in actions: half a cache line (a rank
+/// runs two or three actions per visit, so the next line is asked for about one visit before it
+/// is read).
 const LANE_AHEAD: usize = 4;
-/// See [`LANE_AHEAD`].
-const SENT_AHEAD: usize = 2;
 
 /// What a walk remembers of the messages sent so far.
 pub(crate) trait Post {
@@ -38,8 +38,6 @@ pub(crate) trait Post {
     fn latency(&self) -> f64 {
         0.0
     }
-    /// Slot `slot` will be used soon (a cache hint).
-    fn prefetch(&self, _slot: usize) {}
 }
 
 /// Whether each message was sent, one bit each: enough to find deadlocks, where times do not
@@ -90,9 +88,6 @@ impl Post for Times {
     fn latency(&self) -> f64 {
         self.latency
     }
-    fn prefetch(&self, slot: usize) {
-        prefetch(self.sent.as_ptr().wrapping_add(slot));
-    }
 }
 
 /// Where a rank is in its lane: the next step, when it becomes free, and the message slot it
@@ -141,8 +136,8 @@ pub(crate) fn walk<P: Post>(
     // Each rank's place in one small record, so switching ranks touches one cache line.
     let mut at: Vec<Cursor> =
         s.lanes.iter().map(|l| Cursor { lane: l.as_slice(), next: 0, free_at: 0.0, waiting: FREE }).collect();
-    let mut ready: Vec<usize> = (0..p.min(at.len())).rev().collect();
-    while let Some(r) = ready.pop() {
+    let mut ready = Ready::all(p.min(at.len()));
+    while let Some(r) = ready.take() {
         let Cursor { lane, next: mut k, free_at: mut now, .. } = at[r];
         prefetch(lane.as_ptr().wrapping_add(k + LANE_AHEAD));
         while let Some(&a) = lane.get(k) {
@@ -172,11 +167,10 @@ pub(crate) fn walk<P: Post>(
             if let Some(msg) = produces(a, stages) {
                 let slot = msg.index(stages, m);
                 post.send(slot, end);
-                post.prefetch(slot + SENT_AHEAD);
                 let to = rank_of[msg.to];
                 if at.get(to).is_some_and(|c| c.waiting == slot) {
                     at[to].waiting = FREE;
-                    ready.push(to);
+                    ready.insert(to);
                 }
             }
         }

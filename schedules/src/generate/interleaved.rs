@@ -43,7 +43,9 @@ pub fn interleaved(p: usize, v: usize, m: usize) -> Result<Schedule> {
             let f = |k: usize| Action::new(forward_chunk(k) * p + r, Op::F, mb(k));
             let b = |k: usize| Action::new((v - 1 - forward_chunk(k)) * p + r, Op::B, mb(k));
             let warm = if m == p { total } else { (2 * (p - r - 1) + (v - 1) * p).min(total) };
-            let mut lane: Vec<Action> = (0..warm).map(f).collect();
+            // F and B of every virtual micro-batch, in one allocation.
+            let mut lane = Vec::with_capacity(2 * total);
+            lane.extend((0..warm).map(f));
             for k in 0..total - warm {
                 lane.push(f(warm + k));
                 lane.push(b(k));

@@ -21,7 +21,9 @@ pub fn one_f_one_b(p: usize, m: usize) -> Result<Schedule> {
     let lanes = (0..p)
         .map(|r| {
             let warm = (p - r - 1).min(m);
-            let mut lane: Vec<Action> = (0..warm).map(|j| Action::new(r, Op::F, j)).collect();
+            // F and B of every micro-batch, in one allocation.
+            let mut lane = Vec::with_capacity(2 * m);
+            lane.extend((0..warm).map(|j| Action::new(r, Op::F, j)));
             for j in 0..m {
                 if warm + j < m {
                     lane.push(Action::new(r, Op::F, warm + j));

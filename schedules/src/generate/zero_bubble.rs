@@ -51,7 +51,9 @@ fn zero_bubble(name: &str, p: usize, m: usize, w: usize) -> Result<Schedule> {
     let lanes = (0..p)
         .map(|r| {
             let warm = ((p - r - 1) * w).min(m);
-            let mut lane: Vec<Action> = (0..warm).map(|j| Action::new(r, Op::F, j)).collect();
+            // F, I and W of every micro-batch, in one allocation.
+            let mut lane = Vec::with_capacity(3 * m);
+            lane.extend((0..warm).map(|j| Action::new(r, Op::F, j)));
             let mut next_f = warm;
             let mut next_w = 0;
             for i in 0..m {
