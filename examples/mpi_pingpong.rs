@@ -1,5 +1,6 @@
-//! Ping-pong between MPI ranks 0 and 1: the latency and bandwidth of one message each way, for
-//! sizes from 1 KiB to 64 MiB — what a stage-to-stage send costs on this transport.
+//! Ping-pong between MPI ranks 0 and 1: the latency and bandwidth of one blocking MPI message
+//! each way, for sizes from 1 KiB to 64 MiB — what MPI itself costs on this machine, under the
+//! communication thread's own hop (see the README's measured per-action overhead).
 //!
 //! `cargo build --release --features mpi --example mpi_pingpong`, then
 //! `mpirun -n 2 target/release/examples/mpi_pingpong [REPS]` prints, per size, the median

@@ -8,7 +8,7 @@ use clap::Parser;
 fn main() {
     let cli = cli::Cli::parse();
     if let Err(e) = cli.run() {
-        eprintln!("error: {e}");
+        pipesched::output::report_error(&e);
         std::process::exit(1);
     }
 }

@@ -51,6 +51,11 @@ macro_rules! sayln {
     ($($arg:tt)*) => { $crate::output::say(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
+/// Writes `error: {e}` on stderr: how every command reports a failure.
+pub fn report_error(e: &impl std::fmt::Display) {
+    eprintln!("error: {e}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

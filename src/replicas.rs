@@ -4,9 +4,11 @@
 //! own stages' parameters and accumulated gradients to every other (one all-gather), which
 //! overwrite the copies there.
 //!
-//! Invariant: after [`sync`], every process's stages hold the same bits. Replicas kept in sync
-//! at every step stay equal through the optimizer step too, which every process applies to
-//! every stage with the same gradients.
+//! Invariant: right after [`sync`], every process's stages hold the same bits. Each process
+//! applies the optimizer only to the stages it runs, so its copies of the others stay at what
+//! the last `sync` gave them (the parameters a verified step started from are those of the
+//! step's start, which the next `sync` brings) — and never change without `--verify`: rank 0's
+//! profile and byte predictions read copies whose values do not matter to them.
 
 use pipesched_stages::Tensor;
 

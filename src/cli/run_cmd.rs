@@ -8,9 +8,9 @@ use std::path::Path;
 use clap::Args;
 use serde_json::json;
 
-use pipesched::args::{ModelArgs, OutArgs, RecomputeArgs, ScheduleArgs, StepArgs};
+use pipesched::args::{ModelArgs, OutArgs, RecomputeArgs, ScheduleArgs, StepArgs, TransportKind};
 use pipesched::chrome::{self, write_chrome_trace};
-use pipesched::exec::Transport;
+use pipesched::exec::ExecOptions;
 use pipesched::model::Verification;
 use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
@@ -65,6 +65,27 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.validate > 0 && args.model.model.is_synthetic() {
         return Err(Error::Usage("--validate computes a loss; synthetic stages have none. Use a real model".into()));
     }
+    if args.validate > 0 && args.steps.transport != TransportKind::Threads {
+        return Err(Error::Usage(
+            "--validate with ranks as processes is not supported yet (the validation loss runs on one process); drop --validate, or use --transport threads".into(),
+        ));
+    }
+    let opts = args.steps.exec_options()?;
+    let result = run_with(&args, &opts);
+    if let Err(e) = &result {
+        // With ranks as processes, each reports its own failure before the first exit ends the
+        // job: this one now, then it tells the others (they stop and name this rank) and waits.
+        if opts.transport.is_processes() {
+            pipesched::output::report_error(e);
+            opts.transport.abort(e);
+            std::process::exit(1);
+        }
+    }
+    result
+}
+
+/// [`run`] once the transport is up.
+fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     if args.trace || args.plot {
         args.out.prepare()?;
     }
@@ -76,21 +97,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         // Before any step: the trace would be refused at the end.
         chrome::check_size(schedule.num_actions() as u64)?;
     }
-    let opts = args.steps.exec_options()?;
-    if args.validate > 0 && !matches!(opts.transport, Transport::InProcess) {
-        return Err(Error::Usage(
-            "--validate with ranks as processes is not supported yet (the validation loss runs on one process); drop --validate, or use --transport threads".into(),
-        ));
-    }
     // With ranks as processes, rank 0 reports; the others run their lanes quietly.
     let root = opts.transport.is_root();
     let mut records = Vec::new();
     let mut validations = Vec::new();
     for step in 0..args.steps.total() {
-        let rec = workload.run_step(&schedule, step as u64, &opts, args.verify)?;
+        let rec = workload.run_step(&schedule, step as u64, opts, args.verify)?;
         workload.optimizer_step()?;
         if root {
-            print_step(&args, step, &rec)?;
+            print_step(args, step, &rec)?;
         }
         records.push(rec);
         let last = step + 1 == args.steps.total();
@@ -109,7 +124,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let predicted = workload.predicted();
     let profiled = if args.no_compare { None } else { Some(workload.profile(7)?) };
-    finish(&args, &schedule, &records[args.steps.warmup..], &validations, &predicted, profiled.as_ref())?;
+    finish(args, &schedule, &records[args.steps.warmup..], &validations, &predicted, profiled.as_ref())?;
     opts.transport.finish();
     Ok(())
 }

@@ -84,6 +84,11 @@ impl Transport {
         }
     }
 
+    /// Whether ranks are processes (MPI).
+    pub fn is_processes(&self) -> bool {
+        !matches!(self, Transport::InProcess)
+    }
+
     /// Whether this process runs `rank`'s lane: every rank in process, its own as MPI.
     pub fn runs(&self, rank: usize) -> bool {
         match self {
@@ -104,6 +109,22 @@ impl Transport {
             #[cfg(feature = "mpi")]
             Transport::Mpi(mpi) => mpi.all_gather(bytes),
         }
+    }
+
+    /// With ranks as processes, after this process has reported `e`: tells the others (unless
+    /// `e` is another process's failure) and waits for them to report theirs
+    /// ([`Mpi::abort`](crate::mpi::Mpi::abort)). Nothing in process. Whether it did anything.
+    pub fn abort(&self, e: &Error) -> bool {
+        #[cfg(feature = "mpi")]
+        if let Transport::Mpi(mpi) = self {
+            match e {
+                Error::Remote(_) => crate::mpi::Mpi::linger(),
+                _ => mpi.abort(&e.to_string()),
+            }
+            return true;
+        }
+        let _ = e;
+        false
     }
 
     /// Ends the run for this process: MPI processes wait for each other, then finalise MPI.

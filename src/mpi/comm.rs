@@ -27,8 +27,8 @@ pub(crate) enum Request {
     Route(Edge, Sender<Packet>),
     /// Every rank's bytes, in rank order, to every rank.
     AllGather { bytes: Vec<u8>, reply: Sender<Result<Vec<Vec<u8>>, String>> },
-    /// Tell every other rank this one failed.
-    Abort(String),
+    /// Tell every other rank this one failed; say when it has been sent.
+    Abort(String, Sender<()>),
     /// Finalise MPI and end the thread; with `barrier`, after every rank has come this far.
     Stop { barrier: bool },
 }
@@ -70,7 +70,7 @@ impl State {
     /// Records that another rank failed with `message` (the first report wins).
     fn fail(&self, message: String) {
         self.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(message);
-        self.aborted.store(true, Ordering::Relaxed);
+        self.aborted.store(true, Ordering::Release);
     }
 
     /// Sends `bytes` to `peer` with `tag`, receiving what arrives until the send is done.
@@ -217,10 +217,11 @@ pub(crate) fn serve(mut st: State, ready: Sender<Result<(usize, usize), String>>
             Ok(Request::AllGather { bytes, reply }) => {
                 let _ = reply.send(st.all_gather(&world, bytes));
             }
-            Ok(Request::Abort(message)) => {
+            Ok(Request::Abort(message, done)) => {
                 for r in (0..world.size() as usize).filter(|&r| r != world.rank() as usize) {
                     st.send(&world, r, Tag::Abort, message.as_bytes());
                 }
+                let _ = done.send(());
             }
             Ok(Request::Stop { barrier: true }) => {
                 world.barrier();

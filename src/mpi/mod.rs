@@ -9,13 +9,14 @@
 //! - every arriving data packet is routed by its header's edge (flow, consuming stage) into that
 //!   edge's [`Mpi::inbox`] — a channel that lives as long as the process, so a packet that
 //!   arrives before its consumer asks for it waits there;
-//! - [`Mpi::all_gather`] (the step's records, between steps) and [`Mpi::abort`] (a failed rank
-//!   telling the others) are requests the thread serves in order, after every packet sent
-//!   before them has left.
+//! - [`Mpi::all_gather`] (between steps) and [`Mpi::abort`] (a failed rank telling the others)
+//!   are requests the thread serves in order, after every packet queued before them has left.
 //!
-//! Invariant: a step's packets are all consumed before the step's all-gather completes on any
-//! rank, and no rank sends a packet of the next step before the all-gather completes on every
-//! rank (it is the barrier between steps), so the packets of two steps never mix.
+//! Invariant: a step's packets never mix with the next step's. Every rank consumes all of a
+//! step's packets before it enters the step's all-gathers (records, losses, and with
+//! `--verify` the replicas'), and no rank leaves one before every rank has entered it; packets
+//! of the next step that reach a rank still finishing this one wait in their edge's inbox, in
+//! order (MPI does not reorder messages between two ranks).
 
 mod comm;
 
@@ -56,7 +57,13 @@ pub struct Mpi {
     /// The first failure another rank reported.
     failure: Arc<Mutex<Option<String>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Whether this process has told the others it failed.
+    told: AtomicBool,
 }
+
+/// How long a process that reported a failure waits before it exits: the others notice within a
+/// poll of their waits (20 ms) and report too.
+const GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl std::fmt::Debug for Mpi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,6 +97,7 @@ impl Mpi {
             aborted,
             failure,
             thread: Mutex::new(Some(thread)),
+            told: AtomicBool::new(false),
         }))
     }
 
@@ -132,12 +140,26 @@ impl Mpi {
         self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Tells every other rank that this one failed with `message` (they stop their step).
+    /// Tells every other rank that this one failed with `message` (only the first call sends
+    /// anything), then waits [`GRACE`].
     pub fn abort(&self, message: &str) {
-        // Most errors name their rank already.
-        let own = format!("rank {}", self.rank);
-        let report = if message.starts_with(&own) { message.to_string() } else { format!("{own}: {message}") };
-        let _ = self.requests.send(Request::Abort(report));
+        if !self.told.swap(true, Ordering::AcqRel) {
+            // Most errors name their rank already.
+            let own = format!("rank {}", self.rank);
+            let named = message.starts_with(&format!("{own}:")) || message.starts_with(&format!("{own},"));
+            let report = if named { message.to_string() } else { format!("{own}: {message}") };
+            let (done, sent) = unbounded();
+            if self.requests.send(Request::Abort(report, done)).is_ok() {
+                let _ = sent.recv_timeout(GRACE);
+            }
+        }
+        Mpi::linger();
+    }
+
+    /// Waits [`GRACE`]: a process that has reported a failure waits before it exits, so the
+    /// others can stop and report theirs before `mpirun` ends the job at the first exit.
+    pub fn linger() {
+        std::thread::sleep(GRACE);
     }
 
     /// Every rank's `bytes`, in rank order, on every rank: the barrier between steps. Waits

@@ -107,7 +107,7 @@ impl Stage {
             let place = || format!("stage {} layer {} ({})", spec.index, spec.layers.start + k, l.kind());
             if !l.runs_on(spec.device) {
                 return Err(Error::Partition(format!(
-                    "{} does not run on {}; put its stage on the CPU, or use a model whose layers all run there (the residual-MLP presets tiny, small, medium do; embedding and attention run on the CPU only), or give the layer a {} implementation",
+                    "{} does not run on {}; put its stage on the CPU, or use a model whose layers all run there (every built-in layer does), or give the layer a {} implementation",
                     place(),
                     spec.device,
                     spec.device

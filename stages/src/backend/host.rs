@@ -1,7 +1,7 @@
 //! The host backend: the tensor operations of [`backend`](crate::backend) on `f32` buffers in
 //! main memory, one thread. Each function takes host tensors whose shapes the dispatcher has
 //! checked. The CUDA kernels in `kernels/ops.cu` repeat these operations in the same order per
-//! element (tested bit for bit in `cuda/emulate.rs`), so a stage's results do not depend on the
+//! element (tested bit for bit in `cuda/emulate/`), so a stage's results do not depend on the
 //! device beyond the matrix products.
 
 use crate::backend::gelu::exp_approx;

@@ -123,8 +123,7 @@ pub fn causal_dropout(t: &mut Tensor, stream: &Stream, rate: f32, seq: usize) ->
 /// Token plus position embeddings: row `r` of the result is `tokens[ids[r]] + positions[r mod
 /// seq]`, `seq` being `positions`' rows. `ids` is `[rows, 1]` of whole numbers in
 /// `0..tokens.rows()`, in whole sequences — checked here for host ids; on a GPU the kernel
-/// cannot report, so an invalid id gives a row of NaN (the embedding layer checks ids where the
-/// host can read them).
+/// cannot report, so an invalid id gives a row of NaN. All three tensors on one device.
 pub fn embedding(ids: &Tensor, tokens: &Tensor, positions: &Tensor) -> Result<Tensor> {
     check_ids("embedding", ids, tokens, positions)?;
     if ids.is_host() {
@@ -145,16 +144,23 @@ pub fn embedding_grads(ids: &Tensor, dy: &Tensor, tokens: &Tensor, positions: &T
             reason: format!("dy {:?} for {} tokens of width {}", dy.shape(), ids.rows(), tokens.cols()),
         });
     }
-    if ids.is_host() && dy.is_host() {
+    if dy.device() != ids.device() {
+        return Err(crate::tensor::mixed("embedding gradients", ids.device(), dy.device()));
+    }
+    if ids.is_host() {
         Ok(host::embedding_grads(ids, dy, tokens.rows(), positions.rows()))
     } else {
         crate::cuda::ops::embedding_grads(ids, dy, tokens.rows(), positions.rows())
     }
 }
 
-/// An error unless `ids` is one id per row in whole sequences of the position table, the tables
-/// have one width, and (on the host) every id is a whole number below the vocabulary.
+/// An error unless the tensors share a device, `ids` is one id per row in whole sequences of the
+/// position table, the tables have one width, and (on the host) every id is a whole number below
+/// the vocabulary.
 fn check_ids(place: &str, ids: &Tensor, tokens: &Tensor, positions: &Tensor) -> Result<()> {
+    if let Some(t) = [tokens, positions].into_iter().find(|t| t.device() != ids.device()) {
+        return Err(crate::tensor::mixed(place, ids.device(), t.device()));
+    }
     let (vocab, seq) = (tokens.rows(), positions.rows());
     let shape = |reason: String| Err(Error::Shape { place: place.into(), reason });
     if tokens.cols() != positions.cols() || vocab == 0 || seq == 0 {
