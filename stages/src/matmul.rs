@@ -437,4 +437,27 @@ mod tests {
         let e = block_product(&mut out, o, buf.data(), far, buf.data(), k.t()).unwrap_err();
         assert!(e.to_string().contains("lie in its buffer"), "{e}");
     }
+
+    #[test]
+    fn batched_products_check_counts_bounds_overlap_and_overflow() {
+        let a = filled(6, 8, 1);
+        let mut out = Tensor::full(6, 6, f32::NAN);
+        let q = Batch { first: Block::at(0, 3, 4, 8), count: 2, stride: 3 * 8 };
+        let o = Batch { first: Block::at(0, 3, 3, 6), count: 2, stride: 3 * 6 };
+        batched_product(&mut out, o, &a, q, &a, q.t()).unwrap();
+        // Each block is the product of its own pair: sequence 1's block against a copy.
+        let mut one = vec![f32::NAN; 9];
+        block_product(&mut one, Block::at(0, 3, 3, 3), a.data(), q.block(1), a.data(), q.block(1).t()).unwrap();
+        assert_eq!(&out.data()[18..21], &one[..3]);
+        let e = |o: Batch, ab: Batch, bb: Batch| {
+            let mut out = Tensor::zeros(6, 6);
+            batched_product(&mut out, o, &a, ab, &a, bb).unwrap_err().to_string()
+        };
+        assert!(e(Batch { count: 3, ..o }, q, q.t()).contains("counts and inner sizes must agree"), "a count mismatch");
+        assert!(e(Batch { count: 3, ..o }, Batch { count: 3, ..q }, Batch { count: 3, ..q }.t())
+            .contains("lie in its tensor"));
+        assert!(e(Batch { stride: 2, ..o }, q, q.t()).contains("disjoint"), "overlapping output blocks");
+        let huge = Batch { stride: usize::MAX / 2, ..q };
+        assert!(e(o, huge, huge.t()).contains("lie in its tensor"), "an overflowing stride is refused, not a panic");
+    }
 }
