@@ -42,26 +42,22 @@ pub fn zb_v(p: usize, m: usize) -> Result<Schedule> {
             }
             for _ in 0..p - r {
                 lane.f(1);
-                lane.i(1);
-                lane.w(1);
+                lane.backward(1);
             }
             while lane.next[0][F] < n || lane.next[1][F] < lane.next[0][F] {
                 if lane.next[0][F] < n {
                     lane.f(0);
                 }
-                lane.i(0);
-                lane.w(0);
+                lane.backward(0);
                 lane.f(1);
-                lane.i(1);
-                lane.w(1);
+                lane.backward(1);
             }
             for _ in 0..r {
                 lane.i(0);
                 lane.i(1);
             }
             for _ in 0..p - r {
-                lane.i(0);
-                lane.w(0);
+                lane.backward(0);
             }
             while lane.next[1][W] < n {
                 lane.w(1);
@@ -109,6 +105,12 @@ impl Lane {
 
     fn w(&mut self, chunk: usize) {
         self.push(chunk, Op::W, W);
+    }
+
+    /// `I` then `W` of the chunk's next micro-batches.
+    fn backward(&mut self, chunk: usize) {
+        self.i(chunk);
+        self.w(chunk);
     }
 }
 
