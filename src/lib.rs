@@ -4,6 +4,7 @@
 pub mod args;
 pub mod budget;
 pub mod chrome;
+pub mod collect;
 pub mod cost_file;
 pub mod error;
 pub mod exec;
@@ -12,7 +13,6 @@ pub mod model;
 pub mod mpi;
 pub mod output;
 pub mod profile;
-pub mod replicas;
 pub mod report;
 pub mod synthetic;
 pub mod units;

@@ -8,14 +8,14 @@
 
 use std::sync::Arc;
 
-use pipesched_schedules::{CostModel, Schedule, StageCosts, Trace};
+use pipesched_schedules::{CostModel, Schedule, StageCost, StageCosts, Trace};
 use pipesched_stages::{
     cuda::{Lane, Mark},
     mean_loss, sequential_step, Corpus, Device, ModelSpec, Optimizer, OptimizerSpec, Partition, Policies, Stage,
     StageSpec, Task, Tensor,
 };
 
-use crate::exec::{execute, DeviceClock, ExecOptions, StageWork};
+use crate::exec::{execute, DeviceClock, ExecOptions, StageWork, Transport};
 use crate::workload::Layout;
 use crate::{Error, Result};
 
@@ -33,9 +33,6 @@ pub struct RealStage {
     losses: Vec<Option<Tensor>>,
     /// CUDA events on the stage's stream, on a GPU.
     clock: Option<GpuClock>,
-    /// Whether this process has run a step of the stage (with ranks as processes, its copies
-    /// of other ranks' stages never do).
-    ran: bool,
 }
 
 /// A GPU stage's clock: CUDA events recorded on its stream.
@@ -77,7 +74,6 @@ impl RealStage {
             inputs: vec![],
             targets: vec![],
             losses: vec![],
-            ran: false,
         })
     }
 
@@ -95,7 +91,6 @@ impl RealStage {
     /// data this stage reads.
     pub fn begin_step(&mut self, task: &Task, step: u64, m: usize, batch: usize) -> Result<()> {
         self.stage.begin_step(step, m)?;
-        self.ran = true;
         let (first, last) = (self.stage.is_first(), self.stage.is_last());
         self.inputs = (0..m).map(|_| None).collect();
         self.targets = (0..m).map(|_| None).collect();
@@ -209,6 +204,9 @@ pub struct ModelOptions {
     pub corpus: Option<Arc<Corpus>>,
     /// The device of every stage (empty: all on the CPU).
     pub devices: Vec<Device>,
+    /// The stages to build, in model order (`None`: every one). With ranks as processes, each
+    /// process builds only its own rank's ([`Transport::held`](crate::exec::Transport::held)).
+    pub held: Option<Vec<usize>>,
 }
 
 /// The result of one training step.
@@ -220,14 +218,19 @@ pub struct StepResult {
 }
 
 /// A model split into stages, with its task.
+///
+/// Invariant: `specs` describe every stage of the model; `stages` are the ones this process
+/// holds (every one, unless it was built with [`ModelOptions::held`]), in model order, each at
+/// `specs[stage.index()]`. Parameters are drawn from the seed per layer, so a stage built alone
+/// starts from the same bits as the same stage built with all the others.
 pub struct Model {
     /// The model's description.
     pub spec: ModelSpec,
-    /// The stages' descriptions.
+    /// Every stage's description.
     pub specs: Vec<StageSpec>,
     /// The task it learns (text, or a teacher network).
     pub task: Task,
-    /// The stages, in model order.
+    /// The stages this process holds, in model order.
     pub stages: Vec<RealStage>,
     /// Rows per micro-batch.
     pub batch: usize,
@@ -270,9 +273,17 @@ impl Model {
                 spec.seq()
             ))
         })?;
-        let stages = Stage::build_all(&spec, &specs)?
-            .into_iter()
-            .map(|stage| RealStage::new(stage, opts.optimizer))
+        let held = opts.held.clone().unwrap_or_else(|| (0..specs.len()).collect());
+        if held.iter().any(|&k| k >= specs.len()) || held.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::Config(format!(
+                "stages {held:?} asked for out of {} stages; give stage indices in increasing order, each below {}",
+                specs.len(),
+                specs.len()
+            )));
+        }
+        let stages = held
+            .iter()
+            .map(|&k| RealStage::new(Stage::new(&spec, &specs[k])?, opts.optimizer))
             .collect::<Result<Vec<_>>>()?;
         Ok(Model { spec, specs, task, stages, batch })
     }
@@ -280,15 +291,35 @@ impl Model {
     /// The mean loss of `batches` held-out micro-batches (the task's validation data), each run
     /// forward through the stages in model order, keeping nothing and with dropout off. Leaves
     /// the parameters, the accumulated gradients and any step in flight as they were.
-    pub fn validation_loss(&self, batches: usize) -> Result<f32> {
+    ///
+    /// With ranks as processes (every one calls this), each runs its own stages and hands the
+    /// activation on where the next stage is another rank's (`rank_of`); every process gets
+    /// the loss.
+    pub fn validation_loss(
+        &self,
+        batches: usize,
+        transport: &Transport,
+        rank_of: impl Fn(usize) -> usize,
+    ) -> Result<f32> {
+        let n = self.specs.len();
         let mut losses = Vec::with_capacity(batches);
-        let last = self.stages.len().saturating_sub(1);
         for k in 0..batches {
-            let (mut x, target) = self.task.validation(k, self.batch);
-            for (i, rs) in self.stages.iter().enumerate() {
-                x = rs.stage().evaluate(x, (i == last).then_some(&target))?;
+            let (x0, target) = self.task.validation(k, self.batch);
+            let mut x = Some(x0);
+            let mut held = self.stages.iter().peekable();
+            for s in 0..n {
+                if let Some(rs) = held.next_if(|rs| rs.stage().index() == s) {
+                    let input = x.take().ok_or_else(|| {
+                        Error::Config(format!("validation: stage {s}'s input did not reach this process"))
+                    })?;
+                    x = Some(rs.stage().evaluate(input, (s + 1 == n).then_some(&target))?);
+                }
+                if s + 1 == n || rank_of(s) != rank_of(s + 1) {
+                    x = transport.share(rank_of(s), x)?;
+                }
             }
-            losses.push(x.values()?[0]);
+            let loss = x.ok_or_else(|| Error::Config("validation: the last stage gave no loss".into()))?;
+            losses.push(loss.values()?[0]);
         }
         Ok(mean_loss(&losses))
     }
@@ -299,31 +330,35 @@ impl Model {
     }
 
     /// The bytes every stage keeps, predicted from shapes alone, and the static bytes of every
-    /// rank of `layout`, as a cost model (times all 1: for memory predictions).
-    pub fn predicted_bytes(&self, layout: impl Into<Layout>) -> CostModel {
+    /// rank of `layout`, as a cost model (times all 1: for memory predictions). With ranks as
+    /// processes, every process calls this and gets every stage's prediction.
+    pub fn predicted_bytes(&self, layout: impl Into<Layout>, transport: &Transport) -> Result<CostModel> {
         let layout = layout.into();
-        let costs = self.stages.iter().map(|s| s.stage.predicted_bytes(self.batch).cost(1.0, 1.0, 1.0)).collect();
+        let mine = self
+            .stages
+            .iter()
+            .map(|s| (s.stage.index(), (s.stage.predicted_bytes(self.batch).cost(1.0, 1.0, 1.0), s.static_bytes())))
+            .collect();
+        let all: Vec<(StageCost, u64)> = transport.by_stage(layout.stages(), mine)?;
         let mut statics = vec![0u64; layout.p];
-        for (k, s) in self.stages.iter().enumerate() {
-            statics[layout.rank_of(k)] += s.static_bytes();
+        for (k, (_, bytes)) in all.iter().enumerate() {
+            statics[layout.rank_of(k)] += bytes;
         }
-        CostModel { costs: StageCosts::Stages(costs), latency: 0.0, static_bytes: statics, time_unit: "ms".into() }
+        let costs = all.into_iter().map(|(c, _)| c).collect();
+        Ok(CostModel { costs: StageCosts::Stages(costs), latency: 0.0, static_bytes: statics, time_unit: "ms".into() })
     }
 
     /// Runs step `step` through `schedule`, leaving the gradients accumulated (no optimizer step).
     pub fn run_step(&mut self, schedule: &Schedule, step: u64, opts: &ExecOptions) -> Result<StepResult> {
         let m = schedule.m;
-        for (k, s) in self.stages.iter_mut().enumerate() {
-            if opts.transport.runs(schedule.rank_of(k)) {
-                s.begin_step(&self.task, step, m, self.batch)?;
-            }
+        for s in self.stages.iter_mut() {
+            s.begin_step(&self.task, step, m, self.batch)?;
         }
         let trace = execute(schedule, &mut self.stages, opts)?;
         // The last stage's process has the losses; with ranks as processes, every one gets them.
-        let last_here = self.stages.len().checked_sub(1).is_some_and(|s| opts.transport.runs(schedule.rank_of(s)));
-        let mine: Vec<u8> = match (self.stages.last(), last_here) {
-            (Some(s), true) => s.losses()?.into_iter().flat_map(|l| l.unwrap_or(f32::NAN).to_le_bytes()).collect(),
-            _ => Vec::new(),
+        let mine: Vec<u8> = match self.stages.last().filter(|s| s.stage.is_last()) {
+            Some(s) => s.losses()?.into_iter().flat_map(|l| l.unwrap_or(f32::NAN).to_le_bytes()).collect(),
+            None => Vec::new(),
         };
         let all = opts.transport.all_gather(mine)?;
         let bytes = all.into_iter().find(|b| !b.is_empty()).unwrap_or_default();
@@ -332,26 +367,47 @@ impl Model {
         Ok(StepResult { loss: mean_loss(&losses), trace })
     }
 
-    /// Applies the optimizer of every stage this process has run (every stage, in one
-    /// process).
+    /// Applies the optimizer of every stage this process holds.
     pub fn optimizer_step(&mut self) -> Result<()> {
-        self.stages.iter_mut().filter(|s| s.ran).try_for_each(RealStage::optimizer_step)
+        self.stages.iter_mut().try_for_each(RealStage::optimizer_step)
     }
 
     /// Compares the gradients and loss now in the stages (after [`Model::run_step`] of `step`)
     /// with the sequential reference run on copies of the same parameters. `params` are the
-    /// parameters the step started from.
+    /// parameters the step started from. The model must hold every stage.
+    pub fn verify(&self, params: &[Vec<Tensor>], step: u64, m: usize, loss: f32) -> Result<Verification> {
+        self.verify_grads(params, &self.grads(), step, m, loss)
+    }
+
+    /// Compares the gradients `grads` and the loss of a pipelined step `step` (every model
+    /// stage's, in model order) with the sequential reference run on copies of the same
+    /// parameters. `params` are every stage's parameters the step started from.
     ///
     /// The reference runs on the stages' own devices, so the pipelined step must match it bit for
     /// bit there too. When some stage is on a GPU, a second reference on the CPU gives
     /// [`Verification::cpu_rel_diff`].
-    pub fn verify(&self, params: &[Vec<Tensor>], step: u64, m: usize, loss: f32) -> Result<Verification> {
+    pub fn verify_grads(
+        &self,
+        params: &[Vec<Tensor>],
+        grads: &[Vec<&Tensor>],
+        step: u64,
+        m: usize,
+        loss: f32,
+    ) -> Result<Verification> {
+        if params.len() != self.specs.len() || grads.len() != self.specs.len() {
+            return Err(Error::Config(format!(
+                "verifying a step needs every stage's parameters and gradients: {} stages, given {} and {}",
+                self.specs.len(),
+                params.len(),
+                grads.len()
+            )));
+        }
         let (out, reference) = self.reference(params, step, m, None)?;
         let mut v =
             Verification { max_grad_diff: 0.0, bitwise: true, loss_diff: (out.loss - loss).abs(), cpu_rel_diff: None };
         v.bitwise &= out.loss.to_bits() == loss.to_bits();
-        for (mine, theirs) in self.stages.iter().zip(&reference) {
-            for (a, b) in mine.stage.grads().into_iter().zip(theirs.grads()) {
+        for (mine, theirs) in grads.iter().zip(&reference) {
+            for (a, b) in mine.iter().zip(theirs.grads()) {
                 v.bitwise &= a.bit_eq(b);
                 v.max_grad_diff = v.max_grad_diff.max(a.max_abs_diff(b).unwrap_or(f32::INFINITY));
             }
@@ -359,8 +415,8 @@ impl Model {
         if self.specs.iter().any(|s| s.device != Device::Cpu) {
             let (_, host) = self.reference(params, step, m, Some(Device::Cpu))?;
             let mut worst = 0.0f32;
-            for (mine, theirs) in self.stages.iter().zip(&host) {
-                for (a, b) in mine.stage.grads().into_iter().zip(theirs.grads()) {
+            for (mine, theirs) in grads.iter().zip(&host) {
+                for (a, b) in mine.iter().zip(theirs.grads()) {
                     worst = worst.max(relative_diff(a, b)?);
                 }
             }
@@ -393,9 +449,14 @@ impl Model {
         Ok((out, reference))
     }
 
-    /// Copies of every stage's parameters (what [`Model::verify`] needs from before the step).
+    /// Copies of the parameters of every stage this process holds.
     pub fn params(&self) -> Vec<Vec<Tensor>> {
         self.stages.iter().map(|s| s.stage.params().into_iter().cloned().collect()).collect()
+    }
+
+    /// The gradients of every stage this process holds.
+    pub fn grads(&self) -> Vec<Vec<&Tensor>> {
+        self.stages.iter().map(|s| s.stage.grads()).collect()
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pipesched_schedules::{CostModel, StageCost, StageCosts};
 
-use crate::exec::StageWork;
+use crate::exec::{StageWork, Transport};
 use crate::workload::Layout;
 use crate::{Error, Result};
 
@@ -51,57 +51,65 @@ struct Samples {
     w: Vec<f64>,
 }
 
-/// Profiles `stages` (one per model stage of `layout`, which a schedule gives too) and returns
-/// their cost model.
+/// Profiles `stages` — every model stage of `layout` (which a schedule gives too), or with
+/// ranks as processes this process's rank's ([`Transport::held`]), in model order — and returns
+/// their cost model: every stage's, on every process (each profiles its own stages, and the
+/// results are gathered).
 ///
-/// First one sequential pass pushes micro-batch 0 through every stage and back, recording the
-/// bytes each op keeps and each stage's input and incoming gradient. Then every rank's stages
-/// are timed at once, one thread per rank — each replaying its recorded inputs — so the times
-/// include what ranks running side by side cost each other (shared caches, memory bandwidth, a
-/// shared core), as they do in the pipeline. `prepare(stage, run)` is called before every run of
-/// a stage to make it ready for micro-batch 0 (real stages begin a fresh one-micro-batch step).
+/// First one pass pushes micro-batch 0 through every stage and back, recording the bytes each
+/// op keeps and each stage's input and incoming gradient (with ranks as processes, each hands
+/// what it sends to the next rank through `transport`). Then every rank's stages are timed at
+/// once, one thread per rank — each replaying its recorded inputs — so the times include what
+/// ranks running side by side cost each other (shared caches, memory bandwidth, a shared core),
+/// as they do in the pipeline. `prepare(stage, run)` is called before every run of a stage to
+/// make it ready for micro-batch 0 (real stages begin a fresh one-micro-batch step).
+///
+/// The hand-off latency is the in-process one ([`handoff_latency_ms`]) on every transport.
 pub fn profile<S>(
     layout: impl Into<Layout>,
     stages: &mut [S],
     opts: &ProfileOptions,
     prepare: impl Fn(&mut S, usize) -> Result<()> + Sync,
+    transport: &Transport,
 ) -> Result<CostModel>
 where
     S: StageWork,
     S::Payload: Clone + Sync,
 {
     let layout = layout.into();
-    let n = stages.len();
-    if n != layout.stages() || opts.recompute.len() != n {
+    let n = layout.stages();
+    let held = transport.held(n, |s| layout.rank_of(s));
+    if stages.len() != held.len() || opts.recompute.len() != n {
         return Err(Error::Config(format!(
-            "profiling needs one stage and one recompute flag per model stage: the layout has {}, got {} stages and {} flags",
-            layout.stages(),
-            n,
+            "profiling needs this process's stages {held:?} of the layout's {n} and one recompute flag per model stage: got {} stages and {} flags",
+            stages.len(),
             opts.recompute.len()
         )));
     }
     if opts.reps == 0 {
         return Err(Error::Usage("profiling needs at least one measured run".into()));
     }
-    let (inputs, grads, bytes) = record_pass(stages, &opts.recompute, &prepare)?;
+    let mut mine: Vec<(usize, &mut S)> = held.iter().copied().zip(stages.iter_mut()).collect();
+    let recorded = record_pass(&mut mine, layout, &opts.recompute, &prepare, transport)?;
     let mut per_rank: Vec<Vec<(usize, &mut S)>> = (0..layout.p).map(|_| Vec::new()).collect();
-    for (s, stage) in stages.iter_mut().enumerate() {
+    for (s, stage) in mine {
         per_rank[layout.rank_of(s)].push((s, stage));
     }
-    let (inputs, grads, prepare) = (&inputs, &grads, &prepare);
+    per_rank.retain(|r| !r.is_empty());
+    let (inputs, grads, prepare) = (&recorded.inputs, &recorded.grads, &prepare);
     let timed_ranks: Vec<Result<Vec<(usize, Samples)>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = per_rank
             .into_iter()
-            .enumerate()
-            .map(|(rank, mine)| {
-                std::thread::Builder::new()
+            .map(|mine| {
+                let rank = layout.rank_of(mine[0].0);
+                let handle = std::thread::Builder::new()
                     .name(format!("pipesched-profile-{rank}"))
-                    .spawn_scoped(scope, move || time_rank(mine, inputs, grads, opts, prepare))
+                    .spawn_scoped(scope, move || time_rank(mine, inputs, grads, opts, prepare));
+                (rank, handle)
             })
             .collect();
         handles
             .into_iter()
-            .enumerate()
             .map(|(rank, h)| match h {
                 Ok(handle) => handle.join().unwrap_or_else(|_| {
                     Err(Error::WorkerPanic { rank, message: "a stage panicked while it was profiled".into() })
@@ -114,91 +122,113 @@ where
             })
             .collect()
     });
-    let mut samples = vec![Samples::default(); n];
+    let mut costs = Vec::with_capacity(held.len());
     for rank in timed_ranks {
         for (s, sm) in rank? {
-            samples[s] = sm;
-        }
-    }
-    // What each stage sends: its forward's output is the next stage's recorded input, its input
-    // gradient the previous stage's recorded incoming gradient.
-    let sent = |list: &[Option<S::Payload>], k: Option<usize>| {
-        k.and_then(|k| list.get(k)).and_then(Option::as_ref).map_or(0, S::payload_bytes)
-    };
-    let messages: Vec<(u64, u64)> =
-        (0..n).map(|s| (sent(inputs, Some(s + 1)), sent(grads, s.checked_sub(1)))).collect();
-    let costs = samples
-        .into_iter()
-        .zip(&bytes)
-        .zip(&opts.recompute)
-        .zip(messages)
-        .map(|(((sm, &(act, re, w)), &rc), (fwd_msg_bytes, bwd_msg_bytes))| {
             let f = median(sm.f);
-            StageCost {
+            let (act_bytes, recompute_bytes, w_bytes) = recorded.bytes[s];
+            let cost = StageCost {
                 f,
                 i: median(sm.i),
                 w: median(sm.w),
                 // A stage that does not checkpoint has no R to time; t_R defaults to t_F.
-                r: Some(if rc { median(sm.r) } else { f }),
-                act_bytes: act,
-                recompute_bytes: re,
-                w_bytes: w,
-                fwd_msg_bytes,
-                bwd_msg_bytes,
-            }
-        })
-        .collect();
-    let mut statics = vec![0u64; layout.p];
-    for (s, stage) in stages.iter().enumerate() {
-        statics[layout.rank_of(s)] += stage.static_bytes();
+                r: Some(if opts.recompute[s] { median(sm.r) } else { f }),
+                act_bytes,
+                recompute_bytes,
+                w_bytes,
+                fwd_msg_bytes: recorded.sent[s].0,
+                bwd_msg_bytes: recorded.sent[s].1,
+            };
+            costs.push((s, cost));
+        }
+    }
+    let statics: std::collections::HashMap<usize, u64> =
+        held.iter().zip(stages.iter()).map(|(&s, stage)| (s, stage.static_bytes())).collect();
+    let mine = costs.into_iter().map(|(s, cost)| (s, (cost, statics[&s]))).collect();
+    let all: Vec<(StageCost, u64)> = transport.by_stage(n, mine)?;
+    let mut static_bytes = vec![0u64; layout.p];
+    for (s, (_, bytes)) in all.iter().enumerate() {
+        static_bytes[layout.rank_of(s)] += bytes;
     }
     Ok(CostModel {
-        costs: StageCosts::Stages(costs),
+        costs: StageCosts::Stages(all.into_iter().map(|(c, _)| c).collect()),
         latency: handoff_latency_ms(),
-        static_bytes: statics,
+        static_bytes,
         time_unit: "ms".into(),
     })
 }
 
-/// Inputs and incoming gradients of every stage for micro-batch 0, and the bytes each op keeps.
-type Recorded<P> = (Vec<Option<P>>, Vec<Option<P>>, Vec<(u64, u64, u64)>);
+/// What the recording pass saw, per model stage (only this process's stages are filled in).
+struct Recorded<P> {
+    /// Each stage's input for micro-batch 0.
+    inputs: Vec<Option<P>>,
+    /// Each stage's incoming gradient for micro-batch 0.
+    grads: Vec<Option<P>>,
+    /// Bytes kept by `F`, re-created by `R`, kept from `I` until `W`.
+    bytes: Vec<(u64, u64, u64)>,
+    /// Bytes of the activation each stage sends forward and the gradient it sends back.
+    sent: Vec<(u64, u64)>,
+}
 
-/// The sequential pass: micro-batch 0 forward through every stage (with `R` where flagged) and
-/// back, keeping a copy of what each stage received.
+/// The recording pass: micro-batch 0 forward through every stage (with `R` where flagged) and
+/// back, keeping a copy of what each of `mine` (this process's stages, in model order)
+/// received. Where the next stage is another rank's, what goes to it is shared through
+/// `transport` (in process, it is passed on as it is).
 fn record_pass<S>(
-    stages: &mut [S],
+    mine: &mut [(usize, &mut S)],
+    layout: Layout,
     recompute: &[bool],
     prepare: &impl Fn(&mut S, usize) -> Result<()>,
+    transport: &Transport,
 ) -> Result<Recorded<S::Payload>>
 where
     S: StageWork,
     S::Payload: Clone,
 {
-    let n = stages.len();
-    let (mut inputs, mut grads) = (vec![None; n], vec![None; n]);
-    let mut bytes = vec![(0u64, 0u64, 0u64); n];
+    let n = layout.stages();
+    let mut rec =
+        Recorded { inputs: vec![None; n], grads: vec![None; n], bytes: vec![(0, 0, 0); n], sent: vec![(0, 0); n] };
+    let mut at: Vec<Option<usize>> = vec![None; n];
+    for (k, (s, _)) in mine.iter().enumerate() {
+        at[*s] = Some(k);
+    }
+    let crosses = |a: usize, b: usize| layout.rank_of(a) != layout.rank_of(b);
     let mut x: Option<S::Payload> = None;
-    for (s, stage) in stages.iter_mut().enumerate() {
-        prepare(stage, 0)?;
-        inputs[s] = x.clone();
-        let before = stage.held_bytes();
-        x = stage.forward(0, x.take()).map_err(|e| fail(s, "forward", e))?;
-        let after_f = stage.held_bytes();
-        if recompute[s] {
-            stage.recompute(0).map_err(|e| fail(s, "recompute", e))?;
+    for s in 0..n {
+        if let Some(k) = at[s] {
+            let stage = &mut *mine[k].1;
+            prepare(stage, 0)?;
+            rec.inputs[s] = x.clone();
+            let before = stage.held_bytes();
+            x = stage.forward(0, x.take()).map_err(|e| fail(s, "forward", e))?;
+            let after_f = stage.held_bytes();
+            if recompute[s] {
+                stage.recompute(0).map_err(|e| fail(s, "recompute", e))?;
+            }
+            rec.bytes[s].0 = after_f - before;
+            rec.bytes[s].1 = stage.held_bytes() - after_f;
+            // (What the last stage's forward gives is no message.)
+            rec.sent[s].0 = if s + 1 < n { x.as_ref().map_or(0, S::payload_bytes) } else { 0 };
         }
-        bytes[s].0 = after_f - before;
-        bytes[s].1 = stage.held_bytes() - after_f;
+        if s + 1 < n && crosses(s, s + 1) {
+            x = transport.share(layout.rank_of(s), x)?;
+        }
     }
     let mut g: Option<S::Payload> = None;
     for s in (0..n).rev() {
-        let stage = &mut stages[s];
-        grads[s] = g.clone();
-        g = stage.backward_input(0, g.take()).map_err(|e| fail(s, "input-gradient backward", e))?;
-        bytes[s].2 = stage.held_bytes();
-        stage.backward_weight(0).map_err(|e| fail(s, "weight-gradient backward", e))?;
+        if let Some(k) = at[s] {
+            let stage = &mut *mine[k].1;
+            rec.grads[s] = g.clone();
+            g = stage.backward_input(0, g.take()).map_err(|e| fail(s, "input-gradient backward", e))?;
+            rec.bytes[s].2 = stage.held_bytes();
+            stage.backward_weight(0).map_err(|e| fail(s, "weight-gradient backward", e))?;
+            rec.sent[s].1 = if s > 0 { g.as_ref().map_or(0, S::payload_bytes) } else { 0 };
+        }
+        if s > 0 && crosses(s, s - 1) {
+            g = transport.share(layout.rank_of(s), g)?;
+        }
     }
-    Ok((inputs, grads, bytes))
+    Ok(rec)
 }
 
 /// Times one rank's stages, replaying the recorded inputs.

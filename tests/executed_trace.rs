@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pipesched::exec::{execute, ExecOptions};
+use pipesched::exec::{execute, ExecOptions, Transport};
 use pipesched::synthetic::{SyntheticSpec, SyntheticStage};
 use pipesched_schedules::{simulate, Kind, Stats, Trace};
 
@@ -68,7 +68,7 @@ fn the_profiled_cost_model_predicts_the_measured_peak_bytes() {
         let spec = SyntheticSpec::parse("F=100us,I=100us,W=50us,mem=48KiB,wmem=8KiB").unwrap();
         let mut stages: Vec<SyntheticStage> = (0..s.stages()).map(|_| SyntheticStage::new(spec.clone())).collect();
         let opts = ProfileOptions { warmup: 1, reps: 3, recompute: vec![false; s.stages()] };
-        let costs = profile(&s, &mut stages, &opts, |_, _| Ok(())).unwrap();
+        let costs = profile(&s, &mut stages, &opts, |_, _| Ok(()), &Transport::InProcess).unwrap();
         let measured =
             execute(&s, &mut stages, &ExecOptions { timeout: Duration::from_secs(60), ..Default::default() }).unwrap();
         let predicted = simulate(&s, &costs).unwrap();

@@ -7,6 +7,7 @@
 mod common;
 
 use common::{cases_of, exec, Case};
+use pipesched::exec::Transport;
 use pipesched_schedules::{simulate, Stats};
 use pipesched_stages::ModelSpec;
 
@@ -29,7 +30,7 @@ fn every_schedule_and_policy_matches_the_reference_bit_for_bit_with_predicted_pe
         let step = model.run_step(&schedule, 0, &exec()).unwrap();
         let v = model.verify(&before, 0, m, step.loss).unwrap();
         assert!(v.bitwise && v.max_grad_diff == 0.0, "{kind} {policy} p={p} m={m}: {v:?}");
-        let predicted = simulate(&schedule, &model.predicted_bytes(&schedule)).unwrap();
+        let predicted = simulate(&schedule, &model.predicted_bytes(&schedule, &Transport::InProcess).unwrap()).unwrap();
         assert_eq!(
             Stats::of(&step.trace).peak_held_bytes,
             Stats::of(&predicted).peak_held_bytes,

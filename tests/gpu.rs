@@ -11,6 +11,7 @@ mod common;
 use std::sync::{Mutex, MutexGuard};
 
 use common::{deep_tiny, exec, model_on, schedule};
+use pipesched::exec::Transport;
 use pipesched_schedules::{Kind, Stats};
 use pipesched_stages::backend::{
     causal_dropout, causal_softmax, causal_softmax_backward, embedding, embedding_grads, gelu, gelu_backward,
@@ -191,7 +192,7 @@ fn measured_on_the_gpu_vs_simulated() {
             model.optimizer_step().unwrap();
         }
         let measured = model.run_step(&s, 3, &exec()).unwrap().trace;
-        let costs = pipesched::workload::profile_model(&s, &mut model, 7).unwrap();
+        let costs = pipesched::workload::profile_model(&s, &mut model, 7, &Transport::InProcess).unwrap();
         let simulated = pipesched_schedules::simulate(&s, &costs).unwrap();
         let (a, b) = (Stats::of(&measured), Stats::of(&simulated));
         eprintln!(

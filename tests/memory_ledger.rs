@@ -7,6 +7,7 @@ mod common;
 
 use common::{cases, exec, model, schedule, Case};
 use peak_alloc::PeakAlloc;
+use pipesched::exec::Transport;
 use pipesched::model::Model;
 use pipesched_schedules::{simulate, Kind, Schedule, Stats, Trace};
 
@@ -15,7 +16,7 @@ static HEAP: PeakAlloc = PeakAlloc;
 
 fn measured_and_predicted(model: &mut Model, s: &Schedule) -> (Vec<u64>, Vec<u64>) {
     let trace = model.run_step(s, 0, &exec()).unwrap().trace;
-    let predicted = simulate(s, &model.predicted_bytes(s)).unwrap();
+    let predicted = simulate(s, &model.predicted_bytes(s, &Transport::InProcess).unwrap()).unwrap();
     (Stats::of(&trace).peak_held_bytes, Stats::of(&predicted).peak_held_bytes)
 }
 
@@ -29,7 +30,7 @@ fn measured_peaks_equal_predicted_peaks_for_every_schedule_and_policy() {
 
 /// Per rank: (static bytes, act_bytes of its stage) for a one-chunk schedule.
 fn per_rank(model: &Model, s: &Schedule) -> Vec<(u64, u64)> {
-    let costs = model.predicted_bytes(s);
+    let costs = model.predicted_bytes(s, &Transport::InProcess).unwrap();
     let pipesched_schedules::StageCosts::Stages(stages) = &costs.costs else { unreachable!() };
     (0..s.p).map(|r| (costs.static_bytes[r], stages[r].act_bytes)).collect()
 }
@@ -105,6 +106,7 @@ fn the_heap_never_holds_less_than_the_ledger_claims() {
             data_seed: 1,
             corpus: None,
             devices: vec![],
+            held: None,
         };
         let mut model = Model::build(spec.clone(), &opts).unwrap();
         let s = kind.generate(2, 1, 4).unwrap();
@@ -133,7 +135,7 @@ fn the_profiled_cost_model_predicts_the_measured_peaks() {
             let (p, m) = (2, 4);
             let mut model = model(p * kind.default_chunks(), policy);
             let s = schedule(kind, p, m, &model);
-            let profiled = pipesched::workload::profile_model(&s, &mut model, 1).unwrap();
+            let profiled = pipesched::workload::profile_model(&s, &mut model, 1, &Transport::InProcess).unwrap();
             let measured = model.run_step(&s, 0, &exec()).unwrap().trace;
             let predicted = simulate(&s, &profiled).unwrap();
             assert_eq!(Stats::of(&measured).peak_held_bytes, Stats::of(&predicted).peak_held_bytes, "{kind} {policy}");

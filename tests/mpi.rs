@@ -99,8 +99,9 @@ fn gpt_tiny_across_processes_matches_the_sequential_reference() {
     assert_eq!(r["peak_held_bytes"], r["predicted_peak_held_bytes"]);
 }
 
-/// The same run in one process and across processes: the same losses, bit for bit, step after
-/// step (the optimizer steps of both stay equal).
+/// The same run in one process and across processes: the same losses and validation losses,
+/// bit for bit, step after step (the optimizer steps of both stay equal), and the same bytes
+/// per stage from profiling, which runs across the processes too.
 #[test]
 fn processes_train_exactly_as_threads() {
     let args = [
@@ -116,7 +117,8 @@ fn processes_train_exactly_as_threads() {
         "4",
         "--warmup",
         "0",
-        "--no-compare",
+        "--validate",
+        "2",
         "--json",
     ];
     let across = report(2, &args);
@@ -125,6 +127,58 @@ fn processes_train_exactly_as_threads() {
     let threads: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&threads.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(across["losses"], threads["losses"]);
+    assert_eq!(across["validation"].as_array().map(Vec::len), Some(2), "{across}");
+    assert_eq!(across["validation"], threads["validation"]);
+    assert_eq!(across["predicted_peak_held_bytes"], threads["predicted_peak_held_bytes"]);
+    let bytes = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        let stages = r["profiled_costs"]["stages"].as_array().cloned().unwrap_or_default();
+        let keys = ["act_bytes", "recompute_bytes", "w_bytes", "fwd_msg_bytes", "bwd_msg_bytes"];
+        stages.iter().map(|c| keys.iter().map(|k| c[*k].clone()).collect()).collect()
+    };
+    assert_eq!(bytes(&across).len(), 2, "{across}");
+    assert_eq!(bytes(&across), bytes(&threads));
+    assert_eq!(across["profiled_costs"]["static_bytes"], threads["profiled_costs"]["static_bytes"]);
+}
+
+/// `pipesched profile` across processes: every process profiles its own stages (a V placement,
+/// so each holds two), and rank 0 writes the same bytes per stage as one process does.
+#[test]
+fn profiling_across_processes_measures_every_stage() {
+    let dir = std::env::temp_dir().join(format!("pipesched-mpi-profile-{}", std::process::id()));
+    let (one, many) = (dir.join("one"), dir.join("many"));
+    let args = |out: &std::path::Path| -> Vec<String> {
+        ["profile", "--model", "gpt-tiny", "-s", "zb-v", "-p", "2", "--recompute", "selective", "--out"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([out.display().to_string()])
+            .collect()
+    };
+    let out = Command::new("mpirun")
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .args(["--oversubscribe", "-n", "2", env!("CARGO_BIN_EXE_pipesched")])
+        .args(args(&many))
+        .args(["--transport", "mpi"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let alone = Command::new(env!("CARGO_BIN_EXE_pipesched")).args(args(&one)).output().unwrap();
+    assert!(alone.status.success(), "{}", String::from_utf8_lossy(&alone.stderr));
+    let read = |d: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("costs.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (read(&one), read(&many));
+    let _ = std::fs::remove_dir_all(&dir);
+    let stages = |v: &serde_json::Value| v["stages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(stages(&b).len(), 4, "{b}");
+    for (x, y) in stages(&a).iter().zip(&stages(&b)) {
+        for key in ["act_bytes", "recompute_bytes", "w_bytes", "fwd_msg_bytes", "bwd_msg_bytes"] {
+            assert_eq!(x[key], y[key], "{key}: {x} vs {y}");
+        }
+        assert!(y["f"].as_f64().is_some_and(|t| t > 0.0), "{y}");
+    }
+    assert_eq!(a["static_bytes"], b["static_bytes"]);
+    assert_eq!(b["layout"]["placement"], "v");
 }
 
 /// More or fewer processes than ranks: a clear error, not a hang.
@@ -133,7 +187,10 @@ fn a_world_size_other_than_p_is_refused() {
     let out = mpirun(3, &["--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "4", "--steps", "1", "--no-compare"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("3 MPI processes for a schedule of p=2 ranks; launch with `mpirun -n 2`"), "{stderr}");
+    assert!(
+        stderr.contains("3 MPI processes for a pipeline of p=2 ranks; launch one process per rank: `mpirun -n 2 …`"),
+        "{stderr}"
+    );
 }
 
 /// An injected error, then an injected panic, on rank 2 of 4 mid-step: every process exits

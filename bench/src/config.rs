@@ -7,7 +7,7 @@
 
 use clap::Parser;
 
-use pipesched::args::{CostArgs, ModelArgs, OutArgs, ShapeArgs, StepArgs, TransportKind};
+use pipesched::args::{CostArgs, ModelArgs, OutArgs, ShapeArgs, StepArgs};
 use pipesched::workload::Layout;
 use pipesched::{Error, Result};
 use pipesched_schedules::{Kind, Schedule};
@@ -91,7 +91,7 @@ impl Args {
             self.steps.steps = 2;
             self.steps.warmup = 1;
         }
-        if self.steps.transport != TransportKind::Threads {
+        if self.steps.transport.is_processes() {
             return Err(Error::Usage(
                 "the benchmark runs its ranks as threads of one process (--transport threads); for MPI processes use `mpirun -n P pipesched run --transport mpi`".into(),
             ));

@@ -3,6 +3,7 @@
 //! element-wise kernels and launch gaps) next to cuBLAS alone on the same shapes in the same
 //! precision.
 
+use pipesched::exec::Transport;
 use pipesched::workload::{Demand, Layout};
 use pipesched::Result;
 use pipesched_schedules::StageCosts;
@@ -38,7 +39,8 @@ pub fn products(args: &Args) -> Result<Option<Vec<ProductRow>>> {
     }
     let layout = Layout::looped(args.shape.layout.p, 1);
     let demand = Demand::profiling(layout.stages());
-    let mut workload = args.model.spec().build(&layout, &Policies::all(Default::default()), &demand)?;
+    let mut workload =
+        args.model.spec().build(&layout, &Policies::all(Default::default()), &demand, &Transport::InProcess)?;
     let costs = workload.profile(7)?;
     let StageCosts::Stages(per_stage) = &costs.costs else { return Ok(None) };
     let mut rows = Vec::new();

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use pipesched::exec::Transport;
 use pipesched::report::median_index;
 use pipesched::workload::Demand;
 use pipesched::Result;
@@ -81,7 +82,7 @@ fn recompute_share(trace: &Trace) -> f64 {
 /// Runs `cfg`. `progress(step)` is called after each step.
 pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<Outcome> {
     let demand = Demand::of(&cfg.base, false, args.steps.total());
-    let mut workload = args.model.spec().build(&cfg.layout(), &cfg.policies, &demand)?;
+    let mut workload = args.model.spec().build(&cfg.layout(), &cfg.policies, &demand, &Transport::InProcess)?;
     let schedule = workload.plan(&cfg.base)?;
     let opts = args.steps.exec_options()?;
     let steps = if args.simulate_only { 0 } else { args.steps.total() };
@@ -101,7 +102,7 @@ pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<
         let flags = args.costs.model();
         (flags.clone(), flags)
     } else {
-        (workload.profile(args.profile_reps())?, workload.predicted())
+        (workload.profile(args.profile_reps())?, workload.predicted()?)
     };
     let simulated = simulate(&schedule, &profiled)?;
     let sim_stats = Stats::of(&simulated);

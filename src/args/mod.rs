@@ -2,7 +2,8 @@
 //! times, `KEY=VALUE` lists, `--costs`, `--mem`) and the argument groups that `pipesched` and
 //! `pipesched-bench` both flatten — the model ([`ModelArgs`]), the schedule's shape
 //! ([`ShapeArgs`], [`LayoutArgs`]) or the schedule itself ([`ScheduleArgs`]), recompute
-//! ([`RecomputeArgs`]), costs ([`CostArgs`]), steps ([`StepArgs`]) and output ([`OutArgs`]).
+//! ([`RecomputeArgs`]), costs ([`CostArgs`]), steps ([`StepArgs`]), the transport
+//! ([`TransportArgs`]) and output ([`OutArgs`]).
 //!
 //! Invariant: one flag, one spelling, one parser and one default, wherever it appears; nothing
 //! past these groups sees a flag's text.
@@ -17,6 +18,7 @@ mod pairs;
 mod schedule;
 mod steps;
 mod time;
+mod transport;
 
 pub use bytes::ByteSize;
 pub use costs::{CostArgs, Costs, Mem};
@@ -26,5 +28,6 @@ pub use number::{at_least_one, positive, stage_count};
 pub use out::OutArgs;
 pub use pairs::pairs;
 pub use schedule::{LayoutArgs, ScheduleArgs, ShapeArgs};
-pub use steps::{StepArgs, TransportKind};
+pub use steps::StepArgs;
 pub use time::{seconds, Time, TimeUnit};
+pub use transport::{TransportArgs, TransportKind};

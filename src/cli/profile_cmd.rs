@@ -5,8 +5,9 @@
 
 use clap::Args;
 
-use pipesched::args::{LayoutArgs, ModelArgs, OutArgs, RecomputeArgs};
+use pipesched::args::{LayoutArgs, ModelArgs, OutArgs, RecomputeArgs, TransportArgs};
 use pipesched::cost_file::CostFile;
+use pipesched::exec::Transport;
 use pipesched::output::write_atomic;
 use pipesched::workload::Demand;
 use pipesched::{units, Result};
@@ -29,16 +30,30 @@ pub struct ProfileArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    transport: TransportArgs,
+    #[command(flatten)]
     out: OutArgs,
 }
 
 /// Profiles and writes the cost file.
 pub fn run(args: ProfileArgs) -> Result<()> {
-    let dir = args.out.prepare()?;
+    let transport = args.transport.start()?;
+    let result = profile_with(&args, &transport);
+    super::conclude(&transport, result)
+}
+
+/// [`run`] once the transport is up: with ranks as processes, every process profiles its own
+/// stages, and rank 0 writes the file.
+fn profile_with(args: &ProfileArgs, transport: &Transport) -> Result<()> {
     let layout = args.layout.layout(args.schedule)?;
+    if transport.is_processes() {
+        transport.check_size(layout.p)?;
+    }
+    let dir = if transport.is_root() { Some(args.out.prepare()?) } else { None };
     let demand = Demand::profiling(layout.stages());
-    let mut workload = args.model.spec().build(&layout, &args.recompute.policies(), &demand)?;
+    let mut workload = args.model.spec().build(&layout, &args.recompute.policies(), &demand, transport)?;
     let file = workload.profile_file(7)?;
+    let Some(dir) = dir else { return Ok(()) };
     let text = file.to_json();
     let path = dir.join("costs.json");
     write_atomic(&path, text.as_bytes())?;

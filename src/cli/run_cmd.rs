@@ -8,7 +8,7 @@ use std::path::Path;
 use clap::Args;
 use serde_json::json;
 
-use pipesched::args::{ModelArgs, OutArgs, RecomputeArgs, ScheduleArgs, StepArgs, TransportKind};
+use pipesched::args::{ModelArgs, OutArgs, RecomputeArgs, ScheduleArgs, StepArgs};
 use pipesched::chrome::{self, write_chrome_trace};
 use pipesched::exec::ExecOptions;
 use pipesched::model::Verification;
@@ -65,23 +65,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.validate > 0 && args.model.model.is_synthetic() {
         return Err(Error::Usage("--validate computes a loss; synthetic stages have none. Use a real model".into()));
     }
-    if args.validate > 0 && args.steps.transport != TransportKind::Threads {
-        return Err(Error::Usage(
-            "--validate with ranks as processes is not supported yet (the validation loss runs on one process); drop --validate, or use --transport threads".into(),
-        ));
-    }
     let opts = args.steps.exec_options()?;
     let result = run_with(&args, &opts);
-    if let Err(e) = &result {
-        // With ranks as processes, each reports its own failure before the first exit ends the
-        // job: this one now, then it tells the others (they stop and name this rank) and waits.
-        if opts.transport.is_processes() {
-            pipesched::output::report_error(e);
-            opts.transport.abort(e);
-            std::process::exit(1);
-        }
-    }
-    result
+    super::conclude(&opts.transport, result)
 }
 
 /// [`run`] once the transport is up.
@@ -90,8 +76,10 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
         args.out.prepare()?;
     }
     let base = args.schedule.schedule()?;
+    opts.transport.check_size(base.p)?;
     let demand = Demand::of(&base, args.verify, args.steps.total());
-    let mut workload = args.model.spec().build(&Layout::from(&base), &args.recompute.policies(), &demand)?;
+    let mut workload =
+        args.model.spec().build(&Layout::from(&base), &args.recompute.policies(), &demand, &opts.transport)?;
     let schedule = workload.plan(&base)?;
     if args.trace {
         // Before any step: the trace would be refused at the end.
@@ -112,21 +100,19 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
         if args.validate > 0 && ((step + 1) % args.validate == 0 || last) {
             if let Some(v) = workload.validation(VALIDATION_BATCHES)? {
                 validations.push(json!({ "step": step + 1, "validation": v }));
-                if !args.json {
+                if root && !args.json {
                     pipesched::sayln!("validation loss {v} after step {}", step + 1)?;
                 }
             }
         }
     }
+    // Every process takes part (with ranks as processes, both gather every stage's numbers).
+    let predicted = workload.predicted()?;
+    let profiled = if args.no_compare { None } else { Some(workload.profile(7)?) };
     if !root {
-        opts.transport.finish();
         return Ok(());
     }
-    let predicted = workload.predicted();
-    let profiled = if args.no_compare { None } else { Some(workload.profile(7)?) };
-    finish(args, &schedule, &records[args.steps.warmup..], &validations, &predicted, profiled.as_ref())?;
-    opts.transport.finish();
-    Ok(())
+    finish(args, &schedule, &records[args.steps.warmup..], &validations, &predicted, profiled.as_ref())
 }
 
 fn print_step(args: &RunArgs, step: usize, rec: &Step) -> Result<()> {

@@ -4,12 +4,11 @@
 //! in-process run gives.
 //!
 //! Times: each process records in milliseconds since its own start of the step and sends that
-//! start as wall-clock time (`SystemTime`); records are moved onto the earliest start before
-//! they are assembled. On one machine the processes share that clock; across machines the
-//! alignment is as good as the machines' clock synchronisation.
+//! start as rank 0's wall-clock time, as it reads it ([`Mpi::root_clock_ms`]: its own clock
+//! plus the offset to rank 0's measured when MPI started, to within half the shortest of 16
+//! round trips); records are moved onto the earliest start before they are assembled.
 
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use pipesched_schedules::{Schedule, Trace};
 use serde::{Deserialize, Serialize};
@@ -21,35 +20,35 @@ use crate::mpi::Mpi;
 /// What a rank sends when its step is done.
 #[derive(Serialize, Deserialize)]
 struct Shipped {
-    /// When its step started: milliseconds since the Unix epoch.
+    /// When its step started: milliseconds since the Unix epoch on rank 0's clock.
     origin: f64,
     /// What it recorded, in milliseconds since then.
     record: RankRecord,
 }
 
-/// Runs this process's rank of one step of `schedule` and returns the step's whole trace.
+/// Runs this process's rank of one step of `schedule` on `stages` (that rank's, in model order)
+/// and returns the step's whole trace.
 pub(super) fn execute<S: StageWork>(
     schedule: &Schedule,
     stages: &mut [S],
     opts: &ExecOptions,
     mpi: &Mpi,
 ) -> Result<Trace> {
-    if mpi.size() != schedule.p {
-        return Err(Error::Usage(format!(
-            "{} MPI processes for a schedule of p={} ranks; launch with `mpirun -n {}`",
-            mpi.size(),
-            schedule.p,
-            schedule.p
-        )));
-    }
+    opts.transport.check_size(schedule.p)?;
     let rank = mpi.rank();
     let links: Links<S::Payload> =
         Links::remote(schedule.stages(), rank, |s| schedule.rank_of(s), mpi.outbox(), |edge| mpi.inbox(edge));
-    let mine: Vec<(usize, &mut S)> =
-        stages.iter_mut().enumerate().filter(|(s, _)| schedule.rank_of(*s) == rank).collect();
+    let held = schedule.stages_of(rank);
+    if stages.len() != held.len() {
+        return Err(Error::Usage(format!(
+            "rank {rank} holds stages {held:?} of this schedule but was given {} stages; give each process its own rank's stages",
+            stages.len()
+        )));
+    }
+    let mine: Vec<(usize, &mut S)> = held.into_iter().zip(stages.iter_mut()).collect();
     // Read just before the rank's own clock starts: the two name the same instant to within
     // microseconds.
-    let wall = SystemTime::now();
+    let origin = mpi.root_clock_ms();
     let record = match execute_rank(schedule, rank, mine, &links, mpi.aborted(), opts) {
         Ok(record) => record,
         Err(Error::Aborted) => {
@@ -60,7 +59,6 @@ pub(super) fn execute<S: StageWork>(
             return Err(e);
         }
     };
-    let origin = wall.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1e3);
     let bytes = serde_json::to_vec(&Shipped { origin, record })
         .map_err(|e| Error::Config(format!("rank {rank}: cannot encode its record: {e}")))?;
     let gathered = mpi.all_gather(bytes)?;

@@ -25,8 +25,9 @@ const IDLE: Duration = Duration::from_micros(50);
 pub(crate) enum Request {
     /// Packets of `Edge` go into this channel.
     Route(Edge, Sender<Packet>),
-    /// Every rank's bytes, in rank order, to every rank.
-    AllGather { bytes: Vec<u8>, reply: Sender<Result<Vec<Vec<u8>>, String>> },
+    /// Every rank's bytes, in rank order, to every rank (`everyone`) or to rank 0 only (the
+    /// others get an empty list, once rank 0 has everything).
+    AllGather { bytes: Vec<u8>, everyone: bool, reply: Sender<Result<Vec<Vec<u8>>, String>> },
     /// Tell every other rank this one failed; say when it has been sent.
     Abort(String, Sender<()>),
     /// Finalise MPI and end the thread; with `barrier`, after every rank has come this far.
@@ -154,8 +155,15 @@ impl State {
         }
     }
 
-    /// The all-gather: every rank sends its bytes to rank 0, which sends the list to every rank.
-    fn all_gather(&mut self, world: &SimpleCommunicator, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
+    /// The all-gather: every rank sends its bytes to rank 0, which sends the list to every rank
+    /// (`everyone`), or an empty list: the others still wait for it, so no rank leaves a gather
+    /// before every rank has entered it.
+    fn all_gather(
+        &mut self,
+        world: &SimpleCommunicator,
+        bytes: Vec<u8>,
+        everyone: bool,
+    ) -> Result<Vec<Vec<u8>>, String> {
         let (rank, size) = (world.rank() as usize, world.size() as usize);
         if rank != 0 {
             self.send(world, 0, Tag::Gather, &bytes);
@@ -165,7 +173,7 @@ impl State {
         self.wait_for(world, |s| s.gathered.len() == size - 1)?;
         let mut all = vec![bytes];
         all.extend((1..size).map(|r| self.gathered.remove(&r).expect("every rank answered")));
-        let joined = join(&all);
+        let joined = if everyone { join(&all) } else { Vec::new() };
         for r in 1..size {
             self.send(world, r, Tag::Release, &joined);
         }
@@ -196,15 +204,58 @@ fn split(mut bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(parts)
 }
 
-/// The thread's body: initialises MPI, reports `(rank, size)` on `ready`, serves until told
-/// to stop, and finalises MPI after a run that succeeded (see `Request::Stop`).
-pub(crate) fn serve(mut st: State, ready: Sender<Result<(usize, usize), String>>) {
+/// Round trips per rank when the clocks are compared at start-up.
+const CLOCK_ROUNDS: usize = 16;
+
+/// This process's wall clock: milliseconds since the Unix epoch.
+pub(crate) fn wall_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+/// What to add to this process's wall clock to read rank 0's, in milliseconds (Cristian's
+/// method): each other rank asks rank 0 for its time [`CLOCK_ROUNDS`] times and keeps the answer
+/// of the shortest round trip, taken to have been read halfway through it, so the estimate is
+/// off by at most half that round trip. Rank 0 answers the ranks one after another; it runs
+/// before anything else is sent, and every rank takes part.
+fn clock_offset(world: &SimpleCommunicator) -> f64 {
+    let (rank, size) = (world.rank(), world.size());
+    let tag = Tag::Clock as i32;
+    if rank == 0 {
+        for r in 1..size {
+            let peer = world.process_at_rank(r);
+            for _ in 0..CLOCK_ROUNDS {
+                let _ = peer.receive_vec_with_tag::<u8>(tag);
+                peer.send_with_tag(&wall_ms().to_le_bytes()[..], tag);
+            }
+        }
+        return 0.0;
+    }
+    let root = world.process_at_rank(0);
+    let mut best = (f64::INFINITY, 0.0);
+    for _ in 0..CLOCK_ROUNDS {
+        let asked = wall_ms();
+        root.send_with_tag(&[0u8][..], tag);
+        let (answer, _) = root.receive_vec_with_tag::<u8>(tag);
+        let back = wall_ms();
+        let Ok(theirs) = <[u8; 8]>::try_from(answer.as_slice()) else { continue };
+        if back - asked < best.0 {
+            best = (back - asked, f64::from_le_bytes(theirs) - (asked + back) / 2.0);
+        }
+    }
+    best.1
+}
+
+/// The thread's body: initialises MPI, compares the clocks, reports `(rank, size, clock
+/// offset)` on `ready`, serves until told to stop, and finalises MPI after a run that
+/// succeeded (see `Request::Stop`).
+pub(crate) fn serve(mut st: State, ready: Sender<Result<(usize, usize, f64), String>>) {
     let Some((universe, _)) = mpi::initialize_with_threading(Threading::Funneled) else {
         let _ = ready.send(Err("MPI is already initialised in this process".into()));
         return;
     };
     let world = universe.world();
-    let _ = ready.send(Ok((world.rank() as usize, world.size() as usize)));
+    let offset = clock_offset(&world);
+    let _ = ready.send(Ok((world.rank() as usize, world.size() as usize, offset)));
     loop {
         st.flush(&world);
         st.poll(&world);
@@ -214,8 +265,8 @@ pub(crate) fn serve(mut st: State, ready: Sender<Result<(usize, usize), String>>
         st.flush(&world);
         match request {
             Ok(Request::Route(edge, tx)) => st.route(edge, tx),
-            Ok(Request::AllGather { bytes, reply }) => {
-                let _ = reply.send(st.all_gather(&world, bytes));
+            Ok(Request::AllGather { bytes, everyone, reply }) => {
+                let _ = reply.send(st.all_gather(&world, bytes, everyone));
             }
             Ok(Request::Abort(message, done)) => {
                 for r in (0..world.size() as usize).filter(|&r| r != world.rank() as usize) {

@@ -43,12 +43,16 @@ pub(crate) enum Tag {
     Release = 3,
     /// Another rank failed: its message.
     Abort = 4,
+    /// A clock reading, at start-up.
+    Clock = 5,
 }
 
 /// This process's MPI rank and its communication thread.
 pub struct Mpi {
     rank: usize,
     size: usize,
+    /// Milliseconds to add to this process's wall clock to read rank 0's.
+    clock_offset: f64,
     requests: Sender<Request>,
     outbox: Sender<Packet>,
     inboxes: Mutex<HashMap<Edge, Receiver<Packet>>>,
@@ -84,13 +88,14 @@ impl Mpi {
             .name("pipesched-mpi".into())
             .spawn(move || comm::serve(state, ready_tx))
             .map_err(|e| Error::Config(format!("cannot start the MPI communication thread: {e}")))?;
-        let (rank, size) = ready_rx
+        let (rank, size, clock_offset) = ready_rx
             .recv()
             .map_err(|_| Error::Config("the MPI communication thread stopped while starting".into()))?
             .map_err(Error::Config)?;
         Ok(Arc::new(Mpi {
             rank,
             size,
+            clock_offset,
             requests,
             outbox,
             inboxes: Mutex::new(HashMap::new()),
@@ -109,6 +114,18 @@ impl Mpi {
     /// How many processes there are.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Rank 0's wall clock, as this process estimates it: milliseconds since the Unix epoch
+    /// (its own clock plus the offset measured at start-up).
+    pub fn root_clock_ms(&self) -> f64 {
+        comm::wall_ms() + self.clock_offset
+    }
+
+    /// What this process adds to its wall clock to read rank 0's, in milliseconds (0 on rank
+    /// 0), measured when MPI started.
+    pub fn clock_offset_ms(&self) -> f64 {
+        self.clock_offset
     }
 
     /// Where a worker sends its outgoing packets.
@@ -166,9 +183,19 @@ impl Mpi {
     /// until every rank has sent its part, or until one reports a failure (an error with its
     /// report).
     pub fn all_gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
+        self.gather_for(bytes, true)
+    }
+
+    /// Every rank's `bytes`, in rank order, on rank 0; an empty list on the others, once rank 0
+    /// has them all. Waits as [`Mpi::all_gather`] does.
+    pub fn gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
+        self.gather_for(bytes, false)
+    }
+
+    fn gather_for(&self, bytes: Vec<u8>, everyone: bool) -> Result<Vec<Vec<u8>>> {
         let (reply, answer) = unbounded();
         self.requests
-            .send(Request::AllGather { bytes, reply })
+            .send(Request::AllGather { bytes, everyone, reply })
             .map_err(|_| Error::Config("the MPI communication thread has stopped".into()))?;
         let got = answer.recv().map_err(|_| Error::Config("the MPI communication thread stopped mid-gather".into()))?;
         got.map_err(Error::Remote)

@@ -6,8 +6,9 @@
 //! stages' own accounting predicts. `pipesched run`, `pipesched profile` and the benchmark (its
 //! sweep and its GPU table) drive every workload through this trait and nothing else.
 //!
-//! Invariant: a workload holds the layout's `p·v` model stages in model order, each with one
-//! recompute policy, and runs only schedules of that layout with `R` planned for exactly the
+//! Invariant: a workload holds the layout's `p·v` model stages in model order (with ranks as
+//! processes, only its own rank's: then every process makes every call, in the same order,
+//! since the calls that cross stages are collective), each with one recompute policy, and runs only schedules of that layout with `R` planned for exactly the
 //! stages whose policy drops activations (`plan` makes them so).
 
 mod devices;
@@ -162,7 +163,7 @@ pub trait Workload {
 
     /// The bytes every stage keeps per micro-batch and the static bytes of every rank, from the
     /// stages' own accounting (times are placeholders of 1: for memory predictions).
-    fn predicted(&self) -> CostModel;
+    fn predicted(&self) -> Result<CostModel>;
 
     /// The matrix products of every stage (none for synthetic stages).
     fn products(&self) -> Vec<StageProducts> {

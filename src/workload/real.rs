@@ -1,13 +1,17 @@
 //! A real model as a [`Workload`]: its stages train, verify against the sequential reference,
 //! profile themselves and predict their bytes from their own accounting.
 //!
-//! Invariant: the model's stages are the layout's stages, in model order.
+//! Invariant: the model's stages are the layout's stages this process holds
+//! ([`Transport::held`]), in model order: every one in process, its own rank's with ranks as
+//! processes — where every process makes every call, since the ones that cross stages (the
+//! validation loss, profiling, predictions, `--verify`) are collective.
 
 use pipesched_schedules::{CostModel, Schedule};
 use pipesched_stages::RecomputePolicy;
 
 use super::{Layout, StageProducts, Step, Validation, Workload};
-use crate::exec::ExecOptions;
+use crate::collect;
+use crate::exec::{ExecOptions, Transport};
 use crate::model::Model;
 use crate::profile::{profile, ProfileOptions};
 use crate::Result;
@@ -17,13 +21,15 @@ pub struct RealWorkload {
     model: Model,
     layout: Layout,
     policies: Vec<RecomputePolicy>,
+    transport: Transport,
 }
 
 impl RealWorkload {
-    /// `model`, whose stages sit as `layout` says.
-    pub fn new(model: Model, layout: Layout) -> RealWorkload {
+    /// `model`, whose stages sit as `layout` says, holding the stages `transport` gives this
+    /// process.
+    pub fn new(model: Model, layout: Layout, transport: Transport) -> RealWorkload {
         let policies = model.specs.iter().map(|s| s.policy).collect();
-        RealWorkload { model, layout, policies }
+        RealWorkload { model, layout, policies, transport }
     }
 
     /// The model.
@@ -33,11 +39,19 @@ impl RealWorkload {
 }
 
 /// Profiles a model's stages placed as `layout` says (each run a fresh one-micro-batch step):
-/// 2 warm-up runs, then the median of `reps`.
-pub fn profile_model(layout: impl Into<Layout>, model: &mut Model, reps: usize) -> Result<CostModel> {
+/// 2 warm-up runs, then the median of `reps`. With ranks as processes, every process profiles
+/// its own stages and gets the whole cost model.
+pub fn profile_model(
+    layout: impl Into<Layout>,
+    model: &mut Model,
+    reps: usize,
+    transport: &Transport,
+) -> Result<CostModel> {
     let opts = ProfileOptions { warmup: 2, reps, recompute: model.recompute_flags() };
     let (task, batch) = (model.task.clone(), model.batch);
-    profile(layout, &mut model.stages, &opts, |stage, run| stage.begin_step(&task, 1 << 40 | run as u64, 1, batch))
+    let prepare =
+        |stage: &mut crate::model::RealStage, run: usize| stage.begin_step(&task, 1 << 40 | run as u64, 1, batch);
+    profile(layout, &mut model.stages, &opts, prepare, transport)
 }
 
 impl Workload for RealWorkload {
@@ -56,7 +70,7 @@ impl Workload for RealWorkload {
     fn validation(&self, batches: usize) -> Result<Option<Validation>> {
         let corpus = self.model.task.corpus();
         Ok(Some(Validation {
-            loss: self.model.validation_loss(batches)?,
+            loss: self.model.validation_loss(batches, &self.transport, |s| self.layout.rank_of(s))?,
             entropy: corpus.and_then(|c| c.entropy()),
             floor: corpus.and_then(|c| c.floor(self.model.spec.seq())),
         }))
@@ -64,14 +78,20 @@ impl Workload for RealWorkload {
 
     fn run_step(&mut self, schedule: &Schedule, step: u64, opts: &ExecOptions, verify: bool) -> Result<Step> {
         let out = self.model.run_step(schedule, step, opts)?;
-        let verification = if verify {
-            // A step changes gradients, not parameters: after it, and after the copies of other
-            // processes' stages are brought up to date, the parameters are the step's start.
-            crate::replicas::sync(&mut self.model, self.layout, &opts.transport)?;
-            let before = self.model.params();
-            Some(self.model.verify(&before, step, schedule.m, out.loss)?)
-        } else {
-            None
+        // A step changes gradients, not parameters: after it, the parameters are the step's
+        // start, which the reference starts from.
+        let verification = match (verify, self.transport.is_processes()) {
+            (false, _) => None,
+            (true, false) => {
+                let before = self.model.params();
+                Some(self.model.verify(&before, step, schedule.m, out.loss)?)
+            }
+            (true, true) => match collect::to_root(&self.model, &self.transport)? {
+                Some(all) => {
+                    Some(self.model.verify_grads(&all.params, &all.grad_refs(), step, schedule.m, out.loss)?)
+                }
+                None => None,
+            },
         };
         Ok(Step { trace: out.trace, loss: Some(out.loss), verification })
     }
@@ -81,11 +101,11 @@ impl Workload for RealWorkload {
     }
 
     fn profile(&mut self, reps: usize) -> Result<CostModel> {
-        profile_model(self.layout, &mut self.model, reps)
+        profile_model(self.layout, &mut self.model, reps, &self.transport)
     }
 
-    fn predicted(&self) -> CostModel {
-        self.model.predicted_bytes(self.layout)
+    fn predicted(&self) -> Result<CostModel> {
+        self.model.predicted_bytes(self.layout, &self.transport)
     }
 
     fn products(&self) -> Vec<StageProducts> {
@@ -93,9 +113,8 @@ impl Workload for RealWorkload {
         self.model
             .stages
             .iter()
-            .enumerate()
-            .map(|(stage, rs)| StageProducts {
-                stage,
+            .map(|rs| StageProducts {
+                stage: rs.stage().index(),
                 device: rs.stage().device(),
                 precision,
                 ops: rs.stage().products(self.model.batch),

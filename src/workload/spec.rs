@@ -19,6 +19,7 @@ use pipesched_stages::{
 
 use super::{Devices, Layout, RealWorkload, SyntheticWorkload, Workload};
 use crate::budget::{self, Available, Estimate};
+use crate::exec::Transport;
 use crate::model::{Model, ModelOptions};
 use crate::synthetic::SyntheticSpec;
 use crate::{Error, Result};
@@ -176,7 +177,21 @@ impl WorkloadSpec {
 
     /// What building for `layout` under `policies` and running `demand` will allocate in host
     /// memory; `None` when the stages sit on GPUs, whose memory this estimate does not describe.
+    /// Every stage counts (one process holding them all); [`WorkloadSpec::build`] estimates the
+    /// stages a process holds.
     pub fn estimate(&self, layout: &Layout, policies: &Policies, demand: &Demand) -> Result<Option<Estimate>> {
+        self.estimate_held(layout, policies, demand, &Transport::InProcess)
+    }
+
+    /// [`WorkloadSpec::estimate`] for the stages `transport` gives this process; the sequential
+    /// reference of `--verify` (the whole model) counts on the root only.
+    fn estimate_held(
+        &self,
+        layout: &Layout,
+        policies: &Policies,
+        demand: &Demand,
+        transport: &Transport,
+    ) -> Result<Option<Estimate>> {
         if !self.devices.all_cpu() {
             return Ok(None);
         }
@@ -186,22 +201,29 @@ impl WorkloadSpec {
             if per_stage.0.iter().any(|p| p.drops()) { layout.stages().saturating_mul(demand.m) } else { 0 };
         let executor =
             budget::executor(demand.actions.saturating_add(recompute), demand.steps, layout.stages(), demand.m);
+        // This process's stages, and how many micro-batches each holds at once (a list of
+        // another length is left whole, for the footprint to refuse).
+        let held = transport.held(layout.stages(), |s| layout.rank_of(s));
+        let in_flight: Vec<usize> = if demand.in_flight.len() == layout.stages() {
+            held.iter().map(|&k| demand.in_flight[k]).collect()
+        } else {
+            demand.in_flight.clone()
+        };
         Ok(Some(match &self.model.source {
             ModelSource::Synthetic(spec) => {
                 let s = spec.split(layout.v);
-                budget::synthetic(s.act_bytes, s.w_bytes, s.msg_bytes, demand.m, &demand.in_flight).with(executor)
+                budget::synthetic(s.act_bytes, s.w_bytes, s.msg_bytes, demand.m, &in_flight).with(executor)
             }
             ModelSource::Model(spec) => {
-                let specs = spec.stage_specs(layout.stages(), &self.partition, &per_stage)?;
-                let load = Load {
-                    batch: spec.rows(self.batch.unwrap_or(spec.batch)).unwrap_or(usize::MAX),
-                    microbatches: demand.m,
-                    in_flight: demand.in_flight.clone(),
-                };
+                let all = spec.stage_specs(layout.stages(), &self.partition, &per_stage)?;
+                let specs: Vec<_> = held.iter().map(|&k| all[k].clone()).collect();
+                let batch = spec.rows(self.batch.unwrap_or(spec.batch)).unwrap_or(usize::MAX);
+                let load = Load { batch, microbatches: demand.m, in_flight };
                 let footprint = spec.footprint(&specs, &self.optimizer, &load)?;
                 let estimate = Estimate::of_model(spec, &load, &footprint).with(executor);
-                if demand.verify {
-                    estimate.with_reference(&footprint)
+                if demand.verify && transport.is_root() {
+                    let whole = Load { batch, microbatches: demand.m, in_flight: demand.in_flight.clone() };
+                    estimate.with_reference(&spec.footprint(&all, &self.optimizer, &whole)?)
                 } else {
                     estimate
                 }
@@ -209,18 +231,26 @@ impl WorkloadSpec {
         }))
     }
 
-    /// Builds the stages for `layout`, stage `s` under policy `policies` (one for all, or one per
-    /// stage), every rank on its device — after checking that running `demand` on them fits the
-    /// memory budget.
-    pub fn build(&self, layout: &Layout, policies: &Policies, demand: &Demand) -> Result<Box<dyn Workload>> {
+    /// Builds the stages for `layout` that `transport` gives this process (every one in
+    /// process), stage `s` under policy `policies` (one for all, or one per stage), every rank
+    /// on its device — after checking that running `demand` on them fits the memory budget.
+    pub fn build(
+        &self,
+        layout: &Layout,
+        policies: &Policies,
+        demand: &Demand,
+        transport: &Transport,
+    ) -> Result<Box<dyn Workload>> {
         self.check(layout, policies)?;
-        if let Some(estimate) = self.estimate(layout, policies, demand)? {
+        if let Some(estimate) = self.estimate_held(layout, policies, demand, transport)? {
             budget::check(&estimate, Available::probe().as_ref())?;
         }
         let per_stage = policies.for_stages(layout.stages())?;
         let devices = self.devices.resolve(layout.p)?;
         match &self.model.source {
-            ModelSource::Synthetic(spec) => Ok(Box::new(SyntheticWorkload::new(spec, *layout, per_stage)?)),
+            ModelSource::Synthetic(spec) => {
+                Ok(Box::new(SyntheticWorkload::new(spec, *layout, per_stage, transport.clone())?))
+            }
             ModelSource::Model(spec) => {
                 let mut spec = spec.clone();
                 spec.seed = self.seed;
@@ -237,8 +267,9 @@ impl WorkloadSpec {
                     data_seed: self.seed,
                     corpus,
                     devices: (0..layout.stages()).map(|k| devices[layout.rank_of(k)]).collect(),
+                    held: Some(transport.held(layout.stages(), |s| layout.rank_of(s))),
                 };
-                Ok(Box::new(RealWorkload::new(Model::build(spec, &opts)?, *layout)))
+                Ok(Box::new(RealWorkload::new(Model::build(spec, &opts)?, *layout, transport.clone())))
             }
         }
     }
@@ -279,10 +310,11 @@ mod tests {
         assert!(tiny.check(&Layout::looped(2, 3), &none).is_ok());
         let e = tiny.check(&Layout::looped(4, 2), &none).unwrap_err();
         assert!(e.rules_out_configuration() && e.to_string().contains("8 stages"), "{e}");
-        assert!(tiny.build(&Layout::looped(4, 2), &none, &Demand::profiling(8)).is_err());
+        let here = Transport::InProcess;
+        assert!(tiny.build(&Layout::looped(4, 2), &none, &Demand::profiling(8), &here).is_err());
         let e = tiny.check(&Layout::looped(2, 1), &"full,none,full".parse().unwrap()).unwrap_err();
         assert!(e.rules_out_configuration() && e.to_string().contains("3 policies"), "{e}");
-        let w = tiny.build(&Layout::looped(2, 1), &"full,none".parse().unwrap(), &Demand::profiling(2)).unwrap();
+        let w = tiny.build(&Layout::looped(2, 1), &"full,none".parse().unwrap(), &Demand::profiling(2), &here).unwrap();
         assert_eq!(w.policies().iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["full", "none"]);
         assert_eq!(w.rows(), Some(8));
     }

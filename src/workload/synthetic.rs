@@ -8,7 +8,7 @@ use pipesched_schedules::{CostModel, Schedule};
 use pipesched_stages::RecomputePolicy;
 
 use super::{Layout, Step, Workload};
-use crate::exec::{execute, ExecOptions};
+use crate::exec::{execute, ExecOptions, Transport};
 use crate::profile::{profile, ProfileOptions};
 use crate::synthetic::{SyntheticSpec, SyntheticStage};
 use crate::{Error, Result};
@@ -16,15 +16,23 @@ use crate::{Error, Result};
 /// Synthetic stages for a layout.
 pub struct SyntheticWorkload {
     spec: SyntheticSpec,
+    /// The stages this process holds ([`Transport::held`]), in model order.
     stages: Vec<SyntheticStage>,
     layout: Layout,
     policies: Vec<RecomputePolicy>,
+    transport: Transport,
 }
 
 impl SyntheticWorkload {
-    /// One stage per model stage of `layout`, each following `per_rank` split over its chunks;
-    /// an error if its fault names a stage the layout does not have.
-    pub fn new(per_rank: &SyntheticSpec, layout: Layout, policies: Vec<RecomputePolicy>) -> Result<SyntheticWorkload> {
+    /// One stage per model stage of `layout` that `transport` gives this process, each
+    /// following `per_rank` split over its chunks; an error if its fault names a stage the
+    /// layout does not have.
+    pub fn new(
+        per_rank: &SyntheticSpec,
+        layout: Layout,
+        policies: Vec<RecomputePolicy>,
+        transport: Transport,
+    ) -> Result<SyntheticWorkload> {
         if let Some(f) = per_rank.fault.filter(|f| f.stage >= layout.stages()) {
             return Err(Error::Usage(format!(
                 "synthetic fault at stage {}: {layout} has stages 0..{}",
@@ -33,8 +41,9 @@ impl SyntheticWorkload {
             )));
         }
         let spec = per_rank.split(layout.v);
-        let stages = (0..layout.stages()).map(|k| SyntheticStage::new(spec.clone()).at(k)).collect();
-        Ok(SyntheticWorkload { spec, stages, layout, policies })
+        let held = transport.held(layout.stages(), |s| layout.rank_of(s));
+        let stages = held.into_iter().map(|k| SyntheticStage::new(spec.clone()).at(k)).collect();
+        Ok(SyntheticWorkload { spec, stages, layout, policies, transport })
     }
 }
 
@@ -67,10 +76,11 @@ impl Workload for SyntheticWorkload {
 
     fn profile(&mut self, reps: usize) -> Result<CostModel> {
         let recompute = self.policies.iter().map(|p| p.drops()).collect();
-        profile(self.layout, &mut self.stages, &ProfileOptions { warmup: 2, reps, recompute }, |_, _| Ok(()))
+        let opts = ProfileOptions { warmup: 2, reps, recompute };
+        profile(self.layout, &mut self.stages, &opts, |_, _| Ok(()), &self.transport)
     }
 
-    fn predicted(&self) -> CostModel {
-        self.spec.cost_model(self.layout.stages())
+    fn predicted(&self) -> Result<CostModel> {
+        Ok(self.spec.cost_model(self.layout.stages()))
     }
 }

@@ -38,6 +38,7 @@ pub fn model_on(spec: ModelSpec, stages: usize, policy: &str, device: Device) ->
         data_seed: 11,
         corpus: None,
         devices: vec![device; stages],
+        held: None,
     };
     Model::build(spec, &opts).unwrap()
 }
