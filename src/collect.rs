@@ -28,10 +28,13 @@ impl Collected {
 }
 
 /// Every model stage's parameters and gradients, on the root process ([`Transport::is_root`]);
-/// `None` on the others. Every process must call it.
+/// `None` on the others. Every process must call it (with data parallelism, every process of
+/// every replica: each pipeline gathers to its rank 0, the other replicas' with nothing in it).
 pub fn to_root(model: &Model, transport: &Transport) -> Result<Option<Collected>> {
     let mut bytes = Vec::new();
-    for rs in &model.stages {
+    // With data parallelism the replicas' stages are equal after a step: the first one's go.
+    let stages = if transport.replica() == 0 { &model.stages[..] } else { &[] };
+    for rs in stages {
         let stage = rs.stage();
         bytes.extend_from_slice(&(stage.index() as u64).to_le_bytes());
         bytes.extend_from_slice(&(stage.params().len() as u64).to_le_bytes());

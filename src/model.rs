@@ -11,11 +11,11 @@ use std::sync::Arc;
 use pipesched_schedules::{CostModel, Schedule, StageCost, StageCosts, Trace};
 use pipesched_stages::{
     cuda::{Lane, Mark},
-    mean_loss, sequential_step, Corpus, Device, ModelSpec, Optimizer, OptimizerSpec, Partition, Policies, Stage,
-    StageSpec, Task, Tensor,
+    mean_loss, sequential_step_in, Corpus, Device, ModelSpec, Optimizer, OptimizerSpec, Partition, Policies, Shard,
+    Stage, StageSpec, StepOutput, Task, Tensor,
 };
 
-use crate::exec::{execute, DeviceClock, ExecOptions, StageWork, Transport};
+use crate::exec::{execute, DeviceClock, ExecOptions, PendingSum, StageWork, Transport};
 use crate::workload::Layout;
 use crate::{Error, Result};
 
@@ -33,6 +33,12 @@ pub struct RealStage {
     losses: Vec<Option<Tensor>>,
     /// CUDA events on the stage's stream, on a GPU.
     clock: Option<GpuClock>,
+    /// With data parallelism: the replicas the gradients are summed over.
+    replicas: Option<Transport>,
+    /// Which of the step's micro-batches this replica runs.
+    shard: Shard,
+    /// The sum of the gradients over the replicas, started when the step's last backward ended.
+    sum: Option<PendingSum>,
 }
 
 /// A GPU stage's clock: CUDA events recorded on its stream.
@@ -74,6 +80,9 @@ impl RealStage {
             inputs: vec![],
             targets: vec![],
             losses: vec![],
+            replicas: None,
+            shard: Shard::whole(0),
+            sum: None,
         })
     }
 
@@ -90,7 +99,12 @@ impl RealStage {
     /// Prepares step `step` of `m` micro-batches of `batch` rows: resets the stage and loads the
     /// data this stage reads.
     pub fn begin_step(&mut self, task: &Task, step: u64, m: usize, batch: usize) -> Result<()> {
-        self.stage.begin_step(step, m)?;
+        self.shard = match &self.replicas {
+            Some(t) => Shard::of(t.replica(), t.replicas(), m)?,
+            None => Shard::whole(m),
+        };
+        self.sum = None;
+        self.stage.begin_shard(step, m, self.shard)?;
         let (first, last) = (self.stage.is_first(), self.stage.is_last());
         self.inputs = (0..m).map(|_| None).collect();
         self.targets = (0..m).map(|_| None).collect();
@@ -100,7 +114,7 @@ impl RealStage {
             let device = self.stage.device();
             let _scope = self.stage.lane().map(|l| l.enter());
             for mb in 0..m {
-                let (x, t) = task.batch(step, mb, batch);
+                let (x, t) = task.batch(step, self.shard.global(mb), batch);
                 if first {
                     self.inputs[mb] = Some(x.into_device(device)?);
                 }
@@ -126,6 +140,44 @@ impl RealStage {
     /// Applies the optimizer to the accumulated gradients.
     pub fn optimizer_step(&mut self) -> Result<()> {
         Ok(self.optimizer.step(&mut self.stage)?)
+    }
+
+    /// With data parallelism, once this replica's gradients of the step are complete: starts
+    /// summing them over the replicas (the communication thread does it while the pipeline
+    /// goes on).
+    fn start_sum(&mut self) -> std::result::Result<(), pipesched_stages::Error> {
+        let Some(replicas) = self.replicas.as_ref().filter(|_| self.stage.grads_complete()) else { return Ok(()) };
+        let mut values = Vec::new();
+        for g in self.stage.grads() {
+            values.extend(g.values()?);
+        }
+        let key = self.stage.index() as u32;
+        let pending = replicas
+            .start_sum(key, values)
+            .map_err(|e| pipesched_stages::Error::Optimizer(format!("stage {key}: {e}")))?;
+        self.sum = Some(pending);
+        Ok(())
+    }
+
+    /// Waits for the sum [`start_sum`](RealStage::start_sum) started and puts it in place of
+    /// the gradients (nothing to do without data parallelism).
+    pub fn finish_sum(&mut self) -> Result<()> {
+        let Some(pending) = self.sum.take() else { return Ok(()) };
+        let total = pending.wait()?;
+        let shapes: Vec<[usize; 2]> = self.stage.grads().iter().map(|g| g.shape()).collect();
+        let mut rest = total.as_slice();
+        let mut grads = Vec::with_capacity(shapes.len());
+        for [rows, cols] in shapes {
+            let (head, tail) = rest.split_at_checked(rows * cols).ok_or_else(|| {
+                Error::Config(format!(
+                    "stage {}: the sum over replicas is shorter than its gradients",
+                    self.stage.index()
+                ))
+            })?;
+            grads.push(Tensor::new(rows, cols, head.to_vec())?);
+            rest = tail;
+        }
+        Ok(self.stage.replace_grads(grads)?)
     }
 }
 
@@ -160,11 +212,13 @@ impl StageWork for RealStage {
     }
 
     fn backward_weight(&mut self, mb: usize) -> std::result::Result<(), Self::Error> {
-        self.stage.backward_weight(mb)
+        self.stage.backward_weight(mb)?;
+        self.start_sum()
     }
 
     fn backward(&mut self, mb: usize, grad: Option<Tensor>) -> std::result::Result<Option<Tensor>, Self::Error> {
         let g = self.stage.backward(mb, grad)?;
+        self.start_sum()?;
         Ok((!self.stage.is_first()).then_some(g))
     }
 
@@ -232,6 +286,8 @@ pub struct Model {
     pub task: Task,
     /// The stages this process holds, in model order.
     pub stages: Vec<RealStage>,
+    /// With data parallelism: the replicas this one trains beside.
+    replicas: Option<Transport>,
     /// Rows per micro-batch.
     pub batch: usize,
 }
@@ -285,7 +341,37 @@ impl Model {
             .iter()
             .map(|&k| RealStage::new(Stage::new(&spec, &specs[k])?, opts.optimizer))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Model { spec, specs, task, stages, batch })
+        Ok(Model { spec, specs, task, stages, batch, replicas: None })
+    }
+
+    /// This model as one of `transport`'s data-parallel replicas (nothing changes with one): each
+    /// step it runs its replica's share of the micro-batches ([`Shard`]), and each stage's
+    /// gradients are summed over the replicas, in replica order, as soon as its last backward of
+    /// the step ends.
+    pub fn in_replicas(mut self, transport: &Transport) -> Model {
+        if transport.replicas() > 1 {
+            for s in &mut self.stages {
+                s.replicas = Some(transport.clone());
+            }
+            self.replicas = Some(transport.clone());
+        }
+        self
+    }
+
+    /// Runs `f` on the stages as if this replica trained alone (no sums over replicas): for
+    /// profiling, whose runs are not training steps.
+    pub fn alone<T>(&mut self, f: impl FnOnce(&mut [RealStage]) -> T) -> T {
+        let saved: Vec<Option<Transport>> = self.stages.iter_mut().map(|s| s.replicas.take()).collect();
+        let out = f(&mut self.stages);
+        for (s, r) in self.stages.iter_mut().zip(saved) {
+            s.replicas = r;
+        }
+        out
+    }
+
+    /// How many data-parallel replicas train this model (1 without data parallelism).
+    pub fn replicas(&self) -> usize {
+        self.replicas.as_ref().map_or(1, Transport::replicas)
     }
 
     /// The mean loss of `batches` held-out micro-batches (the task's validation data), each run
@@ -355,13 +441,18 @@ impl Model {
             s.begin_step(&self.task, step, m, self.batch)?;
         }
         let trace = execute(schedule, &mut self.stages, opts)?;
-        // The last stage's process has the losses; with ranks as processes, every one gets them.
+        for s in &mut self.stages {
+            s.finish_sum()?;
+        }
+        // The last stage's process has the losses; with ranks as processes, every one gets them,
+        // and with data parallelism every replica's, in replica order.
         let mine: Vec<u8> = match self.stages.last().filter(|s| s.stage.is_last()) {
             Some(s) => s.losses()?.into_iter().flat_map(|l| l.unwrap_or(f32::NAN).to_le_bytes()).collect(),
             None => Vec::new(),
         };
         let all = opts.transport.all_gather(mine)?;
-        let bytes = all.into_iter().find(|b| !b.is_empty()).unwrap_or_default();
+        let ours = all.into_iter().find(|b| !b.is_empty()).unwrap_or_default();
+        let bytes = if self.replicas() > 1 { opts.transport.all_gather_replicas(ours)?.concat() } else { ours };
         let losses: Vec<f32> =
             bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
         Ok(StepResult { loss: mean_loss(&losses), trace })
@@ -433,20 +524,38 @@ impl Model {
         step: u64,
         m: usize,
         device: Option<Device>,
-    ) -> Result<(pipesched_stages::StepOutput, Vec<Stage>)> {
+    ) -> Result<(StepOutput, Vec<Stage>)> {
         let mut specs = self.specs.clone();
         if let Some(d) = device {
             specs.iter_mut().for_each(|s| s.device = d);
         }
-        let mut reference = Stage::build_all(&self.spec, &specs)?;
-        for (stage, saved) in reference.iter_mut().zip(params) {
-            let dev = stage.device();
-            for ((p, _), v) in stage.params_and_grads_mut().into_iter().zip(saved) {
-                *p = v.to_device(dev)?;
+        // With data parallelism, each replica's share from the same parameters, and their
+        // gradients added in replica order, as the replicas add them.
+        let replicas = self.replicas();
+        let mut losses = Vec::with_capacity(replicas * m);
+        let mut total: Option<Vec<Stage>> = None;
+        for d in 0..replicas {
+            let mut stages = Stage::build_all(&self.spec, &specs)?;
+            for (stage, saved) in stages.iter_mut().zip(params) {
+                let dev = stage.device();
+                for ((p, _), v) in stage.params_and_grads_mut().into_iter().zip(saved) {
+                    *p = v.to_device(dev)?;
+                }
             }
+            let out = sequential_step_in(&mut stages, &self.task, step, m, self.batch, Shard::of(d, replicas, m)?)?;
+            losses.extend(out.losses);
+            total = Some(match total {
+                None => stages,
+                Some(mut acc) => {
+                    for (a, b) in acc.iter_mut().zip(&stages) {
+                        add_grads(a, b)?;
+                    }
+                    acc
+                }
+            });
         }
-        let out = sequential_step(&mut reference, &self.task, step, m, self.batch)?;
-        Ok((out, reference))
+        let total = total.ok_or_else(|| Error::Config("a step needs at least one replica".into()))?;
+        Ok((StepOutput { loss: mean_loss(&losses), losses }, total))
     }
 
     /// Copies of the parameters of every stage this process holds.
@@ -472,6 +581,16 @@ pub struct Verification {
     /// With stages on a GPU: the largest relative difference of a gradient from the CPU's,
     /// `max|a − b| / max|b|` per parameter tensor (`b` the CPU's), over all tensors.
     pub cpu_rel_diff: Option<f32>,
+}
+
+/// Adds `b`'s gradients to `a`'s, element by element (`a + b`, in that order).
+fn add_grads(a: &mut Stage, b: &Stage) -> Result<()> {
+    let mut sums = Vec::with_capacity(a.grads().len());
+    for (x, y) in a.grads().into_iter().zip(b.grads()) {
+        let values = x.values()?.iter().zip(y.values()?).map(|(p, q)| p + q).collect();
+        sums.push(Tensor::new(x.rows(), x.cols(), values)?);
+    }
+    Ok(a.replace_grads(sums)?)
 }
 
 /// `max|a − b| / max|b|` (the absolute difference where `b` is all zeros).

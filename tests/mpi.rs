@@ -181,6 +181,59 @@ fn profiling_across_processes_measures_every_stage() {
     assert_eq!(b["layout"]["placement"], "v");
 }
 
+/// Data parallelism: `-p 2 --dp 2` on 4 processes, each replica taking 3 of the step's 6
+/// micro-batches. Every step's gradients are bitwise those of the sequential reference of the
+/// whole step, each replica's share run from the same parameters and the shares' gradients added
+/// in replica order — which is how the replicas add them — for a schedule with `B` and one with
+/// split `I`/`W`, with recompute. The loss of the first step is the loss of one pipeline running
+/// all 6 micro-batches, bit for bit (the same forwards), and two runs give the same bits.
+#[test]
+fn data_parallel_replicas_give_the_sequential_gradients_of_the_global_batch() {
+    for (schedule, policy) in [("1f1b", "none"), ("zb-h1", "full")] {
+        let line = format!(
+            "--model tiny -s {schedule} -p 2 -m 3 --recompute {policy} --dp 2 --steps 3 --warmup 0 --verify --no-compare --json"
+        );
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let r = report(4, &args);
+        let case = format!("{schedule} {policy}");
+        assert_eq!(r["bitwise"], true, "{case}: {r}");
+        assert_eq!(r["max_grad_diff"], 0.0, "{case}");
+        assert_eq!(r["peak_held_bytes"], r["predicted_peak_held_bytes"], "{case}");
+        let again = report(4, &args);
+        assert_eq!(r["losses"], again["losses"], "{case}: two runs differ");
+        let one = Command::new(env!("CARGO_BIN_EXE_pipesched"))
+            .args(["run", "--model", "tiny", "-s", schedule, "-p", "2", "-m", "6", "--recompute", policy])
+            .args(["--steps", "1", "--warmup", "0", "--no-compare", "--json"])
+            .output()
+            .unwrap();
+        assert!(one.status.success());
+        let one: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&one.stdout).lines().last().unwrap()).unwrap();
+        assert_eq!(r["losses"][0], one["losses"][0], "{case}: the global batch's loss");
+    }
+}
+
+/// `--dp` where it cannot run: a world that does not split into equal pipelines, and threads.
+#[test]
+fn data_parallelism_needs_p_times_d_processes() {
+    let out = mpirun(3, &["--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "4", "--dp", "2", "--no-compare"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("3 MPI processes cannot make 2 pipeline replicas of equal size"), "{stderr}");
+    let out = mpirun(6, &["--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "4", "--dp", "2", "--no-compare"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("6 MPI processes for 2 pipelines (--dp 2) of p=2 ranks; launch one process per rank of every pipeline: `mpirun -n 4 …`"),
+        "{stderr}"
+    );
+    let threads = Command::new(env!("CARGO_BIN_EXE_pipesched"))
+        .args(["run", "--model", "tiny", "-p", "2", "-m", "4", "--dp", "2"])
+        .output()
+        .unwrap();
+    assert!(!threads.status.success());
+    assert!(String::from_utf8_lossy(&threads.stderr).contains("--dp 2 runs pipeline replicas as MPI processes"));
+}
+
 /// More or fewer processes than ranks: a clear error, not a hang.
 #[test]
 fn a_world_size_other_than_p_is_refused() {

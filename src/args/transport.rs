@@ -3,6 +3,7 @@
 
 use clap::{Args, ValueEnum};
 
+use super::at_least_one;
 use crate::exec::Transport;
 use crate::Result;
 
@@ -13,6 +14,11 @@ pub struct TransportArgs {
     /// (one process per rank: `mpirun -n P …`; needs a build with the `mpi` feature).
     #[arg(long, value_enum, default_value_t = TransportKind::Threads)]
     pub transport: TransportKind,
+    /// Data parallelism: D pipeline replicas side by side, each taking its own m micro-batches
+    /// of a global batch of D·m, their gradients summed across replicas before every optimizer
+    /// step (`--transport mpi` on p·D processes).
+    #[arg(long, default_value_t = 1, value_parser = at_least_one, value_name = "D")]
+    pub dp: usize,
 }
 
 /// `--transport`'s values.
@@ -34,16 +40,27 @@ impl TransportArgs {
     #[cfg(feature = "mpi")]
     pub fn start(&self) -> Result<Transport> {
         match self.transport {
-            TransportKind::Threads => Ok(Transport::InProcess),
-            TransportKind::Mpi => Ok(Transport::Mpi(crate::mpi::Mpi::start()?)),
+            TransportKind::Threads => self.one_pipeline(),
+            TransportKind::Mpi => Ok(Transport::Mpi(crate::mpi::Mpi::start(self.dp)?)),
         }
+    }
+
+    /// In one process: one pipeline only.
+    fn one_pipeline(&self) -> Result<Transport> {
+        if self.dp > 1 {
+            return Err(crate::Error::Usage(format!(
+                "--dp {} runs pipeline replicas as MPI processes: add --transport mpi and launch p·{} processes with mpirun",
+                self.dp, self.dp
+            )));
+        }
+        Ok(Transport::InProcess)
     }
 
     /// The transport, started: `mpi` is an error in a build without MPI.
     #[cfg(not(feature = "mpi"))]
     pub fn start(&self) -> Result<Transport> {
         match self.transport {
-            TransportKind::Threads => Ok(Transport::InProcess),
+            TransportKind::Threads => self.one_pipeline(),
             TransportKind::Mpi => Err(crate::Error::Usage(
                 "--transport mpi needs a build with MPI: `cargo build --release --features mpi` (Debian: apt-get install libopenmpi-dev openmpi-bin libclang-dev)".into(),
             )),

@@ -24,12 +24,14 @@ mod board;
 mod link;
 #[cfg(feature = "mpi")]
 mod processes;
+mod transport;
 mod wire;
 mod work;
 mod worker;
 
 pub use board::{Board, Phase, Position};
 pub use link::{Edge, Links};
+pub use transport::{PendingSum, Transport};
 pub use wire::{Packet, Wire};
 pub use work::{DeviceClock, StageWork};
 pub use worker::RankRecord;
@@ -60,174 +62,6 @@ pub struct ExecOptions {
 impl Default for ExecOptions {
     fn default() -> Self {
         ExecOptions { timeout: DEFAULT_TIMEOUT, transport: Transport::InProcess }
-    }
-}
-
-/// How the ranks of a run reach each other.
-#[derive(Debug, Clone, Default)]
-pub enum Transport {
-    /// Every rank a thread of this process (crossbeam channels).
-    #[default]
-    InProcess,
-    /// Every rank its own MPI process; this process runs rank [`Mpi::rank`](crate::mpi::Mpi::rank).
-    #[cfg(feature = "mpi")]
-    Mpi(std::sync::Arc<crate::mpi::Mpi>),
-}
-
-impl Transport {
-    /// Whether this process reports the run: always in process; rank 0 of MPI processes.
-    pub fn is_root(&self) -> bool {
-        match self {
-            Transport::InProcess => true,
-            #[cfg(feature = "mpi")]
-            Transport::Mpi(mpi) => mpi.rank() == 0,
-        }
-    }
-
-    /// Whether ranks are processes (MPI).
-    pub fn is_processes(&self) -> bool {
-        !matches!(self, Transport::InProcess)
-    }
-
-    /// Whether this process runs `rank`'s lane: every rank in process, its own as MPI.
-    pub fn runs(&self, rank: usize) -> bool {
-        match self {
-            Transport::InProcess => {
-                let _ = rank;
-                true
-            }
-            #[cfg(feature = "mpi")]
-            Transport::Mpi(mpi) => mpi.rank() == rank,
-        }
-    }
-
-    /// Whether there is one process per rank of a pipeline of `p` ranks (always, in process); an
-    /// error saying how to launch otherwise.
-    pub fn check_size(&self, p: usize) -> Result<()> {
-        match self {
-            Transport::InProcess => {
-                let _ = p;
-                Ok(())
-            }
-            #[cfg(feature = "mpi")]
-            Transport::Mpi(mpi) if mpi.size() != p => Err(Error::Usage(format!(
-                "{} MPI processes for a pipeline of p={p} ranks; launch one process per rank: `mpirun -n {p} …`",
-                mpi.size()
-            ))),
-            #[cfg(feature = "mpi")]
-            Transport::Mpi(_) => Ok(()),
-        }
-    }
-
-    /// The model stages this process holds, of `stages` placed on ranks by `rank_of`: every
-    /// one in process; its own rank's with ranks as processes. In model order.
-    pub fn held(&self, stages: usize, rank_of: impl Fn(usize) -> usize) -> Vec<usize> {
-        (0..stages).filter(|&s| self.runs(rank_of(s))).collect()
-    }
-
-    /// Every process's `bytes`, in rank order, on the root ([`Transport::is_root`]); an empty
-    /// list on the others, once the root has them all. In process: just `bytes`.
-    pub fn gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
-        match self {
-            Transport::InProcess => Ok(vec![bytes]),
-            #[cfg(feature = "mpi")]
-            Transport::Mpi(mpi) => mpi.gather(bytes),
-        }
-    }
-
-    /// `value`, which the process running rank `from` gives (the others give `None`), on every
-    /// process: how a pass that walks the stages one after another (a forward-only pass, the
-    /// profiler's recording pass) crosses from one process to the next. In process: `value`.
-    pub fn share<T: Wire>(&self, from: usize, value: Option<T>) -> Result<Option<T>> {
-        if !self.is_processes() {
-            return Ok(value);
-        }
-        let mine = match (&value, self.runs(from)) {
-            (_, false) => Vec::new(),
-            (None, true) => vec![0],
-            (Some(v), true) => {
-                let mut out = vec![1];
-                v.encode(&mut out)
-                    .map_err(|e| Error::Config(format!("rank {from} cannot encode what it shares: {e}")))?;
-                out
-            }
-        };
-        let parts = self.all_gather(mine)?;
-        let part = parts.get(from).map(Vec::as_slice).unwrap_or_default();
-        match part.split_first() {
-            Some((0, [])) => Ok(None),
-            Some((1, body)) => T::decode(body)
-                .map(Some)
-                .map_err(|e| Error::Config(format!("what rank {from} shared cannot be read: {e}"))),
-            _ => Err(Error::Config(format!("rank {from} shared nothing where it should have ({} bytes)", part.len()))),
-        }
-    }
-
-    /// Every process's `(model stage, value)` pairs, on every process, as one value per stage
-    /// of `stages`, in model order; an error if a stage is missing or given twice.
-    pub fn by_stage<T: serde::Serialize + serde::de::DeserializeOwned>(
-        &self,
-        stages: usize,
-        mine: Vec<(usize, T)>,
-    ) -> Result<Vec<T>> {
-        let parts = if self.is_processes() {
-            let bytes = serde_json::to_vec(&mine)
-                .map_err(|e| Error::Config(format!("cannot encode this process's values per stage: {e}")))?;
-            let mut all = Vec::new();
-            for (rank, part) in self.all_gather(bytes)?.into_iter().enumerate() {
-                let theirs: Vec<(usize, T)> = serde_json::from_slice(&part)
-                    .map_err(|e| Error::Config(format!("rank {rank}'s values per stage cannot be read: {e}")))?;
-                all.extend(theirs);
-            }
-            all
-        } else {
-            mine
-        };
-        let mut out: Vec<Option<T>> = (0..stages).map(|_| None).collect();
-        for (s, value) in parts {
-            match out.get_mut(s) {
-                Some(slot @ None) => *slot = Some(value),
-                _ => return Err(Error::Config(format!("stage {s} was given twice or is out of range 0..{stages}"))),
-            }
-        }
-        out.into_iter()
-            .enumerate()
-            .map(|(s, v)| v.ok_or_else(|| Error::Config(format!("no process gave a value for stage {s}"))))
-            .collect()
-    }
-
-    /// Every process's `bytes`, in rank order (in process: just `bytes`); see
-    /// [`Mpi::all_gather`](crate::mpi::Mpi::all_gather) for how long it waits.
-    pub fn all_gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
-        match self {
-            Transport::InProcess => Ok(vec![bytes]),
-            #[cfg(feature = "mpi")]
-            Transport::Mpi(mpi) => mpi.all_gather(bytes),
-        }
-    }
-
-    /// With ranks as processes, after this process has reported `e`: tells the others (unless
-    /// `e` is another process's failure) and waits for them to report theirs
-    /// ([`Mpi::abort`](crate::mpi::Mpi::abort)). Nothing in process. Whether it did anything.
-    pub fn abort(&self, e: &Error) -> bool {
-        #[cfg(feature = "mpi")]
-        if let Transport::Mpi(mpi) = self {
-            match e {
-                Error::Remote(_) => crate::mpi::Mpi::linger(),
-                _ => mpi.abort(&e.to_string()),
-            }
-            return true;
-        }
-        let _ = e;
-        false
-    }
-
-    /// Ends the run for this process: MPI processes wait for each other, then finalise MPI.
-    pub fn finish(&self) {
-        #[cfg(feature = "mpi")]
-        if let Transport::Mpi(mpi) = self {
-            mpi.finish();
-        }
     }
 }
 

@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
-use mpi::topology::SimpleCommunicator;
+use mpi::topology::{Color, SimpleCommunicator};
 use mpi::traits::*;
 use mpi::Threading;
 
-use super::Tag;
+use super::{Scope, Tag};
 use crate::exec::{Edge, Packet};
 
 /// The longest the thread waits for a packet or a request before polling MPI again.
@@ -25,9 +25,12 @@ const IDLE: Duration = Duration::from_micros(50);
 pub(crate) enum Request {
     /// Packets of `Edge` go into this channel.
     Route(Edge, Sender<Packet>),
-    /// Every rank's bytes, in rank order, to every rank (`everyone`) or to rank 0 only (the
-    /// others get an empty list, once rank 0 has everything).
-    AllGather { bytes: Vec<u8>, everyone: bool, reply: Sender<Result<Vec<Vec<u8>>, String>> },
+    /// Every member's bytes of `scope`, in rank order, to every member (`everyone`) or to its
+    /// member 0 only (the others get an empty list, once member 0 has everything).
+    AllGather { scope: Scope, bytes: Vec<u8>, everyone: bool, reply: Sender<Result<Vec<Vec<u8>>, String>> },
+    /// This replica's part of the sum over replicas keyed `key`: every replica's `f32` values
+    /// (little-endian), added in replica order; the sum goes to `reply` on every replica.
+    Sum { key: u32, values: Vec<u8>, reply: Sender<Result<Vec<u8>, String>> },
     /// Tell every other rank this one failed; say when it has been sent.
     Abort(String, Sender<()>),
     /// Finalise MPI and end the thread; with `barrier`, after every rank has come this far.
@@ -43,10 +46,40 @@ pub(crate) struct State {
     routes: HashMap<Edge, Sender<Packet>>,
     /// Packets that came before their edge had a route.
     unrouted: Vec<Packet>,
-    /// Rank 0: the other ranks' contributions to the all-gather under way.
-    gathered: HashMap<usize, Vec<u8>>,
-    /// Other ranks: rank 0's answer to the all-gather under way.
-    released: Option<Vec<u8>>,
+    /// Member 0 of a scope: the other members' contributions to its all-gather under way.
+    gathered: HashMap<(Scope, usize), Vec<u8>>,
+    /// Other members: member 0's answer to the scope's all-gather under way.
+    released: HashMap<Scope, Vec<u8>>,
+    /// Sums over replicas under way, by key.
+    sums: HashMap<u32, Sum>,
+}
+
+/// One sum over replicas under way.
+#[derive(Default)]
+struct Sum {
+    /// Replica 0: every replica's values, by replica, as they arrive.
+    parts: HashMap<usize, Vec<u8>>,
+    /// Where the sum goes in this process, once it has asked for it.
+    reply: Option<Sender<Result<Vec<u8>, String>>>,
+}
+
+/// The communicators: the world (failures, clocks, the final barrier), this process's pipeline
+/// (its data and its gathers; rank = pipeline rank) and its data-parallel group (the processes
+/// of the same pipeline rank in every replica; rank = replica).
+pub(crate) struct Comms {
+    world: SimpleCommunicator,
+    pipeline: SimpleCommunicator,
+    replicas: SimpleCommunicator,
+}
+
+impl Comms {
+    fn of(&self, scope: Scope) -> &SimpleCommunicator {
+        match scope {
+            Scope::World => &self.world,
+            Scope::Pipeline => &self.pipeline,
+            Scope::Replicas => &self.replicas,
+        }
+    }
 }
 
 impl State {
@@ -64,7 +97,8 @@ impl State {
             routes: HashMap::new(),
             unrouted: Vec::new(),
             gathered: HashMap::new(),
-            released: None,
+            released: HashMap::new(),
+            sums: HashMap::new(),
         }
     }
 
@@ -74,16 +108,18 @@ impl State {
         self.aborted.store(true, Ordering::Release);
     }
 
-    /// Sends `bytes` to `peer` with `tag`, receiving what arrives until the send is done.
-    fn send(&mut self, world: &SimpleCommunicator, peer: usize, tag: Tag, bytes: &[u8]) {
-        mpi::request::scope(|scope| {
-            let mut req = world.process_at_rank(peer as i32).immediate_send_with_tag(scope, bytes, tag as i32);
+    /// Sends `bytes` to member `peer` of `scope` with `tag`, receiving what arrives until the
+    /// send is done.
+    fn send(&mut self, comms: &Comms, scope: Scope, peer: usize, tag: Tag, bytes: &[u8]) {
+        mpi::request::scope(|s| {
+            let comm = comms.of(scope);
+            let mut req = comm.process_at_rank(peer as i32).immediate_send_with_tag(s, bytes, tag as i32);
             loop {
                 match req.test() {
                     Ok(_) => break,
                     Err(pending) => {
                         req = pending;
-                        self.poll(world);
+                        self.poll(comms);
                     }
                 }
             }
@@ -91,25 +127,88 @@ impl State {
     }
 
     /// Sends every packet the workers have queued.
-    fn flush(&mut self, world: &SimpleCommunicator) {
+    fn flush(&mut self, comms: &Comms) {
         while let Ok(p) = self.outbox.try_recv() {
-            self.send(world, p.peer, Tag::Data, &p.bytes);
+            self.send(comms, Scope::Pipeline, p.peer, Tag::Data, &p.bytes);
         }
     }
 
-    /// Receives every message that has arrived.
-    fn poll(&mut self, world: &SimpleCommunicator) {
-        while let Some(probed) = world.any_process().immediate_matched_probe() {
-            let (bytes, status) = probed.matched_receive_vec::<u8>();
-            let source = status.source_rank() as usize;
-            match status.tag() {
-                t if t == Tag::Data as i32 => self.deliver(Packet { peer: source, bytes }),
-                t if t == Tag::Gather as i32 => {
-                    self.gathered.insert(source, bytes);
+    /// Receives every message that has arrived, on every communicator.
+    fn poll(&mut self, comms: &Comms) {
+        for scope in [Scope::Pipeline, Scope::Replicas, Scope::World] {
+            while let Some(probed) = comms.of(scope).any_process().immediate_matched_probe() {
+                let (bytes, status) = probed.matched_receive_vec::<u8>();
+                self.take(comms, scope, status.source_rank() as usize, status.tag(), bytes);
+            }
+        }
+    }
+
+    /// Handles a message from member `source` of `scope`.
+    fn take(&mut self, comms: &Comms, scope: Scope, source: usize, tag: i32, bytes: Vec<u8>) {
+        match (scope, tag) {
+            (Scope::Pipeline, t) if t == Tag::Data as i32 => self.deliver(Packet { peer: source, bytes }),
+            (_, t) if t == Tag::Gather as i32 => {
+                self.gathered.insert((scope, source), bytes);
+            }
+            (_, t) if t == Tag::Release as i32 => {
+                self.released.insert(scope, bytes);
+            }
+            (Scope::World, t) if t == Tag::Abort as i32 => self.fail(String::from_utf8_lossy(&bytes).into_owned()),
+            (Scope::Replicas, t) if t == Tag::Sum as i32 || t == Tag::Summed as i32 => {
+                let Some((key, values)) = bytes.split_first_chunk::<4>() else {
+                    return self.fail(format!("replica {source} sent a sum without its key"));
+                };
+                let key = u32::from_le_bytes(*key);
+                if t == Tag::Sum as i32 {
+                    self.sums.entry(key).or_default().parts.insert(source, values.to_vec());
+                    self.try_sum(comms, key);
+                } else if let Some(reply) = self.sums.remove(&key).and_then(|s| s.reply) {
+                    let _ = reply.send(Ok(values.to_vec()));
                 }
-                t if t == Tag::Release as i32 => self.released = Some(bytes),
-                t if t == Tag::Abort as i32 => self.fail(String::from_utf8_lossy(&bytes).into_owned()),
-                other => self.fail(format!("rank {source} sent a message with unknown tag {other}")),
+            }
+            (_, other) => self.fail(format!("member {source} of {scope:?} sent a message with tag {other}")),
+        }
+    }
+
+    /// This replica's part of sum `key` (see [`Request::Sum`]).
+    fn sum(&mut self, comms: &Comms, key: u32, values: Vec<u8>, reply: Sender<Result<Vec<u8>, String>>) {
+        let replica = comms.replicas.rank() as usize;
+        if comms.replicas.size() == 1 {
+            let _ = reply.send(Ok(values));
+            return;
+        }
+        let entry = self.sums.entry(key).or_default();
+        entry.reply = Some(reply);
+        if replica == 0 {
+            entry.parts.insert(0, values);
+            self.try_sum(comms, key);
+        } else {
+            let mut message = key.to_le_bytes().to_vec();
+            message.extend_from_slice(&values);
+            self.send(comms, Scope::Replicas, 0, Tag::Sum, &message);
+        }
+    }
+
+    /// Replica 0: once every replica's part of sum `key` is here and this process has asked for
+    /// it, adds the parts in replica order and sends the sum to every replica.
+    fn try_sum(&mut self, comms: &Comms, key: u32) {
+        let n = comms.replicas.size() as usize;
+        let ready = self.sums.get(&key).is_some_and(|s| s.parts.len() == n && s.reply.is_some());
+        let Some(Sum { mut parts, reply: Some(reply) }) = ready.then(|| self.sums.remove(&key)).flatten() else {
+            return;
+        };
+        let total = add_in_order((0..n).map(|r| parts.remove(&r).unwrap_or_default()).collect());
+        match total {
+            Ok(total) => {
+                let mut message = key.to_le_bytes().to_vec();
+                message.extend_from_slice(&total);
+                for r in 1..n {
+                    self.send(comms, Scope::Replicas, r, Tag::Summed, &message);
+                }
+                let _ = reply.send(Ok(total));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
             }
         }
     }
@@ -141,9 +240,9 @@ impl State {
     /// of its own: every rank's waits for inputs are bounded by the step's timeout, and a rank
     /// that times out or fails tells the others; a process that dies is ended by `mpirun`, which
     /// ends the rest.
-    fn wait_for(&mut self, world: &SimpleCommunicator, done: impl Fn(&State) -> bool) -> Result<(), String> {
+    fn wait_for(&mut self, comms: &Comms, done: impl Fn(&State) -> bool) -> Result<(), String> {
         loop {
-            self.poll(world);
+            self.poll(comms);
             if done(self) {
                 return Ok(());
             }
@@ -160,25 +259,49 @@ impl State {
     /// before every rank has entered it.
     fn all_gather(
         &mut self,
-        world: &SimpleCommunicator,
+        comms: &Comms,
+        scope: Scope,
         bytes: Vec<u8>,
         everyone: bool,
     ) -> Result<Vec<Vec<u8>>, String> {
-        let (rank, size) = (world.rank() as usize, world.size() as usize);
+        let comm = comms.of(scope);
+        let (rank, size) = (comm.rank() as usize, comm.size() as usize);
         if rank != 0 {
-            self.send(world, 0, Tag::Gather, &bytes);
-            self.wait_for(world, |s| s.released.is_some())?;
-            return split(&self.released.take().expect("waited for it"));
+            self.send(comms, scope, 0, Tag::Gather, &bytes);
+            self.wait_for(comms, |s| s.released.contains_key(&scope))?;
+            return split(&self.released.remove(&scope).expect("waited for it"));
         }
-        self.wait_for(world, |s| s.gathered.len() == size - 1)?;
+        self.wait_for(comms, |s| (1..size).all(|r| s.gathered.contains_key(&(scope, r))))?;
         let mut all = vec![bytes];
-        all.extend((1..size).map(|r| self.gathered.remove(&r).expect("every rank answered")));
+        all.extend((1..size).map(|r| self.gathered.remove(&(scope, r)).expect("every member answered")));
         let joined = if everyone { join(&all) } else { Vec::new() };
         for r in 1..size {
-            self.send(world, r, Tag::Release, &joined);
+            self.send(comms, scope, r, Tag::Release, &joined);
         }
         Ok(all)
     }
+}
+
+/// The element-wise sum of `parts` (each `f32` values, little-endian), added in the order given:
+/// `((p₀ + p₁) + p₂) + …`, the same bits on every run.
+fn add_in_order(parts: Vec<Vec<u8>>) -> Result<Vec<u8>, String> {
+    let mut parts = parts.into_iter();
+    let mut total = parts.next().unwrap_or_default();
+    for (r, part) in parts.enumerate() {
+        if part.len() != total.len() {
+            return Err(format!(
+                "replica {} gave {} bytes of gradients where replica 0 gave {}; every replica must build the same stages",
+                r + 1,
+                part.len(),
+                total.len()
+            ));
+        }
+        for (t, p) in total.chunks_exact_mut(4).zip(part.chunks_exact(4)) {
+            let sum = f32::from_le_bytes(t.try_into().expect("4 bytes")) + f32::from_le_bytes(p.try_into().expect("4"));
+            t.copy_from_slice(&sum.to_le_bytes());
+        }
+    }
+    Ok(total)
 }
 
 /// `parts` as one buffer: each part's length (`u64`, little-endian), then its bytes.
@@ -212,7 +335,7 @@ pub(crate) fn wall_ms() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
-/// What to add to this process's wall clock to read rank 0's, in milliseconds (Cristian's
+/// What to add to this process's wall clock to read world rank 0's, in milliseconds (Cristian's
 /// method): each other rank asks rank 0 for its time [`CLOCK_ROUNDS`] times and keeps the answer
 /// of the shortest round trip, taken to have been read halfway through it, so the estimate is
 /// off by at most half that round trip. Rank 0 answers the ranks one after another; it runs
@@ -245,37 +368,66 @@ fn clock_offset(world: &SimpleCommunicator) -> f64 {
     best.1
 }
 
-/// The thread's body: initialises MPI, compares the clocks, reports `(rank, size, clock
-/// offset)` on `ready`, serves until told to stop, and finalises MPI after a run that
-/// succeeded (see `Request::Stop`).
-pub(crate) fn serve(mut st: State, ready: Sender<Result<(usize, usize, f64), String>>) {
+/// Where a process sits: its pipeline rank of `p`, its replica of `replicas`, and its clock
+/// offset (see [`clock_offset`]).
+pub(crate) struct Place {
+    pub(crate) rank: usize,
+    pub(crate) p: usize,
+    pub(crate) replica: usize,
+    pub(crate) replicas: usize,
+    pub(crate) clock_offset: f64,
+}
+
+/// The thread's body: initialises MPI, splits the world into `replicas` pipelines of equal
+/// size (world rank `w` is rank `w mod p` of replica `w / p`), compares the clocks, reports the
+/// process's [`Place`] on `ready`, serves until told to stop, and finalises MPI after a run
+/// that succeeded (see `Request::Stop`).
+pub(crate) fn serve(mut st: State, replicas: usize, ready: Sender<Result<Place, String>>) {
     let Some((universe, _)) = mpi::initialize_with_threading(Threading::Funneled) else {
         let _ = ready.send(Err("MPI is already initialised in this process".into()));
         return;
     };
     let world = universe.world();
-    let offset = clock_offset(&world);
-    let _ = ready.send(Ok((world.rank() as usize, world.size() as usize, offset)));
+    let (w, size) = (world.rank() as usize, world.size() as usize);
+    if replicas == 0 || size % replicas != 0 {
+        let _ = ready.send(Err(format!(
+            "{size} MPI processes cannot make {replicas} pipeline replicas of equal size; launch p·dp processes (`mpirun -n P·D … --dp D`)"
+        )));
+        std::mem::forget(universe);
+        return;
+    }
+    let p = size / replicas;
+    let (rank, replica) = (w % p, w / p);
+    let split = |color: usize| world.split_by_color(Color::with_value(color as i32));
+    let (Some(pipeline), Some(group)) = (split(replica), split(rank)) else {
+        let _ = ready.send(Err("MPI could not split the world into pipelines and replica groups".into()));
+        std::mem::forget(universe);
+        return;
+    };
+    let clock_offset = clock_offset(&world);
+    let comms = Comms { world, pipeline, replicas: group };
+    let _ = ready.send(Ok(Place { rank, p, replica, replicas, clock_offset }));
     loop {
-        st.flush(&world);
-        st.poll(&world);
+        st.flush(&comms);
+        st.poll(&comms);
         let request = st.requests.try_recv();
         // Whatever a worker queued before this request was made is in the outbox now: it leaves
         // first (a gather must not overtake the step's last packets).
-        st.flush(&world);
+        st.flush(&comms);
         match request {
             Ok(Request::Route(edge, tx)) => st.route(edge, tx),
-            Ok(Request::AllGather { bytes, everyone, reply }) => {
-                let _ = reply.send(st.all_gather(&world, bytes, everyone));
+            Ok(Request::AllGather { scope, bytes, everyone, reply }) => {
+                let _ = reply.send(st.all_gather(&comms, scope, bytes, everyone));
             }
+            Ok(Request::Sum { key, values, reply }) => st.sum(&comms, key, values, reply),
             Ok(Request::Abort(message, done)) => {
-                for r in (0..world.size() as usize).filter(|&r| r != world.rank() as usize) {
-                    st.send(&world, r, Tag::Abort, message.as_bytes());
+                for r in (0..size).filter(|&r| r != w) {
+                    st.send(&comms, Scope::World, r, Tag::Abort, message.as_bytes());
                 }
                 let _ = done.send(());
             }
             Ok(Request::Stop { barrier: true }) => {
-                world.barrier();
+                comms.world.barrier();
                 break;
             }
             // After a failure: finalising would wait for every other rank (OpenMPI's finalise
@@ -293,6 +445,7 @@ pub(crate) fn serve(mut st: State, ready: Sender<Result<(usize, usize, f64), Str
             }
         }
     }
+    drop(comms);
     drop(universe);
 }
 

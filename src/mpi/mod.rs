@@ -45,12 +45,32 @@ pub(crate) enum Tag {
     Abort = 4,
     /// A clock reading, at start-up.
     Clock = 5,
+    /// One replica's part of a sum over replicas, to replica 0.
+    Sum = 6,
+    /// A sum over replicas, from replica 0 to the others.
+    Summed = 7,
+}
+
+/// Which processes a collective spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Scope {
+    /// Every process.
+    World,
+    /// This process's pipeline replica: its `p` ranks.
+    Pipeline,
+    /// The processes of this pipeline rank, one per replica.
+    Replicas,
 }
 
 /// This process's MPI rank and its communication thread.
 pub struct Mpi {
+    /// Pipeline rank.
     rank: usize,
+    /// Ranks per pipeline.
     size: usize,
+    /// Which pipeline replica this process belongs to, of `replicas`.
+    replica: usize,
+    replicas: usize,
     /// Milliseconds to add to this process's wall clock to read rank 0's.
     clock_offset: f64,
     requests: Sender<Request>,
@@ -76,8 +96,10 @@ impl std::fmt::Debug for Mpi {
 }
 
 impl Mpi {
-    /// Starts the communication thread, which initialises MPI; an error if MPI cannot start.
-    pub fn start() -> Result<Arc<Mpi>> {
+    /// Starts the communication thread, which initialises MPI and splits the processes into
+    /// `replicas` pipelines (data parallelism; 1 for one pipeline); an error if MPI cannot start
+    /// or the processes do not split evenly.
+    pub fn start(replicas: usize) -> Result<Arc<Mpi>> {
         let (requests, requests_rx) = unbounded();
         let (outbox, outbox_rx) = unbounded();
         let (ready_tx, ready_rx) = unbounded();
@@ -86,15 +108,17 @@ impl Mpi {
         let state = comm::State::new(requests_rx, outbox_rx, Arc::clone(&aborted), Arc::clone(&failure));
         let thread = std::thread::Builder::new()
             .name("pipesched-mpi".into())
-            .spawn(move || comm::serve(state, ready_tx))
+            .spawn(move || comm::serve(state, replicas, ready_tx))
             .map_err(|e| Error::Config(format!("cannot start the MPI communication thread: {e}")))?;
-        let (rank, size, clock_offset) = ready_rx
+        let comm::Place { rank, p: size, replica, replicas, clock_offset } = ready_rx
             .recv()
             .map_err(|_| Error::Config("the MPI communication thread stopped while starting".into()))?
             .map_err(Error::Config)?;
         Ok(Arc::new(Mpi {
             rank,
             size,
+            replica,
+            replicas,
             clock_offset,
             requests,
             outbox,
@@ -106,14 +130,24 @@ impl Mpi {
         }))
     }
 
-    /// This process's rank.
+    /// This process's rank in its pipeline.
     pub fn rank(&self) -> usize {
         self.rank
     }
 
-    /// How many processes there are.
+    /// How many ranks each pipeline has (all processes: `size() · replicas()`).
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Which pipeline replica this process belongs to.
+    pub fn replica(&self) -> usize {
+        self.replica
+    }
+
+    /// How many pipeline replicas there are (data parallelism).
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// Rank 0's wall clock, as this process estimates it: milliseconds since the Unix epoch
@@ -183,19 +217,37 @@ impl Mpi {
     /// until every rank has sent its part, or until one reports a failure (an error with its
     /// report).
     pub fn all_gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
-        self.gather_for(bytes, true)
+        self.gather_in(Scope::Pipeline, bytes, true)
     }
 
     /// Every rank's `bytes`, in rank order, on rank 0; an empty list on the others, once rank 0
-    /// has them all. Waits as [`Mpi::all_gather`] does.
+    /// has them all. Waits as [`Mpi::all_gather`] does. (Within this process's pipeline.)
     pub fn gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
-        self.gather_for(bytes, false)
+        self.gather_in(Scope::Pipeline, bytes, false)
     }
 
-    fn gather_for(&self, bytes: Vec<u8>, everyone: bool) -> Result<Vec<Vec<u8>>> {
+    /// Every replica's `bytes`, in replica order, on every process of this pipeline rank.
+    pub fn all_gather_replicas(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
+        self.gather_in(Scope::Replicas, bytes, true)
+    }
+
+    /// Starts the sum over replicas keyed `key` (unique among the sums under way, the same on
+    /// every replica) of this replica's `values`: the returned channel gets every replica's
+    /// values added in replica order, `((v₀ + v₁) + v₂) + …` — the same bits on every replica
+    /// and every run — or the error that stopped it.
+    pub fn start_sum(&self, key: u32, values: &[f32]) -> Result<Receiver<std::result::Result<Vec<u8>, String>>> {
+        let (reply, answer) = unbounded();
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.requests
+            .send(Request::Sum { key, values: bytes, reply })
+            .map_err(|_| Error::Config("the MPI communication thread has stopped".into()))?;
+        Ok(answer)
+    }
+
+    fn gather_in(&self, scope: Scope, bytes: Vec<u8>, everyone: bool) -> Result<Vec<Vec<u8>>> {
         let (reply, answer) = unbounded();
         self.requests
-            .send(Request::AllGather { bytes, everyone, reply })
+            .send(Request::AllGather { scope, bytes, everyone, reply })
             .map_err(|_| Error::Config("the MPI communication thread has stopped".into()))?;
         let got = answer.recv().map_err(|_| Error::Config("the MPI communication thread stopped mid-gather".into()))?;
         got.map_err(Error::Remote)

@@ -51,7 +51,7 @@ pub fn profile_model(
     let (task, batch) = (model.task.clone(), model.batch);
     let prepare =
         |stage: &mut crate::model::RealStage, run: usize| stage.begin_step(&task, 1 << 40 | run as u64, 1, batch);
-    profile(layout, &mut model.stages, &opts, prepare, transport)
+    model.alone(|stages| profile(layout, stages, &opts, prepare, transport))
 }
 
 impl Workload for RealWorkload {

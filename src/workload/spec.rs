@@ -269,7 +269,8 @@ impl WorkloadSpec {
                     devices: (0..layout.stages()).map(|k| devices[layout.rank_of(k)]).collect(),
                     held: Some(transport.held(layout.stages(), |s| layout.rank_of(s))),
                 };
-                Ok(Box::new(RealWorkload::new(Model::build(spec, &opts)?, *layout, transport.clone())))
+                let model = Model::build(spec, &opts)?.in_replicas(transport);
+                Ok(Box::new(RealWorkload::new(model, *layout, transport.clone())))
             }
         }
     }

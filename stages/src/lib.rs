@@ -73,6 +73,7 @@ mod precision;
 mod presets;
 mod reference;
 pub mod rng;
+mod shard;
 mod slot;
 mod spec;
 mod stage;
@@ -91,7 +92,10 @@ pub use optim::{Optimizer, OptimizerSpec};
 pub use partition::{Partition, StageSpec};
 pub use policy::{Kept, Policies, RecomputePolicy};
 pub use precision::Precision;
-pub use reference::{check_chain, mean_loss, reference_step, sequential_step, train_step, StepOutput};
+pub use reference::{
+    check_chain, mean_loss, reference_step, sequential_step, sequential_step_in, train_step, StepOutput,
+};
+pub use shard::Shard;
 pub use slot::Phase;
 pub use spec::{Gpt, LayerSpec, Mlp, ModelSpec, Run};
 pub use stage::Stage;

@@ -160,7 +160,7 @@ impl Stage {
             return Err(self.order("backward_input", mb, "internal: forward state missing"));
         };
         let mut g = match (loss, grad_out) {
-            (Some(l), _) => LossKind::backward(l, self.slots.len())?,
+            (Some(l), _) => LossKind::backward(l, self.shard.total)?,
             (None, Some(g)) => g.into_device(self.device())?,
             (None, None) => return Err(self.order("backward_input", mb, "internal: no gradient to start from")),
         };

@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 use crate::optim::Optimizer;
 use crate::partition::StageSpec;
+use crate::shard::Shard;
 use crate::spec::ModelSpec;
 use crate::stage::Stage;
 use crate::task::Task;
@@ -48,13 +49,27 @@ pub fn check_chain(stages: &[Stage]) -> Result<()> {
 /// Runs step `step` of `m` micro-batches of `batch` rows of `task` through `stages` (a whole
 /// model), sequentially. Leaves the accumulated gradients in the stages.
 pub fn sequential_step(stages: &mut [Stage], task: &Task, step: u64, m: usize, batch: usize) -> Result<StepOutput> {
+    sequential_step_in(stages, task, step, m, batch, Shard::whole(m))
+}
+
+/// [`sequential_step`] of the `m` micro-batches that are `shard` of a larger step (one replica's
+/// share under data parallelism): micro-batch `mb` reads the data of the step's
+/// `shard.global(mb)`, and the gradients are of the mean loss over the whole step.
+pub fn sequential_step_in(
+    stages: &mut [Stage],
+    task: &Task,
+    step: u64,
+    m: usize,
+    batch: usize,
+    shard: Shard,
+) -> Result<StepOutput> {
     check_chain(stages)?;
     for s in stages.iter_mut() {
-        s.begin_step(step, m)?;
+        s.begin_shard(step, m, shard)?;
     }
     let mut losses = Vec::with_capacity(m);
     for mb in 0..m {
-        let (mut x, target) = task.batch(step, mb, batch);
+        let (mut x, target) = task.batch(step, shard.global(mb), batch);
         let last = stages.len() - 1;
         for (k, s) in stages.iter_mut().enumerate() {
             x = s.forward(mb, x, (k == last).then_some(&target))?;

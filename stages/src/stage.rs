@@ -25,6 +25,7 @@ use crate::layers::{Ctx, Layer};
 use crate::loss::LossKind;
 use crate::partition::StageSpec;
 use crate::policy::RecomputePolicy;
+use crate::shard::Shard;
 use crate::slot::{Accumulator, Phase, Slot};
 use crate::spec::ModelSpec;
 use crate::tensor::Tensor;
@@ -43,6 +44,8 @@ pub struct Stage {
     pub(crate) step: Option<u64>,
     /// One slot per micro-batch of the current step.
     pub(crate) slots: Vec<Slot>,
+    /// Which of the step's micro-batches the slots are.
+    pub(crate) shard: Shard,
     /// Accumulated gradients, one per parameter, in parameter order.
     pub(crate) grads: Vec<Tensor>,
     pub(crate) accum: Accumulator,
@@ -145,6 +148,7 @@ impl Stage {
             loss,
             step: None,
             slots: vec![],
+            shard: Shard::whole(0),
             grads,
             accum: Accumulator::default(),
             lane,
@@ -226,8 +230,23 @@ impl Stage {
     /// state. An error if a micro-batch of the previous step is still in flight (call
     /// [`reset`](Stage::reset) to abandon it).
     pub fn begin_step(&mut self, step: u64, m: usize) -> Result<()> {
+        self.begin_shard(step, m, Shard::whole(m))
+    }
+
+    /// [`begin_step`](Stage::begin_step) for `m` micro-batches that are `shard` of a larger
+    /// step (data parallelism): micro-batch `mb` is the step's `shard.global(mb)`.
+    pub fn begin_shard(&mut self, step: u64, m: usize, shard: Shard) -> Result<()> {
         if m == 0 {
             return Err(Error::Order { place: self.place("begin_step", None), reason: "m must be at least 1".into() });
+        }
+        if !shard.holds(m) {
+            return Err(Error::Order {
+                place: self.place("begin_step", None),
+                reason: format!(
+                    "{m} micro-batches from {} do not fit a step of {}; give a shard that holds them",
+                    shard.first, shard.total
+                ),
+            });
         }
         if let Some(mb) =
             self.slots.iter().position(|s| matches!(s.phase(), Phase::Checkpointed | Phase::Saved | Phase::AwaitingW))
@@ -244,6 +263,7 @@ impl Stage {
         self.reset()?;
         self.step = Some(step);
         self.slots = (0..m).map(|_| Slot::Idle).collect();
+        self.shard = shard;
         Ok(())
     }
 
@@ -319,25 +339,20 @@ impl Stage {
         self.layers.iter_mut().flat_map(|l| l.params_mut()).zip(&self.grads).collect()
     }
 
-    /// Replaces the parameters and the accumulated gradients with `params` and `grads` (in
-    /// parameter order, on any device: moved to the stage's) — another process's copy of this
-    /// stage. An error, changing nothing, unless every shape matches.
-    pub fn overwrite(&mut self, params: Vec<Tensor>, grads: Vec<Tensor>) -> Result<()> {
-        let shapes: Vec<[usize; 2]> = self.params().iter().map(|p| p.shape()).collect();
-        let given = |ts: &[Tensor]| ts.iter().map(Tensor::shape).collect::<Vec<_>>();
-        if given(&params) != shapes || given(&grads) != shapes {
+    /// Replaces the accumulated gradients with `grads` (in parameter order, on any device: moved
+    /// to the stage's) — their sum over data-parallel replicas. An error, changing nothing,
+    /// unless every shape matches.
+    pub fn replace_grads(&mut self, grads: Vec<Tensor>) -> Result<()> {
+        let shapes: Vec<[usize; 2]> = self.grads.iter().map(Tensor::shape).collect();
+        let given: Vec<[usize; 2]> = grads.iter().map(Tensor::shape).collect();
+        if given != shapes {
             return Err(Error::Shape {
-                place: format!("stage {} overwrite", self.spec.index),
-                reason: format!("parameters {:?} and gradients {:?} for {shapes:?}", given(&params), given(&grads)),
+                place: format!("stage {} replace_grads", self.spec.index),
+                reason: format!("gradients {given:?} for parameters {shapes:?}"),
             });
         }
         let device = self.device();
-        let params = params.into_iter().map(|t| t.into_device(device)).collect::<Result<Vec<_>>>()?;
-        let grads = grads.into_iter().map(|t| t.into_device(device)).collect::<Result<Vec<_>>>()?;
-        for (p, v) in self.layers.iter_mut().flat_map(|l| l.params_mut()).zip(params) {
-            *p = v;
-        }
-        self.grads = grads;
+        self.grads = grads.into_iter().map(|t| t.into_device(device)).collect::<Result<Vec<_>>>()?;
         Ok(())
     }
 
@@ -404,7 +419,7 @@ impl Stage {
     pub(crate) fn ctx(&self, op: &str, mb: usize) -> Result<Ctx> {
         let m = self.slots.len();
         match self.step {
-            Some(step) if mb < m => Ok(Ctx::new(self.seed, step, mb, self.spec.layers.start)),
+            Some(step) if mb < m => Ok(Ctx::new(self.seed, step, self.shard.global(mb), self.spec.layers.start)),
             Some(_) => Err(Error::UnknownMicrobatch {
                 place: self.place(op, Some(mb)),
                 mb,

@@ -1,0 +1,266 @@
+//! How the ranks of a run reach each other — threads of one process, or one MPI process per
+//! rank, in one pipeline or in several replicas (data parallelism) — and the collectives the
+//! rest of pipesched uses across processes: gathers, a value handed from one rank to all, and
+//! the sum of gradients over replicas. In one process, each is the identity.
+
+use super::Wire;
+use crate::error::{Error, Result};
+
+/// How the ranks of a run reach each other.
+#[derive(Debug, Clone, Default)]
+pub enum Transport {
+    /// Every rank a thread of this process (crossbeam channels).
+    #[default]
+    InProcess,
+    /// Every rank its own MPI process; this process runs rank [`Mpi::rank`](crate::mpi::Mpi::rank).
+    #[cfg(feature = "mpi")]
+    Mpi(std::sync::Arc<crate::mpi::Mpi>),
+}
+
+impl Transport {
+    /// Whether this process reports the run: always in process; rank 0 of the first replica
+    /// with MPI processes.
+    pub fn is_root(&self) -> bool {
+        match self {
+            Transport::InProcess => true,
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) => mpi.rank() == 0 && mpi.replica() == 0,
+        }
+    }
+
+    /// How many pipeline replicas train side by side (data parallelism): 1 in process.
+    pub fn replicas(&self) -> usize {
+        match self {
+            Transport::InProcess => 1,
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) => mpi.replicas(),
+        }
+    }
+
+    /// Which replica this process belongs to: 0 in process.
+    pub fn replica(&self) -> usize {
+        match self {
+            Transport::InProcess => 0,
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) => mpi.replica(),
+        }
+    }
+
+    /// Whether ranks are processes (MPI).
+    pub fn is_processes(&self) -> bool {
+        !matches!(self, Transport::InProcess)
+    }
+
+    /// Whether this process runs `rank`'s lane: every rank in process, its own as MPI.
+    pub fn runs(&self, rank: usize) -> bool {
+        match self {
+            Transport::InProcess => {
+                let _ = rank;
+                true
+            }
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) => mpi.rank() == rank,
+        }
+    }
+
+    /// Whether there is one process per rank of a pipeline of `p` ranks (always, in process); an
+    /// error saying how to launch otherwise.
+    pub fn check_size(&self, p: usize) -> Result<()> {
+        match self {
+            Transport::InProcess => {
+                let _ = p;
+                Ok(())
+            }
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) if mpi.size() != p => {
+                let (world, d) = (mpi.size() * mpi.replicas(), mpi.replicas());
+                Err(Error::Usage(if d == 1 {
+                    format!("{world} MPI processes for a pipeline of p={p} ranks; launch one process per rank: `mpirun -n {p} …`")
+                } else {
+                    format!(
+                        "{world} MPI processes for {d} pipelines (--dp {d}) of p={p} ranks; launch one process per rank of every pipeline: `mpirun -n {} …`",
+                        p * d
+                    )
+                }))
+            }
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(_) => Ok(()),
+        }
+    }
+
+    /// The model stages this process holds, of `stages` placed on ranks by `rank_of`: every
+    /// one in process; its own rank's with ranks as processes. In model order.
+    pub fn held(&self, stages: usize, rank_of: impl Fn(usize) -> usize) -> Vec<usize> {
+        (0..stages).filter(|&s| self.runs(rank_of(s))).collect()
+    }
+
+    /// Every process's `bytes`, in rank order, on the root ([`Transport::is_root`]); an empty
+    /// list on the others, once the root has them all. In process: just `bytes`.
+    pub fn gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
+        match self {
+            Transport::InProcess => Ok(vec![bytes]),
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) => mpi.gather(bytes),
+        }
+    }
+
+    /// `value`, which the process running rank `from` gives (the others give `None`), on every
+    /// process: how a pass that walks the stages one after another (a forward-only pass, the
+    /// profiler's recording pass) crosses from one process to the next. In process: `value`.
+    pub fn share<T: Wire>(&self, from: usize, value: Option<T>) -> Result<Option<T>> {
+        if !self.is_processes() {
+            return Ok(value);
+        }
+        let mine = match (&value, self.runs(from)) {
+            (_, false) => Vec::new(),
+            (None, true) => vec![0],
+            (Some(v), true) => {
+                let mut out = vec![1];
+                v.encode(&mut out)
+                    .map_err(|e| Error::Config(format!("rank {from} cannot encode what it shares: {e}")))?;
+                out
+            }
+        };
+        let parts = self.all_gather(mine)?;
+        let part = parts.get(from).map(Vec::as_slice).unwrap_or_default();
+        match part.split_first() {
+            Some((0, [])) => Ok(None),
+            Some((1, body)) => T::decode(body)
+                .map(Some)
+                .map_err(|e| Error::Config(format!("what rank {from} shared cannot be read: {e}"))),
+            _ => Err(Error::Config(format!("rank {from} shared nothing where it should have ({} bytes)", part.len()))),
+        }
+    }
+
+    /// Every process's `(model stage, value)` pairs, on every process, as one value per stage
+    /// of `stages`, in model order; an error if a stage is missing or given twice.
+    pub fn by_stage<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        stages: usize,
+        mine: Vec<(usize, T)>,
+    ) -> Result<Vec<T>> {
+        let parts = if self.is_processes() {
+            let bytes = serde_json::to_vec(&mine)
+                .map_err(|e| Error::Config(format!("cannot encode this process's values per stage: {e}")))?;
+            let mut all = Vec::new();
+            for (rank, part) in self.all_gather(bytes)?.into_iter().enumerate() {
+                let theirs: Vec<(usize, T)> = serde_json::from_slice(&part)
+                    .map_err(|e| Error::Config(format!("rank {rank}'s values per stage cannot be read: {e}")))?;
+                all.extend(theirs);
+            }
+            all
+        } else {
+            mine
+        };
+        let mut out: Vec<Option<T>> = (0..stages).map(|_| None).collect();
+        for (s, value) in parts {
+            match out.get_mut(s) {
+                Some(slot @ None) => *slot = Some(value),
+                _ => return Err(Error::Config(format!("stage {s} was given twice or is out of range 0..{stages}"))),
+            }
+        }
+        out.into_iter()
+            .enumerate()
+            .map(|(s, v)| v.ok_or_else(|| Error::Config(format!("no process gave a value for stage {s}"))))
+            .collect()
+    }
+
+    /// Every replica's `bytes`, in replica order, on every process of this pipeline rank (in
+    /// process: just `bytes`).
+    pub fn all_gather_replicas(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
+        match self {
+            Transport::InProcess => Ok(vec![bytes]),
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) => mpi.all_gather_replicas(bytes),
+        }
+    }
+
+    /// Starts summing `values` over the replicas, under `key` (the same on every replica, unique
+    /// among the sums under way): the sum, added in replica order, comes from
+    /// [`PendingSum::wait`]. With one replica, the sum is `values`.
+    pub fn start_sum(&self, key: u32, values: Vec<f32>) -> Result<PendingSum> {
+        match self {
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) if mpi.replicas() > 1 => {
+                let _ = &values;
+                Ok(PendingSum(Pending::Waiting(mpi.start_sum(key, &values)?, std::sync::Arc::clone(mpi))))
+            }
+            _ => {
+                let _ = key;
+                Ok(PendingSum(Pending::Done(values)))
+            }
+        }
+    }
+
+    /// Every process's `bytes`, in rank order (in process: just `bytes`); see
+    /// [`Mpi::all_gather`](crate::mpi::Mpi::all_gather) for how long it waits.
+    pub fn all_gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
+        match self {
+            Transport::InProcess => Ok(vec![bytes]),
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) => mpi.all_gather(bytes),
+        }
+    }
+
+    /// With ranks as processes, after this process has reported `e`: tells the others (unless
+    /// `e` is another process's failure) and waits for them to report theirs
+    /// ([`Mpi::abort`](crate::mpi::Mpi::abort)). Nothing in process. Whether it did anything.
+    pub fn abort(&self, e: &Error) -> bool {
+        #[cfg(feature = "mpi")]
+        if let Transport::Mpi(mpi) = self {
+            match e {
+                Error::Remote(_) => crate::mpi::Mpi::linger(),
+                _ => mpi.abort(&e.to_string()),
+            }
+            return true;
+        }
+        let _ = e;
+        false
+    }
+
+    /// Ends the run for this process: MPI processes wait for each other, then finalise MPI.
+    pub fn finish(&self) {
+        #[cfg(feature = "mpi")]
+        if let Transport::Mpi(mpi) = self {
+            mpi.finish();
+        }
+    }
+}
+
+/// A sum over replicas under way ([`Transport::start_sum`]).
+pub struct PendingSum(Pending);
+
+enum Pending {
+    Done(Vec<f32>),
+    #[cfg(feature = "mpi")]
+    Waiting(crossbeam_channel::Receiver<std::result::Result<Vec<u8>, String>>, std::sync::Arc<crate::mpi::Mpi>),
+}
+
+impl PendingSum {
+    /// The sum, once every replica has given its part; an error if another process failed
+    /// first (its report) or the parts do not match.
+    pub fn wait(self) -> Result<Vec<f32>> {
+        match self.0 {
+            Pending::Done(values) => Ok(values),
+            #[cfg(feature = "mpi")]
+            Pending::Waiting(answer, mpi) => loop {
+                match answer.recv_timeout(std::time::Duration::from_millis(20)) {
+                    Ok(Ok(bytes)) => {
+                        return Ok(bytes
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                            .collect())
+                    }
+                    Ok(Err(e)) => return Err(Error::Config(format!("summing gradients over replicas: {e}"))),
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        return Err(Error::Config("the MPI communication thread stopped mid-sum".into()))
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) if mpi.is_aborted() => {
+                        return Err(Error::Remote(mpi.failure().unwrap_or_else(|| "another rank failed".into())))
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                }
+            },
+        }
+    }
+}
