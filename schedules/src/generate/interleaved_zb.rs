@@ -1,8 +1,8 @@
 //! Interleaved zero bubble: the order of PyTorch's `ScheduleInterleavedZeroBubble`
-//! (`torch.distributed.pipelining`), which implements ZB-1p of Qi, Wan, Huang, Lin, "Zero Bubble
-//! Pipeline Parallelism" (ICLR 2024) on interleaved 1F1B's loop placement: `v` chunks per rank,
-//! the backward split into `I` (input gradient, on the critical path) and `W` (weight gradient,
-//! deferred to fill bubbles).
+//! (`torch.distributed.pipelining`), which PyTorch describes as the ZB-1p schedule of Qi, Wan,
+//! Huang, Lin, "Zero Bubble Pipeline Parallelism" (ICLR 2024), on interleaved 1F1B's loop
+//! placement: `v` chunks per rank, the backward split into `I` (input gradient, on the critical
+//! path) and `W` (weight gradient, deferred to fill bubbles).
 //!
 //! Every rank's action order is PyTorch's, action for action (its generator only adds idle slots
 //! around these, which a lane does not carry), so a CSV exported from either reads the same.
@@ -33,7 +33,7 @@ pub fn interleaved_zb(p: usize, v: usize, m: usize) -> Result<Schedule> {
     let bad = |reason: String| Err(Error::BadArgs { schedule: "interleaved-zb".into(), reason });
     if v < 2 {
         return bad(format!(
-            "interleaved-zb needs at least 2 chunks per rank (got v={v}); with one chunk it is ZB-H1, use the zb-h1 schedule"
+            "it needs at least 2 chunks per rank (got v={v}); with one chunk its order is ZB-H1's, use the zb-h1 schedule"
         ));
     }
     let rounds = (m / p).max(1);
@@ -42,7 +42,7 @@ pub fn interleaved_zb(p: usize, v: usize, m: usize) -> Result<Schedule> {
         let lower = (1..m).rev().find(|&n| fits(n)).unwrap_or(p);
         let upper = (m + 1..).find(|&n| fits(n)).unwrap_or(m);
         return bad(format!(
-            "interleaved-zb (PyTorch's ScheduleInterleavedZeroBubble) runs the micro-batches in max(1, m div p) rounds of equal size, and m={m} does not split into {rounds} rounds (p={p}); try m={lower} or m={upper}"
+            "like PyTorch's ScheduleInterleavedZeroBubble it runs the micro-batches in max(1, m div p) rounds of equal size, and m={m} does not split into {rounds} rounds (p={p}); try m={lower} or m={upper}"
         ));
     }
     let g = m / rounds;
