@@ -18,10 +18,10 @@ use crate::schedule::Schedule;
 /// divides `m`, and `g = m` when `m < p`); `k` must divide `m`, as PyTorch requires. Work is
 /// counted in virtual micro-batches `t = 0 … m·v−1`: forward `t` runs chunk `(t div g) mod v` on
 /// micro-batch `(t div g·v)·g + t mod g`; backward `t` runs chunk `v−1−((t div g) mod v)` on the
-/// same micro-batch index. Rank `r` warms up with `min((v−1)·g + p−1−r, m·v)` forwards — `p−1−r`
-/// fewer than interleaved 1F1B — then for each backward `t`: the next forward if any remain,
-/// `I(t)`, and, once `t ≥ r`, `W(t−r)`; then the remaining `W`s in order. With `v = 1` this is
-/// ZB-H1. `interleaved_zb(2, 2, 4)` (stages 0 and 2 on rank 0, 1 and 3 on rank 1):
+/// same micro-batch index. Rank `r` warms up with `min((v−1)·g + p−1−r, m·v)` forwards (interleaved
+/// 1F1B with `g = p` takes `2(p−1−r) + (v−1)·p`), then for each backward `t`: the next forward if
+/// any remain, `I(t)`, and, once `t ≥ r`, `W(t−r)`; then the remaining `W`s in order. With
+/// `v = 1` this is ZB-H1. `interleaved_zb(2, 2, 4)` (stages 0 and 2 on rank 0, 1 and 3 on rank 1):
 ///
 /// ```text
 ///   step    0    1    2    3    4    5    6    7    8    9   10   11   12   13   14   15   16   17   18   19   20   21   22   23   24
