@@ -72,6 +72,12 @@ fn interleaved_with_m_not_a_multiple_of_p() {
 }
 
 #[test]
+fn interleaved_zb_with_m_not_in_equal_rounds() {
+    let e = fails(&["simulate", "-s", "interleaved-zb", "-p", "4", "-m", "9"]);
+    assert!(e.contains("2 rounds") && e.contains("try m=8 or m=10"), "{e}");
+}
+
+#[test]
 fn unknown_schedule_name() {
     let e = fails(&["simulate", "-s", "zb-h3", "-p", "4", "-m", "8"]);
     assert!(e.contains("unknown schedule name") && e.contains("gpipe, 1f1b, interleaved, zb-h1, zb-h2"), "{e}");

@@ -55,5 +55,5 @@ fn a_simulation_allocates_no_more_than_its_estimate() {
         }
     }
     // Every generator takes all three sizes; two cost models × two ways to keep the result.
-    assert_eq!(checked, 7 * 3 * 4);
+    assert_eq!(checked, 8 * 3 * 4);
 }

@@ -34,7 +34,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
     (select(&Kind::ALL[..]), 1usize..=4, 1usize..=3, 1usize..=8, any::<u8>()).prop_filter_map(
         "no schedule of that shape",
         |(kind, p, v, m, mask)| {
-            let v = if kind == Kind::Interleaved { v } else { 1 };
+            let v = if matches!(kind, Kind::Interleaved | Kind::InterleavedZb) { v } else { 1 };
             let s = kind.generate(p, v, m).ok()?;
             let flags: Vec<bool> = (0..s.stages()).map(|k| mask >> (k % 8) & 1 == 1).collect();
             with_recompute(&s, &flags).ok()
@@ -110,8 +110,13 @@ fn check_csv(text: &str) -> Result<(), TestCaseError> {
     prop_assert_eq!(back.as_ref(), Ok(&s), "{:?}", text);
     let stats = Stats::of(&simulate(&s, &CostModel::per_rank(1.0, 1.0, 1.0)).expect("a valid schedule simulates"));
     let longest = s.lanes.iter().map(|l| l.len()).max().unwrap_or(0);
-    // Unit per-rank costs give each of a rank's v chunks 1/v per op.
-    prop_assert!(stats.makespan * s.v as f64 >= longest as f64, "each action takes at least 1/v: {}", stats.makespan);
+    // Unit per-rank costs give each of a rank's v chunks 1/v per op (a sum of thirds may round
+    // down in its last bit).
+    prop_assert!(
+        stats.makespan * s.v as f64 >= longest as f64 * (1.0 - 1e-12),
+        "each action takes at least 1/v: {}",
+        stats.makespan
+    );
     let mut with_bytes = CostModel::per_rank(1.0, 2.0, 0.5);
     with_bytes.costs = StageCosts::PerRank(StageCost { act_bytes: 10, w_bytes: 3, ..StageCost::times(1.0, 2.0, 0.5) });
     prop_assert!(simulate(&s, &with_bytes).is_ok());

@@ -8,6 +8,7 @@
 
 mod gpipe;
 mod interleaved;
+mod interleaved_zb;
 mod looped_bfs;
 mod one_f_one_b;
 mod zb_v;
@@ -15,6 +16,7 @@ mod zero_bubble;
 
 pub use gpipe::gpipe;
 pub use interleaved::interleaved;
+pub use interleaved_zb::interleaved_zb;
 pub use looped_bfs::looped_bfs;
 pub use one_f_one_b::one_f_one_b;
 pub use zb_v::zb_v;
@@ -53,12 +55,24 @@ pub enum Kind {
     /// `looped-bfs`: v chunks per rank, each chunk's forwards for all micro-batches in a row.
     #[serde(rename = "looped-bfs")]
     LoopedBfs,
+    /// `interleaved-zb`: PyTorch's interleaved zero bubble, v chunks per rank with the backward
+    /// split and `W` filling the bubbles.
+    #[serde(rename = "interleaved-zb")]
+    InterleavedZb,
 }
 
 impl Kind {
     /// Every kind, in the order tables list them.
-    pub const ALL: [Kind; 7] =
-        [Kind::GPipe, Kind::OneFOneB, Kind::Interleaved, Kind::ZbH1, Kind::ZbH2, Kind::ZbV, Kind::LoopedBfs];
+    pub const ALL: [Kind; 8] = [
+        Kind::GPipe,
+        Kind::OneFOneB,
+        Kind::Interleaved,
+        Kind::ZbH1,
+        Kind::ZbH2,
+        Kind::ZbV,
+        Kind::LoopedBfs,
+        Kind::InterleavedZb,
+    ];
 
     /// The CLI name.
     pub fn name(self) -> &'static str {
@@ -70,14 +84,15 @@ impl Kind {
             Kind::ZbH2 => "zb-h2",
             Kind::ZbV => "zb-v",
             Kind::LoopedBfs => "looped-bfs",
+            Kind::InterleavedZb => "interleaved-zb",
         }
     }
 
-    /// The chunk count used when none is given: 2 for interleaved, looped BFS and ZB-V, 1
-    /// otherwise.
+    /// The chunk count used when none is given: 2 for the interleaved ones, looped BFS and ZB-V,
+    /// 1 otherwise.
     pub fn default_chunks(self) -> usize {
         match self {
-            Kind::Interleaved | Kind::ZbV | Kind::LoopedBfs => 2,
+            Kind::Interleaved | Kind::ZbV | Kind::LoopedBfs | Kind::InterleavedZb => 2,
             Kind::GPipe | Kind::OneFOneB | Kind::ZbH1 | Kind::ZbH2 => 1,
         }
     }
@@ -86,9 +101,13 @@ impl Kind {
     pub fn placement(self) -> Placement {
         match self {
             Kind::ZbV => Placement::V,
-            Kind::GPipe | Kind::OneFOneB | Kind::Interleaved | Kind::ZbH1 | Kind::ZbH2 | Kind::LoopedBfs => {
-                Placement::Loop
-            }
+            Kind::GPipe
+            | Kind::OneFOneB
+            | Kind::Interleaved
+            | Kind::ZbH1
+            | Kind::ZbH2
+            | Kind::LoopedBfs
+            | Kind::InterleavedZb => Placement::Loop,
         }
     }
 
@@ -96,7 +115,7 @@ impl Kind {
     /// and `W` for the schedules that split the backward.
     pub fn actions_per_microbatch(self) -> usize {
         match self {
-            Kind::ZbH1 | Kind::ZbH2 | Kind::ZbV => 3,
+            Kind::ZbH1 | Kind::ZbH2 | Kind::ZbV | Kind::InterleavedZb => 3,
             Kind::GPipe | Kind::OneFOneB | Kind::Interleaved | Kind::LoopedBfs => 2,
         }
     }
@@ -104,7 +123,7 @@ impl Kind {
     /// Whether the number of chunks per rank is the user's choice (`-v`); otherwise it is
     /// [`default_chunks`](Kind::default_chunks).
     pub fn takes_chunks(self) -> bool {
-        matches!(self, Kind::Interleaved | Kind::LoopedBfs)
+        matches!(self, Kind::Interleaved | Kind::LoopedBfs | Kind::InterleavedZb)
     }
 
     /// Generates this kind of schedule. `v` must be the default unless the kind takes chunks.
@@ -128,6 +147,7 @@ impl Kind {
             Kind::ZbH2 => zb_h2(p, m),
             Kind::ZbV => zb_v(p, m),
             Kind::LoopedBfs => looped_bfs(p, v, m),
+            Kind::InterleavedZb => interleaved_zb(p, v, m),
         }
     }
 }
