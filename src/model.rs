@@ -6,6 +6,7 @@
 //! Data for a step (inputs for the first stage, targets for the last) is generated before the
 //! step starts, so the measured trace holds pipeline work only.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use pipesched_schedules::{CostModel, Schedule, StageCost, StageCosts, Trace};
@@ -39,6 +40,11 @@ pub struct RealStage {
     shard: Shard,
     /// The sum of the gradients over the replicas, started when the step's last backward ended.
     sum: Option<PendingSum>,
+    /// ZeRO stage 1: the slice of the stage's parameters (flattened in parameter order) whose
+    /// optimizer state this replica keeps and which it updates; `optimizer` is built for it.
+    zero: Option<Range<usize>>,
+    /// ZeRO stage 1: this replica's slice of the gradients summed over the replicas.
+    grad_slice: Option<Vec<f32>>,
 }
 
 /// A GPU stage's clock: CUDA events recorded on its stream.
@@ -83,6 +89,8 @@ impl RealStage {
             replicas: None,
             shard: Shard::whole(0),
             sum: None,
+            zero: None,
+            grad_slice: None,
         })
     }
 
@@ -137,9 +145,62 @@ impl RealStage {
             .collect()
     }
 
-    /// Applies the optimizer to the accumulated gradients.
+    /// Applies the optimizer to the accumulated gradients. Under ZeRO stage 1, to this
+    /// replica's slice of the parameters and of the summed gradients, after which the replicas
+    /// gather each other's updated slices (an all-gather, in replica order).
     pub fn optimizer_step(&mut self) -> Result<()> {
-        Ok(self.optimizer.step(&mut self.stage)?)
+        let (Some(range), Some(replicas)) = (self.zero.clone(), self.replicas.as_ref()) else {
+            return Ok(self.optimizer.step(&mut self.stage)?);
+        };
+        let index = self.stage.index();
+        let grads = self.grad_slice.take().ok_or_else(|| {
+            Error::Config(format!("stage {index}: no summed gradients to step on; run a whole step first"))
+        })?;
+        let mut flat = Vec::new();
+        for p in self.stage.params() {
+            flat.extend(p.values()?);
+        }
+        if grads.len() != range.len() || range.end > flat.len() {
+            return Err(Error::Config(format!(
+                "stage {index}: {} summed gradients for a slice {range:?} of {} parameters",
+                grads.len(),
+                flat.len()
+            )));
+        }
+        let mut mine = flat[range.clone()].to_vec();
+        if !range.is_empty() {
+            let device = self.stage.device();
+            let _scope = self.stage.lane().map(|l| l.enter());
+            let mut p = Tensor::new(1, range.len(), mine)?.into_device(device)?;
+            let g = Tensor::new(1, range.len(), grads)?.into_device(device)?;
+            self.optimizer.update(vec![(&mut p, &g)])?;
+            mine = p.values()?;
+        }
+        let bytes = mine.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let all = replicas.all_gather_replicas(bytes)?.concat();
+        if all.len() != 4 * flat.len() {
+            return Err(Error::Config(format!(
+                "stage {index}: the replicas' updated slices hold {} bytes for {} parameters",
+                all.len(),
+                flat.len()
+            )));
+        }
+        let mut rest = all.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")));
+        let device = self.stage.device();
+        for (p, _) in self.stage.params_and_grads_mut() {
+            let values: Vec<f32> = rest.by_ref().take(p.len()).collect();
+            *p = Tensor::new(p.rows(), p.cols(), values)?.into_device(device)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the optimizer state of only this replica's slice of the parameters (ZeRO stage 1).
+    fn shard_optimizer(&mut self, replicas: usize, replica: usize) -> Result<()> {
+        let len: usize = self.stage.params().iter().map(|p| p.len()).sum();
+        let range = crate::exec::slice_of(len, replicas, replica);
+        self.optimizer = Optimizer::for_shapes(self.optimizer_spec, &[[1, range.len()]], self.stage.device())?;
+        self.zero = Some(range);
+        Ok(())
     }
 
     /// With data parallelism, once this replica's gradients of the step are complete: starts
@@ -153,7 +214,7 @@ impl RealStage {
         }
         let key = self.stage.index() as u32;
         let pending = replicas
-            .start_sum(key, values)
+            .start_sum(key, values, self.zero.is_some())
             .map_err(|e| pipesched_stages::Error::Optimizer(format!("stage {key}: {e}")))?;
         self.sum = Some(pending);
         Ok(())
@@ -164,6 +225,10 @@ impl RealStage {
     pub fn finish_sum(&mut self) -> Result<()> {
         let Some(pending) = self.sum.take() else { return Ok(()) };
         let total = pending.wait()?;
+        if self.zero.is_some() {
+            self.grad_slice = Some(total);
+            return Ok(());
+        }
         let shapes: Vec<[usize; 2]> = self.stage.grads().iter().map(|g| g.shape()).collect();
         let mut rest = total.as_slice();
         let mut grads = Vec::with_capacity(shapes.len());
@@ -227,7 +292,13 @@ impl StageWork for RealStage {
     }
 
     fn static_bytes(&self) -> u64 {
-        self.stage.static_bytes(&self.optimizer_spec)
+        let all = self.stage.static_bytes(&self.optimizer_spec);
+        if self.zero.is_none() {
+            return all;
+        }
+        // Under ZeRO stage 1, the state of this replica's slice only.
+        let params: u64 = self.stage.params().iter().map(|p| p.bytes()).sum();
+        all - self.optimizer_spec.state_bytes(params) + self.optimizer.state_bytes()
     }
 
     fn payload_bytes(payload: &Tensor) -> u64 {
@@ -347,15 +418,19 @@ impl Model {
     /// This model as one of `transport`'s data-parallel replicas (nothing changes with one): each
     /// step it runs its replica's share of the micro-batches ([`Shard`]), and each stage's
     /// gradients are summed over the replicas, in replica order, as soon as its last backward of
-    /// the step ends.
-    pub fn in_replicas(mut self, transport: &Transport) -> Model {
+    /// the step ends. Where the transport shards the optimizer (ZeRO stage 1), each stage keeps
+    /// the optimizer state of its replica's slice of the parameters only.
+    pub fn in_replicas(mut self, transport: &Transport) -> Result<Model> {
         if transport.replicas() > 1 {
             for s in &mut self.stages {
                 s.replicas = Some(transport.clone());
+                if transport.shards_optimizer() {
+                    s.shard_optimizer(transport.replicas(), transport.replica())?;
+                }
             }
             self.replicas = Some(transport.clone());
         }
-        self
+        Ok(self)
     }
 
     /// Runs `f` on the stages as if this replica trained alone (no sums over replicas): for

@@ -213,6 +213,33 @@ fn data_parallel_replicas_give_the_sequential_gradients_of_the_global_batch() {
     }
 }
 
+/// ZeRO stage 1 (`--zero 1`): after 5 Adam steps the parameters are bitwise those of the same
+/// run without it (equal digests, equal losses), and every rank's static bytes hold only its
+/// replica's slice of the optimizer state: with L parameters on a rank's one stage, parameters,
+/// gradients and Adam's two moments are 16·L bytes, and 8·L + 8·⌈L/2⌉ with the state sharded
+/// over 2 replicas (replica 0's slice is the longer one). The ledger and its prediction agree.
+#[test]
+fn zero_one_shards_the_optimizer_state_and_keeps_the_parameters() {
+    let run = |zero: &str| {
+        let line =
+            format!("--model tiny -s zb-h1 -p 2 -m 3 --dp 2 --zero {zero} --steps 5 --warmup 0 --no-compare --json");
+        report(4, &line.split_whitespace().collect::<Vec<_>>())
+    };
+    let (whole, sharded) = (run("0"), run("1"));
+    assert!(whole["parameter_digest"].is_string(), "{whole}");
+    assert_eq!(whole["parameter_digest"], sharded["parameter_digest"]);
+    assert_eq!(whole["losses"], sharded["losses"]);
+    let statics = |r: &serde_json::Value| -> Vec<u64> {
+        r["static_bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect()
+    };
+    for (full, shard) in statics(&whole).into_iter().zip(statics(&sharded)) {
+        assert_eq!(full % 16, 0);
+        let l = full / 16;
+        assert_eq!(shard, 8 * l + 8 * l.div_ceil(2), "{full} B → {shard} B");
+    }
+    assert_eq!(sharded["peak_held_bytes"], sharded["predicted_peak_held_bytes"]);
+}
+
 /// `--dp` where it cannot run: a world that does not split into equal pipelines, and threads.
 #[test]
 fn data_parallelism_needs_p_times_d_processes() {
@@ -232,6 +259,12 @@ fn data_parallelism_needs_p_times_d_processes() {
         .unwrap();
     assert!(!threads.status.success());
     assert!(String::from_utf8_lossy(&threads.stderr).contains("--dp 2 runs pipeline replicas as MPI processes"));
+    let out = mpirun(2, &["--model", "tiny", "-p", "2", "-m", "4", "--zero", "1", "--no-compare"]);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--zero 1 shards the optimizer state across data-parallel replicas; add --dp D with D ≥ 2"));
+    let out = mpirun(4, &["--model", "tiny", "-p", "2", "-m", "4", "--dp", "2", "--zero", "1", "--verify"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--verify compares every stage's summed gradients"));
 }
 
 /// More or fewer processes than ranks: a clear error, not a hang.

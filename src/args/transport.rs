@@ -19,6 +19,11 @@ pub struct TransportArgs {
     /// step (`--transport mpi` on p·D processes).
     #[arg(long, default_value_t = 1, value_parser = at_least_one, value_name = "D")]
     pub dp: usize,
+    /// ZeRO stage: 0 (every replica keeps all optimizer state) or 1 (each keeps and updates only
+    /// its 1/D slice of every stage's parameters: the summed gradients are scattered, each
+    /// replica steps its slice, and the updated slices are gathered). Needs --dp D ≥ 2.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1), value_name = "STAGE")]
+    pub zero: u8,
 }
 
 /// `--transport`'s values.
@@ -41,12 +46,27 @@ impl TransportArgs {
     pub fn start(&self) -> Result<Transport> {
         match self.transport {
             TransportKind::Threads => self.one_pipeline(),
-            TransportKind::Mpi => Ok(Transport::Mpi(crate::mpi::Mpi::start(self.dp)?)),
+            TransportKind::Mpi => {
+                self.check_zero()?;
+                Ok(Transport::Mpi(crate::mpi::Mpi::start(self.dp, self.zero == 1)?))
+            }
         }
+    }
+
+    /// ZeRO shards over replicas: there must be some.
+    fn check_zero(&self) -> Result<()> {
+        if self.zero > 0 && self.dp < 2 {
+            return Err(crate::Error::Usage(format!(
+                "--zero {} shards the optimizer state across data-parallel replicas; add --dp D with D ≥ 2",
+                self.zero
+            )));
+        }
+        Ok(())
     }
 
     /// In one process: one pipeline only.
     fn one_pipeline(&self) -> Result<Transport> {
+        self.check_zero()?;
         if self.dp > 1 {
             return Err(crate::Error::Usage(format!(
                 "--dp {} runs pipeline replicas as MPI processes: add --transport mpi and launch p·{} processes with mpirun",

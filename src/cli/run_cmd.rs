@@ -65,6 +65,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.validate > 0 && args.model.model.is_synthetic() {
         return Err(Error::Usage("--validate computes a loss; synthetic stages have none. Use a real model".into()));
     }
+    if args.verify && args.steps.transport.zero > 0 {
+        return Err(Error::Usage(
+            "--verify compares every stage's summed gradients, which --zero 1 leaves scattered over the replicas (each keeps its slice); drop one of them — compare the parameter_digest of --json runs with and without --zero instead".into(),
+        ));
+    }
     let opts = args.steps.exec_options()?;
     let result = run_with(&args, &opts);
     super::conclude(&opts.transport, result)
@@ -106,13 +111,15 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
             }
         }
     }
-    // Every process takes part (with ranks as processes, both gather every stage's numbers).
+    // Every process takes part (with ranks as processes, these gather every stage's numbers).
     let predicted = workload.predicted()?;
+    let digest = if args.json { workload.parameter_digest()? } else { None };
     let profiled = if args.no_compare { None } else { Some(workload.profile(7)?) };
     if !root {
         return Ok(());
     }
-    finish(args, &schedule, &records[args.steps.warmup..], &validations, &predicted, profiled.as_ref())
+    let run = Finished { validations: &validations, predicted: &predicted, profiled: profiled.as_ref(), digest };
+    finish(args, &schedule, &records[args.steps.warmup..], run)
 }
 
 fn print_step(args: &RunArgs, step: usize, rec: &Step) -> Result<()> {
@@ -141,15 +148,19 @@ fn print_step(args: &RunArgs, step: usize, rec: &Step) -> Result<()> {
     pipesched::sayln!("{line}")
 }
 
+/// What the end-of-run report reads beside the steps.
+struct Finished<'a> {
+    validations: &'a [serde_json::Value],
+    /// The bytes the stages' own accounting predicts.
+    predicted: &'a CostModel,
+    profiled: Option<&'a CostModel>,
+    /// The digest of the parameters after the last step (with `--json`).
+    digest: Option<u64>,
+}
+
 /// The end-of-run report over the measured steps.
-fn finish(
-    args: &RunArgs,
-    schedule: &Schedule,
-    records: &[Step],
-    validations: &[serde_json::Value],
-    predicted_bytes: &CostModel,
-    profiled: Option<&CostModel>,
-) -> Result<()> {
+fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) -> Result<()> {
+    let Finished { validations, predicted: predicted_bytes, profiled, digest } = run;
     let times: Vec<f64> = records.iter().map(|r| Stats::of(&r.trace).makespan).collect();
     let median = median_index(&times);
     let measured = &records[median].trace;
@@ -186,6 +197,8 @@ fn finish(
             "predicted_peak_held_bytes": predicted_held,
             "comparison": comparison,
             "profiled_costs": profiled,
+            "static_bytes": predicted_bytes.static_bytes,
+            "parameter_digest": digest.map(|d| format!("{d:016x}")),
         });
         if !verified.is_empty() {
             out["max_grad_diff"] = json!(verified.iter().map(|v| v.max_grad_diff).fold(0.0f32, f32::max));

@@ -31,7 +31,7 @@ mod worker;
 
 pub use board::{Board, Phase, Position};
 pub use link::{Edge, Links};
-pub use transport::{PendingSum, Transport};
+pub use transport::{slice_of, PendingSum, Transport};
 pub use wire::{Packet, Wire};
 pub use work::{DeviceClock, StageWork};
 pub use worker::RankRecord;

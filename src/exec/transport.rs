@@ -37,6 +37,16 @@ impl Transport {
         }
     }
 
+    /// Whether the replicas shard their optimizer state (ZeRO stage 1): each keeps and updates
+    /// only its slice of every stage's parameters. Never in process.
+    pub fn shards_optimizer(&self) -> bool {
+        match self {
+            Transport::InProcess => false,
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) => mpi.shards_optimizer(),
+        }
+    }
+
     /// Which replica this process belongs to: 0 in process.
     pub fn replica(&self) -> usize {
         match self {
@@ -177,16 +187,16 @@ impl Transport {
 
     /// Starts summing `values` over the replicas, under `key` (the same on every replica, unique
     /// among the sums under way): the sum, added in replica order, comes from
-    /// [`PendingSum::wait`]. With one replica, the sum is `values`.
-    pub fn start_sum(&self, key: u32, values: Vec<f32>) -> Result<PendingSum> {
+    /// [`PendingSum::wait`] — with `scatter`, only this replica's slice of it ([`slice_of`]:
+    /// a reduce-scatter). With one replica, the sum is `values`.
+    pub fn start_sum(&self, key: u32, values: Vec<f32>, scatter: bool) -> Result<PendingSum> {
         match self {
             #[cfg(feature = "mpi")]
             Transport::Mpi(mpi) if mpi.replicas() > 1 => {
-                let _ = &values;
-                Ok(PendingSum(Pending::Waiting(mpi.start_sum(key, &values)?, std::sync::Arc::clone(mpi))))
+                Ok(PendingSum(Pending::Waiting(mpi.start_sum(key, &values, scatter)?, std::sync::Arc::clone(mpi))))
             }
             _ => {
-                let _ = key;
+                let _ = (key, scatter);
                 Ok(PendingSum(Pending::Done(values)))
             }
         }
@@ -225,6 +235,14 @@ impl Transport {
             mpi.finish();
         }
     }
+}
+
+/// Replica `replica`'s slice of `len` values split among `replicas`: contiguous, in replica
+/// order, the first `len mod replicas` one value longer than the rest.
+pub fn slice_of(len: usize, replicas: usize, replica: usize) -> std::ops::Range<usize> {
+    let (base, extra) = (len / replicas.max(1), len % replicas.max(1));
+    let start = replica * base + replica.min(extra);
+    start..start + base + usize::from(replica < extra)
 }
 
 /// A sum over replicas under way ([`Transport::start_sum`]).

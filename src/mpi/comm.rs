@@ -16,7 +16,7 @@ use mpi::traits::*;
 use mpi::Threading;
 
 use super::{Scope, Tag};
-use crate::exec::{Edge, Packet};
+use crate::exec::{slice_of, Edge, Packet};
 
 /// The longest the thread waits for a packet or a request before polling MPI again.
 const IDLE: Duration = Duration::from_micros(50);
@@ -29,8 +29,9 @@ pub(crate) enum Request {
     /// member 0 only (the others get an empty list, once member 0 has everything).
     AllGather { scope: Scope, bytes: Vec<u8>, everyone: bool, reply: Sender<Result<Vec<Vec<u8>>, String>> },
     /// This replica's part of the sum over replicas keyed `key`: every replica's `f32` values
-    /// (little-endian), added in replica order; the sum goes to `reply` on every replica.
-    Sum { key: u32, values: Vec<u8>, reply: Sender<Result<Vec<u8>, String>> },
+    /// (little-endian), added in replica order; the sum goes to `reply` on every replica — with
+    /// `scatter`, only replica `d`'s slice of it ([`slice_of`]).
+    Sum { key: u32, values: Vec<u8>, scatter: bool, reply: Sender<Result<Vec<u8>, String>> },
     /// Tell every other rank this one failed; say when it has been sent.
     Abort(String, Sender<()>),
     /// Finalise MPI and end the thread; with `barrier`, after every rank has come this far.
@@ -61,6 +62,8 @@ struct Sum {
     parts: HashMap<usize, Vec<u8>>,
     /// Where the sum goes in this process, once it has asked for it.
     reply: Option<Sender<Result<Vec<u8>, String>>>,
+    /// Whether each replica gets only its slice of the sum.
+    scatter: bool,
 }
 
 /// The communicators: the world (failures, clocks, the final barrier), this process's pipeline
@@ -171,7 +174,7 @@ impl State {
     }
 
     /// This replica's part of sum `key` (see [`Request::Sum`]).
-    fn sum(&mut self, comms: &Comms, key: u32, values: Vec<u8>, reply: Sender<Result<Vec<u8>, String>>) {
+    fn sum(&mut self, comms: &Comms, key: u32, values: Vec<u8>, scatter: bool, reply: Sender<Result<Vec<u8>, String>>) {
         let replica = comms.replicas.rank() as usize;
         if comms.replicas.size() == 1 {
             let _ = reply.send(Ok(values));
@@ -179,6 +182,7 @@ impl State {
         }
         let entry = self.sums.entry(key).or_default();
         entry.reply = Some(reply);
+        entry.scatter = scatter;
         if replica == 0 {
             entry.parts.insert(0, values);
             self.try_sum(comms, key);
@@ -194,18 +198,27 @@ impl State {
     fn try_sum(&mut self, comms: &Comms, key: u32) {
         let n = comms.replicas.size() as usize;
         let ready = self.sums.get(&key).is_some_and(|s| s.parts.len() == n && s.reply.is_some());
-        let Some(Sum { mut parts, reply: Some(reply) }) = ready.then(|| self.sums.remove(&key)).flatten() else {
+        let Some(Sum { mut parts, reply: Some(reply), scatter }) = ready.then(|| self.sums.remove(&key)).flatten()
+        else {
             return;
         };
         let total = add_in_order((0..n).map(|r| parts.remove(&r).unwrap_or_default()).collect());
         match total {
             Ok(total) => {
-                let mut message = key.to_le_bytes().to_vec();
-                message.extend_from_slice(&total);
+                let part = |r: usize| {
+                    if scatter {
+                        let s = slice_of(total.len() / 4, n, r);
+                        &total[4 * s.start..4 * s.end]
+                    } else {
+                        &total[..]
+                    }
+                };
                 for r in 1..n {
+                    let mut message = key.to_le_bytes().to_vec();
+                    message.extend_from_slice(part(r));
                     self.send(comms, Scope::Replicas, r, Tag::Summed, &message);
                 }
-                let _ = reply.send(Ok(total));
+                let _ = reply.send(Ok(part(0).to_vec()));
             }
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -419,7 +432,7 @@ pub(crate) fn serve(mut st: State, replicas: usize, ready: Sender<Result<Place, 
             Ok(Request::AllGather { scope, bytes, everyone, reply }) => {
                 let _ = reply.send(st.all_gather(&comms, scope, bytes, everyone));
             }
-            Ok(Request::Sum { key, values, reply }) => st.sum(&comms, key, values, reply),
+            Ok(Request::Sum { key, values, scatter, reply }) => st.sum(&comms, key, values, scatter, reply),
             Ok(Request::Abort(message, done)) => {
                 for r in (0..size).filter(|&r| r != w) {
                     st.send(&comms, Scope::World, r, Tag::Abort, message.as_bytes());

@@ -71,6 +71,8 @@ pub struct Mpi {
     /// Which pipeline replica this process belongs to, of `replicas`.
     replica: usize,
     replicas: usize,
+    /// Whether the replicas shard their optimizer state (ZeRO stage 1).
+    zero: bool,
     /// Milliseconds to add to this process's wall clock to read rank 0's.
     clock_offset: f64,
     requests: Sender<Request>,
@@ -99,7 +101,8 @@ impl Mpi {
     /// Starts the communication thread, which initialises MPI and splits the processes into
     /// `replicas` pipelines (data parallelism; 1 for one pipeline); an error if MPI cannot start
     /// or the processes do not split evenly.
-    pub fn start(replicas: usize) -> Result<Arc<Mpi>> {
+    /// With `zero`, the replicas shard their optimizer state (ZeRO stage 1).
+    pub fn start(replicas: usize, zero: bool) -> Result<Arc<Mpi>> {
         let (requests, requests_rx) = unbounded();
         let (outbox, outbox_rx) = unbounded();
         let (ready_tx, ready_rx) = unbounded();
@@ -119,6 +122,7 @@ impl Mpi {
             size,
             replica,
             replicas,
+            zero,
             clock_offset,
             requests,
             outbox,
@@ -148,6 +152,11 @@ impl Mpi {
     /// How many pipeline replicas there are (data parallelism).
     pub fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    /// Whether the replicas shard their optimizer state (ZeRO stage 1).
+    pub fn shards_optimizer(&self) -> bool {
+        self.zero
     }
 
     /// Rank 0's wall clock, as this process estimates it: milliseconds since the Unix epoch
@@ -235,11 +244,17 @@ impl Mpi {
     /// every replica) of this replica's `values`: the returned channel gets every replica's
     /// values added in replica order, `((v₀ + v₁) + v₂) + …` — the same bits on every replica
     /// and every run — or the error that stopped it.
-    pub fn start_sum(&self, key: u32, values: &[f32]) -> Result<Receiver<std::result::Result<Vec<u8>, String>>> {
+    /// With `scatter`, each replica gets only its slice of the sum ([`slice_of`](crate::exec::slice_of)).
+    pub fn start_sum(
+        &self,
+        key: u32,
+        values: &[f32],
+        scatter: bool,
+    ) -> Result<Receiver<std::result::Result<Vec<u8>, String>>> {
         let (reply, answer) = unbounded();
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.requests
-            .send(Request::Sum { key, values: bytes, reply })
+            .send(Request::Sum { key, values: bytes, scatter, reply })
             .map_err(|_| Error::Config("the MPI communication thread has stopped".into()))?;
         Ok(answer)
     }

@@ -165,6 +165,13 @@ pub trait Workload {
     /// stages' own accounting (times are placeholders of 1: for memory predictions).
     fn predicted(&self) -> Result<CostModel>;
 
+    /// A digest of every stage's parameters (FNV-1a over their bits, stage by stage in model
+    /// order): equal digests, equal parameters. `None` for synthetic stages, which have none.
+    /// With ranks as processes every process calls it and gets it.
+    fn parameter_digest(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// The matrix products of every stage (none for synthetic stages).
     fn products(&self) -> Vec<StageProducts> {
         Vec::new()

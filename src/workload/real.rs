@@ -38,6 +38,23 @@ impl RealWorkload {
     }
 }
 
+/// FNV-1a, 64 bits.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn eat(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
 /// Profiles a model's stages placed as `layout` says (each run a fresh one-micro-batch step):
 /// 2 warm-up runs, then the median of `reps`. With ranks as processes, every process profiles
 /// its own stages and gets the whole cost model.
@@ -106,6 +123,23 @@ impl Workload for RealWorkload {
 
     fn predicted(&self) -> Result<CostModel> {
         self.model.predicted_bytes(self.layout, &self.transport)
+    }
+
+    fn parameter_digest(&self) -> Result<Option<u64>> {
+        let mut mine = Vec::with_capacity(self.model.stages.len());
+        for rs in &self.model.stages {
+            let mut h = Fnv::default();
+            for p in rs.stage().params() {
+                for v in p.values()? {
+                    h.eat(&v.to_bits().to_le_bytes());
+                }
+            }
+            mine.push((rs.stage().index(), h.0));
+        }
+        let per_stage: Vec<u64> = self.transport.by_stage(self.layout.stages(), mine)?;
+        let mut h = Fnv::default();
+        per_stage.iter().for_each(|d| h.eat(&d.to_le_bytes()));
+        Ok(Some(h.0))
     }
 
     fn products(&self) -> Vec<StageProducts> {

@@ -269,7 +269,7 @@ impl WorkloadSpec {
                     devices: (0..layout.stages()).map(|k| devices[layout.rank_of(k)]).collect(),
                     held: Some(transport.held(layout.stages(), |s| layout.rank_of(s))),
                 };
-                let model = Model::build(spec, &opts)?.in_replicas(transport);
+                let model = Model::build(spec, &opts)?.in_replicas(transport)?;
                 Ok(Box::new(RealWorkload::new(model, *layout, transport.clone())))
             }
         }

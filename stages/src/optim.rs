@@ -105,6 +105,21 @@ impl Optimizer {
         Ok(Optimizer { spec, state, t: 0 })
     }
 
+    /// Zero state for parameters of `shapes` on `device`: for a range of a stage's parameters
+    /// that one data-parallel replica updates (ZeRO stage 1: a `[1, len]` slice of them all,
+    /// flattened in parameter order).
+    pub fn for_shapes(spec: OptimizerSpec, shapes: &[[usize; 2]], device: crate::Device) -> Result<Optimizer> {
+        spec.validate()?;
+        let k = spec.states_per_param();
+        let mut state = Vec::with_capacity(k * shapes.len());
+        for &[rows, cols] in shapes {
+            for _ in 0..k {
+                state.push(Tensor::zeros(rows, cols).into_device(device)?);
+            }
+        }
+        Ok(Optimizer { spec, state, t: 0 })
+    }
+
     /// The settings.
     pub fn spec(&self) -> OptimizerSpec {
         self.spec
@@ -126,11 +141,20 @@ impl Optimizer {
                 stage.microbatches()
             )));
         }
-        let k = self.spec.states_per_param();
         let lane = stage.lane.clone();
         let _scope = lane.as_ref().map(crate::cuda::Lane::enter);
-        let pairs = stage.params_and_grads_mut();
-        if pairs.len() * k != self.state.len() {
+        self.update(stage.params_and_grads_mut())
+    }
+
+    /// Updates each parameter of `pairs` (parameter, gradient) from its gradient, element by
+    /// element: the tensors this optimizer was built for, in order (a stage's, or the slice of
+    /// [`Optimizer::for_shapes`]). The same arithmetic for an element wherever it sits, so a
+    /// slice updated on its own gives the bits the whole stage's update gives it.
+    pub fn update(&mut self, pairs: Vec<(&mut Tensor, &Tensor)>) -> Result<()> {
+        let k = self.spec.states_per_param();
+        let shapes_match =
+            pairs.iter().zip(self.state.chunks_exact(k)).all(|((p, _), st)| st.iter().all(|s| s.shape() == p.shape()));
+        if pairs.len() * k != self.state.len() || !shapes_match {
             return Err(Error::Optimizer("this optimizer was built for a stage with other parameters".into()));
         }
         self.t += 1;
