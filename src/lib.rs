@@ -11,6 +11,7 @@ pub mod exec;
 pub mod model;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod network;
 pub mod output;
 pub mod profile;
 pub mod report;

@@ -64,7 +64,8 @@ struct Samples {
 /// as they do in the pipeline. `prepare(stage, run)` is called before every run of a stage to
 /// make it ready for micro-batch 0 (real stages begin a fresh one-micro-batch step).
 ///
-/// The hand-off latency is the in-process one ([`handoff_latency_ms`]) on every transport.
+/// The hand-off latency is measured on the transport: between threads ([`handoff_latency_ms`]),
+/// or between processes ([`Transport::measure_network`]).
 pub fn profile<S>(
     layout: impl Into<Layout>,
     stages: &mut [S],
@@ -150,9 +151,13 @@ where
     for (s, (_, bytes)) in all.iter().enumerate() {
         static_bytes[layout.rank_of(s)] += bytes;
     }
+    let latency = match transport.measure_network()? {
+        Some(network) => network.latency,
+        None => handoff_latency_ms(),
+    };
     Ok(CostModel {
         costs: StageCosts::Stages(all.into_iter().map(|(c, _)| c).collect()),
-        latency: handoff_latency_ms(),
+        latency,
         static_bytes,
         time_unit: "ms".into(),
     })

@@ -178,6 +178,8 @@ fn profiling_across_processes_measures_every_stage() {
         assert!(y["f"].as_f64().is_some_and(|t| t > 0.0), "{y}");
     }
     assert_eq!(a["static_bytes"], b["static_bytes"]);
+    // Across processes the latency is the link test's, through MPI.
+    assert!(b["latency"].as_f64().is_some_and(|c| c > 0.0 && c.is_finite()), "{b}");
     assert_eq!(b["layout"]["placement"], "v");
 }
 

@@ -202,6 +202,30 @@ impl Transport {
         }
     }
 
+    /// The network between this pipeline's ranks, measured ([`crate::network`]); `None` in
+    /// process, where ranks hand messages over in memory. Every process must call it.
+    pub fn measure_network(&self) -> Result<Option<crate::network::Network>> {
+        match self {
+            Transport::InProcess => Ok(None),
+            #[cfg(feature = "mpi")]
+            Transport::Mpi(mpi) => {
+                use crate::network::{Network, RoundTrips, REPS, SIZES};
+                let mine = mpi.time_link(&SIZES, REPS)?;
+                let bytes = serde_json::to_vec(&mine)
+                    .map_err(|e| Error::Config(format!("cannot encode this rank's link times: {e}")))?;
+                let mut links = Vec::new();
+                for (rank, part) in self.all_gather(bytes)?.into_iter().enumerate() {
+                    let trips: RoundTrips = serde_json::from_slice(&part)
+                        .map_err(|e| Error::Config(format!("rank {rank}'s link times cannot be read: {e}")))?;
+                    if !trips.is_empty() {
+                        links.push(trips);
+                    }
+                }
+                Ok(Network::of(&SIZES, &links))
+            }
+        }
+    }
+
     /// Every process's `bytes`, in rank order (in process: just `bytes`); see
     /// [`Mpi::all_gather`](crate::mpi::Mpi::all_gather) for how long it waits.
     pub fn all_gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {

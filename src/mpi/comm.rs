@@ -32,6 +32,8 @@ pub(crate) enum Request {
     /// (little-endian), added in replica order; the sum goes to `reply` on every replica — with
     /// `scatter`, only replica `d`'s slice of it ([`slice_of`]).
     Sum { key: u32, values: Vec<u8>, scatter: bool, reply: Sender<Result<Vec<u8>, String>> },
+    /// Time this rank's link to the next (see [`Mpi::time_link`](super::Mpi::time_link)).
+    Link { sizes: Vec<usize>, reps: usize, reply: Sender<Result<Vec<Vec<f64>>, String>> },
     /// Tell every other rank this one failed; say when it has been sent.
     Abort(String, Sender<()>),
     /// Finalise MPI and end the thread; with `barrier`, after every rank has come this far.
@@ -53,6 +55,10 @@ pub(crate) struct State {
     released: HashMap<Scope, Vec<u8>>,
     /// Sums over replicas under way, by key.
     sums: HashMap<u32, Sum>,
+    /// Answers to this rank's pings so far.
+    pongs: usize,
+    /// Whether the previous rank has finished testing its link.
+    turn: bool,
 }
 
 /// One sum over replicas under way.
@@ -102,6 +108,8 @@ impl State {
             gathered: HashMap::new(),
             released: HashMap::new(),
             sums: HashMap::new(),
+            pongs: 0,
+            turn: false,
         }
     }
 
@@ -157,6 +165,9 @@ impl State {
                 self.released.insert(scope, bytes);
             }
             (Scope::World, t) if t == Tag::Abort as i32 => self.fail(String::from_utf8_lossy(&bytes).into_owned()),
+            (Scope::Pipeline, t) if t == Tag::Ping as i32 => self.send(comms, scope, source, Tag::Pong, &[0]),
+            (Scope::Pipeline, t) if t == Tag::Pong as i32 => self.pongs += 1,
+            (Scope::Pipeline, t) if t == Tag::Turn as i32 => self.turn = true,
             (Scope::Replicas, t) if t == Tag::Sum as i32 || t == Tag::Summed as i32 => {
                 let Some((key, values)) = bytes.split_first_chunk::<4>() else {
                     return self.fail(format!("replica {source} sent a sum without its key"));
@@ -171,6 +182,37 @@ impl State {
             }
             (_, other) => self.fail(format!("member {source} of {scope:?} sent a message with tag {other}")),
         }
+    }
+
+    /// Times this rank's link to the next, on its turn (see [`Request::Link`]).
+    fn time_link(&mut self, comms: &Comms, sizes: &[usize], reps: usize) -> Result<Vec<Vec<f64>>, String> {
+        let (rank, size) = (comms.pipeline.rank() as usize, comms.pipeline.size() as usize);
+        if rank + 1 >= size {
+            return Ok(Vec::new());
+        }
+        if rank > 0 {
+            self.wait_for(comms, |s| s.turn)?;
+            self.turn = false;
+        }
+        let mut times = Vec::with_capacity(sizes.len());
+        for &n in sizes {
+            let message = vec![0u8; n];
+            let mut rtts = Vec::with_capacity(reps);
+            for k in 0..reps + 2 {
+                let before = self.pongs;
+                let t = std::time::Instant::now();
+                self.send(comms, Scope::Pipeline, rank + 1, Tag::Ping, &message);
+                self.wait_for(comms, |s| s.pongs > before)?;
+                if k >= 2 {
+                    rtts.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            times.push(rtts);
+        }
+        if rank + 2 < size {
+            self.send(comms, Scope::Pipeline, rank + 1, Tag::Turn, &[]);
+        }
+        Ok(times)
     }
 
     /// This replica's part of sum `key` (see [`Request::Sum`]).
@@ -433,6 +475,9 @@ pub(crate) fn serve(mut st: State, replicas: usize, ready: Sender<Result<Place, 
                 let _ = reply.send(st.all_gather(&comms, scope, bytes, everyone));
             }
             Ok(Request::Sum { key, values, scatter, reply }) => st.sum(&comms, key, values, scatter, reply),
+            Ok(Request::Link { sizes, reps, reply }) => {
+                let _ = reply.send(st.time_link(&comms, &sizes, reps));
+            }
             Ok(Request::Abort(message, done)) => {
                 for r in (0..size).filter(|&r| r != w) {
                     st.send(&comms, Scope::World, r, Tag::Abort, message.as_bytes());

@@ -49,6 +49,12 @@ pub(crate) enum Tag {
     Sum = 6,
     /// A sum over replicas, from replica 0 to the others.
     Summed = 7,
+    /// A link test's message, to be answered at once.
+    Ping = 8,
+    /// The answer to a ping.
+    Pong = 9,
+    /// The next rank's turn to test its link.
+    Turn = 10,
 }
 
 /// Which processes a collective spans.
@@ -257,6 +263,20 @@ impl Mpi {
             .send(Request::Sum { key, values: bytes, scatter, reply })
             .map_err(|_| Error::Config("the MPI communication thread has stopped".into()))?;
         Ok(answer)
+    }
+
+    /// Times the link from this pipeline rank to the next: for each of `sizes`, `reps` round
+    /// trips (after 2 unmeasured ones) of a message of that many bytes answered by a 1-byte one,
+    /// in milliseconds — through the communication threads on both sides, as the pipeline's
+    /// messages go. The ranks take turns, link 0→1 first, so no two tests overlap; the last rank
+    /// has no link and gets nothing. Every rank of the pipeline must call it.
+    pub fn time_link(&self, sizes: &[usize], reps: usize) -> Result<Vec<Vec<f64>>> {
+        let (reply, answer) = unbounded();
+        self.requests
+            .send(Request::Link { sizes: sizes.to_vec(), reps, reply })
+            .map_err(|_| Error::Config("the MPI communication thread has stopped".into()))?;
+        let got = answer.recv().map_err(|_| Error::Config("the MPI communication thread stopped mid-test".into()))?;
+        got.map_err(Error::Remote)
     }
 
     fn gather_in(&self, scope: Scope, bytes: Vec<u8>, everyone: bool) -> Result<Vec<Vec<u8>>> {
