@@ -91,9 +91,9 @@ impl Args {
             self.steps.steps = 2;
             self.steps.warmup = 1;
         }
-        if self.steps.transport.is_processes() {
+        if self.steps.transport.dp > 1 {
             return Err(Error::Usage(
-                "the benchmark runs its ranks as threads of one process (--transport threads); for MPI processes use `mpirun -n P pipesched run --transport mpi`".into(),
+                "the benchmark compares schedules on one pipeline; for data-parallel replicas use `mpirun -n P·D pipesched run --transport mpi --dp D`".into(),
             ));
         }
         if self.costs.given() && !self.simulate_only {

@@ -17,29 +17,47 @@ mod sweep;
 
 use clap::Parser;
 
+use pipesched::exec::ExecOptions;
 use pipesched::{Error, Result};
 
 use config::Args;
 
-fn run(args: Args) -> Result<()> {
-    let args = args.checked()?;
+/// The sweep over every configuration. With ranks as processes (`mpirun -n P pipesched-bench
+/// --transport mpi`), every process runs every configuration's own rank and rank 0 reports; a
+/// configuration that cannot be built anywhere is skipped everywhere, and one that fails while
+/// running ends the sweep (the processes stop together).
+/// `args` are [`Args::checked`].
+fn run(args: Args, opts: &ExecOptions) -> Result<()> {
     let plan = args.plan()?;
-    args.out.prepare()?;
+    opts.transport.check_size(args.shape.layout.p)?;
+    let root = opts.transport.is_root();
+    if root {
+        args.out.prepare()?;
+    }
     let unit = args.unit();
-    let mut bar = progress::Progress::new(plan.runnable.len());
+    let mut bar = progress::Progress::new(plan.runnable.len(), root);
     let mut outcomes = Vec::new();
     let mut skipped = plan.skipped;
     let mut failed = Vec::new();
     for cfg in &plan.runnable {
         bar.start(&cfg.label());
-        match sweep::run(&args, cfg, |what| bar.step(&cfg.label(), what)) {
+        let result = match sweep::build(&args, cfg, &opts.transport) {
+            Ok(workload) => sweep::run(&args, cfg, workload, opts, |what| bar.step(&cfg.label(), what)),
+            Err(e) if e.rules_out_configuration() => {
+                bar.done(&cfg.label(), "skipped");
+                skipped.push((cfg.label(), e.to_string()));
+                continue;
+            }
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(o) => {
                 bar.done(&cfg.label(), &format!("{:.1} ms/step", o.row.step_ms_median));
                 outcomes.push(o);
             }
-            Err(e) if e.rules_out_configuration() => {
-                bar.done(&cfg.label(), "skipped");
-                skipped.push((cfg.label(), e.to_string()));
+            Err(e) if opts.transport.is_processes() => {
+                bar.finish();
+                return Err(e);
             }
             Err(e) => {
                 bar.done(&cfg.label(), "FAILED");
@@ -48,6 +66,9 @@ fn run(args: Args) -> Result<()> {
         }
     }
     bar.finish();
+    if !root {
+        return Ok(());
+    }
     if outcomes.is_empty() {
         return Err(Error::Config(format!(
             "no configuration ran, nothing was written:\n{}",
@@ -59,7 +80,11 @@ fn run(args: Args) -> Result<()> {
     for (o, r) in outcomes.iter_mut().zip(&rows) {
         o.row = r.clone();
     }
-    let what = if args.simulate_only { "simulated only" } else { "measured" };
+    let what = match (args.simulate_only, opts.transport.is_processes()) {
+        (true, _) => "simulated only",
+        (false, true) => "measured with ranks as MPI processes",
+        (false, false) => "measured",
+    };
     pipesched::sayln!(
         "pipesched-bench: {}, p={} m={} (interleaved v={}), {what}, {} measured steps after {} warm-up; {} · {}\n",
         args.model_label(),
@@ -78,7 +103,8 @@ fn run(args: Args) -> Result<()> {
     for (c, why) in &failed {
         pipesched::sayln!("\nFAILED {c}: {why}")?;
     }
-    let products = gpu::products(&args)?;
+    // The GPU table builds every stage in this process: not with ranks as processes.
+    let products = if opts.transport.is_processes() { None } else { gpu::products(&args)? };
     if let Some(p) = &products {
         pipesched::output::say(format_args!("{}", gpu::table(p)))?;
     }
@@ -97,7 +123,12 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
+    let result = Args::parse().checked().and_then(|args| {
+        let opts = args.steps.exec_options()?;
+        let result = run(args, &opts);
+        opts.transport.conclude(result)
+    });
+    if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -10,11 +10,12 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     total: usize,
     done: usize,
+    shown: bool,
 }
 
 impl Progress {
-    /// A progress report over `total` configurations.
-    pub fn new(total: usize) -> Progress {
+    /// A progress report over `total` configurations (none unless `shown`).
+    pub fn new(total: usize, shown: bool) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total as u64);
             if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}") {
@@ -22,11 +23,14 @@ impl Progress {
             }
             bar
         });
-        Progress { bar, total, done: 0 }
+        Progress { bar, total, done: 0, shown }
     }
 
     /// A configuration starts.
     pub fn start(&mut self, label: &str) {
+        if !self.shown {
+            return;
+        }
         match &self.bar {
             Some(b) => b.set_message(label.to_string()),
             None => eprintln!("[{}/{}] {label} ...", self.done + 1, self.total),
@@ -35,7 +39,7 @@ impl Progress {
 
     /// A step of it finished (shown on the bar only: lines would be too many).
     pub fn step(&self, label: &str, what: &str) {
-        if let Some(b) = &self.bar {
+        if let Some(b) = self.bar.as_ref().filter(|_| self.shown) {
             b.set_message(format!("{label}: {what}"));
         }
     }
@@ -43,6 +47,9 @@ impl Progress {
     /// It finished.
     pub fn done(&mut self, label: &str, result: &str) {
         self.done += 1;
+        if !self.shown {
+            return;
+        }
         match &self.bar {
             Some(b) => b.inc(1),
             None => eprintln!("[{}/{}] {label}: {result}", self.done, self.total),

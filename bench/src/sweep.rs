@@ -4,9 +4,9 @@
 
 use serde::Serialize;
 
-use pipesched::exec::Transport;
+use pipesched::exec::{ExecOptions, Transport};
 use pipesched::report::median_index;
-use pipesched::workload::Demand;
+use pipesched::workload::{Demand, Workload};
 use pipesched::Result;
 use pipesched_schedules::{simulate, Op, Stats, Trace};
 
@@ -79,17 +79,27 @@ fn recompute_share(trace: &Trace) -> f64 {
     }
 }
 
-/// Runs `cfg`. `progress(step)` is called after each step.
-pub fn run(args: &Args, cfg: &Config, mut progress: impl FnMut(&str)) -> Result<Outcome> {
+/// Builds `cfg`'s stages (with ranks as processes, each process its own, and every process goes
+/// on only if every one could build them: [`Transport::agree`]).
+pub fn build(args: &Args, cfg: &Config, transport: &Transport) -> Result<Box<dyn Workload>> {
     let demand = Demand::of(&cfg.base, false, args.steps.total());
-    let mut workload = args.model.spec().build(&cfg.layout(), &cfg.policies, &demand, &Transport::InProcess)?;
+    transport.agree(args.model.spec().build(&cfg.layout(), &cfg.policies, &demand, transport))
+}
+
+/// Runs `cfg` on `workload` (from [`build`]). `progress(step)` is called after each step.
+pub fn run(
+    args: &Args,
+    cfg: &Config,
+    mut workload: Box<dyn Workload>,
+    opts: &ExecOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<Outcome> {
     let schedule = workload.plan(&cfg.base)?;
-    let opts = args.steps.exec_options()?;
     let steps = if args.simulate_only { 0 } else { args.steps.total() };
     let mut traces = Vec::new();
     let mut loss = None;
     for k in 0..steps {
-        let step = workload.run_step(&schedule, k as u64, &opts, false)?;
+        let step = workload.run_step(&schedule, k as u64, opts, false)?;
         workload.optimizer_step()?;
         loss = step.loss;
         traces.push(step.trace);

@@ -9,7 +9,6 @@ mod simulate_cmd;
 
 use clap::{Parser, Subcommand};
 
-use pipesched::exec::Transport;
 use pipesched::Result;
 
 /// Pipeline-parallel training schedules: generate, validate, simulate, chart.
@@ -51,22 +50,6 @@ impl Cli {
             Command::Profile(a) => profile_cmd::run(a),
         }
     }
-}
-
-/// Ends a command that ran over `transport`: with ranks as processes, a process that succeeded
-/// waits for the others, and one that failed reports its error first (the first exit ends the
-/// job), then tells the others (they stop and name its rank), waits, and exits non-zero.
-fn conclude(transport: &Transport, result: Result<()>) -> Result<()> {
-    match (&result, transport.is_processes()) {
-        (Ok(()), _) => transport.finish(),
-        (Err(e), true) => {
-            pipesched::output::report_error(e);
-            transport.abort(e);
-            std::process::exit(1);
-        }
-        (Err(_), false) => {}
-    }
-    result
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub struct ProfileArgs {
 pub fn run(args: ProfileArgs) -> Result<()> {
     let transport = args.transport.start()?;
     let result = profile_with(&args, &transport);
-    super::conclude(&transport, result)
+    transport.conclude(result)
 }
 
 /// [`run`] once the transport is up: with ranks as processes, every process profiles its own

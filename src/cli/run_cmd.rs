@@ -72,7 +72,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let opts = args.steps.exec_options()?;
     let result = run_with(&args, &opts);
-    super::conclude(&opts.transport, result)
+    opts.transport.conclude(result)
 }
 
 /// [`run`] once the transport is up.

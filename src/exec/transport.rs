@@ -175,6 +175,46 @@ impl Transport {
             .collect()
     }
 
+    /// `mine` if it and every other process's are `Ok` — so that every process goes on, or none:
+    /// with ranks as processes, each tells the others whether it failed (an all-gather). Where
+    /// another failed, its error, named by its rank (one that rules out the configuration
+    /// there rules it out here too). In process: `mine`.
+    pub fn agree<T>(&self, mine: Result<T>) -> Result<T> {
+        if !self.is_processes() {
+            return mine;
+        }
+        let bytes = match &mine {
+            Ok(_) => vec![0],
+            Err(e) => [vec![if e.rules_out_configuration() { 1 } else { 2 }], e.to_string().into_bytes()].concat(),
+        };
+        let parts = self.all_gather(bytes)?;
+        let value = mine?;
+        match parts.iter().enumerate().find_map(|(r, p)| p.split_first().filter(|(k, _)| **k != 0).map(|x| (r, x))) {
+            None => Ok(value),
+            Some((r, (&kind, text))) => {
+                let message = format!("rank {r}: {}", String::from_utf8_lossy(text));
+                Err(if kind == 1 { Error::Config(message) } else { Error::Remote(message) })
+            }
+        }
+    }
+
+    /// Ends a command that ran over this transport: with ranks as processes, a process that
+    /// succeeded waits for the others, and one that failed reports its error first (the first
+    /// exit ends the job), then tells the others (they stop and name its rank), waits, and exits
+    /// non-zero. In process, `result` is returned as it is.
+    pub fn conclude(&self, result: Result<()>) -> Result<()> {
+        match (&result, self.is_processes()) {
+            (Ok(()), _) => self.finish(),
+            (Err(e), true) => {
+                crate::output::report_error(e);
+                self.abort(e);
+                std::process::exit(1);
+            }
+            (Err(_), false) => {}
+        }
+        result
+    }
+
     /// Every replica's `bytes`, in replica order, on every process of this pipeline rank (in
     /// process: just `bytes`).
     pub fn all_gather_replicas(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
