@@ -279,6 +279,14 @@ fn a_world_size_other_than_p_is_refused() {
         stderr.contains("3 MPI processes for a pipeline of p=2 ranks; launch one process per rank: `mpirun -n 2 …`"),
         "{stderr}"
     );
+    // Outside mpirun the process is a world of one.
+    let alone = Command::new(env!("CARGO_BIN_EXE_pipesched"))
+        .args(["run", "--transport", "mpi", "--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "4", "--no-compare"])
+        .output()
+        .unwrap();
+    assert!(!alone.status.success());
+    let stderr = String::from_utf8_lossy(&alone.stderr);
+    assert!(stderr.contains("1 MPI processes for a pipeline of p=2 ranks"), "{stderr}");
 }
 
 /// An injected error, then an injected panic, on rank 2 of 4 mid-step: every process exits
