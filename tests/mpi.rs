@@ -32,8 +32,21 @@ fn report(n: usize, args: &[&str]) -> serde_json::Value {
 #[test]
 fn every_schedule_across_processes_gives_the_sequential_gradients_and_the_predicted_bytes() {
     for n in [2usize, 4] {
-        for schedule in ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-h2", "zb-v", "looped-bfs", "interleaved-zb"] {
-            if matches!(schedule, "interleaved" | "zb-v" | "looped-bfs" | "interleaved-zb") && n == 4 {
+        for schedule in [
+            "gpipe",
+            "1f1b",
+            "interleaved",
+            "zb-h1",
+            "zb-h2",
+            "zb-v",
+            "looped-bfs",
+            "interleaved-zb",
+            "v-half",
+            "v-min",
+        ] {
+            if matches!(schedule, "interleaved" | "zb-v" | "looped-bfs" | "interleaved-zb" | "v-half" | "v-min")
+                && n == 4
+            {
                 continue;
             }
             for policy in ["none", "full"] {

@@ -10,7 +10,8 @@
 //! end); and, when the cost model has bytes, 8 bytes per (stage, micro-batch) held, the ledgers'
 //! records (every rank keeps them until the walk ends), the in-flight changes a ledger sorts —
 //! one rank's at a time, which with one rank are the whole schedule's — and, for a trace, the
-//! memory curves (see the constants below); the stats alone need no curve.
+//! memory curves (see the constants below); the stats alone need no curve. V-Half and V-Min build
+//! their lanes on a grid of time slots first, which they free before the lanes are validated.
 
 use crate::action::Action;
 use crate::generate::Kind;
@@ -23,6 +24,14 @@ const CHANGES: u64 = 2 * std::mem::size_of::<(f64, i128)>() as u64;
 /// Bytes per action of a memory curve: up to three 24-byte samples (a held change, and a
 /// message's arrival and consumption).
 const CURVE: u64 = 72;
+/// The slot grid V-Half and V-Min are built on, per (stage, micro-batch): three slots of a
+/// 24-byte cell and count each, and the 8-byte slot of each of its three passes — rounded up.
+const GRID_PER_PAIR: u64 = 128;
+/// The slot grid's rows are longer than the work by up to `6p` slots per rank: bytes per
+/// (rank, rank), rounded up.
+const GRID_PER_RANK_SQUARED: u64 = 256;
+/// What each row of the slot grid keeps besides its slots, rounded up.
+const GRID_PER_RANK: u64 = 1024;
 
 /// What a simulation keeps, besides the schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +52,10 @@ pub struct Footprint {
     pub stages: u64,
     /// Micro-batches.
     pub m: u64,
+    /// Bytes the generator uses besides the lanes while it builds them, freed before they are
+    /// validated (0 for the generators that write their lanes directly, and for a schedule read
+    /// from a file).
+    pub build: u64,
 }
 
 impl Footprint {
@@ -53,7 +66,16 @@ impl Footprint {
         let per_pair = kind.actions_per_microbatch() as u64;
         let pairs = stages.checked_mul(m as u64)?;
         let actions = pairs.checked_mul(per_pair)?.checked_add((recomputing as u64).checked_mul(m as u64)?)?;
-        Some(Footprint { actions, stages, m: m as u64 })
+        let build = match kind {
+            Kind::VHalf | Kind::VMin => {
+                let p = p as u64;
+                let rows =
+                    p.checked_mul(p)?.checked_mul(GRID_PER_RANK_SQUARED)?.checked_add(p.checked_mul(GRID_PER_RANK)?)?;
+                pairs.checked_mul(GRID_PER_PAIR)?.checked_add(rows)?
+            }
+            _ => 0,
+        };
+        Some(Footprint { actions, stages, m: m as u64, build })
     }
 
     /// (Stage, micro-batch) pairs.
@@ -66,11 +88,11 @@ impl Footprint {
         self.pairs()?.checked_mul(16)
     }
 
-    /// Bytes to hold the schedule and validate it.
+    /// Bytes to build the schedule, hold it and validate it.
     pub fn schedule_bytes(&self) -> Option<u64> {
         let lanes = self.actions.checked_mul(std::mem::size_of::<Action>() as u64)?;
         let check = self.pairs()?.checked_mul(2)?.checked_add(self.walk_bytes()?)?;
-        lanes.checked_add(check)
+        lanes.checked_add(check.max(self.build))
     }
 
     /// Bytes to hold the schedule and simulate it, keeping what `sim` says.
@@ -102,6 +124,15 @@ mod tests {
                 assert_eq!(Footprint::of(kind, p, v, m, s.stages()).unwrap().actions, r.num_actions() as u64);
             }
         }
+    }
+
+    #[test]
+    fn the_slot_grid_is_counted_while_it_is_built() {
+        let f = Footprint::of(Kind::VHalf, 4, 2, 8, 0).unwrap();
+        assert_eq!(f.build, 64 * GRID_PER_PAIR + 16 * GRID_PER_RANK_SQUARED + 4 * GRID_PER_RANK);
+        assert_eq!(f.schedule_bytes(), Some(f.actions * 8 + f.build));
+        assert_eq!(Footprint::of(Kind::ZbV, 4, 2, 8, 0).unwrap().build, 0);
+        assert!(Footprint::of(Kind::VMin, 1 << 40, 2, 2, 0).is_none());
     }
 
     #[test]

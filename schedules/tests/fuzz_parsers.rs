@@ -34,7 +34,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
     (select(&Kind::ALL[..]), 1usize..=4, 1usize..=3, 1usize..=8, any::<u8>()).prop_filter_map(
         "no schedule of that shape",
         |(kind, p, v, m, mask)| {
-            let v = if matches!(kind, Kind::Interleaved | Kind::InterleavedZb) { v } else { 1 };
+            let v = if kind.takes_chunks() { v } else { kind.default_chunks() };
             let s = kind.generate(p, v, m).ok()?;
             let flags: Vec<bool> = (0..s.stages()).map(|k| mask >> (k % 8) & 1 == 1).collect();
             with_recompute(&s, &flags).ok()

@@ -23,7 +23,7 @@ pub struct LayoutArgs {
     #[arg(short = 'p', long = "ranks", value_name = "P", default_value_t = 2, value_parser = stage_count)]
     pub p: usize,
     /// Model chunks per rank, for interleaved, interleaved-zb and looped-bfs (default 2 there;
-    /// ZB-V has 2, every other schedule 1).
+    /// ZB-V, V-Half and V-Min have 2, every other schedule 1).
     #[arg(short = 'v', long = "chunks", value_name = "V", value_parser = stage_count)]
     pub chunks: Option<usize>,
 }
@@ -102,7 +102,8 @@ impl ShapeArgs {
 /// Which schedule: generated or read from a file.
 #[derive(Debug, Clone, Args)]
 pub struct ScheduleArgs {
-    /// Schedule: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, looped-bfs, interleaved-zb.
+    /// Schedule: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, looped-bfs, interleaved-zb, v-half,
+    /// v-min.
     #[arg(long, short = 's', value_name = "NAME")]
     pub schedule: Option<Kind>,
     /// Ranks, chunks and micro-batches.

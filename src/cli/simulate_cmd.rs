@@ -69,6 +69,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             actions: (base.num_actions() + recomputed) as u64,
             stages: base.stages() as u64,
             m: base.m as u64,
+            build: 0,
         };
         let subject = format!("{} with p={}, v={}, m={} ({} actions)", base.name, base.p, base.v, base.m, size.actions);
         let estimate = budget::schedule(subject, Some(size), Some(sim));

@@ -11,6 +11,8 @@ mod interleaved;
 mod interleaved_zb;
 mod looped_bfs;
 mod one_f_one_b;
+mod slot_grid;
+mod v_memory;
 mod zb_v;
 mod zero_bubble;
 
@@ -19,6 +21,7 @@ pub use interleaved::interleaved;
 pub use interleaved_zb::interleaved_zb;
 pub use looped_bfs::looped_bfs;
 pub use one_f_one_b::one_f_one_b;
+pub use v_memory::{v_half, v_min};
 pub use zb_v::zb_v;
 pub use zero_bubble::{zb_h1, zb_h2};
 
@@ -59,11 +62,17 @@ pub enum Kind {
     /// split and `W` filling the bubbles.
     #[serde(rename = "interleaved-zb")]
     InterleavedZb,
+    /// `v-half`: V placement, split backward, about half of 1F1B's activation memory.
+    #[serde(rename = "v-half")]
+    VHalf,
+    /// `v-min`: V placement, split backward, about a third of 1F1B's activation memory.
+    #[serde(rename = "v-min")]
+    VMin,
 }
 
 impl Kind {
     /// Every kind, in the order tables list them.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::GPipe,
         Kind::OneFOneB,
         Kind::Interleaved,
@@ -72,6 +81,8 @@ impl Kind {
         Kind::ZbV,
         Kind::LoopedBfs,
         Kind::InterleavedZb,
+        Kind::VHalf,
+        Kind::VMin,
     ];
 
     /// The CLI name.
@@ -85,22 +96,25 @@ impl Kind {
             Kind::ZbV => "zb-v",
             Kind::LoopedBfs => "looped-bfs",
             Kind::InterleavedZb => "interleaved-zb",
+            Kind::VHalf => "v-half",
+            Kind::VMin => "v-min",
         }
     }
 
-    /// The chunk count used when none is given: 2 for the interleaved ones, looped BFS and ZB-V,
-    /// 1 otherwise.
+    /// The chunk count used when none is given: 2 for the interleaved ones, looped BFS and the
+    /// V-placed ones, 1 otherwise.
     pub fn default_chunks(self) -> usize {
         match self {
-            Kind::Interleaved | Kind::ZbV | Kind::LoopedBfs | Kind::InterleavedZb => 2,
+            Kind::Interleaved | Kind::ZbV | Kind::LoopedBfs | Kind::InterleavedZb | Kind::VHalf | Kind::VMin => 2,
             Kind::GPipe | Kind::OneFOneB | Kind::ZbH1 | Kind::ZbH2 => 1,
         }
     }
 
-    /// Where this kind of schedule places its stages: a V for ZB-V, a loop otherwise.
+    /// Where this kind of schedule places its stages: a V for ZB-V, V-Half and V-Min, a loop
+    /// otherwise.
     pub fn placement(self) -> Placement {
         match self {
-            Kind::ZbV => Placement::V,
+            Kind::ZbV | Kind::VHalf | Kind::VMin => Placement::V,
             Kind::GPipe
             | Kind::OneFOneB
             | Kind::Interleaved
@@ -115,7 +129,7 @@ impl Kind {
     /// and `W` for the schedules that split the backward.
     pub fn actions_per_microbatch(self) -> usize {
         match self {
-            Kind::ZbH1 | Kind::ZbH2 | Kind::ZbV | Kind::InterleavedZb => 3,
+            Kind::ZbH1 | Kind::ZbH2 | Kind::ZbV | Kind::InterleavedZb | Kind::VHalf | Kind::VMin => 3,
             Kind::GPipe | Kind::OneFOneB | Kind::Interleaved | Kind::LoopedBfs => 2,
         }
     }
@@ -148,6 +162,8 @@ impl Kind {
             Kind::ZbV => zb_v(p, m),
             Kind::LoopedBfs => looped_bfs(p, v, m),
             Kind::InterleavedZb => interleaved_zb(p, v, m),
+            Kind::VHalf => v_half(p, m),
+            Kind::VMin => v_min(p, m),
         }
     }
 }
