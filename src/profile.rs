@@ -153,6 +153,7 @@ where
     Ok(CostModel {
         costs: StageCosts::Stages(all.into_iter().map(|(c, _)| c).collect()),
         latency: handoff_latency_ms(),
+        bandwidth: None,
         static_bytes,
         time_unit: "ms".into(),
     })
