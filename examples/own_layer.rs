@@ -223,8 +223,13 @@ fn check(schedule: &Schedule, policy: RecomputePolicy) -> Result<Option<String>,
         statics[schedule.rank_of(k)] += s.stage().static_bytes(&optimizer);
     }
     let costs = pipelined.iter().map(|s| s.stage().predicted_bytes(BATCH).cost(1.0, 1.0, 1.0)).collect();
-    let model =
-        CostModel { costs: StageCosts::Stages(costs), latency: 0.0, static_bytes: statics, time_unit: "ms".into() };
+    let model = CostModel {
+        costs: StageCosts::Stages(costs),
+        latency: 0.0,
+        bandwidth: None,
+        static_bytes: statics,
+        time_unit: "ms".into(),
+    };
     let (measured, predicted) =
         (Stats::of(&trace).peak_held_bytes, Stats::of(&simulate(schedule, &model)?).peak_held_bytes);
     if measured != predicted {

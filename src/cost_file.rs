@@ -9,6 +9,11 @@
 //!  "layout": {"p": 2, "v": 1, "placement": "loop"}, "recompute": ["full", "full"]}
 //! ```
 //!
+//! `profile` measures the latency of a hand-off, not a bandwidth: a `"bandwidth"` (bytes per time
+//! unit, so per ms here; see [`CostModel`]) is added by hand, and is carried through as written.
+//! The format has no version: a key added later is optional, and a file without it reads as
+//! before (no `"bandwidth"`: unlimited).
+//!
 //! Invariant: the bytes of a profiled file hold only under the policies it records, so
 //! [`CostFile::plan`] plans `R` into a schedule from those policies and refuses others, and
 //! refuses a schedule of another layout. A file without them (written by hand) takes any.
@@ -148,6 +153,18 @@ mod tests {
         assert_eq!((plain.layout, plain.recompute), (None, None));
         let e = CostFile::from_json(r#"{"per_rank": {"f": 1, "i": 1, "w": 1}, "recompute": ["most"]}"#).unwrap_err();
         assert!(e.to_string().contains("most"), "{e}");
+    }
+
+    #[test]
+    fn carries_a_bandwidth() {
+        let mut f = profiled(RecomputePolicy::Full);
+        assert!(!f.to_json().contains("bandwidth"));
+        f.model.bandwidth = Some(1.25e7);
+        let text = f.to_json();
+        assert!(text.contains("\"bandwidth\": 12500000.0"), "{text}");
+        assert_eq!(CostFile::from_json(&text).unwrap(), f);
+        let e = CostFile::from_json(r#"{"per_rank": {"f": 1, "i": 1, "w": 1}, "bandwidth": -1}"#).unwrap_err();
+        assert!(e.to_string().contains("bandwidth must be a finite number > 0"), "{e}");
     }
 
     #[test]

@@ -506,7 +506,13 @@ impl Model {
             statics[layout.rank_of(k)] += bytes;
         }
         let costs = all.into_iter().map(|(c, _)| c).collect();
-        Ok(CostModel { costs: StageCosts::Stages(costs), latency: 0.0, static_bytes: statics, time_unit: "ms".into() })
+        Ok(CostModel {
+            costs: StageCosts::Stages(costs),
+            latency: 0.0,
+            bandwidth: None,
+            static_bytes: statics,
+            time_unit: "ms".into(),
+        })
     }
 
     /// Runs step `step` through `schedule`, leaving the gradients accumulated (no optimizer step).

@@ -65,7 +65,7 @@ struct Samples {
 /// make it ready for micro-batch 0 (real stages begin a fresh one-micro-batch step).
 ///
 /// The hand-off latency is measured on the transport: between threads ([`handoff_latency_ms`]),
-/// or between processes ([`Transport::measure_network`]).
+/// or between processes with the bandwidth too ([`Transport::measure_network`]).
 pub fn profile<S>(
     layout: impl Into<Layout>,
     stages: &mut [S],
@@ -151,13 +151,15 @@ where
     for (s, (_, bytes)) in all.iter().enumerate() {
         static_bytes[layout.rank_of(s)] += bytes;
     }
-    let latency = match transport.measure_network()? {
-        Some(network) => network.latency,
-        None => handoff_latency_ms(),
+    // Between threads a message is handed over in memory, whatever its size: no bandwidth.
+    let (latency, bandwidth) = match transport.measure_network()? {
+        Some(network) => (network.latency, network.bandwidth),
+        None => (handoff_latency_ms(), None),
     };
     Ok(CostModel {
         costs: StageCosts::Stages(all.into_iter().map(|(c, _)| c).collect()),
         latency,
+        bandwidth,
         static_bytes,
         time_unit: "ms".into(),
     })

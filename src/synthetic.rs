@@ -172,6 +172,7 @@ impl SyntheticSpec {
         CostModel {
             costs: StageCosts::Stages(vec![cost; stages]),
             latency: 0.0,
+            bandwidth: None,
             static_bytes: vec![],
             time_unit: "ms".into(),
         }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use pipesched::chrome::{chrome_trace, write_chrome_trace};
 use pipesched::exec::{execute, ExecOptions};
 use pipesched::synthetic::{SyntheticSpec, SyntheticStage};
-use pipesched_schedules::{simulate, Kind, Trace};
+use pipesched_schedules::{simulate, CostModel, Kind, StageCost, StageCosts, Trace};
 
 fn measured_1f1b() -> Trace {
     let s = Kind::OneFOneB.generate(2, 1, 8).unwrap();
@@ -81,6 +81,25 @@ fn a_measured_1f1b_trace_is_well_formed() {
         assert_ne!(s["tid"], f["tid"]);
     }
     assert!(events.iter().any(|e| e["ph"] == "C" && e["name"] == "rank 1 live bytes"));
+}
+
+/// Under a bandwidth each arrow carries its own delay: activations of 1024 bytes and gradients of
+/// 3072 at 512 bytes per unit, latency 0.5, arrive 2.5 and 6.5 after they leave.
+#[test]
+fn simulated_transfers_arrive_after_latency_plus_bytes_over_bandwidth() {
+    let s = Kind::GPipe.generate(3, 1, 4).unwrap();
+    let cost = StageCost { fwd_msg_bytes: 1024, bwd_msg_bytes: 3072, ..StageCost::times(1.0, 1.0, 1.0) };
+    let mut model = CostModel::per_rank(1.0, 1.0, 1.0).with_latency(0.5).with_bandwidth(512.0);
+    model.costs = StageCosts::PerRank(cost);
+    let doc = chrome_trace(&simulate(&s, &model).unwrap());
+    let events = check_format(&doc);
+    let finishes: Vec<&Value> = events.iter().filter(|e| e["ph"] == "f").collect();
+    assert_eq!(finishes.len(), 2 * 2 * 4);
+    for f in finishes {
+        let delay = num(&f["args"], "received") - num(&f["args"], "sent");
+        let forward = f["name"].as_str().unwrap().contains('F');
+        assert_eq!(delay, if forward { 2.5 } else { 6.5 }, "{f}");
+    }
 }
 
 #[test]

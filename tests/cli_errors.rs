@@ -193,6 +193,30 @@ fn bad_costs_file() {
 }
 
 #[test]
+fn bandwidth_without_its_times_unit_or_bytes() {
+    fn run(extra: &[&str], code: Option<i32>) -> String {
+        let mut args = vec!["simulate", "-s", "1f1b", "-p", "2", "-m", "4"];
+        args.extend_from_slice(extra);
+        fails_with(&args, code)
+    }
+    let e = run(&["--costs", "F=1,I=1,W=1", "--mem", "M=1MiB", "--bandwidth", "2GiB/s"], Some(1));
+    assert!(e.contains("--bandwidth 2GiB/s is per unit of time, but the times of --costs have no unit"), "{e}");
+    let e = run(&["--costs", "F=1ms,I=1ms,W=1ms", "--mem", "M=1MiB", "--bandwidth", "2GiB"], Some(1));
+    assert!(e.contains("give bytes per second, ms or us, e.g. --bandwidth 2GiB/s"), "{e}");
+    let e = run(&["--costs", "F=1ms", "--bandwidth", "2GiB/s"], Some(1));
+    assert!(e.contains("but --mem gives none; add M="), "{e}");
+    let e = run(&["--bandwidth", "0GiB/s"], Some(2));
+    assert!(e.contains("no bandwidth at all"), "{e}");
+    let e = run(&["--bandwidth", "2GiB/min"], Some(2));
+    assert!(e.contains("unknown time unit `min`"), "{e}");
+    let path = temp_file("zero-bandwidth.json", r#"{"per_rank": {"f": 1, "i": 1, "w": 1}, "bandwidth": 0}"#);
+    let e = run(&["--costs-file", path.to_str().unwrap()], Some(1));
+    assert!(e.contains("bandwidth must be a finite number > 0"), "{e}");
+    let e = run(&["--costs-file", path.to_str().unwrap(), "--bandwidth", "1GB/s"], Some(2));
+    assert!(e.contains("cannot be used with"), "{e}");
+}
+
+#[test]
 fn non_numeric_p_is_a_parser_error() {
     let out = pipesched(&["simulate", "-s", "1f1b", "-p", "four", "-m", "8"]);
     assert_eq!(out.status.code(), Some(2));

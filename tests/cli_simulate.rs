@@ -49,6 +49,34 @@ fn memory_flags_reach_the_simulator() {
     assert_eq!(peaks, (0..4u64).map(|r| (4 - r) * (1 << 20) + 1024).collect::<Vec<_>>());
 }
 
+/// GPipe at p = 4, m = 8 with F = I = 1 ms, W = 0.5 ms: (m+p−1)(F+I+W) + (p−1)(d_a + d_g), each
+/// message d = C + b/B = 0.05 ms + 16 MiB at 10 GB/s; the same from flags and from a cost file.
+#[test]
+fn bandwidth_lengthens_each_message_by_its_bytes() {
+    let makespan = |args: &[&str]| {
+        let mut all = vec!["simulate", "-s", "gpipe", "-p", "4", "-m", "8", "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str::<serde_json::Value>(&run(&all)).unwrap()["makespan"].as_f64().unwrap()
+    };
+    let flags = ["--costs", "F=1ms,I=1ms,W=0.5ms,C=50us", "--mem", "M=16MiB"];
+    let d = 0.05 + (16u64 << 20) as f64 / 1e7;
+    let with_bw = makespan(&[&flags[..], &["--bandwidth", "10GB/s"]].concat());
+    assert!((with_bw - (11.0 * 2.5 + 3.0 * 2.0 * d)).abs() < 1e-9, "{with_bw}");
+    assert!((makespan(&flags) - (11.0 * 2.5 + 3.0 * 2.0 * 0.05)).abs() < 1e-9);
+    let dir = std::env::temp_dir().join(format!("pipesched-bw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("costs.json");
+    std::fs::write(
+        &path,
+        r#"{"per_rank": {"f": 1, "i": 1, "w": 0.5, "fwd_msg_bytes": 16777216, "bwd_msg_bytes": 16777216},
+            "latency": 0.05, "bandwidth": 1e7, "time_unit": "ms"}"#,
+    )
+    .unwrap();
+    let from_file = makespan(&["--costs-file", path.to_str().unwrap()]);
+    assert!((from_file - with_bw).abs() < 1e-9, "{from_file} vs {with_bw}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn csv_out_and_back_in_gives_the_same_simulation() {
     let dir = std::env::temp_dir().join(format!("pipesched-csv-{}", std::process::id()));

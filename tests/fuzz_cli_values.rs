@@ -1,8 +1,9 @@
 //! The command line's value parsers — byte sizes, times, durations, `KEY=VALUE` lists, `--costs`,
-//! `--mem`, counts and rates, schedule names, `--devices`, `--model` (presets and synthetic
+//! `--mem`, `--bandwidth`, counts and rates, schedule names, `--devices`, `--model` (presets and synthetic
 //! specs) — given random text and valid values with a few edits, return `Ok` or `Err` and never
 //! panic, hang or allocate past the cap. What they accept is exact and usable: a byte size or a
-//! time prints back to itself, a cost model from `--costs`/`--mem` has finite times and resolves
+//! time prints back to itself, a cost model from `--costs`/`--mem`/`--bandwidth` has finite
+//! times and a finite bandwidth > 0, and resolves
 //! against small schedules or says why not, a model is estimated before anything is built.
 
 #[path = "../schedules/tests/fuzz/mod.rs"]
@@ -13,7 +14,7 @@ use std::str::FromStr;
 use fuzz::alloc_cap::{capped, Capped};
 use fuzz::config;
 use fuzz::mutate::{mutated, random_text};
-use pipesched::args::{at_least_one, pairs, positive, seconds, ByteSize, CostArgs, Costs, Mem, Time};
+use pipesched::args::{at_least_one, pairs, positive, seconds, Bandwidth, ByteSize, CostArgs, Costs, Mem, Time};
 use pipesched::synthetic::SyntheticSpec;
 use pipesched::workload::{Demand, Devices, Layout, ModelChoice, WorkloadSpec};
 use pipesched_schedules::{simulate, with_recompute, CostModel, Kind, Schedule, StageCosts, Stats};
@@ -78,6 +79,11 @@ fn mem_text() -> impl Strategy<Value = String> {
     pairs_text(&["A", "W", "R", "S", "M"], byte_size_text())
 }
 
+/// A bandwidth: a byte size per second, ms or us, bare, or per a unit that is not one.
+fn bandwidth_text() -> impl Strategy<Value = String> {
+    (byte_size_text(), select(&["/s", "/ms", "/us", "/µs", "", " / s", "/min"][..])).prop_map(|(b, per)| b + per)
+}
+
 fn synthetic_text() -> impl Strategy<Value = String> {
     let times = pairs_text(&["F", "I", "W", "R"], time_text());
     let bytes = pairs_text(&["mem", "wmem", "msg"], byte_size_text());
@@ -125,10 +131,16 @@ fn check_time(text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// `--costs` and `--mem`: an accepted value reads back from its own text, its model's times are
-/// finite and ≥ 0, and the model resolves and simulates or says why not.
-fn check_costs(costs: &str, mem: &str) -> Result<(), TestCaseError> {
+/// `--costs`, `--mem` and `--bandwidth`: an accepted value reads back from its own text, its
+/// model's times are finite and ≥ 0 and its bandwidth finite and > 0, and the model resolves and
+/// simulates or says why not.
+fn check_costs(costs: &str, mem: &str, bandwidth: &str) -> Result<(), TestCaseError> {
     let (c, m) = (costs.parse::<Costs>().ok(), mem.parse::<Mem>().ok());
+    let b = bandwidth.parse::<Bandwidth>().ok();
+    if let Some(b) = &b {
+        let again = b.to_string().parse::<Bandwidth>();
+        prop_assert_eq!(again.as_ref(), Ok(b), "{:?}", bandwidth);
+    }
     if let Some(c) = &c {
         let again = c.to_string().parse::<Costs>();
         prop_assert_eq!(again.as_ref(), Ok(c), "{:?}", costs);
@@ -140,10 +152,19 @@ fn check_costs(costs: &str, mem: &str) -> Result<(), TestCaseError> {
     if c.is_none() && m.is_none() {
         return Ok(());
     }
-    let model = CostArgs { costs: c, mem: m }.model();
+    // A bandwidth is refused against some times and bytes (its unit, no message bytes); the
+    // rest of the flags still make a model.
+    let args = CostArgs { costs: c, mem: m, bandwidth: b };
+    let model = match args.model() {
+        Ok(model) => model,
+        Err(_) => CostArgs { bandwidth: None, ..args }.model().expect("without --bandwidth the flags make a model"),
+    };
     let StageCosts::PerRank(cost) = &model.costs else { panic!("the command line gives per-rank costs") };
     for (name, x) in [("F", cost.f), ("I", cost.i), ("W", cost.w), ("R", cost.t_r()), ("C", model.latency)] {
         prop_assert!(x.is_finite() && x >= 0.0, "{} = {} from --costs {:?}", name, x, costs);
+    }
+    if let Some(x) = model.bandwidth {
+        prop_assert!(x.is_finite() && x > 0.0, "bandwidth {} from --bandwidth {:?}", x, bandwidth);
     }
     check_simulates(&model, costs)
 }
@@ -267,13 +288,13 @@ proptest! {
     }
 
     #[test]
-    fn costs_and_mem_from_random_text(costs in random_text(48), mem in random_text(48)) {
-        check_costs(&costs, &mem)?;
+    fn costs_and_mem_from_random_text(costs in random_text(48), mem in random_text(48), bandwidth in random_text(24)) {
+        check_costs(&costs, &mem, &bandwidth)?;
     }
 
     #[test]
-    fn costs_and_mem_near_valid(costs in mutated(costs_text()), mem in mutated(mem_text())) {
-        check_costs(&costs, &mem)?;
+    fn costs_and_mem_near_valid(costs in mutated(costs_text()), mem in mutated(mem_text()), bandwidth in mutated(bandwidth_text())) {
+        check_costs(&costs, &mem, &bandwidth)?;
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod fuzz;
 
 use fuzz::alloc_cap::{capped, Capped};
 use fuzz::config;
-use fuzz::costs::{bytes, stage_cost, time};
+use fuzz::costs::{bandwidth, bytes, stage_cost, time};
 use fuzz::mutate::{mutated, random_text};
 use pipesched::cost_file::CostFile;
 use pipesched::workload::Layout;
@@ -40,9 +40,9 @@ fn cost_file_text() -> impl Strategy<Value = String> {
     let count = |small: std::ops::RangeInclusive<usize>| prop_oneof![4 => small, 1 => select(&[0, 256, 257, 1 << 16, 1 << 32, 1 << 63, usize::MAX][..])];
     let layout = prop::option::of((count(1..=3), count(1..=2), select(&[Placement::Loop, Placement::V][..])));
     let recompute = prop::option::of(prop::collection::vec(policy(), 1..=4));
-    (costs, time(), prop::collection::vec(bytes(), 0..=3), layout, recompute).prop_map(
-        |(costs, latency, static_bytes, layout, recompute)| {
-            let model = CostModel { costs, latency, static_bytes, time_unit: "ms".into() };
+    (costs, time(), bandwidth(), prop::collection::vec(bytes(), 0..=3), layout, recompute).prop_map(
+        |(costs, latency, bandwidth, static_bytes, layout, recompute)| {
+            let model = CostModel { costs, latency, bandwidth, static_bytes, time_unit: "ms".into() };
             let layout = layout.map(|(p, v, placement)| Layout { p, v, placement });
             CostFile { model, layout, recompute }.to_json()
         },

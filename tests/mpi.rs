@@ -191,8 +191,11 @@ fn profiling_across_processes_measures_every_stage() {
         assert!(y["f"].as_f64().is_some_and(|t| t > 0.0), "{y}");
     }
     assert_eq!(a["static_bytes"], b["static_bytes"]);
-    // Across processes the latency is the link test's, through MPI.
+    // Across processes the latency and the bandwidth are the link test's, through MPI; between
+    // threads there is no bandwidth to charge.
     assert!(b["latency"].as_f64().is_some_and(|c| c > 0.0 && c.is_finite()), "{b}");
+    assert!(b["bandwidth"].as_f64().is_some_and(|bw| bw > 0.0 && bw.is_finite()), "{b}");
+    assert!(a.get("bandwidth").is_none_or(serde_json::Value::is_null), "{a}");
     assert_eq!(b["layout"]["placement"], "v");
 }
 

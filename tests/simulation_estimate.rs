@@ -25,7 +25,13 @@ fn with_bytes(stages: usize) -> CostModel {
             ..StageCost::times(1.0 + s as f64 * 0.1, 1.5, 0.5)
         })
         .collect();
-    CostModel { costs: StageCosts::Stages(costs), latency: 0.3, static_bytes: vec![1000], time_unit: "ms".into() }
+    CostModel {
+        costs: StageCosts::Stages(costs),
+        latency: 0.3,
+        bandwidth: None,
+        static_bytes: vec![1000],
+        time_unit: "ms".into(),
+    }
 }
 
 #[test]

@@ -98,9 +98,13 @@ impl Args {
         }
         if self.costs.given() && !self.simulate_only {
             return Err(Error::Usage(
-                "--costs and --mem replace the profiled costs of --simulate-only; add --simulate-only, or drop them"
+                "--costs, --mem and --bandwidth replace the profiled costs of --simulate-only; add --simulate-only, or drop them"
                     .into(),
             ));
+        }
+        if self.costs.given() {
+            // Refused now rather than after the first configuration ran.
+            self.costs.model()?;
         }
         if let Some(k) =
             self.schedules.iter().enumerate().find_map(|(i, k)| self.schedules[..i].contains(k).then_some(k))

@@ -109,7 +109,7 @@ pub fn run(
     // With --costs the times and bytes are the flags'; otherwise the stages' profile and their
     // own byte accounting.
     let (profiled, bytes) = if args.costs.given() {
-        let flags = args.costs.model();
+        let flags = args.costs.model()?;
         (flags.clone(), flags)
     } else {
         (workload.profile(args.profile_reps())?, workload.predicted()?)

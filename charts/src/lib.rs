@@ -109,6 +109,7 @@ mod tests {
                 ..StageCost::times(1., 1., 0.5)
             }),
             latency: 0.05,
+            bandwidth: None,
             static_bytes: vec![256 << 20],
             time_unit: "ms".into(),
         }

@@ -279,6 +279,7 @@ mod tests {
         let costs = CostModel {
             costs: StageCosts::PerRank(StageCost { act_bytes: act, ..StageCost::times(1.0, 1.0, 1.0) }),
             latency: 0.0,
+            bandwidth: None,
             static_bytes: vec![statics],
             time_unit: "ms".into(),
         };

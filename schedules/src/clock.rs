@@ -15,7 +15,8 @@ pub fn unit_clock(s: &Schedule) -> Result<Vec<Vec<usize>>> {
     validate(s)?;
     let mut ticks: Vec<Vec<usize>> = s.lanes.iter().map(|l| Vec::with_capacity(l.len())).collect();
     // Validated, so the walk finishes; ticks are small integers, exact in f64.
-    let mut post = Times::new(message_slots(s.stages(), s.m), 0.0);
+    let free = vec![[0.0; 2]; s.stages()];
+    let mut post = Times::new(message_slots(s.stages(), s.m), &free);
     let _ = walk(s, &mut post, |_| 1.0, |ran| ticks[ran.rank].push(ran.start as usize));
     Ok(ticks)
 }

@@ -3,6 +3,10 @@
 //! Costs are given either per model stage, or "per rank" — the work of 1/p of the model, which a
 //! schedule with `v` chunks per rank splits evenly (each chunk costs `t/v`, and gets `bytes/v`,
 //! the remainder going to the first chunks so totals stay exact). See DESIGN.md.
+//!
+//! A message between ranks takes the latency `c`, plus — when a bandwidth `B` is given — its
+//! bytes over `B`: the producing stage's `fwd_msg_bytes` for an activation, `bwd_msg_bytes` for
+//! a gradient ([`CostModel::message_delays`]). Between stages of one rank it takes nothing.
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +91,10 @@ pub struct CostModel {
     /// Cross-rank latency `c`: delays the consumer, occupies neither device.
     #[serde(default)]
     pub latency: f64,
+    /// Cross-rank bandwidth `B`, in bytes per time unit of the model: a message of `b` bytes
+    /// between ranks takes `c + b/B`. `None` (absent): unlimited, every message takes `c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<f64>,
     /// Static bytes (parameters, gradients, optimizer state): none, one value for every rank, or one per rank.
     #[serde(default)]
     pub static_bytes: Vec<u64>,
@@ -105,6 +113,7 @@ impl CostModel {
         CostModel {
             costs: StageCosts::PerRank(StageCost::times(f, i, w)),
             latency: 0.0,
+            bandwidth: None,
             static_bytes: vec![],
             time_unit: default_unit(),
         }
@@ -129,12 +138,18 @@ impl CostModel {
         self
     }
 
+    /// The same with cross-rank bandwidth `B` (bytes per time unit).
+    pub fn with_bandwidth(mut self, bandwidth: f64) -> CostModel {
+        self.bandwidth = Some(bandwidth);
+        self
+    }
+
     /// Parses a cost model from JSON (`{"per_rank": {...}}` or `{"stages": [...]}`, plus
-    /// optional `latency`, `static_bytes`, `time_unit`).
+    /// optional `latency`, `bandwidth`, `static_bytes`, `time_unit`).
     pub fn from_json(text: &str) -> Result<CostModel> {
         let model: CostModel = serde_json::from_str(text).map_err(|e| {
             Error::Cost(format!(
-                "{e}. Expected {{\"per_rank\": {{\"f\": .., \"i\": .., \"w\": ..}}}} or {{\"stages\": [{{\"f\": .., \"i\": .., \"w\": ..}}, ...]}}, optionally with \"latency\", \"static_bytes\", \"time_unit\""
+                "{e}. Expected {{\"per_rank\": {{\"f\": .., \"i\": .., \"w\": ..}}}} or {{\"stages\": [{{\"f\": .., \"i\": .., \"w\": ..}}, ...]}}, optionally with \"latency\", \"bandwidth\", \"static_bytes\", \"time_unit\""
             ))
         })?;
         model.check_values()?;
@@ -150,6 +165,11 @@ impl CostModel {
         let ok = |x: f64| x.is_finite() && x >= 0.0;
         if !ok(self.latency) {
             return Err(Error::Cost(format!("latency must be a finite number ≥ 0, got {}", self.latency)));
+        }
+        if let Some(b) = self.bandwidth.filter(|b| !(b.is_finite() && *b > 0.0)) {
+            return Err(Error::Cost(format!(
+                "bandwidth must be a finite number > 0 (bytes per time unit), got {b}; leave it out for an unlimited one"
+            )));
         }
         let all: Vec<&StageCost> = match &self.costs {
             StageCosts::PerRank(c) => vec![c],
@@ -195,20 +215,62 @@ impl CostModel {
                 )))
             }
         };
-        check_totals(schedule, &stages, &statics, self.latency)?;
+        check_totals(schedule, &stages, &statics, self)?;
         Ok((stages, statics))
+    }
+
+    /// How long each message of `schedule` takes, by producing stage, under its resolved costs
+    /// `stages` (from [`resolve`](Self::resolve)): `[activation, gradient]` — the activation stage
+    /// `s` sends forward, the gradient it sends back. `c + b/B` to another rank (`c` when the
+    /// bandwidth is unlimited); 0 to a stage on the same rank, and where there is no message (the
+    /// last stage sends no activation, stage 0 no gradient).
+    pub fn message_delays(&self, schedule: &Schedule, stages: &[StageCost]) -> Vec<[f64; 2]> {
+        let apart = |a: usize, b: usize| schedule.rank_of(a) != schedule.rank_of(b);
+        (0..stages.len())
+            .map(|s| {
+                let c = &stages[s];
+                let fwd = s + 1 < stages.len() && apart(s, s + 1);
+                let bwd = s > 0 && apart(s, s - 1);
+                [
+                    if fwd { self.message_time(c.fwd_msg_bytes) } else { 0.0 },
+                    if bwd { self.message_time(c.bwd_msg_bytes) } else { 0.0 },
+                ]
+            })
+            .collect()
+    }
+
+    /// How long a message of `bytes` takes between two ranks: `c + bytes/B`, or `c` when the
+    /// bandwidth is unlimited.
+    pub fn message_time(&self, bytes: u64) -> f64 {
+        match self.bandwidth {
+            Some(b) => self.latency + bytes as f64 / b,
+            None => self.latency,
+        }
     }
 }
 
 /// Refuses costs whose step would overflow: every time of the step must stay finite and every
 /// rank's live bytes must fit in 64 bits. Checked on upper bounds — the sum of every action's
-/// time and message latency; static bytes plus, for each (stage, micro-batch), everything its
-/// actions could hold at once — so the simulation can run in plain arithmetic.
-fn check_totals(schedule: &Schedule, stages: &[StageCost], statics: &[u64], latency: f64) -> Result<()> {
+/// time and every message's time (`c + b/B`, as if each crossed ranks); static bytes plus, for
+/// each (stage, micro-batch), everything its actions could hold at once — so the simulation can
+/// run in plain arithmetic.
+fn check_totals(schedule: &Schedule, stages: &[StageCost], statics: &[u64], model: &CostModel) -> Result<()> {
     let m = schedule.m as f64;
-    let time: f64 =
-        stages.iter().map(|c| m * (c.f + c.i + c.w + c.t_r())).sum::<f64>() + latency * 2.0 * m * stages.len() as f64;
-    if !time.is_finite() {
+    let work: f64 = stages.iter().map(|c| m * (c.f + c.i + c.w + c.t_r())).sum();
+    let messages: f64 =
+        stages.iter().map(|c| m * (model.message_time(c.fwd_msg_bytes) + model.message_time(c.bwd_msg_bytes))).sum();
+    if !(work + messages).is_finite() {
+        let latency = model.latency;
+        if let (true, true, Some(b)) =
+            (work.is_finite(), (latency * 2.0 * m * stages.len() as f64).is_finite(), model.bandwidth)
+        {
+            let bytes = stages.iter().flat_map(|c| [c.fwd_msg_bytes, c.bwd_msg_bytes]).max().unwrap_or(0);
+            return Err(Error::Cost(format!(
+                "the step's message times overflow: messages of up to {bytes} bytes at bandwidth={b:e} bytes per time unit, over m={} micro-batches and {} stages, do not add up to a finite number; give a larger bandwidth (or a larger time unit)",
+                schedule.m,
+                stages.len()
+            )));
+        }
         let big = stages
             .iter()
             .flat_map(|c| [("f", c.f), ("i", c.i), ("w", c.w), ("r", c.t_r())])
@@ -297,5 +359,72 @@ mod tests {
         assert!(CostModel::from_json(r#"{"per_rank": {"f": -1, "i": 1, "w": 1}}"#).is_err());
         assert!(CostModel::from_json(r#"{"per_rank": {"f": 1}}"#).unwrap_err().to_string().contains("missing field"));
         assert!(CostModel::from_json("{}").is_err());
+    }
+
+    #[test]
+    fn bandwidth_is_optional_and_round_trips() {
+        let none = CostModel::from_json(r#"{"per_rank": {"f": 1, "i": 1, "w": 1}, "latency": 0.5}"#).unwrap();
+        assert_eq!(none.bandwidth, None);
+        // Absent stays absent: files written before there was a bandwidth read and write the same.
+        assert!(!none.to_json().contains("bandwidth"));
+        let text = r#"{"per_rank": {"f": 1, "i": 1, "w": 1}, "latency": 0.5, "bandwidth": 2097152.5}"#;
+        let some = CostModel::from_json(text).unwrap();
+        assert_eq!(some.bandwidth, Some(2097152.5));
+        assert_eq!(CostModel::from_json(&some.to_json()).unwrap(), some);
+        assert_eq!(some, none.with_bandwidth(2097152.5));
+    }
+
+    #[test]
+    fn rejects_a_bandwidth_that_is_not_finite_and_positive() {
+        for b in ["0", "-1", "-0.0"] {
+            let text = format!(r#"{{"per_rank": {{"f": 1, "i": 1, "w": 1}}, "bandwidth": {b}}}"#);
+            let e = CostModel::from_json(&text).unwrap_err().to_string();
+            assert!(e.contains("bandwidth must be a finite number > 0 (bytes per time unit), got"), "{b}: {e}");
+        }
+        let s = crate::Kind::OneFOneB.generate(2, 1, 4).unwrap();
+        for b in [0.0, -2.0, f64::NAN, f64::INFINITY] {
+            let e = CostModel::per_rank(1.0, 1.0, 1.0).with_bandwidth(b).resolve(&s).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("bandwidth must be a finite number > 0 (bytes per time unit), got {b}")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn message_delays_are_latency_plus_bytes_over_bandwidth_across_ranks() {
+        let model = |bandwidth: Option<f64>| CostModel {
+            costs: StageCosts::PerRank(StageCost {
+                fwd_msg_bytes: 1024,
+                bwd_msg_bytes: 3072,
+                ..StageCost::times(1.0, 1.0, 1.0)
+            }),
+            latency: 0.25,
+            bandwidth,
+            static_bytes: vec![],
+            time_unit: default_unit(),
+        };
+        let s = crate::Kind::OneFOneB.generate(3, 1, 3).unwrap();
+        let (stages, _) = model(Some(512.0)).resolve(&s).unwrap();
+        // The last stage sends no activation, stage 0 no gradient.
+        assert_eq!(model(Some(512.0)).message_delays(&s, &stages), [[2.25, 0.0], [2.25, 6.25], [0.0, 6.25]]);
+        assert_eq!(model(None).message_delays(&s, &stages), [[0.25, 0.0], [0.25, 0.25], [0.0, 0.25]]);
+        // ZB-V at p=2: stages 1 and 2 share rank 1, so what passes between them takes nothing.
+        let v = crate::Kind::ZbV.generate(2, 2, 4).unwrap();
+        let (stages, _) = model(Some(512.0)).resolve(&v).unwrap();
+        assert_eq!(
+            model(Some(512.0)).message_delays(&v, &stages),
+            [[2.25, 0.0], [0.0, 6.25], [2.25, 0.0], [0.0, 6.25]]
+        );
+    }
+
+    #[test]
+    fn refuses_message_times_that_overflow() {
+        let s = crate::Kind::OneFOneB.generate(2, 1, 4).unwrap();
+        let mut model = CostModel::per_rank(1.0, 1.0, 1.0).with_bandwidth(1e-300);
+        model.costs = StageCosts::PerRank(StageCost { fwd_msg_bytes: 1 << 40, ..StageCost::times(1.0, 1.0, 1.0) });
+        let e = model.resolve(&s).unwrap_err().to_string();
+        assert!(e.contains("message times overflow") && e.contains("bandwidth=1e-300"), "{e}");
+        assert!(model.with_bandwidth(1e-3).resolve(&s).is_ok());
     }
 }

@@ -13,13 +13,13 @@
 use crate::action::{Action, Op};
 use crate::schedule::Schedule;
 
-/// What a message carries.
+/// What a message carries. `flow as usize` indexes per-flow tables (`[activation, gradient]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Flow {
     /// The output of `F(s,j)`, sent forward to stage `s+1`.
-    Activation,
+    Activation = 0,
     /// The input gradient from `I(s,j)` or `B(s,j)`, sent back to stage `s−1`.
-    Gradient,
+    Gradient = 1,
 }
 
 /// One value handed from one stage to a neighbour, for one micro-batch.

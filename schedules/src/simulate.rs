@@ -2,9 +2,12 @@
 //!
 //! Semantics (DESIGN.md): each rank runs its lane strictly in order; an action starts at the
 //! later of the end of the previous action on its rank and the arrival of the message it needs;
-//! a message between ranks arrives the latency `c` after its producer ends and occupies neither
-//! device; between stages of one rank it is free. The times come from one linear walk of the
-//! lanes ([`walk`](crate::walk)), so a run is a pure function of its inputs.
+//! a message between ranks arrives `c + b/B` after its producer ends — the latency, plus its
+//! bytes over the bandwidth when one is given — and occupies neither device; between stages of
+//! one rank it is free. The delay of each stage's activation and gradient is worked out once,
+//! before the walk ([`CostModel::message_delays`]), so a message costs the walk one lookup. The
+//! times come from one linear walk of the lanes ([`walk`](crate::walk)), so a run is a pure
+//! function of its inputs.
 //!
 //! Memory, by the [`Ledger`]'s rule (the executor's): `F` adds the bytes it keeps, `R` what it
 //! re-creates; `I` sets its micro-batch to what `W` needs — growing at its start when that is
@@ -33,7 +36,12 @@ use crate::walk::{walk, Ran, Times};
 /// are checked first, a deadlock by the simulation's own walk), or if the cost model does not fit
 /// it.
 pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
-    let (ranks, _, _) = run(schedule, costs, true)?;
+    let (ranks, _, _, delays) = run(schedule, costs, true)?;
+    // Without a bandwidth every message between ranks takes `c`: the trace says just that.
+    let transfers = match costs.bandwidth {
+        None => Transfers::Latency(costs.latency),
+        Some(_) => Transfers::Delays(delays),
+    };
     Ok(Trace {
         source: Source::Simulated,
         schedule: schedule.name.clone(),
@@ -43,7 +51,7 @@ pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
         placement: schedule.placement,
         time_unit: costs.time_unit.clone(),
         ranks,
-        transfers: Transfers::Latency(costs.latency),
+        transfers,
     })
 }
 
@@ -51,7 +59,7 @@ pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
 /// computed as the simulation runs, without keeping its spans: 16 bytes per action less to
 /// allocate and write. Fails as [`simulate`] does.
 pub fn simulate_stats(schedule: &Schedule, costs: &CostModel) -> Result<Stats> {
-    let (_, tallies, peaks) = run(schedule, costs, false)?;
+    let (_, tallies, peaks, _) = run(schedule, costs, false)?;
     Ok(Stats::from_tallies(&tallies, &peaks))
 }
 
@@ -60,10 +68,15 @@ pub fn simulate_stats(schedule: &Schedule, costs: &CostModel) -> Result<Stats> {
 const SPANS_AHEAD: usize = 8;
 
 /// One walk of `schedule` under `costs`: each rank's trace when `trace` (spans and memory curve;
-/// empty ranks otherwise), the tally of its spans, and its peaks (total, held) for the stats.
+/// empty ranks otherwise), the tally of its spans, its peaks (total, held) for the stats, and the
+/// delay of every (stage, flow)'s messages ([`CostModel::message_delays`]).
 /// Without the trace, no memory curve is made: the peaks are read as it is merged.
 #[allow(clippy::type_complexity)]
-fn run(schedule: &Schedule, costs: &CostModel, trace: bool) -> Result<(Vec<RankTrace>, Vec<Tally>, Vec<(u64, u64)>)> {
+fn run(
+    schedule: &Schedule,
+    costs: &CostModel,
+    trace: bool,
+) -> Result<(Vec<RankTrace>, Vec<Tally>, Vec<(u64, u64)>, Vec<[f64; 2]>)> {
     check_structure(schedule)?;
     let (stage_costs, statics) = costs.resolve(schedule)?;
     let (stages, m) = (schedule.stages(), schedule.m);
@@ -109,7 +122,8 @@ fn run(schedule: &Schedule, costs: &CostModel, trace: bool) -> Result<(Vec<RankT
         })
         .collect();
     let duration = |a: Action| durations[a.stage()][a.op as usize];
-    let mut post = Times::new(message_slots(stages, m), costs.latency);
+    let delays = costs.message_delays(schedule, &stage_costs);
+    let mut post = Times::new(message_slots(stages, m), &delays);
     let walked = if trace || keeps || sends {
         walk(schedule, &mut post, duration, |ran| {
             let Ran { rank, step, action: a, start, end, received } = ran;
@@ -157,7 +171,7 @@ fn run(schedule: &Schedule, costs: &CostModel, trace: bool) -> Result<(Vec<RankT
             peaks.push(ledger.peaks());
         }
     }
-    Ok((ranks, tallies, peaks))
+    Ok((ranks, tallies, peaks, delays))
 }
 
 impl StageCost {

@@ -9,7 +9,8 @@
 //! schedule, not copied) and their start and end times, index for index — so a trace costs 16
 //! bytes per action. Both producers run every lane in order, so span `k` of a rank is action `k`
 //! of its lane. Messages are recorded by the executor; the simulator's follow from its rule (sent
-//! when the producer ends, received `latency` later) and are derived on demand.
+//! when the producer ends, received the latency later — or, with a bandwidth, the delay of the
+//! producing stage's messages of that flow) and are derived on demand.
 
 use std::sync::Arc;
 
@@ -169,6 +170,11 @@ pub enum Transfers {
     /// The simulator's rule: every message between two ranks leaves when its producer ends and
     /// arrives this latency later.
     Latency(f64),
+    /// The simulator's rule with a bandwidth: a message between two ranks leaves when its
+    /// producer ends and arrives `delays[s][0]` later for the activation stage `s` sends
+    /// forward, `delays[s][1]` for the gradient it sends back (`c + b/B`, `b` that stage's
+    /// message bytes; see [`CostModel::message_delays`](crate::CostModel::message_delays)).
+    Delays(Vec<[f64; 2]>),
 }
 
 /// One step of a schedule, simulated or measured.
@@ -209,10 +215,13 @@ impl Trace {
     /// trace — derived from its spans (one per message whose producer and consumer sit on
     /// different ranks).
     pub fn transfers(&self) -> Vec<Transfer> {
-        let latency = match &self.transfers {
+        let (latency, delays) = match &self.transfers {
             Transfers::Recorded(list) => return list.clone(),
-            Transfers::Latency(c) => *c,
+            Transfers::Latency(c) => (*c, None),
+            Transfers::Delays(d) => (0.0, Some(d)),
         };
+        // A trace read from a file may list fewer stages than it has: those take nothing.
+        let delay = |msg: &Message| delays.map_or(latency, |d| d.get(msg.from).map_or(0.0, |d| d[msg.flow as usize]));
         let (stages, m) = (self.p * self.v, self.m);
         let lanes: Vec<Arc<Vec<Action>>> = self.ranks.iter().map(|r| r.actions.clone()).collect();
         let shape = Schedule { name: String::new(), p: self.p, v: self.v, m, placement: self.placement, lanes };
@@ -230,7 +239,8 @@ impl Trace {
                 let from = msg.producer(&splits);
                 let Some(&(from_rank, sent)) = ends.get(&from) else { continue };
                 if from_rank != to_rank {
-                    out.push(Transfer { from, to: span.action, from_rank, to_rank, sent, received: sent + latency });
+                    let received = sent + delay(&msg);
+                    out.push(Transfer { from, to: span.action, from_rank, to_rank, sent, received });
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! Running a schedule on a clock: every rank runs its lane strictly in order, and an action
 //! starts at the later of its rank becoming free and the arrival of the message it consumes
-//! ([`deps`](crate::deps)). The validator walks to find deadlocks (times do not matter there), the
-//! unit clock with one tick per action, the simulator with the cost model's durations.
+//! ([`deps`](crate::deps)): its send time plus the [`Post`]'s delay for the producing stage and
+//! the flow. The validator walks to find deadlocks (times do not matter there), the unit clock
+//! with one tick per action, the simulator with the cost model's durations and message delays.
 //!
 //! The walk needs no event queue: a rank runs until it needs a message that does not exist yet,
 //! and the action that later produces that message wakes it. Start and end times are the same
@@ -10,12 +11,12 @@
 //! ([`Ready`]), which keeps the message table's accesses of a large schedule together. Time:
 //! linear in the number of actions, plus `ranks/4096` words read per sweep. Memory: what the
 //! [`Post`] keeps per message slot (`2·stages·m`) — one bit to find deadlocks, one time to
-//! simulate — and nothing per action.
+//! simulate, with two delays per stage — and nothing per action.
 
 use crate::action::Action;
 #[cfg(doc)]
 use crate::deps::message_slots;
-use crate::deps::{consumes, produces};
+use crate::deps::{consumes, produces, Message};
 use crate::prefetch::prefetch;
 use crate::ready::Ready;
 use crate::schedule::Schedule;
@@ -34,8 +35,9 @@ pub(crate) trait Post {
     fn sent(&self, slot: usize) -> Option<f64>;
     /// Message `slot` was sent at `time`.
     fn send(&mut self, slot: usize, time: f64);
-    /// How long a message takes between ranks.
-    fn latency(&self) -> f64 {
+    /// How long `msg` takes from its producer's end to its consumer (0 between stages of one
+    /// rank).
+    fn delay(&self, _msg: &Message) -> f64 {
         0.0
     }
 }
@@ -60,24 +62,27 @@ impl Post for Sent {
     }
 }
 
-/// When each message was sent, and the latency of a message between ranks.
+/// When each message was sent, and how long each (stage, flow)'s messages take.
 ///
 /// A send time `t` is stored as the bits of `t` inverted, so a zero word means "not sent" (the
 /// inverse of zero's bits is a NaN, never a time): the table starts as zeroed memory, which the
 /// system hands out without writing it.
-pub(crate) struct Times {
+pub(crate) struct Times<'a> {
     sent: Vec<u64>,
-    latency: f64,
+    /// By producing stage, how long its activation and its gradient take (`[Flow as usize]`),
+    /// 0 where the neighbour sits on the same rank: one lookup per message, no branch on ranks.
+    delays: &'a [[f64; 2]],
 }
 
-impl Times {
-    /// Nothing sent yet, for `slots` messages that take `latency` between ranks.
-    pub(crate) fn new(slots: usize, latency: f64) -> Times {
-        Times { sent: vec![0; slots], latency }
+impl<'a> Times<'a> {
+    /// Nothing sent yet, for `slots` messages whose delays by producing stage are `delays`
+    /// (see [`CostModel::message_delays`](crate::CostModel::message_delays)).
+    pub(crate) fn new(slots: usize, delays: &'a [[f64; 2]]) -> Times<'a> {
+        Times { sent: vec![0; slots], delays }
     }
 }
 
-impl Post for Times {
+impl Post for Times<'_> {
     fn sent(&self, slot: usize) -> Option<f64> {
         let bits = self.sent[slot];
         (bits != 0).then(|| f64::from_bits(!bits))
@@ -85,8 +90,9 @@ impl Post for Times {
     fn send(&mut self, slot: usize, time: f64) {
         self.sent[slot] = !time.to_bits();
     }
-    fn latency(&self) -> f64 {
-        self.latency
+    #[inline]
+    fn delay(&self, msg: &Message) -> f64 {
+        self.delays[msg.from][msg.flow as usize]
     }
 }
 
@@ -130,7 +136,6 @@ pub(crate) fn walk<P: Post>(
     mut ran: impl FnMut(Ran),
 ) -> Result<(), Vec<usize>> {
     let (p, stages, m) = (s.p, s.stages(), s.m);
-    let latency = post.latency();
     // Where each stage sits, looked up rather than computed (a division) twice per action.
     let rank_of: Vec<usize> = (0..stages).map(|st| s.rank_of(st)).collect();
     // Each rank's place in one small record, so switching ranks touches one cache line.
@@ -150,8 +155,7 @@ pub(crate) fn walk<P: Post>(
                 let slot = msg.index(stages, m);
                 match post.sent(slot) {
                     Some(t) => {
-                        let arrival = if rank_of[msg.from] == r { t } else { t + latency };
-                        start = start.max(arrival);
+                        start = start.max(t + post.delay(&msg));
                         received = Some(t);
                     }
                     None => {
@@ -195,7 +199,7 @@ mod tests {
     fn unit_walk_of_1f1b_ends_at_the_closed_form() {
         let s = Kind::OneFOneB.generate(4, 1, 8).unwrap();
         let mut last = 0.0f64;
-        let mut post = Times::new(crate::deps::message_slots(4, 8), 0.0);
+        let mut post = Times::new(crate::deps::message_slots(4, 8), &[[0.0; 2]; 4]);
         walk(&s, &mut post, |a| if a.op == Op::B { 2.0 } else { 1.0 }, |ran| last = last.max(ran.end)).unwrap();
         // m(F+B) + (p−1)(F+B) with F = 1, B = 2.
         assert_eq!(last, 33.0);

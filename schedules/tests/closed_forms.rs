@@ -102,7 +102,7 @@ proptest! {
     }
 
     #[test]
-    fn stats_taken_while_simulating_are_the_traces(p in 1usize..=6, m in 1usize..=16, seed in 0u64..1000, latency in 0u32..3, recompute in any::<bool>()) {
+    fn stats_taken_while_simulating_are_the_traces(p in 1usize..=6, m in 1usize..=16, seed in 0u64..1000, latency in 0u32..3, bandwidth in prop::option::of(prop::sample::select(vec![0.5, 4.0, 64.0])), recompute in any::<bool>()) {
         // Per-stage costs with bytes of every kind, from a small generator of the seed, so
         // stages differ in time and memory.
         let mut x = seed;
@@ -126,6 +126,7 @@ proptest! {
             let mut costs = CostModel::per_rank(1.0, 1.0, 1.0).with_latency(latency as f64 * 0.5);
             costs.costs = StageCosts::Stages(stages);
             costs.static_bytes = vec![1000];
+            costs.bandwidth = bandwidth;
             let traced = Stats::of(&simulate(&s, &costs).unwrap());
             let direct = simulate_stats(&s, &costs).unwrap();
             prop_assert_eq!(&direct, &traced, "{} p={} m={}", kind, p, m);

@@ -9,7 +9,7 @@ mod fuzz;
 
 use fuzz::alloc_cap::{capped, Capped};
 use fuzz::config;
-use fuzz::costs::{bytes, stage_cost, time};
+use fuzz::costs::{bandwidth, bytes, stage_cost, time};
 use fuzz::mutate::{mutated, random_text};
 use pipesched_schedules::{
     from_csv, simulate, to_csv, validate, with_recompute, Action, CostModel, Kind, Op, Schedule, StageCost, StageCosts,
@@ -66,19 +66,23 @@ fn csv_text() -> impl Strategy<Value = String> {
     ]
 }
 
-/// A valid cost model: per-rank or per-stage costs, with latency, static bytes, a unit.
+/// A valid cost model: per-rank or per-stage costs, with latency, perhaps a bandwidth, static
+/// bytes, a unit.
 fn cost_model() -> impl Strategy<Value = CostModel> {
     let costs = prop_oneof![
         stage_cost().prop_map(StageCosts::PerRank),
         prop::collection::vec(stage_cost(), 1..=4).prop_map(StageCosts::Stages),
     ];
     let statics = prop::collection::vec(bytes(), 0..=3);
-    (costs, time(), statics, select(&["ms", "units"][..])).prop_map(|(costs, latency, static_bytes, unit)| CostModel {
-        costs,
-        latency,
-        static_bytes,
-        time_unit: unit.into(),
-    })
+    (costs, time(), bandwidth(), statics, select(&["ms", "units"][..])).prop_map(
+        |(costs, latency, bandwidth, static_bytes, unit)| CostModel {
+            costs,
+            latency,
+            bandwidth,
+            static_bytes,
+            time_unit: unit.into(),
+        },
+    )
 }
 
 /// A valid cost model's JSON, pretty or compact.

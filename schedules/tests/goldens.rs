@@ -43,8 +43,13 @@ fn peaks(kind: Kind, p: usize, m: usize, act: u64, wb: u64) -> Vec<u64> {
     let s = kind.generate(p, 1, m).unwrap();
     let cost =
         StageCost { f: 1.0, i: 1.0, w: 1.0, r: None, act_bytes: act, w_bytes: wb, ..StageCost::times(1.0, 1.0, 1.0) };
-    let model =
-        CostModel { costs: StageCosts::PerRank(cost), latency: 0.0, static_bytes: vec![], time_unit: "units".into() };
+    let model = CostModel {
+        costs: StageCosts::PerRank(cost),
+        latency: 0.0,
+        bandwidth: None,
+        static_bytes: vec![],
+        time_unit: "units".into(),
+    };
     Stats::of(&simulate(&s, &model).unwrap()).peak_bytes
 }
 
@@ -94,8 +99,13 @@ fn static_bytes_and_recompute_bytes_add_up() {
         recompute_bytes: 90,
         ..StageCost::times(1.0, 1.0, 1.0)
     };
-    let model =
-        CostModel { costs: StageCosts::PerRank(cost), latency: 0.0, static_bytes: vec![7, 5], time_unit: "ms".into() };
+    let model = CostModel {
+        costs: StageCosts::PerRank(cost),
+        latency: 0.0,
+        bandwidth: None,
+        static_bytes: vec![7, 5],
+        time_unit: "ms".into(),
+    };
     let st = Stats::of(&simulate(&s, &model).unwrap());
     assert_eq!(st.peak_bytes, vec![7 + 2 * 10 + 90, 5 + 10 + 90]);
     assert_eq!(st.recompute, vec![2.0, 2.0]);

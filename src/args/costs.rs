@@ -1,9 +1,11 @@
-//! `--costs F=..,I=..,W=..,R=..,C=..` and `--mem A=..,W=..,R=..,S=..`: a per-rank cost model on
-//! the command line, and the group of flags that gives it.
+//! `--costs F=..,I=..,W=..,R=..,C=..`, `--mem A=..,W=..,R=..,S=..` and `--bandwidth`: a per-rank
+//! cost model on the command line, and the group of flags that gives it.
 //!
 //! The rule for units, the same as synthetic model specs: a time is a number with an optional
 //! unit `us`, `ms` or `s`. Either every time in `--costs` has a unit — the model is then in
-//! milliseconds — or none has, and the model is in abstract "units". Bytes are [`ByteSize`]s.
+//! milliseconds — or none has, and the model is in abstract "units". Bytes are [`ByteSize`]s. A
+//! [`Bandwidth`] follows the times: per second (or ms, us) in a model in milliseconds, a bare
+//! byte size (per unit) in a model in units.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,6 +13,7 @@ use std::str::FromStr;
 use clap::Args;
 use pipesched_schedules::{CostModel, Op, Schedule, StageCost, StageCosts};
 
+use super::bandwidth::Bandwidth;
 use super::bytes::ByteSize;
 use super::pairs::pairs;
 use super::time::Time;
@@ -138,12 +141,17 @@ pub struct CostArgs {
     /// flight); units B, KB, MB, GB, KiB, MiB, GiB, e.g. A=64MiB,W=16MiB,S=1GiB,M=4MiB.
     #[arg(long, value_name = "A=..,W=..,R=..,S=..,M=..")]
     pub mem: Option<Mem>,
+    /// Cross-rank bandwidth: a message of b bytes (M in --mem) between ranks then takes C + b/B
+    /// instead of C. Bytes per second, ms or us (2GiB/s, 500MB/ms) when --costs times have units;
+    /// bytes per unit (64MiB) when they have none. Unlimited when not given.
+    #[arg(long, value_name = "BYTES/s")]
+    pub bandwidth: Option<Bandwidth>,
 }
 
 impl CostArgs {
     /// Whether any cost flag was given.
     pub fn given(&self) -> bool {
-        self.costs.is_some() || self.mem.is_some()
+        self.costs.is_some() || self.mem.is_some() || self.bandwidth.is_some()
     }
 
     /// Refuses `R=` in `--costs` or `--mem` when `schedule` has no `R` action: the values would
@@ -160,8 +168,10 @@ impl CostArgs {
         Ok(())
     }
 
-    /// The per-rank cost model of these flags (times F=I=W=1, C=0 and no bytes where not given).
-    pub fn model(&self) -> CostModel {
+    /// The per-rank cost model of these flags (times F=I=W=1, C=0, no bytes and an unlimited
+    /// bandwidth where not given). Refuses a bandwidth whose time unit does not follow the times'
+    /// rule, and one with no message bytes to carry.
+    pub fn model(&self) -> crate::Result<CostModel> {
         let c = self.costs.clone().unwrap_or_else(|| "F=1".parse().expect("a constant spec parses"));
         let m = self.mem.clone().unwrap_or_default();
         let cost = StageCost {
@@ -175,12 +185,35 @@ impl CostArgs {
             fwd_msg_bytes: m.msg,
             bwd_msg_bytes: m.msg,
         };
-        CostModel {
+        let bandwidth = match &self.bandwidth {
+            None => None,
+            Some(_) if m.msg == 0 => {
+                return Err(Error::Usage(
+                    "--bandwidth prices each message between ranks by its bytes, but --mem gives none; add M= to --mem (e.g. --mem M=16MiB), or drop --bandwidth".into(),
+                ))
+            }
+            Some(b) => Some(match (b.per_ms(), c.in_ms) {
+                (Some(per_ms), true) => per_ms,
+                (None, false) => b.bytes as f64,
+                (Some(_), false) => {
+                    return Err(Error::Usage(format!(
+                        "--bandwidth {b} is per unit of time, but the times of --costs have no unit (a model in abstract units); give every time a unit (F=2ms,I=2ms,W=1ms) or the bandwidth in bytes per unit (e.g. --bandwidth 64MiB)"
+                    )))
+                }
+                (None, true) => {
+                    return Err(Error::Usage(format!(
+                        "--bandwidth {b} has no time unit, but the times of --costs have one (a model in milliseconds); give bytes per second, ms or us, e.g. --bandwidth {b}/s"
+                    )))
+                }
+            }),
+        };
+        Ok(CostModel {
             costs: StageCosts::PerRank(cost),
             latency: c.c,
+            bandwidth,
             static_bytes: m.statics.into_iter().collect(),
             time_unit: if c.in_ms { "ms" } else { "units" }.into(),
-        }
+        })
     }
 }
 
@@ -189,7 +222,18 @@ mod tests {
     use super::*;
 
     fn model(costs: &str, mem: &str) -> CostModel {
-        CostArgs { costs: Some(costs.parse().unwrap()), mem: Some(mem.parse().unwrap()) }.model()
+        CostArgs { costs: Some(costs.parse().unwrap()), mem: Some(mem.parse().unwrap()), bandwidth: None }
+            .model()
+            .unwrap()
+    }
+
+    fn with_bandwidth(costs: &str, mem: &str, bandwidth: &str) -> crate::Result<CostModel> {
+        CostArgs {
+            costs: Some(costs.parse().unwrap()),
+            mem: Some(mem.parse().unwrap()),
+            bandwidth: Some(bandwidth.parse().unwrap()),
+        }
+        .model()
     }
 
     #[test]
@@ -207,7 +251,25 @@ mod tests {
         let StageCosts::PerRank(c) = &m.costs else { panic!("per rank") };
         assert_eq!((c.f, c.i, c.w, c.r, c.recompute_bytes), (2.0, 1.5, 0.5, Some(3.0), 4096));
         assert_eq!((m.latency, m.time_unit.as_str()), (0.05, "ms"));
-        assert_eq!(CostArgs::default().model().time_unit, "units");
+        assert_eq!(CostArgs::default().model().unwrap().time_unit, "units");
+    }
+
+    #[test]
+    fn bandwidth_follows_the_times_unit() {
+        let ms = with_bandwidth("F=1ms,C=10us", "M=1MB", "2GB/s").unwrap();
+        assert_eq!((ms.bandwidth, ms.latency, ms.time_unit.as_str()), (Some(2e6), 0.01, "ms"));
+        assert_eq!(with_bandwidth("F=1ms", "M=1MB", "4KB/us").unwrap().bandwidth, Some(4e6));
+        let units = with_bandwidth("F=1", "M=1MiB", "256KiB").unwrap();
+        assert_eq!((units.bandwidth, units.time_unit.as_str()), (Some(262144.0), "units"));
+        assert_eq!(model("F=1ms", "M=1MB").bandwidth, None);
+        for (costs, mem, bw, needle) in [
+            ("F=1", "M=1MB", "2GB/s", "--bandwidth 2GB/s is per unit of time, but the times of --costs have no unit"),
+            ("F=1ms", "M=1MB", "2GB", "--bandwidth 2GB has no time unit, but the times of --costs have one"),
+            ("F=1ms", "A=1MB", "2GB/s", "but --mem gives none; add M="),
+        ] {
+            let e = with_bandwidth(costs, mem, bw).unwrap_err().to_string();
+            assert!(e.contains(needle), "{costs} {mem} {bw}: {e}");
+        }
     }
 
     #[test]

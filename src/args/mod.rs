@@ -1,6 +1,6 @@
 //! The command lines' flags, typed at the edge: value types with their parsers (byte sizes,
-//! times, `KEY=VALUE` lists, `--costs`, `--mem`) and the argument groups that `pipesched` and
-//! `pipesched-bench` both flatten — the model ([`ModelArgs`]), the schedule's shape
+//! times, bandwidths, `KEY=VALUE` lists, `--costs`, `--mem`) and the argument groups that
+//! `pipesched` and `pipesched-bench` both flatten — the model ([`ModelArgs`]), the schedule's shape
 //! ([`ShapeArgs`], [`LayoutArgs`]) or the schedule itself ([`ScheduleArgs`]), recompute
 //! ([`RecomputeArgs`]), costs ([`CostArgs`]), steps ([`StepArgs`]), the transport
 //! ([`TransportArgs`]) and output ([`OutArgs`]).
@@ -8,6 +8,7 @@
 //! Invariant: one flag, one spelling, one parser and one default, wherever it appears; nothing
 //! past these groups sees a flag's text.
 
+mod bandwidth;
 mod bytes;
 mod costs;
 mod file;
@@ -20,6 +21,7 @@ mod steps;
 mod time;
 mod transport;
 
+pub use bandwidth::Bandwidth;
 pub use bytes::ByteSize;
 pub use costs::{CostArgs, Costs, Mem};
 pub use file::read_text;

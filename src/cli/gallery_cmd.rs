@@ -29,7 +29,7 @@ pub fn run(mut args: GalleryArgs) -> Result<()> {
     if args.costs.mem.is_none() {
         args.costs.mem = Some("A=64MiB,W=16MiB,S=256MiB,M=16MiB".parse().expect("the default bytes parse"));
     }
-    let costs = args.costs.model();
+    let costs = args.costs.model()?;
     for kind in Kind::ALL {
         let schedule = kind.generate(4, kind.default_chunks(), 8)?;
         let trace = simulate(&schedule, &costs)?;

@@ -25,7 +25,7 @@ pub struct SimulateArgs {
     costs: CostArgs,
     /// Read the cost model from a JSON file: per rank or per stage, as `profile` writes it (which
     /// also records the layout and recompute policies it was measured under; see the README).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["costs", "mem"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["costs", "mem", "bandwidth"])]
     costs_file: Option<PathBuf>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
@@ -52,7 +52,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             let text = read_text(path, 64 << 20, "cannot read the cost model")?;
             CostFile::from_json(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?
         }
-        None => CostFile::from(args.costs.model()),
+        None => CostFile::from(args.costs.model()?),
     };
     let recompute = costs.recomputes(args.recompute.recompute.as_ref());
     // Without a chart or a Chrome trace nothing reads the spans: only the stats are kept.

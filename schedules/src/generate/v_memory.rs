@@ -85,7 +85,13 @@ mod tests {
             w_bytes: if until_w { 2 } else { 0 },
             ..StageCost::times(2.0 * f, 2.0 * i, 2.0 * w)
         };
-        CostModel { costs: StageCosts::PerRank(cost), latency: c, static_bytes: vec![], time_unit: "units".into() }
+        CostModel {
+            costs: StageCosts::PerRank(cost),
+            latency: c,
+            bandwidth: None,
+            static_bytes: vec![],
+            time_unit: "units".into(),
+        }
     }
 
     fn stats(s: &Schedule, costs: [f64; 3], c: f64, until_w: bool) -> Stats {

@@ -139,6 +139,7 @@ mod tests {
         let model = CostModel {
             costs: StageCosts::Stages(vec![cost; 2 * p]),
             latency: c,
+            bandwidth: None,
             static_bytes: vec![],
             time_unit: "ms".into(),
         };

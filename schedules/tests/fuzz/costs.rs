@@ -10,6 +10,12 @@ pub fn time() -> impl Strategy<Value = f64> {
     prop_oneof![0.0..10.0f64, Just(0.0), Just(1e300)]
 }
 
+/// A bandwidth in bytes per time unit, or none (unlimited): ordinary, or so small or so large
+/// that message times overflow or vanish.
+pub fn bandwidth() -> impl Strategy<Value = Option<f64>> {
+    prop::option::of(prop_oneof![1.0..1e9f64, Just(1e-300), Just(1e300)])
+}
+
 /// A byte count: small, zero, or near the top of u64.
 pub fn bytes() -> impl Strategy<Value = u64> {
     prop_oneof![0..(1u64 << 24), Just(0), Just(u64::MAX / 3)]
