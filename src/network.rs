@@ -3,6 +3,11 @@
 //! threads, as the pipeline's messages go; a link's one-way latency is half the median round trip
 //! of the smallest message, and its bandwidth the slope of the median one-way time from the
 //! smallest message to the largest. The pipeline's network is the median link.
+//!
+//! The times include what a pipeline message pays on top of MPI: the hops through both
+//! communication threads, and the wait of an idle one for its next poll (up to 50 µs), so
+//! they are the latency the pipeline sees, not MPI's own (`examples/mpi_pingpong` measures
+//! that).
 
 use serde::{Deserialize, Serialize};
 

@@ -277,6 +277,9 @@ fn data_parallelism_needs_p_times_d_processes() {
         .unwrap();
     assert!(!threads.status.success());
     assert!(String::from_utf8_lossy(&threads.stderr).contains("--dp 2 runs pipeline replicas as MPI processes"));
+    let out =
+        mpirun(4, &["--model", "synthetic:F=1ms", "-s", "1f1b", "-p", "2", "-m", "4", "--dp", "2", "--no-compare"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dp: synthetic stages have no gradients to sum"));
     let out = mpirun(2, &["--model", "tiny", "-p", "2", "-m", "4", "--zero", "1", "--no-compare"]);
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("--zero 1 shards the optimizer state across data-parallel replicas; add --dp D with D ≥ 2"));

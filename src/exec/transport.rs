@@ -104,8 +104,9 @@ impl Transport {
         (0..stages).filter(|&s| self.runs(rank_of(s))).collect()
     }
 
-    /// Every process's `bytes`, in rank order, on the root ([`Transport::is_root`]); an empty
-    /// list on the others, once the root has them all. In process: just `bytes`.
+    /// Every process's `bytes` of this pipeline, in rank order, on the pipeline's rank 0 (the
+    /// root, [`Transport::is_root`], for the first replica); an empty list on the others, once
+    /// rank 0 has them all. In process: just `bytes`.
     pub fn gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
         match self {
             Transport::InProcess => Ok(vec![bytes]),
@@ -176,25 +177,37 @@ impl Transport {
     }
 
     /// `mine` if it and every other process's are `Ok` — so that every process goes on, or none:
-    /// with ranks as processes, each tells the others whether it failed (an all-gather). Where
-    /// another failed, its error, named by its rank (one that rules out the configuration
-    /// there rules it out here too). In process: `mine`.
+    /// with ranks as processes, each tells the others whether it failed (an all-gather in its
+    /// pipeline, then one across the replicas). Where another failed, its error, named by its
+    /// rank (one that rules out the configuration there rules it out here too). In process:
+    /// `mine`.
     pub fn agree<T>(&self, mine: Result<T>) -> Result<T> {
         if !self.is_processes() {
             return mine;
         }
-        let bytes = match &mine {
+        // A verdict: 0 for success, else 1 (rules out the configuration) or 2, then the message.
+        let first_failure = |parts: Vec<Vec<u8>>, what: &str| {
+            parts.into_iter().enumerate().find(|(_, p)| p.first().is_some_and(|k| *k != 0)).map(|(r, p)| {
+                let mut named = vec![p[0]];
+                named.extend(format!("{what} {r}: {}", String::from_utf8_lossy(&p[1..])).into_bytes());
+                named
+            })
+        };
+        let verdict = match &mine {
             Ok(_) => vec![0],
             Err(e) => [vec![if e.rules_out_configuration() { 1 } else { 2 }], e.to_string().into_bytes()].concat(),
         };
-        let parts = self.all_gather(bytes)?;
+        let ours = first_failure(self.all_gather(verdict)?, "rank").unwrap_or_else(|| vec![0]);
+        let anywhere = if self.replicas() > 1 {
+            first_failure(self.all_gather_replicas(ours)?, "replica").unwrap_or_else(|| vec![0])
+        } else {
+            ours
+        };
         let value = mine?;
-        match parts.iter().enumerate().find_map(|(r, p)| p.split_first().filter(|(k, _)| **k != 0).map(|x| (r, x))) {
-            None => Ok(value),
-            Some((r, (&kind, text))) => {
-                let message = format!("rank {r}: {}", String::from_utf8_lossy(text));
-                Err(if kind == 1 { Error::Config(message) } else { Error::Remote(message) })
-            }
+        match anywhere.split_first() {
+            Some((&1, text)) => Err(Error::Config(String::from_utf8_lossy(text).into_owned())),
+            Some((&2, text)) => Err(Error::Remote(String::from_utf8_lossy(text).into_owned())),
+            _ => Ok(value),
         }
     }
 

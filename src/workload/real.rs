@@ -103,12 +103,18 @@ impl Workload for RealWorkload {
                 let before = self.model.params();
                 Some(self.model.verify(&before, step, schedule.m, out.loss)?)
             }
-            (true, true) => match collect::to_root(&self.model, &self.transport)? {
-                Some(all) => {
-                    Some(self.model.verify_grads(&all.params, &all.grad_refs(), step, schedule.m, out.loss)?)
-                }
-                None => None,
-            },
+            (true, true) => {
+                let verified = match collect::to_root(&self.model, &self.transport)? {
+                    Some(all) => {
+                        Some(self.model.verify_grads(&all.params, &all.grad_refs(), step, schedule.m, out.loss)?)
+                    }
+                    None => None,
+                };
+                // The others wait for rank 0's check here, not in the next step, where their
+                // waits for its inputs are bounded by the timeout.
+                self.transport.all_gather(Vec::new())?;
+                verified
+            }
         };
         Ok(Step { trace: out.trace, loss: Some(out.loss), verification })
     }

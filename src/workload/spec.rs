@@ -248,6 +248,9 @@ impl WorkloadSpec {
         let per_stage = policies.for_stages(layout.stages())?;
         let devices = self.devices.resolve(layout.p)?;
         match &self.model.source {
+            ModelSource::Synthetic(_) if transport.replicas() > 1 => Err(Error::Usage(
+                "--dp: synthetic stages have no gradients to sum over replicas; give a real model".into(),
+            )),
             ModelSource::Synthetic(spec) => {
                 Ok(Box::new(SyntheticWorkload::new(spec, *layout, per_stage, transport.clone())?))
             }
