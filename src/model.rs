@@ -206,7 +206,8 @@ impl RealStage {
     /// With data parallelism, once this replica's gradients of the step are complete: starts
     /// summing them over the replicas. The worker copies them to the communication thread and
     /// goes on; the thread sends them (and, on replica 0, adds the parts and sends the sums),
-    /// so pipeline messages queued behind a sum leave after it.
+    /// sending the pipeline's messages between its polls while a part or a sum is on its way;
+    /// replica 0's additions themselves hold the thread for their length.
     fn start_sum(&mut self) -> std::result::Result<(), pipesched_stages::Error> {
         let Some(replicas) = self.replicas.as_ref().filter(|_| self.stage.grads_complete()) else { return Ok(()) };
         let mut values = Vec::new();

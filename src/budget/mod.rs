@@ -97,6 +97,21 @@ impl Estimate {
         self.parts.push(Part { name: "sequential reference", bytes, remedies: &["running without --verify"] });
         self
     }
+
+    /// This estimate plus what rank 0 holds besides when it checks a step of ranks as processes:
+    /// every stage's parameters and gradients gathered from the others, and with `replicas > 1`
+    /// a second reference model (each replica's share runs on its own, and their gradients are
+    /// added into the first).
+    pub fn with_gathered_reference(mut self, footprint: &Footprint, replicas: usize) -> Estimate {
+        let model = footprint.part(StagePart::Parameters).saturating_add(footprint.part(StagePart::Gradients));
+        let copies = if replicas > 1 { 2 } else { 1 };
+        self.parts.push(Part {
+            name: "stages gathered for the sequential reference",
+            bytes: model.saturating_mul(copies),
+            remedies: &["running without --verify"],
+        });
+        self
+    }
 }
 
 const BATCH: &str = "a smaller --batch";
@@ -341,6 +356,12 @@ mod tests {
             })
             .sum();
         assert_eq!(verified.total() - plain.total(), 3 * 4 * 4_246_288 + per_mb);
+        // Across processes rank 0 also holds every stage's parameters and gradients it gathered,
+        // and with replicas a second reference model.
+        let gathered = verified.clone().with_gathered_reference(&footprint, 1);
+        assert_eq!(gathered.total() - verified.total(), 2 * 4 * 4_246_288);
+        let replicated = verified.clone().with_gathered_reference(&footprint, 2);
+        assert_eq!(replicated.total() - verified.total(), 4 * 4 * 4_246_288);
     }
 
     #[test]

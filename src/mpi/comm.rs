@@ -120,7 +120,9 @@ impl State {
     }
 
     /// Sends `bytes` to member `peer` of `scope` with `tag`, receiving what arrives until the
-    /// send is done.
+    /// send is done — and, while a message other than a stage's (a sum's part, a gather's) is
+    /// on its way, sending the stages' packets the workers queue meanwhile, so a large sum does
+    /// not hold the pipeline's messages back.
     fn send(&mut self, comms: &Comms, scope: Scope, peer: usize, tag: Tag, bytes: &[u8]) {
         mpi::request::scope(|s| {
             let comm = comms.of(scope);
@@ -131,6 +133,9 @@ impl State {
                     Err(pending) => {
                         req = pending;
                         self.poll(comms);
+                        if tag != Tag::Data {
+                            self.flush(comms);
+                        }
                     }
                 }
             }

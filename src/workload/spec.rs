@@ -223,7 +223,13 @@ impl WorkloadSpec {
                 let estimate = Estimate::of_model(spec, &load, &footprint).with(executor);
                 if demand.verify && transport.is_root() {
                     let whole = Load { batch, microbatches: demand.m, in_flight: demand.in_flight.clone() };
-                    estimate.with_reference(&spec.footprint(&all, &self.optimizer, &whole)?)
+                    let footprint = spec.footprint(&all, &self.optimizer, &whole)?;
+                    let estimate = estimate.with_reference(&footprint);
+                    if transport.is_processes() {
+                        estimate.with_gathered_reference(&footprint, transport.replicas())
+                    } else {
+                        estimate
+                    }
                 } else {
                     estimate
                 }
