@@ -289,7 +289,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 continue;
             }
             for m in [p, 2 * p + 1] {
-                // Interleaved takes m a multiple of p and ZB-H2 m ≥ 2p: skip what they refuse.
+                // Interleaved takes m a multiple of p, ZB-H2 and DualPipeV m ≥ 2p: skip what they refuse.
                 let Ok(schedule) = kind.generate(p, v, m) else { continue };
                 for policy in [RecomputePolicy::None, RecomputePolicy::Full] {
                     let schedule = if policy.drops() {

@@ -43,14 +43,17 @@ fn every_schedule_across_processes_gives_the_sequential_gradients_and_the_predic
             "interleaved-zb",
             "v-half",
             "v-min",
+            "dualpipev",
         ] {
-            if matches!(schedule, "interleaved" | "zb-v" | "looped-bfs" | "interleaved-zb" | "v-half" | "v-min")
-                && n == 4
+            if matches!(
+                schedule,
+                "interleaved" | "zb-v" | "looped-bfs" | "interleaved-zb" | "v-half" | "v-min" | "dualpipev"
+            ) && n == 4
             {
                 continue;
             }
             for policy in ["none", "full"] {
-                let m = if matches!(schedule, "zb-h2" | "interleaved") { 2 * n } else { n + 1 };
+                let m = if matches!(schedule, "zb-h2" | "interleaved" | "dualpipev") { 2 * n } else { n + 1 };
                 let (p, m) = (n.to_string(), m.to_string());
                 let args = [
                     "--model",

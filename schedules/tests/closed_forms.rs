@@ -83,11 +83,11 @@ proptest! {
         for kind in Kind::ALL {
             let v = if kind.takes_chunks() { v } else { kind.default_chunks() };
             let Ok(s) = kind.generate(p, v, m) else {
-                // Only the documented refusals: interleaved needs p | m, ZB-H2 needs m ≥ 2p,
-                // interleaved-zb m in max(1, m div p) equal rounds.
+                // Only the documented refusals: interleaved needs p | m, ZB-H2 and DualPipeV
+                // need m ≥ 2p, interleaved-zb m in max(1, m div p) equal rounds.
                 prop_assert!(
                     (kind == Kind::Interleaved && m % p != 0)
-                        || (kind == Kind::ZbH2 && m < 2 * p)
+                        || ((kind == Kind::ZbH2 || kind == Kind::DualPipeV) && m < 2 * p)
                         || (kind == Kind::InterleavedZb && m % (m / p).max(1) != 0)
                 );
                 continue;

@@ -103,7 +103,7 @@ impl ShapeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ScheduleArgs {
     /// Schedule: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, looped-bfs, interleaved-zb, v-half,
-    /// v-min.
+    /// v-min, dualpipev.
     #[arg(long, short = 's', value_name = "NAME")]
     pub schedule: Option<Kind>,
     /// Ranks, chunks and micro-batches.

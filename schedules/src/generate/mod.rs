@@ -6,6 +6,7 @@
 //! Each generator's doc comment draws its output for a small case on a unit clock (one action
 //! per tick, `.` = idle); a test in each file checks that the picture is what the code produces.
 
+mod dualpipe_v;
 mod gpipe;
 mod interleaved;
 mod interleaved_zb;
@@ -16,6 +17,7 @@ mod v_memory;
 mod zb_v;
 mod zero_bubble;
 
+pub use dualpipe_v::dualpipe_v;
 pub use gpipe::gpipe;
 pub use interleaved::interleaved;
 pub use interleaved_zb::interleaved_zb;
@@ -68,11 +70,15 @@ pub enum Kind {
     /// `v-min`: V placement, split backward, about a third of 1F1B's activation memory.
     #[serde(rename = "v-min")]
     VMin,
+    /// `dualpipev`: DeepSeek's DualPipeV, V placement, its overlapped forward-backward pairs run
+    /// back to back; needs m ≥ 2p.
+    #[serde(rename = "dualpipev")]
+    DualPipeV,
 }
 
 impl Kind {
     /// Every kind, in the order tables list them.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::GPipe,
         Kind::OneFOneB,
         Kind::Interleaved,
@@ -83,6 +89,7 @@ impl Kind {
         Kind::InterleavedZb,
         Kind::VHalf,
         Kind::VMin,
+        Kind::DualPipeV,
     ];
 
     /// The CLI name.
@@ -98,6 +105,7 @@ impl Kind {
             Kind::InterleavedZb => "interleaved-zb",
             Kind::VHalf => "v-half",
             Kind::VMin => "v-min",
+            Kind::DualPipeV => "dualpipev",
         }
     }
 
@@ -105,16 +113,22 @@ impl Kind {
     /// V-placed ones, 1 otherwise.
     pub fn default_chunks(self) -> usize {
         match self {
-            Kind::Interleaved | Kind::ZbV | Kind::LoopedBfs | Kind::InterleavedZb | Kind::VHalf | Kind::VMin => 2,
+            Kind::Interleaved
+            | Kind::ZbV
+            | Kind::LoopedBfs
+            | Kind::InterleavedZb
+            | Kind::VHalf
+            | Kind::VMin
+            | Kind::DualPipeV => 2,
             Kind::GPipe | Kind::OneFOneB | Kind::ZbH1 | Kind::ZbH2 => 1,
         }
     }
 
-    /// Where this kind of schedule places its stages: a V for ZB-V, V-Half and V-Min, a loop
+    /// Where this kind of schedule places its stages: a V for ZB-V, V-Half, V-Min and DualPipeV, a loop
     /// otherwise.
     pub fn placement(self) -> Placement {
         match self {
-            Kind::ZbV | Kind::VHalf | Kind::VMin => Placement::V,
+            Kind::ZbV | Kind::VHalf | Kind::VMin | Kind::DualPipeV => Placement::V,
             Kind::GPipe
             | Kind::OneFOneB
             | Kind::Interleaved
@@ -129,7 +143,7 @@ impl Kind {
     /// and `W` for the schedules that split the backward.
     pub fn actions_per_microbatch(self) -> usize {
         match self {
-            Kind::ZbH1 | Kind::ZbH2 | Kind::ZbV | Kind::InterleavedZb | Kind::VHalf | Kind::VMin => 3,
+            Kind::ZbH1 | Kind::ZbH2 | Kind::ZbV | Kind::InterleavedZb | Kind::VHalf | Kind::VMin | Kind::DualPipeV => 3,
             Kind::GPipe | Kind::OneFOneB | Kind::Interleaved | Kind::LoopedBfs => 2,
         }
     }
@@ -164,6 +178,7 @@ impl Kind {
             Kind::InterleavedZb => interleaved_zb(p, v, m),
             Kind::VHalf => v_half(p, m),
             Kind::VMin => v_min(p, m),
+            Kind::DualPipeV => dualpipe_v(p, m),
         }
     }
 }
