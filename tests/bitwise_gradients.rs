@@ -19,9 +19,9 @@ fn every_schedule_and_policy_matches_the_sequential_reference_bit_for_bit() {
         assert_eq!(v.max_grad_diff, 0.0, "{kind} {policy} p={p} m={m}");
         checked += 1;
     }
-    // 10 schedules × 5 policies × 4 values of p, minus what interleaved, ZB-H2 and interleaved-zb
-    // refuse.
-    assert_eq!(checked, 5 * (8 + 8 + 5 + 8 + 4 + 8 + 8 + 5 + 8 + 8));
+    // 11 schedules × 5 policies × 4 values of p, minus what interleaved, ZB-H2, interleaved-zb
+    // and DualPipeV refuse.
+    assert_eq!(checked, 5 * (8 + 8 + 5 + 8 + 4 + 8 + 8 + 5 + 8 + 8 + 4));
 }
 
 #[test]

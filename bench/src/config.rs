@@ -243,7 +243,9 @@ mod tests {
                 "v-half / none",
                 "v-half / full",
                 "v-min / none",
-                "v-min / full"
+                "v-min / full",
+                "dualpipev / none",
+                "dualpipev / full"
             ]
         );
         assert!(plan.skipped[2].1.contains("m ≥ 2p"), "{}", plan.skipped[2].1);
@@ -252,7 +254,7 @@ mod tests {
     #[test]
     fn nothing_to_run_is_one_error() {
         let e = args(&["-p", "50"]).checked().unwrap().plan().err().unwrap().to_string();
-        assert!(e.starts_with("none of the 30 configurations can run with gpt-small at p=50, m=8:"), "{e}");
+        assert!(e.starts_with("none of the 33 configurations can run with gpt-small at p=50, m=8:"), "{e}");
         assert!(e.contains("gpipe / none, gpipe / selective, gpipe / full, 1f1b / none"), "{e}");
         assert_eq!(e.matches("50 stages").count(), 1, "each reason once: {e}");
     }

@@ -123,7 +123,7 @@ fn an_unknown_model_fails_once_up_front() {
 #[test]
 fn a_sweep_where_nothing_can_run_fails_once_up_front() {
     let e = fails_once_writing_nothing("p50", &["-p", "50"]);
-    assert!(e.contains("none of the 30 configurations can run with gpt-small at p=50, m=8"), "{e}");
+    assert!(e.contains("none of the 33 configurations can run with gpt-small at p=50, m=8"), "{e}");
     assert!(!e.contains("[1/"), "nothing started: {e}");
 }
 
