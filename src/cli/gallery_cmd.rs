@@ -1,6 +1,6 @@
 //! `pipesched gallery`: the chart gallery — timeline + memory for each of the eleven schedules at
-//! p=4, m=8 (interleaved, interleaved-zb, ZB-V, looped BFS, V-Half, V-Min and DualPipeV with v=2) under
-//! unequal costs, as SVG and PNG. `--out plots` redraws the charts the README shows.
+//! p=4, m=8 (interleaved, interleaved-zb, ZB-V, looped BFS, V-Half, V-Min and DualPipeV with
+//! v=2) under unequal costs, as SVG and PNG. `--out plots` redraws the charts the README shows.
 
 use clap::Args;
 
