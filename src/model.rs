@@ -16,7 +16,7 @@ use pipesched_stages::{
     Stage, StageSpec, StepOutput, Task, Tensor,
 };
 
-use crate::exec::{execute, DeviceClock, ExecOptions, PendingSum, StageWork, Transport};
+use crate::exec::{execute, DeviceClock, ExecOptions, PendingSum, StageWork, Transport, Wire};
 use crate::workload::Layout;
 use crate::{Error, Result};
 
@@ -156,10 +156,7 @@ impl RealStage {
         let grads = self.grad_slice.take().ok_or_else(|| {
             Error::Config(format!("stage {index}: no summed gradients to step on; run a whole step first"))
         })?;
-        let mut flat = Vec::new();
-        for p in self.stage.params() {
-            flat.extend(p.values()?);
-        }
+        let flat = flatten(self.stage.params())?;
         if grads.len() != range.len() || range.end > flat.len() {
             return Err(Error::Config(format!(
                 "stage {index}: {} summed gradients for a slice {range:?} of {} parameters",
@@ -176,20 +173,13 @@ impl RealStage {
             self.optimizer.update(vec![(&mut p, &g)])?;
             mine = p.values()?;
         }
-        let bytes = mine.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let all = replicas.all_gather_replicas(bytes)?.concat();
-        if all.len() != 4 * flat.len() {
-            return Err(Error::Config(format!(
-                "stage {index}: the replicas' updated slices hold {} bytes for {} parameters",
-                all.len(),
-                flat.len()
-            )));
-        }
-        let mut rest = all.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")));
+        let mut bytes = Vec::new();
+        mine.encode(&mut bytes).map_err(Error::Config)?;
+        let all = Vec::<f32>::decode(&replicas.all_gather_replicas(bytes)?.concat()).map_err(Error::Config)?;
         let device = self.stage.device();
-        for (p, _) in self.stage.params_and_grads_mut() {
-            let values: Vec<f32> = rest.by_ref().take(p.len()).collect();
-            *p = Tensor::new(p.rows(), p.cols(), values)?.into_device(device)?;
+        let params = shaped(index, "the replicas' updated slices", self.stage.params(), all)?;
+        for ((p, _), v) in self.stage.params_and_grads_mut().into_iter().zip(params) {
+            *p = v.into_device(device)?;
         }
         Ok(())
     }
@@ -210,10 +200,7 @@ impl RealStage {
     /// replica 0's additions themselves hold the thread for their length.
     fn start_sum(&mut self) -> std::result::Result<(), pipesched_stages::Error> {
         let Some(replicas) = self.replicas.as_ref().filter(|_| self.stage.grads_complete()) else { return Ok(()) };
-        let mut values = Vec::new();
-        for g in self.stage.grads() {
-            values.extend(g.values()?);
-        }
+        let values = flatten(self.stage.grads())?;
         let key = self.stage.index() as u32;
         let pending = replicas
             .start_sum(key, values, self.zero.is_some())
@@ -231,19 +218,7 @@ impl RealStage {
             self.grad_slice = Some(total);
             return Ok(());
         }
-        let shapes: Vec<[usize; 2]> = self.stage.grads().iter().map(|g| g.shape()).collect();
-        let mut rest = total.as_slice();
-        let mut grads = Vec::with_capacity(shapes.len());
-        for [rows, cols] in shapes {
-            let (head, tail) = rest.split_at_checked(rows * cols).ok_or_else(|| {
-                Error::Config(format!(
-                    "stage {}: the sum over replicas is shorter than its gradients",
-                    self.stage.index()
-                ))
-            })?;
-            grads.push(Tensor::new(rows, cols, head.to_vec())?);
-            rest = tail;
-        }
+        let grads = shaped(self.stage.index(), "the sum over replicas", self.stage.grads(), total)?;
         Ok(self.stage.replace_grads(grads)?)
     }
 }
@@ -529,15 +504,15 @@ impl Model {
         }
         // The last stage's process has the losses; with ranks as processes, every one gets them,
         // and with data parallelism every replica's, in replica order.
-        let mine: Vec<u8> = match self.stages.last().filter(|s| s.stage.is_last()) {
-            Some(s) => s.losses()?.into_iter().flat_map(|l| l.unwrap_or(f32::NAN).to_le_bytes()).collect(),
-            None => Vec::new(),
-        };
+        let mut mine = Vec::new();
+        if let Some(s) = self.stages.last().filter(|s| s.stage.is_last()) {
+            let losses: Vec<f32> = s.losses()?.into_iter().map(|l| l.unwrap_or(f32::NAN)).collect();
+            losses.encode(&mut mine).map_err(Error::Config)?;
+        }
         let all = opts.transport.all_gather(mine)?;
         let ours = all.into_iter().find(|b| !b.is_empty()).unwrap_or_default();
         let bytes = if self.replicas() > 1 { opts.transport.all_gather_replicas(ours)?.concat() } else { ours };
-        let losses: Vec<f32> =
-            bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+        let losses = Vec::<f32>::decode(&bytes).map_err(|e| Error::Config(format!("the step's losses: {e}")))?;
         Ok(StepResult { loss: mean_loss(&losses), trace })
     }
 
@@ -664,6 +639,26 @@ pub struct Verification {
     /// With stages on a GPU: the largest relative difference of a gradient from the CPU's,
     /// `max|a − b| / max|b|` per parameter tensor (`b` the CPU's), over all tensors.
     pub cpu_rel_diff: Option<f32>,
+}
+
+/// The values of `tensors`, one after another: what crosses processes for a whole stage.
+fn flatten(tensors: Vec<&Tensor>) -> pipesched_stages::Result<Vec<f32>> {
+    let mut values = Vec::with_capacity(tensors.iter().map(|t| t.len()).sum());
+    for t in tensors {
+        values.extend(t.values()?);
+    }
+    Ok(values)
+}
+
+/// `values` ([`flatten`]ed) cut back into tensors shaped like `like`, on the host; an error
+/// naming stage `stage` and `what` when the count differs.
+fn shaped(stage: usize, what: &str, like: Vec<&Tensor>, values: Vec<f32>) -> Result<Vec<Tensor>> {
+    let want: usize = like.iter().map(|t| t.len()).sum();
+    if values.len() != want {
+        return Err(Error::Config(format!("stage {stage}: {what} hold {} values for {want}", values.len())));
+    }
+    let mut rest = values.into_iter();
+    like.iter().map(|t| Ok(Tensor::new(t.rows(), t.cols(), rest.by_ref().take(t.len()).collect())?)).collect()
 }
 
 /// Adds `b`'s gradients to `a`'s, element by element (`a + b`, in that order).

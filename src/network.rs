@@ -11,6 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::report::median;
+
 /// Message sizes of the link test, in bytes: 1 KiB to 4 MiB.
 pub const SIZES: [usize; 4] = [1 << 10, 1 << 16, 1 << 20, 1 << 22];
 
@@ -50,15 +52,6 @@ fn link(sizes: &[usize], trips: &RoundTrips) -> Option<Network> {
     let bytes = sizes.last()?.checked_sub(*sizes.first()?)? as f64;
     let bandwidth = (sizes.len() > 1 && large > small).then(|| bytes / (large - small));
     Some(Network { latency, bandwidth })
-}
-
-fn median(mut xs: Vec<f64>) -> Option<f64> {
-    if xs.is_empty() {
-        return None;
-    }
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    Some(if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 })
 }
 
 #[cfg(test)]

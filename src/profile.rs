@@ -25,17 +25,9 @@ pub struct ProfileOptions {
     pub recompute: Vec<bool>,
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    if xs.is_empty() {
-        return 0.0;
-    }
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
+/// The median of `xs`, 0 for none.
+fn median(xs: Vec<f64>) -> f64 {
+    crate::report::median(xs).unwrap_or(0.0)
 }
 
 fn fail(stage: usize, op: &str, e: impl std::fmt::Display) -> Error {

@@ -47,6 +47,17 @@ pub struct Comparison {
     pub max_start_drift: Option<(Action, f64)>,
 }
 
+/// The median of `xs` (the mean of the two middle values for an even count); `None` for none.
+pub fn median(mut xs: Vec<f64>) -> Option<f64> {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(xs[n / 2]),
+        _ => Some((xs[n / 2 - 1] + xs[n / 2]) / 2.0),
+    }
+}
+
 /// Index of the median of `xs` (the lower middle for an even count; 0 for none): which of
 /// several measured steps stands for them all.
 pub fn median_index(xs: &[f64]) -> usize {

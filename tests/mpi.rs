@@ -120,23 +120,8 @@ fn gpt_tiny_across_processes_matches_the_sequential_reference() {
 /// per stage from profiling, which runs across the processes too.
 #[test]
 fn processes_train_exactly_as_threads() {
-    let args = [
-        "--model",
-        "tiny",
-        "-s",
-        "1f1b",
-        "-p",
-        "2",
-        "-m",
-        "4",
-        "--steps",
-        "4",
-        "--warmup",
-        "0",
-        "--validate",
-        "2",
-        "--json",
-    ];
+    let args: Vec<&str> =
+        "--model tiny -s 1f1b -p 2 -m 4 --steps 4 --warmup 0 --validate 2 --json".split_whitespace().collect();
     let across = report(2, &args);
     let threads = Command::new(env!("CARGO_BIN_EXE_pipesched")).arg("run").args(args).output().unwrap();
     assert!(threads.status.success());

@@ -98,7 +98,6 @@ fn check_structure(schedule: &Schedule, built: usize) -> Result<()> {
 pub fn execute<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &ExecOptions) -> Result<Trace> {
     #[cfg(feature = "mpi")]
     if let Transport::Mpi(mpi) = &opts.transport {
-        check_structure(schedule, schedule.stages())?;
         return processes::execute(schedule, stages, opts, mpi);
     }
     check_structure(schedule, stages.len())?;

@@ -246,7 +246,7 @@ impl Transport {
         match self {
             #[cfg(feature = "mpi")]
             Transport::Mpi(mpi) if mpi.replicas() > 1 => {
-                Ok(PendingSum(Pending::Waiting(mpi.start_sum(key, &values, scatter)?, std::sync::Arc::clone(mpi))))
+                Ok(PendingSum(Pending::Waiting(mpi.start_sum(key, values, scatter)?, std::sync::Arc::clone(mpi))))
             }
             _ => {
                 let _ = (key, scatter);
@@ -341,10 +341,8 @@ impl PendingSum {
             Pending::Waiting(answer, mpi) => loop {
                 match answer.recv_timeout(std::time::Duration::from_millis(20)) {
                     Ok(Ok(bytes)) => {
-                        return Ok(bytes
-                            .chunks_exact(4)
-                            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                            .collect())
+                        return Vec::<f32>::decode(&bytes)
+                            .map_err(|e| Error::Config(format!("a sum over replicas cannot be read: {e}")))
                     }
                     Ok(Err(e)) => return Err(Error::Config(format!("summing gradients over replicas: {e}"))),
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {

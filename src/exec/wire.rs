@@ -49,6 +49,23 @@ impl Wire for Vec<u8> {
     }
 }
 
+/// Values without a shape: every value's bits (`u32`, little-endian) — gradients summed over
+/// replicas, parameter slices, losses.
+impl Wire for Vec<f32> {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        out.reserve(4 * self.len());
+        out.extend(self.iter().flat_map(|v| v.to_bits().to_le_bytes()));
+        Ok(())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() % 4 != 0 {
+            return Err(format!("{} bytes are not a whole number of 4-byte values", bytes.len()));
+        }
+        Ok(bytes.chunks_exact(4).map(|b| f32::from_bits(u32::from_le_bytes(b.try_into().expect("4 bytes")))).collect())
+    }
+}
+
 /// A tensor: rows and columns (`u64` each), then every value's bits (`u32`, little-endian).
 impl Wire for Tensor {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
@@ -153,6 +170,17 @@ mod tests {
         assert_eq!((back.message, back.sent), (message, 12.625));
         let raw = Envelope { message, sent: 0.0, payload: vec![1u8, 2, 3] };
         assert_eq!(Packet::encode(0, &raw).unwrap().decode::<Vec<u8>>().unwrap().payload, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn values_round_trip_bit_for_bit() {
+        let values = vec![1.5f32, -0.0, f32::NAN, f32::MIN_POSITIVE / 4.0, -3e38];
+        let mut bytes = Vec::new();
+        values.encode(&mut bytes).unwrap();
+        assert_eq!(bytes.len(), 20);
+        let back = Vec::<f32>::decode(&bytes).unwrap();
+        assert!(back.iter().zip(&values).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(Vec::<f32>::decode(&bytes[..7]).unwrap_err().contains("not a whole number"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-use crate::exec::{Edge, Packet};
+use crate::exec::{Edge, Packet, Wire};
 use crate::{Error, Result};
 use comm::Request;
 
@@ -254,11 +254,12 @@ impl Mpi {
     pub fn start_sum(
         &self,
         key: u32,
-        values: &[f32],
+        values: Vec<f32>,
         scatter: bool,
     ) -> Result<Receiver<std::result::Result<Vec<u8>, String>>> {
         let (reply, answer) = unbounded();
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut bytes = Vec::with_capacity(4 * values.len());
+        values.encode(&mut bytes).map_err(Error::Config)?;
         self.requests
             .send(Request::Sum { key, values: bytes, scatter, reply })
             .map_err(|_| Error::Config("the MPI communication thread has stopped".into()))?;
