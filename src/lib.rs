@@ -14,6 +14,7 @@ pub mod mpi;
 pub mod network;
 pub mod output;
 pub mod profile;
+mod real_stage;
 pub mod report;
 pub mod synthetic;
 pub mod units;

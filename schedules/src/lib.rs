@@ -16,6 +16,7 @@
 #![deny(unsafe_code)]
 
 mod action;
+mod back_to_back;
 mod clock;
 mod cost;
 mod csv;
@@ -36,6 +37,7 @@ mod validate;
 mod walk;
 
 pub use action::{Action, Op, MAX_MICROBATCHES, MAX_STAGES};
+pub use back_to_back::{back_to_back, period, step_ends, Updates};
 pub use clock::unit_clock;
 pub use cost::{CostModel, StageCost, StageCosts};
 pub use csv::{csv_lines, from_csv, to_csv};

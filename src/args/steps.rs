@@ -44,7 +44,7 @@ impl StepArgs {
     /// The executor's options; with `--transport mpi`, after starting MPI (once per process:
     /// call this once).
     pub fn exec_options(&self) -> Result<ExecOptions> {
-        Ok(ExecOptions { timeout: self.timeout, transport: self.transport.start()? })
+        Ok(ExecOptions { timeout: self.timeout, transport: self.transport.start()?, updates: None })
     }
 }
 

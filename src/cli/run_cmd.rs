@@ -14,9 +14,9 @@ use pipesched::exec::ExecOptions;
 use pipesched::model::Verification;
 use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
-use pipesched::workload::{Demand, Layout, Step};
+use pipesched::workload::{Demand, Layout, Step, Workload};
 use pipesched::{units, Error, Result};
-use pipesched_schedules::{simulate, CostModel, Schedule, Stats, Trace};
+use pipesched_schedules::{period, simulate, step_ends, CostModel, Schedule, Stats, Trace};
 
 /// Arguments of `pipesched run`.
 #[derive(Debug, Args)]
@@ -39,6 +39,12 @@ pub struct RunArgs {
     /// Skip profiling the stages and comparing the measured step with its simulation.
     #[arg(long)]
     no_compare: bool,
+    /// Run the warm-up and measured steps back to back as one run, with no barrier between
+    /// steps: each stage updates its weights right after its own last backward of a step and
+    /// its rank goes on to the next step. Reports the measured step period next to the
+    /// simulated one (and the one-step `steady_period`).
+    #[arg(long)]
+    no_barrier: bool,
     /// Print one JSON object at the end instead of the text report.
     #[arg(long)]
     json: bool,
@@ -70,6 +76,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             "--verify compares every stage's summed gradients, which --zero 1 leaves scattered over the replicas (each keeps its slice); drop one of them — compare the parameter_digest of --json runs with and without --zero instead".into(),
         ));
     }
+    if args.no_barrier {
+        check_no_barrier(&args)?;
+    }
     let opts = args.steps.exec_options()?;
     let result = run_with(&args, &opts);
     opts.transport.conclude(result)
@@ -89,6 +98,9 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     if args.trace {
         // Before any step: the trace would be refused at the end.
         chrome::check_size(schedule.num_actions() as u64)?;
+    }
+    if args.no_barrier {
+        return no_barrier(args, opts, workload.as_mut(), &schedule);
     }
     // With ranks as processes, rank 0 reports; the others run their lanes quietly.
     let root = opts.transport.is_root();
@@ -120,6 +132,100 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     }
     let run = Finished { validations: &validations, predicted: &predicted, profiled: profiled.as_ref(), digest };
     finish(args, &schedule, &records[args.steps.warmup..], run)
+}
+
+/// What `--no-barrier` cannot run with, refused before anything starts.
+fn check_no_barrier(args: &RunArgs) -> Result<()> {
+    let refuse = |what: &str| Err(Error::Usage(format!("--no-barrier with {what}")));
+    if args.steps.total() < 2 {
+        return refuse("a single step: a period needs at least two steps back to back; give --steps 2 or more");
+    }
+    if args.verify {
+        return refuse(
+            "--verify: the sequential reference checks one step's gradients, and without a barrier the stages update mid-run; compare the parameter_digest of --json runs with and without --no-barrier instead",
+        );
+    }
+    if args.validate > 0 {
+        return refuse("--validate: a validation pass needs the pipeline stopped between steps; drop one of them");
+    }
+    if args.steps.transport.dp > 1 || args.steps.transport.zero > 0 {
+        return refuse(
+            "data parallelism: each update waits for the replicas' sum of the step's gradients, a flush of its own; run with a barrier between steps",
+        );
+    }
+    Ok(())
+}
+
+/// `--no-barrier`: the warm-up and measured steps as one run, then its report.
+fn no_barrier(args: &RunArgs, opts: &ExecOptions, workload: &mut dyn Workload, schedule: &Schedule) -> Result<()> {
+    let steps = args.steps.total();
+    if args.trace {
+        chrome::check_size((schedule.num_actions() as u64).saturating_mul(steps as u64))?;
+    }
+    let out = workload.run_back_to_back(schedule, 0, steps, opts)?;
+    let predicted_bytes = workload.predicted()?;
+    let digest = if args.json { workload.parameter_digest()? } else { None };
+    let profiled = if args.no_compare { None } else { Some(workload.profile(7)?) };
+    if !opts.transport.is_root() {
+        return Ok(());
+    }
+    let m = schedule.m;
+    let ends = step_ends(&out.trace, m);
+    let measured = period(&ends, args.steps.warmup);
+    let simulated = profiled.as_ref().map(|c| simulate(&out.run, c)).transpose()?;
+    let sim_period = simulated.as_ref().and_then(|t| period(&step_ends(t, m), args.steps.warmup));
+    let one_step = profiled.as_ref().map(|c| simulate(schedule, c)).transpose()?.map(|t| Stats::of(&t));
+    let m_stats = Stats::of(&out.trace);
+    let from_bytes = Stats::of(&simulate(&out.run, &predicted_bytes)?);
+    let predicted = simulated.as_ref().map_or(from_bytes.peak_bytes.clone(), |t| Stats::of(t).peak_bytes);
+    if args.trace {
+        write_chrome_trace(&out.trace, &args.out.file(&format!("{}.trace.json", schedule.name)))?;
+    }
+    if args.plot {
+        write_charts(&args.out.out, &schedule.name, &out.trace, simulated.as_ref())?;
+    }
+    if args.json {
+        let out = json!({
+            "schedule": schedule.name, "p": schedule.p, "m": m, "v": schedule.v,
+            "model": args.model.model.to_string(), "recompute": args.recompute.policies().to_string(),
+            "no_barrier": true, "steps": steps, "warmup": args.steps.warmup,
+            "losses": out.losses, "loss": out.losses.last().copied().flatten(),
+            "step_ends_s": ends.iter().map(|t| t / 1e3).collect::<Vec<_>>(),
+            "period_s": measured.map(|t| t / 1e3),
+            "simulated_period_s": sim_period.map(|t| t / 1e3),
+            "simulated_steady_period_s": one_step.as_ref().map(|s| s.steady_period / 1e3),
+            "simulated_step_s": one_step.as_ref().map(|s| s.makespan / 1e3),
+            "peak_memory_bytes": m_stats.peak_bytes,
+            "predicted_peak_memory_bytes": predicted,
+            "peak_held_bytes": m_stats.peak_held_bytes,
+            "predicted_peak_held_bytes": from_bytes.peak_held_bytes,
+            "profiled_costs": profiled,
+            "static_bytes": predicted_bytes.static_bytes,
+            "parameter_digest": digest.map(|d| format!("{d:016x}")),
+        });
+        return pipesched::sayln!("{out}");
+    }
+    for (k, end) in ends.iter().enumerate() {
+        let mut line = format!("step {:>3}  ends at {:>10.3} ms", k + 1, end);
+        if let Some(Some(loss)) = out.losses.get(k) {
+            line.push_str(&format!("  loss {loss:.6}"));
+        }
+        if k < args.steps.warmup {
+            line.push_str("  (warm-up)");
+        }
+        pipesched::sayln!("{line}")?;
+    }
+    if let Some(t) = measured {
+        pipesched::sayln!("\nstep period without a barrier: {t:.3} ms measured (mean after the warm-up)")?;
+    }
+    if let (Some(t), Some(one)) = (sim_period, &one_step) {
+        pipesched::sayln!(
+            "simulated with profiled costs: {t:.3} ms back to back; one step's steady_period {:.3} ms, its makespan (with a barrier) {:.3} ms",
+            one.steady_period,
+            one.makespan
+        )?;
+    }
+    print_peaks(&m_stats, &from_bytes.peak_held_bytes, &predicted)
 }
 
 fn print_step(args: &RunArgs, step: usize, rec: &Step) -> Result<()> {
@@ -218,6 +324,15 @@ fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) 
         times.len(),
         100.0 * m_stats.bubble_rate
     )?;
+    print_peaks(&m_stats, &predicted_held, &predicted)?;
+    if let Some(c) = comparison {
+        pipesched::sayln!("\nmeasured vs simulated with profiled costs:\n{c}")?;
+    }
+    Ok(())
+}
+
+/// The peak bytes per rank, measured and predicted: held, and with messages in flight.
+fn print_peaks(measured: &Stats, predicted_held: &[u64], predicted: &[u64]) -> Result<()> {
     pipesched::sayln!(
         "\n{:>4}  {:>14}  {:>14}     {:>14}  {:>14}",
         "rank",
@@ -226,9 +341,9 @@ fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) 
         "with messages",
         "predicted"
     )?;
-    for r in 0..m_stats.peak_bytes.len() {
-        let (held, held_p) = (m_stats.peak_held_bytes[r], predicted_held.get(r).copied().unwrap_or(0));
-        let (all, all_p) = (m_stats.peak_bytes[r], predicted.get(r).copied().unwrap_or(0));
+    for r in 0..measured.peak_bytes.len() {
+        let (held, held_p) = (measured.peak_held_bytes[r], predicted_held.get(r).copied().unwrap_or(0));
+        let (all, all_p) = (measured.peak_bytes[r], predicted.get(r).copied().unwrap_or(0));
         let same = if held == held_p { "=" } else { "≠" };
         pipesched::sayln!(
             "{r:>4}  {:>14}  {:>14}  {same}  {:>14}  {:>14}   ({held} B held)",
@@ -241,9 +356,6 @@ fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) 
     pipesched::sayln!(
         "(held: static bytes and what the stages keep, predicted exactly; with messages: plus activations and gradients sent and not yet consumed, which depend on timing)"
     )?;
-    if let Some(c) = comparison {
-        pipesched::sayln!("\nmeasured vs simulated with profiled costs:\n{c}")?;
-    }
     Ok(())
 }
 

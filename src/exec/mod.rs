@@ -38,11 +38,11 @@ pub use worker::RankRecord;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pipesched_schedules::deps::consumes;
-use pipesched_schedules::{Action, Ledger, RankTrace, Schedule, Source, Span, Trace, Transfer, Transfers};
+use pipesched_schedules::{Action, Ledger, RankTrace, Schedule, Source, Span, Trace, Transfer, Transfers, Updates};
 
 use crate::error::{Error, Result};
 use worker::{Shared, Worker};
@@ -57,11 +57,14 @@ pub struct ExecOptions {
     pub timeout: Duration,
     /// How the ranks reach each other.
     pub transport: Transport,
+    /// Where stages apply their optimizer during the run ([`StageWork::update`]), for steps run
+    /// back to back; `None`: never (the caller updates between runs).
+    pub updates: Option<Arc<Updates>>,
 }
 
 impl Default for ExecOptions {
     fn default() -> Self {
-        ExecOptions { timeout: DEFAULT_TIMEOUT, transport: Transport::InProcess }
+        ExecOptions { timeout: DEFAULT_TIMEOUT, transport: Transport::InProcess, updates: None }
     }
 }
 
@@ -152,8 +155,16 @@ fn run_ranks<S: StageWork>(
         board.set(r, 0, Phase::Elsewhere);
     }
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let shared =
-        Shared { schedule, links, board: &board, abort, t0, timeout: opts.timeout, splits: schedule.split_stages() };
+    let shared = Shared {
+        schedule,
+        links,
+        board: &board,
+        abort,
+        t0,
+        timeout: opts.timeout,
+        splits: schedule.split_stages(),
+        updates: opts.updates.as_deref(),
+    };
     let fail = |e: Error| {
         if !matches!(e, Error::Aborted) {
             let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());

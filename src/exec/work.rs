@@ -37,6 +37,14 @@ pub trait StageWork: Send {
     /// Full backward of `mb`: input gradient and weight gradient.
     fn backward(&mut self, mb: usize, grad: Option<Self::Payload>) -> Result<Option<Self::Payload>, Self::Error>;
 
+    /// Applies the optimizer to the gradients of the micro-batches since the last update, in a
+    /// run of steps back to back ([`ExecOptions::updates`](super::ExecOptions::updates)): called
+    /// right after the stage's last backward of each update group, before its next action.
+    /// Stages without weights do nothing (the default).
+    fn update(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
     /// Bytes the stage holds right now for micro-batches in flight (not counting static bytes).
     fn held_bytes(&self) -> u64;
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pipesched_schedules::deps::{consumes, produces, Message};
-use pipesched_schedules::{Action, Op, Schedule, Span, Transfer};
+use pipesched_schedules::{Action, Op, Schedule, Span, Transfer, Updates};
 
 use super::board::{Board, Phase};
 use super::link::{Envelope, Links, RecvError, Stash, Wait};
@@ -68,6 +68,8 @@ pub struct Shared<'a, P> {
     pub timeout: Duration,
     /// For every stage, whether its backward is split into `I` and `W`.
     pub splits: Vec<bool>,
+    /// Where stages update their weights during the run.
+    pub updates: Option<&'a Updates>,
 }
 
 /// How often a waiting worker checks whether another rank failed.
@@ -210,6 +212,7 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         let end = Instant::now();
         let out = out.map_err(|e| Error::Stage { rank, step, action: a.to_string(), message: e.to_string() })?;
         let after = stage.clock().map(|c| c.mark()).transpose().map_err(clock_err)?;
+
         if let (Some(b), Some(e), Some(state)) = (before, after, self.clocks.get_mut(&s)) {
             state.spans.push((self.record.spans.len(), b, e));
         }
@@ -218,15 +221,29 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         self.record.held_after.push(held);
         self.record.spans.push(Span { action: a, start: t_start, end: t_end });
         match (produces(a, stages), out) {
-            (Some(msg), Some(payload)) => self.deliver(step, a, msg, payload, t_end),
-            (None, _) => Ok(()),
-            (Some(_), None) => Err(Error::Stage {
+            (Some(msg), Some(payload)) => self.deliver(step, a, msg, payload, t_end)?,
+            (None, _) => {}
+            (Some(_), None) => {
+                return Err(Error::Stage {
+                    rank,
+                    step,
+                    action: a.to_string(),
+                    message: "the stage returned no output for the next stage".into(),
+                })
+            }
+        }
+        // The update is the stage's, after its output has left and before the rank's next
+        // action: outside both spans.
+        if self.shared.updates.is_some_and(|u| u.after(rank, step)) {
+            let stage = self.stages.get_mut(&s).expect("the stage ran just now");
+            stage.update().map_err(|e| Error::Stage {
                 rank,
                 step,
-                action: a.to_string(),
-                message: "the stage returned no output for the next stage".into(),
-            }),
+                action: format!("the optimizer update after {a}"),
+                message: e.to_string(),
+            })?;
         }
+        Ok(())
     }
 
     /// The payload of `msg`, which `a` consumes: from this rank's own hand-over, or from the link.

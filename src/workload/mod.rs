@@ -87,6 +87,16 @@ pub struct Step {
     pub verification: Option<Verification>,
 }
 
+/// Steps run back to back, with no barrier between them.
+pub struct BackToBack {
+    /// The run as one schedule ([`back_to_back`](pipesched_schedules::back_to_back)).
+    pub run: Schedule,
+    /// What the executor measured.
+    pub trace: Trace,
+    /// Each step's mean loss (real models).
+    pub losses: Vec<Option<f32>>,
+}
+
 /// The matrix products of one stage's `F`, `I` and `W` for one micro-batch.
 #[derive(Debug, Clone)]
 pub struct StageProducts {
@@ -150,6 +160,17 @@ pub trait Workload {
 
     /// Applies the optimizer to the accumulated gradients.
     fn optimizer_step(&mut self) -> Result<()>;
+
+    /// Runs `steps` steps of `schedule` (one that [`Workload::plan`] gave) from step `first`
+    /// back to back, with no barrier between them: each stage updates its weights right after
+    /// its own last backward of each step, and its rank goes on to the next step's work.
+    fn run_back_to_back(
+        &mut self,
+        schedule: &Schedule,
+        first: u64,
+        steps: usize,
+        opts: &ExecOptions,
+    ) -> Result<BackToBack>;
 
     /// The loss on `batches` held-out micro-batches, forward only, dropout off, with the
     /// data's entropy where it is known; `None` for synthetic stages, which have no loss.

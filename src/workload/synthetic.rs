@@ -4,10 +4,12 @@
 //! Invariant: every stage follows the same spec, the per-rank spec split over the layout's `v`
 //! chunks.
 
-use pipesched_schedules::{CostModel, Schedule};
+use std::sync::Arc;
+
+use pipesched_schedules::{back_to_back, CostModel, Schedule, Updates};
 use pipesched_stages::RecomputePolicy;
 
-use super::{Layout, Step, Workload};
+use super::{BackToBack, Layout, Step, Workload};
 use crate::exec::{execute, ExecOptions, Transport};
 use crate::profile::{profile, ProfileOptions};
 use crate::synthetic::{SyntheticSpec, SyntheticStage};
@@ -72,6 +74,20 @@ impl Workload for SyntheticWorkload {
 
     fn optimizer_step(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    fn run_back_to_back(
+        &mut self,
+        schedule: &Schedule,
+        _first: u64,
+        steps: usize,
+        opts: &ExecOptions,
+    ) -> Result<BackToBack> {
+        let run = back_to_back(schedule, steps)?;
+        let updates = Updates::new(&run, schedule.m)?;
+        let opts = ExecOptions { updates: Some(Arc::new(updates)), ..opts.clone() };
+        let trace = execute(&run, &mut self.stages, &opts)?;
+        Ok(BackToBack { run, trace, losses: vec![None; steps] })
     }
 
     fn profile(&mut self, reps: usize) -> Result<CostModel> {
