@@ -92,7 +92,7 @@ impl Updates {
 /// When each of `n = trace.m / m` back-to-back steps ended: the latest end over the ranks of
 /// its actions.
 pub fn step_ends(trace: &Trace, m: usize) -> Vec<f64> {
-    let n = if m == 0 { 0 } else { trace.m / m };
+    let n = trace.m.checked_div(m).unwrap_or(0);
     let mut ends = vec![0.0f64; n];
     for rank in &trace.ranks {
         for span in rank.spans() {
