@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
-pub use crate::real_stage::RealStage;
-use pipesched_schedules::{CostModel, Schedule, StageCost, StageCosts, Trace, Updates};
+pub use crate::real_stage::{RealStage, RunShape};
+use pipesched_schedules::{CostModel, Schedule, StageCost, StageCosts, Trace};
 use pipesched_stages::{
     mean_loss, sequential_step_in, Corpus, Device, ModelSpec, OptimizerSpec, Partition, Policies, Shard, Stage,
     StageSpec, StepOutput, Task, Tensor,
 };
 
 use crate::exec::{execute, ExecOptions, StageWork, Transport, Wire};
-use crate::workload::Layout;
+use crate::workload::{Layout, RunPlan};
 use crate::{Error, Result};
 
 /// How to build a model.
@@ -228,6 +228,13 @@ impl Model {
         })
     }
 
+    /// The bytes of one version of every stage's weights (its parameters), in model order: what
+    /// a stashed version holds. With ranks as processes, every process calls this and gets all.
+    pub fn version_bytes(&self, stages: usize, transport: &Transport) -> Result<Vec<u64>> {
+        let mine = self.stages.iter().map(|s| (s.stage().index(), s.stage().param_bytes())).collect();
+        transport.by_stage(stages, mine)
+    }
+
     /// Runs step `step` through `schedule`, leaving the gradients accumulated (no optimizer step).
     pub fn run_step(&mut self, schedule: &Schedule, step: u64, opts: &ExecOptions) -> Result<StepResult> {
         let m = schedule.m;
@@ -242,30 +249,20 @@ impl Model {
         Ok(StepResult { loss: mean_loss(&losses), trace })
     }
 
-    /// Runs `run` — `steps` steps from step `first` back to back
-    /// ([`back_to_back`](pipesched_schedules::back_to_back) of a planned
-    /// step of `run.m / steps` micro-batches) — with each stage updating its weights after its
-    /// own last backward of each step. Returns the run's trace and each step's mean loss; the
-    /// weights are updated after the last step.
-    pub fn run_back_to_back(
-        &mut self,
-        run: &Schedule,
-        steps: usize,
-        first: u64,
-        opts: &ExecOptions,
-    ) -> Result<RunResult> {
-        let m = run.m / steps.max(1);
-        if steps == 0 || m * steps != run.m {
-            return Err(Error::Usage(format!("a run of {steps} steps cannot hold {} micro-batches", run.m)));
-        }
-        let updates = Updates::new(run, m)?;
+    /// Runs `plan` from step `first`: every micro-batch of its steps through its schedule, each
+    /// stage updating its weights where the plan's updates say and running each micro-batch on
+    /// the weight version they give it. Returns the run's trace and each step's mean loss; the
+    /// weights end updated by every update of the run.
+    pub fn run(&mut self, plan: &RunPlan, first: u64, opts: &ExecOptions) -> Result<RunResult> {
+        let shape = RunShape { first, steps: plan.steps, m: plan.m, batch: self.batch };
         for s in self.stages.iter_mut() {
-            s.begin_run(&self.task, first, steps, m, self.batch)?;
+            let k = s.stage().index();
+            s.begin_run(&self.task, shape, plan.updates.versions_of(k), plan.updates.every)?;
         }
-        let opts = ExecOptions { updates: Some(Arc::new(updates)), ..opts.clone() };
-        let trace = execute(run, &mut self.stages, &opts)?;
+        let opts = ExecOptions { updates: Some(Arc::clone(&plan.updates)), ..opts.clone() };
+        let trace = execute(&plan.schedule, &mut self.stages, &opts)?;
         let losses = self.losses(&opts)?;
-        Ok(RunResult { losses: losses.chunks(m).map(mean_loss).collect(), trace })
+        Ok(RunResult { losses: losses.chunks(plan.m.max(1)).map(mean_loss).collect(), trace })
     }
 
     /// The losses of every micro-batch of the last step or run, from the last stage's process;

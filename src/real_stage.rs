@@ -8,6 +8,7 @@
 //! single step is a run of one). Data for a step (inputs for the first stage, targets for the
 //! last) is generated when the step begins, so the measured spans hold pipeline work only.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use pipesched_stages::{
@@ -29,10 +30,8 @@ pub struct RealStage {
     /// The last stage's losses, per micro-batch of the run, as `[1, 1]` tensors on its device
     /// (read after the run, so a GPU stage never waits for one mid-run).
     losses: Vec<Option<Tensor>>,
-    /// The run's micro-batch that is micro-batch 0 of the step in progress.
-    offset: usize,
-    /// In a run of steps back to back: what begins each next step.
-    run: Option<Run>,
+    /// In a run: the weight versions its micro-batches use and the ones it keeps.
+    run: Option<Versions>,
     /// CUDA events on the stage's stream, on a GPU.
     clock: Option<GpuClock>,
     /// With data parallelism: the replicas the gradients are summed over.
@@ -48,16 +47,36 @@ pub struct RealStage {
     grad_slice: Option<Vec<f32>>,
 }
 
-/// A run of steps back to back, as a stage sees it.
-struct Run {
-    task: Task,
+/// Where a run starts and how big it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunShape {
     /// The run's first step.
-    first: u64,
-    /// Steps in the run, and how many of them this stage has updated after.
-    steps: usize,
-    done: usize,
-    m: usize,
-    batch: usize,
+    pub first: u64,
+    /// Steps in the run.
+    pub steps: usize,
+    /// Micro-batches per step.
+    pub m: usize,
+    /// Rows per micro-batch.
+    pub batch: usize,
+}
+
+/// A stage's weight versions in a run ([`Updates`](pipesched_schedules::Updates)' rules).
+///
+/// Invariant: the stage's parameters are version `loaded`; `stashed` holds every other live
+/// version; a version lives while it is the newest or a micro-batch still to finish uses it.
+struct Versions {
+    /// The version each micro-batch of the run uses.
+    of: Vec<u32>,
+    /// Micro-batches per update.
+    every: usize,
+    /// Per version: micro-batches using it whose backward has not finished.
+    uses: BTreeMap<u32, usize>,
+    /// The newest version: updates made so far.
+    newest: u32,
+    /// The version the stage's parameters are now.
+    loaded: u32,
+    /// Every other live version's parameters.
+    stashed: BTreeMap<u32, Vec<Tensor>>,
 }
 
 /// A GPU stage's clock: CUDA events recorded on its stream.
@@ -99,7 +118,6 @@ impl RealStage {
             inputs: vec![],
             targets: vec![],
             losses: vec![],
-            offset: 0,
             run: None,
             replicas: None,
             shard: Shard::whole(0),
@@ -123,71 +141,130 @@ impl RealStage {
     /// data this stage reads.
     pub fn begin_step(&mut self, task: &Task, step: u64, m: usize, batch: usize) -> Result<()> {
         self.run = None;
-        self.offset = 0;
-        self.losses = (0..m).map(|_| None).collect();
-        self.load_step(task, step, m, batch)
-    }
-
-    /// Prepares a run of `steps` steps back to back from step `first` (see the module doc):
-    /// begins the first; each update begins the next.
-    pub fn begin_run(&mut self, task: &Task, first: u64, steps: usize, m: usize, batch: usize) -> Result<()> {
-        if self.replicas.is_some() {
-            return Err(Error::Usage(
-                "steps back to back with data parallelism: each update would wait for the replicas' sum; run with a barrier between steps".into(),
-            ));
-        }
-        let total =
-            steps.checked_mul(m).ok_or_else(|| Error::Usage(format!("{steps} steps of {m} micro-batches overflow")))?;
-        self.begin_step(task, first, m, batch)?;
-        self.losses = (0..total).map(|_| None).collect();
-        self.run = Some(Run { task: task.clone(), first, steps, done: 0, m, batch });
-        Ok(())
-    }
-
-    /// The step's micro-batch of the run's micro-batch `mb`; an error if it is not in the step
-    /// in progress.
-    fn local(&self, mb: usize, op: &str) -> std::result::Result<usize, pipesched_stages::Error> {
-        // `inputs` has a slot per micro-batch of the step on every stage.
-        let m = self.inputs.len();
-        mb.checked_sub(self.offset).filter(|&k| k < m).ok_or_else(|| pipesched_stages::Error::Order {
-            place: format!("stage {} {op} of micro-batch {mb}", self.stage.index()),
-            reason: format!(
-                "the step in progress holds micro-batches {}..{}; a stage runs a step's actions only after its update of the step before",
-                self.offset,
-                self.offset + m
-            ),
-        })
-    }
-
-    /// [`begin_step`](RealStage::begin_step) but the losses: loads step `step`'s data and resets
-    /// the stage.
-    fn load_step(&mut self, task: &Task, step: u64, m: usize, batch: usize) -> Result<()> {
         self.shard = match &self.replicas {
             Some(t) => Shard::of(t.replica(), t.replicas(), m)?,
             None => Shard::whole(m),
         };
         self.sum = None;
         self.stage.begin_shard(step, m, self.shard)?;
+        self.load(task, &[step], m, batch)
+    }
+
+    /// Prepares a run of `steps` steps of `m` micro-batches from step `first` (see the module
+    /// doc), micro-batch `j` of the run on weight version `versions[j]`
+    /// ([`Updates::versions_of`](pipesched_schedules::Updates::versions_of)), an update every
+    /// `every` micro-batches: resets the stage and loads every step's data.
+    pub fn begin_run(&mut self, task: &Task, run: RunShape, versions: &[u32], every: usize) -> Result<()> {
+        let RunShape { first, steps, m, batch } = run;
+        if self.replicas.is_some() {
+            return Err(Error::Usage(
+                "a run with updates inside it, with data parallelism: each update would wait for the replicas' sum; run with a barrier between steps".into(),
+            ));
+        }
+        if steps.checked_mul(m) != Some(versions.len()) || every == 0 {
+            return Err(Error::Usage(format!(
+                "stage {}: {} weight versions for a run of {steps} steps of {m} micro-batches",
+                self.stage.index(),
+                versions.len()
+            )));
+        }
+        self.shard = Shard::whole(m);
+        self.sum = None;
+        self.stage.begin_run(first, steps, m)?;
+        let step_numbers: Vec<u64> = (0..steps as u64).map(|k| first + k).collect();
+        self.load(task, &step_numbers, m, batch)?;
+        let mut uses = BTreeMap::new();
+        for &v in versions.iter().filter(|&&v| v != u32::MAX) {
+            *uses.entry(v).or_insert(0) += 1;
+        }
+        self.run =
+            Some(Versions { of: versions.to_vec(), every, uses, newest: 0, loaded: 0, stashed: BTreeMap::new() });
+        Ok(())
+    }
+
+    /// Loads the data this stage reads for `m` micro-batches of each of `steps`, one after
+    /// another; the losses start empty.
+    fn load(&mut self, task: &Task, steps: &[u64], m: usize, batch: usize) -> Result<()> {
+        let total = steps.len() * m;
         let (first, last) = (self.stage.is_first(), self.stage.is_last());
-        self.inputs = (0..m).map(|_| None).collect();
-        self.targets = (0..m).map(|_| None).collect();
+        self.inputs = (0..total).map(|_| None).collect();
+        self.targets = (0..total).map(|_| None).collect();
+        self.losses = (0..total).map(|_| None).collect();
         if first || last {
-            // On a GPU the step's data is moved there now, before the step is timed.
+            // On a GPU the data is moved there now, before anything is timed.
             let device = self.stage.device();
             let _scope = self.stage.lane().map(|l| l.enter());
-            for mb in 0..m {
-                let (x, t) = task.batch(step, self.shard.global(mb), batch);
-                if first {
-                    self.inputs[mb] = Some(x.into_device(device)?);
-                }
-                if let Some(kind) = self.stage.loss_kind() {
-                    // Checked here, on the host: a GPU cannot check class indices cheaply.
-                    kind.check_target(batch, self.stage.output_width(), &t)?;
-                    self.targets[mb] = Some(t.into_device(device)?);
+            for (k, &step) in steps.iter().enumerate() {
+                for mb in 0..m {
+                    let (x, t) = task.batch(step, self.shard.global(mb), batch);
+                    if first {
+                        self.inputs[k * m + mb] = Some(x.into_device(device)?);
+                    }
+                    if let Some(kind) = self.stage.loss_kind() {
+                        // Checked here, on the host: a GPU cannot check class indices cheaply.
+                        kind.check_target(batch, self.stage.output_width(), &t)?;
+                        self.targets[k * m + mb] = Some(t.into_device(device)?);
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// In a run: makes the stage's parameters version `want` (taken from the stash, where the
+    /// loaded one goes).
+    fn load_version(&mut self, want: u32) -> std::result::Result<(), pipesched_stages::Error> {
+        let index = self.stage.index();
+        let Some(run) = self.run.as_mut() else { return Ok(()) };
+        if want == run.loaded {
+            return Ok(());
+        }
+        let mut other = run.stashed.remove(&want).ok_or_else(|| pipesched_stages::Error::Order {
+            place: format!("stage {index}"),
+            reason: format!(
+                "weight version {want} is asked for, which this stage does not hold (it holds {}, the newest {})",
+                run.loaded, run.newest
+            ),
+        })?;
+        for ((p, _), q) in self.stage.params_and_grads_mut().into_iter().zip(other.iter_mut()) {
+            std::mem::swap(p, q);
+        }
+        run.stashed.insert(run.loaded, other);
+        run.loaded = want;
+        Ok(())
+    }
+
+    /// In a run: makes the stage's parameters the version micro-batch `mb` uses.
+    fn use_version_of(&mut self, mb: usize) -> std::result::Result<(), pipesched_stages::Error> {
+        match self.run.as_ref().map(|r| r.of.get(mb).copied().unwrap_or(u32::MAX)) {
+            Some(want) => self.load_version(want),
+            None => Ok(()),
+        }
+    }
+
+    /// In a run, after micro-batch `mb`'s backward finished: drops its version if nothing uses
+    /// it any more and it is not the newest.
+    fn finished(&mut self, mb: usize) -> std::result::Result<(), pipesched_stages::Error> {
+        let Some(run) = self.run.as_mut() else { return Ok(()) };
+        let v = run.of.get(mb).copied().unwrap_or(u32::MAX);
+        let left = run.uses.get_mut(&v).map(|n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left != Some(0) || v >= run.newest {
+            return Ok(());
+        }
+        let newest = run.newest;
+        self.load_version(newest)?;
+        if let Some(run) = self.run.as_mut() {
+            run.stashed.remove(&v);
+        }
+        Ok(())
+    }
+
+    /// Bytes of the weight versions stashed besides the parameters.
+    fn stashed_bytes(&self) -> u64 {
+        self.run.as_ref().map_or(0, |r| r.stashed.values().flatten().map(Tensor::bytes).sum())
     }
 
     /// The per-micro-batch losses of the last step (last stage only; `None` where missing), read
@@ -281,74 +358,93 @@ impl StageWork for RealStage {
     type Payload = Tensor;
     type Error = pipesched_stages::Error;
 
-    fn forward(&mut self, run_mb: usize, input: Option<Tensor>) -> std::result::Result<Option<Tensor>, Self::Error> {
-        let mb = self.local(run_mb, "forward")?;
+    fn forward(&mut self, mb: usize, input: Option<Tensor>) -> std::result::Result<Option<Tensor>, Self::Error> {
         let x = match input {
             Some(x) => x,
-            None => self.inputs.get_mut(mb).and_then(Option::take).ok_or_else(|| pipesched_stages::Error::Order {
-                place: format!("stage {} forward of micro-batch {run_mb}", self.stage.index()),
-                reason: "the first stage has no input for it: its forward ran twice, or the step was not begun".into(),
-            })?,
+            None => {
+                let begun = self.inputs.len();
+                self.inputs.get_mut(mb).and_then(Option::take).ok_or_else(|| pipesched_stages::Error::Order {
+                    place: format!("stage {} forward of micro-batch {mb}", self.stage.index()),
+                    reason: if mb < begun {
+                        "the first stage has no input for it: its forward ran twice".into()
+                    } else {
+                        format!("micro-batches 0..{begun} were begun; begin the step or run that holds it")
+                    },
+                })?
+            }
         };
+        self.use_version_of(mb)?;
         let target = if self.stage.is_last() { self.targets.get(mb).and_then(Option::as_ref) } else { None };
         let out = self.stage.forward(mb, x, target)?;
         if self.stage.is_last() {
-            self.losses[run_mb] = Some(out);
+            self.losses[mb] = Some(out);
             return Ok(None);
         }
         Ok(Some(out))
     }
 
-    fn recompute(&mut self, run_mb: usize) -> std::result::Result<(), Self::Error> {
-        let mb = self.local(run_mb, "recompute")?;
+    fn recompute(&mut self, mb: usize) -> std::result::Result<(), Self::Error> {
+        self.use_version_of(mb)?;
         self.stage.recompute(mb)
     }
 
-    fn backward_input(
-        &mut self,
-        run_mb: usize,
-        grad: Option<Tensor>,
-    ) -> std::result::Result<Option<Tensor>, Self::Error> {
-        let mb = self.local(run_mb, "input-gradient backward")?;
+    fn backward_input(&mut self, mb: usize, grad: Option<Tensor>) -> std::result::Result<Option<Tensor>, Self::Error> {
+        self.use_version_of(mb)?;
         let g = self.stage.backward_input(mb, grad)?;
         Ok((!self.stage.is_first()).then_some(g))
     }
 
-    fn backward_weight(&mut self, run_mb: usize) -> std::result::Result<(), Self::Error> {
-        let mb = self.local(run_mb, "weight-gradient backward")?;
+    fn backward_weight(&mut self, mb: usize) -> std::result::Result<(), Self::Error> {
+        // Weight gradients read the saved activations and output gradients, not the weights.
         self.stage.backward_weight(mb)?;
+        self.finished(mb)?;
         self.start_sum()
     }
 
-    fn backward(&mut self, run_mb: usize, grad: Option<Tensor>) -> std::result::Result<Option<Tensor>, Self::Error> {
-        let mb = self.local(run_mb, "backward")?;
+    fn backward(&mut self, mb: usize, grad: Option<Tensor>) -> std::result::Result<Option<Tensor>, Self::Error> {
+        self.use_version_of(mb)?;
         let g = self.stage.backward(mb, grad)?;
+        self.finished(mb)?;
         self.start_sum()?;
         Ok((!self.stage.is_first()).then_some(g))
     }
 
-    /// Steps the optimizer on the step's gradients and, unless the run is over, begins its next
-    /// step (loads its data; the gradients start again from zero).
+    /// Makes the next version from the newest and the group's gradients (keeping the newest
+    /// where a micro-batch still to finish uses it), then zeroes the gradients.
     fn update(&mut self) -> std::result::Result<(), Self::Error> {
         let index = self.stage.index();
-        let place = |e: Error| pipesched_stages::Error::Optimizer(format!("stage {index}: {e}"));
-        self.optimizer_step().map_err(place)?;
-        let Some(run) = self.run.take() else {
+        let Some((newest, every)) = self.run.as_ref().map(|r| (r.newest, r.every)) else {
             return Err(pipesched_stages::Error::Optimizer(format!(
-                "stage {index}: an update outside a run of steps back to back; begin the run first"
+                "stage {index}: an update outside a run; begin the run first"
             )));
         };
-        let done = run.done + 1;
-        if done < run.steps {
-            self.load_step(&run.task, run.first + done as u64, run.m, run.batch).map_err(place)?;
-            self.offset = done * run.m;
+        let want = (newest as usize + 1) * every;
+        if self.stage.accumulated() != want {
+            return Err(pipesched_stages::Error::Optimizer(format!(
+                "stage {index}: update {} needs the gradients of micro-batches 0..{want}, but 0..{} are in",
+                newest + 1,
+                self.stage.accumulated()
+            )));
         }
-        self.run = Some(Run { done, ..run });
+        self.load_version(newest)?;
+        let keep = self.run.as_ref().and_then(|r| r.uses.get(&newest)).is_some_and(|&n| n > 0);
+        let kept: Option<Vec<Tensor>> = keep.then(|| self.stage.params().into_iter().cloned().collect());
+        {
+            let _scope = self.stage.lane().map(|l| l.enter());
+            self.optimizer.update(self.stage.params_and_grads_mut())?;
+        }
+        self.stage.zero_grad()?;
+        let run = self.run.as_mut().expect("checked above");
+        if let Some(old) = kept {
+            run.stashed.insert(newest, old);
+        }
+        run.newest = newest + 1;
+        run.loaded = newest + 1;
         Ok(())
     }
 
     fn held_bytes(&self) -> u64 {
-        self.stage.held_bytes()
+        self.stage.held_bytes() + self.stashed_bytes()
     }
 
     fn static_bytes(&self) -> u64 {

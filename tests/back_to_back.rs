@@ -12,6 +12,7 @@ use common::{deep_tiny, exec, microbatches, model_of, schedule};
 use pipesched::exec::execute;
 use pipesched::model::Model;
 use pipesched::schedules::{back_to_back, simulate, Kind, Schedule, Stats};
+use pipesched::workload::{Asynchrony, RunPlan};
 
 const STEPS: usize = 3;
 
@@ -43,14 +44,15 @@ fn a_run_without_barriers_trains_as_steps_with_them_bitwise() {
             let mut b = model_of(deep_tiny(), stages, policy);
             let step = schedule(kind, p, m, &a);
             let losses = with_barrier(&mut a, &step);
-            let run = back_to_back(&step, STEPS).unwrap();
-            let out = b.run_back_to_back(&run, STEPS, 0, &exec()).unwrap();
+            let plan = RunPlan::back_to_back(&step, STEPS).unwrap();
+            let run = &plan.schedule;
+            let out = b.run(&plan, 0, &exec()).unwrap();
             let case = format!("{} {policy} p={p} m={m}", kind.name());
             cases += 1;
             assert_eq!(out.losses, losses, "{case}: losses");
             assert!(params(&a) == params(&b), "{case}: parameters differ after {STEPS} steps");
             // Held bytes over the whole run: measured = predicted from the stages' accounting.
-            let predicted = Stats::of(&simulate(&run, &b.predicted_bytes(&run, &exec().transport).unwrap()).unwrap());
+            let predicted = Stats::of(&simulate(run, &b.predicted_bytes(run, &exec().transport).unwrap()).unwrap());
             assert_eq!(Stats::of(&out.trace).peak_held_bytes, predicted.peak_held_bytes, "{case}: held bytes");
         }
     }
@@ -69,14 +71,14 @@ fn the_stages_refuse_a_step_before_their_update_of_the_one_before() {
     let a = lanes[0].remove(early);
     lanes[0].insert(1, a);
     let bad = Schedule::new(&run.name, 1, 1, run.m, run.placement, lanes);
-    let e = model.run_back_to_back(&bad, 2, 0, &exec()).err().unwrap().to_string();
+    let e = RunPlan::stream(bad, 2, 2, Asynchrony::None).unwrap_err().to_string();
     assert!(e.contains("needs a barrier between steps"), "{e}");
     // Stages begun for single steps refuse the run's later micro-batches.
     for s in &mut model.stages {
         s.begin_step(&model.task, 0, 2, model.batch).unwrap();
     }
     let e = execute(&run, &mut model.stages, &exec()).unwrap_err().to_string();
-    assert!(e.contains("the step in progress holds micro-batches 0..2"), "{e}");
+    assert!(e.contains("micro-batches 0..2 were begun"), "{e}");
 }
 
 fn pipesched(args: &[&str]) -> (bool, String, String) {

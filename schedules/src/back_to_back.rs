@@ -1,5 +1,5 @@
 //! Steps back to back, with no barrier between them: `n` steps of one schedule as one schedule
-//! of `n·m` micro-batches, and where each stage applies its optimizer ([`Updates`]).
+//! of `n·m` micro-batches; [`Updates`](crate::Updates) says where each stage applies its optimizer.
 //!
 //! Micro-batch `j` of step `k` is micro-batch `k·m + j` of the run; each rank's lane is its
 //! lanes of the steps, in order. A stage updates its weights right after its own last backward
@@ -10,11 +10,11 @@
 //! `n` separate steps: the forwards of step `k+1` on a stage all come after its update of step
 //! `k` in its rank's lane.
 //!
-//! Invariant: [`Updates::new`] accepts a schedule only if, on every stage, every forward of a
-//! micro-batch of update group `g+1` comes after the last backward of group `g` — the weights a
-//! forward uses are those of the updates before its group, whatever the timing.
+//! Invariant: micro-batch `k·m + j` of the run is micro-batch `j` of step `k`, and each rank's
+//! lane runs step `k`'s actions before step `k+1`'s, so [`Updates`](crate::Updates) with
+//! current weights accepts every run this makes.
 
-use crate::action::{Action, Op, MAX_MICROBATCHES};
+use crate::action::{Action, MAX_MICROBATCHES};
 use crate::error::{Error, Result};
 use crate::schedule::Schedule;
 use crate::trace::Trace;
@@ -36,57 +36,6 @@ pub fn back_to_back(step: &Schedule, n: usize) -> Result<Schedule> {
         })
         .collect();
     Ok(Schedule::new(&step.name, step.p, step.v, total, step.placement, lanes))
-}
-
-/// Where each stage applies its optimizer in a run: after its last backward of every group of
-/// `every` consecutive micro-batches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Updates {
-    /// Micro-batches per update.
-    pub every: usize,
-    /// For each rank and lane position: whether the stage of that action updates after it.
-    after: Vec<Vec<bool>>,
-}
-
-impl Updates {
-    /// The updates of `schedule` with one per `every` micro-batches on every stage; refused if
-    /// `every` does not divide `m`, or if a stage runs a forward of one group before its last
-    /// backward of the group before (that forward would need weights not yet updated: the
-    /// schedule needs a barrier between those groups).
-    pub fn new(schedule: &Schedule, every: usize) -> Result<Updates> {
-        let bad = |reason: String| Error::BadArgs { schedule: schedule.name.clone(), reason };
-        if every == 0 || schedule.m % every != 0 {
-            return Err(bad(format!("updates every {every} micro-batches do not divide m = {}", schedule.m)));
-        }
-        let stages = schedule.stages();
-        let splits = schedule.split_stages();
-        let groups = schedule.m / every;
-        // Per stage and group: how many backwards are still to come; the lane position of the last.
-        let mut left = vec![vec![every; groups]; stages];
-        let mut after: Vec<Vec<bool>> = schedule.lanes.iter().map(|l| vec![false; l.len()]).collect();
-        for (r, lane) in schedule.lanes.iter().enumerate() {
-            for (k, a) in lane.iter().enumerate() {
-                let (s, g) = (a.stage(), a.mb() / every);
-                let finishes = matches!((a.op, splits[s]), (Op::W, true) | (Op::B, false));
-                if finishes {
-                    left[s][g] -= 1;
-                    after[r][k] = left[s][g] == 0;
-                } else if a.op == Op::F && g > 0 && left[s][g - 1] > 0 {
-                    return Err(bad(format!(
-                        "rank {r}, step {k}: {a} (update group {g}) runs before stage {s}'s last backward of group {}; \
-                         its weights would not be updated yet — this schedule needs a barrier between steps",
-                        g - 1
-                    )));
-                }
-            }
-        }
-        Ok(Updates { every, after })
-    }
-
-    /// Whether the stage of rank `rank`'s action at lane position `k` updates after it.
-    pub fn after(&self, rank: usize, k: usize) -> bool {
-        self.after.get(rank).and_then(|l| l.get(k)).copied().unwrap_or(false)
-    }
 }
 
 /// When each of `n = trace.m / m` back-to-back steps ended: the latest end over the ranks of
@@ -119,7 +68,7 @@ pub fn period(ends: &[f64], skip: usize) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{one_f_one_b, simulate, validate, zb_h1, zb_h2, CostModel, Stats};
+    use crate::{one_f_one_b, simulate, validate, zb_h1, zb_h2, CostModel, Op, Stats};
 
     fn unit() -> CostModel {
         CostModel::per_rank(1.0, 1.0, 1.0)
@@ -133,26 +82,6 @@ mod tests {
         assert_eq!(run.m, 12);
         assert_eq!(run.lanes[0].len(), 3 * s.lanes[0].len());
         assert_eq!(run.lanes[2][s.lanes[2].len()], Action::new(2, Op::F, 4));
-    }
-
-    #[test]
-    fn each_stage_updates_after_its_last_backward_of_each_step() {
-        let s = zb_h1(2, 3).unwrap();
-        let run = back_to_back(&s, 2).unwrap();
-        let u = Updates::new(&run, 3).unwrap();
-        for (r, lane) in run.lanes.iter().enumerate() {
-            let marked: Vec<Action> = (0..lane.len()).filter(|&k| u.after(r, k)).map(|k| lane[k]).collect();
-            assert_eq!(marked, vec![Action::new(r, Op::W, 2), Action::new(r, Op::W, 5)]);
-        }
-    }
-
-    #[test]
-    fn a_forward_before_the_last_backward_of_the_group_before_is_refused() {
-        // One 1F1B step of 4 read as two groups of 2: rank 0 runs F2 before B1.
-        let s = one_f_one_b(2, 4).unwrap();
-        let e = Updates::new(&s, 2).unwrap_err().to_string();
-        assert!(e.contains("needs a barrier between steps"), "{e}");
-        assert!(Updates::new(&s, 3).unwrap_err().to_string().contains("do not divide"));
     }
 
     #[test]

@@ -33,11 +33,12 @@ mod schedule;
 mod simulate;
 mod stats;
 mod trace;
+mod updates;
 mod validate;
 mod walk;
 
 pub use action::{Action, Op, MAX_MICROBATCHES, MAX_STAGES};
-pub use back_to_back::{back_to_back, period, step_ends, Updates};
+pub use back_to_back::{back_to_back, period, step_ends};
 pub use clock::unit_clock;
 pub use cost::{CostModel, StageCost, StageCosts};
 pub use csv::{csv_lines, from_csv, to_csv};
@@ -49,7 +50,8 @@ pub use generate::{
 pub use ledger::{InFlight, Ledger};
 pub use recompute::with_recompute;
 pub use schedule::{Placement, Schedule};
-pub use simulate::{simulate, simulate_stats};
+pub use simulate::{simulate, simulate_stats, simulate_updates};
 pub use stats::Stats;
 pub use trace::{MemSample, RankTrace, Source, Span, Trace, Transfer, Transfers};
+pub use updates::{Updates, Versioning};
 pub use validate::{check_structure, validate};

@@ -27,6 +27,7 @@ use crate::prefetch::prefetch;
 use crate::schedule::Schedule;
 use crate::stats::{Stats, Tally};
 use crate::trace::{RankTrace, Source, Trace, Transfers};
+use crate::updates::Updates;
 use crate::validate::{check_structure, validate};
 use crate::walk::{walk, Ran, Times};
 
@@ -36,7 +37,28 @@ use crate::walk::{walk, Ran, Times};
 /// are checked first, a deadlock by the simulation's own walk), or if the cost model does not fit
 /// it.
 pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
-    let (ranks, _, _, delays) = run(schedule, costs, true)?;
+    simulate_with(schedule, costs, None)
+}
+
+/// [`simulate`] for a run whose stages update their weights as `updates` says, a version of
+/// stage `s` being `version_bytes[s]` bytes: the held bytes also count the versions stashed
+/// after each action ([`Updates::stash_bytes`]), as the executor's ledger does.
+pub fn simulate_updates(
+    schedule: &Schedule,
+    costs: &CostModel,
+    updates: &Updates,
+    version_bytes: &[u64],
+) -> Result<Trace> {
+    let stash = updates.stash_bytes(version_bytes);
+    if stash.len() != schedule.lanes.len() || stash.iter().zip(&schedule.lanes).any(|(s, l)| s.len() != l.len()) {
+        return Err(crate::Error::Cost("the weight updates were worked out for another schedule".into()));
+    }
+    simulate_with(schedule, costs, Some(&stash))
+}
+
+/// [`simulate`], with the stashed bytes of each rank after each action when there are any.
+fn simulate_with(schedule: &Schedule, costs: &CostModel, stash: Option<&[Vec<u64>]>) -> Result<Trace> {
+    let (ranks, _, _, delays) = run(schedule, costs, true, stash)?;
     // Without a bandwidth every message between ranks takes `c`: the trace says just that.
     let transfers = match costs.bandwidth {
         None => Transfers::Latency(costs.latency),
@@ -59,7 +81,7 @@ pub fn simulate(schedule: &Schedule, costs: &CostModel) -> Result<Trace> {
 /// computed as the simulation runs, without keeping its spans: 16 bytes per action less to
 /// allocate and write. Fails as [`simulate`] does.
 pub fn simulate_stats(schedule: &Schedule, costs: &CostModel) -> Result<Stats> {
-    let (_, tallies, peaks, _) = run(schedule, costs, false)?;
+    let (_, tallies, peaks, _) = run(schedule, costs, false, None)?;
     Ok(Stats::from_tallies(&tallies, &peaks))
 }
 
@@ -70,19 +92,24 @@ const SPANS_AHEAD: usize = 8;
 /// One walk of `schedule` under `costs`: each rank's trace when `trace` (spans and memory curve;
 /// empty ranks otherwise), the tally of its spans, its peaks (total, held) for the stats, and the
 /// delay of every (stage, flow)'s messages ([`CostModel::message_delays`]).
-/// Without the trace, no memory curve is made: the peaks are read as it is merged.
+/// Without the trace, no memory curve is made: the peaks are read as it is merged. `stash`, when
+/// given, is what each rank holds of stashed weight versions after each action.
 #[allow(clippy::type_complexity)]
 fn run(
     schedule: &Schedule,
     costs: &CostModel,
     trace: bool,
+    stash: Option<&[Vec<u64>]>,
 ) -> Result<(Vec<RankTrace>, Vec<Tally>, Vec<(u64, u64)>, Vec<[f64; 2]>)> {
     check_structure(schedule)?;
     let (stage_costs, statics) = costs.resolve(schedule)?;
     let (stages, m) = (schedule.stages(), schedule.m);
     // Without per-micro-batch bytes, held bytes stay at the static ones; without message bytes,
     // nothing is in flight: the walk then feeds the ledgers nothing.
-    let keeps = stage_costs.iter().any(|c| c.act_bytes > 0 || c.recompute_bytes > 0 || c.w_bytes > 0);
+    let keeps = stash.is_some_and(|s| s.iter().flatten().any(|&b| b > 0))
+        || stage_costs.iter().any(|c| c.act_bytes > 0 || c.recompute_bytes > 0 || c.w_bytes > 0);
+    // The stashed bytes each rank's ledger holds now.
+    let mut stashed = vec![0u64; schedule.lanes.len()];
     let sends = stage_costs.iter().any(|c| c.fwd_msg_bytes > 0 || c.bwd_msg_bytes > 0);
     // What each (stage, micro-batch) holds now, by `stage·m + micro-batch`.
     let mut held = vec![0u64; if keeps { stages * m } else { 0 }];
@@ -136,7 +163,10 @@ fn run(
                 kept.end.push(end);
             }
             if keeps {
-                hold(&mut ledgers[rank], &stage_costs[a.stage()], &mut held[a.stage() * m + a.mb()], ran);
+                let now = stash.map_or(0, |s| s[rank][step]);
+                let extra = (stashed[rank], now);
+                stashed[rank] = now;
+                hold(&mut ledgers[rank], &stage_costs[a.stage()], &mut held[a.stage() * m + a.mb()], extra, ran);
             }
             if let (true, Some(sent)) = (sends, received) {
                 // The walk received a message, so `a` consumes one.
@@ -188,8 +218,9 @@ impl StageCost {
 }
 
 /// Feeds `ledger` what the action `ran` leaves its (stage, micro-batch) holding under its
-/// stage's `cost` (see the module doc); `held` is what that pair held before it.
-fn hold(ledger: &mut Ledger, cost: &StageCost, held: &mut u64, ran: Ran) {
+/// stage's `cost` (see the module doc); `held` is what that pair held before it; `stash` the
+/// rank's stashed weight bytes before and after it.
+fn hold(ledger: &mut Ledger, cost: &StageCost, held: &mut u64, stash: (u64, u64), ran: Ran) {
     let now = match ran.action.op {
         Op::F => *held + cost.act_bytes,
         Op::R => *held + cost.recompute_bytes,
@@ -200,6 +231,6 @@ fn hold(ledger: &mut Ledger, cost: &StageCost, held: &mut u64, ran: Ran) {
     let before = ledger.held();
     // `I` grows at its start when W needs more, shrinks at its end when less; the ledger takes
     // one change per action, so a growing `I` is recorded as such.
-    ledger.action(ran.start, ran.end, before - *held + now);
+    ledger.action(ran.start, ran.end, before - *held - stash.0 + now + stash.1);
     *held = now;
 }

@@ -157,6 +157,22 @@ impl ScheduleArgs {
         Ok(s)
     }
 
+    /// The generated schedule for `steps` steps' micro-batches streamed as one (`steps · m`
+    /// micro-batches), validated; refused for a CSV schedule, whose micro-batches are fixed.
+    pub fn stream(&self, steps: usize) -> Result<Schedule> {
+        let (Some(kind), None) = (self.schedule, &self.from_csv) else {
+            return Err(Error::Usage(
+                "--async streams every step's micro-batches through one schedule generated for steps·m of them; give a generator with -s, not --from-csv".into(),
+            ));
+        };
+        let m = self.shape.m.checked_mul(steps).ok_or_else(|| {
+            Error::Usage(format!("{steps} steps of {} micro-batches overflow; run fewer steps", self.shape.m))
+        })?;
+        let s = ShapeArgs { m, ..self.shape.clone() }.generate(kind)?;
+        validate(&s)?;
+        Ok(s)
+    }
+
     /// Generates or reads the schedule for [`simulate`](pipesched_schedules::simulate), which
     /// validates it as it walks: a generated one is not validated first (generators are valid by
     /// construction, and their tests validate every one), a CSV one is, as it is read.

@@ -14,9 +14,9 @@ use pipesched::exec::ExecOptions;
 use pipesched::model::Verification;
 use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
-use pipesched::workload::{Demand, Layout, Step, Workload};
+use pipesched::workload::{Asynchrony, Demand, Layout, RunPlan, Step, Workload};
 use pipesched::{units, Error, Result};
-use pipesched_schedules::{period, simulate, step_ends, CostModel, Schedule, Stats, Trace};
+use pipesched_schedules::{period, simulate, simulate_updates, step_ends, CostModel, Schedule, Stats, Trace};
 
 /// Arguments of `pipesched run`.
 #[derive(Debug, Args)]
@@ -45,6 +45,13 @@ pub struct RunArgs {
     /// simulated one (and the one-step `steady_period`).
     #[arg(long)]
     no_barrier: bool,
+    /// Train asynchronously, as one stream of every step's micro-batches through the schedule
+    /// generated for steps·m of them, with no flush: `pipedream` (an update after every
+    /// micro-batch, each backward on the weights its forward used, stashed) or `2bw`
+    /// (PipeDream-2BW: an update every step, a step's micro-batches on the weights of one update
+    /// before the newest). Reports as --no-barrier does.
+    #[arg(long = "async", value_name = "KIND", value_parser = parse_asynchrony)]
+    asynchrony: Option<Asynchrony>,
     /// Print one JSON object at the end instead of the text report.
     #[arg(long)]
     json: bool,
@@ -76,7 +83,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             "--verify compares every stage's summed gradients, which --zero 1 leaves scattered over the replicas (each keeps its slice); drop one of them — compare the parameter_digest of --json runs with and without --zero instead".into(),
         ));
     }
-    if args.no_barrier {
+    if args.no_barrier || args.asynchrony.is_some() {
         check_no_barrier(&args)?;
     }
     let opts = args.steps.exec_options()?;
@@ -99,8 +106,13 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
         // Before any step: the trace would be refused at the end.
         chrome::check_size(schedule.num_actions() as u64)?;
     }
-    if args.no_barrier {
-        return no_barrier(args, opts, workload.as_mut(), &schedule);
+    if args.no_barrier || args.asynchrony.is_some() {
+        let steps = args.steps.total();
+        let plan = match args.asynchrony {
+            None => RunPlan::back_to_back(&schedule, steps)?,
+            Some(kind) => RunPlan::stream(workload.plan(&args.schedule.stream(steps)?)?, steps, schedule.m, kind)?,
+        };
+        return run_plan(args, opts, workload.as_mut(), &schedule, &plan);
     }
     // With ranks as processes, rank 0 reports; the others run their lanes quietly.
     let root = opts.transport.is_root();
@@ -134,9 +146,20 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     finish(args, &schedule, &records[args.steps.warmup..], run)
 }
 
-/// What `--no-barrier` cannot run with, refused before anything starts.
+/// `--async`'s values.
+fn parse_asynchrony(text: &str) -> std::result::Result<Asynchrony, String> {
+    match text {
+        "pipedream" => Ok(Asynchrony::PipeDream),
+        "2bw" => Ok(Asynchrony::TwoBuffered),
+        _ => Err(format!("unknown asynchronous training {text:?}; choose pipedream or 2bw")),
+    }
+}
+
+/// What a run with no barrier (`--no-barrier`, `--async`) cannot run with, refused before
+/// anything starts.
 fn check_no_barrier(args: &RunArgs) -> Result<()> {
-    let refuse = |what: &str| Err(Error::Usage(format!("--no-barrier with {what}")));
+    let flag = if args.asynchrony.is_some() { "--async" } else { "--no-barrier" };
+    let refuse = |what: &str| Err(Error::Usage(format!("{flag} with {what}")));
     if args.steps.total() < 2 {
         return refuse("a single step: a period needs at least two steps back to back; give --steps 2 or more");
     }
@@ -156,14 +179,22 @@ fn check_no_barrier(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--no-barrier`: the warm-up and measured steps as one run, then its report.
-fn no_barrier(args: &RunArgs, opts: &ExecOptions, workload: &mut dyn Workload, schedule: &Schedule) -> Result<()> {
-    let steps = args.steps.total();
+/// `--no-barrier` and `--async`: the warm-up and measured steps as one run (`schedule` is one
+/// step's), then its report.
+fn run_plan(
+    args: &RunArgs,
+    opts: &ExecOptions,
+    workload: &mut dyn Workload,
+    schedule: &Schedule,
+    plan: &RunPlan,
+) -> Result<()> {
+    let steps = plan.steps;
     if args.trace {
-        chrome::check_size((schedule.num_actions() as u64).saturating_mul(steps as u64))?;
+        chrome::check_size(plan.schedule.num_actions() as u64)?;
     }
-    let out = workload.run_back_to_back(schedule, 0, steps, opts)?;
+    let out = workload.run(plan, 0, opts)?;
     let predicted_bytes = workload.predicted()?;
+    let version_bytes = workload.version_bytes()?;
     let digest = if args.json { workload.parameter_digest()? } else { None };
     let profiled = if args.no_compare { None } else { Some(workload.profile(7)?) };
     if !opts.transport.is_root() {
@@ -172,11 +203,12 @@ fn no_barrier(args: &RunArgs, opts: &ExecOptions, workload: &mut dyn Workload, s
     let m = schedule.m;
     let ends = step_ends(&out.trace, m);
     let measured = period(&ends, args.steps.warmup);
-    let simulated = profiled.as_ref().map(|c| simulate(&out.run, c)).transpose()?;
+    let run_sim = |c: &CostModel| simulate_updates(&plan.schedule, c, &plan.updates, &version_bytes);
+    let simulated = profiled.as_ref().map(run_sim).transpose()?;
     let sim_period = simulated.as_ref().and_then(|t| period(&step_ends(t, m), args.steps.warmup));
     let one_step = profiled.as_ref().map(|c| simulate(schedule, c)).transpose()?.map(|t| Stats::of(&t));
     let m_stats = Stats::of(&out.trace);
-    let from_bytes = Stats::of(&simulate(&out.run, &predicted_bytes)?);
+    let from_bytes = Stats::of(&run_sim(&predicted_bytes)?);
     let predicted = simulated.as_ref().map_or(from_bytes.peak_bytes.clone(), |t| Stats::of(t).peak_bytes);
     if args.trace {
         write_chrome_trace(&out.trace, &args.out.file(&format!("{}.trace.json", schedule.name)))?;
@@ -188,7 +220,8 @@ fn no_barrier(args: &RunArgs, opts: &ExecOptions, workload: &mut dyn Workload, s
         let out = json!({
             "schedule": schedule.name, "p": schedule.p, "m": m, "v": schedule.v,
             "model": args.model.model.to_string(), "recompute": args.recompute.policies().to_string(),
-            "no_barrier": true, "steps": steps, "warmup": args.steps.warmup,
+            "no_barrier": true, "asynchrony": args.asynchrony.map(|a| format!("{a:?}")),
+            "steps": steps, "warmup": args.steps.warmup,
             "losses": out.losses, "loss": out.losses.last().copied().flatten(),
             "step_ends_s": ends.iter().map(|t| t / 1e3).collect::<Vec<_>>(),
             "period_s": measured.map(|t| t / 1e3),
@@ -217,6 +250,10 @@ fn no_barrier(args: &RunArgs, opts: &ExecOptions, workload: &mut dyn Workload, s
     }
     if let Some(t) = measured {
         pipesched::sayln!("\nstep period without a barrier: {t:.3} ms measured (mean after the warm-up)")?;
+        let stashed: Vec<u32> = (0..plan.schedule.stages()).map(|s| plan.updates.peak_stashed(s)).collect();
+        if stashed.iter().any(|&n| n > 0) {
+            pipesched::sayln!("weight versions stashed at most, by stage: {stashed:?}")?;
+        }
     }
     if let (Some(t), Some(one)) = (sim_period, &one_step) {
         pipesched::sayln!(

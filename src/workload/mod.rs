@@ -13,11 +13,13 @@
 
 mod devices;
 mod real;
+mod run_plan;
 mod spec;
 mod synthetic;
 
 pub use devices::Devices;
 pub use real::{profile_model, RealWorkload};
+pub use run_plan::{Asynchrony, RunOutcome, RunPlan};
 pub use spec::{Demand, ModelChoice, WorkloadSpec};
 pub use synthetic::SyntheticWorkload;
 
@@ -87,16 +89,6 @@ pub struct Step {
     pub verification: Option<Verification>,
 }
 
-/// Steps run back to back, with no barrier between them.
-pub struct BackToBack {
-    /// The run as one schedule ([`back_to_back`](pipesched_schedules::back_to_back)).
-    pub run: Schedule,
-    /// What the executor measured.
-    pub trace: Trace,
-    /// Each step's mean loss (real models).
-    pub losses: Vec<Option<f32>>,
-}
-
 /// The matrix products of one stage's `F`, `I` and `W` for one micro-batch.
 #[derive(Debug, Clone)]
 pub struct StageProducts {
@@ -161,16 +153,9 @@ pub trait Workload {
     /// Applies the optimizer to the accumulated gradients.
     fn optimizer_step(&mut self) -> Result<()>;
 
-    /// Runs `steps` steps of `schedule` (one that [`Workload::plan`] gave) from step `first`
-    /// back to back, with no barrier between them: each stage updates its weights right after
-    /// its own last backward of each step, and its rank goes on to the next step's work.
-    fn run_back_to_back(
-        &mut self,
-        schedule: &Schedule,
-        first: u64,
-        steps: usize,
-        opts: &ExecOptions,
-    ) -> Result<BackToBack>;
+    /// Runs `plan` (made of schedules [`Workload::plan`] gave) from step `first`: its steps as
+    /// one schedule, each stage updating its weights inside it where the plan says.
+    fn run(&mut self, plan: &RunPlan, first: u64, opts: &ExecOptions) -> Result<RunOutcome>;
 
     /// The loss on `batches` held-out micro-batches, forward only, dropout off, with the
     /// data's entropy where it is known; `None` for synthetic stages, which have no loss.
@@ -185,6 +170,12 @@ pub trait Workload {
     /// The bytes every stage keeps per micro-batch and the static bytes of every rank, from the
     /// stages' own accounting (times are placeholders of 1: for memory predictions).
     fn predicted(&self) -> Result<CostModel>;
+
+    /// The bytes of one version of each stage's weights (0 for synthetic stages, which have
+    /// none): what a stashed version holds.
+    fn version_bytes(&self) -> Result<Vec<u64>> {
+        Ok(vec![0; self.layout().stages()])
+    }
 
     /// A digest of every stage's parameters (FNV-1a over their bits, stage by stage in model
     /// order): equal digests, equal parameters. `None` for synthetic stages, which have none.

@@ -6,10 +6,10 @@
 //! processes — where every process makes every call, since the ones that cross stages (the
 //! validation loss, profiling, predictions, `--verify`) are collective.
 
-use pipesched_schedules::{back_to_back, CostModel, Schedule};
+use pipesched_schedules::{CostModel, Schedule};
 use pipesched_stages::RecomputePolicy;
 
-use super::{BackToBack, Layout, StageProducts, Step, Validation, Workload};
+use super::{Layout, RunOutcome, RunPlan, StageProducts, Step, Validation, Workload};
 use crate::collect;
 use crate::exec::{ExecOptions, Transport};
 use crate::model::Model;
@@ -123,16 +123,9 @@ impl Workload for RealWorkload {
         self.model.optimizer_step()
     }
 
-    fn run_back_to_back(
-        &mut self,
-        schedule: &Schedule,
-        first: u64,
-        steps: usize,
-        opts: &ExecOptions,
-    ) -> Result<BackToBack> {
-        let run = back_to_back(schedule, steps)?;
-        let out = self.model.run_back_to_back(&run, steps, first, opts)?;
-        Ok(BackToBack { run, trace: out.trace, losses: out.losses.into_iter().map(Some).collect() })
+    fn run(&mut self, plan: &RunPlan, first: u64, opts: &ExecOptions) -> Result<RunOutcome> {
+        let out = self.model.run(plan, first, opts)?;
+        Ok(RunOutcome { trace: out.trace, losses: out.losses.into_iter().map(Some).collect() })
     }
 
     fn profile(&mut self, reps: usize) -> Result<CostModel> {
@@ -141,6 +134,10 @@ impl Workload for RealWorkload {
 
     fn predicted(&self) -> Result<CostModel> {
         self.model.predicted_bytes(self.layout, &self.transport)
+    }
+
+    fn version_bytes(&self) -> Result<Vec<u64>> {
+        self.model.version_bytes(self.layout.stages(), &self.transport)
     }
 
     fn parameter_digest(&self) -> Result<Option<u64>> {

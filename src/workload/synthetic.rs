@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use pipesched_schedules::{back_to_back, CostModel, Schedule, Updates};
+use pipesched_schedules::{CostModel, Schedule};
 use pipesched_stages::RecomputePolicy;
 
-use super::{BackToBack, Layout, Step, Workload};
+use super::{Layout, RunOutcome, RunPlan, Step, Workload};
 use crate::exec::{execute, ExecOptions, Transport};
 use crate::profile::{profile, ProfileOptions};
 use crate::synthetic::{SyntheticSpec, SyntheticStage};
@@ -76,18 +76,10 @@ impl Workload for SyntheticWorkload {
         Ok(())
     }
 
-    fn run_back_to_back(
-        &mut self,
-        schedule: &Schedule,
-        _first: u64,
-        steps: usize,
-        opts: &ExecOptions,
-    ) -> Result<BackToBack> {
-        let run = back_to_back(schedule, steps)?;
-        let updates = Updates::new(&run, schedule.m)?;
-        let opts = ExecOptions { updates: Some(Arc::new(updates)), ..opts.clone() };
-        let trace = execute(&run, &mut self.stages, &opts)?;
-        Ok(BackToBack { run, trace, losses: vec![None; steps] })
+    fn run(&mut self, plan: &RunPlan, _first: u64, opts: &ExecOptions) -> Result<RunOutcome> {
+        let opts = ExecOptions { updates: Some(Arc::clone(&plan.updates)), ..opts.clone() };
+        let trace = execute(&plan.schedule, &mut self.stages, &opts)?;
+        Ok(RunOutcome { trace, losses: vec![None; plan.steps] })
     }
 
     fn profile(&mut self, reps: usize) -> Result<CostModel> {

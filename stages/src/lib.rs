@@ -77,6 +77,7 @@ mod shard;
 mod slot;
 mod spec;
 mod stage;
+mod stale_reference;
 mod task;
 mod tensor;
 
@@ -99,5 +100,6 @@ pub use shard::Shard;
 pub use slot::Phase;
 pub use spec::{Gpt, LayerSpec, Mlp, ModelSpec, Run};
 pub use stage::Stage;
+pub use stale_reference::{stale_run, StaleRun};
 pub use task::{Task, TEACHER_WIDTH};
 pub use tensor::Tensor;

@@ -46,6 +46,9 @@ pub struct Stage {
     pub(crate) slots: Vec<Slot>,
     /// Which of the step's micro-batches the slots are.
     pub(crate) shard: Shard,
+    /// Micro-batches per step: slot `k` is micro-batch `k mod per_step` of step
+    /// `step + k div per_step` (a run of steps back to back has slots for all of them).
+    pub(crate) per_step: usize,
     /// Accumulated gradients, one per parameter, in parameter order.
     pub(crate) grads: Vec<Tensor>,
     pub(crate) accum: Accumulator,
@@ -149,6 +152,7 @@ impl Stage {
             step: None,
             slots: vec![],
             shard: Shard::whole(0),
+            per_step: 0,
             grads,
             accum: Accumulator::default(),
             lane,
@@ -264,6 +268,22 @@ impl Stage {
         self.step = Some(step);
         self.slots = (0..m).map(|_| Slot::Idle).collect();
         self.shard = shard;
+        self.per_step = m;
+        Ok(())
+    }
+
+    /// Starts a run of `steps` steps of `m` micro-batches from step `first`, back to back or
+    /// streamed with no flush: one slot per micro-batch of the run, micro-batch `k·m + j` being
+    /// micro-batch `j` of step `first + k` (its data and dropout keyed so, its loss gradient of
+    /// the mean over its step's `m`). Gradients add up in micro-batch order across the run; the
+    /// caller takes them and zeroes them ([`zero_grad`](Stage::zero_grad)) at each update.
+    pub fn begin_run(&mut self, first: u64, steps: usize, m: usize) -> Result<()> {
+        let total = steps.checked_mul(m).filter(|&t| t > 0).ok_or_else(|| Error::Order {
+            place: self.place("begin_run", None),
+            reason: format!("a run of {steps} steps of {m} micro-batches: give at least one of each, and fewer"),
+        })?;
+        self.begin_shard(first, m, Shard::whole(m))?;
+        self.slots = (0..total).map(|_| Slot::Idle).collect();
         Ok(())
     }
 
@@ -298,6 +318,12 @@ impl Stage {
     /// Waits until the stage's queued GPU work has run (nothing to wait for on the CPU).
     pub fn synchronize(&self) -> Result<()> {
         self.lane.as_ref().map_or(Ok(()), |l| l.synchronize())
+    }
+
+    /// How many micro-batches' gradients are in the buffers (micro-batches `0..k`, in order,
+    /// since the step or run began; a run's updates zero the buffers, not the count).
+    pub fn accumulated(&self) -> usize {
+        self.accum.next
     }
 
     /// Whether the gradients of all `m` micro-batches of the step are accumulated.
@@ -419,7 +445,10 @@ impl Stage {
     pub(crate) fn ctx(&self, op: &str, mb: usize) -> Result<Ctx> {
         let m = self.slots.len();
         match self.step {
-            Some(step) if mb < m => Ok(Ctx::new(self.seed, step, self.shard.global(mb), self.spec.layers.start)),
+            Some(step) if mb < m => {
+                let per = self.per_step.max(1);
+                Ok(Ctx::new(self.seed, step + (mb / per) as u64, self.shard.global(mb % per), self.spec.layers.start))
+            }
             Some(_) => Err(Error::UnknownMicrobatch {
                 place: self.place(op, Some(mb)),
                 mb,
