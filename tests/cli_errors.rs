@@ -291,3 +291,20 @@ fn injected_faults_name_their_rank_and_bad_ones_are_refused() {
     let e = run("synthetic:F=1ms,I=1ms,W=1ms,fail=1");
     assert!(e.contains("give a stage and a micro-batch as S/J"), "{e}");
 }
+
+#[test]
+fn steps_without_a_run_mode_or_both_modes() {
+    let e = fails(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--steps", "3"]);
+    assert!(e.contains("give --no-barrier or --async"), "{e}");
+    let e = fails_with(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--no-barrier", "--async", "2bw"], Some(2));
+    assert!(e.contains("cannot be used with"), "{e}");
+    let e = fails_with(&["run", "--model", "tiny", "-s", "1f1b", "--async", "pipe"], Some(2));
+    assert!(e.contains("choose pipedream or 2bw"), "{e}");
+    // A CSV schedule has its micro-batches fixed: it cannot be streamed over steps.
+    let csv = temp_file("stream.csv", "0F0,0B0\n");
+    let e = fails(&["simulate", "--from-csv", csv.to_str().unwrap(), "--async", "pipedream", "--steps", "2"]);
+    assert!(e.contains("not --from-csv"), "{e}");
+    // 2BW over GPipe: the second step's forwards would need an update that comes after them.
+    let e = fails(&["simulate", "-s", "gpipe", "-p", "2", "-m", "2", "--async", "2bw", "--steps", "3"]);
+    assert!(e.contains("needs a barrier between steps"), "{e}");
+}

@@ -103,3 +103,54 @@ fn grid_and_json_formats() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["lanes"][1], serde_json::json!(["1F0", "1B0", "1F1", "1B1"]));
 }
+
+#[test]
+fn runs_without_a_barrier_reach_the_closed_form_periods() {
+    // DESIGN: steps back to back repeat at steady_period − m(F+I+W) = (p−1)(F+I+W) for 1F1B,
+    // (p−1)(F+I−W) for ZB-H1 and (p−1)(F+I−2W) for ZB-H2; at p = 8, m = 32, F = I = 2, W = 1:
+    // 160 + 35, 160 + 21, 160 + 14.
+    for (s, want) in [("1f1b", 195.0), ("zb-h1", 181.0), ("zb-h2", 174.0)] {
+        let args = [
+            "simulate",
+            "-s",
+            s,
+            "-p",
+            "8",
+            "-m",
+            "32",
+            "--costs",
+            "F=2,I=2,W=1",
+            "--no-barrier",
+            "--steps",
+            "5",
+            "--json",
+        ];
+        let v: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
+        assert_eq!(v["run"]["period"], want, "{s}");
+        assert_eq!(v["run"]["step_ends"].as_array().unwrap().len(), 5);
+    }
+    // PipeDream and 2BW stream 1F1B with no flush: no bubble in the steady state, and the first
+    // stage stashes p − 1 versions under PipeDream, one under 2BW.
+    for (kind, stashed) in [("pipedream", [3, 2, 1, 0]), ("2bw", [1, 1, 1, 1])] {
+        let args = [
+            "simulate",
+            "-s",
+            "1f1b",
+            "-p",
+            "4",
+            "-m",
+            "8",
+            "--costs",
+            "F=1,I=1,W=1",
+            "--async",
+            kind,
+            "--steps",
+            "6",
+            "--json",
+        ];
+        let v: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
+        assert_eq!(v["run"]["period"], 24.0, "{kind}");
+        assert_eq!(v["run"]["period_bubble_rate"], 0.0, "{kind}");
+        assert_eq!(v["run"]["peak_stashed_versions"], serde_json::json!(stashed), "{kind}");
+    }
+}

@@ -2,7 +2,7 @@
 //! times, bandwidths, `KEY=VALUE` lists, `--costs`, `--mem`) and the argument groups that
 //! `pipesched` and `pipesched-bench` both flatten — the model ([`ModelArgs`]), the schedule's shape
 //! ([`ShapeArgs`], [`LayoutArgs`]) or the schedule itself ([`ScheduleArgs`]), recompute
-//! ([`RecomputeArgs`]), costs ([`CostArgs`]), steps ([`StepArgs`]), the transport
+//! ([`RecomputeArgs`]), costs ([`CostArgs`]), steps ([`StepArgs`]) and how they follow each other ([`RunModeArgs`]), the transport
 //! ([`TransportArgs`]) and output ([`OutArgs`]).
 //!
 //! Invariant: one flag, one spelling, one parser and one default, wherever it appears; nothing
@@ -16,6 +16,7 @@ mod model;
 mod number;
 mod out;
 mod pairs;
+mod run_mode;
 mod schedule;
 mod steps;
 mod time;
@@ -29,6 +30,7 @@ pub use model::{ModelArgs, OptimizerKind, RecomputeArgs};
 pub use number::{at_least_one, positive, stage_count};
 pub use out::OutArgs;
 pub use pairs::pairs;
+pub use run_mode::RunModeArgs;
 pub use schedule::{LayoutArgs, ScheduleArgs, ShapeArgs};
 pub use steps::StepArgs;
 pub use time::{seconds, Time, TimeUnit};

@@ -8,13 +8,13 @@ use std::path::Path;
 use clap::Args;
 use serde_json::json;
 
-use pipesched::args::{ModelArgs, OutArgs, RecomputeArgs, ScheduleArgs, StepArgs};
+use pipesched::args::{ModelArgs, OutArgs, RecomputeArgs, RunModeArgs, ScheduleArgs, StepArgs};
 use pipesched::chrome::{self, write_chrome_trace};
 use pipesched::exec::ExecOptions;
 use pipesched::model::Verification;
 use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
-use pipesched::workload::{Asynchrony, Demand, Layout, RunPlan, Step, Workload};
+use pipesched::workload::{Demand, Layout, RunPlan, Step, Workload};
 use pipesched::{units, Error, Result};
 use pipesched_schedules::{period, simulate, simulate_updates, step_ends, CostModel, Schedule, Stats, Trace};
 
@@ -39,19 +39,8 @@ pub struct RunArgs {
     /// Skip profiling the stages and comparing the measured step with its simulation.
     #[arg(long)]
     no_compare: bool,
-    /// Run the warm-up and measured steps back to back as one run, with no barrier between
-    /// steps: each stage updates its weights right after its own last backward of a step and
-    /// its rank goes on to the next step. Reports the measured step period next to the
-    /// simulated one (and the one-step `steady_period`).
-    #[arg(long)]
-    no_barrier: bool,
-    /// Train asynchronously, as one stream of every step's micro-batches through the schedule
-    /// generated for steps·m of them, with no flush: `pipedream` (an update after every
-    /// micro-batch, each backward on the weights its forward used, stashed) or `2bw`
-    /// (PipeDream-2BW: an update every step, a step's micro-batches on the weights of one update
-    /// before the newest). Reports as --no-barrier does.
-    #[arg(long = "async", value_name = "KIND", value_parser = parse_asynchrony)]
-    asynchrony: Option<Asynchrony>,
+    #[command(flatten)]
+    mode: RunModeArgs,
     /// Print one JSON object at the end instead of the text report.
     #[arg(long)]
     json: bool,
@@ -83,7 +72,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             "--verify compares every stage's summed gradients, which --zero 1 leaves scattered over the replicas (each keeps its slice); drop one of them — compare the parameter_digest of --json runs with and without --zero instead".into(),
         ));
     }
-    if args.no_barrier || args.asynchrony.is_some() {
+    if args.mode.is_run() {
         check_no_barrier(&args)?;
     }
     let opts = args.steps.exec_options()?;
@@ -106,12 +95,9 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
         // Before any step: the trace would be refused at the end.
         chrome::check_size(schedule.num_actions() as u64)?;
     }
-    if args.no_barrier || args.asynchrony.is_some() {
+    if args.mode.is_run() {
         let steps = args.steps.total();
-        let plan = match args.asynchrony {
-            None => RunPlan::back_to_back(&schedule, steps)?,
-            Some(kind) => RunPlan::stream(workload.plan(&args.schedule.stream(steps)?)?, steps, schedule.m, kind)?,
-        };
+        let plan = args.mode.plan(&schedule, steps, |n| workload.plan(&args.schedule.stream(n)?))?;
         return run_plan(args, opts, workload.as_mut(), &schedule, &plan);
     }
     // With ranks as processes, rank 0 reports; the others run their lanes quietly.
@@ -146,19 +132,10 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     finish(args, &schedule, &records[args.steps.warmup..], run)
 }
 
-/// `--async`'s values.
-fn parse_asynchrony(text: &str) -> std::result::Result<Asynchrony, String> {
-    match text {
-        "pipedream" => Ok(Asynchrony::PipeDream),
-        "2bw" => Ok(Asynchrony::TwoBuffered),
-        _ => Err(format!("unknown asynchronous training {text:?}; choose pipedream or 2bw")),
-    }
-}
-
 /// What a run with no barrier (`--no-barrier`, `--async`) cannot run with, refused before
 /// anything starts.
 fn check_no_barrier(args: &RunArgs) -> Result<()> {
-    let flag = if args.asynchrony.is_some() { "--async" } else { "--no-barrier" };
+    let flag = args.mode.flag();
     let refuse = |what: &str| Err(Error::Usage(format!("{flag} with {what}")));
     if args.steps.total() < 2 {
         return refuse("a single step: a period needs at least two steps back to back; give --steps 2 or more");
@@ -220,7 +197,7 @@ fn run_plan(
         let out = json!({
             "schedule": schedule.name, "p": schedule.p, "m": m, "v": schedule.v,
             "model": args.model.model.to_string(), "recompute": args.recompute.policies().to_string(),
-            "no_barrier": true, "asynchrony": args.asynchrony.map(|a| format!("{a:?}")),
+            "no_barrier": true, "asynchrony": args.mode.asynchrony.map(|a| format!("{a:?}")),
             "steps": steps, "warmup": args.steps.warmup,
             "losses": out.losses, "loss": out.losses.last().copied().flatten(),
             "step_ends_s": ends.iter().map(|t| t / 1e3).collect::<Vec<_>>(),

@@ -6,13 +6,17 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
-use pipesched::args::{read_text, CostArgs, OutArgs, RecomputeArgs, ScheduleArgs};
+use pipesched::args::{
+    at_least_one, read_text, CostArgs, OutArgs, RecomputeArgs, RunModeArgs, ScheduleArgs, ShapeArgs,
+};
 use pipesched::budget::{self, Available};
 use pipesched::chrome::{self, write_chrome_trace};
 use pipesched::cost_file::CostFile;
 use pipesched::plot::render;
 use pipesched::{Error, Result};
-use pipesched_schedules::{simulate, simulate_stats, Footprint, Schedule, Simulation, Stats};
+use pipesched_schedules::{
+    period, simulate, simulate_stats, simulate_updates, step_ends, Footprint, Schedule, Simulation, Stats,
+};
 
 /// Arguments of `pipesched simulate`.
 #[derive(Debug, Args)]
@@ -39,6 +43,12 @@ pub struct SimulateArgs {
     plot: bool,
     #[command(flatten)]
     out: OutArgs,
+    #[command(flatten)]
+    mode: RunModeArgs,
+    /// With --no-barrier or --async: how many steps the run has (4); its period is the mean time
+    /// between step ends after the first.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    steps: Option<usize>,
 }
 
 /// Runs the simulation and prints the result.
@@ -80,6 +90,14 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     }
     let schedule = costs.plan(&base, args.recompute.recompute.as_ref())?;
     args.costs.check_used(&schedule)?;
+    if args.mode.is_run() {
+        return simulate_run(&args, &costs, &schedule, sim, recompute);
+    }
+    if args.steps.is_some() {
+        return Err(Error::Usage(
+            "--steps simulates several steps run as one: give --no-barrier or --async with it (with a barrier, each step is the one simulated)".into(),
+        ));
+    }
     // The cost model refuses times whose step would overflow (`CostModel::resolve`), so every
     // number here is finite.
     let stats = if sim.trace {
@@ -101,6 +119,74 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         pipesched::sayln!("{}", summary_json(&schedule, unit, &stats))?;
     } else {
         pipesched::output::say(format_args!("{}", summary_table(&schedule, unit, &stats)))?;
+    }
+    Ok(())
+}
+
+/// `--no-barrier` and `--async`: the steps as one run (`step` is one step, with `R` planned).
+fn simulate_run(
+    args: &SimulateArgs,
+    costs: &CostFile,
+    step: &Schedule,
+    sim: Simulation,
+    recompute: bool,
+) -> Result<()> {
+    let steps = args.steps.unwrap_or(4);
+    if steps < 2 {
+        return Err(Error::Usage(format!(
+            "{} with --steps {steps}: a period needs at least two steps",
+            args.mode.flag()
+        )));
+    }
+    if let (Some(kind), None) = (args.schedule.schedule, &args.schedule.from_csv) {
+        let m = args
+            .schedule
+            .shape
+            .m
+            .checked_mul(steps)
+            .ok_or_else(|| Error::Usage("--steps: too many micro-batches".into()))?;
+        ShapeArgs { m, ..args.schedule.shape.clone() }.check_size(kind, Some(sim), recompute)?;
+    }
+    let plan =
+        args.mode.plan(step, steps, |n| costs.plan(&args.schedule.stream(n)?, args.recompute.recompute.as_ref()))?;
+    // A cost model has no parameter bytes: stashed versions are counted, not sized.
+    let zero = vec![0; step.stages()];
+    let trace = simulate_updates(&plan.schedule, &costs.model, &plan.updates, &zero)?;
+    if args.trace {
+        write_chrome_trace(&trace, &args.out.file(&format!("{}.trace.json", step.name)))?;
+    }
+    if args.plot {
+        for ext in ["svg", "png"] {
+            render(&trace, &args.out.file(&format!("{}.{ext}", step.name)))?;
+        }
+    }
+    let stats = Stats::of(&trace);
+    let one = simulate_stats(step, &costs.model)?;
+    let ends = step_ends(&trace, step.m);
+    let period = period(&ends, 1).unwrap_or(f64::NAN);
+    let busy_per_step = stats.busy.iter().sum::<f64>() / steps as f64;
+    let bubble = 1.0 - busy_per_step / (step.p as f64 * period);
+    let stashed: Vec<u32> = (0..step.stages()).map(|s| plan.updates.peak_stashed(s)).collect();
+    let unit = &costs.model.time_unit;
+    if args.json {
+        let mut out = summary_json(step, unit, &one);
+        out["run"] = json!({
+            "mode": args.mode.asynchrony.map_or("no-barrier".to_string(), |a| format!("{a:?}")),
+            "steps": steps, "step_ends": ends, "period": period, "period_bubble_rate": bubble,
+            "makespan": stats.makespan, "peak_held_bytes": stats.peak_held_bytes,
+            "peak_stashed_versions": stashed,
+        });
+        return pipesched::sayln!("{out}");
+    }
+    pipesched::output::say(format_args!("{}", summary_table(step, unit, &one)))?;
+    pipesched::sayln!(
+        "\n{steps} steps as one run ({}): {:.4} {unit} in all, a step every {period:.4} {unit} after the first ({:.2} % bubble)",
+        args.mode.flag(),
+        stats.makespan,
+        100.0 * bubble
+    )?;
+    if stashed.iter().any(|&n| n > 0) {
+        pipesched::sayln!("weight versions stashed at most, by stage: {stashed:?}")?;
     }
     Ok(())
 }
