@@ -7,8 +7,8 @@ use std::sync::Arc;
 pub use crate::real_stage::{RealStage, RunShape};
 use pipesched_schedules::{CostModel, Schedule, StageCost, StageCosts, Trace};
 use pipesched_stages::{
-    mean_loss, sequential_step_in, Corpus, Device, ModelSpec, OptimizerSpec, Partition, Policies, Shard, Stage,
-    StageSpec, StepOutput, Task, Tensor,
+    mean_loss, sequential_step_in, stale_run, Corpus, Device, ModelSpec, Optimizer, OptimizerSpec, Partition, Policies,
+    Shard, Stage, StageSpec, StaleRun, StepOutput, Task, Tensor,
 };
 
 use crate::exec::{execute, ExecOptions, StageWork, Transport, Wire};
@@ -380,6 +380,54 @@ impl Model {
         Ok((StepOutput { loss: mean_loss(&losses), losses }, total))
     }
 
+    /// Compares the run `plan` that just ran from step `first` — the parameters it started from
+    /// (`initial`), the per-step losses it gave — with the stale-weight sequential reference
+    /// ([`stale_run`]) on copies of the same parameters: the parameters the stages hold now and
+    /// the losses, bit for bit. The model must hold every stage.
+    pub fn verify_run(
+        &self,
+        initial: &[Vec<Tensor>],
+        plan: &RunPlan,
+        first: u64,
+        losses: &[f32],
+    ) -> Result<RunVerification> {
+        if self.stages.len() != self.specs.len() || initial.len() != self.specs.len() {
+            return Err(Error::Config("verifying a run needs every stage in this process".into()));
+        }
+        let mut stages = Stage::build_all(&self.spec, &self.specs)?;
+        let mut optimizers = Vec::with_capacity(stages.len());
+        for ((stage, saved), held) in stages.iter_mut().zip(initial).zip(&self.stages) {
+            let dev = stage.device();
+            for ((p, _), v) in stage.params_and_grads_mut().into_iter().zip(saved) {
+                *p = v.to_device(dev)?;
+            }
+            optimizers.push(Optimizer::new(held.optimizer_spec(), stage)?);
+        }
+        let tables: Vec<&[u32]> = (0..stages.len()).map(|s| plan.updates.versions_of(s)).collect();
+        let run = StaleRun {
+            first,
+            steps: plan.steps,
+            m: plan.m,
+            batch: self.batch,
+            every: plan.updates.every,
+            versions: &tables,
+        };
+        let reference = stale_run(&mut stages, &mut optimizers, &self.task, run)?;
+        let reference: Vec<f32> = reference.chunks(plan.m.max(1)).map(mean_loss).collect();
+        let max_loss_diff = losses.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let mut max_param_diff = 0.0f32;
+        let mut bitwise =
+            losses.len() == reference.len() && losses.iter().zip(&reference).all(|(a, b)| a.to_bits() == b.to_bits());
+        for (mine, theirs) in self.stages.iter().zip(&stages) {
+            for (a, b) in mine.stage().params().into_iter().zip(theirs.params()) {
+                let (x, y) = (a.values()?, b.values()?);
+                bitwise &= x.len() == y.len() && x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits());
+                max_param_diff = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(max_param_diff, f32::max);
+            }
+        }
+        Ok(RunVerification { max_param_diff, max_loss_diff, bitwise })
+    }
+
     /// Copies of the parameters of every stage this process holds.
     pub fn params(&self) -> Vec<Vec<Tensor>> {
         self.stages.iter().map(|s| s.stage().params().into_iter().cloned().collect()).collect()
@@ -389,6 +437,17 @@ impl Model {
     pub fn grads(&self) -> Vec<Vec<&Tensor>> {
         self.stages.iter().map(|s| s.stage().grads()).collect()
     }
+}
+
+/// How a run compares with the stale-weight sequential reference.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RunVerification {
+    /// Largest absolute difference over all parameters at the end of the run.
+    pub max_param_diff: f32,
+    /// Largest |pipelined − reference| step loss.
+    pub max_loss_diff: f32,
+    /// Whether every parameter and every loss are equal bit for bit.
+    pub bitwise: bool,
 }
 
 /// How a pipelined step compares with the sequential reference.

@@ -132,6 +132,11 @@ impl RealStage {
         &self.stage
     }
 
+    /// What the stage's optimizer is.
+    pub fn optimizer_spec(&self) -> OptimizerSpec {
+        self.optimizer_spec
+    }
+
     /// The wrapped stage, mutable.
     pub fn stage_mut(&mut self) -> &mut Stage {
         &mut self.stage

@@ -91,7 +91,6 @@ fn what_needs_a_barrier_is_refused_before_anything_runs() {
     let base = ["run", "--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "4", "--no-barrier", "--no-compare"];
     for (extra, says) in [
         (&["--steps", "1", "--warmup", "0"][..], "a period needs at least two steps"),
-        (&["--verify"][..], "parameter_digest"),
         (&["--validate", "2"][..], "needs the pipeline stopped between steps"),
     ] {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
@@ -127,4 +126,19 @@ fn the_cli_reports_the_period_next_to_the_simulated_one() {
     assert!(v["period_s"].as_f64().unwrap() > 0.0);
     assert!(v["simulated_period_s"].as_f64().unwrap() > 0.0);
     assert_eq!(v["peak_held_bytes"], v["predicted_peak_held_bytes"]);
+}
+
+#[test]
+fn verify_checks_a_run_against_its_sequential_reference() {
+    for mode in [&["--no-barrier"][..], &["--async", "pipedream"][..], &["--async", "2bw"][..]] {
+        let mut args =
+            vec!["run", "--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "4", "--steps", "3", "--warmup", "0"];
+        args.extend(["--recompute", "full", "--no-compare", "--verify", "--json"]);
+        args.extend(mode);
+        let (ok, out, err) = pipesched(&args);
+        assert!(ok, "{mode:?}: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["bitwise"], true, "{mode:?}: {out}");
+        assert_eq!(v["max_param_diff"], 0.0, "{mode:?}");
+    }
 }

@@ -140,10 +140,8 @@ fn check_no_barrier(args: &RunArgs) -> Result<()> {
     if args.steps.total() < 2 {
         return refuse("a single step: a period needs at least two steps back to back; give --steps 2 or more");
     }
-    if args.verify {
-        return refuse(
-            "--verify: the sequential reference checks one step's gradients, and without a barrier the stages update mid-run; compare the parameter_digest of --json runs with and without --no-barrier instead",
-        );
+    if args.verify && args.steps.transport.is_processes() {
+        return refuse("--verify across processes: the run's reference needs every stage in one process; run with ranks as threads, or compare the parameter_digest of --json runs");
     }
     if args.validate > 0 {
         return refuse("--validate: a validation pass needs the pipeline stopped between steps; drop one of them");
@@ -169,7 +167,7 @@ fn run_plan(
     if args.trace {
         chrome::check_size(plan.schedule.num_actions() as u64)?;
     }
-    let out = workload.run(plan, 0, opts)?;
+    let run = workload.run(plan, 0, opts, args.verify)?;
     let predicted_bytes = workload.predicted()?;
     let version_bytes = workload.version_bytes()?;
     let digest = if args.json { workload.parameter_digest()? } else { None };
@@ -178,20 +176,20 @@ fn run_plan(
         return Ok(());
     }
     let m = schedule.m;
-    let ends = step_ends(&out.trace, m);
+    let ends = step_ends(&run.trace, m);
     let measured = period(&ends, args.steps.warmup);
     let run_sim = |c: &CostModel| simulate_updates(&plan.schedule, c, &plan.updates, &version_bytes);
     let simulated = profiled.as_ref().map(run_sim).transpose()?;
     let sim_period = simulated.as_ref().and_then(|t| period(&step_ends(t, m), args.steps.warmup));
     let one_step = profiled.as_ref().map(|c| simulate(schedule, c)).transpose()?.map(|t| Stats::of(&t));
-    let m_stats = Stats::of(&out.trace);
+    let m_stats = Stats::of(&run.trace);
     let from_bytes = Stats::of(&run_sim(&predicted_bytes)?);
     let predicted = simulated.as_ref().map_or(from_bytes.peak_bytes.clone(), |t| Stats::of(t).peak_bytes);
     if args.trace {
-        write_chrome_trace(&out.trace, &args.out.file(&format!("{}.trace.json", schedule.name)))?;
+        write_chrome_trace(&run.trace, &args.out.file(&format!("{}.trace.json", schedule.name)))?;
     }
     if args.plot {
-        write_charts(&args.out.out, &schedule.name, &out.trace, simulated.as_ref())?;
+        write_charts(&args.out.out, &schedule.name, &run.trace, simulated.as_ref())?;
     }
     if args.json {
         let out = json!({
@@ -199,7 +197,7 @@ fn run_plan(
             "model": args.model.model.to_string(), "recompute": args.recompute.policies().to_string(),
             "no_barrier": true, "asynchrony": args.mode.asynchrony.map(|a| format!("{a:?}")),
             "steps": steps, "warmup": args.steps.warmup,
-            "losses": out.losses, "loss": out.losses.last().copied().flatten(),
+            "losses": run.losses, "loss": run.losses.last().copied().flatten(),
             "step_ends_s": ends.iter().map(|t| t / 1e3).collect::<Vec<_>>(),
             "period_s": measured.map(|t| t / 1e3),
             "simulated_period_s": sim_period.map(|t| t / 1e3),
@@ -213,11 +211,17 @@ fn run_plan(
             "static_bytes": predicted_bytes.static_bytes,
             "parameter_digest": digest.map(|d| format!("{d:016x}")),
         });
+        let mut out = out;
+        if let Some(v) = &run.verification {
+            out["max_param_diff"] = json!(v.max_param_diff);
+            out["max_loss_diff"] = json!(v.max_loss_diff);
+            out["bitwise"] = json!(v.bitwise);
+        }
         return pipesched::sayln!("{out}");
     }
     for (k, end) in ends.iter().enumerate() {
         let mut line = format!("step {:>3}  ends at {:>10.3} ms", k + 1, end);
-        if let Some(Some(loss)) = out.losses.get(k) {
+        if let Some(Some(loss)) = run.losses.get(k) {
             line.push_str(&format!("  loss {loss:.6}"));
         }
         if k < args.steps.warmup {
@@ -231,6 +235,14 @@ fn run_plan(
         if stashed.iter().any(|&n| n > 0) {
             pipesched::sayln!("weight versions stashed at most, by stage: {stashed:?}")?;
         }
+    }
+    if let Some(v) = &run.verification {
+        pipesched::sayln!(
+            "vs the sequential reference of the same run: max parameter diff {:e}, max loss diff {:e}{}",
+            v.max_param_diff,
+            v.max_loss_diff,
+            if v.bitwise { " (bitwise identical)" } else { "" }
+        )?;
     }
     if let (Some(t), Some(one)) = (sim_period, &one_step) {
         pipesched::sayln!(

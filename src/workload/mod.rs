@@ -154,8 +154,10 @@ pub trait Workload {
     fn optimizer_step(&mut self) -> Result<()>;
 
     /// Runs `plan` (made of schedules [`Workload::plan`] gave) from step `first`: its steps as
-    /// one schedule, each stage updating its weights inside it where the plan says.
-    fn run(&mut self, plan: &RunPlan, first: u64, opts: &ExecOptions) -> Result<RunOutcome>;
+    /// one schedule, each stage updating its weights inside it where the plan says. With
+    /// `verify`, also runs it on the stale-weight sequential reference and compares (real
+    /// models, ranks as threads).
+    fn run(&mut self, plan: &RunPlan, first: u64, opts: &ExecOptions, verify: bool) -> Result<RunOutcome>;
 
     /// The loss on `batches` held-out micro-batches, forward only, dropout off, with the
     /// data's entropy where it is known; `None` for synthetic stages, which have no loss.

@@ -14,7 +14,7 @@ use crate::collect;
 use crate::exec::{ExecOptions, Transport};
 use crate::model::Model;
 use crate::profile::{profile, ProfileOptions};
-use crate::Result;
+use crate::{Error, Result};
 
 /// A model split into stages for a layout.
 pub struct RealWorkload {
@@ -123,9 +123,19 @@ impl Workload for RealWorkload {
         self.model.optimizer_step()
     }
 
-    fn run(&mut self, plan: &RunPlan, first: u64, opts: &ExecOptions) -> Result<RunOutcome> {
+    fn run(&mut self, plan: &RunPlan, first: u64, opts: &ExecOptions, verify: bool) -> Result<RunOutcome> {
+        if verify && self.transport.is_processes() {
+            return Err(Error::Usage(
+                "--verify of a run compares every stage with the sequential reference in one process; run it with ranks as threads".into(),
+            ));
+        }
+        let initial = verify.then(|| self.model.params());
         let out = self.model.run(plan, first, opts)?;
-        Ok(RunOutcome { trace: out.trace, losses: out.losses.into_iter().map(Some).collect() })
+        let verification = match initial {
+            Some(initial) => Some(self.model.verify_run(&initial, plan, first, &out.losses)?),
+            None => None,
+        };
+        Ok(RunOutcome { trace: out.trace, losses: out.losses.into_iter().map(Some).collect(), verification })
     }
 
     fn profile(&mut self, reps: usize) -> Result<CostModel> {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use pipesched_schedules::{back_to_back, Schedule, Trace, Updates, Versioning};
 
+use crate::model::RunVerification;
 use crate::{Error, Result};
 
 /// A run's schedule and updates.
@@ -72,4 +73,6 @@ pub struct RunOutcome {
     pub trace: Trace,
     /// Each step's mean loss (real models).
     pub losses: Vec<Option<f32>>,
+    /// How it compares with the stale-weight sequential reference, when asked for.
+    pub verification: Option<RunVerification>,
 }

@@ -76,10 +76,15 @@ impl Workload for SyntheticWorkload {
         Ok(())
     }
 
-    fn run(&mut self, plan: &RunPlan, _first: u64, opts: &ExecOptions) -> Result<RunOutcome> {
+    fn run(&mut self, plan: &RunPlan, _first: u64, opts: &ExecOptions, verify: bool) -> Result<RunOutcome> {
+        if verify {
+            return Err(Error::Usage(
+                "--verify compares parameters and losses; synthetic stages have none. Use a real model".into(),
+            ));
+        }
         let opts = ExecOptions { updates: Some(Arc::clone(&plan.updates)), ..opts.clone() };
         let trace = execute(&plan.schedule, &mut self.stages, &opts)?;
-        Ok(RunOutcome { trace, losses: vec![None; plan.steps] })
+        Ok(RunOutcome { trace, losses: vec![None; plan.steps], verification: None })
     }
 
     fn profile(&mut self, reps: usize) -> Result<CostModel> {
