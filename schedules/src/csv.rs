@@ -1,5 +1,10 @@
 //! PyTorch-compatible CSV schedules, compute-only format: one row per rank, comma-separated
-//! action strings (`0F0,0F1,,0B0`), an empty cell is an idle slot.
+//! action strings (`0F0,0F1,,0B0`), an empty cell is an idle slot. A cell may also hold PyTorch's
+//! overlapped pair of DualPipeV, `(0F7;7B3)OVERLAP_F_B`: a forward and a backward its rank runs
+//! as one overlapped action, read as the two actions back to back, forward first (pipesched's
+//! DualPipeV; see `generate/dualpipe_v.rs`). PyTorch's DualPipeV also mixes, on one stage, full
+//! backwards (`B`) with split ones (`I`, `W`); a stage takes one kind here, so on a stage that
+//! mixes them each `B` is read as its `I` and `W` back to back — what a full backward computes.
 //!
 //! Export places each action on the unit clock of [`Schedule::grid`], so idle slots show as
 //! empty cells; import ignores empty cells (a lane runs in order whatever the gaps) and sends
@@ -10,6 +15,9 @@ use crate::clock::unit_clock;
 use crate::error::{Error, Result};
 use crate::schedule::{Placement, Schedule};
 use crate::validate::validate;
+
+/// PyTorch's suffix of an overlapped forward-and-backward pair.
+const OVERLAP: &str = "OVERLAP_F_B";
 
 /// Writes `s` as CSV, one line per rank, idle ticks as empty cells.
 pub fn to_csv(s: &Schedule) -> Result<String> {
@@ -59,12 +67,23 @@ pub fn from_csv(text: &str, name: &str) -> Result<Schedule> {
             if cell.is_empty() {
                 continue;
             }
-            let a: Action =
-                cell.parse().map_err(|e: Error| Error::Csv { line: r + 1, cell: c + 1, reason: e.to_string() })?;
+            let bad = |reason: String| Error::Csv { line: r + 1, cell: c + 1, reason };
+            if let Some(pair) = cell.strip_suffix(OVERLAP) {
+                let inner = pair.strip_prefix('(').and_then(|p| p.strip_suffix(')'));
+                let Some((first, second)) = inner.and_then(|p| p.split_once(';')) else {
+                    return Err(bad(format!("an overlapped pair is written (F;B){OVERLAP}, e.g. (0F7;7B3){OVERLAP}")));
+                };
+                for part in [first, second] {
+                    lane.push(part.trim().parse().map_err(|e: Error| bad(e.to_string()))?);
+                }
+                continue;
+            }
+            let a: Action = cell.parse().map_err(|e: Error| bad(e.to_string()))?;
             lane.push(a);
         }
         lanes.push(lane);
     }
+    split_mixed_backwards(&mut lanes);
     let p = lanes.len();
     let all = lanes.iter().flat_map(|l| l.iter());
     let stages = all.clone().map(|a| a.stage() + 1).max().unwrap_or(0);
@@ -87,6 +106,35 @@ pub fn from_csv(text: &str, name: &str) -> Result<Schedule> {
     let s = Schedule::new(name, p, v, m, placement, lanes);
     validate(&s)?;
     Ok(s)
+}
+
+/// On every stage whose micro-batches mix full and split backwards, replaces each full `B` by
+/// its `I` and `W`, back to back.
+fn split_mixed_backwards(lanes: &mut [Vec<Action>]) {
+    use crate::action::Op;
+    let stages = lanes.iter().flatten().map(|a| a.stage() + 1).max().unwrap_or(0);
+    let (mut full, mut split) = (vec![false; stages], vec![false; stages]);
+    for a in lanes.iter().flatten() {
+        match a.op {
+            Op::B => full[a.stage()] = true,
+            Op::I | Op::W => split[a.stage()] = true,
+            _ => {}
+        }
+    }
+    if !(0..stages).any(|s| full[s] && split[s]) {
+        return;
+    }
+    for lane in lanes.iter_mut() {
+        *lane = lane
+            .iter()
+            .flat_map(|&a| match a.op {
+                Op::B if split[a.stage()] => {
+                    vec![Action::new(a.stage(), Op::I, a.mb()), Action::new(a.stage(), Op::W, a.mb())]
+                }
+                _ => vec![a],
+            })
+            .collect();
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +162,72 @@ mod tests {
         assert_eq!(
             s.lanes[1].iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             ["1F0", "1B0", "1F1", "1B1", "1F2", "1B2"]
+        );
+    }
+
+    #[test]
+    fn reads_overlapped_pairs_as_two_actions() {
+        // One rank, V placement of two stages, DualPipeV-style: the pair runs 0F1 then 1B0.
+        let text = "0F0,1F0,(0F1;1B0)OVERLAP_F_B,1F1,0B0,1B1,0B1\n";
+        let s = from_csv(text, "pair").unwrap();
+        assert_eq!(
+            s.lanes[0].iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            ["0F0", "1F0", "0F1", "1B0", "1F1", "0B0", "1B1", "0B1"]
+        );
+        for bad in ["(0F1)OVERLAP_F_B", "0F1;1B0)OVERLAP_F_B", "(0F1;1X0)OVERLAP_F_B"] {
+            let e = from_csv(&format!("0F0,{bad}\n"), "bad").unwrap_err().to_string();
+            assert!(e.contains("line 1, cell 2"), "{bad}: {e}");
+        }
+    }
+
+    /// `lane` with every `I` directly followed by its `W` written as one full `B`.
+    fn merged(lane: &[Action]) -> Vec<String> {
+        use crate::action::Op;
+        let mut out = Vec::new();
+        let mut k = 0;
+        while k < lane.len() {
+            let a = lane[k];
+            let full = a.op == Op::I && lane.get(k + 1) == Some(&Action::new(a.stage(), Op::W, a.mb()));
+            out.push(if full { Action::new(a.stage(), Op::B, a.mb()).to_string() } else { a.to_string() });
+            k += if full { 2 } else { 1 };
+        }
+        out
+    }
+
+    #[test]
+    fn reads_dualpipev_as_pytorch_writes_it() {
+        // PyTorch writes DualPipeV's pairs as `(F;B)OVERLAP_F_B`, with a full B where pipesched
+        // runs I and W back to back, and the cool-down's split ones as I and W: write ours that
+        // way and read it back to the same order.
+        for (p, m) in [(2, 4), (4, 10)] {
+            let s = crate::dualpipe_v(p, m).unwrap();
+            let mut text = String::new();
+            for lane in s.lanes.iter() {
+                let cells = merged(lane);
+                let mut out: Vec<String> = Vec::new();
+                for cell in cells {
+                    match out.last_mut() {
+                        // A forward then a full backward of the other chunk: one overlapped pair.
+                        Some(last) if cell.contains('B') && last.contains('F') && !last.contains(';') => {
+                            *last = format!("({last};{cell})OVERLAP_F_B");
+                        }
+                        _ => out.push(cell),
+                    }
+                }
+                text.push_str(&out.join(","));
+                text.push('\n');
+            }
+            assert!(text.contains("OVERLAP_F_B"), "{text}");
+            let back = from_csv(&text, "dualpipev").unwrap();
+            let orders = |s: &Schedule| s.lanes.iter().map(|l| merged(l)).collect::<Vec<_>>();
+            assert_eq!(orders(&back), orders(&s), "p={p} m={m}\n{text}");
+            assert_eq!(back.placement, Placement::V);
+        }
+        // A stage mixing full and split backwards has its full ones split.
+        let s = from_csv("0F0,0F1,0B0,0I1,0W1\n", "mixed").unwrap();
+        assert_eq!(
+            s.lanes[0].iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            ["0F0", "0F1", "0I0", "0W0", "0I1", "0W1"]
         );
     }
 
