@@ -200,7 +200,8 @@ fn check_estimate(model: ModelChoice) -> Result<(), TestCaseError> {
             devices: Devices::Cpu,
             precision: None,
         };
-        let demand = Demand { m: 4, in_flight: vec![2, 1], verify: batch.is_none(), actions: 16, steps: 2 };
+        let demand =
+            Demand { m: 4, in_flight: vec![2, 1], verify: batch.is_none(), actions: 16, steps: 2, stashed: vec![] };
         if let Ok(Some(estimate)) = spec.estimate(&Layout::looped(2, 1), &Policies::all(Default::default()), &demand) {
             prop_assert!(estimate.total() >= estimate.parts.iter().map(|p| p.bytes).max().unwrap_or(0));
         }

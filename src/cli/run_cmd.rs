@@ -87,7 +87,12 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     }
     let base = args.schedule.schedule()?;
     opts.transport.check_size(base.p)?;
-    let demand = Demand::of(&base, args.verify, args.steps.total());
+    // A run is sized as one step of all its micro-batches, with the versions it stashes.
+    let demand = if args.mode.is_run() {
+        Demand::of_run(&args.mode.plan(&base, args.steps.total(), |n| args.schedule.stream(n))?, args.verify)
+    } else {
+        Demand::of(&base, args.verify, args.steps.total())
+    };
     let mut workload =
         args.model.spec().build(&Layout::from(&base), &args.recompute.policies(), &demand, &opts.transport)?;
     let schedule = workload.plan(&base)?;

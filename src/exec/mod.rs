@@ -1,6 +1,8 @@
 //! The executor: runs one step of a schedule on real threads — one worker per rank, bounded
 //! crossbeam links between neighbouring stages on different ranks — and returns the measured
-//! [`Trace`], the same type the simulator produces.
+//! [`Trace`], the same type the simulator produces. A run of many steps is one schedule whose
+//! stages update their weights inside it, where [`ExecOptions::updates`] says
+//! ([`StageWork::update`], called after the action and outside its span).
 //!
 //! ## Shutdown protocol
 //! 1. `execute` checks the schedule's structure (stages on their ranks, indices in range) so a

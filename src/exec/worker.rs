@@ -212,7 +212,6 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         let end = Instant::now();
         let out = out.map_err(|e| Error::Stage { rank, step, action: a.to_string(), message: e.to_string() })?;
         let after = stage.clock().map(|c| c.mark()).transpose().map_err(clock_err)?;
-
         if let (Some(b), Some(e), Some(state)) = (before, after, self.clocks.get_mut(&s)) {
             state.spans.push((self.record.spans.len(), b, e));
         }
@@ -234,8 +233,8 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         }
         // The update is the stage's, after its output has left and before the rank's next
         // action: outside both spans.
-        if self.shared.updates.is_some_and(|u| u.after(rank, step)) {
-            let stage = self.stages.get_mut(&s).expect("the stage ran just now");
+        if let (true, Some(stage)) = (self.shared.updates.is_some_and(|u| u.after(rank, step)), self.stages.get_mut(&s))
+        {
             stage.update().map_err(|e| Error::Stage {
                 rank,
                 step,

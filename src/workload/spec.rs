@@ -17,8 +17,8 @@ use pipesched_stages::{
     microbatches_in_flight, Corpus, Load, ModelSpec, OptimizerSpec, Partition, Policies, Precision,
 };
 
-use super::{Devices, Layout, RealWorkload, SyntheticWorkload, Workload};
-use crate::budget::{self, Available, Estimate};
+use super::{Devices, Layout, RealWorkload, RunPlan, SyntheticWorkload, Workload};
+use crate::budget::{self, Available, Estimate, Part};
 use crate::exec::Transport;
 use crate::model::{Model, ModelOptions};
 use crate::synthetic::SyntheticSpec;
@@ -95,6 +95,9 @@ pub struct Demand {
     pub actions: usize,
     /// Steps whose traces are kept.
     pub steps: usize,
+    /// Per model stage, the most weight versions it stashes at once in a run on stale weights
+    /// ([`Updates::peak_stashed`](pipesched_schedules::Updates::peak_stashed); empty: none).
+    pub stashed: Vec<u32>,
 }
 
 impl Demand {
@@ -106,12 +109,22 @@ impl Demand {
             verify,
             actions: schedule.num_actions(),
             steps,
+            stashed: Vec::new(),
+        }
+    }
+
+    /// A run's demand: its whole schedule as one step, and the versions its stages stash.
+    pub fn of_run(plan: &RunPlan, verify: bool) -> Demand {
+        let stages = plan.schedule.stages();
+        Demand {
+            stashed: (0..stages).map(|s| plan.updates.peak_stashed(s)).collect(),
+            ..Demand::of(&plan.schedule, verify, 1)
         }
     }
 
     /// Profiling `stages` stages: one micro-batch at a time, no step kept.
     pub fn profiling(stages: usize) -> Demand {
-        Demand { m: 1, in_flight: vec![1; stages], verify: false, actions: 0, steps: 0 }
+        Demand { m: 1, in_flight: vec![1; stages], verify: false, actions: 0, steps: 0, stashed: Vec::new() }
     }
 }
 
@@ -220,7 +233,17 @@ impl WorkloadSpec {
                 let batch = spec.rows(self.batch.unwrap_or(spec.batch)).unwrap_or(usize::MAX);
                 let load = Load { batch, microbatches: demand.m, in_flight };
                 let footprint = spec.footprint(&specs, &self.optimizer, &load)?;
-                let estimate = Estimate::of_model(spec, &load, &footprint).with(executor);
+                // Each stashed version is a copy of its stage's parameters.
+                let stash = held.iter().zip(&footprint.stages).fold(0u64, |t, (&k, s)| {
+                    let n = u64::from(demand.stashed.get(k).copied().unwrap_or(0));
+                    t.saturating_add(n.saturating_mul(s.params))
+                });
+                let stash = Part {
+                    name: "weight versions stashed for stale backwards",
+                    bytes: stash,
+                    remedies: &["--async 2bw (one version stashed per stage) or --no-barrier (none)", "more ranks"],
+                };
+                let estimate = Estimate::of_model(spec, &load, &footprint).with(executor).with(stash);
                 if demand.verify && transport.is_root() {
                     let whole = Load { batch, microbatches: demand.m, in_flight: demand.in_flight.clone() };
                     let footprint = spec.footprint(&all, &self.optimizer, &whole)?;
