@@ -7,13 +7,15 @@
 //!
 //! Times are FLOPs of the matrix products (no measured times): a proxy, so a norm or an
 //! embedding costs nothing. Bytes are those of one micro-batch at the preset's batch, `f32`.
+//! The default 65,536 slots make the program exact for these presets (every size is a multiple
+//! of the slot).
 
 use pipesched_stages::checkpointing::{compare, Chain};
 use pipesched_stages::ModelSpec;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut presets = Vec::new();
-    let mut slots = 2000;
+    let mut slots = 1 << 16;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--slots" {
@@ -32,12 +34,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let rows = compare(&chain, slots)?;
         let base = rows[0].time;
         println!("\n{name}: {} layers, batch {}, {slots} slots; time in GFLOP", chain.len(), model.batch);
-        println!("| strategy | budget (MiB) | time (GFLOP) | time / store all | peak (MiB) | forwards |");
-        println!("|---|---:|---:|---:|---:|---:|");
+        println!("| strategy | budget (MiB) | slot (B) | time (GFLOP) | time / store all | peak (MiB) | forwards |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
         for r in rows {
             let budget = r.budget.map_or("".into(), |b| format!("{:.2}", mib(b)));
+            let slot = r.slot_bytes.map_or("".into(), |b| b.to_string());
             println!(
-                "| {} | {budget} | {:.3} | {:.3} | {:.2} | {} |",
+                "| {} | {budget} | {slot} | {:.3} | {:.3} | {:.2} | {} |",
                 r.strategy,
                 r.time / 1e9,
                 r.time / base,

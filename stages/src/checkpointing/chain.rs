@@ -82,17 +82,19 @@ impl Chain {
     pub fn from_model(model: &ModelSpec) -> Result<Chain> {
         model.validate()?;
         let rows = model.rows(model.batch).ok_or_else(|| Error::Spec("rows overflow".into()))?;
-        let bytes = |floats: usize| 4 * floats as u64 * rows as u64;
+        // A validated model's counts fit at its own batch; saturating keeps a bad one an error
+        // (the overflow check of `Chain::new`) rather than a panic.
+        let bytes = |floats: usize| (floats as u64).saturating_mul(rows as u64).saturating_mul(4);
         let n = model.num_layers();
         let mut layers = Vec::with_capacity(n);
         for (index, spec) in model.all_layers().into_iter().enumerate() {
             let built = spec.build(index, model)?;
-            let maps: f64 = built.linear_maps().iter().map(|&(i, o)| 2.0 * (rows * i * o) as f64).sum();
+            let maps: f64 = built.linear_maps().iter().map(|&(i, o)| 2.0 * rows as f64 * i as f64 * o as f64).sum();
             let [f, b] = built.activation_products(rows);
             let flops = |v: &[crate::GemmShape]| v.iter().map(crate::GemmShape::flops).sum::<f64>();
             let mut saved = spec.saved_per_row().unwrap_or(usize::MAX);
             if index + 1 == n {
-                saved += model.loss.saved_floats(1, spec.output_width());
+                saved = saved.saturating_add(model.loss.saved_floats(1, spec.output_width()));
             }
             let input = bytes(spec.input_width());
             layers.push(ChainLayer {

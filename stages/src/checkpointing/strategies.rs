@@ -71,6 +71,8 @@ pub struct Row {
     pub peak_bytes: u64,
     /// Forward steps run.
     pub forwards: usize,
+    /// Bytes per memory slot of the program (optimal rows only).
+    pub slot_bytes: Option<u64>,
 }
 
 fn ceil_root(n: usize, p: f64) -> usize {
@@ -95,7 +97,14 @@ pub fn compare(chain: &Chain, slots: u64) -> Result<Vec<Row>> {
     for (name, sequence) in fixed {
         let r = sequence.replay(chain)?;
         budgets.push((format!("peak of {name}"), r.peak_bytes));
-        rows.push(Row { strategy: name, budget: None, time: r.time, peak_bytes: r.peak_bytes, forwards: r.forwards });
+        rows.push(Row {
+            strategy: name,
+            budget: None,
+            time: r.time,
+            peak_bytes: r.peak_bytes,
+            forwards: r.forwards,
+            slot_bytes: None,
+        });
     }
     for (name, budget) in budgets {
         let Ok(solution) = solve(chain, budget, slots) else { continue };
@@ -106,6 +115,7 @@ pub fn compare(chain: &Chain, slots: u64) -> Result<Vec<Row>> {
             time: r.time,
             peak_bytes: r.peak_bytes,
             forwards: r.forwards,
+            slot_bytes: Some(solution.slot_bytes),
         });
     }
     Ok(rows)
