@@ -112,8 +112,8 @@ impl Sizes {
     }
 }
 
-/// The least budget, in bytes, in which any sequence back-propagates `chain`: the min-max
-/// version of the program above, exact in bytes.
+/// The least budget, in bytes, in which a persistent sequence back-propagates `chain`: the
+/// min-max version of the program above, exact in bytes.
 pub fn min_budget(chain: &Chain) -> u64 {
     let z = Sizes::new(chain, 1);
     let l = z.len();
@@ -268,7 +268,7 @@ fn slot_bytes(chain: &Chain, budget: u64, slots: u64) -> u64 {
     g * budget.div_ceil(g).div_ceil(slots.max(1)).max(1)
 }
 
-/// The fastest sequence that back-propagates `chain` within `budget` bytes, with sizes
+/// The fastest persistent sequence that back-propagates `chain` within `budget` bytes, with sizes
 /// discretised into about `slots` slots (see the module doc); time `O(L³·slots)`, memory
 /// `O(L²·slots)`. An error naming the smallest feasible budget when `budget` is below it, or
 /// asking for more slots when rounding up to slots is what makes the budget too small.
@@ -278,7 +278,7 @@ pub fn solve(chain: &Chain, budget: u64, slots: u64) -> Result<Solution> {
         return Err(Error::Budget {
             budget,
             reason: format!(
-                "every strategy needs at least {least} bytes for this chain (one layer's input, output, \
+                "every persistent sequence needs at least {least} bytes for this chain (one layer's input, output, \
                  gradients and saved state at once, with the checkpoints before it); give at least that"
             ),
         });
