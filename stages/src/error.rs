@@ -82,6 +82,33 @@ pub enum Error {
     /// An optimizer asked to step on gradients that are not complete, or with bad settings.
     #[error("optimizer: {0}")]
     Optimizer(String),
+
+    /// A chain for the checkpointing algorithms that cannot be used: no layers, a time that is
+    /// NaN, infinite or negative, or bytes that overflow.
+    #[error("checkpointing chain: {0}")]
+    Chain(String),
+
+    /// A memory budget below the least any checkpointing strategy needs for the chain, or one
+    /// that the discretisation into slots cannot reach.
+    #[error("checkpointing budget of {budget} bytes: {reason}")]
+    Budget {
+        /// The budget asked for, in bytes.
+        budget: u64,
+        /// What is short, with the smallest feasible budget, and what to do.
+        reason: String,
+    },
+
+    /// A checkpointing sequence with a step that lacks what it needs, or that ends before the
+    /// first layer's backward.
+    #[error("checkpointing sequence, step {index} ({step}): {reason}")]
+    Sequence {
+        /// Position of the step in the sequence (its length when the sequence ends too early).
+        index: usize,
+        /// The step, as written (`Fck3`), or `end`.
+        step: String,
+        /// What it needed and what was held.
+        reason: String,
+    },
 }
 
 /// `Result` with this crate's [`enum@Error`].

@@ -54,6 +54,7 @@
 
 pub mod backend;
 mod bytes;
+pub mod checkpointing;
 mod corpus;
 pub mod cuda;
 mod device;
