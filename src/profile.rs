@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use pipesched_schedules::{CostModel, StageCost, StageCosts};
 
-use crate::exec::{StageWork, Transport};
+use pipesched_stages::{LayerCost, LossCost};
+
+use crate::exec::{StageLayers, StageWork, Transport};
 use crate::workload::Layout;
 use crate::{Error, Result};
 
@@ -69,7 +71,41 @@ where
     S: StageWork,
     S::Payload: Clone + Sync,
 {
-    let layout = layout.into();
+    Ok(profile_stages(layout.into(), stages, opts, &prepare, transport, false)?.0)
+}
+
+/// [`profile`], then every layer of every stage alone ([`StageWork::layer_costs`]), on the
+/// inputs and gradients the recording pass kept, one stage after another on this thread (with
+/// ranks as processes, each process its own stages; every process gets them all). Returns the
+/// cost model and every layer's costs in model order with the loss's, or `None` for stages that
+/// are not made of layers.
+pub fn profile_layers<S>(
+    layout: impl Into<Layout>,
+    stages: &mut [S],
+    opts: &ProfileOptions,
+    prepare: impl Fn(&mut S, usize) -> Result<()> + Sync,
+    transport: &Transport,
+) -> Result<(CostModel, Option<(Vec<LayerCost>, LossCost)>)>
+where
+    S: StageWork,
+    S::Payload: Clone + Sync,
+{
+    profile_stages(layout.into(), stages, opts, &prepare, transport, true)
+}
+
+/// [`profile`], and with `layers` [`profile_layers`].
+fn profile_stages<S>(
+    layout: Layout,
+    stages: &mut [S],
+    opts: &ProfileOptions,
+    prepare: &(impl Fn(&mut S, usize) -> Result<()> + Sync),
+    transport: &Transport,
+    layers: bool,
+) -> Result<(CostModel, Option<(Vec<LayerCost>, LossCost)>)>
+where
+    S: StageWork,
+    S::Payload: Clone + Sync,
+{
     let n = layout.stages();
     let held = transport.held(n, |s| layout.rank_of(s));
     if stages.len() != held.len() || opts.recompute.len() != n {
@@ -83,13 +119,13 @@ where
         return Err(Error::Usage("profiling needs at least one measured run".into()));
     }
     let mut mine: Vec<(usize, &mut S)> = held.iter().copied().zip(stages.iter_mut()).collect();
-    let recorded = record_pass(&mut mine, layout, &opts.recompute, &prepare, transport)?;
+    let recorded = record_pass(&mut mine, layout, &opts.recompute, prepare, transport)?;
     let mut per_rank: Vec<Vec<(usize, &mut S)>> = (0..layout.p).map(|_| Vec::new()).collect();
     for (s, stage) in mine {
         per_rank[layout.rank_of(s)].push((s, stage));
     }
     per_rank.retain(|r| !r.is_empty());
-    let (inputs, grads, prepare) = (&recorded.inputs, &recorded.grads, &prepare);
+    let (inputs, grads) = (&recorded.inputs, &recorded.grads);
     let timed_ranks: Vec<Result<Vec<(usize, Samples)>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = per_rank
             .into_iter()
@@ -148,13 +184,32 @@ where
         Some(network) => (network.latency, network.bandwidth),
         None => (handoff_latency_ms(), None),
     };
-    Ok(CostModel {
+    let model = CostModel {
         costs: StageCosts::Stages(all.into_iter().map(|(c, _)| c).collect()),
         latency,
         bandwidth,
         static_bytes,
         time_unit: "ms".into(),
-    })
+    };
+    if !layers {
+        return Ok((model, None));
+    }
+    let mut mine = Vec::with_capacity(held.len());
+    for (&s, stage) in held.iter().zip(stages.iter_mut()) {
+        prepare(stage, 0)?;
+        let (input, grad) = (recorded.inputs[s].as_ref(), recorded.grads[s].as_ref());
+        let costs = stage.layer_costs(input, grad, opts.warmup, opts.reps).map_err(|e| fail(s, "per-layer", e))?;
+        mine.push((s, costs));
+    }
+    let all: Vec<Option<StageLayers>> = transport.by_stage(n, mine)?;
+    let mut list = Vec::new();
+    let mut loss = None;
+    for stage in all {
+        let Some((layers, l)) = stage else { return Ok((model, None)) };
+        list.extend(layers);
+        loss = l.or(loss);
+    }
+    Ok((model, loss.map(|loss| (list, loss))))
 }
 
 /// What the recording pass saw, per model stage (only this process's stages are filled in).

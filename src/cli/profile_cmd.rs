@@ -1,7 +1,8 @@
 //! `pipesched profile`: measure every stage of a model placed on p ranks (v chunks each) under
-//! its recompute policies, and write the cost file — times, bytes, and the layout and policies
-//! they were measured under — into `--out` as `costs.json`, for `pipesched simulate
-//! --costs-file`.
+//! its recompute policies, and every layer of a real model alone, and write the cost file —
+//! times, bytes, the layout and policies they were measured under, and the per-layer costs any
+//! partition and policy can be composed from — into `--out` as `costs.json`, for `pipesched
+//! simulate --costs-file`.
 
 use clap::Args;
 
@@ -12,6 +13,7 @@ use pipesched::output::write_atomic;
 use pipesched::workload::Demand;
 use pipesched::{units, Result};
 use pipesched_schedules::{Kind, StageCosts};
+use pipesched_stages::LayerCosts;
 
 /// Arguments of `pipesched profile`.
 #[derive(Debug, Args)]
@@ -101,5 +103,51 @@ fn table(file: &CostFile) -> String {
     }
     let statics: Vec<String> = m.static_bytes.iter().map(|&b| units::bytes(b)).collect();
     out.push_str(&format!("static bytes per rank: {}; cross-rank latency {:.4} {u}\n", statics.join(", "), m.latency));
+    if let Some(layers) = &file.layers {
+        out.push_str(&layer_table(layers, u));
+    }
+    out
+}
+
+/// The per-layer costs as a table: one row per layer, then the loss.
+fn layer_table(costs: &LayerCosts, u: &str) -> String {
+    let mut out = format!(
+        "\nper layer, {} rows per micro-batch:\n{:>5}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>11}  {:>11}  {:>11}\n",
+        costs.rows,
+        "layer",
+        "kind",
+        format!("F ({u})"),
+        format!("I ({u})"),
+        format!("W ({u})"),
+        format!("R ({u})"),
+        "F keeps",
+        "input",
+        "I keeps"
+    );
+    for (k, l) in costs.layers.iter().enumerate() {
+        let (t, b) = (&l.times, &l.bytes);
+        out.push_str(&format!(
+            "{k:>5}  {:>9}  {:>9.3}  {:>9.3}  {:>9.3}  {:>9.3}  {:>11}  {:>11}  {:>11}\n",
+            l.kind,
+            t.f,
+            t.i,
+            t.w,
+            t.r,
+            units::bytes(b.act_bytes),
+            units::bytes(b.input_bytes),
+            units::bytes(b.w_bytes)
+        ));
+    }
+    let loss = &costs.loss;
+    out.push_str(&format!(
+        "{:>5}  {:>9}  {:>9.3}  {:>9.3}  {:>9}  {:>9}  {:>11}\n",
+        "loss",
+        "",
+        loss.f,
+        loss.i,
+        "",
+        "",
+        units::bytes(loss.saved_bytes)
+    ));
     out
 }

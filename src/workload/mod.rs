@@ -17,7 +17,7 @@ mod spec;
 mod synthetic;
 
 pub use devices::Devices;
-pub use real::{profile_model, RealWorkload};
+pub use real::{profile_model, profile_model_layers, RealWorkload};
 pub use spec::{Demand, ModelChoice, WorkloadSpec};
 pub use synthetic::SyntheticWorkload;
 
@@ -192,10 +192,10 @@ pub trait Workload {
         Ok(with_recompute(base, &flags)?)
     }
 
-    /// [`Workload::profile`], with the layout and policies it was measured under: what
-    /// `pipesched profile` writes.
+    /// [`Workload::profile`], with the layout and policies it was measured under, and for a
+    /// real model every layer's costs: what `pipesched profile` writes.
     fn profile_file(&mut self, reps: usize) -> Result<CostFile> {
         let model = self.profile(reps)?;
-        Ok(CostFile { model, layout: Some(self.layout()), recompute: Some(self.policies().to_vec()) })
+        Ok(CostFile { model, layout: Some(self.layout()), recompute: Some(self.policies().to_vec()), layers: None })
     }
 }
