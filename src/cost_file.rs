@@ -172,10 +172,7 @@ impl CostFile {
             ));
         };
         if specs.len() != layout.stages() {
-            return Err(Error::Config(format!(
-                "{} stages given for {layout}; give one per model stage",
-                specs.len()
-            )));
+            return Err(Error::Config(format!("{} stages given for {layout}; give one per model stage", specs.len())));
         }
         let composed = layers.compose(model, specs)?;
         let mut static_bytes = vec![0u64; layout.p];

@@ -13,9 +13,7 @@
 use std::time::Instant;
 
 use pipesched_stages::layers::Ctx;
-use pipesched_stages::{
-    Error, LayerCost, LayerTimes, LossCost, LossKind, OptimizerSpec, Result, Stage, Tensor,
-};
+use pipesched_stages::{Error, LayerCost, LayerTimes, LossCost, LossKind, OptimizerSpec, Result, Stage, Tensor};
 
 use crate::exec::StageLayers;
 use crate::report::median;

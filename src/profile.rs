@@ -16,6 +16,9 @@ use crate::exec::{StageLayers, StageWork, Transport};
 use crate::workload::Layout;
 use crate::{Error, Result};
 
+/// Every layer's costs, in model order, and the loss's.
+pub type ModelLayers = (Vec<LayerCost>, LossCost);
+
 /// How much to measure.
 #[derive(Debug, Clone)]
 pub struct ProfileOptions {
@@ -85,7 +88,7 @@ pub fn profile_layers<S>(
     opts: &ProfileOptions,
     prepare: impl Fn(&mut S, usize) -> Result<()> + Sync,
     transport: &Transport,
-) -> Result<(CostModel, Option<(Vec<LayerCost>, LossCost)>)>
+) -> Result<(CostModel, Option<ModelLayers>)>
 where
     S: StageWork,
     S::Payload: Clone + Sync,
@@ -101,7 +104,7 @@ fn profile_stages<S>(
     prepare: &(impl Fn(&mut S, usize) -> Result<()> + Sync),
     transport: &Transport,
     layers: bool,
-) -> Result<(CostModel, Option<(Vec<LayerCost>, LossCost)>)>
+) -> Result<(CostModel, Option<ModelLayers>)>
 where
     S: StageWork,
     S::Payload: Clone + Sync,

@@ -58,7 +58,8 @@ fn layer_costs() -> impl Strategy<Value = Option<LayerCosts>> {
     let kinds: Vec<(String, u64)> =
         tiny.all_layers().iter().map(|l| (l.kind().to_string(), 4 * l.param_count() as u64)).collect();
     let n = kinds.len();
-    let layer = (time(), time(), time(), time(), prop::option::of(time()), [bytes(), bytes(), bytes(), bytes(), bytes()]);
+    let layer =
+        (time(), time(), time(), time(), prop::option::of(time()), [bytes(), bytes(), bytes(), bytes(), bytes()]);
     let loss = (time(), time(), bytes(), bytes());
     let all = (prop::collection::vec(layer, 1..=n), loss, 1usize..=256);
     prop::option::of(all.prop_map(move |(layers, (lf, li, saved_bytes, target_bytes), rows)| {

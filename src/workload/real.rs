@@ -11,9 +11,9 @@ use pipesched_stages::{LayerCosts, RecomputePolicy};
 
 use super::{Layout, StageProducts, Step, Validation, Workload};
 use crate::collect;
+use crate::cost_file::CostFile;
 use crate::exec::{ExecOptions, Transport};
 use crate::model::Model;
-use crate::cost_file::CostFile;
 use crate::profile::{profile, profile_layers, ProfileOptions};
 use crate::Result;
 
@@ -86,7 +86,8 @@ pub fn profile_model_layers(
     let prepare =
         |stage: &mut crate::model::RealStage, run: usize| stage.begin_step(&task, 1 << 40 | run as u64, 1, batch);
     let (costs, layers) = model.alone(|stages| profile_layers(layout, stages, &opts, prepare, transport))?;
-    let layers = layers.map(|(layers, loss)| LayerCosts { model_name: model.spec.name.clone(), rows: batch, layers, loss });
+    let layers =
+        layers.map(|(layers, loss)| LayerCosts { model_name: model.spec.name.clone(), rows: batch, layers, loss });
     Ok((costs, layers))
 }
 

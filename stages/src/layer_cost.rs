@@ -375,13 +375,15 @@ mod tests {
         let mut lc = costs(&model, 16);
         for (k, l) in lc.layers.iter_mut().enumerate() {
             let x = (k + 1) as f64;
-            l.times = LayerTimes { f: x, i: 2.0 * x, w: 3.0 * x, r: 4.0 * x, restore: l.bytes.selective_bytes.map(|_| 0.5) };
+            l.times =
+                LayerTimes { f: x, i: 2.0 * x, w: 3.0 * x, r: 4.0 * x, restore: l.bytes.selective_bytes.map(|_| 0.5) };
         }
         lc.loss.f = 100.0;
         lc.loss.i = 200.0;
         let n = lc.layers.len();
         let compose = |policy: &str| {
-            let specs = vec![StageSpec { index: 0, layers: 0..n, policy: policy.parse().unwrap(), device: Default::default() }];
+            let specs =
+                vec![StageSpec { index: 0, layers: 0..n, policy: policy.parse().unwrap(), device: Default::default() }];
             lc.compose(&model, &specs).unwrap().costs[0].clone()
         };
         let tri = (n * (n + 1) / 2) as f64;
@@ -396,7 +398,8 @@ mod tests {
     #[test]
     fn another_models_costs_are_refused() {
         let tiny = costs(&ModelSpec::tiny(), 4);
-        let one = |model: &ModelSpec| model.stage_specs(1, &Partition::Even, &Policies::all(Default::default())).unwrap();
+        let one =
+            |model: &ModelSpec| model.stage_specs(1, &Partition::Even, &Policies::all(Default::default())).unwrap();
         let small = ModelSpec::small();
         let e = tiny.compose(&small, &one(&small)).unwrap_err().to_string();
         assert!(e.contains("profiled for model \"tiny\"") && e.contains("profile small"), "{e}");
