@@ -78,8 +78,10 @@ where
 }
 
 /// [`profile`], then every layer of every stage alone ([`StageWork::layer_costs`]), on the
-/// inputs and gradients the recording pass kept, one stage after another on this thread (with
-/// ranks as processes, each process its own stages; every process gets them all). Returns the
+/// inputs and gradients the recording pass kept: every rank's layers at once, one thread per
+/// rank, as its stages were timed (so the layers' times include what ranks running side by side
+/// cost each other too), a rank's stages one after another (with ranks as processes, each
+/// process its own stages; every process gets them all). Returns the
 /// cost model and every layer's costs in model order with the loss's, or `None` for stages that
 /// are not made of layers.
 pub fn profile_layers<S>(
@@ -123,40 +125,11 @@ where
     }
     let mut mine: Vec<(usize, &mut S)> = held.iter().copied().zip(stages.iter_mut()).collect();
     let recorded = record_pass(&mut mine, layout, &opts.recompute, prepare, transport)?;
-    let mut per_rank: Vec<Vec<(usize, &mut S)>> = (0..layout.p).map(|_| Vec::new()).collect();
-    for (s, stage) in mine {
-        per_rank[layout.rank_of(s)].push((s, stage));
-    }
-    per_rank.retain(|r| !r.is_empty());
     let (inputs, grads) = (&recorded.inputs, &recorded.grads);
-    let timed_ranks: Vec<Result<Vec<(usize, Samples)>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = per_rank
-            .into_iter()
-            .map(|mine| {
-                let rank = layout.rank_of(mine[0].0);
-                let handle = std::thread::Builder::new()
-                    .name(format!("pipesched-profile-{rank}"))
-                    .spawn_scoped(scope, move || time_rank(mine, inputs, grads, opts, prepare));
-                (rank, handle)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(rank, h)| match h {
-                Ok(handle) => handle.join().unwrap_or_else(|_| {
-                    Err(Error::WorkerPanic { rank, message: "a stage panicked while it was profiled".into() })
-                }),
-                Err(source) => Err(Error::Io {
-                    action: "cannot start a profiling thread",
-                    path: format!("rank {rank}").into(),
-                    source,
-                }),
-            })
-            .collect()
-    });
+    let timed = side_by_side(layout, mine, |mine| time_rank(mine, inputs, grads, opts, prepare))?;
     let mut costs = Vec::with_capacity(held.len());
-    for rank in timed_ranks {
-        for (s, sm) in rank? {
+    for rank in timed {
+        for (s, sm) in rank {
             let f = median(sm.f);
             let (act_bytes, recompute_bytes, w_bytes) = recorded.bytes[s];
             let cost = StageCost {
@@ -197,14 +170,20 @@ where
     if !layers {
         return Ok((model, None));
     }
-    let mut mine = Vec::with_capacity(held.len());
-    for (&s, stage) in held.iter().zip(stages.iter_mut()) {
-        prepare(stage, 0)?;
-        let (input, grad) = (recorded.inputs[s].as_ref(), recorded.grads[s].as_ref());
-        let costs = stage.layer_costs(input, grad, opts.warmup, opts.reps).map_err(|e| fail(s, "per-layer", e))?;
-        mine.push((s, costs));
-    }
-    let all: Vec<Option<StageLayers>> = transport.by_stage(n, mine)?;
+    let time_layers = |mine: Vec<(usize, &mut S)>| -> Result<Vec<(usize, Option<StageLayers>)>> {
+        let mut out = Vec::with_capacity(mine.len());
+        for (s, stage) in mine {
+            prepare(stage, 0)?;
+            let costs = stage
+                .layer_costs(inputs[s].as_ref(), grads[s].as_ref(), opts.warmup, opts.reps)
+                .map_err(|e| fail(s, "per-layer", e))?;
+            out.push((s, costs));
+        }
+        Ok(out)
+    };
+    let mine = held.iter().copied().zip(stages.iter_mut()).collect();
+    let timed = side_by_side(layout, mine, time_layers)?;
+    let all: Vec<Option<StageLayers>> = transport.by_stage(n, timed.into_iter().flatten().collect())?;
     let mut list = Vec::new();
     let mut loss = None;
     for stage in all {
@@ -213,6 +192,50 @@ where
         loss = l.or(loss);
     }
     Ok((model, loss.map(|loss| (list, loss))))
+}
+
+/// `work` on every rank's stages of `mine` at once, one thread per rank, as the pipeline runs
+/// them; each rank's results.
+fn side_by_side<'a, S, T>(
+    layout: Layout,
+    mine: Vec<(usize, &'a mut S)>,
+    work: impl Fn(Vec<(usize, &'a mut S)>) -> Result<Vec<T>> + Sync,
+) -> Result<Vec<Vec<T>>>
+where
+    S: StageWork,
+    T: Send,
+{
+    let mut per_rank: Vec<Vec<(usize, &mut S)>> = (0..layout.p).map(|_| Vec::new()).collect();
+    for (s, stage) in mine {
+        per_rank[layout.rank_of(s)].push((s, stage));
+    }
+    per_rank.retain(|r| !r.is_empty());
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = per_rank
+            .into_iter()
+            .map(|mine| {
+                let rank = layout.rank_of(mine[0].0);
+                let handle = std::thread::Builder::new()
+                    .name(format!("pipesched-profile-{rank}"))
+                    .spawn_scoped(scope, move || work(mine));
+                (rank, handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(rank, h)| match h {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    Err(Error::WorkerPanic { rank, message: "a stage panicked while it was profiled".into() })
+                }),
+                Err(source) => Err(Error::Io {
+                    action: "cannot start a profiling thread",
+                    path: format!("rank {rank}").into(),
+                    source,
+                }),
+            })
+            .collect()
+    })
 }
 
 /// What the recording pass saw, per model stage (only this process's stages are filled in).
