@@ -3,9 +3,10 @@
 //! own accounting gives each layer — the records a stage's cost is composed from, for any
 //! partition and recompute policy ([`LayerCosts::compose`](pipesched_stages::LayerCosts::compose)).
 //!
-//! Each op runs on the calling thread, single-threaded as a stage runs its layers, and is timed
-//! on the host clock with the device idle before and after it (a GPU stage is synchronised
-//! around every op, so its times include no queued work of another op). Per layer: `F` keeps
+//! Each op runs on the calling thread (the profiler gives each rank a thread, as the pipeline
+//! does), single-threaded as a stage runs its layers, and is timed on the host clock with the
+//! device idle before and after it (a GPU stage is synchronised around every op, so its times
+//! include no queued work of another op). Per layer: `F` keeps
 //! what `none` keeps; `R` runs that forward again from the layer's input; a layer with a
 //! selective form also times `restore` (`R` under `selective`) after its selective forward;
 //! `I` and `W` run on what the timed `F` kept, the gradient flowing back layer by layer.

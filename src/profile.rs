@@ -1,8 +1,11 @@
 //! The profiler: measures every stage's `t_F`, `t_I`, `t_W`, `t_R` (warm-up, then the median of
 //! several runs) and the bytes each op keeps, and the cross-rank hand-off latency, producing a
-//! per-stage [`CostModel`] in milliseconds that the simulator reads.
+//! per-stage [`CostModel`] in milliseconds that the simulator reads; and on request
+//! ([`profile_layers`]) every layer of every stage alone, the records a stage's cost is composed
+//! from for any partition and recompute policy.
 //!
-//! Every rank's stages are timed side by side, one thread per rank, as the pipeline runs them.
+//! Every rank's stages (and then its layers) are timed side by side, one thread per rank, as the
+//! pipeline runs them.
 //! Profiling runs whole training micro-steps, so it leaves gradients accumulated in the stages:
 //! begin a new step before training on.
 
@@ -81,9 +84,9 @@ where
 /// inputs and gradients the recording pass kept: every rank's layers at once, one thread per
 /// rank, as its stages were timed (so the layers' times include what ranks running side by side
 /// cost each other too), a rank's stages one after another (with ranks as processes, each
-/// process its own stages; every process gets them all). Returns the
-/// cost model and every layer's costs in model order with the loss's, or `None` for stages that
-/// are not made of layers.
+/// process its own stages; every process gets them all). Returns the cost model and every
+/// layer's costs in model order with the loss's, or `None` for stages that are not made of
+/// layers.
 pub fn profile_layers<S>(
     layout: impl Into<Layout>,
     stages: &mut [S],
@@ -211,7 +214,8 @@ where
     }
     per_rank.retain(|r| !r.is_empty());
     let work = &work;
-    std::thread::scope(|scope| {
+    // Every thread is joined (its panic caught) before the first error is returned.
+    let ranks: Vec<Result<Vec<T>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = per_rank
             .into_iter()
             .map(|mine| {
@@ -235,7 +239,8 @@ where
                 }),
             })
             .collect()
-    })
+    });
+    ranks.into_iter().collect()
 }
 
 /// What the recording pass saw, per model stage (only this process's stages are filled in).
