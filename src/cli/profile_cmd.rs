@@ -10,9 +10,9 @@ use pipesched::args::{LayoutArgs, ModelArgs, OutArgs, RecomputeArgs, TransportAr
 use pipesched::cost_file::CostFile;
 use pipesched::exec::Transport;
 use pipesched::output::write_atomic;
-use pipesched::workload::Demand;
+use pipesched::workload::{Demand, ModelSource};
 use pipesched::{units, Result};
-use pipesched_schedules::{Kind, StageCosts};
+use pipesched_schedules::{CostModel, Kind, StageCosts};
 use pipesched_stages::LayerCosts;
 
 /// Arguments of `pipesched profile`.
@@ -53,7 +53,9 @@ fn profile_with(args: &ProfileArgs, transport: &Transport) -> Result<()> {
     }
     let dir = if transport.is_root() { Some(args.out.prepare()?) } else { None };
     let demand = Demand::profiling(layout.stages());
-    let mut workload = args.model.spec().build(&layout, &args.recompute.policies(), &demand, transport)?;
+    let spec = args.model.spec();
+    let policies = args.recompute.policies();
+    let mut workload = spec.build(&layout, &policies, &demand, transport)?;
     let file = workload.profile_file(7)?;
     let Some(dir) = dir else { return Ok(()) };
     let text = file.to_json();
@@ -63,6 +65,11 @@ fn profile_with(args: &ProfileArgs, transport: &Transport) -> Result<()> {
         pipesched::sayln!("{text}")?;
     } else {
         pipesched::output::say(format_args!("{}", table(&file)))?;
+        if let (ModelSource::Model(model), Some(_)) = (&spec.model.source, &file.layers) {
+            let specs = model.stage_specs(layout.stages(), &spec.partition, &policies)?;
+            let composed = file.compose(model, &specs, layout)?;
+            pipesched::output::say(format_args!("{}", sums(&file.model, &composed)))?;
+        }
     }
     eprintln!("wrote {} for {layout}", path.display());
     Ok(())
@@ -105,6 +112,30 @@ fn table(file: &CostFile) -> String {
     out.push_str(&format!("static bytes per rank: {}; cross-rank latency {:.4} {u}\n", statics.join(", "), m.latency));
     if let Some(layers) = &file.layers {
         out.push_str(&layer_table(layers, u));
+    }
+    out
+}
+
+/// Each stage's measured times beside the sums of its layers' ([`CostFile::compose`] for the
+/// profiled partition and policies), and how far apart they are.
+fn sums(measured: &CostModel, composed: &CostModel) -> String {
+    let u = &measured.time_unit;
+    let (StageCosts::Stages(a), StageCosts::Stages(b)) = (&measured.costs, &composed.costs) else {
+        return String::new();
+    };
+    let mut out = format!("\nper stage, measured / sum of its layers ({u}):\n");
+    let pair = |x: f64, y: f64| {
+        let off = if x > 0.0 { format!("{:+.0} %", 100.0 * (y / x - 1.0)) } else { "-".into() };
+        format!("{x:>9.3} / {y:<9.3} ({off:>6})")
+    };
+    for (k, (m, c)) in a.iter().zip(b).enumerate() {
+        out.push_str(&format!(
+            "{k:>5}  F {}  I {}  W {}  R {}\n",
+            pair(m.f, c.f),
+            pair(m.i, c.i),
+            pair(m.w, c.w),
+            pair(m.t_r(), c.t_r())
+        ));
     }
     out
 }

@@ -18,7 +18,7 @@ mod synthetic;
 
 pub use devices::Devices;
 pub use real::{profile_model, profile_model_layers, RealWorkload};
-pub use spec::{Demand, ModelChoice, WorkloadSpec};
+pub use spec::{Demand, ModelChoice, ModelSource, WorkloadSpec};
 pub use synthetic::SyntheticWorkload;
 
 use pipesched_schedules::{with_recompute, CostModel, Placement, Schedule, Trace};
