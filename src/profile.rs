@@ -1,8 +1,11 @@
 //! The profiler: measures every stage's `t_F`, `t_I`, `t_W`, `t_R` (warm-up, then the median of
 //! several runs) and the bytes each op keeps, and the cross-rank hand-off latency, producing a
-//! per-stage [`CostModel`] in milliseconds that the simulator reads.
+//! per-stage [`CostModel`] in milliseconds that the simulator reads; and on request
+//! ([`profile_layers`]) every layer of every stage alone, the records a stage's cost is composed
+//! from for any partition and recompute policy.
 //!
-//! Every rank's stages are timed side by side, one thread per rank, as the pipeline runs them.
+//! Every rank's stages (and then its layers) are timed side by side, one thread per rank, as the
+//! pipeline runs them.
 //! Profiling runs whole training micro-steps, so it leaves gradients accumulated in the stages:
 //! begin a new step before training on.
 
@@ -10,9 +13,14 @@ use std::time::{Duration, Instant};
 
 use pipesched_schedules::{CostModel, StageCost, StageCosts};
 
-use crate::exec::{StageWork, Transport};
+use pipesched_stages::{LayerCost, LossCost};
+
+use crate::exec::{StageLayers, StageWork, Transport};
 use crate::workload::Layout;
 use crate::{Error, Result};
+
+/// Every layer's costs, in model order, and the loss's.
+pub type ModelLayers = (Vec<LayerCost>, LossCost);
 
 /// How much to measure.
 #[derive(Debug, Clone)]
@@ -69,7 +77,43 @@ where
     S: StageWork,
     S::Payload: Clone + Sync,
 {
-    let layout = layout.into();
+    Ok(profile_stages(layout.into(), stages, opts, &prepare, transport, false)?.0)
+}
+
+/// [`profile`], then every layer of every stage alone ([`StageWork::layer_costs`]), on the
+/// inputs and gradients the recording pass kept: every rank's layers at once, one thread per
+/// rank, as its stages were timed (so the layers' times include what ranks running side by side
+/// cost each other too), a rank's stages one after another (with ranks as processes, each
+/// process its own stages; every process gets them all). Returns the cost model and every
+/// layer's costs in model order with the loss's, or `None` for stages that are not made of
+/// layers.
+pub fn profile_layers<S>(
+    layout: impl Into<Layout>,
+    stages: &mut [S],
+    opts: &ProfileOptions,
+    prepare: impl Fn(&mut S, usize) -> Result<()> + Sync,
+    transport: &Transport,
+) -> Result<(CostModel, Option<ModelLayers>)>
+where
+    S: StageWork,
+    S::Payload: Clone + Sync,
+{
+    profile_stages(layout.into(), stages, opts, &prepare, transport, true)
+}
+
+/// [`profile`], and with `layers` [`profile_layers`].
+fn profile_stages<S>(
+    layout: Layout,
+    stages: &mut [S],
+    opts: &ProfileOptions,
+    prepare: &(impl Fn(&mut S, usize) -> Result<()> + Sync),
+    transport: &Transport,
+    layers: bool,
+) -> Result<(CostModel, Option<ModelLayers>)>
+where
+    S: StageWork,
+    S::Payload: Clone + Sync,
+{
     let n = layout.stages();
     let held = transport.held(n, |s| layout.rank_of(s));
     if stages.len() != held.len() || opts.recompute.len() != n {
@@ -83,41 +127,12 @@ where
         return Err(Error::Usage("profiling needs at least one measured run".into()));
     }
     let mut mine: Vec<(usize, &mut S)> = held.iter().copied().zip(stages.iter_mut()).collect();
-    let recorded = record_pass(&mut mine, layout, &opts.recompute, &prepare, transport)?;
-    let mut per_rank: Vec<Vec<(usize, &mut S)>> = (0..layout.p).map(|_| Vec::new()).collect();
-    for (s, stage) in mine {
-        per_rank[layout.rank_of(s)].push((s, stage));
-    }
-    per_rank.retain(|r| !r.is_empty());
-    let (inputs, grads, prepare) = (&recorded.inputs, &recorded.grads, &prepare);
-    let timed_ranks: Vec<Result<Vec<(usize, Samples)>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = per_rank
-            .into_iter()
-            .map(|mine| {
-                let rank = layout.rank_of(mine[0].0);
-                let handle = std::thread::Builder::new()
-                    .name(format!("pipesched-profile-{rank}"))
-                    .spawn_scoped(scope, move || time_rank(mine, inputs, grads, opts, prepare));
-                (rank, handle)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(rank, h)| match h {
-                Ok(handle) => handle.join().unwrap_or_else(|_| {
-                    Err(Error::WorkerPanic { rank, message: "a stage panicked while it was profiled".into() })
-                }),
-                Err(source) => Err(Error::Io {
-                    action: "cannot start a profiling thread",
-                    path: format!("rank {rank}").into(),
-                    source,
-                }),
-            })
-            .collect()
-    });
+    let recorded = record_pass(&mut mine, layout, &opts.recompute, prepare, transport)?;
+    let (inputs, grads) = (&recorded.inputs, &recorded.grads);
+    let timed = side_by_side(layout, mine, |mine| time_rank(mine, inputs, grads, opts, prepare))?;
     let mut costs = Vec::with_capacity(held.len());
-    for rank in timed_ranks {
-        for (s, sm) in rank? {
+    for rank in timed {
+        for (s, sm) in rank {
             let f = median(sm.f);
             let (act_bytes, recompute_bytes, w_bytes) = recorded.bytes[s];
             let cost = StageCost {
@@ -148,13 +163,84 @@ where
         Some(network) => (network.latency, network.bandwidth),
         None => (handoff_latency_ms(), None),
     };
-    Ok(CostModel {
+    let model = CostModel {
         costs: StageCosts::Stages(all.into_iter().map(|(c, _)| c).collect()),
         latency,
         bandwidth,
         static_bytes,
         time_unit: "ms".into(),
-    })
+    };
+    if !layers {
+        return Ok((model, None));
+    }
+    let time_layers = |mine: Vec<(usize, &mut S)>| -> Result<Vec<(usize, Option<StageLayers>)>> {
+        let mut out = Vec::with_capacity(mine.len());
+        for (s, stage) in mine {
+            prepare(stage, 0)?;
+            let costs = stage
+                .layer_costs(inputs[s].as_ref(), grads[s].as_ref(), opts.warmup, opts.reps)
+                .map_err(|e| fail(s, "per-layer", e))?;
+            out.push((s, costs));
+        }
+        Ok(out)
+    };
+    let mine = held.iter().copied().zip(stages.iter_mut()).collect();
+    let timed = side_by_side(layout, mine, time_layers)?;
+    let all: Vec<Option<StageLayers>> = transport.by_stage(n, timed.into_iter().flatten().collect())?;
+    let mut list = Vec::new();
+    let mut loss = None;
+    for stage in all {
+        let Some((layers, l)) = stage else { return Ok((model, None)) };
+        list.extend(layers);
+        loss = l.or(loss);
+    }
+    Ok((model, loss.map(|loss| (list, loss))))
+}
+
+/// `work` on every rank's stages of `mine` at once, one thread per rank, as the pipeline runs
+/// them; each rank's results.
+fn side_by_side<'a, S, T>(
+    layout: Layout,
+    mine: Vec<(usize, &'a mut S)>,
+    work: impl Fn(Vec<(usize, &'a mut S)>) -> Result<Vec<T>> + Sync,
+) -> Result<Vec<Vec<T>>>
+where
+    S: StageWork,
+    T: Send,
+{
+    let mut per_rank: Vec<Vec<(usize, &mut S)>> = (0..layout.p).map(|_| Vec::new()).collect();
+    for (s, stage) in mine {
+        per_rank[layout.rank_of(s)].push((s, stage));
+    }
+    per_rank.retain(|r| !r.is_empty());
+    let work = &work;
+    // Every thread is joined (its panic caught) before the first error is returned.
+    let ranks: Vec<Result<Vec<T>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = per_rank
+            .into_iter()
+            .map(|mine| {
+                let rank = layout.rank_of(mine[0].0);
+                let handle = std::thread::Builder::new()
+                    .name(format!("pipesched-profile-{rank}"))
+                    .spawn_scoped(scope, move || work(mine));
+                (rank, handle)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(rank, h)| match h {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    Err(Error::WorkerPanic { rank, message: "a stage panicked while it was profiled".into() })
+                }),
+                Err(source) => Err(Error::Io {
+                    action: "cannot start a profiling thread",
+                    path: format!("rank {rank}").into(),
+                    source,
+                }),
+            })
+            .collect()
+    });
+    ranks.into_iter().collect()
 }
 
 /// What the recording pass saw, per model stage (only this process's stages are filled in).

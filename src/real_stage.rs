@@ -16,7 +16,7 @@ use pipesched_stages::{
     Optimizer, OptimizerSpec, Shard, Stage, Task, Tensor,
 };
 
-use crate::exec::{DeviceClock, PendingSum, StageWork, Transport, Wire};
+use crate::exec::{DeviceClock, PendingSum, StageLayers, StageWork, Transport, Wire};
 use crate::{Error, Result};
 /// One model stage, its optimizer, and the step's data it needs.
 pub struct RealStage {
@@ -468,6 +468,25 @@ impl StageWork for RealStage {
 
     fn clock(&mut self) -> Option<&mut dyn DeviceClock> {
         self.clock.as_mut().map(|c| c as &mut dyn DeviceClock)
+    }
+
+    fn layer_costs(
+        &mut self,
+        input: Option<&Tensor>,
+        grad: Option<&Tensor>,
+        warmup: usize,
+        reps: usize,
+    ) -> std::result::Result<Option<StageLayers>, Self::Error> {
+        let input = match input {
+            Some(x) => x,
+            None => self.inputs.first().and_then(Option::as_ref).ok_or_else(|| pipesched_stages::Error::Order {
+                place: format!("stage {} per-layer profile", self.stage.index()),
+                reason: "the first stage has no input for micro-batch 0: the step was not begun".into(),
+            })?,
+        };
+        let target = if self.stage.is_last() { self.targets.first().and_then(Option::as_ref) } else { None };
+        let spec = &self.optimizer_spec;
+        crate::layer_profile::time_layers(&self.stage, spec, input, target, grad, warmup, reps).map(Some)
     }
 }
 

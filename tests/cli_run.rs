@@ -113,6 +113,13 @@ fn a_profile_simulates_what_run_measures_with_recompute() {
     let costs = dir.join("costs.json");
     let profiled = pipesched(&["profile", "--model", "tiny", "-p", "2", "--recompute", "full", "--out", out]);
     assert!(profiled.status.success(), "{}", String::from_utf8_lossy(&profiled.stderr));
+    // Its table lists every layer, and each stage beside the sum of its layers.
+    let table = String::from_utf8_lossy(&profiled.stdout);
+    assert!(
+        table.contains("per layer, 8 rows per micro-batch")
+            && table.contains("per stage, measured / sum of its layers"),
+        "{table}"
+    );
     let sim =
         json(&["simulate", "-s", "zb-h1", "-p", "2", "-m", "4", "--costs-file", costs.to_str().unwrap(), "--json"]);
     let run = json(&[

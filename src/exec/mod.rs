@@ -35,7 +35,7 @@ pub use board::{Board, Phase, Position};
 pub use link::{Edge, Links};
 pub use transport::{slice_of, PendingSum, Transport};
 pub use wire::{Packet, Wire};
-pub use work::{DeviceClock, StageWork};
+pub use work::{DeviceClock, StageLayers, StageWork};
 pub use worker::RankRecord;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

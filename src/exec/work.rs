@@ -9,7 +9,12 @@
 
 use std::fmt::Display;
 
+use pipesched_stages::{LayerCost, LossCost};
+
 use super::wire::Wire;
+
+/// A stage's layers' costs, in order, and its loss's on the last stage.
+pub type StageLayers = (Vec<LayerCost>, Option<LossCost>);
 
 /// One model stage as the executor drives it. Micro-batch indices are `0 … m−1`.
 pub trait StageWork: Send {
@@ -53,6 +58,21 @@ pub trait StageWork: Send {
 
     /// Bytes of a payload: what a message in flight holds until its consumer takes it.
     fn payload_bytes(payload: &Self::Payload) -> u64;
+
+    /// For the profiler: the costs of each of the stage's layers run alone on micro-batch 0 of
+    /// a begun one-micro-batch step (`warmup` unmeasured runs, then the median of `reps`), given
+    /// the stage's `input` (`None` on the first stage, which reads its own) and the gradient it
+    /// receives (`None` on the last stage, which starts from its loss); with the loss's costs
+    /// on the last stage. `None` (the default): a stage that is not made of layers.
+    fn layer_costs(
+        &mut self,
+        _input: Option<&Self::Payload>,
+        _grad: Option<&Self::Payload>,
+        _warmup: usize,
+        _reps: usize,
+    ) -> Result<Option<StageLayers>, Self::Error> {
+        Ok(None)
+    }
 
     /// The clock of the device the stage's ops run on, for stages whose ops return before the
     /// device has run them (GPU streams). `None` (the default): an op's work is done when it

@@ -18,9 +18,9 @@ mod spec;
 mod synthetic;
 
 pub use devices::Devices;
-pub use real::{profile_model, RealWorkload};
+pub use real::{profile_model, profile_model_layers, RealWorkload};
 pub use run_plan::{Asynchrony, RunOutcome, RunPlan};
-pub use spec::{Demand, ModelChoice, WorkloadSpec};
+pub use spec::{Demand, ModelChoice, ModelSource, WorkloadSpec};
 pub use synthetic::SyntheticWorkload;
 
 use pipesched_schedules::{with_recompute, CostModel, Placement, Schedule, Trace};
@@ -206,10 +206,10 @@ pub trait Workload {
         Ok(with_recompute(base, &flags)?)
     }
 
-    /// [`Workload::profile`], with the layout and policies it was measured under: what
-    /// `pipesched profile` writes.
+    /// [`Workload::profile`], with the layout and policies it was measured under, and for a
+    /// real model every layer's costs: what `pipesched profile` writes.
     fn profile_file(&mut self, reps: usize) -> Result<CostFile> {
         let model = self.profile(reps)?;
-        Ok(CostFile { model, layout: Some(self.layout()), recompute: Some(self.policies().to_vec()) })
+        Ok(CostFile { model, layout: Some(self.layout()), recompute: Some(self.policies().to_vec()), layers: None })
     }
 }

@@ -7,13 +7,14 @@
 //! validation loss, profiling, predictions, `--verify`) are collective.
 
 use pipesched_schedules::{CostModel, Schedule};
-use pipesched_stages::RecomputePolicy;
+use pipesched_stages::{LayerCosts, RecomputePolicy};
 
 use super::{Layout, RunOutcome, RunPlan, StageProducts, Step, Validation, Workload};
 use crate::collect;
+use crate::cost_file::CostFile;
 use crate::exec::{ExecOptions, Transport};
 use crate::model::Model;
-use crate::profile::{profile, ProfileOptions};
+use crate::profile::{profile, profile_layers, ProfileOptions};
 use crate::{Error, Result};
 
 /// A model split into stages for a layout.
@@ -69,6 +70,25 @@ pub fn profile_model(
     let prepare =
         |stage: &mut crate::model::RealStage, run: usize| stage.begin_step(&task, 1 << 40 | run as u64, 1, batch);
     model.alone(|stages| profile(layout, stages, &opts, prepare, transport))
+}
+
+/// [`profile_model`], then every layer of the model alone (each stage's layers on the inputs
+/// the stage profile recorded; see [`profile_layers`]): the cost model and the per-layer costs,
+/// for micro-batches of the model's rows.
+pub fn profile_model_layers(
+    layout: impl Into<Layout>,
+    model: &mut Model,
+    reps: usize,
+    transport: &Transport,
+) -> Result<(CostModel, Option<LayerCosts>)> {
+    let opts = ProfileOptions { warmup: 2, reps, recompute: model.recompute_flags() };
+    let (task, batch) = (model.task.clone(), model.batch);
+    let prepare =
+        |stage: &mut crate::model::RealStage, run: usize| stage.begin_step(&task, 1 << 40 | run as u64, 1, batch);
+    let (costs, layers) = model.alone(|stages| profile_layers(layout, stages, &opts, prepare, transport))?;
+    let layers =
+        layers.map(|(layers, loss)| LayerCosts { model_name: model.spec.name.clone(), rows: batch, layers, loss });
+    Ok((costs, layers))
 }
 
 impl Workload for RealWorkload {
@@ -140,6 +160,11 @@ impl Workload for RealWorkload {
 
     fn profile(&mut self, reps: usize) -> Result<CostModel> {
         profile_model(self.layout, &mut self.model, reps, &self.transport)
+    }
+
+    fn profile_file(&mut self, reps: usize) -> Result<CostFile> {
+        let (model, layers) = profile_model_layers(self.layout, &mut self.model, reps, &self.transport)?;
+        Ok(CostFile { model, layout: Some(self.layout), recompute: Some(self.policies.clone()), layers })
     }
 
     fn predicted(&self) -> Result<CostModel> {

@@ -90,7 +90,8 @@ impl StageSpec {
     }
 }
 
-/// One layer as the byte rule sees it: its widths and the floats it keeps per row.
+/// One layer as the byte rule sees it: its widths and the floats it keeps per row (for a
+/// profiled layer, the bytes of one micro-batch: any unit the counts are linear in).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rows {
     /// Input width: what a checkpoint of its input keeps.
@@ -134,20 +135,62 @@ impl StageRows for SpecLayers<'_> {
     }
 }
 
-/// The byte rule of a stage (see the module doc): what one micro-batch of `batch` rows holds per
-/// phase under `policy`, for the stage's `layers`, which begin the model when `first` and end it
-/// with `loss` (the loss and the model's output width) when it is given. `None` on overflow or
-/// without layers.
-pub(crate) fn stage_bytes(
+/// The loss as the byte rule sees it, in the units of the layers' counts: what its backward
+/// keeps, and the target a checkpointed last stage keeps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LossRows {
+    /// Kept by the loss's forward for its backward.
+    pub saved: usize,
+    /// The target.
+    pub target: usize,
+}
+
+impl LossRows {
+    /// Floats per row of a `kind` loss over `output` columns.
+    pub(crate) fn of(kind: LossKind, output: usize) -> LossRows {
+        LossRows { saved: kind.saved_floats(1, output), target: kind.target_width(output) }
+    }
+}
+
+/// What one micro-batch holds on a stage per phase, in the units of its layers' counts (floats
+/// per row, or bytes): the byte rule before it is scaled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Held {
+    kept: usize,
+    dropped: usize,
+    w: usize,
+    out: usize,
+    input: usize,
+}
+
+impl Held {
+    /// Each count times `scale`, as [`StageBytes`]; `None` on overflow.
+    pub(crate) fn scaled(self, scale: u64) -> Option<StageBytes> {
+        let b = |units: usize| (units as u64).checked_mul(scale);
+        Some(StageBytes {
+            act_bytes: b(self.kept)?,
+            recompute_bytes: b(self.dropped)?,
+            w_bytes: b(self.w)?,
+            fwd_msg_bytes: b(self.out)?,
+            bwd_msg_bytes: b(self.input)?,
+        })
+    }
+}
+
+/// The byte rule of a stage (see the module doc), in the units of the layers' counts: what one
+/// micro-batch holds per phase under `policy`, for the stage's `layers`, which begin the model
+/// when `first` and end it with `loss` when it is given. `None` on overflow or without layers.
+/// The one place a policy's bytes are worked out: for built stages, for specs, and for stages
+/// composed of profiled layers.
+pub(crate) fn held(
     layers: &(impl StageRows + ?Sized),
     policy: RecomputePolicy,
     first: bool,
-    loss: Option<(LossKind, usize)>,
-    batch: usize,
-) -> Option<StageBytes> {
+    loss: Option<LossRows>,
+) -> Option<Held> {
     let (head, tail) = layers.ends()?;
     let count = layers.sum(1, |_| Some(1))?;
-    let loss_saved = loss.map_or(0, |(kind, output)| kind.saved_floats(1, output));
+    let loss_saved = loss.map_or(0, |l| l.saved);
     let everything = layers.sum(1, |l| l.saved)?.checked_add(loss_saved)?;
     let w = layers.sum(1, |l| l.w)?;
     let kept = match policy.kept(count) {
@@ -156,23 +199,30 @@ pub(crate) fn stage_bytes(
         Kept::Selective => layers.sum(1, |l| l.selective)?.checked_add(loss_saved)?,
         // The input of every checkpointed layer (positions 0, k, 2k, … of the stage), and the
         // target on the last stage.
-        Kept::Inputs(k) => {
-            let inputs = layers.sum(k, |l| Some(l.input))?;
-            inputs.checked_add(loss.map_or(0, |(kind, output)| kind.target_width(output)))?
-        }
+        Kept::Inputs(k) => layers.sum(k, |l| Some(l.input))?.checked_add(loss.map_or(0, |l| l.target))?,
     };
-    let bytes = |floats_per_row: usize| (floats_per_row as u64).checked_mul(batch as u64)?.checked_mul(F32);
     // What F sends on (the last layer's output) and what I/B sends back (the gradient of the
     // first layer's input); the model's ends send nothing.
-    let out_width = if loss.is_some() { 0 } else { tail.output };
-    let in_width = if first { 0 } else { head.input };
-    Some(StageBytes {
-        act_bytes: bytes(kept)?,
-        recompute_bytes: bytes(everything.saturating_sub(kept))?,
-        w_bytes: bytes(w)?,
-        fwd_msg_bytes: bytes(out_width)?,
-        bwd_msg_bytes: bytes(in_width)?,
+    Some(Held {
+        kept,
+        dropped: everything.saturating_sub(kept),
+        w,
+        out: if loss.is_some() { 0 } else { tail.output },
+        input: if first { 0 } else { head.input },
     })
+}
+
+/// [`held`] in bytes for one micro-batch of `batch` rows of floats, the loss given by its kind
+/// and the model's output width.
+pub(crate) fn stage_bytes(
+    layers: &(impl StageRows + ?Sized),
+    policy: RecomputePolicy,
+    first: bool,
+    loss: Option<(LossKind, usize)>,
+    batch: usize,
+) -> Option<StageBytes> {
+    let loss = loss.map(|(kind, output)| LossRows::of(kind, output));
+    held(layers, policy, first, loss)?.scaled((batch as u64).checked_mul(F32)?)
 }
 
 /// A built stage's layers, summed one by one.
@@ -186,7 +236,7 @@ impl StageRows for [Box<dyn Layer>] {
 }
 
 /// A built layer as the byte rule sees it.
-fn rows(l: &dyn Layer) -> Rows {
+pub(crate) fn rows(l: &dyn Layer) -> Rows {
     Rows {
         input: l.input_width(),
         output: l.output_width(),

@@ -79,6 +79,11 @@ pub enum Error {
         hint: String,
     },
 
+    /// Per-layer costs that cannot be composed into stages: another model's (a different count
+    /// or kind of layers), or with times that are not finite numbers ≥ 0.
+    #[error("per-layer costs: {0}")]
+    Costs(String),
+
     /// An optimizer asked to step on gradients that are not complete, or with bad settings.
     #[error("optimizer: {0}")]
     Optimizer(String),
