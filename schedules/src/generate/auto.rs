@@ -46,13 +46,14 @@ const ROUNDS: usize = 6;
 /// `F` keeps, `act_bytes`, and what `I` keeps until `W`, `w_bytes`) on top of its static
 /// bytes. Refuses a limit below one micro-batch's bytes on some stage, naming the minimum.
 /// `auto(3, 6, &costs, 6, Objective::Makespan)` with `t_F = t_I = t_W = 1`, 2 bytes kept by
-/// `F` and 1 from `I` until `W` — a limit of three micro-batches:
+/// `F` and 1 from `I` until `W` — a limit of three micro-batches, where nothing beats ZB-H1's
+/// shape:
 ///
 /// ```text
-///   step    0    1    2    3    4    5    6    7    8    9   10   11   12   13   14   15   16   17   18   19   20
-/// rank 0  0F0  0F1  0F2    .    .  0I0  0W0  0F3  0I1  0W1  0F4  0I2  0W2  0F5  0I3  0W3  0I4  0W4  0I5  0W5    .
-/// rank 1    .  1F0  1F1    .  1I0  1F2  1I1  1W0  1F3  1I2  1W1  1F4  1I3  1W2  1F5  1I4  1W3  1I5  1W4  1W5    .
-/// rank 2    .    .  2F0  2I0  2F1  2I1  2F2  2I2  2W0  2F3  2I3  2W1  2F4  2I4  2W2  2F5  2I5  2W3  2W4  2W5    .
+///   step    0    1    2    3    4    5    6    7    8    9   10   11   12   13   14   15   16   17   18   19
+/// rank 0  0F0  0F1  0F2    .    .  0I0  0W0  0F3  0I1  0W1  0F4  0I2  0W2  0F5  0I3  0W3  0I4  0W4  0I5  0W5
+/// rank 1    .  1F0  1F1    .  1I0  1F2  1I1  1W0  1F3  1I2  1W1  1F4  1I3  1W2  1F5  1I4  1W3  1I5  1W4  1W5
+/// rank 2    .    .  2F0  2I0  2F1  2I1  2F2  2I2  2W0  2F3  2I3  2W1  2F4  2I4  2W2  2F5  2I5  2W3  2W4  2W5
 /// ```
 pub fn auto(p: usize, m: usize, costs: &CostModel, limit: u64, objective: Objective) -> Result<Schedule> {
     check_pm("auto", p, 1, m)?;
@@ -83,17 +84,21 @@ pub fn auto(p: usize, m: usize, costs: &CostModel, limit: u64, objective: Object
         *passes += 1;
         greedy(&pb, k).map(|plan| (key(plan.makespan, plan.steady), plan.lanes))
     };
-    for warm in [1, 2, 0] {
-        for hold in [0, 1, 2, 3] {
-            for fit in [false, true] {
-                let k = Knobs {
-                    cap: (0..p).map(|r| if warm == 0 { caps[r] } else { caps[r].min(warm * (p - r)) }).collect(),
-                    reserve: (0..p).map(|r| if hold == 3 { p - 1 - r } else { hold * r }).collect(),
-                    fit,
-                };
-                if let Some((got, _)) = run(&k, &mut passes) {
-                    if start.as_ref().is_none_or(|s| better(got, s.0)) {
-                        start = Some((got, k));
+    let warm = warm_up(&pb);
+    for before in [0, 1, 2] {
+        for inflight in [1, 2, 0] {
+            for hold in [0, 1, 2, 3] {
+                for fit in [false, true] {
+                    let k = Knobs {
+                        warm: (0..p).map(|r| if before == 2 { m } else { (warm[r] + before).min(m) }).collect(),
+                        cap: (0..p).map(|r| if inflight == 0 { caps[r] } else { caps[r].min(inflight * (p - r)) }).collect(),
+                        reserve: (0..p).map(|r| if hold == 3 { p - 1 - r } else { hold * r }).collect(),
+                        fit,
+                    };
+                    if let Some((got, _)) = run(&k, &mut passes) {
+                        if start.as_ref().is_none_or(|s| better(got, s.0)) {
+                            start = Some((got, k));
+                        }
                     }
                 }
             }
@@ -160,6 +165,29 @@ fn problem(p: usize, m: usize, costs: &CostModel, limit: u64) -> Result<Problem>
     })
 }
 
+/// For each rank, how many forwards end by the time its first gradient can arrive, when every
+/// rank before it runs its forwards back to back (at least 1): the warm-up of the Zero Bubble
+/// heuristic, before memory caps it.
+fn warm_up(pb: &Problem) -> Vec<usize> {
+    let p = pb.p;
+    let first_start: Vec<f64> = (0..p).scan(0.0, |t, r| {
+        let here = *t;
+        *t += pb.f[r] + pb.fwd[r];
+        Some(here)
+    }).collect();
+    let last_f_end = first_start[p - 1] + pb.f[p - 1];
+    let mut arrival = last_f_end;
+    let mut warm = vec![1; p];
+    for r in (0..p).rev() {
+        if r + 1 < p {
+            arrival += pb.i[r + 1] + pb.bwd[r + 1];
+        }
+        let room = (arrival - first_start[r]) / pb.f[r];
+        warm[r] = if room.is_finite() { (room.floor() as usize).clamp(1, pb.m) } else { pb.m };
+    }
+    warm
+}
+
 /// Whether every lane stays within the limit under the byte rule (a lane's peak follows from its
 /// order alone).
 fn fits(pb: &Problem, lanes: &[Vec<Action>]) -> bool {
@@ -201,16 +229,17 @@ impl Schedule {
 /// Which knob a move changes.
 #[derive(Debug, Clone, Copy)]
 enum Field {
+    Warm,
     Cap,
     Reserve,
     Fit,
 }
 
-/// The moves of one round: each rank's cap and reserve by ±1, every rank's at once, and `fit`
+/// The moves of one round: each rank's warm-up, cap and reserve by ±1, every rank's at once, and `fit`
 /// toggled. `None` as the rank: every rank.
 fn moves(p: usize) -> Vec<(Option<usize>, Field, i64)> {
     let mut all = vec![(None, Field::Fit, 0)];
-    for field in [Field::Cap, Field::Reserve] {
+    for field in [Field::Warm, Field::Cap, Field::Reserve] {
         for step in [1, -1] {
             all.push((None, field, step));
             all.extend((0..p).map(|r| (Some(r), field, step)));
@@ -229,6 +258,7 @@ fn nudge(k: &mut Knobs, rank: Option<usize>, field: Field, step: i64, caps: &[us
     let ranks: Vec<usize> = rank.map_or_else(|| (0..caps.len()).collect(), |r| vec![r]);
     for r in ranks {
         let (x, lo, hi) = match field {
+            Field::Warm => (&mut k.warm[r], 1, m),
             Field::Cap => (&mut k.cap[r], 1, caps[r]),
             _ => (&mut k.reserve[r], 0, m),
         };

@@ -11,14 +11,16 @@
 //! The rules, in order, for a rank free at time `t`:
 //! 1. an `I` whose gradient has arrived runs (first a `W` if the `I` would not fit in memory);
 //! 2. else an `F` whose activation has arrived runs, if fewer than `cap` micro-batches wait for
-//!    their `I` and memory holds it (with room for the `I` that follows);
+//!    their `I` (and, before the rank's first `I`, fewer than `warm` forwards ran) and memory
+//!    holds it (with room for the `I` that follows);
 //! 3. else a `W` runs if the `F` is held back by memory alone, or — filling a bubble — if more than
 //!    `reserve` of them are pending (and, with `fit`, the next input is not due before it ends);
 //! 4. else the rank idles until the next input it knows of arrives, or, knowing of none, until a
 //!    neighbour sends one.
 //!
 //! Ranks are served in order of the time they are free, so each decision sees every input that
-//! arrives by then. `cap`, `reserve` and `fit` are the knobs [`auto`](super::auto) searches.
+//! arrives by then. `warm`, `cap`, `reserve` and `fit` are the knobs [`auto`](super::auto)
+//! searches.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -66,10 +68,12 @@ impl Problem {
     }
 }
 
-/// The knobs of one pass: per rank, how many micro-batches may wait for their `I` and how many
-/// `W` are kept back from filling bubbles; and whether a `W` fills only a bubble it fits in.
+/// The knobs of one pass: per rank, how many forwards run before its first `I` (at least 1), how
+/// many micro-batches may wait for their `I` (at least 1) and how many `W` are kept back from
+/// filling bubbles; and whether a `W` fills only a bubble it fits in.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Knobs {
+    pub warm: Vec<usize>,
     pub cap: Vec<usize>,
     pub reserve: Vec<usize>,
     pub fit: bool,
@@ -137,7 +141,7 @@ pub(super) fn greedy(pb: &Problem, k: &Knobs) -> Option<Plan> {
         let f_ready = |j: usize| if r == 0 { 0.0 } else { end_f[(r - 1) * m + j] + pb.fwd[r - 1] };
         let i_ready = |j: usize| if r + 1 == p { end_f[r * m + j] } else { end_i[(r + 1) * m + j] + pb.bwd[r + 1] };
         let i_due = if st.ni < st.nf { i_ready(st.ni) } else { unknown };
-        let f_room = st.nf < m && st.nf - st.ni < k.cap[r];
+        let f_room = st.nf < m && st.nf - st.ni < k.cap[r] && (st.ni > 0 || st.nf < k.warm[r]);
         let f_fits = pb.f_fits(r, st.mem);
         let f_due = if f_room && f_fits { f_ready(st.nf) } else { unknown };
         let pending = st.ni - st.nw;
@@ -234,7 +238,7 @@ fn fill(pb: &Problem, k: &Knobs, ranks: &[Rank], r: usize, pending: usize, i_due
     } else {
         ranks[r + 1].t + pb.i[r + 1] + pb.bwd[r + 1]
     };
-    let soon_f = if st.nf == pb.m || st.nf - st.ni >= k.cap[r] {
+    let soon_f = if st.nf == pb.m || st.nf - st.ni >= k.cap[r] || st.ni == 0 && st.nf >= k.warm[r] {
         f64::INFINITY
     } else if f_due.is_finite() || r == 0 {
         f_due
