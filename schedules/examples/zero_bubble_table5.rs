@@ -16,7 +16,20 @@ use pipesched_schedules::{auto, simulate_stats, Kind, Objective, Stats};
 fn main() -> Result<(), pipesched_schedules::Error> {
     println!(
         "{:<6} {:>3} {:>4} | {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} | {:>8}",
-        "model", "p", "m", "H1 pap", "H1 ours", "H2 pap", "H2 ours", "1p pap", "1p st", "2p pap", "2p st", "1p mk", "2p mk", "gen ms"
+        "model",
+        "p",
+        "m",
+        "H1 pap",
+        "H1 ours",
+        "H2 pap",
+        "H2 ours",
+        "1p pap",
+        "1p st",
+        "2p pap",
+        "2p st",
+        "1p mk",
+        "2p mk",
+        "gen ms"
     );
     for s in table9::SETTINGS {
         let costs = s.costs();
@@ -38,7 +51,7 @@ fn main() -> Result<(), pipesched_schedules::Error> {
         let (st1, st2) = (rate(1, Objective::SteadyPeriod)?, rate(2, Objective::SteadyPeriod)?);
         let (mk1, mk2) = (rate(1, Objective::Makespan)?, rate(2, Objective::Makespan)?);
         println!(
-            "{:<6} {:>3} {:>4} | {:>7.4} {:>7.4} {:>7.4} {:>7.4} | {:>7.4} {:>7.4} {:>7.4} {:>7.4} | {:>7.4} {:>7.4} | {:>8.1}",
+            "{:<6} {:>3} {:>4} | {:>7.4} {:>7.5} {:>7.4} {:>7.5} | {:>7.4} {:>7.5} {:>7.4} {:>7.5} | {:>7.5} {:>7.5} | {:>8.1}",
             s.model,
             s.p,
             s.m,

@@ -4,8 +4,8 @@
 //! and ZB-H1 — nor, when minimising the steady period, than ZB-H2.
 
 use pipesched_schedules::{
-    auto, one_f_one_b, simulate_stats, validate, zb_h1, zb_h2, CostModel, Objective, Schedule, StageCost,
-    StageCosts, Stats,
+    auto, one_f_one_b, simulate_stats, validate, zb_h1, zb_h2, CostModel, Objective, Schedule, StageCost, StageCosts,
+    Stats,
 };
 use proptest::prelude::*;
 

@@ -12,7 +12,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use pipesched_schedules::{auto, from_csv, validate, CostModel, Footprint, Kind, Objective, Placement, Schedule, Simulation};
+use pipesched_schedules::{
+    auto, from_csv, validate, CostModel, Footprint, Kind, Objective, Placement, Schedule, Simulation,
+};
 
 use super::bytes::ByteSize;
 use super::{at_least_one, read_text, stage_count};

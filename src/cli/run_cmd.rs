@@ -140,7 +140,8 @@ fn auto_schedule(args: &RunArgs, opts: &ExecOptions) -> Result<Schedule> {
         ));
     }
     let layout = args.schedule.shape.layout.layout(Some(Kind::Auto))?;
-    let mut probe = args.model.spec().build(&layout, &policies, &Demand::profiling(layout.stages()), &opts.transport)?;
+    let mut probe =
+        args.model.spec().build(&layout, &policies, &Demand::profiling(layout.stages()), &opts.transport)?;
     let costs = probe.profile(AUTO_PROFILE_REPS)?;
     drop(probe);
     args.schedule.schedule(Some(&costs))

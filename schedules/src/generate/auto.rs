@@ -10,12 +10,14 @@
 //! local search moves each rank's knobs by one while the objective improves. The handcrafted
 //! 1F1B (with its `B` split into `I` then `W`), ZB-H1 and ZB-H2 compete too when they fit the
 //! limit, so `auto` is never worse than any of them that fits; one micro-batch at a time on each
-//! rank (`F`, `I`, `W`) is the fallback that fits every limit `auto` accepts.
+//! rank (`F`, `I`, `W`) is the fallback that fits every limit `auto` accepts. Last, the best one's
+//! `W`s are moved one place at a time while that helps ([`auto_polish`](super::auto_polish)).
 //!
 //! Invariant: the schedule returned validates and, under the simulator's byte rule, no rank
 //! ever holds more than `limit` activation bytes on top of its static bytes.
 
 use super::auto_greedy::{greedy, Knobs, Problem};
+use super::auto_polish::{polish, Scored};
 use super::{check_pm, finish, one_f_one_b, zb_h1, zb_h2};
 use crate::action::{Action, Op};
 use crate::cost::CostModel;
@@ -37,6 +39,9 @@ pub enum Objective {
 /// The most micro-batch passes of the list scheduler the local search may spend, counted in
 /// actions: a few seconds at p = 32, m = 256.
 const SEARCH_BUDGET: usize = 40_000_000;
+
+/// Simulations of the final polish, counted in actions, as for [`SEARCH_BUDGET`].
+const POLISH_BUDGET: usize = 6_000_000;
 
 /// Rounds of the local search at most.
 const ROUNDS: usize = 6;
@@ -68,7 +73,7 @@ pub fn auto(p: usize, m: usize, costs: &CostModel, limit: u64, objective: Object
     if m >= 2 * p {
         fixed.push(zb_h2(p, m)?.lanes_vec());
     }
-    let mut best: Option<((f64, f64), Vec<Vec<Action>>)> = None;
+    let mut best: Option<Scored> = None;
     for lanes in fixed.into_iter().filter(|l| fits(&pb, l)) {
         let st = simulate_stats(&finish("auto", p, 1, m, lanes.clone())?, costs)?;
         let k = key(st.makespan, st.steady_period);
@@ -91,7 +96,9 @@ pub fn auto(p: usize, m: usize, costs: &CostModel, limit: u64, objective: Object
                 for fit in [false, true] {
                     let k = Knobs {
                         warm: (0..p).map(|r| if before == 2 { m } else { (warm[r] + before).min(m) }).collect(),
-                        cap: (0..p).map(|r| if inflight == 0 { caps[r] } else { caps[r].min(inflight * (p - r)) }).collect(),
+                        cap: (0..p)
+                            .map(|r| if inflight == 0 { caps[r] } else { caps[r].min(inflight * (p - r)) })
+                            .collect(),
                         reserve: (0..p).map(|r| if hold == 3 { p - 1 - r } else { hold * r }).collect(),
                         fit,
                     };
@@ -131,7 +138,10 @@ pub fn auto(p: usize, m: usize, costs: &CostModel, limit: u64, objective: Object
             best = Some((here, plan.lanes));
         }
     }
-    let (_, lanes) = best.expect("the one-at-a-time schedule fits every accepted limit");
+    let (here, lanes) = best.expect("the one-at-a-time schedule fits every accepted limit");
+    let budget = POLISH_BUDGET / (3 * p * m).max(1);
+    let fits_lane = |r: usize, lane: &[Action]| fits_one(&pb, r, lane);
+    let (_, lanes) = polish(costs, m, lanes, here, key, fits_lane, budget)?;
     finish("auto", p, 1, m, lanes)
 }
 
@@ -170,11 +180,13 @@ fn problem(p: usize, m: usize, costs: &CostModel, limit: u64) -> Result<Problem>
 /// heuristic, before memory caps it.
 fn warm_up(pb: &Problem) -> Vec<usize> {
     let p = pb.p;
-    let first_start: Vec<f64> = (0..p).scan(0.0, |t, r| {
-        let here = *t;
-        *t += pb.f[r] + pb.fwd[r];
-        Some(here)
-    }).collect();
+    let first_start: Vec<f64> = (0..p)
+        .scan(0.0, |t, r| {
+            let here = *t;
+            *t += pb.f[r] + pb.fwd[r];
+            Some(here)
+        })
+        .collect();
     let last_f_end = first_start[p - 1] + pb.f[p - 1];
     let mut arrival = last_f_end;
     let mut warm = vec![1; p];
@@ -191,16 +203,19 @@ fn warm_up(pb: &Problem) -> Vec<usize> {
 /// Whether every lane stays within the limit under the byte rule (a lane's peak follows from its
 /// order alone).
 fn fits(pb: &Problem, lanes: &[Vec<Action>]) -> bool {
-    lanes.iter().enumerate().all(|(r, lane)| {
-        let mut mem = 0u64;
-        lane.iter().all(|a| {
-            mem = match a.op {
-                Op::F => mem + pb.act[r],
-                Op::I => mem - pb.act[r] + pb.keep[r],
-                _ => mem - pb.keep[r],
-            };
-            mem <= pb.limit
-        })
+    lanes.iter().enumerate().all(|(r, lane)| fits_one(pb, r, lane))
+}
+
+/// Whether rank `r`'s lane stays within the limit.
+fn fits_one(pb: &Problem, r: usize, lane: &[Action]) -> bool {
+    let mut mem = 0u64;
+    lane.iter().all(|a| {
+        mem = match a.op {
+            Op::F => mem + pb.act[r],
+            Op::I => mem - pb.act[r] + pb.keep[r],
+            _ => mem - pb.keep[r],
+        };
+        mem <= pb.limit
     })
 }
 

@@ -222,7 +222,16 @@ pub(super) fn greedy(pb: &Problem, k: &Knobs) -> Option<Plan> {
 /// `i_due` and `f_due` are its inputs' known arrivals (infinite when not yet known);
 /// `held_back` says its `F` waits for memory alone.
 #[allow(clippy::too_many_arguments)]
-fn fill(pb: &Problem, k: &Knobs, ranks: &[Rank], r: usize, pending: usize, i_due: f64, f_due: f64, held_back: bool) -> bool {
+fn fill(
+    pb: &Problem,
+    k: &Knobs,
+    ranks: &[Rank],
+    r: usize,
+    pending: usize,
+    i_due: f64,
+    f_due: f64,
+    held_back: bool,
+) -> bool {
     let st = &ranks[r];
     if held_back || st.ni == pb.m || pending > k.reserve[r] && !k.fit {
         return true;

@@ -8,6 +8,7 @@
 
 mod auto;
 mod auto_greedy;
+mod auto_polish;
 mod dualpipe_v;
 mod gpipe;
 mod interleaved;
@@ -153,7 +154,14 @@ impl Kind {
     /// and `W` for the schedules that split the backward.
     pub fn actions_per_microbatch(self) -> usize {
         match self {
-            Kind::ZbH1 | Kind::ZbH2 | Kind::ZbV | Kind::InterleavedZb | Kind::VHalf | Kind::VMin | Kind::DualPipeV | Kind::Auto => 3,
+            Kind::ZbH1
+            | Kind::ZbH2
+            | Kind::ZbV
+            | Kind::InterleavedZb
+            | Kind::VHalf
+            | Kind::VMin
+            | Kind::DualPipeV
+            | Kind::Auto => 3,
             Kind::GPipe | Kind::OneFOneB | Kind::Interleaved | Kind::LoopedBfs => 2,
         }
     }
