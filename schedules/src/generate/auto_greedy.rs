@@ -256,3 +256,45 @@ fn fill(
     };
     soon_i.min(soon_f) >= st.t + pb.w[r]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::{CostModel, StageCost, StageCosts};
+    use crate::schedule::{Placement, Schedule};
+    use crate::simulate::simulate_stats;
+
+    #[test]
+    fn its_times_and_bytes_are_the_simulators() {
+        let (f, i, w) = ([1.0, 2.0, 1.5, 1.0], [1.0, 2.5, 1.0, 1.5], [0.5, 1.0, 0.5, 1.0]);
+        let pb = Problem {
+            p: 4,
+            m: 8,
+            f: f.to_vec(),
+            i: i.to_vec(),
+            w: w.to_vec(),
+            act: vec![2, 3, 2, 2],
+            keep: vec![1, 4, 1, 1],
+            fwd: vec![0.25; 4],
+            bwd: vec![0.25; 4],
+            limit: 9,
+        };
+        let stages = (0..4)
+            .map(|r| StageCost { act_bytes: pb.act[r], w_bytes: pb.keep[r], ..StageCost::times(f[r], i[r], w[r]) })
+            .collect();
+        let mut costs = CostModel::per_rank(1.0, 1.0, 1.0).with_latency(0.25);
+        costs.costs = StageCosts::Stages(stages);
+        for cap in [1, 2, 4] {
+            for reserve in [0, 1, 3] {
+                for fit in [false, true] {
+                    let k = Knobs { warm: vec![3, 2, 2, 1], cap: vec![cap; 4], reserve: vec![reserve; 4], fit };
+                    let plan = greedy(&pb, &k).unwrap();
+                    let s = Schedule::new("auto", 4, 1, 8, Placement::Loop, plan.lanes.clone());
+                    let st = simulate_stats(&s, &costs).unwrap();
+                    assert_eq!((plan.makespan, plan.steady), (st.makespan, st.steady_period), "{k:?}");
+                    assert!(st.peak_held_bytes.iter().all(|&b| b <= 9), "{k:?}: {:?}", st.peak_held_bytes);
+                }
+            }
+        }
+    }
+}
