@@ -5,9 +5,10 @@
 //! otherwise overflow; try several warm-up counts and keep the best simulated schedule.
 //!
 //! Here the list scheduler ([`auto_greedy`](super::auto_greedy)) runs from a few families of
-//! knobs — per rank, the micro-batches that may wait for their `I` (`p−r`, `2(p−r)`, or all that
-//! memory holds) and the `W`s kept back for the cool-down (none, `r`, `2r`, `p−1−r`) — then a
-//! local search moves each rank's knobs by one while the objective improves. The handcrafted
+//! knobs — per rank, the forwards before its first `I` (as many as end before its first gradient
+//! can arrive, one more, or no bound), the micro-batches that may wait for their `I` (`p−r`,
+//! `2(p−r)`, or all that memory holds) and the `W`s kept back for the cool-down (none, `r`, `2r`,
+//! `p−1−r`) — then a local search moves each rank's knobs by one while the objective improves. The handcrafted
 //! 1F1B (with its `B` split into `I` then `W`), ZB-H1 and ZB-H2 compete too when they fit the
 //! limit, so `auto` is never worse than any of them that fits; one micro-batch at a time on each
 //! rank (`F`, `I`, `W`) is the fallback that fits every limit `auto` accepts. Last, the best one's
