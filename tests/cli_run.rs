@@ -71,6 +71,31 @@ fn recompute_runs_r_actions() {
     }
 }
 
+/// `-s auto` profiles the stages, then schedules them under `--memory-limit`: the measured held
+/// peak stays within it (synthetic stages keep 64 KiB per micro-batch until `W`).
+#[test]
+fn auto_runs_under_its_memory_limit() {
+    let v = json(&[
+        "run",
+        "--model",
+        "synthetic:F=200us,I=200us,W=100us,mem=64KiB",
+        "-s",
+        "auto",
+        "--memory-limit",
+        "128KiB",
+        "-p",
+        "3",
+        "-m",
+        "6",
+        "--steps",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(v["schedule"], "auto");
+    let held: Vec<u64> = v["peak_held_bytes"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert!(held.iter().all(|&b| b <= 128 << 10), "{held:?}");
+}
+
 #[test]
 fn synthetic_stages_run_and_profile() {
     let v = json(&[

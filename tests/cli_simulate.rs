@@ -154,3 +154,50 @@ fn runs_without_a_barrier_reach_the_closed_form_periods() {
         assert_eq!(v["run"]["peak_stashed_versions"], serde_json::json!(stashed), "{kind}");
     }
 }
+
+fn fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipesched")).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(err.starts_with("error:") && !err.contains("panicked"), "{args:?}: {err}");
+    err
+}
+
+/// `-s auto` under `--memory-limit`: the simulated peak stays within the limit (on top of the
+/// static bytes), the step is no longer than 1F1B's, and `schedule` prints the same schedule.
+#[test]
+fn auto_schedules_under_the_memory_limit() {
+    let costs = ["--costs", "F=2,I=2,W=1,C=0.25", "--mem", "A=2MiB,W=1MiB,S=1KiB"];
+    let simulate = |kind: &str, extra: &[&str]| {
+        let mut args = vec!["simulate", "-s", kind, "-p", "4", "-m", "12", "--json"];
+        args.extend_from_slice(&costs);
+        args.extend_from_slice(extra);
+        serde_json::from_str::<serde_json::Value>(&run(&args)).unwrap()
+    };
+    let auto = simulate("auto", &["--memory-limit", "8MiB"]);
+    assert_eq!(auto["schedule"], "auto");
+    for peak in auto["peak_held_bytes"].as_array().unwrap() {
+        assert!(peak.as_u64().unwrap() <= (8 << 20) + 1024, "{auto}");
+    }
+    assert!(auto["makespan"].as_f64().unwrap() <= simulate("1f1b", &[])["makespan"].as_f64().unwrap());
+    let steady = simulate("auto", &["--memory-limit", "16MiB", "--objective", "steady"]);
+    assert!(steady["steady_period"].as_f64().unwrap() <= simulate("zb-h2", &[])["steady_period"].as_f64().unwrap());
+    let mut args = vec!["schedule", "-s", "auto", "-p", "4", "-m", "12", "--memory-limit", "8MiB", "--format", "csv"];
+    args.extend_from_slice(&costs);
+    let csv = run(&args);
+    assert_eq!(csv.lines().count(), 4);
+    assert!(csv.starts_with("0F0,"), "{csv}");
+}
+
+#[test]
+fn auto_without_a_limit_or_below_one_microbatch_is_a_clear_error() {
+    let e = fails(&["simulate", "-s", "auto", "-p", "4", "-m", "8", "--mem", "A=2MiB,W=1MiB"]);
+    assert!(e.contains("--memory-limit BYTES"), "{e}");
+    let e =
+        fails(&["simulate", "-s", "auto", "-p", "4", "-m", "8", "--mem", "A=2MiB,W=1MiB", "--memory-limit", "1MiB"]);
+    assert!(e.contains("at least 2097152 bytes"), "{e}");
+    let e = fails(&["schedule", "-s", "1f1b", "--memory-limit", "1MiB"]);
+    assert!(e.contains("--memory-limit is the limit -s auto schedules under"), "{e}");
+    let e = fails(&["schedule", "-s", "1f1b", "--costs", "F=1"]);
+    assert!(e.contains("are what -s auto is built for"), "{e}");
+}

@@ -11,7 +11,8 @@
 //! records (every rank keeps them until the walk ends), the in-flight changes a ledger sorts —
 //! one rank's at a time, which with one rank are the whole schedule's — and, for a trace, the
 //! memory curves (see the constants below); the stats alone need no curve. V-Half and V-Min build
-//! their lanes on a grid of time slots first, which they free before the lanes are validated.
+//! their lanes on a grid of time slots first, and `auto` searches over copies of its lanes; both
+//! free that before the lanes are validated.
 
 use crate::action::Action;
 use crate::generate::Kind;
@@ -73,6 +74,11 @@ impl Footprint {
                     p.checked_mul(p)?.checked_mul(GRID_PER_RANK_SQUARED)?.checked_add(p.checked_mul(GRID_PER_RANK)?)?;
                 pairs.checked_mul(GRID_PER_PAIR)?.checked_add(rows)?
             }
+            // The search holds the best lanes, a candidate's and a copy to simulate, and two end
+            // times per (stage, micro-batch).
+            Kind::Auto => {
+                actions.checked_mul(3 * std::mem::size_of::<Action>() as u64)?.checked_add(pairs.checked_mul(16)?)?
+            }
             _ => 0,
         };
         Some(Footprint { actions, stages, m: m as u64, build })
@@ -132,6 +138,8 @@ mod tests {
         assert_eq!(f.build, 64 * GRID_PER_PAIR + 16 * GRID_PER_RANK_SQUARED + 4 * GRID_PER_RANK);
         assert_eq!(f.schedule_bytes(), Some(f.actions * 8 + f.build));
         assert_eq!(Footprint::of(Kind::ZbV, 4, 2, 8, 0).unwrap().build, 0);
+        // auto's copies of its 96 lanes' actions, and two times per (stage, micro-batch).
+        assert_eq!(Footprint::of(Kind::Auto, 4, 1, 8, 0).unwrap().build, 96 * 24 + 32 * 16);
         assert!(Footprint::of(Kind::VMin, 1 << 40, 2, 2, 0).is_none());
     }
 

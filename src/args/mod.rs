@@ -31,7 +31,7 @@ pub use number::{at_least_one, positive, stage_count};
 pub use out::OutArgs;
 pub use pairs::pairs;
 pub use run_mode::RunModeArgs;
-pub use schedule::{LayoutArgs, ScheduleArgs, ShapeArgs};
+pub use schedule::{LayoutArgs, ObjectiveArg, ScheduleArgs, ShapeArgs};
 pub use steps::StepArgs;
 pub use time::{seconds, Time, TimeUnit};
 pub use transport::{TransportArgs, TransportKind};

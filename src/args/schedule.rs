@@ -1,6 +1,9 @@
 //! Choosing a schedule's shape — `-p` ranks, `-m` micro-batches, `-v` chunks per rank — and a
 //! schedule: a generator (`-s NAME`) or a PyTorch-compatible CSV file (`--from-csv FILE`).
 //!
+//! `-s auto` is built for a cost model under `--memory-limit` (and `--objective`): the caller
+//! hands the cost model in.
+//!
 //! Invariant: p, m and v are ≥ 1 once parsed (checked here and nowhere else on the command
 //! line), and every schedule [`ScheduleArgs::schedule`] returns went through `validate`; only
 //! `simulate`, whose walk validates, takes a generated one unvalidated
@@ -8,9 +11,12 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
-use pipesched_schedules::{from_csv, validate, Footprint, Kind, Placement, Schedule, Simulation};
+use clap::{Args, ValueEnum};
+use pipesched_schedules::{
+    auto, from_csv, validate, CostModel, Footprint, Kind, Objective, Placement, Schedule, Simulation,
+};
 
+use super::bytes::ByteSize;
 use super::{at_least_one, read_text, stage_count};
 use crate::budget::{self, Available};
 use crate::workload::Layout;
@@ -99,13 +105,42 @@ impl ShapeArgs {
     }
 }
 
+/// What `auto` minimises, as `--objective` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ObjectiveArg {
+    /// One step's makespan, time from 0.
+    #[default]
+    Makespan,
+    /// The steady period: the longest span of a rank, what a step costs when steps overlap with
+    /// no barrier between them (the Zero Bubble paper's measure).
+    Steady,
+}
+
+impl From<ObjectiveArg> for Objective {
+    fn from(o: ObjectiveArg) -> Objective {
+        match o {
+            ObjectiveArg::Makespan => Objective::Makespan,
+            ObjectiveArg::Steady => Objective::SteadyPeriod,
+        }
+    }
+}
+
 /// Which schedule: generated or read from a file.
 #[derive(Debug, Clone, Args)]
 pub struct ScheduleArgs {
     /// Schedule: gpipe, 1f1b, interleaved, zb-h1, zb-h2, zb-v, looped-bfs, interleaved-zb, v-half,
-    /// v-min, dualpipev.
+    /// v-min, dualpipev, or auto (built for the cost model under --memory-limit).
     #[arg(long, short = 's', value_name = "NAME")]
     pub schedule: Option<Kind>,
+    /// For -s auto: the activation bytes each rank may hold on top of its static bytes — what F
+    /// keeps and what I keeps until W, per micro-batch (A= and W= of --mem, or the cost file) —
+    /// e.g. 40MiB.
+    #[arg(long, value_name = "BYTES", conflicts_with = "from_csv")]
+    pub memory_limit: Option<ByteSize>,
+    /// For -s auto: what it minimises — makespan (one step from time 0) or steady (the steady
+    /// period, steps overlapping with no barrier: the Zero Bubble paper's measure).
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Makespan, conflicts_with = "from_csv")]
+    pub objective: ObjectiveArg,
     /// Ranks, chunks and micro-batches.
     #[command(flatten)]
     pub shape: ShapeArgs,
@@ -148,9 +183,32 @@ impl ScheduleArgs {
         }
     }
 
-    /// Generates or reads the schedule, validated.
-    pub fn schedule(&self) -> Result<Schedule> {
-        let s = self.schedule_to_simulate()?;
+    /// Whether the schedule is `auto`, which needs a cost model.
+    pub fn is_auto(&self) -> bool {
+        self.from_csv.is_none() && self.schedule == Some(Kind::Auto)
+    }
+
+    /// Refuses `--memory-limit` or `--objective` without `-s auto`, and `-s auto` without
+    /// `--memory-limit`.
+    fn check_auto_flags(&self) -> Result<u64> {
+        match (self.is_auto(), self.memory_limit) {
+            (true, Some(limit)) => Ok(limit.0),
+            (true, None) => Err(Error::Usage(
+                "-s auto is built under a memory limit: give --memory-limit BYTES, the activation bytes each rank may hold on top of its static bytes (e.g. --memory-limit 40MiB), with the costs (--costs and --mem, or --costs-file)".into(),
+            )),
+            (false, Some(_)) => Err(Error::Usage(
+                "--memory-limit is the limit -s auto schedules under; drop it, or use -s auto".into(),
+            )),
+            (false, None) if self.objective != ObjectiveArg::default() => Err(Error::Usage(
+                "--objective is what -s auto minimises; drop it, or use -s auto".into(),
+            )),
+            (false, None) => Ok(0),
+        }
+    }
+
+    /// Generates or reads the schedule, validated; `costs` builds `-s auto` (which needs them).
+    pub fn schedule(&self, costs: Option<&CostModel>) -> Result<Schedule> {
+        let s = self.schedule_to_simulate(costs)?;
         if self.from_csv.is_none() {
             validate(&s)?;
         }
@@ -176,7 +234,8 @@ impl ScheduleArgs {
     /// Generates or reads the schedule for [`simulate`](pipesched_schedules::simulate), which
     /// validates it as it walks: a generated one is not validated first (generators are valid by
     /// construction, and their tests validate every one), a CSV one is, as it is read.
-    pub fn schedule_to_simulate(&self) -> Result<Schedule> {
+    pub fn schedule_to_simulate(&self, costs: Option<&CostModel>) -> Result<Schedule> {
+        let limit = self.check_auto_flags()?;
         if let Some(path) = &self.from_csv {
             // A schedule in memory takes about twice its CSV text, and its validation as much
             // again: a file of up to an eighth of the memory budget.
@@ -188,9 +247,16 @@ impl ScheduleArgs {
         let Some(kind) = self.schedule else {
             return Err(Error::Usage(format!(
                 "no schedule given: pass -s NAME (one of {}) with -p P -m M, or --from-csv FILE",
-                Kind::ALL.map(Kind::name).join(", ")
+                Kind::NAMED.map(Kind::name).join(", ")
             )));
         };
-        self.shape.generate(kind)
+        if kind != Kind::Auto {
+            return self.shape.generate(kind);
+        }
+        let Some(costs) = costs else {
+            return Err(Error::Usage("-s auto is built for a cost model, and this command has none".into()));
+        };
+        self.shape.check_size(kind, None, false)?;
+        Ok(auto(self.shape.layout.p, self.shape.m, costs, limit, self.objective.into())?)
     }
 }

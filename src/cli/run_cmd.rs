@@ -16,7 +16,7 @@ use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
 use pipesched::workload::{Demand, Layout, RunPlan, Step, Workload};
 use pipesched::{units, Error, Result};
-use pipesched_schedules::{period, simulate, simulate_updates, step_ends, CostModel, Schedule, Stats, Trace};
+use pipesched_schedules::{period, simulate, simulate_updates, step_ends, CostModel, Kind, Schedule, Stats, Trace};
 
 /// Arguments of `pipesched run`.
 #[derive(Debug, Args)]
@@ -85,7 +85,7 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     if args.trace || args.plot {
         args.out.prepare()?;
     }
-    let base = args.schedule.schedule()?;
+    let base = if args.schedule.is_auto() { auto_schedule(args, opts)? } else { args.schedule.schedule(None)? };
     opts.transport.check_size(base.p)?;
     // A run is sized as one step of all its micro-batches, with the versions it stashes.
     let demand = if args.mode.is_run() {
@@ -257,6 +257,31 @@ fn run_plan(
         )?;
     }
     print_peaks(&m_stats, &from_bytes.peak_held_bytes, &predicted)
+}
+
+/// Repetitions of each op when the stages are profiled for `-s auto`.
+const AUTO_PROFILE_REPS: usize = 3;
+
+/// `-s auto` for these stages: profiles them one micro-batch at a time, then builds the schedule
+/// for the measured times and bytes.
+fn auto_schedule(args: &RunArgs, opts: &ExecOptions) -> Result<Schedule> {
+    if opts.transport.is_processes() {
+        return Err(Error::Usage(
+            "-s auto profiles the stages in one process before it schedules them; with ranks as processes, profile first (`pipesched profile`), print the schedule (`pipesched schedule -s auto --costs-file FILE --format csv`) and run it with --from-csv".into(),
+        ));
+    }
+    let policies = args.recompute.policies();
+    if policies.0.iter().any(|p| p.drops()) {
+        return Err(Error::Usage(
+            "-s auto keeps its memory limit without recompute; drop --recompute or choose another schedule".into(),
+        ));
+    }
+    let layout = args.schedule.shape.layout.layout(Some(Kind::Auto))?;
+    let mut probe =
+        args.model.spec().build(&layout, &policies, &Demand::profiling(layout.stages()), &opts.transport)?;
+    let costs = probe.profile(AUTO_PROFILE_REPS)?;
+    drop(probe);
+    args.schedule.schedule(Some(&costs))
 }
 
 fn print_step(args: &RunArgs, step: usize, rec: &Step) -> Result<()> {

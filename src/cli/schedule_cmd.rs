@@ -1,10 +1,13 @@
-//! `pipesched schedule`: print a schedule as a grid, CSV or JSON.
+//! `pipesched schedule`: print a schedule as a grid, CSV or JSON. `-s auto` takes the costs it is
+//! built for from `--costs` and `--mem`, or `--costs-file`.
+
+use std::io::Write;
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use pipesched::args::ScheduleArgs;
-use std::io::Write;
-
+use pipesched::args::{read_text, CostArgs, ScheduleArgs};
+use pipesched::cost_file::CostFile;
 use pipesched::{Error, Result};
 use pipesched_schedules::csv_lines;
 
@@ -24,6 +27,12 @@ pub enum Format {
 pub struct PrintArgs {
     #[command(flatten)]
     pick: ScheduleArgs,
+    /// The costs `-s auto` is built for.
+    #[command(flatten)]
+    costs: CostArgs,
+    /// For -s auto: read the costs from a JSON file instead, as `profile` writes it.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["costs", "mem", "bandwidth"])]
+    costs_file: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "grid")]
     format: Format,
@@ -41,7 +50,22 @@ pub fn run(args: PrintArgs) -> Result<()> {
             )));
         }
     }
-    let s = args.pick.schedule()?;
+    let costs = if args.pick.is_auto() {
+        Some(match &args.costs_file {
+            Some(path) => {
+                let text = read_text(path, 64 << 20, "cannot read the cost model")?;
+                CostFile::from_json(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?.model
+            }
+            None => args.costs.model()?,
+        })
+    } else if args.costs.given() || args.costs_file.is_some() {
+        return Err(Error::Usage(
+            "--costs, --mem, --bandwidth and --costs-file are what -s auto is built for; `schedule` prints other schedules without them".into(),
+        ));
+    } else {
+        None
+    };
+    let s = args.pick.schedule(costs.as_ref())?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = match args.format {
         Format::Grid => out.write_all(s.grid().as_bytes()),

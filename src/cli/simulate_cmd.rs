@@ -71,7 +71,12 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     if let (true, Some(actions)) = (args.trace, args.schedule.planned_actions(recompute)) {
         chrome::check_size(actions)?;
     }
-    let base = args.schedule.schedule_to_simulate()?;
+    if recompute && args.schedule.is_auto() {
+        return Err(Error::Usage(
+            "-s auto keeps its memory limit without recompute; drop --recompute (or the recompute the costs were profiled under)".into(),
+        ));
+    }
+    let base = args.schedule.schedule_to_simulate(Some(&costs.model))?;
     if args.schedule.from_csv.is_some() {
         // A file's size is known only once it is read: check its simulation now.
         let recomputed = if recompute { base.stages() * base.m } else { 0 };

@@ -6,6 +6,9 @@
 //! Each generator's doc comment draws its output for a small case on a unit clock (one action
 //! per tick, `.` = idle); a test in each file checks that the picture is what the code produces.
 
+mod auto;
+mod auto_greedy;
+mod auto_polish;
 mod dualpipe_v;
 mod gpipe;
 mod interleaved;
@@ -17,6 +20,7 @@ mod v_memory;
 mod zb_v;
 mod zero_bubble;
 
+pub use auto::{auto, Objective};
 pub use dualpipe_v::dualpipe_v;
 pub use gpipe::gpipe;
 pub use interleaved::interleaved;
@@ -74,10 +78,15 @@ pub enum Kind {
     /// back to back; needs m ≥ 2p.
     #[serde(rename = "dualpipev")]
     DualPipeV,
+    /// `auto`: built for a cost model and a memory limit ([`auto`]), one chunk per rank, split
+    /// backward; not in [`Kind::ALL`], since (p, v, m) alone do not make it.
+    #[serde(rename = "auto")]
+    Auto,
 }
 
 impl Kind {
-    /// Every kind, in the order tables list them.
+    /// Every kind that (p, v, m) alone make, in the order tables list them: all but
+    /// [`Kind::Auto`].
     pub const ALL: [Kind; 11] = [
         Kind::GPipe,
         Kind::OneFOneB,
@@ -106,6 +115,7 @@ impl Kind {
             Kind::VHalf => "v-half",
             Kind::VMin => "v-min",
             Kind::DualPipeV => "dualpipev",
+            Kind::Auto => "auto",
         }
     }
 
@@ -120,7 +130,7 @@ impl Kind {
             | Kind::VHalf
             | Kind::VMin
             | Kind::DualPipeV => 2,
-            Kind::GPipe | Kind::OneFOneB | Kind::ZbH1 | Kind::ZbH2 => 1,
+            Kind::GPipe | Kind::OneFOneB | Kind::ZbH1 | Kind::ZbH2 | Kind::Auto => 1,
         }
     }
 
@@ -135,7 +145,8 @@ impl Kind {
             | Kind::ZbH1
             | Kind::ZbH2
             | Kind::LoopedBfs
-            | Kind::InterleavedZb => Placement::Loop,
+            | Kind::InterleavedZb
+            | Kind::Auto => Placement::Loop,
         }
     }
 
@@ -143,7 +154,14 @@ impl Kind {
     /// and `W` for the schedules that split the backward.
     pub fn actions_per_microbatch(self) -> usize {
         match self {
-            Kind::ZbH1 | Kind::ZbH2 | Kind::ZbV | Kind::InterleavedZb | Kind::VHalf | Kind::VMin | Kind::DualPipeV => 3,
+            Kind::ZbH1
+            | Kind::ZbH2
+            | Kind::ZbV
+            | Kind::InterleavedZb
+            | Kind::VHalf
+            | Kind::VMin
+            | Kind::DualPipeV
+            | Kind::Auto => 3,
             Kind::GPipe | Kind::OneFOneB | Kind::Interleaved | Kind::LoopedBfs => 2,
         }
     }
@@ -154,7 +172,29 @@ impl Kind {
         matches!(self, Kind::Interleaved | Kind::LoopedBfs | Kind::InterleavedZb)
     }
 
+    /// Every kind a name parses to: [`Kind::ALL`] and [`Kind::Auto`].
+    pub const NAMED: [Kind; 12] = [
+        Kind::GPipe,
+        Kind::OneFOneB,
+        Kind::Interleaved,
+        Kind::ZbH1,
+        Kind::ZbH2,
+        Kind::ZbV,
+        Kind::LoopedBfs,
+        Kind::InterleavedZb,
+        Kind::VHalf,
+        Kind::VMin,
+        Kind::DualPipeV,
+        Kind::Auto,
+    ];
+
+    /// Whether generating this kind needs a cost model and a memory limit ([`auto`]).
+    pub fn needs_costs(self) -> bool {
+        self == Kind::Auto
+    }
+
     /// Generates this kind of schedule. `v` must be the default unless the kind takes chunks.
+    /// `auto` is refused: it needs a cost model and a memory limit ([`auto`]).
     pub fn generate(self, p: usize, v: usize, m: usize) -> Result<Schedule> {
         if !self.takes_chunks() && v != self.default_chunks() {
             let takers: Vec<&str> = Kind::ALL.into_iter().filter(|k| k.takes_chunks()).map(Kind::name).collect();
@@ -179,6 +219,10 @@ impl Kind {
             Kind::VHalf => v_half(p, m),
             Kind::VMin => v_min(p, m),
             Kind::DualPipeV => dualpipe_v(p, m),
+            Kind::Auto => Err(Error::BadArgs {
+                schedule: "auto".into(),
+                reason: "auto is built for a cost model and a memory limit; give both (on the command line --memory-limit BYTES with the costs)".into(),
+            }),
         }
     }
 }
@@ -194,12 +238,12 @@ impl FromStr for Kind {
 
     fn from_str(s: &str) -> Result<Kind> {
         let key = s.trim().to_ascii_lowercase();
-        Kind::ALL
+        Kind::NAMED
             .into_iter()
             .find(|k| k.name() == key || (key == "pipedream-flush" && *k == Kind::OneFOneB))
             .ok_or_else(|| Error::BadArgs {
                 schedule: s.to_string(),
-                reason: format!("unknown schedule name; choose one of {}", Kind::ALL.map(Kind::name).join(", ")),
+                reason: format!("unknown schedule name; choose one of {}", Kind::NAMED.map(Kind::name).join(", ")),
             })
     }
 }
