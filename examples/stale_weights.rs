@@ -21,11 +21,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
-use pipesched::args::ModelArgs;
+use pipesched::args::{ModelArgs, OptimizerKind};
 use pipesched::exec::{ExecOptions, Transport};
 use pipesched::plot::{render_lines, LineChart, Series};
 use pipesched::schedules::{Kind, Schedule};
-use pipesched::workload::{Asynchrony, Demand, Layout, RunPlan, Workload, WorkloadSpec};
+use pipesched::workload::{Asynchrony, Demand, Layout, RunPlan, WorkloadSpec};
 use pipesched_stages::Policies;
 use serde_json::json;
 
@@ -90,15 +90,15 @@ fn out_dir(given: Option<&Path>) -> Result<PathBuf, String> {
             let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
             let target = exe.ancestors().nth(3).map_or_else(|| PathBuf::from("target"), Path::to_path_buf);
             let dir = target.join("stale-weights");
-            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}; give --out DIR", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}; give --out DIR", dir.display()))?;
             dir
         }
     };
     // Minutes of training must not end in a directory that refuses the files.
     let probe = dir.join(format!(".stale-weights-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| {
-        format!("--out {}: cannot write there ({e}); give a writable directory", dir.display())
-    })?;
+    std::fs::write(&probe, b"")
+        .map_err(|e| format!("--out {}: cannot write there ({e}); give a writable directory", dir.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(dir)
 }
@@ -141,7 +141,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = out_dir(cli.out.as_deref())?;
     let spec = cli.model.spec();
     let base = Kind::OneFOneB.generate(P, 1, M)?;
-    let optimizer = format!("{:?} lr {}", cli.model.optimizer, cli.model.lr).to_lowercase();
+    let optimizer = match cli.model.optimizer {
+        OptimizerKind::Adam => format!("Adam lr {:e}", cli.model.lr),
+        OptimizerKind::Sgd => format!("SGD (momentum 0.9) lr {:e}", cli.model.lr),
+    };
     println!("{} · p={P} m={M} · {steps} steps · {optimizer} · seed {}", cli.model.model, cli.model.seed);
 
     let started = Instant::now();
