@@ -24,13 +24,25 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The chart was given nothing to draw: no traces, or no configurations.
+    /// The chart was given nothing to draw: no traces, no configurations, or no series.
     #[error("chart {}: no {what} to draw; give at least one", path.display())]
     Empty {
         /// The chart file.
         path: PathBuf,
-        /// What was missing (`traces`, `configurations`).
+        /// What was missing (`traces`, `configurations`, `series`).
         what: &'static str,
+    },
+
+    /// A series of a line chart cannot be drawn: it has no points, x and y values of different
+    /// counts, a value that is NaN or infinite, or values spanning more than an `f64`.
+    #[error("chart {}: series \"{label}\": {reason}", path.display())]
+    Series {
+        /// The chart file.
+        path: PathBuf,
+        /// The series' label.
+        label: String,
+        /// What is wrong with it, and what to do.
+        reason: String,
     },
 
     /// Traces drawn on one time axis are in different time units.

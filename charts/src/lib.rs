@@ -1,9 +1,10 @@
 //! Charts of pipeline traces: a timeline (one row per rank, one box per action, coloured by op)
 //! above a memory panel (the bytes of every rank over the same time axis), as SVG or PNG — and the
 //! house style (font, colours, axes, frames, atomic chart files) for other charts drawn in the
-//! same look.
+//! same look, among them line charts of labelled series ([`render_lines`]), such as a training
+//! loss per step.
 //!
-//! The charts read nothing but a [`Trace`] and its [`Stats`]: a simulated and a measured step
+//! The trace charts read nothing but a [`Trace`] and its [`Stats`]: a simulated and a measured step
 //! are drawn alike.
 //!
 //! ```no_run
@@ -31,6 +32,7 @@ mod error;
 mod figure;
 pub mod file;
 pub mod font;
+mod lines;
 mod memory;
 mod numbers;
 pub mod page;
@@ -43,6 +45,7 @@ pub mod units;
 
 pub use error::{Error, Result};
 pub use file::{write, Sheet};
+pub use lines::{render_lines, LineChart, Series, MARKERS};
 pub use plotters;
 
 use std::path::Path;
