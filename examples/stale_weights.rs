@@ -118,7 +118,7 @@ fn train(spec: &WorkloadSpec, base: &Schedule, steps: usize, run: &Run) -> pipes
         }
     };
     let started = Instant::now();
-    let out = workload.run(&plan, 0, &ExecOptions::default())?;
+    let out = workload.run(&plan, 0, &ExecOptions::default(), false)?;
     let seconds = started.elapsed().as_secs_f64();
     let losses = out.losses.iter().map(|l| l.unwrap_or(f32::NAN)).collect();
     Ok(Curve { name: run.name, asynchrony: run.asynchrony, losses, seconds })
