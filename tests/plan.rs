@@ -43,8 +43,22 @@ fn profile(model: &str, dir: &Path) -> String {
 fn plan(model: &str, costs: &str, batch: &str, cap: &str, dir: &Path) -> Value {
     let d = dir.to_str().unwrap();
     json(&[
-        "plan", "--model", model, "-p", "2", "--batch", batch, "--memory-cap", cap, "--costs-file", costs, "--out", d,
-        "--json", "--show", "100000",
+        "plan",
+        "--model",
+        model,
+        "-p",
+        "2",
+        "--batch",
+        batch,
+        "--memory-cap",
+        cap,
+        "--costs-file",
+        costs,
+        "--out",
+        d,
+        "--json",
+        "--show",
+        "100000",
     ])
 }
 
@@ -97,7 +111,17 @@ fn a_plan_profiled_on_the_spot_for_a_model_of_sequences_runs_as_predicted() {
     let dir = temp_dir("gpt");
     let d = dir.join("p");
     let loose = json(&[
-        "plan", "--model", "gpt-tiny", "-p", "2", "--batch", "8", "--memory-cap", "1GiB", "--out", d.to_str().unwrap(),
+        "plan",
+        "--model",
+        "gpt-tiny",
+        "-p",
+        "2",
+        "--batch",
+        "8",
+        "--memory-cap",
+        "1GiB",
+        "--out",
+        d.to_str().unwrap(),
         "--json",
     ]);
     let v = run_plan(&d);
@@ -119,9 +143,23 @@ fn caps_no_plan_meets_are_clear_errors() {
     let e = fails(&args("1KiB").iter().map(String::as_str).collect::<Vec<_>>());
     assert!(e.contains("below the static bytes") && e.contains("the least is"), "{e}");
     // The least static bytes over splits, plus one byte: above the static bytes, below any peak.
-    let least: u64 = e.split("the least is ").nth(1).unwrap().split(" (").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let least: u64 = e
+        .split("the least is ")
+        .nth(1)
+        .unwrap()
+        .split(" (")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let e = fails(&args(&(least + 1).to_string()).iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(e.contains("no plan fits under the memory cap") && e.contains("the smallest peak any candidate reached"), "{e}");
+    assert!(
+        e.contains("no plan fits under the memory cap") && e.contains("the smallest peak any candidate reached"),
+        "{e}"
+    );
     assert!(!out.join("plan.json").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -132,9 +170,37 @@ fn bad_batches_other_models_costs_and_contradicting_flags_are_refused() {
     let costs = profile("tiny", &dir.join("costs"));
     let d = dir.join("out");
     let d = d.to_str().unwrap();
-    let e = fails(&["plan", "--model", "tiny", "-p", "4", "--batch", "3", "--memory-cap", "1GiB", "--costs-file", &costs, "--out", d]);
+    let e = fails(&[
+        "plan",
+        "--model",
+        "tiny",
+        "-p",
+        "4",
+        "--batch",
+        "3",
+        "--memory-cap",
+        "1GiB",
+        "--costs-file",
+        &costs,
+        "--out",
+        d,
+    ]);
     assert!(e.contains("--batch 3 has no divisor m ≥ p = 4"), "{e}");
-    let e = fails(&["plan", "--model", "small", "-p", "2", "--batch", "8", "--memory-cap", "1GiB", "--costs-file", &costs, "--out", d]);
+    let e = fails(&[
+        "plan",
+        "--model",
+        "small",
+        "-p",
+        "2",
+        "--batch",
+        "8",
+        "--memory-cap",
+        "1GiB",
+        "--costs-file",
+        &costs,
+        "--out",
+        d,
+    ]);
     assert!(e.contains("profiled for model \"tiny\""), "{e}");
     let e = fails(&["run", "--plan", "nosuch.json", "-s", "1f1b"]);
     assert!(e.contains("--plan") && e.contains("--schedule"), "{e}");

@@ -369,7 +369,7 @@ mod tests {
     #[test]
     fn ticks_tell_neighbours_apart() {
         let l = tick_label(0.01, 8);
-        let labels: Vec<String> = [0.0125, 0.012, 0.0, 1.0].iter().map(|v| l(v)).collect();
+        let labels: Vec<String> = [0.0125, 0.012, 0.0, 1.0].iter().map(l).collect();
         assert_eq!(labels, ["0.0125", "0.012", "0", "1"]);
         assert_eq!(tick_label(50.0, 10)(&20.0), "20");
         assert_eq!(tick_label(1.0, 8)(&-0.0), "0");

@@ -76,7 +76,8 @@ pub fn run(args: PlanArgs) -> Result<()> {
         }
     };
     let started = Instant::now();
-    let req = Request { model, costs: &costs, p: args.p, batch: args.batch, cap: args.memory_cap.0, measured: &measured };
+    let req =
+        Request { model, costs: &costs, p: args.p, batch: args.batch, cap: args.memory_cap.0, measured: &measured };
     let outcome = search(req)?;
     let took = started.elapsed().as_secs_f64();
     let best = &outcome.plans[0];
@@ -163,7 +164,12 @@ fn print(args: &PlanArgs, outcome: &pipesched::plan::Outcome, took: f64) -> Resu
         pipesched::sayln!("{}", c.row(unit))?;
     }
     let best = &outcome.plans[0];
-    pipesched::sayln!("\nchosen: {} m={} (micro-batches of {}), peak held bytes per rank:", best.kind, best.m, best.microbatch)?;
+    pipesched::sayln!(
+        "\nchosen: {} m={} (micro-batches of {}), peak held bytes per rank:",
+        best.kind,
+        best.m,
+        best.microbatch
+    )?;
     for (r, (peak, stat)) in best.peaks.iter().zip(&best.static_bytes).enumerate() {
         pipesched::sayln!(
             "  rank {r}: {:>11} ({peak} B; static {}, {} under the cap)",

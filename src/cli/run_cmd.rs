@@ -63,7 +63,7 @@ pub struct RunArgs {
     plan: Option<PathBuf>,
     /// The plan read from `--plan`.
     #[arg(skip)]
-    loaded: Option<PlanFile>,
+    loaded: Option<Box<PlanFile>>,
 }
 
 /// Held-out micro-batches of each validation loss.
@@ -84,7 +84,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         args.model.batch = Some(plan.microbatch);
         args.recompute.recompute = Some(Policies(plan.policies.clone()));
         args.schedule.csv_text = Some((plan.schedule.clone(), plan.csv.clone()));
-        args.loaded = Some(plan);
+        args.loaded = Some(Box::new(plan));
     }
     if args.verify && args.model.model.is_synthetic() {
         return Err(Error::Usage("--verify compares gradients; synthetic stages have none. Use a real model".into()));

@@ -30,7 +30,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// Draws the front of `all`, the cap and `chosen` to `dir/plan-pareto.svg` and `.png`.
 pub fn write_front(dir: &Path, all: &[Point], cap: u64, chosen: &Candidate, unit: &str) -> Result<()> {
     let f = front(all);
-    let (lo, hi) = f.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.makespan), hi.max(p.makespan)));
+    let (lo, hi) =
+        f.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.makespan), hi.max(p.makespan)));
     let mib = |b: u64| b as f64 / MIB;
     let chart = LineChart {
         title: format!(

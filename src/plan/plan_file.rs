@@ -98,7 +98,8 @@ impl PlanFile {
     /// Reads and checks a plan file.
     pub fn read(path: &Path) -> Result<PlanFile> {
         let text = read_text(path, 64 << 20, "cannot read the plan")?;
-        let bad = |why: String| Error::Usage(format!("{}: {why}; write it again with `pipesched plan`", path.display()));
+        let bad =
+            |why: String| Error::Usage(format!("{}: {why}; write it again with `pipesched plan`", path.display()));
         let plan: PlanFile = serde_json::from_str(&text).map_err(|e| bad(format!("not a plan file ({e})")))?;
         if plan.format != PLAN_FORMAT {
             return Err(bad(format!("format {}, and this pipesched reads format {PLAN_FORMAT}", plan.format)));
@@ -108,7 +109,10 @@ impl PlanFile {
         let mut next = 0;
         for r in &plan.partition {
             if r.start != next || r.is_empty() {
-                return Err(bad(format!("its stages' layers {:?} are not contiguous non-empty ranges", plan.partition)));
+                return Err(bad(format!(
+                    "its stages' layers {:?} are not contiguous non-empty ranges",
+                    plan.partition
+                )));
             }
             next = r.end;
         }
@@ -120,7 +124,10 @@ impl PlanFile {
             )));
         }
         if plan.m == 0 || plan.microbatch.checked_mul(plan.m) != Some(plan.batch) {
-            return Err(bad(format!("m = {} micro-batches of {} do not make its batch of {}", plan.m, plan.microbatch, plan.batch)));
+            return Err(bad(format!(
+                "m = {} micro-batches of {} do not make its batch of {}",
+                plan.m, plan.microbatch, plan.batch
+            )));
         }
         let s = plan.schedule().map_err(|e| bad(e.to_string()))?;
         if (s.p, s.stages(), s.m) != (plan.p, stages, plan.m) {

@@ -29,9 +29,7 @@ use std::ops::Range;
 use pipesched_schedules::{
     auto, simulate_stats, with_recompute, CostModel, Kind, Objective, Schedule, StageCost, StageCosts, Stats,
 };
-use pipesched_stages::{
-    balanced_by_weight, LayerCosts, ModelSpec, Partition, RecomputePolicy, StageSpec,
-};
+use pipesched_stages::{balanced_by_weight, LayerCosts, ModelSpec, Partition, RecomputePolicy, StageSpec};
 
 use super::candidate::{Candidate, Point, Rejection};
 use crate::cost_file::CostFile;
@@ -244,8 +242,10 @@ impl Search<'_> {
                 let p = fam.layout.p;
                 let mut limit = u64::MAX;
                 for (r, &stat) in fam.statics.iter().enumerate() {
-                    let recreated =
-                        (0..stages.len()).filter(|&s| fam.layout.rank_of(s) == r).map(|s| stages[s].recompute_bytes).max();
+                    let recreated = (0..stages.len())
+                        .filter(|&s| fam.layout.rank_of(s) == r)
+                        .map(|s| stages[s].recompute_bytes)
+                        .max();
                     let room = self.req.cap.checked_sub(stat).and_then(|x| x.checked_sub(recreated.unwrap_or(0)));
                     limit = limit.min(room.unwrap_or(0));
                 }
@@ -283,18 +283,22 @@ impl Search<'_> {
     /// The worst rank over the cap and by how much, if any.
     fn over(&self, stats: &Stats) -> Option<(usize, u64)> {
         let cap = self.req.cap;
-        stats.peak_held_bytes.iter().enumerate().filter(|(_, &b)| b > cap).max_by_key(|(_, &b)| b).map(|(r, &b)| (r, b - cap))
+        stats
+            .peak_held_bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b > cap)
+            .max_by_key(|(_, &b)| b)
+            .map(|(r, &b)| (r, b - cap))
     }
 
     /// The stage on rank `r` whose next rung saves the most bytes, if any can step down.
     fn step_down(&self, fam: &Family, pos: &[usize], r: usize) -> Option<usize> {
         let t = fam.table;
-        (0..pos.len())
-            .filter(|&s| fam.layout.rank_of(s) == r && pos[s] + 1 < t.ladder[s].len())
-            .max_by_key(|&s| {
-                let (a, b) = (t.ladder[s][pos[s]], t.ladder[s][pos[s] + 1]);
-                t.costs[a][s].act_bytes - t.costs[b][s].act_bytes
-            })
+        (0..pos.len()).filter(|&s| fam.layout.rank_of(s) == r && pos[s] + 1 < t.ladder[s].len()).max_by_key(|&s| {
+            let (a, b) = (t.ladder[s][pos[s]], t.ladder[s][pos[s] + 1]);
+            t.costs[a][s].act_bytes - t.costs[b][s].act_bytes
+        })
     }
 
     /// Searches one family; `Some(reason)` when nothing of it fits.
@@ -306,7 +310,8 @@ impl Search<'_> {
         if !is_auto {
             for k in 1..self.set.len() {
                 if (0..stages).all(|s| fam.table.ladder[s].contains(&k)) {
-                    let pos: Vec<usize> = (0..stages).map(|s| fam.table.ladder[s].iter().position(|&x| x == k).unwrap_or(0)).collect();
+                    let pos: Vec<usize> =
+                        (0..stages).map(|s| fam.table.ladder[s].iter().position(|&x| x == k).unwrap_or(0)).collect();
                     let _ = self.evaluate(fam, &pos);
                 }
             }
@@ -337,7 +342,9 @@ impl Search<'_> {
                     last = e;
                     let costs = self.costs(fam, &pos);
                     let StageCosts::Stages(st) = &costs.costs else { unreachable!("composed per stage") };
-                    let s = (0..stages).filter(|&s| pos[s] + 1 < fam.table.ladder[s].len()).max_by_key(|&s| st[s].act_bytes);
+                    let s = (0..stages)
+                        .filter(|&s| pos[s] + 1 < fam.table.ladder[s].len())
+                        .max_by_key(|&s| st[s].act_bytes);
                     match s {
                         Some(s) => fam.layout.rank_of(s),
                         None => break,
@@ -447,8 +454,8 @@ pub fn search(req: Request) -> Result<Outcome> {
             };
             let layout = Layout::new(p, v, kind.placement());
             for (k, (split, ranges)) in parts.iter().enumerate() {
-                if !tables.contains_key(&(v, k)) {
-                    tables.insert((v, k), Table::new(req.model, &layer_costs, ranges, &set)?);
+                if let std::collections::hash_map::Entry::Vacant(e) = tables.entry((v, k)) {
+                    e.insert(Table::new(req.model, &layer_costs, ranges, &set)?);
                 }
                 let table = &tables[&(v, k)];
                 let mut statics = vec![0u64; p];
@@ -469,17 +476,8 @@ pub fn search(req: Request) -> Result<Outcome> {
                     rejected.push(Rejection { family, reason });
                     continue;
                 }
-                let fam = Family {
-                    kind: *kind,
-                    layout,
-                    m,
-                    microbatch,
-                    split,
-                    ranges,
-                    table,
-                    base: base.as_ref(),
-                    statics,
-                };
+                let fam =
+                    Family { kind: *kind, layout, m, microbatch, split, ranges, table, base: base.as_ref(), statics };
                 if let Some(reason) = search.family(&fam) {
                     rejected.push(Rejection { family, reason });
                 }
@@ -552,7 +550,10 @@ mod tests {
                 let got = scaled(&at7, model.rows(batch).unwrap());
                 let bytes = |c: &LayerCosts| c.layers.iter().map(|l| l.bytes).collect::<Vec<_>>();
                 assert_eq!(bytes(&got), bytes(&want), "{} at {batch}", model.name);
-                assert_eq!((got.loss.saved_bytes, got.loss.target_bytes), (want.loss.saved_bytes, want.loss.target_bytes));
+                assert_eq!(
+                    (got.loss.saved_bytes, got.loss.target_bytes),
+                    (want.loss.saved_bytes, want.loss.target_bytes)
+                );
                 assert_eq!(got.layers[0].times.f, batch as f64 / 7.0);
             }
         }
@@ -570,8 +571,14 @@ mod tests {
     #[test]
     fn every_plan_fits_and_the_fastest_comes_first() {
         let model = ModelSpec::tiny();
-        let file = CostFile { model: CostModel::per_rank(1.0, 1.0, 1.0), layout: None, recompute: None, layers: Some(costs(&model, 8)) };
-        let free = search(Request { model: &model, costs: &file, p: 2, batch: 16, cap: u64::MAX, measured: &[] }).unwrap();
+        let file = CostFile {
+            model: CostModel::per_rank(1.0, 1.0, 1.0),
+            layout: None,
+            recompute: None,
+            layers: Some(costs(&model, 8)),
+        };
+        let free =
+            search(Request { model: &model, costs: &file, p: 2, batch: 16, cap: u64::MAX, measured: &[] }).unwrap();
         assert!(free.plans.windows(2).all(|w| w[0].makespan <= w[1].makespan));
         let none_1f1b = free
             .plans
@@ -583,7 +590,10 @@ mod tests {
         let cap = none_1f1b - 1;
         let tight = search(Request { model: &model, costs: &file, p: 2, batch: 16, cap, measured: &[] }).unwrap();
         assert!(tight.plans.iter().all(|c| c.peaks.iter().all(|&b| b <= cap)));
-        assert!(!tight.plans.iter().any(|c| c.kind == Kind::OneFOneB && c.policies.iter().all(|p| *p == RecomputePolicy::None)));
+        assert!(!tight
+            .plans
+            .iter()
+            .any(|c| c.kind == Kind::OneFOneB && c.policies.iter().all(|p| *p == RecomputePolicy::None)));
         assert!(tight.rejected.iter().any(|r| r.reason.contains("over the cap by")), "{:?}", tight.rejected);
     }
 }

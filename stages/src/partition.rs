@@ -97,9 +97,7 @@ impl Partition {
 pub fn balanced_by_weight(weights: &[u64], stages: usize) -> Result<Vec<usize>> {
     let n = weights.len();
     if stages == 0 || stages > n {
-        return Err(Error::Partition(format!(
-            "{stages} stages for {n} layers; use 1 to {n} stages, or add layers"
-        )));
+        return Err(Error::Partition(format!("{stages} stages for {n} layers; use 1 to {n} stages, or add layers")));
     }
     let mut prefix = Vec::with_capacity(n + 1);
     prefix.push(0usize);
