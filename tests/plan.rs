@@ -202,6 +202,14 @@ fn bad_batches_other_models_costs_and_contradicting_flags_are_refused() {
         d,
     ]);
     assert!(e.contains("profiled for model \"tiny\""), "{e}");
+    // A plan whose numbers disagree is refused before anything runs.
+    let good = plan("tiny", &costs, "8", "1GiB", &dir.join("good"));
+    let mut bad = good["plan"].clone();
+    bad["m"] = Value::from(good["plan"]["m"].as_u64().unwrap() + 1);
+    let path = dir.join("bad.json");
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let e = fails(&["run", "--plan", path.to_str().unwrap(), "--steps", "1"]);
+    assert!(e.contains("bad.json") && e.contains("do not make its batch"), "{e}");
     let e = fails(&["run", "--plan", "nosuch.json", "-s", "1f1b"]);
     assert!(e.contains("--plan") && e.contains("--schedule"), "{e}");
     for flag in [["-m", "4"], ["--partition", "even"], ["--recompute", "full"]] {
