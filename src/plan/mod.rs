@@ -10,6 +10,7 @@ mod candidate;
 pub mod pareto;
 mod plan_file;
 mod search;
+mod table;
 
 pub use candidate::{Candidate, Point, Rejection};
 pub use plan_file::{PlanFile, PLAN_FORMAT};

@@ -27,11 +27,12 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use pipesched_schedules::{
-    auto, simulate_stats, with_recompute, CostModel, Kind, Objective, Schedule, StageCost, StageCosts, Stats,
+    auto, simulate_stats, with_recompute, CostModel, Kind, Objective, Schedule, StageCosts, Stats,
 };
-use pipesched_stages::{balanced_by_weight, LayerCosts, ModelSpec, Partition, RecomputePolicy, StageSpec};
+use pipesched_stages::{balanced_by_weight, LayerCosts, ModelSpec, Partition, RecomputePolicy};
 
 use super::candidate::{Candidate, Point, Rejection};
+use super::table::{policy_set, Table};
 use crate::cost_file::CostFile;
 use crate::workload::Layout;
 use crate::{units, Error, Result};
@@ -67,16 +68,6 @@ pub struct Outcome {
     pub time_unit: String,
     /// Simulations run.
     pub simulations: usize,
-}
-
-/// The policies tried per stage, before those that keep no less than a cheaper one are dropped.
-fn policy_set(model: &ModelSpec) -> Vec<RecomputePolicy> {
-    let mut set = vec![RecomputePolicy::None];
-    if model.all_layers().iter().any(|l| l.kind() == "attention") {
-        set.push(RecomputePolicy::Selective);
-    }
-    set.extend([RecomputePolicy::Every(2), RecomputePolicy::Sqrt, RecomputePolicy::Full]);
-    set
 }
 
 /// The micro-batch counts to try: the divisors m ≥ p of `batch`.
@@ -142,49 +133,6 @@ fn partitions(model: &ModelSpec, costs: &LayerCosts, stages: usize) -> Result<Sp
         out.push(("even", even));
     }
     Ok(out)
-}
-
-/// Per stage and per policy, the composed cost; and per stage its static bytes.
-struct Table {
-    /// `costs[k][s]`: stage `s` under policy `set[k]`.
-    costs: Vec<Vec<StageCost>>,
-    statics: Vec<u64>,
-    /// Per stage, the ladder of indices into the policy set: `none` first, each next one
-    /// keeping strictly fewer bytes.
-    ladder: Vec<Vec<usize>>,
-}
-
-impl Table {
-    fn new(model: &ModelSpec, costs: &LayerCosts, ranges: &[Range<usize>], set: &[RecomputePolicy]) -> Result<Table> {
-        let mut all = Vec::with_capacity(set.len());
-        let mut statics = Vec::new();
-        for &policy in set {
-            let specs: Vec<StageSpec> = ranges
-                .iter()
-                .enumerate()
-                .map(|(index, layers)| StageSpec { index, layers: layers.clone(), policy, device: Default::default() })
-                .collect();
-            let composed = costs.compose(model, &specs)?;
-            statics = composed.static_bytes;
-            all.push(composed.costs);
-        }
-        let ladder = (0..ranges.len())
-            .map(|s| {
-                let mut order: Vec<usize> = (1..set.len()).collect();
-                order.sort_by(|&a, &b| {
-                    all[b][s].act_bytes.cmp(&all[a][s].act_bytes).then(all[a][s].t_r().total_cmp(&all[b][s].t_r()))
-                });
-                let mut rungs = vec![0];
-                for k in order {
-                    if all[k][s].act_bytes < all[*rungs.last().expect("none is first")][s].act_bytes {
-                        rungs.push(k);
-                    }
-                }
-                rungs
-            })
-            .collect();
-        Ok(Table { costs: all, statics, ladder })
-    }
 }
 
 /// One family's fixed parts: kind, layout, partition, its cost table.
