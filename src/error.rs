@@ -95,6 +95,12 @@ pub enum Error {
     /// message says which flag and what works).
     #[error("{0}")]
     Usage(String),
+
+    /// `pipesched plan` found no plan: a memory cap below the static bytes of every split or
+    /// below the least peak any candidate reaches, or a batch that splits into no m ≥ p equal
+    /// micro-batches (the message names the least bytes reached, or what would split).
+    #[error("{0}")]
+    NoPlan(String),
 }
 
 impl Error {

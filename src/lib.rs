@@ -14,6 +14,7 @@ pub mod model;
 pub mod mpi;
 pub mod network;
 pub mod output;
+pub mod plan;
 pub mod profile;
 mod real_stage;
 pub mod report;

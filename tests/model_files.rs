@@ -32,7 +32,7 @@ fn load(path: &Path) -> ModelSpec {
 fn there_are_toml_and_json_examples() {
     let names: Vec<String> =
         model_files().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-    assert_eq!(names, ["deep-bf16.json", "gpt-small.toml", "small.toml", "tiny.json", "wide.toml"]);
+    assert_eq!(names, ["deep-bf16.json", "gpt-24.toml", "gpt-small.toml", "small.toml", "tiny.json", "wide.toml"]);
 }
 
 #[test]

@@ -148,6 +148,10 @@ pub struct ScheduleArgs {
     /// the ranks, stages and micro-batches.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["schedule", "p", "chunks", "m"])]
     pub from_csv: Option<PathBuf>,
+    /// A schedule given as CSV text with its name (a plan file's), read as `--from-csv` reads a
+    /// file; set by `run --plan`, never by a flag.
+    #[arg(skip)]
+    pub csv_text: Option<(String, String)>,
 }
 
 impl ScheduleArgs {
@@ -236,6 +240,9 @@ impl ScheduleArgs {
     /// construction, and their tests validate every one), a CSV one is, as it is read.
     pub fn schedule_to_simulate(&self, costs: Option<&CostModel>) -> Result<Schedule> {
         let limit = self.check_auto_flags()?;
+        if let Some((name, text)) = &self.csv_text {
+            return Ok(from_csv(text, name)?);
+        }
         if let Some(path) = &self.from_csv {
             // A schedule in memory takes about twice its CSV text, and its validation as much
             // again: a file of up to an eighth of the memory budget.

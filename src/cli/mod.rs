@@ -2,6 +2,7 @@
 
 mod devices_cmd;
 mod gallery_cmd;
+mod plan_cmd;
 mod profile_cmd;
 mod run_cmd;
 mod schedule_cmd;
@@ -33,6 +34,10 @@ enum Command {
     /// Draw the chart gallery: timeline + memory of every schedule at p=4, m=8 (`--out plots`
     /// redraws the README's).
     Gallery(gallery_cmd::GalleryArgs),
+    /// Find the fastest plan (partition, schedule, micro-batches, per-stage recompute) whose
+    /// predicted peak bytes fit a memory cap; write it for `run --plan`.
+    #[command(after_long_help = pipesched_stages::MODEL_FILE_HELP)]
+    Plan(plan_cmd::PlanArgs),
     /// Execute a schedule on real threads and compare the measured step with the simulated one.
     #[command(after_long_help = pipesched_stages::MODEL_FILE_HELP)]
     Run(run_cmd::RunArgs),
@@ -48,6 +53,7 @@ impl Cli {
             Command::Gallery(a) => gallery_cmd::run(a),
             Command::Devices(a) => devices_cmd::run(a),
             Command::Profile(a) => profile_cmd::run(a),
+            Command::Plan(a) => plan_cmd::run(a),
         }
     }
 }

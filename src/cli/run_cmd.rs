@@ -3,7 +3,7 @@
 //! measured and predicted, and — unless `--no-compare` — the measured step next to a simulation
 //! of the same schedule with costs profiled from the same stages.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::json;
@@ -12,11 +12,13 @@ use pipesched::args::{ModelArgs, OutArgs, RecomputeArgs, RunModeArgs, ScheduleAr
 use pipesched::chrome::{self, write_chrome_trace};
 use pipesched::exec::ExecOptions;
 use pipesched::model::Verification;
+use pipesched::plan::PlanFile;
 use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
-use pipesched::workload::{Demand, Layout, RunPlan, Step, Workload};
+use pipesched::workload::{Demand, Layout, ModelChoice, RunPlan, Step, Workload};
 use pipesched::{units, Error, Result};
 use pipesched_schedules::{period, simulate, simulate_updates, step_ends, CostModel, Kind, Schedule, Stats, Trace};
+use pipesched_stages::{Partition, Policies};
 
 /// Arguments of `pipesched run`.
 #[derive(Debug, Args)]
@@ -54,13 +56,36 @@ pub struct RunArgs {
     plot: bool,
     #[command(flatten)]
     out: OutArgs,
+    /// Run the plan `pipesched plan` wrote (plan.json): its model, partition, recompute
+    /// policies, micro-batches and schedule; reports the measured peak held bytes and step time
+    /// against the plan's prediction.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["schedule", "m", "p", "chunks", "partition", "recompute", "from_csv", "model", "batch", "memory_limit"])]
+    plan: Option<PathBuf>,
+    /// The plan read from `--plan`.
+    #[arg(skip)]
+    loaded: Option<Box<PlanFile>>,
 }
 
 /// Held-out micro-batches of each validation loss.
 const VALIDATION_BATCHES: usize = 8;
 
 /// Runs the steps and prints the report.
-pub fn run(args: RunArgs) -> Result<()> {
+pub fn run(mut args: RunArgs) -> Result<()> {
+    if let Some(path) = args.plan.clone() {
+        if args.mode.is_run() {
+            return Err(Error::Usage(format!(
+                "--plan runs the plan's steps with a barrier between them, as it was predicted; drop {}",
+                args.mode.flag()
+            )));
+        }
+        let plan = PlanFile::read(&path)?;
+        args.model.model = ModelChoice::of_spec(plan.model.clone(), plan.model_spec.clone());
+        args.model.partition = Partition::Explicit(plan.counts());
+        args.model.batch = Some(plan.microbatch);
+        args.recompute.recompute = Some(Policies(plan.policies.clone()));
+        args.schedule.csv_text = Some((plan.schedule.clone(), plan.csv.clone()));
+        args.loaded = Some(Box::new(plan));
+    }
     if args.verify && args.model.model.is_synthetic() {
         return Err(Error::Usage("--verify compares gradients; synthetic stages have none. Use a real model".into()));
     }
@@ -362,6 +387,13 @@ fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) 
             "static_bytes": predicted_bytes.static_bytes,
             "parameter_digest": digest.map(|d| format!("{d:016x}")),
         });
+        if let Some(plan) = &args.loaded {
+            out["plan"] = json!({
+                "predicted_step": plan.predicted_step, "time_unit": plan.time_unit,
+                "predicted_peak_held_bytes": plan.predicted_peak_held_bytes,
+                "memory_cap": plan.memory_cap,
+            });
+        }
         if !verified.is_empty() {
             out["max_grad_diff"] = json!(verified.iter().map(|v| v.max_grad_diff).fold(0.0f32, f32::max));
             out["max_loss_diff"] = json!(verified.iter().map(|v| v.loss_diff).fold(0.0f32, f32::max));
@@ -381,6 +413,9 @@ fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) 
         100.0 * m_stats.bubble_rate
     )?;
     print_peaks(&m_stats, &predicted_held, &predicted)?;
+    if let Some(plan) = &args.loaded {
+        print_against_plan(plan, &m_stats, times[median])?;
+    }
     if let Some(c) = comparison {
         pipesched::sayln!("\nmeasured vs simulated with profiled costs:\n{c}")?;
     }
@@ -413,6 +448,35 @@ fn print_peaks(measured: &Stats, predicted_held: &[u64], predicted: &[u64]) -> R
         "(held: static bytes and what the stages keep, predicted exactly; with messages: plus activations and gradients sent and not yet consumed, which depend on timing)"
     )?;
     Ok(())
+}
+
+/// The measured peak held bytes and median step time against what the plan predicted.
+fn print_against_plan(plan: &PlanFile, measured: &Stats, step: f64) -> Result<()> {
+    pipesched::sayln!(
+        "\nagainst the plan ({} m={}, cap {}):\n{:>4}  {:>14}  {:>14}",
+        plan.schedule,
+        plan.m,
+        units::bytes(plan.memory_cap),
+        "rank",
+        "held measured",
+        "plan predicted"
+    )?;
+    for (r, &held) in measured.peak_held_bytes.iter().enumerate() {
+        let predicted = plan.predicted_peak_held_bytes.get(r).copied().unwrap_or(0);
+        let same = if held == predicted { "=" } else { "≠" };
+        let fits = if held <= plan.memory_cap { "within the cap" } else { "OVER the cap" };
+        pipesched::sayln!(
+            "{r:>4}  {:>14}  {:>14}  {same}  ({held} B measured, {predicted} B predicted; {fits})",
+            units::bytes(held),
+            units::bytes(predicted)
+        )?;
+    }
+    let off = if plan.predicted_step > 0.0 { 100.0 * (step / plan.predicted_step - 1.0) } else { 0.0 };
+    pipesched::sayln!(
+        "step time: {step:.3} ms measured (median), {:.3} {} predicted ({off:+.1} %)",
+        plan.predicted_step,
+        plan.time_unit
+    )
 }
 
 /// Writes the measured chart and, when there is a simulation, the simulated-above-measured one.

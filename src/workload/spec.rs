@@ -43,6 +43,11 @@ pub enum ModelSource {
 }
 
 impl ModelChoice {
+    /// The model `spec`, written as `text` (how the command line or a plan file named it).
+    pub fn of_spec(text: impl Into<String>, spec: ModelSpec) -> ModelChoice {
+        ModelChoice { text: text.into(), source: ModelSource::Model(spec) }
+    }
+
     /// Whether these are synthetic stages.
     pub fn is_synthetic(&self) -> bool {
         matches!(self.source, ModelSource::Synthetic(_))

@@ -93,7 +93,7 @@ pub use loss::{LossKind, LossSaved};
 pub use matmul::GemmShape;
 pub use model_file::{MODEL_FIELDS, MODEL_FILE_EXAMPLE, MODEL_FILE_HELP};
 pub use optim::{Optimizer, OptimizerSpec};
-pub use partition::{Partition, StageSpec};
+pub use partition::{balanced_by_weight, Partition, StageSpec};
 pub use policy::{Kept, Policies, RecomputePolicy};
 pub use precision::Precision;
 pub use reference::{

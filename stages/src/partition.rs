@@ -90,6 +90,24 @@ impl Partition {
     }
 }
 
+/// Layer counts of `stages` contiguous, non-empty groups of layers weighing `weights` (one per
+/// layer, e.g. a layer's time in integer units) whose heaviest group weighs least — the split
+/// [`Partition::Balanced`] makes by parameter count, here by any weight. An error when there
+/// are fewer layers than stages, no stage, or the weights' sum overflows.
+pub fn balanced_by_weight(weights: &[u64], stages: usize) -> Result<Vec<usize>> {
+    let n = weights.len();
+    if stages == 0 || stages > n {
+        return Err(Error::Partition(format!("{stages} stages for {n} layers; use 1 to {n} stages, or add layers")));
+    }
+    let mut prefix = Vec::with_capacity(n + 1);
+    prefix.push(0usize);
+    for &w in weights {
+        let next = usize::try_from(w).ok().and_then(|w| prefix[prefix.len() - 1].checked_add(w));
+        prefix.push(next.ok_or_else(|| Error::Partition("the layers' weights overflow when summed".into()))?);
+    }
+    Ok(balanced(&|i: usize| prefix[i], n, stages))
+}
+
 /// Layer counts of `stages` contiguous, non-empty groups of the `n` layers whose largest group
 /// weighs least, where `prefix(i)` is the weight of layers `0..i` (non-decreasing). Among the
 /// optimal splits it picks the one whose last group starts earliest, then the same for the
@@ -269,6 +287,9 @@ mod tests {
     #[test]
     fn balanced_minimises_the_largest_stage() {
         assert_eq!(of(&[1, 1, 1, 10], 2), vec![3, 1]);
+        assert_eq!(balanced_by_weight(&[1, 1, 1, 10], 2).unwrap(), vec![3, 1]);
+        assert_eq!(balanced_by_weight(&[4, 1, 1, 1, 1], 2).unwrap(), vec![1, 4]);
+        assert!(balanced_by_weight(&[1], 2).is_err());
         assert_eq!(of(&[5, 5, 5, 5], 2), vec![2, 2]);
         let m = ModelSpec::small();
         let r = Partition::Balanced.ranges(&m, 2).unwrap();

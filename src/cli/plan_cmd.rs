@@ -1,0 +1,188 @@
+//! `pipesched plan`: the fastest plan for a model on p ranks, a step of `--batch` samples, that
+//! fits `--memory-cap` bytes per rank — searched over micro-batch counts, schedules, partitions
+//! and per-stage recompute, every candidate simulated with costs composed from per-layer costs
+//! (read with `--costs-file`, or profiled now). Prints the best plans and why each rejected
+//! family does not fit, and writes `plan.json` and `plan-pareto.svg|png` into `--out`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::json;
+
+use pipesched::args::{at_least_one, read_text, stage_count, ByteSize, OutArgs};
+use pipesched::cost_file::CostFile;
+use pipesched::exec::Transport;
+use pipesched::plan::{microbatch_counts, pareto, search, Candidate, PlanFile, Request};
+use pipesched::workload::{Demand, Devices, Layout, ModelChoice, ModelSource, WorkloadSpec};
+use pipesched::{units, Error, Result};
+use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies};
+
+/// Arguments of `pipesched plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The model: a preset (tiny, small, medium, gpt-tiny, gpt-small, gpt-medium) or a TOML or
+    /// JSON model file.
+    #[arg(long, value_name = "MODEL", default_value = "gpt-small")]
+    model: ModelChoice,
+    /// Number of ranks (devices).
+    #[arg(short = 'p', long = "ranks", value_name = "P", default_value_t = 2, value_parser = stage_count)]
+    p: usize,
+    /// Samples per step (rows, or sequences for a model of sequences); m micro-batches of
+    /// batch/m samples each, m ≥ p dividing it.
+    #[arg(long, value_name = "SAMPLES", value_parser = at_least_one)]
+    batch: usize,
+    /// The most bytes a rank may hold: parameters, gradients, optimizer state and what its
+    /// stages keep (e.g. 40MiB).
+    #[arg(long, value_name = "BYTES")]
+    memory_cap: ByteSize,
+    /// Per-layer costs written by `pipesched profile` for this model, at one micro-batch size
+    /// (other sizes are scaled: bytes exactly with the rows, times linearly). Without it the
+    /// model is profiled now, quickly, at every candidate micro-batch size.
+    #[arg(long, value_name = "FILE")]
+    costs_file: Option<PathBuf>,
+    /// Plans listed, fastest first.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one)]
+    show: usize,
+    /// Print one JSON object instead of the tables.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    out: OutArgs,
+}
+
+/// Repetitions of each op when the model is profiled here (after 2 warm-up runs).
+const PROFILE_REPS: usize = 3;
+
+/// Plans and writes the plan.
+pub fn run(args: PlanArgs) -> Result<()> {
+    let ModelSource::Model(model) = &args.model.source else {
+        return Err(Error::Usage(
+            "plan composes stages from a model's per-layer costs; synthetic stages have no layers. Give a preset or a model file".into(),
+        ));
+    };
+    let ms = microbatch_counts(args.p, args.batch)?;
+    let dir = args.out.prepare()?;
+    let (costs, measured) = match &args.costs_file {
+        Some(path) => {
+            let text = read_text(path, 64 << 20, "cannot read the cost file")?;
+            (CostFile::from_json(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?, vec![])
+        }
+        // Every candidate micro-batch size, so no time is scaled; the first is the largest.
+        None => {
+            let mut files = ms.iter().map(|m| profile(&args, model, args.batch / m)).collect::<Result<Vec<_>>>()?;
+            let first = files.remove(0);
+            (first, files.into_iter().filter_map(|f| f.layers).collect())
+        }
+    };
+    let started = Instant::now();
+    let req =
+        Request { model, costs: &costs, p: args.p, batch: args.batch, cap: args.memory_cap.0, measured: &measured };
+    let outcome = search(req)?;
+    let took = started.elapsed().as_secs_f64();
+    let best = &outcome.plans[0];
+    let unit = &outcome.time_unit;
+    let plan = PlanFile::of(best, &args.model.to_string(), model, args.batch, args.memory_cap.0, unit)?;
+    let path = dir.join("plan.json");
+    plan.write(&path)?;
+    pareto::write_front(dir, &outcome.points, args.memory_cap.0, best, unit)?;
+    if args.json {
+        let plans: Vec<_> = outcome.plans.iter().take(args.show).map(|c| plan_json(c, unit)).collect();
+        let rejected: Vec<_> =
+            outcome.rejected.iter().map(|r| json!({"family": r.family, "reason": r.reason})).collect();
+        let out = json!({
+            "plan": plan, "plans": plans, "rejected": rejected, "fitting": outcome.plans.len(),
+            "simulations": outcome.simulations, "search_s": took,
+        });
+        pipesched::sayln!("{out}")?;
+    } else {
+        print(&args, &outcome, took)?;
+    }
+    eprintln!("wrote {} and {}", path.display(), dir.join("plan-pareto.svg|png").display());
+    Ok(())
+}
+
+/// The model's per-layer costs, profiled for micro-batches of `microbatch` samples.
+fn profile(args: &PlanArgs, model: &ModelSpec, microbatch: usize) -> Result<CostFile> {
+    let p = args.p.min(model.num_layers()).max(1);
+    let layout = Layout::looped(p, 1);
+    let spec = WorkloadSpec {
+        model: args.model.clone(),
+        partition: Partition::Even,
+        batch: Some(microbatch),
+        data: None,
+        optimizer: OptimizerSpec::adam(3e-4),
+        seed: 0,
+        devices: Devices::Cpu,
+        precision: None,
+    };
+    let none = Policies::all(Default::default());
+    let mut workload = spec.build(&layout, &none, &Demand::profiling(p), &Transport::InProcess)?;
+    let started = Instant::now();
+    let file = workload.profile_file(PROFILE_REPS)?;
+    eprintln!(
+        "profiled {} per layer at {microbatch} samples per micro-batch in {:.2} s",
+        model.name,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(file)
+}
+
+fn plan_json(c: &Candidate, unit: &str) -> serde_json::Value {
+    json!({
+        "schedule": c.kind.name(), "v": c.v, "m": c.m, "microbatch": c.microbatch,
+        "partition": c.ranges, "split": c.split, "policies": c.policies,
+        "predicted_step": c.makespan, "time_unit": unit, "predicted_bubble": c.bubble,
+        "predicted_peak_held_bytes": c.peaks, "static_bytes": c.static_bytes,
+    })
+}
+
+/// The tables: the best plans, the chosen one's bytes per rank, the rejected families.
+fn print(args: &PlanArgs, outcome: &pipesched::plan::Outcome, took: f64) -> Result<()> {
+    let unit = &outcome.time_unit;
+    pipesched::sayln!(
+        "{} plans fit {} per rank ({} of p = {}, batch {}); {} simulations in {took:.2} s. Fastest first:\n",
+        outcome.plans.len(),
+        units::bytes(args.memory_cap.0),
+        args.model,
+        args.p,
+        args.batch,
+        outcome.simulations
+    )?;
+    pipesched::sayln!(
+        "{:>13}  {:>8}  {:>11}  {:<14}  {:>4}  {:>5}  {:<9} {:<10}  policies",
+        "step",
+        "bubble",
+        "peak (max)",
+        "schedule",
+        "m",
+        "micro",
+        "split",
+        "layers"
+    )?;
+    for c in outcome.plans.iter().take(args.show) {
+        pipesched::sayln!("{}", c.row(unit))?;
+    }
+    let best = &outcome.plans[0];
+    pipesched::sayln!(
+        "\nchosen: {} m={} (micro-batches of {}), peak held bytes per rank:",
+        best.kind,
+        best.m,
+        best.microbatch
+    )?;
+    for (r, (peak, stat)) in best.peaks.iter().zip(&best.static_bytes).enumerate() {
+        pipesched::sayln!(
+            "  rank {r}: {:>11} ({peak} B; static {}, {} under the cap)",
+            units::bytes(*peak),
+            units::bytes(*stat),
+            units::bytes(args.memory_cap.0 - peak)
+        )?;
+    }
+    if !outcome.rejected.is_empty() {
+        pipesched::sayln!("\nrejected families:")?;
+        for r in &outcome.rejected {
+            pipesched::sayln!("  {}: {}", r.family, r.reason)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! One plan the search tried: a schedule kind and its micro-batches, a partition of the layers,
+//! a recompute policy per stage, and what the simulator predicts for it — and the record of a
+//! family (kind × m × partition) the search could not fit, with the reason.
+//!
+//! Invariant: a [`Candidate`]'s numbers are those of one simulation of its schedule (with `R`
+//! planned from its policies) under the cost model composed for its partition, policies and
+//! micro-batch size; `peaks` are held bytes (static plus what the stages keep), the quantity
+//! the executor's ledger measures.
+
+use std::ops::Range;
+
+use pipesched_schedules::{Kind, Schedule};
+use pipesched_stages::{Policies, RecomputePolicy};
+
+use crate::units;
+
+/// A simulated plan.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The schedule's kind.
+    pub kind: Kind,
+    /// Chunks per rank.
+    pub v: usize,
+    /// Micro-batches per step.
+    pub m: usize,
+    /// Samples per micro-batch (rows, or sequences for a model of sequences).
+    pub microbatch: usize,
+    /// How the partition was found: `balanced` (by time) or `even`.
+    pub split: &'static str,
+    /// Each stage's layers.
+    pub ranges: Vec<Range<usize>>,
+    /// Each stage's recompute policy.
+    pub policies: Vec<RecomputePolicy>,
+    /// Predicted step time (the simulated makespan), in the costs' time unit.
+    pub makespan: f64,
+    /// Predicted bubble rate.
+    pub bubble: f64,
+    /// Predicted peak held bytes per rank.
+    pub peaks: Vec<u64>,
+    /// Static bytes per rank.
+    pub static_bytes: Vec<u64>,
+    /// The schedule without `R` (the run plans `R` from the policies).
+    pub schedule: Schedule,
+}
+
+impl Candidate {
+    /// The largest peak over ranks.
+    pub fn peak(&self) -> u64 {
+        self.peaks.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Layers per stage, comma-separated (`3,3`).
+    pub fn counts(&self) -> String {
+        let c: Vec<String> = self.ranges.iter().map(|r| r.len().to_string()).collect();
+        c.join(",")
+    }
+
+    /// The policies, one for all when they agree.
+    pub fn policy_text(&self) -> String {
+        Candidate::policy_list(&self.policies)
+    }
+
+    /// `policies` as one policy when they agree, else the per-stage list.
+    pub fn policy_list(policies: &[RecomputePolicy]) -> String {
+        match policies {
+            [first, rest @ ..] if rest.iter().all(|p| p == first) => first.to_string(),
+            all => Policies(all.to_vec()).to_string(),
+        }
+    }
+
+    /// Whether two candidates are the same plan.
+    pub fn same_plan(&self, other: &Candidate) -> bool {
+        self.kind == other.kind && self.m == other.m && self.ranges == other.ranges && self.policies == other.policies
+    }
+
+    /// One line for a table of plans.
+    pub fn row(&self, unit: &str) -> String {
+        format!(
+            "{:>10.3} {unit:<2}  {:>6.1} %  {:>11}  {:<14}  {:>4}  {:>5}  {:<9} {:<10}  {}",
+            self.makespan,
+            100.0 * self.bubble,
+            units::bytes(self.peak()),
+            self.kind.name(),
+            self.m,
+            self.microbatch,
+            self.split,
+            self.counts(),
+            self.policy_text()
+        )
+    }
+}
+
+/// A family of candidates the search could not fit, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// The family: `kind m=M` and the split, or `m=M` for a whole micro-batch count.
+    pub family: String,
+    /// Why nothing of it fits.
+    pub reason: String,
+}
+
+/// A simulated point, for the Pareto front: step time against the largest peak.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Predicted step time.
+    pub makespan: f64,
+    /// Largest peak held bytes over ranks.
+    pub peak: u64,
+}

@@ -1,0 +1,220 @@
+//! `pipesched plan` and `run --plan` end to end: the plan's predicted peak held bytes are what
+//! the run measures, to the byte, under a loose cap and under one that 1F1B without recompute
+//! cannot meet; a cap below the static bytes, a cap no plan reaches, a batch with no divisor
+//! m ≥ p and another model's cost file are clear errors; `--plan` refuses flags it would
+//! contradict.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn pipesched(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pipesched")).args(args).output().expect("the binary runs")
+}
+
+fn json(args: &[&str]) -> Value {
+    let out = pipesched(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = pipesched(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(err.starts_with("error:") && !err.contains("panicked"), "{args:?}: {err}");
+    err
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pipesched-plan-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Profiles `model` at p = 2 into `dir`; the cost file's path.
+fn profile(model: &str, dir: &Path) -> String {
+    let out = pipesched(&["profile", "--model", model, "-p", "2", "--out", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dir.join("costs.json").to_str().unwrap().to_string()
+}
+
+fn plan(model: &str, costs: &str, batch: &str, cap: &str, dir: &Path) -> Value {
+    let d = dir.to_str().unwrap();
+    json(&[
+        "plan",
+        "--model",
+        model,
+        "-p",
+        "2",
+        "--batch",
+        batch,
+        "--memory-cap",
+        cap,
+        "--costs-file",
+        costs,
+        "--out",
+        d,
+        "--json",
+        "--show",
+        "100000",
+    ])
+}
+
+/// Runs the plan in `dir` for one step; the run's JSON.
+fn run_plan(dir: &Path) -> Value {
+    let file = dir.join("plan.json");
+    json(&["run", "--plan", file.to_str().unwrap(), "--steps", "1", "--warmup", "0", "--no-compare", "--json"])
+}
+
+fn is_1f1b_without_recompute(p: &Value) -> bool {
+    p["schedule"] == "1f1b" && p["policies"].as_array().unwrap().iter().all(|x| x == "none")
+}
+
+#[test]
+fn run_measures_the_held_bytes_the_plan_predicts_under_two_caps() {
+    let dir = temp_dir("two-caps");
+    let costs = profile("tiny", &dir.join("costs"));
+    // A cap every plan fits.
+    let loose = plan("tiny", &costs, "16", "1GiB", &dir.join("loose"));
+    let chosen = &loose["plan"];
+    let v = run_plan(&dir.join("loose"));
+    assert_eq!(v["peak_held_bytes"], chosen["predicted_peak_held_bytes"], "{chosen}");
+    assert_eq!(v["plan"]["predicted_peak_held_bytes"], chosen["predicted_peak_held_bytes"]);
+    assert_eq!(v["m"], chosen["m"]);
+    assert!(std::fs::metadata(dir.join("loose/plan-pareto.svg")).unwrap().len() > 0);
+    assert!(std::fs::metadata(dir.join("loose/plan-pareto.png")).unwrap().len() > 0);
+    // One byte under the least peak of 1F1B without recompute, over every m and split.
+    let least_1f1b = loose["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| is_1f1b_without_recompute(p))
+        .map(|p| p["predicted_peak_held_bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).max().unwrap())
+        .min()
+        .expect("1f1b without recompute fits a loose cap");
+    let cap = least_1f1b - 1;
+    let tight = plan("tiny", &costs, "16", &cap.to_string(), &dir.join("tight"));
+    let chosen = &tight["plan"];
+    assert!(!is_1f1b_without_recompute(&tight["plans"][0]), "{chosen}");
+    for b in chosen["predicted_peak_held_bytes"].as_array().unwrap() {
+        assert!(b.as_u64().unwrap() <= cap, "{chosen}");
+    }
+    let v = run_plan(&dir.join("tight"));
+    assert_eq!(v["peak_held_bytes"], chosen["predicted_peak_held_bytes"], "{chosen}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_plan_profiled_on_the_spot_for_a_model_of_sequences_runs_as_predicted() {
+    let dir = temp_dir("gpt");
+    let d = dir.join("p");
+    let loose = json(&[
+        "plan",
+        "--model",
+        "gpt-tiny",
+        "-p",
+        "2",
+        "--batch",
+        "8",
+        "--memory-cap",
+        "1GiB",
+        "--out",
+        d.to_str().unwrap(),
+        "--json",
+    ]);
+    let v = run_plan(&d);
+    assert_eq!(v["peak_held_bytes"], loose["plan"]["predicted_peak_held_bytes"], "{}", loose["plan"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn caps_no_plan_meets_are_clear_errors() {
+    let dir = temp_dir("errors");
+    let costs = profile("tiny", &dir.join("costs"));
+    let out = dir.join("out");
+    let d = out.to_str().unwrap();
+    let args = |cap: &str| -> Vec<String> {
+        ["plan", "--model", "tiny", "-p", "2", "--batch", "16", "--memory-cap", cap, "--costs-file", &costs, "--out", d]
+            .map(String::from)
+            .to_vec()
+    };
+    let e = fails(&args("1KiB").iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("below the static bytes") && e.contains("the least is"), "{e}");
+    // The least static bytes over splits, plus one byte: above the static bytes, below any peak.
+    let least: u64 = e
+        .split("the least is ")
+        .nth(1)
+        .unwrap()
+        .split(" (")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let e = fails(&args(&(least + 1).to_string()).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        e.contains("no plan fits under the memory cap") && e.contains("the smallest peak any candidate reached"),
+        "{e}"
+    );
+    assert!(!out.join("plan.json").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_batches_other_models_costs_and_contradicting_flags_are_refused() {
+    let dir = temp_dir("refused");
+    let costs = profile("tiny", &dir.join("costs"));
+    let d = dir.join("out");
+    let d = d.to_str().unwrap();
+    let e = fails(&[
+        "plan",
+        "--model",
+        "tiny",
+        "-p",
+        "4",
+        "--batch",
+        "3",
+        "--memory-cap",
+        "1GiB",
+        "--costs-file",
+        &costs,
+        "--out",
+        d,
+    ]);
+    assert!(e.contains("--batch 3 has no divisor m ≥ p = 4"), "{e}");
+    let e = fails(&[
+        "plan",
+        "--model",
+        "small",
+        "-p",
+        "2",
+        "--batch",
+        "8",
+        "--memory-cap",
+        "1GiB",
+        "--costs-file",
+        &costs,
+        "--out",
+        d,
+    ]);
+    assert!(e.contains("profiled for model \"tiny\""), "{e}");
+    // A plan whose numbers disagree is refused before anything runs.
+    let good = plan("tiny", &costs, "8", "1GiB", &dir.join("good"));
+    let mut bad = good["plan"].clone();
+    bad["m"] = Value::from(good["plan"]["m"].as_u64().unwrap() + 1);
+    let path = dir.join("bad.json");
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let e = fails(&["run", "--plan", path.to_str().unwrap(), "--steps", "1"]);
+    assert!(e.contains("bad.json") && e.contains("do not make its batch"), "{e}");
+    let e = fails(&["run", "--plan", "nosuch.json", "-s", "1f1b"]);
+    assert!(e.contains("--plan") && e.contains("--schedule"), "{e}");
+    for flag in [["-m", "4"], ["--partition", "even"], ["--recompute", "full"]] {
+        let e = fails(&["run", "--plan", "nosuch.json", flag[0], flag[1]]);
+        assert!(e.contains("cannot be used with"), "{flag:?}: {e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
