@@ -380,28 +380,33 @@ impl Model {
         Ok((StepOutput { loss: mean_loss(&losses), losses }, total))
     }
 
-    /// Compares the run `plan` that just ran from step `first` — the parameters it started from
-    /// (`initial`), the per-step losses it gave — with the stale-weight sequential reference
-    /// ([`stale_run`]) on copies of the same parameters: the parameters the stages hold now and
-    /// the losses, bit for bit. The model must hold every stage.
+    /// Copies of every held stage's optimizer and its state.
+    pub fn optimizers(&self) -> Result<Vec<Optimizer>> {
+        self.stages.iter().map(RealStage::optimizer_copy).collect()
+    }
+
+    /// Compares the run `plan` that just ran from step `first` — the parameters and optimizers
+    /// it started from (`initial`), the per-step losses it gave — with the stale-weight
+    /// sequential reference ([`stale_run`]) on copies of the same: the parameters the stages
+    /// hold now and the losses, bit for bit. The model must hold every stage.
     pub fn verify_run(
         &self,
-        initial: &[Vec<Tensor>],
+        initial: (&[Vec<Tensor>], Vec<Optimizer>),
         plan: &RunPlan,
         first: u64,
         losses: &[f32],
     ) -> Result<RunVerification> {
-        if self.stages.len() != self.specs.len() || initial.len() != self.specs.len() {
+        let (params, mut optimizers) = initial;
+        let n = self.specs.len();
+        if self.stages.len() != n || params.len() != n || optimizers.len() != n {
             return Err(Error::Config("verifying a run needs every stage in this process".into()));
         }
         let mut stages = Stage::build_all(&self.spec, &self.specs)?;
-        let mut optimizers = Vec::with_capacity(stages.len());
-        for ((stage, saved), held) in stages.iter_mut().zip(initial).zip(&self.stages) {
+        for (stage, saved) in stages.iter_mut().zip(params) {
             let dev = stage.device();
             for ((p, _), v) in stage.params_and_grads_mut().into_iter().zip(saved) {
                 *p = v.to_device(dev)?;
             }
-            optimizers.push(Optimizer::new(held.optimizer_spec(), stage)?);
         }
         let tables: Vec<&[u32]> = (0..stages.len()).map(|s| plan.updates.versions_of(s)).collect();
         let run = StaleRun {

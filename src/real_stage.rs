@@ -1,12 +1,14 @@
 //! [`RealStage`]: one `pipesched-stages` [`Stage`] with its optimizer and its share of the
-//! step's data, as the executor drives it ([`StageWork`]) — in single steps, where the caller
-//! updates the weights between steps, and in runs of steps back to back, where the stage updates
-//! them itself after its last backward of each step ([`StageWork::update`]) and loads the next
-//! step's data.
+//! data, as the executor drives it ([`StageWork`]) — in single steps, where the caller updates
+//! the weights between steps, and in runs (steps back to back, or one stream on stale weights),
+//! where the stage updates them itself after its last backward of each update group
+//! ([`StageWork::update`]) and runs each micro-batch on the weight version the run gives it,
+//! stashing the others.
 //!
 //! Micro-batch indices are the run's: micro-batch `j` of the run's step `k` is `k·m + j` (a
-//! single step is a run of one). Data for a step (inputs for the first stage, targets for the
-//! last) is generated when the step begins, so the measured spans hold pipeline work only.
+//! single step is a run of one). The data (inputs for the first stage, targets for the last) of
+//! every step of the step or run is generated when it begins, so the measured spans hold
+//! pipeline work only.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -135,6 +137,11 @@ impl RealStage {
     /// What the stage's optimizer is.
     pub fn optimizer_spec(&self) -> OptimizerSpec {
         self.optimizer_spec
+    }
+
+    /// A copy of the stage's optimizer and its state.
+    pub fn optimizer_copy(&self) -> Result<Optimizer> {
+        Ok(self.optimizer.try_clone()?)
     }
 
     /// The wrapped stage, mutable.
@@ -400,7 +407,8 @@ impl StageWork for RealStage {
     }
 
     fn backward_weight(&mut self, mb: usize) -> std::result::Result<(), Self::Error> {
-        // Weight gradients read the saved activations and output gradients, not the weights.
+        // A user's layer may read its weights here too: the micro-batch's version, as in `B`.
+        self.use_version_of(mb)?;
         self.stage.backward_weight(mb)?;
         self.finished(mb)?;
         self.start_sum()
@@ -433,11 +441,21 @@ impl StageWork for RealStage {
         }
         self.load_version(newest)?;
         let keep = self.run.as_ref().and_then(|r| r.uses.get(&newest)).is_some_and(|&n| n > 0);
-        let kept: Option<Vec<Tensor>> = keep.then(|| self.stage.params().into_iter().cloned().collect());
-        {
+        let kept = {
             let _scope = self.stage.lane().map(|l| l.enter());
+            let kept = match keep {
+                true => Some(
+                    self.stage
+                        .params()
+                        .into_iter()
+                        .map(Tensor::try_clone)
+                        .collect::<pipesched_stages::Result<Vec<_>>>()?,
+                ),
+                false => None,
+            };
             self.optimizer.update(self.stage.params_and_grads_mut())?;
-        }
+            kept
+        };
         self.stage.zero_grad()?;
         let run = self.run.as_mut().expect("checked above");
         if let Some(old) = kept {

@@ -307,4 +307,22 @@ fn steps_without_a_run_mode_or_both_modes() {
     // 2BW over GPipe: the second step's forwards would need an update that comes after them.
     let e = fails(&["simulate", "-s", "gpipe", "-p", "2", "-m", "2", "--async", "2bw", "--steps", "3"]);
     assert!(e.contains("needs a barrier between steps"), "{e}");
+    // auto builds one step for a limit, not a stream.
+    let e = fails(&[
+        "simulate",
+        "-s",
+        "auto",
+        "--memory-limit",
+        "40MiB",
+        "--costs",
+        "F=1,I=1,W=1",
+        "--mem",
+        "A=1MiB",
+        "--async",
+        "2bw",
+    ]);
+    assert!(e.contains("--async with -s auto"), "{e}");
+    // A run too large for memory is refused before it is built.
+    let e = fails(&["simulate", "-s", "1f1b", "-p", "2", "-m", "1000", "--no-barrier", "--steps", "3000000000"]);
+    assert!(e.contains("needs an estimated"), "{e}");
 }

@@ -103,3 +103,19 @@ fn a_stream_whose_forwards_outrun_the_updates_is_refused() {
     let e = plan(Kind::GPipe, 2, 2, &model, Asynchrony::TwoBuffered).unwrap_err().to_string();
     assert!(e.contains("needs a barrier between steps"), "{e}");
 }
+
+#[test]
+fn a_run_after_trained_steps_verifies_from_the_same_optimizer_state() {
+    // A run that starts from a trained model (Adam's moments and step count not zero) is checked
+    // against a reference that starts from the same optimizer state, not a fresh one.
+    let p = 2;
+    let mut model = model_of(deep_tiny(), p, "none");
+    let step = with_recompute(&Kind::OneFOneB.generate(p, 1, 4).unwrap(), &model.recompute_flags()).unwrap();
+    model.run_step(&step, 0, &exec()).unwrap();
+    model.optimizer_step().unwrap();
+    let plan = plan(Kind::OneFOneB, p, 4, &model, Asynchrony::PipeDream).unwrap();
+    let (params, optimizers) = (model.params(), model.optimizers().unwrap());
+    let out = model.run(&plan, 1, &exec()).unwrap();
+    let v = model.verify_run((&params, optimizers), &plan, 1, &out.losses).unwrap();
+    assert!(v.bitwise, "{v:?}");
+}

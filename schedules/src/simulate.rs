@@ -49,10 +49,13 @@ pub fn simulate_updates(
     updates: &Updates,
     version_bytes: &[u64],
 ) -> Result<Trace> {
-    let stash = updates.stash_bytes(version_bytes);
-    if stash.len() != schedule.lanes.len() || stash.iter().zip(&schedule.lanes).any(|(s, l)| s.len() != l.len()) {
-        return Err(crate::Error::Cost("the weight updates were worked out for another schedule".into()));
+    if !updates.fits(schedule) {
+        return Err(crate::Error::BadArgs {
+            schedule: schedule.name.clone(),
+            reason: "the weight updates were worked out for another schedule; make them from this one".into(),
+        });
     }
+    let stash = updates.stash_bytes(version_bytes)?;
     simulate_with(schedule, costs, Some(&stash))
 }
 

@@ -36,6 +36,7 @@
 use crate::action::{Action, Op};
 use crate::error::{Error, Result};
 use crate::schedule::Schedule;
+use crate::validate::check_structure;
 
 /// Which weight version a micro-batch's forward (and so its backward) uses; see the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,7 +52,7 @@ pub enum Versioning {
 /// A stage's stashed-version count around one action: after it, and after the update that may
 /// follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stash {
+struct StashCount {
     stage: usize,
     after_action: u32,
     after_update: u32,
@@ -69,7 +70,9 @@ pub struct Updates {
     /// `versions[s][j]`: the version micro-batch `j` uses on stage `s`.
     versions: Vec<Vec<u32>>,
     /// For each rank and lane position: the stage's stashed versions around the action.
-    stash: Vec<Vec<Stash>>,
+    stash: Vec<Vec<StashCount>>,
+    /// Per stage, the most versions it stashes at once.
+    peaks: Vec<u32>,
 }
 
 impl Updates {
@@ -79,6 +82,7 @@ impl Updates {
     /// a version its stage has not made yet (the schedule needs a barrier there).
     pub fn new(schedule: &Schedule, every: usize, versioning: Versioning) -> Result<Updates> {
         let bad = |reason: String| Error::BadArgs { schedule: schedule.name.clone(), reason };
+        check_structure(schedule)?;
         if every == 0 || schedule.m % every != 0 {
             return Err(bad(format!("updates every {every} micro-batches do not divide m = {}", schedule.m)));
         }
@@ -125,7 +129,11 @@ impl Updates {
             }
         }
         let stash = stash_counts(schedule, &versions, &after, &finishes);
-        Ok(Updates { every, versioning, after, versions, stash })
+        let mut peaks = vec![0u32; stages];
+        for x in stash.iter().flatten() {
+            peaks[x.stage] = peaks[x.stage].max(x.after_action).max(x.after_update);
+        }
+        Ok(Updates { every, versioning, after, versions, stash, peaks })
     }
 
     /// Whether the stage of rank `rank`'s action at lane position `k` updates after it.
@@ -145,68 +153,80 @@ impl Updates {
 
     /// The most versions stage `stage` ever stashes at once (besides its parameters).
     pub fn peak_stashed(&self, stage: usize) -> u32 {
-        self.stash
-            .iter()
-            .flatten()
-            .filter(|x| x.stage == stage)
-            .map(|x| x.after_action.max(x.after_update))
-            .max()
-            .unwrap_or(0)
+        self.peaks.get(stage).copied().unwrap_or(0)
+    }
+
+    /// Whether these updates were worked out for `schedule` (its stages, and one flag per
+    /// action of its lanes).
+    pub fn fits(&self, schedule: &Schedule) -> bool {
+        self.versions.len() == schedule.stages()
+            && self.after.len() == schedule.lanes.len()
+            && self.after.iter().zip(&schedule.lanes).all(|(a, l)| a.len() == l.len())
     }
 
     /// For each rank and lane position: the bytes of the versions the rank's stages have
     /// stashed after that action (before any update that follows it), a version of stage `s`
-    /// being `version_bytes[s]` bytes.
-    pub fn stash_bytes(&self, version_bytes: &[u64]) -> Vec<Vec<u64>> {
-        let mut count = vec![0u64; version_bytes.len()];
-        self.stash
+    /// being `version_bytes[s]` bytes (saturating at `u64::MAX`); an error unless there is one
+    /// size per stage.
+    pub fn stash_bytes(&self, version_bytes: &[u64]) -> Result<Vec<Vec<u64>>> {
+        if version_bytes.len() != self.versions.len() {
+            return Err(Error::Cost(format!(
+                "{} weight-version sizes for {} stages; give one per stage",
+                version_bytes.len(),
+                self.versions.len()
+            )));
+        }
+        // Each stage lives on one rank: a lane's total moves only with its own stages' counts
+        // (in u128, exact; read out saturated).
+        let mut count = vec![0u32; version_bytes.len()];
+        Ok(self
+            .stash
             .iter()
             .map(|lane| {
-                let mut total = 0u64;
+                let mut total = 0u128;
+                let mut set = |stage: usize, n: u32, total: &mut u128| {
+                    let b = u128::from(version_bytes[stage]);
+                    *total = *total - u128::from(count[stage]) * b + u128::from(n) * b;
+                    count[stage] = n;
+                };
                 lane.iter()
                     .map(|x| {
-                        let bytes = version_bytes.get(x.stage).copied().unwrap_or(0);
-                        let set = |count: &mut Vec<u64>, total: &mut u64, n: u32| {
-                            if let Some(c) = count.get_mut(x.stage) {
-                                *total = *total - *c * bytes + u64::from(n) * bytes;
-                                *c = u64::from(n);
-                            }
-                        };
-                        set(&mut count, &mut total, x.after_action);
-                        let now = total;
-                        set(&mut count, &mut total, x.after_update);
+                        set(x.stage, x.after_action, &mut total);
+                        let now = u64::try_from(total).unwrap_or(u64::MAX);
+                        set(x.stage, x.after_update, &mut total);
                         now
                     })
                     .collect()
             })
-            .collect()
+            .collect())
     }
 }
 
 /// Replays each lane with the versions fixed: version `u` of a stage lives from its update to
-/// the later of the next update and its last user's finishing backward (see the module doc).
+/// the later of the next update and its last user's finishing backward (see the module doc). One
+/// pass, a counter per stage: a version joins the stash when an update leaves it in use, and
+/// leaves it when its last user finishes below the newest.
 fn stash_counts(
     schedule: &Schedule,
     versions: &[Vec<u32>],
     after: &[Vec<bool>],
     finishes: &dyn Fn(&Action) -> bool,
-) -> Vec<Vec<Stash>> {
-    // Per stage: how many micro-batches still to finish use each version; the newest version.
-    let mut uses: Vec<std::collections::BTreeMap<u32, usize>> = versions
+) -> Vec<Vec<StashCount>> {
+    // Per stage: micro-batches still to finish per version, the newest version, and how many
+    // versions below it are still in use.
+    let mut uses: Vec<Vec<usize>> = versions
         .iter()
         .map(|v| {
-            let mut m = std::collections::BTreeMap::new();
-            for &u in v.iter().filter(|&&u| u != u32::MAX) {
-                *m.entry(u).or_insert(0) += 1;
+            let used = v.iter().filter(|&&u| u != u32::MAX);
+            let mut n = vec![0usize; used.clone().max().map_or(0, |&u| u as usize + 1)];
+            for &u in used {
+                n[u as usize] += 1;
             }
-            m
+            n
         })
         .collect();
     let mut newest = vec![0u32; versions.len()];
-    // Live versions besides the newest: those with uses left, made already, below the newest.
-    let stashed = |uses: &std::collections::BTreeMap<u32, usize>, newest: u32| {
-        uses.range(..newest).filter(|(_, &n)| n > 0).count() as u32
-    };
+    let mut stashed = vec![0u32; versions.len()];
     schedule
         .lanes
         .iter()
@@ -218,15 +238,21 @@ fn stash_counts(
                     let s = a.stage();
                     if finishes(a) {
                         let v = versions[s][a.mb()];
-                        if let Some(n) = uses[s].get_mut(&v) {
-                            *n = n.saturating_sub(1);
+                        if let Some(n) = uses[s].get_mut(v as usize).filter(|n| **n > 0) {
+                            *n -= 1;
+                            if *n == 0 && v < newest[s] {
+                                stashed[s] -= 1;
+                            }
                         }
                     }
-                    let after_action = stashed(&uses[s], newest[s]);
+                    let after_action = stashed[s];
                     if updates {
+                        if uses[s].get(newest[s] as usize).is_some_and(|&n| n > 0) {
+                            stashed[s] += 1;
+                        }
                         newest[s] += 1;
                     }
-                    Stash { stage: s, after_action, after_update: stashed(&uses[s], newest[s]) }
+                    StashCount { stage: s, after_action, after_update: stashed[s] }
                 })
                 .collect()
         })
@@ -249,7 +275,8 @@ mod tests {
             assert_eq!(u.versions_of(r), &[0, 0, 0, 1, 1, 1]);
         }
         // Synchronous runs stash nothing.
-        assert!(u.stash_bytes(&[100, 100]).iter().flatten().all(|&b| b == 0));
+        assert!(u.stash_bytes(&[100, 100]).unwrap().iter().flatten().all(|&b| b == 0));
+        assert!(u.stash_bytes(&[100]).is_err());
     }
 
     #[test]
@@ -292,7 +319,7 @@ mod tests {
             // Two versions at most: the one in use and the newest.
             assert_eq!(u.peak_stashed(r), 1, "stage {r}");
         }
-        let bytes = u.stash_bytes(&[10, 20, 30]);
+        let bytes = u.stash_bytes(&[10, 20, 30]).unwrap();
         assert_eq!(bytes.iter().map(|l| *l.iter().max().unwrap()).collect::<Vec<_>>(), vec![10, 20, 30]);
     }
 

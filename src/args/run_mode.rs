@@ -6,9 +6,10 @@
 
 use clap::Args;
 
+use crate::budget::{self, Available};
 use crate::workload::{Asynchrony, RunPlan};
 use crate::Result;
-use pipesched_schedules::Schedule;
+use pipesched_schedules::{Footprint, Schedule, Simulation};
 
 /// `--no-barrier`, `--async`.
 #[derive(Debug, Clone, Args)]
@@ -43,13 +44,22 @@ impl RunModeArgs {
     }
 
     /// The run of `steps` steps: `step` back to back, or the stream `stream(steps)` gives with
-    /// `--async`.
+    /// `--async` — refused up front, before anything is built, if `steps` copies of `step`
+    /// (and the simulation `simulated` says, if any) would not fit in memory.
     pub fn plan(
         &self,
         step: &Schedule,
         steps: usize,
+        simulated: Option<Simulation>,
         stream: impl FnOnce(usize) -> Result<Schedule>,
     ) -> Result<RunPlan> {
+        let times = |n: usize| n.checked_mul(steps).map(|t| t as u64);
+        let size = match (times(step.num_actions()), times(step.m)) {
+            (Some(actions), Some(m)) => Some(Footprint { actions, stages: step.stages() as u64, m, build: 0 }),
+            _ => None,
+        };
+        let subject = format!("{steps} steps of {} ({} actions each) as one run", step.name, step.num_actions());
+        budget::check(&budget::schedule(subject, size, simulated), Available::probe().as_ref())?;
         match self.asynchrony {
             None => RunPlan::back_to_back(step, steps),
             Some(kind) => RunPlan::stream(stream(steps)?, steps, step.m, kind),

@@ -227,6 +227,11 @@ impl ScheduleArgs {
                 "--async streams every step's micro-batches through one schedule generated for steps·m of them; give a generator with -s, not --from-csv".into(),
             ));
         };
+        if kind == Kind::Auto {
+            return Err(Error::Usage(
+                "--async with -s auto: auto builds one step for a memory limit, not a stream of steps; choose a generator (1f1b is PipeDream's), or run auto with --no-barrier".into(),
+            ));
+        }
         let m = self.shape.m.checked_mul(steps).ok_or_else(|| {
             Error::Usage(format!("{steps} steps of {} micro-batches overflow; run fewer steps", self.shape.m))
         })?;

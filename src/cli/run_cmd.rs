@@ -17,7 +17,9 @@ use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
 use pipesched::workload::{Demand, Layout, ModelChoice, RunPlan, Step, Workload};
 use pipesched::{units, Error, Result};
-use pipesched_schedules::{period, simulate, simulate_updates, step_ends, CostModel, Kind, Schedule, Stats, Trace};
+use pipesched_schedules::{
+    period, simulate, simulate_updates, step_ends, CostModel, Kind, Schedule, Simulation, Stats, Trace,
+};
 use pipesched_stages::{Partition, Policies};
 
 /// Arguments of `pipesched run`.
@@ -114,7 +116,8 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     opts.transport.check_size(base.p)?;
     // A run is sized as one step of all its micro-batches, with the versions it stashes.
     let demand = if args.mode.is_run() {
-        Demand::of_run(&args.mode.plan(&base, args.steps.total(), |n| args.schedule.stream(n))?, args.verify)
+        let sim = Simulation { trace: true, with_bytes: true };
+        Demand::of_run(&args.mode.plan(&base, args.steps.total(), Some(sim), |n| args.schedule.stream(n))?, args.verify)
     } else {
         Demand::of(&base, args.verify, args.steps.total())
     };
@@ -127,7 +130,8 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     }
     if args.mode.is_run() {
         let steps = args.steps.total();
-        let plan = args.mode.plan(&schedule, steps, |n| workload.plan(&args.schedule.stream(n)?))?;
+        let sim = Simulation { trace: true, with_bytes: true };
+        let plan = args.mode.plan(&schedule, steps, Some(sim), |n| workload.plan(&args.schedule.stream(n)?))?;
         return run_plan(args, opts, workload.as_mut(), &schedule, &plan);
     }
     // With ranks as processes, rank 0 reports; the others run their lanes quietly.

@@ -152,8 +152,9 @@ fn simulate_run(
             .ok_or_else(|| Error::Usage("--steps: too many micro-batches".into()))?;
         ShapeArgs { m, ..args.schedule.shape.clone() }.check_size(kind, Some(sim), recompute)?;
     }
-    let plan =
-        args.mode.plan(step, steps, |n| costs.plan(&args.schedule.stream(n)?, args.recompute.recompute.as_ref()))?;
+    let plan = args
+        .mode
+        .plan(step, steps, Some(sim), |n| costs.plan(&args.schedule.stream(n)?, args.recompute.recompute.as_ref()))?;
     // A cost model has no parameter bytes: stashed versions are counted, not sized.
     let zero = vec![0; step.stages()];
     let trace = simulate_updates(&plan.schedule, &costs.model, &plan.updates, &zero)?;

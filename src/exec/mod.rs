@@ -59,8 +59,9 @@ pub struct ExecOptions {
     pub timeout: Duration,
     /// How the ranks reach each other.
     pub transport: Transport,
-    /// Where stages apply their optimizer during the run ([`StageWork::update`]), for steps run
-    /// back to back; `None`: never (the caller updates between runs).
+    /// Where stages apply their optimizer during a run of many steps ([`StageWork::update`]):
+    /// steps back to back, or one stream on stale weights; `None`: never (the caller updates
+    /// between steps).
     pub updates: Option<Arc<Updates>>,
 }
 
@@ -106,6 +107,7 @@ pub fn execute<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &ExecO
         return processes::execute(schedule, stages, opts, mpi);
     }
     check_structure(schedule, stages.len())?;
+    check_updates(schedule, opts)?;
     let p = schedule.p;
     let links: Links<S::Payload> = Links::new(schedule.stages(), schedule.m, |s| schedule.rank_of(s));
     let abort = AtomicBool::new(false);
@@ -115,6 +117,17 @@ pub fn execute<S: StageWork>(schedule: &Schedule, stages: &mut [S], opts: &ExecO
     }
     let records = run_ranks(schedule, per_rank, &links, &abort, opts, Instant::now())?;
     Ok(assemble(schedule, records))
+}
+
+/// Refuses updates worked out for another schedule (a worker would read them out of place).
+fn check_updates(schedule: &Schedule, opts: &ExecOptions) -> Result<()> {
+    match &opts.updates {
+        Some(u) if !u.fits(schedule) => Err(Error::Usage(format!(
+            "the weight updates given were worked out for another schedule than {}; make them from it",
+            schedule.name
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Runs rank `rank`'s lane of one step of `schedule` on `stages` (its stages, by model stage)
@@ -130,6 +143,7 @@ pub fn execute_rank<S: StageWork>(
     opts: &ExecOptions,
 ) -> Result<RankRecord> {
     check_structure(schedule, schedule.stages())?;
+    check_updates(schedule, opts)?;
     let held: Vec<usize> = stages.iter().map(|(s, _)| *s).collect();
     if held != schedule.stages_of(rank) {
         return Err(Error::Usage(format!(

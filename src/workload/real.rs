@@ -149,10 +149,13 @@ impl Workload for RealWorkload {
                 "--verify of a run compares every stage with the sequential reference in one process; run it with ranks as threads".into(),
             ));
         }
-        let initial = verify.then(|| self.model.params());
+        // The reference starts where the run does: its parameters and its optimizers' state.
+        let initial = if verify { Some((self.model.params(), self.model.optimizers()?)) } else { None };
         let out = self.model.run(plan, first, opts)?;
         let verification = match initial {
-            Some(initial) => Some(self.model.verify_run(&initial, plan, first, &out.losses)?),
+            Some((params, optimizers)) => {
+                Some(self.model.verify_run((&params, optimizers), plan, first, &out.losses)?)
+            }
             None => None,
         };
         Ok(RunOutcome { trace: out.trace, losses: out.losses.into_iter().map(Some).collect(), verification })

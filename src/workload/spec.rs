@@ -252,7 +252,20 @@ impl WorkloadSpec {
                 if demand.verify && transport.is_root() {
                     let whole = Load { batch, microbatches: demand.m, in_flight: demand.in_flight.clone() };
                     let footprint = spec.footprint(&all, &self.optimizer, &whole)?;
-                    let estimate = estimate.with_reference(&footprint);
+                    let mut estimate = estimate.with_reference(&footprint);
+                    if !demand.stashed.is_empty() {
+                        // A run's reference also keeps a copy of every optimizer's state, the
+                        // newest weights of every stage, and the versions its stages stash.
+                        let bytes = footprint.stages.iter().enumerate().fold(0u64, |t, (k, f)| {
+                            let copies = 1 + u64::from(demand.stashed.get(k).copied().unwrap_or(0));
+                            t.saturating_add(f.optimizer).saturating_add(f.params.saturating_mul(copies))
+                        });
+                        estimate = estimate.with(Part {
+                            name: "the run's sequential reference: optimizer copies and weight versions",
+                            bytes,
+                            remedies: &["drop --verify", "fewer steps"],
+                        });
+                    }
                     if transport.is_processes() {
                         estimate.with_gathered_reference(&footprint, transport.replicas())
                     } else {

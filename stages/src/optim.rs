@@ -91,6 +91,12 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
+    /// A copy of this optimizer and its state (on the state's device), or the device's error.
+    pub fn try_clone(&self) -> Result<Optimizer> {
+        let state = self.state.iter().map(Tensor::try_clone).collect::<Result<Vec<_>>>()?;
+        Ok(Optimizer { spec: self.spec, state, t: self.t })
+    }
+
     /// Zero state for `stage`'s parameters.
     pub fn new(spec: OptimizerSpec, stage: &Stage) -> Result<Optimizer> {
         spec.validate()?;

@@ -220,7 +220,8 @@ impl Stage {
         &self.layers
     }
 
-    /// Micro-batches of the current step (0 before `begin_step`).
+    /// Micro-batches of the current step, or of the whole run after
+    /// [`begin_run`](Stage::begin_run) (0 before either).
     pub fn microbatches(&self) -> usize {
         self.slots.len()
     }
