@@ -59,7 +59,11 @@ impl RunModeArgs {
             _ => None,
         };
         let subject = format!("{steps} steps of {} ({} actions each) as one run", step.name, step.num_actions());
-        budget::check(&budget::schedule(subject, size, simulated), Available::probe().as_ref())?;
+        let mut estimate = budget::schedule(subject, size, simulated);
+        for part in &mut estimate.parts {
+            part.remedies = &["fewer steps (--steps, --warmup)", "fewer micro-batches (-m)"];
+        }
+        budget::check(&estimate, Available::probe().as_ref())?;
         match self.asynchrony {
             None => RunPlan::back_to_back(step, steps),
             Some(kind) => RunPlan::stream(stream(steps)?, steps, step.m, kind),
