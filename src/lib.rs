@@ -20,6 +20,7 @@ mod real_stage;
 pub mod report;
 pub mod synthetic;
 pub mod units;
+mod weight_versions;
 pub mod workload;
 
 pub use error::{Error, Result};

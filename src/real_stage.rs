@@ -10,7 +10,6 @@
 //! every step of the step or run is generated when it begins, so the measured spans hold
 //! pipeline work only.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 
 use pipesched_stages::{
@@ -19,6 +18,7 @@ use pipesched_stages::{
 };
 
 use crate::exec::{DeviceClock, PendingSum, StageLayers, StageWork, Transport, Wire};
+use crate::weight_versions::WeightVersions;
 use crate::{Error, Result};
 /// One model stage, its optimizer, and the step's data it needs.
 pub struct RealStage {
@@ -33,7 +33,7 @@ pub struct RealStage {
     /// (read after the run, so a GPU stage never waits for one mid-run).
     losses: Vec<Option<Tensor>>,
     /// In a run: the weight versions its micro-batches use and the ones it keeps.
-    run: Option<Versions>,
+    run: Option<WeightVersions>,
     /// CUDA events on the stage's stream, on a GPU.
     clock: Option<GpuClock>,
     /// With data parallelism: the replicas the gradients are summed over.
@@ -60,25 +60,6 @@ pub struct RunShape {
     pub m: usize,
     /// Rows per micro-batch.
     pub batch: usize,
-}
-
-/// A stage's weight versions in a run ([`Updates`](pipesched_schedules::Updates)' rules).
-///
-/// Invariant: the stage's parameters are version `loaded`; `stashed` holds every other live
-/// version; a version lives while it is the newest or a micro-batch still to finish uses it.
-struct Versions {
-    /// The version each micro-batch of the run uses.
-    of: Vec<u32>,
-    /// Micro-batches per update.
-    every: usize,
-    /// Per version: micro-batches using it whose backward has not finished.
-    uses: BTreeMap<u32, usize>,
-    /// The newest version: updates made so far.
-    newest: u32,
-    /// The version the stage's parameters are now.
-    loaded: u32,
-    /// Every other live version's parameters.
-    stashed: BTreeMap<u32, Vec<Tensor>>,
 }
 
 /// A GPU stage's clock: CUDA events recorded on its stream.
@@ -185,12 +166,7 @@ impl RealStage {
         self.stage.begin_run(first, steps, m)?;
         let step_numbers: Vec<u64> = (0..steps as u64).map(|k| first + k).collect();
         self.load(task, &step_numbers, m, batch)?;
-        let mut uses = BTreeMap::new();
-        for &v in versions.iter().filter(|&&v| v != u32::MAX) {
-            *uses.entry(v).or_insert(0) += 1;
-        }
-        self.run =
-            Some(Versions { of: versions.to_vec(), every, uses, newest: 0, loaded: 0, stashed: BTreeMap::new() });
+        self.run = Some(WeightVersions::new(versions, every));
         Ok(())
     }
 
@@ -223,33 +199,10 @@ impl RealStage {
         Ok(())
     }
 
-    /// In a run: makes the stage's parameters version `want` (taken from the stash, where the
-    /// loaded one goes).
-    fn load_version(&mut self, want: u32) -> std::result::Result<(), pipesched_stages::Error> {
-        let index = self.stage.index();
-        let Some(run) = self.run.as_mut() else { return Ok(()) };
-        if want == run.loaded {
-            return Ok(());
-        }
-        let mut other = run.stashed.remove(&want).ok_or_else(|| pipesched_stages::Error::Order {
-            place: format!("stage {index}"),
-            reason: format!(
-                "weight version {want} is asked for, which this stage does not hold (it holds {}, the newest {})",
-                run.loaded, run.newest
-            ),
-        })?;
-        for ((p, _), q) in self.stage.params_and_grads_mut().into_iter().zip(other.iter_mut()) {
-            std::mem::swap(p, q);
-        }
-        run.stashed.insert(run.loaded, other);
-        run.loaded = want;
-        Ok(())
-    }
-
     /// In a run: makes the stage's parameters the version micro-batch `mb` uses.
     fn use_version_of(&mut self, mb: usize) -> std::result::Result<(), pipesched_stages::Error> {
-        match self.run.as_ref().map(|r| r.of.get(mb).copied().unwrap_or(u32::MAX)) {
-            Some(want) => self.load_version(want),
+        match self.run.as_mut() {
+            Some(run) => run.load_for(&mut self.stage, mb),
             None => Ok(()),
         }
     }
@@ -257,26 +210,15 @@ impl RealStage {
     /// In a run, after micro-batch `mb`'s backward finished: drops its version if nothing uses
     /// it any more and it is not the newest.
     fn finished(&mut self, mb: usize) -> std::result::Result<(), pipesched_stages::Error> {
-        let Some(run) = self.run.as_mut() else { return Ok(()) };
-        let v = run.of.get(mb).copied().unwrap_or(u32::MAX);
-        let left = run.uses.get_mut(&v).map(|n| {
-            *n = n.saturating_sub(1);
-            *n
-        });
-        if left != Some(0) || v >= run.newest {
-            return Ok(());
+        match self.run.as_mut() {
+            Some(run) => run.finished(&mut self.stage, mb),
+            None => Ok(()),
         }
-        let newest = run.newest;
-        self.load_version(newest)?;
-        if let Some(run) = self.run.as_mut() {
-            run.stashed.remove(&v);
-        }
-        Ok(())
     }
 
     /// Bytes of the weight versions stashed besides the parameters.
     fn stashed_bytes(&self) -> u64 {
-        self.run.as_ref().map_or(0, |r| r.stashed.values().flatten().map(Tensor::bytes).sum())
+        self.run.as_ref().map_or(0, WeightVersions::stashed_bytes)
     }
 
     /// The per-micro-batch losses of the last step (last stage only; `None` where missing), read
@@ -426,11 +368,12 @@ impl StageWork for RealStage {
     /// where a micro-batch still to finish uses it), then zeroes the gradients.
     fn update(&mut self) -> std::result::Result<(), Self::Error> {
         let index = self.stage.index();
-        let Some((newest, every)) = self.run.as_ref().map(|r| (r.newest, r.every)) else {
+        let Some(run) = self.run.as_mut() else {
             return Err(pipesched_stages::Error::Optimizer(format!(
                 "stage {index}: an update outside a run; begin the run first"
             )));
         };
+        let (newest, every) = (run.newest(), run.every());
         let want = (newest as usize + 1) * every;
         if self.stage.accumulated() != want {
             return Err(pipesched_stages::Error::Optimizer(format!(
@@ -439,8 +382,7 @@ impl StageWork for RealStage {
                 self.stage.accumulated()
             )));
         }
-        self.load_version(newest)?;
-        let keep = self.run.as_ref().and_then(|r| r.uses.get(&newest)).is_some_and(|&n| n > 0);
+        let keep = run.before_update(&mut self.stage)?;
         let kept = {
             let _scope = self.stage.lane().map(|l| l.enter());
             let kept = match keep {
@@ -457,12 +399,7 @@ impl StageWork for RealStage {
             kept
         };
         self.stage.zero_grad()?;
-        let run = self.run.as_mut().expect("checked above");
-        if let Some(old) = kept {
-            run.stashed.insert(newest, old);
-        }
-        run.newest = newest + 1;
-        run.loaded = newest + 1;
+        run.updated(kept);
         Ok(())
     }
 
