@@ -141,6 +141,26 @@ fn processes_train_exactly_as_threads() {
     assert_eq!(across["profiled_costs"]["static_bytes"], threads["profiled_costs"]["static_bytes"]);
 }
 
+/// Runs of many steps across processes — without a barrier, and asynchronous (PipeDream, 2BW) —
+/// train exactly as threads do: the same losses and parameters, and held bytes, stashed weight
+/// versions included, equal to the prediction on every rank.
+#[test]
+fn runs_without_a_barrier_and_on_stale_weights_train_as_threads() {
+    for mode in ["--no-barrier", "--async pipedream", "--async 2bw"] {
+        let line = format!("--model tiny -s 1f1b -p 2 -m 4 --steps 3 --warmup 0 --no-compare --json {mode}");
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let across = report(2, &args);
+        let threads = Command::new(env!("CARGO_BIN_EXE_pipesched")).arg("run").args(&args).output().unwrap();
+        assert!(threads.status.success(), "{mode}");
+        let threads: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&threads.stdout).lines().last().unwrap()).unwrap();
+        assert_eq!(across["losses"], threads["losses"], "{mode}");
+        assert!(across["parameter_digest"].is_string(), "{across}");
+        assert_eq!(across["parameter_digest"], threads["parameter_digest"], "{mode}");
+        assert_eq!(across["peak_held_bytes"], across["predicted_peak_held_bytes"], "{mode}");
+    }
+}
+
 /// `pipesched profile` across processes: every process profiles its own stages (a V placement,
 /// so each holds two), and rank 0 writes the same bytes per stage as one process does.
 #[test]
