@@ -259,7 +259,7 @@ impl ScheduleArgs {
         let Some(kind) = self.schedule else {
             return Err(Error::Usage(format!(
                 "no schedule given: pass -s NAME (one of {}) with -p P -m M, or --from-csv FILE",
-                Kind::NAMED.map(Kind::name).join(", ")
+                Kind::names()
             )));
         };
         if kind != Kind::Auto {

@@ -173,20 +173,14 @@ impl Kind {
     }
 
     /// Every kind a name parses to: [`Kind::ALL`] and [`Kind::Auto`].
-    pub const NAMED: [Kind; 12] = [
-        Kind::GPipe,
-        Kind::OneFOneB,
-        Kind::Interleaved,
-        Kind::ZbH1,
-        Kind::ZbH2,
-        Kind::ZbV,
-        Kind::LoopedBfs,
-        Kind::InterleavedZb,
-        Kind::VHalf,
-        Kind::VMin,
-        Kind::DualPipeV,
-        Kind::Auto,
-    ];
+    pub fn named() -> impl Iterator<Item = Kind> {
+        Kind::ALL.into_iter().chain([Kind::Auto])
+    }
+
+    /// The names [`Kind::named`] parses, comma-separated.
+    pub fn names() -> String {
+        Kind::named().map(Kind::name).collect::<Vec<_>>().join(", ")
+    }
 
     /// Whether generating this kind needs a cost model and a memory limit ([`auto`]).
     pub fn needs_costs(self) -> bool {
@@ -238,13 +232,12 @@ impl FromStr for Kind {
 
     fn from_str(s: &str) -> Result<Kind> {
         let key = s.trim().to_ascii_lowercase();
-        Kind::NAMED
-            .into_iter()
-            .find(|k| k.name() == key || (key == "pipedream-flush" && *k == Kind::OneFOneB))
-            .ok_or_else(|| Error::BadArgs {
+        Kind::named().find(|k| k.name() == key || (key == "pipedream-flush" && *k == Kind::OneFOneB)).ok_or_else(|| {
+            Error::BadArgs {
                 schedule: s.to_string(),
-                reason: format!("unknown schedule name; choose one of {}", Kind::NAMED.map(Kind::name).join(", ")),
-            })
+                reason: format!("unknown schedule name; choose one of {}", Kind::names()),
+            }
+        })
     }
 }
 
