@@ -83,6 +83,22 @@ fn for_each_event(trace: &Trace, mut emit: impl FnMut(Value)) {
             }));
         }
     }
+    // Gradient sums over replicas: each rank's communication thread, after the ranks.
+    let p = trace.ranks.len();
+    for (r, sums) in trace.sums.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+        let tid = p + r;
+        emit(
+            json!({"name": "thread_name", "ph": "M", "pid": 0, "tid": tid, "args": {"name": format!("rank {r} sums")}}),
+        );
+        emit(json!({"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": tid, "args": {"sort_index": tid}}));
+        for sum in sums {
+            emit(json!({
+                "name": format!("Σ stage {}", sum.stage), "cat": "sum", "ph": "X",
+                "ts": sum.start * k, "dur": (sum.end - sum.start) * k, "pid": 0, "tid": tid,
+                "args": {"stage": sum.stage, "bytes": sum.bytes}
+            }));
+        }
+    }
     let starts: HashMap<Action, f64> =
         trace.ranks.iter().flat_map(|r| r.spans().map(|s| (s.action, s.start))).collect();
     for (id, t) in trace.transfers().iter().enumerate() {

@@ -20,7 +20,8 @@
 //! recompute; `f` when left out) in `time_unit`; per micro-batch, `act_bytes` kept by `F`,
 //! `recompute_bytes` re-created by `R`, `w_bytes` kept from `I` until `W`, and the messages
 //! sent (`fwd_msg_bytes`, `bwd_msg_bytes`). `static_bytes`: parameters, gradients and
-//! optimizer state per rank.
+//! optimizer state per rank. `grad_bytes` (optional, written by `profile` for a real model):
+//! each stage's gradient bytes, which `simulate --dp D` sums over the replicas.
 //!
 //! Per layer (`"layers"`, in model order, for micro-batches of `rows` rows of the model named
 //! `model_name`): `f` (its forward keeping what `none` keeps), `i`, `w`, `r` (that forward run
@@ -62,6 +63,9 @@ pub struct CostFile {
     pub recompute: Option<Vec<RecomputePolicy>>,
     /// Every layer's costs, when a real model was profiled.
     pub layers: Option<LayerCosts>,
+    /// Every stage's gradient bytes (what data parallelism sums over the replicas), when a real
+    /// model was profiled.
+    pub grad_bytes: Option<Vec<u64>>,
 }
 
 /// The format this version writes; it reads it and every earlier one.
@@ -89,11 +93,13 @@ struct Provenance {
     layers: Option<Vec<LayerCost>>,
     #[serde(default)]
     loss: Option<LossCost>,
+    #[serde(default)]
+    grad_bytes: Option<Vec<u64>>,
 }
 
 impl From<CostModel> for CostFile {
     fn from(model: CostModel) -> CostFile {
-        CostFile { model, layout: None, recompute: None, layers: None }
+        CostFile { model, layout: None, recompute: None, layers: None, grad_bytes: None }
     }
 }
 
@@ -135,7 +141,7 @@ impl CostFile {
             }
         }
         let layers = layer_costs(format, extra.model_name, extra.rows, extra.layers, extra.loss)?;
-        Ok(CostFile { model, layout: extra.layout, recompute: extra.recompute, layers })
+        Ok(CostFile { model, layout: extra.layout, recompute: extra.recompute, layers, grad_bytes: extra.grad_bytes })
     }
 
     /// The file as pretty JSON.
@@ -146,6 +152,9 @@ impl CostFile {
         }
         if let Some(r) = &self.recompute {
             doc["recompute"] = serde_json::to_value(r).expect("policies always serialise");
+        }
+        if let Some(g) = &self.grad_bytes {
+            doc["grad_bytes"] = g.as_slice().into();
         }
         doc["format"] = FORMAT.into();
         if let Some(layers) = &self.layers {
@@ -292,6 +301,7 @@ mod tests {
             layout: Some(Layout::looped(2, 1)),
             recompute: Some(vec![policy; 2]),
             layers: None,
+            grad_bytes: Some(vec![1000, 2000]),
         }
     }
 

@@ -326,3 +326,13 @@ fn steps_without_a_run_mode_or_both_modes() {
     let e = fails(&["simulate", "-s", "1f1b", "-p", "2", "-m", "1000", "--no-barrier", "--steps", "3000000000"]);
     assert!(e.contains("needs an estimated"), "{e}");
 }
+
+#[test]
+fn data_parallel_simulation_without_gradient_bytes_or_replicas() {
+    let e = fails(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--dp", "2"]);
+    assert!(e.contains("gradient bytes") && e.contains("--mem G="), "{e}");
+    let e = fails(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--zero", "1", "--mem", "G=1MiB"]);
+    assert!(e.contains("--zero 1") && e.contains("--dp D with D ≥ 2"), "{e}");
+    let e = fails(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--dp", "2", "--mem", "G=1MiB", "--no-barrier"]);
+    assert!(e.contains("--dp 2") && e.contains("--no-barrier"), "{e}");
+}

@@ -42,13 +42,13 @@ fn cost_file_text() -> impl Strategy<Value = String> {
     let count = |small: std::ops::RangeInclusive<usize>| prop_oneof![4 => small, 1 => select(&[0, 256, 257, 1 << 16, 1 << 32, 1 << 63, usize::MAX][..])];
     let layout = prop::option::of((count(1..=3), count(1..=2), select(&[Placement::Loop, Placement::V][..])));
     let recompute = prop::option::of(prop::collection::vec(policy(), 1..=4));
-    (costs, time(), bandwidth(), prop::collection::vec(bytes(), 0..=3), layout, recompute, layer_costs()).prop_map(
-        |(costs, latency, bandwidth, static_bytes, layout, recompute, layers)| {
+    let grads = prop::option::of(prop::collection::vec(bytes(), 0..=4));
+    (costs, time(), bandwidth(), prop::collection::vec(bytes(), 0..=3), layout, recompute, layer_costs(), grads)
+        .prop_map(|(costs, latency, bandwidth, static_bytes, layout, recompute, layers, grad_bytes)| {
             let model = CostModel { costs, latency, bandwidth, static_bytes, time_unit: "ms".into() };
             let layout = layout.map(|(p, v, placement)| Layout { p, v, placement });
-            CostFile { model, layout, recompute, layers }.to_json()
-        },
-    )
+            CostFile { model, layout, recompute, layers, grad_bytes }.to_json()
+        })
 }
 
 /// Per-layer costs of `tiny` (its layers' kinds and parameters, the times and other bytes

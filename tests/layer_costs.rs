@@ -18,7 +18,7 @@ fn profiled(spec: ModelSpec, policy: &str) -> (CostFile, pipesched::model::Model
     let layout = Layout::looped(2, 1);
     let (costs, layers) = profile_model_layers(layout, &mut model, 1, &Transport::InProcess).unwrap();
     let policies = model.specs.iter().map(|s| s.policy).collect();
-    let file = CostFile { model: costs, layout: Some(layout), recompute: Some(policies), layers };
+    let file = CostFile { model: costs, layout: Some(layout), recompute: Some(policies), layers, grad_bytes: None };
     (CostFile::from_json(&file.to_json()).unwrap(), model)
 }
 

@@ -91,7 +91,7 @@ impl Args {
             self.steps.steps = 2;
             self.steps.warmup = 1;
         }
-        if self.steps.transport.dp > 1 {
+        if self.steps.transport.data.dp > 1 {
             return Err(Error::Usage(
                 "the benchmark compares schedules on one pipeline; for data-parallel replicas use `mpirun -n P·D pipesched run --transport mpi --dp D`".into(),
             ));

@@ -236,6 +236,7 @@ mod tests {
             time_unit: "ms".into(),
             ranks,
             transfers: pipesched_schedules::Transfers::Latency(0.0),
+            sums: vec![],
         };
         let zero = trace(vec![rank(vec![MemSample::new(0.0, 0)]), rank(vec![])]);
         assert!(!has_bytes(&zero) && !has_in_flight(&zero));

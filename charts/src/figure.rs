@@ -74,7 +74,15 @@ impl<'a> Figure<'a> {
             }
             _ => None,
         };
-        let x_max = panels.iter().map(|p| p.stats.makespan).filter(|m| m.is_finite()).fold(0.0, f64::max);
+        // Gradient sums over replicas may end after the last action: the axis shows them too.
+        let end = |p: &Panel| {
+            if p.trace.sums.is_empty() {
+                p.stats.makespan
+            } else {
+                p.stats.makespan.max(p.trace.step_end())
+            }
+        };
+        let x_max = panels.iter().map(end).filter(|m| m.is_finite()).fold(0.0, f64::max);
         let x_max = if x_max > 0.0 { x_max } else { 1.0 };
         let lane = panels.iter().flat_map(|p| p.trace.ranks.iter().map(|r| r.len())).max().unwrap_or(0);
         // Wider for long lanes, but not so wide that text shrinks to nothing when the chart is

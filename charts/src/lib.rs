@@ -270,6 +270,7 @@ mod tests {
             time_unit: "ms".into(),
             ranks: vec![RankTrace::default(); p],
             transfers: pipesched_schedules::Transfers::Recorded(vec![]),
+            sums: vec![],
         };
         let span = |start, end| pipesched_schedules::Span { action: "0F0".parse().unwrap(), start, end };
         let mut zero_time = empty(2);

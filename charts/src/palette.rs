@@ -20,6 +20,8 @@ const PURPLE: RGBColor = RGBColor(204, 121, 167);
 /// Okabe–Ito sky blue.
 const SKY: RGBColor = RGBColor(86, 180, 233);
 
+/// Gradient sums over data-parallel replicas (Okabe–Ito black, a strip under the boxes).
+pub const SUM: RGBColor = RGBColor(0, 0, 0);
 /// The background of plotting areas and of idle time.
 pub const PAPER: RGBColor = RGBColor(255, 255, 255);
 /// Text, axes and outlines.

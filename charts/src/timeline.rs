@@ -2,6 +2,9 @@
 //! end, coloured by op (a lighter tint for later chunks), micro-batch numbers where they fit (see
 //! [`numbers`](crate::numbers)), and a legend of the ops present right of the plot.
 //!
+//! With data parallelism, each rank's gradient sums over the replicas are a dark strip along the
+//! bottom of its row, under the boxes, from each sum's start to its end.
+//!
 //! Large traces are downsampled, never dropped: a span narrower than `MIN_BOX` pixels is drawn as
 //! part of its pixel column (a bar as tall as the column is busy, in the colour of the op that
 //! spent most time there; see [`raster`](crate::raster)), and past `MAX_ROWS` ranks a row holds
@@ -21,7 +24,7 @@ use pipesched_schedules::{Op, Trace};
 
 use crate::numbers::{number, Boxed, Numbering, Way};
 use crate::page::{draw_axes, number_label, style, DrawResult, Frame};
-use crate::palette::{border_colour, box_colour, chunk_of, op_name, INK, MUTED, PAPER, RULE, SHADES};
+use crate::palette::{border_colour, box_colour, chunk_of, op_name, INK, MUTED, PAPER, RULE, SHADES, SUM};
 use crate::raster::{Key, Raster, Run};
 use crate::units::ordinal;
 
@@ -90,6 +93,8 @@ pub(crate) struct Timeline {
     numbering: Numbering,
     number_size: f64,
     empty: bool,
+    /// Gradient sums over replicas: (row, start, end).
+    sums: Vec<(usize, f64, f64)>,
 }
 
 impl Timeline {
@@ -162,7 +167,14 @@ impl Timeline {
         };
         let ops = Op::ALL.into_iter().zip(present).filter(|&(_, here)| here).map(|(op, _)| op).collect();
         let empty = trace.ranks.iter().all(|r| r.is_empty());
-        Timeline { rows, per_row, ranks, v, ops, exact, runs, levels, numbering, number_size, empty }
+        let sums = trace
+            .sums
+            .iter()
+            .enumerate()
+            .flat_map(|(r, sums)| sums.iter().map(move |s| (r / per_row, s.start, s.end)))
+            .filter(|(_, a, b)| a.is_finite() && b.is_finite())
+            .collect();
+        Timeline { rows, per_row, ranks, v, ops, exact, runs, levels, numbering, number_size, empty, sums }
     }
 
     /// The notes under the legend's ops.
@@ -201,7 +213,8 @@ impl Timeline {
 
     /// Pixel height of the plotting area: its rows, or the legend if that is taller.
     pub fn height(&self) -> u32 {
-        let legend = (self.ops.len() as u32 + 1) * LEGEND_LINE + self.notes().len() as u32 * NOTE_LINE + 6;
+        let lines = self.ops.len() + 1 + usize::from(!self.sums.is_empty());
+        let legend = lines as u32 * LEGEND_LINE + self.notes().len() as u32 * NOTE_LINE + 6;
         (self.rows as u32 * row_height(self.rows)).max(legend)
     }
 
@@ -254,6 +267,12 @@ impl Timeline {
             ))?;
         }
 
+        // Gradient sums: a strip in the bottom padding of their row.
+        chart.draw_series(self.sums.iter().map(|&(row, start, end)| {
+            let bottom = (n - row - 1) as f64;
+            Rectangle::new([(start, bottom + 0.2 * ROW_PAD), (end, bottom + 0.9 * ROW_PAD)], SUM.filled())
+        }))?;
+
         // Numbers.
         let size = self.number_size;
         for num in &self.numbering.numbers {
@@ -292,6 +311,10 @@ impl Timeline {
         for &op in &self.ops {
             let fills: Vec<RGBColor> = (0..self.v.min(SHADES)).map(|c| box_colour(op, c, self.v)).collect();
             line(y, &fills, format!("{op}  {}", op_name(op)))?;
+            y += LEGEND_LINE as i32;
+        }
+        if !self.sums.is_empty() {
+            line(y, &[SUM], "Σ  gradient sum over replicas".to_string())?;
             y += LEGEND_LINE as i32;
         }
         line(y, &[PAPER], "idle".to_string())?;

@@ -88,8 +88,13 @@ pub fn bytes(n: u64) -> String {
 /// [`source_name`].
 pub fn summary(trace: &Trace, stats: &Stats) -> String {
     let chunks = if trace.v > 1 { format!(" v={}", trace.v) } else { String::new() };
+    let sums = if trace.sums.is_empty() {
+        String::new()
+    } else {
+        format!(" · {} {} with the gradient sums", short(trace.step_end()), trace.time_unit)
+    };
     format!(
-        "{} · p={} m={}{chunks} · makespan {} {} · bubble {:.1} %",
+        "{} · p={} m={}{chunks} · makespan {} {} · bubble {:.1} %{sums}",
         trace.schedule,
         trace.p,
         trace.m,

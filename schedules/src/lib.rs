@@ -20,6 +20,7 @@ mod back_to_back;
 mod clock;
 mod cost;
 mod csv;
+mod data_parallel;
 pub mod deps;
 mod error;
 mod footprint;
@@ -42,6 +43,7 @@ pub use back_to_back::{back_to_back, period, step_ends};
 pub use clock::unit_clock;
 pub use cost::{CostModel, StageCost, StageCosts};
 pub use csv::{csv_lines, from_csv, to_csv};
+pub use data_parallel::{DataParallel, GradientSum};
 pub use error::{Error, Result};
 pub use footprint::{Footprint, Simulation};
 pub use generate::{
@@ -51,7 +53,7 @@ pub use generate::{
 pub use ledger::{InFlight, Ledger};
 pub use recompute::with_recompute;
 pub use schedule::{Placement, Schedule};
-pub use simulate::{simulate, simulate_stats, simulate_updates};
+pub use simulate::{simulate, simulate_data_parallel, simulate_stats, simulate_updates};
 pub use stats::Stats;
 pub use trace::{MemSample, RankTrace, Source, Span, Trace, Transfer, Transfers};
 pub use updates::{Updates, Versioning};

@@ -19,6 +19,7 @@
 
 use crate::action::{Action, Op};
 use crate::cost::{CostModel, StageCost};
+use crate::data_parallel::DataParallel;
 use crate::deps::message_slots;
 use crate::deps::{consumes, Flow};
 use crate::error::Result;
@@ -77,7 +78,27 @@ fn simulate_with(schedule: &Schedule, costs: &CostModel, stash: Option<&[Vec<u64
         time_unit: costs.time_unit.clone(),
         ranks,
         transfers,
+        sums: Vec::new(),
     })
+}
+
+/// [`simulate`] with data parallelism: the step of one of `dp`'s replicas, with each stage's
+/// gradient sum over the replicas as spans of [`Trace::sums`] — each starting when its stage's
+/// last backward ends, on its rank's communication thread, over `costs`' link (see
+/// [`DataParallel`]). The stage gradients are `grad_bytes`: one value for every rank, one per
+/// rank, or one per stage. The compute, and so the [`Stats`], are those of [`simulate`]; the
+/// step ends at [`Trace::step_end`].
+pub fn simulate_data_parallel(
+    schedule: &Schedule,
+    costs: &CostModel,
+    dp: DataParallel,
+    grad_bytes: &[u64],
+) -> Result<Trace> {
+    let mut trace = simulate(schedule, costs)?;
+    if dp.sums() {
+        trace.sums = dp.spans(&trace, costs, grad_bytes)?;
+    }
+    Ok(trace)
 }
 
 /// The [`Stats`] of one simulated step, equal to `Stats::of(&simulate(schedule, costs)?)` but

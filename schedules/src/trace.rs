@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::action::Action;
+use crate::data_parallel::GradientSum;
 use crate::deps::{consumes, split_stages, Message};
 use crate::schedule::{Placement, Schedule};
 
@@ -198,12 +199,24 @@ pub struct Trace {
     pub ranks: Vec<RankTrace>,
     /// Messages between ranks.
     pub transfers: Transfers,
+    /// With data parallelism, each rank's gradient sums over the replicas, in the order its
+    /// communication thread ran them (see [`DataParallel`](crate::DataParallel)); empty without.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sums: Vec<Vec<GradientSum>>,
 }
 
 impl Trace {
     /// Serialises the trace as JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a trace always serialises")
+    }
+
+    /// When the step's last work ended: its last span, or its last gradient sum over the
+    /// replicas when one ends later (0 for an empty trace).
+    pub fn step_end(&self) -> f64 {
+        let spans = self.ranks.iter().flat_map(|r| r.end.iter().copied());
+        let sums = self.sums.iter().flatten().map(|s| s.end);
+        spans.chain(sums).fold(0.0, f64::max)
     }
 
     /// Number of spans over all ranks.

@@ -94,6 +94,8 @@ pub struct Mem {
     msg: u64,
     /// Static (parameters, gradients, optimizer state), if given.
     statics: Option<u64>,
+    /// The gradients, summed over replicas under data parallelism, if given.
+    grads: Option<u64>,
 }
 
 impl FromStr for Mem {
@@ -106,6 +108,7 @@ impl FromStr for Mem {
             ("R", "bytes R re-creates"),
             ("S", "static bytes per rank"),
             ("M", "bytes of each activation or gradient sent between stages"),
+            ("G", "gradient bytes per rank, summed over data-parallel replicas"),
         ];
         let mut m = Mem { text: text.trim().into(), ..Mem::default() };
         for (k, v) in pairs(text, &keys)? {
@@ -115,6 +118,7 @@ impl FromStr for Mem {
                 "W" => m.w = b,
                 "R" => m.r = Some(b),
                 "M" => m.msg = b,
+                "G" => m.grads = Some(b),
                 _ => m.statics = Some(b),
             }
         }
@@ -138,17 +142,23 @@ pub struct CostArgs {
     pub costs: Option<Costs>,
     /// Per-rank bytes: A kept by F per micro-batch, W kept from I until W, R re-created by
     /// recompute, S static, M each message between stages (counted on its consumer while in
-    /// flight); units B, KB, MB, GB, KiB, MiB, GiB, e.g. A=64MiB,W=16MiB,S=1GiB,M=4MiB.
-    #[arg(long, value_name = "A=..,W=..,R=..,S=..,M=..")]
+    /// flight), G the gradients (summed over replicas with --dp); units B, KB, MB, GB, KiB, MiB,
+    /// GiB, e.g. A=64MiB,W=16MiB,S=1GiB,M=4MiB.
+    #[arg(long, value_name = "A=..,W=..,R=..,S=..,M=..,G=..")]
     pub mem: Option<Mem>,
     /// Cross-rank bandwidth: a message of b bytes (M in --mem) between ranks then takes C + b/B
-    /// instead of C. Bytes per second, ms or us (2GiB/s, 500MB/ms) when --costs times have units;
+    /// instead of C (and a sum of gradients over replicas, G in --mem, its bytes over B). Bytes per second, ms or us (2GiB/s, 500MB/ms) when --costs times have units;
     /// bytes per unit (64MiB) when they have none. Unlimited when not given.
     #[arg(long, value_name = "BYTES/s")]
     pub bandwidth: Option<Bandwidth>,
 }
 
 impl CostArgs {
+    /// Each rank's gradient bytes (`G=` in `--mem`), or none.
+    pub fn grad_bytes(&self) -> Vec<u64> {
+        self.mem.as_ref().and_then(|m| m.grads).into_iter().collect()
+    }
+
     /// Whether any cost flag was given.
     pub fn given(&self) -> bool {
         self.costs.is_some() || self.mem.is_some() || self.bandwidth.is_some()
@@ -187,9 +197,9 @@ impl CostArgs {
         };
         let bandwidth = match &self.bandwidth {
             None => None,
-            Some(_) if m.msg == 0 => {
+            Some(_) if m.msg == 0 && m.grads.unwrap_or(0) == 0 => {
                 return Err(Error::Usage(
-                    "--bandwidth prices each message between ranks by its bytes, but --mem gives none; add M= to --mem (e.g. --mem M=16MiB), or drop --bandwidth".into(),
+                    "--bandwidth prices each message between ranks by its bytes, but --mem gives none; add M= (or G=, with --dp) to --mem (e.g. --mem M=16MiB), or drop --bandwidth".into(),
                 ))
             }
             Some(b) => Some(match (b.per_ms(), c.in_ms) {

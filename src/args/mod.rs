@@ -2,7 +2,7 @@
 //! times, bandwidths, `KEY=VALUE` lists, `--costs`, `--mem`) and the argument groups that
 //! `pipesched` and `pipesched-bench` both flatten — the model ([`ModelArgs`]), the schedule's shape
 //! ([`ShapeArgs`], [`LayoutArgs`]) or the schedule itself ([`ScheduleArgs`]), recompute
-//! ([`RecomputeArgs`]), costs ([`CostArgs`]), steps ([`StepArgs`]) and how they follow each other ([`RunModeArgs`]), the transport
+//! ([`RecomputeArgs`]), costs ([`CostArgs`]), data parallelism ([`DataParallelArgs`]), steps ([`StepArgs`]) and how they follow each other ([`RunModeArgs`]), the transport
 //! ([`TransportArgs`]) and output ([`OutArgs`]).
 //!
 //! Invariant: one flag, one spelling, one parser and one default, wherever it appears; nothing
@@ -11,6 +11,7 @@
 mod bandwidth;
 mod bytes;
 mod costs;
+mod data_parallel;
 mod file;
 mod model;
 mod number;
@@ -25,6 +26,7 @@ mod transport;
 pub use bandwidth::Bandwidth;
 pub use bytes::ByteSize;
 pub use costs::{CostArgs, Costs, Mem};
+pub use data_parallel::DataParallelArgs;
 pub use file::read_text;
 pub use model::{ModelArgs, OptimizerKind, RecomputeArgs};
 pub use number::{at_least_one, positive, stage_count};

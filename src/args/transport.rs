@@ -3,7 +3,7 @@
 
 use clap::{Args, ValueEnum};
 
-use super::at_least_one;
+use super::DataParallelArgs;
 use crate::exec::Transport;
 use crate::Result;
 
@@ -14,16 +14,9 @@ pub struct TransportArgs {
     /// (one process per rank: `mpirun -n P …`; needs a build with the `mpi` feature).
     #[arg(long, value_enum, default_value_t = TransportKind::Threads)]
     pub transport: TransportKind,
-    /// Data parallelism: D pipeline replicas side by side, each taking its own m micro-batches
-    /// of a global batch of D·m, their gradients summed across replicas before every optimizer
-    /// step (`--transport mpi` on p·D processes).
-    #[arg(long, default_value_t = 1, value_parser = at_least_one, value_name = "D")]
-    pub dp: usize,
-    /// ZeRO stage: 0 (every replica keeps all optimizer state) or 1 (each keeps and updates only
-    /// its 1/D slice of every stage's parameters: the summed gradients are scattered, each
-    /// replica steps its slice, and the updated slices are gathered). Needs --dp D ≥ 2.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1), value_name = "STAGE")]
-    pub zero: u8,
+    /// Data parallelism over pipeline replicas.
+    #[command(flatten)]
+    pub data: DataParallelArgs,
 }
 
 /// `--transport`'s values.
@@ -47,30 +40,18 @@ impl TransportArgs {
         match self.transport {
             TransportKind::Threads => self.one_pipeline(),
             TransportKind::Mpi => {
-                self.check_zero()?;
-                Ok(Transport::Mpi(crate::mpi::Mpi::start(self.dp, self.zero == 1)?))
+                let data = self.data.data_parallel()?;
+                Ok(Transport::Mpi(crate::mpi::Mpi::start(data.replicas, data.sharded)?))
             }
         }
     }
 
-    /// ZeRO shards over replicas: there must be some.
-    fn check_zero(&self) -> Result<()> {
-        if self.zero > 0 && self.dp < 2 {
-            return Err(crate::Error::Usage(format!(
-                "--zero {} shards the optimizer state across data-parallel replicas; add --dp D with D ≥ 2",
-                self.zero
-            )));
-        }
-        Ok(())
-    }
-
     /// In one process: one pipeline only.
     fn one_pipeline(&self) -> Result<Transport> {
-        self.check_zero()?;
-        if self.dp > 1 {
+        let dp = self.data.data_parallel()?.replicas;
+        if dp > 1 {
             return Err(crate::Error::Usage(format!(
-                "--dp {} runs pipeline replicas as MPI processes: add --transport mpi and launch p·{} processes with mpirun",
-                self.dp, self.dp
+                "--dp {dp} runs pipeline replicas as MPI processes: add --transport mpi and launch p·{dp} processes with mpirun"
             )));
         }
         Ok(Transport::InProcess)

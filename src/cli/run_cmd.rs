@@ -94,7 +94,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
     if args.validate > 0 && args.model.model.is_synthetic() {
         return Err(Error::Usage("--validate computes a loss; synthetic stages have none. Use a real model".into()));
     }
-    if args.verify && args.steps.transport.zero > 0 {
+    if args.verify && args.steps.transport.data.zero > 0 {
         return Err(Error::Usage(
             "--verify compares every stage's summed gradients, which --zero 1 leaves scattered over the replicas (each keeps its slice); drop one of them — compare the parameter_digest of --json runs with and without --zero instead".into(),
         ));
@@ -180,7 +180,7 @@ fn check_no_barrier(args: &RunArgs) -> Result<()> {
     if args.validate > 0 {
         return refuse("--validate: a validation pass needs the pipeline stopped between steps; drop one of them");
     }
-    if args.steps.transport.dp > 1 || args.steps.transport.zero > 0 {
+    if args.steps.transport.data.given() {
         return refuse(
             "data parallelism: each update waits for the replicas' sum of the step's gradients, a flush of its own; run with a barrier between steps",
         );

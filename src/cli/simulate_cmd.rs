@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use pipesched::args::{
-    at_least_one, read_text, CostArgs, OutArgs, RecomputeArgs, RunModeArgs, ScheduleArgs, ShapeArgs,
+    at_least_one, read_text, CostArgs, DataParallelArgs, OutArgs, RecomputeArgs, RunModeArgs, ScheduleArgs, ShapeArgs,
 };
 use pipesched::budget::{self, Available};
 use pipesched::chrome::{self, write_chrome_trace};
@@ -15,7 +15,8 @@ use pipesched::cost_file::CostFile;
 use pipesched::plot::render;
 use pipesched::{Error, Result};
 use pipesched_schedules::{
-    period, simulate, simulate_stats, simulate_updates, step_ends, Footprint, Schedule, Simulation, Stats,
+    period, simulate_data_parallel, simulate_stats, simulate_updates, step_ends, DataParallel, Footprint, Schedule,
+    Simulation, Stats, Trace,
 };
 
 /// Arguments of `pipesched simulate`.
@@ -45,6 +46,8 @@ pub struct SimulateArgs {
     out: OutArgs,
     #[command(flatten)]
     mode: RunModeArgs,
+    #[command(flatten)]
+    data: DataParallelArgs,
     /// With --no-barrier or --async: how many steps the run has (4); its period is the mean time
     /// between step ends after the first.
     #[arg(long, value_name = "N", value_parser = at_least_one)]
@@ -65,8 +68,21 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         None => CostFile::from(args.costs.model()?),
     };
     let recompute = costs.recomputes(args.recompute.recompute.as_ref());
-    // Without a chart or a Chrome trace nothing reads the spans: only the stats are kept.
-    let sim = Simulation { trace: args.trace || args.plot, with_bytes: costs.model.has_bytes() };
+    let dp = args.data.data_parallel()?;
+    if dp.sums() && args.mode.is_run() {
+        return Err(Error::Usage(format!(
+            "--dp {}: each update waits for the replicas' sum of the step's gradients, a flush of its own; simulate one step, without {}",
+            dp.replicas,
+            args.mode.flag()
+        )));
+    }
+    let grad_bytes = match (&costs.grad_bytes, args.costs.grad_bytes()) {
+        (Some(file), _) => file.clone(),
+        (None, given) => given,
+    };
+    // Without a chart, a Chrome trace or sums over replicas nothing reads the spans: only the
+    // stats are kept.
+    let sim = Simulation { trace: args.trace || args.plot || dp.sums(), with_bytes: costs.model.has_bytes() };
     args.schedule.check_simulation_size(sim, recompute)?;
     if let (true, Some(actions)) = (args.trace, args.schedule.planned_actions(recompute)) {
         chrome::check_size(actions)?;
@@ -105,8 +121,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     }
     // The cost model refuses times whose step would overflow (`CostModel::resolve`), so every
     // number here is finite.
+    let mut sums = None;
     let stats = if sim.trace {
-        let trace = simulate(&schedule, &costs.model)?;
+        let trace = simulate_data_parallel(&schedule, &costs.model, dp, &grad_bytes)?;
         if args.trace {
             write_chrome_trace(&trace, &args.out.file(&format!("{}.trace.json", schedule.name)))?;
         }
@@ -115,17 +132,68 @@ pub fn run(args: SimulateArgs) -> Result<()> {
                 render(&trace, &args.out.file(&format!("{}.{ext}", schedule.name)))?;
             }
         }
-        Stats::of(&trace)
+        let stats = Stats::of(&trace);
+        if dp.sums() {
+            sums = Some(trace);
+        }
+        stats
     } else {
         simulate_stats(&schedule, &costs.model)?
     };
     let unit = &costs.model.time_unit;
     if args.json {
-        pipesched::sayln!("{}", summary_json(&schedule, unit, &stats))?;
+        let mut out = summary_json(&schedule, unit, &stats);
+        if let Some(trace) = &sums {
+            out["data_parallel"] = sums_json(dp, trace, &stats);
+        }
+        pipesched::sayln!("{out}")?;
     } else {
         pipesched::output::say(format_args!("{}", summary_table(&schedule, unit, &stats)))?;
+        if let Some(trace) = &sums {
+            pipesched::output::say(format_args!("{}", sums_table(dp, trace, &stats)))?;
+        }
     }
     Ok(())
+}
+
+/// The gradient sums over replicas, as the `data_parallel` object of `--json`.
+fn sums_json(dp: DataParallel, trace: &Trace, stats: &Stats) -> serde_json::Value {
+    json!({
+        "replicas": dp.replicas,
+        "zero": u8::from(dp.sharded),
+        "sums": trace.sums,
+        "step_end": trace.step_end(),
+        "exposed": trace.step_end() - stats.makespan,
+    })
+}
+
+/// The gradient sums over replicas, after the summary table.
+fn sums_table(dp: DataParallel, trace: &Trace, stats: &Stats) -> String {
+    let u = &trace.time_unit;
+    let zero = if dp.sharded { ", ZeRO-1: each gets its slice" } else { "" };
+    let mut out = format!(
+        "\ngradients summed over {} replicas (through replica 0{zero}), on each rank's communication thread:\n",
+        dp.replicas
+    );
+    out.push_str(&format!("{:>4}  {:>5}  {:>14}  {:>12}  {:>12}\n", "rank", "stage", "bytes", "start", "end"));
+    for (r, sums) in trace.sums.iter().enumerate() {
+        for s in sums {
+            out.push_str(&format!(
+                "{:>4}  {:>5}  {:>14}  {:>12.4}  {:>12.4}\n",
+                r,
+                s.stage,
+                pipesched::units::bytes(s.bytes),
+                s.start,
+                s.end
+            ));
+        }
+    }
+    let end = trace.step_end();
+    out.push_str(&format!(
+        "step with the sums  {end:>12.4} {u}   ({:.4} {u} after the last backward: the sums the cool-down does not hide)\n",
+        end - stats.makespan
+    ));
+    out
 }
 
 /// `--no-barrier` and `--async`: the steps as one run (`step` is one step, with `R` planned).

@@ -323,6 +323,7 @@ pub fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
         time_unit: "ms".into(),
         ranks,
         transfers: Transfers::Recorded(transfers),
+        sums: Vec::new(),
     }
 }
 

@@ -524,6 +524,7 @@ mod tests {
             layout: None,
             recompute: None,
             layers: Some(costs(&model, 8)),
+            grad_bytes: None,
         };
         let free =
             search(Request { model: &model, costs: &file, p: 2, batch: 16, cap: u64::MAX, measured: &[] }).unwrap();

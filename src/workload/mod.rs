@@ -210,6 +210,12 @@ pub trait Workload {
     /// real model every layer's costs: what `pipesched profile` writes.
     fn profile_file(&mut self, reps: usize) -> Result<CostFile> {
         let model = self.profile(reps)?;
-        Ok(CostFile { model, layout: Some(self.layout()), recompute: Some(self.policies().to_vec()), layers: None })
+        Ok(CostFile {
+            model,
+            layout: Some(self.layout()),
+            recompute: Some(self.policies().to_vec()),
+            layers: None,
+            grad_bytes: None,
+        })
     }
 }

@@ -167,7 +167,9 @@ impl Workload for RealWorkload {
 
     fn profile_file(&mut self, reps: usize) -> Result<CostFile> {
         let (model, layers) = profile_model_layers(self.layout, &mut self.model, reps, &self.transport)?;
-        Ok(CostFile { model, layout: Some(self.layout), recompute: Some(self.policies.clone()), layers })
+        // A stage's gradients are its parameters' shapes: a weight version's bytes.
+        let grad_bytes = Some(self.version_bytes()?);
+        Ok(CostFile { model, layout: Some(self.layout), recompute: Some(self.policies.clone()), layers, grad_bytes })
     }
 
     fn predicted(&self) -> Result<CostModel> {
