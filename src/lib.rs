@@ -9,6 +9,7 @@ pub mod cost_file;
 pub mod error;
 pub mod exec;
 pub mod layer_profile;
+pub mod memory_report;
 pub mod model;
 #[cfg(feature = "mpi")]
 pub mod mpi;

@@ -25,7 +25,7 @@ pub enum OptimizerKind {
 /// Which model, split how, trained how, where.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// The model: a preset (tiny, small, medium, gpt-tiny, gpt-small, gpt-medium), a TOML or JSON model file (its format is at the
+    /// The model: a preset (tiny, small, medium, gpt-tiny, gpt-small, gpt-medium, gpt2-xl), a TOML or JSON model file (its format is at the
     /// end of --help), or synthetic stages
     /// `synthetic:F=2ms,I=2ms,W=1ms[,R=..][,mem=..][,wmem=..][,msg=..]` (times and bytes per rank).
     #[arg(long, value_name = "MODEL", default_value = "gpt-small")]

@@ -2,6 +2,7 @@
 
 mod devices_cmd;
 mod gallery_cmd;
+mod memory_cmd;
 mod plan_cmd;
 mod profile_cmd;
 mod run_cmd;
@@ -38,6 +39,10 @@ enum Command {
     /// predicted peak bytes fit a memory cap; write it for `run --plan`.
     #[command(after_long_help = pipesched_stages::MODEL_FILE_HELP)]
     Plan(plan_cmd::PlanArgs),
+    /// Where a training step's bytes go on every rank (model states, activations, the simulated
+    /// peak), from shapes alone.
+    #[command(after_long_help = pipesched_stages::MODEL_FILE_HELP)]
+    Memory(memory_cmd::MemoryArgs),
     /// Execute a schedule on real threads and compare the measured step with the simulated one.
     #[command(after_long_help = pipesched_stages::MODEL_FILE_HELP)]
     Run(run_cmd::RunArgs),
@@ -54,6 +59,7 @@ impl Cli {
             Command::Devices(a) => devices_cmd::run(a),
             Command::Profile(a) => profile_cmd::run(a),
             Command::Plan(a) => plan_cmd::run(a),
+            Command::Memory(a) => memory_cmd::run(a),
         }
     }
 }

@@ -21,7 +21,7 @@ use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies};
 /// Arguments of `pipesched plan`.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// The model: a preset (tiny, small, medium, gpt-tiny, gpt-small, gpt-medium) or a TOML or
+    /// The model: a preset (tiny, small, medium, gpt-tiny, gpt-small, gpt-medium, gpt2-xl) or a TOML or
     /// JSON model file.
     #[arg(long, value_name = "MODEL", default_value = "gpt-small")]
     model: ModelChoice,

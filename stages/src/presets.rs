@@ -72,7 +72,8 @@ impl Gpt {
 
 impl ModelSpec {
     /// Names of the built-in presets.
-    pub const PRESETS: [&'static str; 6] = ["tiny", "small", "medium", "gpt-tiny", "gpt-small", "gpt-medium"];
+    pub const PRESETS: [&'static str; 7] =
+        ["tiny", "small", "medium", "gpt-tiny", "gpt-small", "gpt-medium", "gpt2-xl"];
 
     /// A residual MLP (seed 0, no dropout, `f32`).
     pub fn mlp(name: &str, shape: Mlp, loss: LossKind, batch: usize) -> ModelSpec {
@@ -137,6 +138,15 @@ impl ModelSpec {
         ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::gpt("gpt-medium", shape, 8) }
     }
 
+    /// GPT-2 XL's shape (Radford et al., 2019): 48 transformer layers of width 1,600 with 25
+    /// heads and an MLP of 6,400, a vocabulary of 50,257 and 1,024 positions, one sequence per
+    /// micro-batch; its LM head is its own (GPT-2 ties it to the token embedding), so it has
+    /// 1,638,072,657 parameters. For `pipesched memory`: its model states alone are 26 GB.
+    pub fn gpt2_xl() -> ModelSpec {
+        let shape = Gpt { vocab: 50257, width: 1600, heads: 25, ffn: 6400, layers: 48, seq: 1024 };
+        ModelSpec { dropout: 0.1, seed: 1, ..ModelSpec::gpt("gpt2-xl", shape, 1) }
+    }
+
     /// The preset called `name`.
     pub fn preset(name: &str) -> Result<ModelSpec> {
         match name {
@@ -146,6 +156,7 @@ impl ModelSpec {
             "gpt-tiny" => Ok(ModelSpec::gpt_tiny()),
             "gpt-small" => Ok(ModelSpec::gpt_small()),
             "gpt-medium" => Ok(ModelSpec::gpt_medium()),
+            "gpt2-xl" => Ok(ModelSpec::gpt2_xl()),
             _ => {
                 Err(Error::Spec(format!("no preset named {name:?}; the presets are {}", ModelSpec::PRESETS.join(", "))))
             }

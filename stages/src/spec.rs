@@ -360,6 +360,10 @@ mod tests {
         assert_eq!(g.param_count(), 272 * 32 + 2 * (4288 + 4256) + 64 + 8448);
         assert_eq!(ModelSpec::gpt_small().param_count(), 867_328);
         assert_eq!(ModelSpec::gpt_medium().param_count(), 6_482_688);
+        // Embedding (50257 + 1024)·1600; 48 layers of attention 4·1600² + 6·1600 and block
+        // 2·1600·6400 + 6400 + 3·1600; norm 3200; head 1600·50257 + 50257.
+        let xl = 51_281 * 1600 + 48 * (10_249_600 + 20_491_200) + 3200 + 1601 * 50_257;
+        assert_eq!((ModelSpec::gpt2_xl().param_count(), xl), (1_638_072_657, 1_638_072_657));
         assert_eq!(
             (g.num_layers(), g.seq(), g.rows(g.batch), g.input_width(), g.output_width()),
             (7, 16, Some(32), 1, 256)
