@@ -45,6 +45,9 @@ pub struct StepResult {
     pub loss: f32,
     /// The measured trace.
     pub trace: Trace,
+    /// With data parallelism: when this process had the sums over the replicas of all its
+    /// stages' gradients, in ms from just before the step's first action.
+    pub sums_done_ms: Option<f64>,
 }
 
 /// The result of steps run back to back.
@@ -241,12 +244,15 @@ impl Model {
         for s in self.stages.iter_mut() {
             s.begin_step(&self.task, step, m, self.batch)?;
         }
+        let start = std::time::Instant::now();
         let trace = execute(schedule, &mut self.stages, opts)?;
+        let mut summed = false;
         for s in &mut self.stages {
-            s.finish_sum()?;
+            summed |= s.finish_sum()?;
         }
+        let sums_done_ms = summed.then(|| start.elapsed().as_secs_f64() * 1e3);
         let losses = self.losses(opts)?;
-        Ok(StepResult { loss: mean_loss(&losses), trace })
+        Ok(StepResult { loss: mean_loss(&losses), trace, sums_done_ms })
     }
 
     /// Runs `plan` from step `first`: every micro-batch of its steps through its schedule, each

@@ -295,16 +295,17 @@ impl RealStage {
     }
 
     /// Waits for the sum [`start_sum`](RealStage::start_sum) started and puts it in place of
-    /// the gradients (nothing to do without data parallelism).
-    pub fn finish_sum(&mut self) -> Result<()> {
-        let Some(pending) = self.sum.take() else { return Ok(()) };
+    /// the gradients; whether there was one (none without data parallelism).
+    pub fn finish_sum(&mut self) -> Result<bool> {
+        let Some(pending) = self.sum.take() else { return Ok(false) };
         let total = pending.wait()?;
         if self.zero.is_some() {
             self.grad_slice = Some(total);
-            return Ok(());
+            return Ok(true);
         }
         let grads = shaped(self.stage.index(), "the sum over replicas", self.stage.grads(), total)?;
-        Ok(self.stage.replace_grads(grads)?)
+        self.stage.replace_grads(grads)?;
+        Ok(true)
     }
 }
 

@@ -266,6 +266,21 @@ fn zero_one_shards_the_optimizer_state_and_keeps_the_parameters() {
     assert_eq!(sharded["peak_held_bytes"], sharded["predicted_peak_held_bytes"]);
 }
 
+/// With profiled costs, a data-parallel run's report adds each stage's sum over the replicas to
+/// the simulation: rank 0's step then ends after the simulated makespan (its last backward), by
+/// one sum of its stage's gradients; and the measured end of its sums is reported beside it.
+#[test]
+fn data_parallel_reports_the_sums_measured_and_simulated() {
+    let r = report(4, &["--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "3", "--dp", "2", "--steps", "2", "--json"]);
+    let measured = r["sums_done_s"].as_f64().expect("sums_done_s");
+    let simulated = r["simulated_step_with_sums_s"].as_f64().expect("simulated_step_with_sums_s");
+    let makespan_ms = r["comparison"]["makespan"][1].as_f64().unwrap();
+    assert!(measured > 0.0 && measured.is_finite(), "{r}");
+    assert!(simulated * 1e3 > makespan_ms, "the sums end after the last backward: {simulated} s vs {makespan_ms} ms");
+    let single = report(2, &["--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "3", "--steps", "2", "--json"]);
+    assert!(single.get("sums_done_s").is_none() && single.get("simulated_step_with_sums_s").is_none());
+}
+
 /// `--dp` where it cannot run: a world that does not split into equal pipelines, and threads.
 #[test]
 fn data_parallelism_needs_p_times_d_processes() {

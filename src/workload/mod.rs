@@ -87,6 +87,9 @@ pub struct Step {
     pub loss: Option<f32>,
     /// How the step compares with the sequential reference, when asked for.
     pub verification: Option<Verification>,
+    /// With data parallelism: when this process had every sum over the replicas of its stages'
+    /// gradients, in ms from just before the step's first action.
+    pub sums_done_ms: Option<f64>,
 }
 
 /// The matrix products of one stage's `F`, `I` and `W` for one micro-batch.

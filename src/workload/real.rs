@@ -136,7 +136,7 @@ impl Workload for RealWorkload {
                 verified
             }
         };
-        Ok(Step { trace: out.trace, loss: Some(out.loss), verification })
+        Ok(Step { trace: out.trace, loss: Some(out.loss), verification, sums_done_ms: out.sums_done_ms })
     }
 
     fn optimizer_step(&mut self) -> Result<()> {

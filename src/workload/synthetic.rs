@@ -69,7 +69,7 @@ impl Workload for SyntheticWorkload {
             ));
         }
         let trace = execute(schedule, &mut self.stages, opts)?;
-        Ok(Step { trace, loss: None, verification: None })
+        Ok(Step { trace, loss: None, verification: None, sums_done_ms: None })
     }
 
     fn optimizer_step(&mut self) -> Result<()> {
