@@ -13,6 +13,7 @@ use super::{Layout, RunOutcome, RunPlan, StageProducts, Step, Validation, Worklo
 use crate::collect;
 use crate::cost_file::CostFile;
 use crate::exec::{ExecOptions, Transport};
+use crate::inference::Inference;
 use crate::model::Model;
 use crate::profile::{profile, profile_layers, ProfileOptions};
 use crate::{Error, Result};
@@ -102,6 +103,11 @@ impl Workload for RealWorkload {
 
     fn rows(&self) -> Option<usize> {
         Some(self.model.batch)
+    }
+
+    fn infer(&mut self, schedule: &Schedule, opts: &ExecOptions) -> Result<(Inference, CostModel)> {
+        let out = self.model.infer(schedule, opts)?;
+        Ok((out, self.model.inference_bytes(&self.layout)?))
     }
 
     fn validation(&self, batches: usize) -> Result<Option<Validation>> {
