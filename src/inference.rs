@@ -57,7 +57,9 @@ impl StageWork for Evaluating<'_> {
         let x = match input {
             Some(x) => x,
             None => self.inputs.get_mut(mb).and_then(Option::take).ok_or_else(|| {
-                Error::Usage(format!("stage {index} has no input for micro-batch {mb}: it is not the first stage, or it ran twice"))
+                Error::Usage(format!(
+                    "stage {index} has no input for micro-batch {mb}: it is not the first stage, or it ran twice"
+                ))
             })?,
         };
         let consumed = x.bytes();

@@ -9,7 +9,7 @@ use common::{exec, model_of};
 use pipesched::exec::Transport;
 use pipesched::model::Model;
 use pipesched::workload::Layout;
-use pipesched_schedules::{forward_only, one_f_one_b, simulate, Stats, StageCosts};
+use pipesched_schedules::{forward_only, one_f_one_b, simulate, StageCosts, Stats};
 use pipesched_stages::{mean_loss, ModelSpec};
 
 /// The sequential walk of held-out micro-batch `j` through every stage.
@@ -72,4 +72,17 @@ fn a_training_schedule_is_refused() {
     let mut model = model_of(ModelSpec::tiny(), 2, "none");
     let e = model.infer(&one_f_one_b(2, 4).unwrap(), &exec()).err().unwrap().to_string();
     assert!(e.contains("1f1b trains") && e.contains("-s forward"), "{e}");
+}
+
+/// `run --validate` runs the pass over the training layout: every placement gives the walk's
+/// loss, bit for bit.
+#[test]
+fn the_pass_over_any_layout_gives_the_validation_loss() {
+    use pipesched_schedules::{forward_pass, Placement};
+    for (p, v, placement) in [(2, 2, Placement::Loop), (2, 2, Placement::V), (3, 1, Placement::Loop)] {
+        let mut model = model_of(ModelSpec::gpt_tiny(), p * v, "none");
+        let out = model.infer(&forward_pass(p, v, placement, 8).unwrap(), &exec()).unwrap();
+        let walk = model.validation_loss(8, &Transport::InProcess, |s| placement.rank_of(s, p)).unwrap();
+        assert_eq!(mean_loss(&out.losses).to_bits(), walk.to_bits(), "p={p} v={v} {placement}");
+    }
 }

@@ -45,8 +45,8 @@ pub use csv::{csv_lines, from_csv, to_csv};
 pub use error::{Error, Result};
 pub use footprint::{Footprint, Simulation};
 pub use generate::{
-    auto, dualpipe_v, forward_only, gpipe, interleaved, interleaved_zb, looped_bfs, one_f_one_b, v_half, v_min, zb_h1, zb_h2, zb_v,
-    Kind, Objective,
+    auto, dualpipe_v, forward_only, forward_pass, gpipe, interleaved, interleaved_zb, looped_bfs, one_f_one_b, v_half,
+    v_min, zb_h1, zb_h2, zb_v, Kind, Objective,
 };
 pub use ledger::{InFlight, Ledger};
 pub use recompute::with_recompute;

@@ -162,7 +162,7 @@ pub trait Workload {
 
     /// The loss on `batches` held-out micro-batches, forward only, dropout off, with the
     /// data's entropy where it is known; `None` for synthetic stages, which have no loss.
-    fn validation(&self, _batches: usize) -> Result<Option<Validation>> {
+    fn validation(&mut self, _batches: usize) -> Result<Option<Validation>> {
         Ok(None)
     }
 

@@ -23,7 +23,7 @@ mod zero_bubble;
 
 pub use auto::{auto, Objective};
 pub use dualpipe_v::dualpipe_v;
-pub use forward_only::forward_only;
+pub use forward_only::{forward_only, forward_pass};
 pub use gpipe::gpipe;
 pub use interleaved::interleaved;
 pub use interleaved_zb::interleaved_zb;
