@@ -336,3 +336,33 @@ fn data_parallel_simulation_without_gradient_bytes_or_replicas() {
     let e = fails(&["simulate", "-s", "1f1b", "-p", "2", "-m", "4", "--dp", "2", "--mem", "G=1MiB", "--no-barrier"]);
     assert!(e.contains("--dp 2") && e.contains("--no-barrier"), "{e}");
 }
+
+#[test]
+fn infer_m_zero() {
+    let e = fails_with(&["infer", "--model", "tiny", "-p", "2", "-m", "0"], Some(2));
+    assert!(e.contains("'--microbatches <M>': must be at least 1, got 0"), "{e}");
+}
+
+#[test]
+fn infer_more_ranks_than_layers() {
+    let e = fails_with(&["infer", "--model", "tiny", "-p", "9", "-m", "2"], Some(1));
+    assert!(e.contains("9 stages for a model of 6 layers (tiny); use 1 to 6 stages"), "{e}");
+}
+
+#[test]
+fn infer_a_training_schedule() {
+    let e = fails_with(&["infer", "--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "2"], Some(1));
+    assert!(e.contains("infer runs a forward-only schedule, and 1f1b trains"), "{e}");
+}
+
+#[test]
+fn infer_synthetic_stages() {
+    let e = fails_with(&["infer", "--model", "synthetic:F=1ms,I=1ms,W=1ms", "-p", "2"], Some(1));
+    assert!(e.contains("synthetic stages have none"), "{e}");
+}
+
+#[test]
+fn train_a_forward_only_schedule() {
+    let e = fails_with(&["run", "--model", "tiny", "-s", "forward", "-p", "2", "-m", "2", "--steps", "1"], Some(1));
+    assert!(e.contains("forward runs forwards only") && e.contains("pipesched infer"), "{e}");
+}

@@ -281,3 +281,28 @@ fn devices_are_listed_and_checked() {
     let out = pipesched(&[&base[..], &["--devices", "cpu,cpu", "--no-compare"]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn infer_reports_losses_makespans_and_exact_peak_bytes() {
+    let dir = temp_dir("infer");
+    let out = dir.to_str().unwrap();
+    let v = json(&["infer", "--model", "gpt-tiny", "-p", "2", "-m", "5", "--json", "--trace", "--plot", "--out", out]);
+    assert_eq!(v["schedule"], "forward");
+    let losses = v["losses"].as_array().unwrap();
+    assert_eq!(losses.len(), 5);
+    let mean = losses.iter().map(|l| l.as_f64().unwrap()).sum::<f64>() / 5.0;
+    assert!((mean - v["mean_loss"].as_f64().unwrap()).abs() < 1e-5);
+    let held = &v["peak_held_bytes"];
+    assert_eq!(held["measured"], held["predicted"]);
+    for (inference, training) in
+        held["predicted"].as_array().unwrap().iter().zip(held["training_1f1b_predicted"].as_array().unwrap())
+    {
+        assert!(inference.as_u64() < training.as_u64(), "a forward-only pass keeps less than a training step");
+    }
+    assert!(v["makespan_ms"]["measured"].as_f64().unwrap() > 0.0);
+    assert!(v["makespan_ms"]["simulated"].as_f64().unwrap() > 0.0);
+    assert!(v["rows_per_second"].as_f64().unwrap() > 0.0);
+    for file in ["forward.trace.json", "forward-measured.svg", "forward-compare.png"] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+}

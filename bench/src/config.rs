@@ -106,6 +106,11 @@ impl Args {
             // Refused now rather than after the first configuration ran.
             self.costs.model()?;
         }
+        if let Some(k) = self.schedules.iter().find(|k| k.is_forward_only()) {
+            return Err(Error::Usage(format!(
+                "-s {k} runs forwards only and trains nothing; the benchmark compares training schedules — measure a forward-only pass with `pipesched infer`"
+            )));
+        }
         if let Some(k) =
             self.schedules.iter().enumerate().find_map(|(i, k)| self.schedules[..i].contains(k).then_some(k))
         {

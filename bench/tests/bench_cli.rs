@@ -98,6 +98,7 @@ fn bad_flags_are_clear_errors() {
     let e = fails(&["--recompute", "most"]);
     assert!(e.contains("'most' for '--recompute") && e.contains("none, full, every:K"), "{e}");
     assert!(fails(&["-s", "1f1b,1f1b"]).contains("-s 1f1b is given twice"));
+    assert!(fails(&["-s", "1f1b,forward"]).contains("-s forward runs forwards only"));
     assert!(fails(&["--quick", "--steps", "3"]).contains("cannot be used with"));
     let e = fails(&["--out", "/proc/pipesched-cannot-write-here"]);
     assert!(e.contains("output folder"), "{e}");

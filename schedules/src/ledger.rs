@@ -7,6 +7,12 @@
 //!    change only through actions: bytes an action adds count from its start, bytes it frees
 //!    from its end (an action that leaves the rank holding more grew at its start; one that leaves
 //!    it holding less shrank at its end).
+//!    An action may also hold **working bytes** only while it runs — from its start to its end,
+//!    on top of the larger of what the rank held before and after it. A forward-only pass keeps
+//!    nothing for a backward: its forward holds its input and the output it computes into only
+//!    while it runs ([`Schedule::is_forward_only`](crate::Schedule::is_forward_only)), so a rank
+//!    holds at most two activations of its own at a time, the one it consumes and the one it
+//!    produces.
 //! 2. **Messages in flight** — an activation or gradient that has been sent and not yet consumed —
 //!    count on the rank that will consume them (the one whose memory a device transport would
 //!    receive them into), from the moment their producer ends until their consumer starts. This
@@ -67,6 +73,18 @@ impl Ledger {
             self.live = after;
             self.held.push(MemSample::new(at, after));
         }
+    }
+
+    /// An action ran from `start` to `end`, holding `working` bytes while it ran, and left the
+    /// rank holding `after` bytes (rule 1). `working = 0` is [`action`](Ledger::action).
+    pub fn action_holding(&mut self, start: f64, end: f64, working: u64, after: u64) {
+        if working == 0 {
+            return self.action(start, end, after);
+        }
+        let during = self.live.max(after).saturating_add(working);
+        self.held.push(MemSample::new(start, during));
+        self.held.push(MemSample::new(end, after));
+        self.live = after;
     }
 
     /// A message of `bytes` sent at `sent` and taken at `consumed` (rule 2). Zero-byte messages
@@ -152,6 +170,30 @@ mod tests {
         l.action(2.0, 3.0, 150); // holds the same: no sample
         l.action(3.0, 4.0, 100); // B frees 50
         assert_eq!(curve(l), vec![(0.0, 100, 0), (1.0, 150, 0), (4.0, 100, 0)]);
+    }
+
+    #[test]
+    fn working_bytes_count_from_the_start_to_the_end_only() {
+        let mut l = Ledger::new(100);
+        l.action_holding(1.0, 2.0, 30, 100);
+        l.action_holding(2.0, 3.0, 0, 100);
+        l.action_holding(3.0, 4.0, 20, 150); // keeps 50 and works on 20 more
+        l.action_holding(4.0, 5.0, 10, 100); // frees the 50 at its end
+        assert_eq!(
+            curve(l),
+            vec![
+                (0.0, 100, 0),
+                (1.0, 130, 0),
+                (2.0, 100, 0),
+                (3.0, 170, 0),
+                (4.0, 150, 0),
+                (4.0, 160, 0),
+                (5.0, 100, 0)
+            ]
+        );
+        let mut m = Ledger::new(7);
+        m.action_holding(1.0, 2.0, 5, 7);
+        assert_eq!(m.peaks(), (12, 12));
     }
 
     #[test]

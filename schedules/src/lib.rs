@@ -47,8 +47,8 @@ pub use data_parallel::{DataParallel, GradientSum};
 pub use error::{Error, Result};
 pub use footprint::{Footprint, Simulation};
 pub use generate::{
-    auto, dualpipe_v, gpipe, interleaved, interleaved_zb, looped_bfs, one_f_one_b, v_half, v_min, zb_h1, zb_h2, zb_v,
-    Kind, Objective,
+    auto, dualpipe_v, forward_only, forward_pass, gpipe, interleaved, interleaved_zb, looped_bfs, one_f_one_b, v_half,
+    v_min, zb_h1, zb_h2, zb_v, Kind, Objective,
 };
 pub use ledger::{InFlight, Ledger};
 pub use recompute::with_recompute;

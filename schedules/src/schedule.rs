@@ -121,6 +121,13 @@ impl Schedule {
         crate::deps::split_stages(self)
     }
 
+    /// Whether the schedule runs forwards only (inference and evaluation): it has actions, and
+    /// every one is an `F`. Such a schedule keeps nothing for a backward
+    /// ([`validate`](crate::validate)'s rule 3 and the [`Ledger`](crate::Ledger)'s rule 1).
+    pub fn is_forward_only(&self) -> bool {
+        self.num_actions() > 0 && self.actions().all(|a| a.op == crate::Op::F)
+    }
+
     /// Whether any lane splits the backward into `I` and `W`.
     pub fn splits_backward(&self) -> bool {
         self.actions().any(|a| a.op == crate::Op::I)

@@ -12,7 +12,9 @@
 //! Memory, by the [`Ledger`]'s rule (the executor's): `F` adds the bytes it keeps, `R` what it
 //! re-creates; `I` sets its micro-batch to what `W` needs — growing at its start when that is
 //! more (the output gradients a weight gradient needs are new), shrinking at its end when less —
-//! and `W` or `B` frees it. Static bytes are live from time 0. Every (stage, micro-batch) lives on
+//! and `W` or `B` frees it. In a forward-only schedule nothing is kept for a backward: `F` holds
+//! its stage's `act_bytes` (then the input it consumes and the output it computes into) only
+//! while it runs. Static bytes are live from time 0. Every (stage, micro-batch) lives on
 //! one rank, so each rank's held bytes follow from its own lane alone, fed to its ledger as the
 //! walk runs the lane; messages (sized by the producing stage's `fwd_msg_bytes` / `bwd_msg_bytes`) count on
 //! their consumer from their producer's end to the consumer's start.
@@ -134,6 +136,7 @@ fn run(
         || stage_costs.iter().any(|c| c.act_bytes > 0 || c.recompute_bytes > 0 || c.w_bytes > 0);
     // The stashed bytes each rank's ledger holds now.
     let mut stashed = vec![0u64; schedule.lanes.len()];
+    let forward_only = schedule.is_forward_only();
     let sends = stage_costs.iter().any(|c| c.fwd_msg_bytes > 0 || c.bwd_msg_bytes > 0);
     // What each (stage, micro-batch) holds now, by `stage·m + micro-batch`.
     let mut held = vec![0u64; if keeps { stages * m } else { 0 }];
@@ -190,7 +193,8 @@ fn run(
                 let now = stash.map_or(0, |s| s[rank][step]);
                 let extra = (stashed[rank], now);
                 stashed[rank] = now;
-                hold(&mut ledgers[rank], &stage_costs[a.stage()], &mut held[a.stage() * m + a.mb()], extra, ran);
+                let pair = &mut held[a.stage() * m + a.mb()];
+                hold(&mut ledgers[rank], &stage_costs[a.stage()], pair, extra, forward_only, ran);
             }
             if let (true, Some(sent)) = (sends, received) {
                 // The walk received a message, so `a` consumes one.
@@ -243,8 +247,14 @@ impl StageCost {
 
 /// Feeds `ledger` what the action `ran` leaves its (stage, micro-batch) holding under its
 /// stage's `cost` (see the module doc); `held` is what that pair held before it; `stash` the
-/// rank's stashed weight bytes before and after it.
-fn hold(ledger: &mut Ledger, cost: &StageCost, held: &mut u64, stash: (u64, u64), ran: Ran) {
+/// rank's stashed weight bytes before and after it; `forward_only`: the schedule keeps nothing
+/// for a backward, and `F` holds its `act_bytes` only while it runs.
+fn hold(ledger: &mut Ledger, cost: &StageCost, held: &mut u64, stash: (u64, u64), forward_only: bool, ran: Ran) {
+    let before = ledger.held();
+    if forward_only {
+        ledger.action_holding(ran.start, ran.end, cost.act_bytes, before - stash.0 + stash.1);
+        return;
+    }
     let now = match ran.action.op {
         Op::F => *held + cost.act_bytes,
         Op::R => *held + cost.recompute_bytes,
@@ -252,7 +262,6 @@ fn hold(ledger: &mut Ledger, cost: &StageCost, held: &mut u64, stash: (u64, u64)
         Op::I => cost.w_bytes,
         Op::W | Op::B => 0,
     };
-    let before = ledger.held();
     // `I` grows at its start when W needs more, shrinks at its end when less; the ledger takes
     // one change per action, so a growing `I` is recorded as such.
     ledger.action(ran.start, ran.end, before - *held - stash.0 + now + stash.1);

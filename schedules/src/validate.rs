@@ -5,7 +5,9 @@
 //! 1. shape: `p, v, m ≥ 1`, `p·v ≤ MAX_STAGES`, one lane per rank, `V` placement only with `v = 2`;
 //! 2. every action names a stage `< p·v` and a micro-batch `< m`, on the rank holding the stage;
 //! 3. every (stage, micro-batch) has exactly one `F`, and either one `B` or one `I` and one `W`,
-//!    and at most one `R`; all micro-batches of a stage use the same kind of backward;
+//!    and at most one `R`; all micro-batches of a stage use the same kind of backward — unless
+//!    the schedule is forward-only ([`Schedule::is_forward_only`]: inference and evaluation),
+//!    where every pair has its `F` and nothing else;
 //! 4. on its rank, `F` comes before `R`, `R` before `I`/`B`, `I` before `W`
 //!    ([`deps::follows`](crate::deps::follows));
 //! 5. no deadlock: running each lane in order, where an action waits for the message it
@@ -224,8 +226,12 @@ fn in_microbatch_order(s: &Schedule, owner_of: &[usize]) -> bool {
             n[a.op as usize] += 1;
         }
     }
-    let [f, b, i, w, _] = Op::ALL.map(|op| op as usize);
-    next.iter().all(|n| n[f] == m && ((n[b] == m && n[i] == 0 && n[w] == 0) || (n[b] == 0 && n[i] == m && n[w] == m)))
+    let [f, b, i, w, r] = Op::ALL.map(|op| op as usize);
+    let forward_only = next.iter().all(|n| n[f] == m && n[b] == 0 && n[i] == 0 && n[w] == 0 && n[r] == 0);
+    forward_only
+        || next
+            .iter()
+            .all(|n| n[f] == m && ((n[b] == m && n[i] == 0 && n[w] == 0) || (n[b] == 0 && n[i] == m && n[w] == m)))
 }
 
 /// Rule 4 by op (`F B I W R`, [`deps::follows`](crate::deps::follows)): the op that must have run
@@ -276,16 +282,17 @@ fn order_break(s: &Schedule, rank: usize, step: usize, b: Action, seen: u8) -> O
     }
 }
 
-/// Rule 3's scan: every (stage, micro-batch) has a forward and one kind of backward. `seen` holds
-/// the ops each has.
+/// Rule 3's scan: every (stage, micro-batch) has a forward and one kind of backward — or, in a
+/// forward-only schedule, its forward alone. `seen` holds the ops each has.
 fn check_complete(s: &Schedule, seen: &[u8]) -> Result<()> {
     let (stages, m) = (s.stages(), s.m);
+    let forward_only = seen.iter().all(|&ops| ops & !bit(Op::F) == 0);
     let backward = bit(Op::B) | bit(Op::I) | bit(Op::W);
     for stage in 0..stages {
         for mb in 0..m {
             let ops = seen[stage * m + mb];
             let back = ops & backward;
-            if ops & bit(Op::F) != 0 && (back == bit(Op::B) || back == bit(Op::I) | bit(Op::W)) {
+            if ops & bit(Op::F) != 0 && (forward_only || back == bit(Op::B) || back == bit(Op::I) | bit(Op::W)) {
                 continue; // complete; only broken pairs pay for the messages below
             }
             let name = |op| Action::new(stage, op, mb);

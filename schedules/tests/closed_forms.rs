@@ -140,3 +140,33 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A forward-only pass streams the micro-batches through: `(m + p − 1)·F`, plus `(p − 1)·c`
+    /// of latency, whatever the backward costs (it has none); a rank's peak is its static bytes
+    /// and the activations its forward holds while it runs, the same for every m.
+    #[test]
+    fn forward_only_makespan_is_m_plus_p_minus_1_forwards(
+        p in 1usize..=16, m in 1usize..=40, f in 1u32..=8, c in 0u32..=3, act in 0u64..=1000,
+    ) {
+        let s = Kind::Forward.generate(p, 1, m).unwrap();
+        let (f, c) = (f as f64, c as f64 / 2.0);
+        let stage = StageCost { act_bytes: act, fwd_msg_bytes: act / 2, ..StageCost::times(f, 7.0, 3.0) };
+        let costs = CostModel {
+            costs: StageCosts::Stages(vec![stage; p]),
+            static_bytes: (0..p as u64).map(|r| 10 * r).collect(),
+            ..CostModel::per_rank(f, 7.0, 3.0).with_latency(c)
+        };
+        let trace = simulate(&s, &costs).unwrap();
+        let stats = Stats::of(&trace);
+        prop_assert_eq!(stats.makespan, (m + p - 1) as f64 * f + (p - 1) as f64 * c);
+        for (r, rank) in trace.ranks.iter().enumerate() {
+            prop_assert_eq!(rank.peak_held_bytes(), 10 * r as u64 + act);
+            // Nothing outlives the pass: every rank ends holding its static bytes.
+            prop_assert_eq!(rank.memory.last().unwrap().held(), 10 * r as u64);
+        }
+        prop_assert_eq!(simulate_stats(&s, &costs).unwrap(), stats);
+    }
+}

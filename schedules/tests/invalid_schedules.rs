@@ -28,6 +28,21 @@ fn missing_backward() {
 }
 
 #[test]
+fn forward_only_schedules_need_every_forward_and_no_backward_anywhere() {
+    let ok = schedule(2, &["0F0 0F1", "1F0 1F1"]);
+    assert!(ok.is_forward_only());
+    pipesched_schedules::validate(&ok).unwrap();
+    // One stage training while the other only runs forwards is neither.
+    let (reason, _) = rejection(&schedule(2, &["0F0 0F1", "1F0 1F1 1B0 1B1"]));
+    assert_eq!(
+        reason,
+        "missing backward: 0F0 (rank 0, step 0) has no backward; add 0B0 or both 0I0 and 0W0 to rank 0's lane"
+    );
+    let (reason, _) = rejection(&schedule(2, &["0F0 0F1", "1F0"]));
+    assert_eq!(reason, "missing forward: stage 1, micro-batch 1 has no 1F1 (expected in rank 1's lane)");
+}
+
+#[test]
 fn duplicate_forward() {
     let (reason, grid) = rejection(&schedule(1, &["0F0 0F0 0B0", "1F0 1B0"]));
     assert_eq!(reason, "duplicate forward: 0F0 appears at rank 0, step 0 and again at rank 0, step 1");

@@ -2,6 +2,7 @@
 
 mod devices_cmd;
 mod gallery_cmd;
+mod infer_cmd;
 mod memory_cmd;
 mod plan_cmd;
 mod profile_cmd;
@@ -46,6 +47,10 @@ enum Command {
     /// Execute a schedule on real threads and compare the measured step with the simulated one.
     #[command(after_long_help = pipesched_stages::MODEL_FILE_HELP)]
     Run(run_cmd::RunArgs),
+    /// Run held-out micro-batches forward only through the pipeline (inference, evaluation):
+    /// losses, measured vs simulated makespan, throughput, peak bytes measured vs predicted.
+    #[command(after_long_help = pipesched_stages::MODEL_FILE_HELP)]
+    Infer(infer_cmd::InferArgs),
 }
 
 impl Cli {
@@ -55,6 +60,7 @@ impl Cli {
             Command::Schedule(a) => schedule_cmd::run(a),
             Command::Simulate(a) => simulate_cmd::run(a),
             Command::Run(a) => run_cmd::run(a),
+            Command::Infer(a) => infer_cmd::run(a),
             Command::Gallery(a) => gallery_cmd::run(a),
             Command::Devices(a) => devices_cmd::run(a),
             Command::Profile(a) => profile_cmd::run(a),

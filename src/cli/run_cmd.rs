@@ -114,6 +114,12 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
         args.out.prepare()?;
     }
     let base = if args.schedule.is_auto() { auto_schedule(args, opts)? } else { args.schedule.schedule(None)? };
+    if base.is_forward_only() {
+        return Err(Error::Usage(format!(
+            "{} runs forwards only, with nothing to train; run it with `pipesched infer`, or give a training schedule (1f1b, zb-h1, ...)",
+            base.name
+        )));
+    }
     opts.transport.check_size(base.p)?;
     // A run is sized as one step of all its micro-batches, with the versions it stashes.
     let demand = if args.mode.is_run() {

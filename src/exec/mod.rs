@@ -286,8 +286,8 @@ pub fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
         .map(|((spans, rec), lane)| {
             debug_assert!(spans.iter().map(|s| s.action).eq(lane.iter().copied()));
             let mut ledger = Ledger::new(rec.held_at_start);
-            for (sp, &after) in spans.iter().zip(&rec.held_after) {
-                ledger.action(sp.start, sp.end, after);
+            for (k, (sp, &after)) in spans.iter().zip(&rec.held_after).enumerate() {
+                ledger.action_holding(sp.start, sp.end, rec.working.get(k).copied().unwrap_or(0), after);
             }
             // A hand-over between stages of this rank was sent when its producer ended.
             let ends: std::collections::HashMap<Action, f64> = if rec.inbound.is_empty() {

@@ -53,6 +53,13 @@ pub trait StageWork: Send {
     /// Bytes the stage holds right now for micro-batches in flight (not counting static bytes).
     fn held_bytes(&self) -> u64;
 
+    /// Bytes the stage's last action held only while it ran (the ledger's working bytes), on
+    /// top of what it holds before and after: a forward-only stage's input and output. 0 (the
+    /// default) for stages whose every byte is in [`held_bytes`](StageWork::held_bytes).
+    fn working_bytes(&self) -> u64 {
+        0
+    }
+
     /// Static bytes: parameters, gradients, optimizer state.
     fn static_bytes(&self) -> u64;
 

@@ -22,6 +22,10 @@ pub struct RankRecord {
     pub held_at_start: u64,
     /// Bytes held after each action, index for index with `spans`.
     pub held_after: Vec<u64>,
+    /// Bytes each action held only while it ran ([`StageWork::working_bytes`]), index for
+    /// index with `spans`.
+    #[serde(default)]
+    pub working: Vec<u64>,
     /// For each payload this rank consumed: the step that consumed it and its bytes.
     pub inbound: Vec<(usize, u64)>,
     /// Messages this rank received.
@@ -110,6 +114,7 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
                 spans: Vec::new(),
                 held_at_start: live,
                 held_after: Vec::new(),
+                working: Vec::new(),
                 inbound: Vec::new(),
                 received: Vec::new(),
                 device_timed: false,
@@ -215,9 +220,11 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         if let (Some(b), Some(e), Some(state)) = (before, after, self.clocks.get_mut(&s)) {
             state.spans.push((self.record.spans.len(), b, e));
         }
+        let working = stage.working_bytes();
         let held: u64 = self.stages.values().map(|s| s.static_bytes() + s.held_bytes()).sum();
         let (t_start, t_end) = (self.shared.ms(start), self.shared.ms(end));
         self.record.held_after.push(held);
+        self.record.working.push(working);
         self.record.spans.push(Span { action: a, start: t_start, end: t_end });
         match (produces(a, stages), out) {
             (Some(msg), Some(payload)) => self.deliver(step, a, msg, payload, t_end)?,

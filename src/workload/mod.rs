@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cost_file::CostFile;
 use crate::exec::ExecOptions;
+use crate::inference::Inference;
 use crate::model::Verification;
 use crate::{Error, Result};
 
@@ -164,8 +165,16 @@ pub trait Workload {
 
     /// The loss on `batches` held-out micro-batches, forward only, dropout off, with the
     /// data's entropy where it is known; `None` for synthetic stages, which have no loss.
-    fn validation(&self, _batches: usize) -> Result<Option<Validation>> {
+    fn validation(&mut self, _batches: usize) -> Result<Option<Validation>> {
         Ok(None)
+    }
+
+    /// The forward-only pass of the held-out micro-batches `0…m−1` through `schedule`
+    /// ([`Model::infer`](crate::model::Model::infer)) and its bytes predicted from shapes
+    /// ([`Model::inference_bytes`](crate::model::Model::inference_bytes)); refused for synthetic
+    /// stages, which compute no loss.
+    fn infer(&mut self, _schedule: &Schedule, _opts: &ExecOptions) -> Result<(Inference, CostModel)> {
+        Err(Error::Usage("a forward-only pass computes losses; synthetic stages have none. Use a real model".into()))
     }
 
     /// Measures every stage's op times (2 warm-up runs, then the median of `reps`) and bytes: a

@@ -6,13 +6,14 @@
 //! processes — where every process makes every call, since the ones that cross stages (the
 //! validation loss, profiling, predictions, `--verify`) are collective.
 
-use pipesched_schedules::{CostModel, Schedule};
-use pipesched_stages::{LayerCosts, RecomputePolicy};
+use pipesched_schedules::{forward_pass, CostModel, Schedule};
+use pipesched_stages::{mean_loss, LayerCosts, RecomputePolicy};
 
 use super::{Layout, RunOutcome, RunPlan, StageProducts, Step, Validation, Workload};
 use crate::collect;
 use crate::cost_file::CostFile;
 use crate::exec::{ExecOptions, Transport};
+use crate::inference::Inference;
 use crate::model::Model;
 use crate::profile::{profile, profile_layers, ProfileOptions};
 use crate::{Error, Result};
@@ -104,10 +105,26 @@ impl Workload for RealWorkload {
         Some(self.model.batch)
     }
 
-    fn validation(&self, batches: usize) -> Result<Option<Validation>> {
+    fn infer(&mut self, schedule: &Schedule, opts: &ExecOptions) -> Result<(Inference, CostModel)> {
+        let out = self.model.infer(schedule, opts)?;
+        Ok((out, self.model.inference_bytes(&self.layout)?))
+    }
+
+    /// In process, the forward-only pass through the pipeline of the layout
+    /// ([`forward_pass`]): the same losses as the sequential walk, bit for bit. With ranks as
+    /// processes, the walk, handing each activation to the next stage's process.
+    fn validation(&mut self, batches: usize) -> Result<Option<Validation>> {
+        let whole = self.model.stages.len() == self.model.specs.len();
+        let loss = if whole && matches!(self.transport, Transport::InProcess) {
+            let Layout { p, v, placement } = self.layout;
+            let pass = forward_pass(p, v, placement, batches)?;
+            mean_loss(&self.model.infer(&pass, &ExecOptions::default())?.losses)
+        } else {
+            self.model.validation_loss(batches, &self.transport, |s| self.layout.rank_of(s))?
+        };
         let corpus = self.model.task.corpus();
         Ok(Some(Validation {
-            loss: self.model.validation_loss(batches, &self.transport, |s| self.layout.rank_of(s))?,
+            loss,
             entropy: corpus.and_then(|c| c.entropy()),
             floor: corpus.and_then(|c| c.floor(self.model.spec.seq())),
         }))

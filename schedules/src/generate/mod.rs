@@ -10,6 +10,7 @@ mod auto;
 mod auto_greedy;
 mod auto_polish;
 mod dualpipe_v;
+mod forward_only;
 mod gpipe;
 mod interleaved;
 mod interleaved_zb;
@@ -22,6 +23,7 @@ mod zero_bubble;
 
 pub use auto::{auto, Objective};
 pub use dualpipe_v::dualpipe_v;
+pub use forward_only::{forward_only, forward_pass};
 pub use gpipe::gpipe;
 pub use interleaved::interleaved;
 pub use interleaved_zb::interleaved_zb;
@@ -82,11 +84,15 @@ pub enum Kind {
     /// backward; not in [`Kind::ALL`], since (p, v, m) alone do not make it.
     #[serde(rename = "auto")]
     Auto,
+    /// `forward`: forward only (inference and evaluation), every rank running micro-batches
+    /// `0…m−1` in order; not in [`Kind::ALL`], whose kinds train.
+    #[serde(rename = "forward")]
+    Forward,
 }
 
 impl Kind {
-    /// Every kind that (p, v, m) alone make, in the order tables list them: all but
-    /// [`Kind::Auto`].
+    /// Every training kind that (p, v, m) alone make, in the order tables list them: all but
+    /// [`Kind::Auto`] and the forward-only [`Kind::Forward`].
     pub const ALL: [Kind; 11] = [
         Kind::GPipe,
         Kind::OneFOneB,
@@ -116,6 +122,7 @@ impl Kind {
             Kind::VMin => "v-min",
             Kind::DualPipeV => "dualpipev",
             Kind::Auto => "auto",
+            Kind::Forward => "forward",
         }
     }
 
@@ -130,7 +137,7 @@ impl Kind {
             | Kind::VHalf
             | Kind::VMin
             | Kind::DualPipeV => 2,
-            Kind::GPipe | Kind::OneFOneB | Kind::ZbH1 | Kind::ZbH2 | Kind::Auto => 1,
+            Kind::GPipe | Kind::OneFOneB | Kind::ZbH1 | Kind::ZbH2 | Kind::Auto | Kind::Forward => 1,
         }
     }
 
@@ -146,12 +153,13 @@ impl Kind {
             | Kind::ZbH2
             | Kind::LoopedBfs
             | Kind::InterleavedZb
-            | Kind::Auto => Placement::Loop,
+            | Kind::Auto
+            | Kind::Forward => Placement::Loop,
         }
     }
 
     /// Actions per (stage, micro-batch) before recompute is planned: `F` and `B`, or `F`, `I`
-    /// and `W` for the schedules that split the backward.
+    /// and `W` for the schedules that split the backward; `F` alone for the forward-only one.
     pub fn actions_per_microbatch(self) -> usize {
         match self {
             Kind::ZbH1
@@ -163,6 +171,7 @@ impl Kind {
             | Kind::DualPipeV
             | Kind::Auto => 3,
             Kind::GPipe | Kind::OneFOneB | Kind::Interleaved | Kind::LoopedBfs => 2,
+            Kind::Forward => 1,
         }
     }
 
@@ -172,9 +181,14 @@ impl Kind {
         matches!(self, Kind::Interleaved | Kind::LoopedBfs | Kind::InterleavedZb)
     }
 
-    /// Every kind a name parses to: [`Kind::ALL`] and [`Kind::Auto`].
+    /// Every kind a name parses to: [`Kind::ALL`], [`Kind::Auto`] and [`Kind::Forward`].
     pub fn named() -> impl Iterator<Item = Kind> {
-        Kind::ALL.into_iter().chain([Kind::Auto])
+        Kind::ALL.into_iter().chain([Kind::Auto, Kind::Forward])
+    }
+
+    /// Whether this kind runs forwards only (inference and evaluation): no backward, no update.
+    pub fn is_forward_only(self) -> bool {
+        self == Kind::Forward
     }
 
     /// The names [`Kind::named`] parses, comma-separated.
@@ -213,6 +227,7 @@ impl Kind {
             Kind::VHalf => v_half(p, m),
             Kind::VMin => v_min(p, m),
             Kind::DualPipeV => dualpipe_v(p, m),
+            Kind::Forward => forward_only(p, m),
             Kind::Auto => Err(Error::BadArgs {
                 schedule: "auto".into(),
                 reason: "auto is built for a cost model and a memory limit; give both (on the command line --memory-limit BYTES with the costs)".into(),
