@@ -85,6 +85,7 @@ fn refuses_what_it_cannot_report() {
     for (args, says) in [
         (vec!["memory", "--model", "synthetic:F=1ms", "-s", "1f1b", "-p", "2", "-m", "2"], "synthetic"),
         (vec!["memory", "--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "2", "--zero", "1"], "--dp D with D ≥ 2"),
+        (vec!["memory", "--model", "tiny", "-s", "forward", "-p", "2", "-m", "2"], "pipesched infer"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_pipesched")).args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

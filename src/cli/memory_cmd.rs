@@ -43,6 +43,11 @@ pub fn run(args: MemoryArgs) -> Result<()> {
     }
     let dp = args.data.data_parallel()?;
     let base = args.schedule.schedule(None)?;
+    if base.is_forward_only() {
+        return Err(Error::Usage(
+            "memory reports a training step; a forward-only pass keeps no gradients, optimizer state or activations for a backward — `pipesched infer` predicts and measures its bytes".into(),
+        ));
+    }
     let policies = args.recompute.policies().for_stages(base.stages())?;
     let specs = model.stage_specs(base.stages(), &spec.partition, &pipesched_stages::Policies(policies.clone()))?;
     let flags: Vec<bool> = policies.iter().map(|p| p.drops()).collect();
