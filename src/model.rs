@@ -8,7 +8,7 @@ pub use crate::real_stage::{RealStage, RunShape};
 use pipesched_schedules::{CostModel, Schedule, StageCost, StageCosts, Trace};
 use pipesched_stages::{
     mean_loss, sequential_step_in, stale_run, Corpus, Device, ModelSpec, Optimizer, OptimizerSpec, Partition, Policies,
-    Shard, Stage, StageSpec, StaleRun, StepOutput, Task, Tensor,
+    RecomputePolicy, Shard, Stage, StageSpec, StaleRun, StepOutput, Task, Tensor,
 };
 
 use crate::exec::{execute, ExecOptions, StageWork, Transport, Wire};
@@ -126,7 +126,14 @@ impl Model {
         }
         let stages = held
             .iter()
-            .map(|&k| RealStage::new(Stage::new(&spec, &specs[k])?, opts.optimizer))
+            .map(|&k| {
+                let mut stage = Stage::new(&spec, &specs[k])?;
+                // An `optimal:BYTES` budget below the stage's least is refused here, naming it.
+                if let RecomputePolicy::Optimal(_) = specs[k].policy {
+                    stage.optimal_plan(batch)?;
+                }
+                RealStage::new(stage, opts.optimizer)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Model { spec, specs, task, stages, batch, replicas: None })
     }

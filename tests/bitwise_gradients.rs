@@ -25,6 +25,32 @@ fn every_schedule_and_policy_matches_the_sequential_reference_bit_for_bit() {
 }
 
 #[test]
+fn optimal_checkpointing_matches_the_sequential_reference_bit_for_bit() {
+    let mut checked = 0;
+    let mut plans = std::collections::BTreeSet::new();
+    for common::OptimalCase { kind, policy, p, m, mut model, schedule } in common::optimal_cases() {
+        assert!(
+            schedule.lanes.iter().flat_map(|l| l.iter()).all(|a| a.op != pipesched_schedules::Op::R),
+            "optimal has no R"
+        );
+        for s in &mut model.stages {
+            let batch = model.batch;
+            plans.insert(s.stage_mut().optimal_plan(batch).unwrap().describe());
+        }
+        let before = model.params();
+        let step = model.run_step(&schedule, 0, &exec()).unwrap();
+        let v = model.verify(&before, 0, m, step.loss).unwrap();
+        assert!(v.bitwise, "{kind} {policy} p={p} m={m}: {v:?}");
+        checked += 1;
+    }
+    // 11 schedules at p = 1 and 2 (m = p, 2p+1 where allowed), 3 budgets, 2 models.
+    assert!(checked >= 2 * 3 * 11 * 2, "{checked}");
+    // The budgets make stages recompute in different ways, and some not at all.
+    assert!(plans.len() >= 6, "{plans:?}");
+    assert!(plans.iter().any(|p| !p.contains("| B") || p.contains("F∅")), "{plans:?}");
+}
+
+#[test]
 fn loss_curves_of_the_tiny_preset_are_identical_across_schedules_over_20_adam_steps() {
     let (p, m) = (2, 4);
     let mut curves: Vec<(String, Vec<u32>)> = Vec::new();

@@ -366,3 +366,18 @@ fn train_a_forward_only_schedule() {
     let e = fails_with(&["run", "--model", "tiny", "-s", "forward", "-p", "2", "-m", "2", "--steps", "1"], Some(1));
     assert!(e.contains("forward runs forwards only") && e.contains("pipesched infer"), "{e}");
 }
+
+#[test]
+fn optimal_budget_below_the_least() {
+    // tiny in one stage, 8 rows: the least budget is 209 floats per row (see ops.rs), 6688 B.
+    let e = fails_with(
+        &["run", "--model", "tiny", "-s", "1f1b", "-p", "1", "-m", "1", "--recompute", "optimal:6687"],
+        Some(1),
+    );
+    assert!(e.contains("below the least budget") && e.contains("give at least optimal:6688B"), "{e}");
+    let e = fails_with(
+        &["run", "--model", "tiny", "-s", "1f1b", "-p", "1", "-m", "1", "--recompute", "optimal:4 parsecs"],
+        Some(2),
+    );
+    assert!(e.contains("optimal:BYTES") && e.contains("unknown unit"), "{e}");
+}

@@ -28,6 +28,20 @@ fn measured_peaks_equal_predicted_peaks_for_every_schedule_and_policy() {
     }
 }
 
+#[test]
+fn optimal_measured_peaks_equal_predicted_peaks() {
+    for common::OptimalCase { kind, policy, p, m, mut model, schedule } in common::optimal_cases() {
+        let (measured, predicted) = measured_and_predicted(&mut model, &schedule);
+        assert_eq!(measured, predicted, "{kind} {policy} p={p} m={m}");
+        // Inside each stage's last I: what its plan predicts, between the steps it interleaves.
+        let rows = model.batch;
+        for s in &mut model.stages {
+            let peak = s.stage_mut().optimal_plan(rows).unwrap().peak();
+            assert_eq!(s.stage().backward_peak_bytes(), peak, "{kind} {policy} p={p} m={m}");
+        }
+    }
+}
+
 /// Per rank: (static bytes, act_bytes of its stage) for a one-chunk schedule.
 fn per_rank(model: &Model, s: &Schedule) -> Vec<(u64, u64)> {
     let costs = model.predicted_bytes(s, &Transport::InProcess).unwrap();

@@ -91,8 +91,11 @@ fn text_file(path: &str) -> Result<Arc<Corpus>, String> {
 pub struct RecomputeArgs {
     /// Recompute policy: none, full (keep only the stage input), every:K (keep every K-th
     /// layer's input), sqrt, selective (keep all but attention's probabilities, recomputed from
-    /// Q and K) — one for every stage, or a comma list with one per stage. R runs right before
-    /// each backward of a stage that drops activations.
+    /// Q and K), optimal:BYTES (the fastest sequence within BYTES per micro-batch, e.g.
+    /// optimal:4MiB: F keeps per layer nothing, its input or everything, and I interleaves the
+    /// recomputations with the backwards) — one for every stage, or a comma list with one per
+    /// stage. R runs right before each backward of a stage that drops activations (not under
+    /// optimal, whose I recomputes).
     #[arg(long, value_name = "POLICY[,POLICY..]")]
     pub recompute: Option<Policies>,
 }

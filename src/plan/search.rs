@@ -20,8 +20,13 @@
 //! gradients and optimizer state do not; times scale linearly in rows, which leaves out any
 //! fixed cost per op (so a smaller micro-batch than profiled is predicted somewhat too fast).
 //!
-//! Invariant: every candidate returned fits — its predicted peak held bytes are ≤ the cap on
-//! every rank — and the list is ordered by predicted step time, then by peak.
+//! `optimal:B` stages hold more inside their `I` than between ops (what the simulator and `run`
+//! count): the cap is checked against each rank's simulated peak plus the largest such excess of
+//! its `optimal` stages, and a plan reports the simulated peaks.
+//!
+//! Invariant: every candidate returned fits — its predicted peak held bytes, with the excess
+//! above, are ≤ the cap on every rank — and the list is ordered by predicted step time, then by
+//! peak.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -149,10 +154,9 @@ struct Family<'a> {
     statics: Vec<u64>,
 }
 
-/// The searcher's state: the request, the policy set, what was found.
+/// The searcher's state: the request, what was found.
 struct Search<'a> {
     req: Request<'a>,
-    set: Vec<RecomputePolicy>,
     plans: Vec<Candidate>,
     points: Vec<Point>,
     simulations: usize,
@@ -176,7 +180,7 @@ impl Search<'_> {
     }
 
     fn policies(&self, fam: &Family, pos: &[usize]) -> Vec<RecomputePolicy> {
-        pos.iter().enumerate().map(|(s, &k)| self.set[fam.table.ladder[s][k]]).collect()
+        pos.iter().enumerate().map(|(s, &k)| fam.table.policies[fam.table.ladder[s][k]][s]).collect()
     }
 
     /// Simulates `fam` under `pos`; a fitting one becomes a candidate.
@@ -202,7 +206,23 @@ impl Search<'_> {
         };
         let flags: Vec<bool> = policies.iter().map(|p| p.drops()).collect();
         let planned = with_recompute(&base, &flags).map_err(|e| e.to_string())?;
-        let stats = simulate_stats(&planned, &costs).map_err(|e| e.to_string())?;
+        let mut stats = simulate_stats(&planned, &costs).map_err(|e| e.to_string())?;
+        // What `run` measures: held bytes between ops.
+        let between_ops = stats.peak_held_bytes.clone();
+        // Inside its `I`, `optimal` holds up to `recompute_bytes` more for the micro-batch it
+        // back-propagates (one at a time per rank): the cap is checked with that added in full.
+        if let StageCosts::Stages(stages) = &costs.costs {
+            let mut extra = vec![0u64; stats.peak_held_bytes.len()];
+            for (s, p) in policies.iter().enumerate() {
+                if let RecomputePolicy::Optimal(_) = p {
+                    let r = fam.layout.rank_of(s);
+                    extra[r] = extra[r].max(stages[s].recompute_bytes);
+                }
+            }
+            for (peak, x) in stats.peak_held_bytes.iter_mut().zip(extra) {
+                *peak = peak.saturating_add(x);
+            }
+        }
         self.simulations += 1;
         let peak = stats.peak_held_bytes.iter().copied().max().unwrap_or(0);
         self.points.push(Point { makespan: stats.makespan, peak });
@@ -217,7 +237,7 @@ impl Search<'_> {
                 policies,
                 makespan: stats.makespan,
                 bubble: stats.bubble_rate,
-                peaks: stats.peak_held_bytes.clone(),
+                peaks: between_ops,
                 static_bytes: fam.statics.clone(),
                 schedule: base.clone(),
             };
@@ -254,9 +274,9 @@ impl Search<'_> {
         let stages = fam.ranges.len();
         let before = self.plans.len();
         let is_auto = fam.base.is_none();
-        // The uniform policies (one rung index per policy of the set, where a stage has it).
+        // The uniform columns (one rung index per column of the table, where a stage has it).
         if !is_auto {
-            for k in 1..self.set.len() {
+            for k in 1..fam.table.policies.len() {
                 if (0..stages).all(|s| fam.table.ladder[s].contains(&k)) {
                     let pos: Vec<usize> =
                         (0..stages).map(|s| fam.table.ladder[s].iter().position(|&x| x == k).unwrap_or(0)).collect();
@@ -365,7 +385,7 @@ pub fn search(req: Request) -> Result<Outcome> {
             }
         });
     }
-    let mut search = Search { req, set: set.clone(), plans: vec![], points: vec![], simulations: 0 };
+    let mut search = Search { req, plans: vec![], points: vec![], simulations: 0 };
     let mut rejected = Vec::new();
     let mut least_static: Option<(u64, String)> = None;
     for &m in &ms {

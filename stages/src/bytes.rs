@@ -5,13 +5,19 @@
 //! `recompute_bytes`; `I` shrinks the micro-batch to `w_bytes`; `W`/`B` frees it. Transient
 //! temporaries inside one op are not counted. Invariant: a [`Stage`](crate::Stage)'s
 //! `held_bytes_of(mb)` equals these numbers after every op (tested in `stage.rs` for every
-//! policy), and `act_bytes + recompute_bytes` is the same for every policy (what `none` keeps).
+//! policy), and `act_bytes + recompute_bytes` is the same for every policy but `optimal` (what
+//! `none` keeps).
+//!
+//! `optimal` has no `R`: its `recompute_bytes` is what its `I` holds at most above `act_bytes`
+//! between the steps it interleaves (see `optimal.rs`), so `act_bytes + recompute_bytes` is the
+//! most a micro-batch holds on the stage, as under every other policy.
 
 use pipesched_schedules::StageCost;
 use serde::{Deserialize, Serialize};
 
 use crate::layers::Layer;
 use crate::loss::LossKind;
+use crate::optimal::{OptimalPlan, MAX_LAYERS};
 use crate::partition::StageSpec;
 use crate::policy::{Kept, RecomputePolicy};
 use crate::spec::{LayerSpec, ModelSpec};
@@ -80,6 +86,19 @@ impl StageSpec {
         self.checked_bytes(model, batch).unwrap_or(StageBytes::SATURATED)
     }
 
+    /// An error unless this stage's policy can run on micro-batches of `batch` rows: under
+    /// `optimal:BYTES`, a budget below the stage's least (the error names it) or a stage the
+    /// program cannot plan. Other policies always can.
+    pub fn check_policy(&self, model: &ModelSpec, batch: usize) -> crate::error::Result<()> {
+        let crate::RecomputePolicy::Optimal(budget) = self.policy else { return Ok(()) };
+        let layers = SpecLayers { model, range: self.layers.clone() };
+        let loss = self.is_last(model).then(|| LossRows::of(model.loss, model.output_width()));
+        let scale = (batch as u64).saturating_mul(F32);
+        optimal_plan(&layers, budget, loss, scale, batch)
+            .map(|_| ())
+            .map_err(|e| crate::error::Error::Policy(format!("stage {} (layers {:?}): {e}", self.index, self.layers)))
+    }
+
     /// Bytes one micro-batch of `batch` rows holds on this stage, per phase; `None` if a count
     /// overflows or the stage's range holds no layer of `model`. Time independent of the number
     /// of layers.
@@ -104,6 +123,9 @@ pub(crate) struct Rows {
     pub w: Option<usize>,
     /// Floats the forward keeps per row under selective recompute.
     pub selective: Option<usize>,
+    /// `Σ in·out` over the forward's matrix products (per row; 0 where unknown): the time
+    /// proxy of `optimal`'s program.
+    pub maps: usize,
 }
 
 /// A stage's layers, in order, as the byte rule reads them.
@@ -112,6 +134,8 @@ pub(crate) trait StageRows {
     fn sum(&self, step: usize, f: fn(&Rows) -> Option<usize>) -> Option<usize>;
     /// The first layer and the last (`None` for no layers).
     fn ends(&self) -> Option<(Rows, Rows)>;
+    /// Every layer, in order (`None` for more than `optimal::MAX_LAYERS`).
+    fn each(&self) -> Option<Vec<Rows>>;
 }
 
 /// A stage of a [`ModelSpec`], summed over runs of identical layers (time independent of their
@@ -132,6 +156,12 @@ impl StageRows for SpecLayers<'_> {
         let first = self.model.layer(self.range.start)?;
         let last = self.model.layer(self.range.end.checked_sub(1)?)?;
         Some((first.rows(), last.rows()))
+    }
+    fn each(&self) -> Option<Vec<Rows>> {
+        if self.range.len() > MAX_LAYERS {
+            return None;
+        }
+        self.range.clone().map(|i| Some(self.model.layer(i)?.rows())).collect()
     }
 }
 
@@ -177,23 +207,33 @@ impl Held {
     }
 }
 
-/// The byte rule of a stage (see the module doc), in the units of the layers' counts: what one
-/// micro-batch holds per phase under `policy`, for the stage's `layers`, which begin the model
-/// when `first` and end it with `loss` when it is given. `None` on overflow or without layers.
-/// The one place a policy's bytes are worked out: for built stages, for specs, and for stages
-/// composed of profiled layers.
+/// The byte rule of a stage (see the module doc), in the units of the layers' counts
+/// (`unit_bytes` bytes each, for micro-batches of `rows` rows): what one micro-batch holds per
+/// phase under `policy`, for the
+/// stage's `layers`, which begin the model when `first` and end it with `loss` when it is given.
+/// `None` on overflow, without layers, or for an `optimal` budget the stage cannot meet
+/// ([`optimal_plan`] says why). The one place a policy's bytes are worked out: for built stages,
+/// for specs, and for stages composed of profiled layers.
 pub(crate) fn held(
     layers: &(impl StageRows + ?Sized),
     policy: RecomputePolicy,
     first: bool,
     loss: Option<LossRows>,
+    unit_bytes: u64,
+    rows: usize,
 ) -> Option<Held> {
     let (head, tail) = layers.ends()?;
     let count = layers.sum(1, |_| Some(1))?;
     let loss_saved = loss.map_or(0, |l| l.saved);
     let everything = layers.sum(1, |l| l.saved)?.checked_add(loss_saved)?;
     let w = layers.sum(1, |l| l.w)?;
+    let mut peak_above = None;
     let kept = match policy.kept(count) {
+        Kept::Optimal(budget) => {
+            let plan = optimal_plan(layers, budget, loss, unit_bytes, rows).ok()?;
+            peak_above = Some(usize::try_from(plan.peak_units() - plan.kept_units()).ok()?);
+            usize::try_from(plan.kept_units()).ok()?
+        }
         Kept::Everything => everything,
         // What each layer's selective forward keeps, and the loss's state.
         Kept::Selective => layers.sum(1, |l| l.selective)?.checked_add(loss_saved)?,
@@ -205,11 +245,30 @@ pub(crate) fn held(
     // first layer's input); the model's ends send nothing.
     Some(Held {
         kept,
-        dropped: everything.saturating_sub(kept),
+        dropped: peak_above.unwrap_or(everything.saturating_sub(kept)),
         w,
         out: if loss.is_some() { 0 } else { tail.output },
         input: if first { 0 } else { head.input },
     })
+}
+
+/// The `optimal` plan within `budget` bytes of a stage of `layers` (counts in units of
+/// `unit_bytes` bytes, for micro-batches of `rows` rows), ending the model with `loss` when it is
+/// given: an error naming the least
+/// budget when `budget` is below it, or saying why the stage cannot be planned.
+pub(crate) fn optimal_plan(
+    layers: &(impl StageRows + ?Sized),
+    budget: u64,
+    loss: Option<LossRows>,
+    unit_bytes: u64,
+    rows: usize,
+) -> crate::error::Result<OptimalPlan> {
+    let each = layers.each().ok_or_else(|| {
+        crate::error::Error::Policy(format!(
+            "optimal: the stage has more than {MAX_LAYERS} layers; split the model into more stages"
+        ))
+    })?;
+    OptimalPlan::new(&each, loss.map(|l| l.saved), unit_bytes, rows, budget)
 }
 
 /// [`held`] in bytes for one micro-batch of `batch` rows of floats, the loss given by its kind
@@ -222,7 +281,8 @@ pub(crate) fn stage_bytes(
     batch: usize,
 ) -> Option<StageBytes> {
     let loss = loss.map(|(kind, output)| LossRows::of(kind, output));
-    held(layers, policy, first, loss)?.scaled((batch as u64).checked_mul(F32)?)
+    let scale = (batch as u64).checked_mul(F32)?;
+    held(layers, policy, first, loss, scale, batch)?.scaled(scale)
 }
 
 /// A built stage's layers, summed one by one.
@@ -232,6 +292,9 @@ impl StageRows for [Box<dyn Layer>] {
     }
     fn ends(&self) -> Option<(Rows, Rows)> {
         Some((rows(self.first()?.as_ref()), rows(self.last()?.as_ref())))
+    }
+    fn each(&self) -> Option<Vec<Rows>> {
+        Some(self.iter().map(|l| rows(l.as_ref())).collect())
     }
 }
 
@@ -243,6 +306,7 @@ pub(crate) fn rows(l: &dyn Layer) -> Rows {
         saved: Some(l.saved_per_row()),
         w: Some(l.w_per_row()),
         selective: Some(l.selective_per_row()),
+        maps: l.linear_maps().iter().fold(0usize, |t, &(i, o)| t.saturating_add(i.saturating_mul(o))),
     }
 }
 
@@ -255,6 +319,18 @@ impl LayerSpec {
             saved: self.saved_per_row(),
             w: self.w_per_row(),
             selective: self.selective_per_row(),
+            maps: self.maps_per_row(),
+        }
+    }
+
+    /// `Σ in·out` over the matrix products of the forward of the layer this spec builds (its
+    /// `linear_maps`), saturating.
+    pub(crate) fn maps_per_row(&self) -> usize {
+        match *self {
+            LayerSpec::Linear { input, output } => input.saturating_mul(output),
+            LayerSpec::Block { width, ffn } => width.saturating_mul(ffn).saturating_mul(2),
+            LayerSpec::Attention { width, .. } => width.saturating_mul(width).saturating_mul(4),
+            LayerSpec::Norm { .. } | LayerSpec::Embedding { .. } => 0,
         }
     }
 }

@@ -255,6 +255,9 @@ impl ModelSpec {
                 )));
             }
         }
+        for spec in specs {
+            spec.check_policy(self, load.batch)?;
+        }
         let overflow = |what: &str| Error::Size {
             what: format!(
                 "{what} of {} at {} rows per micro-batch and m = {} overflows 64 bits",

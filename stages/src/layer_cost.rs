@@ -14,7 +14,7 @@ use std::ops::Range;
 use pipesched_schedules::StageCost;
 use serde::{Deserialize, Serialize};
 
-use crate::bytes::{held, rows, LossRows, Rows, StageRows};
+use crate::bytes::{held, optimal_plan, rows, LossRows, Rows, StageRows};
 use crate::error::{Error, Result};
 use crate::layers::Layer;
 use crate::loss::LossKind;
@@ -131,6 +131,31 @@ impl StageRows for [LayerCost] {
     fn ends(&self) -> Option<(Rows, Rows)> {
         Some((self.first()?.bytes.rows()?, self.last()?.bytes.rows()?))
     }
+    fn each(&self) -> Option<Vec<Rows>> {
+        self.iter().map(|l| l.bytes.rows()).collect()
+    }
+}
+
+/// A stage's profiled layers as the byte rule reads them, with the model's shapes for
+/// `optimal`'s time proxy (a profile has no shapes; the proxy must be the one a built stage
+/// uses, so both choose the same sequence).
+struct Profiled<'a> {
+    costs: &'a [LayerCost],
+    model: &'a ModelSpec,
+    start: usize,
+}
+
+impl StageRows for Profiled<'_> {
+    fn sum(&self, step: usize, f: fn(&Rows) -> Option<usize>) -> Option<usize> {
+        self.costs.sum(step, f)
+    }
+    fn ends(&self) -> Option<(Rows, Rows)> {
+        self.costs.ends()
+    }
+    fn each(&self) -> Option<Vec<Rows>> {
+        let maps = |k: usize| Some(self.model.layer(self.start + k)?.maps_per_row());
+        self.costs.iter().enumerate().map(|(k, l)| Some(Rows { maps: maps(k)?, ..l.bytes.rows()? })).collect()
+    }
 }
 
 impl LayerBytes {
@@ -143,6 +168,7 @@ impl LayerBytes {
             saved: Some(u(self.act_bytes)?),
             w: Some(u(self.w_bytes)?),
             selective: Some(u(self.selective_bytes.unwrap_or(self.act_bytes))?),
+            maps: 0,
         })
     }
 
@@ -257,7 +283,12 @@ impl LayerCosts {
         }
         let mut out = ComposedStages { costs: Vec::with_capacity(specs.len()), static_bytes: vec![] };
         for spec in specs {
-            let (cost, statics) = self.stage(spec).ok_or_else(|| Error::Size {
+            if let crate::RecomputePolicy::Optimal(budget) = spec.policy {
+                let loss = (spec.layers.end == n).then_some(self.loss_rows()).flatten();
+                optimal_plan(&self.profiled(model, spec), budget, loss, 1, self.rows)
+                    .map_err(|e| Error::Policy(format!("stage {} (layers {:?}): {e}", spec.index, spec.layers)))?;
+            }
+            let (cost, statics) = self.stage(model, spec).ok_or_else(|| Error::Size {
                 what: format!("the bytes of stage {} (layers {:?})", spec.index, spec.layers),
                 hint: "the per-layer costs hold counts that overflow 64 bits; profile again".into(),
             })?;
@@ -267,27 +298,68 @@ impl LayerCosts {
         Ok(out)
     }
 
-    /// One stage's cost and static bytes; `None` on overflow.
-    fn stage(&self, spec: &StageSpec) -> Option<(StageCost, u64)> {
+    /// The least BYTES `optimal:BYTES` takes on stage `spec` of `model` (whatever its own
+    /// policy), in micro-batches of these costs' rows.
+    pub fn optimal_least_budget(&self, model: &ModelSpec, spec: &StageSpec) -> Result<u64> {
+        self.check_model(model)?;
+        if spec.layers.is_empty() || spec.layers.end > self.layers.len() {
+            return Err(Error::Partition(format!(
+                "stage {} has layers {:?}, outside the model's 0..{}",
+                spec.index,
+                spec.layers,
+                self.layers.len()
+            )));
+        }
+        let loss = if spec.layers.end == self.layers.len() { self.loss_rows() } else { None };
+        let each = self.profiled(model, spec).each().ok_or_else(|| Error::Size {
+            what: format!("the bytes of stage {}", spec.index),
+            hint: "profile again".into(),
+        })?;
+        crate::optimal::OptimalPlan::least(&each, loss.map(|l| l.saved), 1, self.rows)
+    }
+
+    /// The loss as the byte rule reads it, in bytes; `None` if a count exceeds a `usize`.
+    fn loss_rows(&self) -> Option<LossRows> {
+        Some(LossRows {
+            saved: usize::try_from(self.loss.saved_bytes).ok()?,
+            target: usize::try_from(self.loss.target_bytes).ok()?,
+        })
+    }
+
+    /// Stage `spec`'s profiled layers, with `model`'s shapes for `optimal`'s time proxy.
+    fn profiled<'a>(&'a self, model: &'a ModelSpec, spec: &StageSpec) -> Profiled<'a> {
+        Profiled { costs: &self.layers[spec.layers.clone()], model, start: spec.layers.start }
+    }
+
+    /// One stage's cost and static bytes; `None` on overflow (or an `optimal` budget the stage
+    /// cannot meet, which `compose` reports first).
+    fn stage(&self, model: &ModelSpec, spec: &StageSpec) -> Option<(StageCost, u64)> {
         let range: Range<usize> = spec.layers.clone();
         let layers = &self.layers[range.clone()];
         let last = range.end == self.layers.len();
-        let loss = last.then_some(LossRows {
-            saved: usize::try_from(self.loss.saved_bytes).ok()?,
-            target: usize::try_from(self.loss.target_bytes).ok()?,
-        });
-        let bytes = held(layers, spec.policy, range.start == 0, loss)?.scaled(1)?;
+        let loss = if last { Some(self.loss_rows()?) } else { None };
+        let profiled = self.profiled(model, spec);
+        let bytes = held(&profiled, spec.policy, range.start == 0, loss, 1, self.rows)?.scaled(1)?;
         let sum = |t: fn(&LayerTimes) -> f64| layers.iter().map(|l| t(&l.times)).sum::<f64>();
         let loss_f = if last { self.loss.f } else { 0.0 };
         let f = sum(|t| t.f) + loss_f;
+        // Under `optimal`, `I` runs the sequence's forwards after `F`'s sweep: each `Fall` costs
+        // a forward keeping what `none` keeps, each other forward a re-run keeping nothing.
+        let mut interleaved = 0.0;
         let r = match spec.policy.kept(layers.len()) {
             Kept::Everything => f,
             Kept::Selective => sum(|t| t.restore.unwrap_or(0.0)),
             Kept::Inputs(_) => sum(|t| t.r) + loss_f,
+            Kept::Optimal(budget) => {
+                let plan = optimal_plan(&profiled, budget, loss, 1, self.rows).ok()?;
+                let t = |(i, all): (usize, bool)| if all { layers[i].times.f } else { layers[i].times.r };
+                interleaved = plan.recomputed().into_iter().map(t).sum();
+                0.0
+            }
         };
         let cost = StageCost {
             r: Some(r),
-            i: sum(|t| t.i) + if last { self.loss.i } else { 0.0 },
+            i: sum(|t| t.i) + if last { self.loss.i } else { 0.0 } + interleaved,
             ..bytes.cost(f, 0.0, sum(|t| t.w))
         };
         let statics = layers.iter().try_fold(0u64, |t, l| t.checked_add(l.bytes.static_bytes()))?;
@@ -393,6 +465,58 @@ mod tests {
         let attention = model.all_layers().iter().filter(|l| l.kind() == "attention").count();
         assert!(attention > 0);
         assert_eq!(compose("selective").t_r(), 0.5 * attention as f64);
+    }
+
+    /// `optimal` composed from per-layer costs: the bytes of the built stage's own plan, and `I`
+    /// taking the forwards that plan re-runs (`f` for a `Fall`, `r` for the others).
+    #[test]
+    fn optimal_composes_to_the_built_stages_plan() {
+        for model in [ModelSpec::tiny(), ModelSpec::gpt_tiny()] {
+            let rows = model.rows(model.batch).unwrap();
+            let mut lc = costs(&model, rows);
+            for (k, l) in lc.layers.iter_mut().enumerate() {
+                l.times = LayerTimes { f: 1.0 + k as f64, i: 0.5, w: 0.25, r: 10.0 * (1.0 + k as f64), restore: None };
+            }
+            for n in [1, 2] {
+                let plain = model.stage_specs(n, &Partition::Even, &Policies::all(Default::default())).unwrap();
+                let least: Vec<u64> = plain.iter().map(|s| lc.optimal_least_budget(&model, s).unwrap()).collect();
+                let most = *least.iter().max().unwrap();
+                for budget in [most, 2 * most, 1 << 40] {
+                    let policy = crate::RecomputePolicy::Optimal(budget);
+                    let specs = model.stage_specs(n, &Partition::Even, &Policies::all(policy)).unwrap();
+                    let got = lc.compose(&model, &specs).unwrap();
+                    for (k, spec) in specs.iter().enumerate() {
+                        let mut stage = Stage::new(&model, spec).unwrap();
+                        let plan = stage.optimal_plan(rows).unwrap();
+                        let c = &got.costs[k];
+                        let want = stage.predicted_bytes(rows);
+                        assert_eq!(
+                            (c.act_bytes, c.recompute_bytes, c.w_bytes),
+                            (want.act_bytes, want.recompute_bytes, want.w_bytes)
+                        );
+                        assert_eq!(c.act_bytes, plan.kept());
+                        assert_eq!(c.act_bytes + c.recompute_bytes, plan.peak());
+                        let layers = &lc.layers[spec.layers.clone()];
+                        let rerun: f64 = plan
+                            .recomputed()
+                            .iter()
+                            .map(|&(i, all)| if all { layers[i].times.f } else { layers[i].times.r })
+                            .sum();
+                        let last = spec.layers.end == lc.layers.len();
+                        assert_eq!(c.i, 0.5 * layers.len() as f64 + if last { lc.loss.i } else { 0.0 } + rerun);
+                        assert_eq!(c.t_r(), 0.0, "no R under optimal");
+                        if budget == 1 << 40 {
+                            assert_eq!(rerun, 0.0);
+                        }
+                    }
+                }
+                let specs = model
+                    .stage_specs(n, &Partition::Even, &Policies::all(crate::RecomputePolicy::Optimal(most - 1)))
+                    .unwrap();
+                let e = lc.compose(&model, &specs).unwrap_err().to_string();
+                assert!(e.contains(&format!("give at least optimal:{most}B")), "{e}");
+            }
+        }
     }
 
     #[test]

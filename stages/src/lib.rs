@@ -53,6 +53,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+mod byte_size;
 mod bytes;
 pub mod checkpointing;
 mod corpus;
@@ -68,6 +69,7 @@ mod matmul;
 mod model_file;
 mod ops;
 mod optim;
+mod optimal;
 mod partition;
 mod policy;
 pub mod pool;
@@ -83,6 +85,7 @@ mod stale_reference;
 mod task;
 mod tensor;
 
+pub use byte_size::ByteSize;
 pub use bytes::StageBytes;
 pub use corpus::Corpus;
 pub use device::Device;
@@ -93,6 +96,7 @@ pub use loss::{LossKind, LossSaved};
 pub use matmul::GemmShape;
 pub use model_file::{MODEL_FIELDS, MODEL_FILE_EXAMPLE, MODEL_FILE_HELP};
 pub use optim::{Optimizer, OptimizerSpec};
+pub use optimal::{LayerKeep, OptimalPlan};
 pub use partition::{balanced_by_weight, Partition, StageSpec};
 pub use policy::{Kept, Policies, RecomputePolicy};
 pub use precision::Precision;

@@ -7,9 +7,11 @@
 //! arithmetic whatever the policy and whatever other micro-batches are in flight, so the bits of
 //! every output and gradient depend only on (parameters, input, step, micro-batch).
 
+use crate::checkpointing::Step;
 use crate::error::{Error, Result};
-use crate::layers::Ctx;
+use crate::layers::{Ctx, Saved, WNeeds};
 use crate::loss::LossKind;
+use crate::optimal::LayerKeep;
 use crate::policy::Kept;
 use crate::slot::{Phase, Slot};
 use crate::stage::Stage;
@@ -30,11 +32,15 @@ impl Stage {
         let rows = input.rows();
         let input = input.into_device(self.device())?;
         let kept = self.spec.policy.kept(self.layers.len());
+        if let Kept::Optimal(_) = kept {
+            return self.forward_sweep(mb, &ctx, rows, input, target);
+        }
         let (mut inputs, mut saved) = (Vec::new(), Vec::new());
         let mut x = input;
         for (i, layer) in self.layers.iter().enumerate() {
             let ctx = self.layer_ctx(ctx, i);
             x = match kept {
+                Kept::Optimal(_) => unreachable!("optimal's forward is the sweep above"),
                 Kept::Everything | Kept::Selective => {
                     let (y, s) = if kept == Kept::Selective {
                         layer.forward_selective(x, &ctx)?
@@ -63,8 +69,114 @@ impl Stage {
             Kept::Everything => Slot::Saved { rows, layers: saved, loss },
             Kept::Selective => Slot::Partial { rows, layers: saved, loss },
             Kept::Inputs(_) => Slot::Checkpointed { rows, inputs, target: target.map(Tensor::try_clone).transpose()? },
+            Kept::Optimal(_) => unreachable!("optimal's forward is the sweep above"),
         };
         Ok(out)
+    }
+
+    /// `F` under `optimal`: the first sweep of the stage's sequence, each layer keeping nothing,
+    /// its input or everything as the plan says; the loss runs here on the last stage.
+    fn forward_sweep(
+        &mut self,
+        mb: usize,
+        ctx: &Ctx,
+        rows: usize,
+        input: Tensor,
+        target: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let plan = self.optimal_plan(rows)?;
+        let n = self.layers.len();
+        let (mut inputs, mut saved) =
+            ((0..n).map(|_| None).collect::<Vec<_>>(), (0..n).map(|_| None).collect::<Vec<_>>());
+        let mut x = input;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let ctx = self.layer_ctx(*ctx, i);
+            x = match plan.keep[i] {
+                LayerKeep::Nothing => layer.forward(x, &ctx)?,
+                LayerKeep::Input => {
+                    inputs[i] = Some(x.try_clone()?);
+                    layer.forward(x, &ctx)?
+                }
+                LayerKeep::Everything => {
+                    let (y, s) = layer.forward_saving(x, &ctx)?;
+                    saved[i] = Some(s);
+                    y
+                }
+            };
+        }
+        let (out, loss) = match (self.loss, target) {
+            (Some(kind), Some(t)) => {
+                let (loss, s) = kind.forward_tensor(&x, t)?;
+                (loss, Some(s))
+            }
+            _ => (x, None),
+        };
+        self.slots[mb] = Slot::Interleaved { rows, inputs, saved, loss };
+        Ok(out)
+    }
+
+    /// `I` under `optimal`: the steps of the stage's sequence after `F`'s sweep, from the output
+    /// gradient `g` — forwards from the kept inputs interleaved with the layers' backwards —
+    /// recording the most the micro-batch holds between steps. Returns the input gradient and
+    /// what each layer's `W` needs.
+    fn backward_interleaved(
+        &mut self,
+        ctx: &Ctx,
+        rows: usize,
+        mut inputs: Vec<Option<Tensor>>,
+        mut saved: Vec<Option<Saved>>,
+        start_bytes: u64,
+        mut g: Tensor,
+    ) -> Result<(Tensor, Vec<WNeeds>)> {
+        let plan = self.optimal_plan(rows)?;
+        let n = self.layers.len();
+        inputs.push(None);
+        let mut needs: Vec<Option<WNeeds>> = (0..n).map(|_| None).collect();
+        let mut frontier = n;
+        let mut peak = start_bytes;
+        let missing = |what: String| Error::Order {
+            place: format!("stage {} backward_input", self.spec.index),
+            reason: format!("internal: the optimal sequence {} needs {what}, which is not held", plan.describe()),
+        };
+        for step in &plan.backward {
+            let layer = &self.layers[step.layer()];
+            let i = step.layer();
+            let lctx = self.layer_ctx(*ctx, i);
+            match *step {
+                Step::Backward(_) => {
+                    let s = saved[i].take().ok_or_else(|| missing(format!("ā{i}")))?;
+                    let (dx, w) = layer.backward_input(s, g, &lctx)?;
+                    needs[i] = Some(w);
+                    g = dx;
+                    frontier = i;
+                }
+                _ => {
+                    let x = match step {
+                        Step::ForwardCheckpoint(_) => inputs[i].as_ref().map(Tensor::try_clone).transpose()?,
+                        _ => inputs[i].take(),
+                    }
+                    .ok_or_else(|| missing(format!("a{i}")))?;
+                    let y = if let Step::ForwardAll(_) = step {
+                        let (y, s) = layer.forward_saving(x, &lctx)?;
+                        saved[i] = Some(s);
+                        y
+                    } else {
+                        layer.forward(x, &lctx)?
+                    };
+                    if i + 1 < frontier {
+                        inputs[i + 1] = Some(y);
+                    }
+                }
+            }
+            let held: u64 = inputs.iter().flatten().map(Tensor::bytes).sum::<u64>()
+                + saved.iter().flatten().map(Saved::bytes).sum::<u64>()
+                + needs.iter().flatten().map(WNeeds::bytes).sum::<u64>();
+            peak = peak.max(held);
+        }
+        self.backward_peak = peak;
+        let needs: Result<Vec<WNeeds>> =
+            needs.into_iter().enumerate().map(|(i, w)| w.ok_or_else(|| missing(format!("B{i}")))).collect();
+        Ok((g, needs?))
     }
 
     /// `R`: re-creates what the policy dropped for `mb`, from its checkpoints, so the micro-batch
@@ -75,6 +187,8 @@ impl Stage {
         let ctx = self.ctx("recompute", mb)?;
         let _scope = self.enter();
         match self.slots[mb].phase() {
+            // `optimal` recomputes inside `I`: nothing to do before it.
+            Phase::Checkpointed if matches!(self.slots[mb], Slot::Interleaved { .. }) => Ok(()),
             Phase::Checkpointed => self.rebuild(mb, &ctx),
             Phase::Saved => Ok(()),
             _ => self.expect_phase("recompute", mb, &[Phase::Checkpointed, Phase::Saved], "R goes between F and I"),
@@ -153,6 +267,20 @@ impl Stage {
             }
             (_, g) => g,
         };
+        if let Slot::Interleaved { .. } = self.slots[mb] {
+            let start_bytes = self.slots[mb].bytes();
+            let Slot::Interleaved { inputs, saved, loss, .. } = std::mem::take(&mut self.slots[mb]) else {
+                return Err(self.order("backward_input", mb, "internal: forward state missing"));
+            };
+            let g = match (loss, grad_out) {
+                (Some(l), _) => LossKind::backward(l, self.shard.total)?,
+                (None, Some(g)) => g.into_device(self.device())?,
+                (None, None) => return Err(self.order("backward_input", mb, "internal: no gradient to start from")),
+            };
+            let (dx, needs) = self.backward_interleaved(&ctx, rows, inputs, saved, start_bytes, g)?;
+            self.slots[mb] = Slot::AwaitingW { needs };
+            return Ok(dx);
+        }
         if self.slots[mb].phase() == Phase::Checkpointed {
             self.rebuild(mb, &ctx)?;
         }
@@ -349,6 +477,110 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `optimal` at budgets from the least to one that keeps everything: after `F` the stage
+    /// holds what the plan keeps, inside `I` at most the plan's peak (measured exactly), after
+    /// `I` what `W` needs; the gradients are the reference's bits.
+    #[test]
+    fn optimal_holds_what_its_plan_says_and_keeps_the_bits() {
+        for model in [ModelSpec::tiny(), mse_model(), ModelSpec::gpt_tiny()] {
+            let task = Task::new(&model, 9);
+            let rows = if model.seq() > 1 { 2 * model.seq() } else { 6 };
+            let m = 2;
+            for n in [1, 2] {
+                let plain = model.stage_specs(n, &Partition::Even, &Policies::all(RecomputePolicy::None)).unwrap();
+                let (want_out, want) = reference_step(&model, &plain, &task, 4, m, rows).unwrap();
+                let none: Vec<StageBytes> =
+                    Stage::build_all(&model, &plain).unwrap().iter().map(|s| s.predicted_bytes(rows)).collect();
+                let probe = Stage::build_all(&model, &plain).unwrap();
+                let least: Vec<u64> = probe.iter().map(|s| s.optimal_least_budget(rows).unwrap()).collect();
+                let most = *least.iter().max().unwrap();
+                let mut seen = std::collections::BTreeSet::new();
+                for budget in [most, most + most / 4, most + most / 2, 2 * most, 4 * most, 1 << 40] {
+                    let specs = model
+                        .stage_specs(n, &Partition::Even, &Policies::all(RecomputePolicy::Optimal(budget)))
+                        .unwrap();
+                    let mut st = Stage::build_all(&model, &specs).unwrap();
+                    let plans: Vec<_> = st.iter_mut().map(|s| s.optimal_plan(rows).unwrap()).collect();
+                    let p: Vec<StageBytes> = st.iter().map(|s| s.predicted_bytes(rows)).collect();
+                    let ctx = format!("{} in {n} stages, optimal:{budget}", model.name);
+                    for (k, plan) in plans.iter().enumerate() {
+                        seen.insert(plan.describe());
+                        assert!(plan.chain_peak() <= budget, "{ctx}");
+                        assert_eq!(p[k].act_bytes, plan.kept(), "{ctx}");
+                        assert_eq!(p[k].act_bytes + p[k].recompute_bytes, plan.peak(), "{ctx}");
+                        assert_eq!(p[k].w_bytes, none[k].w_bytes, "{ctx}");
+                    }
+                    begin(&mut st, m);
+                    let mut losses = vec![];
+                    for mb in 0..m {
+                        losses.push(forward_all(&mut st, &task, mb, rows)[n - 1].data()[0]);
+                        for (s, b) in st.iter().zip(&p) {
+                            assert_eq!(s.held_bytes_of(mb), b.act_bytes, "after F, {ctx}");
+                        }
+                    }
+                    assert_eq!(losses, want_out.losses, "{ctx}");
+                    for mb in (0..m).rev() {
+                        let mut g = None;
+                        for k in (0..n).rev() {
+                            st[k].recompute(mb).unwrap(); // nothing to do: I recomputes
+                            assert_eq!(st[k].held_bytes_of(mb), p[k].act_bytes, "R does nothing, {ctx}");
+                            g = Some(st[k].backward_input(mb, g).unwrap());
+                            assert_eq!(st[k].held_bytes_of(mb), p[k].w_bytes, "after I, {ctx}");
+                            assert_eq!(st[k].backward_peak_bytes(), plans[k].peak(), "inside I, {ctx}");
+                        }
+                    }
+                    for mb in 0..m {
+                        for s in st.iter_mut() {
+                            s.backward_weight(mb).unwrap();
+                        }
+                    }
+                    for (s, w) in st.iter().zip(&want) {
+                        assert!(s.grads().iter().zip(w).all(|(g, w)| g.bit_eq(w)), "{ctx}");
+                        assert_eq!(s.held_bytes(), 0);
+                    }
+                }
+                assert!(seen.len() >= 3, "the budgets make different sequences: {seen:?}");
+                let specs =
+                    model.stage_specs(n, &Partition::Even, &Policies::all(RecomputePolicy::Optimal(most - 1))).unwrap();
+                let mut st = Stage::build_all(&model, &specs).unwrap();
+                let worst = least.iter().position(|&l| l == most).unwrap();
+                let e = st[worst].optimal_plan(rows).unwrap_err().to_string();
+                assert!(e.contains(&format!("give at least optimal:{most}B")), "{e}");
+            }
+        }
+    }
+
+    /// The bytes of one plan, worked out by hand: tiny in one stage, 4 rows.
+    #[test]
+    fn optimal_bytes_of_tiny_by_hand() {
+        // tiny: Linear(16→24), 3 blocks (h 24, f 48), norm(24), Linear(24→5), cross-entropy.
+        let model = ModelSpec::tiny();
+        let rows = 4;
+        let specs = model.stage_specs(1, &Partition::Even, &Policies::all(RecomputePolicy::Optimal(1 << 40))).unwrap();
+        let mut st = Stage::build_all(&model, &specs).unwrap();
+        let plan = st[0].optimal_plan(rows).unwrap();
+        let none = model.stage_specs(1, &Partition::Even, &Policies::all(RecomputePolicy::None)).unwrap();
+        assert_eq!(plan.kept(), none[0].predicted_bytes(&model, rows).act_bytes, "a huge budget keeps everything");
+        assert!(plan.recomputed().is_empty());
+        let least = st[0].optimal_least_budget(rows).unwrap();
+        let specs = model.stage_specs(1, &Partition::Even, &Policies::all(RecomputePolicy::Optimal(least))).unwrap();
+        let mut st = Stage::build_all(&model, &specs).unwrap();
+        let plan = st[0].optimal_plan(rows).unwrap();
+        // At the least budget one block's backward holds the stage input (16 floats per row),
+        // the block's input (24) and ā (h + 1 + 2f − h... = 2·24 + 1 + 2·48 − 24 = 121), and the
+        // gradients of its output and its input (24 each): 209 floats per row.
+        assert_eq!(least, 4 * 4 * (16 + 24 + 121 + 24 + 24));
+        assert_eq!(plan.chain_peak(), least);
+        assert_eq!(
+            plan.describe(),
+            "Fck0 F∅1 F∅2 Fck3 Fall4 Fall5 | B5 B4 Fall3 B3 Fck0 F∅1 Fall2 B2 Fall0 Fall1 B1 B0"
+        );
+        // F keeps the inputs of layers 0 and 3 (16 + 24), the norm's state (25), the head's input
+        // (24) and the loss's state (5 probabilities and the target: 6).
+        assert_eq!(plan.kept(), 4 * 4 * (16 + 24 + 25 + 24 + 6));
+        assert_eq!(plan.recomputed(), vec![(3, true), (0, false), (1, false), (2, true), (0, true), (1, true)]);
     }
 
     #[test]

@@ -15,6 +15,14 @@
 //! dropped, layer by layer, from what was kept; after `R` the micro-batch again holds what `none`
 //! holds. [`RecomputePolicy::kept`] is the one place a policy becomes what `F` keeps.
 //!
+//! `optimal:BYTES` leaves the model of one `R`: it runs, per micro-batch, the sequence the
+//! dynamic program of Beaumont et al. ([`crate::checkpointing::solve`]) finds fastest for the
+//! stage's chain of layers within BYTES (see `optimal.rs` for the chain, what the budget counts,
+//! and the split into ops). `F` is the sequence's first sweep and keeps, per layer, nothing,
+//! its input, or everything; the sequence never recomputes before its first backward, so there
+//! is no `R` (`drops` is false) and `I` runs the rest of it, recomputations interleaved with the
+//! layers' backwards.
+//!
 //! Invariant: `checkpoints(n)` always starts with layer 0 (when n > 0) and is strictly
 //! increasing, so the segments it defines cover the stage exactly once.
 
@@ -23,6 +31,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::byte_size::ByteSize;
 use crate::error::{Error, Result};
 
 /// What `F` keeps of a micro-batch on a stage, under a policy.
@@ -35,6 +44,9 @@ pub enum Kept {
     /// The input of layers 0, k, 2k, … of the stage, and the target on the last stage (`full`,
     /// `every:K`, `sqrt`); `R` re-runs each segment.
     Inputs(usize),
+    /// What the first sweep of the optimal sequence within this many bytes keeps (`optimal`);
+    /// `I` runs the rest of the sequence.
+    Optimal(u64),
 }
 
 /// What a stage keeps of a micro-batch's forward for its backward.
@@ -53,12 +65,17 @@ pub enum RecomputePolicy {
     /// Every layer keeps what its selective forward keeps; `R` restores the rest (attention's
     /// probabilities).
     Selective,
+    /// The optimal persistent sequence of the stage's chain within this many bytes per
+    /// micro-batch (`optimal:4MiB`): `F` keeps what its first sweep keeps, `I` interleaves the
+    /// recomputations with the backwards; no `R`.
+    Optimal(u64),
 }
 
 impl RecomputePolicy {
-    /// Whether `F` drops anything (so `R` has work to do).
+    /// Whether `R` has work to do: `F` drops something that `R` re-creates before `I`. False for
+    /// `none`, and for `optimal`, whose recomputations all run inside `I`.
     pub fn drops(self) -> bool {
-        self != RecomputePolicy::None
+        !matches!(self, RecomputePolicy::None | RecomputePolicy::Optimal(_))
     }
 
     /// What `F` keeps of a micro-batch on a stage of `layers` layers: the one place each policy
@@ -70,15 +87,17 @@ impl RecomputePolicy {
             RecomputePolicy::Full => Kept::Inputs(layers.max(1)),
             RecomputePolicy::Every(k) => Kept::Inputs(k.max(1)),
             RecomputePolicy::Sqrt => Kept::Inputs(ceil_sqrt(layers).max(1)),
+            RecomputePolicy::Optimal(budget) => Kept::Optimal(budget),
         }
     }
 
-    /// Indices (within the stage) of the layers whose input `F` keeps; empty under `none` and
-    /// `selective`.
+    /// Indices (within the stage) of the layers whose input `F` keeps as segment starts for
+    /// `R`; empty under `none`, `selective` and `optimal` (whose checkpoints depend on the
+    /// layers' sizes: see `OptimalPlan`).
     pub fn checkpoints(self, layers: usize) -> Vec<usize> {
         match self.kept(layers) {
             Kept::Inputs(k) => (0..layers).step_by(k).collect(),
-            Kept::Everything | Kept::Selective => vec![],
+            Kept::Everything | Kept::Selective | Kept::Optimal(_) => vec![],
         }
     }
 }
@@ -102,6 +121,7 @@ impl fmt::Display for RecomputePolicy {
             RecomputePolicy::Every(k) => write!(f, "every:{k}"),
             RecomputePolicy::Sqrt => write!(f, "sqrt"),
             RecomputePolicy::Selective => write!(f, "selective"),
+            RecomputePolicy::Optimal(budget) => write!(f, "optimal:{}", ByteSize(*budget).exact()),
         }
     }
 }
@@ -118,11 +138,17 @@ impl FromStr for RecomputePolicy {
             "selective" => return Ok(RecomputePolicy::Selective),
             _ => {}
         }
+        if let Some(budget) = t.strip_prefix("optimal:") {
+            return budget
+                .parse::<ByteSize>()
+                .map(|b| RecomputePolicy::Optimal(b.0))
+                .map_err(|e| Error::Policy(format!("{t:?}: BYTES in optimal:BYTES, the budget per micro-batch: {e}")));
+        }
         match t.strip_prefix("every:").map(|k| k.trim().parse::<usize>()) {
             Some(Ok(k)) if k >= 1 => Ok(RecomputePolicy::Every(k)),
             Some(_) => Err(Error::Policy(format!("{t:?}: K in every:K must be a whole number ≥ 1, e.g. every:2"))),
             None => Err(Error::Policy(format!(
-                "{t:?} is not a policy; write none, full, every:K (K ≥ 1), sqrt or selective"
+                "{t:?} is not a policy; write none, full, every:K (K ≥ 1), sqrt, selective or optimal:BYTES (e.g. optimal:4MiB)"
             ))),
         }
     }
@@ -195,6 +221,12 @@ mod tests {
             assert_eq!(p.to_string(), text);
         }
         assert_eq!(" every: 3 ".parse::<RecomputePolicy>().unwrap(), Every(3));
+        assert_eq!("optimal:4MiB".parse::<RecomputePolicy>().unwrap(), Optimal(4 << 20));
+        assert_eq!("optimal: 1.5KiB".parse::<RecomputePolicy>().unwrap(), Optimal(1536));
+        assert_eq!(Optimal(4 << 20).to_string(), "optimal:4MiB");
+        assert_eq!(Optimal(1000).to_string(), "optimal:1000B");
+        assert_eq!("optimal:1000B".parse::<RecomputePolicy>().unwrap(), Optimal(1000));
+        assert!(!Optimal(1).drops() && Full.drops());
         let list: Policies = "full,none,every:2".parse().unwrap();
         assert_eq!(list.0, vec![Full, None, Every(2)]);
         assert_eq!(list.to_string(), "full,none,every:2");
@@ -204,6 +236,12 @@ mod tests {
     fn bad_policies_are_clear_errors() {
         let e = "every:0".parse::<RecomputePolicy>().unwrap_err().to_string();
         assert!(e.contains("≥ 1"), "{e}");
+        let e = "optimal:4 parsecs".parse::<RecomputePolicy>().unwrap_err().to_string();
+        assert!(e.contains("optimal:BYTES") && e.contains("unknown unit `parsecs`"), "{e}");
+        let e = "optimal:".parse::<RecomputePolicy>().unwrap_err().to_string();
+        assert!(e.contains("no byte size given"), "{e}");
+        let e = "optimal:-1MiB".parse::<RecomputePolicy>().unwrap_err().to_string();
+        assert!(e.contains("negative"), "{e}");
         let e = "some".parse::<RecomputePolicy>().unwrap_err().to_string();
         assert!(e.contains("none, full, every:K"), "{e}");
         assert!("full,,none".parse::<Policies>().is_err());

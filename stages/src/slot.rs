@@ -9,7 +9,8 @@
 //!    │  F (selective)       ▲  R
 //!    └──────────▶ Partial ──┘
 //! ```
-//! `I` on a `Checkpointed` or `Partial` micro-batch (both in phase `Checkpointed`) runs `R` first. Invariant: a slot's `bytes()` is the sum
+//! `I` on a `Checkpointed` or `Partial` micro-batch (both in phase `Checkpointed`) runs `R` first;
+//! on an `Interleaved` one (`optimal`, also `Checkpointed`) it runs the rest of the sequence. Invariant: a slot's `bytes()` is the sum
 //! of the tensors it owns, so `held_bytes` counts exactly what is kept; the accumulator adds
 //! micro-batch `j`'s gradients only after those of `0..j`, parking any that come early.
 
@@ -66,6 +67,17 @@ pub(crate) enum Slot {
         /// The loss's saved state, on the last stage.
         loss: Option<LossSaved>,
     },
+    /// What the first sweep of an `optimal` sequence kept; `I` runs the rest of the sequence.
+    Interleaved {
+        /// Rows of the micro-batch.
+        rows: usize,
+        /// Per layer, its input if the sweep kept it (`Fck`).
+        inputs: Vec<Option<Tensor>>,
+        /// Per layer, its saved state if the sweep kept everything (`Fall`).
+        saved: Vec<Option<Saved>>,
+        /// The loss's saved state, on the last stage.
+        loss: Option<LossSaved>,
+    },
     AwaitingW {
         /// What each layer's `W` needs, in layer order.
         needs: Vec<WNeeds>,
@@ -77,7 +89,7 @@ impl Slot {
     pub(crate) fn phase(&self) -> Phase {
         match self {
             Slot::Idle => Phase::Idle,
-            Slot::Checkpointed { .. } | Slot::Partial { .. } => Phase::Checkpointed,
+            Slot::Checkpointed { .. } | Slot::Partial { .. } | Slot::Interleaved { .. } => Phase::Checkpointed,
             Slot::Saved { .. } => Phase::Saved,
             Slot::AwaitingW { .. } => Phase::AwaitingW,
             Slot::Done => Phase::Done,
@@ -87,7 +99,10 @@ impl Slot {
     /// Rows of the micro-batch, while its forward state is held.
     pub(crate) fn rows(&self) -> Option<usize> {
         match self {
-            Slot::Checkpointed { rows, .. } | Slot::Saved { rows, .. } | Slot::Partial { rows, .. } => Some(*rows),
+            Slot::Checkpointed { rows, .. }
+            | Slot::Saved { rows, .. }
+            | Slot::Partial { rows, .. }
+            | Slot::Interleaved { rows, .. } => Some(*rows),
             _ => None,
         }
     }
@@ -100,6 +115,12 @@ impl Slot {
             Slot::Saved { layers, loss, .. } | Slot::Partial { layers, loss, .. } => {
                 layers.iter().flat_map(|s| &s.0).chain(loss.iter().flat_map(LossSaved::tensors)).collect()
             }
+            Slot::Interleaved { inputs, saved, loss, .. } => inputs
+                .iter()
+                .flatten()
+                .chain(saved.iter().flatten().flat_map(|s| &s.0))
+                .chain(loss.iter().flat_map(LossSaved::tensors))
+                .collect(),
             Slot::AwaitingW { needs } => needs.iter().flat_map(|n| &n.0).collect(),
         }
     }

@@ -17,12 +17,13 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::bytes::stage_bytes;
+use crate::bytes::{optimal_plan, stage_bytes, LossRows};
 use crate::cuda::{Lane, LaneScope};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::layers::{Ctx, Layer};
 use crate::loss::LossKind;
+use crate::optimal::OptimalPlan;
 use crate::partition::StageSpec;
 use crate::policy::RecomputePolicy;
 use crate::shard::Shard;
@@ -54,6 +55,10 @@ pub struct Stage {
     pub(crate) accum: Accumulator,
     /// The stage's own stream and cuBLAS handle, on a GPU.
     pub(crate) lane: Option<Arc<Lane>>,
+    /// Under `optimal`: the plans made, by rows per micro-batch.
+    pub(crate) plans: Vec<(usize, Arc<OptimalPlan>)>,
+    /// Under `optimal`: the most the last `I` held for its micro-batch between its steps.
+    pub(crate) backward_peak: u64,
 }
 
 impl Stage {
@@ -156,6 +161,8 @@ impl Stage {
             grads,
             accum: Accumulator::default(),
             lane,
+            plans: Vec::new(),
+            backward_peak: 0,
         })
     }
 
@@ -354,6 +361,44 @@ impl Stage {
         let loss = self.loss.map(|kind| (kind, self.output_width()));
         stage_bytes(self.layers.as_slice(), self.spec.policy, self.is_first(), loss, batch)
             .unwrap_or(StageBytes::SATURATED)
+    }
+
+    /// Under `optimal:BYTES`, the plan for micro-batches of `rows` rows: what `F` keeps, the steps
+    /// `I` runs and what the micro-batch holds after each. An error naming the least budget when
+    /// BYTES is below it, or under another policy.
+    pub fn optimal_plan(&mut self, rows: usize) -> Result<Arc<OptimalPlan>> {
+        if let Some((_, plan)) = self.plans.iter().find(|(r, _)| *r == rows) {
+            return Ok(plan.clone());
+        }
+        let RecomputePolicy::Optimal(budget) = self.spec.policy else {
+            return Err(Error::Policy(format!(
+                "stage {} runs policy {}; only optimal:BYTES has a plan",
+                self.spec.index, self.spec.policy
+            )));
+        };
+        let loss = self.loss.map(|kind| LossRows::of(kind, self.output_width()));
+        let scale = (rows as u64).checked_mul(4).ok_or_else(|| Error::Policy("rows overflow".into()))?;
+        let plan = optimal_plan(self.layers.as_slice(), budget, loss, scale, rows)
+            .map_err(|e| Error::Policy(format!("stage {} (layers {:?}): {e}", self.spec.index, self.spec.layers)))?;
+        let plan = Arc::new(plan);
+        self.plans.push((rows, plan.clone()));
+        Ok(plan)
+    }
+
+    /// The least BYTES `optimal:BYTES` takes on this stage for micro-batches of `rows` rows
+    /// (whatever the stage's own policy).
+    pub fn optimal_least_budget(&self, rows: usize) -> Result<u64> {
+        let loss = self.loss.map(|kind| LossRows::of(kind, self.output_width()));
+        let each: Vec<_> = self.layers.iter().map(|l| crate::bytes::rows(l.as_ref())).collect();
+        let scale = (rows as u64).checked_mul(4).ok_or_else(|| Error::Policy("rows overflow".into()))?;
+        OptimalPlan::least(&each, loss.map(|l| l.saved), scale, rows)
+    }
+
+    /// Under `optimal`, the most bytes the last `I` (or `B`) held for its micro-batch between the
+    /// steps it interleaves, its start included: what [`OptimalPlan::peak`] predicts. 0 before
+    /// any such `I`.
+    pub fn backward_peak_bytes(&self) -> u64 {
+        self.backward_peak
     }
 
     /// The parameters, in parameter order (layer by layer).

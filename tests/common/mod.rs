@@ -95,3 +95,45 @@ pub fn cases_of(spec: ModelSpec) -> impl Iterator<Item = Case> {
         })
     })
 }
+
+/// `optimal:BYTES` at three budgets for `spec` in `stages` stages: the least every stage
+/// takes (the largest of the stages' least budgets), 1.5 times it, and 4 times it.
+pub fn optimal_budgets(spec: &ModelSpec, stages: usize) -> Vec<u64> {
+    let probe = model_of(spec.clone(), stages, "none");
+    let least = probe.stages.iter().map(|s| s.stage().optimal_least_budget(probe.batch).unwrap()).max().unwrap();
+    vec![least, least + least / 2, 4 * least]
+}
+
+/// One `optimal` case: every schedule at p ∈ {1, 2} (m ∈ {p, 2p+1}), `tiny` with 6 blocks and
+/// `gpt-tiny` (dropout on in both), at the budgets of [`optimal_budgets`].
+pub struct OptimalCase {
+    pub kind: Kind,
+    pub policy: String,
+    pub p: usize,
+    pub m: usize,
+    pub model: Model,
+    pub schedule: Schedule,
+}
+
+/// Every [`OptimalCase`].
+pub fn optimal_cases() -> impl Iterator<Item = OptimalCase> {
+    [deep_tiny(), ModelSpec::gpt_tiny()].into_iter().flat_map(|spec| {
+        assert!(spec.dropout > 0.0);
+        Kind::ALL.into_iter().flat_map(move |kind| {
+            let spec = spec.clone();
+            (1..=2).flat_map(move |p| {
+                let spec = spec.clone();
+                let stages = p * kind.default_chunks();
+                optimal_budgets(&spec, stages).into_iter().flat_map(move |budget| {
+                    let spec = spec.clone();
+                    microbatches(kind, p).into_iter().map(move |m| {
+                        let policy = format!("optimal:{budget}B");
+                        let model = model_of(spec.clone(), stages, &policy);
+                        let schedule = schedule(kind, p, m, &model);
+                        OptimalCase { kind, policy, p, m, model, schedule }
+                    })
+                })
+            })
+        })
+    })
+}
