@@ -95,8 +95,8 @@ pub trait Element:
     fn from_f64(x: f64) -> Self;
     /// The value as an `f64`, exactly.
     fn to_f64(self) -> f64;
-    /// `e^x`: [`exp_approx`] in `f32` (relative error ≈ 1e-7), the correctly rounded-ish libm
-    /// `exp` in `f64`.
+    /// `e^x`: [`exp_approx`] in `f32` (relative error ≈ 1e-7, what training uses), libm's `exp`
+    /// in `f64`.
     fn exp(self) -> Self;
     /// The natural logarithm.
     fn ln(self) -> Self;

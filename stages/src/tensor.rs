@@ -36,7 +36,8 @@ pub struct Tensor {
     store: Store,
 }
 
-/// Where a tensor's `rows * cols` values are, row after row, and of which type.
+/// Where a tensor's `rows * cols` values are, row after row, and of which type. Public only for
+/// [`Element`]'s hidden accessors; the module is private, so no user names it.
 pub enum Store {
     /// Host memory, `f32`.
     Host(Vec<f32>),
