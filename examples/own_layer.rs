@@ -7,7 +7,10 @@
 //! backward (`I`) that keeps what its weight-gradient backward (`W`) needs, and the counts of
 //! those floats, from which the stages predict their bytes.
 //!
-//! First its `I` and `W` are checked against central differences of the forward. Then the model
+//! Its arithmetic is written once, generic over the element type ([`Element`]), so the same code
+//! runs in `f32`, in which it trains, and in `f64`, in which [`gradcheck`] checks its `I` and `W`
+//! against central differences of the forward (relative error at most
+//! [`gradcheck::F64_TOLERANCE`]; the `f32` figure is printed beside it). Then the model
 //! puts it between built-in `Linear` layers: `Linear(16→24)`, then three times
 //! `RmsNorm(24)` and `Linear(24→24)`, then `Linear(24→5)` and a cross-entropy loss over 5 classes.
 //! For every schedule, recompute policy none and full, p = 1…4 and m ∈ {p, 2p+1} (where the
@@ -23,10 +26,12 @@ use std::ops::Range;
 use pipesched::exec::{execute, ExecOptions};
 use pipesched::model::RealStage;
 use pipesched_schedules::{simulate, CostModel, Kind, Schedule, StageCosts, Stats};
+use pipesched_stages::gradcheck::{self, Settings};
 use pipesched_stages::layers::{Ctx, Layer, Linear, Saved, WNeeds};
 use pipesched_stages::rng::Stream;
 use pipesched_stages::{
-    mean_loss, sequential_step, Device, Error, LossKind, OptimizerSpec, RecomputePolicy, Stage, StageSpec, Task, Tensor,
+    mean_loss, sequential_step, Device, Dtype, Element, Error, LossKind, OptimizerSpec, RecomputePolicy, Stage,
+    StageSpec, Task, Tensor,
 };
 
 /// Added to the mean square before the square root.
@@ -66,6 +71,53 @@ impl RmsNorm {
         }
         Ok(())
     }
+
+    /// `[y, x̂, 1/rms]` of a host input of `E` (the gain is of `E` too: converted by the check).
+    fn forward_in<E: Element>(&self, x: &Tensor) -> pipesched_stages::Result<[Tensor; 3]> {
+        let (rows, w) = (x.rows(), self.width());
+        let (xs, gain) = (x.host::<E>()?, self.gain.host::<E>()?);
+        let (mut xhat, mut rinv, mut y) = (vec![E::ZERO; rows * w], vec![E::ZERO; rows], vec![E::ZERO; rows * w]);
+        for r in 0..rows {
+            let row = &xs[r * w..(r + 1) * w];
+            let ms = row.iter().map(|v| *v * *v).sum::<E>() / E::from_usize(w);
+            let s = E::ONE / (ms + E::from_f32(EPS)).sqrt();
+            rinv[r] = s;
+            for (c, v) in row.iter().enumerate() {
+                let h = *v * s;
+                xhat[r * w + c] = h;
+                y[r * w + c] = h * gain[c];
+            }
+        }
+        Ok([Tensor::from_values(rows, w, y)?, Tensor::from_values(rows, w, xhat)?, Tensor::from_values(rows, 1, rinv)?])
+    }
+
+    /// `dx = (1/rms) · (d − x̂ · mean(d ⊙ x̂))` with `d = dy ⊙ g`, in `E`.
+    fn backward_in<E: Element>(&self, xhat: &Tensor, rinv: &Tensor, dy: &Tensor) -> pipesched_stages::Result<Tensor> {
+        let (rows, w) = (dy.rows(), self.width());
+        let (dys, xhs, rs, gain) = (dy.host::<E>()?, xhat.host::<E>()?, rinv.host::<E>()?, self.gain.host::<E>()?);
+        let mut dx = vec![E::ZERO; rows * w];
+        for r in 0..rows {
+            let (g, xh) = (&dys[r * w..(r + 1) * w], &xhs[r * w..(r + 1) * w]);
+            let d: Vec<E> = g.iter().zip(gain).map(|(a, b)| *a * *b).collect();
+            let mean_dx = d.iter().zip(xh).map(|(a, b)| *a * *b).sum::<E>() / E::from_usize(w);
+            for c in 0..w {
+                dx[r * w + c] = rs[r] * (d[c] - xh[c] * mean_dx);
+            }
+        }
+        Tensor::from_values(rows, w, dx)
+    }
+
+    /// `dg = Σ_rows dy ⊙ x̂`, in `E`.
+    fn gain_grad_in<E: Element>(&self, xhat: &Tensor, dy: &Tensor) -> pipesched_stages::Result<Tensor> {
+        let w = self.width();
+        let mut dg = vec![E::ZERO; w];
+        for (g, h) in dy.host::<E>()?.chunks_exact(w).zip(xhat.host::<E>()?.chunks_exact(w)) {
+            for ((o, g), h) in dg.iter_mut().zip(g).zip(h) {
+                *o += *g * *h;
+            }
+        }
+        Tensor::from_values(1, w, dg)
+    }
 }
 
 impl Layer for RmsNorm {
@@ -91,21 +143,10 @@ impl Layer for RmsNorm {
     /// Keeps `x̂ = x / rms` and `1 / rms` of each row.
     fn forward_saving(&self, x: Tensor, _ctx: &Ctx) -> pipesched_stages::Result<(Tensor, Saved)> {
         self.check(&x, "forward")?;
-        let (rows, w) = (x.rows(), self.width());
-        let mut xhat = Tensor::zeros(rows, w);
-        let mut rinv = Tensor::zeros(rows, 1);
-        let mut y = Tensor::zeros(rows, w);
-        for r in 0..rows {
-            let row = x.row(r);
-            let ms = row.iter().map(|v| v * v).sum::<f32>() / w as f32;
-            let s = 1.0 / (ms + EPS).sqrt();
-            rinv.data_mut()[r] = s;
-            for (c, v) in row.iter().enumerate() {
-                let h = v * s;
-                xhat.data_mut()[r * w + c] = h;
-                y.data_mut()[r * w + c] = h * self.gain.data()[c];
-            }
-        }
+        let [y, xhat, rinv] = match x.dtype() {
+            Dtype::F32 => self.forward_in::<f32>(&x)?,
+            Dtype::F64 => self.forward_in::<f64>(&x)?,
+        };
         Ok((y, Saved(vec![xhat, rinv])))
     }
 
@@ -113,30 +154,20 @@ impl Layer for RmsNorm {
     fn backward_input(&self, saved: Saved, dy: Tensor, _ctx: &Ctx) -> pipesched_stages::Result<(Tensor, WNeeds)> {
         self.check(&dy, "backward_input")?;
         let [xhat, rinv] = saved.take(self.kind())?;
-        let (rows, w) = (dy.rows(), self.width());
-        let mut dx = Tensor::zeros(rows, w);
-        for r in 0..rows {
-            let (g, xh) = (dy.row(r), xhat.row(r));
-            let d: Vec<f32> = g.iter().zip(self.gain.data()).map(|(a, b)| a * b).collect();
-            let mean_dx = d.iter().zip(xh).map(|(a, b)| a * b).sum::<f32>() / w as f32;
-            let s = rinv.data()[r];
-            for c in 0..w {
-                dx.data_mut()[r * w + c] = s * (d[c] - xh[c] * mean_dx);
-            }
-        }
+        let dx = match dy.dtype() {
+            Dtype::F32 => self.backward_in::<f32>(&xhat, &rinv, &dy)?,
+            Dtype::F64 => self.backward_in::<f64>(&xhat, &rinv, &dy)?,
+        };
         Ok((dx, WNeeds(vec![xhat, dy])))
     }
 
     /// `dg = Σ_rows dy ⊙ x̂`.
     fn weight_grads(&self, needs: &WNeeds) -> pipesched_stages::Result<Vec<Tensor>> {
         let [xhat, dy] = needs.get(self.kind())?;
-        let mut dg = Tensor::zeros(1, self.width());
-        for r in 0..dy.rows() {
-            for ((o, g), h) in dg.data_mut().iter_mut().zip(dy.row(r)).zip(xhat.row(r)) {
-                *o += g * h;
-            }
-        }
-        Ok(vec![dg])
+        Ok(vec![match dy.dtype() {
+            Dtype::F32 => self.gain_grad_in::<f32>(xhat, dy)?,
+            Dtype::F64 => self.gain_grad_in::<f64>(xhat, dy)?,
+        }])
     }
 
     /// `x̂` (width) and `1/rms` (1).
@@ -238,48 +269,27 @@ fn check(schedule: &Schedule, policy: RecomputePolicy) -> Result<Option<String>,
     Ok(None)
 }
 
-/// Central differences of `loss = Σ y ⊙ r` against the layer's `I` and `W`, in f32: the largest
-/// error relative to the largest gradient, for the input and for the gain.
-fn gradient_error() -> pipesched_stages::Result<(f32, f32)> {
-    let norm = RmsNorm::new(WIDTH, Stream::new(&[SEED, 99]));
-    let probe = |rows, salt| {
-        let s = Stream::new(&[SEED, salt]);
-        Tensor::from_fn(rows, WIDTH, |r, c| s.normal((r * WIDTH + c) as u64))
-    };
-    let (x, r) = (probe(3, 1), probe(3, 2));
+/// [`gradcheck`] of the layer, in `f64` and in `f32`: the relative errors of `I` and `W`.
+fn gradient_checks() -> pipesched_stages::Result<[gradcheck::Report; 2]> {
+    let mut norm = RmsNorm::new(WIDTH, Stream::new(&[SEED, 99]));
+    let s = Stream::new(&[SEED, 1]);
+    let x = Tensor::from_fn(3, WIDTH, |r, c| s.normal((r * WIDTH + c) as u64));
     let ctx = Ctx::new(SEED, 0, 0, 0);
-    let loss = |layer: &RmsNorm, x: &Tensor| -> pipesched_stages::Result<f64> {
-        let y = layer.forward(x.clone(), &ctx)?;
-        Ok(y.data().iter().zip(r.data()).map(|(a, b)| f64::from(a * b)).sum())
-    };
-    let (_, saved) = norm.forward_saving(x.clone(), &ctx)?;
-    let (dx, needs) = norm.backward_input(saved, r.clone(), &ctx)?;
-    let dg = norm.weight_grads(&needs)?.remove(0);
-    let h = 1e-2f32;
-    let numeric = |t: &Tensor, f: &dyn Fn(&Tensor) -> pipesched_stages::Result<f64>| {
-        (0..t.len())
-            .map(|k| {
-                let (mut up, mut down) = (t.clone(), t.clone());
-                up.data_mut()[k] += h;
-                down.data_mut()[k] -= h;
-                Ok(((f(&up)? - f(&down)?) / (2.0 * f64::from(h))) as f32)
-            })
-            .collect::<pipesched_stages::Result<Vec<f32>>>()
-    };
-    let error = |analytic: &Tensor, numeric: Vec<f32>| {
-        let scale = numeric.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        analytic.data().iter().zip(&numeric).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale
-    };
-    let ex = error(&dx, numeric(&x, &|x| loss(&norm, x))?);
-    let eg = error(&dg, numeric(&norm.gain, &|g| loss(&RmsNorm { gain: g.clone() }, &x))?);
-    Ok((ex, eg))
+    Ok([
+        gradcheck::check(&mut norm, &x, &ctx, Settings::f64())?,
+        gradcheck::check(&mut norm, &x, &ctx, Settings::f32())?,
+    ])
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (ex, eg) = gradient_error()?;
-    println!("RmsNorm's I and W against central differences (f32, h = 0.01): relative error {ex:.1e} (input), {eg:.1e} (gain)");
-    if ex > 1e-2 || eg > 1e-2 {
-        return Err("RmsNorm's gradients disagree with central differences".into());
+    let [wide, single] = gradient_checks()?;
+    println!(
+        "RmsNorm's I and W against central differences: {wide} (step {:e}); {single} (step {:e})",
+        gradcheck::F64_STEP,
+        gradcheck::F32_STEP
+    );
+    if !wide.within(gradcheck::F64_TOLERANCE) {
+        return Err(format!("RmsNorm's gradients disagree with central differences in f64: {wide}").into());
     }
     let (mut checked, mut failed) = (0, 0);
     for kind in Kind::ALL {

@@ -69,6 +69,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// Tensors of two element types (`f32` and `f64`) given to one operation, an `f64` tensor
+    /// given to what runs in `f32` only (a GPU, an optimizer), or a tensor read as the other type.
+    #[error("element type in {place}: {reason}")]
+    Dtype {
+        /// The operation.
+        place: String,
+        /// The types seen and what to convert.
+        reason: String,
+    },
+
     /// A memory estimate that cannot be made: a byte count that overflows 64 bits at the batch
     /// or micro-batch count asked for, or estimate inputs that do not match the stages.
     #[error("size estimate: {what}; {hint}")]

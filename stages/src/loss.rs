@@ -8,7 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend;
+use crate::backend::{self, first_bad_index};
+use crate::element::Dtype;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -88,12 +89,11 @@ impl LossKind {
         // indices inside the row, and an invalid one gives a NaN loss instead (a host prediction
         // with a GPU target is checked again once the target is copied to the host).
         if self == LossKind::CrossEntropy && target.is_host() {
-            if let Some((r, t)) = target
-                .data()
-                .iter()
-                .enumerate()
-                .find(|(_, t)| !(t.fract() == 0.0 && **t >= 0.0 && (**t as usize) < output))
-            {
+            let bad = match target.dtype() {
+                Dtype::F32 => first_bad_index::<f32>(target, output),
+                Dtype::F64 => first_bad_index::<f64>(target, output),
+            };
+            if let Some((r, t)) = bad {
                 return Err(Error::Shape {
                     place: "CrossEntropy loss".into(),
                     reason: format!("target row {r} is {t}, not a class index in 0..{output}"),

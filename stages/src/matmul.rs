@@ -5,13 +5,16 @@
 //! (`Parallelism::None`, destination never read, strides fixed by the shapes), so a product is a
 //! pure function of its inputs' bits. Callers add a product into an accumulator themselves, in
 //! their own fixed order, rather than letting `gemm` accumulate: that keeps the summation order
-//! of a gradient independent of which op produced it.
+//! of a gradient independent of which op produced it. Host products run in the tensors' element
+//! type (`gemm` in `f32`, or in `f64` for gradient checks); all three tensors of a product share
+//! it, or the product is an error.
 
 use gemm::Parallelism;
 
+use crate::element::{Dtype, Element};
 use crate::error::{Error, Result};
 use crate::precision::Precision;
-use crate::tensor::{mixed, Store, Tensor};
+use crate::tensor::{mixed, same_dtype, Store, Tensor};
 
 /// One row-major product `[m, n] = op(A)·op(B)` with `op(A)` `[m, k]` and `op(B)` `[k, n]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +81,17 @@ pub(crate) fn matmul_into(
     tb: Trans,
     precision: Precision,
 ) -> Result<()> {
+    same_dtype("matrix product", &[out, a, b])?;
     if precision == Precision::F32 || !(out.is_host() && a.is_host() && b.is_host()) {
         return product(out, a, ta, b, tb, precision);
+    }
+    if out.dtype() == Dtype::F64 {
+        return Err(Error::Dtype {
+            place: "matrix product".into(),
+            reason: format!(
+                "{precision} products round to 16 bits, which an f64 gradient check cannot see through; check the layer with f32 products"
+            ),
+        });
     }
     let (mut ra, mut rb) = (a.try_clone()?, b.try_clone()?);
     precision.round_all(ra.data_mut());
@@ -89,7 +101,8 @@ pub(crate) fn matmul_into(
     Ok(())
 }
 
-/// The product itself: `gemm` on the host (in `f32`), cuBLAS on a GPU (in `precision`).
+/// The product itself: `gemm` on the host (in the tensors' element type), cuBLAS on a GPU (in
+/// `precision`).
 #[allow(unsafe_code)]
 fn product(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, tb: Trans, precision: Precision) -> Result<()> {
     let (m, k, a_rs, a_cs) = view(a, ta);
@@ -112,18 +125,36 @@ fn product(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, tb: Trans, preci
     let (a_shape, b_shape) = (a.shape(), b.shape());
     let (out_dev, a_dev, b_dev) = (out.device(), a.device(), b.device());
     match (out.store_mut(), a.store(), b.store()) {
-        (Store::Host(_), Store::Host(_), Store::Host(_)) => {}
+        (Store::Host(_), Store::Host(_), Store::Host(_)) => {
+            host_product::<f32>(out, a, b, (m, n, k), (a_rs, a_cs), (b_rs, b_cs))
+        }
+        (Store::HostF64(_), Store::HostF64(_), Store::HostF64(_)) => {
+            host_product::<f64>(out, a, b, (m, n, k), (a_rs, a_cs), (b_rs, b_cs))
+        }
         (Store::Cuda(c), Store::Cuda(x), Store::Cuda(y)) => {
             let shape = crate::cuda::gemm::RowMajor { m, n, k, a: a_shape, ta, b: b_shape, tb };
-            return crate::cuda::gemm::matmul_into(c, x, y, shape, precision);
+            crate::cuda::gemm::matmul_into(c, x, y, shape, precision)
         }
         _ => {
             let other = if a_dev != out_dev { a_dev } else { b_dev };
-            return Err(mixed("matrix product", out_dev, other));
+            Err(mixed("matrix product", out_dev, other))
         }
     }
-    let dst = out.data_mut().as_mut_ptr();
-    let (lhs, rhs) = (a.data().as_ptr(), b.data().as_ptr());
+}
+
+/// [`product`] on host tensors of `E` whose shapes it checked: `(m, n, k)` and the operands'
+/// `(row, column)` strides.
+#[allow(unsafe_code)]
+fn host_product<E: Element>(
+    out: &mut Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    (m, n, k): (usize, usize, usize),
+    (a_rs, a_cs): (isize, isize),
+    (b_rs, b_cs): (isize, isize),
+) -> Result<()> {
+    let dst = out.host_of_mut::<E>().as_mut_ptr();
+    let (lhs, rhs) = (a.host_of::<E>().as_ptr(), b.host_of::<E>().as_ptr());
     // SAFETY: `dst` points to m·n writable floats (out's shape was checked above) laid out with
     // row stride n and column stride 1; `lhs` and `rhs` point to k·m and k·n readable floats
     // whose strides come from their own shapes via `view`, so every index gemm forms
@@ -131,7 +162,7 @@ fn product(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, tb: Trans, preci
     // borrowed mutably while `a` and `b` are borrowed shared, so the destination aliases neither
     // input. `read_dst = false` means gemm never reads the destination.
     unsafe {
-        gemm_f32(m, n, k, (dst, n as isize), (lhs, a_rs, a_cs), (rhs, b_rs, b_cs));
+        gemm_host(m, n, k, (dst, n as isize), (lhs, a_rs, a_cs), (rhs, b_rs, b_cs));
     }
     Ok(())
 }
@@ -144,17 +175,17 @@ fn product(out: &mut Tensor, a: &Tensor, ta: Trans, b: &Tensor, tb: Trans, preci
 /// Every element address the shapes and strides form must be in bounds of its buffer, the
 /// destination's elements must be distinct and must not alias either operand.
 #[allow(unsafe_code)]
-unsafe fn gemm_f32(
+unsafe fn gemm_host<E: Element>(
     m: usize,
     n: usize,
     k: usize,
-    dst: (*mut f32, isize),
-    lhs: (*const f32, isize, isize),
-    rhs: (*const f32, isize, isize),
+    dst: (*mut E, isize),
+    lhs: (*const E, isize, isize),
+    rhs: (*const E, isize, isize),
 ) {
     // SAFETY: the caller's contract is gemm's (bounds, no aliasing); `read_dst = false`.
     unsafe {
-        gemm::gemm::<f32>(
+        gemm::gemm::<E>(
             m,
             n,
             k,
@@ -168,8 +199,8 @@ unsafe fn gemm_f32(
             rhs.0,
             rhs.2,
             rhs.1,
-            0.0,
-            1.0,
+            E::ZERO,
+            E::ONE,
             false,
             false,
             false,
@@ -218,13 +249,13 @@ impl Block {
     }
 }
 
-/// `out[o] = a[ab] · b[bb]` on host buffers, in `f32`, overwriting the block `o` of `out` (never
+/// `out[o] = a[ab] · b[bb]` on host buffers of `E`, overwriting the block `o` of `out` (never
 /// reading it): the products inside attention, one head of one sequence at a time, read in place
 /// through strides. Deterministic like [`matmul_into`]: the same shapes and strides take the same
 /// path. The output block must be row-major without overlap (`col_stride` 1, `row_stride` at
 /// least `cols`).
 #[allow(unsafe_code)]
-fn block_product(out: &mut [f32], o: Block, a: &[f32], ab: Block, b: &[f32], bb: Block) -> Result<()> {
+fn block_product<E: Element>(out: &mut [E], o: Block, a: &[E], ab: Block, b: &[E], bb: Block) -> Result<()> {
     let ok = ab.cols == bb.rows
         && o.rows == ab.rows
         && o.cols == bb.cols
@@ -250,7 +281,7 @@ fn block_product(out: &mut [f32], o: Block, a: &[f32], ab: Block, b: &[f32], bb:
     }
     if k == 0 {
         for r in 0..m {
-            out[o.offset + r * o.row_stride..][..n].fill(0.0);
+            out[o.offset + r * o.row_stride..][..n].fill(E::ZERO);
         }
         return Ok(());
     }
@@ -262,7 +293,7 @@ fn block_product(out: &mut [f32], o: Block, a: &[f32], ab: Block, b: &[f32], bb:
     // address; `out` is borrowed mutably and `a`, `b` shared, so it aliases neither input.
     // `read_dst = false`: gemm never reads the destination.
     unsafe {
-        gemm_f32(
+        gemm_host(
             m,
             n,
             k,
@@ -313,7 +344,8 @@ impl Batch {
     }
 }
 
-/// `out[o_b] = a[a_b] · b[b_b]` for every block `b` of three batches, in `f32`, overwriting the
+/// `out[o_b] = a[a_b] · b[b_b]` for every block `b` of three batches, in the tensors' element
+/// type (`f32` on a GPU), overwriting the
 /// output blocks (never reading them): the products inside attention, one head of every
 /// sequence at once. On the host, [`block_product`] block by block; on a GPU, one cuBLAS
 /// strided-batched product. Checked for both: equal counts, agreeing sizes, every block inside
@@ -339,17 +371,24 @@ pub(crate) fn batched_product(out: &mut Tensor, o: Batch, a: &Tensor, ab: Batch,
             ),
         });
     }
+    same_dtype("batched product", &[out, a, b])?;
     let (out_dev, a_dev, b_dev) = (out.device(), a.device(), b.device());
     match (out.store_mut(), a.store(), b.store()) {
-        (Store::Host(_), Store::Host(_), Store::Host(_)) => {}
-        (Store::Cuda(c), Store::Cuda(x), Store::Cuda(y)) => return crate::cuda::gemm::batched(c, o, x, ab, y, bb),
+        (Store::Host(_), Store::Host(_), Store::Host(_)) => host_batched::<f32>(out, o, a, ab, b, bb),
+        (Store::HostF64(_), Store::HostF64(_), Store::HostF64(_)) => host_batched::<f64>(out, o, a, ab, b, bb),
+        (Store::Cuda(c), Store::Cuda(x), Store::Cuda(y)) => crate::cuda::gemm::batched(c, o, x, ab, y, bb),
         _ => {
             let other = if a_dev != out_dev { a_dev } else { b_dev };
-            return Err(mixed("batched product", out_dev, other));
+            Err(mixed("batched product", out_dev, other))
         }
     }
+}
+
+/// [`batched_product`] on host tensors of `E`, block by block.
+fn host_batched<E: Element>(out: &mut Tensor, o: Batch, a: &Tensor, ab: Batch, b: &Tensor, bb: Batch) -> Result<()> {
+    let (dst, lhs, rhs) = (out.host_of_mut::<E>(), a.host_of::<E>(), b.host_of::<E>());
     for k in 0..o.count {
-        block_product(out.data_mut(), o.block(k), a.data(), ab.block(k), b.data(), bb.block(k))?;
+        block_product(dst, o.block(k), lhs, ab.block(k), rhs, bb.block(k))?;
     }
     Ok(())
 }

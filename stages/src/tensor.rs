@@ -1,5 +1,5 @@
-//! `Tensor`: a row-major 2-D `f32` matrix `[rows, cols]`, all an MLP needs, in host memory or
-//! on a CUDA GPU.
+//! `Tensor`: a row-major 2-D matrix `[rows, cols]`, all an MLP needs, of `f32` in host memory
+//! or on a CUDA GPU, or of `f64` in host memory (for gradient checks, [`Element`]).
 //!
 //! Invariant: the storage holds exactly `rows * cols` values, always. A host tensor's buffer
 //! comes from and returns to the per-thread [`pool`](crate::pool), so the shapes a training step
@@ -7,7 +7,11 @@
 //! stream of the stage that made it. Every operation runs in a fixed order, element by element or
 //! through one matrix-product path per device ([`matmul`](crate::matmul)), so the same inputs on
 //! the same device always give the same bits. An operation on tensors of two different devices is
-//! an error that names both; moving data is explicit ([`Tensor::to_device`]).
+//! an error that names both; moving data is explicit ([`Tensor::to_device`]). Likewise an
+//! operation on an `f32` and an `f64` tensor is an error naming both types, and changing the type
+//! is explicit ([`Tensor::to_f64`], [`Tensor::to_f32`]); `f64` tensors never go to a GPU. A host
+//! `f64` tensor runs the same host kernels as an `f32` one ([`Element`]), so a layer made of
+//! tensor operations runs in `f64` unchanged once its parameters are converted.
 //!
 //! Two dimensions are kept on purpose, also for the layers still to come: a micro-batch is always
 //! a stack of rows, one per token or example, so every layer, loss, message and byte count works
@@ -20,21 +24,25 @@ use std::fmt;
 
 use crate::cuda::DeviceBuffer;
 use crate::device::Device;
+use crate::element::{Dtype, Element};
 use crate::error::{Error, Result};
 use crate::matmul::{matmul_into, Trans};
 use crate::pool;
 
-/// A row-major `[rows, cols]` matrix of `f32`, on the host or on a GPU.
+/// A row-major `[rows, cols]` matrix of `f32` on the host or on a GPU, or of `f64` on the host.
 pub struct Tensor {
     rows: usize,
     cols: usize,
     store: Store,
 }
 
-/// Where a tensor's `rows * cols` values are, row after row.
-pub(crate) enum Store {
-    /// Host memory.
+/// Where a tensor's `rows * cols` values are, row after row, and of which type. Public only for
+/// [`Element`]'s hidden accessors; the module is private, so no user names it.
+pub enum Store {
+    /// Host memory, `f32`.
     Host(Vec<f32>),
+    /// Host memory, `f64` (gradient checks).
+    HostF64(Vec<f64>),
     /// A CUDA GPU's memory (boxed: a device buffer carries its stream and events, and host
     /// tensors should not pay for that size).
     Cuda(Box<DeviceBuffer>),
@@ -43,13 +51,19 @@ pub(crate) enum Store {
 impl Tensor {
     /// A tensor from its values, row after row; `data.len()` must be `rows * cols`.
     pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Result<Tensor> {
+        Tensor::from_values(rows, cols, data)
+    }
+
+    /// A host tensor of `f32` or `f64` from its values, row after row; `data.len()` must be
+    /// `rows * cols`.
+    pub fn from_values<E: Element>(rows: usize, cols: usize, data: Vec<E>) -> Result<Tensor> {
         if data.len() != rows * cols {
             return Err(Error::Shape {
                 place: "Tensor::new".into(),
                 reason: format!("{} values given for a [{rows}, {cols}] tensor ({} needed)", data.len(), rows * cols),
             });
         }
-        Ok(Tensor { rows, cols, store: Store::Host(data) })
+        Ok(Tensor { rows, cols, store: E::store(data) })
     }
 
     /// A `[rows, cols]` tensor of zeros.
@@ -59,8 +73,13 @@ impl Tensor {
 
     /// A `[rows, cols]` tensor with every element `value`.
     pub fn full(rows: usize, cols: usize, value: f32) -> Tensor {
-        let mut t = Tensor::scratch(rows, cols);
-        t.host_mut().fill(value);
+        Tensor::full_of(rows, cols, value)
+    }
+
+    /// A `[rows, cols]` host tensor of `E` with every element `value`.
+    pub fn full_of<E: Element>(rows: usize, cols: usize, value: E) -> Tensor {
+        let mut t = Tensor::scratch_of::<E>(rows, cols);
+        t.host_of_mut::<E>().fill(value);
         t
     }
 
@@ -70,9 +89,14 @@ impl Tensor {
     }
 
     /// A tensor whose element `(r, c)` is `f(r, c)`, filled row after row.
-    pub fn from_fn(rows: usize, cols: usize, mut f: impl FnMut(usize, usize) -> f32) -> Tensor {
-        let mut t = Tensor::scratch(rows, cols);
-        for (k, x) in t.host_mut().iter_mut().enumerate() {
+    pub fn from_fn(rows: usize, cols: usize, f: impl FnMut(usize, usize) -> f32) -> Tensor {
+        Tensor::from_fn_of(rows, cols, f)
+    }
+
+    /// A host tensor of `E` whose element `(r, c)` is `f(r, c)`, filled row after row.
+    pub fn from_fn_of<E: Element>(rows: usize, cols: usize, mut f: impl FnMut(usize, usize) -> E) -> Tensor {
+        let mut t = Tensor::scratch_of::<E>(rows, cols);
+        for (k, x) in t.host_of_mut::<E>().iter_mut().enumerate() {
             *x = f(k / cols.max(1), k % cols.max(1));
         }
         t
@@ -80,22 +104,29 @@ impl Tensor {
 
     /// A `[rows, cols]` tensor with arbitrary contents, for outputs the caller overwrites whole.
     pub(crate) fn scratch(rows: usize, cols: usize) -> Tensor {
-        Tensor { rows, cols, store: Store::Host(pool::take(rows * cols)) }
+        Tensor::scratch_of::<f32>(rows, cols)
     }
 
-    /// A `[rows, cols]` tensor with arbitrary contents on this tensor's device (for an op's
-    /// output, which the op overwrites whole).
+    /// A `[rows, cols]` host tensor of `E` with arbitrary contents.
+    pub(crate) fn scratch_of<E: Element>(rows: usize, cols: usize) -> Tensor {
+        Tensor { rows, cols, store: E::scratch(rows * cols) }
+    }
+
+    /// A `[rows, cols]` tensor with arbitrary contents on this tensor's device, of its type (for
+    /// an op's output, which the op overwrites whole).
     pub(crate) fn scratch_like(&self, rows: usize, cols: usize) -> Result<Tensor> {
         match &self.store {
             Store::Host(_) => Ok(Tensor::scratch(rows, cols)),
+            Store::HostF64(_) => Ok(Tensor::scratch_of::<f64>(rows, cols)),
             Store::Cuda(b) => Ok(Tensor { rows, cols, store: Store::Cuda(Box::new(b.scratch(rows * cols)?)) }),
         }
     }
 
-    /// A `[rows, cols]` tensor of zeros on this tensor's device.
+    /// A `[rows, cols]` tensor of zeros on this tensor's device, of its type.
     pub(crate) fn zeros_like(&self, rows: usize, cols: usize) -> Result<Tensor> {
         match &self.store {
             Store::Host(_) => Ok(Tensor::zeros(rows, cols)),
+            Store::HostF64(_) => Ok(Tensor::full_of(rows, cols, 0.0f64)),
             Store::Cuda(b) => Ok(Tensor { rows, cols, store: Store::Cuda(Box::new(b.zeros(rows * cols)?)) }),
         }
     }
@@ -120,21 +151,92 @@ impl Tensor {
     pub(crate) fn device_buffer(&self) -> Option<&DeviceBuffer> {
         match &self.store {
             Store::Cuda(b) => Some(b),
-            Store::Host(_) => None,
+            Store::Host(_) | Store::HostF64(_) => None,
         }
     }
 
     /// Where the values are.
     pub fn device(&self) -> Device {
         match &self.store {
-            Store::Host(_) => Device::Cpu,
+            Store::Host(_) | Store::HostF64(_) => Device::Cpu,
             Store::Cuda(b) => Device::Cuda(b.ordinal()),
         }
     }
 
-    /// Whether the values are in host memory (so [`data`](Tensor::data) can read them).
+    /// The element type: `f64` only for host tensors made so ([`to_f64`](Tensor::to_f64)).
+    pub fn dtype(&self) -> Dtype {
+        match &self.store {
+            Store::HostF64(_) => Dtype::F64,
+            Store::Host(_) | Store::Cuda(_) => Dtype::F32,
+        }
+    }
+
+    /// Whether the values are in host memory (so [`data`](Tensor::data), for `f32`, or
+    /// [`host`](Tensor::host) can read them).
     pub fn is_host(&self) -> bool {
-        matches!(self.store, Store::Host(_))
+        matches!(self.store, Store::Host(_) | Store::HostF64(_))
+    }
+
+    /// The values of a host tensor of `E`, row after row; an error naming both types (or the
+    /// device) if the tensor holds another type or is on a GPU.
+    pub fn host<E: Element>(&self) -> Result<&[E]> {
+        let (dtype, device) = (self.dtype(), self.device());
+        E::view(&self.store).ok_or_else(|| not_of::<E>(dtype, device))
+    }
+
+    /// The values of a host tensor of `E`, mutable (see [`host`](Tensor::host)).
+    pub fn host_mut<E: Element>(&mut self) -> Result<&mut [E]> {
+        let (dtype, device) = (self.dtype(), self.device());
+        E::view_mut(&mut self.store).ok_or_else(|| not_of::<E>(dtype, device))
+    }
+
+    /// The values of a host tensor whose type the caller has checked (the dispatcher of an
+    /// operation, or a tensor it made itself).
+    ///
+    /// # Panics
+    /// If the tensor is not a host tensor of `E`: an internal error, never a user's.
+    pub(crate) fn host_of<E: Element>(&self) -> &[E] {
+        match E::view(&self.store) {
+            Some(v) => v,
+            None => panic!("{}", not_of::<E>(self.dtype(), self.device())),
+        }
+    }
+
+    /// [`host_of`](Tensor::host_of), mutable.
+    pub(crate) fn host_of_mut<E: Element>(&mut self) -> &mut [E] {
+        let (dtype, device) = (self.dtype(), self.device());
+        match E::view_mut(&mut self.store) {
+            Some(v) => v,
+            None => panic!("{}", not_of::<E>(dtype, device)),
+        }
+    }
+
+    /// An `f64` copy on the host (a GPU tensor is downloaded; `f32` values widen exactly).
+    pub fn to_f64(&self) -> Result<Tensor> {
+        let values = match &self.store {
+            Store::HostF64(v) => v.clone(),
+            Store::Host(v) => v.iter().map(|x| f64::from(*x)).collect(),
+            Store::Cuda(b) => b.download()?.into_iter().map(f64::from).collect(),
+        };
+        Tensor::from_values(self.rows, self.cols, values)
+    }
+
+    /// An `f32` copy on the same device (`f64` values rounded to nearest).
+    pub fn to_f32(&self) -> Result<Tensor> {
+        match &self.store {
+            Store::HostF64(v) => Tensor::new(self.rows, self.cols, v.iter().map(|x| *x as f32).collect()),
+            Store::Host(_) | Store::Cuda(_) => self.try_clone(),
+        }
+    }
+
+    /// This tensor as `dtype`: itself if it is of that type already, else a converted copy
+    /// ([`to_f64`](Tensor::to_f64), [`to_f32`](Tensor::to_f32)).
+    pub fn into_dtype(self, dtype: Dtype) -> Result<Tensor> {
+        match (self.dtype(), dtype) {
+            (a, b) if a == b => Ok(self),
+            (_, Dtype::F64) => self.to_f64(),
+            (_, Dtype::F32) => self.to_f32(),
+        }
     }
 
     /// A copy of this tensor on `device` (a device-to-device copy between GPUs, a transfer
@@ -142,6 +244,11 @@ impl Tensor {
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         let (rows, cols) = (self.rows, self.cols);
         match (&self.store, device) {
+            (Store::HostF64(v), Device::Cpu) => Tensor::from_values(rows, cols, v.clone()),
+            (Store::HostF64(_), Device::Cuda(k)) => Err(Error::Dtype {
+                place: format!("Tensor::to_device(cuda:{k})"),
+                reason: "f64 tensors stay on the host (the GPU backend is f32); convert with to_f32() first".into(),
+            }),
             (Store::Host(v), Device::Cpu) => Tensor::new(rows, cols, pool::copy(v)),
             (Store::Host(v), Device::Cuda(k)) => Ok(Tensor::from_device(rows, cols, DeviceBuffer::upload(k, v)?)),
             (Store::Cuda(b), Device::Cpu) => Tensor::new(rows, cols, b.download()?),
@@ -167,14 +274,8 @@ impl Tensor {
     pub fn try_clone(&self) -> Result<Tensor> {
         match &self.store {
             Store::Host(v) => Ok(Tensor { rows: self.rows, cols: self.cols, store: Store::Host(pool::copy(v)) }),
+            Store::HostF64(v) => Ok(Tensor { rows: self.rows, cols: self.cols, store: Store::HostF64(v.clone()) }),
             Store::Cuda(b) => Ok(Tensor::from_device(self.rows, self.cols, b.duplicate()?)),
-        }
-    }
-
-    fn host_mut(&mut self) -> &mut Vec<f32> {
-        match &mut self.store {
-            Store::Host(v) => v,
-            Store::Cuda(_) => unreachable!("host_mut is only called on tensors made by Tensor::scratch"),
         }
     }
 
@@ -203,20 +304,24 @@ impl Tensor {
         self.len() == 0
     }
 
-    /// Bytes of the values (4 per element): what holding this tensor costs, on whichever device.
+    /// Bytes of the values (4 per `f32` element, 8 per `f64` one): what holding this tensor
+    /// costs, on whichever device.
     pub fn bytes(&self) -> u64 {
-        (self.len() * std::mem::size_of::<f32>()) as u64
+        (self.len() * self.dtype().size()) as u64
     }
 
-    /// The values, row after row.
+    /// The values, row after row, of a host `f32` tensor.
     ///
     /// # Panics
     /// If the tensor is on a GPU, whose memory the host cannot read in place: check
     /// [`is_host`](Tensor::is_host), or read a copy from [`to_host`](Tensor::to_host). Every
-    /// tensor the CPU stages make is on the host.
+    /// tensor the CPU stages make is on the host. Also if it holds `f64` (only tensors made by
+    /// [`to_f64`](Tensor::to_f64) and what operations make from them do): read those with
+    /// [`host`](Tensor::host), which returns an error instead.
     pub fn data(&self) -> &[f32] {
         match &self.store {
             Store::Host(v) => v,
+            Store::HostF64(_) => panic!("{}", not_of::<f32>(Dtype::F64, Device::Cpu)),
             Store::Cuda(b) => panic!("{}", on_device("data", b.ordinal())),
         }
     }
@@ -224,10 +329,11 @@ impl Tensor {
     /// The values, row after row, mutable.
     ///
     /// # Panics
-    /// If the tensor is on a GPU (see [`data`](Tensor::data)).
+    /// If the tensor is on a GPU or holds `f64` (see [`data`](Tensor::data)).
     pub fn data_mut(&mut self) -> &mut [f32] {
         match &mut self.store {
             Store::Host(v) => v,
+            Store::HostF64(_) => panic!("{}", not_of::<f32>(Dtype::F64, Device::Cpu)),
             Store::Cuda(b) => panic!("{}", on_device("data_mut", b.ordinal())),
         }
     }
@@ -242,12 +348,24 @@ impl Tensor {
         (r < self.rows && c < self.cols).then(|| self.data()[r * self.cols + c])
     }
 
-    /// The values as a `Vec`, row after row, wherever the tensor is (a device tensor is copied
-    /// to the host); an error only if that copy fails.
+    /// The `f32` values as a `Vec`, row after row, wherever the tensor is (a device tensor is
+    /// copied to the host); an error if that copy fails, or if the tensor holds `f64` (read it
+    /// with [`values_f64`](Tensor::values_f64)).
     pub fn values(&self) -> Result<Vec<f32>> {
         match &self.store {
             Store::Host(v) => Ok(v.clone()),
+            Store::HostF64(_) => Err(not_of::<f32>(Dtype::F64, Device::Cpu)),
             Store::Cuda(b) => b.download(),
+        }
+    }
+
+    /// The values as `f64`, row after row, of either type on any device (`f32` widens exactly);
+    /// an error only if a device copy fails.
+    pub fn values_f64(&self) -> Result<Vec<f64>> {
+        match &self.store {
+            Store::HostF64(v) => Ok(v.clone()),
+            Store::Host(v) => Ok(v.iter().map(|x| f64::from(*x)).collect()),
+            Store::Cuda(b) => Ok(b.download()?.into_iter().map(f64::from).collect()),
         }
     }
 
@@ -256,23 +374,35 @@ impl Tensor {
         self.data().to_vec()
     }
 
-    /// Whether both tensors have the same shape and bit-identical values (`-0.0 ≠ 0.0`, and a NaN
-    /// equals the same NaN): the test of the bitwise-gradient contract. Device tensors are
-    /// compared through host copies (and are unequal if a copy fails).
+    /// Whether both tensors have the same shape, type and bit-identical values (`-0.0 ≠ 0.0`,
+    /// and a NaN equals the same NaN): the test of the bitwise-gradient contract. Device tensors
+    /// are compared through host copies (and are unequal if a copy fails).
     pub fn bit_eq(&self, other: &Tensor) -> bool {
+        if self.shape() != other.shape() || self.dtype() != other.dtype() {
+            return false;
+        }
+        if self.dtype() == Dtype::F64 {
+            let (a, b) = (self.host_of::<f64>(), other.host_of::<f64>());
+            return a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        }
         match (self.values(), other.values()) {
-            (Ok(a), Ok(b)) if self.shape() == other.shape() => {
-                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits())
-            }
+            (Ok(a), Ok(b)) => a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
             _ => false,
         }
     }
 
-    /// The largest `|a − b|` over elements, or `None` if the shapes differ (or a device copy
-    /// fails).
+    /// The largest `|a − b|` over elements (computed in `f64`, rounded to `f32`, when either
+    /// tensor holds `f64`), or `None` if the shapes differ (or a device copy fails).
     pub fn max_abs_diff(&self, other: &Tensor) -> Option<f32> {
-        let (a, b) = (self.values().ok()?, other.values().ok()?);
-        (self.shape() == other.shape()).then(|| a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max))
+        if self.shape() != other.shape() {
+            return None;
+        }
+        if self.dtype() == Dtype::F32 && other.dtype() == Dtype::F32 {
+            let (a, b) = (self.values().ok()?, other.values().ok()?);
+            return Some(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max));
+        }
+        let (a, b) = (self.values_f64().ok()?, other.values_f64().ok()?);
+        Some(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) as f32)
     }
 
     /// The matrix product `self · other` (both on the same device).
@@ -282,14 +412,16 @@ impl Tensor {
         Ok(out)
     }
 
-    /// `self += other`, element by element (both on the same device).
+    /// `self += other`, element by element (both on the same device, of the same type).
     pub fn add_assign(&mut self, other: &Tensor) -> Result<()> {
         self.check_same(other, "Tensor::add_assign")?;
         match (&mut self.store, &other.store) {
             (Store::Host(a), Store::Host(b)) => {
-                for (a, b) in a.iter_mut().zip(b) {
-                    *a += b;
-                }
+                add_elementwise(a, b);
+                Ok(())
+            }
+            (Store::HostF64(a), Store::HostF64(b)) => {
+                add_elementwise(a, b);
                 Ok(())
             }
             (Store::Cuda(a), Store::Cuda(b)) => crate::cuda::ops::add_assign(a, b),
@@ -297,7 +429,7 @@ impl Tensor {
         }
     }
 
-    /// `self[r, :] += row` for every row `r`; `row` is `[1, cols]` (a bias).
+    /// `self[r, :] += row` for every row `r`; `row` is `[1, cols]` (a bias) of the same type.
     pub(crate) fn add_row(&mut self, row: &Tensor) -> Result<()> {
         if let Store::Cuda(_) = self.store {
             return crate::cuda::ops::add_bias(self, row);
@@ -308,11 +440,10 @@ impl Tensor {
                 reason: format!("row {:?} on {} for {:?} on the host", row.shape(), row.device(), self.shape()),
             });
         }
-        let b = row.data();
-        for r in self.host_mut().chunks_exact_mut(b.len()) {
-            for (v, bias) in r.iter_mut().zip(b) {
-                *v += bias;
-            }
+        same_dtype("Tensor::add_row", &[self, row])?;
+        match self.dtype() {
+            Dtype::F32 => add_row_of::<f32>(self, row),
+            Dtype::F64 => add_row_of::<f64>(self, row),
         }
         Ok(())
     }
@@ -324,11 +455,15 @@ impl Tensor {
                 v.fill(0.0);
                 Ok(())
             }
+            Store::HostF64(v) => {
+                v.fill(0.0);
+                Ok(())
+            }
             Store::Cuda(b) => b.fill_zero(),
         }
     }
 
-    /// An error unless `other` has this tensor's shape and device.
+    /// An error unless `other` has this tensor's shape, device and type.
     pub(crate) fn check_same(&self, other: &Tensor, place: &str) -> Result<()> {
         if self.shape() != other.shape() {
             return Err(Error::Shape {
@@ -336,25 +471,82 @@ impl Tensor {
                 reason: format!("{:?} and {:?} must have the same shape", self.shape(), other.shape()),
             });
         }
+        same_dtype(place, &[self, other])?;
         if self.device() != other.device() {
             return Err(mixed(place, self.device(), other.device()));
         }
         Ok(())
     }
 
-    /// Column sums, as a `[1, cols]` tensor; each column summed from row 0 down.
+    /// Column sums, as a `[1, cols]` tensor of this tensor's type; each column summed from row 0
+    /// down.
     pub(crate) fn column_sums(&self) -> Result<Tensor> {
-        if let Store::Cuda(b) = &self.store {
-            return Ok(Tensor::from_device(1, self.cols, crate::cuda::ops::column_sums(b, self.rows, self.cols)?));
-        }
-        let mut out = Tensor::zeros(1, self.cols);
-        for r in 0..self.rows {
-            for (o, x) in out.host_mut().iter_mut().zip(self.row(r)) {
-                *o += x;
+        match &self.store {
+            Store::Cuda(b) => {
+                Ok(Tensor::from_device(1, self.cols, crate::cuda::ops::column_sums(b, self.rows, self.cols)?))
             }
+            Store::Host(_) => Ok(column_sums_of::<f32>(self)),
+            Store::HostF64(_) => Ok(column_sums_of::<f64>(self)),
         }
-        Ok(out)
     }
+}
+
+/// `a += b`, element by element.
+#[inline(always)]
+fn add_elementwise<E: Element>(a: &mut [E], b: &[E]) {
+    for (a, b) in a.iter_mut().zip(b) {
+        *a += *b;
+    }
+}
+
+/// `t[r, :] += row` for every row, on host tensors of `E` (checked by the caller).
+fn add_row_of<E: Element>(t: &mut Tensor, row: &Tensor) {
+    let b = row.host_of::<E>();
+    for r in t.host_of_mut::<E>().chunks_exact_mut(b.len().max(1)) {
+        for (v, bias) in r.iter_mut().zip(b) {
+            *v += *bias;
+        }
+    }
+}
+
+/// Column sums of a host tensor of `E`, each column from row 0 down.
+fn column_sums_of<E: Element>(t: &Tensor) -> Tensor {
+    let cols = t.cols;
+    let mut out = Tensor::full_of(1, cols, E::ZERO);
+    let sums = out.host_of_mut::<E>();
+    for row in t.host_of::<E>().chunks_exact(cols.max(1)) {
+        for (o, x) in sums.iter_mut().zip(row) {
+            *o += *x;
+        }
+    }
+    out
+}
+
+/// An error unless every tensor has the element type of the first: an operation never mixes
+/// `f32` and `f64`.
+pub(crate) fn same_dtype(place: &str, tensors: &[&Tensor]) -> Result<()> {
+    let Some(first) = tensors.first() else { return Ok(()) };
+    match tensors.iter().find(|t| t.dtype() != first.dtype()) {
+        Some(t) => Err(Error::Dtype {
+            place: place.into(),
+            reason: format!(
+                "given {} and {} tensors; an operation takes one type: convert with to_f64() or to_f32()",
+                first.dtype(),
+                t.dtype()
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The error for reading a tensor as `E` when it holds `dtype` on `device`.
+fn not_of<E: Element>(dtype: Dtype, device: Device) -> Error {
+    let reason = if device != Device::Cpu {
+        format!("the tensor is on {device}; read a host copy (to_host()) or values()")
+    } else {
+        format!("the tensor holds {dtype}; read it as {dtype}, or convert it with to_{}()", E::DTYPE)
+    };
+    Error::Dtype { place: format!("reading a tensor as {}", E::DTYPE), reason }
 }
 
 /// The error for an operation given tensors on two devices.
@@ -384,6 +576,8 @@ impl Clone for Tensor {
 }
 
 impl Drop for Tensor {
+    /// An `f32` host buffer goes back to the pool; `f64` ones (gradient checks only) to the
+    /// allocator.
     fn drop(&mut self) {
         if let Store::Host(v) = &mut self.store {
             pool::give(std::mem::take(v));
@@ -393,12 +587,13 @@ impl Drop for Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Store::Host(data) = &self.store else {
-            return write!(f, "Tensor[{}, {}] on {}", self.rows, self.cols, self.device());
+        let (shown, len) = match &self.store {
+            Store::Host(data) => (format!("{:?}", &data[..data.len().min(6)]), data.len()),
+            Store::HostF64(data) => (format!("f64{:?}", &data[..data.len().min(6)]), data.len()),
+            Store::Cuda(_) => return write!(f, "Tensor[{}, {}] on {}", self.rows, self.cols, self.device()),
         };
-        let shown = data.len().min(6);
-        write!(f, "Tensor[{}, {}]{:?}", self.rows, self.cols, &data[..shown])?;
-        if shown < data.len() {
+        write!(f, "Tensor[{}, {}]{shown}", self.rows, self.cols)?;
+        if len > 6 {
             write!(f, "…")?;
         }
         Ok(())
@@ -437,5 +632,27 @@ mod tests {
         a.add_assign(&Tensor::full(3, 2, 1.0)).unwrap();
         assert_eq!(a.data(), &[1.0, 2.0, 2.0, 3.0, 3.0, 4.0]);
         assert!(a.add_assign(&Tensor::zeros(2, 2)).is_err());
+    }
+
+    #[test]
+    fn f64_tensors_convert_exactly_and_never_mix_with_f32() {
+        let a = Tensor::from_fn(2, 3, |r, c| 0.1 * (r * 3 + c) as f32 - 0.2);
+        let wide = a.to_f64().unwrap();
+        assert_eq!((wide.dtype(), wide.bytes(), a.bytes()), (Dtype::F64, 48, 24));
+        assert!(wide.to_f32().unwrap().bit_eq(&a), "f32 → f64 → f32 is exact");
+        assert!(!wide.bit_eq(&a), "types differ");
+        assert_eq!(wide.host::<f64>().unwrap()[4], f64::from(a.data()[4]));
+        let e = a.host::<f64>().unwrap_err().to_string();
+        assert!(e.contains("holds f32") && e.contains("to_f64()"), "{e}");
+        assert!(wide.values().unwrap_err().to_string().contains("holds f64"));
+        let mut w = wide.clone();
+        let e = w.add_assign(&a).unwrap_err().to_string();
+        assert!(e.contains("f64 and f32") && e.contains("to_f64() or to_f32()"), "{e}");
+        w.add_assign(&wide).unwrap();
+        assert_eq!(w.host::<f64>().unwrap()[5], 2.0 * f64::from(a.data()[5]));
+        assert_eq!(wide.column_sums().unwrap().dtype(), Dtype::F64);
+        let e = wide.to_device(Device::Cuda(0)).unwrap_err().to_string();
+        assert!(e.contains("f64 tensors stay on the host"), "{e}");
+        assert!(a.clone().into_dtype(Dtype::F64).unwrap().bit_eq(&wide));
     }
 }

@@ -4,16 +4,23 @@
 //! form by under 1e-3. We evaluate it through the identity `½(1 + tanh z) = σ(2z) =
 //! 1/(1 + e^(−2z))`, so `gelu(x) = x·σ(2z)` and `gelu'(x) = σ + 2x·σ(1 − σ)·z'(x)`, with an `exp`
 //! of our own ([`exp_approx`], pure `f32` arithmetic, relative error ≈ 1e-7) instead of libm's
-//! `tanhf`, which took a third of a training step. Invariants: the derivative is the exact
+//! `tanhf`, which took a third of a training step. In `f64` (gradient checks) the same code runs
+//! with libm's `exp` and the constants to `f64` precision ([`Element`]). Invariants: the derivative is the exact
 //! derivative of the function computed here (finite differences agree with it), and every
 //! element is computed by the same operations in the same order, so results are deterministic
 //! whether or not the compiler vectorises the loop. GELU has no parameters, so it has no `W`;
 //! its backward needs its input.
 
+use crate::element::Element;
 use crate::tensor::Tensor;
 
+/// `√(2/π)` in `f32`.
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+/// `√(2/π)` in `f64`.
+const SQRT_2_OVER_PI_F64: f64 = 0.797_884_560_802_865_4;
 const CUBIC: f32 = 0.044_715;
+/// The cubic coefficient in `f64`.
+const CUBIC_F64: f64 = 0.044_715;
 
 /// `e^x` by range reduction `x = n·ln 2 + r`, `|r| ≤ ½ ln 2`, and the degree-7 Taylor polynomial
 /// of `e^r`; relative error about 1e-7 on `[−87, 88]`, inputs clamped to that range. No libm
@@ -36,17 +43,36 @@ pub fn exp_approx(x: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-/// `σ(2z(x))`, i.e. `½(1 + tanh z)`.
+/// `√(2/π)` in `E`'s precision.
 #[inline(always)]
-fn gate(x: f32) -> f32 {
-    let z = SQRT_2_OVER_PI * (x + CUBIC * x * x * x);
-    1.0 / (1.0 + exp_approx(-2.0 * z))
+fn sqrt_2_over_pi<E: Element>() -> E {
+    E::constant(SQRT_2_OVER_PI, SQRT_2_OVER_PI_F64)
 }
 
-/// `gelu` of every element of a host tensor.
-pub(crate) fn forward(x: &Tensor) -> Tensor {
-    let mut y = Tensor::scratch(x.rows(), x.cols());
-    let (out, input) = (y.data_mut(), x.data());
+/// The cubic coefficient in `E`'s precision.
+#[inline(always)]
+fn cubic<E: Element>() -> E {
+    E::constant(CUBIC, CUBIC_F64)
+}
+
+/// `σ(2z(x))`, i.e. `½(1 + tanh z)`.
+#[inline(always)]
+fn gate<E: Element>(x: E) -> E {
+    let z = sqrt_2_over_pi::<E>() * (x + cubic::<E>() * x * x * x);
+    E::ONE / (E::ONE + (E::from_f32(-2.0) * z).exp())
+}
+
+/// `gelu'(x)` from the gate `s = gate(x)`.
+#[inline(always)]
+fn slope<E: Element>(v: E, s: E) -> E {
+    let dz = sqrt_2_over_pi::<E>() * (E::ONE + E::from_f32(3.0) * cubic::<E>() * v * v);
+    s + E::from_f32(2.0) * v * s * (E::ONE - s) * dz
+}
+
+/// `gelu` of every element of a host tensor of `E`.
+pub(crate) fn forward<E: Element>(x: &Tensor) -> Tensor {
+    let mut y = Tensor::scratch_of::<E>(x.rows(), x.cols());
+    let (out, input) = (y.host_of_mut::<E>(), x.host_of::<E>());
     super::wide::run(|| {
         for (o, &v) in out.iter_mut().zip(input) {
             *o = v * gate(v);
@@ -55,14 +81,12 @@ pub(crate) fn forward(x: &Tensor) -> Tensor {
     y
 }
 
-/// `dy ⊙= gelu'(x)` on host tensors of one shape.
-pub(crate) fn backward(x: &Tensor, dy: &mut Tensor) {
-    let (grad, input) = (dy.data_mut(), x.data());
+/// `dy ⊙= gelu'(x)` on host tensors of `E` of one shape.
+pub(crate) fn backward<E: Element>(x: &Tensor, dy: &mut Tensor) {
+    let (grad, input) = (dy.host_of_mut::<E>(), x.host_of::<E>());
     super::wide::run(|| {
         for (g, &v) in grad.iter_mut().zip(input) {
-            let s = gate(v);
-            let dz = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * v * v);
-            *g *= s + 2.0 * v * s * (1.0 - s) * dz;
+            *g *= slope(v, gate(v));
         }
     });
 }
@@ -79,11 +103,11 @@ mod tests {
         // it); the same arithmetic outside it, in the baseline build, must give the same bits.
         let x = Tensor::from_fn(37, 29, |r, c| ((r * 29 + c) as f32 - 500.0) / 97.0);
         let dy = Tensor::from_fn(37, 29, |r, c| ((r + 3 * c) % 11) as f32 - 5.0);
-        let y = forward(&x);
+        let y = forward::<f32>(&x);
         let mut g = dy.clone();
-        backward(&x, &mut g);
+        backward::<f32>(&x, &mut g);
         for (k, &v) in x.data().iter().enumerate() {
-            let s = gate(v);
+            let s: f32 = gate(v);
             let dz = SQRT_2_OVER_PI * (1.0 + 3.0 * CUBIC * v * v);
             assert_eq!(y.data()[k].to_bits(), (v * s).to_bits(), "forward, element {k}");
             let want = dy.data()[k] * (s + 2.0 * v * s * (1.0 - s) * dz);

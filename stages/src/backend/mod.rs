@@ -5,7 +5,11 @@
 //! stays under `cuda/`). Layers call these functions and never look at a device, so a layer made
 //! of them — a user's own included — runs wherever its stage runs.
 //!
-//! Each function checks the shapes it is given, for both devices, before dispatching. Adding an
+//! Each function checks the shapes it is given, for both devices, and that its tensors share one
+//! element type, before dispatching. Host tensors are `f32` or `f64` (gradient checks); each host
+//! function is generic over the [`Element`](crate::Element) and instantiated for both here
+//! (`on_host!`), so `f64` runs the very code `f32` does. GPU tensors are `f32` only: an `f64`
+//! tensor beside a GPU tensor is an element-type error before anything launches. Adding an
 //! operation: its host function in `host.rs` (or a file of its own, as GELU), its kernel in
 //! `kernels/ops.cu` with a launcher in `cuda/ops.rs`, and a dispatching function here.
 //!
@@ -18,15 +22,33 @@ mod wide;
 
 pub use gelu::exp_approx;
 
+use crate::element::Dtype;
 use crate::error::{Error, Result};
 use crate::optim::AdamScalars;
 use crate::rng::Stream;
-use crate::tensor::Tensor;
+use crate::tensor::{same_dtype, Tensor};
+
+/// A host function generic over the element, called for `$dtype`'s type.
+macro_rules! on_host {
+    ($dtype:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
+        match $dtype {
+            Dtype::F32 => $($f)::+::<f32>($($arg),*),
+            Dtype::F64 => $($f)::+::<f64>($($arg),*),
+        }
+    };
+}
+
+/// The element type of an operation's tensors; an error naming `place` if they mix `f32` and
+/// `f64` (which also refuses an `f64` tensor beside a GPU one).
+fn dtype_of(place: &str, tensors: &[&Tensor]) -> Result<Dtype> {
+    same_dtype(place, tensors)?;
+    Ok(tensors.first().map_or(Dtype::F32, |t| t.dtype()))
+}
 
 /// GELU (tanh approximation, see `gelu.rs`) of every element.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     if x.is_host() {
-        Ok(gelu::forward(x))
+        Ok(on_host!(x.dtype(), gelu::forward(x)))
     } else {
         crate::cuda::ops::gelu_forward(x)
     }
@@ -36,7 +58,7 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 pub fn gelu_backward(x: &Tensor, mut dy: Tensor) -> Result<Tensor> {
     x.check_same(&dy, "GELU backward (x vs dy)")?;
     if x.is_host() {
-        gelu::backward(x, &mut dy);
+        on_host!(x.dtype(), gelu::backward(x, &mut dy));
     } else {
         crate::cuda::ops::gelu_backward(x, &mut dy)?;
     }
@@ -51,7 +73,7 @@ pub fn dropout(t: &mut Tensor, stream: &Stream, rate: f32) -> Result<()> {
     }
     let scale = 1.0 / (1.0 - rate);
     if t.is_host() {
-        host::dropout(t, stream, rate, scale);
+        on_host!(t.dtype(), host::dropout(t, stream, rate, scale));
         Ok(())
     } else {
         crate::cuda::ops::dropout(t, stream.key(), rate, scale)
@@ -64,7 +86,7 @@ pub fn dropout(t: &mut Tensor, stream: &Stream, rate: f32) -> Result<()> {
 pub fn causal_softmax(s: &mut Tensor, seq: usize, scale: f32) -> Result<()> {
     check_heads("causal softmax", s, seq)?;
     if s.is_host() {
-        host::causal_softmax(s, seq, scale);
+        on_host!(s.dtype(), host::causal_softmax(s, seq, scale));
         Ok(())
     } else {
         crate::cuda::ops::causal_softmax(s, seq, scale)
@@ -82,8 +104,9 @@ pub fn causal_softmax_backward(p: &Tensor, g: &mut Tensor, seq: usize, scale: f3
             reason: format!("gradient {:?} for probabilities {:?}", g.shape(), p.shape()),
         });
     }
+    let dtype = dtype_of("causal softmax backward", &[p, g])?;
     if p.is_host() && g.is_host() {
-        host::causal_softmax_backward(p, g, seq, scale);
+        on_host!(dtype, host::causal_softmax_backward(p, g, seq, scale));
         Ok(())
     } else {
         crate::cuda::ops::causal_softmax_backward(p, g, seq, scale)
@@ -113,7 +136,7 @@ pub fn causal_dropout(t: &mut Tensor, stream: &Stream, rate: f32, seq: usize) ->
     }
     let scale = 1.0 / (1.0 - rate);
     if t.is_host() {
-        host::causal_dropout(t, stream, rate, scale, seq);
+        on_host!(t.dtype(), host::causal_dropout(t, stream, rate, scale, seq));
         Ok(())
     } else {
         crate::cuda::ops::causal_dropout(t, stream.key(), rate, scale, seq)
@@ -127,7 +150,7 @@ pub fn causal_dropout(t: &mut Tensor, stream: &Stream, rate: f32, seq: usize) ->
 pub fn embedding(ids: &Tensor, tokens: &Tensor, positions: &Tensor) -> Result<Tensor> {
     check_ids("embedding", ids, tokens, positions)?;
     if ids.is_host() {
-        Ok(host::embedding(ids, tokens, positions))
+        Ok(on_host!(ids.dtype(), host::embedding(ids, tokens, positions)))
     } else {
         crate::cuda::ops::embedding(ids, tokens, positions)
     }
@@ -144,20 +167,22 @@ pub fn embedding_grads(ids: &Tensor, dy: &Tensor, tokens: &Tensor, positions: &T
             reason: format!("dy {:?} for {} tokens of width {}", dy.shape(), ids.rows(), tokens.cols()),
         });
     }
+    let dtype = dtype_of("embedding gradients", &[ids, dy])?;
     if dy.device() != ids.device() {
         return Err(crate::tensor::mixed("embedding gradients", ids.device(), dy.device()));
     }
     if ids.is_host() {
-        Ok(host::embedding_grads(ids, dy, tokens.rows(), positions.rows()))
+        Ok(on_host!(dtype, host::embedding_grads(ids, dy, tokens.rows(), positions.rows())))
     } else {
         crate::cuda::ops::embedding_grads(ids, dy, tokens.rows(), positions.rows())
     }
 }
 
-/// An error unless the tensors share a device, `ids` is one id per row in whole sequences of the
-/// position table, the tables have one width, and (on the host) every id is a whole number below
-/// the vocabulary.
+/// An error unless the tensors share a device and an element type, `ids` is one id per row in
+/// whole sequences of the position table, the tables have one width, and (on the host) every id
+/// is a whole number below the vocabulary.
 fn check_ids(place: &str, ids: &Tensor, tokens: &Tensor, positions: &Tensor) -> Result<()> {
+    let dtype = dtype_of(place, &[ids, tokens, positions])?;
     if let Some(t) = [tokens, positions].into_iter().find(|t| t.device() != ids.device()) {
         return Err(crate::tensor::mixed(place, ids.device(), t.device()));
     }
@@ -172,10 +197,17 @@ fn check_ids(place: &str, ids: &Tensor, tokens: &Tensor, positions: &Tensor) -> 
     if !ids.is_host() {
         return Ok(());
     }
-    match ids.data().iter().enumerate().find(|(_, t)| !(t.fract() == 0.0 && **t >= 0.0 && (**t as usize) < vocab)) {
+    match on_host!(dtype, first_bad_index(ids, vocab)) {
         Some((r, t)) => shape(format!("row {r} holds {t}, not a token id in 0..{vocab}")),
         None => Ok(()),
     }
+}
+
+/// The first row of a host `[rows, 1]` tensor of `E` that is not a whole number in `0..n`, with
+/// its value as written.
+pub(crate) fn first_bad_index<E: crate::Element>(t: &Tensor, n: usize) -> Option<(usize, String)> {
+    let bad = |v: E| !(v.is_whole() && v >= E::ZERO && (v.to_f64() as usize) < n);
+    t.host_of::<E>().iter().enumerate().find(|(_, v)| bad(**v)).map(|(r, v)| (r, v.to_string()))
 }
 
 /// Layer normalisation of each row of `x` with scale `gamma` and shift `beta` (`[1, width]`):
@@ -183,8 +215,9 @@ fn check_ids(place: &str, ids: &Tensor, tokens: &Tensor, positions: &Tensor) -> 
 pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<[Tensor; 3]> {
     check_row("LayerNorm forward (γ)", gamma, x.cols())?;
     check_row("LayerNorm forward (β)", beta, x.cols())?;
+    let dtype = dtype_of("LayerNorm forward", &[x, gamma, beta])?;
     if x.is_host() {
-        Ok(host::layer_norm(x, gamma, beta, eps))
+        Ok(on_host!(dtype, host::layer_norm(x, gamma, beta, eps)))
     } else {
         crate::cuda::ops::layer_norm_forward(x, gamma, beta, eps)
     }
@@ -201,8 +234,9 @@ pub fn layer_norm_backward_input(xhat: &Tensor, rstd: &Tensor, gamma: &Tensor, d
             reason: format!("rstd is {:?}, dy {:?}", rstd.shape(), dy.shape()),
         });
     }
+    let dtype = dtype_of("LayerNorm backward_input", &[dy, rstd, gamma])?;
     if dy.is_host() {
-        Ok(host::layer_norm_backward_input(xhat, rstd, gamma, dy))
+        Ok(on_host!(dtype, host::layer_norm_backward_input(xhat, rstd, gamma, dy)))
     } else {
         crate::cuda::ops::layer_norm_backward_input(xhat, rstd, gamma, dy)
     }
@@ -212,7 +246,7 @@ pub fn layer_norm_backward_input(xhat: &Tensor, rstd: &Tensor, gamma: &Tensor, d
 pub fn layer_norm_gamma_grad(xhat: &Tensor, dy: &Tensor) -> Result<Tensor> {
     xhat.check_same(dy, "LayerNorm weight_grads (x̂ vs dy)")?;
     if dy.is_host() {
-        Ok(host::layer_norm_gamma_grad(xhat, dy))
+        Ok(on_host!(dy.dtype(), host::layer_norm_gamma_grad(xhat, dy)))
     } else {
         crate::cuda::ops::layer_norm_gamma_grad(xhat, dy)
     }
@@ -222,8 +256,9 @@ pub fn layer_norm_gamma_grad(xhat: &Tensor, dy: &Tensor) -> Result<Tensor> {
 /// 1]`, checked by the caller): the mean loss over rows as a `[1, 1]` tensor on the logits'
 /// device, and the probabilities its backward needs.
 pub fn cross_entropy(logits: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
+    let dtype = dtype_of("cross-entropy", &[logits, target])?;
     if logits.is_host() {
-        Ok(host::cross_entropy(logits, target))
+        Ok(on_host!(dtype, host::cross_entropy(logits, target)))
     } else {
         crate::cuda::ops::cross_entropy_forward(logits, target)
     }
@@ -232,8 +267,9 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor
 /// The gradient of [`cross_entropy`] scaled by `factor`, written over `probs`:
 /// `(p − onehot(target)) · factor`.
 pub fn cross_entropy_backward(probs: &mut Tensor, target: &Tensor, factor: f32) -> Result<()> {
+    let dtype = dtype_of("cross-entropy backward", &[probs, target])?;
     if probs.is_host() {
-        host::cross_entropy_backward(probs, target, factor);
+        on_host!(dtype, host::cross_entropy_backward(probs, target, factor));
         Ok(())
     } else {
         crate::cuda::ops::cross_entropy_backward(probs, target, factor)
@@ -245,7 +281,7 @@ pub fn cross_entropy_backward(probs: &mut Tensor, target: &Tensor, factor: f32) 
 pub fn mse(pred: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
     pred.check_same(target, "MSE (prediction vs target)")?;
     if pred.is_host() {
-        Ok(host::mse(pred, target))
+        Ok(on_host!(pred.dtype(), host::mse(pred, target)))
     } else {
         crate::cuda::ops::mse_forward(pred, target)
     }
@@ -254,7 +290,7 @@ pub fn mse(pred: &Tensor, target: &Tensor) -> Result<(Tensor, Tensor)> {
 /// `x ← factor · x`.
 pub fn scale(x: &mut Tensor, factor: f32) -> Result<()> {
     if x.is_host() {
-        host::scale(x, factor);
+        on_host!(x.dtype(), host::scale(x, factor));
         Ok(())
     } else {
         crate::cuda::ops::scale(x, factor)
@@ -266,6 +302,7 @@ pub fn scale(x: &mut Tensor, factor: f32) -> Result<()> {
 pub(crate) fn sgd_step(p: &mut Tensor, g: &Tensor, v: &mut Tensor, lr: f32, momentum: f32) -> Result<()> {
     p.check_same(g, "SGD (parameter vs gradient)")?;
     p.check_same(v, "SGD (parameter vs velocity)")?;
+    trains_in_f32("SGD", p)?;
     if p.is_host() {
         host::sgd_step(p.data_mut(), g.data(), v.data_mut(), lr, momentum);
         Ok(())
@@ -279,6 +316,7 @@ pub(crate) fn adam_step(p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tens
     p.check_same(g, "Adam (parameter vs gradient)")?;
     p.check_same(m, "Adam (parameter vs first moment)")?;
     p.check_same(v, "Adam (parameter vs second moment)")?;
+    trains_in_f32("Adam", p)?;
     if p.is_host() {
         host::adam_step(p.data_mut(), g.data(), m.data_mut(), v.data_mut(), s);
         Ok(())
@@ -290,6 +328,18 @@ pub(crate) fn adam_step(p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tens
 /// The host's SGD and Adam updates on plain slices, for the CUDA emulation's tests.
 #[cfg(test)]
 pub(crate) use host::{adam_step as host_adam_step, sgd_step as host_sgd_step};
+
+/// An error unless `p` is `f32`: optimizers update the parameters a model trains, never the
+/// `f64` copies of a gradient check.
+fn trains_in_f32(place: &str, p: &Tensor) -> Result<()> {
+    if p.dtype() == Dtype::F32 {
+        return Ok(());
+    }
+    Err(Error::Dtype {
+        place: format!("{place} step"),
+        reason: "optimizers update f32 parameters; convert with to_f32() to train".into(),
+    })
+}
 
 fn check_row(place: &str, t: &Tensor, width: usize) -> Result<()> {
     if t.shape() == [1, width] {

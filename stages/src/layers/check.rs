@@ -3,17 +3,11 @@
 //! Invariant: everything here is deterministic, so a failing gradient check fails the same way
 //! every run. Differences are taken in `f32` compute with `f64` sums, at step [`EPS`].
 
-use crate::rng::Stream;
+pub use crate::gradcheck::probe;
 use crate::tensor::Tensor;
 
 /// Step of the central differences.
 pub const EPS: f32 = 1e-2;
-
-/// A `[rows, cols]` tensor of values in `[-1, 1)`, different for each `salt`.
-pub fn probe(rows: usize, cols: usize, salt: u64) -> Tensor {
-    let s = Stream::new(&[0xC4EC, salt]);
-    Tensor::from_fn(rows, cols, |r, c| 2.0 * s.uniform((r * cols + c) as u64) - 1.0)
-}
 
 /// `Σ a ⊙ b` in `f64`: a scalar loss whose gradient with respect to `a` is `b`.
 pub fn dot(a: &Tensor, b: &Tensor) -> f64 {
