@@ -23,6 +23,7 @@ pub(crate) mod tag {
 }
 
 /// The SplitMix64 output function: a bijective 64-bit mix with good avalanche.
+#[inline]
 pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -49,13 +50,33 @@ impl Stream {
     }
 
     /// Draw `i` as 64 random bits.
+    #[inline]
     pub fn bits(&self, i: u64) -> u64 {
         mix64(self.key.wrapping_add(i.wrapping_add(1).wrapping_mul(GAMMA)))
     }
 
     /// Draw `i` as a uniform `f32` in `[0, 1)` (24 random bits).
+    #[inline]
     pub fn uniform(&self, i: u64) -> f32 {
-        (self.bits(i) >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+        self.draw24(i) as f32 * (1.0 / (1u64 << 24) as f32)
+    }
+
+    /// Draw `i`'s 24 random bits, the integer `x` of [`uniform`](Stream::uniform)`(i) = x·2⁻²⁴`.
+    #[inline]
+    pub fn draw24(&self, i: u64) -> u64 {
+        self.bits(i) >> 40
+    }
+
+    /// The least 24-bit draw whose [`uniform`](Stream::uniform) is at least `rate`: `uniform(i)
+    /// >= rate` exactly when `draw24(i) >= at_least(rate)`, so a dropout mask can be decided in
+    /// integers (`x` and `x·2⁻²⁴` are exact in `f32`, so the test is `x ≥ rate·2²⁴`, rounded up;
+    /// a NaN rate keeps nothing, as the float test does).
+    pub fn at_least(rate: f32) -> u64 {
+        if rate.is_nan() {
+            return u64::MAX;
+        }
+        // ceil of a finite f64 ≥ 0 to u64 is exact below 2⁵³ and saturates above; ≤ 0 gives 0.
+        (f64::from(rate) * (1u64 << 24) as f64).ceil().max(0.0) as u64
     }
 
     /// Draw `i` as a standard normal `f32` (Box–Muller on draws `2i` and `2i+1`, in `f64`).
@@ -69,6 +90,25 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_integer_test_of_a_draw_is_the_float_one() {
+        let s = Stream::new(&[7, 7]);
+        let step = 1.0 / (1u64 << 24) as f32;
+        let mut rates = vec![0.0, -0.5, 0.1, 0.3, 0.5, 0.9, 1.0, 1.5, f32::INFINITY, f32::NAN, step, 3.0 * step];
+        rates.extend((0..64).map(|k| s.uniform(1 << 20 | k)));
+        rates.extend((0..64).map(|k| s.uniform(1 << 21 | k) + step / 2.0));
+        for rate in rates {
+            let at_least = Stream::at_least(rate);
+            for i in 0..4096 {
+                assert_eq!(s.uniform(i) >= rate, s.draw24(i) >= at_least, "rate {rate}, draw {i}");
+            }
+            // Draws exactly at the rate are kept.
+            if rate.is_finite() && (0.0..1.0).contains(&rate) && (rate / step).fract() == 0.0 {
+                assert_eq!(at_least as f32 * step, rate);
+            }
+        }
+    }
 
     #[test]
     fn draws_are_pure_functions_of_key_and_index() {

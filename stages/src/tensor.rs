@@ -22,6 +22,7 @@
 
 use std::fmt;
 
+use crate::backend::wide;
 use crate::cuda::DeviceBuffer;
 use crate::device::Device;
 use crate::element::{Dtype, Element};
@@ -491,16 +492,25 @@ impl Tensor {
     }
 }
 
-/// `a += b`, element by element.
+wide::twin! {
+    /// `a += b`, element by element.
+    fn add_elementwise(a: &mut [E], b: &[E]) = add_elementwise_in
+}
+
 #[inline(always)]
-fn add_elementwise<E: Element>(a: &mut [E], b: &[E]) {
+fn add_elementwise_in<E: Element>(a: &mut [E], b: &[E]) {
     for (a, b) in a.iter_mut().zip(b) {
         *a += *b;
     }
 }
 
-/// `t[r, :] += row` for every row, on host tensors of `E` (checked by the caller).
-fn add_row_of<E: Element>(t: &mut Tensor, row: &Tensor) {
+wide::twin! {
+    /// `t[r, :] += row` for every row, on host tensors of `E` (checked by the caller).
+    fn add_row_of(t: &mut Tensor, row: &Tensor) = add_row_of_in
+}
+
+#[inline(always)]
+fn add_row_of_in<E: Element>(t: &mut Tensor, row: &Tensor) {
     let b = row.host_of::<E>();
     for r in t.host_of_mut::<E>().chunks_exact_mut(b.len().max(1)) {
         for (v, bias) in r.iter_mut().zip(b) {
@@ -509,8 +519,13 @@ fn add_row_of<E: Element>(t: &mut Tensor, row: &Tensor) {
     }
 }
 
-/// Column sums of a host tensor of `E`, each column from row 0 down.
-fn column_sums_of<E: Element>(t: &Tensor) -> Tensor {
+wide::twin! {
+    /// Column sums of a host tensor of `E`, each column from row 0 down.
+    fn column_sums_of(t: &Tensor) -> Tensor = column_sums_of_in
+}
+
+#[inline(always)]
+fn column_sums_of_in<E: Element>(t: &Tensor) -> Tensor {
     let cols = t.cols;
     let mut out = Tensor::full_of(1, cols, E::ZERO);
     let sums = out.host_of_mut::<E>();

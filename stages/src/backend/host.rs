@@ -5,64 +5,82 @@
 //! element (tested bit for bit in `cuda/emulate/`), so a stage's results do not depend on the
 //! device beyond the matrix products.
 
+use super::wide;
 use crate::element::Element;
 use crate::optim::AdamScalars;
 use crate::rng::Stream;
 use crate::tensor::Tensor;
 
-/// Element `k` of a dropout: `v·scale` iff draw `k` of `stream` is at least `rate`, else 0. The
-/// mask is drawn in `f32` whatever `E`, so both types drop the same elements.
+/// Element `k` of a dropout: `v·scale` iff draw `k` of `stream` is at least the rate, else 0 —
+/// decided in integers, `at_least` being [`Stream::at_least`] of the rate. The mask is the same
+/// whatever `E`, so both types drop the same elements.
 #[inline(always)]
-fn keep<E: Element>(v: E, stream: &Stream, k: usize, rate: f32, scale: E) -> E {
-    if stream.uniform(k as u64) >= rate {
+fn keep<E: Element>(v: E, stream: &Stream, k: usize, at_least: u64, scale: E) -> E {
+    if stream.draw24(k as u64) >= at_least {
         v * scale
     } else {
         E::ZERO
     }
 }
 
-/// Inverted dropout in place: element `k` is kept (and scaled by `scale`) iff draw `k` of
-/// `stream` is at least `rate`.
-pub(crate) fn dropout<E: Element>(t: &mut Tensor, stream: &Stream, rate: f32, scale: f32) {
-    let scale = E::from_f32(scale);
+wide::twin! {
+    /// Inverted dropout in place: element `k` is kept (and scaled by `scale`) iff draw `k` of
+    /// `stream` is at least `rate`.
+    pub(crate) fn dropout(t: &mut Tensor, stream: &Stream, rate: f32, scale: f32) = dropout_in
+}
+
+#[inline(always)]
+fn dropout_in<E: Element>(t: &mut Tensor, stream: &Stream, rate: f32, scale: f32) {
+    let (scale, at_least) = (E::from_f32(scale), Stream::at_least(rate));
     for (k, v) in t.host_of_mut::<E>().iter_mut().enumerate() {
-        *v = keep(*v, stream, k, rate, scale);
+        *v = keep(*v, stream, k, at_least, scale);
     }
 }
 
-/// [`dropout`] on the causal past of `[rows, heads·seq]` scores (row `r` token `r mod seq`), the
-/// future set to zero.
-pub(crate) fn causal_dropout<E: Element>(t: &mut Tensor, stream: &Stream, rate: f32, scale: f32, seq: usize) {
-    let (cols, scale) = (t.cols(), E::from_f32(scale));
+wide::twin! {
+    /// [`dropout`] on the causal past of `[rows, heads·seq]` scores (row `r` token `r mod seq`), the
+    /// future set to zero.
+    pub(crate) fn causal_dropout(t: &mut Tensor, stream: &Stream, rate: f32, scale: f32, seq: usize) = causal_dropout_in
+}
+
+#[inline(always)]
+fn causal_dropout_in<E: Element>(t: &mut Tensor, stream: &Stream, rate: f32, scale: f32, seq: usize) {
+    let (cols, scale, at_least) = (t.cols(), E::from_f32(scale), Stream::at_least(rate));
     for (r, row) in t.host_of_mut::<E>().chunks_exact_mut(cols).enumerate() {
         let past = r % seq + 1;
         for (h, head) in row.chunks_exact_mut(seq).enumerate() {
             let first = r * cols + h * seq;
             let (kept, future) = head.split_at_mut(past);
             for (j, v) in kept.iter_mut().enumerate() {
-                *v = keep(*v, stream, first + j, rate, scale);
+                *v = keep(*v, stream, first + j, at_least, scale);
             }
             future.fill(E::ZERO);
         }
     }
 }
 
-/// Softmax over the causal past of each head of each row of `s` (`[rows, heads·seq]`, row `r`
-/// being token `r mod seq`): the first `i + 1` of a head's `seq` scores of token `i`, scaled by
-/// `scale`, become probabilities (max subtracted, [`Element::exp`], summed left to right from 0,
-/// multiplied by the sum's reciprocal); the rest become 0.
-pub(crate) fn causal_softmax<E: Element>(s: &mut Tensor, seq: usize, scale: f32) {
+wide::twin! {
+    /// Softmax over the causal past of each head of each row of `s` (`[rows, heads·seq]`, row `r`
+    /// being token `r mod seq`): the first `i + 1` of a head's `seq` scores of token `i`, scaled by
+    /// `scale`, become probabilities (max subtracted, [`Element::exp`], summed left to right from 0,
+    /// multiplied by the sum's reciprocal); the rest become 0.
+    pub(crate) fn causal_softmax(s: &mut Tensor, seq: usize, scale: f32) = causal_softmax_in
+}
+
+#[inline(always)]
+fn causal_softmax_in<E: Element>(s: &mut Tensor, seq: usize, scale: f32) {
     let (width, scale) = (s.cols(), E::from_f32(scale));
     for (r, row) in s.host_of_mut::<E>().chunks_exact_mut(width).enumerate() {
         let i = r % seq;
         for scores in row.chunks_exact_mut(seq) {
             let (past, future) = scores.split_at_mut(i + 1);
             let max = past.iter().fold(E::NEG_INFINITY, |m, &v| m.max(v * scale));
-            let mut sum = E::ZERO;
+            // The exponentials first (a loop the compiler vectorises), then their sum left to
+            // right: the same operations, in the same order per value, as one loop.
             for v in past.iter_mut() {
                 *v = (*v * scale - max).exp();
-                sum += *v;
             }
+            let sum = past.iter().fold(E::ZERO, |s, &v| s + v);
             let inv = E::ONE / sum;
             for v in past.iter_mut() {
                 *v *= inv;
@@ -72,9 +90,14 @@ pub(crate) fn causal_softmax<E: Element>(s: &mut Tensor, seq: usize, scale: f32)
     }
 }
 
-/// The causal softmax's backward in place: for each head of each row, `g ← P ⊙ (g − Σ g·P)·scale`
-/// (the dot product summed left to right), from the probabilities `p`.
-pub(crate) fn causal_softmax_backward<E: Element>(p: &Tensor, g: &mut Tensor, seq: usize, scale: f32) {
+wide::twin! {
+    /// The causal softmax's backward in place: for each head of each row, `g ← P ⊙ (g − Σ g·P)·scale`
+    /// (the dot product summed left to right), from the probabilities `p`.
+    pub(crate) fn causal_softmax_backward(p: &Tensor, g: &mut Tensor, seq: usize, scale: f32) = causal_softmax_backward_in
+}
+
+#[inline(always)]
+fn causal_softmax_backward_in<E: Element>(p: &Tensor, g: &mut Tensor, seq: usize, scale: f32) {
     let scale = E::from_f32(scale);
     for (g, pr) in g.host_of_mut::<E>().chunks_exact_mut(seq).zip(p.host_of::<E>().chunks_exact(seq)) {
         let dot: E = g.iter().zip(pr).map(|(g, p)| *g * *p).sum();
@@ -104,9 +127,14 @@ pub(crate) fn embedding<E: Element>(ids: &Tensor, tokens: &Tensor, positions: &T
     out
 }
 
-/// `[d tokens, d positions]`: each row of `dy` added into its token's row of a `[vocab, width]`
-/// table and its position's row of a `[seq, width]` one, in row order from zero.
-pub(crate) fn embedding_grads<E: Element>(ids: &Tensor, dy: &Tensor, vocab: usize, seq: usize) -> [Tensor; 2] {
+wide::twin! {
+    /// `[d tokens, d positions]`: each row of `dy` added into its token's row of a `[vocab, width]`
+    /// table and its position's row of a `[seq, width]` one, in row order from zero.
+    pub(crate) fn embedding_grads(ids: &Tensor, dy: &Tensor, vocab: usize, seq: usize) -> [Tensor; 2] = embedding_grads_in
+}
+
+#[inline(always)]
+fn embedding_grads_in<E: Element>(ids: &Tensor, dy: &Tensor, vocab: usize, seq: usize) -> [Tensor; 2] {
     let w = dy.cols();
     let mut tokens = Tensor::full_of(vocab, w, E::ZERO);
     let mut positions = Tensor::full_of(seq, w, E::ZERO);
@@ -122,9 +150,14 @@ pub(crate) fn embedding_grads<E: Element>(ids: &Tensor, dy: &Tensor, vocab: usiz
     [tokens, positions]
 }
 
-/// Layer normalisation of each row: `[y, x̂, rstd]`. Row statistics are summed left to right in
-/// a fixed order (two passes: mean, then variance), so a row always normalises to the same bits.
-pub(crate) fn layer_norm<E: Element>(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> [Tensor; 3] {
+wide::twin! {
+    /// Layer normalisation of each row: `[y, x̂, rstd]`. Row statistics are summed left to right in
+    /// a fixed order (two passes: mean, then variance), so a row always normalises to the same bits.
+    pub(crate) fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> [Tensor; 3] = layer_norm_in
+}
+
+#[inline(always)]
+fn layer_norm_in<E: Element>(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> [Tensor; 3] {
     let (w, eps) = (gamma.cols(), E::from_f32(eps));
     let mut xhat = Tensor::scratch_of::<E>(x.rows(), w);
     let mut rstd = Tensor::scratch_of::<E>(x.rows(), 1);
@@ -148,13 +181,13 @@ pub(crate) fn layer_norm<E: Element>(x: &Tensor, gamma: &Tensor, beta: &Tensor, 
     [y, xhat, rstd]
 }
 
-/// `dx = rstd · (d − mean(d) − x̂ · mean(d ⊙ x̂))` with `d = dy ⊙ γ`, per row.
-pub(crate) fn layer_norm_backward_input<E: Element>(
-    xhat: &Tensor,
-    rstd: &Tensor,
-    gamma: &Tensor,
-    dy: &Tensor,
-) -> Tensor {
+wide::twin! {
+    /// `dx = rstd · (d − mean(d) − x̂ · mean(d ⊙ x̂))` with `d = dy ⊙ γ`, per row.
+    pub(crate) fn layer_norm_backward_input(xhat: &Tensor, rstd: &Tensor, gamma: &Tensor, dy: &Tensor) -> Tensor = layer_norm_backward_input_in
+}
+
+#[inline(always)]
+fn layer_norm_backward_input_in<E: Element>(xhat: &Tensor, rstd: &Tensor, gamma: &Tensor, dy: &Tensor) -> Tensor {
     let w = gamma.cols();
     let mut dx = Tensor::scratch_of::<E>(dy.rows(), w);
     let mut d = vec![E::ZERO; w];
@@ -175,8 +208,13 @@ pub(crate) fn layer_norm_backward_input<E: Element>(
     dx
 }
 
-/// `dγ = Σ_rows dy ⊙ x̂`, summed over rows in order.
-pub(crate) fn layer_norm_gamma_grad<E: Element>(xhat: &Tensor, dy: &Tensor) -> Tensor {
+wide::twin! {
+    /// `dγ = Σ_rows dy ⊙ x̂`, summed over rows in order.
+    pub(crate) fn layer_norm_gamma_grad(xhat: &Tensor, dy: &Tensor) -> Tensor = layer_norm_gamma_grad_in
+}
+
+#[inline(always)]
+fn layer_norm_gamma_grad_in<E: Element>(xhat: &Tensor, dy: &Tensor) -> Tensor {
     let w = dy.cols();
     let mut dg = Tensor::full_of(1, w, E::ZERO);
     let sums = dg.host_of_mut::<E>();
@@ -188,9 +226,14 @@ pub(crate) fn layer_norm_gamma_grad<E: Element>(xhat: &Tensor, dy: &Tensor) -> T
     dg
 }
 
-/// Softmax cross-entropy of each row of `logits` against the class index in `target`: the mean
-/// loss over rows (`[1, 1]`) and the probabilities its backward needs.
-pub(crate) fn cross_entropy<E: Element>(logits: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
+wide::twin! {
+    /// Softmax cross-entropy of each row of `logits` against the class index in `target`: the mean
+    /// loss over rows (`[1, 1]`) and the probabilities its backward needs.
+    pub(crate) fn cross_entropy(logits: &Tensor, target: &Tensor) -> (Tensor, Tensor) = cross_entropy_in
+}
+
+#[inline(always)]
+fn cross_entropy_in<E: Element>(logits: &Tensor, target: &Tensor) -> (Tensor, Tensor) {
     let (rows, cols) = (logits.rows(), logits.cols());
     let mut probs = Tensor::scratch_of::<E>(rows, cols);
     let mut total = E::ZERO;
@@ -211,8 +254,13 @@ pub(crate) fn cross_entropy<E: Element>(logits: &Tensor, target: &Tensor) -> (Te
     (Tensor::full_of(1, 1, total / E::from_usize(rows)), probs)
 }
 
-/// The cross-entropy gradient in place over `probs`: `(p − onehot(target)) · factor`.
-pub(crate) fn cross_entropy_backward<E: Element>(probs: &mut Tensor, target: &Tensor, factor: f32) {
+wide::twin! {
+    /// The cross-entropy gradient in place over `probs`: `(p − onehot(target)) · factor`.
+    pub(crate) fn cross_entropy_backward(probs: &mut Tensor, target: &Tensor, factor: f32) = cross_entropy_backward_in
+}
+
+#[inline(always)]
+fn cross_entropy_backward_in<E: Element>(probs: &mut Tensor, target: &Tensor, factor: f32) {
     let (cols, factor) = (probs.cols(), E::from_f32(factor));
     let ts = target.host_of::<E>();
     for (r, row) in probs.host_of_mut::<E>().chunks_exact_mut(cols).enumerate() {

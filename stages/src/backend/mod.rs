@@ -18,7 +18,7 @@
 
 mod gelu;
 mod host;
-mod wide;
+pub(crate) mod wide;
 
 pub use gelu::exp_approx;
 
