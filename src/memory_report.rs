@@ -27,7 +27,9 @@ use crate::{Error, Result};
 pub struct PerMicrobatch {
     /// Kept by `F` until the backward, under the stages' recompute policies.
     pub f_keeps: u64,
-    /// Re-created by `R`.
+    /// Re-created by `R` (under `optimal`, which has no `R`: the most its fused `I` holds above
+    /// what `F` kept, which the held peak — sampled between actions, as `run` measures — leaves
+    /// out).
     pub r_recreates: u64,
     /// Kept from `I` until `W`.
     pub i_keeps_for_w: u64,
@@ -110,7 +112,8 @@ pub struct MemoryReport {
     pub zero: u8,
     /// Parameters of the whole model.
     pub parameter_count: u64,
-    /// Model states of the whole model on one replica (ZeRO-1: every replica's slices).
+    /// Model states of the whole model on one replica (replica 0 under ZeRO-1: its slices of the
+    /// optimizer state).
     pub model_state_bytes: u64,
     /// Per rank.
     pub ranks: Vec<RankMemory>,
@@ -158,16 +161,20 @@ impl MemoryReport {
         }
         // Under ZeRO-1 each replica keeps the state of a contiguous slice of every stage's
         // parameters; replica 0's is the largest.
-        let optimizer_of = |f: &pipesched_stages::StageFootprint| -> u64 {
+        // A stage's optimizer state: of all its parameters, or of replica 0's slice.
+        let optimizer_of = |s: usize| -> u64 {
+            let f = &footprint.stages[s];
             if !dp.sharded {
                 return f.optimizer;
             }
-            let floats = (f.params / 4) as usize;
-            optimizer.state_bytes(4 * slice_of(floats, dp.replicas, 0).len() as u64)
+            let count = specs[s].param_count(model);
+            let slice = slice_of(count, dp.replicas, 0).len() as u64;
+            // The slice's share of the parameters' bytes, in whatever element size they have.
+            optimizer.state_bytes(f.params / count.max(1) as u64 * slice)
         };
         let mut statics = vec![0u64; schedule.p];
         for (s, f) in footprint.stages.iter().enumerate() {
-            statics[schedule.rank_of(s)] += f.params + f.grads + optimizer_of(f);
+            statics[schedule.rank_of(s)] += f.params + f.grads + optimizer_of(s);
         }
         let costs = CostModel {
             costs: StageCosts::Stages(per_stage.iter().map(|b| b.cost(1.0, 1.0, 1.0)).collect()),
@@ -190,7 +197,7 @@ impl MemoryReport {
                 parameter_count: sum(&|s| specs[s].param_count(model) as u64),
                 parameter_bytes: sum(&|s| fp(s).params),
                 gradient_bytes: sum(&|s| fp(s).grads),
-                optimizer_bytes: sum(&|s| optimizer_of(fp(s))),
+                optimizer_bytes: sum(&|s| optimizer_of(s)),
                 model_state_bytes: base,
                 per_microbatch: PerMicrobatch {
                     f_keeps: sum(&|s| per_stage[s].act_bytes),
@@ -198,7 +205,7 @@ impl MemoryReport {
                     i_keeps_for_w: sum(&|s| per_stage[s].w_bytes),
                 },
                 in_flight: stages.iter().map(|&s| in_flight[s]).collect(),
-                activation_peak_bytes: stats.peak_held_bytes[rank] - base,
+                activation_peak_bytes: stats.peak_held_bytes[rank].saturating_sub(base),
                 peak_held_bytes: stats.peak_held_bytes[rank],
                 peak_bytes: stats.peak_bytes[rank],
                 workspace_bytes: workspace,
@@ -208,12 +215,7 @@ impl MemoryReport {
                 stages,
             });
         }
-        let model_state_bytes = if dp.sharded {
-            // Every replica's slices add up to the whole state.
-            footprint.stages.iter().map(|f| f.params + f.grads + f.optimizer).sum()
-        } else {
-            statics.iter().sum()
-        };
+        let model_state_bytes = statics.iter().sum();
         Ok(MemoryReport {
             model: model.name.clone(),
             schedule: schedule.name.clone(),

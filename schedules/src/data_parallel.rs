@@ -62,11 +62,12 @@ impl DataParallel {
 
     /// `D` replicas; `sharded` for ZeRO stage 1, which needs at least two.
     pub fn new(replicas: usize, sharded: bool) -> Result<DataParallel> {
+        let refuse = |reason: &str| Err(Error::BadArgs { schedule: "data parallelism".into(), reason: reason.into() });
         if replicas == 0 {
-            return Err(Error::Cost("data parallelism needs at least one replica".into()));
+            return refuse("it needs at least one replica (--dp 1 is none)");
         }
         if sharded && replicas < 2 {
-            return Err(Error::Cost("ZeRO stage 1 shards over replicas: it needs at least two".into()));
+            return refuse("--zero 1 shards the optimizer state across data-parallel replicas; add --dp D with D ≥ 2");
         }
         Ok(DataParallel { replicas, sharded })
     }

@@ -30,15 +30,10 @@ impl Default for DataParallelArgs {
 }
 
 impl DataParallelArgs {
-    /// The data parallelism asked for; ZeRO shards over replicas, so it needs some.
+    /// The data parallelism asked for (ZeRO shards over replicas, so it needs some:
+    /// [`DataParallel::new`] says so).
     pub fn data_parallel(&self) -> Result<DataParallel> {
-        if self.zero > 0 && self.dp < 2 {
-            return Err(Error::Usage(format!(
-                "--zero {} shards the optimizer state across data-parallel replicas; add --dp D with D ≥ 2",
-                self.zero
-            )));
-        }
-        DataParallel::new(self.dp, self.zero == 1).map_err(Into::into)
+        DataParallel::new(self.dp, self.zero == 1).map_err(|e| Error::Usage(e.to_string()))
     }
 
     /// Whether replicas are asked for (or ZeRO, which needs them).

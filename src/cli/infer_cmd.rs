@@ -58,11 +58,15 @@ pub fn run(args: InferArgs) -> Result<()> {
         workload.infer(&schedule, &opts)?;
     }
     let (pass, bytes) = workload.infer(&schedule, &opts)?;
-    let training = one_f_one_b(schedule.p, schedule.m)?;
-    let trained = simulate(&training, &workload.predicted()?)?;
+    // A 1F1B step of the same stages, for comparison: one stage per rank only (a pass of a
+    // CSV with v > 1 has no 1F1B of its layout).
+    let trained = match schedule.v {
+        1 => Some(simulate(&one_f_one_b(schedule.p, schedule.m)?, &workload.predicted()?)?),
+        _ => None,
+    };
     let simulated = simulate(&schedule, &with_forward_times(bytes, &pass.trace)?)?;
     let rows = workload.rows().unwrap_or(0) * schedule.m;
-    report(&args, &schedule, &pass.losses, &pass.trace, &simulated, &trained, rows)
+    report(&args, &schedule, &pass.losses, &pass.trace, &simulated, trained.as_ref(), rows)
 }
 
 /// The schedule to run: `-s forward` (the default) or a CSV file, refused unless it runs
@@ -112,10 +116,11 @@ fn report(
     losses: &[f32],
     measured: &Trace,
     simulated: &Trace,
-    trained: &Trace,
+    trained: Option<&Trace>,
     rows: usize,
 ) -> Result<()> {
-    let (got, sim, train) = (Stats::of(measured), Stats::of(simulated), Stats::of(trained));
+    let (got, sim, train) = (Stats::of(measured), Stats::of(simulated), trained.map(Stats::of));
+    let train_peaks = train.map(|t| t.peak_held_bytes);
     let mean = mean_loss(losses);
     let per_second = if got.makespan > 0.0 { rows as f64 / (got.makespan / 1e3) } else { 0.0 };
     if args.trace {
@@ -138,7 +143,7 @@ fn report(
             "makespan_ms": { "measured": got.makespan, "simulated": sim.makespan },
             "rows_per_second": per_second,
             "peak_held_bytes": { "measured": got.peak_held_bytes, "predicted": sim.peak_held_bytes,
-                                 "training_1f1b_predicted": train.peak_held_bytes },
+                                 "training_1f1b_predicted": train_peaks },
             "peak_bytes": { "measured": got.peak_bytes, "predicted": sim.peak_bytes },
         });
         return pipesched::sayln!("{out}");
@@ -160,7 +165,7 @@ fn report(
             units::bytes(got.peak_held_bytes[r]),
             units::bytes(sim.peak_held_bytes[r]),
             units::bytes(got.peak_bytes[r]),
-            units::bytes(train.peak_held_bytes[r])
+            train_peaks.as_ref().map_or("—".to_string(), |t| units::bytes(t[r]))
         )?;
     }
     Ok(())

@@ -171,7 +171,10 @@ impl OptimalPlan {
         };
         let replay = solution.sequence.replay(&chain)?;
         let steps = solution.sequence.0;
-        let first_b = steps.iter().position(|s| matches!(s, Step::Backward(_))).ok_or_else(overflow)?;
+        let first_b = steps
+            .iter()
+            .position(|s| matches!(s, Step::Backward(_)))
+            .ok_or_else(|| Error::Policy("optimal: the checkpointing sequence has no backward".into()))?;
         let mut keep = vec![LayerKeep::Nothing; n];
         for s in &steps[..first_b] {
             keep[s.layer()] = match s {

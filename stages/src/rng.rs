@@ -67,10 +67,10 @@ impl Stream {
         self.bits(i) >> 40
     }
 
-    /// The least 24-bit draw whose [`uniform`](Stream::uniform) is at least `rate`: `uniform(i)
-    /// >= rate` exactly when `draw24(i) >= at_least(rate)`, so a dropout mask can be decided in
-    /// integers (`x` and `x·2⁻²⁴` are exact in `f32`, so the test is `x ≥ rate·2²⁴`, rounded up;
-    /// a NaN rate keeps nothing, as the float test does).
+    /// The least 24-bit draw whose [`uniform`](Stream::uniform) is at least `rate`:
+    /// `uniform(i) >= rate` exactly when `draw24(i) >= at_least(rate)`, so a dropout mask can be
+    /// decided in integers (`x` and `x·2⁻²⁴` are exact in `f32`, so the test is `x ≥ rate·2²⁴`,
+    /// rounded up; a NaN rate keeps nothing, as the float test does).
     pub fn at_least(rate: f32) -> u64 {
         if rate.is_nan() {
             return u64::MAX;
