@@ -18,7 +18,7 @@
 //! `rows × input width` values (the first stage's: the task's input), the output
 //! `rows × output width` (the last stage's: its `1 × 1` loss), 4 bytes each.
 
-use pipesched_schedules::{CostModel, Schedule, StageCost, StageCosts, Trace};
+use pipesched_schedules::{CostModel, Schedule, StageCost, Trace};
 use pipesched_stages::{Stage, Tensor};
 
 use crate::exec::{execute, ExecOptions, StageWork, Transport};
@@ -181,22 +181,14 @@ impl Model {
         }
         let value = std::mem::size_of::<f32>() as u64;
         let rows = self.batch as u64;
-        let mut statics = vec![0u64; layout.p];
-        let mut costs = Vec::with_capacity(self.stages.len());
-        for (k, rs) in self.stages.iter().enumerate() {
+        let stages = self.stages.iter().map(|rs| {
             let stage = rs.stage();
             let input = rows * stage.input_width() as u64 * value;
             let output = if stage.is_last() { value } else { rows * stage.output_width() as u64 * value };
             let sent = if stage.is_last() { 0 } else { output };
-            costs.push(StageCost { act_bytes: input + output, fwd_msg_bytes: sent, ..StageCost::times(1.0, 1.0, 1.0) });
-            statics[layout.rank_of(k)] += stage.param_bytes();
-        }
-        Ok(CostModel {
-            costs: StageCosts::Stages(costs),
-            latency: 0.0,
-            bandwidth: None,
-            static_bytes: statics,
-            time_unit: "ms".into(),
-        })
+            let cost = StageCost { act_bytes: input + output, fwd_msg_bytes: sent, ..StageCost::times(1.0, 1.0, 1.0) };
+            (cost, stage.param_bytes())
+        });
+        Ok(CostModel::of_bytes(stages.collect(), layout.p, |s| layout.rank_of(s)))
     }
 }

@@ -15,7 +15,7 @@
 //! Invariant: `total = peak_bytes + workspace + data + records`, and
 //! `peak_held = model_states + activation_peak`.
 
-use pipesched_schedules::{simulate, CostModel, DataParallel, Schedule, StageCosts, Stats};
+use pipesched_schedules::{simulate, CostModel, DataParallel, Schedule, Stats};
 use pipesched_stages::{microbatches_in_flight, LayerSpec, Load, ModelSpec, OptimizerSpec, StageSpec};
 use serde::Serialize;
 
@@ -159,9 +159,8 @@ impl MemoryReport {
             })?;
             per_stage.push(bytes);
         }
-        // Under ZeRO-1 each replica keeps the state of a contiguous slice of every stage's
-        // parameters; replica 0's is the largest.
-        // A stage's optimizer state: of all its parameters, or of replica 0's slice.
+        // A stage's optimizer state: of all its parameters, or, under ZeRO-1, of the contiguous
+        // slice replica 0 keeps (the largest).
         let optimizer_of = |s: usize| -> u64 {
             let f = &footprint.stages[s];
             if !dp.sharded {
@@ -172,17 +171,13 @@ impl MemoryReport {
             // The slice's share of the parameters' bytes, in whatever element size they have.
             optimizer.state_bytes(f.params / count.max(1) as u64 * slice)
         };
-        let mut statics = vec![0u64; schedule.p];
-        for (s, f) in footprint.stages.iter().enumerate() {
-            statics[schedule.rank_of(s)] += f.params + f.grads + optimizer_of(s);
-        }
-        let costs = CostModel {
-            costs: StageCosts::Stages(per_stage.iter().map(|b| b.cost(1.0, 1.0, 1.0)).collect()),
-            latency: 0.0,
-            bandwidth: None,
-            static_bytes: statics.clone(),
-            time_unit: "units".into(),
-        };
+        let stages = per_stage.iter().zip(&footprint.stages).enumerate();
+        let costs = CostModel::of_bytes(
+            stages.map(|(s, (b, f))| (b.cost(1.0, 1.0, 1.0), f.params + f.grads + optimizer_of(s))).collect(),
+            schedule.p,
+            |s| schedule.rank_of(s),
+        );
+        let statics = costs.static_bytes.clone();
         let stats = Stats::of(&simulate(schedule, &costs)?);
         let mut ranks = Vec::with_capacity(schedule.p);
         for (rank, &base) in statics.iter().enumerate() {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 pub use crate::real_stage::{RealStage, RunShape};
-use pipesched_schedules::{CostModel, Schedule, StageCost, StageCosts, Trace};
+use pipesched_schedules::{CostModel, Schedule, StageCost, Trace};
 use pipesched_stages::{
     mean_loss, sequential_step_in, stale_run, Corpus, Device, ModelSpec, Optimizer, OptimizerSpec, Partition, Policies,
     RecomputePolicy, Shard, Stage, StageSpec, StaleRun, StepOutput, Task, Tensor,
@@ -224,18 +224,7 @@ impl Model {
             .map(|s| (s.stage().index(), (s.stage().predicted_bytes(self.batch).cost(1.0, 1.0, 1.0), s.static_bytes())))
             .collect();
         let all: Vec<(StageCost, u64)> = transport.by_stage(layout.stages(), mine)?;
-        let mut statics = vec![0u64; layout.p];
-        for (k, (_, bytes)) in all.iter().enumerate() {
-            statics[layout.rank_of(k)] += bytes;
-        }
-        let costs = all.into_iter().map(|(c, _)| c).collect();
-        Ok(CostModel {
-            costs: StageCosts::Stages(costs),
-            latency: 0.0,
-            bandwidth: None,
-            static_bytes: statics,
-            time_unit: "ms".into(),
-        })
+        Ok(CostModel::of_bytes(all, layout.p, |s| layout.rank_of(s)))
     }
 
     /// The bytes of one version of every stage's weights (its parameters), in model order: what

@@ -119,6 +119,25 @@ impl CostModel {
         }
     }
 
+    /// A per-stage model for memory predictions: each stage's bytes from `stages` (its cost's
+    /// byte fields; its times are placeholders), no latency, an unlimited link, and each stage's
+    /// static bytes (the second of its pair) counted on rank `rank_of(stage)` of `p`.
+    pub fn of_bytes(stages: Vec<(StageCost, u64)>, p: usize, rank_of: impl Fn(usize) -> usize) -> CostModel {
+        let mut static_bytes = vec![0u64; p];
+        for (s, (_, bytes)) in stages.iter().enumerate() {
+            if let Some(rank) = static_bytes.get_mut(rank_of(s)) {
+                *rank = rank.saturating_add(*bytes);
+            }
+        }
+        CostModel {
+            costs: StageCosts::Stages(stages.into_iter().map(|(c, _)| c).collect()),
+            latency: 0.0,
+            bandwidth: None,
+            static_bytes,
+            time_unit: "ms".into(),
+        }
+    }
+
     /// Whether any stage keeps, re-creates or sends bytes, or any rank has static bytes: whether
     /// a simulation under this model has a memory curve worth drawing.
     pub fn has_bytes(&self) -> bool {
