@@ -3,16 +3,17 @@
 // Invariant: every kernel gives the bits of the CPU code it mirrors (named above each one). To keep
 // that true:
 //   - one thread per element, per row or per column; a thread that loops over a row or a column
-//     visits it in the CPU's order, so no reduction is ever reassociated;
+//     visits it in the CPU's order, so no reduction is ever reassociated; a row statistic is
+//     summed in the eight lanes of lanes.rs (PS_LANE_ADD, ps_lanes_sum);
 //   - every expression has the CPU expression's association (`a * b * c` is `(a * b) * c`, Rust's
 //     `a -= b` is `a = a - b`), and the host compiles with fmad=false, prec-div=true,
 //     prec-sqrt=true, ftz=false, so each + - * / and sqrtf is one IEEE round to nearest even;
-//   - Rust's `Iterator::sum::<f32>()` folds from -0.0, so the sums written for it start at -0.0f;
-//     the CPU loops that start from `Tensor::zeros` start at 0.0f;
+//   - Rust's `Iterator::sum::<f32>()` and each lane fold from -0.0, so the sums written for them
+//     start at -0.0f; the CPU loops that start from `Tensor::zeros` start at 0.0f;
 //   - no header is included (NVRTC has none of the standard ones), and nothing is shared between
 //     threads: no shared memory, no barriers, no read-modify-write of another thread's data, no
 //     warp intrinsics; the only intrinsics are __float_as_uint and __uint_as_float.
-// The same file compiles as C with `cpu_shim.h`, and the tests in `stages/src/cuda/emulate.rs`
+// The same file compiles as C with `cpu_shim.h`, and the tests in `stages/src/cuda/emulate/`
 // run every kernel over an emulated grid against the CPU code.
 
 // ---- helpers ---------------------------------------------------------------------------------
@@ -50,6 +51,15 @@ static __device__ __forceinline__ float ps_exp_approx(float x) {
     // n is an integer in [-126, 127] for finite x; NaN x leaves p NaN whatever the scale.
     int e = (n == n) ? (int)n : 0;
     return p * __uint_as_float(((unsigned int)(e + 127)) << 23);
+}
+
+// lanes.rs: element j of a row is added into lane j % 8, each lane starting from -0.0f and adding
+// in order; ps_lanes_sum combines the lanes pairwise.
+#define PS_LANES 8
+#define PS_LANES_INIT {-0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f}
+#define PS_LANE_ADD(lane, j, term) ((lane)[(j) % PS_LANES] = (lane)[(j) % PS_LANES] + (term))
+static __device__ __forceinline__ float ps_lanes_sum(const float* l) {
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
 
 // gelu.rs `gate`: sigma(2 z(x)).
@@ -167,12 +177,12 @@ extern "C" __global__ void k_layer_norm_forward(const float* x, const float* gam
     float* xh = xhat + (unsigned long long)r * cols;
     float* yr = y + (unsigned long long)r * cols;
     float w = (float)cols;
-    float sum = -0.0f;
-    for (unsigned int j = 0; j < cols; j++) sum = sum + row[j];
-    float mean = sum / w;
-    float sq = -0.0f;
-    for (unsigned int j = 0; j < cols; j++) sq = sq + (row[j] - mean) * (row[j] - mean);
-    float var = sq / w;
+    float sum[PS_LANES] = PS_LANES_INIT;
+    for (unsigned int j = 0; j < cols; j++) PS_LANE_ADD(sum, j, row[j]);
+    float mean = ps_lanes_sum(sum) / w;
+    float sq[PS_LANES] = PS_LANES_INIT;
+    for (unsigned int j = 0; j < cols; j++) PS_LANE_ADD(sq, j, (row[j] - mean) * (row[j] - mean));
+    float var = ps_lanes_sum(sq) / w;
     float s = 1.0f / sqrtf(var + eps);
     rstd[r] = s;
     for (unsigned int j = 0; j < cols; j++) xh[j] = (row[j] - mean) * s;
@@ -190,12 +200,12 @@ extern "C" __global__ void k_layer_norm_backward_input(const float* xhat, const 
     const float* g = dy + (unsigned long long)r * cols;
     float* o = dx + (unsigned long long)r * cols;
     float w = (float)cols;
-    float sum_d = -0.0f;
-    for (unsigned int j = 0; j < cols; j++) sum_d = sum_d + g[j] * gamma[j];
-    float mean_d = sum_d / w;
-    float sum_dx = -0.0f;
-    for (unsigned int j = 0; j < cols; j++) sum_dx = sum_dx + (g[j] * gamma[j]) * xh[j];
-    float mean_dx = sum_dx / w;
+    float sum_d[PS_LANES] = PS_LANES_INIT;
+    for (unsigned int j = 0; j < cols; j++) PS_LANE_ADD(sum_d, j, g[j] * gamma[j]);
+    float mean_d = ps_lanes_sum(sum_d) / w;
+    float sum_dx[PS_LANES] = PS_LANES_INIT;
+    for (unsigned int j = 0; j < cols; j++) PS_LANE_ADD(sum_dx, j, (g[j] * gamma[j]) * xh[j]);
+    float mean_dx = ps_lanes_sum(sum_dx) / w;
     float s = rstd[r];
     for (unsigned int j = 0; j < cols; j++) o[j] = s * (g[j] * gamma[j] - mean_d - xh[j] * mean_dx);
 }
@@ -228,12 +238,12 @@ extern "C" __global__ void k_causal_softmax(float* s, unsigned int segments, uns
     unsigned int past = (i / heads) % seq + 1u;
     float max = -__uint_as_float(0x7F800000u);
     for (unsigned int j = 0; j < past; j++) max = fmaxf(max, v[j] * scale);
-    float sum = 0.0f;
+    float sum[PS_LANES] = PS_LANES_INIT;
     for (unsigned int j = 0; j < past; j++) {
         v[j] = ps_exp_approx(v[j] * scale - max);
-        sum = sum + v[j];
+        PS_LANE_ADD(sum, j, v[j]);
     }
-    float inv = 1.0f / sum;
+    float inv = 1.0f / ps_lanes_sum(sum);
     for (unsigned int j = 0; j < past; j++) v[j] = v[j] * inv;
     for (unsigned int j = past; j < seq; j++) v[j] = 0.0f;
 }
@@ -245,8 +255,9 @@ extern "C" __global__ void k_causal_softmax_backward(const float* p, float* g, u
     if (i >= segments) return;
     const float* pr = p + (unsigned long long)i * seq;
     float* gr = g + (unsigned long long)i * seq;
-    float dot = -0.0f;
-    for (unsigned int j = 0; j < seq; j++) dot = dot + gr[j] * pr[j];
+    float lanes[PS_LANES] = PS_LANES_INIT;
+    for (unsigned int j = 0; j < seq; j++) PS_LANE_ADD(lanes, j, gr[j] * pr[j]);
+    float dot = ps_lanes_sum(lanes);
     for (unsigned int j = 0; j < seq; j++) gr[j] = pr[j] * (gr[j] - dot) * scale;
 }
 
@@ -325,8 +336,9 @@ extern "C" __global__ void k_cross_entropy_forward(const float* logits, const fl
     float max = -__uint_as_float(0x7F800000u);
     for (unsigned int j = 0; j < cols; j++) max = fmaxf(max, x[j]);
     for (unsigned int j = 0; j < cols; j++) p[j] = ps_exp_approx(x[j] - max);
-    float sum = -0.0f;
-    for (unsigned int j = 0; j < cols; j++) sum = sum + p[j];
+    float lanes[PS_LANES] = PS_LANES_INIT;
+    for (unsigned int j = 0; j < cols; j++) PS_LANE_ADD(lanes, j, p[j]);
+    float sum = ps_lanes_sum(lanes);
     for (unsigned int j = 0; j < cols; j++) p[j] = p[j] / sum;
     // A target outside 0..cols (only possible for targets never seen by the host's check) reads
     // nothing and gives a NaN loss.

@@ -85,6 +85,8 @@ pub trait Element:
     const ONE: Self;
     /// `−∞`.
     const NEG_INFINITY: Self;
+    /// `−0`, the identity of addition (`−0 + x = x` for every `x`, `+0` included).
+    const NEG_ZERO: Self;
     /// `x`, exactly (every `f32` is an `f64`).
     fn from_f32(x: f32) -> Self;
     /// A constant given to each type's precision: `single` in `f32`, `double` in `f64`.
@@ -127,6 +129,7 @@ impl Element for f32 {
     const ZERO: f32 = 0.0;
     const ONE: f32 = 1.0;
     const NEG_INFINITY: f32 = f32::NEG_INFINITY;
+    const NEG_ZERO: f32 = -0.0;
     #[inline(always)]
     fn from_f32(x: f32) -> f32 {
         x
@@ -196,6 +199,7 @@ impl Element for f64 {
     const ZERO: f64 = 0.0;
     const ONE: f64 = 1.0;
     const NEG_INFINITY: f64 = f64::NEG_INFINITY;
+    const NEG_ZERO: f64 = -0.0;
     #[inline(always)]
     fn from_f32(x: f32) -> f64 {
         f64::from(x)

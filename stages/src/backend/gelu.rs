@@ -34,13 +34,18 @@ pub fn exp_approx(x: f32) -> f32 {
     // Adding 1.5·2^23 rounds an f32 of magnitude < 2^22 to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let t = x * LOG2_E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.0 / 5040.0;
     for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
         p = p * r + c;
     }
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n built from `t`'s bits: `t` has `ROUND`'s exponent and `n` (|n| ≤ 127) added to its
+    // significand, so the integer difference of the bits is `n` — integer operations only (a
+    // float-to-int conversion `n as i32` saturates, which kept the loops from vectorising).
+    let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    p * f32::from_bits(biased << 23)
 }
 
 /// `√(2/π)` in `E`'s precision.
@@ -112,6 +117,31 @@ mod tests {
             assert_eq!(y.data()[k].to_bits(), (v * s).to_bits(), "forward, element {k}");
             let want = dy.data()[k] * (s + 2.0 * v * s * (1.0 - s) * dz);
             assert_eq!(g.data()[k].to_bits(), want.to_bits(), "backward, element {k}");
+        }
+    }
+
+    #[test]
+    fn the_exponent_from_the_rounding_bits_is_the_converted_integer() {
+        // 2^n taken from the rounded value's bits equals 2^n from the float-to-int conversion,
+        // for every n the clamp allows and for inputs past both ends of it.
+        let by_conversion = |x: f32| {
+            let x = x.clamp(-87.0, 88.0);
+            let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+            let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
+            let mut p = 1.0 / 5040.0;
+            for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+                p = p * r + c;
+            }
+            p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        };
+        let mut x = -200.0f32;
+        while x < 200.0 {
+            assert_eq!(exp_approx(x).to_bits(), by_conversion(x).to_bits(), "x = {x}");
+            x += 0.0137;
+        }
+        for x in [-87.0, 88.0, -86.99, 87.99, 0.0, -0.0, f32::MIN, f32::MAX, f32::INFINITY, f32::NEG_INFINITY, f32::NAN]
+        {
+            assert_eq!(exp_approx(x).to_bits(), by_conversion(x).to_bits(), "x = {x}");
         }
     }
 

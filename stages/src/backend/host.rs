@@ -5,7 +5,7 @@
 //! element (tested bit for bit in `cuda/emulate/`), so a stage's results do not depend on the
 //! device beyond the matrix products.
 
-use super::wide;
+use super::{lanes, wide};
 use crate::element::Element;
 use crate::optim::AdamScalars;
 use crate::rng::Stream;
@@ -62,7 +62,7 @@ fn causal_dropout_in<E: Element>(t: &mut Tensor, stream: &Stream, rate: f32, sca
 wide::twin! {
     /// Softmax over the causal past of each head of each row of `s` (`[rows, heads·seq]`, row `r`
     /// being token `r mod seq`): the first `i + 1` of a head's `seq` scores of token `i`, scaled by
-    /// `scale`, become probabilities (max subtracted, [`Element::exp`], summed left to right from 0,
+    /// `scale`, become probabilities (max subtracted, [`Element::exp`], summed in [`lanes`] order,
     /// multiplied by the sum's reciprocal); the rest become 0.
     pub(crate) fn causal_softmax(s: &mut Tensor, seq: usize, scale: f32) = causal_softmax_in
 }
@@ -80,7 +80,7 @@ fn causal_softmax_in<E: Element>(s: &mut Tensor, seq: usize, scale: f32) {
             for v in past.iter_mut() {
                 *v = (*v * scale - max).exp();
             }
-            let sum = past.iter().fold(E::ZERO, |s, &v| s + v);
+            let sum = lanes::sum(past);
             let inv = E::ONE / sum;
             for v in past.iter_mut() {
                 *v *= inv;
@@ -92,7 +92,7 @@ fn causal_softmax_in<E: Element>(s: &mut Tensor, seq: usize, scale: f32) {
 
 wide::twin! {
     /// The causal softmax's backward in place: for each head of each row, `g ← P ⊙ (g − Σ g·P)·scale`
-    /// (the dot product summed left to right), from the probabilities `p`.
+    /// (the dot product summed in [`lanes`] order), from the probabilities `p`.
     pub(crate) fn causal_softmax_backward(p: &Tensor, g: &mut Tensor, seq: usize, scale: f32) = causal_softmax_backward_in
 }
 
@@ -100,7 +100,7 @@ wide::twin! {
 fn causal_softmax_backward_in<E: Element>(p: &Tensor, g: &mut Tensor, seq: usize, scale: f32) {
     let scale = E::from_f32(scale);
     for (g, pr) in g.host_of_mut::<E>().chunks_exact_mut(seq).zip(p.host_of::<E>().chunks_exact(seq)) {
-        let dot: E = g.iter().zip(pr).map(|(g, p)| *g * *p).sum();
+        let dot = lanes::sum_zip(g, pr, |g, p| g * p);
         for (g, p) in g.iter_mut().zip(pr) {
             *g = *p * (*g - dot) * scale;
         }
@@ -151,8 +151,8 @@ fn embedding_grads_in<E: Element>(ids: &Tensor, dy: &Tensor, vocab: usize, seq: 
 }
 
 wide::twin! {
-    /// Layer normalisation of each row: `[y, x̂, rstd]`. Row statistics are summed left to right in
-    /// a fixed order (two passes: mean, then variance), so a row always normalises to the same bits.
+    /// Layer normalisation of each row: `[y, x̂, rstd]`. Row statistics are summed in [`lanes`]
+    /// order (two passes: mean, then variance), so a row always normalises to the same bits.
     pub(crate) fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> [Tensor; 3] = layer_norm_in
 }
 
@@ -166,8 +166,8 @@ fn layer_norm_in<E: Element>(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32
     let (xs, xh, rs, ys) = (x.host_of::<E>(), xhat.host_of_mut::<E>(), rstd.host_of_mut::<E>(), y.host_of_mut::<E>());
     for r in 0..x.rows() {
         let row = &xs[r * w..(r + 1) * w];
-        let mean = row.iter().copied().sum::<E>() / E::from_usize(w);
-        let var = row.iter().map(|v| (*v - mean) * (*v - mean)).sum::<E>() / E::from_usize(w);
+        let mean = lanes::sum(row) / E::from_usize(w);
+        let var = lanes::sum_map(row, |v| (v - mean) * (v - mean)) / E::from_usize(w);
         let s = E::ONE / (var + eps).sqrt();
         rs[r] = s;
         let xh = &mut xh[r * w..(r + 1) * w];
@@ -198,8 +198,8 @@ fn layer_norm_backward_input_in<E: Element>(xhat: &Tensor, rstd: &Tensor, gamma:
         for ((o, g), gamma) in d.iter_mut().zip(&dys[r * w..(r + 1) * w]).zip(gamma) {
             *o = *g * *gamma;
         }
-        let mean_d = d.iter().copied().sum::<E>() / E::from_usize(w);
-        let mean_dx = d.iter().zip(xh).map(|(a, b)| *a * *b).sum::<E>() / E::from_usize(w);
+        let mean_d = lanes::sum(&d) / E::from_usize(w);
+        let mean_dx = lanes::sum_zip(&d, xh, |a, b| a * b) / E::from_usize(w);
         let s = rstd[r];
         for ((o, dv), xv) in out[r * w..(r + 1) * w].iter_mut().zip(&d).zip(xh) {
             *o = s * (*dv - mean_d - *xv * mean_dx);
@@ -245,7 +245,7 @@ fn cross_entropy_in<E: Element>(logits: &Tensor, target: &Tensor) -> (Tensor, Te
         for (o, v) in p.iter_mut().zip(x) {
             *o = (*v - max).exp();
         }
-        let sum: E = p.iter().copied().sum();
+        let sum = lanes::sum(p);
         for o in p.iter_mut() {
             *o /= sum;
         }

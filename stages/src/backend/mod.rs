@@ -18,6 +18,7 @@
 
 mod gelu;
 mod host;
+pub(crate) mod lanes;
 pub(crate) mod wide;
 
 pub use gelu::exp_approx;
