@@ -45,8 +45,8 @@ pub struct StepResult {
     pub loss: f32,
     /// The measured trace.
     pub trace: Trace,
-    /// With data parallelism: when this process had the sums over the replicas of all its
-    /// stages' gradients, in ms from just before the step's first action.
+    /// With data parallelism: when the last of the pipeline's sums over the replicas was done
+    /// (on the process that ran it), in the trace's ms ([`Trace::sums`]).
     pub sums_done_ms: Option<f64>,
 }
 
@@ -240,13 +240,9 @@ impl Model {
         for s in self.stages.iter_mut() {
             s.begin_step(&self.task, step, m, self.batch)?;
         }
-        let start = std::time::Instant::now();
+        // The executor waits for the sums over replicas and puts them in the trace.
         let trace = execute(schedule, &mut self.stages, opts)?;
-        let mut summed = false;
-        for s in &mut self.stages {
-            summed |= s.finish_sum()?;
-        }
-        let sums_done_ms = summed.then(|| start.elapsed().as_secs_f64() * 1e3);
+        let sums_done_ms = trace.sums.iter().flatten().map(|s| s.end).reduce(f64::max);
         let losses = self.losses(opts)?;
         Ok(StepResult { loss: mean_loss(&losses), trace, sums_done_ms })
     }

@@ -11,13 +11,14 @@
 //! pipeline work only.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use pipesched_stages::{
     cuda::{Lane, Mark},
     Optimizer, OptimizerSpec, Shard, Stage, Task, Tensor,
 };
 
-use crate::exec::{DeviceClock, PendingSum, StageLayers, StageWork, Transport, Wire};
+use crate::exec::{DeviceClock, PendingSum, StageLayers, StageWork, SumRan, Transport, Wire};
 use crate::weight_versions::WeightVersions;
 use crate::{Error, Result};
 /// One model stage, its optimizer, and the step's data it needs.
@@ -40,8 +41,9 @@ pub struct RealStage {
     pub(crate) replicas: Option<Transport>,
     /// Which of the step's micro-batches this replica runs.
     shard: Shard,
-    /// The sum of the gradients over the replicas, started when the step's last backward ended.
-    sum: Option<PendingSum>,
+    /// The sum of the gradients over the replicas, started when the step's last backward ended:
+    /// under way, when it started, and its bytes.
+    sum: Option<(PendingSum, Instant, u64)>,
     /// ZeRO stage 1: the slice of the stage's parameters (flattened in parameter order) whose
     /// optimizer state this replica keeps and which it updates; `optimizer` is built for it.
     zero: Option<Range<usize>>,
@@ -285,27 +287,29 @@ impl RealStage {
     /// replica 0's additions themselves hold the thread for their length.
     fn start_sum(&mut self) -> std::result::Result<(), pipesched_stages::Error> {
         let Some(replicas) = self.replicas.as_ref().filter(|_| self.stage.grads_complete()) else { return Ok(()) };
+        let start = Instant::now();
         let values = flatten(self.stage.grads())?;
+        let bytes = 4 * values.len() as u64;
         let key = self.stage.index() as u32;
         let pending = replicas
             .start_sum(key, values, self.zero.is_some())
             .map_err(|e| pipesched_stages::Error::Optimizer(format!("stage {key}: {e}")))?;
-        self.sum = Some(pending);
+        self.sum = Some((pending, start, bytes));
         Ok(())
     }
 
     /// Waits for the sum [`start_sum`](RealStage::start_sum) started and puts it in place of
-    /// the gradients; whether there was one (none without data parallelism).
-    pub fn finish_sum(&mut self) -> Result<bool> {
-        let Some(pending) = self.sum.take() else { return Ok(false) };
-        let total = pending.wait()?;
+    /// the gradients; when it ran (`None` without data parallelism).
+    fn settle_sum(&mut self) -> Result<Option<SumRan>> {
+        let Some((pending, start, bytes)) = self.sum.take() else { return Ok(None) };
+        let (total, end) = pending.wait()?;
         if self.zero.is_some() {
             self.grad_slice = Some(total);
-            return Ok(true);
+        } else {
+            let grads = shaped(self.stage.index(), "the sum over replicas", self.stage.grads(), total)?;
+            self.stage.replace_grads(grads)?;
         }
-        let grads = shaped(self.stage.index(), "the sum over replicas", self.stage.grads(), total)?;
-        self.stage.replace_grads(grads)?;
-        Ok(true)
+        Ok(Some(SumRan { start, end, bytes }))
     }
 }
 
@@ -363,6 +367,10 @@ impl StageWork for RealStage {
         self.finished(mb)?;
         self.start_sum()?;
         Ok((!self.stage.is_first()).then_some(g))
+    }
+
+    fn finish_sum(&mut self) -> std::result::Result<Option<SumRan>, Self::Error> {
+        self.settle_sum().map_err(|e| pipesched_stages::Error::Optimizer(e.to_string()))
     }
 
     /// Makes the next version from the newest and the group's gradients (keeping the newest

@@ -281,6 +281,47 @@ fn data_parallel_reports_the_sums_measured_and_simulated() {
     assert!(single.get("sums_done_s").is_none() && single.get("simulated_step_with_sums_s").is_none());
 }
 
+/// The measured trace of a data-parallel step holds each stage's sum over the replicas as a
+/// span of its own: from the end of the stage's last backward to when the process had the sum,
+/// over the stage's gradient bytes.
+#[test]
+fn data_parallel_sums_are_spans_of_the_measured_trace() {
+    let dir = std::env::temp_dir().join(format!("pipesched-dp-trace-{}", std::process::id()));
+    let out = dir.to_str().unwrap();
+    let r = report(
+        4,
+        &[
+            "--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "3", "--dp", "2", "--steps", "2", "--json", "--trace",
+            "--out", out,
+        ],
+    );
+    let text = std::fs::read_to_string(dir.join("1f1b.trace.json")).expect("the Chrome trace");
+    let trace: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    let sums: Vec<&serde_json::Value> = events.iter().filter(|e| e["cat"] == "sum").collect();
+    assert_eq!(sums.len(), 2, "one sum per stage: {sums:?}");
+    let mut total = 0;
+    for sum in &sums {
+        let stage = sum["args"]["stage"].as_u64().unwrap() as usize;
+        let last_backward = events
+            .iter()
+            .filter(|e| e["cat"] != "sum" && e["ph"] == "X" && e["args"]["stage"].as_u64() == Some(stage as u64))
+            .filter(|e| e["args"]["op"] == "B")
+            .map(|e| e["ts"].as_f64().unwrap() + e["dur"].as_f64().unwrap())
+            .fold(0.0, f64::max);
+        let (ts, dur) = (sum["ts"].as_f64().unwrap(), sum["dur"].as_f64().unwrap());
+        assert!(
+            ts >= last_backward - 1e-6 && dur >= 0.0,
+            "stage {stage}: sum at {ts} for {dur}, last B ended {last_backward}"
+        );
+        total += sum["args"]["bytes"].as_u64().unwrap();
+    }
+    // Both stages' gradients: tiny's 7,853 parameters, in f32.
+    assert_eq!(total, 4 * 7_853, "{sums:?}");
+    assert!(r["sums_done_s"].as_f64().unwrap() > 0.0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `--dp` where it cannot run: a world that does not split into equal pipelines, and threads.
 #[test]
 fn data_parallelism_needs_p_times_d_processes() {

@@ -199,8 +199,9 @@ pub struct Trace {
     pub ranks: Vec<RankTrace>,
     /// Messages between ranks.
     pub transfers: Transfers,
-    /// With data parallelism, each rank's gradient sums over the replicas, in the order its
-    /// communication thread ran them (see [`DataParallel`](crate::DataParallel)); empty without.
+    /// With data parallelism, each rank's gradient sums over the replicas (see
+    /// [`DataParallel`](crate::DataParallel)): simulated, in the order its communication thread
+    /// ran them; measured, in stage order, as the executor recorded them. Empty without.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sums: Vec<Vec<GradientSum>>,
 }

@@ -373,7 +373,8 @@ fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) 
         (Some(c), None) => Some(simulate(schedule, c)?),
         (None, _) => None,
     };
-    // This process's sums over the replicas: measured (median over the steps) and simulated.
+    // When the pipeline's last sum over the replicas ended: measured (median over the steps, on
+    // the trace's clock) and simulated.
     let done: Vec<f64> = records.iter().filter_map(|r| r.sums_done_ms).collect();
     let with_sums = match (&simulated, done.is_empty()) {
         (Some(s), false) if !s.sums.is_empty() => Some((done[median_index(&done)], s.step_end())),
@@ -451,7 +452,7 @@ fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) 
     }
     if let Some((measured, simulated)) = with_sums {
         pipesched::sayln!(
-            "with the gradient sums over the replicas, rank 0's step ends {measured:.3} ms measured (median), {simulated:.3} ms simulated ({:+.1} %)",
+            "with the gradient sums over the replicas, the step ends {measured:.3} ms measured (median), {simulated:.3} ms simulated ({:+.1} %)",
             100.0 * (measured / simulated - 1.0)
         )?;
     }

@@ -35,7 +35,7 @@ pub use board::{Board, Phase, Position};
 pub use link::{Edge, Links};
 pub use transport::{slice_of, PendingSum, Transport};
 pub use wire::{Packet, Wire};
-pub use work::{DeviceClock, StageLayers, StageWork};
+pub use work::{DeviceClock, StageLayers, StageWork, SumRan};
 pub use worker::RankRecord;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -44,7 +44,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pipesched_schedules::deps::consumes;
-use pipesched_schedules::{Action, Ledger, RankTrace, Schedule, Source, Span, Trace, Transfer, Transfers, Updates};
+use pipesched_schedules::{
+    Action, GradientSum, Ledger, RankTrace, Schedule, Source, Span, Trace, Transfer, Transfers, Updates,
+};
 
 use crate::error::{Error, Result};
 use worker::{Shared, Worker};
@@ -276,6 +278,16 @@ pub fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
     if device_timed {
         align_device_times(&mut spans, &mut transfers);
     }
+    // The sums over replicas, on the host clock like the spans (a GPU rank's sums start once
+    // its device is done: `finish_sum` waits for its gradients).
+    let sums: Vec<Vec<GradientSum>> = if records.iter().all(|r| r.sums.is_empty()) {
+        Vec::new()
+    } else {
+        records
+            .iter()
+            .map(|r| r.sums.iter().map(|s| GradientSum { start: shift(s.start), end: shift(s.end), ..*s }).collect())
+            .collect()
+    };
     transfers.sort_by(|a, b| a.sent.total_cmp(&b.sent));
     let sent_at: std::collections::HashMap<Action, f64> = transfers.iter().map(|t| (t.to, t.sent)).collect();
     let splits = schedule.split_stages();
@@ -323,7 +335,7 @@ pub fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
         time_unit: "ms".into(),
         ranks,
         transfers: Transfers::Recorded(transfers),
-        sums: Vec::new(),
+        sums,
     }
 }
 

@@ -250,7 +250,7 @@ impl Transport {
             }
             _ => {
                 let _ = (key, scatter);
-                Ok(PendingSum(Pending::Done(values)))
+                Ok(PendingSum(Pending::Done(values, std::time::Instant::now())))
             }
         }
     }
@@ -326,22 +326,24 @@ pub fn slice_of(len: usize, replicas: usize, replica: usize) -> std::ops::Range<
 pub struct PendingSum(Pending);
 
 enum Pending {
-    Done(Vec<f32>),
+    Done(Vec<f32>, std::time::Instant),
     #[cfg(feature = "mpi")]
-    Waiting(crossbeam_channel::Receiver<std::result::Result<Vec<u8>, String>>, std::sync::Arc<crate::mpi::Mpi>),
+    Waiting(crossbeam_channel::Receiver<crate::mpi::SumAnswer>, std::sync::Arc<crate::mpi::Mpi>),
 }
 
 impl PendingSum {
-    /// The sum, once every replica has given its part; an error if another process failed
-    /// first (its report) or the parts do not match.
-    pub fn wait(self) -> Result<Vec<f32>> {
+    /// The sum, once every replica has given its part, and when this process had it (the
+    /// communication thread's clock, which may be earlier than the call); an error if another
+    /// process failed first (its report) or the parts do not match.
+    pub fn wait(self) -> Result<(Vec<f32>, std::time::Instant)> {
         match self.0 {
-            Pending::Done(values) => Ok(values),
+            Pending::Done(values, at) => Ok((values, at)),
             #[cfg(feature = "mpi")]
             Pending::Waiting(answer, mpi) => loop {
                 match answer.recv_timeout(std::time::Duration::from_millis(20)) {
-                    Ok(Ok(bytes)) => {
+                    Ok(Ok((bytes, at))) => {
                         return Vec::<f32>::decode(&bytes)
+                            .map(|values| (values, at))
                             .map_err(|e| Error::Config(format!("a sum over replicas cannot be read: {e}")))
                     }
                     Ok(Err(e)) => return Err(Error::Config(format!("summing gradients over replicas: {e}"))),

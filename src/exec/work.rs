@@ -8,6 +8,7 @@
 //! stages is what it costs real ones.
 
 use std::fmt::Display;
+use std::time::Instant;
 
 use pipesched_stages::{LayerCost, LossCost};
 
@@ -81,12 +82,31 @@ pub trait StageWork: Send {
         Ok(None)
     }
 
+    /// With data parallelism: waits for the sum of this step's gradients over the replicas,
+    /// started when the stage's last backward ended, and puts it in place. Called by the
+    /// executor once its rank's lane is done; returns when the sum ran, for the trace. `None`
+    /// (the default): nothing was summed.
+    fn finish_sum(&mut self) -> Result<Option<SumRan>, Self::Error> {
+        Ok(None)
+    }
+
     /// The clock of the device the stage's ops run on, for stages whose ops return before the
     /// device has run them (GPU streams). `None` (the default): an op's work is done when it
     /// returns, and host clocks time it.
     fn clock(&mut self) -> Option<&mut dyn DeviceClock> {
         None
     }
+}
+
+/// A sum of one stage's gradients over the replicas, as it ran on this process.
+#[derive(Debug, Clone, Copy)]
+pub struct SumRan {
+    /// When the stage's last backward of the step handed its gradients to the sum.
+    pub start: Instant,
+    /// When this process's communication thread had the sum (or this replica's slice of it).
+    pub end: Instant,
+    /// Bytes of the stage's gradients.
+    pub bytes: u64,
 }
 
 /// Timing on a device's own clock: marks recorded in order with the work queued on it.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pipesched_schedules::deps::{consumes, produces, Message};
-use pipesched_schedules::{Action, Op, Schedule, Span, Transfer, Updates};
+use pipesched_schedules::{Action, GradientSum, Op, Schedule, Span, Transfer, Updates};
 
 use super::board::{Board, Phase};
 use super::link::{Envelope, Links, RecvError, Stash, Wait};
@@ -32,6 +32,10 @@ pub struct RankRecord {
     pub received: Vec<Transfer>,
     /// Whether spans and memory samples are on a device's clock (see `DeviceClock`).
     pub device_timed: bool,
+    /// With data parallelism: the sums of its stages' gradients over the replicas, in stage
+    /// order, on the host clock.
+    #[serde(default)]
+    pub sums: Vec<GradientSum>,
 }
 
 impl RankRecord {
@@ -44,6 +48,10 @@ impl RankRecord {
         for t in &mut self.received {
             t.sent += dt;
             t.received += dt;
+        }
+        for s in &mut self.sums {
+            s.start += dt;
+            s.end += dt;
         }
     }
 }
@@ -118,6 +126,7 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
                 inbound: Vec::new(),
                 received: Vec::new(),
                 device_timed: false,
+                sums: Vec::new(),
             },
             clocks: HashMap::new(),
         }
@@ -186,8 +195,33 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         if !self.clocks.is_empty() {
             self.apply_device_times()?;
         }
+        self.finish_sums(lane.len())?;
         self.shared.board.set(self.rank, lane.len(), Phase::Done);
         Ok(self.record)
+    }
+
+    /// Waits for the sums over replicas its stages started, in stage order, and records them.
+    fn finish_sums(&mut self, steps: usize) -> Result<(), Error> {
+        let mut held: Vec<usize> = self.stages.keys().copied().collect();
+        held.sort_unstable();
+        for s in held {
+            let Some(stage) = self.stages.get_mut(&s) else { continue };
+            let ran = stage.finish_sum().map_err(|e| Error::Stage {
+                rank: self.rank,
+                step: steps,
+                action: format!("the sum of stage {s}'s gradients over the replicas"),
+                message: e.to_string(),
+            })?;
+            if let Some(ran) = ran {
+                // The stage hands its gradients over inside its last backward; the sum starts
+                // where that span ends, as the simulator has it.
+                let last = self.record.spans.iter().rev().find(|sp| sp.action.stage() == s).map_or(0.0, |sp| sp.end);
+                let start = self.shared.ms(ran.start).max(last);
+                let end = self.shared.ms(ran.end).max(start);
+                self.record.sums.push(GradientSum { stage: s, start, end, bytes: ran.bytes });
+            }
+        }
+        Ok(())
     }
 
     fn run_action(&mut self, step: usize, a: Action) -> Result<(), Error> {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use mpi::topology::{Color, SimpleCommunicator};
@@ -31,7 +31,7 @@ pub(crate) enum Request {
     /// This replica's part of the sum over replicas keyed `key`: every replica's `f32` values
     /// (little-endian), added in replica order; the sum goes to `reply` on every replica — with
     /// `scatter`, only replica `d`'s slice of it ([`slice_of`]).
-    Sum { key: u32, values: Vec<u8>, scatter: bool, reply: Sender<Result<Vec<u8>, String>> },
+    Sum { key: u32, values: Vec<u8>, scatter: bool, reply: Sender<SumAnswer> },
     /// Time this rank's link to the next (see [`Mpi::time_link`](super::Mpi::time_link)).
     Link { sizes: Vec<usize>, reps: usize, reply: Sender<Result<Vec<Vec<f64>>, String>> },
     /// Tell every other rank this one failed; say when it has been sent.
@@ -39,6 +39,10 @@ pub(crate) enum Request {
     /// Finalise MPI and end the thread; with `barrier`, after every rank has come this far.
     Stop { barrier: bool },
 }
+
+/// The answer to a [`Request::Sum`]: this process's sum (or slice of it), `f32` little-endian,
+/// and when the communication thread had it; or the error that stopped it.
+pub(crate) type SumAnswer = Result<(Vec<u8>, Instant), String>;
 
 /// The thread's state.
 pub(crate) struct State {
@@ -67,7 +71,7 @@ struct Sum {
     /// Replica 0: every replica's values, by replica, as they arrive.
     parts: HashMap<usize, Vec<u8>>,
     /// Where the sum goes in this process, once it has asked for it.
-    reply: Option<Sender<Result<Vec<u8>, String>>>,
+    reply: Option<Sender<SumAnswer>>,
     /// Whether each replica gets only its slice of the sum.
     scatter: bool,
 }
@@ -182,7 +186,7 @@ impl State {
                     self.sums.entry(key).or_default().parts.insert(source, values.to_vec());
                     self.try_sum(comms, key);
                 } else if let Some(reply) = self.sums.remove(&key).and_then(|s| s.reply) {
-                    let _ = reply.send(Ok(values.to_vec()));
+                    let _ = reply.send(Ok((values.to_vec(), Instant::now())));
                 }
             }
             (_, other) => self.fail(format!("member {source} of {scope:?} sent a message with tag {other}")),
@@ -221,10 +225,10 @@ impl State {
     }
 
     /// This replica's part of sum `key` (see [`Request::Sum`]).
-    fn sum(&mut self, comms: &Comms, key: u32, values: Vec<u8>, scatter: bool, reply: Sender<Result<Vec<u8>, String>>) {
+    fn sum(&mut self, comms: &Comms, key: u32, values: Vec<u8>, scatter: bool, reply: Sender<SumAnswer>) {
         let replica = comms.replicas.rank() as usize;
         if comms.replicas.size() == 1 {
-            let _ = reply.send(Ok(values));
+            let _ = reply.send(Ok((values, Instant::now())));
             return;
         }
         let entry = self.sums.entry(key).or_default();
@@ -265,7 +269,7 @@ impl State {
                     message.extend_from_slice(part(r));
                     self.send(comms, Scope::Replicas, r, Tag::Summed, &message);
                 }
-                let _ = reply.send(Ok(part(0).to_vec()));
+                let _ = reply.send(Ok((part(0).to_vec(), Instant::now())));
             }
             Err(e) => {
                 let _ = reply.send(Err(e));

@@ -20,6 +20,8 @@
 
 mod comm;
 
+pub(crate) use comm::SumAnswer;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -249,14 +251,10 @@ impl Mpi {
     /// Starts the sum over replicas keyed `key` (unique among the sums under way, the same on
     /// every replica) of this replica's `values`: the returned channel gets every replica's
     /// values added in replica order, `((v₀ + v₁) + v₂) + …` — the same bits on every replica
-    /// and every run — or the error that stopped it.
+    /// and every run — with when this process's communication thread had it, or the error that
+    /// stopped it.
     /// With `scatter`, each replica gets only its slice of the sum ([`slice_of`](crate::exec::slice_of)).
-    pub fn start_sum(
-        &self,
-        key: u32,
-        values: Vec<f32>,
-        scatter: bool,
-    ) -> Result<Receiver<std::result::Result<Vec<u8>, String>>> {
+    pub fn start_sum(&self, key: u32, values: Vec<f32>, scatter: bool) -> Result<Receiver<comm::SumAnswer>> {
         let (reply, answer) = unbounded();
         let mut bytes = Vec::with_capacity(4 * values.len());
         values.encode(&mut bytes).map_err(Error::Config)?;
