@@ -369,6 +369,10 @@ impl StageWork for RealStage {
         Ok((!self.stage.is_first()).then_some(g))
     }
 
+    fn working_bytes(&self) -> u64 {
+        self.stage.working_bytes()
+    }
+
     fn finish_sum(&mut self) -> std::result::Result<Option<SumRan>, Self::Error> {
         self.settle_sum().map_err(|e| pipesched_stages::Error::Optimizer(e.to_string()))
     }

@@ -42,6 +42,27 @@ fn optimal_measured_peaks_equal_predicted_peaks() {
     }
 }
 
+/// One stage, one micro-batch: the step's peak is inside the stage's `I`, where `optimal`
+/// recomputes what its `F` dropped: static bytes plus the plan's peak, exactly, measured and
+/// predicted.
+#[test]
+fn optimal_peaks_inside_its_backward() {
+    for spec in [common::deep_tiny(), pipesched_stages::ModelSpec::gpt_tiny()] {
+        let least = common::optimal_budgets(&spec, 1)[0];
+        for kind in [Kind::GPipe, Kind::ZbH1] {
+            let mut model = common::model_of(spec.clone(), 1, &format!("optimal:{least}B"));
+            let s = schedule(kind, 1, 1, &model);
+            let (measured, predicted) = measured_and_predicted(&mut model, &s);
+            let rows = model.batch;
+            let plan = model.stages[0].stage_mut().optimal_plan(rows).unwrap();
+            let statics = per_rank(&model, &s)[0].0;
+            assert!(plan.peak() > plan.kept(), "{}: the least budget recomputes", spec.name);
+            assert_eq!(measured, vec![statics + plan.peak()], "{} {kind}", spec.name);
+            assert_eq!(predicted, measured, "{} {kind}", spec.name);
+        }
+    }
+}
+
 /// Per rank: (static bytes, act_bytes of its stage) for a one-chunk schedule.
 fn per_rank(model: &Model, s: &Schedule) -> Vec<(u64, u64)> {
     let costs = model.predicted_bytes(s, &Transport::InProcess).unwrap();

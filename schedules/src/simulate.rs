@@ -262,8 +262,15 @@ fn hold(ledger: &mut Ledger, cost: &StageCost, held: &mut u64, stash: (u64, u64)
         Op::I => cost.w_bytes,
         Op::W | Op::B => 0,
     };
+    // A backward holds what `F` and `R` keep, `act_bytes + recompute_bytes`, at some point: when
+    // no `R` ran before it (`optimal`, which recomputes between its steps, or a skipped `R`), it
+    // holds that only while it runs — working bytes above the larger of before and after.
+    let working = match ran.action.op {
+        Op::I | Op::B => cost.act_bytes.saturating_add(cost.recompute_bytes).saturating_sub((*held).max(now)),
+        _ => 0,
+    };
     // `I` grows at its start when W needs more, shrinks at its end when less; the ledger takes
     // one change per action, so a growing `I` is recorded as such.
-    ledger.action(ran.start, ran.end, before - *held - stash.0 + now + stash.1);
+    ledger.action_holding(ran.start, ran.end, working, before - *held - stash.0 + now + stash.1);
     *held = now;
 }

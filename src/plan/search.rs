@@ -20,13 +20,11 @@
 //! gradients and optimizer state do not; times scale linearly in rows, which leaves out any
 //! fixed cost per op (so a smaller micro-batch than profiled is predicted somewhat too fast).
 //!
-//! `optimal:B` stages hold more inside their `I` than between ops (what the simulator and `run`
-//! count): the cap is checked against each rank's simulated peak plus the largest such excess of
-//! its `optimal` stages, and a plan reports the simulated peaks.
+//! What `optimal:B` stages hold inside their `I` is in the simulated peaks (the ledger's working
+//! bytes), as in what `run` measures.
 //!
-//! Invariant: every candidate returned fits — its predicted peak held bytes, with the excess
-//! above, are ≤ the cap on every rank — and the list is ordered by predicted step time, then by
-//! peak.
+//! Invariant: every candidate returned fits — its predicted peak held bytes are ≤ the cap on
+//! every rank — and the list is ordered by predicted step time, then by peak.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -206,23 +204,9 @@ impl Search<'_> {
         };
         let flags: Vec<bool> = policies.iter().map(|p| p.drops()).collect();
         let planned = with_recompute(&base, &flags).map_err(|e| e.to_string())?;
-        let mut stats = simulate_stats(&planned, &costs).map_err(|e| e.to_string())?;
-        // What `run` measures: held bytes between ops.
-        let between_ops = stats.peak_held_bytes.clone();
-        // Inside its `I`, `optimal` holds up to `recompute_bytes` more for the micro-batch it
-        // back-propagates (one at a time per rank): the cap is checked with that added in full.
-        if let StageCosts::Stages(stages) = &costs.costs {
-            let mut extra = vec![0u64; stats.peak_held_bytes.len()];
-            for (s, p) in policies.iter().enumerate() {
-                if let RecomputePolicy::Optimal(_) = p {
-                    let r = fam.layout.rank_of(s);
-                    extra[r] = extra[r].max(stages[s].recompute_bytes);
-                }
-            }
-            for (peak, x) in stats.peak_held_bytes.iter_mut().zip(extra) {
-                *peak = peak.saturating_add(x);
-            }
-        }
+        // Held bytes as `run` measures them, `optimal`'s recomputation inside its `I` included
+        // (the ledger's working bytes).
+        let stats = simulate_stats(&planned, &costs).map_err(|e| e.to_string())?;
         self.simulations += 1;
         let peak = stats.peak_held_bytes.iter().copied().max().unwrap_or(0);
         self.points.push(Point { makespan: stats.makespan, peak });
@@ -237,7 +221,7 @@ impl Search<'_> {
                 policies,
                 makespan: stats.makespan,
                 bubble: stats.bubble_rate,
-                peaks: between_ops,
+                peaks: stats.peak_held_bytes.clone(),
                 static_bytes: fam.statics.clone(),
                 schedule: base.clone(),
             };

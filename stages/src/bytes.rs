@@ -10,7 +10,8 @@
 //!
 //! `optimal` has no `R`: its `recompute_bytes` is what its `I` holds at most above `act_bytes`
 //! between the steps it interleaves (see `optimal.rs`), so `act_bytes + recompute_bytes` is the
-//! most a micro-batch holds on the stage, as under every other policy.
+//! most a micro-batch holds on the stage, as under every other policy — inside `I`, where the
+//! ledger counts it as the op's working bytes ([`Stage::working_bytes`](crate::Stage::working_bytes)).
 
 use pipesched_schedules::StageCost;
 use serde::{Deserialize, Serialize};

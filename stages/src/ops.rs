@@ -25,6 +25,7 @@ impl Stage {
     /// tensor on the stage's device; elsewhere `target` must be `None` and the result is the activation for the next
     /// stage.
     pub fn forward(&mut self, mb: usize, input: Tensor, target: Option<&Tensor>) -> Result<Tensor> {
+        self.op_working = 0;
         let ctx = self.ctx("forward", mb)?;
         let _scope = self.enter();
         self.expect_phase("forward", mb, &[Phase::Idle], "each micro-batch runs forward once per step")?;
@@ -184,6 +185,7 @@ impl Stage {
     /// already ran). Optional: [`backward_input`](Stage::backward_input) recomputes inline when
     /// it was skipped.
     pub fn recompute(&mut self, mb: usize) -> Result<()> {
+        self.op_working = 0;
         let ctx = self.ctx("recompute", mb)?;
         let _scope = self.enter();
         match self.slots[mb].phase() {
@@ -236,6 +238,16 @@ impl Stage {
     /// respect to the stage output (`None` on the last stage, which starts from its loss, scaled
     /// by `1/m`). Runs `R` inline if it was skipped. Keeps only what `W` needs.
     pub fn backward_input(&mut self, mb: usize, grad_out: Option<Tensor>) -> Result<Tensor> {
+        self.op_working = 0;
+        let (dx, start, most) = self.backward_input_held(mb, grad_out)?;
+        self.op_working = most.saturating_sub(start.max(self.slots[mb].bytes()));
+        Ok(dx)
+    }
+
+    /// [`backward_input`](Stage::backward_input), with what the micro-batch held at its start and
+    /// the most it held inside it: what `optimal`'s steps or a skipped `R`'s rebuild re-create
+    /// (what `W` needs, which only grows to its end, counts at the end).
+    fn backward_input_held(&mut self, mb: usize, grad_out: Option<Tensor>) -> Result<(Tensor, u64, u64)> {
         let ctx = self.ctx("backward_input", mb)?;
         let _scope = self.enter();
         self.expect_phase("backward_input", mb, &[Phase::Checkpointed, Phase::Saved], "I comes after F, once")?;
@@ -279,10 +291,14 @@ impl Stage {
             };
             let (dx, needs) = self.backward_interleaved(&ctx, rows, inputs, saved, start_bytes, g)?;
             self.slots[mb] = Slot::AwaitingW { needs };
-            return Ok(dx);
+            return Ok((dx, start_bytes, self.backward_peak));
         }
+        let start_bytes = self.slots[mb].bytes();
+        let mut most = start_bytes;
         if self.slots[mb].phase() == Phase::Checkpointed {
+            // `R` was skipped: rebuilt here, what it re-creates is held only inside this op.
             self.rebuild(mb, &ctx)?;
+            most = most.max(self.slots[mb].bytes());
         }
         let Slot::Saved { layers: saved, loss, .. } = std::mem::take(&mut self.slots[mb]) else {
             return Err(self.order("backward_input", mb, "internal: forward state missing"));
@@ -300,13 +316,14 @@ impl Stage {
         }
         needs.reverse();
         self.slots[mb] = Slot::AwaitingW { needs };
-        Ok(g)
+        Ok((g, start_bytes, most))
     }
 
     /// `W`: computes `mb`'s parameter gradients from what `I` kept, frees it, and accumulates the
     /// gradients in increasing micro-batch order: if an earlier micro-batch's `W` has not run,
     /// these gradients are parked (and counted in `held_bytes_of(mb)`) until it has.
     pub fn backward_weight(&mut self, mb: usize) -> Result<()> {
+        self.op_working = 0;
         self.ctx("backward_weight", mb)?;
         let _scope = self.enter();
         self.expect_phase("backward_weight", mb, &[Phase::AwaitingW], "W comes after I, once")?;
@@ -340,8 +357,10 @@ impl Stage {
     /// `B`: [`backward_input`](Stage::backward_input) then
     /// [`backward_weight`](Stage::backward_weight); returns the input gradient.
     pub fn backward(&mut self, mb: usize, grad_out: Option<Tensor>) -> Result<Tensor> {
-        let dx = self.backward_input(mb, grad_out)?;
+        self.op_working = 0;
+        let (dx, start, most) = self.backward_input_held(mb, grad_out)?;
         self.backward_weight(mb)?;
+        self.op_working = most.saturating_sub(start.max(self.slots[mb].bytes()));
         Ok(dx)
     }
 

@@ -59,6 +59,9 @@ pub struct Stage {
     pub(crate) plans: Vec<(usize, Arc<OptimalPlan>)>,
     /// Under `optimal`: the most the last `I` held for its micro-batch between its steps.
     pub(crate) backward_peak: u64,
+    /// What the last op held for its micro-batch only while it ran, above the larger of what
+    /// the micro-batch held before and after it (see [`Stage::working_bytes`]).
+    pub(crate) op_working: u64,
 }
 
 impl Stage {
@@ -163,6 +166,7 @@ impl Stage {
             lane,
             plans: Vec::new(),
             backward_peak: 0,
+            op_working: 0,
         })
     }
 
@@ -399,6 +403,17 @@ impl Stage {
     /// any such `I`.
     pub fn backward_peak_bytes(&self) -> u64 {
         self.backward_peak
+    }
+
+    /// What the last op held for its micro-batch only while it ran, above the larger of what the
+    /// micro-batch held before and after it (the ledger's working bytes): under `optimal`, an
+    /// `I` or `B` that recomputes between its steps holds up to [`OptimalPlan::peak`] —
+    /// `act_bytes + recompute_bytes` of its prediction; an `I` or `B` that rebuilds what `R`
+    /// would have (when a schedule skipped it) holds what `none` keeps. 0 after every other op.
+    /// The simulator counts the same: `act_bytes + recompute_bytes` less the larger of the
+    /// micro-batch's bytes before and after its `I`/`B`.
+    pub fn working_bytes(&self) -> u64 {
+        self.op_working
     }
 
     /// The parameters, in parameter order (layer by layer).
