@@ -45,8 +45,8 @@ pub struct StepResult {
     pub loss: f32,
     /// The measured trace.
     pub trace: Trace,
-    /// With data parallelism: when the last of the pipeline's sums over the replicas was done
-    /// (on the process that ran it), in the trace's ms ([`Trace::sums`]).
+    /// With data parallelism: when the step ended, its sums over the replicas included
+    /// ([`Trace::step_end`]), in the trace's ms.
     pub sums_done_ms: Option<f64>,
 }
 
@@ -242,7 +242,7 @@ impl Model {
         }
         // The executor waits for the sums over replicas and puts them in the trace.
         let trace = execute(schedule, &mut self.stages, opts)?;
-        let sums_done_ms = trace.sums.iter().flatten().map(|s| s.end).reduce(f64::max);
+        let sums_done_ms = (!trace.sums.is_empty()).then(|| trace.step_end());
         let losses = self.losses(opts)?;
         Ok(StepResult { loss: mean_loss(&losses), trace, sums_done_ms })
     }

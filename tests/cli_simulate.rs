@@ -49,6 +49,30 @@ fn memory_flags_reach_the_simulator() {
     assert_eq!(peaks, (0..4u64).map(|r| (4 - r) * (1 << 20) + 1024).collect::<Vec<_>>());
 }
 
+/// `R=` bytes belong to the stages that recompute: under `--recompute none,full`, 1F1B's rank 0
+/// keeps its p = 2 micro-batches (2 MiB) and re-creates nothing, rank 1 keeps one and holds the
+/// 2 MiB its `R` re-creates on top of it.
+#[test]
+fn recompute_bytes_count_only_on_the_stages_that_recompute() {
+    let text = run(&[
+        "simulate",
+        "-s",
+        "1f1b",
+        "-p",
+        "2",
+        "-m",
+        "4",
+        "--recompute",
+        "none,full",
+        "--mem",
+        "A=1MiB,R=2MiB",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let peaks: Vec<u64> = v["peak_held_bytes"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert_eq!(peaks, vec![2 << 20, 3 << 20]);
+}
+
 /// GPipe at p = 4, m = 8 with F = I = 1 ms, W = 0.5 ms: (m+p−1)(F+I+W) + (p−1)(d_a + d_g), each
 /// message d = C + b/B = 0.05 ms + 16 MiB at 10 GB/s; the same from flags and from a cost file.
 #[test]

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::action::Op;
 use crate::error::{Error, Result};
 use crate::schedule::Schedule;
 
@@ -205,13 +206,25 @@ impl CostModel {
     }
 
     /// The costs of every model stage of `schedule` (splitting the per-rank shorthand over its
-    /// chunks), and the static bytes of every rank.
+    /// chunks, with `R`'s bytes only on the stages it recomputes), and the static bytes of every
+    /// rank.
     pub fn resolve(&self, schedule: &Schedule) -> Result<(Vec<StageCost>, Vec<u64>)> {
         self.check_values()?;
         let (p, v) = (schedule.p, schedule.v);
         let stages = match &self.costs {
             StageCosts::PerRank(c) => {
-                (0..schedule.stages()).map(|s| c.chunk(schedule.placement.chunk_of(s, p), v)).collect()
+                // A per-rank cost's `R` bytes are what the stages that recompute re-create: a
+                // stage the schedule does not recompute re-creates nothing.
+                let mut recomputes = vec![false; schedule.stages()];
+                for a in schedule.actions().filter(|a| a.op == Op::R) {
+                    recomputes[a.stage()] = true;
+                }
+                (0..schedule.stages())
+                    .map(|s| {
+                        let c = c.chunk(schedule.placement.chunk_of(s, p), v);
+                        StageCost { recompute_bytes: if recomputes[s] { c.recompute_bytes } else { 0 }, ..c }
+                    })
+                    .collect()
             }
             StageCosts::Stages(list) => {
                 if list.len() != schedule.stages() {

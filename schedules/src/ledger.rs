@@ -8,7 +8,8 @@
 //!    from its end (an action that leaves the rank holding more grew at its start; one that leaves
 //!    it holding less shrank at its end).
 //!    An action may also hold **working bytes** only while it runs — from its start to its end,
-//!    on top of the larger of what the rank held before and after it. A forward-only pass keeps
+//!    on top of the larger of what the rank held before and after it: a backward that
+//!    recomputes inside itself (`optimal`) holds what it re-creates only while it runs; a forward-only pass keeps
 //!    nothing for a backward: its forward holds its input and the output it computes into only
 //!    while it runs ([`Schedule::is_forward_only`](crate::Schedule::is_forward_only)), so a rank
 //!    holds at most two activations of its own at a time, the one it consumes and the one it

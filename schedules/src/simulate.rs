@@ -12,7 +12,10 @@
 //! Memory, by the [`Ledger`]'s rule (the executor's): `F` adds the bytes it keeps, `R` what it
 //! re-creates; `I` sets its micro-batch to what `W` needs — growing at its start when that is
 //! more (the output gradients a weight gradient needs are new), shrinking at its end when less —
-//! and `W` or `B` frees it. In a forward-only schedule nothing is kept for a backward: `F` holds
+//! and `W` or `B` frees it. A backward holds `act_bytes + recompute_bytes` at some point: where no
+//! `R` brought its micro-batch there first (`optimal`, which recomputes between the steps of its
+//! `I`), it holds the excess over the larger of before and after only while it runs, as working
+//! bytes. In a forward-only schedule nothing is kept for a backward: `F` holds
 //! its stage's `act_bytes` (then the input it consumes and the output it computes into) only
 //! while it runs. Static bytes are live from time 0. Every (stage, micro-batch) lives on
 //! one rank, so each rank's held bytes follow from its own lane alone, fed to its ledger as the

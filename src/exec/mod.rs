@@ -278,14 +278,24 @@ pub fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
     if device_timed {
         align_device_times(&mut spans, &mut transfers);
     }
-    // The sums over replicas, on the host clock like the spans (a GPU rank's sums start once
-    // its device is done: `finish_sum` waits for its gradients).
+    // The sums over replicas. A stage hands its gradients over inside its last backward: its
+    // sum starts where that span ends (after any move onto device times), as the simulator has it.
     let sums: Vec<Vec<GradientSum>> = if records.iter().all(|r| r.sums.is_empty()) {
         Vec::new()
     } else {
         records
             .iter()
-            .map(|r| r.sums.iter().map(|s| GradientSum { start: shift(s.start), end: shift(s.end), ..*s }).collect())
+            .zip(&spans)
+            .map(|(r, spans)| {
+                r.sums
+                    .iter()
+                    .map(|s| {
+                        let last = spans.iter().rev().find(|sp| sp.action.stage() == s.stage).map_or(0.0, |sp| sp.end);
+                        let start = shift(s.start).max(last);
+                        GradientSum { start, end: shift(s.end).max(start), ..*s }
+                    })
+                    .collect()
+            })
             .collect()
     };
     transfers.sort_by(|a, b| a.sent.total_cmp(&b.sent));

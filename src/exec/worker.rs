@@ -206,19 +206,25 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         held.sort_unstable();
         for s in held {
             let Some(stage) = self.stages.get_mut(&s) else { continue };
-            let ran = stage.finish_sum().map_err(|e| Error::Stage {
-                rank: self.rank,
-                step: steps,
-                action: format!("the sum of stage {s}'s gradients over the replicas"),
-                message: e.to_string(),
-            })?;
+            let ran = match stage.finish_sum() {
+                Ok(ran) => ran,
+                // Another rank failed first: its report is the error, not this wait.
+                Err(_) if self.shared.abort.load(Ordering::Relaxed) => {
+                    self.shared.board.set(self.rank, steps, Phase::Stopped);
+                    return Err(Error::Aborted);
+                }
+                Err(e) => {
+                    return Err(Error::Stage {
+                        rank: self.rank,
+                        step: steps,
+                        action: format!("the sum of stage {s}'s gradients over the replicas"),
+                        message: e.to_string(),
+                    })
+                }
+            };
             if let Some(ran) = ran {
-                // The stage hands its gradients over inside its last backward; the sum starts
-                // where that span ends, as the simulator has it.
-                let last = self.record.spans.iter().rev().find(|sp| sp.action.stage() == s).map_or(0.0, |sp| sp.end);
-                let start = self.shared.ms(ran.start).max(last);
-                let end = self.shared.ms(ran.end).max(start);
-                self.record.sums.push(GradientSum { stage: s, start, end, bytes: ran.bytes });
+                let (start, end) = (self.shared.ms(ran.start), self.shared.ms(ran.end));
+                self.record.sums.push(GradientSum { stage: s, start, end: end.max(start), bytes: ran.bytes });
             }
         }
         Ok(())
