@@ -194,6 +194,7 @@ impl CostFile {
             latency: self.model.latency,
             bandwidth: self.model.bandwidth,
             static_bytes,
+            host_link: None,
             time_unit: self.model.time_unit.clone(),
         })
     }
