@@ -131,7 +131,8 @@ impl CostModel {
 
     /// A per-stage model for memory predictions: each stage's bytes from `stages` (its cost's
     /// byte fields; its times are placeholders), no latency, an unlimited link, and each stage's
-    /// static bytes (the second of its pair) counted on rank `rank_of(stage)` of `p`.
+    /// static bytes (the second of its pair) counted on rank `rank_of(stage)` of `p`, and an
+    /// [`untimed`](HostLink::untimed) host link, so a schedule that offloads moves its bytes.
     pub fn of_bytes(stages: Vec<(StageCost, u64)>, p: usize, rank_of: impl Fn(usize) -> usize) -> CostModel {
         let mut static_bytes = vec![0u64; p];
         for (s, (_, bytes)) in stages.iter().enumerate() {
@@ -144,7 +145,7 @@ impl CostModel {
             latency: 0.0,
             bandwidth: None,
             static_bytes,
-            host_link: None,
+            host_link: Some(HostLink::untimed()),
             time_unit: "ms".into(),
         }
     }

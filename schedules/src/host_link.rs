@@ -7,7 +7,8 @@
 //! overlaps its copies with compute on a separate copy stream; this model is the serial bound).
 //!
 //! Invariant: `bandwidth` is finite and > 0 and `latency` finite and ≥ 0 ([`HostLink::new`] and
-//! [`HostLink::check`] refuse anything else).
+//! [`HostLink::check`] refuse anything else) — but for [`HostLink::untimed`], infinitely fast,
+//! which only byte predictions use.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,9 +33,15 @@ impl HostLink {
         Ok(link)
     }
 
+    /// A link whose copies take no time, for models whose times are placeholders (byte
+    /// predictions): every offload and reload still moves its bytes.
+    pub fn untimed() -> HostLink {
+        HostLink { bandwidth: f64::INFINITY, latency: 0.0 }
+    }
+
     /// Refuses a bandwidth that is not finite and > 0, or a latency that is not finite and ≥ 0.
     pub fn check(&self) -> Result<()> {
-        if !(self.bandwidth.is_finite() && self.bandwidth > 0.0) {
+        if !(self.bandwidth > 0.0 && (self.bandwidth.is_finite() || *self == HostLink::untimed())) {
             return Err(Error::Cost(format!(
                 "the host link's bandwidth must be a finite number > 0 (bytes per time unit), got {}; measure it with `pipesched profile` or give the bytes per second the device-to-host copy runs at",
                 self.bandwidth

@@ -7,7 +7,8 @@ use clap::Args;
 use serde_json::json;
 
 use pipesched::args::{
-    at_least_one, read_text, CostArgs, DataParallelArgs, OutArgs, RecomputeArgs, RunModeArgs, ScheduleArgs, ShapeArgs,
+    at_least_one, read_text, CostArgs, DataParallelArgs, OffloadArgs, OutArgs, RecomputeArgs, RunModeArgs,
+    ScheduleArgs, ShapeArgs,
 };
 use pipesched::budget::{self, Available};
 use pipesched::chrome::{self, write_chrome_trace};
@@ -28,6 +29,8 @@ pub struct SimulateArgs {
     recompute: RecomputeArgs,
     #[command(flatten)]
     costs: CostArgs,
+    #[command(flatten)]
+    offload: OffloadArgs,
     /// Read the cost model from a JSON file: per rank or per stage, as `profile` writes it (which
     /// also records the layout and recompute policies it was measured under; see the README).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["costs", "mem", "bandwidth"])]
@@ -59,7 +62,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     if args.trace || args.plot {
         args.out.prepare()?;
     }
-    let costs = match &args.costs_file {
+    let mut costs = match &args.costs_file {
         Some(path) => {
             // Per-stage costs of the most stages a schedule can have fit in a few MiB.
             let text = read_text(path, 64 << 20, "cannot read the cost model")?;
@@ -82,7 +85,11 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     };
     // Without a chart, a Chrome trace or sums over replicas nothing reads the spans: only the
     // stats are kept.
-    let sim = Simulation { trace: args.trace || args.plot || dp.sums(), with_bytes: costs.model.has_bytes() };
+    // Host bytes are read from the trace's host curves.
+    let sim = Simulation {
+        trace: args.trace || args.plot || dp.sums() || args.offload.given(),
+        with_bytes: costs.model.has_bytes(),
+    };
     args.schedule.check_simulation_size(sim, recompute)?;
     if let (true, Some(actions)) = (args.trace, args.schedule.planned_actions(recompute)) {
         chrome::check_size(actions)?;
@@ -109,8 +116,15 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             chrome::check_size(size.actions)?;
         }
     }
-    let schedule = costs.plan(&base, args.recompute.recompute.as_ref())?;
+    let schedule = args.offload.plan(&costs.plan(&base, args.recompute.recompute.as_ref())?)?;
+    costs.model = args.offload.apply(costs.model)?;
     args.costs.check_used(&schedule)?;
+    if args.mode.is_run() && args.offload.given() {
+        return Err(Error::Usage(format!(
+            "--offload with {}: offload is planned for one step at a time for now; simulate one step",
+            args.mode.flag()
+        )));
+    }
     if args.mode.is_run() {
         return simulate_run(&args, &costs, &schedule, sim, recompute);
     }
@@ -122,6 +136,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     // The cost model refuses times whose step would overflow (`CostModel::resolve`), so every
     // number here is finite.
     let mut sums = None;
+    let mut host_peaks = None;
     let stats = if sim.trace {
         let trace = simulate_data_parallel(&schedule, &costs.model, dp, &grad_bytes)?;
         if args.trace {
@@ -133,6 +148,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             }
         }
         let stats = Stats::of(&trace);
+        if args.offload.given() {
+            host_peaks = Some(trace.ranks.iter().map(|r| r.peak_host_bytes()).collect::<Vec<u64>>());
+        }
         if dp.sums() {
             sums = Some(trace);
         }
@@ -146,9 +164,16 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         if let Some(trace) = &sums {
             out["data_parallel"] = sums_json(dp, trace, &stats);
         }
+        if let Some(host) = &host_peaks {
+            out["peak_host_bytes"] = json!(host);
+        }
         pipesched::sayln!("{out}")?;
     } else {
         pipesched::output::say(format_args!("{}", summary_table(&schedule, unit, &stats)))?;
+        if let Some(host) = &host_peaks {
+            let each: Vec<String> = host.iter().map(|&b| pipesched::units::bytes(b)).collect();
+            pipesched::sayln!("peak host bytes (offloaded), by rank: {}", each.join(", "))?;
+        }
         if let Some(trace) = &sums {
             pipesched::output::say(format_args!("{}", sums_table(dp, trace, &stats)))?;
         }
