@@ -477,6 +477,8 @@ mod tests {
                 assert!(in_microbatch_order(&s, &owners(&s)), "{kind} p={p} m={m}");
                 let r = crate::with_recompute(&s, &vec![true; s.stages()]).unwrap();
                 assert!(in_microbatch_order(&r, &owners(&r)), "{kind} p={p} m={m} with recompute");
+                let o = crate::with_offload(&r, &crate::Offload::All).unwrap();
+                assert!(in_microbatch_order(&o, &owners(&o)), "{kind} p={p} m={m} with offload");
             }
         }
     }
@@ -541,12 +543,16 @@ mod tests {
             p in 1usize..4,
             rounds in 1usize..3,
             recompute in any::<bool>(),
+            offload in any::<bool>(),
             edits in proptest::collection::vec(edit(), 1..4),
         ) {
             let m = p * rounds * 2;
             let mut s = kind.generate(p, kind.default_chunks(), m).unwrap();
             if recompute {
                 s = crate::with_recompute(&s, &vec![true; s.stages()]).unwrap();
+            }
+            if offload {
+                s = crate::with_offload(&s, &crate::Offload::All).unwrap();
             }
             let edited = apply(&s, &edits);
             let owner_of = owners(&edited);
