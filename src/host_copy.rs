@@ -49,6 +49,6 @@ mod tests {
         let link = measure(1 << 20).unwrap();
         assert!(link.bandwidth.is_finite() && link.bandwidth > 0.0);
         assert_eq!(link.latency, 0.0);
-        assert!(measure(0).unwrap_err().to_string().contains("nothing"));
+        assert!(measure(0).unwrap_err().to_string().contains("no copy to time"));
     }
 }

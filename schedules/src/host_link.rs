@@ -28,6 +28,10 @@ impl HostLink {
     /// A link of `bandwidth` bytes per time unit and `latency`; an error if either is out of
     /// range.
     pub fn new(bandwidth: f64, latency: f64) -> Result<HostLink> {
+        // Only byte predictions use an infinitely fast link (`untimed`); a given one is finite.
+        if !bandwidth.is_finite() {
+            return Err(bandwidth_error(bandwidth));
+        }
         let link = HostLink { bandwidth, latency };
         link.check()?;
         Ok(link)
@@ -42,10 +46,7 @@ impl HostLink {
     /// Refuses a bandwidth that is not finite and > 0, or a latency that is not finite and ≥ 0.
     pub fn check(&self) -> Result<()> {
         if !(self.bandwidth > 0.0 && (self.bandwidth.is_finite() || *self == HostLink::untimed())) {
-            return Err(Error::Cost(format!(
-                "the host link's bandwidth must be a finite number > 0 (bytes per time unit), got {}; measure it with `pipesched profile` or give the bytes per second the device-to-host copy runs at",
-                self.bandwidth
-            )));
+            return Err(bandwidth_error(self.bandwidth));
         }
         if !(self.latency.is_finite() && self.latency >= 0.0) {
             return Err(Error::Cost(format!(
@@ -60,6 +61,13 @@ impl HostLink {
     pub fn time(&self, bytes: u64) -> f64 {
         self.latency + bytes as f64 / self.bandwidth
     }
+}
+
+/// The error for a bandwidth that is not finite and > 0.
+fn bandwidth_error(bandwidth: f64) -> Error {
+    Error::Cost(format!(
+        "the host link's bandwidth must be a finite number > 0 (bytes per time unit), got {bandwidth}; give the bytes per second a device-to-host copy moves (`run` measures a memcpy when none is given)"
+    ))
 }
 
 #[cfg(test)]
