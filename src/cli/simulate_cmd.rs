@@ -71,6 +71,8 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         None => CostFile::from(args.costs.model()?),
     };
     let recompute = costs.recomputes(args.recompute.recompute.as_ref());
+    // Actions planning adds per (stage, micro-batch), for the size estimates: R, and O and L.
+    let planned = usize::from(recompute) + 2 * usize::from(args.offload.given());
     let dp = args.data.data_parallel()?;
     if dp.sums() && args.mode.is_run() {
         return Err(Error::Usage(format!(
@@ -90,8 +92,8 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         trace: args.trace || args.plot || dp.sums() || args.offload.given(),
         with_bytes: costs.model.has_bytes(),
     };
-    args.schedule.check_simulation_size(sim, recompute)?;
-    if let (true, Some(actions)) = (args.trace, args.schedule.planned_actions(recompute)) {
+    args.schedule.check_simulation_size(sim, planned)?;
+    if let (true, Some(actions)) = (args.trace, args.schedule.planned_actions(planned)) {
         chrome::check_size(actions)?;
     }
     if recompute && args.schedule.is_auto() {
@@ -102,7 +104,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     let base = args.schedule.schedule_to_simulate(Some(&costs.model))?;
     if args.schedule.from_csv.is_some() {
         // A file's size is known only once it is read: check its simulation now.
-        let recomputed = if recompute { base.stages() * base.m } else { 0 };
+        let recomputed = planned * base.stages() * base.m;
         let size = Footprint {
             actions: (base.num_actions() + recomputed) as u64,
             stages: base.stages() as u64,
@@ -243,7 +245,7 @@ fn simulate_run(
             .m
             .checked_mul(steps)
             .ok_or_else(|| Error::Usage("--steps: too many micro-batches".into()))?;
-        ShapeArgs { m, ..args.schedule.shape.clone() }.check_size(kind, Some(sim), recompute)?;
+        ShapeArgs { m, ..args.schedule.shape.clone() }.check_size(kind, Some(sim), usize::from(recompute))?;
     }
     let plan = args
         .mode
