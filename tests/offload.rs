@@ -156,3 +156,20 @@ fn offload_names_only_stages_that_exist() {
     ]);
     assert!(e.contains("names stage 5, but the schedule has 2 stages"), "{e}");
 }
+
+#[test]
+fn run_reports_host_bytes_measured_equal_to_predicted() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipesched"))
+        .args(["run", "--model", "tiny", "-s", "zb-h1", "-p", "2", "-m", "4", "--steps", "1"])
+        .args(["--offload", "all", "--host-bandwidth", "4GiB/s", "--verify", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bitwise"], true);
+    assert_eq!(v["peak_host_bytes"], v["predicted_peak_host_bytes"]);
+    assert_eq!(v["peak_held_bytes"], v["predicted_peak_held_bytes"]);
+    assert!(v["peak_host_bytes"][0].as_u64().unwrap() > 0);
+    // 4 GiB/s in the profiled model's unit, bytes per ms.
+    assert_eq!(v["host_link"]["bandwidth"], serde_json::json!(4.0 * 1073741824.0 / 1e3));
+}
