@@ -259,6 +259,7 @@ fn check(schedule: &Schedule, policy: RecomputePolicy) -> Result<Option<String>,
         latency: 0.0,
         bandwidth: None,
         static_bytes: statics,
+        host_link: None,
         time_unit: "ms".into(),
     };
     let (measured, predicted) =

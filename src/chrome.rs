@@ -3,7 +3,8 @@
 //!
 //! Layout: one process; one thread track per rank (named `rank r`, sorted by rank); one complete
 //! event (`ph: "X"`) per action, named like `1F3`, with the stage, op and micro-batch in `args`;
-//! one counter track per rank (`ph: "C"`) for live bytes; and a flow arrow (`ph: "s"` → `"f"`)
+//! one counter track per rank (`ph: "C"`) for live bytes, and one for host bytes on a rank that
+//! offloads; and a flow arrow (`ph: "s"` → `"f"`)
 //! from each send to its receive. Timestamps are microseconds: a trace in ms is scaled by 1000,
 //! and abstract simulator units are drawn as if they were milliseconds.
 
@@ -79,6 +80,12 @@ fn for_each_event(trace: &Trace, mut emit: impl FnMut(Value)) {
         for sample in &rank.memory {
             emit(json!({
                 "name": format!("rank {r} live bytes"), "ph": "C", "ts": sample.time * k, "pid": 0,
+                "args": {"bytes": sample.bytes}
+            }));
+        }
+        for sample in &rank.host {
+            emit(json!({
+                "name": format!("rank {r} host bytes"), "ph": "C", "ts": sample.time * k, "pid": 0,
                 "args": {"bytes": sample.bytes}
             }));
         }

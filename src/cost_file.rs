@@ -171,7 +171,7 @@ impl CostFile {
 
     /// The cost model of `specs` — `model` split into contiguous layer ranges, each with its
     /// recompute policy — placed as `layout` says, composed of the file's per-layer costs
-    /// ([`LayerCosts::compose`]); the latency, bandwidth and time unit are the file's. An error
+    /// ([`LayerCosts::compose`]); the latency, bandwidth, host link and time unit are the file's. An error
     /// if the file has no per-layer costs, they are another model's, or `specs` do not fit
     /// `layout`.
     pub fn compose(&self, model: &ModelSpec, specs: &[StageSpec], layout: Layout) -> Result<CostModel> {
@@ -194,6 +194,7 @@ impl CostFile {
             latency: self.model.latency,
             bandwidth: self.model.bandwidth,
             static_bytes,
+            host_link: self.model.host_link,
             time_unit: self.model.time_unit.clone(),
         })
     }

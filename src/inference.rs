@@ -92,6 +92,14 @@ impl StageWork for Evaluating<'_> {
         Err(self.refuse("a backward", mb))
     }
 
+    fn offload(&mut self, mb: usize) -> Result<()> {
+        Err(self.refuse("an offload", mb))
+    }
+
+    fn reload(&mut self, mb: usize) -> Result<()> {
+        Err(self.refuse("a reload", mb))
+    }
+
     fn held_bytes(&self) -> u64 {
         0
     }

@@ -8,6 +8,7 @@ pub mod collect;
 pub mod cost_file;
 pub mod error;
 pub mod exec;
+pub mod host_copy;
 pub mod inference;
 pub mod layer_profile;
 pub mod memory_report;

@@ -62,6 +62,8 @@ pub struct RankMemory {
     pub peak_held_bytes: u64,
     /// The simulator's peak of live bytes, messages in flight included, at equal op times.
     pub peak_bytes: u64,
+    /// The simulator's peak of host bytes: what offload moved off the device (0 without it).
+    pub host_peak_bytes: u64,
     /// A bound on what one op allocates while it runs.
     pub workspace_bytes: u64,
     /// A bound on the step's inputs and targets.
@@ -178,7 +180,8 @@ impl MemoryReport {
             |s| schedule.rank_of(s),
         );
         let statics = costs.static_bytes.clone();
-        let stats = Stats::of(&simulate(schedule, &costs)?);
+        let trace = simulate(schedule, &costs)?;
+        let stats = Stats::of(&trace);
         let mut ranks = Vec::with_capacity(schedule.p);
         for (rank, &base) in statics.iter().enumerate() {
             let stages = schedule.stages_of(rank);
@@ -203,6 +206,7 @@ impl MemoryReport {
                 activation_peak_bytes: stats.peak_held_bytes[rank].saturating_sub(base),
                 peak_held_bytes: stats.peak_held_bytes[rank],
                 peak_bytes: stats.peak_bytes[rank],
+                host_peak_bytes: trace.ranks[rank].peak_host_bytes(),
                 workspace_bytes: workspace,
                 data_bytes: data,
                 records_bytes: records,

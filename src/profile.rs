@@ -168,6 +168,7 @@ where
         latency,
         bandwidth,
         static_bytes,
+        host_link: None,
         time_unit: "ms".into(),
     };
     if !layers {

@@ -416,6 +416,18 @@ impl StageWork for RealStage {
         Ok(())
     }
 
+    fn offload(&mut self, mb: usize) -> std::result::Result<(), Self::Error> {
+        self.stage.offload(mb)
+    }
+
+    fn reload(&mut self, mb: usize) -> std::result::Result<(), Self::Error> {
+        self.stage.reload(mb)
+    }
+
+    fn host_bytes(&self) -> u64 {
+        self.stage.host_bytes()
+    }
+
     fn held_bytes(&self) -> u64 {
         self.stage.held_bytes() + self.stashed_bytes()
     }

@@ -174,6 +174,7 @@ impl SyntheticSpec {
             latency: 0.0,
             bandwidth: None,
             static_bytes: vec![],
+            host_link: None,
             time_unit: "ms".into(),
         }
     }
@@ -218,6 +219,10 @@ impl Held {
 /// Buffers are recycled through a pool (as a caching allocator would), so after the first step
 /// no action allocates, faults pages in or returns memory to the system: what the executor
 /// measures is scheduling, not `mmap`. The ledger counts held buffers, not the pool.
+///
+/// Offload copies a micro-batch's activation buffer into a buffer of a second pool, the host's,
+/// and hands the device buffer back to the first; reload copies it back. `host_bytes` counts the
+/// host buffers holding offloaded micro-batches.
 pub struct SyntheticStage {
     spec: SyntheticSpec,
     /// Its model stage (for [`Fault`]s).
@@ -225,12 +230,23 @@ pub struct SyntheticStage {
     held: HashMap<usize, Held>,
     /// Free buffers by length.
     pool: HashMap<usize, Vec<Vec<u8>>>,
+    /// Offloaded micro-batches' activations, in host buffers.
+    offloaded: HashMap<usize, Vec<u8>>,
+    /// Free host buffers by length.
+    host_pool: HashMap<usize, Vec<Vec<u8>>>,
 }
 
 impl SyntheticStage {
     /// A stage following `spec`.
     pub fn new(spec: SyntheticSpec) -> SyntheticStage {
-        SyntheticStage { spec, index: 0, held: HashMap::new(), pool: HashMap::new() }
+        SyntheticStage {
+            spec,
+            index: 0,
+            held: HashMap::new(),
+            pool: HashMap::new(),
+            offloaded: HashMap::new(),
+            host_pool: HashMap::new(),
+        }
     }
 
     /// This stage as model stage `index` (which a [`Fault`] names).
@@ -337,6 +353,38 @@ impl StageWork for SyntheticStage {
         self.give_held(old);
         self.work(self.spec.i + self.spec.w);
         Ok(Some(self.message()))
+    }
+
+    fn offload(&mut self, mb: usize) -> std::result::Result<(), String> {
+        if self.spec.act_bytes == 0 {
+            return Err(format!(
+                "offload of micro-batch {mb}: stage {} keeps nothing for its backward (act=0), so there is nothing to move; leave it out of --offload",
+                self.index
+            ));
+        }
+        let Some(Held::Activations(buf)) = self.held.remove(&mb) else {
+            return Err(self.missing(mb, "offload"));
+        };
+        let mut host = self.host_pool.get_mut(&buf.len()).and_then(Vec::pop).unwrap_or_else(|| vec![0u8; buf.len()]);
+        host.copy_from_slice(&buf);
+        self.give(buf);
+        self.offloaded.insert(mb, host);
+        Ok(())
+    }
+
+    fn reload(&mut self, mb: usize) -> std::result::Result<(), String> {
+        let Some(host) = self.offloaded.remove(&mb) else {
+            return Err(format!("reload of micro-batch {mb}, which is not offloaded"));
+        };
+        let mut buf = self.take(host.len());
+        buf.copy_from_slice(&host);
+        self.host_pool.entry(host.len()).or_default().push(host);
+        self.held.insert(mb, Held::Activations(buf));
+        Ok(())
+    }
+
+    fn host_bytes(&self) -> u64 {
+        self.offloaded.values().map(|b| b.len() as u64).sum()
     }
 
     fn held_bytes(&self) -> u64 {

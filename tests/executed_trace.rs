@@ -124,6 +124,12 @@ impl pipesched::exec::StageWork for Queued {
         self.backward_weight(mb)?;
         Ok(out)
     }
+    fn offload(&mut self, _: usize) -> Result<(), String> {
+        Err("no offload here".into())
+    }
+    fn reload(&mut self, _: usize) -> Result<(), String> {
+        Err("no reload here".into())
+    }
     fn held_bytes(&self) -> u64 {
         self.held
     }

@@ -45,7 +45,7 @@ fn cost_file_text() -> impl Strategy<Value = String> {
     let grads = prop::option::of(prop::collection::vec(bytes(), 0..=4));
     (costs, time(), bandwidth(), prop::collection::vec(bytes(), 0..=3), layout, recompute, layer_costs(), grads)
         .prop_map(|(costs, latency, bandwidth, static_bytes, layout, recompute, layers, grad_bytes)| {
-            let model = CostModel { costs, latency, bandwidth, static_bytes, time_unit: "ms".into() };
+            let model = CostModel { costs, latency, bandwidth, static_bytes, host_link: None, time_unit: "ms".into() };
             let layout = layout.map(|(p, v, placement)| Layout { p, v, placement });
             CostFile { model, layout, recompute, layers, grad_bytes }.to_json()
         })

@@ -30,6 +30,7 @@ fn with_bytes(stages: usize) -> CostModel {
         latency: 0.3,
         bandwidth: None,
         static_bytes: vec![1000],
+        host_link: None,
         time_unit: "ms".into(),
     }
 }

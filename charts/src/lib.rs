@@ -114,6 +114,7 @@ mod tests {
             latency: 0.05,
             bandwidth: None,
             static_bytes: vec![256 << 20],
+            host_link: None,
             time_unit: "ms".into(),
         }
     }

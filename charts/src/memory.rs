@@ -281,6 +281,7 @@ mod tests {
             latency: 0.0,
             bandwidth: None,
             static_bytes: vec![statics],
+            host_link: None,
             time_unit: "ms".into(),
         };
         simulate(&Kind::OneFOneB.generate(p, 1, p.max(8)).unwrap(), &costs).unwrap()

@@ -1,7 +1,7 @@
 //! Colours of the charts: one per op (Okabe–Ito, safe for colour-blind readers), a lighter tint
 //! per later chunk of an interleaved schedule, and one colour per rank for the memory curves.
 //!
-//! Invariant: the five ops get five different hues, and the text colour chosen for a fill always
+//! Invariant: the seven ops get seven different hues, and the text colour chosen for a fill always
 //! has enough contrast against it (dark text on light fills, white text on dark ones).
 
 use pipesched_schedules::{Op, Placement};
@@ -19,6 +19,8 @@ const GREEN: RGBColor = RGBColor(0, 158, 115);
 const PURPLE: RGBColor = RGBColor(204, 121, 167);
 /// Okabe–Ito sky blue.
 const SKY: RGBColor = RGBColor(86, 180, 233);
+/// Okabe–Ito yellow.
+const YELLOW: RGBColor = RGBColor(240, 228, 66);
 
 /// Gradient sums over data-parallel replicas (Okabe–Ito black, a strip under the boxes).
 pub const SUM: RGBColor = RGBColor(0, 0, 0);
@@ -39,6 +41,8 @@ pub fn op_colour(op: Op) -> RGBColor {
         Op::I => ORANGE,
         Op::W => GREEN,
         Op::R => PURPLE,
+        Op::O => SKY,
+        Op::L => YELLOW,
     }
 }
 
@@ -50,6 +54,8 @@ pub fn op_name(op: Op) -> &'static str {
         Op::I => "input grad",
         Op::W => "weight grad",
         Op::R => "recompute",
+        Op::O => "offload",
+        Op::L => "reload",
     }
 }
 

@@ -1,7 +1,8 @@
 //! `Action`: one unit of work in a schedule — `(stage, op, micro-batch)`.
 //!
 //! The text form is PyTorch pipelining's action string: `[stage][op][micro-batch]`, e.g. `2F0`,
-//! `1I3`, `0W5`, `3B1`. `R` (recompute) is pipesched's own. `Display` and `FromStr` round-trip.
+//! `1I3`, `0W5`, `3B1`. `R` (recompute), `O` (offload) and `L` (reload) are pipesched's own.
+//! `Display` and `FromStr` round-trip.
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,11 +24,17 @@ pub enum Op {
     W,
     /// Recompute: re-run the forward of a checkpointed micro-batch before its backward.
     R,
+    /// Offload: move what `F` kept for the backward of a micro-batch off the device into host
+    /// memory (PipeOffload, Wan et al. 2025).
+    O,
+    /// Reload: bring an offloaded micro-batch's kept bytes back onto the device before its
+    /// recompute or backward.
+    L,
 }
 
 impl Op {
     /// All ops, in a fixed order (used for legends).
-    pub const ALL: [Op; 5] = [Op::F, Op::B, Op::I, Op::W, Op::R];
+    pub const ALL: [Op; 7] = [Op::F, Op::B, Op::I, Op::W, Op::R, Op::O, Op::L];
 
     /// The op's letter.
     pub fn letter(self) -> char {
@@ -37,10 +44,12 @@ impl Op {
             Op::I => 'I',
             Op::W => 'W',
             Op::R => 'R',
+            Op::O => 'O',
+            Op::L => 'L',
         }
     }
 
-    /// The op for a letter, if it is one of `F B I W R`.
+    /// The op for a letter, if it is one of `F B I W R O L`.
     pub fn from_letter(c: char) -> Option<Op> {
         Some(match c {
             'F' => Op::F,
@@ -48,6 +57,8 @@ impl Op {
             'I' => Op::I,
             'W' => Op::W,
             'R' => Op::R,
+            'O' => Op::O,
+            'L' => Op::L,
             _ => return None,
         })
     }
@@ -55,6 +66,11 @@ impl Op {
     /// Whether this op produces the input gradient of its stage (`B` or `I`).
     pub fn is_input_backward(self) -> bool {
         matches!(self, Op::B | Op::I)
+    }
+
+    /// Whether this op moves kept bytes between the device and host memory (`O` or `L`).
+    pub fn is_transfer(self) -> bool {
+        matches!(self, Op::O | Op::L)
     }
 }
 
@@ -133,7 +149,7 @@ impl FromStr for Action {
             if rest.starts_with("SEND") || rest.starts_with("RECV") || rest.starts_with("UNSHARD") || rest.starts_with("RESHARD") {
                 bad("communication and sharding actions are not compute actions; pipesched derives transfers from the compute actions, export the compute-only format")
             } else {
-                bad("the op must be one of F, B, I, W, R")
+                bad("the op must be one of F, B, I, W, R, O, L")
             }
         })?;
         let mb_text = chars.as_str();
@@ -169,7 +185,7 @@ mod tests {
 
     #[test]
     fn round_trips_pytorch_strings() {
-        for s in ["2F0", "1I3", "0W5", "3B1", "12R104"] {
+        for s in ["2F0", "1I3", "0W5", "3B1", "12R104", "1O2", "1L2"] {
             let a: Action = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
         }

@@ -7,11 +7,15 @@
 //! A message between ranks takes the latency `c`, plus — when a bandwidth `B` is given — its
 //! bytes over `B`: the producing stage's `fwd_msg_bytes` for an activation, `bwd_msg_bytes` for
 //! a gradient ([`CostModel::message_delays`]). Between stages of one rank it takes nothing.
+//!
+//! An offload (`O`) or reload (`L`) moves the stage's `act_bytes` across the rank's
+//! [`HostLink`]; a schedule with them needs the model to have one ([`CostModel::transfer_time`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::action::Op;
 use crate::error::{Error, Result};
+use crate::host_link::HostLink;
 use crate::schedule::Schedule;
 
 /// Costs of one model stage (or, in the per-rank shorthand, of one rank's share of the model).
@@ -99,6 +103,10 @@ pub struct CostModel {
     /// Static bytes (parameters, gradients, optimizer state): none, one value for every rank, or one per rank.
     #[serde(default)]
     pub static_bytes: Vec<u64>,
+    /// The device ↔ host link offload and reload actions cross; `None`: the model has none, and
+    /// a schedule that offloads is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_link: Option<HostLink>,
     /// Unit of every time in the model (`ms` for profiled costs); shown on charts.
     #[serde(default = "default_unit")]
     pub time_unit: String,
@@ -116,13 +124,15 @@ impl CostModel {
             latency: 0.0,
             bandwidth: None,
             static_bytes: vec![],
+            host_link: None,
             time_unit: default_unit(),
         }
     }
 
     /// A per-stage model for memory predictions: each stage's bytes from `stages` (its cost's
     /// byte fields; its times are placeholders), no latency, an unlimited link, and each stage's
-    /// static bytes (the second of its pair) counted on rank `rank_of(stage)` of `p`.
+    /// static bytes (the second of its pair) counted on rank `rank_of(stage)` of `p`, and an
+    /// [`untimed`](HostLink::untimed) host link, so a schedule that offloads moves its bytes.
     pub fn of_bytes(stages: Vec<(StageCost, u64)>, p: usize, rank_of: impl Fn(usize) -> usize) -> CostModel {
         let mut static_bytes = vec![0u64; p];
         for (s, (_, bytes)) in stages.iter().enumerate() {
@@ -135,6 +145,7 @@ impl CostModel {
             latency: 0.0,
             bandwidth: None,
             static_bytes,
+            host_link: Some(HostLink::untimed()),
             time_unit: "ms".into(),
         }
     }
@@ -164,8 +175,33 @@ impl CostModel {
         self
     }
 
+    /// The same with the device ↔ host link `link` for offload and reload.
+    pub fn with_host_link(mut self, link: HostLink) -> CostModel {
+        self.host_link = Some(link);
+        self
+    }
+
+    /// How long the offload or reload `op` of a micro-batch on a stage of costs `stage` takes: its
+    /// kept bytes (`act_bytes`) over the host link. An error if the model has no host link, or if
+    /// the stage keeps nothing to move (`stage_index` names it).
+    pub fn transfer_time(&self, op: Op, stage_index: usize, stage: &StageCost) -> Result<f64> {
+        let Some(link) = self.host_link else {
+            return Err(Error::Cost(format!(
+                "the schedule offloads activations (stage {stage_index} has {} actions), but the cost model has no host link to time them; give --host-bandwidth BYTES_PER_S (or \"host_link\": {{\"bandwidth\": ..}} in the cost file)",
+                op.letter()
+            )));
+        };
+        if stage.act_bytes == 0 {
+            return Err(Error::Cost(format!(
+                "stage {stage_index} offloads, but keeps nothing for its backward (act_bytes = 0): there is nothing to move; leave stage {stage_index} out of --offload, or give its act_bytes"
+            )));
+        }
+        link.check()?;
+        Ok(link.time(stage.act_bytes))
+    }
+
     /// Parses a cost model from JSON (`{"per_rank": {...}}` or `{"stages": [...]}`, plus
-    /// optional `latency`, `bandwidth`, `static_bytes`, `time_unit`).
+    /// optional `latency`, `bandwidth`, `host_link`, `static_bytes`, `time_unit`).
     pub fn from_json(text: &str) -> Result<CostModel> {
         let model: CostModel = serde_json::from_str(text).map_err(|e| {
             Error::Cost(format!(
@@ -185,6 +221,9 @@ impl CostModel {
         let ok = |x: f64| x.is_finite() && x >= 0.0;
         if !ok(self.latency) {
             return Err(Error::Cost(format!("latency must be a finite number ≥ 0, got {}", self.latency)));
+        }
+        if let Some(link) = &self.host_link {
+            link.check()?;
         }
         if let Some(b) = self.bandwidth.filter(|b| !(b.is_finite() && *b > 0.0)) {
             return Err(Error::Cost(format!(
@@ -434,6 +473,7 @@ mod tests {
             latency: 0.25,
             bandwidth,
             static_bytes: vec![],
+            host_link: None,
             time_unit: default_unit(),
         };
         let s = crate::Kind::OneFOneB.generate(3, 1, 3).unwrap();

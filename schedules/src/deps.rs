@@ -3,7 +3,8 @@
 //! hang report all ask it.
 //!
 //! Two kinds of dependency:
-//! - **within a stage** (`F(s,j)` before `R(s,j)` before `I/B(s,j)`, `I(s,j)` before `W(s,j)`):
+//! - **within a stage** (`F(s,j)` before `O(s,j)` before `L(s,j)` before `R(s,j)` before
+//!   `I/B(s,j)`, `I(s,j)` before `W(s,j)`; `O`, `L` and `R` only where the schedule has them):
 //!   all of a stage's actions run on one rank, so these are orders within one lane, which
 //!   [`validate`](crate::validate) checks once; nothing waits for them at run time;
 //! - **between stages**, carried by a [`Message`]: `F(s,j)` needs the activation `F(s−1,j)`
@@ -106,11 +107,13 @@ pub fn produces(a: Action, stages: usize) -> Option<Message> {
     }
 }
 
-/// The same-stage action `a` must follow in its lane, if any: `R` and `I`/`B` follow `F`, `W`
-/// follows `I`. (`I`/`B` also follow the stage's `R` when it has one.)
+/// The same-stage action `a` must follow in its lane, if any: `R`, `O` and `I`/`B` follow `F`,
+/// `L` follows `O`, `W` follows `I`. (`I`/`B` also follow the pair's `R` and `L` when it has
+/// them, and `R` its `L`.)
 pub fn follows(a: Action) -> Option<Action> {
     let op = match a.op {
-        Op::R | Op::I | Op::B => Op::F,
+        Op::R | Op::I | Op::B | Op::O => Op::F,
+        Op::L => Op::O,
         Op::W => Op::I,
         Op::F => return None,
     };

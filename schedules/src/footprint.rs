@@ -60,13 +60,14 @@ pub struct Footprint {
 }
 
 impl Footprint {
-    /// The size of `kind`'s schedule for (p, v, m), with `R` planned for `recomputing` of its
-    /// stages. `None` if a count overflows.
-    pub fn of(kind: Kind, p: usize, v: usize, m: usize, recomputing: usize) -> Option<Footprint> {
+    /// The size of `kind`'s schedule for (p, v, m), with `planned` more actions per micro-batch
+    /// over all stages (one `R` per recomputing stage, an `O` and an `L` per offloading stage).
+    /// `None` if a count overflows.
+    pub fn of(kind: Kind, p: usize, v: usize, m: usize, planned: usize) -> Option<Footprint> {
         let stages = (p as u64).checked_mul(v as u64)?;
         let per_pair = kind.actions_per_microbatch() as u64;
         let pairs = stages.checked_mul(m as u64)?;
-        let actions = pairs.checked_mul(per_pair)?.checked_add((recomputing as u64).checked_mul(m as u64)?)?;
+        let actions = pairs.checked_mul(per_pair)?.checked_add((planned as u64).checked_mul(m as u64)?)?;
         let build = match kind {
             Kind::VHalf | Kind::VMin => {
                 let p = p as u64;
@@ -128,6 +129,8 @@ mod tests {
                 assert_eq!(f.actions, s.num_actions() as u64, "{kind} p={p} m={m}");
                 let r = crate::with_recompute(&s, &vec![true; s.stages()]).unwrap();
                 assert_eq!(Footprint::of(kind, p, v, m, s.stages()).unwrap().actions, r.num_actions() as u64);
+                let o = crate::with_offload(&r, &crate::Offload::All).unwrap();
+                assert_eq!(Footprint::of(kind, p, v, m, 3 * s.stages()).unwrap().actions, o.num_actions() as u64);
             }
         }
     }

@@ -22,6 +22,11 @@
 //!    rank's held samples at that instant are read (the in-flight count is right-continuous), so
 //!    a payload is never counted twice — in flight and inside the stage that consumed it.
 //!
+//! 4. **Host bytes** — what offload actions moved into host memory — are a second count beside
+//!    the device's, changed by the same rule 1 (growth from an action's start, release from its
+//!    end): an offload holds both copies while it runs (the host's from its start, the device's
+//!    until its end), and so does a reload. They never count in the device curve.
+//!
 //! Held bytes depend on a rank's own lane order alone, so a predicted held peak equals a measured
 //! one to the byte. Messages in flight depend on when other ranks send, so their measured share
 //! differs from the predicted one when a message's arrival and a rank's own release race.
@@ -46,12 +51,15 @@ pub struct Ledger {
     held: Vec<MemSample>,
     live: u64,
     messages: Vec<InFlight>,
+    /// Host bytes over time (rule 4), empty until the first change.
+    host: Vec<MemSample>,
+    host_live: u64,
 }
 
 impl Ledger {
     /// A rank holding `static_bytes` from time 0.
     pub fn new(static_bytes: u64) -> Ledger {
-        Ledger { held: vec![MemSample::new(0.0, static_bytes)], live: static_bytes, messages: Vec::new() }
+        Ledger::with_capacity(static_bytes, 0, 0)
     }
 
     /// A rank holding `static_bytes` from time 0, with room for `changes` changes of its held
@@ -59,7 +67,7 @@ impl Ledger {
     pub fn with_capacity(static_bytes: u64, changes: usize, messages: usize) -> Ledger {
         let mut held = Vec::with_capacity(changes.saturating_add(1));
         held.push(MemSample::new(0.0, static_bytes));
-        Ledger { held, live: static_bytes, messages: Vec::with_capacity(messages) }
+        Ledger { held, live: static_bytes, messages: Vec::with_capacity(messages), host: Vec::new(), host_live: 0 }
     }
 
     /// Bytes held now (static and kept by stages; messages in flight not included).
@@ -86,6 +94,29 @@ impl Ledger {
         self.held.push(MemSample::new(start, during));
         self.held.push(MemSample::new(end, after));
         self.live = after;
+    }
+
+    /// An action ran from `start` to `end` and left the rank holding `after` bytes in host
+    /// memory (rule 4).
+    pub fn host(&mut self, start: f64, end: f64, after: u64) {
+        if after != self.host_live {
+            if self.host.is_empty() {
+                self.host.push(MemSample::new(0.0, 0));
+            }
+            let at = if after > self.host_live { start } else { end };
+            self.host_live = after;
+            self.host.push(MemSample::new(at, after));
+        }
+    }
+
+    /// Host bytes held now (rule 4).
+    pub fn host_held(&self) -> u64 {
+        self.host_live
+    }
+
+    /// The host curve (rule 4), taken out of the ledger: empty if the rank never offloaded.
+    pub fn take_host(&mut self) -> Vec<MemSample> {
+        std::mem::take(&mut self.host)
     }
 
     /// A message of `bytes` sent at `sent` and taken at `consumed` (rule 2). Zero-byte messages
@@ -229,6 +260,19 @@ mod tests {
         assert_eq!(make().peaks(), (peak, held));
         assert_eq!((peak, held), (55, 25));
         assert_eq!(Ledger::new(7).peaks(), (7, 7));
+    }
+
+    #[test]
+    fn host_bytes_are_their_own_curve() {
+        let mut l = Ledger::new(100);
+        l.action(1.0, 2.0, 150); // F keeps 50
+        l.host(2.0, 3.0, 50); // O: the host copy from its start…
+        l.action(2.0, 3.0, 100); // …the device's freed at its end
+        l.action(4.0, 5.0, 150); // L: back on the device from its start…
+        l.host(4.0, 5.0, 0); // …off the host at its end
+        assert_eq!(l.take_host(), vec![MemSample::new(0.0, 0), MemSample::new(2.0, 50), MemSample::new(5.0, 0)]);
+        assert_eq!(curve(l), vec![(0.0, 100, 0), (1.0, 150, 0), (3.0, 100, 0), (4.0, 150, 0)]);
+        assert!(Ledger::new(1).take_host().is_empty());
     }
 
     #[test]

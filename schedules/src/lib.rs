@@ -26,7 +26,9 @@ mod error;
 mod footprint;
 mod generate;
 pub mod grid;
+mod host_link;
 mod ledger;
+mod offload;
 mod prefetch;
 mod ready;
 mod recompute;
@@ -50,7 +52,9 @@ pub use generate::{
     auto, dualpipe_v, forward_only, forward_pass, gpipe, interleaved, interleaved_zb, looped_bfs, one_f_one_b, v_half,
     v_min, zb_h1, zb_h2, zb_v, Kind, Objective,
 };
+pub use host_link::HostLink;
 pub use ledger::{InFlight, Ledger};
+pub use offload::{with_offload, Offload};
 pub use recompute::with_recompute;
 pub use schedule::{Placement, Schedule};
 pub use simulate::{simulate, simulate_data_parallel, simulate_stats, simulate_updates};

@@ -21,6 +21,12 @@
 //! one rank, so each rank's held bytes follow from its own lane alone, fed to its ledger as the
 //! walk runs the lane; messages (sized by the producing stage's `fwd_msg_bytes` / `bwd_msg_bytes`) count on
 //! their consumer from their producer's end to the consumer's start.
+//!
+//! Offload: `O` moves what its micro-batch holds (its forward's `act_bytes`) from the device to
+//! the rank's host count, `L` moves it back; each takes the stage's `act_bytes` over the cost
+//! model's [`HostLink`](crate::HostLink) ([`CostModel::transfer_time`]) and runs on the rank's
+//! timeline like any other action (no copy stream: the serial bound of PipeOffload's overlap).
+//! The host bytes form the trace's second curve ([`RankTrace::host`]).
 
 use crate::action::{Action, Op};
 use crate::cost::{CostModel, StageCost};
@@ -153,6 +159,7 @@ fn run(
                 start: Vec::with_capacity(room),
                 end: Vec::with_capacity(room),
                 memory: Vec::new(),
+                host: Vec::new(),
             }
         })
         .collect();
@@ -167,17 +174,28 @@ fn run(
         })
         .collect();
     let mut tallies = vec![Tally::default(); schedule.lanes.len()];
-    // Each stage's durations by op, side by side: 40 bytes a stage rather than its whole cost.
-    let durations: Vec<[f64; 5]> = stage_costs
+    // Stages that offload: their `O` and `L` are timed over the host link, which must exist.
+    let mut offloads = vec![false; stages];
+    for a in schedule.actions().filter(|a| a.op.is_transfer()) {
+        offloads[a.stage()] = true;
+    }
+    // Each stage's durations by op, side by side: 56 bytes a stage rather than its whole cost.
+    let durations: Vec<[f64; Op::ALL.len()]> = stage_costs
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(s, c)| {
             let mut d = [0.0; Op::ALL.len()];
             for op in Op::ALL {
-                d[op as usize] = c.duration(op);
+                d[op as usize] = match op {
+                    Op::O | Op::L if offloads[s] => costs.transfer_time(op, s, c)?,
+                    _ => c.duration(op),
+                };
             }
-            d
+            Ok(d)
         })
-        .collect();
+        .collect::<Result<_>>()?;
+    // What each (stage, micro-batch) holds in host memory now, for the pairs that offload.
+    let mut on_host = vec![0u64; if offloads.contains(&true) { stages * m } else { 0 }];
     let duration = |a: Action| durations[a.stage()][a.op as usize];
     let delays = costs.message_delays(schedule, &stage_costs);
     let mut post = Times::new(message_slots(stages, m), &delays);
@@ -196,8 +214,12 @@ fn run(
                 let now = stash.map_or(0, |s| s[rank][step]);
                 let extra = (stashed[rank], now);
                 stashed[rank] = now;
-                let pair = &mut held[a.stage() * m + a.mb()];
-                hold(&mut ledgers[rank], &stage_costs[a.stage()], pair, extra, forward_only, ran);
+                let k = a.stage() * m + a.mb();
+                if a.op.is_transfer() {
+                    transfer(&mut ledgers[rank], &mut held[k], &mut on_host[k], ran);
+                } else {
+                    hold(&mut ledgers[rank], &stage_costs[a.stage()], &mut held[k], extra, forward_only, ran);
+                }
             }
             if let (true, Some(sent)) = (sends, received) {
                 // The walk received a message, so `a` consumes one.
@@ -224,8 +246,9 @@ fn run(
         });
     };
     let mut peaks = Vec::with_capacity(ranks.len());
-    for (rank, ledger) in ranks.iter_mut().zip(ledgers) {
+    for (rank, mut ledger) in ranks.iter_mut().zip(ledgers) {
         if trace {
+            rank.host = ledger.take_host();
             rank.memory = ledger.finish();
             peaks.push((rank.peak_bytes(), rank.peak_held_bytes()));
         } else {
@@ -244,7 +267,30 @@ impl StageCost {
             Op::I => self.i,
             Op::W => self.w,
             Op::R => self.t_r(),
+            // Without a host link the stage's copies take nothing; `CostModel::transfer_time`
+            // times them over one.
+            Op::O | Op::L => 0.0,
         }
+    }
+}
+
+/// Feeds `ledger` the copy `ran` (an `O` or `L`) makes of its (stage, micro-batch): an offload
+/// moves everything the pair holds on the device (`device`) to the host (`host`), a reload moves
+/// it back. Stashed weight versions change only with the stage's own ops, so none change here.
+fn transfer(ledger: &mut Ledger, device: &mut u64, host: &mut u64, ran: Ran) {
+    let (moved, to_host) = match ran.action.op {
+        Op::O => (*device, true),
+        _ => (*host, false),
+    };
+    let (dev_before, host_before) = (ledger.held(), ledger.host_held());
+    if to_host {
+        ledger.host(ran.start, ran.end, host_before + moved);
+        ledger.action(ran.start, ran.end, dev_before - moved);
+        (*device, *host) = (0, *host + moved);
+    } else {
+        ledger.action(ran.start, ran.end, dev_before + moved);
+        ledger.host(ran.start, ran.end, host_before - moved);
+        (*device, *host) = (*device + moved, 0);
     }
 }
 
@@ -264,6 +310,8 @@ fn hold(ledger: &mut Ledger, cost: &StageCost, held: &mut u64, stash: (u64, u64)
         // What W needs can exceed what F kept (a Linear keeps its output gradient for W).
         Op::I => cost.w_bytes,
         Op::W | Op::B => 0,
+        // `run` hands copies to `transfer`.
+        Op::O | Op::L => *held,
     };
     // A backward holds what `F` and `R` keep, `act_bytes + recompute_bytes`, at some point: when
     // no `R` ran before it (`optimal`, which recomputes between its steps, or a skipped `R`), it

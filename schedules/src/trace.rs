@@ -105,11 +105,22 @@ pub struct RankTrace {
     pub end: Vec<f64>,
     /// Live bytes as a step function, in time order (samples at the same time in event order).
     pub memory: Vec<MemSample>,
+    /// Bytes held in host memory for the rank — what its offload actions moved off the device and
+    /// its reloads have not brought back — as a step function like `memory` (never in flight);
+    /// empty when the rank offloads nothing. Not part of `memory`, which is the device's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host: Vec<MemSample>,
 }
 
 impl Default for RankTrace {
     fn default() -> Self {
-        RankTrace { actions: Arc::new(Vec::new()), start: Vec::new(), end: Vec::new(), memory: Vec::new() }
+        RankTrace {
+            actions: Arc::new(Vec::new()),
+            start: Vec::new(),
+            end: Vec::new(),
+            memory: Vec::new(),
+            host: Vec::new(),
+        }
     }
 }
 
@@ -121,6 +132,7 @@ impl RankTrace {
             start: spans.iter().map(|s| s.start).collect(),
             end: spans.iter().map(|s| s.end).collect(),
             memory,
+            host: Vec::new(),
         }
     }
 
@@ -153,6 +165,12 @@ impl RankTrace {
     /// peak that depends on this rank's lane alone.
     pub fn peak_held_bytes(&self) -> u64 {
         self.memory.iter().map(MemSample::held).max().unwrap_or(0)
+    }
+
+    /// The largest host byte count of the step (what offload moved off the device), 0 when
+    /// nothing was offloaded.
+    pub fn peak_host_bytes(&self) -> u64 {
+        self.host.iter().map(|s| s.bytes).max().unwrap_or(0)
     }
 
     /// When the peak was first reached.

@@ -5,11 +5,13 @@
 //! 1. shape: `p, v, m ≥ 1`, `p·v ≤ MAX_STAGES`, one lane per rank, `V` placement only with `v = 2`;
 //! 2. every action names a stage `< p·v` and a micro-batch `< m`, on the rank holding the stage;
 //! 3. every (stage, micro-batch) has exactly one `F`, and either one `B` or one `I` and one `W`,
-//!    and at most one `R`; all micro-batches of a stage use the same kind of backward — unless
+//!    and at most one `R`; an `O` (offload) exactly when it has an `L` (reload), at most one of
+//!    each; all micro-batches of a stage use the same kind of backward — unless
 //!    the schedule is forward-only ([`Schedule::is_forward_only`]: inference and evaluation),
 //!    where every pair has its `F` and nothing else;
-//! 4. on its rank, `F` comes before `R`, `R` before `I`/`B`, `I` before `W`
-//!    ([`deps::follows`](crate::deps::follows));
+//! 4. on its rank, `F` comes before `O`, `O` before `L`, `L` before `R`, `F` and `R` before
+//!    `I`/`B`, `I` before `W` ([`deps::follows`](crate::deps::follows)): what was offloaded is back
+//!    before anything reads it;
 //! 5. no deadlock: running each lane in order, where an action waits for the message it
 //!    consumes ([`deps`](crate::deps)), every lane finishes.
 //!
@@ -115,7 +117,7 @@ fn check_range(s: &Schedule, owner_of: &[usize], rank: usize, step: usize, a: Ac
 }
 
 /// One bit per op, for the per-(stage, micro-batch) table of ops seen: `F` 1, `B` 2, `I` 4, `W` 8,
-/// `R` 16.
+/// `R` 16, `O` 32, `L` 64.
 const fn bit(op: Op) -> u8 {
     1 << op as u8
 }
@@ -127,6 +129,8 @@ fn op_name(op: Op) -> &'static str {
         Op::I => "input-gradient backward",
         Op::W => "weight-gradient backward",
         Op::R => "recompute",
+        Op::O => "offload",
+        Op::L => "reload",
     }
 }
 
@@ -220,23 +224,28 @@ fn in_microbatch_order(s: &Schedule, owner_of: &[usize]) -> bool {
             let ran = |op: Op| n[op as usize] > mb;
             let after = AFTER[a.op as usize].is_none_or(ran);
             let recompute_in_time = a.op != Op::R || !(ran(Op::B) || ran(Op::I));
-            if mb != n[a.op as usize] || mb >= m || !after || !recompute_in_time {
+            let reload_in_time = a.op != Op::L || !(ran(Op::B) || ran(Op::I) || ran(Op::R));
+            if mb != n[a.op as usize] || mb >= m || !after || !recompute_in_time || !reload_in_time {
                 return false;
             }
             n[a.op as usize] += 1;
         }
     }
-    let [f, b, i, w, r] = Op::ALL.map(|op| op as usize);
-    let forward_only = next.iter().all(|n| n[f] == m && n[b] == 0 && n[i] == 0 && n[w] == 0 && n[r] == 0);
+    let [f, b, i, w, r, o, l] = Op::ALL.map(|op| op as usize);
+    let forward_only =
+        next.iter().all(|n| n[f] == m && n[b] == 0 && n[i] == 0 && n[w] == 0 && n[r] == 0 && n[o] == 0 && n[l] == 0);
+    // Every `L` came after its `O`, so equal counts of 0 or m pair them all up.
+    let paired = |n: &[usize; 7]| n[o] == n[l] && (n[o] == 0 || n[o] == m);
     forward_only
-        || next
-            .iter()
-            .all(|n| n[f] == m && ((n[b] == m && n[i] == 0 && n[w] == 0) || (n[b] == 0 && n[i] == m && n[w] == m)))
+        || next.iter().all(|n| {
+            n[f] == m && paired(n) && ((n[b] == m && n[i] == 0 && n[w] == 0) || (n[b] == 0 && n[i] == m && n[w] == m))
+        })
 }
 
-/// Rule 4 by op (`F B I W R`, [`deps::follows`](crate::deps::follows)): the op that must have run
-/// on the pair before it. An `R` must also come before the pair's backward.
-const AFTER: [Option<Op>; 5] = [None, Some(Op::F), Some(Op::F), Some(Op::I), Some(Op::F)];
+/// Rule 4 by op (`F B I W R O L`, [`deps::follows`](crate::deps::follows)): the op that must have
+/// run on the pair before it. An `R` must also come before the pair's backward, and an `L` before
+/// its `R` and backward.
+const AFTER: [Option<Op>; 7] = [None, Some(Op::F), Some(Op::F), Some(Op::I), Some(Op::F), Some(Op::F), Some(Op::O)];
 
 /// Where rule 4 is first broken: (rank, step, the action, its missing predecessor, what).
 type OutOfOrder = (usize, usize, Action, Action, &'static str);
@@ -245,7 +254,8 @@ type OutOfOrder = (usize, usize, Action, Action, &'static str);
 /// rule 4, as [`order_break`] spells it out.
 fn in_order(seen: u8, op: Op) -> bool {
     let after = AFTER[op as usize].is_none_or(|x| seen & bit(x) != 0);
-    after && (op != Op::R || seen & (bit(Op::B) | bit(Op::I)) == 0)
+    let backward = bit(Op::B) | bit(Op::I);
+    after && (op != Op::R || seen & backward == 0) && (op != Op::L || seen & (backward | bit(Op::R)) == 0)
 }
 
 /// The duplicate `b` at `rank`, `step`: the error, with where it first appears.
@@ -277,6 +287,14 @@ fn order_break(s: &Schedule, rank: usize, step: usize, b: Action, seen: u8) -> O
             let k = find(s, need(back), 0).map_or(step, |x| x.1);
             (rank, k, need(back), b, "backward before its recompute")
         }
+        Op::O => (rank, step, b, need(Op::F), "offload before its forward"),
+        Op::L if seen & bit(Op::O) == 0 => (rank, step, b, need(Op::O), "reload before its offload"),
+        // An L after the recompute or backward: those read what was still on the host.
+        Op::L => {
+            let first = [Op::R, Op::B, Op::I].into_iter().find(|&op| seen & bit(op) != 0).unwrap_or(Op::I);
+            let k = find(s, need(first), 0).map_or(step, |x| x.1);
+            (rank, k, need(first), b, "recompute or backward before its reload")
+        }
         Op::W => (rank, step, b, need(Op::I), "W before I"),
         Op::F | Op::I | Op::B => (rank, step, b, need(Op::F), "backward before its forward"),
     }
@@ -292,7 +310,11 @@ fn check_complete(s: &Schedule, seen: &[u8]) -> Result<()> {
         for mb in 0..m {
             let ops = seen[stage * m + mb];
             let back = ops & backward;
-            if ops & bit(Op::F) != 0 && (forward_only || back == bit(Op::B) || back == bit(Op::I) | bit(Op::W)) {
+            let paired = (ops & bit(Op::O) == 0) == (ops & bit(Op::L) == 0);
+            if ops & bit(Op::F) != 0
+                && paired
+                && (forward_only || back == bit(Op::B) || back == bit(Op::I) | bit(Op::W))
+            {
                 continue; // complete; only broken pairs pay for the messages below
             }
             let name = |op| Action::new(stage, op, mb);
@@ -300,8 +322,12 @@ fn check_complete(s: &Schedule, seen: &[u8]) -> Result<()> {
             let rank = s.rank_of(stage);
             let has = |op| ops & bit(op) != 0;
             if !has(Op::F) {
-                let marks: Vec<_> =
-                    [Op::B, Op::I, Op::W, Op::R].into_iter().filter(|&o| has(o)).find_map(at).into_iter().collect();
+                let marks: Vec<_> = [Op::B, Op::I, Op::W, Op::R, Op::O, Op::L]
+                    .into_iter()
+                    .filter(|&o| has(o))
+                    .find_map(at)
+                    .into_iter()
+                    .collect();
                 return Err(invalid(
                     s,
                     &marks,
@@ -313,6 +339,23 @@ fn check_complete(s: &Schedule, seen: &[u8]) -> Result<()> {
             }
             // Positions are looked up only once a rule is broken.
             let f = || at(Op::F).unwrap_or((rank, 0));
+            if !paired {
+                let (has_op, lacks) = if has(Op::O) { (Op::O, Op::L) } else { (Op::L, Op::O) };
+                let here = at(has_op).unwrap_or_else(f);
+                return Err(invalid(
+                    s,
+                    &[here],
+                    format!(
+                        "{} without its {}: {} at rank {}, step {} has no matching {}; an offloaded micro-batch must be reloaded before its backward, so give both or neither",
+                        op_name(has_op),
+                        op_name(lacks),
+                        name(has_op),
+                        here.0,
+                        here.1,
+                        name(lacks)
+                    ),
+                ));
+            }
             match (has(Op::B), has(Op::I), has(Op::W)) {
                 (true, false, false) | (false, true, true) => {}
                 (false, false, false) => {
@@ -434,6 +477,8 @@ mod tests {
                 assert!(in_microbatch_order(&s, &owners(&s)), "{kind} p={p} m={m}");
                 let r = crate::with_recompute(&s, &vec![true; s.stages()]).unwrap();
                 assert!(in_microbatch_order(&r, &owners(&r)), "{kind} p={p} m={m} with recompute");
+                let o = crate::with_offload(&r, &crate::Offload::All).unwrap();
+                assert!(in_microbatch_order(&o, &owners(&o)), "{kind} p={p} m={m} with offload");
             }
         }
     }
@@ -455,7 +500,7 @@ mod tests {
         prop_oneof![
             (at(), any::<usize>()).prop_map(|((r, k), j)| Edit::Swap(r, k, j)),
             (at(), 0u16..6).prop_map(|((r, k), x)| Edit::Stage(r, k, x)),
-            (at(), 0usize..5).prop_map(|((r, k), x)| Edit::Op(r, k, x)),
+            (at(), 0usize..Op::ALL.len()).prop_map(|((r, k), x)| Edit::Op(r, k, x)),
             (at(), 0u32..10).prop_map(|((r, k), x)| Edit::Microbatch(r, k, x)),
             at().prop_map(|(r, k)| Edit::Drop(r, k)),
             at().prop_map(|(r, k)| Edit::Repeat(r, k)),
@@ -498,12 +543,16 @@ mod tests {
             p in 1usize..4,
             rounds in 1usize..3,
             recompute in any::<bool>(),
+            offload in any::<bool>(),
             edits in proptest::collection::vec(edit(), 1..4),
         ) {
             let m = p * rounds * 2;
             let mut s = kind.generate(p, kind.default_chunks(), m).unwrap();
             if recompute {
                 s = crate::with_recompute(&s, &vec![true; s.stages()]).unwrap();
+            }
+            if offload {
+                s = crate::with_offload(&s, &crate::Offload::All).unwrap();
             }
             let edited = apply(&s, &edits);
             let owner_of = owners(&edited);

@@ -80,6 +80,7 @@ fn cost_model() -> impl Strategy<Value = CostModel> {
             latency,
             bandwidth,
             static_bytes,
+            host_link: None,
             time_unit: unit.into(),
         },
     )

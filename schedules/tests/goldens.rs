@@ -48,6 +48,7 @@ fn peaks(kind: Kind, p: usize, m: usize, act: u64, wb: u64) -> Vec<u64> {
         latency: 0.0,
         bandwidth: None,
         static_bytes: vec![],
+        host_link: None,
         time_unit: "units".into(),
     };
     Stats::of(&simulate(&s, &model).unwrap()).peak_bytes
@@ -104,6 +105,7 @@ fn static_bytes_and_recompute_bytes_add_up() {
         latency: 0.0,
         bandwidth: None,
         static_bytes: vec![7, 5],
+        host_link: None,
         time_unit: "ms".into(),
     };
     let st = Stats::of(&simulate(&s, &model).unwrap());

@@ -139,3 +139,25 @@ fn the_simulator_refuses_what_validate_refuses() {
         assert_eq!(e, validate(&s).unwrap_err(), "{lanes:?}");
     }
 }
+
+#[test]
+fn offload_and_reload_in_the_wrong_order_or_unpaired() {
+    let ok = schedule(1, &["0F0 0O0 0L0 0B0"]);
+    validate(&ok).unwrap();
+    let (reason, grid) = rejection(&schedule(1, &["0F0 0L0 0O0 0B0"]));
+    assert_eq!(reason, "reload before its offload: 0L0 at rank 0, step 1 comes before 0O0 at step 2");
+    assert!(grid.contains("[0L0]"), "{grid}");
+    let (reason, _) = rejection(&schedule(1, &["0F0 0O0 0B0 0L0"]));
+    assert_eq!(reason, "recompute or backward before its reload: 0B0 at rank 0, step 2 comes before 0L0 at step 3");
+    let (reason, _) = rejection(&schedule(1, &["0F0 0O0 0R0 0L0 0B0"]));
+    assert_eq!(reason, "recompute or backward before its reload: 0R0 at rank 0, step 2 comes before 0L0 at step 3");
+    let (reason, _) = rejection(&schedule(1, &["0O0 0F0 0L0 0B0"]));
+    assert_eq!(reason, "offload before its forward: 0O0 at rank 0, step 0 comes before 0F0 at step 1");
+    let (reason, _) = rejection(&schedule(1, &["0F0 0O0 0B0"]));
+    assert_eq!(
+        reason,
+        "offload without its reload: 0O0 at rank 0, step 1 has no matching 0L0; an offloaded micro-batch must be reloaded before its backward, so give both or neither"
+    );
+    let (reason, _) = rejection(&schedule(1, &["0F0 0O0 0O0 0L0 0B0"]));
+    assert!(reason.starts_with("duplicate offload: 0O0"), "{reason}");
+}

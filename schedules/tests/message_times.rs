@@ -22,6 +22,7 @@ fn model(c: f64, fwd: u64, bwd: u64, bw: Option<f64>) -> CostModel {
         latency: c,
         bandwidth: bw,
         static_bytes: vec![],
+        host_link: None,
         time_unit: "ms".into(),
     }
 }
@@ -124,6 +125,7 @@ fn messages_within_a_rank_take_nothing() {
         latency: 0.5,
         bandwidth: bw,
         static_bytes: vec![],
+        host_link: None,
         time_unit: "ms".into(),
     };
     let within = [(0, 0), (1 << 30, 0), (0, 1 << 30), (0, 0)];

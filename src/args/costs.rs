@@ -222,6 +222,7 @@ impl CostArgs {
             latency: c.c,
             bandwidth,
             static_bytes: m.statics.into_iter().collect(),
+            host_link: None,
             time_unit: if c.in_ms { "ms" } else { "units" }.into(),
         })
     }

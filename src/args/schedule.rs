@@ -76,17 +76,18 @@ pub struct ShapeArgs {
 }
 
 impl ShapeArgs {
-    /// The size of the `kind` schedule of this shape (`None` if its counts overflow), with `R`
-    /// planned for every stage when `recompute`.
-    pub fn size(&self, kind: Kind, recompute: bool) -> Option<Footprint> {
+    /// The size of the `kind` schedule of this shape (`None` if its counts overflow), with
+    /// `planned` actions planned per (stage, micro-batch) on every stage: 1 for `R`, 2 for `O`
+    /// and `L`, 3 for both.
+    pub fn size(&self, kind: Kind, planned: usize) -> Option<Footprint> {
         let (p, v) = (self.layout.p, self.layout.chunks_of(kind));
-        Footprint::of(kind, p, v, self.m, if recompute { p.checked_mul(v)? } else { 0 })
+        Footprint::of(kind, p, v, self.m, p.checked_mul(v)?.checked_mul(planned)?)
     }
 
     /// Refuses, before anything is generated, a `kind` schedule of this shape that would not fit
     /// in memory — with its simulation when `simulated`.
-    pub fn check_size(&self, kind: Kind, simulated: Option<Simulation>, recompute: bool) -> Result<()> {
-        let size = self.size(kind, recompute);
+    pub fn check_size(&self, kind: Kind, simulated: Option<Simulation>, planned: usize) -> Result<()> {
+        let size = self.size(kind, planned);
         let subject = format!(
             "{kind} with p={}, v={}, m={} ({} actions)",
             self.layout.p,
@@ -100,7 +101,7 @@ impl ShapeArgs {
 
     /// The `kind` schedule of this shape, refused up front if it would not fit in memory.
     pub fn generate(&self, kind: Kind) -> Result<Schedule> {
-        self.check_size(kind, None, false)?;
+        self.check_size(kind, None, 0)?;
         Ok(kind.generate(self.layout.p, self.layout.chunks_of(kind), self.m)?)
     }
 }
@@ -156,12 +157,13 @@ pub struct ScheduleArgs {
 
 impl ScheduleArgs {
     /// Refuses, before anything is generated, a schedule and its simulation (keeping what `sim`
-    /// says) that would not fit in memory. A CSV schedule is already in
-    /// memory as text and is not estimated.
-    pub fn check_simulation_size(&self, sim: Simulation, recompute: bool) -> Result<()> {
+    /// says) that would not fit in memory, with `planned` actions planned per (stage,
+    /// micro-batch) ([`ShapeArgs::size`]). A CSV schedule is already in memory as text and is not
+    /// estimated.
+    pub fn check_simulation_size(&self, sim: Simulation, planned: usize) -> Result<()> {
         if self.from_csv.is_none() {
             if let Some(kind) = self.schedule {
-                self.shape.check_size(kind, Some(sim), recompute)?;
+                self.shape.check_size(kind, Some(sim), planned)?;
             }
         }
         Ok(())
@@ -172,17 +174,17 @@ impl ScheduleArgs {
     /// the pipeline to fill and drain (`None` as for [`planned_actions`](Self::planned_actions)).
     pub fn planned_grid_cells(&self) -> Option<u64> {
         let kind = self.schedule?;
-        let size = self.shape.size(kind, false).filter(|_| self.from_csv.is_none())?;
+        let size = self.shape.size(kind, 0).filter(|_| self.from_csv.is_none())?;
         let p = self.shape.layout.p as u64;
         size.actions.checked_add(size.stages.checked_mul(2)?.checked_mul(p)?)
     }
 
-    /// The number of actions the generated schedule will have, with `R` planned for every stage
-    /// when `recompute`, before it exists (`None` for a CSV file, no schedule named, or a count
-    /// past 2^64).
-    pub fn planned_actions(&self, recompute: bool) -> Option<u64> {
+    /// The number of actions the generated schedule will have, with `planned` actions planned per
+    /// (stage, micro-batch) ([`ShapeArgs::size`]), before it exists (`None` for a CSV file, no
+    /// schedule named, or a count past 2^64).
+    pub fn planned_actions(&self, planned: usize) -> Option<u64> {
         match (self.schedule, &self.from_csv) {
-            (Some(kind), None) => self.shape.size(kind, recompute).map(|s| s.actions),
+            (Some(kind), None) => self.shape.size(kind, planned).map(|s| s.actions),
             _ => None,
         }
     }
@@ -268,7 +270,7 @@ impl ScheduleArgs {
         let Some(costs) = costs else {
             return Err(Error::Usage("-s auto is built for a cost model, and this command has none".into()));
         };
-        self.shape.check_size(kind, None, false)?;
+        self.shape.check_size(kind, None, 0)?;
         Ok(auto(self.shape.layout.p, self.shape.m, costs, limit, self.objective.into())?)
     }
 }

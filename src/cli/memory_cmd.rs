@@ -5,7 +5,7 @@
 
 use clap::Args;
 
-use pipesched::args::{DataParallelArgs, ModelArgs, RecomputeArgs, ScheduleArgs};
+use pipesched::args::{DataParallelArgs, ModelArgs, OffloadArgs, RecomputeArgs, ScheduleArgs};
 use pipesched::memory_report::MemoryReport;
 use pipesched::units::bytes;
 use pipesched::workload::ModelSource;
@@ -21,6 +21,8 @@ pub struct MemoryArgs {
     schedule: ScheduleArgs,
     #[command(flatten)]
     recompute: RecomputeArgs,
+    #[command(flatten)]
+    offload: OffloadArgs,
     #[command(flatten)]
     data: DataParallelArgs,
     /// Print one JSON object instead of the table.
@@ -51,7 +53,8 @@ pub fn run(args: MemoryArgs) -> Result<()> {
     let policies = args.recompute.policies().for_stages(base.stages())?;
     let specs = model.stage_specs(base.stages(), &spec.partition, &pipesched_stages::Policies(policies.clone()))?;
     let flags: Vec<bool> = policies.iter().map(|p| p.drops()).collect();
-    let schedule = with_recompute(&base, &flags)?;
+    // Bytes only: the copies' time does not matter here, so --host-bandwidth is not needed.
+    let schedule = args.offload.plan(&with_recompute(&base, &flags)?)?;
     let batch = spec.batch.unwrap_or(model.batch);
     let report = MemoryReport::of(model, &schedule, &specs, batch, &spec.optimizer, dp)?;
     if args.json {
@@ -113,6 +116,10 @@ fn table(r: &MemoryReport, policies: &[pipesched_stages::RecomputePolicy]) -> St
             bytes(k.total_bytes - k.peak_held_bytes),
             bytes(k.total_bytes),
         ));
+    }
+    if r.ranks.iter().any(|k| k.host_peak_bytes > 0) {
+        let each: Vec<String> = r.ranks.iter().map(|k| bytes(k.host_peak_bytes)).collect();
+        out.push_str(&format!("\nhost peak (offloaded activations), by rank: {}\n", each.join(", ")));
     }
     out.push_str(
         "\nheld peak: the simulator's (= what `run` measures); + bounds: messages in flight at equal op times, op workspace, data and bookkeeping\n",

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::json;
 
-use pipesched::args::{ModelArgs, OutArgs, RecomputeArgs, RunModeArgs, ScheduleArgs, StepArgs};
+use pipesched::args::{ModelArgs, OffloadArgs, OutArgs, RecomputeArgs, RunModeArgs, ScheduleArgs, StepArgs};
 use pipesched::chrome::{self, write_chrome_trace};
 use pipesched::exec::ExecOptions;
 use pipesched::model::Verification;
@@ -19,7 +19,7 @@ use pipesched::workload::{Demand, Layout, ModelChoice, RunPlan, Step, Workload};
 use pipesched::{units, Error, Result};
 use pipesched_schedules::{
     period, simulate, simulate_data_parallel, simulate_updates, step_ends, CostModel, DataParallel, Kind, Schedule,
-    Simulation, Stats, Trace,
+    Simulation, StageCosts, Stats, Trace,
 };
 use pipesched_stages::{Partition, Policies};
 
@@ -32,6 +32,8 @@ pub struct RunArgs {
     recompute: RecomputeArgs,
     #[command(flatten)]
     schedule: ScheduleArgs,
+    #[command(flatten)]
+    offload: OffloadArgs,
     #[command(flatten)]
     steps: StepArgs,
     /// Also run every step on the sequential reference and report the largest gradient difference.
@@ -130,10 +132,16 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     };
     let mut workload =
         args.model.spec().build(&Layout::from(&base), &args.recompute.policies(), &demand, &opts.transport)?;
-    let schedule = workload.plan(&base)?;
+    let schedule = args.offload.plan(&workload.plan(&base)?)?;
     if args.trace {
         // Before any step: the trace would be refused at the end.
         chrome::check_size(schedule.num_actions() as u64)?;
+    }
+    if args.mode.is_run() && args.offload.given() {
+        return Err(Error::Usage(format!(
+            "--offload with {}: offload is planned for one step at a time for now; run with a barrier between steps",
+            args.mode.flag()
+        )));
     }
     if args.mode.is_run() {
         let steps = args.steps.total();
@@ -165,7 +173,7 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     // Every process takes part (with ranks as processes, these gather every stage's numbers).
     let predicted = workload.predicted()?;
     let digest = if args.json { workload.parameter_digest()? } else { None };
-    let profiled = if args.no_compare { None } else { Some(workload.profile(7)?) };
+    let profiled = if args.no_compare { None } else { Some(with_host_link(args, workload.profile(7)?, &predicted)?) };
     let dp = args.steps.transport.data.data_parallel()?;
     // With data parallelism the simulation adds each stage's sum over the replicas.
     let sums = if dp.sums() && profiled.is_some() { Some((dp, workload.version_bytes()?)) } else { None };
@@ -174,6 +182,23 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     }
     let run = Finished { validations: &validations, predicted: &predicted, profiled: profiled.as_ref(), digest, sums };
     finish(args, &schedule, &records[args.steps.warmup..], run)
+}
+
+/// The profiled costs `model` with the host link offload copies take: `--host-bandwidth` when
+/// given, else a memcpy of the largest per-micro-batch bytes an offloading stage keeps (from the
+/// stages' own accounting, `predicted`), measured on this machine ([`host_copy::measure`]).
+fn with_host_link(args: &RunArgs, model: CostModel, predicted: &CostModel) -> Result<CostModel> {
+    let Some(plan) = &args.offload.offload else { return Ok(model) };
+    if let Some(link) = args.offload.link(&model)? {
+        return Ok(model.with_host_link(link));
+    }
+    let kept = match &predicted.costs {
+        StageCosts::Stages(list) => {
+            list.iter().enumerate().filter(|(s, _)| plan.covers_stage(*s)).map(|(_, c)| c.act_bytes).max().unwrap_or(0)
+        }
+        StageCosts::PerRank(c) => c.act_bytes,
+    };
+    Ok(model.with_host_link(pipesched::host_copy::measure(kept)?))
 }
 
 /// What a run with no barrier (`--no-barrier`, `--async`) cannot run with, refused before
@@ -382,7 +407,11 @@ fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) 
     };
     // Held bytes follow from the stages' accounting alone; messages in flight also need the
     // timing, so their prediction is the simulation with profiled costs when there is one.
-    let from_bytes = Stats::of(&simulate(schedule, predicted_bytes)?);
+    let from_bytes_trace = simulate(schedule, predicted_bytes)?;
+    let from_bytes = Stats::of(&from_bytes_trace);
+    // Host bytes (offload), measured and predicted, by rank.
+    let host_measured: Vec<u64> = measured.ranks.iter().map(|r| r.peak_host_bytes()).collect();
+    let host_predicted: Vec<u64> = from_bytes_trace.ranks.iter().map(|r| r.peak_host_bytes()).collect();
     let predicted_held = from_bytes.peak_held_bytes;
     let predicted = simulated.as_ref().map_or(from_bytes.peak_bytes, |s| Stats::of(s).peak_bytes);
     let comparison = simulated.as_ref().map(|s| compare(measured, s));
@@ -409,6 +438,9 @@ fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) 
             "predicted_peak_memory_bytes": predicted,
             "peak_held_bytes": m_stats.peak_held_bytes,
             "predicted_peak_held_bytes": predicted_held,
+            "peak_host_bytes": host_measured,
+            "predicted_peak_host_bytes": host_predicted,
+            "host_link": profiled.and_then(|c| c.host_link),
             "comparison": comparison,
             "profiled_costs": profiled,
             "static_bytes": predicted_bytes.static_bytes,
@@ -444,6 +476,18 @@ fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) 
         100.0 * m_stats.bubble_rate
     )?;
     print_peaks(&m_stats, &predicted_held, &predicted)?;
+    if args.offload.given() {
+        pipesched::sayln!("\n{:>4}  {:>14}  {:>14}", "rank", "host measured", "host predicted")?;
+        for (r, (m, p)) in host_measured.iter().zip(&host_predicted).enumerate() {
+            pipesched::sayln!("{r:>4}  {:>14}  {:>14}", m, p)?;
+        }
+        if let Some(link) = profiled.and_then(|c| c.host_link) {
+            pipesched::sayln!(
+                "offload copies simulated at {:.3} GB/s (--host-bandwidth, or a measured memcpy of the largest micro-batch's kept bytes)",
+                link.bandwidth * 1e3 / 1e9
+            )?;
+        }
+    }
     if let Some(plan) = &args.loaded {
         print_against_plan(plan, &m_stats, times[median])?;
     }

@@ -7,7 +7,8 @@ use clap::Args;
 use serde_json::json;
 
 use pipesched::args::{
-    at_least_one, read_text, CostArgs, DataParallelArgs, OutArgs, RecomputeArgs, RunModeArgs, ScheduleArgs, ShapeArgs,
+    at_least_one, read_text, CostArgs, DataParallelArgs, OffloadArgs, OutArgs, RecomputeArgs, RunModeArgs,
+    ScheduleArgs, ShapeArgs,
 };
 use pipesched::budget::{self, Available};
 use pipesched::chrome::{self, write_chrome_trace};
@@ -28,6 +29,8 @@ pub struct SimulateArgs {
     recompute: RecomputeArgs,
     #[command(flatten)]
     costs: CostArgs,
+    #[command(flatten)]
+    offload: OffloadArgs,
     /// Read the cost model from a JSON file: per rank or per stage, as `profile` writes it (which
     /// also records the layout and recompute policies it was measured under; see the README).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["costs", "mem", "bandwidth"])]
@@ -59,7 +62,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     if args.trace || args.plot {
         args.out.prepare()?;
     }
-    let costs = match &args.costs_file {
+    let mut costs = match &args.costs_file {
         Some(path) => {
             // Per-stage costs of the most stages a schedule can have fit in a few MiB.
             let text = read_text(path, 64 << 20, "cannot read the cost model")?;
@@ -68,6 +71,8 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         None => CostFile::from(args.costs.model()?),
     };
     let recompute = costs.recomputes(args.recompute.recompute.as_ref());
+    // Actions planning adds per (stage, micro-batch), for the size estimates: R, and O and L.
+    let planned = usize::from(recompute) + 2 * usize::from(args.offload.given());
     let dp = args.data.data_parallel()?;
     if dp.sums() && args.mode.is_run() {
         return Err(Error::Usage(format!(
@@ -82,9 +87,13 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     };
     // Without a chart, a Chrome trace or sums over replicas nothing reads the spans: only the
     // stats are kept.
-    let sim = Simulation { trace: args.trace || args.plot || dp.sums(), with_bytes: costs.model.has_bytes() };
-    args.schedule.check_simulation_size(sim, recompute)?;
-    if let (true, Some(actions)) = (args.trace, args.schedule.planned_actions(recompute)) {
+    // Host bytes are read from the trace's host curves.
+    let sim = Simulation {
+        trace: args.trace || args.plot || dp.sums() || args.offload.given(),
+        with_bytes: costs.model.has_bytes(),
+    };
+    args.schedule.check_simulation_size(sim, planned)?;
+    if let (true, Some(actions)) = (args.trace, args.schedule.planned_actions(planned)) {
         chrome::check_size(actions)?;
     }
     if recompute && args.schedule.is_auto() {
@@ -95,7 +104,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     let base = args.schedule.schedule_to_simulate(Some(&costs.model))?;
     if args.schedule.from_csv.is_some() {
         // A file's size is known only once it is read: check its simulation now.
-        let recomputed = if recompute { base.stages() * base.m } else { 0 };
+        let recomputed = planned * base.stages() * base.m;
         let size = Footprint {
             actions: (base.num_actions() + recomputed) as u64,
             stages: base.stages() as u64,
@@ -109,8 +118,15 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             chrome::check_size(size.actions)?;
         }
     }
-    let schedule = costs.plan(&base, args.recompute.recompute.as_ref())?;
+    let schedule = args.offload.plan(&costs.plan(&base, args.recompute.recompute.as_ref())?)?;
+    costs.model = args.offload.apply(costs.model)?;
     args.costs.check_used(&schedule)?;
+    if args.mode.is_run() && args.offload.given() {
+        return Err(Error::Usage(format!(
+            "--offload with {}: offload is planned for one step at a time for now; simulate one step",
+            args.mode.flag()
+        )));
+    }
     if args.mode.is_run() {
         return simulate_run(&args, &costs, &schedule, sim, recompute);
     }
@@ -122,6 +138,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     // The cost model refuses times whose step would overflow (`CostModel::resolve`), so every
     // number here is finite.
     let mut sums = None;
+    let mut host_peaks = None;
     let stats = if sim.trace {
         let trace = simulate_data_parallel(&schedule, &costs.model, dp, &grad_bytes)?;
         if args.trace {
@@ -133,6 +150,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             }
         }
         let stats = Stats::of(&trace);
+        if args.offload.given() {
+            host_peaks = Some(trace.ranks.iter().map(|r| r.peak_host_bytes()).collect::<Vec<u64>>());
+        }
         if dp.sums() {
             sums = Some(trace);
         }
@@ -146,9 +166,16 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         if let Some(trace) = &sums {
             out["data_parallel"] = sums_json(dp, trace, &stats);
         }
+        if let Some(host) = &host_peaks {
+            out["peak_host_bytes"] = json!(host);
+        }
         pipesched::sayln!("{out}")?;
     } else {
         pipesched::output::say(format_args!("{}", summary_table(&schedule, unit, &stats)))?;
+        if let Some(host) = &host_peaks {
+            let each: Vec<String> = host.iter().map(|&b| pipesched::units::bytes(b)).collect();
+            pipesched::sayln!("peak host bytes (offloaded), by rank: {}", each.join(", "))?;
+        }
         if let Some(trace) = &sums {
             pipesched::output::say(format_args!("{}", sums_table(dp, trace, &stats)))?;
         }
@@ -218,7 +245,7 @@ fn simulate_run(
             .m
             .checked_mul(steps)
             .ok_or_else(|| Error::Usage("--steps: too many micro-batches".into()))?;
-        ShapeArgs { m, ..args.schedule.shape.clone() }.check_size(kind, Some(sim), recompute)?;
+        ShapeArgs { m, ..args.schedule.shape.clone() }.check_size(kind, Some(sim), usize::from(recompute))?;
     }
     let plan = args
         .mode

@@ -309,6 +309,10 @@ pub fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
             debug_assert!(spans.iter().map(|s| s.action).eq(lane.iter().copied()));
             let mut ledger = Ledger::new(rec.held_at_start);
             for (k, (sp, &after)) in spans.iter().zip(&rec.held_after).enumerate() {
+                // Host before device: an offload's host copy exists from its start (ledger rule 4).
+                if let Some(&host) = rec.host_after.get(k) {
+                    ledger.host(sp.start, sp.end, host);
+                }
                 ledger.action_holding(sp.start, sp.end, rec.working.get(k).copied().unwrap_or(0), after);
             }
             // A hand-over between stages of this rank was sent when its producer ended.
@@ -327,11 +331,13 @@ pub fn assemble(schedule: &Schedule, records: Vec<RankRecord>) -> Trace {
                     ledger.message(sent, consumer.start, bytes);
                 }
             }
+            let host = ledger.take_host();
             RankTrace {
                 actions: lane.clone(),
                 start: spans.iter().map(|s| s.start).collect(),
                 end: spans.iter().map(|s| s.end).collect(),
                 memory: ledger.finish(),
+                host,
             }
         })
         .collect();

@@ -1,5 +1,6 @@
-//! `StageWork`: what the executor needs from a model stage — the five ops and an honest count
-//! of the bytes the stage holds.
+//! `StageWork`: what the executor needs from a model stage — the ops (`F R I W B`, and the
+//! copies `O` and `L`) and an honest count of the bytes the stage holds, on its device and in
+//! host memory.
 //!
 //! ## Design
 //! The executor is generic over this trait so that real stages (tensors and layers) and
@@ -42,6 +43,21 @@ pub trait StageWork: Send {
 
     /// Full backward of `mb`: input gradient and weight gradient.
     fn backward(&mut self, mb: usize, grad: Option<Self::Payload>) -> Result<Option<Self::Payload>, Self::Error>;
+
+    /// Offload: moves what the stage keeps for `mb` into host memory, a copy in buffers of its
+    /// own that [`host_bytes`](StageWork::host_bytes) counts; the device's bytes are released.
+    /// An error if `mb` holds nothing to move or is already on the host.
+    fn offload(&mut self, mb: usize) -> Result<(), Self::Error>;
+
+    /// Reload: moves `mb`'s offloaded bytes back where its recompute and backward read them,
+    /// bit for bit. An error if `mb` is not on the host.
+    fn reload(&mut self, mb: usize) -> Result<(), Self::Error>;
+
+    /// Bytes the stage holds in host memory right now (offloaded micro-batches). 0 (the
+    /// default) for stages that never offload.
+    fn host_bytes(&self) -> u64 {
+        0
+    }
 
     /// Applies the optimizer to the gradients of the micro-batches since the last update, in a
     /// run of steps back to back ([`ExecOptions::updates`](super::ExecOptions::updates)): called

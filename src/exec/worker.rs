@@ -26,6 +26,10 @@ pub struct RankRecord {
     /// index with `spans`.
     #[serde(default)]
     pub working: Vec<u64>,
+    /// Bytes held in host memory (what offloads moved there) after each action, index for index
+    /// with `spans`; empty if the rank's stages never held any.
+    #[serde(default)]
+    pub host_after: Vec<u64>,
     /// For each payload this rank consumed: the step that consumed it and its bytes.
     pub inbound: Vec<(usize, u64)>,
     /// Messages this rank received.
@@ -123,6 +127,7 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
                 held_at_start: live,
                 held_after: Vec::new(),
                 working: Vec::new(),
+                host_after: Vec::new(),
                 inbound: Vec::new(),
                 received: Vec::new(),
                 device_timed: false,
@@ -253,6 +258,8 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
             Op::I => stage.backward_input(mb, input),
             Op::W => stage.backward_weight(mb).map(|()| None),
             Op::B => stage.backward(mb, input),
+            Op::O => stage.offload(mb).map(|()| None),
+            Op::L => stage.reload(mb).map(|()| None),
         };
         let end = Instant::now();
         let out = out.map_err(|e| Error::Stage { rank, step, action: a.to_string(), message: e.to_string() })?;
@@ -265,6 +272,12 @@ impl<'a, 's, S: StageWork> Worker<'a, 's, S> {
         let (t_start, t_end) = (self.shared.ms(start), self.shared.ms(end));
         self.record.held_after.push(held);
         self.record.working.push(working);
+        let host: u64 = self.stages.values().map(|s| s.host_bytes()).sum();
+        if host > 0 || !self.record.host_after.is_empty() {
+            // Zeros for the actions before the first offload, so the list stays index for index.
+            self.record.host_after.resize(self.record.spans.len(), 0);
+            self.record.host_after.push(host);
+        }
         self.record.spans.push(Span { action: a, start: t_start, end: t_end });
         match (produces(a, stages), out) {
             (Some(msg), Some(payload)) => self.deliver(step, a, msg, payload, t_end)?,

@@ -173,6 +173,7 @@ impl Search<'_> {
             latency: file.latency,
             bandwidth: file.bandwidth,
             static_bytes: fam.statics.clone(),
+            host_link: file.host_link,
             time_unit: file.time_unit.clone(),
         }
     }

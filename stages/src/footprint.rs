@@ -206,7 +206,8 @@ pub fn microbatches_in_flight(schedule: &Schedule) -> Vec<usize> {
                 most[a.stage()] = most[a.stage()].max(*count);
             }
             Op::B | Op::W => *count = count.saturating_sub(1),
-            Op::I | Op::R => {}
+            // An offloaded micro-batch is still in flight: its bytes come back before its backward.
+            Op::I | Op::R | Op::O | Op::L => {}
         }
     }
     most

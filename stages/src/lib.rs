@@ -69,6 +69,7 @@ pub mod layers;
 mod loss;
 mod matmul;
 mod model_file;
+mod offload;
 mod ops;
 mod optim;
 mod optimal;

@@ -49,6 +49,14 @@ impl LossSaved {
         }
     }
 
+    /// The tensors held, mutable, in the order of [`tensors`](LossSaved::tensors).
+    pub(crate) fn tensors_mut(&mut self) -> Vec<&mut Tensor> {
+        match self {
+            LossSaved::CrossEntropy { probs, target } => vec![probs, target],
+            LossSaved::Mse { diff } => vec![diff],
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
         self.tensors().iter().map(|t| t.bytes()).sum()

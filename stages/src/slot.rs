@@ -125,6 +125,26 @@ impl Slot {
         }
     }
 
+    /// Every tensor the slot owns, mutable, in the order of [`tensors`](Slot::tensors).
+    pub(crate) fn tensors_mut(&mut self) -> Vec<&mut Tensor> {
+        match self {
+            Slot::Idle | Slot::Done => vec![],
+            Slot::Checkpointed { inputs, target, .. } => inputs.iter_mut().chain(target).collect(),
+            Slot::Saved { layers, loss, .. } | Slot::Partial { layers, loss, .. } => layers
+                .iter_mut()
+                .flat_map(|s| &mut s.0)
+                .chain(loss.iter_mut().flat_map(LossSaved::tensors_mut))
+                .collect(),
+            Slot::Interleaved { inputs, saved, loss, .. } => inputs
+                .iter_mut()
+                .flatten()
+                .chain(saved.iter_mut().flatten().flat_map(|s| &mut s.0))
+                .chain(loss.iter_mut().flat_map(LossSaved::tensors_mut))
+                .collect(),
+            Slot::AwaitingW { needs } => needs.iter_mut().flat_map(|n| &mut n.0).collect(),
+        }
+    }
+
     /// Bytes of every tensor the slot owns.
     pub(crate) fn bytes(&self) -> u64 {
         self.tensors().iter().map(|t| t.bytes()).sum()

@@ -12,7 +12,8 @@
 //!
 //! Invariants: the gradient buffers always hold the sum of the gradients of micro-batches
 //! `0..k` for some `k`, added in that order (so any order of `W` calls gives the same bits);
-//! `held_bytes` is the sum of the tensors held for micro-batches of the current step.
+//! `held_bytes` is the sum of the tensors held for micro-batches of the current step on the
+//! stage's device; `host_bytes` what offload moved to host memory (`offload.rs`).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::layers::{Ctx, Layer};
 use crate::loss::LossKind;
+use crate::offload::HostStore;
 use crate::optimal::OptimalPlan;
 use crate::partition::StageSpec;
 use crate::policy::RecomputePolicy;
@@ -62,6 +64,8 @@ pub struct Stage {
     /// What the last op held for its micro-batch only while it ran, above the larger of what
     /// the micro-batch held before and after it (see [`Stage::working_bytes`]).
     pub(crate) op_working: u64,
+    /// Offloaded micro-batches, in host memory.
+    pub(crate) host: HostStore,
 }
 
 impl Stage {
@@ -167,6 +171,7 @@ impl Stage {
             plans: Vec::new(),
             backward_peak: 0,
             op_working: 0,
+            host: HostStore::default(),
         })
     }
 
@@ -303,6 +308,7 @@ impl Stage {
     /// must be `begin_step`.
     pub fn reset(&mut self) -> Result<()> {
         self.slots.clear();
+        self.host.clear();
         self.step = None;
         self.accum = Accumulator::default();
         self.zero_grad()
@@ -505,6 +511,13 @@ impl Stage {
     /// The dropout key of micro-batch `mb`, after checking `mb` belongs to the step.
     pub(crate) fn ctx(&self, op: &str, mb: usize) -> Result<Ctx> {
         let m = self.slots.len();
+        if self.host.holds(mb) {
+            return Err(Error::Order {
+                place: self.place(op, Some(mb)),
+                reason: "the micro-batch is offloaded to host memory; reload it (L) before its recompute or backward"
+                    .into(),
+            });
+        }
         match self.step {
             Some(step) if mb < m => {
                 let per = self.per_step.max(1);

@@ -222,6 +222,7 @@ mod tests {
             latency: 0.0,
             bandwidth: None,
             static_bytes: vec![],
+            host_link: None,
             time_unit: "ms".into(),
         };
         let stats = Stats::of(&simulate(s, &model).unwrap());

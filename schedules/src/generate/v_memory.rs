@@ -90,6 +90,7 @@ mod tests {
             latency: c,
             bandwidth: None,
             static_bytes: vec![],
+            host_link: None,
             time_unit: "units".into(),
         }
     }

@@ -141,6 +141,7 @@ mod tests {
             latency: c,
             bandwidth: None,
             static_bytes: vec![],
+            host_link: None,
             time_unit: "ms".into(),
         };
         let trace = simulate(&zb_v(p, m).unwrap(), &model).unwrap();
