@@ -92,6 +92,7 @@ impl LossKind {
             let bad = match target.dtype() {
                 Dtype::F32 => first_bad_index::<f32>(target, output),
                 Dtype::F64 => first_bad_index::<f64>(target, output),
+                Dtype::Stored(_) => first_bad_index::<f32>(&target.widened()?, output),
             };
             if let Some((r, t)) = bad {
                 return Err(Error::Shape {
