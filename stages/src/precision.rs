@@ -127,6 +127,23 @@ impl Precision {
         }
     }
 
+    /// Units of [`stored_bytes`](Precision::stored_bytes) an exact `f32` value (a token id, a
+    /// target, the loss's state) takes: 1, or 2 under mixed precision. What the byte rule
+    /// counts such values in.
+    pub fn units_per_f32(self) -> usize {
+        (4 / self.stored_bytes()) as usize
+    }
+
+    /// The mixed precision that stores in `format`, or `f32` for `None`: what a stage whose
+    /// layers store in `format` trains in, as far as its bytes go.
+    pub fn of_storage(format: Option<Format>) -> Precision {
+        match format {
+            None => Precision::F32,
+            Some(Format::Bf16) => Precision::MixedBf16,
+            Some(Format::F16) => Precision::MixedF16,
+        }
+    }
+
     /// Whether the loss is scaled dynamically before the backward (`mixed-f16` only: bf16 has
     /// `f32`'s range and needs no scaling).
     pub fn scales_loss(self) -> bool {
