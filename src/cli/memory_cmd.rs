@@ -41,6 +41,8 @@ pub fn run(args: MemoryArgs) -> Result<()> {
             "memory takes a named schedule; -s auto is built from measured costs (run `pipesched simulate -s auto` or `plan`)".into(),
         ));
     }
+    // --precision replaces the model's own, as for a run.
+    let model = &pipesched_stages::ModelSpec { precision: spec.precision.unwrap_or(model.precision), ..model.clone() };
     let dp = args.data.data_parallel()?;
     let base = args.schedule.schedule(None)?;
     if base.is_forward_only() {
@@ -134,8 +136,8 @@ fn table(r: &MemoryReport, policies: &[pipesched_stages::RecomputePolicy]) -> St
             t.sequences,
             t.width,
             t.heads,
-            if r.precision.starts_with("mixed") { "16-bit" } else { "f32" },
             bytes(t.pipesched_bytes),
+            if r.precision.starts_with("mixed") { "16-bit" } else { "f32" },
             bytes(t.korthikanti_bytes)
         ));
     }

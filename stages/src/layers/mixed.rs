@@ -42,22 +42,16 @@ impl MixedPrecision {
     /// `layer` stored in `format`: its parameters are rounded to it now. An error for parameters
     /// on a GPU (16-bit storage is on the host).
     pub fn new(mut layer: Box<dyn Layer>, format: Format) -> Result<MixedPrecision> {
+        // What the layer says of itself is read while it still holds its parameters.
+        let per_row = [layer.saved_per_row(), layer.w_per_row(), layer.selective_per_row(), layer.exact_per_row()];
+        let (kind, widths) = (layer.kind().to_string(), (layer.input_width(), layer.output_width()));
+        let (names, maps) = (layer.param_names(), layer.linear_maps());
         let mut params = Vec::new();
         for p in layer.params_mut() {
             let taken = std::mem::replace(p, Tensor::zeros(0, 0));
             params.push(taken.into_stored(format)?);
         }
-        let per_row = [layer.saved_per_row(), layer.w_per_row(), layer.selective_per_row(), layer.exact_per_row()];
-        Ok(MixedPrecision {
-            kind: layer.kind().to_string(),
-            widths: (layer.input_width(), layer.output_width()),
-            names: layer.param_names(),
-            maps: layer.linear_maps(),
-            per_row,
-            params,
-            format,
-            inner: Mutex::new(layer),
-        })
+        Ok(MixedPrecision { kind, widths, names, maps, per_row, params, format, inner: Mutex::new(layer) })
     }
 
     /// Runs `op` on the inner layer with its parameters widened to `f32`; they are dropped again
