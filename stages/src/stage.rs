@@ -69,6 +69,12 @@ impl Stage {
     /// global indices, so any partition builds the same model).
     pub fn new(model: &ModelSpec, spec: &StageSpec) -> Result<Stage> {
         model.validate()?;
+        if let (true, Device::Cuda(_)) = (model.precision.is_mixed(), spec.device) {
+            return Err(Error::Partition(format!(
+                "stage {} of {}: {} stores tensors in 16 bits on the host, and runs on CPU stages only for now; put the stage on the CPU, or train in f32, bf16 or f16 on {}",
+                spec.index, model.name, model.precision, spec.device
+            )));
+        }
         spec.device.check()?;
         let all = model.all_layers();
         if spec.layers.is_empty() || spec.layers.end > all.len() {
