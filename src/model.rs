@@ -139,7 +139,16 @@ impl Model {
                 RealStage::new(stage, opts.optimizer)
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut model = Model { spec, specs, task, stages, batch, replicas: None, loss_scale: LossScale::fixed(), last_verdict: None };
+        let mut model = Model {
+            spec,
+            specs,
+            task,
+            stages,
+            batch,
+            replicas: None,
+            loss_scale: LossScale::fixed(),
+            last_verdict: None,
+        };
         model.set_loss_scale(LossScale::for_precision(model.spec.precision, LossScale::GROWTH_INTERVAL)?)?;
         Ok(model)
     }

@@ -369,7 +369,10 @@ impl LayerSpec {
     pub(crate) fn exact_per_row(&self) -> usize {
         match self {
             LayerSpec::Embedding { .. } => 1,
-            LayerSpec::Linear { .. } | LayerSpec::Norm { .. } | LayerSpec::Block { .. } | LayerSpec::Attention { .. } => 0,
+            LayerSpec::Linear { .. }
+            | LayerSpec::Norm { .. }
+            | LayerSpec::Block { .. }
+            | LayerSpec::Attention { .. } => 0,
         }
     }
 

@@ -292,7 +292,9 @@ pub fn check_loss(kind: LossKind, pred: &Tensor, target: &Tensor, m: usize, sett
 
 /// Gradient checks run in `f32` or `f64`: 16-bit storage rounds away the differences they take.
 fn not_checkable(format: crate::precision::Format) -> Error {
-    Error::Spec(format!("gradient check in {format} storage: check in f32 or f64, whose rounding is below the differences taken"))
+    Error::Spec(format!(
+        "gradient check in {format} storage: check in f32 or f64, whose rounding is below the differences taken"
+    ))
 }
 
 /// [`check_loss`] in `E`.

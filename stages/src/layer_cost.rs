@@ -15,13 +15,13 @@ use pipesched_schedules::StageCost;
 use serde::{Deserialize, Serialize};
 
 use crate::bytes::{held, model_input_units, optimal_plan, rows, LossRows, Rows, StageRows};
-use crate::precision::Precision;
 use crate::error::{Error, Result};
 use crate::layers::Layer;
 use crate::loss::LossKind;
 use crate::optim::OptimizerSpec;
 use crate::partition::StageSpec;
 use crate::policy::Kept;
+use crate::precision::Precision;
 use crate::spec::ModelSpec;
 use crate::stage::Stage;
 

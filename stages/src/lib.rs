@@ -99,9 +99,9 @@ pub use footprint::{microbatches_in_flight, Footprint, Load, Part, StageFootprin
 pub use layer_cost::{ComposedStages, LayerBytes, LayerCost, LayerCosts, LayerTimes, LossCost};
 pub use loss::{LossKind, LossSaved};
 pub use loss_scale::{LossScale, ScaleVerdict};
-pub use model_states::ModelStates;
 pub use matmul::GemmShape;
 pub use model_file::{MODEL_FIELDS, MODEL_FILE_EXAMPLE, MODEL_FILE_HELP};
+pub use model_states::ModelStates;
 pub use optim::{Optimizer, OptimizerSpec};
 pub use optimal::{LayerKeep, OptimalPlan};
 pub use partition::{balanced_by_weight, Partition, StageSpec};

@@ -132,8 +132,7 @@ impl Layer for MixedPrecision {
         Ok(Saved(self.store_kept(saved.0)?))
     }
     fn backward_input(&self, saved: Saved, dy: Tensor, ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
-        let (dx, needs) =
-            self.with_inner(|l| l.backward_input(Saved(widened(saved.0)?), dy.into_widened()?, ctx))?;
+        let (dx, needs) = self.with_inner(|l| l.backward_input(Saved(widened(saved.0)?), dy.into_widened()?, ctx))?;
         Ok((self.store(dx)?, WNeeds(self.store_kept(needs.0)?)))
     }
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
