@@ -145,7 +145,9 @@ impl Layer for RmsNorm {
         self.check(&x, "forward")?;
         let [y, xhat, rinv] = match x.dtype() {
             Dtype::F32 => self.forward_in::<f32>(&x)?,
-            Dtype::F64 => self.forward_in::<f64>(&x)?,
+            // f64 for gradient checks; a 16-bit stored tensor is refused by `host` (a layer in a
+            // mixed-precision stage is given f32: the stage widens what it stores).
+            Dtype::F64 | Dtype::Stored(_) => self.forward_in::<f64>(&x)?,
         };
         Ok((y, Saved(vec![xhat, rinv])))
     }
@@ -156,7 +158,7 @@ impl Layer for RmsNorm {
         let [xhat, rinv] = saved.take(self.kind())?;
         let dx = match dy.dtype() {
             Dtype::F32 => self.backward_in::<f32>(&xhat, &rinv, &dy)?,
-            Dtype::F64 => self.backward_in::<f64>(&xhat, &rinv, &dy)?,
+            Dtype::F64 | Dtype::Stored(_) => self.backward_in::<f64>(&xhat, &rinv, &dy)?,
         };
         Ok((dx, WNeeds(vec![xhat, dy])))
     }
@@ -166,7 +168,7 @@ impl Layer for RmsNorm {
         let [xhat, dy] = needs.get(self.kind())?;
         Ok(vec![match dy.dtype() {
             Dtype::F32 => self.gain_grad_in::<f32>(xhat, dy)?,
-            Dtype::F64 => self.gain_grad_in::<f64>(xhat, dy)?,
+            Dtype::F64 | Dtype::Stored(_) => self.gain_grad_in::<f64>(xhat, dy)?,
         }])
     }
 

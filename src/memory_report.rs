@@ -1,8 +1,8 @@
 //! `MemoryReport`: where a training step's bytes go on every rank, from shapes alone — nothing
 //! is built, so a model far larger than this machine (`gpt2-xl`) can be reported.
 //!
-//! Per rank: the model states — parameters, gradients and optimizer state, by the stages' own
-//! rule (`ModelSpec::footprint`, which the tests hold equal to built stages byte for byte; with
+//! Per rank: the model states — parameters, gradients, `f32` master weights (mixed precision)
+//! and optimizer state, by the stages' own rule (`ModelStates`, through (`ModelSpec::footprint`, which the tests hold equal to built stages byte for byte; with
 //! ZeRO stage 1 the optimizer state of the largest slice, replica 0's) — then what one
 //! micro-batch keeps in each phase (`F` keeps, `R` re-creates, `I` keeps for `W`, by
 //! `StageSpec::checked_bytes`), how many micro-batches the schedule holds at once, and the
@@ -16,7 +16,7 @@
 //! `peak_held = model_states + activation_peak`.
 
 use pipesched_schedules::{simulate, CostModel, DataParallel, Schedule, Stats};
-use pipesched_stages::{microbatches_in_flight, LayerSpec, Load, ModelSpec, OptimizerSpec, StageSpec};
+use pipesched_stages::{microbatches_in_flight, LayerSpec, Load, ModelSpec, ModelStates, OptimizerSpec, StageSpec};
 use serde::Serialize;
 
 use crate::exec::slice_of;
@@ -48,9 +48,12 @@ pub struct RankMemory {
     pub parameter_bytes: u64,
     /// Bytes of the accumulated gradients.
     pub gradient_bytes: u64,
+    /// Bytes of the `f32` master weights under mixed precision (this replica's slice under
+    /// ZeRO-1; 0 otherwise).
+    pub master_bytes: u64,
     /// Bytes of the optimizer state (this replica's slice under ZeRO-1).
     pub optimizer_bytes: u64,
-    /// Parameters, gradients and optimizer state.
+    /// Parameters, gradients, master weights and optimizer state.
     pub model_state_bytes: u64,
     /// One micro-batch, summed over its stages.
     pub per_microbatch: PerMicrobatch,
@@ -112,6 +115,8 @@ pub struct MemoryReport {
     pub dp: usize,
     /// The ZeRO stage (0 or 1).
     pub zero: u8,
+    /// The precision it trains in (`f32`, `bf16`, `f16`, `mixed-bf16`, `mixed-f16`).
+    pub precision: String,
     /// Parameters of the whole model.
     pub parameter_count: u64,
     /// Model states of the whole model on one replica (replica 0 under ZeRO-1: its slices of the
@@ -163,16 +168,17 @@ impl MemoryReport {
         }
         // A stage's optimizer state: of all its parameters, or, under ZeRO-1, of the contiguous
         // slice replica 0 keeps (the largest).
-        let optimizer_of = |s: usize| -> u64 {
+        // A stage's master weights and optimizer state, `[master, moments]`.
+        let optimizer_parts = |s: usize| -> [u64; 2] {
             let f = &footprint.stages[s];
             if !dp.sharded {
-                return f.optimizer;
+                return [f.master, f.optimizer];
             }
             let count = specs[s].param_count(model);
             let slice = slice_of(count, dp.replicas, 0).len() as u64;
-            // The slice's share of the parameters' bytes, in whatever element size they have.
-            optimizer.state_bytes(f.params / count.max(1) as u64 * slice)
+            ModelStates::of(slice, optimizer, model.precision).map_or([u64::MAX; 2], |m| [m.master, m.optimizer])
         };
+        let optimizer_of = |s: usize| -> u64 { optimizer_parts(s).iter().sum() };
         let stages = per_stage.iter().zip(&footprint.stages).enumerate();
         let costs = CostModel::of_bytes(
             stages.map(|(s, (b, f))| (b.cost(1.0, 1.0, 1.0), f.params + f.grads + optimizer_of(s))).collect(),
@@ -195,7 +201,8 @@ impl MemoryReport {
                 parameter_count: sum(&|s| specs[s].param_count(model) as u64),
                 parameter_bytes: sum(&|s| fp(s).params),
                 gradient_bytes: sum(&|s| fp(s).grads),
-                optimizer_bytes: sum(&|s| optimizer_of(s)),
+                master_bytes: sum(&|s| optimizer_parts(s)[0]),
+                optimizer_bytes: sum(&|s| optimizer_parts(s)[1]),
                 model_state_bytes: base,
                 per_microbatch: PerMicrobatch {
                     f_keeps: sum(&|s| per_stage[s].act_bytes),
@@ -224,6 +231,7 @@ impl MemoryReport {
             rows,
             dp: dp.replicas,
             zero: u8::from(dp.sharded),
+            precision: model.precision.to_string(),
             parameter_count: model.param_count() as u64,
             model_state_bytes,
             ranks,
@@ -250,7 +258,7 @@ fn transformer_layer(model: &ModelSpec, sequences: usize) -> Option<TransformerL
         sequences,
         width,
         heads,
-        pipesched_bytes: floats.checked_mul(rows)?.checked_mul(4)?,
+        pipesched_bytes: floats.checked_mul(rows)?.checked_mul(model.precision.stored_bytes())?,
         korthikanti_bytes: korthikanti,
     })
 }

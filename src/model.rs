@@ -7,8 +7,8 @@ use std::sync::Arc;
 pub use crate::real_stage::{RealStage, RunShape};
 use pipesched_schedules::{CostModel, Schedule, StageCost, Trace};
 use pipesched_stages::{
-    mean_loss, sequential_step_in, stale_run, Corpus, Device, ModelSpec, Optimizer, OptimizerSpec, Partition, Policies,
-    RecomputePolicy, Shard, Stage, StageSpec, StaleRun, StepOutput, Task, Tensor,
+    mean_loss, sequential_step_in, stale_run, Corpus, Device, LossScale, ModelSpec, Optimizer, OptimizerSpec,
+    Partition, Policies, RecomputePolicy, ScaleVerdict, Shard, Stage, StageSpec, StaleRun, StepOutput, Task, Tensor,
 };
 
 use crate::exec::{execute, ExecOptions, StageWork, Transport, Wire};
@@ -77,6 +77,10 @@ pub struct Model {
     replicas: Option<Transport>,
     /// Rows per micro-batch.
     pub batch: usize,
+    /// The loss scale of the model's precision: dynamic under `mixed-f16`, a fixed 1 otherwise.
+    loss_scale: LossScale,
+    /// What the last optimizer step did (`None` before the first).
+    last_verdict: Option<ScaleVerdict>,
 }
 
 impl Model {
@@ -135,7 +139,46 @@ impl Model {
                 RealStage::new(stage, opts.optimizer)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Model { spec, specs, task, stages, batch, replicas: None })
+        let mut model = Model {
+            spec,
+            specs,
+            task,
+            stages,
+            batch,
+            replicas: None,
+            loss_scale: LossScale::fixed(),
+            last_verdict: None,
+        };
+        model.set_loss_scale(LossScale::for_precision(model.spec.precision, LossScale::GROWTH_INTERVAL)?)?;
+        Ok(model)
+    }
+
+    /// Trains with `scale` from now on (every stage's backward runs with its scale). Dynamic
+    /// scaling decides to skip a step over every stage's gradients at once, so it needs every
+    /// stage in this process and no data-parallel replicas: an error otherwise.
+    pub fn set_loss_scale(&mut self, scale: LossScale) -> Result<()> {
+        if scale.is_dynamic() && (self.stages.len() != self.specs.len() || self.replicas() > 1) {
+            return Err(Error::Config(format!(
+                "dynamic loss scaling ({}) skips a step when any stage's gradients overflow, which needs every stage in one process and no data parallelism for now; train {} in one process, or use mixed-bf16, which needs no loss scaling",
+                self.spec.precision, self.spec.name
+            )));
+        }
+        for s in &mut self.stages {
+            s.stage_mut().set_loss_scale(scale.scale())?;
+        }
+        self.loss_scale = scale;
+        Ok(())
+    }
+
+    /// The loss scale and its state.
+    pub fn loss_scale(&self) -> &LossScale {
+        &self.loss_scale
+    }
+
+    /// What the last [`optimizer_step`](Model::optimizer_step) did: applied, or skipped for a
+    /// gradient that overflowed (dynamic loss scaling only).
+    pub fn last_verdict(&self) -> Option<ScaleVerdict> {
+        self.last_verdict
     }
 
     /// This model as one of `transport`'s data-parallel replicas (nothing changes with one): each
@@ -144,6 +187,12 @@ impl Model {
     /// the step ends. Where the transport shards the optimizer (ZeRO stage 1), each stage keeps
     /// the optimizer state of its replica's slice of the parameters only.
     pub fn in_replicas(mut self, transport: &Transport) -> Result<Model> {
+        if transport.replicas() > 1 && self.loss_scale.is_dynamic() {
+            return Err(Error::Config(format!(
+                "{} scales the loss dynamically, which does not run with data parallelism yet; train with one replica, or use mixed-bf16",
+                self.spec.precision
+            )));
+        }
         if transport.replicas() > 1 {
             for s in &mut self.stages {
                 s.replicas = Some(transport.clone());
@@ -252,6 +301,12 @@ impl Model {
     /// the weight version they give it. Returns the run's trace and each step's mean loss; the
     /// weights end updated by every update of the run.
     pub fn run(&mut self, plan: &RunPlan, first: u64, opts: &ExecOptions) -> Result<RunResult> {
+        if self.loss_scale.is_dynamic() {
+            return Err(Error::Config(format!(
+                "{} scales the loss dynamically, skipping steps whose gradients overflow, which streamed runs (updates inside the run) cannot do yet; train step by step, or use mixed-bf16",
+                self.spec.precision
+            )));
+        }
         let shape = RunShape { first, steps: plan.steps, m: plan.m, batch: self.batch };
         for s in self.stages.iter_mut() {
             let k = s.stage().index();
@@ -278,9 +333,26 @@ impl Model {
         Vec::<f32>::decode(&bytes).map_err(|e| Error::Config(format!("the step's losses: {e}")))
     }
 
-    /// Applies the optimizer of every stage this process holds.
+    /// Applies the optimizer of every stage this process holds. Under dynamic loss scaling, a
+    /// step whose gradients overflowed on any stage is skipped on all of them (parameters and
+    /// optimizer state unchanged) and the scale halved; clean steps grow it
+    /// ([`LossScale::after_step`]). The stages' next backward runs with the new scale.
     pub fn optimizer_step(&mut self) -> Result<()> {
-        self.stages.iter_mut().try_for_each(RealStage::optimizer_step)
+        let mut overflowed = false;
+        if self.loss_scale.is_dynamic() {
+            for s in &self.stages {
+                overflowed |= s.stage().grads_overflowed()?;
+            }
+        }
+        let verdict = self.loss_scale.after_step(overflowed);
+        if verdict == ScaleVerdict::Applied {
+            self.stages.iter_mut().try_for_each(RealStage::optimizer_step)?;
+        }
+        for s in &mut self.stages {
+            s.stage_mut().set_loss_scale(self.loss_scale.scale())?;
+        }
+        self.last_verdict = Some(verdict);
+        Ok(())
     }
 
     /// Compares the gradients and loss now in the stages (after [`Model::run_step`] of `step`)
@@ -356,7 +428,9 @@ impl Model {
         let mut total: Option<Vec<Stage>> = None;
         for d in 0..replicas {
             let mut stages = Stage::build_all(&self.spec, &specs)?;
+            let scale = self.stages.first().map_or(1.0, |s| s.stage().loss_scale());
             for (stage, saved) in stages.iter_mut().zip(params) {
+                stage.set_loss_scale(scale)?;
                 let dev = stage.device();
                 for ((p, _), v) in stage.params_and_grads_mut().into_iter().zip(saved) {
                     *p = v.to_device(dev)?;

@@ -273,6 +273,13 @@ impl RealStage {
 
     /// Keeps the optimizer state of only this replica's slice of the parameters (ZeRO stage 1).
     pub(crate) fn shard_optimizer(&mut self, replicas: usize, replica: usize) -> Result<()> {
+        if self.stage.storage().is_mixed() {
+            return Err(Error::Config(format!(
+                "stage {}: ZeRO stage 1 shards f32 parameters; {} keeps f32 master weights, which it does not shard yet: train without ZeRO, or in f32, bf16 or f16",
+                self.stage.index(),
+                self.stage.storage()
+            )));
+        }
         let len: usize = self.stage.params().iter().map(|p| p.len()).sum();
         let range = crate::exec::slice_of(len, replicas, replica);
         self.optimizer = Optimizer::for_shapes(self.optimizer_spec, &[[1, range.len()]], self.stage.device())?;
@@ -438,8 +445,8 @@ impl StageWork for RealStage {
             return all;
         }
         // Under ZeRO stage 1, the state of this replica's slice only.
-        let params: u64 = self.stage.params().iter().map(|p| p.bytes()).sum();
-        all - self.optimizer_spec.state_bytes(params) + self.optimizer.state_bytes()
+        let count = self.stage.param_count() as u64;
+        all - self.optimizer_spec.state_bytes(count, self.stage.storage()) + self.optimizer.state_bytes()
     }
 
     fn payload_bytes(payload: &Tensor) -> u64 {

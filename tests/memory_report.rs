@@ -93,3 +93,47 @@ fn refuses_what_it_cannot_report() {
         assert!(!out.status.success() && err.contains(says), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn gpt2_xl_model_states_by_class_in_f32_and_mixed_precision() {
+    let psi = 1_638_072_657u64;
+    // f32: 4Ψ + 4Ψ + 8Ψ; mixed: 2Ψ + 2Ψ of 16-bit parameters and gradients, 4Ψ of f32 master
+    // weights, 8Ψ of f32 moments — 16Ψ either way.
+    for (precision, classes) in
+        [("f32", [4, 4, 0, 8]), ("bf16", [4, 4, 0, 8]), ("mixed-bf16", [2, 2, 4, 8]), ("mixed-f16", [2, 2, 4, 8])]
+    {
+        let r = pipesched(&[
+            "memory",
+            "--model",
+            "gpt2-xl",
+            "-s",
+            "1f1b",
+            "-p",
+            "8",
+            "-m",
+            "16",
+            "--batch",
+            "32",
+            "--precision",
+            precision,
+            "--json",
+        ]);
+        assert_eq!(r["precision"].as_str(), Some(precision));
+        let sum = |k: &str| per_rank(&r, k).iter().sum::<u64>();
+        let got = ["parameter_bytes", "gradient_bytes", "master_bytes", "optimizer_bytes"].map(sum);
+        assert_eq!(got, classes.map(|c| c * psi), "{precision}");
+        assert_eq!(r["model_state_bytes"].as_u64(), Some(16 * psi), "{precision}");
+    }
+}
+
+#[test]
+fn mixed_precision_reports_what_a_run_measures() {
+    for (model, precision) in [("tiny", "mixed-bf16"), ("gpt-tiny", "mixed-f16")] {
+        let shape = ["--model", model, "-s", "1f1b", "-p", "2", "-m", "4", "--precision", precision];
+        let report = pipesched(&[&["memory"][..], &shape, &["--json"]].concat());
+        let run =
+            pipesched(&[&["run"][..], &shape, &["--steps", "1", "--warmup", "0", "--no-compare", "--json"]].concat());
+        assert_eq!(per_rank(&report, "peak_held_bytes"), numbers(&run["peak_held_bytes"]), "{model} {precision}");
+        assert_eq!(per_rank(&report, "model_state_bytes"), numbers(&run["static_bytes"]), "{model} {precision}");
+    }
+}

@@ -52,6 +52,24 @@ fn offloaded_steps_match_the_reference_bit_for_bit_and_their_predicted_bytes() {
     assert_eq!(checked, 4 * 3 * 3);
 }
 
+/// Mixed precision keeps 16-bit activations: offload copies their bits to the host and back,
+/// counted at two bytes each, and the step stays bitwise the reference's.
+#[test]
+fn offload_moves_sixteen_bit_activations_bit_for_bit() {
+    for precision in [pipesched_stages::Precision::MixedBf16, pipesched_stages::Precision::MixedF16] {
+        for kind in [Kind::OneFOneB, Kind::ZbH1] {
+            let spec = pipesched_stages::ModelSpec { precision, ..common::deep_tiny() };
+            let mut model = common::model_of(spec, 2, "none");
+            let s = with_offload(&schedule(kind, 2, 4, &model), &Offload::All).unwrap();
+            let (measured, predicted) = step(&mut model, &s);
+            let case = format!("{precision} {kind}");
+            assert_eq!(Stats::of(&measured).peak_held_bytes, Stats::of(&predicted).peak_held_bytes, "{case}");
+            assert_eq!(host_peaks(&measured), host_peaks(&predicted), "{case}");
+            assert!(host_peaks(&measured)[0] > 0, "{case}");
+        }
+    }
+}
+
 #[test]
 fn the_device_peak_falls_by_exactly_the_offloaded_microbatches() {
     let (p, m) = (4, 8);

@@ -55,8 +55,10 @@ pub struct ModelArgs {
     /// visible GPUs) or a list, one per rank: `cuda:0,cuda:0,cuda:1`.
     #[arg(long, default_value = "cpu", value_name = "DEVICES")]
     pub devices: Devices,
-    /// Format of the matrix products' operands and results: f32, bf16 or f16 (accumulation is
-    /// always f32; default: the model's own, f32 for the presets).
+    /// Number formats: f32; bf16 or f16 (matrix products' operands and results, accumulated in
+    /// f32); mixed-bf16 or mixed-f16 (mixed-precision training: parameters, activations and
+    /// gradients stored in 16 bits, f32 master weights and optimizer state; mixed-f16 scales the
+    /// loss dynamically). Default: the model's own, f32 for the presets.
     #[arg(long, value_name = "FORMAT")]
     pub precision: Option<Precision>,
 }

@@ -123,6 +123,9 @@ fn remedies(part: StagePart) -> &'static [&'static str] {
     match part {
         StagePart::Parameters | StagePart::Gradients => &[MODEL],
         StagePart::OptimizerState => &["--optimizer sgd (one state tensor per parameter; Adam keeps two)", MODEL],
+        StagePart::MasterWeights => {
+            &["training in f32, bf16 or f16 (only mixed precision keeps f32 master weights)", MODEL]
+        }
         StagePart::Activations => &[
             BATCH,
             "a recompute policy that keeps less (--recompute full)",

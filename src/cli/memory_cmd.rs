@@ -43,6 +43,8 @@ pub fn run(args: MemoryArgs) -> Result<()> {
             "memory takes a named schedule; -s auto is built from measured costs (run `pipesched simulate -s auto` or `plan`)".into(),
         ));
     }
+    // --precision replaces the model's own, as for a run.
+    let model = &pipesched_stages::ModelSpec { precision: spec.precision.unwrap_or(model.precision), ..model.clone() };
     let dp = args.data.data_parallel()?;
     let base = args.schedule.schedule(None)?;
     if base.is_forward_only() {
@@ -79,17 +81,26 @@ fn table(r: &MemoryReport, policies: &[pipesched_stages::RecomputePolicy]) -> St
         r.model, r.schedule, r.p, r.v, r.m, r.rows
     );
     let psi = r.parameter_count;
+    let of_psi = |b: u64| b as f64 / psi.max(1) as f64;
+    let total = |f: fn(&pipesched::memory_report::RankMemory) -> u64| r.ranks.iter().map(f).sum::<u64>();
+    let master = total(|k| k.master_bytes);
+    let master = if master > 0 { format!(" + f32 master weights {:.2}Ψ", of_psi(master)) } else { String::new() };
     out.push_str(&format!(
-        "{psi} parameters (Ψ); model states {} = {:.2}Ψ bytes over all ranks\n\n",
+        "{psi} parameters (Ψ) in {}; model states {} = {:.2}Ψ bytes over all ranks: parameters {:.2}Ψ + gradients {:.2}Ψ{master} + optimizer state {:.2}Ψ\n\n",
+        r.precision,
         bytes(r.model_state_bytes),
-        r.model_state_bytes as f64 / psi.max(1) as f64
+        of_psi(r.model_state_bytes),
+        of_psi(total(|k| k.parameter_bytes)),
+        of_psi(total(|k| k.gradient_bytes)),
+        of_psi(total(|k| k.optimizer_bytes)),
     ));
     out.push_str(&format!(
-        "{:>4}  {:>13}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {:>10}  {:>10}  {:>10}  {:>10}\n",
+        "{:>4}  {:>13}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {:>10}  {:>10}  {:>10}  {:>10}\n",
         "rank",
         "parameters",
         "params",
         "grads",
+        "master",
         "optimizer",
         "states",
         "F keeps/mb",
@@ -102,11 +113,12 @@ fn table(r: &MemoryReport, policies: &[pipesched_stages::RecomputePolicy]) -> St
     for k in &r.ranks {
         let flight = k.in_flight.iter().map(ToString::to_string).collect::<Vec<_>>().join("+");
         out.push_str(&format!(
-            "{:>4}  {:>13}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {:>10}  {:>10}  {:>10}  {:>10}\n",
+            "{:>4}  {:>13}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {:>10}  {:>10}  {:>10}  {:>10}\n",
             k.rank,
             k.parameter_count,
             bytes(k.parameter_bytes),
             bytes(k.gradient_bytes),
+            bytes(k.master_bytes),
             bytes(k.optimizer_bytes),
             bytes(k.model_state_bytes),
             bytes(k.per_microbatch.f_keeps),
@@ -126,12 +138,13 @@ fn table(r: &MemoryReport, policies: &[pipesched_stages::RecomputePolicy]) -> St
     );
     if let Some(t) = &r.transformer_layer {
         out.push_str(&format!(
-            "\none transformer layer, s={} b={} h={} a={}: keeps {} per micro-batch here (f32, dropout masks re-drawn); Korthikanti et al.'s s·b·h·(34 + 5as/h) = {} (16-bit, 1-byte masks)\n",
+            "\none transformer layer, s={} b={} h={} a={}: keeps {} per micro-batch here ({} storage, dropout masks re-drawn); Korthikanti et al.'s s·b·h·(34 + 5as/h) = {} (16-bit, 1-byte masks)\n",
             t.seq,
             t.sequences,
             t.width,
             t.heads,
             bytes(t.pipesched_bytes),
+            if r.precision.starts_with("mixed") { "16-bit" } else { "f32" },
             bytes(t.korthikanti_bytes)
         ));
     }

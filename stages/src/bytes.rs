@@ -8,6 +8,12 @@
 //! policy), and `act_bytes + recompute_bytes` is the same for every policy but `optimal` (what
 //! `none` keeps).
 //!
+//! Counts are in units of the stored element ([`Precision::stored_bytes`]: 4 bytes, or 2 under
+//! mixed precision). Exact `f32` values kept beside 16-bit activations — token ids, the model
+//! input a checkpoint keeps on the first stage, targets and the loss's state — count
+//! [`Precision::units_per_f32`] units each; [`Rows::in_units`] and [`LossRows::of`] are where
+//! that is applied.
+//!
 //! `optimal` has no `R`: its `recompute_bytes` is what its `I` holds at most above `act_bytes`
 //! between the steps it interleaves (see `optimal.rs`), so `act_bytes + recompute_bytes` is the
 //! most a micro-batch holds on the stage, as under every other policy — inside `I`, where the
@@ -21,9 +27,8 @@ use crate::loss::LossKind;
 use crate::optimal::{OptimalPlan, MAX_LAYERS};
 use crate::partition::StageSpec;
 use crate::policy::{Kept, RecomputePolicy};
+use crate::precision::Precision;
 use crate::spec::{LayerSpec, ModelSpec};
-
-const F32: u64 = 4;
 
 /// Bytes one micro-batch holds on a stage in each phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -93,9 +98,10 @@ impl StageSpec {
     pub fn check_policy(&self, model: &ModelSpec, batch: usize) -> crate::error::Result<()> {
         let crate::RecomputePolicy::Optimal(budget) = self.policy else { return Ok(()) };
         let layers = SpecLayers { model, range: self.layers.clone() };
-        let loss = self.is_last(model).then(|| LossRows::of(model.loss, model.output_width()));
-        let scale = (batch as u64).saturating_mul(F32);
-        optimal_plan(&layers, budget, loss, scale, batch)
+        let loss = self.is_last(model).then(|| LossRows::of(model.loss, model.output_width(), model.precision));
+        let scale = (batch as u64).saturating_mul(model.precision.stored_bytes());
+        let input = self.layers.start == 0;
+        optimal_plan(&layers, budget, loss, scale, batch, model_input_units(input, model.precision))
             .map(|_| ())
             .map_err(|e| crate::error::Error::Policy(format!("stage {} (layers {:?}): {e}", self.index, self.layers)))
     }
@@ -106,7 +112,7 @@ impl StageSpec {
     pub fn checked_bytes(&self, model: &ModelSpec, batch: usize) -> Option<StageBytes> {
         let layers = SpecLayers { model, range: self.layers.clone() };
         let loss = self.is_last(model).then_some((model.loss, model.output_width()));
-        stage_bytes(&layers, self.policy, self.layers.start == 0, loss, batch)
+        stage_bytes(&layers, self.policy, self.layers.start == 0, loss, batch, model.precision)
     }
 }
 
@@ -148,7 +154,7 @@ struct SpecLayers<'a> {
 
 impl StageRows for SpecLayers<'_> {
     fn sum(&self, step: usize, f: fn(&Rows) -> Option<usize>) -> Option<usize> {
-        self.model.sum_over(&self.range, step, |l| f(&l.rows()))
+        self.model.sum_over(&self.range, step, |l| f(&l.rows(self.model.precision)))
     }
     fn ends(&self) -> Option<(Rows, Rows)> {
         if self.range.is_empty() {
@@ -156,13 +162,14 @@ impl StageRows for SpecLayers<'_> {
         }
         let first = self.model.layer(self.range.start)?;
         let last = self.model.layer(self.range.end.checked_sub(1)?)?;
-        Some((first.rows(), last.rows()))
+        let p = self.model.precision;
+        Some((first.rows(p), last.rows(p)))
     }
     fn each(&self) -> Option<Vec<Rows>> {
         if self.range.len() > MAX_LAYERS {
             return None;
         }
-        self.range.clone().map(|i| Some(self.model.layer(i)?.rows())).collect()
+        self.range.clone().map(|i| Some(self.model.layer(i)?.rows(self.model.precision))).collect()
     }
 }
 
@@ -177,9 +184,31 @@ pub(crate) struct LossRows {
 }
 
 impl LossRows {
-    /// Floats per row of a `kind` loss over `output` columns.
-    pub(crate) fn of(kind: LossKind, output: usize) -> LossRows {
-        LossRows { saved: kind.saved_floats(1, output), target: kind.target_width(output) }
+    /// Units per row of a `kind` loss over `output` columns, in `precision`: its state and the
+    /// target are `f32` in every precision.
+    pub(crate) fn of(kind: LossKind, output: usize, precision: Precision) -> LossRows {
+        let u = precision.units_per_f32();
+        LossRows { saved: kind.saved_floats(1, output) * u, target: kind.target_width(output) * u }
+    }
+}
+
+/// Units per value of a stage's first-layer input, which a checkpoint keeps as given: the model
+/// input (`f32`) on the first stage, a stored activation elsewhere.
+pub(crate) fn model_input_units(first: bool, precision: Precision) -> usize {
+    if first {
+        precision.units_per_f32()
+    } else {
+        1
+    }
+}
+
+impl Rows {
+    /// The counts of a layer that keeps `exact` exact `f32` values per row among its state, in
+    /// units of `precision`'s stored element.
+    pub(crate) fn in_units(self, exact: usize, precision: Precision) -> Rows {
+        let extra = exact * (precision.units_per_f32() - 1);
+        let add = |c: Option<usize>| c.and_then(|c| c.checked_add(extra));
+        Rows { saved: add(self.saved), w: add(self.w), selective: add(self.selective), ..self }
     }
 }
 
@@ -222,6 +251,7 @@ pub(crate) fn held(
     loss: Option<LossRows>,
     unit_bytes: u64,
     rows: usize,
+    input_units: usize,
 ) -> Option<Held> {
     let (head, tail) = layers.ends()?;
     let count = layers.sum(1, |_| Some(1))?;
@@ -231,7 +261,7 @@ pub(crate) fn held(
     let mut peak_above = None;
     let kept = match policy.kept(count) {
         Kept::Optimal(budget) => {
-            let plan = optimal_plan(layers, budget, loss, unit_bytes, rows).ok()?;
+            let plan = optimal_plan(layers, budget, loss, unit_bytes, rows, input_units).ok()?;
             peak_above = Some(usize::try_from(plan.peak_units() - plan.kept_units()).ok()?);
             usize::try_from(plan.kept_units()).ok()?
         }
@@ -240,7 +270,11 @@ pub(crate) fn held(
         Kept::Selective => layers.sum(1, |l| l.selective)?.checked_add(loss_saved)?,
         // The input of every checkpointed layer (positions 0, k, 2k, … of the stage), and the
         // target on the last stage.
-        Kept::Inputs(k) => layers.sum(k, |l| Some(l.input))?.checked_add(loss.map_or(0, |l| l.target))?,
+        // The first layer's input counts `input_units` units a value (the model input).
+        Kept::Inputs(k) => layers
+            .sum(k, |l| Some(l.input))?
+            .checked_add(head.input * (input_units - 1))?
+            .checked_add(loss.map_or(0, |l| l.target))?,
     };
     // What F sends on (the last layer's output) and what I/B sends back (the gradient of the
     // first layer's input); the model's ends send nothing.
@@ -254,8 +288,8 @@ pub(crate) fn held(
 }
 
 /// The `optimal` plan within `budget` bytes of a stage of `layers` (counts in units of
-/// `unit_bytes` bytes, for micro-batches of `rows` rows), ending the model with `loss` when it is
-/// given: an error naming the least
+/// `unit_bytes` bytes, for micro-batches of `rows` rows, the first layer's input `input_units`
+/// units a value), ending the model with `loss` when it is given: an error naming the least
 /// budget when `budget` is below it, or saying why the stage cannot be planned.
 pub(crate) fn optimal_plan(
     layers: &(impl StageRows + ?Sized),
@@ -263,27 +297,32 @@ pub(crate) fn optimal_plan(
     loss: Option<LossRows>,
     unit_bytes: u64,
     rows: usize,
+    input_units: usize,
 ) -> crate::error::Result<OptimalPlan> {
-    let each = layers.each().ok_or_else(|| {
+    let mut each = layers.each().ok_or_else(|| {
         crate::error::Error::Policy(format!(
             "optimal: the stage has more than {MAX_LAYERS} layers; split the model into more stages"
         ))
     })?;
+    if let Some(first) = each.first_mut() {
+        first.input *= input_units;
+    }
     OptimalPlan::new(&each, loss.map(|l| l.saved), unit_bytes, rows, budget)
 }
 
-/// [`held`] in bytes for one micro-batch of `batch` rows of floats, the loss given by its kind
-/// and the model's output width.
+/// [`held`] in bytes for one micro-batch of `batch` rows stored in `precision`, the loss given
+/// by its kind and the model's output width.
 pub(crate) fn stage_bytes(
     layers: &(impl StageRows + ?Sized),
     policy: RecomputePolicy,
     first: bool,
     loss: Option<(LossKind, usize)>,
     batch: usize,
+    precision: Precision,
 ) -> Option<StageBytes> {
-    let loss = loss.map(|(kind, output)| LossRows::of(kind, output));
-    let scale = (batch as u64).checked_mul(F32)?;
-    held(layers, policy, first, loss, scale, batch)?.scaled(scale)
+    let loss = loss.map(|(kind, output)| LossRows::of(kind, output, precision));
+    let scale = (batch as u64).checked_mul(precision.stored_bytes())?;
+    held(layers, policy, first, loss, scale, batch, model_input_units(first, precision))?.scaled(scale)
 }
 
 /// A built stage's layers, summed one by one.
@@ -299,28 +338,42 @@ impl StageRows for [Box<dyn Layer>] {
     }
 }
 
-/// A built layer as the byte rule sees it.
+/// A built layer as the byte rule sees it, in units of its stored element.
 pub(crate) fn rows(l: &dyn Layer) -> Rows {
-    Rows {
+    let raw = Rows {
         input: l.input_width(),
         output: l.output_width(),
         saved: Some(l.saved_per_row()),
         w: Some(l.w_per_row()),
         selective: Some(l.selective_per_row()),
         maps: l.linear_maps().iter().fold(0usize, |t, &(i, o)| t.saturating_add(i.saturating_mul(o))),
-    }
+    };
+    raw.in_units(l.exact_per_row(), Precision::of_storage(l.storage()))
 }
 
 impl LayerSpec {
-    /// The layer as the byte rule sees it.
-    pub(crate) fn rows(&self) -> Rows {
-        Rows {
+    /// The layer as the byte rule sees it, in units of `precision`'s stored element.
+    pub(crate) fn rows(&self, precision: Precision) -> Rows {
+        let raw = Rows {
             input: self.input_width(),
             output: self.output_width(),
             saved: self.saved_per_row(),
             w: self.w_per_row(),
             selective: self.selective_per_row(),
             maps: self.maps_per_row(),
+        };
+        raw.in_units(self.exact_per_row(), precision)
+    }
+
+    /// Floats per row of the layer's state that are exact values (token ids): what
+    /// [`Layer::exact_per_row`] says of the layer this spec builds.
+    pub(crate) fn exact_per_row(&self) -> usize {
+        match self {
+            LayerSpec::Embedding { .. } => 1,
+            LayerSpec::Linear { .. }
+            | LayerSpec::Norm { .. }
+            | LayerSpec::Block { .. }
+            | LayerSpec::Attention { .. } => 0,
         }
     }
 

@@ -26,14 +26,18 @@ pub enum Dtype {
     F32,
     /// IEEE double precision: host tensors only, for gradient checks.
     F64,
+    /// A 16-bit storage format (mixed precision): host tensors kept between ops, widened to
+    /// `f32` for compute ([`Tensor::widened`](crate::Tensor::widened)); no kernel reads it.
+    Stored(crate::precision::Format),
 }
 
 impl Dtype {
-    /// Bytes per element: 4 or 8.
+    /// Bytes per element: 4, 8, or 2 for a 16-bit storage format.
     pub fn size(self) -> usize {
         match self {
             Dtype::F32 => 4,
             Dtype::F64 => 8,
+            Dtype::Stored(_) => 2,
         }
     }
 }
@@ -43,6 +47,8 @@ impl fmt::Display for Dtype {
         f.write_str(match self {
             Dtype::F32 => "f32",
             Dtype::F64 => "f64",
+            Dtype::Stored(crate::precision::Format::Bf16) => "stored bf16",
+            Dtype::Stored(crate::precision::Format::F16) => "stored f16",
         })
     }
 }

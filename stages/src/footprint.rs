@@ -19,6 +19,7 @@ use crate::bytes::StageBytes;
 use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 use crate::layers::{Block, Layer, LayerNorm, Linear, Saved, WNeeds};
+use crate::model_states::ModelStates;
 use crate::optim::OptimizerSpec;
 use crate::partition::StageSpec;
 use crate::slot::Slot;
@@ -60,6 +61,8 @@ pub enum Part {
     Parameters,
     /// The accumulated gradients.
     Gradients,
+    /// The `f32` master weights (mixed precision only).
+    MasterWeights,
     /// The optimizer's state (one tensor per parameter for SGD, two for Adam).
     OptimizerState,
     /// What the micro-batches in flight keep for their backward.
@@ -78,9 +81,10 @@ pub enum Part {
 
 impl Part {
     /// Every part.
-    pub const ALL: [Part; 9] = [
+    pub const ALL: [Part; 10] = [
         Part::Parameters,
         Part::Gradients,
+        Part::MasterWeights,
         Part::OptimizerState,
         Part::Activations,
         Part::Messages,
@@ -95,6 +99,7 @@ impl Part {
         match self {
             Part::Parameters => "parameters",
             Part::Gradients => "gradients",
+            Part::MasterWeights => "f32 master weights",
             Part::OptimizerState => "optimizer state",
             Part::Activations => "activations kept for the backward",
             Part::Messages => "activations and gradients between stages",
@@ -117,11 +122,14 @@ pub struct StageFootprint {
     pub per_microbatch: StageBytes,
     /// Micro-batches held at once (at most `m`).
     pub in_flight: usize,
-    /// `4 ×` its parameters: [`Stage::param_bytes`](crate::Stage::param_bytes).
+    /// Its parameters as stored (4 or 2 bytes each, [`ModelStates`]):
+    /// [`Stage::param_bytes`](crate::Stage::param_bytes).
     pub params: u64,
     /// The gradient buffers, as many bytes as the parameters.
     pub grads: u64,
-    /// The optimizer's state: one or two copies of the parameters.
+    /// The `f32` master weights under mixed precision (else 0).
+    pub master: u64,
+    /// The optimizer's moments: one or two `f32` copies of the parameters.
     pub optimizer: u64,
     /// `in_flight ×` the most one micro-batch holds in any phase (after `R`: what policy `none`
     /// keeps; after `I`: what `W` needs).
@@ -146,6 +154,7 @@ impl StageFootprint {
         match part {
             Part::Parameters => self.params,
             Part::Gradients => self.grads,
+            Part::MasterWeights => self.master,
             Part::OptimizerState => self.optimizer,
             Part::Activations => self.activations,
             Part::Messages => self.messages,
@@ -294,15 +303,17 @@ impl ModelSpec {
         let in_flight = in_flight.min(load.microbatches);
         let n = in_flight as u64;
         let layers = &spec.layers;
-        let params = (spec.checked_param_count(self)? as u64).checked_mul(F32)?;
-        let states = optimizer.states_per_param() as u64;
-        let optimizer = states.checked_mul(params)?;
+        let statics = ModelStates::of(spec.checked_param_count(self)? as u64, optimizer, self.precision)?;
+        let params = statics.params;
+        let states = optimizer.states_per_param() as u64 + u64::from(self.precision.is_mixed());
         let per_microbatch = spec.checked_bytes(self, load.batch)?;
         let everything = per_microbatch.act_bytes.checked_add(per_microbatch.recompute_bytes)?;
         let activations = n.checked_mul(everything.max(per_microbatch.w_bytes))?;
         let (first, last) = (layers.start == 0, spec.is_last(self));
         let output = self.layer(layers.end.checked_sub(1)?)?.output_width() as u64;
-        let messages = if last { 0 } else { rows_bytes(2 * n, batch, output)? };
+        // Messages are stored activations and gradients (2 bytes a value under mixed precision).
+        let stored = F32 / self.precision.stored_bytes();
+        let messages = if last { 0 } else { rows_bytes(2 * n, batch, output)? / stored };
         let mut data = 0u64;
         if first {
             data = rows_bytes(m, batch, self.input_width() as u64)?;
@@ -335,8 +346,9 @@ impl ModelSpec {
             per_microbatch,
             in_flight,
             params,
-            grads: params,
-            optimizer,
+            grads: statics.grads,
+            master: statics.master,
+            optimizer: statics.optimizer,
             activations,
             messages,
             data,
@@ -379,7 +391,13 @@ mod tests {
 
     #[test]
     fn static_parts_are_what_built_stages_hold() {
-        for (model, counts) in [(ModelSpec::tiny(), vec![1, 2, 3]), (ModelSpec::small(), vec![3, 4, 4])] {
+        let mixed = |m: ModelSpec, precision| ModelSpec { precision, ..m };
+        for (model, counts) in [
+            (ModelSpec::tiny(), vec![1, 2, 3]),
+            (ModelSpec::small(), vec![3, 4, 4]),
+            (mixed(ModelSpec::tiny(), crate::Precision::MixedBf16), vec![1, 2, 3]),
+            (mixed(ModelSpec::small(), crate::Precision::MixedF16), vec![3, 4, 4]),
+        ] {
             let splits = [
                 (1, Partition::Even),
                 (2, Partition::Balanced),
@@ -393,16 +411,23 @@ mod tests {
                     let load = Load { batch: model.batch, microbatches: 4, in_flight: vec![2; *n] };
                     let fp = model.footprint(&specs, &opt, &load).unwrap();
                     for (stage, f) in built.iter().zip(&fp.stages) {
-                        let state = Optimizer::new(opt, stage).unwrap().state_bytes();
-                        assert_eq!((f.params, f.grads, f.optimizer), (stage.param_bytes(), stage.grad_bytes(), state));
-                        assert_eq!(f.params + f.grads + f.optimizer, stage.static_bytes(&opt));
+                        let built = Optimizer::new(opt, stage).unwrap();
+                        let (master, state) = (built.master_bytes(), built.state_bytes() - built.master_bytes());
+                        assert_eq!(
+                            (f.params, f.grads, f.master, f.optimizer),
+                            (stage.param_bytes(), stage.grad_bytes(), master, state)
+                        );
+                        assert_eq!(f.params + f.grads + f.master + f.optimizer, stage.static_bytes(&opt));
                         let tensors: usize =
                             model.all_layers()[f.layers.clone()].iter().map(LayerSpec::tensor_count).sum();
                         assert_eq!(tensors, stage.params().len());
                     }
-                    let states = opt.states_per_param() as u64;
-                    assert_eq!(fp.part(Part::Parameters), 4 * model.param_count() as u64);
-                    assert_eq!(fp.part(Part::OptimizerState), states * 4 * model.param_count() as u64);
+                    let (states, count) = (opt.states_per_param() as u64, model.param_count() as u64);
+                    let stored = model.precision.stored_bytes();
+                    assert_eq!(fp.part(Part::Parameters), stored * count);
+                    assert_eq!(fp.part(Part::Gradients), stored * count);
+                    assert_eq!(fp.part(Part::MasterWeights), if stored == 2 { 4 * count } else { 0 });
+                    assert_eq!(fp.part(Part::OptimizerState), states * 4 * count);
                 }
             }
         }

@@ -162,6 +162,7 @@ pub fn check(layer: &mut dyn Layer, x: &Tensor, ctx: &Ctx, settings: Settings) -
     let result = converted.and_then(|()| match settings.dtype {
         Dtype::F32 => run::<f32>(layer, x, ctx, settings),
         Dtype::F64 => run::<f64>(layer, x, ctx, settings),
+        Dtype::Stored(f) => Err(not_checkable(f)),
     });
     let restored = convert(layer, |k| original[k]);
     let report = result?;
@@ -179,6 +180,7 @@ fn convert(layer: &mut dyn Layer, to: impl Fn(usize) -> (Dtype, Device)) -> Resu
         let host = match dtype {
             Dtype::F64 => p.to_f64()?,
             Dtype::F32 => p.to_host()?.to_f32()?,
+            Dtype::Stored(f) => return Err(not_checkable(f)),
         };
         *p = host.into_device(device)?;
     }
@@ -284,7 +286,15 @@ pub fn check_loss(kind: LossKind, pred: &Tensor, target: &Tensor, m: usize, sett
     match settings.dtype {
         Dtype::F32 => loss_in::<f32>(kind, pred, target, m, settings.step),
         Dtype::F64 => loss_in::<f64>(kind, pred, target, m, settings.step),
+        Dtype::Stored(f) => Err(not_checkable(f)),
     }
+}
+
+/// Gradient checks run in `f32` or `f64`: 16-bit storage rounds away the differences they take.
+fn not_checkable(format: crate::precision::Format) -> Error {
+    Error::Spec(format!(
+        "gradient check in {format} storage: check in f32 or f64, whose rounding is below the differences taken"
+    ))
 }
 
 /// [`check_loss`] in `E`.

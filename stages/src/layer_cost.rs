@@ -14,13 +14,14 @@ use std::ops::Range;
 use pipesched_schedules::StageCost;
 use serde::{Deserialize, Serialize};
 
-use crate::bytes::{held, optimal_plan, rows, LossRows, Rows, StageRows};
+use crate::bytes::{held, model_input_units, optimal_plan, rows, LossRows, Rows, StageRows};
 use crate::error::{Error, Result};
 use crate::layers::Layer;
 use crate::loss::LossKind;
 use crate::optim::OptimizerSpec;
 use crate::partition::StageSpec;
 use crate::policy::Kept;
+use crate::precision::Precision;
 use crate::spec::ModelSpec;
 use crate::stage::Stage;
 
@@ -174,9 +175,10 @@ impl LayerBytes {
 
     /// `layer`'s bytes for one micro-batch of `batch` rows, from its counts of floats per row,
     /// and `statics` (its parameters, gradients and optimizer state); `None` on overflow.
-    fn of(layer: &dyn Layer, batch: usize, statics: [u64; 3]) -> Option<LayerBytes> {
-        let r = rows(layer);
-        let scale = (batch as u64).checked_mul(F32)?;
+    fn of(layer: &dyn Layer, batch: usize, statics: [u64; 3], input_units: usize) -> Option<LayerBytes> {
+        let mut r = rows(layer);
+        r.input = r.input.checked_mul(input_units)?;
+        let scale = (batch as u64).checked_mul(Precision::of_storage(layer.storage()).stored_bytes())?;
         let b = |floats: usize| (floats as u64).checked_mul(scale);
         let (saved, selective) = (r.saved?, r.selective?);
         Some(LayerBytes {
@@ -200,11 +202,14 @@ impl Stage {
         let mut grads = self.grads().into_iter();
         self.layers()
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(k, l)| {
                 let params: u64 = l.params().iter().map(|p| p.bytes()).sum();
                 let grads: u64 = grads.by_ref().take(l.params().len()).map(|g| g.bytes()).sum();
-                let statics = [params, grads, optimizer.state_bytes(params)];
-                LayerBytes::of(l.as_ref(), batch, statics).unwrap_or(LayerBytes {
+                let count: u64 = l.params().iter().map(|p| p.len() as u64).sum();
+                let statics = [params, grads, optimizer.state_bytes(count, self.storage())];
+                let input_units = if k == 0 { model_input_units(self.is_first(), self.storage()) } else { 1 };
+                LayerBytes::of(l.as_ref(), batch, statics, input_units).unwrap_or(LayerBytes {
                     act_bytes: u64::MAX,
                     input_bytes: u64::MAX,
                     output_bytes: u64::MAX,
@@ -220,8 +225,9 @@ impl Stage {
 
     /// The loss's bytes for one micro-batch of `batch` rows, on the last stage.
     pub fn loss_bytes(&self, batch: usize) -> Option<(u64, u64)> {
-        let l = LossRows::of(self.loss_kind()?, self.output_width());
-        let b = |floats: usize| (floats as u64).checked_mul(batch as u64)?.checked_mul(F32);
+        let precision = self.storage();
+        let l = LossRows::of(self.loss_kind()?, self.output_width(), precision);
+        let b = |units: usize| (units as u64).checked_mul(batch as u64)?.checked_mul(precision.stored_bytes());
         Some((b(l.saved)?, b(l.target)?))
     }
 }
@@ -285,7 +291,7 @@ impl LayerCosts {
         for spec in specs {
             if let crate::RecomputePolicy::Optimal(budget) = spec.policy {
                 let loss = (spec.layers.end == n).then_some(self.loss_rows()).flatten();
-                optimal_plan(&self.profiled(model, spec), budget, loss, 1, self.rows)
+                optimal_plan(&self.profiled(model, spec), budget, loss, 1, self.rows, 1)
                     .map_err(|e| Error::Policy(format!("stage {} (layers {:?}): {e}", spec.index, spec.layers)))?;
             }
             let (cost, statics) = self.stage(model, spec).ok_or_else(|| Error::Size {
@@ -339,7 +345,7 @@ impl LayerCosts {
         let last = range.end == self.layers.len();
         let loss = if last { Some(self.loss_rows()?) } else { None };
         let profiled = self.profiled(model, spec);
-        let bytes = held(&profiled, spec.policy, range.start == 0, loss, 1, self.rows)?.scaled(1)?;
+        let bytes = held(&profiled, spec.policy, range.start == 0, loss, 1, self.rows, 1)?.scaled(1)?;
         let sum = |t: fn(&LayerTimes) -> f64| layers.iter().map(|l| t(&l.times)).sum::<f64>();
         let loss_f = if last { self.loss.f } else { 0.0 };
         let f = sum(|t| t.f) + loss_f;
@@ -351,7 +357,7 @@ impl LayerCosts {
             Kept::Selective => sum(|t| t.restore.unwrap_or(0.0)),
             Kept::Inputs(_) => sum(|t| t.r) + loss_f,
             Kept::Optimal(budget) => {
-                let plan = optimal_plan(&profiled, budget, loss, 1, self.rows).ok()?;
+                let plan = optimal_plan(&profiled, budget, loss, 1, self.rows, 1).ok()?;
                 let t = |(i, all): (usize, bool)| if all { layers[i].times.f } else { layers[i].times.r };
                 interleaved = plan.recomputed().into_iter().map(t).sum();
                 0.0

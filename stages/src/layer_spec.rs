@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::layers::{Attention, Block, Dropout, Embedding, Layer, LayerNorm, Linear};
+use crate::layers::{Attention, Block, Dropout, Embedding, Layer, LayerNorm, Linear, MixedPrecision};
 use crate::rng::{tag, Stream};
 use crate::spec::ModelSpec;
 
@@ -196,6 +196,16 @@ impl LayerSpec {
 
     /// The layer at global index `index` of `model`, parameters drawn from the model's seed.
     pub(crate) fn build(&self, index: usize, model: &ModelSpec) -> Result<Box<dyn Layer>> {
+        let layer = self.build_f32(index, model)?;
+        Ok(match model.precision.storage() {
+            Some(format) => Box::new(MixedPrecision::new(layer, format)?),
+            None => layer,
+        })
+    }
+
+    /// [`build`](LayerSpec::build) computing and storing in `f32` (products rounded as the
+    /// model's precision says).
+    fn build_f32(&self, index: usize, model: &ModelSpec) -> Result<Box<dyn Layer>> {
         let stream = Stream::new(&[tag::INIT, model.seed, index as u64]);
         let dropout = Dropout { rate: model.dropout };
         Ok(match *self {

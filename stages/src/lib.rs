@@ -67,8 +67,10 @@ mod layer_cost;
 mod layer_spec;
 pub mod layers;
 mod loss;
+mod loss_scale;
 mod matmul;
 mod model_file;
+mod model_states;
 mod offload;
 mod ops;
 mod optim;
@@ -97,13 +99,15 @@ pub use error::{Error, Result};
 pub use footprint::{microbatches_in_flight, Footprint, Load, Part, StageFootprint};
 pub use layer_cost::{ComposedStages, LayerBytes, LayerCost, LayerCosts, LayerTimes, LossCost};
 pub use loss::{LossKind, LossSaved};
+pub use loss_scale::{LossScale, ScaleVerdict};
 pub use matmul::GemmShape;
 pub use model_file::{MODEL_FIELDS, MODEL_FILE_EXAMPLE, MODEL_FILE_HELP};
+pub use model_states::ModelStates;
 pub use optim::{Optimizer, OptimizerSpec};
 pub use optimal::{LayerKeep, OptimalPlan};
 pub use partition::{balanced_by_weight, Partition, StageSpec};
 pub use policy::{Kept, Policies, RecomputePolicy};
-pub use precision::Precision;
+pub use precision::{Format, Precision};
 pub use reference::{
     check_chain, mean_loss, reference_step, sequential_step, sequential_step_in, train_step, StepOutput,
 };

@@ -100,6 +100,7 @@ impl LossKind {
             let bad = match target.dtype() {
                 Dtype::F32 => first_bad_index::<f32>(target, output),
                 Dtype::F64 => first_bad_index::<f64>(target, output),
+                Dtype::Stored(_) => first_bad_index::<f32>(&target.widened()?, output),
             };
             if let Some((r, t)) = bad {
                 return Err(Error::Shape {
@@ -119,7 +120,17 @@ impl LossKind {
 
     /// [`forward`](LossKind::forward) with the loss as a `[1, 1]` tensor on the prediction's
     /// device: on a GPU nothing waits for the loss to be computed.
+    ///
+    /// A prediction in 16-bit storage (mixed precision) is widened first: the loss and its state
+    /// are `f32`, as reductions and the softmax are in mixed-precision training.
     pub fn forward_tensor(self, pred: &Tensor, target: &Tensor) -> Result<(Tensor, LossSaved)> {
+        let wide;
+        let pred = if matches!(pred.dtype(), crate::element::Dtype::Stored(_)) {
+            wide = pred.widened()?;
+            &wide
+        } else {
+            pred
+        };
         self.check_target(pred.rows(), pred.cols(), target)?;
         // The target goes where the prediction is; a class index read back to the host is
         // checked there again.
@@ -147,14 +158,21 @@ impl LossKind {
 
     /// The gradient of `loss / m` with respect to the prediction.
     pub fn backward(saved: LossSaved, m: usize) -> Result<Tensor> {
+        LossKind::backward_scaled(saved, m, 1.0)
+    }
+
+    /// The gradient of `scale · loss / m` with respect to the prediction: the backward of a
+    /// scaled loss (mixed-precision loss scaling; `scale` a power of two, so that scaling is
+    /// exact, and `1` gives [`backward`](LossKind::backward)'s bits).
+    pub fn backward_scaled(saved: LossSaved, m: usize, scale: f32) -> Result<Tensor> {
         match saved {
             LossSaved::CrossEntropy { mut probs, target } => {
-                let factor = 1.0 / (probs.rows() * m) as f32;
+                let factor = 1.0 / (probs.rows() * m) as f32 * scale;
                 backend::cross_entropy_backward(&mut probs, &target, factor)?;
                 Ok(probs)
             }
             LossSaved::Mse { mut diff } => {
-                let factor = 2.0 / (diff.len() * m) as f32;
+                let factor = 2.0 / (diff.len() * m) as f32 * scale;
                 backend::scale(&mut diff, factor)?;
                 Ok(diff)
             }

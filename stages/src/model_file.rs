@@ -31,7 +31,7 @@ pub const MODEL_FIELDS: [(&str, bool, &str); 12] = [
     ("loss", true, "\"cross_entropy\" or \"mse\""),
     ("batch", true, "samples per micro-batch: rows, or sequences for a model of sequences"),
     ("seed", false, "seed of the initial parameters and dropout masks (default 0)"),
-    ("precision", false, "\"f32\", \"bf16\" or \"f16\": format of the matrix products (default \"f32\")"),
+    ("precision", false, "\"f32\", \"bf16\", \"f16\" (format of the matrix products), \"mixed-bf16\" or \"mixed-f16\" (mixed-precision training: 16-bit storage, f32 master weights; default \"f32\")"),
 ];
 
 /// A model file as read and written: the layer list or the residual-MLP shorthand, and the
@@ -189,7 +189,9 @@ Optional fields:
   seed       seed of the initial parameters and dropout masks (default 0); --seed
              replaces it
   precision  \"f32\", \"bf16\" or \"f16\": format of the matrix products' operands and
-             results, accumulated in f32 (default \"f32\"); --precision replaces it
+             results, accumulated in f32; \"mixed-bf16\" or \"mixed-f16\": mixed-precision
+             training, parameters, activations and gradients stored in 16 bits with f32
+             master weights (default \"f32\"); --precision replaces it
   repeat     in a layer of `layers`: how many times it repeats in a row (default 1)
 
 Example (TOML; the same keys make a JSON object):

@@ -18,11 +18,12 @@
 use std::collections::HashMap;
 
 use crate::device::Device;
-use crate::element::{Dtype, Element};
+use crate::element::Element;
 use crate::error::{Error, Result};
+use crate::precision::Format;
 use crate::slot::Phase;
 use crate::stage::Stage;
-use crate::tensor::Tensor;
+use crate::tensor::{Store, Tensor};
 
 /// One tensor's values in host memory, with its shape.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ struct HostCopy {
 enum HostValues {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    /// The bits of a 16-bit storage format (mixed precision).
+    Stored(Vec<u16>, Format),
 }
 
 impl HostValues {
@@ -44,6 +47,7 @@ impl HostValues {
         match self {
             HostValues::F32(v) => (v.len() * 4) as u64,
             HostValues::F64(v) => (v.len() * 8) as u64,
+            HostValues::Stored(v, _) => (v.len() * 2) as u64,
         }
     }
 }
@@ -76,6 +80,7 @@ impl HostStore {
                 match c.values {
                     HostValues::F32(v) => self.free_f32.entry(v.len()).or_default().push(v),
                     HostValues::F64(v) => self.free_f64.entry(v.len()).or_default().push(v),
+                    HostValues::Stored(..) => {}
                 }
             }
         }
@@ -83,9 +88,16 @@ impl HostStore {
 
     /// A host copy of `t`'s values, in a buffer of this store.
     fn copy_out(&mut self, t: &Tensor) -> Result<HostCopy> {
-        let values = match t.dtype() {
-            Dtype::F32 => HostValues::F32(copy_into(&mut self.free_f32, t.host::<f32>()?)),
-            Dtype::F64 => HostValues::F64(copy_into(&mut self.free_f64, t.host::<f64>()?)),
+        let values = match t.store() {
+            Store::Host(v) => HostValues::F32(copy_into(&mut self.free_f32, v)),
+            Store::HostF64(v) => HostValues::F64(copy_into(&mut self.free_f64, v)),
+            Store::Stored(bits, format) => HostValues::Stored(bits.clone(), *format),
+            Store::Cuda(_) => {
+                return Err(Error::Dtype {
+                    place: "offload".into(),
+                    reason: "a tensor in GPU memory: offload runs on CPU stages only for now".into(),
+                })
+            }
         };
         Ok(HostCopy { rows: t.rows(), cols: t.cols(), values })
     }
@@ -103,6 +115,7 @@ impl HostStore {
                 self.free_f64.entry(v.len()).or_default().push(v);
                 t
             }
+            HostValues::Stored(bits, format) => Tensor::from_stored_bits(copy.rows, copy.cols, bits, format),
         }
     }
 }

@@ -285,7 +285,7 @@ impl Stage {
                 return Err(self.order("backward_input", mb, "internal: forward state missing"));
             };
             let g = match (loss, grad_out) {
-                (Some(l), _) => LossKind::backward(l, self.shard.total)?,
+                (Some(l), _) => LossKind::backward_scaled(l, self.shard.total, self.loss_scale)?,
                 (None, Some(g)) => g.into_device(self.device())?,
                 (None, None) => return Err(self.order("backward_input", mb, "internal: no gradient to start from")),
             };
@@ -304,7 +304,7 @@ impl Stage {
             return Err(self.order("backward_input", mb, "internal: forward state missing"));
         };
         let mut g = match (loss, grad_out) {
-            (Some(l), _) => LossKind::backward(l, self.shard.total)?,
+            (Some(l), _) => LossKind::backward_scaled(l, self.shard.total, self.loss_scale)?,
             (None, Some(g)) => g.into_device(self.device())?,
             (None, None) => return Err(self.order("backward_input", mb, "internal: no gradient to start from")),
         };

@@ -3,12 +3,18 @@
 //!
 //! Invariant: an optimizer steps only on complete gradients (all `m` micro-batches
 //! accumulated), updates every parameter element by element in a fixed order, and its state is
-//! one (SGD) or two (Adam) tensors per parameter, counted by `state_bytes`.
+//! one (SGD) or two (Adam) `f32` tensors per parameter, counted by `state_bytes`. For parameters
+//! stored in 16 bits (mixed precision) it also keeps an `f32` master copy of each: it divides the
+//! loss scale out of the gradients in `f32`, updates the master weights, and writes them back
+//! rounded to the parameters' format ([`ModelStates`](crate::ModelStates) counts all of it).
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend;
+use crate::element::Dtype;
 use crate::error::{Error, Result};
+use crate::model_states::ModelStates;
+use crate::precision::Precision;
 use crate::stage::Stage;
 use crate::tensor::Tensor;
 
@@ -55,9 +61,10 @@ impl OptimizerSpec {
         }
     }
 
-    /// Bytes of state for parameters of `param_bytes` bytes.
-    pub fn state_bytes(&self, param_bytes: u64) -> u64 {
-        self.states_per_param() as u64 * param_bytes
+    /// Bytes the optimizer holds for `count` parameters trained in `precision`: its moments,
+    /// and the `f32` master weights under mixed precision ([`ModelStates`], saturating).
+    pub fn state_bytes(&self, count: u64, precision: Precision) -> u64 {
+        ModelStates::of(count, self, precision).map_or(u64::MAX, |s| s.optimizer_held())
     }
 
     fn validate(&self) -> Result<()> {
@@ -76,7 +83,7 @@ impl OptimizerSpec {
 impl Stage {
     /// Parameters, gradients and `optimizer` state: the bytes this stage holds for the whole step.
     pub fn static_bytes(&self, optimizer: &OptimizerSpec) -> u64 {
-        self.param_bytes() + self.grad_bytes() + optimizer.state_bytes(self.param_bytes())
+        self.param_bytes() + self.grad_bytes() + optimizer.state_bytes(self.param_count() as u64, self.storage())
     }
 }
 
@@ -88,13 +95,16 @@ pub struct Optimizer {
     state: Vec<Tensor>,
     /// Steps taken.
     t: u64,
+    /// `f32` master weights, one per parameter, for parameters stored in 16 bits (else empty).
+    master: Vec<Tensor>,
 }
 
 impl Optimizer {
     /// A copy of this optimizer and its state (on the state's device), or the device's error.
     pub fn try_clone(&self) -> Result<Optimizer> {
         let state = self.state.iter().map(Tensor::try_clone).collect::<Result<Vec<_>>>()?;
-        Ok(Optimizer { spec: self.spec, state, t: self.t })
+        let master = self.master.iter().map(Tensor::try_clone).collect::<Result<Vec<_>>>()?;
+        Ok(Optimizer { spec: self.spec, state, t: self.t, master })
     }
 
     /// Zero state for `stage`'s parameters.
@@ -103,12 +113,17 @@ impl Optimizer {
         let k = spec.states_per_param();
         let _scope = stage.enter();
         let mut state = Vec::new();
+        let mut master = Vec::new();
         for p in stage.params() {
+            let stored = matches!(p.dtype(), Dtype::Stored(_));
             for _ in 0..k {
-                state.push(p.zeros_like(p.rows(), p.cols())?);
+                state.push(if stored { Tensor::zeros(p.rows(), p.cols()) } else { p.zeros_like(p.rows(), p.cols())? });
+            }
+            if stored {
+                master.push(p.widened()?);
             }
         }
-        Ok(Optimizer { spec, state, t: 0 })
+        Ok(Optimizer { spec, state, t: 0, master })
     }
 
     /// Zero state for parameters of `shapes` on `device`: for a range of a stage's parameters
@@ -123,7 +138,7 @@ impl Optimizer {
                 state.push(Tensor::zeros(rows, cols).into_device(device)?);
             }
         }
-        Ok(Optimizer { spec, state, t: 0 })
+        Ok(Optimizer { spec, state, t: 0, master: Vec::new() })
     }
 
     /// The settings.
@@ -131,9 +146,14 @@ impl Optimizer {
         self.spec
     }
 
-    /// Bytes of state.
+    /// Bytes of state: the moments and any master weights.
     pub fn state_bytes(&self) -> u64 {
-        self.state.iter().map(Tensor::bytes).sum()
+        self.state.iter().chain(&self.master).map(Tensor::bytes).sum()
+    }
+
+    /// Bytes of the `f32` master weights (0 unless the parameters are stored in 16 bits).
+    pub fn master_bytes(&self) -> u64 {
+        self.master.iter().map(Tensor::bytes).sum()
     }
 
     /// Updates `stage`'s parameters from its accumulated gradients. An error unless the
@@ -149,7 +169,8 @@ impl Optimizer {
         }
         let lane = stage.lane.clone();
         let _scope = lane.as_ref().map(crate::cuda::Lane::enter);
-        self.update(stage.params_and_grads_mut())
+        let unscale = 1.0 / stage.loss_scale();
+        self.update_scaled(stage.params_and_grads_mut(), unscale)
     }
 
     /// Updates each parameter of `pairs` (parameter, gradient) from its gradient, element by
@@ -157,22 +178,50 @@ impl Optimizer {
     /// [`Optimizer::for_shapes`]). The same arithmetic for an element wherever it sits, so a
     /// slice updated on its own gives the bits the whole stage's update gives it.
     pub fn update(&mut self, pairs: Vec<(&mut Tensor, &Tensor)>) -> Result<()> {
+        self.update_scaled(pairs, 1.0)
+    }
+
+    /// [`update`](Optimizer::update) from gradients `1 / unscale` times the loss's (a loss scale,
+    /// a power of two): each gradient is multiplied by `unscale` in `f32` first. Parameters
+    /// stored in 16 bits are updated through their `f32` master weights and written back rounded.
+    pub fn update_scaled(&mut self, pairs: Vec<(&mut Tensor, &Tensor)>, unscale: f32) -> Result<()> {
         let k = self.spec.states_per_param();
+        if !self.master.is_empty() && self.master.len() != pairs.len() {
+            return Err(Error::Optimizer("this optimizer was built for a stage with other parameters".into()));
+        }
         let shapes_match =
             pairs.iter().zip(self.state.chunks_exact(k)).all(|((p, _), st)| st.iter().all(|s| s.shape() == p.shape()));
         if pairs.len() * k != self.state.len() || !shapes_match {
             return Err(Error::Optimizer("this optimizer was built for a stage with other parameters".into()));
         }
         self.t += 1;
-        for ((p, g), st) in pairs.into_iter().zip(self.state.chunks_exact_mut(k)) {
+        for (j, ((p, g), st)) in pairs.into_iter().zip(self.state.chunks_exact_mut(k)).enumerate() {
+            let wide;
+            let g = if unscale != 1.0 || matches!(g.dtype(), Dtype::Stored(_)) {
+                let mut w = g.widened()?;
+                if unscale != 1.0 {
+                    backend::scale(&mut w, unscale)?;
+                }
+                wide = w;
+                &wide
+            } else {
+                g
+            };
+            let (target, format) = match (self.master.get_mut(j), p.dtype()) {
+                (Some(m), Dtype::Stored(f)) => (m, Some(f)),
+                _ => (&mut *p, None),
+            };
             match (self.spec, st) {
-                (OptimizerSpec::Sgd { lr, momentum }, [v]) => backend::sgd_step(p, g, v, lr, momentum)?,
+                (OptimizerSpec::Sgd { lr, momentum }, [v]) => backend::sgd_step(target, g, v, lr, momentum)?,
                 (OptimizerSpec::Adam { lr, beta1, beta2, eps }, [m, v]) => {
                     let c1 = 1.0 - beta1.powi(self.t as i32);
                     let c2 = 1.0 - beta2.powi(self.t as i32);
-                    backend::adam_step(p, g, m, v, AdamScalars { lr, beta1, beta2, eps, c1, c2 })?;
+                    backend::adam_step(target, g, m, v, AdamScalars { lr, beta1, beta2, eps, c1, c2 })?;
                 }
                 _ => return Err(Error::Optimizer("internal: state does not match the optimizer kind".into())),
+            }
+            if let Some(f) = format {
+                *p = target.try_clone()?.into_stored(f)?;
             }
         }
         Ok(())

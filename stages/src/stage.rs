@@ -18,7 +18,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::bytes::{optimal_plan, stage_bytes, LossRows};
+use crate::bytes::{model_input_units, optimal_plan, stage_bytes, LossRows};
 use crate::cuda::{Lane, LaneScope};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -66,6 +66,9 @@ pub struct Stage {
     pub(crate) op_working: u64,
     /// Offloaded micro-batches, in host memory.
     pub(crate) host: HostStore,
+    /// What the last stage's loss is multiplied by before its backward (mixed-precision loss
+    /// scaling; 1 otherwise): the gradients are this many times the loss's.
+    pub(crate) loss_scale: f32,
 }
 
 impl Stage {
@@ -73,6 +76,12 @@ impl Stage {
     /// global indices, so any partition builds the same model).
     pub fn new(model: &ModelSpec, spec: &StageSpec) -> Result<Stage> {
         model.validate()?;
+        if let (true, Device::Cuda(_)) = (model.precision.is_mixed(), spec.device) {
+            return Err(Error::Partition(format!(
+                "stage {} of {}: {} stores tensors in 16 bits on the host, and runs on CPU stages only for now; put the stage on the CPU, or train in f32, bf16 or f16 on {}",
+                spec.index, model.name, model.precision, spec.device
+            )));
+        }
         spec.device.check()?;
         let all = model.all_layers();
         if spec.layers.is_empty() || spec.layers.end > all.len() {
@@ -140,6 +149,12 @@ impl Stage {
             }
         }
         spec.device.check()?;
+        if let (Some(format), Device::Cuda(_)) = (layers[0].storage(), spec.device) {
+            return Err(Error::Partition(format!(
+                "stage {} stores its tensors in {format} (mixed precision), which runs on CPU stages only for now; put the stage on the CPU, or train in f32, bf16 or f16 on {}",
+                spec.index, spec.device
+            )));
+        }
         // Parameters are drawn on the host (so every device starts from the same bits), then
         // moved to the stage's device on its own stream.
         let lane = match spec.device {
@@ -172,6 +187,7 @@ impl Stage {
             backward_peak: 0,
             op_working: 0,
             host: HostStore::default(),
+            loss_scale: 1.0,
         })
     }
 
@@ -354,6 +370,31 @@ impl Stage {
         self.slots.get(mb).map_or(Phase::Idle, Slot::phase)
     }
 
+    /// What the stage stores its parameters, activations and gradients in: a mixed precision
+    /// when its layers store in 16 bits, else `f32` (the products' rounding aside).
+    pub fn storage(&self) -> crate::Precision {
+        crate::Precision::of_storage(self.layers[0].storage())
+    }
+
+    /// The loss scale the stage's backward runs with (1 unless set).
+    pub fn loss_scale(&self) -> f32 {
+        self.loss_scale
+    }
+
+    /// Sets the loss scale: the last stage's loss gradient is multiplied by `scale` (a power of
+    /// two) from the next backward on, so the gradients are `scale` times the loss's until the
+    /// optimizer divides it out. An error for a scale that is not a positive finite power of two.
+    pub fn set_loss_scale(&mut self, scale: f32) -> Result<()> {
+        if !(scale.is_finite() && scale > 0.0 && scale.to_bits() & 0x007f_ffff == 0) {
+            return Err(Error::Optimizer(format!(
+                "stage {}: loss scale {scale} must be a positive power of two, so that scaling is exact",
+                self.spec.index
+            )));
+        }
+        self.loss_scale = scale;
+        Ok(())
+    }
+
     /// Bytes held for micro-batch `mb`: what its last op kept, plus its gradients if they wait for
     /// an earlier micro-batch's `W` (only when `W`s come out of order).
     pub fn held_bytes_of(&self, mb: usize) -> u64 {
@@ -369,7 +410,7 @@ impl Stage {
     /// keep (saturating at `u64::MAX`).
     pub fn predicted_bytes(&self, batch: usize) -> StageBytes {
         let loss = self.loss.map(|kind| (kind, self.output_width()));
-        stage_bytes(self.layers.as_slice(), self.spec.policy, self.is_first(), loss, batch)
+        stage_bytes(self.layers.as_slice(), self.spec.policy, self.is_first(), loss, batch, self.storage())
             .unwrap_or(StageBytes::SATURATED)
     }
 
@@ -386,9 +427,12 @@ impl Stage {
                 self.spec.index, self.spec.policy
             )));
         };
-        let loss = self.loss.map(|kind| LossRows::of(kind, self.output_width()));
-        let scale = (rows as u64).checked_mul(4).ok_or_else(|| Error::Policy("rows overflow".into()))?;
-        let plan = optimal_plan(self.layers.as_slice(), budget, loss, scale, rows)
+        let precision = self.storage();
+        let loss = self.loss.map(|kind| LossRows::of(kind, self.output_width(), precision));
+        let scale =
+            (rows as u64).checked_mul(precision.stored_bytes()).ok_or_else(|| Error::Policy("rows overflow".into()))?;
+        let input = model_input_units(self.is_first(), precision);
+        let plan = optimal_plan(self.layers.as_slice(), budget, loss, scale, rows, input)
             .map_err(|e| Error::Policy(format!("stage {} (layers {:?}): {e}", self.spec.index, self.spec.layers)))?;
         let plan = Arc::new(plan);
         self.plans.push((rows, plan.clone()));
@@ -398,9 +442,12 @@ impl Stage {
     /// The least BYTES `optimal:BYTES` takes on this stage for micro-batches of `rows` rows
     /// (whatever the stage's own policy).
     pub fn optimal_least_budget(&self, rows: usize) -> Result<u64> {
-        let loss = self.loss.map(|kind| LossRows::of(kind, self.output_width()));
-        let each: Vec<_> = self.layers.iter().map(|l| crate::bytes::rows(l.as_ref())).collect();
-        let scale = (rows as u64).checked_mul(4).ok_or_else(|| Error::Policy("rows overflow".into()))?;
+        let precision = self.storage();
+        let loss = self.loss.map(|kind| LossRows::of(kind, self.output_width(), precision));
+        let mut each: Vec<_> = self.layers.iter().map(|l| crate::bytes::rows(l.as_ref())).collect();
+        each[0].input *= model_input_units(self.is_first(), precision);
+        let scale =
+            (rows as u64).checked_mul(precision.stored_bytes()).ok_or_else(|| Error::Policy("rows overflow".into()))?;
         OptimalPlan::least(&each, loss.map(|l| l.saved), scale, rows)
     }
 

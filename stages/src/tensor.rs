@@ -29,6 +29,7 @@ use crate::element::{Dtype, Element};
 use crate::error::{Error, Result};
 use crate::matmul::{matmul_into, Trans};
 use crate::pool;
+use crate::precision::Format;
 
 /// A row-major `[rows, cols]` matrix of `f32` on the host or on a GPU, or of `f64` on the host.
 pub struct Tensor {
@@ -44,6 +45,9 @@ pub enum Store {
     Host(Vec<f32>),
     /// Host memory, `f64` (gradient checks).
     HostF64(Vec<f64>),
+    /// Host memory, the bits of a 16-bit storage format (mixed precision): what a stage keeps
+    /// between ops. Operations widen it to `f32` first ([`Tensor::widened`]).
+    Stored(Vec<u16>, Format),
     /// A CUDA GPU's memory (boxed: a device buffer carries its stream and events, and host
     /// tensors should not pay for that size).
     Cuda(Box<DeviceBuffer>),
@@ -119,6 +123,7 @@ impl Tensor {
         match &self.store {
             Store::Host(_) => Ok(Tensor::scratch(rows, cols)),
             Store::HostF64(_) => Ok(Tensor::scratch_of::<f64>(rows, cols)),
+            Store::Stored(_, f) => Ok(Tensor { rows, cols, store: Store::Stored(vec![0; rows * cols], *f) }),
             Store::Cuda(b) => Ok(Tensor { rows, cols, store: Store::Cuda(Box::new(b.scratch(rows * cols)?)) }),
         }
     }
@@ -128,6 +133,7 @@ impl Tensor {
         match &self.store {
             Store::Host(_) => Ok(Tensor::zeros(rows, cols)),
             Store::HostF64(_) => Ok(Tensor::full_of(rows, cols, 0.0f64)),
+            Store::Stored(_, f) => Ok(Tensor { rows, cols, store: Store::Stored(vec![0; rows * cols], *f) }),
             Store::Cuda(b) => Ok(Tensor { rows, cols, store: Store::Cuda(Box::new(b.zeros(rows * cols)?)) }),
         }
     }
@@ -136,6 +142,13 @@ impl Tensor {
     pub(crate) fn from_device(rows: usize, cols: usize, buffer: DeviceBuffer) -> Tensor {
         debug_assert_eq!(buffer.len(), rows * cols);
         Tensor { rows, cols, store: Store::Cuda(Box::new(buffer)) }
+    }
+
+    /// A host tensor of 16-bit `bits` in `format`, row after row; `bits.len()` must be
+    /// `rows * cols` (the caller's invariant: a copy of such a tensor's bits).
+    pub(crate) fn from_stored_bits(rows: usize, cols: usize, bits: Vec<u16>, format: Format) -> Tensor {
+        debug_assert_eq!(bits.len(), rows * cols);
+        Tensor { rows, cols, store: Store::Stored(bits, format) }
     }
 
     /// The storage.
@@ -152,14 +165,14 @@ impl Tensor {
     pub(crate) fn device_buffer(&self) -> Option<&DeviceBuffer> {
         match &self.store {
             Store::Cuda(b) => Some(b),
-            Store::Host(_) | Store::HostF64(_) => None,
+            Store::Host(_) | Store::HostF64(_) | Store::Stored(..) => None,
         }
     }
 
     /// Where the values are.
     pub fn device(&self) -> Device {
         match &self.store {
-            Store::Host(_) | Store::HostF64(_) => Device::Cpu,
+            Store::Host(_) | Store::HostF64(_) | Store::Stored(..) => Device::Cpu,
             Store::Cuda(b) => Device::Cuda(b.ordinal()),
         }
     }
@@ -168,6 +181,7 @@ impl Tensor {
     pub fn dtype(&self) -> Dtype {
         match &self.store {
             Store::HostF64(_) => Dtype::F64,
+            Store::Stored(_, f) => Dtype::Stored(*f),
             Store::Host(_) | Store::Cuda(_) => Dtype::F32,
         }
     }
@@ -175,7 +189,7 @@ impl Tensor {
     /// Whether the values are in host memory (so [`data`](Tensor::data), for `f32`, or
     /// [`host`](Tensor::host) can read them).
     pub fn is_host(&self) -> bool {
-        matches!(self.store, Store::Host(_) | Store::HostF64(_))
+        matches!(self.store, Store::Host(_) | Store::HostF64(_) | Store::Stored(..))
     }
 
     /// The values of a host tensor of `E`, row after row; an error naming both types (or the
@@ -217,6 +231,7 @@ impl Tensor {
         let values = match &self.store {
             Store::HostF64(v) => v.clone(),
             Store::Host(v) => v.iter().map(|x| f64::from(*x)).collect(),
+            Store::Stored(v, f) => v.iter().map(|x| f64::from(f.widen(*x))).collect(),
             Store::Cuda(b) => b.download()?.into_iter().map(f64::from).collect(),
         };
         Tensor::from_values(self.rows, self.cols, values)
@@ -226,8 +241,52 @@ impl Tensor {
     pub fn to_f32(&self) -> Result<Tensor> {
         match &self.store {
             Store::HostF64(v) => Tensor::new(self.rows, self.cols, v.iter().map(|x| *x as f32).collect()),
+            Store::Stored(..) => self.widened(),
             Store::Host(_) | Store::Cuda(_) => self.try_clone(),
         }
+    }
+
+    /// An `f32` copy of a tensor in a 16-bit storage format (exact: every 16-bit value is an
+    /// `f32`); any other tensor as it is, copied. What an operation computes on.
+    pub fn widened(&self) -> Result<Tensor> {
+        match &self.store {
+            Store::Stored(v, f) => {
+                let mut t = Tensor::scratch(self.rows, self.cols);
+                t.data_mut().iter_mut().zip(v).for_each(|(x, b)| *x = f.widen(*b));
+                Ok(t)
+            }
+            _ => self.try_clone(),
+        }
+    }
+
+    /// This tensor in `f32`: itself unless it is in a 16-bit storage format (then
+    /// [`widened`](Tensor::widened)).
+    pub fn into_widened(self) -> Result<Tensor> {
+        match self.store {
+            Store::Stored(..) => self.widened(),
+            _ => Ok(self),
+        }
+    }
+
+    /// This host `f32` tensor stored in `format`, each value rounded to nearest even: what a
+    /// mixed-precision stage keeps. A tensor already in `format` stays as it is; an error for
+    /// a GPU, `f64` or another format's tensor.
+    pub fn into_stored(self, format: Format) -> Result<Tensor> {
+        let bits = match &self.store {
+            Store::Stored(_, f) if *f == format => return Ok(self),
+            Store::Host(v) => v.iter().map(|x| format.narrow(*x)).collect(),
+            _ => {
+                return Err(Error::Dtype {
+                    place: format!("storing a tensor in {format}"),
+                    reason: format!(
+                        "the tensor holds {} on {}; 16-bit storage takes host f32 tensors (mixed precision runs on CPU stages)",
+                        self.dtype(),
+                        self.device()
+                    ),
+                })
+            }
+        };
+        Ok(Tensor { rows: self.rows, cols: self.cols, store: Store::Stored(bits, format) })
     }
 
     /// This tensor as `dtype`: itself if it is of that type already, else a converted copy
@@ -237,6 +296,7 @@ impl Tensor {
             (a, b) if a == b => Ok(self),
             (_, Dtype::F64) => self.to_f64(),
             (_, Dtype::F32) => self.to_f32(),
+            (_, Dtype::Stored(f)) => self.to_f32()?.into_stored(f),
         }
     }
 
@@ -251,6 +311,11 @@ impl Tensor {
                 reason: "f64 tensors stay on the host (the GPU backend is f32); convert with to_f32() first".into(),
             }),
             (Store::Host(v), Device::Cpu) => Tensor::new(rows, cols, pool::copy(v)),
+            (Store::Stored(v, f), Device::Cpu) => Ok(Tensor { rows, cols, store: Store::Stored(v.clone(), *f) }),
+            (Store::Stored(_, f), Device::Cuda(k)) => Err(Error::Dtype {
+                place: format!("Tensor::to_device(cuda:{k})"),
+                reason: format!("{f} storage is host-only: mixed precision runs on CPU stages only for now"),
+            }),
             (Store::Host(v), Device::Cuda(k)) => Ok(Tensor::from_device(rows, cols, DeviceBuffer::upload(k, v)?)),
             (Store::Cuda(b), Device::Cpu) => Tensor::new(rows, cols, b.download()?),
             (Store::Cuda(b), Device::Cuda(k)) => Ok(Tensor::from_device(rows, cols, b.copy_to(k)?)),
@@ -276,6 +341,7 @@ impl Tensor {
         match &self.store {
             Store::Host(v) => Ok(Tensor { rows: self.rows, cols: self.cols, store: Store::Host(pool::copy(v)) }),
             Store::HostF64(v) => Ok(Tensor { rows: self.rows, cols: self.cols, store: Store::HostF64(v.clone()) }),
+            Store::Stored(v, f) => Ok(Tensor { rows: self.rows, cols: self.cols, store: Store::Stored(v.clone(), *f) }),
             Store::Cuda(b) => Ok(Tensor::from_device(self.rows, self.cols, b.duplicate()?)),
         }
     }
@@ -305,7 +371,8 @@ impl Tensor {
         self.len() == 0
     }
 
-    /// Bytes of the values (4 per `f32` element, 8 per `f64` one): what holding this tensor
+    /// Bytes of the values (4 per `f32` element, 8 per `f64` one, 2 in a 16-bit storage
+    /// format): what holding this tensor
     /// costs, on whichever device.
     pub fn bytes(&self) -> u64 {
         (self.len() * self.dtype().size()) as u64
@@ -323,6 +390,7 @@ impl Tensor {
         match &self.store {
             Store::Host(v) => v,
             Store::HostF64(_) => panic!("{}", not_of::<f32>(Dtype::F64, Device::Cpu)),
+            Store::Stored(_, f) => panic!("{}", not_of::<f32>(Dtype::Stored(*f), Device::Cpu)),
             Store::Cuda(b) => panic!("{}", on_device("data", b.ordinal())),
         }
     }
@@ -335,6 +403,7 @@ impl Tensor {
         match &mut self.store {
             Store::Host(v) => v,
             Store::HostF64(_) => panic!("{}", not_of::<f32>(Dtype::F64, Device::Cpu)),
+            Store::Stored(_, f) => panic!("{}", not_of::<f32>(Dtype::Stored(*f), Device::Cpu)),
             Store::Cuda(b) => panic!("{}", on_device("data_mut", b.ordinal())),
         }
     }
@@ -356,6 +425,7 @@ impl Tensor {
         match &self.store {
             Store::Host(v) => Ok(v.clone()),
             Store::HostF64(_) => Err(not_of::<f32>(Dtype::F64, Device::Cpu)),
+            Store::Stored(v, f) => Ok(v.iter().map(|b| f.widen(*b)).collect()),
             Store::Cuda(b) => b.download(),
         }
     }
@@ -366,6 +436,7 @@ impl Tensor {
         match &self.store {
             Store::HostF64(v) => Ok(v.clone()),
             Store::Host(v) => Ok(v.iter().map(|x| f64::from(*x)).collect()),
+            Store::Stored(v, f) => Ok(v.iter().map(|b| f64::from(f.widen(*b))).collect()),
             Store::Cuda(b) => Ok(b.download()?.into_iter().map(f64::from).collect()),
         }
     }
@@ -386,6 +457,9 @@ impl Tensor {
             let (a, b) = (self.host_of::<f64>(), other.host_of::<f64>());
             return a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
         }
+        if let (Store::Stored(a, _), Store::Stored(b, _)) = (&self.store, &other.store) {
+            return a == b;
+        }
         match (self.values(), other.values()) {
             (Ok(a), Ok(b)) => a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
             _ => false,
@@ -398,7 +472,7 @@ impl Tensor {
         if self.shape() != other.shape() {
             return None;
         }
-        if self.dtype() == Dtype::F32 && other.dtype() == Dtype::F32 {
+        if self.dtype() != Dtype::F64 && other.dtype() != Dtype::F64 {
             let (a, b) = (self.values().ok()?, other.values().ok()?);
             return Some(a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max));
         }
@@ -425,6 +499,12 @@ impl Tensor {
                 add_elementwise(a, b);
                 Ok(())
             }
+            // 16-bit storage: each sum in f32, rounded back to the format.
+            (Store::Stored(a, f), Store::Stored(b, _)) => {
+                let f = *f;
+                a.iter_mut().zip(b).for_each(|(x, y)| *x = f.narrow(f.widen(*x) + f.widen(*y)));
+                Ok(())
+            }
             (Store::Cuda(a), Store::Cuda(b)) => crate::cuda::ops::add_assign(a, b),
             _ => Err(mixed("Tensor::add_assign", self.device(), other.device())),
         }
@@ -445,6 +525,7 @@ impl Tensor {
         match self.dtype() {
             Dtype::F32 => add_row_of::<f32>(self, row),
             Dtype::F64 => add_row_of::<f64>(self, row),
+            Dtype::Stored(f) => return Err(stored_operand("Tensor::add_row", f)),
         }
         Ok(())
     }
@@ -458,6 +539,10 @@ impl Tensor {
             }
             Store::HostF64(v) => {
                 v.fill(0.0);
+                Ok(())
+            }
+            Store::Stored(v, _) => {
+                v.fill(0);
                 Ok(())
             }
             Store::Cuda(b) => b.fill_zero(),
@@ -488,6 +573,7 @@ impl Tensor {
             }
             Store::Host(_) => Ok(column_sums_of::<f32>(self)),
             Store::HostF64(_) => Ok(column_sums_of::<f64>(self)),
+            Store::Stored(_, f) => Err(stored_operand("Tensor::column_sums", *f)),
         }
     }
 }
@@ -564,6 +650,15 @@ fn not_of<E: Element>(dtype: Dtype, device: Device) -> Error {
     Error::Dtype { place: format!("reading a tensor as {}", E::DTYPE), reason }
 }
 
+/// The error for an operation given a tensor in 16-bit storage, which operations never read:
+/// widen it first.
+pub(crate) fn stored_operand(place: &str, format: Format) -> Error {
+    Error::Dtype {
+        place: place.into(),
+        reason: format!("given a tensor stored in {format}; operations compute in f32: widen it with widened()"),
+    }
+}
+
 /// The error for an operation given tensors on two devices.
 pub(crate) fn mixed(place: &str, a: Device, b: Device) -> Error {
     Error::Device {
@@ -605,6 +700,10 @@ impl fmt::Debug for Tensor {
         let (shown, len) = match &self.store {
             Store::Host(data) => (format!("{:?}", &data[..data.len().min(6)]), data.len()),
             Store::HostF64(data) => (format!("f64{:?}", &data[..data.len().min(6)]), data.len()),
+            Store::Stored(data, f) => {
+                let shown: Vec<f32> = data.iter().take(6).map(|b| f.widen(*b)).collect();
+                (format!("{f}{shown:?}"), data.len())
+            }
             Store::Cuda(_) => return write!(f, "Tensor[{}, {}] on {}", self.rows, self.cols, self.device()),
         };
         write!(f, "Tensor[{}, {}]{shown}", self.rows, self.cols)?;

@@ -35,6 +35,7 @@ macro_rules! on_host {
         match $dtype {
             Dtype::F32 => $($f)::+::<f32>($($arg),*),
             Dtype::F64 => $($f)::+::<f64>($($arg),*),
+            Dtype::Stored(format) => return Err($crate::tensor::stored_operand("a host kernel", format)),
         }
     };
 }

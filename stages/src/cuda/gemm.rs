@@ -25,7 +25,7 @@ use half::{bf16, f16};
 use super::runtime::{alloc_uninit, current, device_error, launch, DeviceBuffer, Gpu, KArg};
 use crate::error::{Error, Result};
 use crate::matmul::{Batch, Block, GemmShape, Trans};
-use crate::precision::Precision;
+use crate::precision::{Format, Precision};
 
 /// A row-major product `[m, n] = op(A)·op(B)`: the stored shapes and transpositions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,13 +103,13 @@ pub(crate) fn matmul_into(
         });
     }
     let c = col_major(p);
-    match precision {
-        Precision::F32 => {}
-        Precision::Bf16 => {
+    match precision.products() {
+        None => {}
+        Some(Format::Bf16) => {
             let cfg = config(c, ordinal, bf16::ONE, bf16::ZERO)?;
             return half_product::<bf16>(out, a, b, cfg, ["k_to_bf16", "k_from_bf16"]);
         }
-        Precision::F16 => {
+        Some(Format::F16) => {
             let cfg = config(c, ordinal, f16::ONE, f16::ZERO)?;
             return half_product::<f16>(out, a, b, cfg, ["k_to_f16", "k_from_f16"]);
         }
@@ -302,8 +302,8 @@ pub fn cublas_ms(ordinal: usize, shapes: &[GemmShape], precision: Precision, rep
             tb: if s.trans_b { Trans::Yes } else { Trans::No },
         })
         .collect();
-    match precision {
-        Precision::F32 => {
+    match precision.products() {
+        None => {
             let filled = |n: usize| {
                 DeviceBuffer::upload(ordinal, &(0..n).map(|i| ((i % 7) as f32 - 3.0) / 8.0).collect::<Vec<_>>())
             };
@@ -318,8 +318,8 @@ pub fn cublas_ms(ordinal: usize, shapes: &[GemmShape], precision: Precision, rep
                 Ok(())
             })
         }
-        Precision::Bf16 => half_passes::<bf16>(&lane, &gpu, &problems, bf16::ONE, bf16::ZERO, reps),
-        Precision::F16 => half_passes::<f16>(&lane, &gpu, &problems, f16::ONE, f16::ZERO, reps),
+        Some(Format::Bf16) => half_passes::<bf16>(&lane, &gpu, &problems, bf16::ONE, bf16::ZERO, reps),
+        Some(Format::F16) => half_passes::<f16>(&lane, &gpu, &problems, f16::ONE, f16::ZERO, reps),
     }
 }
 

@@ -20,7 +20,7 @@ fn buf_mut<'a>(t: &'a mut Tensor, place: &str) -> Result<&'a mut DeviceBuffer> {
     let dev = t.device();
     match t.store_mut() {
         Store::Cuda(b) => Ok(b),
-        Store::Host(_) | Store::HostF64(_) => Err(Error::Device {
+        Store::Host(_) | Store::HostF64(_) | Store::Stored(..) => Err(Error::Device {
             device: dev.to_string(),
             reason: format!("{place} runs on a GPU; this tensor is on the host (move it with Tensor::to_device)"),
         }),

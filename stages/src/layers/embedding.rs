@@ -110,6 +110,10 @@ impl Layer for Embedding {
     fn w_per_row(&self) -> usize {
         1 + self.output_width()
     }
+    /// The id, first in what the forward and `I` keep.
+    fn exact_per_row(&self) -> usize {
+        1
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub(crate) mod check;
 mod dropout;
 mod embedding;
 mod linear;
+mod mixed;
 mod norm;
 
 pub use attention::Attention;
@@ -21,6 +22,7 @@ pub use block::Block;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use linear::Linear;
+pub use mixed::MixedPrecision;
 pub use norm::{LayerNorm, NormStats, NORM_EPS};
 
 use std::fmt;
@@ -153,6 +155,17 @@ pub trait Layer: fmt::Debug + Send {
     /// on its device.
     fn runs_on(&self, device: Device) -> bool {
         device == Device::Cpu
+    }
+    /// Floats per row, among the leading tensors of what the layer keeps ([`Saved`], the
+    /// selective state and [`WNeeds`]), that are exact values — token ids — which 16-bit storage
+    /// must keep as they are (0 by default: everything kept is an activation).
+    fn exact_per_row(&self) -> usize {
+        0
+    }
+    /// The 16-bit format the layer stores its parameters and state in, under mixed precision
+    /// ([`MixedPrecision`]); `None` (the default) for `f32`.
+    fn storage(&self) -> Option<crate::precision::Format> {
+        None
     }
 }
 
