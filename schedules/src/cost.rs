@@ -253,15 +253,19 @@ impl CostModel {
         let stages = match &self.costs {
             StageCosts::PerRank(c) => {
                 // A per-rank cost's `R` bytes are what the stages that recompute re-create: a
-                // stage the schedule does not recompute re-creates nothing.
-                let mut recomputes = vec![false; schedule.stages()];
-                for a in schedule.actions().filter(|a| a.op == Op::R) {
-                    recomputes[a.stage()] = true;
+                // stage the schedule does not recompute re-creates nothing. (Only a model with
+                // bytes pays for the flags, within the simulation's estimate of them.)
+                let mut recomputes = vec![false; if c.recompute_bytes > 0 { schedule.stages() } else { 0 }];
+                if !recomputes.is_empty() {
+                    for a in schedule.actions().filter(|a| a.op == Op::R) {
+                        recomputes[a.stage()] = true;
+                    }
                 }
                 (0..schedule.stages())
                     .map(|s| {
                         let c = c.chunk(schedule.placement.chunk_of(s, p), v);
-                        StageCost { recompute_bytes: if recomputes[s] { c.recompute_bytes } else { 0 }, ..c }
+                        let recomputed = recomputes.get(s).copied().unwrap_or(false);
+                        StageCost { recompute_bytes: if recomputed { c.recompute_bytes } else { 0 }, ..c }
                     })
                     .collect()
             }
