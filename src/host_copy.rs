@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 const REPS: usize = 9;
 
 /// The host link of a `bytes`-byte memcpy on this machine, in bytes per millisecond: the median
-/// of [`REPS`] timed copies. An error if `bytes` is 0 (nothing to time).
+/// of `REPS` timed copies. An error if `bytes` is 0 (nothing to time).
 pub fn measure(bytes: u64) -> Result<HostLink> {
     let len = usize::try_from(bytes).map_err(|_| Error::Config(format!("{bytes} bytes do not fit this machine")))?;
     if len == 0 {

@@ -56,7 +56,7 @@ impl Time {
     }
 
     /// The time as a [`Duration`], reading a number without a unit in `bare`; at most
-    /// [`MAX_DURATION_S`] seconds, so that adding it to a clock or to another such time never
+    /// `MAX_DURATION_S` seconds, so that adding it to a clock or to another such time never
     /// overflows.
     pub fn duration(self, bare: TimeUnit) -> Result<Duration, String> {
         let secs = self.value * self.unit.unwrap_or(bare).in_ms() / 1e3;

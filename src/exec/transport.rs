@@ -280,7 +280,7 @@ impl Transport {
     }
 
     /// Every process's `bytes`, in rank order (in process: just `bytes`); see
-    /// [`Mpi::all_gather`](crate::mpi::Mpi::all_gather) for how long it waits.
+    /// `Mpi::all_gather` for how long it waits.
     pub fn all_gather(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
         match self {
             Transport::InProcess => Ok(vec![bytes]),
@@ -291,7 +291,7 @@ impl Transport {
 
     /// With ranks as processes, after this process has reported `e`: tells the others (unless
     /// `e` is another process's failure) and waits for them to report theirs
-    /// ([`Mpi::abort`](crate::mpi::Mpi::abort)). Nothing in process. Whether it did anything.
+    /// (`Mpi::abort`). Nothing in process. Whether it did anything.
     pub fn abort(&self, e: &Error) -> bool {
         #[cfg(feature = "mpi")]
         if let Transport::Mpi(mpi) = self {

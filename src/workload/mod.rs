@@ -88,8 +88,8 @@ pub struct Step {
     pub loss: Option<f32>,
     /// How the step compares with the sequential reference, when asked for.
     pub verification: Option<Verification>,
-    /// With data parallelism: when this process had every sum over the replicas of its stages'
-    /// gradients, in ms from just before the step's first action.
+    /// With data parallelism: when the step ended, its sums over the replicas included
+    /// ([`Trace::step_end`](pipesched_schedules::Trace::step_end)), in the trace's ms.
     pub sums_done_ms: Option<f64>,
 }
 

@@ -13,7 +13,7 @@
 //! operation: its host function in `host.rs` (or a file of its own, as GELU), its kernel in
 //! `kernels/ops.cu` with a launcher in `cuda/ops.rs`, and a dispatching function here.
 //!
-//! Matrix products dispatch in [`matmul`](crate::matmul), elementwise tensor arithmetic (sums,
+//! Matrix products dispatch in `matmul`, elementwise tensor arithmetic (sums,
 //! bias rows, column sums) in [`Tensor`]'s own methods.
 
 mod gelu;
