@@ -16,7 +16,9 @@
 //! `peak_held = model_states + activation_peak`.
 
 use pipesched_schedules::{simulate, CostModel, DataParallel, Schedule, Stats};
-use pipesched_stages::{microbatches_in_flight, LayerSpec, Load, ModelSpec, ModelStates, OptimizerSpec, StageSpec};
+use pipesched_stages::{
+    microbatches_in_flight, LayerSpec, Load, ModelSpec, ModelStates, OptimizerSpec, ParamCount, StageSpec,
+};
 use serde::Serialize;
 
 use crate::exec::slice_of;
@@ -42,8 +44,10 @@ pub struct RankMemory {
     pub rank: usize,
     /// Its model stages.
     pub stages: Vec<usize>,
-    /// Parameters of its stages.
+    /// Parameters of its stages, trained and frozen.
     pub parameter_count: u64,
+    /// Parameters of its stages that train (under LoRA, the adapters'; else all of them).
+    pub trained_parameter_count: u64,
     /// Bytes of the parameters.
     pub parameter_bytes: u64,
     /// Bytes of the accumulated gradients.
@@ -117,8 +121,10 @@ pub struct MemoryReport {
     pub zero: u8,
     /// The precision it trains in (`f32`, `bf16`, `f16`, `mixed-bf16`, `mixed-f16`).
     pub precision: String,
-    /// Parameters of the whole model.
+    /// Parameters of the whole model, trained and frozen.
     pub parameter_count: u64,
+    /// Parameters of the whole model that train (under LoRA, the adapters').
+    pub trained_parameter_count: u64,
     /// Model states of the whole model on one replica (replica 0 under ZeRO-1: its slices of the
     /// optimizer state).
     pub model_state_bytes: u64,
@@ -174,9 +180,9 @@ impl MemoryReport {
             if !dp.sharded {
                 return [f.master, f.optimizer];
             }
-            let count = specs[s].param_count(model);
+            let count = usize::try_from(specs[s].param_counts(model).trained).unwrap_or(usize::MAX);
             let slice = slice_of(count, dp.replicas, 0).len() as u64;
-            ModelStates::of(slice, optimizer, model.precision).map_or([u64::MAX; 2], |m| [m.master, m.optimizer])
+            ModelStates::of(ParamCount::trained(slice), optimizer, model.precision).map_or([u64::MAX; 2], |m| [m.master, m.optimizer])
         };
         let optimizer_of = |s: usize| -> u64 { optimizer_parts(s).iter().sum() };
         let stages = per_stage.iter().zip(&footprint.stages).enumerate();
@@ -198,7 +204,8 @@ impl MemoryReport {
             let records = sum(&|s| fp(s).records);
             ranks.push(RankMemory {
                 rank,
-                parameter_count: sum(&|s| specs[s].param_count(model) as u64),
+                parameter_count: sum(&|s| specs[s].param_counts(model).total().unwrap_or(u64::MAX)),
+                trained_parameter_count: sum(&|s| specs[s].param_counts(model).trained),
                 parameter_bytes: sum(&|s| fp(s).params),
                 gradient_bytes: sum(&|s| fp(s).grads),
                 master_bytes: sum(&|s| optimizer_parts(s)[0]),
@@ -222,6 +229,7 @@ impl MemoryReport {
             });
         }
         let model_state_bytes = statics.iter().sum();
+        let whole = model.param_counts(&(0..model.num_layers())).unwrap_or_default();
         Ok(MemoryReport {
             model: model.name.clone(),
             schedule: schedule.name.clone(),
@@ -232,7 +240,8 @@ impl MemoryReport {
             dp: dp.replicas,
             zero: u8::from(dp.sharded),
             precision: model.precision.to_string(),
-            parameter_count: model.param_count() as u64,
+            parameter_count: whole.total().unwrap_or(u64::MAX),
+            trained_parameter_count: whole.trained,
             model_state_bytes,
             ranks,
             transformer_layer: transformer_layer(model, batch),

@@ -12,7 +12,8 @@ use pipesched::exec::Transport;
 use pipesched::model::Model;
 use pipesched_schedules::{simulate, Kind, Stats};
 use pipesched_stages::{
-    Device, Dtype, Format, LossScale, ModelSpec, ModelStates, Optimizer, OptimizerSpec, Precision, ScaleVerdict,
+    Device, Dtype, Format, LossScale, ModelSpec, ModelStates, Optimizer, OptimizerSpec, ParamCount, Precision,
+    ScaleVerdict,
 };
 
 const MIXED: [Precision; 2] = [Precision::MixedBf16, Precision::MixedF16];
@@ -91,7 +92,7 @@ fn model_states_are_counted_by_class_in_every_precision() {
             assert_eq!((stage.param_bytes(), stage.grad_bytes()), (stored * n, stored * n), "{precision}");
             assert_eq!((opt.master_bytes(), opt.state_bytes()), (master, master + 8 * n), "{precision}");
             assert_eq!(stage.static_bytes(&adam), 16 * n, "{precision}: Adam is 16 bytes a parameter");
-            let classes = ModelStates::of(n, &adam, precision).unwrap();
+            let classes = ModelStates::of(ParamCount::trained(n), &adam, precision).unwrap();
             assert_eq!(classes, ModelStates { params: stored * n, grads: stored * n, master, optimizer: 8 * n });
         }
     }

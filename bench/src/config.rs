@@ -138,7 +138,7 @@ impl Args {
     /// cannot be built for it, is skipped with the reason. Fails if none can run.
     pub fn plan(&self) -> Result<Plan> {
         self.model.devices.resolve(self.shape.layout.p)?;
-        let spec = self.model.spec();
+        let spec = self.model.spec()?;
         let mut plan = Plan { runnable: Vec::new(), skipped: Vec::new() };
         for &kind in &self.schedules {
             let base = match self.shape.generate(kind) {

@@ -40,7 +40,7 @@ pub fn products(args: &Args) -> Result<Option<Vec<ProductRow>>> {
     let layout = Layout::looped(args.shape.layout.p, 1);
     let demand = Demand::profiling(layout.stages());
     let mut workload =
-        args.model.spec().build(&layout, &Policies::all(Default::default()), &demand, &Transport::InProcess)?;
+        args.model.spec()?.build(&layout, &Policies::all(Default::default()), &demand, &Transport::InProcess)?;
     let costs = workload.profile(7)?;
     let StageCosts::Stages(per_stage) = &costs.costs else { return Ok(None) };
     let mut rows = Vec::new();

@@ -83,7 +83,7 @@ fn recompute_share(trace: &Trace) -> f64 {
 /// on only if every one could build them: [`Transport::agree`]).
 pub fn build(args: &Args, cfg: &Config, transport: &Transport) -> Result<Box<dyn Workload>> {
     let demand = Demand::of(&cfg.base, false, args.steps.total());
-    transport.agree(args.model.spec().build(&cfg.layout(), &cfg.policies, &demand, transport))
+    transport.agree(args.model.spec().and_then(|s| s.build(&cfg.layout(), &cfg.policies, &demand, transport)))
 }
 
 /// Runs `cfg` on `workload` (from [`build`]). `progress(step)` is called after each step.

@@ -1,17 +1,19 @@
 //! The flags that say which stages to build — `--model`, `--partition`, `--batch`,
-//! `--optimizer`, `--lr`, `--seed`, `--devices`, `--precision` — and `--recompute`.
+//! `--optimizer`, `--lr`, `--seed`, `--devices`, `--precision`, `--lora` — and `--recompute`.
 //!
 //! Invariant: every value is typed by its parser (a model file is read and validated when the
-//! flag is parsed), so [`ModelArgs::spec`] cannot fail.
+//! flag is parsed); [`ModelArgs::spec`] puts `--precision` and `--lora` into the model — the one
+//! place they replace its own — and fails only where they do not fit it.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use pipesched_stages::{Corpus, OptimizerSpec, Partition, Policies, Precision};
+use pipesched_stages::{Corpus, Lora, LoraTarget, OptimizerSpec, Partition, Policies, Precision};
 
 use super::{at_least_one, positive};
-use crate::workload::{Devices, ModelChoice, WorkloadSpec};
+use crate::workload::{Devices, ModelChoice, ModelSource, WorkloadSpec};
+use crate::{Error, Result};
 
 /// The optimizer applied after each step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,13 +63,26 @@ pub struct ModelArgs {
     /// loss dynamically). Default: the model's own, f32 for the presets.
     #[arg(long, value_name = "FORMAT")]
     pub precision: Option<Precision>,
+    /// Fine-tune through LoRA adapters of rank RANK (Hu et al., 2021): `W + (alpha/RANK)·A·B` on
+    /// the maps of --lora-targets, every other parameter (embeddings, norms, weights, biases)
+    /// frozen — held, with no gradient and no optimizer state. Start from trained parameters
+    /// with --init-params. Replaces the model file's `lora`.
+    #[arg(long, value_name = "RANK")]
+    pub lora: Option<usize>,
+    /// The adapters' alpha: the update is scaled by alpha/RANK (default RANK).
+    #[arg(long, value_name = "ALPHA", requires = "lora", value_parser = positive, allow_negative_numbers = true)]
+    pub lora_alpha: Option<f32>,
+    /// The maps that carry adapters, a comma list of qkv, out (attention), fc1, fc2 (blocks),
+    /// linear (linear layers: a GPT's head, an MLP's input and output) (default qkv,out,fc1,fc2).
+    #[arg(long, value_name = "MAPS", requires = "lora", value_delimiter = ',')]
+    pub lora_targets: Option<Vec<LoraTarget>>,
 }
 
 impl ModelArgs {
-    /// The stages these flags describe.
-    pub fn spec(&self) -> WorkloadSpec {
-        WorkloadSpec {
-            model: self.model.clone(),
+    /// The stages these flags describe; an error if `--lora` does not fit the model.
+    pub fn spec(&self) -> Result<WorkloadSpec> {
+        Ok(WorkloadSpec {
+            model: self.model_choice()?,
             partition: self.partition.clone(),
             batch: self.batch,
             data: self.data.clone(),
@@ -77,14 +92,41 @@ impl ModelArgs {
             },
             seed: self.seed,
             devices: self.devices.clone(),
-            precision: self.precision,
+        })
+    }
+
+    /// The model with `--precision` and `--lora` in place of its own.
+    fn model_choice(&self) -> Result<ModelChoice> {
+        let mut choice = self.model.clone();
+        let lora = self.lora.map(|rank| Lora {
+            rank,
+            alpha: self.lora_alpha,
+            targets: self.lora_targets.clone().unwrap_or_else(Lora::default_targets),
+        });
+        match &mut choice.source {
+            ModelSource::Model(spec) => {
+                if let Some(p) = self.precision {
+                    spec.precision = p;
+                }
+                if lora.is_some() {
+                    spec.lora = lora;
+                    spec.validate()?;
+                }
+            }
+            ModelSource::Synthetic(_) if lora.is_some() => {
+                return Err(Error::Usage(
+                    "--lora: synthetic stages have no parameters to adapt; give a preset or a model file".into(),
+                ))
+            }
+            ModelSource::Synthetic(_) => {}
         }
+        Ok(choice)
     }
 }
 
 /// `--data`: the file's bytes, checked to hold at least one token to predict in each split (the
 /// model's sequence length is checked against it before anything is built).
-fn text_file(path: &str) -> Result<Arc<Corpus>, String> {
+fn text_file(path: &str) -> std::result::Result<Arc<Corpus>, String> {
     Corpus::from_file(Path::new(path), 1).map(Arc::new).map_err(|e| e.to_string())
 }
 

@@ -53,7 +53,7 @@ pub fn run(args: InferArgs) -> Result<()> {
     let opts = ExecOptions { timeout: DEFAULT_TIMEOUT, ..Default::default() };
     let demand = Demand::of(&schedule, false, 1);
     let mut workload =
-        args.model.spec().build(&layout, &Policies::all(Default::default()), &demand, &opts.transport)?;
+        args.model.spec()?.build(&layout, &Policies::all(Default::default()), &demand, &opts.transport)?;
     for _ in 0..args.warmup {
         workload.infer(&schedule, &opts)?;
     }

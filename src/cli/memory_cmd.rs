@@ -32,7 +32,7 @@ pub struct MemoryArgs {
 
 /// Prints the report.
 pub fn run(args: MemoryArgs) -> Result<()> {
-    let spec = args.model.spec();
+    let spec = args.model.spec()?;
     let ModelSource::Model(model) = &spec.model.source else {
         return Err(Error::Usage(
             "memory reports a model's bytes; synthetic stages hold just what their spec says. Give a preset or a model file".into(),
@@ -43,8 +43,6 @@ pub fn run(args: MemoryArgs) -> Result<()> {
             "memory takes a named schedule; -s auto is built from measured costs (run `pipesched simulate -s auto` or `plan`)".into(),
         ));
     }
-    // --precision replaces the model's own, as for a run.
-    let model = &pipesched_stages::ModelSpec { precision: spec.precision.unwrap_or(model.precision), ..model.clone() };
     let dp = args.data.data_parallel()?;
     let base = args.schedule.schedule(None)?;
     if base.is_forward_only() {
@@ -94,6 +92,17 @@ fn table(r: &MemoryReport, policies: &[pipesched_stages::RecomputePolicy]) -> St
         of_psi(total(|k| k.gradient_bytes)),
         of_psi(total(|k| k.optimizer_bytes)),
     ));
+    if r.trained_parameter_count < psi {
+        out.insert_str(
+            out.len() - 1,
+            &format!(
+                "LoRA: {} parameters train ({:.3} % of Ψ), the other {} are frozen (parameter bytes only)\n",
+                r.trained_parameter_count,
+                100.0 * r.trained_parameter_count as f64 / psi.max(1) as f64,
+                psi - r.trained_parameter_count
+            ),
+        );
+    }
     out.push_str(&format!(
         "{:>4}  {:>13}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {:>10}  {:>10}  {:>10}  {:>10}\n",
         "rank",

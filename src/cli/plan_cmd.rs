@@ -114,7 +114,6 @@ fn profile(args: &PlanArgs, model: &ModelSpec, microbatch: usize) -> Result<Cost
         optimizer: OptimizerSpec::adam(3e-4),
         seed: 0,
         devices: Devices::Cpu,
-        precision: None,
     };
     let none = Policies::all(Default::default());
     let mut workload = spec.build(&layout, &none, &Demand::profiling(p), &Transport::InProcess)?;

@@ -53,7 +53,7 @@ fn profile_with(args: &ProfileArgs, transport: &Transport) -> Result<()> {
     }
     let dir = if transport.is_root() { Some(args.out.prepare()?) } else { None };
     let demand = Demand::profiling(layout.stages());
-    let spec = args.model.spec();
+    let spec = args.model.spec()?;
     let policies = args.recompute.policies();
     let mut workload = spec.build(&layout, &policies, &demand, transport)?;
     let file = workload.profile_file(7)?;

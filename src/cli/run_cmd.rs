@@ -131,7 +131,7 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
         Demand::of(&base, args.verify, args.steps.total())
     };
     let mut workload =
-        args.model.spec().build(&Layout::from(&base), &args.recompute.policies(), &demand, &opts.transport)?;
+        args.model.spec()?.build(&Layout::from(&base), &args.recompute.policies(), &demand, &opts.transport)?;
     let schedule = args.offload.plan(&workload.plan(&base)?)?;
     if args.trace {
         // Before any step: the trace would be refused at the end.
@@ -342,7 +342,7 @@ fn auto_schedule(args: &RunArgs, opts: &ExecOptions) -> Result<Schedule> {
     }
     let layout = args.schedule.shape.layout.layout(Some(Kind::Auto))?;
     let mut probe =
-        args.model.spec().build(&layout, &policies, &Demand::profiling(layout.stages()), &opts.transport)?;
+        args.model.spec()?.build(&layout, &policies, &Demand::profiling(layout.stages()), &opts.transport)?;
     let costs = probe.profile(AUTO_PROFILE_REPS)?;
     drop(probe);
     args.schedule.schedule(Some(&costs))

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use pipesched_schedules::Schedule;
 use pipesched_stages::{
-    microbatches_in_flight, Corpus, Load, ModelSpec, OptimizerSpec, Partition, Policies, Precision,
+    microbatches_in_flight, Corpus, Load, ModelSpec, OptimizerSpec, Partition, Policies,
 };
 
 use super::{Devices, Layout, RealWorkload, RunPlan, SyntheticWorkload, Workload};
@@ -151,8 +151,6 @@ pub struct WorkloadSpec {
     pub seed: u64,
     /// Where the ranks run.
     pub devices: Devices,
-    /// Format of the matrix products' operands and results (`None`: the model's own).
-    pub precision: Option<Precision>,
 }
 
 impl WorkloadSpec {
@@ -304,9 +302,6 @@ impl WorkloadSpec {
             ModelSource::Model(spec) => {
                 let mut spec = spec.clone();
                 spec.seed = self.seed;
-                if let Some(p) = self.precision {
-                    spec.precision = p;
-                }
                 let corpus = self.data.clone();
                 let opts = ModelOptions {
                     stages: layout.stages(),
@@ -339,7 +334,6 @@ mod tests {
             optimizer: OptimizerSpec::adam(1e-3),
             seed: 0,
             devices: Devices::Cpu,
-            precision: None,
         }
     }
 

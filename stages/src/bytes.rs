@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::layers::Layer;
 use crate::loss::LossKind;
+use crate::model_states::ParamCount;
 use crate::optimal::{OptimalPlan, MAX_LAYERS};
 use crate::partition::StageSpec;
 use crate::policy::{Kept, RecomputePolicy};
@@ -76,14 +77,10 @@ impl StageSpec {
         self.layers.end == model.num_layers()
     }
 
-    /// Parameters of this stage's layers (saturating; a validated model never gets there).
-    pub fn param_count(&self, model: &ModelSpec) -> usize {
-        self.checked_param_count(model).unwrap_or(usize::MAX)
-    }
-
-    /// Parameters of this stage's layers; `None` if the count overflows.
-    pub fn checked_param_count(&self, model: &ModelSpec) -> Option<usize> {
-        model.sum_over(&self.layers, 1, LayerSpec::checked_param_count)
+    /// Parameters of this stage's layers, trained and frozen (saturating; a validated model
+    /// never gets there).
+    pub fn param_counts(&self, model: &ModelSpec) -> ParamCount {
+        model.param_counts(&self.layers).unwrap_or(ParamCount { trained: u64::MAX, frozen: u64::MAX })
     }
 
     /// Bytes one micro-batch of `batch` rows holds on this stage, per phase (saturating at

@@ -303,7 +303,7 @@ impl ModelSpec {
         let in_flight = in_flight.min(load.microbatches);
         let n = in_flight as u64;
         let layers = &spec.layers;
-        let statics = ModelStates::of(spec.checked_param_count(self)? as u64, optimizer, self.precision)?;
+        let statics = ModelStates::of(self.param_counts(&spec.layers)?, optimizer, self.precision)?;
         let params = statics.params;
         let states = optimizer.states_per_param() as u64 + u64::from(self.precision.is_mixed());
         let per_microbatch = spec.checked_bytes(self, load.batch)?;

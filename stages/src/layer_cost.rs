@@ -204,7 +204,7 @@ impl Stage {
             .iter()
             .enumerate()
             .map(|(k, l)| {
-                let params: u64 = l.params().iter().map(|p| p.bytes()).sum();
+                let params: u64 = l.params().iter().chain(&l.frozen()).map(|p| p.bytes()).sum();
                 let grads: u64 = grads.by_ref().take(l.params().len()).map(|g| g.bytes()).sum();
                 let count: u64 = l.params().iter().map(|p| p.len() as u64).sum();
                 let statics = [params, grads, optimizer.state_bytes(count, self.storage())];
@@ -253,7 +253,8 @@ impl LayerCosts {
             if cost.kind != spec.kind() {
                 return refuse(format!("their layer {k} is a {} and {}'s a {}", cost.kind, model.name, spec.kind()));
             }
-            let params = (spec.param_count() as u64).saturating_mul(F32);
+            let count = spec.param_counts(model.lora.as_ref()).and_then(|c| c.total()).unwrap_or(u64::MAX);
+            let params = count.saturating_mul(F32);
             if cost.bytes.param_bytes != params {
                 return refuse(format!(
                     "their layer {k} ({}) has {} bytes of parameters and {}'s {params}",

@@ -204,27 +204,42 @@ impl LayerSpec {
     }
 
     /// [`build`](LayerSpec::build) computing and storing in `f32` (products rounded as the
-    /// model's precision says).
+    /// model's precision says), frozen with its adapters under the model's LoRA.
     fn build_f32(&self, index: usize, model: &ModelSpec) -> Result<Box<dyn Layer>> {
         let stream = Stream::new(&[tag::INIT, model.seed, index as u64]);
         let dropout = Dropout { rate: model.dropout };
+        let lora = model.lora.as_ref();
+        // The adapter of this layer's map `k`, if the model's LoRA adapts it.
+        let adapter = |k: usize| {
+            let (target, input, output) = self.maps()[k];
+            lora.and_then(|l| l.adapter(target, (input, output), model.seed, index))
+        };
         Ok(match *self {
             LayerSpec::Linear { input, output } => {
                 // A language model's head starts small, so its first predictions are near uniform
                 // and its first loss near ln(vocab).
                 let head = model.reads_tokens() && index + 1 == model.num_layers();
                 let gain = if head { LM_HEAD_GAIN } else { 1.0 };
-                Box::new(Linear::new(input, output, stream, gain).with_precision(model.precision))
+                let l = Linear::new(input, output, stream, gain).with_precision(model.precision);
+                Box::new(if lora.is_some() { l.freeze(adapter(0))? } else { l })
             }
-            LayerSpec::Norm { width } => Box::new(LayerNorm::new(width)),
+            LayerSpec::Norm { width } => {
+                let l = LayerNorm::new(width);
+                Box::new(if lora.is_some() { l.freeze() } else { l })
+            }
             LayerSpec::Block { width, ffn } => {
                 let gain = model.residual_gain();
-                Box::new(Block::new(width, ffn, dropout, stream, gain).with_precision(model.precision))
+                let l = Block::new(width, ffn, dropout, stream, gain).with_precision(model.precision);
+                Box::new(if lora.is_some() { l.freeze(adapter(0), adapter(1))? } else { l })
             }
-            LayerSpec::Embedding { vocab, width, seq } => Box::new(Embedding::new(vocab, width, seq, stream)?),
+            LayerSpec::Embedding { vocab, width, seq } => {
+                let l = Embedding::new(vocab, width, seq, stream)?;
+                Box::new(if lora.is_some() { l.freeze() } else { l })
+            }
             LayerSpec::Attention { width, heads, seq } => {
                 let gain = model.residual_gain();
-                Box::new(Attention::new(width, heads, seq, dropout, stream, gain)?.with_precision(model.precision))
+                let l = Attention::new(width, heads, seq, dropout, stream, gain)?.with_precision(model.precision);
+                Box::new(if lora.is_some() { l.freeze(adapter(0), adapter(1))? } else { l })
             }
         })
     }

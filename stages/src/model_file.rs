@@ -13,13 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::loss::LossKind;
+use crate::lora::Lora;
 use crate::precision::Precision;
 use crate::spec::{Mlp, ModelSpec, Run};
 
 /// Every field of a model file: its name, whether it must be given, and what it means. The
 /// layers are given either as `layers` or by the five fields of the residual-MLP shorthand
 /// (`input`, `hidden`, `ffn`, `blocks`, `output`), which are required when `layers` is absent.
-pub const MODEL_FIELDS: [(&str, bool, &str); 12] = [
+pub const MODEL_FIELDS: [(&str, bool, &str); 13] = [
     ("name", false, "a name for reports (default \"custom\")"),
     ("layers", false, "the layers, in order (instead of the shorthand fields)"),
     ("input", false, "shorthand: width of the model input"),
@@ -32,6 +33,7 @@ pub const MODEL_FIELDS: [(&str, bool, &str); 12] = [
     ("batch", true, "samples per micro-batch: rows, or sequences for a model of sequences"),
     ("seed", false, "seed of the initial parameters and dropout masks (default 0)"),
     ("precision", false, "\"f32\", \"bf16\", \"f16\" (format of the matrix products), \"mixed-bf16\" or \"mixed-f16\" (mixed-precision training: 16-bit storage, f32 master weights; default \"f32\")"),
+    ("lora", false, "a table `rank`, `alpha` (default rank), `targets` (of qkv, out, fc1, fc2, linear; default the first four): train low-rank adapters on those maps, every other parameter frozen"),
 ];
 
 /// A model file as read and written: the layer list or the residual-MLP shorthand, and the
@@ -61,6 +63,8 @@ pub(crate) struct ModelFile {
     seed: u64,
     #[serde(default)]
     precision: Precision,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lora: Option<Lora>,
 }
 
 fn custom() -> String {
@@ -107,6 +111,7 @@ impl TryFrom<ModelFile> for ModelSpec {
             batch: f.batch,
             seed: f.seed,
             precision: f.precision,
+            lora: f.lora,
         })
     }
 }
@@ -126,6 +131,7 @@ impl From<ModelSpec> for ModelFile {
             batch: m.batch,
             seed: m.seed,
             precision: m.precision,
+            lora: m.lora,
         }
     }
 }
@@ -192,6 +198,11 @@ Optional fields:
              results, accumulated in f32; \"mixed-bf16\" or \"mixed-f16\": mixed-precision
              training, parameters, activations and gradients stored in 16 bits with f32
              master weights (default \"f32\"); --precision replaces it
+  lora       fine-tune through LoRA adapters, every other parameter frozen: a table
+             with `rank` (≥ 1), `alpha` (the update is scaled by alpha/rank; default
+             rank) and `targets`, a list of the maps to adapt: \"qkv\", \"out\"
+             (attention), \"fc1\", \"fc2\" (blocks), \"linear\" (linear layers)
+             (default [\"qkv\", \"out\", \"fc1\", \"fc2\"]); --lora replaces it
   repeat     in a layer of `layers`: how many times it repeats in a row (default 1)
 
 Example (TOML; the same keys make a JSON object):

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend;
 use crate::element::Dtype;
 use crate::error::{Error, Result};
-use crate::model_states::ModelStates;
+use crate::model_states::{ModelStates, ParamCount};
 use crate::precision::Precision;
 use crate::stage::Stage;
 use crate::tensor::Tensor;
@@ -64,7 +64,7 @@ impl OptimizerSpec {
     /// Bytes the optimizer holds for `count` parameters trained in `precision`: its moments,
     /// and the `f32` master weights under mixed precision ([`ModelStates`], saturating).
     pub fn state_bytes(&self, count: u64, precision: Precision) -> u64 {
-        ModelStates::of(count, self, precision).map_or(u64::MAX, |s| s.optimizer_held())
+        ModelStates::of(ParamCount::trained(count), self, precision).map_or(u64::MAX, |s| s.optimizer_held())
     }
 
     fn validate(&self) -> Result<()> {

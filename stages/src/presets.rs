@@ -85,6 +85,7 @@ impl ModelSpec {
             batch,
             seed: 0,
             precision: Precision::F32,
+            lora: None,
         }
     }
 
@@ -99,6 +100,7 @@ impl ModelSpec {
             batch,
             seed: 0,
             precision: Precision::F32,
+            lora: None,
         }
     }
 

@@ -16,6 +16,8 @@ pub(crate) mod tag {
     pub const DROPOUT: u64 = 0xD0;
     /// Initial parameters.
     pub const INIT: u64 = 0x1417;
+    /// Initial LoRA adapters.
+    pub const LORA: u64 = 0x10BA;
     /// Synthetic task inputs.
     pub const TASK_INPUT: u64 = 0x7A5C;
     /// The synthetic task's teacher network.

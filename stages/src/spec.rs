@@ -27,6 +27,8 @@ use crate::corpus::Corpus;
 use crate::error::{Error, Result};
 pub use crate::layer_spec::LayerSpec;
 use crate::loss::LossKind;
+use crate::lora::Lora;
+use crate::model_states::ParamCount;
 use crate::precision::Precision;
 pub use crate::presets::{Gpt, Mlp};
 
@@ -50,6 +52,9 @@ pub struct ModelSpec {
     pub seed: u64,
     /// Format of the matrix products' operands and results.
     pub precision: Precision,
+    /// Fine-tuning through low-rank adapters, every other parameter frozen (`None`: train every
+    /// parameter).
+    pub lora: Option<Lora>,
 }
 
 /// A layer repeated `repeat` times in a row (a model file writes it as the layer's fields plus
@@ -197,7 +202,11 @@ impl ModelSpec {
                 ));
             }
         }
-        self.check_sizes()
+        self.check_sizes()?;
+        match &self.lora {
+            Some(lora) => lora.check(self),
+            None => Ok(()),
+        }
     }
 
     /// Refuses sizes whose byte counts overflow 64 bits, naming the layer or field involved.
@@ -324,6 +333,18 @@ impl ModelSpec {
     /// Total number of parameters; `None` if it does not fit in a `usize`.
     pub fn checked_param_count(&self) -> Option<usize> {
         self.sum_over(&(0..self.num_layers()), 1, LayerSpec::checked_param_count)
+    }
+
+    /// The parameters layers `range` train and hold frozen (under LoRA: the adapters and the
+    /// rest); `None` on overflow.
+    pub fn param_counts(&self, range: &Range<usize>) -> Option<ParamCount> {
+        let count = |trained: bool| {
+            self.sum_over(range, 1, |l| {
+                let c = l.param_counts(self.lora.as_ref())?;
+                usize::try_from(if trained { c.trained } else { c.frozen }).ok()
+            })
+        };
+        Some(ParamCount { trained: count(true)? as u64, frozen: count(false)? as u64 })
     }
 
     /// Total number of parameters (saturating; a validated model never gets there).

@@ -162,9 +162,16 @@ impl Stage {
             Device::Cuda(ordinal) => Some(Lane::new(ordinal)?),
         };
         let _scope = lane.as_ref().map(Lane::enter);
-        for p in layers.iter_mut().flat_map(|l| l.params_mut()) {
-            if p.device() != spec.device {
-                *p = p.to_device(spec.device)?;
+        for l in layers.iter_mut() {
+            for p in l.params_mut() {
+                if p.device() != spec.device {
+                    *p = p.to_device(spec.device)?;
+                }
+            }
+            for p in l.frozen_mut() {
+                if p.device() != spec.device {
+                    *p = p.to_device(spec.device)?;
+                }
             }
         }
         let mut grads = Vec::new();
@@ -534,9 +541,14 @@ impl Stage {
         self.params().iter().map(|p| p.len()).sum()
     }
 
-    /// Bytes of the parameters.
+    /// The parameters held and not trained (a base frozen under LoRA), in layer order.
+    pub fn frozen(&self) -> Vec<&Tensor> {
+        self.layers.iter().flat_map(|l| l.frozen()).collect()
+    }
+
+    /// Bytes of the parameters, trained and frozen.
     pub fn param_bytes(&self) -> u64 {
-        self.params().iter().map(|p| p.bytes()).sum()
+        self.params().iter().chain(&self.frozen()).map(|p| p.bytes()).sum()
     }
 
     /// Bytes of the gradient buffers.

@@ -23,7 +23,7 @@
 //! the same, so every row keeps the same number of floats.
 
 use crate::error::{Error, Result};
-use crate::layers::{Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
+use crate::layers::{prefixed, Adapter, Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
 use crate::matmul::{batched_product, Batch, Block, GemmShape};
 use crate::rng::Stream;
 use crate::tensor::Tensor;
@@ -71,6 +71,12 @@ impl Attention {
             seq,
             dropout,
         })
+    }
+
+    /// The sub-layer with every parameter frozen, its two `Linear`s training the adapters given
+    /// (LoRA); an error if an adapter's widths are not its layer's.
+    pub fn freeze(self, qkv: Option<Adapter>, out: Option<Adapter>) -> Result<Attention> {
+        Ok(Attention { norm: self.norm.freeze(), qkv: self.qkv.freeze(qkv)?, out: self.out.freeze(out)?, ..self })
     }
 
     /// The sub-layer with its two `Linear` products in `precision`.
@@ -211,19 +217,40 @@ impl Layer for Attention {
     }
     /// `γ, β, W_qkv, b_qkv, W_out, b_out`.
     fn params(&self) -> Vec<&Tensor> {
-        let mut v: Vec<&Tensor> = self.norm.params().into();
+        let mut v = self.norm.params();
         v.extend(self.qkv.params());
         v.extend(self.out.params());
         v
     }
     fn params_mut(&mut self) -> Vec<&mut Tensor> {
-        let mut v: Vec<&mut Tensor> = self.norm.params_mut().into();
+        let mut v = self.norm.params_mut();
         v.extend(self.qkv.params_mut());
         v.extend(self.out.params_mut());
         v
     }
     fn param_names(&self) -> Vec<String> {
-        ["norm.gamma", "norm.beta", "qkv.weight", "qkv.bias", "out.weight", "out.bias"].map(String::from).into()
+        let mut v = prefixed("norm", self.norm.param_names());
+        v.extend(prefixed("qkv", self.qkv.param_names()));
+        v.extend(prefixed("out", self.out.param_names()));
+        v
+    }
+    fn frozen(&self) -> Vec<&Tensor> {
+        let mut v = self.norm.frozen();
+        v.extend(self.qkv.frozen());
+        v.extend(self.out.frozen());
+        v
+    }
+    fn frozen_mut(&mut self) -> Vec<&mut Tensor> {
+        let mut v = self.norm.frozen_mut();
+        v.extend(self.qkv.frozen_mut());
+        v.extend(self.out.frozen_mut());
+        v
+    }
+    fn frozen_names(&self) -> Vec<String> {
+        let mut v = prefixed("norm", self.norm.frozen_names());
+        v.extend(prefixed("qkv", self.qkv.frozen_names()));
+        v.extend(prefixed("out", self.out.frozen_names()));
+        v
     }
     /// Keeps `x̂`, `rstd`, `y`, `qkv`, `P`, `o`. Consumes `x`: the skip adds it into the
     /// branch's buffer.
@@ -268,7 +295,7 @@ impl Layer for Attention {
     }
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
         let [xhat, dy, y, dqkv, o, dz] = needs.get(self.kind())?;
-        let mut g: Vec<Tensor> = self.norm.weight_grads(xhat, dy)?.into();
+        let mut g = self.norm.weight_grads(xhat, dy)?;
         g.extend(self.qkv.weight_grads(y, dqkv)?);
         g.extend(self.out.weight_grads(o, dz)?);
         Ok(g)
@@ -291,7 +318,9 @@ impl Layer for Attention {
     }
     /// The two `Linear`s.
     fn linear_maps(&self) -> Vec<(usize, usize)> {
-        vec![(self.width(), 3 * self.width()), (self.width(), self.width())]
+        let mut maps = Layer::linear_maps(&self.qkv);
+        maps.extend(Layer::linear_maps(&self.out));
+        maps
     }
     /// Per head of each sequence: `QKᵀ` and `P·V` forward; `dV = Pᵀ·dO`, `dP = dO·Vᵀ`,
     /// `dQ = dS·K` and `dK = dSᵀ·Q` in `I` — each over the full `seq × seq` square.

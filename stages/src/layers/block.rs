@@ -11,7 +11,7 @@
 
 use crate::backend::{gelu, gelu_backward};
 use crate::error::Result;
-use crate::layers::{Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
+use crate::layers::{prefixed, Adapter, Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
 use crate::rng::Stream;
 use crate::tensor::Tensor;
 
@@ -43,6 +43,12 @@ impl Block {
         Block { fc1: self.fc1.with_precision(precision), fc2: self.fc2.with_precision(precision), ..self }
     }
 
+    /// The block with every parameter frozen, its two `Linear`s training the adapters given
+    /// (LoRA); an error if an adapter's widths are not its layer's.
+    pub fn freeze(self, fc1: Option<Adapter>, fc2: Option<Adapter>) -> Result<Block> {
+        Ok(Block { norm: self.norm.freeze(), fc1: self.fc1.freeze(fc1)?, fc2: self.fc2.freeze(fc2)?, ..self })
+    }
+
     /// The residual width.
     pub fn width(&self) -> usize {
         self.norm.width()
@@ -61,19 +67,40 @@ impl Layer for Block {
     }
     /// `γ, β, W₁, b₁, W₂, b₂`.
     fn params(&self) -> Vec<&Tensor> {
-        let mut v: Vec<&Tensor> = self.norm.params().into();
+        let mut v = self.norm.params();
         v.extend(self.fc1.params());
         v.extend(self.fc2.params());
         v
     }
     fn params_mut(&mut self) -> Vec<&mut Tensor> {
-        let mut v: Vec<&mut Tensor> = self.norm.params_mut().into();
+        let mut v = self.norm.params_mut();
         v.extend(self.fc1.params_mut());
         v.extend(self.fc2.params_mut());
         v
     }
     fn param_names(&self) -> Vec<String> {
-        ["norm.gamma", "norm.beta", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"].map(String::from).into()
+        let mut v = prefixed("norm", self.norm.param_names());
+        v.extend(prefixed("fc1", self.fc1.param_names()));
+        v.extend(prefixed("fc2", self.fc2.param_names()));
+        v
+    }
+    fn frozen(&self) -> Vec<&Tensor> {
+        let mut v = self.norm.frozen();
+        v.extend(self.fc1.frozen());
+        v.extend(self.fc2.frozen());
+        v
+    }
+    fn frozen_mut(&mut self) -> Vec<&mut Tensor> {
+        let mut v = self.norm.frozen_mut();
+        v.extend(self.fc1.frozen_mut());
+        v.extend(self.fc2.frozen_mut());
+        v
+    }
+    fn frozen_names(&self) -> Vec<String> {
+        let mut v = prefixed("norm", self.norm.frozen_names());
+        v.extend(prefixed("fc1", self.fc1.frozen_names()));
+        v.extend(prefixed("fc2", self.fc2.frozen_names()));
+        v
     }
     /// Keeps `x̂`, `rstd`, `y`, `h`, `a`. Consumes `x`: the skip adds it into the branch's buffer.
     fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, Saved)> {
@@ -100,7 +127,7 @@ impl Layer for Block {
     }
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
         let [xhat, dy, y, dh, a, dz] = needs.get(self.kind())?;
-        let mut g: Vec<Tensor> = self.norm.weight_grads(xhat, dy)?.into();
+        let mut g = self.norm.weight_grads(xhat, dy)?;
         g.extend(self.fc1.weight_grads(y, dh)?);
         g.extend(self.fc2.weight_grads(a, dz)?);
         Ok(g)
@@ -114,7 +141,9 @@ impl Layer for Block {
         4 * self.width() + 2 * self.fc1.output_width()
     }
     fn linear_maps(&self) -> Vec<(usize, usize)> {
-        vec![(self.fc1.input_width(), self.fc1.output_width()), (self.fc2.input_width(), self.fc2.output_width())]
+        let mut maps = Layer::linear_maps(&self.fc1);
+        maps.extend(Layer::linear_maps(&self.fc2));
+        maps
     }
     /// Made of backend operations and matrix products: runs on every device.
     fn runs_on(&self, _device: crate::device::Device) -> bool {

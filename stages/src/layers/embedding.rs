@@ -12,7 +12,7 @@
 
 use crate::backend;
 use crate::error::{Error, Result};
-use crate::layers::{Ctx, Layer, Saved, WNeeds};
+use crate::layers::{held_frozen, trained, Ctx, Layer, Saved, WNeeds};
 use crate::rng::Stream;
 use crate::tensor::Tensor;
 
@@ -28,6 +28,8 @@ pub struct Embedding {
     pub(crate) tokens: Tensor,
     /// `[seq, width]`.
     pub(crate) positions: Tensor,
+    /// Whether both tables are frozen (then `W` computes nothing).
+    pub(crate) frozen: bool,
 }
 
 impl Embedding {
@@ -43,7 +45,13 @@ impl Embedding {
         Ok(Embedding {
             tokens: Tensor::from_fn(vocab, width, |r, c| TOKEN_STD * st.normal((r * width + c) as u64)),
             positions: Tensor::from_fn(seq, width, |r, c| POSITION_STD * sp.normal((r * width + c) as u64)),
+            frozen: false,
         })
+    }
+
+    /// The layer with both tables frozen.
+    pub fn freeze(self) -> Embedding {
+        Embedding { frozen: true, ..self }
     }
 
     /// Number of token ids.
@@ -67,15 +75,24 @@ impl Layer for Embedding {
     fn output_width(&self) -> usize {
         self.tokens.cols()
     }
-    /// `tokens, positions`.
+    /// `tokens, positions` (none when frozen).
     fn params(&self) -> Vec<&Tensor> {
-        vec![&self.tokens, &self.positions]
+        trained(self.frozen, [&self.tokens, &self.positions])
     }
     fn params_mut(&mut self) -> Vec<&mut Tensor> {
-        vec![&mut self.tokens, &mut self.positions]
+        trained(self.frozen, [&mut self.tokens, &mut self.positions])
     }
     fn param_names(&self) -> Vec<String> {
-        vec!["tokens".into(), "positions".into()]
+        trained(self.frozen, ["tokens", "positions"]).into_iter().map(String::from).collect()
+    }
+    fn frozen(&self) -> Vec<&Tensor> {
+        held_frozen(self.frozen, [&self.tokens, &self.positions])
+    }
+    fn frozen_mut(&mut self) -> Vec<&mut Tensor> {
+        held_frozen(self.frozen, [&mut self.tokens, &mut self.positions])
+    }
+    fn frozen_names(&self) -> Vec<String> {
+        held_frozen(self.frozen, ["tokens", "positions"]).into_iter().map(String::from).collect()
     }
     /// Keeps the ids.
     fn forward_saving(&self, x: Tensor, _ctx: &Ctx) -> Result<(Tensor, Saved)> {
@@ -96,6 +113,9 @@ impl Layer for Embedding {
     /// Each row's gradient added into its token's row and its position's row, in row order.
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
         let [x, dy] = needs.get(self.kind())?;
+        if self.frozen {
+            return Ok(Vec::new());
+        }
         Ok(backend::embedding_grads(x, dy, &self.tokens, &self.positions)?.into())
     }
     /// Built of backend operations: runs on every device.

@@ -4,9 +4,12 @@
 //! Invariant: `weight` is `[in, out]` and `bias` is `[1, out]`; every method checks the shapes it
 //! is given against them. `I` needs only `W` and `dy`; `W` needs only the layer input `x` and
 //! `dy`, which is exactly what a stage keeps for it between the two ops.
+//!
+//! A frozen layer (LoRA's base) trains neither `weight` nor `bias`: its `W` computes only its
+//! [`Adapter`]'s gradients, if it has one, and nothing otherwise; what it keeps is the same.
 
 use crate::error::{Error, Result};
-use crate::layers::{Ctx, Layer, Saved, WNeeds};
+use crate::layers::{held_frozen, trained, Adapter, Ctx, Layer, Saved, WNeeds};
 use crate::matmul::{matmul_into, Trans};
 use crate::precision::Precision;
 use crate::rng::Stream;
@@ -21,6 +24,10 @@ pub struct Linear {
     pub(crate) bias: Tensor,
     /// Format of the products' operands and results.
     pub(crate) precision: Precision,
+    /// Whether `weight` and `bias` are frozen.
+    pub(crate) frozen: bool,
+    /// The low-rank update trained in their place (a frozen layer only).
+    pub(crate) adapter: Option<Adapter>,
 }
 
 impl Linear {
@@ -29,7 +36,7 @@ impl Linear {
     pub fn new(input: usize, output: usize, stream: Stream, gain: f32) -> Linear {
         let std = gain / (input.max(1) as f32).sqrt();
         let weight = Tensor::from_fn(input, output, |r, c| std * stream.normal((r * output + c) as u64));
-        Linear { weight, bias: Tensor::zeros(1, output), precision: Precision::F32 }
+        Linear { weight, bias: Tensor::zeros(1, output), precision: Precision::F32, frozen: false, adapter: None }
     }
 
     /// The layer with its products in `precision`.
@@ -45,7 +52,7 @@ impl Linear {
                 format!("bias {:?} for weight {:?}", bias.shape(), weight.shape()),
             ));
         }
-        Ok(Linear { weight, bias, precision: Precision::F32 })
+        Ok(Linear { weight, bias, precision: Precision::F32, frozen: false, adapter: None })
     }
 
     /// Input width.
@@ -58,14 +65,60 @@ impl Linear {
         self.weight.cols()
     }
 
-    /// The parameters, in gradient order: weight, bias.
-    pub fn params(&self) -> [&Tensor; 2] {
-        [&self.weight, &self.bias]
+    /// The layer with `weight` and `bias` frozen, training `adapter` in their place if given
+    /// (an error if its widths are not the layer's).
+    pub fn freeze(self, adapter: Option<Adapter>) -> Result<Linear> {
+        if let Some(a) = &adapter {
+            let [(input, _), (_, output)] = a.linear_maps();
+            if (input, output) != (self.input_width(), self.output_width()) {
+                return Err(shape(
+                    "Linear::freeze",
+                    format!("an adapter for {input}→{output} on a layer of {:?}", self.weight.shape()),
+                ));
+            }
+        }
+        Ok(Linear { frozen: true, adapter, ..self })
     }
 
-    /// The parameters, mutable, in gradient order.
-    pub fn params_mut(&mut self) -> [&mut Tensor; 2] {
-        [&mut self.weight, &mut self.bias]
+    /// The parameters it trains, in gradient order: weight, bias — or, frozen, its adapter's
+    /// (none without one).
+    pub fn params(&self) -> Vec<&Tensor> {
+        match &self.adapter {
+            Some(a) => a.params().into(),
+            None => trained(self.frozen, [&self.weight, &self.bias]),
+        }
+    }
+
+    /// The parameters it trains, mutable, in gradient order.
+    pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
+        match &mut self.adapter {
+            Some(a) => a.params_mut().into(),
+            None => trained(self.frozen, [&mut self.weight, &mut self.bias]),
+        }
+    }
+
+    /// Names of the parameters it trains, in gradient order.
+    pub fn param_names(&self) -> Vec<String> {
+        let names = match &self.adapter {
+            Some(_) => Adapter::param_names().into(),
+            None => trained(self.frozen, ["weight", "bias"]),
+        };
+        names.into_iter().map(String::from).collect()
+    }
+
+    /// The frozen parameters: weight and bias, or none.
+    pub fn frozen(&self) -> Vec<&Tensor> {
+        held_frozen(self.frozen, [&self.weight, &self.bias])
+    }
+
+    /// The frozen parameters, mutable.
+    pub fn frozen_mut(&mut self) -> Vec<&mut Tensor> {
+        held_frozen(self.frozen, [&mut self.weight, &mut self.bias])
+    }
+
+    /// Names of the frozen parameters.
+    pub fn frozen_names(&self) -> Vec<String> {
+        held_frozen(self.frozen, ["weight", "bias"]).into_iter().map(String::from).collect()
     }
 
     /// `y = x·W + b` for `x` of shape `[batch, in]`.
@@ -76,6 +129,9 @@ impl Linear {
         let mut y = x.scratch_like(x.rows(), self.output_width())?;
         matmul_into(&mut y, x, Trans::No, &self.weight, Trans::No, self.precision)?;
         y.add_row(&self.bias)?;
+        if let Some(a) = &self.adapter {
+            a.add_forward(x, &mut y, self.precision)?;
+        }
         Ok(y)
     }
 
@@ -89,21 +145,30 @@ impl Linear {
         }
         let mut dx = dy.scratch_like(dy.rows(), self.input_width())?;
         matmul_into(&mut dx, dy, Trans::No, &self.weight, Trans::Yes, self.precision)?;
+        if let Some(a) = &self.adapter {
+            a.add_input_grad(dy, &mut dx, self.precision)?;
+        }
         Ok(dx)
     }
 
     /// `W`: this micro-batch's parameter gradients `[xᵀ·dy, column sums of dy]`, in gradient
-    /// order, for the caller to accumulate.
-    pub fn weight_grads(&self, x: &Tensor, dy: &Tensor) -> Result<[Tensor; 2]> {
+    /// order, for the caller to accumulate — frozen, its adapter's `[dA, dB]`, or none.
+    pub fn weight_grads(&self, x: &Tensor, dy: &Tensor) -> Result<Vec<Tensor>> {
         if x.rows() != dy.rows() || x.cols() != self.input_width() || dy.cols() != self.output_width() {
             return Err(shape(
                 "Linear weight_grads",
                 format!("x {:?}, dy {:?}, layer is {:?}", x.shape(), dy.shape(), self.weight.shape()),
             ));
         }
+        if self.frozen {
+            return match &self.adapter {
+                Some(a) => Ok(a.grads(x, dy, self.precision)?.into()),
+                None => Ok(Vec::new()),
+            };
+        }
         let mut dw = dy.scratch_like(self.input_width(), self.output_width())?;
         matmul_into(&mut dw, x, Trans::Yes, dy, Trans::No, self.precision)?;
-        Ok([dw, dy.column_sums()?])
+        Ok(vec![dw, dy.column_sums()?])
     }
 }
 
@@ -118,13 +183,22 @@ impl Layer for Linear {
         self.weight.cols()
     }
     fn params(&self) -> Vec<&Tensor> {
-        Linear::params(self).into()
+        Linear::params(self)
     }
     fn params_mut(&mut self) -> Vec<&mut Tensor> {
-        Linear::params_mut(self).into()
+        Linear::params_mut(self)
     }
     fn param_names(&self) -> Vec<String> {
-        vec!["weight".into(), "bias".into()]
+        Linear::param_names(self)
+    }
+    fn frozen(&self) -> Vec<&Tensor> {
+        Linear::frozen(self)
+    }
+    fn frozen_mut(&mut self) -> Vec<&mut Tensor> {
+        Linear::frozen_mut(self)
+    }
+    fn frozen_names(&self) -> Vec<String> {
+        Linear::frozen_names(self)
     }
     fn forward(&self, x: Tensor, _ctx: &Ctx) -> Result<Tensor> {
         Linear::forward(self, &x)
@@ -139,7 +213,7 @@ impl Layer for Linear {
     }
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
         let [x, dy] = needs.get(self.kind())?;
-        Ok(Linear::weight_grads(self, x, dy)?.into())
+        Linear::weight_grads(self, x, dy)
     }
     fn saved_per_row(&self) -> usize {
         self.weight.rows()
@@ -147,8 +221,11 @@ impl Layer for Linear {
     fn w_per_row(&self) -> usize {
         self.weight.rows() + self.weight.cols()
     }
+    /// Its weight's, then its adapter's two.
     fn linear_maps(&self) -> Vec<(usize, usize)> {
-        vec![(self.weight.rows(), self.weight.cols())]
+        let mut maps = vec![(self.weight.rows(), self.weight.cols())];
+        maps.extend(self.adapter.iter().flat_map(Adapter::linear_maps));
+        maps
     }
     /// Made of backend operations and matrix products: runs on every device.
     fn runs_on(&self, _device: crate::device::Device) -> bool {
@@ -181,7 +258,7 @@ mod tests {
         let x = probe(3, 5, 2);
         let r = probe(3, 4, 3);
         let dx = l.backward_input(&r).unwrap();
-        let [dw, db] = l.weight_grads(&x, &r).unwrap();
+        let [dw, db] = <[Tensor; 2]>::try_from(l.weight_grads(&x, &r).unwrap()).unwrap();
         let loss = |l: &Linear, x: &Tensor| crate::layers::check::dot(&l.forward(x).unwrap(), &r);
         assert_close(&dx, &numeric_grad(&x, |x| loss(&l, x)));
         assert_close(&dw, &numeric_grad(&l.weight, |w| loss(&Linear { weight: w.clone(), ..l.clone() }, &x)));

@@ -2,8 +2,8 @@
 //! 16-bit format, around any layer that computes in `f32` — how a model trains under
 //! `mixed-bf16` or `mixed-f16` (see `precision.rs`).
 //!
-//! Invariants: at rest the wrapper owns the only copy of the parameters, stored in its format
-//! (the inner layer's own parameter tensors are empty). Each op widens the parameters and its
+//! Invariants: at rest the wrapper owns the only copy of the parameters, trained and frozen,
+//! stored in its format (the inner layer's own parameter tensors are empty). Each op widens the parameters and its
 //! 16-bit inputs into `f32` temporaries, runs the inner layer, and stores what it returns in the
 //! format, rounded to nearest even: the output (what the next layer or stage receives), what the
 //! forward keeps ([`Saved`]), the input gradient, what `I` keeps for `W` ([`WNeeds`]) and the
@@ -29,11 +29,14 @@ pub struct MixedPrecision {
     inner: Mutex<Box<dyn Layer>>,
     /// Its parameters, stored in `format`.
     params: Vec<Tensor>,
+    /// Its frozen parameters, stored in `format`.
+    frozen: Vec<Tensor>,
     format: Format,
     /// What the inner layer says of itself, read once.
     kind: String,
     widths: (usize, usize),
     names: Vec<String>,
+    frozen_names: Vec<String>,
     per_row: [usize; 4],
     maps: Vec<(usize, usize)>,
 }
@@ -45,13 +48,24 @@ impl MixedPrecision {
         // What the layer says of itself is read while it still holds its parameters.
         let per_row = [layer.saved_per_row(), layer.w_per_row(), layer.selective_per_row(), layer.exact_per_row()];
         let (kind, widths) = (layer.kind().to_string(), (layer.input_width(), layer.output_width()));
-        let (names, maps) = (layer.param_names(), layer.linear_maps());
-        let mut params = Vec::new();
-        for p in layer.params_mut() {
-            let taken = std::mem::replace(p, Tensor::zeros(0, 0));
-            params.push(taken.into_stored(format)?);
-        }
-        Ok(MixedPrecision { kind, widths, names, maps, per_row, params, format, inner: Mutex::new(layer) })
+        let (names, frozen_names, maps) = (layer.param_names(), layer.frozen_names(), layer.linear_maps());
+        let take = |all: Vec<&mut Tensor>| -> Result<Vec<Tensor>> {
+            all.into_iter().map(|p| std::mem::replace(p, Tensor::zeros(0, 0)).into_stored(format)).collect()
+        };
+        let params = take(layer.params_mut())?;
+        let frozen = take(layer.frozen_mut())?;
+        Ok(MixedPrecision {
+            kind,
+            widths,
+            names,
+            frozen_names,
+            maps,
+            per_row,
+            params,
+            frozen,
+            format,
+            inner: Mutex::new(layer),
+        })
     }
 
     /// Runs `op` on the inner layer with its parameters widened to `f32`; they are dropped again
@@ -64,8 +78,14 @@ impl MixedPrecision {
         for (p, stored) in inner.params_mut().into_iter().zip(&self.params) {
             *p = stored.widened()?;
         }
+        for (p, stored) in inner.frozen_mut().into_iter().zip(&self.frozen) {
+            *p = stored.widened()?;
+        }
         let out = op(inner.as_ref());
         for p in inner.params_mut() {
+            *p = Tensor::zeros(0, 0);
+        }
+        for p in inner.frozen_mut() {
             *p = Tensor::zeros(0, 0);
         }
         out
@@ -115,6 +135,15 @@ impl Layer for MixedPrecision {
     }
     fn param_names(&self) -> Vec<String> {
         self.names.clone()
+    }
+    fn frozen(&self) -> Vec<&Tensor> {
+        self.frozen.iter().collect()
+    }
+    fn frozen_mut(&mut self) -> Vec<&mut Tensor> {
+        self.frozen.iter_mut().collect()
+    }
+    fn frozen_names(&self) -> Vec<String> {
+        self.frozen_names.clone()
     }
     fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, Saved)> {
         let (y, saved) = self.with_inner(|l| l.forward_saving(x.into_widened()?, ctx))?;

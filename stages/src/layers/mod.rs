@@ -7,6 +7,7 @@
 //! in between by summing the tensors in these values. `Layer` is public and object safe: a
 //! user's own layer (defined outside this crate) goes into a stage beside the built-in ones.
 
+mod adapter;
 mod attention;
 mod block;
 #[cfg(test)]
@@ -17,6 +18,7 @@ mod linear;
 mod mixed;
 mod norm;
 
+pub use adapter::Adapter;
 pub use attention::Attention;
 pub use block::Block;
 pub use dropout::Dropout;
@@ -100,12 +102,25 @@ pub trait Layer: fmt::Debug + Send {
     fn input_width(&self) -> usize;
     /// Width of the output rows.
     fn output_width(&self) -> usize;
-    /// The parameters, in gradient order.
+    /// The parameters it trains, in gradient order.
     fn params(&self) -> Vec<&Tensor>;
-    /// The parameters, mutable, in gradient order.
+    /// The parameters it trains, mutable, in gradient order.
     fn params_mut(&mut self) -> Vec<&mut Tensor>;
-    /// Names of the parameters, in gradient order (`weight`, `norm.gamma`, ...).
+    /// Names of the parameters it trains, in gradient order (`weight`, `norm.gamma`, ...).
     fn param_names(&self) -> Vec<String>;
+    /// The parameters it holds and does not train (a base frozen under LoRA): used by the ops,
+    /// counted as parameter bytes, with no gradient and no optimizer state. None by default.
+    fn frozen(&self) -> Vec<&Tensor> {
+        Vec::new()
+    }
+    /// The frozen parameters, mutable, in [`frozen`](Layer::frozen) order.
+    fn frozen_mut(&mut self) -> Vec<&mut Tensor> {
+        Vec::new()
+    }
+    /// Names of the frozen parameters, in [`frozen`](Layer::frozen) order.
+    fn frozen_names(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The output and what the backward needs. Consumes `x`, so a layer may reuse its buffer.
     fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, Saved)>;
     /// The output, keeping nothing (under a recompute policy that drops this layer's state).
@@ -167,6 +182,25 @@ pub trait Layer: fmt::Debug + Send {
     fn storage(&self) -> Option<crate::precision::Format> {
         None
     }
+}
+
+/// The tensors of `own` that train: all of them, or none when `frozen`.
+pub(crate) fn trained<T, const N: usize>(frozen: bool, own: [T; N]) -> Vec<T> {
+    if frozen {
+        Vec::new()
+    } else {
+        own.into()
+    }
+}
+
+/// The tensors of `own` that are frozen: none, or all of them when `frozen`.
+pub(crate) fn held_frozen<T, const N: usize>(frozen: bool, own: [T; N]) -> Vec<T> {
+    trained(!frozen, own)
+}
+
+/// `names` of a sub-layer, each prefixed with `part.` (`fc1.weight`).
+pub(crate) fn prefixed(part: &str, names: Vec<String>) -> Vec<String> {
+    names.into_iter().map(|n| format!("{part}.{n}")).collect()
 }
 
 impl Saved {

@@ -6,7 +6,7 @@
 
 use crate::backend;
 use crate::error::{Error, Result};
-use crate::layers::{Ctx, Layer, Saved, WNeeds};
+use crate::layers::{held_frozen, trained, Ctx, Layer, Saved, WNeeds};
 use crate::tensor::Tensor;
 
 /// Added to the variance before the square root.
@@ -19,6 +19,8 @@ pub struct LayerNorm {
     pub(crate) gamma: Tensor,
     /// Shift `β`, `[1, width]`, initialised to zeros.
     pub(crate) beta: Tensor,
+    /// Whether `γ` and `β` are frozen (then `W` computes nothing).
+    pub(crate) frozen: bool,
 }
 
 /// What the backward of a [`LayerNorm`] needs from its forward.
@@ -33,7 +35,12 @@ pub struct NormStats {
 impl LayerNorm {
     /// `γ = 1`, `β = 0`.
     pub fn new(width: usize) -> LayerNorm {
-        LayerNorm { gamma: Tensor::full(1, width, 1.0), beta: Tensor::zeros(1, width) }
+        LayerNorm { gamma: Tensor::full(1, width, 1.0), beta: Tensor::zeros(1, width), frozen: false }
+    }
+
+    /// The layer with `γ` and `β` frozen.
+    pub fn freeze(self) -> LayerNorm {
+        LayerNorm { frozen: true, ..self }
     }
 
     /// Width normalised over.
@@ -41,14 +48,34 @@ impl LayerNorm {
         self.gamma.cols()
     }
 
-    /// The parameters, in gradient order: `γ`, `β`.
-    pub fn params(&self) -> [&Tensor; 2] {
-        [&self.gamma, &self.beta]
+    /// The parameters it trains, in gradient order: `γ`, `β` (none when frozen).
+    pub fn params(&self) -> Vec<&Tensor> {
+        trained(self.frozen, [&self.gamma, &self.beta])
     }
 
-    /// The parameters, mutable, in gradient order.
-    pub fn params_mut(&mut self) -> [&mut Tensor; 2] {
-        [&mut self.gamma, &mut self.beta]
+    /// The parameters it trains, mutable, in gradient order.
+    pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
+        trained(self.frozen, [&mut self.gamma, &mut self.beta])
+    }
+
+    /// Names of the parameters it trains.
+    pub fn param_names(&self) -> Vec<String> {
+        trained(self.frozen, ["gamma", "beta"]).into_iter().map(String::from).collect()
+    }
+
+    /// The frozen parameters: `γ`, `β`, or none.
+    pub fn frozen(&self) -> Vec<&Tensor> {
+        held_frozen(self.frozen, [&self.gamma, &self.beta])
+    }
+
+    /// The frozen parameters, mutable.
+    pub fn frozen_mut(&mut self) -> Vec<&mut Tensor> {
+        held_frozen(self.frozen, [&mut self.gamma, &mut self.beta])
+    }
+
+    /// Names of the frozen parameters.
+    pub fn frozen_names(&self) -> Vec<String> {
+        held_frozen(self.frozen, ["gamma", "beta"]).into_iter().map(String::from).collect()
     }
 
     fn check(&self, t: &Tensor, what: &str) -> Result<()> {
@@ -74,10 +101,14 @@ impl LayerNorm {
         backend::layer_norm_backward_input(&stats.xhat, &stats.rstd, &self.gamma, dy)
     }
 
-    /// `W`: this micro-batch's `[dγ, dβ] = [Σ_rows dy ⊙ x̂, Σ_rows dy]`, in gradient order.
-    pub fn weight_grads(&self, xhat: &Tensor, dy: &Tensor) -> Result<[Tensor; 2]> {
+    /// `W`: this micro-batch's `[dγ, dβ] = [Σ_rows dy ⊙ x̂, Σ_rows dy]`, in gradient order
+    /// (none when frozen).
+    pub fn weight_grads(&self, xhat: &Tensor, dy: &Tensor) -> Result<Vec<Tensor>> {
         self.check(dy, "weight_grads")?;
-        Ok([backend::layer_norm_gamma_grad(xhat, dy)?, dy.column_sums()?])
+        if self.frozen {
+            return Ok(Vec::new());
+        }
+        Ok(vec![backend::layer_norm_gamma_grad(xhat, dy)?, dy.column_sums()?])
     }
 }
 
@@ -92,13 +123,22 @@ impl Layer for LayerNorm {
         self.width()
     }
     fn params(&self) -> Vec<&Tensor> {
-        LayerNorm::params(self).into()
+        LayerNorm::params(self)
     }
     fn params_mut(&mut self) -> Vec<&mut Tensor> {
-        LayerNorm::params_mut(self).into()
+        LayerNorm::params_mut(self)
     }
     fn param_names(&self) -> Vec<String> {
-        vec!["gamma".into(), "beta".into()]
+        LayerNorm::param_names(self)
+    }
+    fn frozen(&self) -> Vec<&Tensor> {
+        LayerNorm::frozen(self)
+    }
+    fn frozen_mut(&mut self) -> Vec<&mut Tensor> {
+        LayerNorm::frozen_mut(self)
+    }
+    fn frozen_names(&self) -> Vec<String> {
+        LayerNorm::frozen_names(self)
     }
     fn forward(&self, x: Tensor, _ctx: &Ctx) -> Result<Tensor> {
         Ok(LayerNorm::forward(self, &x)?.0)
@@ -116,7 +156,7 @@ impl Layer for LayerNorm {
     }
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
         let [xhat, dy] = needs.get(self.kind())?;
-        Ok(LayerNorm::weight_grads(self, xhat, dy)?.into())
+        LayerNorm::weight_grads(self, xhat, dy)
     }
     /// `x̂` and `rstd`.
     fn saved_per_row(&self) -> usize {
@@ -156,10 +196,10 @@ mod tests {
         let r = probe(3, 6, 14);
         let (_, stats) = n.forward(&x).unwrap();
         let dx = n.backward_input(&stats, &r).unwrap();
-        let [dg, db] = n.weight_grads(&stats.xhat, &r).unwrap();
+        let [dg, db] = <[Tensor; 2]>::try_from(n.weight_grads(&stats.xhat, &r).unwrap()).unwrap();
         let loss = |n: &LayerNorm, x: &Tensor| dot(&n.forward(x).unwrap().0, &r);
         assert_close(&dx, &numeric_grad(&x, |x| loss(&n, x)));
-        assert_close(&dg, &numeric_grad(&n.gamma, |g| loss(&LayerNorm { gamma: g.clone(), beta: n.beta.clone() }, &x)));
-        assert_close(&db, &numeric_grad(&n.beta, |b| loss(&LayerNorm { gamma: n.gamma.clone(), beta: b.clone() }, &x)));
+        assert_close(&dg, &numeric_grad(&n.gamma, |g| loss(&LayerNorm { gamma: g.clone(), ..n.clone() }, &x)));
+        assert_close(&db, &numeric_grad(&n.beta, |b| loss(&LayerNorm { beta: b.clone(), ..n.clone() }, &x)));
     }
 }

@@ -324,7 +324,7 @@ fn layer_norm_forward_backward_and_weight_grads() {
         let salt = 100 + 10 * k as u64;
         let mut gamma = Tensor::new(1, cols, varied(cols, salt).iter().map(|v| v + 1.0).collect()).unwrap();
         gamma.data_mut()[0] = 1.0;
-        let norm = LayerNorm { gamma, beta: tensor(1, cols, salt + 1) };
+        let norm = LayerNorm { gamma, beta: tensor(1, cols, salt + 1), frozen: false };
         let x = norm_input(rows, cols, salt + 2);
         let (want_y, stats) = norm.forward(&x).unwrap();
         let (mut y, mut xhat, mut rstd) =
@@ -360,7 +360,7 @@ fn layer_norm_forward_backward_and_weight_grads() {
         ops.grid(r, || unsafe { bwd(pxh, prs, pg, pdy, pdx, r, c) });
         assert_bits("layer_norm dx", &dx, want_dx.data());
 
-        let [want_dg, want_db] = norm.weight_grads(&stats.xhat, &dy).unwrap();
+        let [want_dg, want_db] = <[Tensor; 2]>::try_from(norm.weight_grads(&stats.xhat, &dy).unwrap()).unwrap();
         let (mut dg, mut db) = (vec![f32::NAN; cols], vec![f32::NAN; cols]);
         let (pdg, pdb) = (dg.as_mut_ptr(), db.as_mut_ptr());
         // SAFETY: xhat and dy hold rows·cols floats, dg and db cols; one thread per column.

@@ -1,0 +1,164 @@
+//! LoRA: low-rank adapters train, everything else is frozen. The bitwise contract and the byte
+//! ledger hold under every schedule and recompute policy; the model states are counted by class
+//! (frozen parameters as parameter bytes only); fresh adapters leave the model's output as it
+//! was; training moves the adapters and nothing else; bad settings are clear errors.
+
+mod common;
+
+use std::process::Command;
+
+use common::{deep_tiny, exec, model_of, schedule};
+use pipesched::exec::Transport;
+use pipesched::model::Model;
+use pipesched_schedules::{simulate, Kind, Stats};
+use pipesched_stages::{Lora, LoraTarget, ModelSpec, ModelStates, OptimizerSpec, ParamCount, Precision};
+
+fn with_lora(spec: ModelSpec, lora: Lora) -> ModelSpec {
+    ModelSpec { lora: Some(lora), ..spec }
+}
+
+/// One step: the reference's gradient bits, and the predicted peaks.
+fn check_step(model: &mut Model, kind: Kind, p: usize, m: usize, case: &str) {
+    let s = schedule(kind, p, m, model);
+    let before = model.params();
+    let step = model.run_step(&s, 0, &exec()).unwrap();
+    let v = model.verify(&before, 0, m, step.loss).unwrap();
+    assert!(v.bitwise && v.max_grad_diff == 0.0, "{case}: {v:?}");
+    let predicted = simulate(&s, &model.predicted_bytes(&s, &Transport::InProcess).unwrap()).unwrap();
+    assert_eq!(Stats::of(&step.trace).peak_held_bytes, Stats::of(&predicted).peak_held_bytes, "{case}");
+}
+
+#[test]
+fn lora_keeps_the_contract_and_the_ledger_under_every_schedule() {
+    let mut checked = 0;
+    let every_map = Lora { rank: 2, alpha: Some(4.0), targets: LoraTarget::ALL.to_vec() };
+    for (spec, lora) in [(deep_tiny(), every_map), (ModelSpec::gpt_tiny(), Lora::new(2))] {
+        let spec = with_lora(spec, lora);
+        for kind in Kind::ALL {
+            for policy in ["none", "full", "selective"] {
+                let p = 2;
+                let m = 2 * p + 1;
+                if kind.generate(p, kind.default_chunks(), m).is_err() {
+                    continue;
+                }
+                let mut model = model_of(spec.clone(), p * kind.default_chunks(), policy);
+                check_step(&mut model, kind, p, m, &format!("{} {kind} {policy}", spec.name));
+                checked += 1;
+            }
+        }
+    }
+    // And in mixed precision, the frozen base stored in 16 bits.
+    let mixed = ModelSpec { precision: Precision::MixedBf16, ..with_lora(ModelSpec::gpt_tiny(), Lora::new(2)) };
+    let mut model = model_of(mixed, 2, "none");
+    check_step(&mut model, Kind::OneFOneB, 2, 4, "mixed-bf16 gpt-tiny 1f1b");
+    assert!(checked >= 2 * 3 * 9, "{checked}");
+}
+
+#[test]
+fn model_states_count_frozen_parameters_as_parameters_only() {
+    // gpt-tiny: width 32, ffn 64, 2 × (attention, block), vocabulary 256, seq 16.
+    let spec = ModelSpec::gpt_tiny();
+    let (w, f) = (32u64, 64u64);
+    let r = 4u64;
+    let lora = with_lora(spec.clone(), Lora::new(4));
+    // Per (attention, block): qkv r(w + 3w), out r(2w), fc1 r(w + f), fc2 r(f + w).
+    let adapters = 2 * r * ((w + 3 * w) + 2 * w + 2 * (w + f));
+    let whole = lora.param_counts(&(0..lora.num_layers())).unwrap();
+    assert_eq!(whole, ParamCount { trained: adapters, frozen: spec.param_count() as u64 });
+    let adam = OptimizerSpec::adam(1e-2);
+    for precision in [Precision::F32, Precision::MixedBf16] {
+        let model = model_of(ModelSpec { precision, ..lora.clone() }, 2, "none");
+        let stored = precision.stored_bytes();
+        let mut trained = 0;
+        for (st, opt) in model.stages.iter().zip(model.optimizers().unwrap()) {
+            let stage = st.stage();
+            let count = model.specs[stage.index()].param_counts(&model.spec);
+            let n = stage.param_count() as u64;
+            let frozen: u64 = stage.frozen().iter().map(|t| t.len() as u64).sum();
+            assert_eq!(ParamCount { trained: n, frozen }, count, "{precision}");
+            assert_eq!(stage.param_bytes(), stored * (n + frozen), "{precision}");
+            assert_eq!(stage.grad_bytes(), stored * n, "{precision}: gradients of the adapters only");
+            let master = if precision.is_mixed() { 4 * n } else { 0 };
+            assert_eq!(opt.state_bytes(), master + 8 * n, "{precision}: Adam state of the adapters only");
+            assert_eq!(
+                ModelStates::of(count, &adam, precision).unwrap().total(),
+                stage.static_bytes(&adam),
+                "{precision}"
+            );
+            trained += n;
+        }
+        assert_eq!(trained, adapters);
+    }
+    // Without adapters: 16 bytes a parameter; with them: 4 a frozen one and 16 an adapter's.
+    let full = ModelStates::of(ParamCount::trained(spec.param_count() as u64), &adam, Precision::F32).unwrap();
+    let tuned = ModelStates::of(whole, &adam, Precision::F32).unwrap();
+    assert_eq!(full.total(), 16 * spec.param_count() as u64);
+    assert_eq!(tuned.total(), 4 * spec.param_count() as u64 + 16 * adapters);
+}
+
+#[test]
+fn fresh_adapters_leave_the_loss_and_training_moves_only_them() {
+    let spec = ModelSpec::gpt_tiny();
+    let mut plain = model_of(spec.clone(), 2, "none");
+    let mut tuned = model_of(with_lora(spec, Lora::new(2)), 2, "none");
+    let s = schedule(Kind::OneFOneB, 2, 4, &plain);
+    let a = plain.run_step(&s, 0, &exec()).unwrap();
+    let b = tuned.run_step(&s, 0, &exec()).unwrap();
+    assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "B = 0: the same function, the same bits");
+    let frozen_before: Vec<Vec<f32>> =
+        tuned.stages.iter().flat_map(|st| st.stage().frozen()).map(|t| t.values().unwrap()).collect();
+    tuned.optimizer_step().unwrap();
+    for step in 1..3 {
+        tuned.run_step(&s, step, &exec()).unwrap();
+        tuned.optimizer_step().unwrap();
+    }
+    let frozen_after: Vec<Vec<f32>> =
+        tuned.stages.iter().flat_map(|st| st.stage().frozen()).map(|t| t.values().unwrap()).collect();
+    assert_eq!(frozen_before.len(), 2 + 2 * (6 + 6) + 2 + 2, "embedding, layers, final norm, head");
+    assert!(frozen_before.iter().zip(&frozen_after).all(|(x, y)| x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits())));
+    // Every B has moved off zero.
+    for st in &tuned.stages {
+        let stage = st.stage();
+        for (name, p) in stage.param_names().iter().zip(stage.params()) {
+            if name.ends_with("lora_b") {
+                assert!(p.values().unwrap().iter().any(|v| *v != 0.0), "{name} did not train");
+            }
+        }
+    }
+}
+
+fn pipesched(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipesched")).args(args).output().expect("the binary runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    (out.status.success(), err)
+}
+
+#[test]
+fn bad_lora_settings_are_clear_errors() {
+    let run = ["run", "--model", "gpt-tiny", "-s", "1f1b", "-p", "2", "-m", "2", "--steps", "1", "--no-compare"];
+    let fails = |extra: &[&str], want: &str| {
+        let args: Vec<&str> = run.iter().chain(extra).copied().collect();
+        let (ok, err) = pipesched(&args);
+        assert!(!ok && err.starts_with("error:") && err.contains(want), "{extra:?}: {err}");
+    };
+    fails(&["--lora", "0"], "rank 0 adapts nothing");
+    fails(&["--lora", "64"], "give a rank of at most 32");
+    fails(&["--lora", "2", "--lora-targets", "wq"], "one of qkv, out, fc1, fc2, linear");
+    fails(&["--lora-alpha", "2"], "--lora");
+    fails(&["--lora", "2", "--lora-alpha", "0"], "alpha");
+    let (ok, err) = pipesched(&["run", "--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "2", "--lora", "2", "--lora-targets", "qkv"]);
+    assert!(!ok && err.contains("match no map of this model"), "{err}");
+    let (ok, err) = pipesched(&["run", "--model", "synthetic:F=1ms,I=1ms,W=1ms", "-s", "1f1b", "-p", "2", "-m", "2", "--lora", "2"]);
+    assert!(!ok && err.contains("synthetic stages have no parameters to adapt"), "{err}");
+    // The memory report counts what trains.
+    let out = Command::new(env!("CARGO_BIN_EXE_pipesched"))
+        .args(["memory", "--model", "gpt-tiny", "-s", "1f1b", "-p", "2", "-m", "4", "--lora", "4", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (w, f) = (32, 64);
+    assert_eq!(report["trained_parameter_count"], 2 * 4 * ((w + 3 * w) + 2 * w + 2 * (w + f)));
+    assert_eq!(report["parameter_count"], ModelSpec::gpt_tiny().param_count() as u64 + 2 * 4 * (4 * w + 2 * w + 2 * (w + f)));
+}
