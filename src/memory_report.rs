@@ -182,7 +182,8 @@ impl MemoryReport {
             }
             let count = usize::try_from(specs[s].param_counts(model).trained).unwrap_or(usize::MAX);
             let slice = slice_of(count, dp.replicas, 0).len() as u64;
-            ModelStates::of(ParamCount::trained(slice), optimizer, model.precision).map_or([u64::MAX; 2], |m| [m.master, m.optimizer])
+            ModelStates::of(ParamCount::trained(slice), optimizer, model.precision)
+                .map_or([u64::MAX; 2], |m| [m.master, m.optimizer])
         };
         let optimizer_of = |s: usize| -> u64 { optimizer_parts(s).iter().sum() };
         let stages = per_stage.iter().zip(&footprint.stages).enumerate();

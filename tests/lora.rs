@@ -115,7 +115,10 @@ fn fresh_adapters_leave_the_loss_and_training_moves_only_them() {
     let frozen_after: Vec<Vec<f32>> =
         tuned.stages.iter().flat_map(|st| st.stage().frozen()).map(|t| t.values().unwrap()).collect();
     assert_eq!(frozen_before.len(), 2 + 2 * (6 + 6) + 2 + 2, "embedding, layers, final norm, head");
-    assert!(frozen_before.iter().zip(&frozen_after).all(|(x, y)| x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits())));
+    assert!(frozen_before
+        .iter()
+        .zip(&frozen_after)
+        .all(|(x, y)| x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits())));
     // Every B has moved off zero.
     for st in &tuned.stages {
         let stage = st.stage();
@@ -147,9 +150,35 @@ fn bad_lora_settings_are_clear_errors() {
     fails(&["--lora", "2", "--lora-targets", "wq"], "one of qkv, out, fc1, fc2, linear");
     fails(&["--lora-alpha", "2"], "--lora");
     fails(&["--lora", "2", "--lora-alpha", "0"], "alpha");
-    let (ok, err) = pipesched(&["run", "--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "2", "--lora", "2", "--lora-targets", "qkv"]);
+    let (ok, err) = pipesched(&[
+        "run",
+        "--model",
+        "tiny",
+        "-s",
+        "1f1b",
+        "-p",
+        "2",
+        "-m",
+        "2",
+        "--lora",
+        "2",
+        "--lora-targets",
+        "qkv",
+    ]);
     assert!(!ok && err.contains("match no map of this model"), "{err}");
-    let (ok, err) = pipesched(&["run", "--model", "synthetic:F=1ms,I=1ms,W=1ms", "-s", "1f1b", "-p", "2", "-m", "2", "--lora", "2"]);
+    let (ok, err) = pipesched(&[
+        "run",
+        "--model",
+        "synthetic:F=1ms,I=1ms,W=1ms",
+        "-s",
+        "1f1b",
+        "-p",
+        "2",
+        "-m",
+        "2",
+        "--lora",
+        "2",
+    ]);
     assert!(!ok && err.contains("synthetic stages have no parameters to adapt"), "{err}");
     // The memory report counts what trains.
     let out = Command::new(env!("CARGO_BIN_EXE_pipesched"))
@@ -160,5 +189,52 @@ fn bad_lora_settings_are_clear_errors() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let (w, f) = (32, 64);
     assert_eq!(report["trained_parameter_count"], 2 * 4 * ((w + 3 * w) + 2 * w + 2 * (w + f)));
-    assert_eq!(report["parameter_count"], ModelSpec::gpt_tiny().param_count() as u64 + 2 * 4 * (4 * w + 2 * w + 2 * (w + f)));
+    assert_eq!(
+        report["parameter_count"],
+        ModelSpec::gpt_tiny().param_count() as u64 + 2 * 4 * (4 * w + 2 * w + 2 * (w + f))
+    );
+}
+
+#[test]
+fn frozen_layers_keep_only_what_a_trained_part_reads_and_shapes_predict_it() {
+    // What built stages keep per micro-batch (their layers' counts, which the ledger test holds
+    // to the tensors) equals what the model's shapes predict, for every target set and policy.
+    let target_sets: [&[LoraTarget]; 4] = [
+        &[LoraTarget::Qkv],
+        &[LoraTarget::Out, LoraTarget::Fc2],
+        &[LoraTarget::Fc1, LoraTarget::Linear],
+        &LoraTarget::ALL,
+    ];
+    for spec in [ModelSpec::gpt_tiny(), deep_tiny()] {
+        for targets in target_sets {
+            let lora = Lora { rank: 2, alpha: None, targets: targets.to_vec() };
+            let tuned = with_lora(spec.clone(), lora);
+            if tuned.validate().is_err() {
+                continue; // an MLP has no attention to adapt
+            }
+            for precision in [Precision::F32, Precision::MixedBf16] {
+                let tuned = ModelSpec { precision, ..tuned.clone() };
+                for policy in ["none", "full", "every:2", "selective"] {
+                    let model = model_of(tuned.clone(), 2, policy);
+                    for st in &model.stages {
+                        let stage = st.stage();
+                        let rows = tuned.rows(tuned.batch).unwrap();
+                        let built = stage.predicted_bytes(rows);
+                        let shapes = model.specs[stage.index()].predicted_bytes(&tuned, rows);
+                        assert_eq!(built, shapes, "{} {targets:?} {precision} {policy}", spec.name);
+                    }
+                }
+            }
+        }
+    }
+    // Adapting qkv only, a GPT's I keeps for W only what qkv's adapter reads: per transformer
+    // layer y and dqkv (4 floats a width), where training everything keeps 8 + 4 + 2·ffn/width.
+    let gpt = ModelSpec::gpt_tiny();
+    let rows = gpt.rows(gpt.batch).unwrap();
+    let qkv = with_lora(gpt.clone(), Lora { rank: 2, alpha: None, targets: vec![LoraTarget::Qkv] });
+    let specs = gpt.stage_specs(1, &pipesched_stages::Partition::Even, &"none".parse().unwrap()).unwrap();
+    let w_bytes = |m: &ModelSpec| specs[0].predicted_bytes(m, rows).w_bytes;
+    assert_eq!(w_bytes(&qkv), 2 * (4 * 32) * rows as u64 * 4);
+    let everything = (32 + 1) + 2 * (8 * 32 + 4 * 32 + 2 * 64) + 2 * 32 + (32 + 256);
+    assert_eq!(w_bytes(&gpt), everything as u64 * rows as u64 * 4);
 }

@@ -13,9 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use pipesched_schedules::Schedule;
-use pipesched_stages::{
-    microbatches_in_flight, Corpus, Load, ModelSpec, OptimizerSpec, Partition, Policies,
-};
+use pipesched_stages::{microbatches_in_flight, Corpus, Load, ModelSpec, OptimizerSpec, Partition, Policies};
 
 use super::{Devices, Layout, RealWorkload, RunPlan, SyntheticWorkload, Workload};
 use crate::budget::{self, Available, Estimate, Part};

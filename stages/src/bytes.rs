@@ -151,7 +151,7 @@ struct SpecLayers<'a> {
 
 impl StageRows for SpecLayers<'_> {
     fn sum(&self, step: usize, f: fn(&Rows) -> Option<usize>) -> Option<usize> {
-        self.model.sum_over(&self.range, step, |l| f(&l.rows(self.model.precision)))
+        self.model.sum_over(&self.range, step, |l| f(&l.rows(self.model)))
     }
     fn ends(&self) -> Option<(Rows, Rows)> {
         if self.range.is_empty() {
@@ -159,14 +159,13 @@ impl StageRows for SpecLayers<'_> {
         }
         let first = self.model.layer(self.range.start)?;
         let last = self.model.layer(self.range.end.checked_sub(1)?)?;
-        let p = self.model.precision;
-        Some((first.rows(p), last.rows(p)))
+        Some((first.rows(self.model), last.rows(self.model)))
     }
     fn each(&self) -> Option<Vec<Rows>> {
         if self.range.len() > MAX_LAYERS {
             return None;
         }
-        self.range.clone().map(|i| Some(self.model.layer(i)?.rows(self.model.precision))).collect()
+        self.range.clone().map(|i| Some(self.model.layer(i)?.rows(self.model))).collect()
     }
 }
 
@@ -349,17 +348,25 @@ pub(crate) fn rows(l: &dyn Layer) -> Rows {
 }
 
 impl LayerSpec {
-    /// The layer as the byte rule sees it, in units of `precision`'s stored element.
-    pub(crate) fn rows(&self, precision: Precision) -> Rows {
+    /// The layer as the byte rule sees it in `model` (under its LoRA, if any), in units of the
+    /// model's stored element.
+    pub(crate) fn rows(&self, model: &ModelSpec) -> Rows {
+        let ([saved, selective, w], exact) = match &model.lora {
+            Some(lora) => match self.floats_under(lora) {
+                Some([s, sel, w, e]) => ([Some(s), Some(sel), Some(w)], e),
+                None => ([None; 3], 0),
+            },
+            None => ([self.saved_per_row(), self.selective_per_row(), self.w_per_row()], self.exact_per_row()),
+        };
         let raw = Rows {
             input: self.input_width(),
             output: self.output_width(),
-            saved: self.saved_per_row(),
-            w: self.w_per_row(),
-            selective: self.selective_per_row(),
+            saved,
+            w,
+            selective,
             maps: self.maps_per_row(),
         };
-        raw.in_units(self.exact_per_row(), precision)
+        raw.in_units(exact, model.precision)
     }
 
     /// Floats per row of the layer's state that are exact values (token ids): what

@@ -9,6 +9,11 @@
 //! output layers of an MLP). The adapters' parameters depend only on `(seed, global layer index,
 //! target)`, never on the partition, like every other parameter.
 //!
+//! What a frozen layer keeps: only what the `W` of a part that trains reads. A frozen norm or
+//! embedding, and a `Linear` without an adapter, keep nothing for `W` (and nothing of their
+//! inputs that only `W` would read); an adapted `Linear` keeps its input and output gradient as
+//! a trained one does ([`LayerSpec::floats_under`] counts it, the built layers keep it).
+//!
 //! Invariant: [`Lora::check`] is the one place that decides whether a setting fits a model (rank
 //! at least 1 and at most the smaller width of every map it adapts, `α` finite and positive, at
 //! least one map adapted); the counts ([`LayerSpec::param_counts`]) and the built layers
@@ -191,6 +196,37 @@ impl LayerSpec {
         }
     }
 
+    /// Floats per row the layer keeps under `lora`, as `[saved, selective, w, exact]` (see the
+    /// module docs); `None` on overflow.
+    pub(crate) fn floats_under(&self, lora: &Lora) -> Option<[usize; 4]> {
+        let pair = |trains: bool, floats: usize| if trains { floats } else { 0 };
+        Some(match *self {
+            LayerSpec::Linear { input, output } => {
+                let t = lora.adapts(LoraTarget::Linear);
+                [pair(t, input), pair(t, input), pair(t, input.checked_add(output)?), 0]
+            }
+            // x̂ and rstd for I, nothing for W.
+            LayerSpec::Norm { width } => [width.checked_add(1)?, width.checked_add(1)?, 0, 0],
+            LayerSpec::Embedding { .. } => [0; 4],
+            LayerSpec::Block { width: h, ffn: f } => {
+                let (f1, f2) = (lora.adapts(LoraTarget::Fc1), lora.adapts(LoraTarget::Fc2));
+                // x̂, rstd, h always; y for fc1's W, GELU(h) for fc2's.
+                let saved = h.checked_add(1)?.checked_add(f)?.checked_add(pair(f1, h))?.checked_add(pair(f2, f))?;
+                let w = pair(f1, h.checked_add(f)?).checked_add(pair(f2, f.checked_add(h)?))?;
+                [saved, saved, w, 0]
+            }
+            LayerSpec::Attention { width: w, heads, seq } => {
+                let (q, o) = (lora.adapts(LoraTarget::Qkv), lora.adapts(LoraTarget::Out));
+                // x̂, rstd, qkv always; y for qkv's W, o for out's; the probabilities unless
+                // selective.
+                let selective = w.checked_mul(4)?.checked_add(1)?.checked_add(pair(q, w))?.checked_add(pair(o, w))?;
+                let saved = selective.checked_add(heads.checked_mul(seq)?)?;
+                let kept_for_w = pair(q, w.checked_mul(4)?).checked_add(pair(o, w.checked_mul(2)?))?;
+                [saved, selective, kept_for_w, 0]
+            }
+        })
+    }
+
     /// The parameters the layer trains and those it holds frozen under `lora` (`None`: it
     /// trains them all); `None` on overflow.
     pub fn param_counts(&self, lora: Option<&Lora>) -> Option<ParamCount> {
@@ -212,7 +248,10 @@ mod tests {
         let attention = LayerSpec::Attention { width: 8, heads: 2, seq: 4 };
         let lora = Lora { rank: 2, alpha: None, targets: vec![LoraTarget::Qkv] };
         // qkv is 8 → 24: A is 8×2, B is 2×24.
-        assert_eq!(attention.param_counts(Some(&lora)), Some(ParamCount { trained: 2 * (8 + 24), frozen: 4 * 64 + 48 }));
+        assert_eq!(
+            attention.param_counts(Some(&lora)),
+            Some(ParamCount { trained: 2 * (8 + 24), frozen: 4 * 64 + 48 })
+        );
         assert_eq!(attention.param_counts(None), Some(ParamCount { trained: 4 * 64 + 48, frozen: 0 }));
         let norm = LayerSpec::Norm { width: 8 };
         assert_eq!(norm.param_counts(Some(&lora)), Some(ParamCount { trained: 0, frozen: 16 }));

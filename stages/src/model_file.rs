@@ -12,8 +12,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::loss::LossKind;
 use crate::lora::Lora;
+use crate::loss::LossKind;
 use crate::precision::Precision;
 use crate::spec::{Mlp, ModelSpec, Run};
 
@@ -472,6 +472,20 @@ mod tests {
     }
 
     #[test]
+    fn a_lora_table_reads_and_writes_and_is_checked() {
+        let base = ModelSpec::gpt_tiny().to_toml().unwrap();
+        let s = ModelSpec::from_toml(&format!("{base}\n[lora]\nrank = 4\ntargets = [\"qkv\", \"linear\"]\n")).unwrap();
+        let lora = s.lora.clone().unwrap();
+        assert_eq!((lora.rank, lora.alpha, lora.targets.len()), (4, None, 2));
+        assert_eq!(ModelSpec::from_toml(&s.to_toml().unwrap()).unwrap(), s);
+        let e = ModelSpec::from_toml(&format!("{base}\n[lora]\nrank = 0\n")).unwrap_err().to_string();
+        assert!(e.contains("rank 0 adapts nothing"), "{e}");
+        let e =
+            ModelSpec::from_toml(&format!("{base}\n[lora]\nrank = 2\ntargets = [\"wq\"]\n")).unwrap_err().to_string();
+        assert!(e.contains("wq"), "{e}");
+    }
+
+    #[test]
     fn bad_files_say_what_is_wrong_and_list_the_fields() {
         let e = ModelSpec::from_toml("input = 8\nhidden = 16\nloss = \"mse\"\nbatch = 2\n").unwrap_err().to_string();
         assert!(e.contains("missing field `ffn`") && e.contains("(required)"), "{e}");
@@ -487,7 +501,7 @@ mod tests {
             e,
             "model spec: unknown field `colour`; a model file has the fields `loss`, `batch` (required), `layers` or \
              all of `input`, `hidden`, `ffn`, `blocks`, `output` (the layers), and `name`, `dropout`, `seed`, \
-             `precision` (optional)"
+             `precision`, `lora` (optional)"
         );
         let e = ModelSpec::from_json(r#"{"hiden": 3}"#).unwrap_err().to_string();
         assert!(e.contains("unknown field `hiden` (did you mean `hidden`?)"), "{e}");

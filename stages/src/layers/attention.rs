@@ -23,7 +23,7 @@
 //! the same, so every row keeps the same number of floats.
 
 use crate::error::{Error, Result};
-use crate::layers::{prefixed, Adapter, Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
+use crate::layers::{keep_if, prefixed, Adapter, Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
 use crate::matmul::{batched_product, Batch, Block, GemmShape};
 use crate::rng::Stream;
 use crate::tensor::Tensor;
@@ -263,6 +263,8 @@ impl Layer for Attention {
         let mut out = self.out.forward(&o)?;
         self.dropout.apply(&mut out, ctx)?;
         out.add_assign(&x)?;
+        // `y` and `o` are read only by the `W`s of the two `Linear`s.
+        let (y, o) = (keep_if(self.qkv.trains(), y), keep_if(self.out.trains(), o));
         Ok((out, Saved(vec![xhat, rstd, y, qkv, p, o])))
     }
     /// Keeps `x̂`, `rstd`, `y`, `qkv`, `o`: not the probabilities, which [`restore`](Layer::restore)
@@ -291,7 +293,9 @@ impl Layer for Attention {
         let norm = NormStats { xhat, rstd };
         let mut dx = self.norm.backward_input(&norm, &dy)?;
         dx.add_assign(&dout)?;
-        Ok((dx, WNeeds(vec![norm.xhat, dy, y, dqkv, o, dz])))
+        let (n, q, out) = (!self.norm.frozen, self.qkv.trains(), self.out.trains());
+        let needs = [keep_if(n, norm.xhat), keep_if(n, dy), y, keep_if(q, dqkv), o, keep_if(out, dz)];
+        Ok((dx, WNeeds(needs.into())))
     }
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
         let [xhat, dy, y, dqkv, o, dz] = needs.get(self.kind())?;
@@ -300,17 +304,23 @@ impl Layer for Attention {
         g.extend(self.out.weight_grads(o, dz)?);
         Ok(g)
     }
-    /// `x̂`, `y`, `o` (width each), `rstd` (1), `qkv` (3·width), `P` (heads·seq).
+    /// `x̂`, `y`, `o` (width each), `rstd` (1), `qkv` (3·width), `P` (heads·seq) — `y` and `o`
+    /// only for a `Linear` that trains.
     fn saved_per_row(&self) -> usize {
-        6 * self.width() + 1 + self.probs_width()
+        self.selective_per_row() + self.probs_width()
     }
-    /// `x̂`, `dy`, `y`, `o`, `dz` (width each), `dqkv` (3·width).
+    /// `x̂`, `dy`, `y`, `o`, `dz` (width each), `dqkv` (3·width) — each pair only for a
+    /// sub-layer that trains.
     fn w_per_row(&self) -> usize {
-        8 * self.width()
+        let w = self.width();
+        let pair = |trains: bool, floats: usize| if trains { floats } else { 0 };
+        pair(!self.norm.frozen, 2 * w) + pair(self.qkv.trains(), 4 * w) + pair(self.out.trains(), 2 * w)
     }
-    /// All of [`saved_per_row`](Layer::saved_per_row) but the probabilities: `6·width + 1`.
+    /// All of [`saved_per_row`](Layer::saved_per_row) but the probabilities: `6·width + 1`
+    /// with both `Linear`s training.
     fn selective_per_row(&self) -> usize {
-        6 * self.width() + 1
+        let w = self.width();
+        4 * w + 1 + if self.qkv.trains() { w } else { 0 } + if self.out.trains() { w } else { 0 }
     }
     /// Built of backend operations and matrix products: runs on every device.
     fn runs_on(&self, _device: crate::device::Device) -> bool {

@@ -11,7 +11,7 @@
 
 use crate::backend::{gelu, gelu_backward};
 use crate::error::Result;
-use crate::layers::{prefixed, Adapter, Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
+use crate::layers::{keep_if, prefixed, Adapter, Ctx, Dropout, Layer, LayerNorm, Linear, NormStats, Saved, WNeeds};
 use crate::rng::Stream;
 use crate::tensor::Tensor;
 
@@ -110,6 +110,8 @@ impl Layer for Block {
         let mut out = self.fc2.forward(&a)?;
         self.dropout.apply(&mut out, ctx)?;
         out.add_assign(&x)?;
+        // `y` and `a` are read only by the `W`s of the two `Linear`s.
+        let (y, a) = (keep_if(self.fc1.trains(), y), keep_if(self.fc2.trains(), a));
         Ok((out, Saved(vec![xhat, rstd, y, h, a])))
     }
     /// Keeps each parameterised sub-layer's input and output gradient: `x̂, dy, y, dh, a, dz`.
@@ -123,7 +125,9 @@ impl Layer for Block {
         let norm = NormStats { xhat, rstd };
         let mut dx = self.norm.backward_input(&norm, &dy)?;
         dx.add_assign(&dout)?;
-        Ok((dx, WNeeds(vec![norm.xhat, dy, y, dh, a, dz])))
+        let (n, f1, f2) = (!self.norm.frozen, self.fc1.trains(), self.fc2.trains());
+        let needs = [keep_if(n, norm.xhat), keep_if(n, dy), y, keep_if(f1, dh), a, keep_if(f2, dz)];
+        Ok((dx, WNeeds(needs.into())))
     }
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
         let [xhat, dy, y, dh, a, dz] = needs.get(self.kind())?;
@@ -132,13 +136,18 @@ impl Layer for Block {
         g.extend(self.fc2.weight_grads(a, dz)?);
         Ok(g)
     }
-    /// `x̂` and `y` (width each), `rstd` (1), `h` and `GELU(h)` (ffn each).
+    /// `x̂` and `y` (width each), `rstd` (1), `h` and `GELU(h)` (ffn each) — `y` and
+    /// `GELU(h)` only for a `Linear` that trains.
     fn saved_per_row(&self) -> usize {
-        2 * self.width() + 1 + 2 * self.fc1.output_width()
+        let (h, f) = (self.width(), self.fc1.output_width());
+        h + 1 + f + if self.fc1.trains() { h } else { 0 } + if self.fc2.trains() { f } else { 0 }
     }
-    /// `x̂`, `dy`, `y`, `dz` (width each), `dh` and `a` (ffn each).
+    /// `x̂`, `dy`, `y`, `dz` (width each), `dh` and `a` (ffn each) — each pair only for a
+    /// sub-layer that trains.
     fn w_per_row(&self) -> usize {
-        4 * self.width() + 2 * self.fc1.output_width()
+        let (h, f) = (self.width(), self.fc1.output_width());
+        let pair = |trains: bool, floats: usize| if trains { floats } else { 0 };
+        pair(!self.norm.frozen, 2 * h) + pair(self.fc1.trains(), h + f) + pair(self.fc2.trains(), f + h)
     }
     fn linear_maps(&self) -> Vec<(usize, usize)> {
         let mut maps = Layer::linear_maps(&self.fc1);

@@ -12,7 +12,7 @@
 
 use crate::backend;
 use crate::error::{Error, Result};
-use crate::layers::{held_frozen, trained, Ctx, Layer, Saved, WNeeds};
+use crate::layers::{held_frozen, keep_if, trained, Ctx, Layer, Saved, WNeeds};
 use crate::rng::Stream;
 use crate::tensor::Tensor;
 
@@ -94,14 +94,18 @@ impl Layer for Embedding {
     fn frozen_names(&self) -> Vec<String> {
         held_frozen(self.frozen, ["tokens", "positions"]).into_iter().map(String::from).collect()
     }
-    /// Keeps the ids.
+    /// Keeps the ids, which only `W` reads (nothing when frozen).
     fn forward_saving(&self, x: Tensor, _ctx: &Ctx) -> Result<(Tensor, Saved)> {
         let out = backend::embedding(&x, &self.tokens, &self.positions)?;
-        Ok((out, Saved(vec![x])))
+        Ok((out, Saved(vec![keep_if(!self.frozen, x)])))
     }
-    /// Keeps the ids and `dy`; the input gradient is zero.
+    /// Keeps the ids and `dy` (nothing when frozen); the input gradient is zero.
     fn backward_input(&self, saved: Saved, dy: Tensor, _ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
         let [x] = saved.take(self.kind())?;
+        if self.frozen {
+            let dx = dy.zeros_like(dy.rows(), 1)?;
+            return Ok((dx, WNeeds(vec![x, Tensor::zeros(0, 0)])));
+        }
         if dy.shape() != [x.rows(), self.output_width()] {
             return Err(Error::Shape {
                 place: "embedding backward_input".into(),
@@ -122,17 +126,21 @@ impl Layer for Embedding {
     fn runs_on(&self, _device: crate::device::Device) -> bool {
         true
     }
-    /// The id.
+    /// The id (nothing when frozen).
     fn saved_per_row(&self) -> usize {
-        1
+        usize::from(!self.frozen)
     }
-    /// The id and `dy` (width).
+    /// The id and `dy` (width) (nothing when frozen).
     fn w_per_row(&self) -> usize {
-        1 + self.output_width()
+        if self.frozen {
+            0
+        } else {
+            1 + self.output_width()
+        }
     }
-    /// The id, first in what the forward and `I` keep.
+    /// The id, first in what the forward and `I` keep (nothing when frozen).
     fn exact_per_row(&self) -> usize {
-        1
+        usize::from(!self.frozen)
     }
 }
 

@@ -6,10 +6,11 @@
 //! `dy`, which is exactly what a stage keeps for it between the two ops.
 //!
 //! A frozen layer (LoRA's base) trains neither `weight` nor `bias`: its `W` computes only its
-//! [`Adapter`]'s gradients, if it has one, and nothing otherwise; what it keeps is the same.
+//! [`Adapter`]'s gradients (from the same `x` and `dy`) if it has one; without one it trains
+//! nothing, so it keeps nothing for `W` (nor its input, which only `W` reads).
 
 use crate::error::{Error, Result};
-use crate::layers::{held_frozen, trained, Adapter, Ctx, Layer, Saved, WNeeds};
+use crate::layers::{held_frozen, keep_if, trained, Adapter, Ctx, Layer, Saved, WNeeds};
 use crate::matmul::{matmul_into, Trans};
 use crate::precision::Precision;
 use crate::rng::Stream;
@@ -121,6 +122,11 @@ impl Linear {
         held_frozen(self.frozen, ["weight", "bias"]).into_iter().map(String::from).collect()
     }
 
+    /// Whether it trains anything: its weight and bias, or an adapter.
+    pub fn trains(&self) -> bool {
+        !self.frozen || self.adapter.is_some()
+    }
+
     /// `y = x·W + b` for `x` of shape `[batch, in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if x.cols() != self.input_width() {
@@ -154,17 +160,17 @@ impl Linear {
     /// `W`: this micro-batch's parameter gradients `[xᵀ·dy, column sums of dy]`, in gradient
     /// order, for the caller to accumulate — frozen, its adapter's `[dA, dB]`, or none.
     pub fn weight_grads(&self, x: &Tensor, dy: &Tensor) -> Result<Vec<Tensor>> {
+        if !self.trains() {
+            return Ok(Vec::new());
+        }
         if x.rows() != dy.rows() || x.cols() != self.input_width() || dy.cols() != self.output_width() {
             return Err(shape(
                 "Linear weight_grads",
                 format!("x {:?}, dy {:?}, layer is {:?}", x.shape(), dy.shape(), self.weight.shape()),
             ));
         }
-        if self.frozen {
-            return match &self.adapter {
-                Some(a) => Ok(a.grads(x, dy, self.precision)?.into()),
-                None => Ok(Vec::new()),
-            };
+        if let (true, Some(a)) = (self.frozen, &self.adapter) {
+            return Ok(a.grads(x, dy, self.precision)?.into());
         }
         let mut dw = dy.scratch_like(self.input_width(), self.output_width())?;
         matmul_into(&mut dw, x, Trans::Yes, dy, Trans::No, self.precision)?;
@@ -203,23 +209,33 @@ impl Layer for Linear {
     fn forward(&self, x: Tensor, _ctx: &Ctx) -> Result<Tensor> {
         Linear::forward(self, &x)
     }
-    /// Keeps the input, which `W` needs.
+    /// Keeps the input, which `W` needs (nothing if it trains nothing).
     fn forward_saving(&self, x: Tensor, _ctx: &Ctx) -> Result<(Tensor, Saved)> {
-        Ok((Linear::forward(self, &x)?, Saved(vec![x])))
+        let y = Linear::forward(self, &x)?;
+        Ok((y, Saved(vec![keep_if(self.trains(), x)])))
     }
     fn backward_input(&self, saved: Saved, dy: Tensor, _ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
         let [x] = saved.take(self.kind())?;
-        Ok((Linear::backward_input(self, &dy)?, WNeeds(vec![x, dy])))
+        let dx = Linear::backward_input(self, &dy)?;
+        Ok((dx, WNeeds(vec![x, keep_if(self.trains(), dy)])))
     }
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
         let [x, dy] = needs.get(self.kind())?;
         Linear::weight_grads(self, x, dy)
     }
     fn saved_per_row(&self) -> usize {
-        self.weight.rows()
+        if self.trains() {
+            self.weight.rows()
+        } else {
+            0
+        }
     }
     fn w_per_row(&self) -> usize {
-        self.weight.rows() + self.weight.cols()
+        if self.trains() {
+            self.weight.rows() + self.weight.cols()
+        } else {
+            0
+        }
     }
     /// Its weight's, then its adapter's two.
     fn linear_maps(&self) -> Vec<(usize, usize)> {

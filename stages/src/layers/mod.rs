@@ -198,6 +198,17 @@ pub(crate) fn held_frozen<T, const N: usize>(frozen: bool, own: [T; N]) -> Vec<T
     trained(!frozen, own)
 }
 
+/// `t` if the sub-layer that needs it trains, else an empty tensor: a frozen sub-layer's `W`
+/// computes nothing, so what only its `W` would read is not kept (the per-row counts say the
+/// same).
+pub(crate) fn keep_if(trains: bool, t: Tensor) -> Tensor {
+    if trains {
+        t
+    } else {
+        Tensor::zeros(0, 0)
+    }
+}
+
 /// `names` of a sub-layer, each prefixed with `part.` (`fc1.weight`).
 pub(crate) fn prefixed(part: &str, names: Vec<String>) -> Vec<String> {
     names.into_iter().map(|n| format!("{part}.{n}")).collect()

@@ -6,7 +6,7 @@
 
 use crate::backend;
 use crate::error::{Error, Result};
-use crate::layers::{held_frozen, trained, Ctx, Layer, Saved, WNeeds};
+use crate::layers::{held_frozen, keep_if, trained, Ctx, Layer, Saved, WNeeds};
 use crate::tensor::Tensor;
 
 /// Added to the variance before the square root.
@@ -104,10 +104,10 @@ impl LayerNorm {
     /// `W`: this micro-batch's `[dγ, dβ] = [Σ_rows dy ⊙ x̂, Σ_rows dy]`, in gradient order
     /// (none when frozen).
     pub fn weight_grads(&self, xhat: &Tensor, dy: &Tensor) -> Result<Vec<Tensor>> {
-        self.check(dy, "weight_grads")?;
         if self.frozen {
             return Ok(Vec::new());
         }
+        self.check(dy, "weight_grads")?;
         Ok(vec![backend::layer_norm_gamma_grad(xhat, dy)?, dy.column_sums()?])
     }
 }
@@ -152,7 +152,8 @@ impl Layer for LayerNorm {
         let [xhat, rstd] = saved.take(self.kind())?;
         let stats = NormStats { xhat, rstd };
         let dx = LayerNorm::backward_input(self, &stats, &dy)?;
-        Ok((dx, WNeeds(vec![stats.xhat, dy])))
+        let trains = !self.frozen;
+        Ok((dx, WNeeds(vec![keep_if(trains, stats.xhat), keep_if(trains, dy)])))
     }
     fn weight_grads(&self, needs: &WNeeds) -> Result<Vec<Tensor>> {
         let [xhat, dy] = needs.get(self.kind())?;
@@ -162,9 +163,13 @@ impl Layer for LayerNorm {
     fn saved_per_row(&self) -> usize {
         self.width() + 1
     }
-    /// `x̂` and `dy`.
+    /// `x̂` and `dy` (nothing when frozen).
     fn w_per_row(&self) -> usize {
-        2 * self.width()
+        if self.frozen {
+            0
+        } else {
+            2 * self.width()
+        }
     }
     /// Made of backend operations and matrix products: runs on every device.
     fn runs_on(&self, _device: crate::device::Device) -> bool {
