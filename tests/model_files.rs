@@ -104,7 +104,7 @@ fn a_misspelt_field_is_refused_naming_the_file_and_the_fields() {
         format!(
             "model spec: {}: unknown field `hiden` (did you mean `hidden`?); a model file has the fields `loss`, \
              `batch` (required), `layers` or all of `input`, `hidden`, `ffn`, `blocks`, `output` (the layers), and \
-             `name`, `dropout`, `seed`, `precision` (optional)",
+             `name`, `dropout`, `seed`, `precision`, `lora` (optional)",
             path.display()
         )
     );
