@@ -258,7 +258,8 @@ fn transformer_layer(model: &ModelSpec, sequences: usize) -> Option<TransformerL
         .position(|w| matches!((w[0], w[1]), (LayerSpec::Attention { .. }, LayerSpec::Block { .. })))?;
     let LayerSpec::Attention { width, heads, seq, .. } = layers[k] else { return None };
     let rows = (sequences as u64).checked_mul(seq as u64)?;
-    let floats = (layers[k].saved_per_row()? as u64).checked_add(layers[k + 1].saved_per_row()? as u64)?;
+    let kept = |l: &LayerSpec| l.saved_per_row_in(model).map(|f| f as u64);
+    let floats = kept(&layers[k])?.checked_add(kept(&layers[k + 1])?)?;
     let (s, b, h, a) = (seq as u64, sequences as u64, width as u64, heads as u64);
     // s·b·h·34 + 5·a·s²·b, exactly.
     let quadratic = a.checked_mul(s)?.checked_mul(s)?.checked_mul(b)?.checked_mul(5)?;

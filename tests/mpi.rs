@@ -266,6 +266,28 @@ fn zero_one_shards_the_optimizer_state_and_keeps_the_parameters() {
     assert_eq!(sharded["peak_held_bytes"], sharded["predicted_peak_held_bytes"]);
 }
 
+/// LoRA across processes and replicas: gpt-tiny's adapters train on 4 processes (p = 2, two
+/// replicas) with the gradients of the sequential reference over the global batch, bit for bit,
+/// and the predicted peaks; sharding their optimizer state (`--zero 1`) leaves the parameters
+/// as they were without it.
+#[test]
+fn lora_across_processes_and_replicas_trains_the_adapters_as_the_reference() {
+    let run = |zero: &str, verify: &str| {
+        let line = format!(
+            "--model gpt-tiny -s 1f1b -p 2 -m 2 --dp 2 --zero {zero} --lora 2 --steps 3 --warmup 0 {verify} --no-compare --json"
+        );
+        report(4, &line.split_whitespace().collect::<Vec<_>>())
+    };
+    let r = run("0", "--verify");
+    assert_eq!(r["bitwise"], true, "{r}");
+    assert_eq!(r["max_grad_diff"], 0.0);
+    assert_eq!(r["peak_held_bytes"], r["predicted_peak_held_bytes"]);
+    let (whole, sharded) = (run("0", ""), run("1", ""));
+    assert_eq!(whole["parameter_digest"], sharded["parameter_digest"]);
+    assert_eq!(whole["losses"], r["losses"]);
+    assert_eq!(sharded["peak_held_bytes"], sharded["predicted_peak_held_bytes"]);
+}
+
 /// With profiled costs, a data-parallel run's report adds each stage's sum over the replicas to
 /// the simulation: rank 0's step then ends after the simulated makespan (its last backward), by
 /// one sum of its stage's gradients; and the measured end of its sums is reported beside it.

@@ -227,6 +227,15 @@ impl LayerSpec {
         })
     }
 
+    /// Floats per row the layer's forward keeps in `model` (under its LoRA, if any); `None` on
+    /// overflow.
+    pub fn saved_per_row_in(&self, model: &ModelSpec) -> Option<usize> {
+        match &model.lora {
+            Some(lora) => Some(self.floats_under(lora)?[0]),
+            None => self.saved_per_row(),
+        }
+    }
+
     /// The parameters the layer trains and those it holds frozen under `lora` (`None`: it
     /// trains them all); `None` on overflow.
     pub fn param_counts(&self, lora: Option<&Lora>) -> Option<ParamCount> {

@@ -92,7 +92,7 @@ impl Chain {
             let maps: f64 = built.linear_maps().iter().map(|&(i, o)| 2.0 * rows as f64 * i as f64 * o as f64).sum();
             let [f, b] = built.activation_products(rows);
             let flops = |v: &[crate::GemmShape]| v.iter().map(crate::GemmShape::flops).sum::<f64>();
-            let mut saved = spec.saved_per_row().unwrap_or(usize::MAX);
+            let mut saved = spec.saved_per_row_in(model).unwrap_or(usize::MAX);
             if index + 1 == n {
                 saved = saved.saturating_add(model.loss.saved_floats(1, spec.output_width()));
             }
