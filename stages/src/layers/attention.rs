@@ -332,6 +332,11 @@ impl Layer for Attention {
         maps.extend(Layer::linear_maps(&self.out));
         maps
     }
+    fn weight_maps(&self) -> Vec<(usize, usize)> {
+        let mut maps = Layer::weight_maps(&self.qkv);
+        maps.extend(Layer::weight_maps(&self.out));
+        maps
+    }
     /// Per head of each sequence: `QKᵀ` and `P·V` forward; `dV = Pᵀ·dO`, `dP = dO·Vᵀ`,
     /// `dQ = dS·K` and `dK = dSᵀ·Q` in `I` — each over the full `seq × seq` square.
     fn activation_products(&self, rows: usize) -> [Vec<GemmShape>; 2] {

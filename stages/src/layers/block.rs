@@ -154,6 +154,11 @@ impl Layer for Block {
         maps.extend(Layer::linear_maps(&self.fc2));
         maps
     }
+    fn weight_maps(&self) -> Vec<(usize, usize)> {
+        let mut maps = Layer::weight_maps(&self.fc1);
+        maps.extend(Layer::weight_maps(&self.fc2));
+        maps
+    }
     /// Made of backend operations and matrix products: runs on every device.
     fn runs_on(&self, _device: crate::device::Device) -> bool {
         true

@@ -243,6 +243,14 @@ impl Layer for Linear {
         maps.extend(self.adapter.iter().flat_map(Adapter::linear_maps));
         maps
     }
+    /// Its weight's if it trains, else its adapter's (none without one).
+    fn weight_maps(&self) -> Vec<(usize, usize)> {
+        if self.frozen {
+            self.adapter.iter().flat_map(Adapter::linear_maps).collect()
+        } else {
+            vec![(self.weight.rows(), self.weight.cols())]
+        }
+    }
     /// Made of backend operations and matrix products: runs on every device.
     fn runs_on(&self, _device: crate::device::Device) -> bool {
         true

@@ -39,6 +39,7 @@ pub struct MixedPrecision {
     frozen_names: Vec<String>,
     per_row: [usize; 4],
     maps: Vec<(usize, usize)>,
+    weight_maps: Vec<(usize, usize)>,
 }
 
 impl MixedPrecision {
@@ -49,6 +50,7 @@ impl MixedPrecision {
         let per_row = [layer.saved_per_row(), layer.w_per_row(), layer.selective_per_row(), layer.exact_per_row()];
         let (kind, widths) = (layer.kind().to_string(), (layer.input_width(), layer.output_width()));
         let (names, frozen_names, maps) = (layer.param_names(), layer.frozen_names(), layer.linear_maps());
+        let weight_maps = layer.weight_maps();
         let take = |all: Vec<&mut Tensor>| -> Result<Vec<Tensor>> {
             all.into_iter().map(|p| std::mem::replace(p, Tensor::zeros(0, 0)).into_stored(format)).collect()
         };
@@ -60,6 +62,7 @@ impl MixedPrecision {
             names,
             frozen_names,
             maps,
+            weight_maps,
             per_row,
             params,
             frozen,
@@ -186,6 +189,9 @@ impl Layer for MixedPrecision {
     }
     fn linear_maps(&self) -> Vec<(usize, usize)> {
         self.maps.clone()
+    }
+    fn weight_maps(&self) -> Vec<(usize, usize)> {
+        self.weight_maps.clone()
     }
     fn activation_products(&self, rows: usize) -> [Vec<GemmShape>; 2] {
         match self.inner.lock() {

@@ -158,6 +158,11 @@ pub trait Layer: fmt::Debug + Send {
     fn linear_maps(&self) -> Vec<(usize, usize)> {
         Vec::new()
     }
+    /// The maps among [`linear_maps`](Layer::linear_maps) whose weight gradient `W` computes
+    /// (all of them by default; none of a frozen weight's).
+    fn weight_maps(&self) -> Vec<(usize, usize)> {
+        self.linear_maps()
+    }
     /// The products of activations by activations (no weight) that the forward and `I` run for
     /// `rows` rows, as `[forward, I]` — attention's `QKᵀ` and `P·V` and their gradients — which
     /// FLOP counts add to the [`linear_maps`](Layer::linear_maps). None by default.
