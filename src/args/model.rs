@@ -78,6 +78,7 @@ impl ModelArgs {
             seed: self.seed,
             devices: self.devices.clone(),
             precision: self.precision,
+            init: None,
         }
     }
 }

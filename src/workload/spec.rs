@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use pipesched_schedules::Schedule;
 use pipesched_stages::{
-    microbatches_in_flight, Corpus, Load, ModelSpec, OptimizerSpec, Partition, Policies, Precision,
+    microbatches_in_flight, Corpus, Load, ModelSpec, OptimizerSpec, ParamsFile, Partition, Policies, Precision,
 };
 
 use super::{Devices, Layout, RealWorkload, RunPlan, SyntheticWorkload, Workload};
@@ -153,6 +153,8 @@ pub struct WorkloadSpec {
     pub devices: Devices,
     /// Format of the matrix products' operands and results (`None`: the model's own).
     pub precision: Option<Precision>,
+    /// Parameters to start from instead of the seed's draws (`--init-params`).
+    pub init: Option<Arc<ParamsFile>>,
 }
 
 impl WorkloadSpec {
@@ -183,6 +185,12 @@ impl WorkloadSpec {
                     None => {}
                 }
             }
+        }
+        if let (Some(file), ModelSource::Synthetic(_)) = (&self.init, &self.model.source) {
+            return Err(Error::Config(format!(
+                "--init-params {}: synthetic stages have no parameters; give a real model",
+                file.origin()
+            )));
         }
         if let (Some(text), ModelSource::Synthetic(_)) = (&self.data, &self.model.source) {
             return Err(Error::Config(format!(
@@ -318,6 +326,7 @@ impl WorkloadSpec {
                     corpus,
                     devices: (0..layout.stages()).map(|k| devices[layout.rank_of(k)]).collect(),
                     held: Some(transport.held(layout.stages(), |s| layout.rank_of(s))),
+                    init: self.init.clone(),
                 };
                 let model = Model::build(spec, &opts)?.in_replicas(transport)?;
                 Ok(Box::new(RealWorkload::new(model, *layout, transport.clone())))
@@ -340,6 +349,7 @@ mod tests {
             seed: 0,
             devices: Devices::Cpu,
             precision: None,
+            init: None,
         }
     }
 

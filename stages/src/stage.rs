@@ -26,6 +26,7 @@ use crate::layers::{Ctx, Layer};
 use crate::loss::LossKind;
 use crate::offload::HostStore;
 use crate::optimal::OptimalPlan;
+use crate::params_file::ParamsFile;
 use crate::partition::StageSpec;
 use crate::policy::RecomputePolicy;
 use crate::shard::Shard;
@@ -510,6 +511,34 @@ impl Stage {
             .zip(&self.layers)
             .flat_map(|(i, l)| l.param_names().into_iter().map(move |n| format!("layer{i}.{n}")))
             .collect()
+    }
+
+    /// Every tensor a parameters file keeps of this stage, by its global name
+    /// ([`param_names`](Stage::param_names)), in parameter order: what
+    /// [`ParamsFile::write`] writes and [`load_named`](Stage::load_named) reads back.
+    pub fn named_tensors(&self) -> Vec<(String, &Tensor)> {
+        self.param_names().into_iter().zip(self.params()).collect()
+    }
+
+    /// Replaces every tensor [`named_tensors`](Stage::named_tensors) lists with the one `file`
+    /// holds under its name, in the dtype the stage stores (rounded to nearest even into 16
+    /// bits, or widened from them), on the stage's device. An error, changing nothing, if one is
+    /// missing or of another shape. Call it before an optimizer takes the parameters (its state
+    /// and `f32` master weights start from them).
+    pub fn load_named(&mut self, file: &ParamsFile) -> Result<()> {
+        let place = format!("stage {} (layers {:?})", self.spec.index, self.spec.layers);
+        let loaded = self
+            .named_tensors()
+            .into_iter()
+            .map(|(name, p)| file.tensor_for(&name, p.shape(), p.dtype(), &place))
+            .collect::<Result<Vec<_>>>()?;
+        let device = self.device();
+        let _scope = self.enter();
+        let loaded = loaded.into_iter().map(|t| t.into_device(device)).collect::<Result<Vec<_>>>()?;
+        for (p, t) in self.layers.iter_mut().flat_map(|l| l.params_mut()).zip(loaded) {
+            *p = t;
+        }
+        Ok(())
     }
 
     /// The matrix products one micro-batch of `batch` rows runs, per op: `[F, I, W]` (`I` of the
