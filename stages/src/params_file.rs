@@ -137,9 +137,11 @@ impl ParamsFile {
                     data.extend(stored_bits(t)?.iter().flat_map(|b| b.to_le_bytes()));
                     dtype_name(Some(format))
                 }
-                Dtype::F64 => return Err(fail(format!(
+                Dtype::F64 => {
+                    return Err(fail(format!(
                     "{name} holds f64 values, which a parameters file does not store; convert it with to_f32() first"
-                ))),
+                )))
+                }
             };
             header.insert(
                 name.clone(),
@@ -498,4 +500,240 @@ fn entry(name: String, value: &Value, data_len: u64) -> std::result::Result<Entr
         )));
     }
     Ok(Entry { name, format, shape, span: [begin, end] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Partition, Policies, Precision, RecomputePolicy};
+
+    fn stages_of(model: &ModelSpec, n: usize) -> Vec<Stage> {
+        let specs = model.stage_specs(n, &Partition::Even, &Policies::all(RecomputePolicy::None)).unwrap();
+        Stage::build_all(model, &specs).unwrap()
+    }
+
+    fn named(stages: &[Stage]) -> Vec<(String, &Tensor)> {
+        stages.iter().flat_map(|s| s.named_tensors()).collect()
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pipesched-params-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    /// A model's parameters, each value changed so that a load from the seed could not pass.
+    fn trained(model: &ModelSpec, n: usize) -> Vec<Stage> {
+        let mut stages = stages_of(model, n);
+        for s in &mut stages {
+            for (p, _) in s.params_and_grads_mut() {
+                let values: Vec<f32> =
+                    p.values().unwrap().iter().enumerate().map(|(k, v)| v * 1.5 + k as f32 * 1e-3).collect();
+                let t = Tensor::new(p.rows(), p.cols(), values).unwrap();
+                *p = t.into_dtype(p.dtype()).unwrap();
+            }
+        }
+        stages
+    }
+
+    fn assert_same(a: &[Stage], b: &[Stage]) {
+        let (x, y) = (named(a), named(b));
+        assert_eq!(x.len(), y.len());
+        let y: HashMap<_, _> = y.into_iter().collect();
+        for (name, t) in x {
+            assert!(t.bit_eq(y[&name]), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_file_round_trips_bit_for_bit_under_any_partition() {
+        let model = ModelSpec::gpt_tiny();
+        let at2 = trained(&model, 2);
+        let path = temp("f32.safetensors");
+        ParamsFile::write(&path, &model.name, &named(&at2)).unwrap();
+        let file = ParamsFile::read(&path).unwrap();
+        assert_eq!((file.model(), file.len()), (Some("gpt-tiny"), named(&at2).len()));
+        for n in [1, 3, 7] {
+            let mut stages = stages_of(&model, n);
+            for s in &mut stages {
+                s.load_named(&file).unwrap();
+            }
+            file.check_belongs(&model, &stages.iter().collect::<Vec<_>>()).unwrap();
+            assert_same(&stages, &at2);
+        }
+        // The layout: an 8-byte length, a space-padded header of a multiple of 8, the data.
+        let bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let values: usize = named(&at2).iter().map(|(_, t)| t.len()).sum();
+        assert_eq!(bytes.len(), 8 + n + 4 * values);
+        let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        assert_eq!(header["__metadata__"], json!({"format": "pipesched-params", "version": "1", "model": "gpt-tiny"}));
+        assert_eq!(header["layer6.weight"]["shape"], json!([32, 256]));
+        assert_eq!(header["layer6.weight"]["dtype"], "F32");
+    }
+
+    #[test]
+    fn mixed_precision_parameters_are_stored_in_16_bits_and_converted_on_load() {
+        let mut model = ModelSpec::gpt_tiny();
+        model.precision = Precision::MixedBf16;
+        let bf16 = trained(&model, 2);
+        let bytes = ParamsFile::encode(&model.name, &named(&bf16)).unwrap();
+        let file = ParamsFile::from_bytes("bytes", &bytes).unwrap();
+        assert_eq!(file.get("layer6.weight").unwrap().dtype(), Dtype::Stored(Format::Bf16));
+        // Into a mixed-bf16 model at another partition: the same bits.
+        let mut again = stages_of(&model, 3);
+        again.iter_mut().for_each(|s| s.load_named(&file).unwrap());
+        assert_same(&again, &bf16);
+        // Into an f32 model: widened, exactly.
+        let f32_model = ModelSpec::gpt_tiny();
+        let mut wide = stages_of(&f32_model, 1);
+        wide[0].load_named(&file).unwrap();
+        for (name, t) in named(&wide) {
+            assert_eq!(t.dtype(), Dtype::F32);
+            assert!(t.bit_eq(&file.get(&name).unwrap().widened().unwrap()), "{name}");
+        }
+        // An f32 file into a mixed-bf16 model: each value rounded to nearest even.
+        let f32_file = ParamsFile::from_bytes("f32", &ParamsFile::encode("gpt-tiny", &named(&wide)).unwrap()).unwrap();
+        let mut narrow = stages_of(&model, 2);
+        narrow.iter_mut().for_each(|s| s.load_named(&f32_file).unwrap());
+        assert_same(&narrow, &bf16);
+        // And into mixed-f16: rounded from the bf16 values, one rounding.
+        model.precision = Precision::MixedF16;
+        let mut half = stages_of(&model, 1);
+        half[0].load_named(&file).unwrap();
+        let w = half[0].named_tensors().into_iter().find(|(n, _)| n == "layer1.qkv.weight").unwrap().1;
+        let want = file.get("layer1.qkv.weight").unwrap().widened().unwrap().into_stored(Format::F16).unwrap();
+        assert!(w.bit_eq(&want));
+    }
+
+    fn header_bytes(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut h = header.as_bytes().to_vec();
+        h.resize(h.len().next_multiple_of(8), b' ');
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend(h);
+        out.extend_from_slice(data);
+        out
+    }
+
+    fn refused(bytes: &[u8]) -> String {
+        ParamsFile::from_bytes("f.safetensors", bytes).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn damaged_files_are_clear_errors() {
+        let ok = r#"{"a": {"dtype": "F32", "shape": [1, 2], "data_offsets": [0, 8]}}"#;
+        assert_eq!(ParamsFile::from_bytes("x", &header_bytes(ok, &[0; 8])).unwrap().len(), 1);
+        let e = refused(&[1, 2, 3]);
+        assert!(e.starts_with("parameters file f.safetensors: 3 bytes, fewer than the 8"), "{e}");
+        // A length beyond the file: refused before anything of that size is allocated.
+        let e = refused(&u64::MAX.to_le_bytes());
+        assert!(
+            e.contains(&format!("a header of {} bytes, but only 0 follow", u64::MAX)) && e.contains("truncated"),
+            "{e}"
+        );
+        let e = refused(&header_bytes("{not json", &[]));
+        assert!(e.contains("not a JSON object of tensors"), "{e}");
+        // Truncated data.
+        let e = refused(&header_bytes(ok, &[0; 5]));
+        assert!(e.contains("data_offsets [0, 8], outside the 5 data bytes") && e.contains("truncated"), "{e}");
+        let e = refused(&header_bytes(ok, &[0; 12]));
+        assert!(e.contains("ends at byte 8, but 12 data bytes follow"), "{e}");
+        let twice = r#"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#;
+        assert!(refused(&header_bytes(twice, &[0; 8])).contains("names \"a\" twice"));
+        let overlap = r#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#;
+        assert!(refused(&header_bytes(overlap, &[0; 8])).contains("data of b (bytes 4..8) overlaps"));
+        let hole = r#"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#;
+        assert!(refused(&header_bytes(hole, &[0; 8])).contains("bytes 0..4 of its data belong to no tensor"));
+        let size = r#"{"a": {"dtype": "BF16", "shape": [3, 2], "data_offsets": [0, 8]}}"#;
+        let e = refused(&header_bytes(size, &[0; 8]));
+        assert!(e.contains("spans 8 bytes, but a BF16 tensor of shape [3, 2] takes 12"), "{e}");
+        let dtype = r#"{"a": {"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}}"#;
+        assert!(refused(&header_bytes(dtype, &[0; 8])).contains("dtype I64, but parameters are F32, BF16 or F16"));
+        let meta = r#"{"__metadata__": {"format": "other"}}"#;
+        assert!(refused(&header_bytes(meta, &[])).contains("names format \"other\""));
+        let meta = r#"{"__metadata__": {"model": 3}}"#;
+        assert!(refused(&header_bytes(meta, &[])).contains("gives model as 3, not a string"));
+        let e = ParamsFile::read(Path::new("/nonexistent/p.safetensors")).unwrap_err().to_string();
+        assert!(e.starts_with("parameters file /nonexistent/p.safetensors: cannot be opened"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_tensor_another_shape_or_another_model_s_tensors_are_named() {
+        let model = ModelSpec::gpt_tiny();
+        let stages = stages_of(&model, 2);
+        let all = named(&stages);
+        let file = |tensors: &[(String, &Tensor)]| {
+            ParamsFile::from_bytes("p.st", &ParamsFile::encode("gpt-tiny", tensors).unwrap()).unwrap()
+        };
+        let without: Vec<_> = all.iter().filter(|(n, _)| n != "layer3.qkv.bias").cloned().collect();
+        let mut fresh = stages_of(&model, 2);
+        let e = fresh[1].load_named(&file(&without)).unwrap_err().to_string();
+        assert!(
+            e.starts_with("parameters file p.st: it has no tensor layer3.qkv.bias ([1, 96]), which stage 1 (layers 3..7) needs; the file holds 29 tensors of model gpt-tiny"),
+            "{e}"
+        );
+        // Stage 0 needs nothing the file lacks.
+        fresh[0].load_named(&file(&without)).unwrap();
+        // Nothing changed by a failed load.
+        assert_same(&fresh, &stages);
+        let wrong = Tensor::zeros(2, 96);
+        let shaped: Vec<_> =
+            all.iter().map(|(n, t)| (n.clone(), if n == "layer3.qkv.bias" { &wrong } else { *t })).collect();
+        let e = fresh[1].load_named(&file(&shaped)).unwrap_err().to_string();
+        assert!(e.contains("layer3.qkv.bias is [2, 96] in the file, but stage 1 (layers 3..7) has it [1, 96]"), "{e}");
+        let extra = Tensor::zeros(1, 1);
+        let mut more = all.clone();
+        more.extend(["layer9.w", "head.bias", "layer2.nothing", "layer6.extra"].map(|n| (n.to_string(), &extra)));
+        let f = file(&more);
+        let e = f.check_belongs(&model, &stages.iter().collect::<Vec<_>>()).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "it holds layer9.w, head.bias, layer2.nothing and 1 more, which no stage of gpt-tiny (7 layers) has"
+            ),
+            "{e}"
+        );
+        // A process holding stage 1 only cannot tell layer2.nothing from a tensor of stage 0's.
+        let e = f.check_belongs(&model, &[&stages[1]]).unwrap_err().to_string();
+        assert!(e.contains("it holds layer9.w, head.bias, layer6.extra, which"), "{e}");
+        // Another model's file: its first missing tensor, with the file's model.
+        let tiny = ModelSpec::tiny();
+        let other =
+            ParamsFile::from_bytes("t.st", &ParamsFile::encode("tiny", &named(&stages_of(&tiny, 1))).unwrap()).unwrap();
+        let e = fresh[0].load_named(&other).unwrap_err().to_string();
+        assert!(
+            e.contains("no tensor layer0.") && e.contains("of model tiny: give a file written for this model"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn writing_replaces_the_file_whole() {
+        let path = temp("replace.safetensors");
+        let a = Tensor::full(2, 2, 1.0);
+        ParamsFile::write(&path, "m", &[("x".into(), &a)]).unwrap();
+        let b = Tensor::full(1, 3, 2.0);
+        ParamsFile::write(&path, "m", &[("y".into(), &b)]).unwrap();
+        let f = ParamsFile::read(&path).unwrap();
+        assert_eq!(f.names().collect::<Vec<_>>(), ["y"]);
+        assert!(f.get("y").unwrap().bit_eq(&b));
+        let dir = path.parent().unwrap();
+        assert!(std::fs::read_dir(dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+        let e = ParamsFile::write(Path::new("/nonexistent/dir/p.st"), "m", &[]).unwrap_err().to_string();
+        assert!(e.contains("cannot be written") && e.contains("directory that exists"), "{e}");
+        let e = ParamsFile::encode("m", &[("x".into(), &a), ("x".into(), &b)]).unwrap_err().to_string();
+        assert!(e.contains("two tensors are named \"x\""), "{e}");
+        let merged = ParamsFile::merge(
+            "m",
+            &[
+                ParamsFile::encode("m", &[("x".into(), &a)]).unwrap(),
+                vec![],
+                ParamsFile::encode("m", &[("y".into(), &b)]).unwrap(),
+            ],
+            |k| format!("rank {k}"),
+        )
+        .unwrap();
+        let f = ParamsFile::from_bytes("merged", &merged).unwrap();
+        assert_eq!(f.names().collect::<Vec<_>>(), ["x", "y"]);
+    }
 }
