@@ -178,9 +178,7 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
         }
     }
     // Every process takes part (with ranks as processes, these gather every stage's numbers).
-    if let Some(path) = &args.save.save_params {
-        workload.save_params(path)?;
-    }
+    save_params(args, opts, workload.as_ref())?;
     let predicted = workload.predicted()?;
     let digest = if args.json { workload.parameter_digest()? } else { None };
     let profiled = if args.no_compare { None } else { Some(with_host_link(args, workload.profile(7)?, &predicted)?) };
@@ -192,6 +190,17 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     }
     let run = Finished { validations: &validations, predicted: &predicted, profiled: profiled.as_ref(), digest, sums };
     finish(args, &schedule, &records[args.steps.warmup..], run)
+}
+
+/// `--save-params`: the parameters after the last step, written (every process takes part; rank
+/// 0 writes and, in the text report, says where).
+fn save_params(args: &RunArgs, opts: &ExecOptions, workload: &dyn Workload) -> Result<()> {
+    let Some(path) = &args.save.save_params else { return Ok(()) };
+    workload.save_params(path)?;
+    if opts.transport.is_root() && !args.json {
+        pipesched::sayln!("parameters written to {}", path.display())?;
+    }
+    Ok(())
 }
 
 /// The profiled costs `model` with the host link offload copies take: `--host-bandwidth` when
@@ -247,9 +256,7 @@ fn run_plan(
         chrome::check_size(plan.schedule.num_actions() as u64)?;
     }
     let run = workload.run(plan, 0, opts, args.verify)?;
-    if let Some(path) = &args.save.save_params {
-        workload.save_params(path)?;
-    }
+    save_params(args, opts, workload)?;
     let predicted_bytes = workload.predicted()?;
     let version_bytes = workload.version_bytes()?;
     let digest = if args.json { workload.parameter_digest()? } else { None };
