@@ -8,7 +8,8 @@ pub use crate::real_stage::{RealStage, RunShape};
 use pipesched_schedules::{CostModel, Schedule, StageCost, Trace};
 use pipesched_stages::{
     mean_loss, sequential_step_in, stale_run, Corpus, Device, LossScale, ModelSpec, Optimizer, OptimizerSpec,
-    Partition, Policies, RecomputePolicy, ScaleVerdict, Shard, Stage, StageSpec, StaleRun, StepOutput, Task, Tensor,
+    ParamsFile, Partition, Policies, RecomputePolicy, ScaleVerdict, Shard, Stage, StageSpec, StaleRun, StepOutput,
+    Task, Tensor,
 };
 
 use crate::exec::{execute, ExecOptions, StageWork, Transport, Wire};
@@ -37,6 +38,9 @@ pub struct ModelOptions {
     /// The stages to build, in model order (`None`: every one). With ranks as processes, each
     /// process builds only its own rank's ([`Transport::held`](crate::exec::Transport::held)).
     pub held: Option<Vec<usize>>,
+    /// Parameters to start from, by name, instead of the seed's draws (`--init-params`): each
+    /// held stage loads its own ([`Stage::load_named`]).
+    pub init: Option<Arc<ParamsFile>>,
 }
 
 /// The result of one training step.
@@ -81,6 +85,9 @@ pub struct Model {
     loss_scale: LossScale,
     /// What the last optimizer step did (`None` before the first).
     last_verdict: Option<ScaleVerdict>,
+    /// The parameters file the model started from: the sequential references start from it too
+    /// (its frozen tensors, which the trained parameters copied into them do not include).
+    init: Option<Arc<ParamsFile>>,
 }
 
 impl Model {
@@ -128,12 +135,20 @@ impl Model {
                 specs.len()
             )));
         }
-        let stages = held
-            .iter()
-            .map(|&k| {
-                let mut stage = Stage::new(&spec, &specs[k])?;
+        let mut stages =
+            held.iter().map(|&k| Stage::new(&spec, &specs[k])).collect::<std::result::Result<Vec<_>, _>>()?;
+        if let Some(file) = &opts.init {
+            // Before the optimizers take the parameters: their state starts from the file's.
+            for stage in &mut stages {
+                stage.load_named(file)?;
+            }
+            file.check_belongs(&spec, &stages.iter().collect::<Vec<_>>())?;
+        }
+        let stages = stages
+            .into_iter()
+            .map(|mut stage| {
                 // An `optimal:BYTES` budget below the stage's least is refused here, naming it.
-                if let RecomputePolicy::Optimal(_) = specs[k].policy {
+                if let RecomputePolicy::Optimal(_) = stage.policy() {
                     stage.optimal_plan(batch)?;
                 }
                 RealStage::new(stage, opts.optimizer)
@@ -148,6 +163,7 @@ impl Model {
             replicas: None,
             loss_scale: LossScale::fixed(),
             last_verdict: None,
+            init: opts.init.clone(),
         };
         model.set_loss_scale(LossScale::for_precision(model.spec.precision, LossScale::GROWTH_INTERVAL)?)?;
         Ok(model)
@@ -427,7 +443,7 @@ impl Model {
         let mut losses = Vec::with_capacity(replicas * m);
         let mut total: Option<Vec<Stage>> = None;
         for d in 0..replicas {
-            let mut stages = Stage::build_all(&self.spec, &specs)?;
+            let mut stages = self.fresh_stages(&specs)?;
             let scale = self.stages.first().map_or(1.0, |s| s.stage().loss_scale());
             for (stage, saved) in stages.iter_mut().zip(params) {
                 stage.set_loss_scale(scale)?;
@@ -452,6 +468,18 @@ impl Model {
         Ok((StepOutput { loss: mean_loss(&losses), losses }, total))
     }
 
+    /// Every stage of `specs` built anew, as [`Model::build`] built them: from the seed's draws,
+    /// or from the parameters file the model started from.
+    fn fresh_stages(&self, specs: &[StageSpec]) -> Result<Vec<Stage>> {
+        let mut stages = Stage::build_all(&self.spec, specs)?;
+        if let Some(file) = &self.init {
+            for stage in &mut stages {
+                stage.load_named(file)?;
+            }
+        }
+        Ok(stages)
+    }
+
     /// Copies of every held stage's optimizer and its state.
     pub fn optimizers(&self) -> Result<Vec<Optimizer>> {
         self.stages.iter().map(RealStage::optimizer_copy).collect()
@@ -473,7 +501,7 @@ impl Model {
         if self.stages.len() != n || params.len() != n || optimizers.len() != n {
             return Err(Error::Config("verifying a run needs every stage in this process".into()));
         }
-        let mut stages = Stage::build_all(&self.spec, &self.specs)?;
+        let mut stages = self.fresh_stages(&self.specs)?;
         for (stage, saved) in stages.iter_mut().zip(params) {
             let dev = stage.device();
             for ((p, _), v) in stage.params_and_grads_mut().into_iter().zip(saved) {
@@ -503,6 +531,37 @@ impl Model {
             }
         }
         Ok(RunVerification { max_param_diff, max_loss_diff, bitwise })
+    }
+
+    /// Writes every stage's parameters to `path` as a parameters file ([`ParamsFile`]), named
+    /// by their global names, so any partition loads it. With ranks as processes, each process
+    /// encodes its stages' tensors (the first replica's: the replicas hold equal parameters),
+    /// rank 0 gathers them and writes the file, and the others wait for it; every process must
+    /// call it.
+    pub fn save_params(&self, path: &std::path::Path, transport: &Transport) -> Result<()> {
+        let stages = if transport.replica() == 0 { &self.stages[..] } else { &[] };
+        let named: Vec<(String, &Tensor)> = stages.iter().flat_map(|s| s.stage().named_tensors()).collect();
+        if !transport.is_processes() {
+            return Ok(ParamsFile::write(path, &self.spec.name, &named)?);
+        }
+        let part = if named.is_empty() { Vec::new() } else { ParamsFile::encode(&self.spec.name, &named)? };
+        // One message per process: MPI counts its bytes in an `i32`.
+        if part.len() > i32::MAX as usize {
+            return Err(Error::Config(format!(
+                "--save-params {}: this process's stages hold {} bytes of parameters, more than one MPI message carries ({} bytes); run with more ranks, or with ranks as threads",
+                path.display(),
+                part.len(),
+                i32::MAX
+            )));
+        }
+        let parts = transport.gather(part)?;
+        if transport.is_root() {
+            let bytes = ParamsFile::merge(&self.spec.name, &parts, |rank| format!("rank {rank}'s parameters"))?;
+            ParamsFile::write_bytes(path, &bytes)?;
+        }
+        // The others wait for rank 0's write here (its failure ends the run for all).
+        transport.all_gather(Vec::new())?;
+        Ok(())
     }
 
     /// Copies of the parameters of every stage this process holds.

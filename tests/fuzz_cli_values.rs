@@ -198,6 +198,7 @@ fn check_estimate(model: ModelChoice) -> Result<(), TestCaseError> {
             optimizer: OptimizerSpec::adam(1e-3),
             seed: 0,
             devices: Devices::Cpu,
+            init: None,
         };
         let demand =
             Demand { m: 4, in_flight: vec![2, 1], verify: batch.is_none(), actions: 16, steps: 2, stashed: vec![] };

@@ -142,6 +142,7 @@ fn the_heap_never_holds_less_than_the_ledger_claims() {
             corpus: None,
             devices: vec![],
             held: None,
+            init: None,
         };
         let mut model = Model::build(spec.clone(), &opts).unwrap();
         let s = kind.generate(2, 1, 4).unwrap();

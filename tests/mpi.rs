@@ -161,6 +161,52 @@ fn runs_without_a_barrier_and_on_stale_weights_train_as_threads() {
     }
 }
 
+/// `--save-params` across processes: rank 0 gathers every stage's tensors and writes the same
+/// file threads write; `--init-params`: each process loads its own stages from it, and trains
+/// on as threads do from it.
+#[test]
+fn parameters_files_are_saved_and_loaded_across_processes() {
+    let dir = std::env::temp_dir().join(format!("pipesched-mpi-params-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (across, threads, resumed) =
+        (dir.join("across.safetensors"), dir.join("threads.safetensors"), dir.join("resumed.safetensors"));
+    let line = "--model gpt-tiny -s 1f1b -m 4 --steps 2 --warmup 0 --no-compare --json";
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    report(2, &[&args[..], &["-p", "2", "--save-params", &path(&across)]].concat());
+    let out = Command::new(env!("CARGO_BIN_EXE_pipesched"))
+        .arg("run")
+        .args(&args)
+        .args(["-p", "2", "--save-params", &path(&threads)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (a, t) = (std::fs::read(&across).unwrap(), std::fs::read(&threads).unwrap());
+    let file = |bytes: &[u8]| pipesched_stages::ParamsFile::from_bytes("f", bytes).unwrap();
+    let (fa, ft) = (file(&a), file(&t));
+    assert_eq!(fa.len(), ft.len());
+    for name in ft.names() {
+        assert!(fa.get(name).unwrap().bit_eq(ft.get(name).unwrap()), "{name}");
+    }
+    // Loaded at p = 4, each process its own stages, and saved again.
+    let four = report(
+        4,
+        &[&args[..], &["-p", "4", "--init-params", &path(&across), "--save-params", &path(&resumed)]].concat(),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pipesched"))
+        .arg("run")
+        .args(&args)
+        .args(["-p", "1", "--init-params", &path(&threads)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let one: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(four["losses"], one["losses"]);
+    assert_eq!(file(&std::fs::read(&resumed).unwrap()).len(), ft.len());
+}
+
 /// `pipesched profile` across processes: every process profiles its own stages (a V placement,
 /// so each holds two), and rank 0 writes the same bytes per stage as one process does.
 #[test]

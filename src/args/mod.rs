@@ -2,7 +2,7 @@
 //! times, bandwidths, `KEY=VALUE` lists, `--costs`, `--mem`) and the argument groups that
 //! `pipesched` and `pipesched-bench` both flatten — the model ([`ModelArgs`]), the schedule's shape
 //! ([`ShapeArgs`], [`LayoutArgs`]) or the schedule itself ([`ScheduleArgs`]), recompute
-//! ([`RecomputeArgs`]), costs ([`CostArgs`]), data parallelism ([`DataParallelArgs`]), steps ([`StepArgs`]) and how they follow each other ([`RunModeArgs`]), the transport
+//! ([`RecomputeArgs`]), parameters files ([`InitParamsArgs`], [`SaveParamsArgs`]), costs ([`CostArgs`]), data parallelism ([`DataParallelArgs`]), steps ([`StepArgs`]) and how they follow each other ([`RunModeArgs`]), the transport
 //! ([`TransportArgs`]) and output ([`OutArgs`]).
 //!
 //! Invariant: one flag, one spelling, one parser and one default, wherever it appears; nothing
@@ -18,6 +18,7 @@ mod number;
 mod offload;
 mod out;
 mod pairs;
+mod params;
 mod run_mode;
 mod schedule;
 mod steps;
@@ -34,6 +35,7 @@ pub use number::{at_least_one, positive, stage_count};
 pub use offload::OffloadArgs;
 pub use out::OutArgs;
 pub use pairs::pairs;
+pub use params::{InitParamsArgs, SaveParamsArgs};
 pub use run_mode::RunModeArgs;
 pub use schedule::{LayoutArgs, ObjectiveArg, ScheduleArgs, ShapeArgs};
 pub use steps::StepArgs;

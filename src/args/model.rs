@@ -92,6 +92,7 @@ impl ModelArgs {
             },
             seed: self.seed,
             devices: self.devices.clone(),
+            init: None,
         })
     }
 

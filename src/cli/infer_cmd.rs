@@ -7,11 +7,11 @@
 use clap::Args;
 use serde_json::json;
 
-use pipesched::args::{ModelArgs, OutArgs, ScheduleArgs};
+use pipesched::args::{InitParamsArgs, ModelArgs, OutArgs, ScheduleArgs};
 use pipesched::chrome::write_chrome_trace;
 use pipesched::exec::{ExecOptions, DEFAULT_TIMEOUT};
 use pipesched::plot::{render, render_stack};
-use pipesched::workload::{Demand, Layout};
+use pipesched::workload::{Demand, Layout, WorkloadSpec};
 use pipesched::{units, Error, Result};
 use pipesched_schedules::{one_f_one_b, simulate, validate, CostModel, Kind, Op, Schedule, StageCosts, Stats, Trace};
 use pipesched_stages::{mean_loss, Policies};
@@ -23,6 +23,8 @@ pub struct InferArgs {
     model: ModelArgs,
     #[command(flatten)]
     schedule: ScheduleArgs,
+    #[command(flatten)]
+    init: InitParamsArgs,
     /// Unmeasured passes before the measured one.
     #[arg(long, default_value_t = 1, value_name = "N")]
     warmup: usize,
@@ -52,8 +54,8 @@ pub fn run(args: InferArgs) -> Result<()> {
     let layout = Layout::from(&schedule);
     let opts = ExecOptions { timeout: DEFAULT_TIMEOUT, ..Default::default() };
     let demand = Demand::of(&schedule, false, 1);
-    let mut workload =
-        args.model.spec()?.build(&layout, &Policies::all(Default::default()), &demand, &opts.transport)?;
+    let spec = WorkloadSpec { init: args.init.init_params.clone(), ..args.model.spec()? };
+    let mut workload = spec.build(&layout, &Policies::all(Default::default()), &demand, &opts.transport)?;
     for _ in 0..args.warmup {
         workload.infer(&schedule, &opts)?;
     }

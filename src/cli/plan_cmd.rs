@@ -114,6 +114,7 @@ fn profile(args: &PlanArgs, model: &ModelSpec, microbatch: usize) -> Result<Cost
         optimizer: OptimizerSpec::adam(3e-4),
         seed: 0,
         devices: Devices::Cpu,
+        init: None,
     };
     let none = Policies::all(Default::default());
     let mut workload = spec.build(&layout, &none, &Demand::profiling(p), &Transport::InProcess)?;

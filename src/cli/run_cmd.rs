@@ -8,14 +8,16 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::json;
 
-use pipesched::args::{ModelArgs, OffloadArgs, OutArgs, RecomputeArgs, RunModeArgs, ScheduleArgs, StepArgs};
+use pipesched::args::{
+    InitParamsArgs, ModelArgs, OffloadArgs, OutArgs, RecomputeArgs, RunModeArgs, SaveParamsArgs, ScheduleArgs, StepArgs,
+};
 use pipesched::chrome::{self, write_chrome_trace};
 use pipesched::exec::ExecOptions;
 use pipesched::model::Verification;
 use pipesched::plan::PlanFile;
 use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
-use pipesched::workload::{Demand, Layout, ModelChoice, RunPlan, Step, Workload};
+use pipesched::workload::{Demand, Layout, ModelChoice, RunPlan, Step, Workload, WorkloadSpec};
 use pipesched::{units, Error, Result};
 use pipesched_schedules::{
     period, simulate, simulate_data_parallel, simulate_updates, step_ends, CostModel, DataParallel, Kind, Schedule,
@@ -36,6 +38,10 @@ pub struct RunArgs {
     offload: OffloadArgs,
     #[command(flatten)]
     steps: StepArgs,
+    #[command(flatten)]
+    init: InitParamsArgs,
+    #[command(flatten)]
+    save: SaveParamsArgs,
     /// Also run every step on the sequential reference and report the largest gradient difference.
     #[arg(long)]
     verify: bool,
@@ -105,6 +111,7 @@ pub fn run(mut args: RunArgs) -> Result<()> {
     if args.mode.is_run() {
         check_no_barrier(&args)?;
     }
+    args.save.check()?;
     let opts = args.steps.exec_options()?;
     let result = run_with(&args, &opts);
     opts.transport.conclude(result)
@@ -130,8 +137,8 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     } else {
         Demand::of(&base, args.verify, args.steps.total())
     };
-    let mut workload =
-        args.model.spec()?.build(&Layout::from(&base), &args.recompute.policies(), &demand, &opts.transport)?;
+    let spec = WorkloadSpec { init: args.init.init_params.clone(), ..args.model.spec()? };
+    let mut workload = spec.build(&Layout::from(&base), &args.recompute.policies(), &demand, &opts.transport)?;
     let schedule = args.offload.plan(&workload.plan(&base)?)?;
     if args.trace {
         // Before any step: the trace would be refused at the end.
@@ -171,6 +178,7 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
         }
     }
     // Every process takes part (with ranks as processes, these gather every stage's numbers).
+    save_params(args, opts, workload.as_ref())?;
     let predicted = workload.predicted()?;
     let digest = if args.json { workload.parameter_digest()? } else { None };
     let profiled = if args.no_compare { None } else { Some(with_host_link(args, workload.profile(7)?, &predicted)?) };
@@ -182,6 +190,17 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     }
     let run = Finished { validations: &validations, predicted: &predicted, profiled: profiled.as_ref(), digest, sums };
     finish(args, &schedule, &records[args.steps.warmup..], run)
+}
+
+/// `--save-params`: the parameters after the last step, written (every process takes part; rank
+/// 0 writes and, in the text report, says where).
+fn save_params(args: &RunArgs, opts: &ExecOptions, workload: &dyn Workload) -> Result<()> {
+    let Some(path) = &args.save.save_params else { return Ok(()) };
+    workload.save_params(path)?;
+    if opts.transport.is_root() && !args.json {
+        pipesched::sayln!("parameters written to {}", path.display())?;
+    }
+    Ok(())
 }
 
 /// The profiled costs `model` with the host link offload copies take: `--host-bandwidth` when
@@ -237,6 +256,7 @@ fn run_plan(
         chrome::check_size(plan.schedule.num_actions() as u64)?;
     }
     let run = workload.run(plan, 0, opts, args.verify)?;
+    save_params(args, opts, workload)?;
     let predicted_bytes = workload.predicted()?;
     let version_bytes = workload.version_bytes()?;
     let digest = if args.json { workload.parameter_digest()? } else { None };

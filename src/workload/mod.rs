@@ -24,6 +24,8 @@ pub use spec::{Demand, ModelChoice, ModelSource, WorkloadSpec};
 pub use synthetic::SyntheticWorkload;
 
 use pipesched_schedules::{with_recompute, CostModel, Placement, Schedule, Trace};
+use std::path::Path;
+
 use pipesched_stages::{Device, GemmShape, Precision, RecomputePolicy};
 use serde::{Deserialize, Serialize};
 
@@ -196,6 +198,17 @@ pub trait Workload {
     /// With ranks as processes every process calls it and gets it.
     fn parameter_digest(&self) -> Result<Option<u64>> {
         Ok(None)
+    }
+
+    /// Writes every stage's parameters to `path` as a parameters file
+    /// ([`ParamsFile`](pipesched_stages::ParamsFile)); refused
+    /// for synthetic stages, which have none. With ranks as processes every process calls it
+    /// and rank 0 writes the file.
+    fn save_params(&self, path: &Path) -> Result<()> {
+        Err(Error::Usage(format!(
+            "--save-params {}: synthetic stages have no parameters; give a real model",
+            path.display()
+        )))
     }
 
     /// The matrix products of every stage (none for synthetic stages).

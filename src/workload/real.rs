@@ -214,6 +214,10 @@ impl Workload for RealWorkload {
         Ok(Some(h.0))
     }
 
+    fn save_params(&self, path: &std::path::Path) -> Result<()> {
+        self.model.save_params(path, &self.transport)
+    }
+
     fn products(&self) -> Vec<StageProducts> {
         let precision = self.model.spec.precision;
         self.model

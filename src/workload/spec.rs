@@ -13,7 +13,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use pipesched_schedules::Schedule;
-use pipesched_stages::{microbatches_in_flight, Corpus, Load, ModelSpec, OptimizerSpec, Partition, Policies};
+use pipesched_stages::{
+    microbatches_in_flight, Corpus, Load, ModelSpec, OptimizerSpec, ParamsFile, Partition, Policies,
+};
 
 use super::{Devices, Layout, RealWorkload, RunPlan, SyntheticWorkload, Workload};
 use crate::budget::{self, Available, Estimate, Part};
@@ -149,6 +151,8 @@ pub struct WorkloadSpec {
     pub seed: u64,
     /// Where the ranks run.
     pub devices: Devices,
+    /// Parameters to start from instead of the seed's draws (`--init-params`).
+    pub init: Option<Arc<ParamsFile>>,
 }
 
 impl WorkloadSpec {
@@ -179,6 +183,12 @@ impl WorkloadSpec {
                     None => {}
                 }
             }
+        }
+        if let (Some(file), ModelSource::Synthetic(_)) = (&self.init, &self.model.source) {
+            return Err(Error::Config(format!(
+                "--init-params {}: synthetic stages have no parameters; give a real model",
+                file.origin()
+            )));
         }
         if let (Some(text), ModelSource::Synthetic(_)) = (&self.data, &self.model.source) {
             return Err(Error::Config(format!(
@@ -311,6 +321,7 @@ impl WorkloadSpec {
                     corpus,
                     devices: (0..layout.stages()).map(|k| devices[layout.rank_of(k)]).collect(),
                     held: Some(transport.held(layout.stages(), |s| layout.rank_of(s))),
+                    init: self.init.clone(),
                 };
                 let model = Model::build(spec, &opts)?.in_replicas(transport)?;
                 Ok(Box::new(RealWorkload::new(model, *layout, transport.clone())))
@@ -332,6 +343,7 @@ mod tests {
             optimizer: OptimizerSpec::adam(1e-3),
             seed: 0,
             devices: Devices::Cpu,
+            init: None,
         }
     }
 

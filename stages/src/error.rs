@@ -113,6 +113,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A parameters file that cannot be read, written or loaded: a damaged or truncated file, a
+    /// tensor of another shape, one missing, or tensors of another model.
+    #[error("parameters file {file}: {reason}")]
+    Params {
+        /// The file (or, for parts gathered from other processes, what they are).
+        file: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+
     /// A checkpointing sequence with a step that lacks what it needs, or that ends before the
     /// first layer's backward.
     #[error("checkpointing sequence, step {index} ({step}): {reason}")]

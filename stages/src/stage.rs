@@ -26,6 +26,7 @@ use crate::layers::{Ctx, Layer};
 use crate::loss::LossKind;
 use crate::offload::HostStore;
 use crate::optimal::OptimalPlan;
+use crate::params_file::ParamsFile;
 use crate::partition::StageSpec;
 use crate::policy::RecomputePolicy;
 use crate::shard::Shard;
@@ -517,6 +518,64 @@ impl Stage {
             .zip(&self.layers)
             .flat_map(|(i, l)| l.param_names().into_iter().map(move |n| format!("layer{i}.{n}")))
             .collect()
+    }
+
+    /// Every tensor a parameters file keeps of this stage, by its global name
+    /// (`layer{i}.{name}`, `i` the layer's index in the model): the trained parameters
+    /// ([`param_names`](Stage::param_names)), then the frozen ones ([`frozen`](Stage::frozen)),
+    /// layer by layer. What [`ParamsFile::write`] writes and [`load_named`](Stage::load_named)
+    /// reads back.
+    pub fn named_tensors(&self) -> Vec<(String, &Tensor)> {
+        let frozen = self
+            .spec
+            .layers
+            .clone()
+            .zip(&self.layers)
+            .flat_map(|(i, l)| l.frozen_names().into_iter().map(move |n| format!("layer{i}.{n}")).zip(l.frozen()));
+        self.param_names().into_iter().zip(self.params()).chain(frozen).collect()
+    }
+
+    /// Replaces every tensor [`named_tensors`](Stage::named_tensors) lists with the one `file`
+    /// holds under its name, in the dtype the stage stores (rounded to nearest even into 16
+    /// bits, or widened from them), on the stage's device. A trained tensor of a layer that also
+    /// holds frozen ones (a LoRA adapter) keeps its draw when the file lacks it: a file of the
+    /// model trained without adapters starts their fine-tuning. An error, changing nothing, if
+    /// any other is missing or one is of another shape. Call it before an optimizer takes the
+    /// parameters (its state and `f32` master weights start from them).
+    pub fn load_named(&mut self, file: &ParamsFile) -> Result<()> {
+        let place = format!("stage {} (layers {:?})", self.spec.index, self.spec.layers);
+        // In `named_tensors` order: every trained tensor (optional in a layer with frozen ones),
+        // then every frozen one.
+        let adapted = self.layers.iter().flat_map(|l| vec![!l.frozen().is_empty(); l.params().len()]);
+        let adapted: Vec<bool> = adapted.chain(self.frozen().into_iter().map(|_| false)).collect();
+        let mut loaded = Vec::new();
+        for ((name, p), optional) in self.named_tensors().into_iter().zip(adapted) {
+            if optional && file.get(&name).is_none() {
+                loaded.push(None);
+                continue;
+            }
+            loaded.push(Some(file.tensor_for(&name, p.shape(), p.dtype(), &place)?));
+        }
+        let device = self.device();
+        let _scope = self.enter();
+        let loaded =
+            loaded.into_iter().map(|t| t.map(|t| t.into_device(device)).transpose()).collect::<Result<Vec<_>>>()?;
+        let (trained, frozen): (Vec<_>, Vec<_>) = {
+            let mut all = loaded.into_iter();
+            let trained: Vec<_> = all.by_ref().take(self.params().len()).collect();
+            (trained, all.collect())
+        };
+        for (p, t) in self.layers.iter_mut().flat_map(|l| l.params_mut()).zip(trained) {
+            if let Some(t) = t {
+                *p = t;
+            }
+        }
+        for (p, t) in self.layers.iter_mut().flat_map(|l| l.frozen_mut()).zip(frozen) {
+            if let Some(t) = t {
+                *p = t;
+            }
+        }
+        Ok(())
     }
 
     /// The matrix products one micro-batch of `batch` rows runs, per op: `[F, I, W]` (`I` of the

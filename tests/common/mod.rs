@@ -39,6 +39,7 @@ pub fn model_on(spec: ModelSpec, stages: usize, policy: &str, device: Device) ->
         corpus: None,
         devices: vec![device; stages],
         held: None,
+        init: None,
     };
     Model::build(spec, &opts).unwrap()
 }
