@@ -139,7 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::from_arg_matches(&matches)?;
     let steps = cli.steps as usize;
     let dir = out_dir(cli.out.as_deref())?;
-    let spec = cli.model.spec();
+    let spec = cli.model.spec()?;
     let base = Kind::OneFOneB.generate(P, 1, M)?;
     let optimizer = match cli.model.optimizer {
         OptimizerKind::Adam => format!("Adam lr {:e}", cli.model.lr),
