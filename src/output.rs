@@ -56,6 +56,11 @@ pub fn report_error(e: &impl std::fmt::Display) {
     eprintln!("error: {e}");
 }
 
+/// Writes `warning: {w}` on stderr: a risk the command runs anyway.
+pub fn warn(w: &impl std::fmt::Display) {
+    eprintln!("warning: {w}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

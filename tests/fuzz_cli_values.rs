@@ -199,6 +199,7 @@ fn check_estimate(model: ModelChoice) -> Result<(), TestCaseError> {
             seed: 0,
             devices: Devices::Cpu,
             init: None,
+            loss_scale: None,
         };
         let demand =
             Demand { m: 4, in_flight: vec![2, 1], verify: batch.is_none(), actions: 16, steps: 2, stashed: vec![] };

@@ -115,6 +115,7 @@ fn profile(args: &PlanArgs, model: &ModelSpec, microbatch: usize) -> Result<Cost
         seed: 0,
         devices: Devices::Cpu,
         init: None,
+        loss_scale: None,
     };
     let none = Policies::all(Default::default());
     let mut workload = spec.build(&layout, &none, &Demand::profiling(p), &Transport::InProcess)?;

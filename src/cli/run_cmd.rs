@@ -17,7 +17,7 @@ use pipesched::model::Verification;
 use pipesched::plan::PlanFile;
 use pipesched::plot::{render, render_stack};
 use pipesched::report::{compare, median_index};
-use pipesched::workload::{Demand, Layout, ModelChoice, RunPlan, Step, Workload, WorkloadSpec};
+use pipesched::workload::{Demand, Layout, ModelChoice, RunPlan, Step, Update, Workload, WorkloadSpec};
 use pipesched::{units, Error, Result};
 use pipesched_schedules::{
     period, simulate, simulate_data_parallel, simulate_updates, step_ends, CostModel, DataParallel, Kind, Schedule,
@@ -130,6 +130,9 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
         )));
     }
     opts.transport.check_size(base.p)?;
+    if opts.transport.is_root() {
+        args.model.warnings().iter().for_each(pipesched::output::warn);
+    }
     // A run is sized as one step of all its micro-batches, with the versions it stashes.
     let demand = if args.mode.is_run() {
         let sim = Simulation { trace: true, with_bytes: true };
@@ -160,12 +163,14 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     let root = opts.transport.is_root();
     let mut records = Vec::new();
     let mut validations = Vec::new();
+    let mut updates = Vec::new();
     for step in 0..args.steps.total() {
         let rec = workload.run_step(&schedule, step as u64, opts, args.verify)?;
-        workload.optimizer_step()?;
+        let update = workload.optimizer_step()?;
         if root {
-            print_step(args, step, &rec)?;
+            print_step(args, step, &rec, update)?;
         }
+        updates.push(update);
         records.push(rec);
         let last = step + 1 == args.steps.total();
         if args.validate > 0 && ((step + 1) % args.validate == 0 || last) {
@@ -188,7 +193,14 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     if !root {
         return Ok(());
     }
-    let run = Finished { validations: &validations, predicted: &predicted, profiled: profiled.as_ref(), digest, sums };
+    let run = Finished {
+        validations: &validations,
+        updates: &updates,
+        predicted: &predicted,
+        profiled: profiled.as_ref(),
+        digest,
+        sums,
+    };
     finish(args, &schedule, &records[args.steps.warmup..], run)
 }
 
@@ -368,7 +380,7 @@ fn auto_schedule(args: &RunArgs, opts: &ExecOptions) -> Result<Schedule> {
     args.schedule.schedule(Some(&costs))
 }
 
-fn print_step(args: &RunArgs, step: usize, rec: &Step) -> Result<()> {
+fn print_step(args: &RunArgs, step: usize, rec: &Step, update: Update) -> Result<()> {
     if args.json {
         return Ok(());
     }
@@ -379,6 +391,10 @@ fn print_step(args: &RunArgs, step: usize, rec: &Step) -> Result<()> {
     line.push_str(&format!("  time {:>9.3} ms", Stats::of(&rec.trace).makespan));
     if step < args.steps.warmup {
         line.push_str("  (warm-up)");
+    }
+    if let Update::Skipped { scale } = update {
+        let scale = power_of_two(scale);
+        line.push_str(&format!("  (update skipped: a gradient overflowed in f16; loss scale halved to {scale})"));
     }
     if let Some(v) = rec.verification {
         line.push_str(&format!(
@@ -394,9 +410,17 @@ fn print_step(args: &RunArgs, step: usize, rec: &Step) -> Result<()> {
     pipesched::sayln!("{line}")
 }
 
+/// A loss scale (a power of two) as `2^k`.
+fn power_of_two(scale: f32) -> String {
+    let exponent = ((scale.to_bits() >> 23) & 0xff) as i32 - 127;
+    format!("2^{exponent}")
+}
+
 /// What the end-of-run report reads beside the steps.
 struct Finished<'a> {
     validations: &'a [serde_json::Value],
+    /// What each step's optimizer did, warm-up included.
+    updates: &'a [Update],
     /// The bytes the stages' own accounting predicts.
     predicted: &'a CostModel,
     profiled: Option<&'a CostModel>,
@@ -408,7 +432,12 @@ struct Finished<'a> {
 
 /// The end-of-run report over the measured steps.
 fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) -> Result<()> {
-    let Finished { validations, predicted: predicted_bytes, profiled, digest, sums } = run;
+    let Finished { validations, updates, predicted: predicted_bytes, profiled, digest, sums } = run;
+    // Under dynamic loss scaling: the steps (1-based) whose update was skipped, and the scale at
+    // the end.
+    let skipped: Vec<usize> =
+        updates.iter().enumerate().filter(|(_, u)| matches!(u, Update::Skipped { .. })).map(|(k, _)| k + 1).collect();
+    let final_scale = updates.last().and_then(Update::scale);
     let times: Vec<f64> = records.iter().map(|r| Stats::of(&r.trace).makespan).collect();
     let median = median_index(&times);
     let measured = &records[median].trace;
@@ -466,6 +495,10 @@ fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) 
             "static_bytes": predicted_bytes.static_bytes,
             "parameter_digest": digest.map(|d| format!("{d:016x}")),
         });
+        if let Some(scale) = final_scale {
+            out["loss_scale"] = json!(f64::from(scale));
+            out["skipped_steps"] = json!(skipped);
+        }
         if let Some((measured, simulated)) = with_sums {
             out["sums_done_s"] = json!(measured / 1e3);
             out["simulated_step_with_sums_s"] = json!(simulated / 1e3);
@@ -495,6 +528,19 @@ fn finish(args: &RunArgs, schedule: &Schedule, records: &[Step], run: Finished) 
         times.len(),
         100.0 * m_stats.bubble_rate
     )?;
+    if let Some(scale) = final_scale {
+        let which = if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" (steps {})", skipped.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+        };
+        pipesched::sayln!(
+            "dynamic loss scaling: {} of {} updates skipped for an overflowing gradient{which}; loss scale at the end {}",
+            skipped.len(),
+            updates.len(),
+            power_of_two(scale)
+        )?;
+    }
     print_peaks(&m_stats, &predicted_held, &predicted)?;
     if args.offload.given() {
         pipesched::sayln!("\n{:>4}  {:>14}  {:>14}", "rank", "host measured", "host predicted")?;

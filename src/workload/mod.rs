@@ -140,6 +140,33 @@ impl std::fmt::Display for Validation {
     }
 }
 
+/// What an optimizer step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Update {
+    /// The parameters were updated; `scale` is the loss scale the next step runs with, under
+    /// dynamic loss scaling (`mixed-f16`), else `None`.
+    Applied {
+        /// The next step's loss scale, if it changes with overflows.
+        scale: Option<f32>,
+    },
+    /// A gradient overflowed under dynamic loss scaling: the update was skipped on every stage
+    /// and the loss scale halved to `scale`.
+    Skipped {
+        /// The halved scale.
+        scale: f32,
+    },
+}
+
+impl Update {
+    /// The loss scale after the step, under dynamic scaling.
+    pub fn scale(&self) -> Option<f32> {
+        match *self {
+            Update::Applied { scale } => scale,
+            Update::Skipped { scale } => Some(scale),
+        }
+    }
+}
+
 /// A model to run: its stages, built for one layout and one recompute policy per stage.
 pub trait Workload {
     /// Where its stages sit.
@@ -156,8 +183,8 @@ pub trait Workload {
     /// compares (real models only).
     fn run_step(&mut self, schedule: &Schedule, step: u64, opts: &ExecOptions, verify: bool) -> Result<Step>;
 
-    /// Applies the optimizer to the accumulated gradients.
-    fn optimizer_step(&mut self) -> Result<()>;
+    /// Applies the optimizer to the accumulated gradients, and says what it did.
+    fn optimizer_step(&mut self) -> Result<Update>;
 
     /// Runs `plan` (made of schedules [`Workload::plan`] gave) from step `first`: its steps as
     /// one schedule, each stage updating its weights inside it where the plan says. With

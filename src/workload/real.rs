@@ -7,9 +7,9 @@
 //! validation loss, profiling, predictions, `--verify`) are collective.
 
 use pipesched_schedules::{forward_pass, CostModel, Schedule};
-use pipesched_stages::{mean_loss, LayerCosts, RecomputePolicy};
+use pipesched_stages::{mean_loss, LayerCosts, RecomputePolicy, ScaleVerdict};
 
-use super::{Layout, RunOutcome, RunPlan, StageProducts, Step, Validation, Workload};
+use super::{Layout, RunOutcome, RunPlan, StageProducts, Step, Update, Validation, Workload};
 use crate::collect;
 use crate::cost_file::CostFile;
 use crate::exec::{ExecOptions, Transport};
@@ -156,8 +156,14 @@ impl Workload for RealWorkload {
         Ok(Step { trace: out.trace, loss: Some(out.loss), verification, sums_done_ms: out.sums_done_ms })
     }
 
-    fn optimizer_step(&mut self) -> Result<()> {
-        self.model.optimizer_step()
+    fn optimizer_step(&mut self) -> Result<Update> {
+        self.model.optimizer_step()?;
+        let scale = self.model.loss_scale();
+        let dynamic = scale.is_dynamic().then(|| scale.scale());
+        Ok(match (self.model.last_verdict(), dynamic) {
+            (Some(ScaleVerdict::Skipped), Some(scale)) => Update::Skipped { scale },
+            _ => Update::Applied { scale: dynamic },
+        })
     }
 
     fn run(&mut self, plan: &RunPlan, first: u64, opts: &ExecOptions, verify: bool) -> Result<RunOutcome> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use pipesched_schedules::Schedule;
 use pipesched_stages::{
-    microbatches_in_flight, Corpus, Load, ModelSpec, OptimizerSpec, ParamsFile, Partition, Policies,
+    microbatches_in_flight, Corpus, Load, LossScale, ModelSpec, OptimizerSpec, ParamsFile, Partition, Policies,
 };
 
 use super::{Devices, Layout, RealWorkload, RunPlan, SyntheticWorkload, Workload};
@@ -153,6 +153,8 @@ pub struct WorkloadSpec {
     pub devices: Devices,
     /// Parameters to start from instead of the seed's draws (`--init-params`).
     pub init: Option<Arc<ParamsFile>>,
+    /// The loss scaling to train with (`None`: the precision's own).
+    pub loss_scale: Option<LossScale>,
 }
 
 impl WorkloadSpec {
@@ -323,7 +325,11 @@ impl WorkloadSpec {
                     held: Some(transport.held(layout.stages(), |s| layout.rank_of(s))),
                     init: self.init.clone(),
                 };
-                let model = Model::build(spec, &opts)?.in_replicas(transport)?;
+                let mut model = Model::build(spec, &opts)?;
+                if let Some(scale) = self.loss_scale {
+                    model.set_loss_scale(scale)?;
+                }
+                let model = model.in_replicas(transport)?;
                 Ok(Box::new(RealWorkload::new(model, *layout, transport.clone())))
             }
         }
@@ -344,6 +350,7 @@ mod tests {
             seed: 0,
             devices: Devices::Cpu,
             init: None,
+            loss_scale: None,
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use pipesched_schedules::{CostModel, Schedule};
 use pipesched_stages::RecomputePolicy;
 
-use super::{Layout, RunOutcome, RunPlan, Step, Workload};
+use super::{Layout, RunOutcome, RunPlan, Step, Update, Workload};
 use crate::exec::{execute, ExecOptions, Transport};
 use crate::profile::{profile, ProfileOptions};
 use crate::synthetic::{SyntheticSpec, SyntheticStage};
@@ -72,8 +72,8 @@ impl Workload for SyntheticWorkload {
         Ok(Step { trace, loss: None, verification: None, sums_done_ms: None })
     }
 
-    fn optimizer_step(&mut self) -> Result<()> {
-        Ok(())
+    fn optimizer_step(&mut self) -> Result<Update> {
+        Ok(Update::Applied { scale: None })
     }
 
     fn run(&mut self, plan: &RunPlan, _first: u64, opts: &ExecOptions, verify: bool) -> Result<RunOutcome> {
