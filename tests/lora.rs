@@ -55,6 +55,19 @@ fn lora_keeps_the_contract_and_the_ledger_under_every_schedule() {
 }
 
 #[test]
+fn lora_keeps_the_contract_and_the_ledger_under_optimal_checkpointing() {
+    let spec = with_lora(ModelSpec::gpt_tiny(), Lora { rank: 2, alpha: None, targets: vec![LoraTarget::Qkv] });
+    for kind in [Kind::OneFOneB, Kind::ZbH1] {
+        let stages = 2 * kind.default_chunks();
+        for budget in common::optimal_budgets(&spec, stages) {
+            let policy = format!("optimal:{budget}B");
+            let mut model = model_of(spec.clone(), stages, &policy);
+            check_step(&mut model, kind, 2, 5, &format!("gpt-tiny qkv {kind} {policy}"));
+        }
+    }
+}
+
+#[test]
 fn model_states_count_frozen_parameters_as_parameters_only() {
     // gpt-tiny: width 32, ffn 64, 2 × (attention, block), vocabulary 256, seq 16.
     let spec = ModelSpec::gpt_tiny();
