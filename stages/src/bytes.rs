@@ -364,7 +364,7 @@ impl LayerSpec {
             saved,
             w,
             selective,
-            maps: self.maps_per_row(),
+            maps: self.maps_per_row_in(model),
         };
         raw.in_units(exact, model.precision)
     }

@@ -326,8 +326,9 @@ impl ModelSpec {
             .kinds_in(layers)
             .map(|l| l.saved_per_row()?.checked_add(l.w_per_row()?)?.checked_add(l.transient_per_row()?))
             .try_fold(loss_row, |w, l| Some(w.max(l?)))?;
-        let workspace = params.checked_add(rows_bytes(1, batch, widest as u64)?)?;
-        let tensors = self.sum_over(layers, 1, |l| Some(l.tensor_count()))? as u64;
+        // One micro-batch's gradients: as many bytes as the gradient buffers.
+        let workspace = statics.grads.checked_add(rows_bytes(1, batch, widest as u64)?)?;
+        let tensors = self.sum_over(layers, 1, |l| l.tensor_count_in(self.lora.as_ref()))? as u64;
         let count = layers.len() as u64;
         let per_mb = (size_of::<Slot>() + 3 * size_of::<Option<Tensor>>()) as u64;
         // A layer's kept tensors: the list and the tensors in it (a block keeps the most, 6).

@@ -157,7 +157,8 @@ pub fn check(layer: &mut dyn Layer, x: &Tensor, ctx: &Ctx, settings: Settings) -
     if !(settings.step > 0.0 && settings.step < 1.0) {
         return Err(Error::Spec(format!("gradient check: step {} must be in (0, 1)", settings.step)));
     }
-    let original: Vec<(Dtype, Device)> = layer.params().iter().map(|p| (p.dtype(), p.device())).collect();
+    let all = layer.params().into_iter().chain(layer.frozen());
+    let original: Vec<(Dtype, Device)> = all.map(|p| (p.dtype(), p.device())).collect();
     let converted = convert(layer, |_| (settings.dtype, Device::Cpu));
     let result = converted.and_then(|()| match settings.dtype {
         Dtype::F32 => run::<f32>(layer, x, ctx, settings),
@@ -170,20 +171,30 @@ pub fn check(layer: &mut dyn Layer, x: &Tensor, ctx: &Ctx, settings: Settings) -
     Ok(report)
 }
 
-/// Puts parameter `k` of `layer` in type and on device `to(k)` (a no-op for those already there).
+/// Puts parameter `k` of `layer` (its trained ones, then its frozen ones) in type and on device
+/// `to(k)` (a no-op for those already there).
 fn convert(layer: &mut dyn Layer, to: impl Fn(usize) -> (Dtype, Device)) -> Result<()> {
+    let trained = layer.params().len();
     for (k, p) in layer.params_mut().into_iter().enumerate() {
-        let (dtype, device) = to(k);
-        if p.dtype() == dtype && p.device() == device {
-            continue;
-        }
-        let host = match dtype {
-            Dtype::F64 => p.to_f64()?,
-            Dtype::F32 => p.to_host()?.to_f32()?,
-            Dtype::Stored(f) => return Err(not_checkable(f)),
-        };
-        *p = host.into_device(device)?;
+        convert_one(p, to(k))?;
     }
+    for (k, p) in layer.frozen_mut().into_iter().enumerate() {
+        convert_one(p, to(trained + k))?;
+    }
+    Ok(())
+}
+
+/// Puts `p` in type and on device `(dtype, device)`.
+fn convert_one(p: &mut Tensor, (dtype, device): (Dtype, Device)) -> Result<()> {
+    if p.dtype() == dtype && p.device() == device {
+        return Ok(());
+    }
+    let host = match dtype {
+        Dtype::F64 => p.to_f64()?,
+        Dtype::F32 => p.to_host()?.to_f32()?,
+        Dtype::Stored(f) => return Err(not_checkable(f)),
+    };
+    *p = host.into_device(device)?;
     Ok(())
 }
 

@@ -154,7 +154,7 @@ impl StageRows for Profiled<'_> {
         self.costs.ends()
     }
     fn each(&self) -> Option<Vec<Rows>> {
-        let maps = |k: usize| Some(self.model.layer(self.start + k)?.maps_per_row());
+        let maps = |k: usize| Some(self.model.layer(self.start + k)?.maps_per_row_in(self.model));
         self.costs.iter().enumerate().map(|(k, l)| Some(Rows { maps: maps(k)?, ..l.bytes.rows()? })).collect()
     }
 }

@@ -227,6 +227,23 @@ impl LayerSpec {
         })
     }
 
+    /// The layer's parameter tensors under `lora`: its own, and two per adapter; `None` on
+    /// overflow.
+    pub(crate) fn tensor_count_in(&self, lora: Option<&Lora>) -> Option<usize> {
+        let adapters = lora.map_or(0, |l| self.maps().iter().filter(|(t, ..)| l.adapts(*t)).count());
+        self.tensor_count().checked_add(adapters.checked_mul(2)?)
+    }
+
+    /// `Σ in·out` over the products of the layer's forward in `model`: its maps', and under LoRA
+    /// its adapters' `in·r + r·out` (what [`Layer::linear_maps`](crate::layers::Layer) of the
+    /// built layer sums to), saturating.
+    pub(crate) fn maps_per_row_in(&self, model: &ModelSpec) -> usize {
+        let Some(lora) = &model.lora else { return self.maps_per_row() };
+        let adapters = self.maps().into_iter().filter(|(t, ..)| lora.adapts(*t));
+        adapters
+            .fold(self.maps_per_row(), |n, (_, i, o)| n.saturating_add(lora.rank.saturating_mul(i.saturating_add(o))))
+    }
+
     /// Floats per row the layer's forward keeps in `model` (under its LoRA, if any); `None` on
     /// overflow.
     pub fn saved_per_row_in(&self, model: &ModelSpec) -> Option<usize> {

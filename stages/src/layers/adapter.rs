@@ -151,4 +151,20 @@ mod tests {
         assert_close(&da, &numeric_grad(l.params()[0], |a| loss(&with(0, a), &x)));
         assert_close(&db, &numeric_grad(l.params()[1], |b| loss(&with(1, b), &x)));
     }
+
+    #[test]
+    fn an_adapted_layer_passes_the_f64_gradient_check_and_keeps_its_frozen_bits() {
+        let mut l = adapted(probe(2, 4, 9));
+        let before: Vec<Vec<u32>> =
+            l.frozen().iter().map(|t| t.values().unwrap().iter().map(|v| v.to_bits()).collect()).collect();
+        let report =
+            crate::gradcheck::check(&mut l, &probe(3, 5, 2), &Ctx::new(0, 0, 0, 0), crate::gradcheck::Settings::f64())
+                .unwrap();
+        let names: Vec<&str> = report.params.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["lora_a", "lora_b"]);
+        assert!(report.input.unwrap() < 1e-6 && report.params.iter().all(|(_, e)| *e < 1e-6), "{report:?}");
+        let after: Vec<Vec<u32>> =
+            l.frozen().iter().map(|t| t.values().unwrap().iter().map(|v| v.to_bits()).collect()).collect();
+        assert_eq!(before, after, "the frozen weight and bias are restored bit for bit");
+    }
 }
