@@ -2,7 +2,7 @@
 //! times, bandwidths, `KEY=VALUE` lists, `--costs`, `--mem`) and the argument groups that
 //! `pipesched` and `pipesched-bench` both flatten — the model ([`ModelArgs`]), the schedule's shape
 //! ([`ShapeArgs`], [`LayoutArgs`]) or the schedule itself ([`ScheduleArgs`]), recompute
-//! ([`RecomputeArgs`]), parameters files ([`InitParamsArgs`], [`SaveParamsArgs`]), costs ([`CostArgs`]), data parallelism ([`DataParallelArgs`]), steps ([`StepArgs`]) and how they follow each other ([`RunModeArgs`]), the transport
+//! ([`RecomputeArgs`]), loss scaling ([`LossScaleArgs`]), parameters files ([`InitParamsArgs`], [`SaveParamsArgs`]), costs ([`CostArgs`]), data parallelism ([`DataParallelArgs`]), steps ([`StepArgs`]) and how they follow each other ([`RunModeArgs`]), the transport
 //! ([`TransportArgs`]) and output ([`OutArgs`]).
 //!
 //! Invariant: one flag, one spelling, one parser and one default, wherever it appears; nothing
@@ -13,6 +13,7 @@ mod bytes;
 mod costs;
 mod data_parallel;
 mod file;
+mod loss_scale;
 mod model;
 mod number;
 mod offload;
@@ -30,6 +31,7 @@ pub use bytes::ByteSize;
 pub use costs::{CostArgs, Costs, Mem};
 pub use data_parallel::DataParallelArgs;
 pub use file::read_text;
+pub use loss_scale::LossScaleArgs;
 pub use model::{ModelArgs, OptimizerKind, RecomputeArgs};
 pub use number::{at_least_one, positive, stage_count};
 pub use offload::OffloadArgs;

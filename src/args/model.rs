@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use pipesched_stages::{Corpus, Lora, LoraTarget, LossScale, OptimizerSpec, Partition, Policies, Precision};
+use pipesched_stages::{Corpus, Lora, LoraTarget, OptimizerSpec, Partition, Policies, Precision};
 
 use super::{at_least_one, positive};
 use crate::workload::{Devices, ModelChoice, ModelSource, WorkloadSpec};
@@ -76,40 +76,13 @@ pub struct ModelArgs {
     /// linear (linear layers: a GPT's head, an MLP's input and output) (default qkv,out,fc1,fc2).
     #[arg(long, value_name = "MAPS", requires = "lora", value_delimiter = ',')]
     pub lora_targets: Option<Vec<LoraTarget>>,
-    /// mixed-f16's dynamic loss scaling: the scale it starts from, a power of two (default
-    /// 65536), or `none` to train unscaled (small gradients then flush to zero in f16 and large
-    /// ones become infinite, with no step skipped: a warning says so).
-    #[arg(long, value_name = "SCALE|none", value_parser = loss_scale_start)]
-    pub loss_scale: Option<LossScaleStart>,
-    /// Clean steps in a row after which dynamic loss scaling doubles the scale (default 2000).
-    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u32).range(1..))]
-    pub loss_scale_growth: Option<u32>,
-}
-
-/// `--loss-scale`: the scale dynamic scaling starts from, or `None` for no scaling.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LossScaleStart(pub Option<f32>);
-
-/// `--loss-scale`: `none`, or a positive power of two.
-fn loss_scale_start(text: &str) -> std::result::Result<LossScaleStart, String> {
-    if text == "none" {
-        return Ok(LossScaleStart(None));
-    }
-    let power_of_two = |x: f32| x.is_finite() && x > 0.0 && x.to_bits() & 0x007f_ffff == 0;
-    match text.parse::<f32>() {
-        Ok(x) if power_of_two(x) => Ok(LossScaleStart(Some(x))),
-        _ => Err(format!("`{text}` is not a positive power of two (e.g. 65536) or `none`")),
-    }
 }
 
 impl ModelArgs {
-    /// The stages these flags describe; an error if `--lora` or `--loss-scale` does not fit the
-    /// model.
+    /// The stages these flags describe; an error if `--lora` does not fit the model.
     pub fn spec(&self) -> Result<WorkloadSpec> {
-        let model = self.model_choice()?;
         Ok(WorkloadSpec {
-            loss_scale: self.loss_scale(&model)?,
-            model,
+            model: self.model_choice()?,
             partition: self.partition.clone(),
             batch: self.batch,
             data: self.data.clone(),
@@ -120,51 +93,17 @@ impl ModelArgs {
             seed: self.seed,
             devices: self.devices.clone(),
             init: None,
+            loss_scale: None,
         })
     }
 
-    /// The loss scaling `--loss-scale` and `--loss-scale-growth` ask for (`None`: the
-    /// precision's own); an error for a precision that does not scale its loss.
-    fn loss_scale(&self, model: &ModelChoice) -> Result<Option<LossScale>> {
-        if self.loss_scale.is_none() && self.loss_scale_growth.is_none() {
-            return Ok(None);
+    /// The precision a model trains in: `--precision`, else the model's own (`None` for
+    /// synthetic stages).
+    pub fn precision(&self) -> Option<Precision> {
+        match &self.model.source {
+            ModelSource::Model(spec) => Some(self.precision.unwrap_or(spec.precision)),
+            ModelSource::Synthetic(_) => None,
         }
-        let precision = match &model.source {
-            ModelSource::Model(spec) => spec.precision,
-            ModelSource::Synthetic(_) => Precision::F32,
-        };
-        if !precision.scales_loss() {
-            return Err(Error::Usage(format!(
-                "--loss-scale and --loss-scale-growth set mixed-f16's loss scaling, and this run trains in {precision}, which needs none; drop them, or train with --precision mixed-f16"
-            )));
-        }
-        let growth = self.loss_scale_growth.unwrap_or(LossScale::GROWTH_INTERVAL);
-        Ok(Some(match self.loss_scale {
-            Some(LossScaleStart(None)) => LossScale::fixed(),
-            Some(LossScaleStart(Some(start))) => LossScale::dynamic(start, growth)?,
-            None => LossScale::dynamic(LossScale::INITIAL, growth)?,
-        }))
-    }
-
-    /// What a run of these flags risks, to print before it starts: training in f16 without
-    /// loss scaling.
-    pub fn warnings(&self) -> Vec<String> {
-        let precision = match &self.model.source {
-            ModelSource::Model(spec) => self.precision.unwrap_or(spec.precision),
-            ModelSource::Synthetic(_) => return Vec::new(),
-        };
-        let mut out = Vec::new();
-        if precision == Precision::F16 {
-            out.push(
-                "--precision f16 rounds every product's operands and result to f16 without loss scaling: results beyond ±65504 overflow to infinity and small gradients flush to zero, and nothing skips such a step; --precision mixed-f16 scales the loss dynamically, and bf16 has f32's range".to_string(),
-            );
-        }
-        if precision == Precision::MixedF16 && self.loss_scale == Some(LossScaleStart(None)) {
-            out.push(
-                "--loss-scale none: mixed-f16 stores gradients in f16 unscaled, so gradients below 2^-24 flush to zero and any above 65504 become infinite, and no step is skipped for it; leave --loss-scale out to scale dynamically".to_string(),
-            );
-        }
-        out
     }
 
     /// The model with `--precision` and `--lora` in place of its own.

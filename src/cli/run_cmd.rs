@@ -9,7 +9,8 @@ use clap::Args;
 use serde_json::json;
 
 use pipesched::args::{
-    InitParamsArgs, ModelArgs, OffloadArgs, OutArgs, RecomputeArgs, RunModeArgs, SaveParamsArgs, ScheduleArgs, StepArgs,
+    InitParamsArgs, LossScaleArgs, ModelArgs, OffloadArgs, OutArgs, RecomputeArgs, RunModeArgs, SaveParamsArgs,
+    ScheduleArgs, StepArgs,
 };
 use pipesched::chrome::{self, write_chrome_trace};
 use pipesched::exec::ExecOptions;
@@ -40,6 +41,8 @@ pub struct RunArgs {
     steps: StepArgs,
     #[command(flatten)]
     init: InitParamsArgs,
+    #[command(flatten)]
+    loss_scale: LossScaleArgs,
     #[command(flatten)]
     save: SaveParamsArgs,
     /// Also run every step on the sequential reference and report the largest gradient difference.
@@ -131,7 +134,7 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     }
     opts.transport.check_size(base.p)?;
     if opts.transport.is_root() {
-        args.model.warnings().iter().for_each(pipesched::output::warn);
+        args.loss_scale.warnings(args.model.precision()).iter().for_each(pipesched::output::warn);
     }
     // A run is sized as one step of all its micro-batches, with the versions it stashes.
     let demand = if args.mode.is_run() {
@@ -140,7 +143,11 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     } else {
         Demand::of(&base, args.verify, args.steps.total())
     };
-    let spec = WorkloadSpec { init: args.init.init_params.clone(), ..args.model.spec()? };
+    let spec = WorkloadSpec {
+        init: args.init.init_params.clone(),
+        loss_scale: args.loss_scale.scale(args.model.precision())?,
+        ..args.model.spec()?
+    };
     let mut workload = spec.build(&Layout::from(&base), &args.recompute.policies(), &demand, &opts.transport)?;
     let schedule = args.offload.plan(&workload.plan(&base)?)?;
     if args.trace {
@@ -412,8 +419,7 @@ fn print_step(args: &RunArgs, step: usize, rec: &Step, update: Update) -> Result
 
 /// A loss scale (a power of two) as `2^k`.
 fn power_of_two(scale: f32) -> String {
-    let exponent = ((scale.to_bits() >> 23) & 0xff) as i32 - 127;
-    format!("2^{exponent}")
+    format!("2^{}", pipesched_stages::LossScale::exponent(scale))
 }
 
 /// What the end-of-run report reads beside the steps.

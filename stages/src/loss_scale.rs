@@ -53,6 +53,17 @@ impl LossScale {
         }
     }
 
+    /// Whether `x` can be a loss scale: a positive, finite power of two (normal, so scaling and
+    /// unscaling are exact).
+    pub fn is_power_of_two(x: f32) -> bool {
+        x.is_finite() && x > 0.0 && x.to_bits() & 0x007f_ffff == 0 && x.to_bits() >> 23 != 0
+    }
+
+    /// `log2` of a scale, exactly (`k` for `2^k`).
+    pub fn exponent(scale: f32) -> i32 {
+        ((scale.to_bits() >> 23) & 0xff) as i32 - 127
+    }
+
     /// A fixed scale of 1: no scaling, no skipped steps.
     pub fn fixed() -> LossScale {
         LossScale { scale: 1.0, growth_interval: None, clean: 0, skipped: 0 }
@@ -61,7 +72,7 @@ impl LossScale {
     /// Dynamic scaling from `initial` (a positive power of two), doubling after
     /// `growth_interval` (≥ 1) clean steps.
     pub fn dynamic(initial: f32, growth_interval: u32) -> Result<LossScale> {
-        if !(initial.is_finite() && initial > 0.0 && initial.to_bits() & 0x007f_ffff == 0) || growth_interval == 0 {
+        if !LossScale::is_power_of_two(initial) || growth_interval == 0 {
             return Err(Error::Optimizer(format!(
                 "loss scale {initial} growing every {growth_interval} steps: give a positive power of two and at least 1 step"
             )));

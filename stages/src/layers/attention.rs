@@ -18,7 +18,9 @@
 //! Invariant: the forward keeps exactly `x̂`, `rstd`, `y`, `qkv`, `P` (the probabilities before
 //! dropout, `heads·seq` per row) and `o`; both dropout masks are regenerated from the op's
 //! [`Ctx`], never stored (site 0 on the output, site 1 on the probabilities). `I` keeps exactly
-//! each parameterised sub-layer's input and output gradient. Row `i` of a sequence has `seq`
+//! each parameterised sub-layer's input and output gradient. A frozen part (LoRA) keeps an empty
+//! tensor in place of what only its `W` would read (`y` and `o` in the forward; `x̂, dy`,
+//! `y, dqkv` or `o, dz` for `W`). Row `i` of a sequence has `seq`
 //! probabilities per head of which the `seq − 1 − i` future ones are zero: they are kept all
 //! the same, so every row keeps the same number of floats.
 
@@ -215,7 +217,8 @@ impl Layer for Attention {
     fn output_width(&self) -> usize {
         self.width()
     }
-    /// `γ, β, W_qkv, b_qkv, W_out, b_out`.
+    /// `γ, β, W_qkv, b_qkv, W_out, b_out` — of the sub-layers that train (under LoRA, the
+    /// adapters').
     fn params(&self) -> Vec<&Tensor> {
         let mut v = self.norm.params();
         v.extend(self.qkv.params());
@@ -252,7 +255,8 @@ impl Layer for Attention {
         v.extend(prefixed("out", self.out.frozen_names()));
         v
     }
-    /// Keeps `x̂`, `rstd`, `y`, `qkv`, `P`, `o`. Consumes `x`: the skip adds it into the
+    /// Keeps `x̂`, `rstd`, `y`, `qkv`, `P`, `o` (`y`, `o` only for a `Linear` that trains).
+    /// Consumes `x`: the skip adds it into the
     /// branch's buffer.
     fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, Saved)> {
         self.check(&x, "forward")?;
@@ -280,7 +284,7 @@ impl Layer for Attention {
         let p = self.probabilities(&qkv)?;
         Ok(Saved(vec![xhat, rstd, y, qkv, p, o]))
     }
-    /// Keeps each parameterised sub-layer's input and output gradient: `x̂, dy, y, dqkv, o, dz`.
+    /// Keeps each training sub-layer's input and output gradient: `x̂, dy, y, dqkv, o, dz`.
     fn backward_input(&self, saved: Saved, dout: Tensor, ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
         self.check(&dout, "backward_input")?;
         let [xhat, rstd, y, qkv, p, o] = saved.take(self.kind())?;

@@ -7,7 +7,10 @@
 //!
 //! Invariant: the forward keeps exactly `x̂`, `rstd`, `y`, `h`, `a` (the dropout mask is
 //! regenerated, never stored), and `I` keeps exactly each parameterised sub-layer's input and
-//! output gradient. The byte predictions in `spec.rs` count these same tensors.
+//! output gradient — of the sub-layers that train: a frozen part (LoRA) keeps an empty tensor in
+//! place of what only its `W` would read (`y` and `a` in the forward; `x̂, dy`, `y, dh` or
+//! `a, dz` for `W`). The byte predictions from shapes (`layer_spec.rs`, and `lora.rs` under
+//! LoRA) count these same tensors.
 
 use crate::backend::{gelu, gelu_backward};
 use crate::error::Result;
@@ -65,7 +68,7 @@ impl Layer for Block {
     fn output_width(&self) -> usize {
         self.width()
     }
-    /// `γ, β, W₁, b₁, W₂, b₂`.
+    /// `γ, β, W₁, b₁, W₂, b₂` — of the sub-layers that train (under LoRA, the adapters').
     fn params(&self) -> Vec<&Tensor> {
         let mut v = self.norm.params();
         v.extend(self.fc1.params());
@@ -102,7 +105,8 @@ impl Layer for Block {
         v.extend(prefixed("fc2", self.fc2.frozen_names()));
         v
     }
-    /// Keeps `x̂`, `rstd`, `y`, `h`, `a`. Consumes `x`: the skip adds it into the branch's buffer.
+    /// Keeps `x̂`, `rstd`, `y`, `h`, `a` (`y`, `a` only for a `Linear` that trains). Consumes
+    /// `x`: the skip adds it into the branch's buffer.
     fn forward_saving(&self, x: Tensor, ctx: &Ctx) -> Result<(Tensor, Saved)> {
         let (y, NormStats { xhat, rstd }) = self.norm.forward(&x)?;
         let h = self.fc1.forward(&y)?;
@@ -114,7 +118,7 @@ impl Layer for Block {
         let (y, a) = (keep_if(self.fc1.trains(), y), keep_if(self.fc2.trains(), a));
         Ok((out, Saved(vec![xhat, rstd, y, h, a])))
     }
-    /// Keeps each parameterised sub-layer's input and output gradient: `x̂, dy, y, dh, a, dz`.
+    /// Keeps each training sub-layer's input and output gradient: `x̂, dy, y, dh, a, dz`.
     fn backward_input(&self, saved: Saved, dout: Tensor, ctx: &Ctx) -> Result<(Tensor, WNeeds)> {
         let [xhat, rstd, y, h, a] = saved.take(self.kind())?;
         let mut dz = dout.try_clone()?;

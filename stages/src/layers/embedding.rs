@@ -6,7 +6,7 @@
 //! `tokens[id] + positions[r mod seq]`.
 //!
 //! Invariant: the forward keeps the ids (one float per row); `I` keeps the ids and the output
-//! gradient, from which `W` scatters the gradients into the two tables in row order (so the sums
+//! gradient (a frozen embedding keeps neither: only `W` reads them), from which `W` scatters the gradients into the two tables in row order (so the sums
 //! are in a fixed order). The input gradient of a token id does not exist: `I` returns zeros,
 //! which the first stage drops.
 
