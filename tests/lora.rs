@@ -266,3 +266,33 @@ fn frozen_layers_keep_only_what_a_trained_part_reads_and_shapes_predict_it() {
     let everything = (32 + 1) + 2 * (8 * 32 + 4 * 32 + 2 * 64) + 2 * 32 + (32 + 256);
     assert_eq!(w_bytes(&gpt), everything as u64 * rows as u64 * 4);
 }
+
+#[test]
+fn a_stage_lists_the_products_its_ops_run() {
+    // gpt-tiny's one stage: W runs xᵀ·dy for every trained map; with adapters on qkv only, just
+    // qkv's four thin products per attention layer (s·x·A, s·dy·Bᵀ, dA, dB), in every precision.
+    let gpt = ModelSpec::gpt_tiny();
+    let rows = gpt.rows(gpt.batch).unwrap();
+    for precision in [Precision::F32, Precision::MixedBf16] {
+        let plain = model_of(ModelSpec { precision, ..gpt.clone() }, 1, "none");
+        let [_, _, w] = plain.stages[0].stage().products(rows);
+        // Per layer qkv, out, fc1, fc2, then the head.
+        assert_eq!(w.len(), 2 * 4 + 1, "{precision}");
+        let lora = Lora { rank: 2, alpha: None, targets: vec![LoraTarget::Qkv] };
+        let tuned = model_of(ModelSpec { precision, ..with_lora(gpt.clone(), lora) }, 1, "none");
+        let [f, _, w] = tuned.stages[0].stage().products(rows);
+        let shape = |m, k, n, trans_a, trans_b| pipesched_stages::GemmShape { m, k, n, trans_a, trans_b };
+        let qkv = [
+            shape(rows, 32, 2, false, false),
+            shape(rows, 96, 2, false, true),
+            shape(32, rows, 2, true, false),
+            shape(2, rows, 96, true, false),
+        ];
+        assert_eq!(w, [qkv, qkv].concat(), "{precision}");
+        assert_eq!(
+            f.len(),
+            plain.stages[0].stage().products(rows)[0].len() + 2 * 2,
+            "the adapters' two forward products"
+        );
+    }
+}

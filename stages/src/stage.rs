@@ -586,8 +586,7 @@ impl Stage {
         let shape = |m, k, n, trans_a, trans_b| GemmShape { m, k, n, trans_a, trans_b };
         let mut f: Vec<GemmShape> = linears.iter().map(|&(i, o)| shape(batch, i, o, false, false)).collect();
         let mut b: Vec<GemmShape> = linears.iter().rev().map(|&(i, o)| shape(batch, o, i, false, true)).collect();
-        let weights = self.layers.iter().flat_map(|l| l.weight_maps());
-        let w = weights.map(|(i, o)| shape(i, batch, o, true, false)).collect();
+        let w = self.layers.iter().flat_map(|l| l.weight_products(batch)).collect();
         for l in &self.layers {
             let [lf, lb] = l.activation_products(batch);
             f.extend(lf);

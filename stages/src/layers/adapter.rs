@@ -11,7 +11,8 @@
 
 use crate::backend;
 use crate::error::Result;
-use crate::matmul::{matmul_into, Trans};
+use crate::layers::weight_product;
+use crate::matmul::{matmul_into, GemmShape, Trans};
 use crate::precision::Precision;
 use crate::rng::Stream;
 use crate::tensor::Tensor;
@@ -97,6 +98,18 @@ impl Adapter {
         let mut db = dy.scratch_like(self.rank(), self.b.cols())?;
         matmul_into(&mut db, &u, Trans::Yes, dy, Trans::No, precision)?;
         Ok([da, db])
+    }
+
+    /// The four products its `W` runs for `rows` rows: `s·x·A` and `s·dy·Bᵀ` again, then `dA` and
+    /// `dB`.
+    pub(crate) fn weight_products(&self, rows: usize) -> Vec<GemmShape> {
+        let (input, r, output) = (self.a.rows(), self.rank(), self.b.cols());
+        vec![
+            GemmShape { m: rows, k: input, n: r, trans_a: false, trans_b: false },
+            GemmShape { m: rows, k: output, n: r, trans_a: false, trans_b: true },
+            weight_product(input, rows, r),
+            weight_product(r, rows, output),
+        ]
     }
 
     /// The `(in, out)` widths of the forward's two products: `(in, r)` and `(r, out)`.

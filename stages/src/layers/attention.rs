@@ -336,10 +336,10 @@ impl Layer for Attention {
         maps.extend(Layer::linear_maps(&self.out));
         maps
     }
-    fn weight_maps(&self) -> Vec<(usize, usize)> {
-        let mut maps = Layer::weight_maps(&self.qkv);
-        maps.extend(Layer::weight_maps(&self.out));
-        maps
+    fn weight_products(&self, rows: usize) -> Vec<crate::matmul::GemmShape> {
+        let mut products = Layer::weight_products(&self.qkv, rows);
+        products.extend(Layer::weight_products(&self.out, rows));
+        products
     }
     /// Per head of each sequence: `QKᵀ` and `P·V` forward; `dV = Pᵀ·dO`, `dP = dO·Vᵀ`,
     /// `dQ = dS·K` and `dK = dSᵀ·Q` in `I` — each over the full `seq × seq` square.

@@ -158,10 +158,10 @@ impl Layer for Block {
         maps.extend(Layer::linear_maps(&self.fc2));
         maps
     }
-    fn weight_maps(&self) -> Vec<(usize, usize)> {
-        let mut maps = Layer::weight_maps(&self.fc1);
-        maps.extend(Layer::weight_maps(&self.fc2));
-        maps
+    fn weight_products(&self, rows: usize) -> Vec<crate::matmul::GemmShape> {
+        let mut products = Layer::weight_products(&self.fc1, rows);
+        products.extend(Layer::weight_products(&self.fc2, rows));
+        products
     }
     /// Made of backend operations and matrix products: runs on every device.
     fn runs_on(&self, _device: crate::device::Device) -> bool {

@@ -10,7 +10,8 @@
 //! nothing, so it keeps nothing for `W` (nor its input, which only `W` reads).
 
 use crate::error::{Error, Result};
-use crate::layers::{held_frozen, keep_if, trained, Adapter, Ctx, Layer, Saved, WNeeds};
+use crate::layers::{held_frozen, keep_if, trained, weight_product, Adapter, Ctx, Layer, Saved, WNeeds};
+use crate::matmul::GemmShape;
 use crate::matmul::{matmul_into, Trans};
 use crate::precision::Precision;
 use crate::rng::Stream;
@@ -244,11 +245,11 @@ impl Layer for Linear {
         maps
     }
     /// Its weight's if it trains, else its adapter's (none without one).
-    fn weight_maps(&self) -> Vec<(usize, usize)> {
+    fn weight_products(&self, rows: usize) -> Vec<GemmShape> {
         if self.frozen {
-            self.adapter.iter().flat_map(Adapter::linear_maps).collect()
+            self.adapter.iter().flat_map(|a| a.weight_products(rows)).collect()
         } else {
-            vec![(self.weight.rows(), self.weight.cols())]
+            vec![weight_product(self.weight.rows(), rows, self.weight.cols())]
         }
     }
     /// Made of backend operations and matrix products: runs on every device.

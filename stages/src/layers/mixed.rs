@@ -39,7 +39,8 @@ pub struct MixedPrecision {
     frozen_names: Vec<String>,
     per_row: [usize; 4],
     maps: Vec<(usize, usize)>,
-    weight_maps: Vec<(usize, usize)>,
+    /// `W`'s products for 0 rows: every width is at least 1, so the zero dimensions are the rows.
+    weight_products: Vec<GemmShape>,
 }
 
 impl MixedPrecision {
@@ -50,7 +51,7 @@ impl MixedPrecision {
         let per_row = [layer.saved_per_row(), layer.w_per_row(), layer.selective_per_row(), layer.exact_per_row()];
         let (kind, widths) = (layer.kind().to_string(), (layer.input_width(), layer.output_width()));
         let (names, frozen_names, maps) = (layer.param_names(), layer.frozen_names(), layer.linear_maps());
-        let weight_maps = layer.weight_maps();
+        let weight_products = layer.weight_products(0);
         let take = |all: Vec<&mut Tensor>| -> Result<Vec<Tensor>> {
             all.into_iter().map(|p| std::mem::replace(p, Tensor::zeros(0, 0)).into_stored(format)).collect()
         };
@@ -62,7 +63,7 @@ impl MixedPrecision {
             names,
             frozen_names,
             maps,
-            weight_maps,
+            weight_products,
             per_row,
             params,
             frozen,
@@ -190,8 +191,10 @@ impl Layer for MixedPrecision {
     fn linear_maps(&self) -> Vec<(usize, usize)> {
         self.maps.clone()
     }
-    fn weight_maps(&self) -> Vec<(usize, usize)> {
-        self.weight_maps.clone()
+    fn weight_products(&self, rows: usize) -> Vec<GemmShape> {
+        let or_rows = |d: usize| if d == 0 { rows } else { d };
+        let at = |g: &GemmShape| GemmShape { m: or_rows(g.m), k: or_rows(g.k), n: or_rows(g.n), ..*g };
+        self.weight_products.iter().map(at).collect()
     }
     fn activation_products(&self, rows: usize) -> [Vec<GemmShape>; 2] {
         match self.inner.lock() {

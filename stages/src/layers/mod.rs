@@ -158,10 +158,10 @@ pub trait Layer: fmt::Debug + Send {
     fn linear_maps(&self) -> Vec<(usize, usize)> {
         Vec::new()
     }
-    /// The maps among [`linear_maps`](Layer::linear_maps) whose weight gradient `W` computes
-    /// (all of them by default; none of a frozen weight's).
-    fn weight_maps(&self) -> Vec<(usize, usize)> {
-        self.linear_maps()
+    /// The matrix products `W` runs for `rows` rows: by default `xᵀ·dy` for each of the
+    /// [`linear_maps`](Layer::linear_maps) (none for a frozen weight; an adapter's own).
+    fn weight_products(&self, rows: usize) -> Vec<GemmShape> {
+        self.linear_maps().into_iter().map(|(i, o)| weight_product(i, rows, o)).collect()
     }
     /// The products of activations by activations (no weight) that the forward and `I` run for
     /// `rows` rows, as `[forward, I]` — attention's `QKᵀ` and `P·V` and their gradients — which
@@ -187,6 +187,11 @@ pub trait Layer: fmt::Debug + Send {
     fn storage(&self) -> Option<crate::precision::Format> {
         None
     }
+}
+
+/// The product `xᵀ·dy` of a map `[input, output]`'s weight gradient over `rows` rows.
+pub(crate) fn weight_product(input: usize, rows: usize, output: usize) -> GemmShape {
+    GemmShape { m: input, k: rows, n: output, trans_a: true, trans_b: false }
 }
 
 /// The tensors of `own` that train: all of them, or none when `frozen`.
