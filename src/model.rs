@@ -542,9 +542,9 @@ impl Model {
         let stages = if transport.replica() == 0 { &self.stages[..] } else { &[] };
         let named: Vec<(String, &Tensor)> = stages.iter().flat_map(|s| s.stage().named_tensors()).collect();
         if !transport.is_processes() {
-            return Ok(ParamsFile::write(path, &self.spec.name, &named)?);
+            return Ok(ParamsFile::write(path, &self.spec, &named)?);
         }
-        let part = if named.is_empty() { Vec::new() } else { ParamsFile::encode(&self.spec.name, &named)? };
+        let part = if named.is_empty() { Vec::new() } else { ParamsFile::encode(&self.spec, &named)? };
         // One message per process: MPI counts its bytes in an `i32`.
         if part.len() > i32::MAX as usize {
             return Err(Error::Config(format!(
@@ -556,7 +556,7 @@ impl Model {
         }
         let parts = transport.gather(part)?;
         if transport.is_root() {
-            let bytes = ParamsFile::merge(&self.spec.name, &parts, |rank| format!("rank {rank}'s parameters"))?;
+            let bytes = ParamsFile::merge(&self.spec, &parts, |rank| format!("rank {rank}'s parameters"))?;
             ParamsFile::write_bytes(path, &bytes)?;
         }
         // The others wait for rank 0's write here (its failure ends the run for all).

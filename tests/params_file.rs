@@ -263,6 +263,32 @@ fn lora_fine_tunes_from_a_file_and_saves_its_adapters() {
     let at = |p: &str| losses(&train(p, "1", &["--lora", "4", "--init-params", s(&tuned)]));
     assert_eq!(at("1"), at("4"));
     assert_ne!(at("1")[0], plain[0], "the adapters were loaded");
+    // The file records the adapters' setting, whose scale α/r the tensors do not show.
     let e = fails(&["run", "--model", "gpt-tiny", "-s", "1f1b", "-p", "2", "-m", "4", "--init-params", s(&tuned)]);
-    assert!(e.contains("it holds layer1.qkv.lora_a, layer1.qkv.lora_b, layer1.out.lora_a and 13 more"), "{e}");
+    assert!(
+        e.contains(
+            "its adapters were trained with LoRA rank 4, alpha 4, targets qkv, out, fc1, fc2 and this run's is none"
+        ),
+        "{e}"
+    );
+    let e = fails(&[
+        "run",
+        "--model",
+        "gpt-tiny",
+        "-s",
+        "1f1b",
+        "-p",
+        "2",
+        "-m",
+        "4",
+        "--lora",
+        "4",
+        "--lora-alpha",
+        "8",
+        "--init-params",
+        s(&tuned),
+    ]);
+    assert!(e.contains("this run's is rank 4, alpha 8, targets qkv, out, fc1, fc2"), "{e}");
+    let same = ["--lora", "4", "--lora-alpha", "4", "--lora-targets", "fc2,fc1,out,qkv", "--init-params", s(&tuned)];
+    assert_eq!(losses(&train("2", "1", &same)), at("2"), "α = r and the targets in any order are the same adapters");
 }

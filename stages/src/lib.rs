@@ -108,7 +108,7 @@ pub use model_file::{MODEL_FIELDS, MODEL_FILE_EXAMPLE, MODEL_FILE_HELP};
 pub use model_states::{ModelStates, ParamCount};
 pub use optim::{Optimizer, OptimizerSpec};
 pub use optimal::{LayerKeep, OptimalPlan};
-pub use params_file::{ParamsFile, HEADER_LIMIT, PARAMS_FORMAT, PARAMS_VERSION};
+pub use params_file::{ParamsFile, Written, HEADER_LIMIT, PARAMS_FORMAT, PARAMS_VERSION};
 pub use partition::{balanced_by_weight, Partition, StageSpec};
 pub use policy::{Kept, Policies, RecomputePolicy};
 pub use precision::{Format, Precision};

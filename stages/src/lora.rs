@@ -121,6 +121,19 @@ impl Lora {
         self.alpha.unwrap_or(self.rank as f32) / self.rank.max(1) as f32
     }
 
+    /// Whether `other` makes the same adapters: the same rank, scale and maps.
+    pub fn same_adapters(&self, other: &Lora) -> bool {
+        let set = |l: &Lora| LoraTarget::ALL.map(|t| l.adapts(t));
+        self.rank == other.rank && self.scale() == other.scale() && set(self) == set(other)
+    }
+
+    /// `rank 8, alpha 16, targets qkv, out`.
+    pub fn describe(&self) -> String {
+        let targets: Vec<&str> = self.targets.iter().map(|t| t.name()).collect();
+        let alpha = self.alpha.unwrap_or(self.rank as f32);
+        format!("rank {}, alpha {alpha}, targets {}", self.rank, targets.join(", "))
+    }
+
     /// Whether `target` carries an adapter.
     pub fn adapts(&self, target: LoraTarget) -> bool {
         self.targets.contains(&target)

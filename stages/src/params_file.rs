@@ -33,6 +33,7 @@ use serde_json::{json, Map, Value};
 
 use crate::element::Dtype;
 use crate::error::{Error, Result};
+use crate::lora::Lora;
 use crate::precision::Format;
 use crate::spec::ModelSpec;
 use crate::stage::Stage;
@@ -53,10 +54,34 @@ pub struct ParamsFile {
     origin: String,
     /// The model the metadata names, if it names one.
     model: Option<String>,
+    /// The LoRA setting the file's adapters were trained with, if the metadata gives one.
+    lora: Option<Lora>,
     /// The tensors, in the order of their data.
     tensors: Vec<(String, Tensor)>,
     /// Position of each name in `tensors`.
     index: HashMap<String, usize>,
+}
+
+/// What a file's metadata says of the model it was written for: its name, and the LoRA setting
+/// of a model with adapters (whose scale `α/r` the tensors do not show).
+#[derive(Debug, Clone, Copy)]
+pub struct Written<'a> {
+    /// The model's name.
+    pub model: &'a str,
+    /// Its LoRA setting, if any.
+    pub lora: Option<&'a Lora>,
+}
+
+impl<'a> From<&'a str> for Written<'a> {
+    fn from(model: &'a str) -> Written<'a> {
+        Written { model, lora: None }
+    }
+}
+
+impl<'a> From<&'a ModelSpec> for Written<'a> {
+    fn from(model: &'a ModelSpec) -> Written<'a> {
+        Written { model: &model.name, lora: model.lora.as_ref() }
+    }
 }
 
 /// One header entry, checked.
@@ -87,7 +112,7 @@ impl ParamsFile {
         let mut header = vec![0u8; n as usize];
         file.read_exact(&mut header).map_err(|e| fail(format!("cannot be read: {e}")))?;
         let data_len = size - 8 - n;
-        let (model, entries) = parse_header(&origin, &header, data_len)?;
+        let (meta, entries) = parse_header(&origin, &header, data_len)?;
         let mut data = Vec::new();
         file.read_to_end(&mut data).map_err(|e| fail(format!("cannot be read: {e}")))?;
         if data.len() as u64 != data_len {
@@ -96,7 +121,7 @@ impl ParamsFile {
                 data.len()
             )));
         }
-        ParamsFile::build(origin, model, entries, &data)
+        ParamsFile::build(origin, meta, entries, &data)
     }
 
     /// The tensors in `bytes`, a whole file's worth ([`ParamsFile::encode`]); `origin` names
@@ -108,20 +133,23 @@ impl ParamsFile {
         })?;
         let n = header_len(origin, u64::from_le_bytes(head.try_into().expect("8 bytes")), rest.len() as u64)?;
         let (header, data) = rest.split_at(n as usize);
-        let (model, entries) = parse_header(origin, header, data.len() as u64)?;
-        ParamsFile::build(origin.to_string(), model, entries, data)
+        let (meta, entries) = parse_header(origin, header, data.len() as u64)?;
+        ParamsFile::build(origin.to_string(), meta, entries, data)
     }
 
     /// The file's bytes for `tensors` of model `model`, in the order given: `F32` for `f32`
     /// tensors (on any device), `BF16` / `F16` for tensors stored in 16 bits. An error for two
     /// tensors of one name or an `f64` tensor.
-    pub fn encode(model: &str, tensors: &[(String, &Tensor)]) -> Result<Vec<u8>> {
+    pub fn encode<'a>(written: impl Into<Written<'a>>, tensors: &[(String, &Tensor)]) -> Result<Vec<u8>> {
+        let Written { model, lora } = written.into();
         let fail = |reason: String| Error::Params { file: format!("for {model}"), reason };
         let mut header = Map::new();
-        header.insert(
-            "__metadata__".into(),
-            json!({ "format": PARAMS_FORMAT, "version": PARAMS_VERSION, "model": model }),
-        );
+        let mut meta = json!({ "format": PARAMS_FORMAT, "version": PARAMS_VERSION, "model": model });
+        if let Some(lora) = lora {
+            let text = serde_json::to_string(lora).map_err(|e| fail(format!("its LoRA setting as JSON: {e}")))?;
+            meta["lora"] = json!(text);
+        }
+        header.insert("__metadata__".into(), meta);
         let mut data = Vec::new();
         for (name, t) in tensors {
             if name == "__metadata__" || header.contains_key(name.as_str()) {
@@ -159,7 +187,7 @@ impl ParamsFile {
 
     /// Writes `tensors` of model `model` to `path` ([`ParamsFile::encode`]): to a temporary
     /// file in the same directory, then renamed over `path`.
-    pub fn write(path: &Path, model: &str, tensors: &[(String, &Tensor)]) -> Result<()> {
+    pub fn write<'a>(path: &Path, model: impl Into<Written<'a>>, tensors: &[(String, &Tensor)]) -> Result<()> {
         ParamsFile::write_bytes(path, &ParamsFile::encode(model, tensors)?)
     }
 
@@ -184,7 +212,11 @@ impl ParamsFile {
     /// Every tensor of `parts` (files' worth of bytes, each [`ParamsFile::encode`]d by one
     /// process for its stages, named by `origin(k)` in errors) as one file's bytes for model
     /// `model`, in the order of the parts. An error if two parts hold one name.
-    pub fn merge(model: &str, parts: &[Vec<u8>], origin: impl Fn(usize) -> String) -> Result<Vec<u8>> {
+    pub fn merge<'a>(
+        model: impl Into<Written<'a>>,
+        parts: &[Vec<u8>],
+        origin: impl Fn(usize) -> String,
+    ) -> Result<Vec<u8>> {
         let files = parts
             .iter()
             .enumerate()
@@ -253,6 +285,15 @@ impl ParamsFile {
     /// `model`'s layers, or one of a held stage's layers that the stage does not name. Every
     /// layer is held by some process, so the processes together check every name.
     pub fn check_belongs(&self, model: &ModelSpec, held: &[&Stage]) -> Result<()> {
+        if let Some(theirs) = &self.lora {
+            if !model.lora.as_ref().is_some_and(|ours| ours.same_adapters(theirs)) {
+                let ours = model.lora.as_ref().map_or("none".to_string(), Lora::describe);
+                return Err(self.error(format!(
+                    "its adapters were trained with LoRA {} and this run's is {ours}: give the file's --lora, --lora-alpha and --lora-targets",
+                    theirs.describe()
+                )));
+            }
+        }
         let layers = model.num_layers();
         let named: HashSet<String> = held.iter().flat_map(|s| s.named_tensors()).map(|(n, _)| n).collect();
         let extra: Vec<&str> = self
@@ -288,7 +329,8 @@ impl ParamsFile {
     }
 
     /// The tensors of `entries` (checked against `data`'s length already) from `data`.
-    fn build(origin: String, model: Option<String>, entries: Vec<Entry>, data: &[u8]) -> Result<ParamsFile> {
+    fn build(origin: String, meta: Metadata, entries: Vec<Entry>, data: &[u8]) -> Result<ParamsFile> {
+        let Metadata { model, lora } = meta;
         let mut tensors = Vec::with_capacity(entries.len());
         let mut index = HashMap::with_capacity(entries.len());
         for e in entries {
@@ -313,7 +355,7 @@ impl ParamsFile {
             index.insert(e.name.clone(), tensors.len());
             tensors.push((e.name, t));
         }
-        Ok(ParamsFile { origin, model, tensors, index })
+        Ok(ParamsFile { origin, model, lora, tensors, index })
     }
 }
 
@@ -385,14 +427,14 @@ impl<'de> Deserialize<'de> for Members {
 
 /// The model the metadata names and the checked entries of `header`, for a data section of
 /// `data_len` bytes, sorted by where their data begins.
-fn parse_header(origin: &str, header: &[u8], data_len: u64) -> Result<(Option<String>, Vec<Entry>)> {
+fn parse_header(origin: &str, header: &[u8], data_len: u64) -> Result<(Metadata, Vec<Entry>)> {
     let fail = |reason: String| Error::Params { file: origin.to_string(), reason };
     let text = std::str::from_utf8(header)
         .map_err(|_| fail("its header is not UTF-8 text: the file is damaged or not a parameters file".into()))?;
     let Members(members) = serde_json::from_str(text.trim_end_matches(' ')).map_err(|e| {
         fail(format!("its header is not a JSON object of tensors ({e}): the file is damaged or not a parameters file; write it again with --save-params"))
     })?;
-    let mut model = None;
+    let mut meta = Metadata::default();
     let mut seen = HashSet::new();
     let mut entries = Vec::with_capacity(members.len());
     for (name, value) in members {
@@ -402,7 +444,7 @@ fn parse_header(origin: &str, header: &[u8], data_len: u64) -> Result<(Option<St
             )));
         }
         if name == "__metadata__" {
-            model = metadata_model(&value).map_err(|r| fail(format!("its __metadata__ {r}")))?;
+            meta = metadata(&value).map_err(|r| fail(format!("its __metadata__ {r}")))?;
             continue;
         }
         entries.push(entry(name, &value, data_len).map_err(fail)?);
@@ -429,11 +471,18 @@ fn parse_header(origin: &str, header: &[u8], data_len: u64) -> Result<(Option<St
             "its tensors' data ends at byte {end}, but {data_len} data bytes follow the header: the file is damaged or has bytes appended; write it again"
         )));
     }
-    Ok((model, entries))
+    Ok((meta, entries))
 }
 
-/// The `model` of a `__metadata__` object (whose values are strings).
-fn metadata_model(value: &Value) -> std::result::Result<Option<String>, String> {
+/// What a read file's `__metadata__` says: the model's name and LoRA setting, when it gives them.
+#[derive(Debug, Default)]
+struct Metadata {
+    model: Option<String>,
+    lora: Option<Lora>,
+}
+
+/// The `model` and `lora` of a `__metadata__` object (whose values are strings).
+fn metadata(value: &Value) -> std::result::Result<Metadata, String> {
     let meta = value.as_object().ok_or("is not an object of strings")?;
     for (k, v) in meta {
         if !v.is_string() {
@@ -452,7 +501,13 @@ fn metadata_model(value: &Value) -> std::result::Result<Option<String>, String> 
             ));
         }
     }
-    Ok(meta.get("model").and_then(Value::as_str).map(String::from))
+    let lora = match meta.get("lora").and_then(Value::as_str) {
+        Some(text) => {
+            Some(serde_json::from_str(text).map_err(|e| format!("gives a LoRA setting that cannot be read ({e})"))?)
+        }
+        None => None,
+    };
+    Ok(Metadata { model: meta.get("model").and_then(Value::as_str).map(String::from), lora })
 }
 
 /// Header entry `name`, checked: a known dtype, a shape of 1 or 2 dimensions (`[n]` is one
@@ -550,7 +605,7 @@ mod tests {
         let model = ModelSpec::gpt_tiny();
         let at2 = trained(&model, 2);
         let path = temp("f32.safetensors");
-        ParamsFile::write(&path, &model.name, &named(&at2)).unwrap();
+        ParamsFile::write(&path, &model, &named(&at2)).unwrap();
         let file = ParamsFile::read(&path).unwrap();
         assert_eq!((file.model(), file.len()), (Some("gpt-tiny"), named(&at2).len()));
         for n in [1, 3, 7] {
@@ -578,7 +633,7 @@ mod tests {
         let mut model = ModelSpec::gpt_tiny();
         model.precision = Precision::MixedBf16;
         let bf16 = trained(&model, 2);
-        let bytes = ParamsFile::encode(&model.name, &named(&bf16)).unwrap();
+        let bytes = ParamsFile::encode(&model, &named(&bf16)).unwrap();
         let file = ParamsFile::from_bytes("bytes", &bytes).unwrap();
         assert_eq!(file.get("layer6.weight").unwrap().dtype(), Dtype::Stored(Format::Bf16));
         // Into a mixed-bf16 model at another partition: the same bits.
