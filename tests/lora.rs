@@ -7,25 +7,12 @@ mod common;
 
 use std::process::Command;
 
-use common::{deep_tiny, exec, model_of, schedule};
-use pipesched::exec::Transport;
-use pipesched::model::Model;
-use pipesched_schedules::{simulate, Kind, Stats};
+use common::{check_step, deep_tiny, exec, model_of, schedule};
+use pipesched_schedules::Kind;
 use pipesched_stages::{Lora, LoraTarget, ModelSpec, ModelStates, OptimizerSpec, ParamCount, Precision};
 
 fn with_lora(spec: ModelSpec, lora: Lora) -> ModelSpec {
     ModelSpec { lora: Some(lora), ..spec }
-}
-
-/// One step: the reference's gradient bits, and the predicted peaks.
-fn check_step(model: &mut Model, kind: Kind, p: usize, m: usize, case: &str) {
-    let s = schedule(kind, p, m, model);
-    let before = model.params();
-    let step = model.run_step(&s, 0, &exec()).unwrap();
-    let v = model.verify(&before, 0, m, step.loss).unwrap();
-    assert!(v.bitwise && v.max_grad_diff == 0.0, "{case}: {v:?}");
-    let predicted = simulate(&s, &model.predicted_bytes(&s, &Transport::InProcess).unwrap()).unwrap();
-    assert_eq!(Stats::of(&step.trace).peak_held_bytes, Stats::of(&predicted).peak_held_bytes, "{case}");
 }
 
 #[test]

@@ -8,9 +8,8 @@
 mod common;
 
 use common::{deep_tiny, exec, model_of, optimal_budgets, schedule};
-use pipesched::exec::Transport;
 use pipesched::model::Model;
-use pipesched_schedules::{simulate, Kind, Stats};
+use pipesched_schedules::Kind;
 use pipesched_stages::{
     Device, Dtype, Format, LossScale, ModelSpec, ModelStates, Optimizer, OptimizerSpec, ParamCount, Precision,
     ScaleVerdict,
@@ -25,13 +24,7 @@ fn in_precision(spec: ModelSpec, precision: Precision) -> ModelSpec {
 /// One step through `kind` at `p`: the gradients are the reference's bits, the measured peaks
 /// the predicted ones, and the parameters and gradients are stored in 16 bits.
 fn check_step(model: &mut Model, kind: Kind, p: usize, m: usize, case: &str) {
-    let s = schedule(kind, p, m, model);
-    let before = model.params();
-    let step = model.run_step(&s, 0, &exec()).unwrap();
-    let v = model.verify(&before, 0, m, step.loss).unwrap();
-    assert!(v.bitwise && v.max_grad_diff == 0.0, "{case}: {v:?}");
-    let predicted = simulate(&s, &model.predicted_bytes(&s, &Transport::InProcess).unwrap()).unwrap();
-    assert_eq!(Stats::of(&step.trace).peak_held_bytes, Stats::of(&predicted).peak_held_bytes, "{case}");
+    common::check_step(model, kind, p, m, case);
     let format = model.spec.precision.storage().unwrap();
     for st in &model.stages {
         for t in st.stage().params().into_iter().chain(st.stage().grads()) {

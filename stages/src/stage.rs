@@ -512,12 +512,13 @@ impl Stage {
 
     /// Names of the parameters, in parameter order (`layer3.fc1.weight`).
     pub fn param_names(&self) -> Vec<String> {
-        self.spec
-            .layers
-            .clone()
-            .zip(&self.layers)
-            .flat_map(|(i, l)| l.param_names().into_iter().map(move |n| format!("layer{i}.{n}")))
-            .collect()
+        self.global_names(|l| l.param_names())
+    }
+
+    /// `names(layer)` of every layer, each prefixed with its global index (`layer3.`).
+    fn global_names(&self, names: impl Fn(&dyn Layer) -> Vec<String>) -> Vec<String> {
+        let layers = self.spec.layers.clone().zip(&self.layers);
+        layers.flat_map(|(i, l)| names(l.as_ref()).into_iter().map(move |n| format!("layer{i}.{n}"))).collect()
     }
 
     /// Every tensor a parameters file keeps of this stage, by its global name
@@ -526,12 +527,7 @@ impl Stage {
     /// layer by layer. What [`ParamsFile::write`] writes and [`load_named`](Stage::load_named)
     /// reads back.
     pub fn named_tensors(&self) -> Vec<(String, &Tensor)> {
-        let frozen = self
-            .spec
-            .layers
-            .clone()
-            .zip(&self.layers)
-            .flat_map(|(i, l)| l.frozen_names().into_iter().map(move |n| format!("layer{i}.{n}")).zip(l.frozen()));
+        let frozen = self.global_names(|l| l.frozen_names()).into_iter().zip(self.frozen());
         self.param_names().into_iter().zip(self.params()).chain(frozen).collect()
     }
 

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use pipesched::exec::ExecOptions;
+use pipesched::exec::{ExecOptions, Transport};
 use pipesched::model::{Model, ModelOptions};
-use pipesched_schedules::{with_recompute, Kind, Schedule};
+use pipesched_schedules::{simulate, with_recompute, Kind, Schedule, Stats};
 use pipesched_stages::{Device, ModelSpec, OptimizerSpec, Partition, Policies};
 
 /// The `tiny` preset with 6 residual blocks (9 layers), dropout on.
@@ -137,4 +137,16 @@ pub fn optimal_cases() -> impl Iterator<Item = OptimalCase> {
             })
         })
     })
+}
+
+/// One step of `model` through `kind` at `p` with `m` micro-batches: the gradients are the
+/// sequential reference's bits, and every rank's measured peak of held bytes the predicted one.
+pub fn check_step(model: &mut Model, kind: Kind, p: usize, m: usize, case: &str) {
+    let s = schedule(kind, p, m, model);
+    let before = model.params();
+    let step = model.run_step(&s, 0, &exec()).unwrap();
+    let v = model.verify(&before, 0, m, step.loss).unwrap();
+    assert!(v.bitwise && v.max_grad_diff == 0.0, "{case}: {v:?}");
+    let predicted = simulate(&s, &model.predicted_bytes(&s, &Transport::InProcess).unwrap()).unwrap();
+    assert_eq!(Stats::of(&step.trace).peak_held_bytes, Stats::of(&predicted).peak_held_bytes, "{case}");
 }
