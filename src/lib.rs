@@ -8,6 +8,7 @@ pub mod collect;
 pub mod cost_file;
 pub mod error;
 pub mod exec;
+pub mod heap;
 pub mod host_copy;
 pub mod inference;
 pub mod layer_profile;

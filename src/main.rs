@@ -6,6 +6,7 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    pipesched::heap::keep_freed_memory();
     let cli = cli::Cli::parse();
     if let Err(e) = cli.run() {
         pipesched::output::report_error(&e);

@@ -9,6 +9,7 @@
 //! Profiling runs whole training micro-steps, so it leaves gradients accumulated in the stages:
 //! begin a new step before training on.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pipesched_schedules::{CostModel, StageCost, StageCosts};
@@ -61,8 +62,10 @@ struct Samples {
 /// what it sends to the next rank through `transport`). Then every rank's stages are timed at
 /// once, one thread per rank — each replaying its recorded inputs — so the times include what
 /// ranks running side by side cost each other (shared caches, memory bandwidth, a shared core),
-/// as they do in the pipeline. `prepare(stage, run)` is called before every run of a stage to
-/// make it ready for micro-batch 0 (real stages begin a fresh one-micro-batch step).
+/// as they do in the pipeline; a rank done measuring runs its ops again, unmeasured, until the
+/// last rank is done, so no rank's ops are timed alone. `prepare(stage, run)` is called before every run of a stage to
+/// make it ready for micro-batch 0 (real stages begin a fresh one-micro-batch step); `run` is 0
+/// for the recording pass and the unmeasured runs after a rank's measurements.
 ///
 /// The hand-off latency is measured on the transport: between threads ([`handoff_latency_ms`]),
 /// or between processes with the bandwidth too ([`Transport::measure_network`]).
@@ -129,7 +132,12 @@ where
     let mut mine: Vec<(usize, &mut S)> = held.iter().copied().zip(stages.iter_mut()).collect();
     let recorded = record_pass(&mut mine, layout, &opts.recompute, prepare, transport)?;
     let (inputs, grads) = (&recorded.inputs, &recorded.grads);
-    let timed = side_by_side(layout, mine, |mine| time_rank(mine, inputs, grads, opts, prepare))?;
+    let timed = side_by_side(
+        layout,
+        mine,
+        |mine| time_rank(mine, inputs, grads, opts, prepare),
+        |mine| run_rank(mine, 0, inputs, grads, opts, prepare).map(drop),
+    )?;
     let mut costs = Vec::with_capacity(held.len());
     for rank in timed {
         for (s, sm) in rank {
@@ -174,19 +182,25 @@ where
     if !layers {
         return Ok((model, None));
     }
-    let time_layers = |mine: Vec<(usize, &mut S)>| -> Result<Vec<(usize, Option<StageLayers>)>> {
+    // `warmup` unmeasured runs, then `reps` measured ones, of every layer of the rank's stages.
+    let time_layers = |mine: &mut [(usize, &mut S)], warmup: usize, reps: usize| {
         let mut out = Vec::with_capacity(mine.len());
-        for (s, stage) in mine {
+        for (s, stage) in mine.iter_mut() {
+            let s = *s;
             prepare(stage, 0)?;
-            let costs = stage
-                .layer_costs(inputs[s].as_ref(), grads[s].as_ref(), opts.warmup, opts.reps)
-                .map_err(|e| fail(s, "per-layer", e))?;
+            let costs =
+                stage.layer_costs(inputs[s].as_ref(), grads[s].as_ref(), warmup, reps).map_err(|e| fail(s, "per-layer", e))?;
             out.push((s, costs));
         }
         Ok(out)
     };
     let mine = held.iter().copied().zip(stages.iter_mut()).collect();
-    let timed = side_by_side(layout, mine, time_layers)?;
+    let timed = side_by_side(
+        layout,
+        mine,
+        |mine| time_layers(mine, opts.warmup, opts.reps),
+        |mine| time_layers(mine, 0, 1).map(drop),
+    )?;
     let all: Vec<Option<StageLayers>> = transport.by_stage(n, timed.into_iter().flatten().collect())?;
     let mut list = Vec::new();
     let mut loss = None;
@@ -199,11 +213,17 @@ where
 }
 
 /// `work` on every rank's stages of `mine` at once, one thread per rank, as the pipeline runs
-/// them; each rank's results.
+/// them; each rank's results. A rank whose `work` is done runs `filler` (the same ops again,
+/// unmeasured) while another rank is still at its `work`, so that every measured op ran with
+/// every rank busy: on a machine whose cores share caches, memory bandwidth or a physical core,
+/// an op alone runs up to 40 % faster than beside another (gpt-small's layers on this project's
+/// 2-core test machine), and a rank that finished early would leave the other's last ops to run
+/// alone, faster than in the pipeline.
 fn side_by_side<'a, S, T>(
     layout: Layout,
     mine: Vec<(usize, &'a mut S)>,
-    work: impl Fn(Vec<(usize, &'a mut S)>) -> Result<Vec<T>> + Sync,
+    work: impl Fn(&mut [(usize, &'a mut S)]) -> Result<Vec<T>> + Sync,
+    filler: impl Fn(&mut [(usize, &'a mut S)]) -> Result<()> + Sync,
 ) -> Result<Vec<Vec<T>>>
 where
     S: StageWork,
@@ -214,16 +234,38 @@ where
         per_rank[layout.rank_of(s)].push((s, stage));
     }
     per_rank.retain(|r| !r.is_empty());
-    let work = &work;
+    let (measuring, waiting) = (AtomicUsize::new(per_rank.len()), AtomicUsize::new(per_rank.len()));
+    let (work, filler, measuring, waiting) = (&work, &filler, &measuring, &waiting);
     // Every thread is joined (its panic caught) before the first error is returned.
     let ranks: Vec<Result<Vec<T>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = per_rank
             .into_iter()
-            .map(|mine| {
+            .map(|mut mine| {
                 let rank = layout.rank_of(mine[0].0);
-                let handle = std::thread::Builder::new()
-                    .name(format!("pipesched-profile-{rank}"))
-                    .spawn_scoped(scope, move || work(mine));
+                let handle = std::thread::Builder::new().name(format!("pipesched-profile-{rank}")).spawn_scoped(
+                    scope,
+                    move || {
+                        // Counted down however `work` ends, a panic included, so no rank fills forever.
+                        let done = CountDown(measuring);
+                        // Every rank starts measuring once all have started.
+                        waiting.fetch_sub(1, Ordering::AcqRel);
+                        while waiting.load(Ordering::Acquire) > 0 {
+                            std::thread::yield_now();
+                        }
+                        let out = work(&mut mine)?;
+                        drop(done);
+                        while measuring.load(Ordering::Acquire) > 0 {
+                            filler(&mut mine)?;
+                        }
+                        Ok(out)
+                    },
+                );
+                if handle.is_err() {
+                    // A thread that never started measures nothing: the others neither wait for
+                    // it nor fill for it.
+                    waiting.fetch_sub(1, Ordering::AcqRel);
+                    measuring.fetch_sub(1, Ordering::AcqRel);
+                }
                 (rank, handle)
             })
             .collect();
@@ -233,15 +275,22 @@ where
                 Ok(handle) => handle.join().unwrap_or_else(|_| {
                     Err(Error::WorkerPanic { rank, message: "a stage panicked while it was profiled".into() })
                 }),
-                Err(source) => Err(Error::Io {
-                    action: "cannot start a profiling thread",
-                    path: format!("rank {rank}").into(),
-                    source,
-                }),
+                Err(source) => {
+                    Err(Error::Io { action: "cannot start a profiling thread", path: format!("rank {rank}").into(), source })
+                }
             })
             .collect()
     });
     ranks.into_iter().collect()
+}
+
+/// Counts one rank out of the ones still measuring when dropped.
+struct CountDown<'a>(&'a AtomicUsize);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What the recording pass saw, per model stage (only this process's stages are filled in).
@@ -317,9 +366,9 @@ where
     Ok(rec)
 }
 
-/// Times one rank's stages, replaying the recorded inputs.
+/// Times one rank's stages, replaying the recorded inputs: `warmup` runs, then `reps` kept.
 fn time_rank<S>(
-    mut mine: Vec<(usize, &mut S)>,
+    mine: &mut [(usize, &mut S)],
     inputs: &[Option<S::Payload>],
     grads: &[Option<S::Payload>],
     opts: &ProfileOptions,
@@ -331,13 +380,9 @@ where
 {
     let mut samples: Vec<(usize, Samples)> = mine.iter().map(|(s, _)| (*s, Samples::default())).collect();
     for run in 1..=opts.warmup + opts.reps {
-        let keep = run > opts.warmup;
-        for (k, (s, stage)) in mine.iter_mut().enumerate() {
-            let s = *s;
-            prepare(stage, run)?;
-            let [t_f, t_r, t_i, t_w] = time_ops(s, &mut **stage, inputs, grads, opts.recompute[s])?;
-            if keep {
-                let sm = &mut samples[k].1;
+        let times = run_rank(mine, run, inputs, grads, opts, prepare)?;
+        if run > opts.warmup {
+            for ((_, sm), [t_f, t_r, t_i, t_w]) in samples.iter_mut().zip(times) {
                 sm.f.push(t_f);
                 sm.r.push(t_r);
                 sm.i.push(t_i);
@@ -346,6 +391,27 @@ where
         }
     }
     Ok(samples)
+}
+
+/// Run `run` of every op of one rank's stages ([`time_ops`]), stage after stage.
+fn run_rank<S>(
+    mine: &mut [(usize, &mut S)],
+    run: usize,
+    inputs: &[Option<S::Payload>],
+    grads: &[Option<S::Payload>],
+    opts: &ProfileOptions,
+    prepare: &(impl Fn(&mut S, usize) -> Result<()> + Sync),
+) -> Result<Vec<[f64; 4]>>
+where
+    S: StageWork,
+    S::Payload: Clone,
+{
+    let mut times = Vec::with_capacity(mine.len());
+    for (s, stage) in mine.iter_mut() {
+        prepare(stage, run)?;
+        times.push(time_ops(*s, &mut **stage, inputs, grads, opts.recompute[*s])?);
+    }
+    Ok(times)
 }
 
 /// Runs `F`, `R` (if `recompute`), `I` and `W` of micro-batch 0 on stage `s` and returns their

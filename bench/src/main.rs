@@ -123,6 +123,7 @@ fn run(args: Args, opts: &ExecOptions) -> Result<()> {
 }
 
 fn main() {
+    pipesched::heap::keep_freed_memory();
     let result = Args::parse().checked().and_then(|args| {
         let opts = args.steps.exec_options()?;
         let result = run(args, &opts);

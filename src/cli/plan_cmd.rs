@@ -52,7 +52,7 @@ pub struct PlanArgs {
 }
 
 /// Repetitions of each op when the model is profiled here (after 2 warm-up runs).
-const PROFILE_REPS: usize = 3;
+const PROFILE_REPS: usize = 7;
 
 /// Plans and writes the plan.
 pub fn run(args: PlanArgs) -> Result<()> {
