@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::real_stage::{flatten, shaped};
 pub use crate::real_stage::{RealStage, RunShape};
 use pipesched_schedules::{CostModel, Schedule, StageCost, Trace};
 use pipesched_stages::{
@@ -170,15 +171,10 @@ impl Model {
     }
 
     /// Trains with `scale` from now on (every stage's backward runs with its scale). Dynamic
-    /// scaling decides to skip a step over every stage's gradients at once, so it needs every
-    /// stage in this process and no data-parallel replicas: an error otherwise.
+    /// scaling decides to skip a step over every stage's gradients at once — with ranks as
+    /// processes and with data-parallel replicas, over every process's
+    /// ([`optimizer_step`](Model::optimizer_step)).
     pub fn set_loss_scale(&mut self, scale: LossScale) -> Result<()> {
-        if scale.is_dynamic() && (self.stages.len() != self.specs.len() || self.replicas() > 1) {
-            return Err(Error::Config(format!(
-                "dynamic loss scaling ({}) skips a step when any stage's gradients overflow, which needs every stage in one process and no data parallelism for now; train {} in one process, or use mixed-bf16, which needs no loss scaling",
-                self.spec.precision, self.spec.name
-            )));
-        }
         for s in &mut self.stages {
             s.stage_mut().set_loss_scale(scale.scale())?;
         }
@@ -203,12 +199,6 @@ impl Model {
     /// the step ends. Where the transport shards the optimizer (ZeRO stage 1), each stage keeps
     /// the optimizer state of its replica's slice of the parameters only.
     pub fn in_replicas(mut self, transport: &Transport) -> Result<Model> {
-        if transport.replicas() > 1 && self.loss_scale.is_dynamic() {
-            return Err(Error::Config(format!(
-                "{} scales the loss dynamically, which does not run with data parallelism yet; train with one replica, or use mixed-bf16",
-                self.spec.precision
-            )));
-        }
         if transport.replicas() > 1 {
             for s in &mut self.stages {
                 s.replicas = Some(transport.clone());
@@ -352,13 +342,17 @@ impl Model {
     /// Applies the optimizer of every stage this process holds. Under dynamic loss scaling, a
     /// step whose gradients overflowed on any stage is skipped on all of them (parameters and
     /// optimizer state unchanged) and the scale halved; clean steps grow it
-    /// ([`LossScale::after_step`]). The stages' next backward runs with the new scale.
-    pub fn optimizer_step(&mut self) -> Result<()> {
+    /// ([`LossScale::after_step`]). The stages' next backward runs with the new scale. With
+    /// ranks as processes (`transport`), every process calls it after every step: the verdicts
+    /// of every pipeline rank and every replica are gathered, so all skip or apply the same
+    /// steps and keep the same scale.
+    pub fn optimizer_step(&mut self, transport: &Transport) -> Result<()> {
         let mut overflowed = false;
         if self.loss_scale.is_dynamic() {
             for s in &self.stages {
-                overflowed |= s.stage().grads_overflowed()?;
+                overflowed |= s.grads_overflowed()?;
             }
+            overflowed = anywhere(transport, overflowed)?;
         }
         let verdict = self.loss_scale.after_step(overflowed);
         if verdict == ScaleVerdict::Applied {
@@ -441,7 +435,7 @@ impl Model {
         // gradients added in replica order, as the replicas add them.
         let replicas = self.replicas();
         let mut losses = Vec::with_capacity(replicas * m);
-        let mut total: Option<Vec<Stage>> = None;
+        let mut total: Option<(Vec<Vec<f32>>, Vec<Stage>)> = None;
         for d in 0..replicas {
             let mut stages = self.fresh_stages(&specs)?;
             let scale = self.stages.first().map_or(1.0, |s| s.stage().loss_scale());
@@ -455,16 +449,22 @@ impl Model {
             let out = sequential_step_in(&mut stages, &self.task, step, m, self.batch, Shard::of(d, replicas, m)?)?;
             losses.extend(out.losses);
             total = Some(match total {
-                None => stages,
-                Some(mut acc) => {
-                    for (a, b) in acc.iter_mut().zip(&stages) {
-                        add_grads(a, b)?;
+                None => (stages.iter().map(|s| flatten(s.grads())).collect::<std::result::Result<_, _>>()?, stages),
+                Some((mut sums, first)) => {
+                    for (sum, stage) in sums.iter_mut().zip(&stages) {
+                        add_values(sum, &flatten(stage.grads())?);
                     }
-                    acc
+                    (sums, first)
                 }
             });
         }
-        let total = total.ok_or_else(|| Error::Config("a step needs at least one replica".into()))?;
+        let (sums, mut total) = total.ok_or_else(|| Error::Config("a step needs at least one replica".into()))?;
+        if replicas > 1 {
+            for (stage, sum) in total.iter_mut().zip(sums) {
+                let grads = shaped(stage.index(), "the reference's sum over replicas", stage.grads(), sum)?;
+                stage.replace_grads(grads)?;
+            }
+        }
         Ok((StepOutput { loss: mean_loss(&losses), losses }, total))
     }
 
@@ -600,14 +600,23 @@ pub struct Verification {
     pub cpu_rel_diff: Option<f32>,
 }
 
-/// Adds `b`'s gradients to `a`'s, element by element (`a + b`, in that order).
-fn add_grads(a: &mut Stage, b: &Stage) -> Result<()> {
-    let mut sums = Vec::with_capacity(a.grads().len());
-    for (x, y) in a.grads().into_iter().zip(b.grads()) {
-        let values = x.values()?.iter().zip(y.values()?).map(|(p, q)| p + q).collect();
-        sums.push(Tensor::new(x.rows(), x.cols(), values)?);
+/// Adds `b` to `a`, element by element (`a + b`, in that order), as replica 0 adds the
+/// replicas' gradients.
+fn add_values(a: &mut [f32], b: &[f32]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
     }
-    Ok(a.replace_grads(sums)?)
+}
+
+/// Whether `mine` holds on any process: each pipeline rank's, gathered over the pipeline, then
+/// over the replicas (a collective: every process calls it). In process, `mine`.
+fn anywhere(transport: &Transport, mine: bool) -> Result<bool> {
+    if !transport.is_processes() {
+        return Ok(mine);
+    }
+    let any = |answers: Vec<Vec<u8>>| answers.iter().any(|b| b.first() == Some(&1));
+    let pipeline = any(transport.all_gather(vec![u8::from(mine)])?);
+    Ok(any(transport.all_gather_replicas(vec![u8::from(pipeline)])?))
 }
 
 /// `max|a − b| / max|b|` (the absolute difference where `b` is all zeros).

@@ -188,8 +188,9 @@ where
         for (s, stage) in mine.iter_mut() {
             let s = *s;
             prepare(stage, 0)?;
-            let costs =
-                stage.layer_costs(inputs[s].as_ref(), grads[s].as_ref(), warmup, reps).map_err(|e| fail(s, "per-layer", e))?;
+            let costs = stage
+                .layer_costs(inputs[s].as_ref(), grads[s].as_ref(), warmup, reps)
+                .map_err(|e| fail(s, "per-layer", e))?;
             out.push((s, costs));
         }
         Ok(out)
@@ -275,9 +276,11 @@ where
                 Ok(handle) => handle.join().unwrap_or_else(|_| {
                     Err(Error::WorkerPanic { rank, message: "a stage panicked while it was profiled".into() })
                 }),
-                Err(source) => {
-                    Err(Error::Io { action: "cannot start a profiling thread", path: format!("rank {rank}").into(), source })
-                }
+                Err(source) => Err(Error::Io {
+                    action: "cannot start a profiling thread",
+                    path: format!("rank {rank}").into(),
+                    source,
+                }),
             })
             .collect()
     });

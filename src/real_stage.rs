@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use pipesched_stages::{
     cuda::{Lane, Mark},
-    Optimizer, OptimizerSpec, Shard, Stage, Task, Tensor,
+    Format, Optimizer, OptimizerSpec, Shard, Stage, Task, Tensor,
 };
 
 use crate::exec::{DeviceClock, PendingSum, StageLayers, StageWork, SumRan, Transport, Wire};
@@ -232,6 +232,16 @@ impl RealStage {
             .collect()
     }
 
+    /// Whether this step's gradients hold an infinity or a NaN: under ZeRO stage 1 this
+    /// replica's slice of their sum over the replicas (what it updates with), else the stage's
+    /// (with data parallelism, already the sum).
+    pub fn grads_overflowed(&self) -> Result<bool> {
+        match &self.grad_slice {
+            Some(g) => Ok(g.iter().any(|v| !v.is_finite())),
+            None => Ok(self.stage.grads_overflowed()?),
+        }
+    }
+
     /// Applies the optimizer to the accumulated gradients. Under ZeRO stage 1, to this
     /// replica's slice of the parameters and of the summed gradients, after which the replicas
     /// gather each other's updated slices (an all-gather, in replica order).
@@ -252,12 +262,13 @@ impl RealStage {
             )));
         }
         let mut mine = flat[range.clone()].to_vec();
+        let format = self.stage.storage().storage();
         if !range.is_empty() {
             let device = self.stage.device();
             let _scope = self.stage.lane().map(|l| l.enter());
-            let mut p = Tensor::new(1, range.len(), mine)?.into_device(device)?;
+            let mut p = stored(Tensor::new(1, range.len(), mine)?, format)?.into_device(device)?;
             let g = Tensor::new(1, range.len(), grads)?.into_device(device)?;
-            self.optimizer.update(vec![(&mut p, &g)])?;
+            self.optimizer.update_scaled(vec![(&mut p, &g)], 1.0 / self.stage.loss_scale())?;
             mine = p.values()?;
         }
         let mut bytes = Vec::new();
@@ -273,16 +284,17 @@ impl RealStage {
 
     /// Keeps the optimizer state of only this replica's slice of the parameters (ZeRO stage 1).
     pub(crate) fn shard_optimizer(&mut self, replicas: usize, replica: usize) -> Result<()> {
-        if self.stage.storage().is_mixed() {
-            return Err(Error::Config(format!(
-                "stage {}: ZeRO stage 1 shards f32 parameters; {} keeps f32 master weights, which it does not shard yet: train without ZeRO, or in f32, bf16 or f16",
-                self.stage.index(),
-                self.stage.storage()
-            )));
-        }
         let len: usize = self.stage.params().iter().map(|p| p.len()).sum();
         let range = crate::exec::slice_of(len, replicas, replica);
-        self.optimizer = Optimizer::for_shapes(self.optimizer_spec, &[[1, range.len()]], self.stage.device())?;
+        let optimizer = Optimizer::for_shapes(self.optimizer_spec, &[[1, range.len()]], self.stage.device())?;
+        // Under mixed precision the slice's f32 master weights too: the parameters, widened.
+        self.optimizer = match self.stage.storage().storage() {
+            Some(_) => {
+                let master = flatten(self.stage.params())?[range.clone()].to_vec();
+                optimizer.with_master(vec![Tensor::new(1, range.len(), master)?])?
+            }
+            None => optimizer,
+        };
         self.zero = Some(range);
         Ok(())
     }
@@ -311,7 +323,9 @@ impl RealStage {
         let Some((pending, start, bytes)) = self.sum.take() else { return Ok(None) };
         let (total, end) = pending.wait()?;
         if self.zero.is_some() {
-            self.grad_slice = Some(total);
+            // Stored as the stage stores its gradients, as the whole sum is below.
+            let format = self.stage.storage().storage();
+            self.grad_slice = Some(stored(Tensor::new(1, total.len(), total)?, format)?.values()?);
         } else {
             let grads = shaped(self.stage.index(), "the sum over replicas", self.stage.grads(), total)?;
             self.stage.replace_grads(grads)?;
@@ -477,8 +491,16 @@ impl StageWork for RealStage {
     }
 }
 
+/// `t` stored in `format` (rounded to it), or as it is for `None`.
+fn stored(t: Tensor, format: Option<Format>) -> pipesched_stages::Result<Tensor> {
+    match format {
+        Some(f) => t.into_stored(f),
+        None => Ok(t),
+    }
+}
+
 /// The values of `tensors`, one after another: what crosses processes for a whole stage.
-fn flatten(tensors: Vec<&Tensor>) -> pipesched_stages::Result<Vec<f32>> {
+pub(crate) fn flatten(tensors: Vec<&Tensor>) -> pipesched_stages::Result<Vec<f32>> {
     let mut values = Vec::with_capacity(tensors.iter().map(|t| t.len()).sum());
     for t in tensors {
         values.extend(t.values()?);
@@ -486,13 +508,16 @@ fn flatten(tensors: Vec<&Tensor>) -> pipesched_stages::Result<Vec<f32>> {
     Ok(values)
 }
 
-/// `values` ([`flatten`]ed) cut back into tensors shaped like `like`, on the host; an error
-/// naming stage `stage` and `what` when the count differs.
-fn shaped(stage: usize, what: &str, like: Vec<&Tensor>, values: Vec<f32>) -> Result<Vec<Tensor>> {
+/// `values` ([`flatten`]ed) cut back into tensors shaped like `like`, on the host, each stored
+/// as its `like` is (a sum over replicas, added in `f32`, is rounded once to a 16-bit stage's
+/// format); an error naming stage `stage` and `what` when the count differs.
+pub(crate) fn shaped(stage: usize, what: &str, like: Vec<&Tensor>, values: Vec<f32>) -> Result<Vec<Tensor>> {
     let want: usize = like.iter().map(|t| t.len()).sum();
     if values.len() != want {
         return Err(Error::Config(format!("stage {stage}: {what} hold {} values for {want}", values.len())));
     }
     let mut rest = values.into_iter();
-    like.iter().map(|t| Ok(Tensor::new(t.rows(), t.cols(), rest.by_ref().take(t.len()).collect())?)).collect()
+    like.iter()
+        .map(|t| Ok(Tensor::new(t.rows(), t.cols(), rest.by_ref().take(t.len()).collect())?.into_dtype(t.dtype())?))
+        .collect()
 }

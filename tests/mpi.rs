@@ -334,6 +334,62 @@ fn lora_across_processes_and_replicas_trains_the_adapters_as_the_reference() {
     assert_eq!(sharded["peak_held_bytes"], sharded["predicted_peak_held_bytes"]);
 }
 
+/// Mixed precision across processes and replicas. On 2 processes, `mixed-bf16` and `mixed-f16`
+/// (from a loss scale of 2²⁰, so dynamic scaling skips steps) train exactly as threads: the same
+/// losses, skipped steps, final scale and parameters. With 2 replicas the gradients are the
+/// sequential reference's over the global batch bit for bit (16-bit activations and gradients
+/// cross as they are kept; the replicas' sum, added in f32, is rounded once to the stored
+/// format, as the reference rounds it), every rank skips the same steps, and ZeRO stage 1
+/// leaves the parameters as they were while each rank keeps its slice of the f32 master
+/// weights and Adam moments: 2 + 2 bytes per parameter, 12 per parameter of the slice.
+#[test]
+fn mixed_precision_across_processes_and_replicas_trains_as_the_reference() {
+    let scaled = |precision: &str| if precision == "mixed-f16" { " --loss-scale 1048576" } else { "" };
+    for precision in ["mixed-bf16", "mixed-f16"] {
+        let line = format!(
+            "--model tiny -s 1f1b -p 2 -m 4 --steps 10 --warmup 0 --precision {precision}{} --no-compare --json",
+            scaled(precision)
+        );
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let across = report(2, &args);
+        let threads = Command::new(env!("CARGO_BIN_EXE_pipesched")).arg("run").args(&args).output().unwrap();
+        assert!(threads.status.success(), "{}", String::from_utf8_lossy(&threads.stderr));
+        let threads: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&threads.stdout).lines().last().unwrap()).unwrap();
+        for key in ["losses", "skipped_steps", "loss_scale", "parameter_digest", "predicted_peak_held_bytes"] {
+            assert_eq!(across[key], threads[key], "{precision}: {key}");
+        }
+        if precision == "mixed-f16" {
+            assert!(!across["skipped_steps"].as_array().unwrap().is_empty(), "{across}");
+        }
+        let run = |zero: &str, verify: &str| {
+            let line = format!(
+                "--model tiny -s zb-h1 -p 2 -m 3 --dp 2 --zero {zero} --steps 6 --warmup 0 --precision {precision}{} {verify} --no-compare --json",
+                scaled(precision)
+            );
+            report(4, &line.split_whitespace().collect::<Vec<_>>())
+        };
+        let r = run("0", "--verify");
+        assert_eq!(r["bitwise"], true, "{precision}: {r}");
+        assert_eq!(r["max_grad_diff"], 0.0, "{precision}");
+        assert_eq!(r["peak_held_bytes"], r["predicted_peak_held_bytes"], "{precision}");
+        let (whole, sharded) = (run("0", ""), run("1", ""));
+        for key in ["losses", "skipped_steps", "loss_scale", "parameter_digest"] {
+            assert_eq!(whole[key], sharded[key], "{precision}: {key} with and without ZeRO-1");
+        }
+        assert_eq!(whole["losses"], r["losses"], "{precision}");
+        let statics = |r: &serde_json::Value| -> Vec<u64> {
+            r["static_bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect()
+        };
+        for (full, shard) in statics(&whole).into_iter().zip(statics(&sharded)) {
+            assert_eq!(full % 16, 0, "{precision}: 2 + 2 + 4 + 8 bytes per parameter");
+            let l = full / 16;
+            assert_eq!(shard, 4 * l + 12 * l.div_ceil(2), "{precision}: {full} B → {shard} B");
+        }
+        assert_eq!(sharded["peak_held_bytes"], sharded["predicted_peak_held_bytes"], "{precision}");
+    }
+}
+
 /// With profiled costs, a data-parallel run's report adds each stage's sum over the replicas to
 /// the simulation: rank 0's step then ends after the simulated makespan (its last backward), by
 /// one sum of its stage's gradients; and the measured end of its sums is reported beside it.

@@ -31,5 +31,9 @@ fn a_rank_done_early_keeps_running_until_the_last_is_done() {
     assert!(extra >= 20, "the fast rank ran only {extra} extra runs while the slow one measured");
     // Nothing of the extra runs is in the costs.
     let StageCosts::Stages(stages) = &costs.costs else { panic!("per-stage costs expected") };
-    assert!(stages[0].f < 5.0 && stages[1].f >= 10.0, "F per stage {:?} ms, not 0.1 and 10", [stages[0].f, stages[1].f]);
+    assert!(
+        stages[0].f < 5.0 && stages[1].f >= 10.0,
+        "F per stage {:?} ms, not 0.1 and 10",
+        [stages[0].f, stages[1].f]
+    );
 }

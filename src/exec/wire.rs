@@ -11,7 +11,7 @@
 //! to its own device as it does any input).
 
 use pipesched_schedules::deps::{Flow, Message};
-use pipesched_stages::Tensor;
+use pipesched_stages::{Dtype, Format, Tensor};
 
 use super::link::Envelope;
 
@@ -66,31 +66,66 @@ impl Wire for Vec<f32> {
     }
 }
 
-/// A tensor: rows and columns (`u64` each), then every value's bits (`u32`, little-endian).
+/// A tensor: rows and columns (`u64` each), its element type (one byte: 0 `f32`, 1 `bf16`,
+/// 2 `f16`), then every value's bits, little-endian: 4 bytes each for `f32`, and for a 16-bit
+/// stage's tensors the 2 bytes it keeps, so they cross processes as they are held (and count
+/// the same bytes there).
 impl Wire for Tensor {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        let format = match self.dtype() {
+            Dtype::F32 => None,
+            Dtype::Stored(f) => Some(f),
+            Dtype::F64 => return Err("an f64 tensor (a gradient check's) does not cross processes".into()),
+        };
         let values = self.values().map_err(|e| e.to_string())?;
-        out.reserve(16 + 4 * values.len());
+        out.reserve(17 + format.map_or(4, |_| 2) * values.len());
         out.extend_from_slice(&(self.rows() as u64).to_le_bytes());
         out.extend_from_slice(&(self.cols() as u64).to_le_bytes());
-        for v in values {
-            out.extend_from_slice(&v.to_bits().to_le_bytes());
+        match format {
+            None => {
+                out.push(0);
+                out.extend(values.iter().flat_map(|v| v.to_bits().to_le_bytes()));
+            }
+            Some(f) => {
+                out.push(if f == Format::Bf16 { 1 } else { 2 });
+                // Exact: the values are the format's, widened.
+                out.extend(values.iter().flat_map(|&v| f.narrow(v).to_le_bytes()));
+            }
         }
         Ok(())
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let (Some(head), Some(body)) = (bytes.get(..16), bytes.get(16..)) else {
-            return Err(format!("a tensor needs a 16-byte shape; got {} bytes", bytes.len()));
+        let (Some(head), Some(&tag), Some(body)) = (bytes.get(..16), bytes.get(16), bytes.get(17..)) else {
+            return Err(format!("a tensor needs a 16-byte shape and a type byte; got {} bytes", bytes.len()));
         };
         let dim = |k: usize| u64::from_le_bytes(head[8 * k..8 * k + 8].try_into().expect("8 bytes"));
         let (rows, cols) = (dim(0), dim(1));
-        let n = rows.checked_mul(cols).and_then(|n| n.checked_mul(4));
+        let (format, width) = match tag {
+            0 => (None, 4),
+            1 => (Some(Format::Bf16), 2),
+            2 => (Some(Format::F16), 2),
+            t => return Err(format!("a tensor's type byte is {t}; known: 0 (f32), 1 (bf16), 2 (f16)")),
+        };
+        let n = rows.checked_mul(cols).and_then(|n| n.checked_mul(width));
         if n != Some(body.len() as u64) {
-            return Err(format!("a [{rows}, {cols}] tensor needs {rows}·{cols}·4 bytes of values; got {}", body.len()));
+            return Err(format!(
+                "a [{rows}, {cols}] tensor needs {rows}·{cols}·{width} bytes of values; got {}",
+                body.len()
+            ));
         }
-        let data = body.chunks_exact(4).map(|b| f32::from_bits(u32::from_le_bytes(b.try_into().expect("4")))).collect();
-        Tensor::new(rows as usize, cols as usize, data).map_err(|e| e.to_string())
+        let (rows, cols) = (rows as usize, cols as usize);
+        let tensor = match format {
+            None => {
+                let data = body.chunks_exact(4).map(|b| f32::from_bits(u32::from_le_bytes(b.try_into().expect("4"))));
+                Tensor::new(rows, cols, data.collect())
+            }
+            Some(f) => {
+                let data = body.chunks_exact(2).map(|b| f.widen(u16::from_le_bytes(b.try_into().expect("2"))));
+                Tensor::new(rows, cols, data.collect()).and_then(|t| t.into_stored(f))
+            }
+        };
+        tensor.map_err(|e| e.to_string())
     }
 }
 
@@ -163,7 +198,7 @@ mod tests {
         let message = Message { flow: Flow::Gradient, from: 5, to: 4, mb: 70_000 };
         let env = Envelope { message, sent: 12.625, payload: t.clone() };
         let packet = Packet::encode(3, &env).unwrap();
-        assert_eq!(packet.bytes.len(), HEADER + 16 + 6 * 4);
+        assert_eq!(packet.bytes.len(), HEADER + 17 + 6 * 4);
         assert_eq!(packet.message().unwrap(), message);
         let back: Envelope<Tensor> = packet.decode().unwrap();
         assert!(back.payload.bit_eq(&t));
@@ -187,7 +222,7 @@ mod tests {
     fn damaged_packets_are_errors() {
         let short = Packet { peer: 1, bytes: vec![0; HEADER - 1] };
         assert!(short.message().unwrap_err().contains("shorter than the"));
-        let mut bad = Packet { peer: 1, bytes: vec![0; HEADER + 16] };
+        let mut bad = Packet { peer: 1, bytes: vec![0; HEADER + 17] };
         bad.bytes[0] = 7;
         assert!(bad.message().unwrap_err().contains("flow byte 7"));
         bad.bytes[0] = 0;
@@ -195,6 +230,24 @@ mod tests {
         assert!(bad.decode::<Tensor>().is_ok());
         bad.bytes[HEADER + 8] = 1; // [2, 1]: 8 bytes of values missing.
         assert!(bad.decode::<Tensor>().unwrap_err().contains("needs 2·1·4 bytes"));
-        assert!(Tensor::decode(&[0; 15]).unwrap_err().contains("16-byte shape"));
+        assert!(Tensor::decode(&[0; 16]).unwrap_err().contains("16-byte shape and a type byte"));
+        bad.bytes[HEADER + 16] = 3;
+        assert!(bad.decode::<Tensor>().unwrap_err().contains("type byte is 3"));
+    }
+
+    #[test]
+    fn sixteen_bit_tensors_cross_as_they_are_kept() {
+        let values = vec![1.5f32, -0.0, 65504.0, f32::INFINITY, -2.0f32.powi(-24), 3.0e38];
+        for format in [Format::Bf16, Format::F16] {
+            let t = Tensor::new(2, 3, values.clone()).unwrap().into_stored(format).unwrap();
+            let mut bytes = Vec::new();
+            t.encode(&mut bytes).unwrap();
+            assert_eq!(bytes.len(), 17 + 6 * 2, "{format}: 2 bytes a value");
+            let back = Tensor::decode(&bytes).unwrap();
+            assert_eq!(back.dtype(), Dtype::Stored(format));
+            assert!(back.bit_eq(&t), "{format}");
+        }
+        let wide = Tensor::new(1, 1, vec![1.0]).unwrap().to_f64().unwrap();
+        assert!(wide.encode(&mut Vec::new()).unwrap_err().contains("f64"));
     }
 }

@@ -157,7 +157,7 @@ impl Workload for RealWorkload {
     }
 
     fn optimizer_step(&mut self) -> Result<Update> {
-        self.model.optimizer_step()?;
+        self.model.optimizer_step(&self.transport)?;
         let scale = self.model.loss_scale();
         let dynamic = scale.is_dynamic().then(|| scale.scale());
         Ok(match (self.model.last_verdict(), dynamic) {

@@ -141,6 +141,22 @@ impl Optimizer {
         Ok(Optimizer { spec, state, t: 0, master: Vec::new() })
     }
 
+    /// This optimizer updating parameters stored in 16 bits through `master`, their `f32`
+    /// master weights, one per shape it was built for: the slice of a mixed-precision stage's
+    /// parameters that one replica updates (ZeRO stage 1). An error for other shapes.
+    pub fn with_master(mut self, master: Vec<Tensor>) -> Result<Optimizer> {
+        let k = self.spec.states_per_param();
+        let fits = master.len() * k == self.state.len()
+            && master.iter().zip(self.state.chunks_exact(k)).all(|(m, st)| st.iter().all(|s| s.shape() == m.shape()));
+        if !fits || master.iter().any(|m| m.dtype() != Dtype::F32) {
+            return Err(Error::Optimizer(
+                "master weights must be f32 tensors, one of each shape the optimizer was built for".into(),
+            ));
+        }
+        self.master = master;
+        Ok(self)
+    }
+
     /// The settings.
     pub fn spec(&self) -> OptimizerSpec {
         self.spec
