@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 
 use common::{deep_tiny, exec, microbatches, model_of, schedule};
-use pipesched::exec::execute;
+use pipesched::exec::{execute, Transport};
 use pipesched::model::Model;
 use pipesched::schedules::{back_to_back, simulate, Kind, Schedule, Stats};
 use pipesched::workload::{Asynchrony, RunPlan};
@@ -26,7 +26,7 @@ fn with_barrier(model: &mut Model, step: &Schedule) -> Vec<f32> {
     (0..STEPS)
         .map(|k| {
             let out = model.run_step(step, k as u64, &exec()).unwrap();
-            model.optimizer_step().unwrap();
+            model.optimizer_step(&Transport::InProcess).unwrap();
             out.loss
         })
         .collect()

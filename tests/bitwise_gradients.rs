@@ -6,6 +6,7 @@
 mod common;
 
 use common::{cases, exec, model, model_of, schedule, Case};
+use pipesched::exec::Transport;
 use pipesched_schedules::Kind;
 
 #[test]
@@ -61,7 +62,7 @@ fn loss_curves_of_the_tiny_preset_are_identical_across_schedules_over_20_adam_st
             let mut curve = Vec::new();
             for step in 0..20 {
                 let out = model.run_step(&s, step, &exec()).unwrap();
-                model.optimizer_step().unwrap();
+                model.optimizer_step(&Transport::InProcess).unwrap();
                 curve.push(out.loss.to_bits());
             }
             curves.push((format!("{kind}/{policy}"), curve));

@@ -51,7 +51,7 @@ fn a_gpt_learns_the_generated_text() {
     let mut losses = Vec::new();
     for step in 0..30 {
         losses.push(model.run_step(&s, step, &exec()).unwrap().loss);
-        model.optimizer_step().unwrap();
+        model.optimizer_step(&Transport::InProcess).unwrap();
     }
     let (first, last) = (losses[0], *losses.last().unwrap());
     assert!((first - 256f32.ln()).abs() < 0.3, "starts near ln 256: {first}");

@@ -189,7 +189,7 @@ fn measured_on_the_gpu_vs_simulated() {
         let s = schedule(kind, 2, 8, &model);
         for step in 0..3 {
             model.run_step(&s, step, &exec()).unwrap();
-            model.optimizer_step().unwrap();
+            model.optimizer_step(&Transport::InProcess).unwrap();
         }
         let measured = model.run_step(&s, 3, &exec()).unwrap().trace;
         let costs = pipesched::workload::profile_model(&s, &mut model, 7, &Transport::InProcess).unwrap();

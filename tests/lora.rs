@@ -8,6 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::{check_step, deep_tiny, exec, model_of, schedule};
+use pipesched::exec::Transport;
 use pipesched_schedules::Kind;
 use pipesched_stages::{Lora, LoraTarget, ModelSpec, ModelStates, OptimizerSpec, ParamCount, Precision};
 
@@ -122,10 +123,10 @@ fn fresh_adapters_leave_the_loss_and_training_moves_only_them() {
     assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "B = 0: the same function, the same bits");
     let frozen_before: Vec<Vec<f32>> =
         tuned.stages.iter().flat_map(|st| st.stage().frozen()).map(|t| t.values().unwrap()).collect();
-    tuned.optimizer_step().unwrap();
+    tuned.optimizer_step(&Transport::InProcess).unwrap();
     for step in 1..3 {
         tuned.run_step(&s, step, &exec()).unwrap();
-        tuned.optimizer_step().unwrap();
+        tuned.optimizer_step(&Transport::InProcess).unwrap();
     }
     let frozen_after: Vec<Vec<f32>> =
         tuned.stages.iter().flat_map(|st| st.stage().frozen()).map(|t| t.values().unwrap()).collect();

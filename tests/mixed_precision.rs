@@ -8,6 +8,7 @@
 mod common;
 
 use common::{deep_tiny, exec, model_of, optimal_budgets, schedule};
+use pipesched::exec::Transport;
 use pipesched::model::Model;
 use pipesched_schedules::Kind;
 use pipesched_stages::{
@@ -181,7 +182,7 @@ fn an_overflowing_f16_step_is_skipped_and_the_scale_halved() {
     let opt_before: Vec<Optimizer> = model.optimizers().unwrap();
     model.run_step(&s, 0, &exec()).unwrap();
     assert!(model.stages.iter().any(|st| st.stage().grads_overflowed().unwrap()));
-    model.optimizer_step().unwrap();
+    model.optimizer_step(&Transport::InProcess).unwrap();
     assert_eq!(model.last_verdict(), Some(ScaleVerdict::Skipped));
     let after = params_bits(&model);
     assert!(before.iter().flatten().zip(after.iter().flatten()).all(|(a, b)| a.to_bits() == b.to_bits()));
@@ -193,7 +194,7 @@ fn an_overflowing_f16_step_is_skipped_and_the_scale_halved() {
     model.set_loss_scale(LossScale::dynamic(1024.0, 2000).unwrap()).unwrap();
     model.run_step(&s, 1, &exec()).unwrap();
     assert!(!model.stages.iter().any(|st| st.stage().grads_overflowed().unwrap()));
-    model.optimizer_step().unwrap();
+    model.optimizer_step(&Transport::InProcess).unwrap();
     assert_eq!(model.last_verdict(), Some(ScaleVerdict::Applied));
     assert_ne!(params_bits(&model), before);
 }
@@ -208,7 +209,7 @@ fn the_scale_doubles_after_its_growth_interval_of_clean_steps() {
     let mut scales = vec![];
     for step in 0..7 {
         model.run_step(&s, step, &exec()).unwrap();
-        model.optimizer_step().unwrap();
+        model.optimizer_step(&Transport::InProcess).unwrap();
         assert_eq!(model.last_verdict(), Some(ScaleVerdict::Applied));
         scales.push(model.loss_scale().scale());
     }
@@ -227,7 +228,7 @@ fn scaling_is_exact_so_the_step_does_not_depend_on_the_scale() {
         let s = schedule(kind, p, m, &model);
         model.set_loss_scale(LossScale::dynamic(scale, 2000).unwrap()).unwrap();
         model.run_step(&s, 0, &exec()).unwrap();
-        model.optimizer_step().unwrap();
+        model.optimizer_step(&Transport::InProcess).unwrap();
         out.push(params_bits(&model));
     }
     let same = out[0].iter().flatten().zip(out[1].iter().flatten()).filter(|(a, b)| a.to_bits() == b.to_bits()).count();

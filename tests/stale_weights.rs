@@ -8,6 +8,7 @@
 mod common;
 
 use common::{deep_tiny, exec, model_of};
+use pipesched::exec::Transport;
 use pipesched::model::Model;
 use pipesched::schedules::{simulate_updates, with_recompute, Kind, Stats};
 use pipesched::workload::{Asynchrony, RunPlan};
@@ -112,7 +113,7 @@ fn a_run_after_trained_steps_verifies_from_the_same_optimizer_state() {
     let mut model = model_of(deep_tiny(), p, "none");
     let step = with_recompute(&Kind::OneFOneB.generate(p, 1, 4).unwrap(), &model.recompute_flags()).unwrap();
     model.run_step(&step, 0, &exec()).unwrap();
-    model.optimizer_step().unwrap();
+    model.optimizer_step(&Transport::InProcess).unwrap();
     let plan = plan(Kind::OneFOneB, p, 4, &model, Asynchrony::PipeDream).unwrap();
     let (params, optimizers) = (model.params(), model.optimizers().unwrap());
     let out = model.run(&plan, 1, &exec()).unwrap();
