@@ -21,7 +21,8 @@
 //! `recompute_bytes` re-created by `R`, `w_bytes` kept from `I` until `W`, and the messages
 //! sent (`fwd_msg_bytes`, `bwd_msg_bytes`). `static_bytes`: parameters, gradients and
 //! optimizer state per rank. `grad_bytes` (optional, written by `profile` for a real model):
-//! each stage's gradient bytes, which `simulate --dp D` sums over the replicas.
+//! the bytes each stage's gradients send when `simulate --dp D` sums them over the replicas
+//! (`f32` values, 4 bytes each, whatever the stage stores).
 //!
 //! Per layer (`"layers"`, in model order, for micro-batches of `rows` rows of the model named
 //! `model_name`): `f` (its forward keeping what `none` keeps), `i`, `w`, `r` (that forward run

@@ -14,8 +14,8 @@
 //! counts tensors, not the heap; only the process's resident size can stay at its peak.
 
 /// Makes the heap keep freed memory for reuse (see the module docs); `true` where it was set.
-/// The binaries call it first thing; a program built on the library may do the same. Where the
-/// C library is not glibc it does nothing and returns `false`.
+/// The binaries call it first thing, before any thread starts; a program built on the library
+/// may do the same. Where the C library is not glibc it does nothing and returns `false`.
 pub fn keep_freed_memory() -> bool {
     imp::keep_freed_memory()
 }
@@ -27,7 +27,8 @@ mod imp {
     // glibc's <malloc.h>.
     const M_TRIM_THRESHOLD: c_int = -1;
     const M_MMAP_THRESHOLD: c_int = -3;
-    /// The largest mapping threshold glibc accepts on a 64-bit system (HEAP_MAX_SIZE / 2).
+    /// The largest mapping threshold glibc accepts (HEAP_MAX_SIZE / 2): 32 MiB on a 64-bit
+    /// system, 16 MiB on a 32-bit one (where 32 MiB is refused and `false` returned).
     const MMAP_THRESHOLD_MAX: c_int = 32 << 20;
     /// Free bytes at the heap's top before it is trimmed.
     const TRIM_THRESHOLD: c_int = c_int::MAX;
@@ -37,8 +38,9 @@ mod imp {
     }
 
     pub fn keep_freed_memory() -> bool {
-        // SAFETY: mallopt only sets the allocator's tunables; glibc accepts these two
-        // parameters at any time, from any thread, and returns 0 when it refuses a value.
+        // SAFETY: mallopt only sets the allocator's tunables (under the main arena's lock;
+        // other threads' allocations read them unlocked, hence: call it before threads start)
+        // and returns 0 when it refuses a value.
         let (mmap, trim) =
             unsafe { (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) };
         mmap == 1 && trim == 1
@@ -55,7 +57,7 @@ mod imp {
 #[cfg(test)]
 mod tests {
     #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
     fn glibc_takes_both_settings() {
         assert!(super::keep_freed_memory());
     }

@@ -13,7 +13,7 @@ use pipesched_stages::{
     Task, Tensor,
 };
 
-use crate::exec::{execute, ExecOptions, StageWork, Transport, Wire};
+use crate::exec::{add_replica, execute, ExecOptions, StageWork, Transport, Wire};
 use crate::workload::{Layout, RunPlan};
 use crate::{Error, Result};
 
@@ -289,6 +289,13 @@ impl Model {
         transport.by_stage(stages, mine)
     }
 
+    /// The bytes each model stage's gradients send when summed over the replicas
+    /// ([`RealStage::sum_bytes`]), gathered from every process.
+    pub fn sum_bytes(&self, stages: usize, transport: &Transport) -> Result<Vec<u64>> {
+        let mine = self.stages.iter().map(|s| (s.stage().index(), s.sum_bytes())).collect();
+        transport.by_stage(stages, mine)
+    }
+
     /// Runs step `step` through `schedule`, leaving the gradients accumulated (no optimizer step).
     pub fn run_step(&mut self, schedule: &Schedule, step: u64, opts: &ExecOptions) -> Result<StepResult> {
         let m = schedule.m;
@@ -347,6 +354,15 @@ impl Model {
     /// of every pipeline rank and every replica are gathered, so all skip or apply the same
     /// steps and keep the same scale.
     pub fn optimizer_step(&mut self, transport: &Transport) -> Result<()> {
+        let split = self.stages.len() != self.specs.len() || self.replicas() > 1;
+        if split && (!transport.is_processes() || transport.replicas() != self.replicas()) {
+            return Err(Error::Config(format!(
+                "an optimizer step of a model split over processes or replicas needs the transport it runs on ({} of {} stages here, {} replicas): pass that transport, not another",
+                self.stages.len(),
+                self.specs.len(),
+                self.replicas()
+            )));
+        }
         let mut overflowed = false;
         if self.loss_scale.is_dynamic() {
             for s in &self.stages {
@@ -449,10 +465,12 @@ impl Model {
             let out = sequential_step_in(&mut stages, &self.task, step, m, self.batch, Shard::of(d, replicas, m)?)?;
             losses.extend(out.losses);
             total = Some(match total {
+                // (One replica's gradients are the sum as they are.)
+                None if replicas == 1 => (Vec::new(), stages),
                 None => (stages.iter().map(|s| flatten(s.grads())).collect::<std::result::Result<_, _>>()?, stages),
                 Some((mut sums, first)) => {
                     for (sum, stage) in sums.iter_mut().zip(&stages) {
-                        add_values(sum, &flatten(stage.grads())?);
+                        add_replica(sum, &flatten(stage.grads())?);
                     }
                     (sums, first)
                 }
@@ -461,7 +479,8 @@ impl Model {
         let (sums, mut total) = total.ok_or_else(|| Error::Config("a step needs at least one replica".into()))?;
         if replicas > 1 {
             for (stage, sum) in total.iter_mut().zip(sums) {
-                let grads = shaped(stage.index(), "the reference's sum over replicas", stage.grads(), sum)?;
+                let format = stage.storage().storage();
+                let grads = shaped(stage.index(), "the reference's sum over replicas", stage.grads(), sum, format)?;
                 stage.replace_grads(grads)?;
             }
         }
@@ -598,14 +617,6 @@ pub struct Verification {
     /// With stages on a GPU: the largest relative difference of a gradient from the CPU's,
     /// `max|a − b| / max|b|` per parameter tensor (`b` the CPU's), over all tensors.
     pub cpu_rel_diff: Option<f32>,
-}
-
-/// Adds `b` to `a`, element by element (`a + b`, in that order), as replica 0 adds the
-/// replicas' gradients.
-fn add_values(a: &mut [f32], b: &[f32]) {
-    for (x, y) in a.iter_mut().zip(b) {
-        *x += y;
-    }
 }
 
 /// Whether `mine` holds on any process: each pipeline rank's, gathered over the pipeline, then

@@ -62,8 +62,9 @@ struct Samples {
 /// what it sends to the next rank through `transport`). Then every rank's stages are timed at
 /// once, one thread per rank — each replaying its recorded inputs — so the times include what
 /// ranks running side by side cost each other (shared caches, memory bandwidth, a shared core),
-/// as they do in the pipeline; a rank done measuring runs its ops again, unmeasured, until the
-/// last rank is done, so no rank's ops are timed alone. `prepare(stage, run)` is called before every run of a stage to
+/// as they do in the pipeline; with ranks as threads, a rank done measuring runs its ops again,
+/// unmeasured, until the last rank is done, so no rank's ops are timed alone (ranks as processes
+/// each measure on their own: no gate or filler crosses processes yet). `prepare(stage, run)` is called before every run of a stage to
 /// make it ready for micro-batch 0 (real stages begin a fresh one-micro-batch step); `run` is 0
 /// for the recording pass and the unmeasured runs after a rank's measurements.
 ///
@@ -214,11 +215,12 @@ where
 }
 
 /// `work` on every rank's stages of `mine` at once, one thread per rank, as the pipeline runs
-/// them; each rank's results. A rank whose `work` is done runs `filler` (the same ops again,
+/// them (this process's ranks: every rank with ranks as threads); each rank's results. The
+/// ranks start together, and a rank whose `work` is done runs `filler` (the same ops again,
 /// unmeasured) while another rank is still at its `work`, so that every measured op ran with
 /// every rank busy: on a machine whose cores share caches, memory bandwidth or a physical core,
-/// an op alone runs up to 40 % faster than beside another (gpt-small's layers on this project's
-/// 2-core test machine), and a rank that finished early would leave the other's last ops to run
+/// an op alone runs up to 40 % faster than beside another (gpt-small's layers on a 2-core
+/// machine), and a rank that finished early would leave the other's last ops to run
 /// alone, faster than in the pipeline.
 fn side_by_side<'a, S, T>(
     layout: Layout,

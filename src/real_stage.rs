@@ -232,6 +232,13 @@ impl RealStage {
             .collect()
     }
 
+    /// The bytes this stage's gradients send when summed over the replicas: their values as
+    /// `f32`, 4 bytes each whatever the stage stores (16-bit gradients widen exactly; the sum is
+    /// added in `f32`).
+    pub fn sum_bytes(&self) -> u64 {
+        4 * self.stage.grads().iter().map(|g| g.len() as u64).sum::<u64>()
+    }
+
     /// Whether this step's gradients hold an infinity or a NaN: under ZeRO stage 1 this
     /// replica's slice of their sum over the replicas (what it updates with), else the stage's
     /// (with data parallelism, already the sum).
@@ -275,7 +282,7 @@ impl RealStage {
         mine.encode(&mut bytes).map_err(Error::Config)?;
         let all = Vec::<f32>::decode(&replicas.all_gather_replicas(bytes)?.concat()).map_err(Error::Config)?;
         let device = self.stage.device();
-        let params = shaped(index, "the replicas' updated slices", self.stage.params(), all)?;
+        let params = shaped(index, "the replicas' updated slices", self.stage.params(), all, format)?;
         for ((p, _), v) in self.stage.params_and_grads_mut().into_iter().zip(params) {
             *p = v.into_device(device)?;
         }
@@ -308,7 +315,7 @@ impl RealStage {
         let Some(replicas) = self.replicas.as_ref().filter(|_| self.stage.grads_complete()) else { return Ok(()) };
         let start = Instant::now();
         let values = flatten(self.stage.grads())?;
-        let bytes = 4 * values.len() as u64;
+        let bytes = self.sum_bytes();
         let key = self.stage.index() as u32;
         let pending = replicas
             .start_sum(key, values, self.zero.is_some())
@@ -322,12 +329,12 @@ impl RealStage {
     fn settle_sum(&mut self) -> Result<Option<SumRan>> {
         let Some((pending, start, bytes)) = self.sum.take() else { return Ok(None) };
         let (total, end) = pending.wait()?;
+        // Stored as the stage stores its gradients, the slice as the whole sum.
+        let format = self.stage.storage().storage();
         if self.zero.is_some() {
-            // Stored as the stage stores its gradients, as the whole sum is below.
-            let format = self.stage.storage().storage();
             self.grad_slice = Some(stored(Tensor::new(1, total.len(), total)?, format)?.values()?);
         } else {
-            let grads = shaped(self.stage.index(), "the sum over replicas", self.stage.grads(), total)?;
+            let grads = shaped(self.stage.index(), "the sum over replicas", self.stage.grads(), total, format)?;
             self.stage.replace_grads(grads)?;
         }
         Ok(Some(SumRan { start, end, bytes }))
@@ -491,8 +498,10 @@ impl StageWork for RealStage {
     }
 }
 
-/// `t` stored in `format` (rounded to it), or as it is for `None`.
-fn stored(t: Tensor, format: Option<Format>) -> pipesched_stages::Result<Tensor> {
+/// `t` stored in `format` (rounded to it), or as it is for `None`: how values added or updated
+/// in `f32` go back into a stage that stores its parameters and gradients in `format`
+/// ([`Precision::storage`](pipesched_stages::Precision::storage) of its storage).
+pub(crate) fn stored(t: Tensor, format: Option<Format>) -> pipesched_stages::Result<Tensor> {
     match format {
         Some(f) => t.into_stored(f),
         None => Ok(t),
@@ -508,16 +517,22 @@ pub(crate) fn flatten(tensors: Vec<&Tensor>) -> pipesched_stages::Result<Vec<f32
     Ok(values)
 }
 
-/// `values` ([`flatten`]ed) cut back into tensors shaped like `like`, on the host, each stored
-/// as its `like` is (a sum over replicas, added in `f32`, is rounded once to a 16-bit stage's
-/// format); an error naming stage `stage` and `what` when the count differs.
-pub(crate) fn shaped(stage: usize, what: &str, like: Vec<&Tensor>, values: Vec<f32>) -> Result<Vec<Tensor>> {
+/// `values` ([`flatten`]ed) cut back into tensors shaped like `like`, on the host, and stored
+/// in `format` ([`stored`]: a sum over replicas, added in `f32`, is rounded once to a 16-bit
+/// stage's format); an error naming stage `stage` and `what` when the count differs.
+pub(crate) fn shaped(
+    stage: usize,
+    what: &str,
+    like: Vec<&Tensor>,
+    values: Vec<f32>,
+    format: Option<Format>,
+) -> Result<Vec<Tensor>> {
     let want: usize = like.iter().map(|t| t.len()).sum();
     if values.len() != want {
         return Err(Error::Config(format!("stage {stage}: {what} hold {} values for {want}", values.len())));
     }
     let mut rest = values.into_iter();
     like.iter()
-        .map(|t| Ok(Tensor::new(t.rows(), t.cols(), rest.by_ref().take(t.len()).collect())?.into_dtype(t.dtype())?))
+        .map(|t| Ok(stored(Tensor::new(t.rows(), t.cols(), rest.by_ref().take(t.len()).collect())?, format)?))
         .collect()
 }

@@ -196,7 +196,7 @@ fn run_with(args: &RunArgs, opts: &ExecOptions) -> Result<()> {
     let profiled = if args.no_compare { None } else { Some(with_host_link(args, workload.profile(7)?, &predicted)?) };
     let dp = args.steps.transport.data.data_parallel()?;
     // With data parallelism the simulation adds each stage's sum over the replicas.
-    let sums = if dp.sums() && profiled.is_some() { Some((dp, workload.version_bytes()?)) } else { None };
+    let sums = if dp.sums() && profiled.is_some() { Some((dp, workload.sum_bytes()?)) } else { None };
     if !root {
         return Ok(());
     }

@@ -314,6 +314,15 @@ impl Transport {
     }
 }
 
+/// Adds `part` to `total`, element by element (`total + part`, in that order): how the
+/// replicas' gradients are summed, one replica after another in replica order — by replica 0's
+/// communication thread and by the sequential reference alike — so the same bits on every run.
+pub fn add_replica(total: &mut [f32], part: &[f32]) {
+    for (t, p) in total.iter_mut().zip(part) {
+        *t += p;
+    }
+}
+
 /// Replica `replica`'s slice of `len` values split among `replicas`: contiguous, in replica
 /// order, the first `len mod replicas` one value longer than the rest.
 pub fn slice_of(len: usize, replicas: usize, replica: usize) -> std::ops::Range<usize> {

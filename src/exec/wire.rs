@@ -87,7 +87,10 @@ impl Wire for Tensor {
                 out.extend(values.iter().flat_map(|v| v.to_bits().to_le_bytes()));
             }
             Some(f) => {
-                out.push(if f == Format::Bf16 { 1 } else { 2 });
+                out.push(match f {
+                    Format::Bf16 => 1,
+                    Format::F16 => 2,
+                });
                 // Exact: the values are the format's, widened.
                 out.extend(values.iter().flat_map(|&v| f.narrow(v).to_le_bytes()));
             }

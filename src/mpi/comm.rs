@@ -16,7 +16,7 @@ use mpi::traits::*;
 use mpi::Threading;
 
 use super::{Scope, Tag};
-use crate::exec::{slice_of, Edge, Packet};
+use crate::exec::{add_replica, slice_of, Edge, Packet, Wire};
 
 /// The longest the thread waits for a packet or a request before polling MPI again.
 const IDLE: Duration = Duration::from_micros(50);
@@ -360,10 +360,10 @@ fn add_in_order(parts: Vec<Vec<u8>>) -> Result<Vec<u8>, String> {
                 total.len()
             ));
         }
-        for (t, p) in total.chunks_exact_mut(4).zip(part.chunks_exact(4)) {
-            let sum = f32::from_le_bytes(t.try_into().expect("4 bytes")) + f32::from_le_bytes(p.try_into().expect("4"));
-            t.copy_from_slice(&sum.to_le_bytes());
-        }
+        let (mut sum, part) = (Vec::<f32>::decode(&total)?, Vec::<f32>::decode(&part)?);
+        add_replica(&mut sum, &part);
+        total.clear();
+        sum.encode(&mut total)?;
     }
     Ok(total)
 }

@@ -220,6 +220,12 @@ pub trait Workload {
         Ok(vec![0; self.layout().stages()])
     }
 
+    /// The bytes each stage's gradients send when summed over data-parallel replicas (0 for
+    /// synthetic stages, which have none).
+    fn sum_bytes(&self) -> Result<Vec<u64>> {
+        Ok(vec![0; self.layout().stages()])
+    }
+
     /// A digest of every stage's parameters (FNV-1a over their bits, stage by stage in model
     /// order): equal digests, equal parameters. `None` for synthetic stages, which have none.
     /// With ranks as processes every process calls it and gets it.

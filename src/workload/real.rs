@@ -190,8 +190,8 @@ impl Workload for RealWorkload {
 
     fn profile_file(&mut self, reps: usize) -> Result<CostFile> {
         let (model, layers) = profile_model_layers(self.layout, &mut self.model, reps, &self.transport)?;
-        // A stage's gradients are its parameters' shapes: a weight version's bytes.
-        let grad_bytes = Some(self.version_bytes()?);
+        // What a stage's sum over replicas sends.
+        let grad_bytes = Some(self.sum_bytes()?);
         Ok(CostFile { model, layout: Some(self.layout), recompute: Some(self.policies.clone()), layers, grad_bytes })
     }
 
@@ -201,6 +201,10 @@ impl Workload for RealWorkload {
 
     fn version_bytes(&self) -> Result<Vec<u64>> {
         self.model.version_bytes(self.layout.stages(), &self.transport)
+    }
+
+    fn sum_bytes(&self) -> Result<Vec<u64>> {
+        self.model.sum_bytes(self.layout.stages(), &self.transport)
     }
 
     fn parameter_digest(&self) -> Result<Option<u64>> {
