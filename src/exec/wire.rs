@@ -68,31 +68,29 @@ impl Wire for Vec<f32> {
 
 /// A tensor: rows and columns (`u64` each), its element type (one byte: 0 `f32`, 1 `bf16`,
 /// 2 `f16`), then every value's bits, little-endian: 4 bytes each for `f32`, and for a 16-bit
-/// stage's tensors the 2 bytes it keeps, so they cross processes as they are held (and count
-/// the same bytes there).
+/// stage's tensors the 2 bytes it keeps, exactly, so they cross processes as they are held
+/// (and count the same bytes there).
 impl Wire for Tensor {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
-        let format = match self.dtype() {
-            Dtype::F32 => None,
-            Dtype::Stored(f) => Some(f),
-            Dtype::F64 => return Err("an f64 tensor (a gradient check's) does not cross processes".into()),
-        };
-        let values = self.values().map_err(|e| e.to_string())?;
-        out.reserve(17 + format.map_or(4, |_| 2) * values.len());
+        if self.dtype() == Dtype::F64 {
+            return Err("an f64 tensor (a gradient check's) does not cross processes".into());
+        }
         out.extend_from_slice(&(self.rows() as u64).to_le_bytes());
         out.extend_from_slice(&(self.cols() as u64).to_le_bytes());
-        match format {
-            None => {
-                out.push(0);
-                out.extend(values.iter().flat_map(|v| v.to_bits().to_le_bytes()));
-            }
-            Some(f) => {
-                out.push(match f {
+        match self.stored_bits() {
+            Some((bits, format)) => {
+                out.reserve(1 + 2 * bits.len());
+                out.push(match format {
                     Format::Bf16 => 1,
                     Format::F16 => 2,
                 });
-                // Exact: the values are the format's, widened.
-                out.extend(values.iter().flat_map(|&v| f.narrow(v).to_le_bytes()));
+                out.extend(bits.iter().flat_map(|b| b.to_le_bytes()));
+            }
+            None => {
+                let values = self.values().map_err(|e| e.to_string())?;
+                out.reserve(1 + 4 * values.len());
+                out.push(0);
+                out.extend(values.iter().flat_map(|v| v.to_bits().to_le_bytes()));
             }
         }
         Ok(())
@@ -124,8 +122,8 @@ impl Wire for Tensor {
                 Tensor::new(rows, cols, data.collect())
             }
             Some(f) => {
-                let data = body.chunks_exact(2).map(|b| f.widen(u16::from_le_bytes(b.try_into().expect("2"))));
-                Tensor::new(rows, cols, data.collect()).and_then(|t| t.into_stored(f))
+                let bits = body.chunks_exact(2).map(|b| u16::from_le_bytes(b.try_into().expect("2 bytes")));
+                Tensor::from_bits(rows, cols, bits.collect(), f)
             }
         };
         tensor.map_err(|e| e.to_string())
@@ -250,6 +248,12 @@ mod tests {
             assert_eq!(back.dtype(), Dtype::Stored(format));
             assert!(back.bit_eq(&t), "{format}");
         }
+        // Any 16 bits cross as they are, a NaN's payload too.
+        let odd = Tensor::from_bits(1, 2, vec![0x7f81, 0xffff], Format::Bf16).unwrap();
+        let mut bytes = Vec::new();
+        odd.encode(&mut bytes).unwrap();
+        assert_eq!(Tensor::decode(&bytes).unwrap().stored_bits(), Some((&[0x7f81u16, 0xffff][..], Format::Bf16)));
+        assert!(Tensor::from_bits(2, 2, vec![0; 3], Format::F16).is_err());
         let wide = Tensor::new(1, 1, vec![1.0]).unwrap().to_f64().unwrap();
         assert!(wide.encode(&mut Vec::new()).unwrap_err().contains("f64"));
     }

@@ -151,6 +151,28 @@ impl Tensor {
         Tensor { rows, cols, store: Store::Stored(bits, format) }
     }
 
+    /// A host tensor of 16-bit `bits` in `format`, row after row, exactly those bits (NaN
+    /// payloads included): what [`stored_bits`](Tensor::stored_bits) gives back. An error
+    /// unless there are `rows * cols` of them.
+    pub fn from_bits(rows: usize, cols: usize, bits: Vec<u16>, format: Format) -> Result<Tensor> {
+        if rows.checked_mul(cols) != Some(bits.len()) {
+            return Err(Error::Shape {
+                place: format!("a [{rows}, {cols}] {format} tensor from bits"),
+                reason: format!("{} values given for {rows}·{cols}; give one per element", bits.len()),
+            });
+        }
+        Ok(Tensor::from_stored_bits(rows, cols, bits, format))
+    }
+
+    /// The 16-bit values and their format of a tensor stored in 16 bits (mixed precision), row
+    /// after row; `None` for any other.
+    pub fn stored_bits(&self) -> Option<(&[u16], Format)> {
+        match &self.store {
+            Store::Stored(bits, f) => Some((bits, *f)),
+            _ => None,
+        }
+    }
+
     /// The storage.
     pub(crate) fn store(&self) -> &Store {
         &self.store
