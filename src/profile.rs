@@ -64,7 +64,7 @@ struct Samples {
 /// ranks running side by side cost each other (shared caches, memory bandwidth, a shared core),
 /// as they do in the pipeline; with ranks as threads, a rank done measuring runs its ops again,
 /// unmeasured, until the last rank is done, so no rank's ops are timed alone (ranks as processes
-/// each measure on their own: no gate or filler crosses processes yet). `prepare(stage, run)` is called before every run of a stage to
+/// start together, after a barrier, but a process done early does not keep busy). `prepare(stage, run)` is called before every run of a stage to
 /// make it ready for micro-batch 0 (real stages begin a fresh one-micro-batch step); `run` is 0
 /// for the recording pass and the unmeasured runs after a rank's measurements.
 ///
@@ -133,6 +133,8 @@ where
     let mut mine: Vec<(usize, &mut S)> = held.iter().copied().zip(stages.iter_mut()).collect();
     let recorded = record_pass(&mut mine, layout, &opts.recompute, prepare, transport)?;
     let (inputs, grads) = (&recorded.inputs, &recorded.grads);
+    // With ranks as processes, every process starts timing together (in process, a no-op).
+    transport.all_gather(Vec::new())?;
     let timed = side_by_side(
         layout,
         mine,
@@ -197,6 +199,7 @@ where
         Ok(out)
     };
     let mine = held.iter().copied().zip(stages.iter_mut()).collect();
+    transport.all_gather(Vec::new())?;
     let timed = side_by_side(
         layout,
         mine,
