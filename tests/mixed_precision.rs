@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::cli::{pipesched_line, report};
 use common::{deep_tiny, exec, model_of, optimal_budgets, schedule};
 use pipesched::exec::Transport;
 use pipesched::model::Model;
@@ -248,64 +249,19 @@ fn what_mixed_precision_cannot_do_is_an_error() {
     assert_eq!(Precision::MixedF16.storage(), Some(Format::F16));
 }
 
-fn pipesched(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pipesched")).args(args).output().expect("the binary runs")
-}
-
 /// `run` says which updates dynamic loss scaling skipped and the scale it ended at: from 2²⁰ a
 /// gradient overflows f16, so steps are skipped, each halving the scale (the 2,000-step growth
 /// interval is never reached, so the scale ends at exactly 2²⁰ over 2 per skip); from 2³⁰ the
 /// first two steps are both skipped.
 #[test]
 fn run_reports_the_skipped_updates_and_the_final_scale() {
-    let out = pipesched(&[
-        "run",
-        "--model",
-        "tiny",
-        "-s",
-        "1f1b",
-        "-p",
-        "2",
-        "-m",
-        "4",
-        "--steps",
-        "12",
-        "--warmup",
-        "0",
-        "--precision",
-        "mixed-f16",
-        "--loss-scale",
-        "1048576",
-        "--no-compare",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let run = "run --model tiny -s 1f1b -p 2 -m 4 --warmup 0 --precision mixed-f16 --no-compare";
+    let r = report(run, &["--steps", "12", "--loss-scale", "1048576", "--json"]);
     let skipped = r["skipped_steps"].as_array().unwrap().len();
     assert!((1..12).contains(&skipped), "{r}");
     assert_eq!(r["loss_scale"].as_f64(), Some(2f64.powi(20 - skipped as i32)), "{r}");
     // The text report says the same.
-    let text = pipesched(&[
-        "run",
-        "--model",
-        "tiny",
-        "-s",
-        "1f1b",
-        "-p",
-        "2",
-        "-m",
-        "4",
-        "--steps",
-        "2",
-        "--warmup",
-        "0",
-        "--precision",
-        "mixed-f16",
-        "--loss-scale",
-        "1073741824",
-        "--no-compare",
-    ]);
+    let text = pipesched_line(run, &["--steps", "2", "--loss-scale", "1073741824"]);
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(stdout.contains("(update skipped: a gradient overflowed in f16; loss scale halved to 2^29)"), "{stdout}");
     assert!(stdout.contains("dynamic loss scaling: 2 of 2 updates skipped"), "{stdout}");
@@ -313,9 +269,8 @@ fn run_reports_the_skipped_updates_and_the_final_scale() {
 
 #[test]
 fn f16_without_loss_scaling_is_warned_and_bad_scales_are_errors() {
-    let base =
-        ["run", "--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "2", "--steps", "1", "--warmup", "0", "--no-compare"];
-    let with = |extra: &[&str]| pipesched(&base.iter().chain(extra).copied().collect::<Vec<_>>());
+    let with =
+        |extra: &[&str]| pipesched_line("run --model tiny -s 1f1b -p 2 -m 2 --steps 1 --warmup 0 --no-compare", extra);
     for extra in [&["--precision", "f16"][..], &["--precision", "mixed-f16", "--loss-scale", "none"]] {
         let out = with(extra);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -4,7 +4,11 @@
 //! installs them and runs `cargo test --features mpi --test mpi`.
 #![cfg(feature = "mpi")]
 
+mod common;
+
 use std::process::{Command, Output};
+
+use common::cli::{pipesched, report_of};
 
 /// `pipesched run ARGS --transport mpi` under `mpirun -n n`.
 fn mpirun(n: usize, args: &[&str]) -> Output {
@@ -19,11 +23,12 @@ fn mpirun(n: usize, args: &[&str]) -> Output {
 
 /// The JSON report rank 0 printed, after checking that every process exited cleanly.
 fn report(n: usize, args: &[&str]) -> serde_json::Value {
-    let out = mpirun(n, args);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "mpirun -n {n} {args:?} failed:\n{stdout}\n{stderr}");
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{args:?}: no JSON report ({e}):\n{stdout}\n{stderr}"))
+    report_of(&mpirun(n, args), &format!("mpirun -n {n} {args:?}"))
+}
+
+/// The JSON report of `pipesched run ARGS` with ranks as threads of one process.
+fn in_threads(args: &[&str]) -> serde_json::Value {
+    report_of(&pipesched(&[&["run"][..], args].concat()), &format!("run {args:?}"))
 }
 
 /// Every schedule × recompute {none, full} on `tiny` at p = 2 and p = 4 (the two-chunk schedules
@@ -123,10 +128,7 @@ fn processes_train_exactly_as_threads() {
     let args: Vec<&str> =
         "--model tiny -s 1f1b -p 2 -m 4 --steps 4 --warmup 0 --validate 2 --json".split_whitespace().collect();
     let across = report(2, &args);
-    let threads = Command::new(env!("CARGO_BIN_EXE_pipesched")).arg("run").args(args).output().unwrap();
-    assert!(threads.status.success());
-    let threads: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&threads.stdout).lines().last().unwrap()).unwrap();
+    let threads = in_threads(&args);
     assert_eq!(across["losses"], threads["losses"]);
     assert_eq!(across["validation"].as_array().map(Vec::len), Some(2), "{across}");
     assert_eq!(across["validation"], threads["validation"]);
@@ -150,10 +152,7 @@ fn runs_without_a_barrier_and_on_stale_weights_train_as_threads() {
         let line = format!("--model tiny -s 1f1b -p 2 -m 4 --steps 3 --warmup 0 --no-compare --json {mode}");
         let args: Vec<&str> = line.split_whitespace().collect();
         let across = report(2, &args);
-        let threads = Command::new(env!("CARGO_BIN_EXE_pipesched")).arg("run").args(&args).output().unwrap();
-        assert!(threads.status.success(), "{mode}");
-        let threads: serde_json::Value =
-            serde_json::from_str(String::from_utf8_lossy(&threads.stdout).lines().last().unwrap()).unwrap();
+        let threads = in_threads(&args);
         assert_eq!(across["losses"], threads["losses"], "{mode}");
         assert!(across["parameter_digest"].is_string(), "{across}");
         assert_eq!(across["parameter_digest"], threads["parameter_digest"], "{mode}");
@@ -175,13 +174,7 @@ fn parameters_files_are_saved_and_loaded_across_processes() {
     let args: Vec<&str> = line.split_whitespace().collect();
     let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
     report(2, &[&args[..], &["-p", "2", "--save-params", &path(&across)]].concat());
-    let out = Command::new(env!("CARGO_BIN_EXE_pipesched"))
-        .arg("run")
-        .args(&args)
-        .args(["-p", "2", "--save-params", &path(&threads)])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    in_threads(&[&args[..], &["-p", "2", "--save-params", &path(&threads)]].concat());
     let (a, t) = (std::fs::read(&across).unwrap(), std::fs::read(&threads).unwrap());
     let file = |bytes: &[u8]| pipesched_stages::ParamsFile::from_bytes("f", bytes).unwrap();
     let (fa, ft) = (file(&a), file(&t));
@@ -194,15 +187,7 @@ fn parameters_files_are_saved_and_loaded_across_processes() {
         4,
         &[&args[..], &["-p", "4", "--init-params", &path(&across), "--save-params", &path(&resumed)]].concat(),
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_pipesched"))
-        .arg("run")
-        .args(&args)
-        .args(["-p", "1", "--init-params", &path(&threads)])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let one: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let one = in_threads(&[&args[..], &["-p", "1", "--init-params", &path(&threads)]].concat());
     assert_eq!(four["losses"], one["losses"]);
     assert_eq!(file(&std::fs::read(&resumed).unwrap()).len(), ft.len());
 }
@@ -273,14 +258,10 @@ fn data_parallel_replicas_give_the_sequential_gradients_of_the_global_batch() {
         assert_eq!(r["peak_held_bytes"], r["predicted_peak_held_bytes"], "{case}");
         let again = report(4, &args);
         assert_eq!(r["losses"], again["losses"], "{case}: two runs differ");
-        let one = Command::new(env!("CARGO_BIN_EXE_pipesched"))
-            .args(["run", "--model", "tiny", "-s", schedule, "-p", "2", "-m", "6", "--recompute", policy])
-            .args(["--steps", "1", "--warmup", "0", "--no-compare", "--json"])
-            .output()
-            .unwrap();
-        assert!(one.status.success());
-        let one: serde_json::Value =
-            serde_json::from_str(String::from_utf8_lossy(&one.stdout).lines().last().unwrap()).unwrap();
+        let global = format!(
+            "--model tiny -s {schedule} -p 2 -m 6 --recompute {policy} --steps 1 --warmup 0 --no-compare --json"
+        );
+        let one = in_threads(&global.split_whitespace().collect::<Vec<_>>());
         assert_eq!(r["losses"][0], one["losses"][0], "{case}: the global batch's loss");
     }
 }
@@ -352,10 +333,7 @@ fn mixed_precision_across_processes_and_replicas_trains_as_the_reference() {
         );
         let args: Vec<&str> = line.split_whitespace().collect();
         let across = report(2, &args);
-        let threads = Command::new(env!("CARGO_BIN_EXE_pipesched")).arg("run").args(&args).output().unwrap();
-        assert!(threads.status.success(), "{}", String::from_utf8_lossy(&threads.stderr));
-        let threads: serde_json::Value =
-            serde_json::from_str(String::from_utf8_lossy(&threads.stdout).lines().last().unwrap()).unwrap();
+        let threads = in_threads(&args);
         for key in ["losses", "skipped_steps", "loss_scale", "parameter_digest", "predicted_peak_held_bytes"] {
             assert_eq!(across[key], threads[key], "{precision}: {key}");
         }

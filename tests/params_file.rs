@@ -3,26 +3,26 @@
 //! validation, bit for bit; a damaged, truncated, misshapen, incomplete or foreign file is a
 //! clear error.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::cli::{pipesched, pipesched_line, report, report_of};
 use pipesched_stages::{ParamsFile, Tensor};
 
-fn pipesched(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pipesched")).args(args).output().expect("the binary runs")
-}
+/// `run` of gpt-tiny through 1F1B at depth 2, 4 micro-batches a step: the start of most runs here.
+const GPT_TINY: &str = "run --model gpt-tiny -s 1f1b -p 2 -m 4";
 
 fn json(args: &[&str]) -> serde_json::Value {
-    let out = pipesched(args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    report_of(&pipesched(args), &format!("{args:?}"))
 }
 
-fn fails(args: &[&str]) -> String {
-    let out = pipesched(args);
+/// The error of `pipesched` with the words of `line` then `extra`, which must fail cleanly.
+fn fails(line: &str, extra: &[&str]) -> String {
+    let out = pipesched_line(line, extra);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(err.starts_with("error:") && !err.contains("panicked"), "{args:?}: {err}");
+    assert!(!out.status.success(), "{line} {extra:?} succeeded");
+    assert!(err.starts_with("error:") && !err.contains("panicked"), "{line} {extra:?}: {err}");
     err
 }
 
@@ -148,9 +148,7 @@ fn bad_files_are_clear_errors() {
     let good = dir.join("good.safetensors");
     train("2", "1", &["--save-params", s(&good)]);
     let bytes = std::fs::read(&good).unwrap();
-    let run_from = |path: &Path| {
-        fails(&["run", "--model", "gpt-tiny", "-s", "1f1b", "-p", "2", "-m", "4", "--init-params", s(path)])
-    };
+    let run_from = |path: &Path| fails(GPT_TINY, &["--init-params", s(path)]);
 
     let corrupt = dir.join("corrupt.safetensors");
     let mut c = bytes.clone();
@@ -203,42 +201,13 @@ fn bad_files_are_clear_errors() {
 
     // A file of another model: the first tensor this one needs and lacks, and that model's name.
     let tiny = dir.join("tiny.safetensors");
-    json(&[
-        "run",
-        "--model",
-        "tiny",
-        "-s",
-        "1f1b",
-        "-p",
-        "2",
-        "-m",
-        "4",
-        "--steps",
-        "1",
-        "--no-compare",
-        "--json",
-        "--save-params",
-        s(&tiny),
-    ]);
+    report("run --model tiny -s 1f1b -p 2 -m 4 --steps 1 --no-compare --json", &["--save-params", s(&tiny)]);
     let e = run_from(&tiny);
     assert!(e.contains("no tensor layer0.") && e.contains("of model tiny: give a file written for this model"), "{e}");
 
-    let e =
-        fails(&["run", "--model", "synthetic:F=1ms", "-s", "1f1b", "-p", "2", "-m", "4", "--init-params", s(&good)]);
+    let e = fails("run --model synthetic:F=1ms -s 1f1b -p 2 -m 4", &["--init-params", s(&good)]);
     assert!(e.contains("synthetic stages have no parameters"), "{e}");
-    let e = fails(&[
-        "run",
-        "--model",
-        "gpt-tiny",
-        "-s",
-        "1f1b",
-        "-p",
-        "2",
-        "-m",
-        "4",
-        "--save-params",
-        "/nonexistent/dir/p.st",
-    ]);
+    let e = fails(GPT_TINY, &["--save-params", "/nonexistent/dir/p.st"]);
     assert!(e.contains("--save-params /nonexistent/dir/p.st: the directory /nonexistent/dir does not exist"), "{e}");
 }
 
@@ -264,30 +233,14 @@ fn lora_fine_tunes_from_a_file_and_saves_its_adapters() {
     assert_eq!(at("1"), at("4"));
     assert_ne!(at("1")[0], plain[0], "the adapters were loaded");
     // The file records the adapters' setting, whose scale α/r the tensors do not show.
-    let e = fails(&["run", "--model", "gpt-tiny", "-s", "1f1b", "-p", "2", "-m", "4", "--init-params", s(&tuned)]);
+    let e = fails(GPT_TINY, &["--init-params", s(&tuned)]);
     assert!(
         e.contains(
             "its adapters were trained with LoRA rank 4, alpha 4, targets qkv, out, fc1, fc2 and this run's is none"
         ),
         "{e}"
     );
-    let e = fails(&[
-        "run",
-        "--model",
-        "gpt-tiny",
-        "-s",
-        "1f1b",
-        "-p",
-        "2",
-        "-m",
-        "4",
-        "--lora",
-        "4",
-        "--lora-alpha",
-        "8",
-        "--init-params",
-        s(&tuned),
-    ]);
+    let e = fails(GPT_TINY, &["--lora", "4", "--lora-alpha", "8", "--init-params", s(&tuned)]);
     assert!(e.contains("this run's is rank 4, alpha 8, targets qkv, out, fc1, fc2"), "{e}");
     let same = ["--lora", "4", "--lora-alpha", "4", "--lora-targets", "fc2,fc1,out,qkv", "--init-params", s(&tuned)];
     assert_eq!(losses(&train("2", "1", &same)), at("2"), "α = r and the targets in any order are the same adapters");

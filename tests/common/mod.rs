@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::time::Duration;
 
 use pipesched::exec::{ExecOptions, Transport};
