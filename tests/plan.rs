@@ -2,7 +2,8 @@
 //! the run measures, to the byte, under a loose cap and under one that 1F1B without recompute
 //! cannot meet; a cap below the static bytes, a cap no plan reaches, a batch with no divisor
 //! m ≥ p and another model's cost file are clear errors; `--plan` refuses flags it would
-//! contradict.
+//! contradict. Plans whose stages are then profiled (`--measure`) keep the composition's bytes to
+//! the byte and are chosen by the step their own stages predict.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -40,9 +41,9 @@ fn profile(model: &str, dir: &Path) -> String {
     dir.join("costs.json").to_str().unwrap().to_string()
 }
 
-fn plan(model: &str, costs: &str, batch: &str, cap: &str, dir: &Path) -> Value {
+fn plan(model: &str, costs: &str, batch: &str, cap: &str, dir: &Path, more: &[&str]) -> Value {
     let d = dir.to_str().unwrap();
-    json(&[
+    let mut args = vec![
         "plan",
         "--model",
         model,
@@ -59,7 +60,9 @@ fn plan(model: &str, costs: &str, batch: &str, cap: &str, dir: &Path) -> Value {
         "--json",
         "--show",
         "100000",
-    ])
+    ];
+    args.extend_from_slice(more);
+    json(&args)
 }
 
 /// Runs the plan in `dir` for one step; the run's JSON.
@@ -77,7 +80,7 @@ fn run_measures_the_held_bytes_the_plan_predicts_under_two_caps() {
     let dir = temp_dir("two-caps");
     let costs = profile("tiny", &dir.join("costs"));
     // A cap every plan fits.
-    let loose = plan("tiny", &costs, "16", "1GiB", &dir.join("loose"));
+    let loose = plan("tiny", &costs, "16", "1GiB", &dir.join("loose"), &[]);
     let chosen = &loose["plan"];
     let v = run_plan(&dir.join("loose"));
     assert_eq!(v["peak_held_bytes"], chosen["predicted_peak_held_bytes"], "{chosen}");
@@ -95,7 +98,7 @@ fn run_measures_the_held_bytes_the_plan_predicts_under_two_caps() {
         .min()
         .expect("1f1b without recompute fits a loose cap");
     let cap = least_1f1b - 1;
-    let tight = plan("tiny", &costs, "16", &cap.to_string(), &dir.join("tight"));
+    let tight = plan("tiny", &costs, "16", &cap.to_string(), &dir.join("tight"), &[]);
     let chosen = &tight["plan"];
     assert!(!is_1f1b_without_recompute(&tight["plans"][0]), "{chosen}");
     for b in chosen["predicted_peak_held_bytes"].as_array().unwrap() {
@@ -123,9 +126,46 @@ fn a_plan_profiled_on_the_spot_for_a_model_of_sequences_runs_as_predicted() {
         "--out",
         d.to_str().unwrap(),
         "--json",
+        "--show",
+        "100000",
     ]);
     let v = run_plan(&d);
     assert_eq!(v["peak_held_bytes"], loose["plan"]["predicted_peak_held_bytes"], "{}", loose["plan"]);
+    // Profiled on the spot, the fastest plans' stages are measured (3 sets of stages by
+    // default) and the plan is the fastest of those, its step theirs.
+    let measured = loose["measured"].as_array().unwrap();
+    assert!(!measured.is_empty(), "{loose}");
+    let chosen = &loose["plan"];
+    assert_eq!(chosen["predicted_step"], measured[0]["predicted_step"]);
+    assert_eq!(chosen["composed_step"], measured[0]["composed_step"]);
+    assert!(measured.windows(2).all(|w| w[0]["predicted_step"].as_f64() <= w[1]["predicted_step"].as_f64()));
+    let same = |a: &Value, b: &Value| ["schedule", "m", "partition", "policies"].iter().all(|k| a[k] == b[k]);
+    for m in measured {
+        // The stages' own accounting gives the bytes the composition gave, to the byte.
+        let composed = loose["plans"].as_array().unwrap().iter().find(|c| same(c, m)).expect("a listed plan");
+        assert_eq!(m["predicted_peak_held_bytes"], composed["predicted_peak_held_bytes"], "{m}");
+        assert_eq!(m["composed_step"], composed["predicted_step"], "{m}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plans_from_a_cost_file_keep_its_steps_unless_asked_to_measure() {
+    let dir = temp_dir("measure");
+    let costs = profile("tiny", &dir.join("costs"));
+    let kept = plan("tiny", &costs, "8", "1GiB", &dir.join("kept"), &[]);
+    assert!(kept["measured"].as_array().unwrap().is_empty(), "{kept}");
+    assert_eq!(kept["plan"]["predicted_step"], kept["plans"][0]["predicted_step"]);
+    assert!(kept["plan"].get("composed_step").is_none(), "{}", kept["plan"]);
+    let measured = plan("tiny", &costs, "8", "1GiB", &dir.join("measured"), &["--measure", "1"]);
+    let list = measured["measured"].as_array().unwrap();
+    // One set of stages: the plans among the fastest 20 that share the first one's stages.
+    assert!(!list.is_empty(), "{measured}");
+    let stages = |v: &Value| (v["partition"].clone(), v["m"].clone(), v["policies"].clone(), v["v"].clone());
+    assert!(list.iter().all(|m| stages(m) == stages(&list[0])), "{measured}");
+    assert_eq!(measured["plan"]["composed_step"], list[0]["composed_step"]);
+    let v = run_plan(&dir.join("measured"));
+    assert_eq!(v["peak_held_bytes"], measured["plan"]["predicted_peak_held_bytes"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -203,7 +243,7 @@ fn bad_batches_other_models_costs_and_contradicting_flags_are_refused() {
     ]);
     assert!(e.contains("profiled for model \"tiny\""), "{e}");
     // A plan whose numbers disagree is refused before anything runs.
-    let good = plan("tiny", &costs, "8", "1GiB", &dir.join("good"));
+    let good = plan("tiny", &costs, "8", "1GiB", &dir.join("good"), &[]);
     let mut bad = good["plan"].clone();
     bad["m"] = Value::from(good["plan"]["m"].as_u64().unwrap() + 1);
     let path = dir.join("bad.json");

@@ -1,8 +1,10 @@
 //! `pipesched plan`: the fastest plan for a model on p ranks, a step of `--batch` samples, that
 //! fits `--memory-cap` bytes per rank — searched over micro-batch counts, schedules, partitions
 //! and per-stage recompute, every candidate simulated with costs composed from per-layer costs
-//! (read with `--costs-file`, or profiled now). Prints the best plans and why each rejected
-//! family does not fit, and writes `plan.json` and `plan-pareto.svg|png` into `--out`.
+//! (read with `--costs-file`, or profiled now); then the fastest plans' own stages are profiled
+//! and the plan is chosen by the step they predict (`--measure`). Prints the best plans and why
+//! each rejected family does not fit, and writes `plan.json` and `plan-pareto.svg|png` into
+//! `--out`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,7 +15,7 @@ use serde_json::json;
 use pipesched::args::{at_least_one, read_text, stage_count, ByteSize, OutArgs};
 use pipesched::cost_file::CostFile;
 use pipesched::exec::Transport;
-use pipesched::plan::{microbatch_counts, pareto, search, Candidate, PlanFile, Request};
+use pipesched::plan::{measure, microbatch_counts, pareto, search, Candidate, Measured, PlanFile, Request};
 use pipesched::workload::{Demand, Devices, Layout, ModelChoice, ModelSource, WorkloadSpec};
 use pipesched::{units, Error, Result};
 use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies};
@@ -41,6 +43,12 @@ pub struct PlanArgs {
     /// model is profiled now, quickly, at every candidate micro-batch size.
     #[arg(long, value_name = "FILE")]
     costs_file: Option<PathBuf>,
+    /// Profile the stages of the fastest plans — at most N distinct sets of stages (partition,
+    /// micro-batch size, policies) — simulate those plans again under their stages' costs, and
+    /// choose the fastest of them; 0 keeps the step composed from per-layer costs. Default: 3,
+    /// or 0 with --costs-file (its costs may have been measured elsewhere).
+    #[arg(long, value_name = "N")]
+    measure: Option<usize>,
     /// Plans listed, fastest first.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one)]
     show: usize,
@@ -53,6 +61,13 @@ pub struct PlanArgs {
 
 /// Repetitions of each op when the model is profiled here (after 2 warm-up runs).
 const PROFILE_REPS: usize = 7;
+
+/// Rounds of profiling each set of stages `--measure` profiles (the sets taking turns).
+const MEASURE_ROUNDS: usize = 3;
+
+/// The fastest plans whose stages `--measure` may profile (as many distinct sets of stages as
+/// it says, the first found first).
+const MEASURED_PLANS: usize = 20;
 
 /// Plans and writes the plan.
 pub fn run(args: PlanArgs) -> Result<()> {
@@ -80,23 +95,47 @@ pub fn run(args: PlanArgs) -> Result<()> {
         Request { model, costs: &costs, p: args.p, batch: args.batch, cap: args.memory_cap.0, measured: &measured };
     let outcome = search(req)?;
     let took = started.elapsed().as_secs_f64();
-    let best = &outcome.plans[0];
+    let budget = args.measure.unwrap_or(if args.costs_file.is_some() { 0 } else { 3 });
+    let fastest = &outcome.plans[..outcome.plans.len().min(MEASURED_PLANS)];
+    let measured = measure(&args.model, fastest, budget, MEASURE_ROUNDS, PROFILE_REPS, args.memory_cap.0, |c, s| {
+        eprintln!(
+            "profiled the stages of {} m={} (layers {}, {}) in {s:.2} s",
+            c.kind,
+            c.m,
+            c.counts(),
+            c.policy_text()
+        )
+    })?;
     let unit = &outcome.time_unit;
-    let plan = PlanFile::of(best, &args.model.to_string(), model, args.batch, args.memory_cap.0, unit)?;
+    let (best, composed) = match measured.first() {
+        Some(m) => (&m.plan, Some(m.composed)),
+        None => (&outcome.plans[0], None),
+    };
+    let plan = PlanFile::of(best, composed, &args.model.to_string(), model, args.batch, args.memory_cap.0, unit)?;
     let path = dir.join("plan.json");
     plan.write(&path)?;
-    pareto::write_front(dir, &outcome.points, args.memory_cap.0, best, unit)?;
+    // The front is of composed steps: the chosen plan is marked at its composed step too.
+    let on_front = outcome.plans.iter().find(|c| c.same_plan(best)).unwrap_or(best);
+    pareto::write_front(dir, &outcome.points, args.memory_cap.0, on_front, unit)?;
     if args.json {
         let plans: Vec<_> = outcome.plans.iter().take(args.show).map(|c| plan_json(c, unit)).collect();
         let rejected: Vec<_> =
             outcome.rejected.iter().map(|r| json!({"family": r.family, "reason": r.reason})).collect();
+        let measured: Vec<_> = measured
+            .iter()
+            .map(|m| {
+                let mut j = plan_json(&m.plan, unit);
+                j["composed_step"] = json!(m.composed);
+                j
+            })
+            .collect();
         let out = json!({
-            "plan": plan, "plans": plans, "rejected": rejected, "fitting": outcome.plans.len(),
+            "plan": plan, "plans": plans, "measured": measured, "rejected": rejected, "fitting": outcome.plans.len(),
             "simulations": outcome.simulations, "search_s": took,
         });
         pipesched::sayln!("{out}")?;
     } else {
-        print(&args, &outcome, took)?;
+        print(&args, &outcome, &measured, took)?;
     }
     eprintln!("wrote {} and {}", path.display(), dir.join("plan-pareto.svg|png").display());
     Ok(())
@@ -139,7 +178,7 @@ fn plan_json(c: &Candidate, unit: &str) -> serde_json::Value {
 }
 
 /// The tables: the best plans, the chosen one's bytes per rank, the rejected families.
-fn print(args: &PlanArgs, outcome: &pipesched::plan::Outcome, took: f64) -> Result<()> {
+fn print(args: &PlanArgs, outcome: &pipesched::plan::Outcome, measured: &[Measured], took: f64) -> Result<()> {
     let unit = &outcome.time_unit;
     pipesched::sayln!(
         "{} plans fit {} per rank ({} of p = {}, batch {}); {} simulations in {took:.2} s. Fastest first:\n",
@@ -164,7 +203,27 @@ fn print(args: &PlanArgs, outcome: &pipesched::plan::Outcome, took: f64) -> Resu
     for c in outcome.plans.iter().take(args.show) {
         pipesched::sayln!("{}", c.row(unit))?;
     }
-    let best = &outcome.plans[0];
+    if !measured.is_empty() {
+        pipesched::sayln!("\nthe fastest plans' stages profiled, and their steps simulated again, fastest first:\n")?;
+        pipesched::sayln!(
+            "{:>13}  {:>13}  {:>8}  {:>11}  {:<14}  {:>4}  {:>5}  {:<9} {:<10}  policies",
+            "step",
+            "composed",
+            "bubble",
+            "peak (max)",
+            "schedule",
+            "m",
+            "micro",
+            "split",
+            "layers"
+        )?;
+        for m in measured {
+            let row = m.plan.row(unit);
+            let (step, rest) = row.split_at(row.char_indices().nth(13).map_or(row.len(), |(i, _)| i));
+            pipesched::sayln!("{step}  {:>10.3} {unit:<2}{rest}", m.composed)?;
+        }
+    }
+    let best = measured.first().map_or(&outcome.plans[0], |m| &m.plan);
     pipesched::sayln!(
         "\nchosen: {} m={} (micro-batches of {}), peak held bytes per rank:",
         best.kind,

@@ -13,6 +13,7 @@ use pipesched_schedules::{Kind, Schedule};
 use pipesched_stages::{Policies, RecomputePolicy};
 
 use crate::units;
+use crate::workload::Layout;
 
 /// A simulated plan.
 #[derive(Debug, Clone)]
@@ -47,6 +48,11 @@ impl Candidate {
     /// The largest peak over ranks.
     pub fn peak(&self) -> u64 {
         self.peaks.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Its ranks and chunks: p, v and the schedule's placement.
+    pub fn layout(&self) -> Layout {
+        Layout::from(&self.schedule)
     }
 
     /// Layers per stage, comma-separated (`3,3`).

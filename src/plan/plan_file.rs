@@ -2,7 +2,8 @@
 //! named and as a model file), p, v, m, the step's batch and the micro-batch size, each stage's
 //! layers and recompute policy, the schedule (its name and its PyTorch-compatible CSV, without
 //! `R`: the run plans `R` from the policies as the search did), and what was predicted — step
-//! time, bubble, peak held bytes and static bytes per rank — under which cap.
+//! time (and, when the plan's stages were measured, the step composed from per-layer costs
+//! before), bubble, peak held bytes and static bytes per rank — under which cap.
 //!
 //! Invariant: a plan read back is consistent — its stages cover the model's layers in order,
 //! one policy per stage, and its CSV is a valid schedule of p ranks, p·v stages and m
@@ -52,8 +53,13 @@ pub struct PlanFile {
     pub csv: String,
     /// The unit of the predicted times.
     pub time_unit: String,
-    /// Predicted step time (simulated makespan).
+    /// Predicted step time (simulated makespan): under the plan's own stages' profile when
+    /// they were measured, else under costs composed from per-layer costs.
     pub predicted_step: f64,
+    /// The step time composed from per-layer costs, when the plan's stages were then measured
+    /// and `predicted_step` is theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composed_step: Option<f64>,
     /// Predicted bubble rate.
     pub predicted_bubble: f64,
     /// Predicted peak held bytes per rank.
@@ -66,7 +72,16 @@ pub struct PlanFile {
 
 impl PlanFile {
     /// The plan of `c` for `model` (named `name`), `batch` samples a step, under `cap`.
-    pub fn of(c: &Candidate, name: &str, model: &ModelSpec, batch: usize, cap: u64, unit: &str) -> Result<PlanFile> {
+    /// `composed`: the step composed from per-layer costs, when `c`'s stages were measured.
+    pub fn of(
+        c: &Candidate,
+        composed: Option<f64>,
+        name: &str,
+        model: &ModelSpec,
+        batch: usize,
+        cap: u64,
+        unit: &str,
+    ) -> Result<PlanFile> {
         Ok(PlanFile {
             format: PLAN_FORMAT,
             model: name.to_string(),
@@ -82,6 +97,7 @@ impl PlanFile {
             csv: to_csv(&c.schedule)?,
             time_unit: unit.to_string(),
             predicted_step: c.makespan,
+            composed_step: composed,
             predicted_bubble: c.bubble,
             predicted_peak_held_bytes: c.peaks.clone(),
             static_bytes: c.static_bytes.clone(),

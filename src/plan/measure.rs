@@ -1,0 +1,182 @@
+//! The search's best plans measured: each plan's own stages — its partition, micro-batch size
+//! and recompute policies — built and profiled side by side as `run` profiles them, and its
+//! schedule simulated again under those costs. Per-layer costs composed into stages leave out
+//! what a stage costs beyond its layers (handing tensors between layers, a stage's own buffers,
+//! the cache a whole stage shares), which weighs most at small micro-batches; a plan's stages
+//! measured whole predict its step as `run` will see it.
+//!
+//! Stage costs depend on the partition, the micro-batch size, the policies and the layout, not
+//! on the schedule, so plans that share them (say 1F1B and ZB-H1 on the same split) are
+//! profiled once and simulated each. Every set is profiled in a few rounds, the sets taking
+//! turns, and each op's cost is its median over the rounds ([`measure`]).
+//!
+//! Invariant: a measured candidate's held bytes are the stages' own accounting — the bytes the
+//! executor's ledger measures — and it is kept only if they fit the cap.
+
+use std::ops::Range;
+
+use pipesched_schedules::{simulate_stats, with_recompute, CostModel, StageCost, StageCosts};
+use pipesched_stages::{OptimizerSpec, Partition, Policies, RecomputePolicy};
+
+use super::candidate::Candidate;
+use crate::exec::Transport;
+use crate::workload::{Demand, Devices, Layout, ModelChoice, Workload, WorkloadSpec};
+use crate::{Error, Result};
+
+/// A plan re-predicted from its own stages' profile.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// The plan, with `makespan`, `bubble` and `peaks` from the measured stages.
+    pub plan: Candidate,
+    /// Its step time as composed from per-layer costs, before it was measured.
+    pub composed: f64,
+}
+
+/// What determines a plan's stage costs.
+type StagesKey = (Vec<Range<usize>>, usize, Vec<RecomputePolicy>, Layout);
+
+/// Profiles the stages of the fastest `plans` (in order), at most `budget` distinct sets of
+/// stages, and simulates every plan whose stages were measured: those that still fit `cap`,
+/// fastest first. Each set is profiled `rounds` times, the sets taking turns, each op `reps`
+/// times after warm-up a round; an op's cost is its median over the rounds. Taking turns, the
+/// sets meet the same moments of a shared host, which compares them fairly; the rounds widen
+/// the window a cost is measured over. `say` is told each set's plan and its seconds profiling.
+pub fn measure(
+    model: &ModelChoice,
+    plans: &[Candidate],
+    budget: usize,
+    rounds: usize,
+    reps: usize,
+    cap: u64,
+    mut say: impl FnMut(&Candidate, f64),
+) -> Result<Vec<Measured>> {
+    // Each plan's set of stages, the first `budget` distinct ones.
+    let mut keys: Vec<StagesKey> = Vec::new();
+    let mut first: Vec<&Candidate> = Vec::new();
+    let mut set_of: Vec<Option<usize>> = Vec::with_capacity(plans.len());
+    for c in plans {
+        let key = (c.ranges.clone(), c.microbatch, c.policies.clone(), c.layout());
+        let at = match keys.iter().position(|k| *k == key) {
+            Some(i) => Some(i),
+            None if keys.len() < budget => {
+                keys.push(key);
+                first.push(c);
+                Some(keys.len() - 1)
+            }
+            None => None,
+        };
+        set_of.push(at);
+    }
+    let mut workloads = first.iter().map(|c| build_stages(model, c)).collect::<Result<Vec<_>>>()?;
+    let mut took = vec![0.0; workloads.len()];
+    let mut profiles: Vec<Vec<CostModel>> = vec![Vec::new(); workloads.len()];
+    for _ in 0..rounds.max(1) {
+        for (k, w) in workloads.iter_mut().enumerate() {
+            let started = std::time::Instant::now();
+            profiles[k].push(w.profile(reps)?);
+            took[k] += started.elapsed().as_secs_f64();
+        }
+    }
+    drop(workloads);
+    first.iter().zip(&took).for_each(|(c, s)| say(c, *s));
+    let costs = profiles.into_iter().map(median).collect::<Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    for (c, at) in plans.iter().zip(set_of) {
+        let Some(k) = at else { continue };
+        let costs = &costs[k];
+        let flags: Vec<bool> = c.policies.iter().map(|p| p.drops()).collect();
+        let stats = simulate_stats(&with_recompute(&c.schedule, &flags)?, costs)?;
+        if stats.peak_held_bytes.iter().any(|&b| b > cap) {
+            continue;
+        }
+        let plan = Candidate {
+            makespan: stats.makespan,
+            bubble: stats.bubble_rate,
+            peaks: stats.peak_held_bytes,
+            static_bytes: costs.static_bytes.clone(),
+            ..c.clone()
+        };
+        out.push(Measured { plan, composed: c.makespan });
+    }
+    out.sort_by(|a, b| a.plan.makespan.total_cmp(&b.plan.makespan).then(a.plan.peak().cmp(&b.plan.peak())));
+    Ok(out)
+}
+
+/// The rounds' profiles as one: each stage's op times the median over the rounds (the upper
+/// middle of an even count), the bytes the first's (every round counts the same bytes).
+fn median(rounds: Vec<CostModel>) -> Result<CostModel> {
+    let mut rounds = rounds.into_iter();
+    let Some(mut out) = rounds.next() else {
+        return Err(Error::Config("no profile to take the median of".into()));
+    };
+    let rest: Vec<CostModel> = rounds.collect();
+    let StageCosts::Stages(stages) = &mut out.costs else { return Ok(out) };
+    let middle = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    for (s, stage) in stages.iter_mut().enumerate() {
+        let at = |pick: &dyn Fn(&StageCost) -> f64| {
+            let mut xs = vec![pick(stage)];
+            for r in &rest {
+                if let StageCosts::Stages(other) = &r.costs {
+                    xs.push(pick(&other[s]));
+                }
+            }
+            middle(xs)
+        };
+        let (f, i, w) = (at(&|c| c.f), at(&|c| c.i), at(&|c| c.w));
+        let r = stage.r.map(|_| at(&|c| c.r.unwrap_or(0.0)));
+        (stage.f, stage.i, stage.w, stage.r) = (f, i, w, r);
+    }
+    Ok(out)
+}
+
+/// `c`'s stages, built on the CPU in this process to be profiled side by side, rank by rank.
+fn build_stages(model: &ModelChoice, c: &Candidate) -> Result<Box<dyn Workload>> {
+    if model.is_synthetic() {
+        return Err(Error::Usage("synthetic stages have no layers to plan with; give a real model".into()));
+    }
+    let spec = WorkloadSpec {
+        model: model.clone(),
+        partition: Partition::Explicit(c.ranges.iter().map(|r| r.len()).collect()),
+        batch: Some(c.microbatch),
+        data: None,
+        optimizer: OptimizerSpec::adam(3e-4),
+        seed: 0,
+        devices: Devices::Cpu,
+        init: None,
+        loss_scale: None,
+    };
+    let layout = c.layout();
+    spec.build(&layout, &Policies(c.policies.clone()), &Demand::profiling(layout.stages()), &Transport::InProcess)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(times: &[(f64, f64, f64, Option<f64>)]) -> CostModel {
+        let stages =
+            times.iter().map(|&(f, i, w, r)| StageCost { r, act_bytes: 100, ..StageCost::times(f, i, w) }).collect();
+        CostModel { costs: StageCosts::Stages(stages), ..CostModel::per_rank(1.0, 1.0, 1.0) }
+    }
+
+    #[test]
+    fn each_op_costs_its_median_over_the_rounds() {
+        let rounds = vec![
+            profile(&[(3.0, 1.0, 9.0, Some(2.0)), (5.0, 5.0, 5.0, None)]),
+            profile(&[(1.0, 2.0, 7.0, Some(6.0)), (4.0, 6.0, 5.0, None)]),
+            profile(&[(2.0, 3.0, 8.0, Some(4.0)), (6.0, 4.0, 5.0, None)]),
+        ];
+        let StageCosts::Stages(m) = median(rounds).unwrap().costs else { panic!("per stage") };
+        assert_eq!((m[0].f, m[0].i, m[0].w, m[0].r), (2.0, 2.0, 8.0, Some(4.0)));
+        assert_eq!((m[1].f, m[1].i, m[1].w, m[1].r), (5.0, 5.0, 5.0, None));
+        assert_eq!(m[0].act_bytes, 100);
+        // An even count takes the upper middle; one round is itself.
+        let two = vec![profile(&[(1.0, 1.0, 1.0, None)]), profile(&[(3.0, 2.0, 1.0, None)])];
+        let StageCosts::Stages(m) = median(two).unwrap().costs else { panic!("per stage") };
+        assert_eq!((m[0].f, m[0].i), (3.0, 2.0));
+        assert!(median(vec![]).is_err());
+    }
+}
