@@ -480,7 +480,7 @@ impl Model {
         if replicas > 1 {
             for (stage, sum) in total.iter_mut().zip(sums) {
                 let format = stage.storage().storage();
-                let grads = shaped(stage.index(), "the reference's sum over replicas", stage.grads(), sum, format)?;
+                let grads = shaped(stage.index(), "the reference's sum over replicas", stage.grads(), &sum, format)?;
                 stage.replace_grads(grads)?;
             }
         }

@@ -44,6 +44,10 @@ pub struct RealStage {
     /// The sum of the gradients over the replicas, started when the step's last backward ended:
     /// under way, when it started, and its bytes.
     sum: Option<(PendingSum, Instant, u64)>,
+    /// The buffer the gradients are flattened into for the sum, and the sum comes back in: kept
+    /// from step to step, as a buffer of a whole stage's gradients is past the sizes the heap
+    /// recycles and would cost a page fault per 4 KiB each time.
+    sum_buffer: Vec<f32>,
     /// ZeRO stage 1: the slice of the stage's parameters (flattened in parameter order) whose
     /// optimizer state this replica keeps and which it updates; `optimizer` is built for it.
     zero: Option<Range<usize>>,
@@ -107,6 +111,7 @@ impl RealStage {
             replicas: None,
             shard: Shard::whole(0),
             sum: None,
+            sum_buffer: Vec::new(),
             zero: None,
             grad_slice: None,
         })
@@ -282,7 +287,7 @@ impl RealStage {
         mine.encode(&mut bytes).map_err(Error::Config)?;
         let all = Vec::<f32>::decode(&replicas.all_gather_replicas(bytes)?.concat()).map_err(Error::Config)?;
         let device = self.stage.device();
-        let params = shaped(index, "the replicas' updated slices", self.stage.params(), all, format)?;
+        let params = shaped(index, "the replicas' updated slices", self.stage.params(), &all, format)?;
         for ((p, _), v) in self.stage.params_and_grads_mut().into_iter().zip(params) {
             *p = v.into_device(device)?;
         }
@@ -308,13 +313,15 @@ impl RealStage {
 
     /// With data parallelism, once this replica's gradients of the step are complete: starts
     /// summing them over the replicas. The worker copies them to the communication thread and
-    /// goes on; the thread sends them (and, on replica 0, adds the parts and sends the sums),
-    /// sending the pipeline's messages between its polls while a part or a sum is on its way;
-    /// replica 0's additions themselves hold the thread for their length.
+    /// goes on; the thread sends each replica its slice of them, adds the parts of its own slice
+    /// and sends that summed slice to every replica, sending the pipeline's messages between its
+    /// polls while a slice is on its way; the additions themselves hold the thread for their
+    /// length.
     fn start_sum(&mut self) -> std::result::Result<(), pipesched_stages::Error> {
         let Some(replicas) = self.replicas.as_ref().filter(|_| self.stage.grads_complete()) else { return Ok(()) };
         let start = Instant::now();
-        let values = flatten(self.stage.grads())?;
+        let mut values = std::mem::take(&mut self.sum_buffer);
+        flatten_into(self.stage.grads(), &mut values)?;
         let bytes = self.sum_bytes();
         let key = self.stage.index() as u32;
         let pending = replicas
@@ -334,8 +341,9 @@ impl RealStage {
         if self.zero.is_some() {
             self.grad_slice = Some(stored(Tensor::new(1, total.len(), total)?, format)?.values()?);
         } else {
-            let grads = shaped(self.stage.index(), "the sum over replicas", self.stage.grads(), total, format)?;
+            let grads = shaped(self.stage.index(), "the sum over replicas", self.stage.grads(), &total, format)?;
             self.stage.replace_grads(grads)?;
+            self.sum_buffer = total;
         }
         Ok(Some(SumRan { start, end, bytes }))
     }
@@ -510,11 +518,19 @@ pub(crate) fn stored(t: Tensor, format: Option<Format>) -> pipesched_stages::Res
 
 /// The values of `tensors`, one after another: what crosses processes for a whole stage.
 pub(crate) fn flatten(tensors: Vec<&Tensor>) -> pipesched_stages::Result<Vec<f32>> {
-    let mut values = Vec::with_capacity(tensors.iter().map(|t| t.len()).sum());
+    let mut values = Vec::new();
+    flatten_into(tensors, &mut values)?;
+    Ok(values)
+}
+
+/// [`flatten`] into `values`, which is emptied first (its memory kept).
+pub(crate) fn flatten_into(tensors: Vec<&Tensor>, values: &mut Vec<f32>) -> pipesched_stages::Result<()> {
+    values.clear();
+    values.reserve(tensors.iter().map(|t| t.len()).sum());
     for t in tensors {
         values.extend(t.values()?);
     }
-    Ok(values)
+    Ok(())
 }
 
 /// `values` ([`flatten`]ed) cut back into tensors shaped like `like`, on the host, and stored
@@ -524,15 +540,19 @@ pub(crate) fn shaped(
     stage: usize,
     what: &str,
     like: Vec<&Tensor>,
-    values: Vec<f32>,
+    values: &[f32],
     format: Option<Format>,
 ) -> Result<Vec<Tensor>> {
     let want: usize = like.iter().map(|t| t.len()).sum();
     if values.len() != want {
         return Err(Error::Config(format!("stage {stage}: {what} hold {} values for {want}", values.len())));
     }
-    let mut rest = values.into_iter();
+    let mut rest = values;
     like.iter()
-        .map(|t| Ok(stored(Tensor::new(t.rows(), t.cols(), rest.by_ref().take(t.len()).collect())?, format)?))
+        .map(|t| {
+            let (mine, after) = rest.split_at(t.len());
+            rest = after;
+            Ok(stored(Tensor::new(t.rows(), t.cols(), mine.to_vec())?, format)?)
+        })
         .collect()
 }

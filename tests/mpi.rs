@@ -266,6 +266,26 @@ fn data_parallel_replicas_give_the_sequential_gradients_of_the_global_batch() {
     }
 }
 
+/// Three replicas (`-p 2 --dp 3`, 6 processes): each replica owns a third of every stage's
+/// gradients — thirds of unequal length, tiny's parameter counts not dividing by 3 — adds the
+/// three parts of its third in replica order and sends it to the others; the sum is bitwise the
+/// sequential reference's over the global batch, and with ZeRO-1 (each keeping its third) the
+/// parameters after 3 steps are bitwise those without it.
+#[test]
+fn three_replicas_sum_their_slices_as_the_reference_sums_the_whole() {
+    let line = "--model tiny -s zb-h1 -p 2 -m 2 --dp 3 --steps 3 --warmup 0 --no-compare --json";
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let verified = report(6, &[&args[..], &["--verify"]].concat());
+    assert_eq!(verified["bitwise"], true, "{verified}");
+    assert_eq!(verified["max_grad_diff"], 0.0);
+    assert_eq!(verified["peak_held_bytes"], verified["predicted_peak_held_bytes"]);
+    let (whole, sharded) = (report(6, &args), report(6, &[&args[..], &["--zero", "1"]].concat()));
+    assert!(whole["parameter_digest"].is_string(), "{whole}");
+    assert_eq!(whole["parameter_digest"], sharded["parameter_digest"]);
+    assert_eq!(whole["losses"], verified["losses"]);
+    assert_eq!(sharded["peak_held_bytes"], sharded["predicted_peak_held_bytes"]);
+}
+
 /// ZeRO stage 1 (`--zero 1`): after 5 Adam steps the parameters are bitwise those of the same
 /// run without it (equal digests, equal losses), and every rank's static bytes hold only its
 /// replica's slice of the optimizer state: with L parameters on a rank's one stage, parameters,

@@ -7,20 +7,21 @@
 //! across processes): it starts when the stage's last backward of the step (`B`, or `W` when
 //! split) ends, runs on its rank's one communication thread — beside the compute, which goes on
 //! with the cool-down — and the rank's sums run one after another, in the order they start. One
-//! sum sends every replica's part to replica 0, which adds the parts in replica order (so the
-//! bits never depend on arrival order) and sends the total back: `(D − 1)` parts of `b` bytes
-//! into one link, then `(D − 1)` copies out — or, with ZeRO stage 1, `(D − 1)` slices of
-//! `⌈b/D⌉` bytes, each replica getting only the slice it updates. On a link of latency `c` and
-//! bandwidth `B`:
+//! sum is a reduce-scatter then an all-gather: replica `r` owns slice `r` of the gradients
+//! (`⌈b/D⌉` bytes or one value less), every replica sends each owner its slice, each owner adds
+//! the `D` parts in replica order — element by element the bits of adding the whole gradients in
+//! replica order, so they never depend on arrival order — and sends its summed slice to every
+//! replica. Each phase, a replica sends `(D − 1)` slices while it receives as many; with ZeRO
+//! stage 1 there is no second phase, each replica keeping only the slice it updates. On a link
+//! of latency `c` and bandwidth `B`, sending and receiving at once:
 //!
 //! ```text
-//! t_sum(b) = 2c + (D − 1)·(b + b_out)/B,   b_out = b, or ⌈b/D⌉ with ZeRO-1
+//! t_sum(b) = k·(c + (D − 1)·⌈b/D⌉/B),   k = 2 phases, or 1 with ZeRO-1
 //! ```
 //!
-//! (`2c` when the bandwidth is unlimited). Adding the parts is not costed. A ring all-reduce
-//! would move `2(D − 1)/D · b` per link instead; the root's fixed order is what makes the sum
-//! bitwise reproducible. ZeRO-1's gather of the updated slices follows the optimizer step and
-//! belongs to the next step's start, so it is not part of this step's spans.
+//! (`k·c` when the bandwidth is unlimited): the `2(D − 1)/D · b` a ring all-reduce moves per
+//! replica. Adding the parts is not costed. ZeRO-1's gather of the updated slices follows the
+//! optimizer step and belongs to the next step's start, so it is not part of this step's spans.
 //!
 //! Invariant: a rank's sums never overlap and each starts no earlier than its stage's last
 //! backward ends; with one replica there are none.
@@ -84,9 +85,9 @@ impl DataParallel {
             return 0.0;
         }
         let d = self.replicas as u64;
-        let out = if self.sharded { bytes.div_ceil(d) } else { bytes };
-        let moved = (d - 1) as f64 * (bytes as f64 + out as f64);
-        2.0 * costs.latency + costs.bandwidth.map_or(0.0, |b| moved / b)
+        let phases = if self.sharded { 1.0 } else { 2.0 };
+        let moved = (d - 1) as f64 * bytes.div_ceil(d) as f64;
+        phases * (costs.latency + costs.bandwidth.map_or(0.0, |b| moved / b))
     }
 
     /// The sums of the step `trace` ran, per rank in the order they run, under `costs`'s link,
@@ -172,13 +173,14 @@ mod tests {
     }
 
     #[test]
-    fn a_sum_takes_two_latencies_and_the_root_links_bytes() {
+    fn a_sum_takes_two_phases_of_a_latency_and_d_minus_one_slices() {
         let c = costs();
-        // D = 4, b = 1000: 2·0.5 + 3·(1000 + 1000)/100 = 61; ZeRO-1: 1 + 3·(1000 + 250)/100 = 38.5.
-        assert_eq!(dp(4).duration(1000, &c), 61.0);
-        assert_eq!(DataParallel::new(4, true).unwrap().duration(1000, &c), 38.5);
+        // D = 4, b = 1000: 2·(0.5 + 3·250/100) = 16; ZeRO-1, one phase: 0.5 + 3·250/100 = 8.
+        assert_eq!(dp(4).duration(1000, &c), 16.0);
+        assert_eq!(DataParallel::new(4, true).unwrap().duration(1000, &c), 8.0);
         // ⌈1001/4⌉ = 251 bytes a slice.
-        assert_eq!(DataParallel::new(4, true).unwrap().duration(1001, &c), 1.0 + 3.0 * 1252.0 / 100.0);
+        assert_eq!(DataParallel::new(4, true).unwrap().duration(1001, &c), 0.5 + 3.0 * 251.0 / 100.0);
+        assert_eq!(dp(3).duration(1001, &c), 2.0 * (0.5 + 2.0 * 334.0 / 100.0));
         assert_eq!(DataParallel::NONE.duration(1000, &c), 0.0);
         // No latency, no bandwidth: free.
         assert_eq!(dp(2).duration(1000, &CostModel::per_rank(1.0, 1.0, 1.0)), 0.0);
@@ -188,32 +190,32 @@ mod tests {
     #[test]
     fn each_stage_sums_after_its_last_backward_and_the_first_rank_ends_the_step() {
         // 1F1B p = 4, m = 8, F = I = W = 1 (B = 2): each rank's sum (D = 2, 800 bytes:
-        // 1 + 1600/100 = 17) starts when its last B ends, and rank 0's, the last, ends the step.
+        // 2·(0.5 + 400/100) = 9) starts when its last B ends, and rank 0's, the last, ends the step.
         let s = one_f_one_b(4, 8).unwrap();
         let trace = simulate_data_parallel(&s, &costs(), dp(2), &[800]).unwrap();
         let plain = simulate(&s, &costs()).unwrap();
         assert_eq!(Stats::of(&trace), Stats::of(&plain), "the sums leave the compute and its stats alone");
         for (r, rank) in trace.ranks.iter().enumerate() {
             let last_b = rank.spans().filter(|x| x.action.op == Op::B).map(|x| x.end).fold(0.0, f64::max);
-            assert_eq!(trace.sums[r], vec![GradientSum { stage: r, start: last_b, end: last_b + 17.0, bytes: 800 }]);
+            assert_eq!(trace.sums[r], vec![GradientSum { stage: r, start: last_b, end: last_b + 9.0, bytes: 800 }]);
         }
         // Rank 0's last backward ends the compute (41: 33 plus sixteen latencies on the path).
         let makespan = Stats::of(&plain).makespan;
         assert_eq!(makespan, 41.0);
-        assert_eq!(trace.step_end(), makespan + 17.0);
+        assert_eq!(trace.step_end(), makespan + 9.0);
         assert_eq!(plain.step_end(), makespan);
         assert!(plain.sums.is_empty());
     }
 
     #[test]
     fn a_ranks_sums_queue_on_its_communication_thread() {
-        // Interleaved p = 2, v = 2: each rank holds two stages of 500 bytes (1000 split over
-        // its chunks); D = 3: 1 + 2·1000/100 = 21 per sum, the second waiting for the first.
+        // Interleaved p = 2, v = 2: each rank holds two stages of 600 bytes (1200 split over
+        // its chunks); D = 3: 2·(0.5 + 2·200/100) = 9 per sum, the second waiting for the first.
         let s = interleaved(2, 2, 4).unwrap();
-        let trace = simulate_data_parallel(&s, &costs(), dp(3), &[1000]).unwrap();
+        let trace = simulate_data_parallel(&s, &costs(), dp(3), &[1200]).unwrap();
         for (r, sums) in trace.sums.iter().enumerate() {
             assert_eq!(sums.len(), 2);
-            assert!(sums.iter().all(|x| x.end - x.start == 21.0 && x.bytes == 500 && x.stage % 2 == r));
+            assert!(sums.iter().all(|x| x.end - x.start == 9.0 && x.bytes == 600 && x.stage % 2 == r));
             assert!(sums[1].start >= sums[0].end);
         }
     }

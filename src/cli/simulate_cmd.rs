@@ -197,9 +197,9 @@ fn sums_json(dp: DataParallel, trace: &Trace, stats: &Stats) -> serde_json::Valu
 /// The gradient sums over replicas, after the summary table.
 fn sums_table(dp: DataParallel, trace: &Trace, stats: &Stats) -> String {
     let u = &trace.time_unit;
-    let zero = if dp.sharded { ", ZeRO-1: each gets its slice" } else { "" };
+    let zero = if dp.sharded { "; ZeRO-1: each keeps its slice" } else { ", all-gather" };
     let mut out = format!(
-        "\ngradients summed over {} replicas (through replica 0{zero}), on each rank's communication thread:\n",
+        "\ngradients summed over {} replicas (reduce-scatter{zero}), on each rank's communication thread:\n",
         dp.replicas
     );
     out.push_str(&format!("{:>4}  {:>5}  {:>14}  {:>12}  {:>12}\n", "rank", "stage", "bytes", "start", "end"));

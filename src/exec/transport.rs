@@ -315,8 +315,9 @@ impl Transport {
 }
 
 /// Adds `part` to `total`, element by element (`total + part`, in that order): how the
-/// replicas' gradients are summed, one replica after another in replica order — by replica 0's
-/// communication thread and by the sequential reference alike — so the same bits on every run.
+/// replicas' gradients are summed, one replica after another in replica order — by each slice's
+/// owner on its communication thread and by the sequential reference alike — so the same bits on
+/// every run.
 pub fn add_replica(total: &mut [f32], part: &[f32]) {
     for (t, p) in total.iter_mut().zip(part) {
         *t += p;
@@ -350,11 +351,7 @@ impl PendingSum {
             #[cfg(feature = "mpi")]
             Pending::Waiting(answer, mpi) => loop {
                 match answer.recv_timeout(std::time::Duration::from_millis(20)) {
-                    Ok(Ok((bytes, at))) => {
-                        return Vec::<f32>::decode(&bytes)
-                            .map(|values| (values, at))
-                            .map_err(|e| Error::Config(format!("a sum over replicas cannot be read: {e}")))
-                    }
+                    Ok(Ok((values, at))) => return Ok((values, at)),
                     Ok(Err(e)) => return Err(Error::Config(format!("summing gradients over replicas: {e}"))),
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                         return Err(Error::Config("the MPI communication thread stopped mid-sum".into()))

@@ -16,10 +16,14 @@ use mpi::traits::*;
 use mpi::Threading;
 
 use super::{Scope, Tag};
-use crate::exec::{add_replica, slice_of, Edge, Packet, Wire};
+use crate::exec::{add_replica, slice_of, Edge, Packet};
 
 /// The longest the thread waits for a packet or a request before polling MPI again.
 const IDLE: Duration = Duration::from_micros(50);
+
+/// Buffers of sums' messages kept for later ones: every slice a process sends and receives in
+/// one sum of `D` replicas is `2(D − 1)`; a few stages' worth.
+const SPARE: usize = 16;
 
 /// What the rest of the process asks of the thread.
 pub(crate) enum Request {
@@ -28,10 +32,10 @@ pub(crate) enum Request {
     /// Every member's bytes of `scope`, in rank order, to every member (`everyone`) or to its
     /// member 0 only (the others get an empty list, once member 0 has everything).
     AllGather { scope: Scope, bytes: Vec<u8>, everyone: bool, reply: Sender<Result<Vec<Vec<u8>>, String>> },
-    /// This replica's part of the sum over replicas keyed `key`: every replica's `f32` values
-    /// (little-endian), added in replica order; the sum goes to `reply` on every replica — with
-    /// `scatter`, only replica `d`'s slice of it ([`slice_of`]).
-    Sum { key: u32, values: Vec<u8>, scatter: bool, reply: Sender<SumAnswer> },
+    /// This replica's part of the sum over replicas keyed `key`: every replica's values, added
+    /// in replica order; the sum goes to `reply` on every replica — with `scatter`, only replica
+    /// `d`'s slice of it ([`slice_of`]).
+    Sum { key: u32, values: Vec<f32>, scatter: bool, reply: Sender<SumAnswer> },
     /// Time this rank's link to the next (see [`Mpi::time_link`](super::Mpi::time_link)).
     Link { sizes: Vec<usize>, reps: usize, reply: Sender<Result<Vec<Vec<f64>>, String>> },
     /// Tell every other rank this one failed; say when it has been sent.
@@ -40,9 +44,9 @@ pub(crate) enum Request {
     Stop { barrier: bool },
 }
 
-/// The answer to a [`Request::Sum`]: this process's sum (or slice of it), `f32` little-endian,
-/// and when the communication thread had it; or the error that stopped it.
-pub(crate) type SumAnswer = Result<(Vec<u8>, Instant), String>;
+/// The answer to a [`Request::Sum`]: this process's sum (or slice of it) and when the
+/// communication thread had it; or the error that stopped it.
+pub(crate) type SumAnswer = Result<(Vec<f32>, Instant), String>;
 
 /// The thread's state.
 pub(crate) struct State {
@@ -59,21 +63,37 @@ pub(crate) struct State {
     released: HashMap<Scope, Vec<u8>>,
     /// Sums over replicas under way, by key.
     sums: HashMap<u32, Sum>,
+    /// Buffers of sums' messages, kept for the next ([`State::buffer`]).
+    spare: Vec<Vec<u8>>,
     /// Answers to this rank's pings so far.
     pongs: usize,
     /// Whether the previous rank has finished testing its link.
     turn: bool,
 }
 
-/// One sum over replicas under way.
+/// One sum over replicas under way, as this replica sees it: replica `r` owns slice `r` of the
+/// values ([`slice_of`]); every replica sends each owner its slice, the owner adds the `D`
+/// parts in replica order and sends the summed slice to every replica, which joins the slices
+/// in replica order (a reduce-scatter, then an all-gather). The values this replica gave are
+/// the buffer the sum is written into: every buffer of the length of the whole is one page
+/// fault per 4 KiB, so none is allocated beyond it.
 #[derive(Default)]
 struct Sum {
-    /// Replica 0: every replica's values, by replica, as they arrive.
+    /// The other replicas' parts of this replica's slice, as they came (the sum's key, then
+    /// `f32` little-endian), by replica, as they arrive. A replica that has its whole sum may send its part of the next step's sum
+    /// before this one has every slice: it waits here for the next round.
     parts: HashMap<usize, Vec<u8>>,
     /// Where the sum goes in this process, once it has asked for it.
     reply: Option<Sender<SumAnswer>>,
     /// Whether each replica gets only its slice of the sum.
     scatter: bool,
+    /// This replica's values, once it has asked; then its summed slice in its place; then
+    /// the others' summed slices as they arrive.
+    values: Vec<f32>,
+    /// Whether this replica's slice is summed.
+    summed: bool,
+    /// The other replicas whose summed slices are in `values`.
+    joined: usize,
 }
 
 /// The communicators: the world (failures, clocks, the final barrier), this process's pipeline
@@ -112,6 +132,7 @@ impl State {
             gathered: HashMap::new(),
             released: HashMap::new(),
             sums: HashMap::new(),
+            spare: Vec::new(),
             pongs: 0,
             turn: false,
         }
@@ -156,8 +177,18 @@ impl State {
     /// Receives every message that has arrived, on every communicator.
     fn poll(&mut self, comms: &Comms) {
         for scope in [Scope::Pipeline, Scope::Replicas, Scope::World] {
-            while let Some(probed) = comms.of(scope).any_process().immediate_matched_probe() {
-                let (bytes, status) = probed.matched_receive_vec::<u8>();
+            while let Some((message, status)) = comms.of(scope).any_process().immediate_matched_probe() {
+                // The sums' slices into kept buffers (see [`State::buffer`]); the rest leaves
+                // this thread, into fresh ones.
+                let bytes = if scope == Scope::Replicas {
+                    let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
+                    let mut bytes = self.buffer(len);
+                    bytes.resize(len, 0);
+                    message.matched_receive_into(&mut bytes[..]);
+                    bytes
+                } else {
+                    (message, status).matched_receive_vec::<u8>().0
+                };
                 self.take(comms, scope, status.source_rank() as usize, status.tag(), bytes);
             }
         }
@@ -182,11 +213,24 @@ impl State {
                     return self.fail(format!("replica {source} sent a sum without its key"));
                 };
                 let key = u32::from_le_bytes(*key);
+                let entry = self.sums.entry(key).or_default();
                 if t == Tag::Sum as i32 {
-                    self.sums.entry(key).or_default().parts.insert(source, values.to_vec());
+                    entry.parts.insert(source, bytes);
                     self.try_sum(comms, key);
-                } else if let Some(reply) = self.sums.remove(&key).and_then(|s| s.reply) {
-                    let _ = reply.send(Ok((values.to_vec(), Instant::now())));
+                } else {
+                    let n = comms.replicas.size() as usize;
+                    let range = slice_of(entry.values.len(), n, source);
+                    if entry.reply.is_none() || values.len() != 4 * range.len() {
+                        return self.fail(format!(
+                            "replica {source} sent a summed slice of {} bytes where {} were due; every replica must build the same stages",
+                            values.len(),
+                            4 * range.len()
+                        ));
+                    }
+                    write_values(&mut entry.values[range], values);
+                    entry.joined += 1;
+                    self.recycle(bytes);
+                    self.try_join(key, n);
                 }
             }
             (_, other) => self.fail(format!("member {source} of {scope:?} sent a message with tag {other}")),
@@ -224,56 +268,140 @@ impl State {
         Ok(times)
     }
 
-    /// This replica's part of sum `key` (see [`Request::Sum`]).
-    fn sum(&mut self, comms: &Comms, key: u32, values: Vec<u8>, scatter: bool, reply: Sender<SumAnswer>) {
-        let replica = comms.replicas.rank() as usize;
-        if comms.replicas.size() == 1 {
+    /// This replica's part of sum `key` (see [`Request::Sum`] and [`Sum`]): each other
+    /// replica's slice of `values` goes to it; this replica's own waits for the others' parts.
+    fn sum(&mut self, comms: &Comms, key: u32, values: Vec<f32>, scatter: bool, reply: Sender<SumAnswer>) {
+        let (me, n) = (comms.replicas.rank() as usize, comms.replicas.size() as usize);
+        if n == 1 {
             let _ = reply.send(Ok((values, Instant::now())));
             return;
         }
+        let messages: Vec<(usize, Vec<u8>)> = (0..n)
+            .filter(|&r| r != me)
+            .map(|r| {
+                let part = &values[slice_of(values.len(), n, r)];
+                let mut message = self.buffer(4 + 4 * part.len());
+                message.extend_from_slice(&key.to_le_bytes());
+                push_values(&mut message, part);
+                (r, message)
+            })
+            .collect();
+        // In place before the first part leaves: while it is sent, an owner that has every part
+        // may already send its summed slice back.
         let entry = self.sums.entry(key).or_default();
-        entry.reply = Some(reply);
-        entry.scatter = scatter;
-        if replica == 0 {
-            entry.parts.insert(0, values);
-            self.try_sum(comms, key);
-        } else {
-            let mut message = key.to_le_bytes().to_vec();
-            message.extend_from_slice(&values);
-            self.send(comms, Scope::Replicas, 0, Tag::Sum, &message);
+        (entry.reply, entry.scatter, entry.values) = (Some(reply), scatter, values);
+        for (r, message) in messages {
+            self.send(comms, Scope::Replicas, r, Tag::Sum, &message);
+            self.recycle(message);
+        }
+        self.try_sum(comms, key);
+    }
+
+    /// Once every replica's part of this replica's slice of sum `key` is here and this process
+    /// has asked for it: adds the parts in replica order, `((p₀ + p₁) + p₂) + …` — element by
+    /// element the bits of adding the whole values in replica order — into its own values, and
+    /// sends the summed slice to every replica (or, with `scatter`, answers with it).
+    fn try_sum(&mut self, comms: &Comms, key: u32) {
+        let (me, n) = (comms.replicas.rank() as usize, comms.replicas.size() as usize);
+        let Some(entry) = self.sums.get_mut(&key) else { return };
+        if entry.reply.is_none() || entry.summed || entry.parts.len() + 1 < n {
+            return;
+        }
+        let range = slice_of(entry.values.len(), n, me);
+        let parts = std::mem::take(&mut entry.parts);
+        if let Some((r, part)) = parts.iter().find(|(_, p)| p.len() != 4 + 4 * range.len()) {
+            let why = format!(
+                "replica {r} gave {} bytes of this replica's slice of the gradients where it has {}; every replica must build the same stages",
+                part.len().saturating_sub(4),
+                4 * range.len()
+            );
+            if let Some(reply) = self.sums.remove(&key).and_then(|s| s.reply) {
+                let _ = reply.send(Err(why));
+            }
+            return;
+        }
+        let mine = &mut entry.values[range.clone()];
+        // Replica 0's part first, then each next one added on.
+        let own = (me > 0).then(|| mine.to_vec());
+        if me > 0 {
+            write_values(mine, &parts[&0][4..]);
+        }
+        for r in 1..n {
+            match (r == me, &own) {
+                (true, Some(own)) => add_replica(mine, own),
+                _ => add_values(mine, &parts[&r][4..]),
+            }
+        }
+        entry.summed = true;
+        let scatter = entry.scatter;
+        parts.into_values().for_each(|p| self.recycle(p));
+        let Some(entry) = self.sums.get_mut(&key) else { return };
+        if scatter {
+            let slice = entry.values[range].to_vec();
+            let reply = entry.reply.take().expect("asked");
+            let _ = reply.send(Ok((slice, Instant::now())));
+            self.forget(key);
+            return;
+        }
+        let mut message = self.buffer(4 + 4 * range.len());
+        message.extend_from_slice(&key.to_le_bytes());
+        push_values(&mut message, &self.sums[&key].values[range]);
+        for r in (0..n).filter(|&r| r != me) {
+            self.send(comms, Scope::Replicas, r, Tag::Summed, &message);
+        }
+        self.recycle(message);
+        self.try_join(key, n);
+    }
+
+    /// Once this replica's slice is summed and every other summed slice is in place: answers
+    /// with the whole sum.
+    fn try_join(&mut self, key: u32, n: usize) {
+        let Some(entry) = self.sums.get_mut(&key) else { return };
+        if entry.reply.is_none() || !entry.summed || entry.joined + 1 < n {
+            return;
+        }
+        let (reply, values) = (entry.reply.take().expect("asked"), std::mem::take(&mut entry.values));
+        let _ = reply.send(Ok((values, Instant::now())));
+        self.forget(key);
+    }
+
+    /// An empty buffer for `len` bytes of a sum's message: the smallest kept one that holds
+    /// them, or a new one. A stage's slices are the same sizes every step and past the sizes
+    /// the heap recycles, so a new buffer each time would cost a page fault per 4 KiB.
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let best = self
+            .spare
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => {
+                let mut b = self.spare.swap_remove(i);
+                b.clear();
+                b
+            }
+            None => Vec::with_capacity(len),
         }
     }
 
-    /// Replica 0: once every replica's part of sum `key` is here and this process has asked for
-    /// it, adds the parts in replica order and sends the sum to every replica.
-    fn try_sum(&mut self, comms: &Comms, key: u32) {
-        let n = comms.replicas.size() as usize;
-        let ready = self.sums.get(&key).is_some_and(|s| s.parts.len() == n && s.reply.is_some());
-        let Some(Sum { mut parts, reply: Some(reply), scatter }) = ready.then(|| self.sums.remove(&key)).flatten()
-        else {
-            return;
-        };
-        let total = add_in_order((0..n).map(|r| parts.remove(&r).unwrap_or_default()).collect());
-        match total {
-            Ok(total) => {
-                let part = |r: usize| {
-                    if scatter {
-                        let s = slice_of(total.len() / 4, n, r);
-                        &total[4 * s.start..4 * s.end]
-                    } else {
-                        &total[..]
-                    }
-                };
-                for r in 1..n {
-                    let mut message = key.to_le_bytes().to_vec();
-                    message.extend_from_slice(part(r));
-                    self.send(comms, Scope::Replicas, r, Tag::Summed, &message);
-                }
-                let _ = reply.send(Ok((part(0).to_vec(), Instant::now())));
-            }
-            Err(e) => {
-                let _ = reply.send(Err(e));
-            }
+    /// Keeps `b` for a later message, up to [`SPARE`] buffers (the largest).
+    fn recycle(&mut self, b: Vec<u8>) {
+        self.spare.push(b);
+        if self.spare.len() > SPARE {
+            let smallest = (0..self.spare.len()).min_by_key(|&i| self.spare[i].capacity()).expect("not empty");
+            self.spare.swap_remove(smallest);
+        }
+    }
+
+    /// Ends this round of sum `key`, keeping what the next round has sent already.
+    fn forget(&mut self, key: u32) {
+        let Some(entry) = self.sums.get_mut(&key) else { return };
+        if entry.parts.is_empty() {
+            self.sums.remove(&key);
+        } else {
+            *entry = Sum { parts: std::mem::take(&mut entry.parts), ..Sum::default() };
         }
     }
 
@@ -346,26 +474,24 @@ impl State {
     }
 }
 
-/// The element-wise sum of `parts` (each `f32` values, little-endian), added in the order given:
-/// `((p₀ + p₁) + p₂) + …`, the same bits on every run.
-fn add_in_order(parts: Vec<Vec<u8>>) -> Result<Vec<u8>, String> {
-    let mut parts = parts.into_iter();
-    let mut total = parts.next().unwrap_or_default();
-    for (r, part) in parts.enumerate() {
-        if part.len() != total.len() {
-            return Err(format!(
-                "replica {} gave {} bytes of gradients where replica 0 gave {}; every replica must build the same stages",
-                r + 1,
-                part.len(),
-                total.len()
-            ));
-        }
-        let (mut sum, part) = (Vec::<f32>::decode(&total)?, Vec::<f32>::decode(&part)?);
-        add_replica(&mut sum, &part);
-        total.clear();
-        sum.encode(&mut total)?;
+/// Appends `values` as `f32` little-endian.
+fn push_values(out: &mut Vec<u8>, values: &[f32]) {
+    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+}
+
+/// Overwrites `into` with `bytes`, `f32` little-endian, of the same count.
+fn write_values(into: &mut [f32], bytes: &[u8]) {
+    for (v, b) in into.iter_mut().zip(bytes.chunks_exact(4)) {
+        *v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
     }
-    Ok(total)
+}
+
+/// Adds `bytes`, `f32` little-endian, to `into`, element by element (`into + part`, in that
+/// order, as [`add_replica`] does).
+fn add_values(into: &mut [f32], bytes: &[u8]) {
+    for (v, b) in into.iter_mut().zip(bytes.chunks_exact(4)) {
+        *v += f32::from_le_bytes(b.try_into().expect("4 bytes"));
+    }
 }
 
 /// `parts` as one buffer: each part's length (`u64`, little-endian), then its bytes.

@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-use crate::exec::{Edge, Packet, Wire};
+use crate::exec::{Edge, Packet};
 use crate::{Error, Result};
 use comm::Request;
 
@@ -47,9 +47,9 @@ pub(crate) enum Tag {
     Abort = 4,
     /// A clock reading, at start-up.
     Clock = 5,
-    /// One replica's part of a sum over replicas, to replica 0.
+    /// One replica's slice of its values, to the replica that owns that slice of a sum.
     Sum = 6,
-    /// A sum over replicas, from replica 0 to the others.
+    /// An owner's summed slice, to the other replicas.
     Summed = 7,
     /// A link test's message, to be answered at once.
     Ping = 8,
@@ -252,14 +252,13 @@ impl Mpi {
     /// every replica) of this replica's `values`: the returned channel gets every replica's
     /// values added in replica order, `((v₀ + v₁) + v₂) + …` — the same bits on every replica
     /// and every run — with when this process's communication thread had it, or the error that
-    /// stopped it.
+    /// stopped it. Each replica adds its own slice of the values (a reduce-scatter) and sends
+    /// it to the others (an all-gather): `2(D − 1)/D` of the values in and out of each process.
     /// With `scatter`, each replica gets only its slice of the sum ([`slice_of`](crate::exec::slice_of)).
     pub fn start_sum(&self, key: u32, values: Vec<f32>, scatter: bool) -> Result<Receiver<comm::SumAnswer>> {
         let (reply, answer) = unbounded();
-        let mut bytes = Vec::with_capacity(4 * values.len());
-        values.encode(&mut bytes).map_err(Error::Config)?;
         self.requests
-            .send(Request::Sum { key, values: bytes, scatter, reply })
+            .send(Request::Sum { key, values, scatter, reply })
             .map_err(|_| Error::Config("the MPI communication thread has stopped".into()))?;
         Ok(answer)
     }
