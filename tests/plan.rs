@@ -138,7 +138,11 @@ fn a_plan_profiled_on_the_spot_for_a_model_of_sequences_runs_as_predicted() {
     let chosen = &loose["plan"];
     assert_eq!(chosen["predicted_step"], measured[0]["predicted_step"]);
     assert_eq!(chosen["composed_step"], measured[0]["composed_step"]);
-    assert!(measured.windows(2).all(|w| w[0]["predicted_step"].as_f64() <= w[1]["predicted_step"].as_f64()));
+    // After the chosen plan (whose step comes from rounds of its own), fastest first.
+    let step = |m: &Value| m["predicted_step"].as_f64().expect("a step");
+    assert!(measured[1..].windows(2).all(|w| step(&w[0]) <= step(&w[1])), "{loose}");
+    // Profiled stages, not the composition: some step differs from its composed one.
+    assert!(measured.iter().any(|m| step(m) != m["composed_step"].as_f64().unwrap()), "{loose}");
     let same = |a: &Value, b: &Value| ["schedule", "m", "partition", "policies"].iter().all(|k| a[k] == b[k]);
     for m in measured {
         // The stages' own accounting gives the bytes the composition gave, to the byte.

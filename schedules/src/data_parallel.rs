@@ -11,16 +11,17 @@
 //! (`⌈b/D⌉` bytes or one value less), every replica sends each owner its slice, each owner adds
 //! the `D` parts in replica order — element by element the bits of adding the whole gradients in
 //! replica order, so they never depend on arrival order — and sends its summed slice to every
-//! replica. Each phase, a replica sends `(D − 1)` slices while it receives as many; with ZeRO
+//! replica. Each phase, a replica sends its `(D − 1)` slices one after another, to the next
+//! replicas in turn (so no owner gets every part at once), while it receives as many; with ZeRO
 //! stage 1 there is no second phase, each replica keeping only the slice it updates. On a link
 //! of latency `c` and bandwidth `B`, sending and receiving at once:
 //!
 //! ```text
-//! t_sum(b) = k·(c + (D − 1)·⌈b/D⌉/B),   k = 2 phases, or 1 with ZeRO-1
+//! t_sum(b) = k·(D − 1)·(c + ⌈b/D⌉/B),   k = 2 phases, or 1 with ZeRO-1
 //! ```
 //!
-//! (`k·c` when the bandwidth is unlimited): the `2(D − 1)/D · b` a ring all-reduce moves per
-//! replica. Adding the parts is not costed. ZeRO-1's gather of the updated slices follows the
+//! (`k·(D − 1)·c` when the bandwidth is unlimited): the `2(D − 1)/D · b` a ring all-reduce
+//! moves per replica. Adding the parts is not costed. ZeRO-1's gather of the updated slices follows the
 //! optimizer step and belongs to the next step's start, so it is not part of this step's spans.
 //!
 //! Invariant: a rank's sums never overlap and each starts no earlier than its stage's last
@@ -86,8 +87,8 @@ impl DataParallel {
         }
         let d = self.replicas as u64;
         let phases = if self.sharded { 1.0 } else { 2.0 };
-        let moved = (d - 1) as f64 * bytes.div_ceil(d) as f64;
-        phases * (costs.latency + costs.bandwidth.map_or(0.0, |b| moved / b))
+        let slice = bytes.div_ceil(d) as f64;
+        phases * (d - 1) as f64 * (costs.latency + costs.bandwidth.map_or(0.0, |b| slice / b))
     }
 
     /// The sums of the step `trace` ran, per rank in the order they run, under `costs`'s link,
@@ -173,14 +174,14 @@ mod tests {
     }
 
     #[test]
-    fn a_sum_takes_two_phases_of_a_latency_and_d_minus_one_slices() {
+    fn a_sum_takes_two_phases_of_d_minus_one_slices() {
         let c = costs();
-        // D = 4, b = 1000: 2·(0.5 + 3·250/100) = 16; ZeRO-1, one phase: 0.5 + 3·250/100 = 8.
-        assert_eq!(dp(4).duration(1000, &c), 16.0);
-        assert_eq!(DataParallel::new(4, true).unwrap().duration(1000, &c), 8.0);
+        // D = 4, b = 1000: 2·3·(0.5 + 250/100) = 18; ZeRO-1, one phase: 3·(0.5 + 250/100) = 9.
+        assert_eq!(dp(4).duration(1000, &c), 18.0);
+        assert_eq!(DataParallel::new(4, true).unwrap().duration(1000, &c), 9.0);
         // ⌈1001/4⌉ = 251 bytes a slice.
-        assert_eq!(DataParallel::new(4, true).unwrap().duration(1001, &c), 0.5 + 3.0 * 251.0 / 100.0);
-        assert_eq!(dp(3).duration(1001, &c), 2.0 * (0.5 + 2.0 * 334.0 / 100.0));
+        assert_eq!(DataParallel::new(4, true).unwrap().duration(1001, &c), 3.0 * (0.5 + 251.0 / 100.0));
+        assert_eq!(dp(3).duration(1001, &c), 2.0 * 2.0 * (0.5 + 334.0 / 100.0));
         assert_eq!(DataParallel::NONE.duration(1000, &c), 0.0);
         // No latency, no bandwidth: free.
         assert_eq!(dp(2).duration(1000, &CostModel::per_rank(1.0, 1.0, 1.0)), 0.0);
@@ -210,12 +211,12 @@ mod tests {
     #[test]
     fn a_ranks_sums_queue_on_its_communication_thread() {
         // Interleaved p = 2, v = 2: each rank holds two stages of 600 bytes (1200 split over
-        // its chunks); D = 3: 2·(0.5 + 2·200/100) = 9 per sum, the second waiting for the first.
+        // its chunks); D = 3: 2·2·(0.5 + 200/100) = 10 per sum, the second waiting for the first.
         let s = interleaved(2, 2, 4).unwrap();
         let trace = simulate_data_parallel(&s, &costs(), dp(3), &[1200]).unwrap();
         for (r, sums) in trace.sums.iter().enumerate() {
             assert_eq!(sums.len(), 2);
-            assert!(sums.iter().all(|x| x.end - x.start == 9.0 && x.bytes == 600 && x.stage % 2 == r));
+            assert!(sums.iter().all(|x| x.end - x.start == 10.0 && x.bytes == 600 && x.stage % 2 == r));
             assert!(sums[1].start >= sums[0].end);
         }
     }

@@ -43,10 +43,11 @@ pub struct PlanArgs {
     /// model is profiled now, quickly, at every candidate micro-batch size.
     #[arg(long, value_name = "FILE")]
     costs_file: Option<PathBuf>,
-    /// Profile the stages of the fastest plans — at most N distinct sets of stages (partition,
-    /// micro-batch size, policies) — simulate those plans again under their stages' costs, and
-    /// choose the fastest of them; 0 keeps the step composed from per-layer costs. Default: 3,
-    /// or 0 with --costs-file (its costs may have been measured elsewhere).
+    /// Profile the stages of the fastest plans on the CPU — at most N distinct sets of stages
+    /// (partition, micro-batch size, policies, layout) — simulate those plans again under
+    /// their stages' costs, and choose the fastest of them; 0 keeps the step composed from
+    /// per-layer costs. Default: 3, or 0 with --costs-file (its costs may have been measured
+    /// elsewhere).
     #[arg(long, value_name = "N")]
     measure: Option<usize>,
     /// Plans listed, fastest first.
@@ -97,15 +98,31 @@ pub fn run(args: PlanArgs) -> Result<()> {
     let took = started.elapsed().as_secs_f64();
     let budget = args.measure.unwrap_or(if args.costs_file.is_some() { 0 } else { 3 });
     let fastest = &outcome.plans[..outcome.plans.len().min(MEASURED_PLANS)];
-    let measured = measure(&args.model, fastest, budget, MEASURE_ROUNDS, PROFILE_REPS, args.memory_cap.0, |c, s| {
-        eprintln!(
-            "profiled the stages of {} m={} (layers {}, {}) in {s:.2} s",
-            c.kind,
-            c.m,
-            c.counts(),
-            c.policy_text()
-        )
-    })?;
+    let measured = measure(
+        &args.model,
+        fastest,
+        &costs.model,
+        budget,
+        MEASURE_ROUNDS,
+        PROFILE_REPS,
+        args.memory_cap.0,
+        |c, s| {
+            eprintln!(
+                "profiled the stages of {} m={} (layers {}, {}) in {s:.2} s",
+                c.kind,
+                c.m,
+                c.counts(),
+                c.policy_text()
+            )
+        },
+    )?;
+    if budget > 0 && measured.is_empty() {
+        pipesched::output::warn(&format!(
+            "none of the {} plans whose stages were profiled fits {} by their own stages' bytes; the plan is the composition's fastest, unmeasured",
+            fastest.len(),
+            units::bytes(args.memory_cap.0)
+        ));
+    }
     let unit = &outcome.time_unit;
     let (best, composed) = match measured.first() {
         Some(m) => (&m.plan, Some(m.composed)),
@@ -204,7 +221,9 @@ fn print(args: &PlanArgs, outcome: &pipesched::plan::Outcome, measured: &[Measur
         pipesched::sayln!("{}", c.row(unit))?;
     }
     if !measured.is_empty() {
-        pipesched::sayln!("\nthe fastest plans' stages profiled, and their steps simulated again, fastest first:\n")?;
+        pipesched::sayln!(
+            "\nthe fastest plans' stages profiled and their steps simulated again: the chosen plan first (its step from rounds of its own), then the rest, fastest first:\n"
+        )?;
         pipesched::sayln!(
             "{:>13}  {:>13}  {:>8}  {:>11}  {:<14}  {:>4}  {:>5}  {:<9} {:<10}  policies",
             "step",

@@ -255,8 +255,9 @@ impl Transport {
         }
     }
 
-    /// The network between this pipeline's ranks, measured ([`crate::network`]); `None` in
-    /// process, where ranks hand messages over in memory. Every process must call it.
+    /// The network between this pipeline's ranks, measured ([`crate::network`]) — or, for a
+    /// pipeline of one rank with replicas, between the replicas; `None` in process, where ranks
+    /// hand messages over in memory. Every process must call it.
     pub fn measure_network(&self) -> Result<Option<crate::network::Network>> {
         match self {
             Transport::InProcess => Ok(None),
@@ -266,8 +267,14 @@ impl Transport {
                 let mine = mpi.time_link(&SIZES, REPS)?;
                 let bytes = serde_json::to_vec(&mine)
                     .map_err(|e| Error::Config(format!("cannot encode this rank's link times: {e}")))?;
+                // A pipeline of one rank timed its replicas' links (see `Mpi::time_link`).
+                let parts = if mpi.size() == 1 && mpi.replicas() > 1 {
+                    mpi.all_gather_replicas(bytes)?
+                } else {
+                    self.all_gather(bytes)?
+                };
                 let mut links = Vec::new();
-                for (rank, part) in self.all_gather(bytes)?.into_iter().enumerate() {
+                for (rank, part) in parts.into_iter().enumerate() {
                     let trips: RoundTrips = serde_json::from_slice(&part)
                         .map_err(|e| Error::Config(format!("rank {rank}'s link times cannot be read: {e}")))?;
                     if !trips.is_empty() {

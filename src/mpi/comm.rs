@@ -37,7 +37,8 @@ pub(crate) enum Request {
     /// `d`'s slice of it ([`slice_of`]).
     Sum { key: u32, values: Vec<f32>, scatter: bool, reply: Sender<SumAnswer> },
     /// Time this rank's link to the next (see [`Mpi::time_link`](super::Mpi::time_link)).
-    Link { sizes: Vec<usize>, reps: usize, reply: Sender<Result<Vec<Vec<f64>>, String>> },
+    /// (Within `scope`: the pipeline, or the replicas of a pipeline of one rank.)
+    Link { scope: Scope, sizes: Vec<usize>, reps: usize, reply: Sender<Result<Vec<Vec<f64>>, String>> },
     /// Tell every other rank this one failed; say when it has been sent.
     Abort(String, Sender<()>),
     /// Finalise MPI and end the thread; with `barrier`, after every rank has come this far.
@@ -65,6 +66,8 @@ pub(crate) struct State {
     sums: HashMap<u32, Sum>,
     /// Buffers of sums' messages, kept for the next ([`State::buffer`]).
     spare: Vec<Vec<u8>>,
+    /// Where a replica other than 0 keeps its own part of its slice while it adds the parts.
+    own: Vec<f32>,
     /// Answers to this rank's pings so far.
     pongs: usize,
     /// Whether the previous rank has finished testing its link.
@@ -75,8 +78,9 @@ pub(crate) struct State {
 /// values ([`slice_of`]); every replica sends each owner its slice, the owner adds the `D`
 /// parts in replica order and sends the summed slice to every replica, which joins the slices
 /// in replica order (a reduce-scatter, then an all-gather). The values this replica gave are
-/// the buffer the sum is written into: every buffer of the length of the whole is one page
-/// fault per 4 KiB, so none is allocated beyond it.
+/// the buffer the sum is written into: a new buffer of the length of the whole costs a page
+/// fault per 4 KiB, so none is allocated beyond it (under ZeRO-1 the answer is the slice, a
+/// copy).
 #[derive(Default)]
 struct Sum {
     /// The other replicas' parts of this replica's slice, as they came (the sum's key, then
@@ -133,6 +137,7 @@ impl State {
             released: HashMap::new(),
             sums: HashMap::new(),
             spare: Vec::new(),
+            own: Vec::new(),
             pongs: 0,
             turn: false,
         }
@@ -178,9 +183,10 @@ impl State {
     fn poll(&mut self, comms: &Comms) {
         for scope in [Scope::Pipeline, Scope::Replicas, Scope::World] {
             while let Some((message, status)) = comms.of(scope).any_process().immediate_matched_probe() {
-                // The sums' slices into kept buffers (see [`State::buffer`]); the rest leaves
-                // this thread, into fresh ones.
-                let bytes = if scope == Scope::Replicas {
+                // The sums' slices into kept buffers (see [`State::buffer`]); the rest, which
+                // leaves this thread, into fresh ones.
+                let sums = [Tag::Sum as i32, Tag::Summed as i32].contains(&status.tag());
+                let bytes = if scope == Scope::Replicas && sums {
                     let len = usize::try_from(status.count(u8::equivalent_datatype())).unwrap_or(0);
                     let mut bytes = self.buffer(len);
                     bytes.resize(len, 0);
@@ -205,9 +211,11 @@ impl State {
                 self.released.insert(scope, bytes);
             }
             (Scope::World, t) if t == Tag::Abort as i32 => self.fail(String::from_utf8_lossy(&bytes).into_owned()),
-            (Scope::Pipeline, t) if t == Tag::Ping as i32 => self.send(comms, scope, source, Tag::Pong, &[0]),
-            (Scope::Pipeline, t) if t == Tag::Pong as i32 => self.pongs += 1,
-            (Scope::Pipeline, t) if t == Tag::Turn as i32 => self.turn = true,
+            (Scope::Pipeline | Scope::Replicas, t) if t == Tag::Ping as i32 => {
+                self.send(comms, scope, source, Tag::Pong, &[0])
+            }
+            (Scope::Pipeline | Scope::Replicas, t) if t == Tag::Pong as i32 => self.pongs += 1,
+            (Scope::Pipeline | Scope::Replicas, t) if t == Tag::Turn as i32 => self.turn = true,
             (Scope::Replicas, t) if t == Tag::Sum as i32 || t == Tag::Summed as i32 => {
                 let Some((key, values)) = bytes.split_first_chunk::<4>() else {
                     return self.fail(format!("replica {source} sent a sum without its key"));
@@ -237,9 +245,15 @@ impl State {
         }
     }
 
-    /// Times this rank's link to the next, on its turn (see [`Request::Link`]).
-    fn time_link(&mut self, comms: &Comms, sizes: &[usize], reps: usize) -> Result<Vec<Vec<f64>>, String> {
-        let (rank, size) = (comms.pipeline.rank() as usize, comms.pipeline.size() as usize);
+    /// Times this member's link to the next of `scope`, on its turn (see [`Request::Link`]).
+    fn time_link(
+        &mut self,
+        comms: &Comms,
+        scope: Scope,
+        sizes: &[usize],
+        reps: usize,
+    ) -> Result<Vec<Vec<f64>>, String> {
+        let (rank, size) = (comms.of(scope).rank() as usize, comms.of(scope).size() as usize);
         if rank + 1 >= size {
             return Ok(Vec::new());
         }
@@ -254,7 +268,7 @@ impl State {
             for k in 0..reps + 2 {
                 let before = self.pongs;
                 let t = std::time::Instant::now();
-                self.send(comms, Scope::Pipeline, rank + 1, Tag::Ping, &message);
+                self.send(comms, scope, rank + 1, Tag::Ping, &message);
                 self.wait_for(comms, |s| s.pongs > before)?;
                 if k >= 2 {
                     rtts.push(t.elapsed().as_secs_f64() * 1e3);
@@ -263,7 +277,7 @@ impl State {
             times.push(rtts);
         }
         if rank + 2 < size {
-            self.send(comms, Scope::Pipeline, rank + 1, Tag::Turn, &[]);
+            self.send(comms, scope, rank + 1, Tag::Turn, &[]);
         }
         Ok(times)
     }
@@ -276,8 +290,9 @@ impl State {
             let _ = reply.send(Ok((values, Instant::now())));
             return;
         }
-        let messages: Vec<(usize, Vec<u8>)> = (0..n)
-            .filter(|&r| r != me)
+        // Each replica to the next ones in turn, so no owner gets every part at once.
+        let messages: Vec<(usize, Vec<u8>)> = (1..n)
+            .map(|k| (me + k) % n)
             .map(|r| {
                 let part = &values[slice_of(values.len(), n, r)];
                 let mut message = self.buffer(4 + 4 * part.len());
@@ -321,15 +336,19 @@ impl State {
             return;
         }
         let mine = &mut entry.values[range.clone()];
-        // Replica 0's part first, then each next one added on.
-        let own = (me > 0).then(|| mine.to_vec());
+        // Replica 0's part first, then each next one added on; this replica's own kept aside
+        // meanwhile (in a buffer kept for it).
+        let own = &mut self.own;
         if me > 0 {
+            own.clear();
+            own.extend_from_slice(mine);
             write_values(mine, &parts[&0][4..]);
         }
         for r in 1..n {
-            match (r == me, &own) {
-                (true, Some(own)) => add_replica(mine, own),
-                _ => add_values(mine, &parts[&r][4..]),
+            if r == me {
+                add_replica(mine, own);
+            } else {
+                add_values(mine, &parts[&r][4..]);
             }
         }
         entry.summed = true;
@@ -346,7 +365,7 @@ impl State {
         let mut message = self.buffer(4 + 4 * range.len());
         message.extend_from_slice(&key.to_le_bytes());
         push_values(&mut message, &self.sums[&key].values[range]);
-        for r in (0..n).filter(|&r| r != me) {
+        for r in (1..n).map(|k| (me + k) % n) {
             self.send(comms, Scope::Replicas, r, Tag::Summed, &message);
         }
         self.recycle(message);
@@ -610,8 +629,8 @@ pub(crate) fn serve(mut st: State, replicas: usize, ready: Sender<Result<Place, 
                 let _ = reply.send(st.all_gather(&comms, scope, bytes, everyone));
             }
             Ok(Request::Sum { key, values, scatter, reply }) => st.sum(&comms, key, values, scatter, reply),
-            Ok(Request::Link { sizes, reps, reply }) => {
-                let _ = reply.send(st.time_link(&comms, &sizes, reps));
+            Ok(Request::Link { scope, sizes, reps, reply }) => {
+                let _ = reply.send(st.time_link(&comms, scope, &sizes, reps));
             }
             Ok(Request::Abort(message, done)) => {
                 for r in (0..size).filter(|&r| r != w) {

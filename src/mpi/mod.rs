@@ -267,11 +267,14 @@ impl Mpi {
     /// trips (after 2 unmeasured ones) of a message of that many bytes answered by a 1-byte one,
     /// in milliseconds — through the communication threads on both sides, as the pipeline's
     /// messages go. The ranks take turns, link 0→1 first, so no two tests overlap; the last rank
-    /// has no link and gets nothing. Every rank of the pipeline must call it.
+    /// has no link and gets nothing. Every rank of the pipeline must call it. A pipeline of one
+    /// rank with replicas times the replicas' links instead (replica 0→1 first; every replica
+    /// calls it): the links its gradient sums cross.
     pub fn time_link(&self, sizes: &[usize], reps: usize) -> Result<Vec<Vec<f64>>> {
         let (reply, answer) = unbounded();
+        let scope = if self.size() == 1 && self.replicas() > 1 { Scope::Replicas } else { Scope::Pipeline };
         self.requests
-            .send(Request::Link { sizes: sizes.to_vec(), reps, reply })
+            .send(Request::Link { scope, sizes: sizes.to_vec(), reps, reply })
             .map_err(|_| Error::Config("the MPI communication thread has stopped".into()))?;
         let got = answer.recv().map_err(|_| Error::Config("the MPI communication thread stopped mid-test".into()))?;
         got.map_err(Error::Remote)

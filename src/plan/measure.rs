@@ -36,14 +36,19 @@ pub struct Measured {
 type StagesKey = (Vec<Range<usize>>, usize, Vec<RecomputePolicy>, Layout);
 
 /// Profiles the stages of the fastest `plans` (in order), at most `budget` distinct sets of
-/// stages, and simulates every plan whose stages were measured: those that still fit `cap`,
-/// fastest first. Each set is profiled `rounds` times, the sets taking turns, each op `reps`
-/// times after warm-up a round; an op's cost is its median over the rounds. Taking turns, the
-/// sets meet the same moments of a shared host, which compares them fairly; the rounds widen
-/// the window a cost is measured over. `say` is told each set's plan and its seconds profiling.
+/// stages, on the CPU in this process, and simulates every plan whose stages were measured,
+/// under the links of `network` (the latency, bandwidth, host link and time unit the search
+/// used): those that still fit `cap`, fastest first. Each set is profiled `rounds` times, the
+/// sets taking turns, each op `reps` times after warm-up a round; an op's cost is its median
+/// over the rounds. Taking turns, the sets meet the same moments of a shared host, which
+/// compares them fairly; the rounds widen the window a cost is measured over. The least of
+/// several noisy predictions is biased low, so when more than one set was measured the chosen
+/// plan's set is profiled again, `rounds` more times, and its step is predicted from those
+/// rounds alone. `say` is told each set's plan and its seconds profiling.
 pub fn measure(
     model: &ModelChoice,
     plans: &[Candidate],
+    network: &CostModel,
     budget: usize,
     rounds: usize,
     reps: usize,
@@ -69,37 +74,62 @@ pub fn measure(
     }
     let mut workloads = first.iter().map(|c| build_stages(model, c)).collect::<Result<Vec<_>>>()?;
     let mut took = vec![0.0; workloads.len()];
+    let profile_rounds = |k: usize, w: &mut Box<dyn Workload>, took: &mut [f64]| -> Result<CostModel> {
+        let started = std::time::Instant::now();
+        let mut got = w.profile(reps)?;
+        (got.latency, got.bandwidth, got.host_link) = (network.latency, network.bandwidth, network.host_link);
+        got.time_unit.clone_from(&network.time_unit);
+        took[k] += started.elapsed().as_secs_f64();
+        Ok(got)
+    };
     let mut profiles: Vec<Vec<CostModel>> = vec![Vec::new(); workloads.len()];
     for _ in 0..rounds.max(1) {
         for (k, w) in workloads.iter_mut().enumerate() {
-            let started = std::time::Instant::now();
-            profiles[k].push(w.profile(reps)?);
-            took[k] += started.elapsed().as_secs_f64();
+            profiles[k].push(profile_rounds(k, w, &mut took)?);
+        }
+    }
+    let costs = profiles.into_iter().map(median).collect::<Result<Vec<_>>>()?;
+    let mut out: Vec<(usize, Measured)> = Vec::new();
+    for (c, at) in plans.iter().zip(set_of) {
+        let Some(k) = at else { continue };
+        if let Some(m) = simulated(c, &costs[k], cap)? {
+            out.push((k, m));
+        }
+    }
+    let order = |a: &Measured, b: &Measured| {
+        a.plan.makespan.total_cmp(&b.plan.makespan).then(a.plan.peak().cmp(&b.plan.peak()))
+    };
+    out.sort_by(|a, b| order(&a.1, &b.1));
+    // The chosen plan's step from rounds of its own (see above).
+    if let (true, Some((k, chosen))) = (workloads.len() > 1, out.first_mut()) {
+        let fresh = (0..rounds.max(1))
+            .map(|_| profile_rounds(*k, &mut workloads[*k], &mut took))
+            .collect::<Result<Vec<_>>>()?;
+        let original = plans.iter().find(|c| c.same_plan(&chosen.plan)).expect("measured from the plans");
+        if let Some(again) = simulated(original, &median(fresh)?, cap)? {
+            *chosen = again;
         }
     }
     drop(workloads);
     first.iter().zip(&took).for_each(|(c, s)| say(c, *s));
-    let costs = profiles.into_iter().map(median).collect::<Result<Vec<_>>>()?;
-    let mut out = Vec::new();
-    for (c, at) in plans.iter().zip(set_of) {
-        let Some(k) = at else { continue };
-        let costs = &costs[k];
-        let flags: Vec<bool> = c.policies.iter().map(|p| p.drops()).collect();
-        let stats = simulate_stats(&with_recompute(&c.schedule, &flags)?, costs)?;
-        if stats.peak_held_bytes.iter().any(|&b| b > cap) {
-            continue;
-        }
-        let plan = Candidate {
-            makespan: stats.makespan,
-            bubble: stats.bubble_rate,
-            peaks: stats.peak_held_bytes,
-            static_bytes: costs.static_bytes.clone(),
-            ..c.clone()
-        };
-        out.push(Measured { plan, composed: c.makespan });
+    Ok(out.into_iter().map(|(_, m)| m).collect())
+}
+
+/// `c` simulated under `costs` (with `R` planned from its policies), if it fits `cap`.
+fn simulated(c: &Candidate, costs: &CostModel, cap: u64) -> Result<Option<Measured>> {
+    let flags: Vec<bool> = c.policies.iter().map(|p| p.drops()).collect();
+    let stats = simulate_stats(&with_recompute(&c.schedule, &flags)?, costs)?;
+    if stats.peak_held_bytes.iter().any(|&b| b > cap) {
+        return Ok(None);
     }
-    out.sort_by(|a, b| a.plan.makespan.total_cmp(&b.plan.makespan).then(a.plan.peak().cmp(&b.plan.peak())));
-    Ok(out)
+    let plan = Candidate {
+        makespan: stats.makespan,
+        bubble: stats.bubble_rate,
+        peaks: stats.peak_held_bytes,
+        static_bytes: costs.static_bytes.clone(),
+        ..c.clone()
+    };
+    Ok(Some(Measured { plan, composed: c.makespan }))
 }
 
 /// The rounds' profiles as one: each stage's op times the median over the rounds (the upper
@@ -120,7 +150,7 @@ fn median(rounds: Vec<CostModel>) -> Result<CostModel> {
             let mut xs = vec![pick(stage)];
             for r in &rest {
                 if let StageCosts::Stages(other) = &r.costs {
-                    xs.push(pick(&other[s]));
+                    xs.extend(other.get(s).map(pick));
                 }
             }
             middle(xs)
