@@ -15,7 +15,7 @@ use serde_json::json;
 use pipesched::args::{at_least_one, read_text, stage_count, ByteSize, OutArgs};
 use pipesched::cost_file::CostFile;
 use pipesched::exec::Transport;
-use pipesched::plan::{measure, microbatch_counts, pareto, search, Candidate, Measured, PlanFile, Request};
+use pipesched::plan::{measure, microbatch_counts, pareto, search, Candidate, Effort, Measured, PlanFile, Request};
 use pipesched::workload::{Demand, Devices, Layout, ModelChoice, ModelSource, WorkloadSpec};
 use pipesched::{units, Error, Result};
 use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies};
@@ -98,24 +98,16 @@ pub fn run(args: PlanArgs) -> Result<()> {
     let took = started.elapsed().as_secs_f64();
     let budget = args.measure.unwrap_or(if args.costs_file.is_some() { 0 } else { 3 });
     let fastest = &outcome.plans[..outcome.plans.len().min(MEASURED_PLANS)];
-    let measured = measure(
-        &args.model,
-        fastest,
-        &costs.model,
-        budget,
-        MEASURE_ROUNDS,
-        PROFILE_REPS,
-        args.memory_cap.0,
-        |c, s| {
-            eprintln!(
-                "profiled the stages of {} m={} (layers {}, {}) in {s:.2} s",
-                c.kind,
-                c.m,
-                c.counts(),
-                c.policy_text()
-            )
-        },
-    )?;
+    let effort = Effort { budget, rounds: MEASURE_ROUNDS, reps: PROFILE_REPS };
+    let measured = measure(&args.model, fastest, &costs.model, effort, args.memory_cap.0, |c, s| {
+        eprintln!(
+            "profiled the stages of {} m={} (layers {}, {}) in {s:.2} s",
+            c.kind,
+            c.m,
+            c.counts(),
+            c.policy_text()
+        )
+    })?;
     if budget > 0 && measured.is_empty() {
         pipesched::output::warn(&format!(
             "none of the {} plans whose stages were profiled fits {} by their own stages' bytes; the plan is the composition's fastest, unmeasured",

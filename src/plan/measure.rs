@@ -32,10 +32,21 @@ pub struct Measured {
     pub composed: f64,
 }
 
+/// How much `measure` profiles.
+#[derive(Debug, Clone, Copy)]
+pub struct Effort {
+    /// Distinct sets of stages profiled, at most.
+    pub budget: usize,
+    /// Rounds each set is profiled in.
+    pub rounds: usize,
+    /// Runs of each op a round (after 2 warm-up runs), of which the median is taken.
+    pub reps: usize,
+}
+
 /// What determines a plan's stage costs.
 type StagesKey = (Vec<Range<usize>>, usize, Vec<RecomputePolicy>, Layout);
 
-/// Profiles the stages of the fastest `plans` (in order), at most `budget` distinct sets of
+/// Profiles the stages of the fastest `plans` (in order), at most `effort.budget` distinct sets of
 /// stages, on the CPU in this process, and simulates every plan whose stages were measured,
 /// under the links of `network` (the latency, bandwidth, host link and time unit the search
 /// used): those that still fit `cap`, fastest first. Each set is profiled `rounds` times, the
@@ -49,12 +60,11 @@ pub fn measure(
     model: &ModelChoice,
     plans: &[Candidate],
     network: &CostModel,
-    budget: usize,
-    rounds: usize,
-    reps: usize,
+    effort: Effort,
     cap: u64,
     mut say: impl FnMut(&Candidate, f64),
 ) -> Result<Vec<Measured>> {
+    let Effort { budget, rounds, reps } = effort;
     // Each plan's set of stages, the first `budget` distinct ones.
     let mut keys: Vec<StagesKey> = Vec::new();
     let mut first: Vec<&Candidate> = Vec::new();

@@ -15,6 +15,6 @@ mod search;
 mod table;
 
 pub use candidate::{Candidate, Point, Rejection};
-pub use measure::{measure, Measured};
+pub use measure::{measure, Effort, Measured};
 pub use plan_file::{PlanFile, PLAN_FORMAT};
 pub use search::{microbatch_counts, scaled, search, Outcome, Request};
