@@ -1,6 +1,7 @@
-//! The Pareto front of the plans simulated: predicted step time against the largest peak held
-//! bytes over ranks — the points no other point beats on both — and its chart, with the memory
-//! cap and the chosen plan marked.
+//! The Pareto front of the plans simulated: the step composed from per-layer costs (what the
+//! search predicts for every candidate) against the largest peak held bytes over ranks — the
+//! points no other point beats on both — and its chart, with the memory cap and the chosen plan
+//! marked.
 //!
 //! Invariant: the front is ordered by increasing peak with strictly decreasing time, so each
 //! point on it is the fastest plan within its own peak.
@@ -35,12 +36,12 @@ pub fn write_front(dir: &Path, all: &[Point], cap: u64, chosen: &Candidate, unit
     let mib = |b: u64| b as f64 / MIB;
     let chart = LineChart {
         title: format!(
-            "plans: predicted step time against peak held bytes ({} simulated, {} on the front)",
+            "plans: step composed from per-layer costs against peak held bytes ({} simulated, {} on the front)",
             all.len(),
             f.len()
         ),
         x_name: "largest peak held bytes over ranks (MiB)".into(),
-        y_name: format!("predicted step time ({unit})"),
+        y_name: format!("composed step time ({unit})"),
         series: vec![
             Series {
                 label: "Pareto front".into(),
