@@ -401,6 +401,12 @@ fn data_parallel_reports_the_sums_measured_and_simulated() {
     assert!(simulated * 1e3 > makespan_ms, "the sums end after the last backward: {simulated} s vs {makespan_ms} ms");
     let single = report(2, &["--model", "tiny", "-s", "1f1b", "-p", "2", "-m", "3", "--steps", "2", "--json"]);
     assert!(single.get("sums_done_s").is_none() && single.get("simulated_step_with_sums_s").is_none());
+    // A pipeline of one rank has no link of its own: the replicas' link is timed for the sums.
+    let one =
+        report(2, &["--model", "tiny", "-s", "1f1b", "-p", "1", "-m", "3", "--dp", "2", "--steps", "2", "--json"]);
+    let costs = &one["profiled_costs"];
+    assert!(costs["latency"].as_f64().is_some_and(|c| c > 0.0 && c.is_finite()), "{costs}");
+    assert!(costs["bandwidth"].as_f64().is_some_and(|b| b > 0.0 && b.is_finite()), "{costs}");
 }
 
 /// The measured trace of a data-parallel step holds each stage's sum over the replicas as a
