@@ -12,8 +12,11 @@
 //! depend on timing; held bytes do not). Workspace, input data and bookkeeping are the
 //! footprint's upper bounds, as the memory check before a run counts them.
 //!
+//! With data parallelism each stage also keeps the buffer its gradients are summed in, one
+//! `f32` a trained parameter (`sum_buffer_bytes`; static, as the model states are).
+//!
 //! Invariant: `total = peak_bytes + workspace + data + records`, and
-//! `peak_held = model_states + activation_peak`.
+//! `peak_held = model_states + sum_buffer + activation_peak`.
 
 use pipesched_schedules::{simulate, CostModel, DataParallel, Schedule, Stats};
 use pipesched_stages::{
@@ -59,6 +62,9 @@ pub struct RankMemory {
     pub optimizer_bytes: u64,
     /// Parameters, gradients, master weights and optimizer state.
     pub model_state_bytes: u64,
+    /// With data parallelism, the buffers its stages' gradients are summed over the replicas
+    /// in: one `f32` a trained parameter, kept from step to step (0 with one replica).
+    pub sum_buffer_bytes: u64,
     /// One micro-batch, summed over its stages.
     pub per_microbatch: PerMicrobatch,
     /// Per stage, the most micro-batches held at once.
@@ -186,9 +192,18 @@ impl MemoryReport {
                 .map_or([u64::MAX; 2], |m| [m.master, m.optimizer])
         };
         let optimizer_of = |s: usize| -> u64 { optimizer_parts(s).iter().sum() };
+        let sum_buffer = |s: usize| -> u64 {
+            if dp.sums() {
+                specs[s].param_counts(model).trained.saturating_mul(4)
+            } else {
+                0
+            }
+        };
         let stages = per_stage.iter().zip(&footprint.stages).enumerate();
         let costs = CostModel::of_bytes(
-            stages.map(|(s, (b, f))| (b.cost(1.0, 1.0, 1.0), f.params + f.grads + optimizer_of(s))).collect(),
+            stages
+                .map(|(s, (b, f))| (b.cost(1.0, 1.0, 1.0), f.params + f.grads + optimizer_of(s) + sum_buffer(s)))
+                .collect(),
             schedule.p,
             |s| schedule.rank_of(s),
         );
@@ -211,7 +226,8 @@ impl MemoryReport {
                 gradient_bytes: sum(&|s| fp(s).grads),
                 master_bytes: sum(&|s| optimizer_parts(s)[0]),
                 optimizer_bytes: sum(&|s| optimizer_parts(s)[1]),
-                model_state_bytes: base,
+                model_state_bytes: base - sum(&sum_buffer),
+                sum_buffer_bytes: sum(&sum_buffer),
                 per_microbatch: PerMicrobatch {
                     f_keeps: sum(&|s| per_stage[s].act_bytes),
                     r_recreates: sum(&|s| per_stage[s].recompute_bytes),
@@ -229,7 +245,7 @@ impl MemoryReport {
                 stages,
             });
         }
-        let model_state_bytes = statics.iter().sum();
+        let model_state_bytes = ranks.iter().map(|r| r.model_state_bytes).sum();
         let whole = model.param_counts(&(0..model.num_layers())).unwrap_or_default();
         Ok(MemoryReport {
             model: model.name.clone(),

@@ -201,7 +201,7 @@ impl Model {
     pub fn in_replicas(mut self, transport: &Transport) -> Result<Model> {
         if transport.replicas() > 1 {
             for s in &mut self.stages {
-                s.replicas = Some(transport.clone());
+                s.sum_over(transport.clone());
                 if transport.shards_optimizer() {
                     s.shard_optimizer(transport.replicas(), transport.replica())?;
                 }

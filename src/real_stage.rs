@@ -44,9 +44,10 @@ pub struct RealStage {
     /// The sum of the gradients over the replicas, started when the step's last backward ended:
     /// under way, when it started, and its bytes.
     sum: Option<(PendingSum, Instant, u64)>,
-    /// The buffer the gradients are flattened into for the sum, and the sum comes back in: kept
-    /// from step to step, as a buffer of a whole stage's gradients is past the sizes the heap
-    /// recycles and would cost a page fault per 4 KiB each time.
+    /// With data parallelism, the buffer the gradients are flattened into for the sum, and the
+    /// sum comes back in: made with the replicas, one `f32` a gradient value, and kept from step
+    /// to step (a buffer of a whole stage's gradients is past the sizes the heap recycles, and a
+    /// new one would cost a page fault per 4 KiB each time). Counted in the static bytes.
     sum_buffer: Vec<f32>,
     /// ZeRO stage 1: the slice of the stage's parameters (flattened in parameter order) whose
     /// optimizer state this replica keeps and which it updates; `optimizer` is built for it.
@@ -294,6 +295,13 @@ impl RealStage {
         Ok(())
     }
 
+    /// Sums this stage's gradients over `replicas` after each step's last backward: makes the
+    /// sum's buffer (see `sum_buffer`).
+    pub(crate) fn sum_over(&mut self, replicas: Transport) {
+        self.sum_buffer = Vec::with_capacity((self.sum_bytes() / 4) as usize);
+        self.replicas = Some(replicas);
+    }
+
     /// Keeps the optimizer state of only this replica's slice of the parameters (ZeRO stage 1).
     pub(crate) fn shard_optimizer(&mut self, replicas: usize, replica: usize) -> Result<()> {
         let len: usize = self.stage.params().iter().map(|p| p.len()).sum();
@@ -339,12 +347,12 @@ impl RealStage {
         // Stored as the stage stores its gradients, the slice as the whole sum.
         let format = self.stage.storage().storage();
         if self.zero.is_some() {
-            self.grad_slice = Some(stored(Tensor::new(1, total.len(), total)?, format)?.values()?);
+            self.grad_slice = Some(stored(Tensor::new(1, total.len(), total.clone())?, format)?.values()?);
         } else {
             let grads = shaped(self.stage.index(), "the sum over replicas", self.stage.grads(), &total, format)?;
             self.stage.replace_grads(grads)?;
-            self.sum_buffer = total;
         }
+        self.sum_buffer = total;
         Ok(Some(SumRan { start, end, bytes }))
     }
 }
@@ -469,7 +477,8 @@ impl StageWork for RealStage {
     }
 
     fn static_bytes(&self) -> u64 {
-        let all = self.stage.static_bytes(&self.optimizer_spec);
+        // With data parallelism, the sum's buffer (held from the start: see `sum_buffer`).
+        let all = self.stage.static_bytes(&self.optimizer_spec) + 4 * self.sum_buffer.capacity() as u64;
         if self.zero.is_none() {
             return all;
         }

@@ -229,8 +229,9 @@ fn auto_without_a_limit_or_below_one_microbatch_is_a_clear_error() {
 #[test]
 fn data_parallel_sums_follow_each_stages_last_backward() {
     // 1F1B p = 4, m = 8, F = I = W = 1 (B = 2), no latency: the compute ends at 33 on rank 0.
-    // D = 2 replicas, 100 gradient bytes per rank over 50 bytes per unit: a sum moves 100 bytes
-    // in and 100 out, 4 units; rank r's last B ends at 33 − 2r, so its sum ends 4 later.
+    // D = 2 replicas, 100 gradient bytes per rank over 50 bytes per unit: a sum sends a slice of
+    // 50 bytes and then the summed slice, 2 units; rank r's last B ends at 33 − 2r, so its sum
+    // ends 2 later.
     let args = ["simulate", "-s", "1f1b", "-p", "4", "-m", "8", "--mem", "G=100B", "--bandwidth", "50B", "--json"];
     let v: serde_json::Value = serde_json::from_str(&run(&[&args[..], &["--dp", "2"]].concat())).unwrap();
     assert_eq!(v["makespan"], 33.0);
@@ -240,13 +241,13 @@ fn data_parallel_sums_follow_each_stages_last_backward() {
         let sum = &dp["sums"][r][0];
         let start = 33.0 - 2.0 * r as f64;
         assert_eq!((sum["stage"].as_u64(), sum["bytes"].as_u64()), (Some(r as u64), Some(100)));
-        assert_eq!((sum["start"].as_f64(), sum["end"].as_f64()), (Some(start), Some(start + 4.0)));
+        assert_eq!((sum["start"].as_f64(), sum["end"].as_f64()), (Some(start), Some(start + 2.0)));
     }
-    assert_eq!((dp["step_end"].as_f64(), dp["exposed"].as_f64()), (Some(37.0), Some(4.0)));
-    // ZeRO-1, D = 4: 3·100 bytes in, 3 slices of 25 out: 375 bytes, 7.5 units.
+    assert_eq!((dp["step_end"].as_f64(), dp["exposed"].as_f64()), (Some(35.0), Some(2.0)));
+    // ZeRO-1, D = 4: one phase of 3 slices of 25 bytes: 1.5 units.
     let v: serde_json::Value =
         serde_json::from_str(&run(&[&args[..], &["--dp", "4", "--zero", "1"]].concat())).unwrap();
-    assert_eq!(v["data_parallel"]["exposed"].as_f64(), Some(7.5));
+    assert_eq!(v["data_parallel"]["exposed"].as_f64(), Some(1.5));
     // Without --dp there is nothing to sum, and the JSON says nothing of it.
     let v: serde_json::Value = serde_json::from_str(&run(&args)).unwrap();
     assert!(v.get("data_parallel").is_none());

@@ -61,6 +61,16 @@ fn zero_1_keeps_a_slice_of_the_optimizer_state() {
     // The whole model's states on replica 0.
     assert_eq!(sharded["model_state_bytes"].as_u64(), Some(63072 + 31168));
     assert_eq!(whole["model_state_bytes"].as_u64(), Some(84096 + 41552));
+    // With replicas each stage keeps its sum's buffer, one f32 a parameter, in its held bytes;
+    // with one replica there is none.
+    assert_eq!(per_rank(&whole, "sum_buffer_bytes"), vec![0, 0]);
+    assert_eq!(per_rank(&sharded, "sum_buffer_bytes"), vec![84096 / 4, 41552 / 4]);
+    for r in sharded["ranks"].as_array().unwrap() {
+        let [states, sums, activations, held] =
+            ["model_state_bytes", "sum_buffer_bytes", "activation_peak_bytes", "peak_held_bytes"]
+                .map(|k| r[k].as_u64().unwrap());
+        assert_eq!(held, states + sums + activations, "{r}");
+    }
 }
 
 #[test]

@@ -92,6 +92,16 @@ fn table(r: &MemoryReport, policies: &[pipesched_stages::RecomputePolicy]) -> St
         of_psi(total(|k| k.gradient_bytes)),
         of_psi(total(|k| k.optimizer_bytes)),
     ));
+    let sums = total(|k| k.sum_buffer_bytes);
+    if sums > 0 {
+        out.insert_str(
+            out.len() - 1,
+            &format!(
+                "and the buffers the gradients are summed over the replicas in, one f32 a trained parameter: {} over all ranks (in each rank's held peak)\n",
+                bytes(sums)
+            ),
+        );
+    }
     if r.trained_parameter_count < psi {
         out.insert_str(
             out.len() - 1,

@@ -78,9 +78,9 @@ pub(crate) struct State {
 /// values ([`slice_of`]); every replica sends each owner its slice, the owner adds the `D`
 /// parts in replica order and sends the summed slice to every replica, which joins the slices
 /// in replica order (a reduce-scatter, then an all-gather). The values this replica gave are
-/// the buffer the sum is written into: a new buffer of the length of the whole costs a page
-/// fault per 4 KiB, so none is allocated beyond it (under ZeRO-1 the answer is the slice, a
-/// copy).
+/// the buffer the sum is written into, and goes back with it (under ZeRO-1 holding only this
+/// replica's slice): a new buffer of the length of the whole costs a page fault per 4 KiB, so
+/// none is allocated beyond it.
 #[derive(Default)]
 struct Sum {
     /// The other replicas' parts of this replica's slice, as they came (the sum's key, then
@@ -356,9 +356,12 @@ impl State {
         parts.into_values().for_each(|p| self.recycle(p));
         let Some(entry) = self.sums.get_mut(&key) else { return };
         if scatter {
-            let slice = entry.values[range].to_vec();
+            // The slice moved to the front of the values' buffer, which goes back whole.
+            let mut values = std::mem::take(&mut entry.values);
+            values.copy_within(range.clone(), 0);
+            values.truncate(range.len());
             let reply = entry.reply.take().expect("asked");
-            let _ = reply.send(Ok((slice, Instant::now())));
+            let _ = reply.send(Ok((values, Instant::now())));
             self.forget(key);
             return;
         }

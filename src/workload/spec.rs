@@ -256,7 +256,19 @@ impl WorkloadSpec {
                     bytes: stash,
                     remedies: &["--async 2bw (one version stashed per stage) or --no-barrier (none)", "more ranks"],
                 };
-                let estimate = Estimate::of_model(spec, &load, &footprint).with(executor).with(stash);
+                // With replicas, each stage's sum buffer: one f32 a trained parameter.
+                let sums = if transport.replicas() > 1 {
+                    let trained = |k: usize| all[k].param_counts(spec).trained;
+                    held.iter().fold(0u64, |t, &k| t.saturating_add(trained(k).saturating_mul(4)))
+                } else {
+                    0
+                };
+                let sums = Part {
+                    name: "buffers the gradients are summed over the replicas in",
+                    bytes: sums,
+                    remedies: &["more ranks", "fewer layers per stage"],
+                };
+                let estimate = Estimate::of_model(spec, &load, &footprint).with(executor).with(stash).with(sums);
                 if demand.verify && transport.is_root() {
                     let whole = Load { batch, microbatches: demand.m, in_flight: demand.in_flight.clone() };
                     let footprint = spec.footprint(&all, &self.optimizer, &whole)?;
