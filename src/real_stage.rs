@@ -47,8 +47,12 @@ pub struct RealStage {
     /// With data parallelism, the buffer the gradients are flattened into for the sum, and the
     /// sum comes back in: made with the replicas, one `f32` a gradient value, and kept from step
     /// to step (a buffer of a whole stage's gradients is past the sizes the heap recycles, and a
-    /// new one would cost a page fault per 4 KiB each time). Counted in the static bytes.
+    /// new one would cost a page fault per 4 KiB each time). Away in the communication thread
+    /// while a sum is under way.
     sum_buffer: Vec<f32>,
+    /// The values `sum_buffer` holds: counted in the static bytes, 4 bytes each, wherever the
+    /// buffer is (0 without data parallelism).
+    sum_len: usize,
     /// ZeRO stage 1: the slice of the stage's parameters (flattened in parameter order) whose
     /// optimizer state this replica keeps and which it updates; `optimizer` is built for it.
     zero: Option<Range<usize>>,
@@ -113,6 +117,7 @@ impl RealStage {
             shard: Shard::whole(0),
             sum: None,
             sum_buffer: Vec::new(),
+            sum_len: 0,
             zero: None,
             grad_slice: None,
         })
@@ -298,7 +303,8 @@ impl RealStage {
     /// Sums this stage's gradients over `replicas` after each step's last backward: makes the
     /// sum's buffer (see `sum_buffer`).
     pub(crate) fn sum_over(&mut self, replicas: Transport) {
-        self.sum_buffer = Vec::with_capacity((self.sum_bytes() / 4) as usize);
+        self.sum_len = (self.sum_bytes() / 4) as usize;
+        self.sum_buffer = Vec::with_capacity(self.sum_len);
         self.replicas = Some(replicas);
     }
 
@@ -477,8 +483,9 @@ impl StageWork for RealStage {
     }
 
     fn static_bytes(&self) -> u64 {
-        // With data parallelism, the sum's buffer (held from the start: see `sum_buffer`).
-        let all = self.stage.static_bytes(&self.optimizer_spec) + 4 * self.sum_buffer.capacity() as u64;
+        // With data parallelism, the sum's buffer (held from the start: see `sum_buffer`; in
+        // host memory, counted with the stage's bytes wherever the stage runs).
+        let all = self.stage.static_bytes(&self.optimizer_spec) + 4 * self.sum_len as u64;
         if self.zero.is_none() {
             return all;
         }

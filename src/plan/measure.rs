@@ -49,7 +49,8 @@ type StagesKey = (Vec<Range<usize>>, usize, Vec<RecomputePolicy>, Layout);
 /// Profiles the stages of the fastest `plans` (in order), at most `effort.budget` distinct sets of
 /// stages, on the CPU in this process, and simulates every plan whose stages were measured,
 /// under the links of `network` (the latency, bandwidth, host link and time unit the search
-/// used): those that still fit `cap`, fastest first. Each set is profiled `rounds` times, the
+/// used): those that still fit `cap`, the chosen one first (see below), then the others fastest
+/// first. Each set is profiled `rounds` times, the
 /// sets taking turns, each op `reps` times after warm-up a round; an op's cost is its median
 /// over the rounds. Taking turns, the sets meet the same moments of a shared host, which
 /// compares them fairly; the rounds widen the window a cost is measured over. The least of
