@@ -21,6 +21,7 @@ pub mod output;
 pub mod plan;
 pub mod profile;
 mod real_stage;
+pub mod replica_bytes;
 pub mod report;
 pub mod synthetic;
 pub mod units;

@@ -2,8 +2,9 @@
 //! is built, so a model far larger than this machine (`gpt2-xl`) can be reported.
 //!
 //! Per rank: the model states — parameters, gradients, `f32` master weights (mixed precision)
-//! and optimizer state, by the stages' own rule (`ModelStates`, through (`ModelSpec::footprint`, which the tests hold equal to built stages byte for byte; with
-//! ZeRO stage 1 the optimizer state of the largest slice, replica 0's) — then what one
+//! and optimizer state, by the stages' own rule (`ModelStates`, through `ModelSpec::footprint`,
+//! which the tests hold equal to built stages byte for byte; with ZeRO stage 1 the optimizer
+//! state of the largest slice, replica 0's: [`ReplicaBytes`]) — then what one
 //! micro-batch keeps in each phase (`F` keeps, `R` re-creates, `I` keeps for `W`, by
 //! `StageSpec::checked_bytes`), how many micro-batches the schedule holds at once, and the
 //! simulator's peak of the rank's held bytes: the number `run` measures and predicts
@@ -13,18 +14,17 @@
 //! footprint's upper bounds, as the memory check before a run counts them.
 //!
 //! With data parallelism each stage also keeps the buffer its gradients are summed in, one
-//! `f32` a trained parameter (`sum_buffer_bytes`; static, as the model states are).
+//! `f32` a trained parameter (`sum_buffer_bytes`, [`ReplicaBytes`]; static, as the model states
+//! are).
 //!
 //! Invariant: `total = peak_bytes + workspace + data + records`, and
 //! `peak_held = model_states + sum_buffer + activation_peak`.
 
 use pipesched_schedules::{simulate, CostModel, DataParallel, Schedule, Stats};
-use pipesched_stages::{
-    microbatches_in_flight, LayerSpec, Load, ModelSpec, ModelStates, OptimizerSpec, ParamCount, StageSpec,
-};
+use pipesched_stages::{microbatches_in_flight, LayerSpec, Load, ModelSpec, OptimizerSpec, StageSpec};
 use serde::Serialize;
 
-use crate::exec::slice_of;
+use crate::replica_bytes::ReplicaBytes;
 use crate::{Error, Result};
 
 /// What one micro-batch holds on a rank's stages, per phase.
@@ -181,24 +181,19 @@ impl MemoryReport {
         // A stage's optimizer state: of all its parameters, or, under ZeRO-1, of the contiguous
         // slice replica 0 keeps (the largest).
         // A stage's master weights and optimizer state, `[master, moments]`.
+        let replica = specs
+            .iter()
+            .map(|spec| ReplicaBytes::of(spec.param_counts(model).trained, optimizer, model.precision, dp))
+            .collect::<Result<Vec<_>>>()?;
         let optimizer_parts = |s: usize| -> [u64; 2] {
             let f = &footprint.stages[s];
             if !dp.sharded {
                 return [f.master, f.optimizer];
             }
-            let count = usize::try_from(specs[s].param_counts(model).trained).unwrap_or(usize::MAX);
-            let slice = slice_of(count, dp.replicas, 0).len() as u64;
-            ModelStates::of(ParamCount::trained(slice), optimizer, model.precision)
-                .map_or([u64::MAX; 2], |m| [m.master, m.optimizer])
+            [replica[s].master, replica[s].optimizer]
         };
         let optimizer_of = |s: usize| -> u64 { optimizer_parts(s).iter().sum() };
-        let sum_buffer = |s: usize| -> u64 {
-            if dp.sums() {
-                specs[s].param_counts(model).trained.saturating_mul(4)
-            } else {
-                0
-            }
-        };
+        let sum_buffer = |s: usize| -> u64 { replica[s].sum_buffer };
         let stages = per_stage.iter().zip(&footprint.stages).enumerate();
         let costs = CostModel::of_bytes(
             stages

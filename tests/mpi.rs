@@ -286,6 +286,38 @@ fn three_replicas_sum_their_slices_as_the_reference_sums_the_whole() {
     assert_eq!(sharded["peak_held_bytes"], sharded["predicted_peak_held_bytes"]);
 }
 
+/// A plan made for two replicas with ZeRO-1 (`plan --dp 2 --zero 1`) runs on 4 processes
+/// with every rank holding, to the byte, the peak the plan predicted — the sum's buffer and the
+/// optimizer slice included.
+#[test]
+fn a_plan_over_replicas_holds_its_predicted_bytes() {
+    let dir = std::env::temp_dir().join(format!("pipesched-plan-dp-{}", std::process::id()));
+    let d = dir.to_str().unwrap();
+    let line = format!("plan --model tiny -p 2 --batch 16 --memory-cap 1GiB --dp 2 --zero 1 --out {d} --json");
+    let planned = report_of(&pipesched(&line.split_whitespace().collect::<Vec<_>>()), "plan --dp 2 --zero 1");
+    let file = dir.join("plan.json");
+    let r = report(
+        4,
+        &[
+            "--plan",
+            file.to_str().unwrap(),
+            "--dp",
+            "2",
+            "--zero",
+            "1",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--no-compare",
+            "--json",
+        ],
+    );
+    assert_eq!(r["peak_held_bytes"], planned["plan"]["predicted_peak_held_bytes"], "{r}");
+    assert_eq!(r["static_bytes"], planned["plan"]["static_bytes"], "{r}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// ZeRO stage 1 (`--zero 1`): after 5 Adam steps the parameters are bitwise those of the same
 /// run without it (equal digests, equal losses), and every rank's static bytes hold only its
 /// replica's slice of the optimizer state: with L parameters on a rank's one stage, parameters,

@@ -208,6 +208,54 @@ fn caps_no_plan_meets_are_clear_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--dp 2 --zero 1`: the batch splits over the replicas, so the same plans as one pipeline's
+/// of half the batch are tried; each keeps the same activations, while its static bytes gain
+/// the sum's `f32` buffer (4 bytes a parameter) and keep half the Adam state (tiny, f32: 16·L
+/// bytes for L parameters on a one-stage rank become 12·L + 8·⌈L/2⌉). `run --plan` refuses to
+/// run such a plan without the replicas.
+#[test]
+fn plans_over_replicas_hold_the_replicas_bytes() {
+    let dir = temp_dir("replicas");
+    let costs = profile("tiny", &dir.join("costs"));
+    let one = plan("tiny", &costs, "8", "1GiB", &dir.join("one"), &[]);
+    let two = plan("tiny", &costs, "16", "1GiB", &dir.join("two"), &["--dp", "2", "--zero", "1"]);
+    assert_eq!((two["plan"]["dp"].as_u64(), two["plan"]["zero"].as_u64()), (Some(2), Some(1)));
+    let key = |v: &Value| (v["schedule"].clone(), v["m"].clone(), v["partition"].clone(), v["policies"].clone());
+    let list = |v: &Value| v["plans"].as_array().unwrap().clone();
+    let bytes =
+        |v: &Value, k: &str| -> Vec<u64> { v[k].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect() };
+    let mut compared = 0;
+    for a in list(&one).iter().filter(|a| a["v"] == 1) {
+        let Some(b) = list(&two).into_iter().find(|b| key(b) == key(a)) else { continue };
+        assert_eq!(b["microbatch"], a["microbatch"], "{b}");
+        for (((s1, s2), p1), p2) in bytes(a, "static_bytes")
+            .into_iter()
+            .zip(bytes(&b, "static_bytes"))
+            .zip(bytes(a, "predicted_peak_held_bytes"))
+            .zip(bytes(&b, "predicted_peak_held_bytes"))
+        {
+            assert_eq!(s1 % 16, 0, "{a}");
+            let l = s1 / 16;
+            assert_eq!(s2, 12 * l + 8 * l.div_ceil(2), "{a} vs {b}");
+            assert_eq!(p2 - s2, p1 - s1, "the same activations: {a} vs {b}");
+        }
+        // The sums over the replicas end the step at or after the compute.
+        assert!(b["predicted_step"].as_f64().unwrap() >= a["predicted_step"].as_f64().unwrap() - 1e-12, "{a} vs {b}");
+        compared += 1;
+    }
+    assert!(compared > 0, "no plan of one pipeline matched one over replicas");
+    let file = dir.join("two/plan.json");
+    let e = fails(&["run", "--plan", file.to_str().unwrap(), "--steps", "1"]);
+    assert!(e.contains("planned for --dp 2 --zero 1") && e.contains("mpirun -n 4"), "{e}");
+    let line = format!(
+        "plan --model tiny -p 2 --batch 15 --memory-cap 1GiB --costs-file {costs} --dp 2 --out {}",
+        dir.join("odd").display()
+    );
+    let e = fails(&line.split_whitespace().collect::<Vec<_>>());
+    assert!(e.contains("--batch 15 does not split over --dp 2 replicas"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn bad_batches_other_models_costs_and_contradicting_flags_are_refused() {
     let dir = temp_dir("refused");

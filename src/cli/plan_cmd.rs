@@ -15,9 +15,12 @@ use serde_json::json;
 use pipesched::args::{at_least_one, read_text, stage_count, ByteSize, OutArgs};
 use pipesched::cost_file::CostFile;
 use pipesched::exec::Transport;
-use pipesched::plan::{measure, microbatch_counts, pareto, search, Candidate, Effort, Measured, PlanFile, Request};
+use pipesched::plan::{
+    measure, microbatch_counts, pareto, replica_batch, search, Candidate, Effort, Measured, PlanFile, Request,
+};
 use pipesched::workload::{Demand, Devices, Layout, ModelChoice, ModelSource, WorkloadSpec};
 use pipesched::{units, Error, Result};
+use pipesched_schedules::DataParallel;
 use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies};
 
 /// Arguments of `pipesched plan`.
@@ -38,6 +41,15 @@ pub struct PlanArgs {
     /// stages keep (e.g. 40MiB).
     #[arg(long, value_name = "BYTES")]
     memory_cap: ByteSize,
+    /// Data-parallel replicas of the pipeline (run on p·D MPI processes): the step's --batch is
+    /// split over them, batch/D samples each; every stage keeps a buffer its gradients are
+    /// summed over the replicas in, and the step ends when the last sum does (over the cost
+    /// file's link; profiled here, in one process, the sums cost only latencies).
+    #[arg(long, default_value_t = 1, value_parser = at_least_one, value_name = "D")]
+    dp: usize,
+    /// ZeRO stage of the replicas: 0, or 1 (each keeps its 1/D slice of the optimizer state).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1), value_name = "STAGE")]
+    zero: u8,
     /// Per-layer costs written by `pipesched profile` for this model, at one micro-batch size
     /// (other sizes are scaled: bytes exactly with the rows, times linearly). Without it the
     /// model is profiled now, quickly, at every candidate micro-batch size.
@@ -77,7 +89,9 @@ pub fn run(args: PlanArgs) -> Result<()> {
             "plan composes stages from a model's per-layer costs; synthetic stages have no layers. Give a preset or a model file".into(),
         ));
     };
-    let ms = microbatch_counts(args.p, args.batch)?;
+    let dp = DataParallel::new(args.dp, args.zero == 1).map_err(|e| Error::Usage(e.to_string()))?;
+    let per_replica = replica_batch(args.batch, dp)?;
+    let ms = microbatch_counts(args.p, per_replica)?;
     let dir = args.out.prepare()?;
     let (costs, measured) = match &args.costs_file {
         Some(path) => {
@@ -86,14 +100,14 @@ pub fn run(args: PlanArgs) -> Result<()> {
         }
         // Every candidate micro-batch size, so no time is scaled; the first is the largest.
         None => {
-            let mut files = ms.iter().map(|m| profile(&args, model, args.batch / m)).collect::<Result<Vec<_>>>()?;
+            let mut files = ms.iter().map(|m| profile(&args, model, per_replica / m)).collect::<Result<Vec<_>>>()?;
             let first = files.remove(0);
             (first, files.into_iter().filter_map(|f| f.layers).collect())
         }
     };
     let started = Instant::now();
     let req =
-        Request { model, costs: &costs, p: args.p, batch: args.batch, cap: args.memory_cap.0, measured: &measured };
+        Request { model, costs: &costs, p: args.p, batch: args.batch, cap: args.memory_cap.0, measured: &measured, dp };
     let outcome = search(req)?;
     let took = started.elapsed().as_secs_f64();
     let budget = args.measure.unwrap_or(if args.costs_file.is_some() { 0 } else { 3 });
@@ -193,12 +207,22 @@ fn plan_json(c: &Candidate, unit: &str) -> serde_json::Value {
 fn print(args: &PlanArgs, outcome: &pipesched::plan::Outcome, measured: &[Measured], took: f64) -> Result<()> {
     let unit = &outcome.time_unit;
     pipesched::sayln!(
-        "{} plans fit {} per rank ({} of p = {}, batch {}); {} simulations in {took:.2} s. Fastest first:\n",
+        "{} plans fit {} per rank ({} of p = {}, batch {}{}); {} simulations in {took:.2} s. Fastest first:\n",
         outcome.plans.len(),
         units::bytes(args.memory_cap.0),
         args.model,
         args.p,
         args.batch,
+        if args.dp > 1 {
+            let zero = if args.zero > 0 { ", ZeRO-1" } else { "" };
+            format!(
+                " over {} replicas of {} samples{zero}; steps to the last sum over the replicas",
+                args.dp,
+                args.batch / args.dp
+            )
+        } else {
+            String::new()
+        },
         outcome.simulations
     )?;
     pipesched::sayln!(

@@ -93,6 +93,20 @@ pub fn run(mut args: RunArgs) -> Result<()> {
             )));
         }
         let plan = PlanFile::read(&path)?;
+        let data = &args.steps.transport.data;
+        if (data.dp, data.zero) != (plan.dp, plan.zero) {
+            let zero = if plan.zero > 0 { format!(" --zero {}", plan.zero) } else { String::new() };
+            return Err(Error::Usage(format!(
+                "{} was planned for --dp {}{zero}, and this run has --dp {} --zero {}; run it as planned: `mpirun -n {} pipesched run --plan {} --transport mpi --dp {}{zero}`",
+                path.display(),
+                plan.dp,
+                data.dp,
+                data.zero,
+                plan.p * plan.dp,
+                path.display(),
+                plan.dp
+            )));
+        }
         args.model.model = ModelChoice::of_spec(plan.model.clone(), plan.model_spec.clone());
         args.model.partition = Partition::Explicit(plan.counts());
         args.model.batch = Some(plan.microbatch);

@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use pipesched_schedules::{Kind, Schedule};
+use pipesched_schedules::{simulate_data_parallel, simulate_stats, CostModel, DataParallel, Kind, Schedule, Stats};
 use pipesched_stages::{Policies, RecomputePolicy};
 
 use crate::units;
@@ -42,6 +42,28 @@ pub struct Candidate {
     pub static_bytes: Vec<u64>,
     /// The schedule without `R` (the run plans `R` from the policies).
     pub schedule: Schedule,
+    /// The data-parallel replicas it was planned for (each running `m` micro-batches of the
+    /// step's batch/D samples).
+    pub dp: DataParallel,
+    /// With replicas, each stage's gradient bytes summed over them (`f32`); else empty.
+    pub sum_bytes: Vec<u64>,
+}
+
+/// `planned` (a candidate's schedule, `R` planned in) simulated under `costs`, and with `dp`'s
+/// replicas each stage's sum of `sum_bytes` after its last backward: the step — to the end of
+/// the last sum — and the stats (bubble and held peaks).
+pub(crate) fn simulate_step(
+    planned: &Schedule,
+    costs: &CostModel,
+    dp: DataParallel,
+    sum_bytes: &[u64],
+) -> pipesched_schedules::Result<(f64, Stats)> {
+    if !dp.sums() {
+        let stats = simulate_stats(planned, costs)?;
+        return Ok((stats.makespan, stats));
+    }
+    let trace = simulate_data_parallel(planned, costs, dp, sum_bytes)?;
+    Ok((trace.step_end(), Stats::of(&trace)))
 }
 
 impl Candidate {

@@ -15,10 +15,10 @@
 
 use std::ops::Range;
 
-use pipesched_schedules::{simulate_stats, with_recompute, CostModel, StageCost, StageCosts};
+use pipesched_schedules::{with_recompute, CostModel, StageCost, StageCosts};
 use pipesched_stages::{OptimizerSpec, Partition, Policies, RecomputePolicy};
 
-use super::candidate::Candidate;
+use super::candidate::{simulate_step, Candidate};
 use crate::exec::Transport;
 use crate::workload::{Demand, Devices, Layout, ModelChoice, Workload, WorkloadSpec};
 use crate::{Error, Result};
@@ -126,15 +126,21 @@ pub fn measure(
     Ok(out.into_iter().map(|(_, m)| m).collect())
 }
 
-/// `c` simulated under `costs` (with `R` planned from its policies), if it fits `cap`.
+/// `c` simulated under `costs` (with `R` planned from its policies, and its sums over the
+/// replicas), if it fits `cap`. The stages were built as one pipeline's, so with replicas the
+/// static bytes are the search's (`ReplicaBytes`' rule).
 fn simulated(c: &Candidate, costs: &CostModel, cap: u64) -> Result<Option<Measured>> {
     let flags: Vec<bool> = c.policies.iter().map(|p| p.drops()).collect();
-    let stats = simulate_stats(&with_recompute(&c.schedule, &flags)?, costs)?;
+    let mut costs = costs.clone();
+    if c.dp.sums() {
+        costs.static_bytes.clone_from(&c.static_bytes);
+    }
+    let (step, stats) = simulate_step(&with_recompute(&c.schedule, &flags)?, &costs, c.dp, &c.sum_bytes)?;
     if stats.peak_held_bytes.iter().any(|&b| b > cap) {
         return Ok(None);
     }
     let plan = Candidate {
-        makespan: stats.makespan,
+        makespan: step,
         bubble: stats.bubble_rate,
         peaks: stats.peak_held_bytes,
         static_bytes: costs.static_bytes.clone(),

@@ -17,4 +17,4 @@ mod table;
 pub use candidate::{Candidate, Point, Rejection};
 pub use measure::{measure, Effort, Measured};
 pub use plan_file::{PlanFile, PLAN_FORMAT};
-pub use search::{microbatch_counts, scaled, search, Outcome, Request};
+pub use search::{microbatch_counts, replica_batch, scaled, search, Outcome, Request};

@@ -68,6 +68,17 @@ pub struct PlanFile {
     pub static_bytes: Vec<u64>,
     /// The cap it was planned under, in bytes.
     pub memory_cap: u64,
+    /// Data-parallel replicas it was planned for (`run --plan` needs the same `--dp`), each
+    /// running `m` micro-batches of `microbatch` samples: `batch = dp · m · microbatch`.
+    #[serde(default = "one")]
+    pub dp: usize,
+    /// The ZeRO stage it was planned for (`run --plan` needs the same `--zero`).
+    #[serde(default)]
+    pub zero: u8,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl PlanFile {
@@ -102,6 +113,8 @@ impl PlanFile {
             predicted_peak_held_bytes: c.peaks.clone(),
             static_bytes: c.static_bytes.clone(),
             memory_cap: cap,
+            dp: c.dp.replicas,
+            zero: u8::from(c.dp.sharded),
         })
     }
 
@@ -139,9 +152,11 @@ impl PlanFile {
                 plan.policies.len()
             )));
         }
-        if plan.m == 0 || plan.microbatch.checked_mul(plan.m) != Some(plan.batch) {
+        let replicas = plan.dp.max(1);
+        if plan.m == 0 || plan.microbatch.checked_mul(plan.m).and_then(|x| x.checked_mul(replicas)) != Some(plan.batch)
+        {
             return Err(bad(format!(
-                "m = {} micro-batches of {} do not make its batch of {}",
+                "{replicas} replica(s) of m = {} micro-batches of {} do not make its batch of {}",
                 plan.m, plan.microbatch, plan.batch
             )));
         }

@@ -30,13 +30,14 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use pipesched_schedules::{
-    auto, simulate_stats, with_recompute, CostModel, Kind, Objective, Schedule, StageCosts, Stats,
+    auto, with_recompute, CostModel, DataParallel, Kind, Objective, Schedule, StageCosts, Stats,
 };
-use pipesched_stages::{balanced_by_weight, LayerCosts, ModelSpec, Partition, RecomputePolicy};
+use pipesched_stages::{balanced_by_weight, LayerCosts, ModelSpec, OptimizerSpec, Partition, RecomputePolicy};
 
-use super::candidate::{Candidate, Point, Rejection};
+use super::candidate::{simulate_step, Candidate, Point, Rejection};
 use super::table::{policy_set, Table};
 use crate::cost_file::CostFile;
+use crate::replica_bytes::ReplicaBytes;
 use crate::workload::Layout;
 use crate::{units, Error, Result};
 
@@ -56,6 +57,10 @@ pub struct Request<'a> {
     /// Per-layer costs measured at other micro-batch sizes: a size found here (by its rows) is
     /// used as measured; any other is scaled from `costs`.
     pub measured: &'a [LayerCosts],
+    /// Data-parallel replicas: each runs the plan on batch/D samples a step, every stage keeps
+    /// its sum's buffer (and under ZeRO-1 its slice of the optimizer state), and the step ends
+    /// when the last stage's sum over the replicas does.
+    pub dp: DataParallel,
 }
 
 /// What the search found.
@@ -83,6 +88,18 @@ pub fn microbatch_counts(p: usize, batch: usize) -> Result<Vec<usize>> {
         )));
     }
     Ok(ms)
+}
+
+/// The samples each of `dp`'s replicas runs a step of `batch`: batch/D, or an error when D
+/// does not divide it.
+pub fn replica_batch(batch: usize, dp: DataParallel) -> Result<usize> {
+    let d = dp.replicas.max(1);
+    if batch % d != 0 {
+        return Err(Error::Usage(format!(
+            "--batch {batch} does not split over --dp {d} replicas: each runs batch/D samples a step; give a batch divisible by {d}"
+        )));
+    }
+    Ok(batch / d)
 }
 
 /// `costs` for micro-batches of `rows` rows: per-micro-batch bytes scaled exactly with the
@@ -150,6 +167,8 @@ struct Family<'a> {
     /// The generated schedule (`None` for `auto`, built per assignment).
     base: Option<&'a Schedule>,
     statics: Vec<u64>,
+    /// Each stage's gradient bytes summed over the replicas (empty without).
+    sum_bytes: Vec<u64>,
 }
 
 /// The searcher's state: the request, what was found.
@@ -207,10 +226,10 @@ impl Search<'_> {
         let planned = with_recompute(&base, &flags).map_err(|e| e.to_string())?;
         // Held bytes as `run` measures them, `optimal`'s recomputation inside its `I` included
         // (the ledger's working bytes).
-        let stats = simulate_stats(&planned, &costs).map_err(|e| e.to_string())?;
+        let (step, stats) = simulate_step(&planned, &costs, self.req.dp, &fam.sum_bytes).map_err(|e| e.to_string())?;
         self.simulations += 1;
         let peak = stats.peak_held_bytes.iter().copied().max().unwrap_or(0);
-        self.points.push(Point { makespan: stats.makespan, peak });
+        self.points.push(Point { makespan: step, peak });
         if peak <= self.req.cap {
             let c = Candidate {
                 kind: fam.kind,
@@ -220,11 +239,13 @@ impl Search<'_> {
                 split: fam.split,
                 ranges: fam.ranges.to_vec(),
                 policies,
-                makespan: stats.makespan,
+                makespan: step,
                 bubble: stats.bubble_rate,
                 peaks: stats.peak_held_bytes.clone(),
                 static_bytes: fam.statics.clone(),
                 schedule: base.clone(),
+                dp: self.req.dp,
+                sum_bytes: fam.sum_bytes.clone(),
             };
             if !self.plans.iter().any(|o| o.same_plan(&c)) {
                 self.plans.push(c);
@@ -353,7 +374,8 @@ pub fn search(req: Request) -> Result<Outcome> {
     };
     layers.check_model(req.model)?;
     let p = req.p;
-    let ms = microbatch_counts(p, req.batch)?;
+    let batch = replica_batch(req.batch, req.dp)?;
+    let ms = microbatch_counts(p, batch)?;
     let set = policy_set(req.model);
     let mut kinds: Vec<Kind> = Kind::ALL.to_vec();
     kinds.push(Kind::Auto);
@@ -374,7 +396,7 @@ pub fn search(req: Request) -> Result<Outcome> {
     let mut rejected = Vec::new();
     let mut least_static: Option<(u64, String)> = None;
     for &m in &ms {
-        let microbatch = req.batch / m;
+        let microbatch = batch / m;
         let Some(rows) = req.model.rows(microbatch) else { continue };
         let layer_costs = match req.measured.iter().find(|c| c.rows == rows) {
             Some(c) => {
@@ -411,8 +433,9 @@ pub fn search(req: Request) -> Result<Outcome> {
                     e.insert(Table::new(req.model, &layer_costs, ranges, &set)?);
                 }
                 let table = &tables[&(v, k)];
+                let (stage_statics, sum_bytes) = over_replicas(req.model, ranges, &table.statics, req.dp)?;
                 let mut statics = vec![0u64; p];
-                for (s, b) in table.statics.iter().enumerate() {
+                for (s, b) in stage_statics.iter().enumerate() {
                     statics[layout.rank_of(s)] = statics[layout.rank_of(s)].saturating_add(*b);
                 }
                 let family = format!("{kind} m={m} {split} {}", counts(ranges));
@@ -429,8 +452,18 @@ pub fn search(req: Request) -> Result<Outcome> {
                     rejected.push(Rejection { family, reason });
                     continue;
                 }
-                let fam =
-                    Family { kind: *kind, layout, m, microbatch, split, ranges, table, base: base.as_ref(), statics };
+                let fam = Family {
+                    kind: *kind,
+                    layout,
+                    m,
+                    microbatch,
+                    split,
+                    ranges,
+                    table,
+                    base: base.as_ref(),
+                    statics,
+                    sum_bytes,
+                };
                 if let Some(reason) = search.family(&fam) {
                     rejected.push(Rejection { family, reason });
                 }
@@ -463,6 +496,34 @@ pub fn search(req: Request) -> Result<Outcome> {
     }
     plans.sort_by(|a, b| a.makespan.total_cmp(&b.makespan).then(a.peak().cmp(&b.peak())));
     Ok(Outcome { plans, rejected, points, time_unit: req.costs.model.time_unit.clone(), simulations })
+}
+
+/// Each stage's static bytes as replica 0 of `dp` — one pipeline's (`statics`, parameters,
+/// gradients and optimizer object, with Adam as `plan` builds stages), the optimizer object
+/// replaced by replica 0's ([`ReplicaBytes`]: its slice under ZeRO-1) and the sum's buffer added
+/// — and each stage's gradient bytes summed over the replicas (empty with one).
+fn over_replicas(
+    model: &ModelSpec,
+    ranges: &[Range<usize>],
+    statics: &[u64],
+    dp: DataParallel,
+) -> Result<(Vec<u64>, Vec<u64>)> {
+    if !dp.sums() {
+        return Ok((statics.to_vec(), Vec::new()));
+    }
+    let adam = OptimizerSpec::adam(3e-4);
+    let (mut out, mut sums) = (Vec::with_capacity(ranges.len()), Vec::with_capacity(ranges.len()));
+    for (range, &whole) in ranges.iter().zip(statics) {
+        let trained = model
+            .param_counts(range)
+            .ok_or_else(|| Error::Usage(format!("the parameters of layers {range:?} overflow 64 bits")))?
+            .trained;
+        let alone = ReplicaBytes::of(trained, &adam, model.precision, DataParallel::NONE)?;
+        let replica = ReplicaBytes::of(trained, &adam, model.precision, dp)?;
+        out.push(whole.saturating_sub(alone.optimizer_held()) + replica.optimizer_held() + replica.sum_buffer);
+        sums.push(replica.sum_buffer);
+    }
+    Ok((out, sums))
 }
 
 /// Layers per stage, comma-separated.
@@ -531,8 +592,16 @@ mod tests {
             layers: Some(costs(&model, 8)),
             grad_bytes: None,
         };
-        let free =
-            search(Request { model: &model, costs: &file, p: 2, batch: 16, cap: u64::MAX, measured: &[] }).unwrap();
+        let free = search(Request {
+            model: &model,
+            costs: &file,
+            p: 2,
+            batch: 16,
+            cap: u64::MAX,
+            measured: &[],
+            dp: DataParallel::NONE,
+        })
+        .unwrap();
         assert!(free.plans.windows(2).all(|w| w[0].makespan <= w[1].makespan));
         let none_1f1b = free
             .plans
@@ -542,7 +611,16 @@ mod tests {
             .min()
             .unwrap();
         let cap = none_1f1b - 1;
-        let tight = search(Request { model: &model, costs: &file, p: 2, batch: 16, cap, measured: &[] }).unwrap();
+        let tight = search(Request {
+            model: &model,
+            costs: &file,
+            p: 2,
+            batch: 16,
+            cap,
+            measured: &[],
+            dp: DataParallel::NONE,
+        })
+        .unwrap();
         assert!(tight.plans.iter().all(|c| c.peaks.iter().all(|&b| b <= cap)));
         assert!(!tight
             .plans

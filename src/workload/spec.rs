@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use pipesched_schedules::Schedule;
+use pipesched_schedules::{DataParallel, Schedule};
 use pipesched_stages::{
     microbatches_in_flight, Corpus, Load, LossScale, ModelSpec, OptimizerSpec, ParamsFile, Partition, Policies,
 };
@@ -21,6 +21,7 @@ use super::{Devices, Layout, RealWorkload, RunPlan, SyntheticWorkload, Workload}
 use crate::budget::{self, Available, Estimate, Part};
 use crate::exec::Transport;
 use crate::model::{Model, ModelOptions};
+use crate::replica_bytes::ReplicaBytes;
 use crate::synthetic::SyntheticSpec;
 use crate::{Error, Result};
 
@@ -256,13 +257,15 @@ impl WorkloadSpec {
                     bytes: stash,
                     remedies: &["--async 2bw (one version stashed per stage) or --no-barrier (none)", "more ranks"],
                 };
-                // With replicas, each stage's sum buffer: one f32 a trained parameter.
-                let sums = if transport.replicas() > 1 {
-                    let trained = |k: usize| all[k].param_counts(spec).trained;
-                    held.iter().fold(0u64, |t, &k| t.saturating_add(trained(k).saturating_mul(4)))
-                } else {
-                    0
-                };
+                // With replicas, each stage's sum buffer (the optimizer state is counted whole:
+                // an upper bound under ZeRO-1).
+                let dp = DataParallel::new(transport.replicas(), false)?;
+                let mut sums = 0u64;
+                for &k in &held {
+                    let trained = all[k].param_counts(spec).trained;
+                    sums =
+                        sums.saturating_add(ReplicaBytes::of(trained, &self.optimizer, spec.precision, dp)?.sum_buffer);
+                }
                 let sums = Part {
                     name: "buffers the gradients are summed over the replicas in",
                     bytes: sums,
