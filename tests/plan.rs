@@ -247,6 +247,9 @@ fn plans_over_replicas_hold_the_replicas_bytes() {
     let file = dir.join("two/plan.json");
     let e = fails(&["run", "--plan", file.to_str().unwrap(), "--steps", "1"]);
     assert!(e.contains("planned for --dp 2 --zero 1") && e.contains("mpirun -n 4"), "{e}");
+    let file = dir.join("one/plan.json");
+    let e = fails(&["run", "--plan", file.to_str().unwrap(), "--dp", "2", "--steps", "1"]);
+    assert!(e.contains("planned for --dp 1") && e.contains("without --dp and --zero"), "{e}");
     let line = format!(
         "plan --model tiny -p 2 --batch 15 --memory-cap 1GiB --costs-file {costs} --dp 2 --out {}",
         dir.join("odd").display()
@@ -304,7 +307,9 @@ fn bad_batches_other_models_costs_and_contradicting_flags_are_refused() {
     assert!(e.contains("bad.json") && e.contains("do not make its batch"), "{e}");
     let e = fails(&["run", "--plan", "nosuch.json", "-s", "1f1b"]);
     assert!(e.contains("--plan") && e.contains("--schedule"), "{e}");
-    for flag in [["-m", "4"], ["--partition", "even"], ["--recompute", "full"]] {
+    for flag in
+        [["-m", "4"], ["--partition", "even"], ["--recompute", "full"], ["--optimizer", "sgd"], ["--precision", "bf16"]]
+    {
         let e = fails(&["run", "--plan", "nosuch.json", flag[0], flag[1]]);
         assert!(e.contains("cannot be used with"), "{flag:?}: {e}");
     }

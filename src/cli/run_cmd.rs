@@ -73,7 +73,7 @@ pub struct RunArgs {
     /// Run the plan `pipesched plan` wrote (plan.json): its model, partition, recompute
     /// policies, micro-batches and schedule; reports the measured peak held bytes and step time
     /// against the plan's prediction.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["schedule", "m", "p", "chunks", "partition", "recompute", "from_csv", "model", "batch", "memory_limit"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["schedule", "m", "p", "chunks", "partition", "recompute", "from_csv", "model", "batch", "memory_limit", "optimizer", "precision", "lora"])]
     plan: Option<PathBuf>,
     /// The plan read from `--plan`.
     #[arg(skip)]
@@ -96,15 +96,22 @@ pub fn run(mut args: RunArgs) -> Result<()> {
         let data = &args.steps.transport.data;
         if (data.dp, data.zero) != (plan.dp, plan.zero) {
             let zero = if plan.zero > 0 { format!(" --zero {}", plan.zero) } else { String::new() };
+            let how = if plan.dp > 1 {
+                format!(
+                    "`mpirun -n {} pipesched run --plan {} --transport mpi --dp {}{zero}`",
+                    plan.p * plan.dp,
+                    path.display(),
+                    plan.dp
+                )
+            } else {
+                format!("without --dp and --zero, or plan again with `plan --dp {} …`", data.dp)
+            };
             return Err(Error::Usage(format!(
-                "{} was planned for --dp {}{zero}, and this run has --dp {} --zero {}; run it as planned: `mpirun -n {} pipesched run --plan {} --transport mpi --dp {}{zero}`",
+                "{} was planned for --dp {}{zero}, and this run has --dp {} --zero {}; run it as planned: {how}",
                 path.display(),
                 plan.dp,
                 data.dp,
                 data.zero,
-                plan.p * plan.dp,
-                path.display(),
-                plan.dp
             )));
         }
         args.model.model = ModelChoice::of_spec(plan.model.clone(), plan.model_spec.clone());

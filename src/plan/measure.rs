@@ -11,7 +11,8 @@
 //! turns, and each op's cost is its median over the rounds ([`measure`]).
 //!
 //! Invariant: a measured candidate's held bytes are the stages' own accounting — the bytes the
-//! executor's ledger measures — and it is kept only if they fit the cap.
+//! executor's ledger measures; with replicas, the static bytes are the search's, as the stages
+//! are built as one pipeline's — and it is kept only if they fit the cap.
 
 use std::ops::Range;
 

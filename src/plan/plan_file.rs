@@ -41,7 +41,7 @@ pub struct PlanFile {
     pub m: usize,
     /// Samples per step.
     pub batch: usize,
-    /// Samples per micro-batch (`batch / m`).
+    /// Samples per micro-batch (`batch / (dp · m)`).
     pub microbatch: usize,
     /// Each stage's layers.
     pub partition: Vec<Range<usize>>,
@@ -152,7 +152,13 @@ impl PlanFile {
                 plan.policies.len()
             )));
         }
-        let replicas = plan.dp.max(1);
+        if let Err(e) = pipesched_schedules::DataParallel::new(plan.dp, plan.zero == 1) {
+            return Err(bad(format!("dp = {}, zero = {}: {e}", plan.dp, plan.zero)));
+        }
+        if plan.zero > 1 {
+            return Err(bad(format!("zero = {}: the ZeRO stages are 0 and 1", plan.zero)));
+        }
+        let replicas = plan.dp;
         if plan.m == 0 || plan.microbatch.checked_mul(plan.m).and_then(|x| x.checked_mul(replicas)) != Some(plan.batch)
         {
             return Err(bad(format!(

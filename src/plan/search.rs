@@ -226,7 +226,11 @@ impl Search<'_> {
         let planned = with_recompute(&base, &flags).map_err(|e| e.to_string())?;
         // Held bytes as `run` measures them, `optimal`'s recomputation inside its `I` included
         // (the ledger's working bytes).
-        let (step, stats) = simulate_step(&planned, &costs, self.req.dp, &fam.sum_bytes).map_err(|e| e.to_string())?;
+        let (step, mut stats) =
+            simulate_step(&planned, &costs, self.req.dp, &fam.sum_bytes).map_err(|e| e.to_string())?;
+        // The search climbs on the step, the sums over replicas included (the compute's
+        // makespan without replicas).
+        stats.makespan = step;
         self.simulations += 1;
         let peak = stats.peak_held_bytes.iter().copied().max().unwrap_or(0);
         self.points.push(Point { makespan: step, peak });
@@ -520,7 +524,13 @@ fn over_replicas(
             .trained;
         let alone = ReplicaBytes::of(trained, &adam, model.precision, DataParallel::NONE)?;
         let replica = ReplicaBytes::of(trained, &adam, model.precision, dp)?;
-        out.push(whole.saturating_sub(alone.optimizer_held()) + replica.optimizer_held() + replica.sum_buffer);
+        let pipeline = whole.checked_sub(alone.optimizer_held()).ok_or_else(|| {
+            Error::Config(format!(
+                "the cost file's static bytes of layers {range:?} ({whole} B) hold less than Adam's state for their {trained} trained parameters in {}; plan assumes Adam: profile with it",
+                model.precision
+            ))
+        })?;
+        out.push(pipeline + replica.optimizer_held() + replica.sum_buffer);
         sums.push(replica.sum_buffer);
     }
     Ok((out, sums))
