@@ -173,6 +173,29 @@ fn plans_from_a_cost_file_keep_its_steps_unless_asked_to_measure() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A mixed-precision model (tiny in mixed-bf16, a model file): its own per-layer costs
+/// compose (parameters counted at 2 bytes each, as it stores them), and `run --plan` holds the
+/// plan's predicted peak, to the byte.
+#[test]
+fn a_mixed_precision_model_plans_and_runs_as_predicted() {
+    let dir = temp_dir("mixed");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tiny: Value = serde_json::from_str(&std::fs::read_to_string("models/tiny.json").unwrap()).unwrap();
+    let mut mixed = tiny.clone();
+    mixed["name"] = Value::from("tiny-mixed");
+    mixed["precision"] = Value::from("mixed-bf16");
+    let model = dir.join("tiny-mixed.json");
+    std::fs::write(&model, mixed.to_string()).unwrap();
+    let model = model.to_str().unwrap();
+    let out = pipesched(&["profile", "--model", model, "-p", "2", "--out", dir.join("costs").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let costs = dir.join("costs/costs.json");
+    let planned = plan(model, costs.to_str().unwrap(), "8", "1GiB", &dir.join("p"), &[]);
+    let v = run_plan(&dir.join("p"));
+    assert_eq!(v["peak_held_bytes"], planned["plan"]["predicted_peak_held_bytes"], "{planned}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn caps_no_plan_meets_are_clear_errors() {
     let dir = temp_dir("errors");

@@ -25,8 +25,6 @@ use crate::precision::Precision;
 use crate::spec::ModelSpec;
 use crate::stage::Stage;
 
-const F32: u64 = 4;
-
 /// Times of one layer's ops on one micro-batch, in the cost model's time unit.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct LayerTimes {
@@ -254,7 +252,8 @@ impl LayerCosts {
                 return refuse(format!("their layer {k} is a {} and {}'s a {}", cost.kind, model.name, spec.kind()));
             }
             let count = spec.param_counts(model.lora.as_ref()).and_then(|c| c.total()).unwrap_or(u64::MAX);
-            let params = count.saturating_mul(F32);
+            // As the model stores them: 2 bytes each under mixed precision.
+            let params = count.saturating_mul(model.precision.stored_bytes());
             if cost.bytes.param_bytes != params {
                 return refuse(format!(
                     "their layer {k} ({}) has {} bytes of parameters and {}'s {params}",
