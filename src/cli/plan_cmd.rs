@@ -16,12 +16,13 @@ use pipesched::args::{at_least_one, read_text, stage_count, ByteSize, OutArgs};
 use pipesched::cost_file::CostFile;
 use pipesched::exec::Transport;
 use pipesched::plan::{
-    measure, microbatch_counts, pareto, replica_batch, search, Candidate, Effort, Measured, PlanFile, Request,
+    measure, microbatch_counts, pareto, replica_batch, search, stages_spec, Candidate, Effort, Measured, PlanFile,
+    Request,
 };
-use pipesched::workload::{Demand, Devices, Layout, ModelChoice, ModelSource, WorkloadSpec};
+use pipesched::workload::{Demand, Layout, ModelChoice, ModelSource};
 use pipesched::{units, Error, Result};
 use pipesched_schedules::DataParallel;
-use pipesched_stages::{ModelSpec, OptimizerSpec, Partition, Policies};
+use pipesched_stages::{ModelSpec, Partition, Policies};
 
 /// Arguments of `pipesched plan`.
 #[derive(Debug, Args)]
@@ -171,17 +172,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
 fn profile(args: &PlanArgs, model: &ModelSpec, microbatch: usize) -> Result<CostFile> {
     let p = args.p.min(model.num_layers()).max(1);
     let layout = Layout::looped(p, 1);
-    let spec = WorkloadSpec {
-        model: args.model.clone(),
-        partition: Partition::Even,
-        batch: Some(microbatch),
-        data: None,
-        optimizer: OptimizerSpec::adam(3e-4),
-        seed: 0,
-        devices: Devices::Cpu,
-        init: None,
-        loss_scale: None,
-    };
+    let spec = stages_spec(&args.model, Partition::Even, microbatch);
     let none = Policies::all(Default::default());
     let mut workload = spec.build(&layout, &none, &Demand::profiling(p), &Transport::InProcess)?;
     let started = Instant::now();
@@ -225,40 +216,17 @@ fn print(args: &PlanArgs, outcome: &pipesched::plan::Outcome, measured: &[Measur
         },
         outcome.simulations
     )?;
-    pipesched::sayln!(
-        "{:>13}  {:>8}  {:>11}  {:<14}  {:>4}  {:>5}  {:<9} {:<10}  policies",
-        "step",
-        "bubble",
-        "peak (max)",
-        "schedule",
-        "m",
-        "micro",
-        "split",
-        "layers"
-    )?;
+    pipesched::sayln!("{}", Candidate::header(false))?;
     for c in outcome.plans.iter().take(args.show) {
-        pipesched::sayln!("{}", c.row(unit))?;
+        pipesched::sayln!("{}", c.row(unit, None))?;
     }
     if !measured.is_empty() {
         pipesched::sayln!(
             "\nthe fastest plans' stages profiled and their steps simulated again: the chosen plan first (its step from rounds of its own), then the rest, fastest first:\n"
         )?;
-        pipesched::sayln!(
-            "{:>13}  {:>13}  {:>8}  {:>11}  {:<14}  {:>4}  {:>5}  {:<9} {:<10}  policies",
-            "step",
-            "composed",
-            "bubble",
-            "peak (max)",
-            "schedule",
-            "m",
-            "micro",
-            "split",
-            "layers"
-        )?;
+        pipesched::sayln!("{}", Candidate::header(true))?;
         for m in measured {
-            let row = m.plan.row(unit);
-            let (step, rest) = row.split_at(row.char_indices().nth(13).map_or(row.len(), |(i, _)| i));
-            pipesched::sayln!("{step}  {:>10.3} {unit:<2}{rest}", m.composed)?;
+            pipesched::sayln!("{}", m.plan.row(unit, Some(m.composed)))?;
         }
     }
     let best = measured.first().map_or(&outcome.plans[0], |m| &m.plan);

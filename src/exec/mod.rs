@@ -34,7 +34,7 @@ mod worker;
 pub use board::{Board, Phase, Position};
 pub use link::{Edge, Links};
 pub use transport::{add_replica, slice_of, PendingSum, Transport};
-pub use wire::{Packet, Wire};
+pub use wire::{f32s, put_f32s, Packet, Wire};
 pub use work::{DeviceClock, StageLayers, StageWork, SumRan};
 pub use worker::RankRecord;
 

@@ -268,11 +268,8 @@ impl Transport {
                 let bytes = serde_json::to_vec(&mine)
                     .map_err(|e| Error::Config(format!("cannot encode this rank's link times: {e}")))?;
                 // A pipeline of one rank timed its replicas' links (see `Mpi::time_link`).
-                let parts = if mpi.size() == 1 && mpi.replicas() > 1 {
-                    mpi.all_gather_replicas(bytes)?
-                } else {
-                    self.all_gather(bytes)?
-                };
+                let parts =
+                    if mpi.times_replica_links() { mpi.all_gather_replicas(bytes)? } else { self.all_gather(bytes)? };
                 let mut links = Vec::new();
                 for (rank, part) in parts.into_iter().enumerate() {
                     let trips: RoundTrips = serde_json::from_slice(&part)

@@ -49,12 +49,23 @@ impl Wire for Vec<u8> {
     }
 }
 
-/// Values without a shape: every value's bits (`u32`, little-endian) — gradients summed over
-/// replicas, parameter slices, losses.
+/// Appends `values` as the wire writes `f32` values: every value's bits (`u32`,
+/// little-endian).
+pub fn put_f32s(out: &mut Vec<u8>, values: &[f32]) {
+    out.reserve(4 * values.len());
+    out.extend(values.iter().flat_map(|v| v.to_bits().to_le_bytes()));
+}
+
+/// The `f32` values [`put_f32s`] wrote into `bytes` (a trailing part of a value is left out).
+pub fn f32s(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes.chunks_exact(4).map(|b| f32::from_bits(u32::from_le_bytes(b.try_into().expect("4 bytes"))))
+}
+
+/// Values without a shape ([`put_f32s`]) — gradients summed over replicas, parameter slices,
+/// losses.
 impl Wire for Vec<f32> {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), String> {
-        out.reserve(4 * self.len());
-        out.extend(self.iter().flat_map(|v| v.to_bits().to_le_bytes()));
+        put_f32s(out, self);
         Ok(())
     }
 
@@ -62,7 +73,7 @@ impl Wire for Vec<f32> {
         if bytes.len() % 4 != 0 {
             return Err(format!("{} bytes are not a whole number of 4-byte values", bytes.len()));
         }
-        Ok(bytes.chunks_exact(4).map(|b| f32::from_bits(u32::from_le_bytes(b.try_into().expect("4 bytes")))).collect())
+        Ok(f32s(bytes).collect())
     }
 }
 

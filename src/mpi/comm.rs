@@ -16,7 +16,7 @@ use mpi::traits::*;
 use mpi::Threading;
 
 use super::{Scope, Tag};
-use crate::exec::{add_replica, slice_of, Edge, Packet};
+use crate::exec::{add_replica, f32s, put_f32s, slice_of, Edge, Packet};
 
 /// The longest the thread waits for a packet or a request before polling MPI again.
 const IDLE: Duration = Duration::from_micros(50);
@@ -297,7 +297,7 @@ impl State {
                 let part = &values[slice_of(values.len(), n, r)];
                 let mut message = self.buffer(4 + 4 * part.len());
                 message.extend_from_slice(&key.to_le_bytes());
-                push_values(&mut message, part);
+                put_f32s(&mut message, part);
                 (r, message)
             })
             .collect();
@@ -367,7 +367,7 @@ impl State {
         }
         let mut message = self.buffer(4 + 4 * range.len());
         message.extend_from_slice(&key.to_le_bytes());
-        push_values(&mut message, &self.sums[&key].values[range]);
+        put_f32s(&mut message, &self.sums[&key].values[range]);
         for r in (1..n).map(|k| (me + k) % n) {
             self.send(comms, Scope::Replicas, r, Tag::Summed, &message);
         }
@@ -496,24 +496,15 @@ impl State {
     }
 }
 
-/// Appends `values` as `f32` little-endian.
-fn push_values(out: &mut Vec<u8>, values: &[f32]) {
-    out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-}
-
-/// Overwrites `into` with `bytes`, `f32` little-endian, of the same count.
+/// Overwrites `into` with the values of `bytes` ([`f32s`]), of the same count.
 fn write_values(into: &mut [f32], bytes: &[u8]) {
-    for (v, b) in into.iter_mut().zip(bytes.chunks_exact(4)) {
-        *v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
-    }
+    into.iter_mut().zip(f32s(bytes)).for_each(|(v, x)| *v = x);
 }
 
-/// Adds `bytes`, `f32` little-endian, to `into`, element by element (`into + part`, in that
-/// order, as [`add_replica`] does).
+/// Adds the values of `bytes` ([`f32s`]) to `into`, element by element (`into + part`, in
+/// that order, as [`add_replica`] does).
 fn add_values(into: &mut [f32], bytes: &[u8]) {
-    for (v, b) in into.iter_mut().zip(bytes.chunks_exact(4)) {
-        *v += f32::from_le_bytes(b.try_into().expect("4 bytes"));
-    }
+    into.iter_mut().zip(f32s(bytes)).for_each(|(v, x)| *v += x);
 }
 
 /// `parts` as one buffer: each part's length (`u64`, little-endian), then its bytes.

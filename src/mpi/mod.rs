@@ -263,6 +263,12 @@ impl Mpi {
         Ok(answer)
     }
 
+    /// Whether [`Mpi::time_link`] times the replicas' links: a pipeline of one rank, with
+    /// replicas, has no link of its own.
+    pub fn times_replica_links(&self) -> bool {
+        self.size() == 1 && self.replicas() > 1
+    }
+
     /// Times the link from this pipeline rank to the next: for each of `sizes`, `reps` round
     /// trips (after 2 unmeasured ones) of a message of that many bytes answered by a 1-byte one,
     /// in milliseconds — through the communication threads on both sides, as the pipeline's
@@ -272,7 +278,7 @@ impl Mpi {
     /// calls it): the links its gradient sums cross.
     pub fn time_link(&self, sizes: &[usize], reps: usize) -> Result<Vec<Vec<f64>>> {
         let (reply, answer) = unbounded();
-        let scope = if self.size() == 1 && self.replicas() > 1 { Scope::Replicas } else { Scope::Pipeline };
+        let scope = if self.times_replica_links() { Scope::Replicas } else { Scope::Pipeline };
         self.requests
             .send(Request::Link { scope, sizes: sizes.to_vec(), reps, reply })
             .map_err(|_| Error::Config("the MPI communication thread has stopped".into()))?;

@@ -101,10 +101,21 @@ impl Candidate {
         self.kind == other.kind && self.m == other.m && self.ranges == other.ranges && self.policies == other.policies
     }
 
-    /// One line for a table of plans.
-    pub fn row(&self, unit: &str) -> String {
+    /// The header of a table of [`Candidate::row`]s; `composed`: with the composed step's column.
+    pub fn header(composed: bool) -> String {
+        let extra = if composed { format!("  {:>13}", "composed") } else { String::new() };
         format!(
-            "{:>10.3} {unit:<2}  {:>6.1} %  {:>11}  {:<14}  {:>4}  {:>5}  {:<9} {:<10}  {}",
+            "{:>13}{extra}  {:>8}  {:>11}  {:<14}  {:>4}  {:>5}  {:<9} {:<10}  policies",
+            "step", "bubble", "peak (max)", "schedule", "m", "micro", "split", "layers"
+        )
+    }
+
+    /// One line for a table of plans; `composed`: the step composed from per-layer costs, for
+    /// a plan whose stages were measured.
+    pub fn row(&self, unit: &str, composed: Option<f64>) -> String {
+        let extra = composed.map_or(String::new(), |t| format!("  {t:>10.3} {unit:<2}"));
+        format!(
+            "{:>10.3} {unit:<2}{extra}  {:>6.1} %  {:>11}  {:<14}  {:>4}  {:>5}  {:<9} {:<10}  {}",
             self.makespan,
             100.0 * self.bubble,
             units::bytes(self.peak()),

@@ -180,22 +180,33 @@ fn median(rounds: Vec<CostModel>) -> Result<CostModel> {
     Ok(out)
 }
 
+/// The optimizer `plan` counts the static bytes of: Adam, as `run --plan` trains.
+pub fn optimizer() -> OptimizerSpec {
+    OptimizerSpec::adam(3e-4)
+}
+
+/// How `plan` builds stages to profile: `model` split by `partition`, micro-batches of
+/// `microbatch` samples, on the CPU, with [`optimizer`], from seed 0.
+pub fn stages_spec(model: &ModelChoice, partition: Partition, microbatch: usize) -> WorkloadSpec {
+    WorkloadSpec {
+        model: model.clone(),
+        partition,
+        batch: Some(microbatch),
+        data: None,
+        optimizer: optimizer(),
+        seed: 0,
+        devices: Devices::Cpu,
+        init: None,
+        loss_scale: None,
+    }
+}
+
 /// `c`'s stages, built on the CPU in this process to be profiled side by side, rank by rank.
 fn build_stages(model: &ModelChoice, c: &Candidate) -> Result<Box<dyn Workload>> {
     if model.is_synthetic() {
         return Err(Error::Usage("synthetic stages have no layers to plan with; give a real model".into()));
     }
-    let spec = WorkloadSpec {
-        model: model.clone(),
-        partition: Partition::Explicit(c.ranges.iter().map(|r| r.len()).collect()),
-        batch: Some(c.microbatch),
-        data: None,
-        optimizer: OptimizerSpec::adam(3e-4),
-        seed: 0,
-        devices: Devices::Cpu,
-        init: None,
-        loss_scale: None,
-    };
+    let spec = stages_spec(model, Partition::Explicit(c.ranges.iter().map(|r| r.len()).collect()), c.microbatch);
     let layout = c.layout();
     spec.build(&layout, &Policies(c.policies.clone()), &Demand::profiling(layout.stages()), &Transport::InProcess)
 }

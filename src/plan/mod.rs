@@ -15,6 +15,6 @@ mod search;
 mod table;
 
 pub use candidate::{Candidate, Point, Rejection};
-pub use measure::{measure, Effort, Measured};
+pub use measure::{measure, optimizer, stages_spec, Effort, Measured};
 pub use plan_file::{PlanFile, PLAN_FORMAT};
 pub use search::{microbatch_counts, replica_batch, scaled, search, Outcome, Request};

@@ -32,7 +32,7 @@ use std::ops::Range;
 use pipesched_schedules::{
     auto, with_recompute, CostModel, DataParallel, Kind, Objective, Schedule, StageCosts, Stats,
 };
-use pipesched_stages::{balanced_by_weight, LayerCosts, ModelSpec, OptimizerSpec, Partition, RecomputePolicy};
+use pipesched_stages::{balanced_by_weight, LayerCosts, ModelSpec, Partition, RecomputePolicy};
 
 use super::candidate::{simulate_step, Candidate, Point, Rejection};
 use super::table::{policy_set, Table};
@@ -515,7 +515,7 @@ fn over_replicas(
     if !dp.sums() {
         return Ok((statics.to_vec(), Vec::new()));
     }
-    let adam = OptimizerSpec::adam(3e-4);
+    let adam = super::optimizer();
     let (mut out, mut sums) = (Vec::with_capacity(ranges.len()), Vec::with_capacity(ranges.len()));
     for (range, &whole) in ranges.iter().zip(statics) {
         let trained = model
